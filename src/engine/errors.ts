@@ -1,0 +1,41 @@
+/** Errors raised by the engine. Each carries a message meant for the user, naming what is wrong. */
+
+/** The image is malformed or inconsistent (bad header, table past the end, unaligned entry...). */
+export class ImageFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ImageFormatError";
+  }
+}
+
+/** The image uses a feature refcow does not support (unknown incompatible bit, encryption...). */
+export class UnsupportedFeatureError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnsupportedFeatureError";
+  }
+}
+
+/** A request is invalid: out of range, misaligned where alignment is required, write to a read-only image. */
+export class RequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RequestError";
+  }
+}
+
+/** A snapshot name or id does not exist, or a new name is already taken. */
+export class SnapshotError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SnapshotError";
+  }
+}
+
+/** The image has been closed. */
+export class ClosedError extends Error {
+  constructor(message = "image is closed") {
+    super(message);
+    this.name = "ClosedError";
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Public types of the qcow2 engine: what callers (CLI, worker serve loop, tests, benchmarks) see.
+ */
+import type { BlockFile, IoPurpose } from "../io/block-file.js";
+
+export type CacheMode = "writethrough" | "writeback" | "unsafe";
+export const CACHE_MODES: readonly CacheMode[] = ["writethrough", "writeback", "unsafe"];
+
+/** A readable (and maybe writable) virtual disk: a qcow2 image or a raw file. Used for backing chains. */
+export interface VirtualDisk {
+  /** Virtual size in bytes. */
+  readonly size: number;
+  /** Reads `buf.length` bytes of the virtual disk at `offset` (must lie inside the disk). */
+  readInto(buf: Uint8Array, offset: number): void;
+  close(): void;
+}
+
+/** Resolves a backing file name (as stored in the header) to an open disk. */
+export type BackingOpener = (name: string, format: string | undefined) => VirtualDisk;
+
+export interface OpenOptions {
+  readOnly?: boolean;
+  cache?: CacheMode;
+  /** Refcount scheme name; "eager" (default) is standard qcow2 with QEMU's ordering. */
+  scheme?: string;
+  /** How to open the backing file. Default: none, and an image with a backing file fails to open. */
+  openBacking?: BackingOpener;
+  /** Do not open the backing file even if there is one (reads of unallocated clusters return zeroes). */
+  noBacking?: boolean;
+  /** Open even an image marked corrupt, read-only or for repair (like qemu-img check -r). */
+  forCheck?: boolean;
+  /** Do not repair a dirty image at open (used by check, which reports instead). */
+  noRepairOnOpen?: boolean;
+}
+
+export interface CreateOptions {
+  size: number;
+  clusterSize?: number; // default 65536
+  compat?: "0.10" | "1.1"; // default 1.1 (v3)
+  lazyRefcounts?: boolean;
+  refcountBits?: number; // default 16
+  extendedL2?: boolean;
+  backingFile?: string;
+  backingFormat?: string;
+  compressionType?: "zlib" | "zstd";
+}
+
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  /** VM state size in bytes (the 64-bit field when present). */
+  vmStateSize: number;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: number;
+  /** Guest instruction count, or undefined when not recorded (-1 on disk). */
+  icount?: number;
+  l1Size: number;
+  l1TableOffset: number;
+  /** Virtual disk size when the snapshot was taken (v3 extra data), if recorded. */
+  diskSize?: number;
+}
+
+export interface SnapshotCreateOptions {
+  /** Guest VM state to store in the snapshot's VM-state area (as QEMU's savevm does). */
+  vmState?: Uint8Array;
+  vmClockNsec?: number;
+  date?: Date;
+}
+
+export interface CheckResult {
+  /** Errors that prevented a complete check (I/O errors...). */
+  checkErrors: number;
+  corruptions: number;
+  leaks: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  imageEndOffset: number;
+  totalClusters: number;
+  allocatedClusters: number;
+  fragmentedClusters: number;
+  compressedClusters: number;
+  /** Human-readable lines, in qemu-img's wording ("Leaked cluster 5 refcount=1 reference=0", ...). */
+  messages: string[];
+}
+
+export type RepairMode = "leaks" | "all";
+
+/** One extent of `qemu-img map` output. */
+export interface MapExtent {
+  start: number;
+  length: number;
+  /** Backing-chain depth where the data was found (0 = this image). */
+  depth: number;
+  /** True when the range holds data (not zero, not unallocated-to-end). */
+  data: boolean;
+  zero: boolean;
+  compressed: boolean;
+  /** Host offset in the image at `depth`, for uncompressed allocated data. */
+  offset?: number;
+  /** Whether the range is allocated in this image (false: unallocated here, read from backing or zero). */
+  present: boolean;
+}
+
+export interface ImageInfo {
+  virtualSize: number;
+  actualSize: number;
+  clusterSize: number;
+  version: 2 | 3;
+  compat: "0.10" | "1.1";
+  refcountBits: number;
+  lazyRefcounts: boolean;
+  extendedL2: boolean;
+  compressionType: "zlib" | "zstd";
+  corrupt: boolean;
+  dirty: boolean;
+  backingFile?: string;
+  backingFormat?: string;
+  snapshots: SnapshotInfo[];
+}
+
+/** Per-purpose cost counters, accumulated by the accounting wrapper. */
+export interface PurposeCost {
+  reads: number;
+  readBytes: number;
+  writes: number;
+  writeBytes: number;
+  flushes: number;
+  /** Time spent in I/O calls of this purpose, in nanoseconds. */
+  timeNs: number;
+}
+export type CostBreakdown = Partial<Record<IoPurpose, PurposeCost>>;
+
+export type { BlockFile, IoPurpose };

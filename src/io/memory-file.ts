@@ -1,0 +1,72 @@
+import type { BlockFile, IoPurpose } from "./block-file.js";
+import { IoError } from "./block-file.js";
+
+/** A BlockFile held in memory; grows by doubling. Used by tests, property tests and the fault injector. */
+export class MemoryFile implements BlockFile {
+  private buf: Uint8Array;
+  private length: number;
+  readonly name: string;
+  readonly readOnly: boolean;
+  private closed = false;
+
+  constructor(initial?: Uint8Array, opts: { name?: string; readOnly?: boolean } = {}) {
+    this.buf = initial ? initial.slice() : new Uint8Array(0);
+    this.length = this.buf.length;
+    this.name = opts.name ?? "memory";
+    this.readOnly = opts.readOnly ?? false;
+  }
+
+  read(buf: Uint8Array, offset: number, _purpose?: IoPurpose): number {
+    this.checkOpen();
+    const n = Math.max(0, Math.min(buf.length, this.length - offset));
+    if (n > 0) buf.set(this.buf.subarray(offset, offset + n));
+    if (n < buf.length) buf.fill(0, Math.max(n, 0));
+    return n;
+  }
+
+  write(data: Uint8Array, offset: number, _purpose?: IoPurpose): void {
+    this.checkOpen();
+    if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
+    const end = offset + data.length;
+    if (end > this.buf.length) this.grow(end);
+    this.buf.set(data, offset);
+    if (end > this.length) this.length = end;
+  }
+
+  flush(_purpose?: IoPurpose): void {
+    this.checkOpen();
+  }
+
+  size(): number {
+    return this.length;
+  }
+
+  truncate(size: number): void {
+    this.checkOpen();
+    if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
+    if (size > this.buf.length) this.grow(size);
+    else if (size < this.length) this.buf.fill(0, size, this.length);
+    this.length = size;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  /** A copy of the file's current contents. */
+  contents(): Uint8Array {
+    return this.buf.slice(0, this.length);
+  }
+
+  private grow(min: number): void {
+    let cap = Math.max(4096, this.buf.length);
+    while (cap < min) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.length));
+    this.buf = next;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new IoError(`${this.name}: file is closed`, "EBADF");
+  }
+}
