@@ -1,0 +1,54 @@
+/**
+ * Decompression of compressed clusters. qcow2 compression type 0 is raw deflate (no zlib header); type 1 is
+ * zstd (QEMU writes one zstd frame, the compressed data may be followed by padding up to the sector count).
+ */
+import { inflateRawSync } from "node:zlib";
+import { decompress as zstdDecompress } from "fzstd";
+import { ImageFormatError } from "./errors.js";
+
+export const COMPRESSION_ZLIB = 0;
+export const COMPRESSION_ZSTD = 1;
+
+export function decompressCluster(type: number, data: Uint8Array, clusterSize: number, where: string): Uint8Array {
+  let out: Uint8Array;
+  try {
+    if (type === COMPRESSION_ZLIB) {
+      // finishFlush: the stored sector count rounds up, so trailing bytes past the stream are normal.
+      out = inflateRawSync(data, { finishFlush: 2 /* Z_SYNC_FLUSH */, maxOutputLength: clusterSize });
+    } else if (type === COMPRESSION_ZSTD) {
+      out = zstdDecompress(trimZstd(data));
+    } else {
+      throw new ImageFormatError(`unknown compression type ${type}`);
+    }
+  } catch (e) {
+    if (e instanceof ImageFormatError) throw e;
+    throw new ImageFormatError(`compressed cluster ${where} cannot be decompressed: ${(e as Error).message}`);
+  }
+  if (out.length < clusterSize) {
+    throw new ImageFormatError(`compressed cluster ${where} decompresses to ${out.length} bytes instead of ${clusterSize}`);
+  }
+  return out.length === clusterSize ? out : out.subarray(0, clusterSize);
+}
+
+/** Returns the bytes of the first zstd frame (fzstd rejects trailing padding). */
+function trimZstd(data: Uint8Array): Uint8Array {
+  // Frame layout: magic(4) FHD(1) [WD] [DictID] [FCS] blocks... [checksum]
+  if (data.length < 6) return data;
+  const fhd = data[4];
+  const fcsFlag = fhd >> 6;
+  const single = (fhd >> 5) & 1;
+  const checksum = (fhd >> 2) & 1;
+  const dictFlag = fhd & 3;
+  let pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][dictFlag] + [single ? 1 : 0, 2, 4, 8][fcsFlag];
+  for (;;) {
+    if (pos + 3 > data.length) return data;
+    const bh = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16);
+    const last = bh & 1;
+    const type = (bh >> 1) & 3;
+    const size = bh >>> 3;
+    pos += 3 + (type === 1 ? 1 : size);
+    if (last) break;
+  }
+  if (checksum) pos += 4;
+  return data.subarray(0, Math.min(pos, data.length));
+}

@@ -1,0 +1,103 @@
+/**
+ * Allocation map of the virtual disk (qemu-img map): for each range, where its data comes from (depth in the
+ * backing chain), whether it is allocated, reads as zero, holds data, and at which host offset.
+ */
+import { ClusterType } from "../format/l1l2.js";
+import type { Qcow2Image } from "./qcow2-image.js";
+import type { MapExtent, VirtualDisk } from "./types.js";
+
+interface Status {
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  compressed: boolean;
+  offset?: number;
+}
+
+/** Something in a backing chain that can report block status (qcow2 images and raw files). */
+export interface BlockStatusSource extends VirtualDisk {
+  blockStatus(offset: number, length: number, depth: number): { status: Status; length: number };
+}
+
+function isStatusSource(d: VirtualDisk | null): d is BlockStatusSource {
+  return !!d && typeof (d as Partial<BlockStatusSource>).blockStatus === "function";
+}
+
+/** Status of the range starting at `offset` (at most `length` bytes, within one cluster or subcluster). */
+export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number, depth: number): { status: Status; length: number } {
+  const cs = img.clusterSize;
+  const gc = Math.floor(offset / cs);
+  const inCluster = offset - gc * cs;
+  let n = Math.min(length, cs - inCluster);
+  const m = img.lookup(gc);
+  const e = m.entry;
+  let kind: "data" | "zero" | "unalloc" | "compressed";
+  let host = 0;
+  if (img.l2.extended && e.type !== ClusterType.Compressed) {
+    const sc = cs / 32;
+    const i = Math.floor(inCluster / sc);
+    n = Math.min(n, (i + 1) * sc - inCluster);
+    const bit = 1 << i;
+    kind = m.alloc & bit ? "data" : m.zero & bit ? "zero" : "unalloc";
+    host = e.offset + inCluster;
+  } else {
+    switch (e.type) {
+      case ClusterType.Normal:
+        kind = "data";
+        host = e.offset + inCluster;
+        break;
+      case ClusterType.ZeroPlain:
+        kind = "zero";
+        break;
+      case ClusterType.ZeroAlloc:
+        kind = "zero";
+        host = e.offset + inCluster;
+        break;
+      case ClusterType.Compressed:
+        kind = "compressed";
+        break;
+      default:
+        kind = "unalloc";
+    }
+  }
+  if (kind === "unalloc") {
+    const b = img.backing;
+    if (b && offset < b.size && isStatusSource(b)) {
+      const r = b.blockStatus(offset, Math.min(n, b.size - offset), depth + 1);
+      return r;
+    }
+    if (b && offset < b.size) {
+      return { status: { depth: depth + 1, present: true, zero: false, data: true, compressed: false }, length: Math.min(n, b.size - offset) };
+    }
+    return { status: { depth: b ? depth + 1 : depth, present: false, zero: true, data: false, compressed: false }, length: n };
+  }
+  if (kind === "zero") return { status: { depth, present: true, zero: true, data: false, compressed: false, offset: host || undefined }, length: n };
+  if (kind === "compressed") return { status: { depth, present: true, zero: false, data: true, compressed: true }, length: n };
+  return { status: { depth, present: true, zero: false, data: true, compressed: false, offset: host }, length: n };
+}
+
+export function mapImage(img: Qcow2Image): MapExtent[] {
+  const out: MapExtent[] = [];
+  let pos = 0;
+  while (pos < img.size) {
+    const { status, length } = qcow2BlockStatus(img, pos, img.size - pos, 0);
+    const prev = out[out.length - 1];
+    const contiguous = prev && prev.offset !== undefined && status.offset !== undefined ? prev.offset + prev.length === status.offset : prev?.offset === undefined && status.offset === undefined;
+    if (
+      prev &&
+      prev.depth === status.depth &&
+      prev.present === status.present &&
+      prev.zero === status.zero &&
+      prev.data === status.data &&
+      prev.compressed === status.compressed &&
+      contiguous
+    ) {
+      prev.length += length;
+    } else {
+      out.push({ start: pos, length, depth: status.depth, present: status.present, zero: status.zero, data: status.data, compressed: status.compressed, offset: status.offset });
+    }
+    pos += length;
+  }
+  return out;
+}

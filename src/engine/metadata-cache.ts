@@ -1,0 +1,134 @@
+/**
+ * Write-back cache of metadata units (L2 table slices, refcount blocks), modelled on QEMU's qcow2-cache.c:
+ * least-recently-used eviction, and two ordering hooks that the engine uses to state its write-ordering rules:
+ *
+ *  - `dependsOn`: before any entry of this cache is written, every dirty entry of the other cache is written
+ *    and the file flushed ("refcount block before the L2 entry that points to the new cluster").
+ *  - `flushBeforeWrite`: the file is flushed before any entry of this cache is written ("COW data before the
+ *    L2 entry that points to it").
+ */
+import type { BlockFile, IoPurpose } from "../io/block-file.js";
+
+interface Entry {
+  buf: Uint8Array;
+  dirty: boolean;
+}
+
+export class MetadataCache {
+  private readonly entries = new Map<number, Entry>();
+  dependsOn: MetadataCache | null = null;
+  flushBeforeWrite = false;
+  private dirtyCount = 0;
+
+  constructor(
+    private readonly file: BlockFile,
+    readonly entrySize: number,
+    private readonly capacity: number,
+    readonly purpose: IoPurpose,
+    /** Flushes the file (a no-op in cache=unsafe). */
+    private readonly sync: () => void,
+    /** Called when a unit is read from disk, to validate it before use. */
+    private readonly onLoad?: (offset: number, buf: Uint8Array) => void,
+  ) {}
+
+  /** Returns the unit at `offset`, reading it on a miss. The buffer stays valid until the next cache call. */
+  get(offset: number): Uint8Array {
+    const e = this.entries.get(offset);
+    if (e) {
+      this.entries.delete(offset);
+      this.entries.set(offset, e);
+      return e.buf;
+    }
+    const buf = new Uint8Array(this.entrySize);
+    this.file.read(buf, offset, this.purpose);
+    this.onLoad?.(offset, buf);
+    this.insert(offset, { buf, dirty: false });
+    return buf;
+  }
+
+  /** Installs a unit without reading it (a freshly allocated table), marked dirty. */
+  put(offset: number, buf: Uint8Array): void {
+    this.drop(offset);
+    this.insert(offset, { buf, dirty: true });
+    this.dirtyCount++;
+  }
+
+  markDirty(offset: number): void {
+    const e = this.entries.get(offset);
+    if (!e) throw new Error(`internal: marking uncached metadata at ${offset} dirty`);
+    if (!e.dirty) {
+      e.dirty = true;
+      this.dirtyCount++;
+    }
+  }
+
+  /** Forgets a unit without writing it (its cluster was freed). */
+  drop(offset: number): void {
+    const e = this.entries.get(offset);
+    if (!e) return;
+    if (e.dirty) this.dirtyCount--;
+    this.entries.delete(offset);
+  }
+
+  /** Forgets every unit in [start, end) without writing. */
+  dropRange(start: number, end: number): void {
+    for (const key of [...this.entries.keys()]) if (key >= start && key < end) this.drop(key);
+  }
+
+  hasDirty(): boolean {
+    return this.dirtyCount > 0;
+  }
+
+  /** Writes every dirty unit, honouring the ordering hooks. Does not flush afterwards. */
+  writeDirty(): void {
+    if (this.dirtyCount === 0) return;
+    this.beforeWrite();
+    for (const [offset, e] of this.entries) {
+      if (!e.dirty) continue;
+      this.file.write(e.buf, offset, this.purpose);
+      e.dirty = false;
+    }
+    this.dirtyCount = 0;
+  }
+
+  /** Empties the cache (after writing dirty units). */
+  clear(): void {
+    this.writeDirty();
+    this.entries.clear();
+  }
+
+  /** Discards everything, dirty or not (the structures were rebuilt elsewhere). */
+  reset(): void {
+    this.entries.clear();
+    this.dirtyCount = 0;
+  }
+
+  private beforeWrite(): void {
+    const dep = this.dependsOn;
+    if (dep) {
+      this.dependsOn = null;
+      if (dep.hasDirty() || dep.dependsOn || dep.flushBeforeWrite) {
+        dep.writeDirty();
+      }
+      this.sync();
+      this.flushBeforeWrite = false;
+    }
+    if (this.flushBeforeWrite) {
+      this.flushBeforeWrite = false;
+      this.sync();
+    }
+  }
+
+  private insert(offset: number, e: Entry): void {
+    while (this.entries.size >= this.capacity) {
+      const [victim, ve] = this.entries.entries().next().value as [number, Entry];
+      if (ve.dirty) {
+        this.beforeWrite();
+        this.file.write(ve.buf, victim, this.purpose);
+        this.dirtyCount--;
+      }
+      this.entries.delete(victim);
+    }
+    this.entries.set(offset, e);
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Opening images by path: format probing, raw files, and backing chains resolved relative to the image that
+ * names them (as QEMU does).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { BlockFile } from "../io/block-file.js";
+import { NodeFile } from "../io/node-file.js";
+import { ImageFormatError, RequestError } from "./errors.js";
+import { Qcow2Image } from "./qcow2-image.js";
+import type { MapExtent, OpenOptions, VirtualDisk } from "./types.js";
+
+export type ImageFormat = "qcow2" | "raw";
+
+/** qcow2 when the file starts with qcow2's magic, raw otherwise. */
+export function probeFormat(file: string): ImageFormat {
+  const fd = fs.openSync(file, "r");
+  try {
+    const buf = Buffer.alloc(4);
+    const n = fs.readSync(fd, buf, 0, 4, 0);
+    return n === 4 && buf.readUInt32BE(0) === 0x514649fb ? "qcow2" : "raw";
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A raw disk image: guest offset = file offset. */
+export class RawDisk implements VirtualDisk {
+  readonly size: number;
+  readonly readOnly: boolean;
+
+  constructor(readonly file: BlockFile) {
+    this.size = file.size();
+    this.readOnly = file.readOnly;
+  }
+
+  readInto(buf: Uint8Array, offset: number): void {
+    this.checkRange(offset, buf.length);
+    this.file.read(buf, offset, "guest-data");
+  }
+
+  read(offset: number, length: number): Uint8Array {
+    const buf = new Uint8Array(length);
+    this.readInto(buf, offset);
+    return buf;
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    this.checkRange(offset, data.length);
+    this.file.write(data, offset, "guest-data");
+  }
+
+  writeZeroes(offset: number, length: number): void {
+    this.checkRange(offset, length);
+    const chunk = new Uint8Array(Math.min(length, 1 << 20));
+    for (let done = 0; done < length; done += chunk.length) {
+      const n = Math.min(chunk.length, length - done);
+      this.file.write(chunk.subarray(0, n), offset + done, "guest-data");
+    }
+  }
+
+  discard(offset: number, length: number): void {
+    this.writeZeroes(offset, length);
+  }
+
+  flush(): void {
+    this.file.flush("guest-data");
+  }
+
+  close(): void {
+    this.file.close();
+  }
+
+  blockStatus(offset: number, length: number, depth: number) {
+    return { status: { depth, present: true, zero: false, data: true, compressed: false, offset }, length };
+  }
+
+  map(): MapExtent[] {
+    return this.size ? [{ start: 0, length: this.size, depth: 0, present: true, zero: false, data: true, compressed: false, offset: 0 }] : [];
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      throw new RequestError(`request at offset ${offset}, length ${length} is past the end of the disk (${this.size} bytes)`);
+    }
+  }
+}
+
+export type OpenedImage = Qcow2Image | RawDisk;
+
+const MAX_CHAIN = 64;
+
+/** Opens an image file (qcow2 or raw, probed unless given), with its backing chain opened read-only. */
+export function openImagePath(file: string, opts: OpenOptions & { format?: ImageFormat } = {}, depth = 0): OpenedImage {
+  if (depth > MAX_CHAIN) throw new ImageFormatError(`backing chain deeper than ${MAX_CHAIN} images (loop?)`);
+  if (!fs.existsSync(file)) throw new RequestError(`Could not open '${file}': No such file or directory`);
+  const format = opts.format ?? probeFormat(file);
+  const bf = NodeFile.open(file, { readOnly: opts.readOnly });
+  try {
+    if (format === "raw") return new RawDisk(bf);
+    const dir = path.dirname(file);
+    return Qcow2Image.open(bf, {
+      ...opts,
+      openBacking:
+        opts.openBacking ??
+        ((name, fmt) => {
+          const resolved = path.isAbsolute(name) ? name : path.join(dir, name);
+          if (fmt && fmt !== "qcow2" && fmt !== "raw") throw new ImageFormatError(`unsupported backing file format '${fmt}'`);
+          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache }, depth + 1);
+        }),
+    });
+  } catch (e) {
+    bf.close();
+    throw e;
+  }
+}
+
+/** Creates a qcow2 image file at `file` (overwriting it). */
+export function createImagePath(file: string, opts: Parameters<typeof Qcow2Image.create>[1]): void {
+  const bf = NodeFile.open(file, { create: true });
+  try {
+    Qcow2Image.create(bf, opts);
+  } finally {
+    bf.close();
+  }
+}

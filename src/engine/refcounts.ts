@@ -1,0 +1,313 @@
+/**
+ * Host-cluster reference counts: the refcount table (held in memory), refcount blocks (through a metadata
+ * cache), the free-cluster search, and growth of both structures. Policy-free: it counts what it is told to
+ * count; the refcount scheme decides when.
+ *
+ * Ordering rules kept here:
+ *  - a new refcount block is written and flushed before the table entry that points to it;
+ *  - a new refcount table (with its new blocks) is written and flushed before the header points to it, and the
+ *    old table is released only after the header is flushed.
+ */
+import type { BlockFile } from "../io/block-file.js";
+import { decodeReftableEntry, encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
+import { MAX_REFTABLE_BYTES } from "../format/header.js";
+import { ImageFormatError } from "./errors.js";
+import { MetadataCache } from "./metadata-cache.js";
+
+export interface RefcountHost {
+  file: BlockFile;
+  clusterSize: number;
+  clusterBits: number;
+  sync(): void;
+  /** Points the header at a new refcount table and writes the header durably. */
+  setRefcountTable(offset: number, clusters: number): void;
+  /** First cluster index past every cluster in use or being built (usually the file end). */
+  endCluster(): number;
+  /** Called when a cluster's count drops to zero, so caches holding it can forget it. */
+  onClusterFreed(cluster: number): void;
+}
+
+export class RefcountStore {
+  readonly codec: RefcountCodec;
+  readonly cache: MetadataCache;
+  /** Refcount block offset per table entry (0 = none). */
+  table: number[];
+  tableOffset: number;
+  tableClusters: number;
+  /** Search for free clusters starts here (lowered when a cluster is freed). */
+  private freeIndex = 0;
+  /** References dropped by metadata not yet on disk: applied after that metadata is flushed. */
+  private pending: number[] = [];
+
+  constructor(
+    private readonly host: RefcountHost,
+    refcountOrder: number,
+    tableOffset: number,
+    tableClusters: number,
+    rawTable: Uint8Array,
+    cacheCapacity: number,
+  ) {
+    this.codec = new RefcountCodec(refcountOrder, host.clusterSize);
+    this.tableOffset = tableOffset;
+    this.tableClusters = tableClusters;
+    const view = new DataView(rawTable.buffer, rawTable.byteOffset, rawTable.byteLength);
+    const n = rawTable.length / 8;
+    this.table = new Array(n);
+    const fileSize = host.file.size();
+    for (let i = 0; i < n; i++) {
+      const { offset, reservedBits } = decodeReftableEntry(view, i);
+      if (reservedBits) throw new ImageFormatError(`refcount table entry ${i} has reserved bits set`);
+      if (offset % host.clusterSize) throw new ImageFormatError(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is not cluster aligned`);
+      if (offset && offset + host.clusterSize > fileSize) {
+        throw new ImageFormatError(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is past the end of the image`);
+      }
+      if (offset === 0 && i === 0) throw new ImageFormatError("refcount table has no block for the header cluster");
+      this.table[i] = offset;
+    }
+    this.cache = new MetadataCache(host.file, host.clusterSize, cacheCapacity, "refcount", () => host.sync());
+  }
+
+  get entriesPerBlock(): number {
+    return this.codec.entriesPerBlock;
+  }
+
+  /** Reference count of a host cluster (0 when it has no refcount block). */
+  get(cluster: number): number {
+    const r = Math.floor(cluster / this.codec.entriesPerBlock);
+    const block = r < this.table.length ? this.table[r] : 0;
+    if (!block) return 0;
+    return this.codec.get(this.cache.get(block), cluster % this.codec.entriesPerBlock);
+  }
+
+  /** Adds `delta` to a cluster's count now (in the cache). */
+  change(cluster: number, delta: number): number {
+    const epb = this.codec.entriesPerBlock;
+    const r = Math.floor(cluster / epb);
+    const block = this.ensureBlock(r);
+    const buf = this.cache.get(block);
+    const idx = cluster % epb;
+    const old = this.codec.get(buf, idx);
+    const next = old + delta;
+    if (next < 0) throw new ImageFormatError(`refcount of cluster ${cluster} would drop below zero (image is corrupt)`);
+    if (next > this.codec.max) throw new ImageFormatError(`refcount overflow at cluster ${cluster} (more than ${this.codec.max} references)`);
+    this.codec.set(buf, idx, next);
+    this.cache.markDirty(block);
+    if (next === 0) {
+      if (cluster < this.freeIndex) this.freeIndex = cluster;
+      this.host.onClusterFreed(cluster);
+    }
+    return next;
+  }
+
+  /** Sets a cluster's count (repair). */
+  set(cluster: number, value: number): void {
+    this.change(cluster, value - this.get(cluster));
+  }
+
+  /** Records that one reference to `cluster` goes away once the metadata that dropped it is on disk. */
+  releaseLater(cluster: number): void {
+    this.pending.push(cluster);
+  }
+
+  hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  /** Applies the deferred decrements. Call only after the metadata that dropped them has been flushed. */
+  applyPending(): void {
+    const p = this.pending;
+    this.pending = [];
+    for (const c of p) this.change(c, -1);
+  }
+
+  /** Finds `n` contiguous free clusters (first fit) and takes one reference on each. Returns the host offset. */
+  allocate(n: number): number {
+    const start = this.findFree(n);
+    for (let i = 0; i < n; i++) this.change(start + i, 1);
+    if (n === 1 || start === this.freeIndex) this.freeIndex = start + n;
+    return start * this.host.clusterSize;
+  }
+
+  /** Takes one reference on each cluster of [start, start+n) (they must be free). Used by append allocation. */
+  allocateAt(startCluster: number, n: number): number {
+    for (let i = 0; i < n; i++) this.change(startCluster + i, 1);
+    return startCluster * this.host.clusterSize;
+  }
+
+  findFree(n: number): number {
+    let run = 0;
+    let c = this.freeIndex;
+    const epb = this.codec.entriesPerBlock;
+    for (;;) {
+      const r = Math.floor(c / epb);
+      const block = r < this.table.length ? this.table[r] : 0;
+      if (!block) {
+        // A range without a block is entirely free, but its first cluster will hold the block itself.
+        const rangeStart = r * epb;
+        if (c === rangeStart) {
+          if (run > 0) {
+            // The run so far ends right before this range: it may continue into the range past the block.
+            run = 0;
+          }
+          c++;
+          continue;
+        }
+        run++;
+        if (run === n) return c - n + 1;
+        c++;
+        continue;
+      }
+      const buf = this.cache.get(block);
+      const end = (r + 1) * epb;
+      for (; c < end; c++) {
+        if (this.codec.get(buf, c % epb) === 0) {
+          run++;
+          if (run === n) return c - n + 1;
+        } else {
+          run = 0;
+        }
+      }
+    }
+  }
+
+  /** Makes sure refcount block `r` exists; creates a self-describing block at the start of its range if not. */
+  private ensureBlock(r: number): number {
+    if (r < this.table.length && this.table[r]) return this.table[r];
+    if (r >= this.table.length) this.growTable(r + 1);
+    if (this.table[r]) return this.table[r];
+    const epb = this.codec.entriesPerBlock;
+    const cs = this.host.clusterSize;
+    const blockCluster = r * epb;
+    const offset = blockCluster * cs;
+    const buf = new Uint8Array(cs);
+    this.codec.set(buf, 0, 1); // the block describes itself
+    this.host.file.write(buf, offset, "refcount");
+    this.host.sync();
+    this.table[r] = offset;
+    this.writeTableEntry(r);
+    this.host.sync();
+    this.cache.put(offset, buf);
+    this.cache.markDirty(offset);
+    return offset;
+  }
+
+  private writeTableEntry(r: number): void {
+    const entry = new Uint8Array(8);
+    encodeReftableEntry(new DataView(entry.buffer), 0, this.table[r]);
+    this.host.file.write(entry, this.tableOffset + r * 8, "refcount");
+  }
+
+  /**
+   * Moves the refcount table to a larger area at the end of the image. The area holds the new blocks its own
+   * clusters need, then the table; both describe themselves.
+   */
+  private growTable(minEntries: number): void {
+    const cs = this.host.clusterSize;
+    const perCluster = cs / 8;
+    const wanted = Math.max(minEntries, Math.ceil(this.table.length * 1.5), this.table.length + 1);
+    const tableClusters = Math.ceil(wanted / perCluster);
+    if (tableClusters * cs > MAX_REFTABLE_BYTES) throw new ImageFormatError("refcount table would exceed the 8 MiB limit (image too large)");
+    const newEntries = tableClusters * perCluster;
+    this.placeNewStructures(newEntries, tableClusters, (c) => this.get(c), false);
+  }
+
+  /**
+   * Writes a new refcount table of `tableClusters` clusters (and new refcount blocks) in a fresh area at the
+   * end of the image and switches the header to it. With `rebuild`, every block is new and holds exactly
+   * `countOf(c)`; otherwise existing blocks are kept and only the area's own clusters are counted.
+   */
+  private placeNewStructures(newEntries: number, tableClusters: number, countOf: (c: number) => number, rebuild: boolean, maxCluster = 0): void {
+    const cs = this.host.clusterSize;
+    const epb = this.codec.entriesPerBlock;
+    // Flush what the cache holds so every existing block is current on disk.
+    this.cache.writeDirty();
+    const areaStart = Math.max(this.host.endCluster(), maxCluster);
+    const hasBlock = (r: number) => !rebuild && r < this.table.length && this.table[r] !== 0;
+    // Ranges that need a new block: for a rebuild every range with a counted cluster; always the area's own.
+    const needed = new Set<number>();
+    if (rebuild) {
+      for (let c = 0; c < areaStart; c++) if (countOf(c) > 0) needed.add(Math.floor(c / epb));
+    }
+    let blocks = 0;
+    for (;;) {
+      const areaEnd = areaStart + blocks + tableClusters;
+      const set = new Set(needed);
+      for (let r = Math.floor(areaStart / epb); r <= Math.floor((areaEnd - 1) / epb); r++) if (!hasBlock(r)) set.add(r);
+      const newBlocks = [...set].filter((r) => !hasBlock(r)).length;
+      if (newBlocks === blocks) {
+        needed.clear();
+        for (const r of set) needed.add(r);
+        break;
+      }
+      blocks = newBlocks;
+    }
+    const blockRanges = [...needed].filter((r) => !hasBlock(r)).sort((a, b) => a - b);
+    const maxRange = Math.max(-1, ...blockRanges, this.table.length - 1);
+    if (maxRange >= newEntries) throw new ImageFormatError("internal: refcount table too small for its own area");
+    const tableStart = areaStart + blockRanges.length;
+    const areaEnd = tableStart + tableClusters;
+    const inArea = (c: number) => c >= areaStart && c < areaEnd;
+    const newTable: number[] = new Array(newEntries).fill(0);
+    if (!rebuild) for (let i = 0; i < this.table.length; i++) newTable[i] = this.table[i];
+    const newBlockBufs = new Map<number, Uint8Array>();
+    blockRanges.forEach((r, i) => {
+      newTable[r] = (areaStart + i) * cs;
+      const buf = new Uint8Array(cs);
+      if (rebuild) {
+        for (let c = r * epb; c < Math.min((r + 1) * epb, areaStart); c++) {
+          const v = countOf(c);
+          if (v) this.codec.set(buf, c - r * epb, Math.min(v, this.codec.max));
+        }
+      }
+      newBlockBufs.set(r, buf);
+    });
+    // Count the area's own clusters.
+    for (let c = areaStart; c < areaEnd; c++) {
+      const r = Math.floor(c / epb);
+      const nb = newBlockBufs.get(r);
+      if (nb) this.codec.set(nb, c % epb, 1);
+      else this.change(c, 1); // an existing block (not a rebuild)
+    }
+    this.cache.writeDirty();
+    for (const [r, buf] of newBlockBufs) this.host.file.write(buf, newTable[r], "refcount");
+    const tableBuf = new Uint8Array(tableClusters * cs);
+    const tv = new DataView(tableBuf.buffer);
+    for (let i = 0; i < newEntries; i++) if (newTable[i]) encodeReftableEntry(tv, i, newTable[i]);
+    this.host.file.write(tableBuf, tableStart * cs, "refcount");
+    this.host.sync();
+    const oldOffset = this.tableOffset;
+    const oldClusters = this.tableClusters;
+    this.host.setRefcountTable(tableStart * cs, tableClusters);
+    this.tableOffset = tableStart * cs;
+    this.tableClusters = tableClusters;
+    this.table = newTable;
+    if (rebuild) {
+      this.cache.reset();
+      this.pending = [];
+      this.freeIndex = 0;
+    } else {
+      for (let i = 0; i < oldClusters; i++) if (!inArea(oldOffset / cs + i)) this.change(oldOffset / cs + i, -1);
+    }
+  }
+
+  /**
+   * Replaces all refcount structures by new ones holding exactly `counts` (indexed by cluster), written in a
+   * fresh area at the end of the image (QEMU's "Rebuilding refcount structure").
+   */
+  rebuild(counts: ArrayLike<number>): void {
+    const cs = this.host.clusterSize;
+    const epb = this.codec.entriesPerBlock;
+    const perCluster = cs / 8;
+    let end = Math.max(counts.length, this.host.endCluster());
+    // Estimate table size for everything up to the end plus a margin for the area itself.
+    let tableClusters = 1;
+    for (;;) {
+      const blocksGuess = Math.ceil((end + tableClusters + 2) / epb) + 1;
+      const need = Math.ceil((Math.ceil((end + blocksGuess + tableClusters) / epb) + 1) / perCluster);
+      if (need <= tableClusters) break;
+      tableClusters = need;
+    }
+    tableClusters = Math.max(tableClusters, 1);
+    this.placeNewStructures(tableClusters * perCluster, tableClusters, (c) => (c < counts.length ? counts[c] : 0), true, counts.length);
+  }
+}

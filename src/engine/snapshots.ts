@@ -1,0 +1,289 @@
+/**
+ * Internal snapshots: create, apply (goto), delete, and reads through a snapshot's L1 table.
+ *
+ * A snapshot is an entry of the snapshot table pointing to a copy of the active L1 table. Every L1 view
+ * (the active one and each snapshot's) counts one reference on each L2 table and data cluster it reaches.
+ *
+ * Ordering, so that a crash leaves at worst leaked clusters:
+ *  - create: copy L1, increment the tree and clear COPIED (flushed), then the new snapshot table, then the header;
+ *  - apply: increment the snapshot's tree (flushed), then the new active L1 (flushed), then decrement the old tree;
+ *  - delete: the snapshot table without it and the header (flushed), then decrement its tree.
+ * The VM state (savevm) lives in the guest address space past the disk, at an L1-entry boundary, and belongs to
+ * the snapshot only: the active layer drops it right after the snapshot is taken.
+ */
+import { alignUp } from "../format/bytes.js";
+import { ClusterType } from "../format/l1l2.js";
+import { MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS } from "../format/header.js";
+import { serializeSnapshotTable, snapshotTableSize, type SnapshotEntry } from "../format/snapshot-table.js";
+import { encodeL1 } from "../format/l1l2.js";
+import { SnapshotError } from "./errors.js";
+import type { Qcow2Image } from "./qcow2-image.js";
+import type { SnapshotCreateOptions, SnapshotInfo } from "./types.js";
+
+export function toInfo(s: SnapshotEntry): SnapshotInfo {
+  return {
+    id: s.id,
+    name: s.name,
+    vmStateSize: s.vmStateSize,
+    dateSec: s.dateSec,
+    dateNsec: s.dateNsec,
+    vmClockNsec: s.vmClockNsec,
+    icount: s.icount,
+    l1Size: s.l1Size,
+    l1TableOffset: s.l1TableOffset,
+    diskSize: s.diskSize,
+  };
+}
+
+/** Finds a snapshot by id, then by name (as QEMU's find_snapshot_by_id_or_name). */
+export function findSnapshot(img: Qcow2Image, idOrName: string): SnapshotEntry {
+  const sn = img.snapshots.find((s) => s.id === idOrName) ?? img.snapshots.find((s) => s.name === idOrName);
+  if (!sn) throw new SnapshotError(`snapshot '${idOrName}' does not exist`);
+  return sn;
+}
+
+function vmStateIndex(img: Qcow2Image): number {
+  return img.vmStateOffset / (img.clusterSize * img.l2Entries);
+}
+
+export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCreateOptions): SnapshotInfo {
+  if (!name) throw new SnapshotError("snapshot name must not be empty");
+  if (img.snapshots.some((s) => s.name === name)) throw new SnapshotError(`snapshot '${name}' already exists`);
+  if (img.snapshots.length >= MAX_SNAPSHOTS) throw new SnapshotError(`too many snapshots (at most ${MAX_SNAPSHOTS})`);
+  if (img.refcounts.codec.max < 2) throw new SnapshotError(`internal snapshots need refcounts of at least 2 bits (image has ${img.refcounts.codec.bits})`);
+  const cs = img.clusterSize;
+  const vmState = opts.vmState;
+  if (vmState && vmState.length) img.writeGuest(img.vmStateOffset, vmState);
+  img.flushMetadata();
+
+  // 1. The snapshot's copy of the active L1 table.
+  const l1Size = img.l1.length;
+  const l1Bytes = l1Size * 8;
+  const l1Offset = l1Size ? img.scheme.allocate(Math.ceil(l1Bytes / cs)) : 0;
+  const raw = new Uint8Array(l1Bytes);
+  const v = new DataView(raw.buffer);
+  for (let i = 0; i < l1Size; i++) encodeL1(v, i * 8, img.l1[i], false);
+  if (l1Bytes) img.file.write(raw, l1Offset, "l1");
+
+  // 2. One more reference on everything the active layer reaches; nothing in it is exclusive any more.
+  adjustTree(img, img.l1, +1, true);
+  for (let i = 0; i < img.l1.length; i++) {
+    if (img.l1Copied[i]) {
+      img.l1Copied[i] = false;
+      img.dirtyL1.add(i);
+    }
+  }
+  img.flushMetadata();
+
+  // 3. The new snapshot table, then the header that points to it.
+  const now = opts.date ?? new Date();
+  const ms = now.getTime();
+  const entry: SnapshotEntry = {
+    l1TableOffset: l1Offset,
+    l1Size,
+    id: String(nextId(img)),
+    name,
+    dateSec: Math.floor(ms / 1000),
+    dateNsec: (ms % 1000) * 1_000_000,
+    vmClockNsec: opts.vmClockNsec ?? 0,
+    vmStateSize: vmState?.length ?? 0,
+    diskSize: img.size,
+    icount: undefined,
+    unknownExtra: new Uint8Array(0),
+  };
+  writeSnapshotTable(img, [...img.snapshots, entry]);
+
+  // 4. The VM state belongs to the snapshot only.
+  if (vmState && vmState.length) dropActiveVmState(img);
+  return toInfo(entry);
+}
+
+function nextId(img: Qcow2Image): number {
+  let max = 0;
+  for (const s of img.snapshots) {
+    const n = Number.parseInt(s.id, 10);
+    if (Number.isFinite(n) && n > max) max = n;
+  }
+  return max + 1;
+}
+
+/** Writes a new snapshot table (copy on write), switches the header to it and frees the old one. */
+function writeSnapshotTable(img: Qcow2Image, entries: SnapshotEntry[]): void {
+  const cs = img.clusterSize;
+  const size = snapshotTableSize(entries);
+  if (size > MAX_SNAPSHOT_TABLE_BYTES) throw new SnapshotError("snapshot table would be too large");
+  const offset = entries.length ? img.scheme.allocate(Math.ceil(size / cs)) : 0;
+  if (entries.length) {
+    const buf = new Uint8Array(alignUp(size, 8));
+    buf.set(serializeSnapshotTable(entries));
+    img.file.write(buf, offset, "snapshot-table");
+  }
+  img.refcounts.cache.writeDirty();
+  img.sync();
+  const oldOffset = img.header.snapshotsOffset;
+  const oldClusters = img.header.nbSnapshots ? Math.ceil(snapshotTableSize(img.snapshots) / cs) : 0;
+  img.header.snapshotsOffset = offset;
+  img.header.nbSnapshots = entries.length;
+  img.writeHeader();
+  img.snapshots = entries;
+  for (let i = 0; i < oldClusters; i++) img.scheme.releaseNow(oldOffset / cs + i);
+  img.refcounts.cache.writeDirty();
+}
+
+/** Removes the VM-state area from the active L1 (its tables stay with the snapshot). */
+function dropActiveVmState(img: Qcow2Image): void {
+  const first = vmStateIndex(img);
+  const dropped: number[] = [];
+  for (let i = first; i < img.l1.length; i++) {
+    if (img.l1[i]) {
+      dropped.push(img.l1[i]);
+      img.l1[i] = 0;
+      img.l1Copied[i] = false;
+      img.dirtyL1.add(i);
+    }
+  }
+  if (!dropped.length) return;
+  img.flushMetadata();
+  adjustTree(img, dropped, -1, false);
+  img.flushMetadata();
+}
+
+export function applySnapshot(img: Qcow2Image, idOrName: string): void {
+  const sn = findSnapshot(img, idOrName);
+  if (sn.diskSize !== undefined && sn.diskSize !== img.size) {
+    throw new SnapshotError(`snapshot '${sn.name}' has a different disk size (${sn.diskSize} bytes, image has ${img.size}); resizing on apply is not supported`);
+  }
+  img.flushMetadata();
+  const snL1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
+  const limit = vmStateIndex(img);
+  const wanted = snL1.slice(0, Math.min(snL1.length, limit));
+  if (wanted.length > img.l1.length) img.resizeL1(wanted.length);
+
+  // 1. References for the snapshot's tree, durable before the active L1 points to it.
+  adjustTree(img, wanted, +1, false);
+  img.refcounts.cache.writeDirty();
+  img.sync();
+
+  // 2. The new active L1.
+  const old = img.l1.slice();
+  for (let i = 0; i < img.l1.length; i++) {
+    img.l1[i] = i < wanted.length ? wanted[i] : 0;
+    img.l1Copied[i] = false;
+    img.dirtyL1.add(i);
+  }
+  img.flushMetadata();
+
+  // 3. The old active tree loses its references; then COPIED flags follow the new counts.
+  adjustTree(img, old, -1, false);
+  recomputeCopied(img);
+  img.flushMetadata();
+}
+
+export function deleteSnapshot(img: Qcow2Image, idOrName: string): void {
+  const sn = findSnapshot(img, idOrName);
+  img.flushMetadata();
+  const snL1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
+  writeSnapshotTable(img, img.snapshots.filter((s) => s !== sn));
+  adjustTree(img, snL1, -1, false);
+  const cs = img.clusterSize;
+  for (let i = 0; i < Math.ceil((sn.l1Size * 8) / cs); i++) img.scheme.releaseNow(sn.l1TableOffset / cs + i);
+  recomputeCopied(img);
+  img.flushMetadata();
+}
+
+/**
+ * Adds `delta` to the count of every L2 table in `l1` and every host cluster those tables reference.
+ * With `clearCopied`, also clears the COPIED flag of the L2 entries (they become shared).
+ */
+export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCopied: boolean): void {
+  const cs = img.clusterSize;
+  const rc = img.refcounts;
+  for (const l2Offset of l1) {
+    if (!l2Offset) continue;
+    for (let s = 0; s < cs; s += img.sliceBytes) {
+      const slice = l2Offset + s;
+      let buf = img.l2Cache.get(slice);
+      let view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      let dirty = false;
+      for (let i = 0; i < img.sliceEntries; i++) {
+        const e = img.l2.decode(view, i);
+        if (e.type === ClusterType.Compressed) {
+          const [a, b] = img.l2.compressedClusters(e);
+          for (let c = a; c <= b; c++) rc.change(c, delta);
+        } else if (e.offset) {
+          rc.change(e.offset / cs, delta);
+          if (clearCopied && e.copied) {
+            buf = img.l2Cache.get(slice); // the refcount update may have evicted nothing from this cache, but re-get
+            view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+            img.l2.setCopied(view, i, false);
+            dirty = true;
+          }
+        }
+      }
+      if (dirty) img.l2Cache.markDirty(slice);
+    }
+    rc.change(l2Offset / cs, delta);
+  }
+}
+
+/** Sets COPIED on exactly the active entries whose cluster has a refcount of 1 (QEMU's addend-0 pass). */
+export function recomputeCopied(img: Qcow2Image): void {
+  const cs = img.clusterSize;
+  const rc = img.refcounts;
+  for (let i = 0; i < img.l1.length; i++) {
+    const l2Offset = img.l1[i];
+    if (!l2Offset) continue;
+    const exclusive = rc.get(l2Offset / cs) === 1;
+    if (img.l1Copied[i] !== exclusive) {
+      img.l1Copied[i] = exclusive;
+      img.dirtyL1.add(i);
+    }
+    if (!exclusive) continue;
+    for (let s = 0; s < cs; s += img.sliceBytes) {
+      const slice = l2Offset + s;
+      const buf = img.l2Cache.get(slice);
+      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      const changes: [number, boolean][] = [];
+      for (let j = 0; j < img.sliceEntries; j++) {
+        const e = img.l2.decode(view, j);
+        if (e.type !== ClusterType.Normal && e.type !== ClusterType.ZeroAlloc) continue;
+        const want = rc.get(e.offset / cs) === 1;
+        if (want !== e.copied) changes.push([j, want]);
+      }
+      if (changes.length) {
+        const b2 = img.l2Cache.get(slice);
+        const v2 = new DataView(b2.buffer, b2.byteOffset, b2.byteLength);
+        for (const [j, want] of changes) img.l2.setCopied(v2, j, want);
+        img.l2Cache.markDirty(slice);
+      }
+    }
+  }
+}
+
+const snapshotL1Cache = new WeakMap<Qcow2Image, Map<SnapshotEntry, number[]>>();
+
+function snapshotL1(img: Qcow2Image, sn: SnapshotEntry): number[] {
+  let m = snapshotL1Cache.get(img);
+  if (!m) {
+    m = new Map();
+    snapshotL1Cache.set(img, m);
+  }
+  let l1 = m.get(sn);
+  if (!l1) {
+    l1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
+    m.set(sn, l1);
+  }
+  return l1;
+}
+
+export function readSnapshotData(img: Qcow2Image, idOrName: string, buf: Uint8Array, offset: number): void {
+  const sn = findSnapshot(img, idOrName);
+  img.readThrough(snapshotL1(img, sn), buf, offset, true);
+}
+
+export function readVmState(img: Qcow2Image, idOrName: string): Uint8Array {
+  const sn = findSnapshot(img, idOrName);
+  const buf = new Uint8Array(sn.vmStateSize);
+  if (sn.vmStateSize) img.readThrough(snapshotL1(img, sn), buf, img.vmStateOffset, false);
+  return buf;
+}

@@ -1,0 +1,18 @@
+/** Registry of refcount schemes, by the name used on the command line (`--scheme`). */
+import { UnsupportedFeatureError } from "../engine/errors.js";
+import { EagerScheme } from "./eager.js";
+import type { RefcountScheme } from "./scheme.js";
+
+const SCHEMES: Record<string, () => RefcountScheme> = {
+  eager: () => new EagerScheme(),
+};
+
+export const SCHEME_NAMES = Object.keys(SCHEMES);
+
+export function createScheme(name = "eager"): RefcountScheme {
+  const make = SCHEMES[name];
+  if (!make) throw new UnsupportedFeatureError(`unknown refcount scheme '${name}' (available: ${SCHEME_NAMES.join(", ")})`);
+  return make();
+}
+
+export type { RefcountScheme } from "./scheme.js";
