@@ -38,6 +38,10 @@ export class RefcountStore {
   private freeIndex = 0;
   /** References dropped by metadata not yet on disk: applied after that metadata is flushed. */
   private pending: number[] = [];
+  /** End (exclusive) of the clusters being allocated right now, whose counts are not recorded yet. */
+  private reservedEnd = 0;
+  /** Highest cluster index ever counted, plus one. */
+  private countedEnd = 0;
 
   constructor(
     private readonly host: RefcountHost,
@@ -92,6 +96,7 @@ export class RefcountStore {
     if (next > this.codec.max) throw new ImageFormatError(`refcount overflow at cluster ${cluster} (more than ${this.codec.max} references)`);
     this.codec.set(buf, idx, next);
     this.cache.markDirty(block);
+    if (cluster >= this.countedEnd) this.countedEnd = cluster + 1;
     if (next === 0) {
       if (cluster < this.freeIndex) this.freeIndex = cluster;
       this.host.onClusterFreed(cluster);
@@ -123,14 +128,18 @@ export class RefcountStore {
   /** Finds `n` contiguous free clusters (first fit) and takes one reference on each. Returns the host offset. */
   allocate(n: number): number {
     const start = this.findFree(n);
+    this.reservedEnd = start + n;
     for (let i = 0; i < n; i++) this.change(start + i, 1);
+    this.reservedEnd = 0;
     if (n === 1 || start === this.freeIndex) this.freeIndex = start + n;
     return start * this.host.clusterSize;
   }
 
   /** Takes one reference on each cluster of [start, start+n) (they must be free). Used by append allocation. */
   allocateAt(startCluster: number, n: number): number {
+    this.reservedEnd = startCluster + n;
     for (let i = 0; i < n; i++) this.change(startCluster + i, 1);
+    this.reservedEnd = 0;
     return startCluster * this.host.clusterSize;
   }
 
@@ -221,7 +230,8 @@ export class RefcountStore {
     const epb = this.codec.entriesPerBlock;
     // Flush what the cache holds so every existing block is current on disk.
     this.cache.writeDirty();
-    const areaStart = Math.max(this.host.endCluster(), maxCluster);
+    // Past the file end, and past clusters handed out but not written yet.
+    const areaStart = Math.max(this.host.endCluster(), maxCluster, this.reservedEnd, this.countedEnd);
     const hasBlock = (r: number) => !rebuild && r < this.table.length && this.table[r] !== 0;
     // Ranges that need a new block: for a rebuild every range with a counted cluster; always the area's own.
     const needed = new Set<number>();

@@ -55,6 +55,7 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
   const vmState = opts.vmState;
   if (vmState && vmState.length) img.writeGuest(img.vmStateOffset, vmState);
   img.flushMetadata();
+  ensureHeadroom(img, img.l1, "create the snapshot");
 
   // 1. The snapshot's copy of the active L1 table.
   const l1Size = img.l1.length;
@@ -159,6 +160,7 @@ export function applySnapshot(img: Qcow2Image, idOrName: string): void {
   const wanted = snL1.slice(0, Math.min(snL1.length, limit));
   if (wanted.length > img.l1.length) img.resizeL1(wanted.length);
 
+  ensureHeadroom(img, wanted, "apply the snapshot");
   // 1. References for the snapshot's tree, durable before the active L1 points to it.
   adjustTree(img, wanted, +1, false);
   img.refcounts.cache.writeDirty();
@@ -189,6 +191,37 @@ export function deleteSnapshot(img: Qcow2Image, idOrName: string): void {
   for (let i = 0; i < Math.ceil((sn.l1Size * 8) / cs); i++) img.scheme.releaseNow(sn.l1TableOffset / cs + i);
   recomputeCopied(img);
   img.flushMetadata();
+}
+
+/**
+ * Refuses, before anything is written, an operation that would push a refcount past what the refcount width
+ * can hold (QEMU fails there too, but has to undo half-done updates).
+ */
+function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): void {
+  const cs = img.clusterSize;
+  const rc = img.refcounts;
+  const adds = new Map<number, number>();
+  const bump = (c: number) => adds.set(c, (adds.get(c) ?? 0) + 1);
+  for (const l2Offset of l1) {
+    if (!l2Offset) continue;
+    bump(l2Offset / cs);
+    for (let s = 0; s < cs; s += img.sliceBytes) {
+      const buf = img.l2Cache.get(l2Offset + s);
+      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      for (let i = 0; i < img.sliceEntries; i++) {
+        const e = img.l2.decode(view, i);
+        if (e.type === ClusterType.Compressed) {
+          const [a, b] = img.l2.compressedClusters(e);
+          for (let c = a; c <= b; c++) bump(c);
+        } else if (e.offset) bump(e.offset / cs);
+      }
+    }
+  }
+  for (const [c, n] of adds) {
+    if (rc.get(c) + n > rc.codec.max) {
+      throw new SnapshotError(`cannot ${what}: cluster ${c} would have more references than ${rc.codec.bits}-bit refcounts can hold (${rc.codec.max})`);
+    }
+  }
 }
 
 /**
