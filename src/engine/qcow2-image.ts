@@ -122,7 +122,7 @@ export class Qcow2Image implements VirtualDisk {
     this.l1Copied = [];
     this.snapshots = [];
     const l2CacheSlices = Math.max(16, Math.min(L2_CACHE_BYTES / this.sliceBytes, Math.ceil(header.l1Size * this.clusterSize / this.sliceBytes) + 16));
-    this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", () => this.sync(), (off, buf) => this.validateL2Slice(off, buf));
+    this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", () => this.sync("refcount"), (off, buf) => this.validateL2Slice(off, buf));
     this.scheme = createScheme(opts.scheme);
     // Filled in by open() once the tables are validated.
     this.refcounts = undefined as unknown as RefcountStore;
@@ -256,7 +256,7 @@ export class Qcow2Image implements VirtualDisk {
         file: this.file,
         clusterSize: cs,
         clusterBits: this.clusterBits,
-        sync: () => this.sync(),
+        sync: () => this.sync("refcount"),
         setRefcountTable: (offset, clusters) => {
           this.header.refcountTableOffset = offset;
           this.header.refcountTableClusters = clusters;
@@ -726,7 +726,7 @@ export class Qcow2Image implements VirtualDisk {
     for (let i = 0; i < this.l1.length; i++) encodeL1(v, i * 8, this.l1[i], this.l1Copied[i]);
     this.refcounts.cache.writeDirty();
     if (bytes) this.file.write(raw, offset, "l1");
-    this.sync();
+    this.sync("l1");
     const oldOffset = this.header.l1TableOffset;
     const oldClusters = Math.ceil((this.header.l1Size * 8) / cs);
     this.header.l1TableOffset = offset;
@@ -852,18 +852,25 @@ export class Qcow2Image implements VirtualDisk {
     if (this.readOnly) return;
     const l2Dirty = this.l2Cache.hasDirty();
     const l1Dirty = this.dirtyL1.size > 0;
-    this.refcounts.cache.writeDirty();
+    // Each flush is tagged with the structure whose ordering (or durability) it provides.
+    let last: IoPurpose = "guest-data";
+    if (this.refcounts.cache.hasDirty()) {
+      this.refcounts.cache.writeDirty();
+      last = "refcount";
+    }
     if (l2Dirty || l1Dirty) {
-      this.sync(); // data and refcount blocks before the tables that point to them
+      this.sync(last); // data and refcount blocks before the tables that point to them
       this.l2Cache.dependsOn = null;
       this.l2Cache.flushBeforeWrite = false;
       this.l2Cache.writeDirty();
+      last = l2Dirty ? "l2" : last;
       if (l1Dirty) {
-        if (l2Dirty) this.sync();
+        if (l2Dirty) this.sync("l2");
         this.writeDirtyL1();
+        last = "l1";
       }
     }
-    this.sync();
+    this.sync(last);
     // The tables that dropped references are durable now: the decrements may follow.
     if (this.refcounts.hasPending()) this.refcounts.applyPending();
   }
@@ -885,9 +892,9 @@ export class Qcow2Image implements VirtualDisk {
   }
 
   /** @internal Flushes the file unless cache=unsafe. */
-  sync(): void {
+  sync(purpose: IoPurpose = "other"): void {
     if (this.cacheMode === "unsafe") return;
-    this.file.flush();
+    this.file.flush(purpose);
   }
 
   /** @internal Rewrites the header cluster and flushes (the header is the switch point of every structural change). */
@@ -895,7 +902,7 @@ export class Qcow2Image implements VirtualDisk {
     this.header.featureNames = STANDARD_FEATURE_NAMES;
     const buf = serializeHeader(this.header, this.clusterSize);
     this.file.write(buf, 0, "header");
-    this.sync();
+    this.sync("header");
   }
 
   private onClusterFreed(cluster: number): void {
@@ -918,7 +925,7 @@ export class Qcow2Image implements VirtualDisk {
         // Deferred decrements were applied in memory by the last flush; write them too.
         if (this.refcounts.cache.hasDirty()) {
           this.refcounts.cache.writeDirty();
-          this.sync();
+          this.sync("refcount");
         }
       }
     } finally {

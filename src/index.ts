@@ -1,0 +1,17 @@
+/**
+ * refcow's library API.
+ *
+ *  - The synchronous engine, for in-process use: `Qcow2Image` on any `BlockFile` (Node file, memory...), or
+ *    `openImagePath` / `createImagePath` on paths (format probing, backing chains).
+ *  - The worker-served images (`openServedImage`, `DiskClient`), for callers that must not block.
+ */
+export { Qcow2Image } from "./engine/qcow2-image.js";
+export { openImagePath, createImagePath, probeFormat, RawDisk, type OpenedImage, type ImageFormat } from "./engine/open-path.js";
+export * from "./engine/types.js";
+export * from "./engine/errors.js";
+export type { BlockFile, IoPurpose } from "./io/block-file.js";
+export { IO_PURPOSES, IoError } from "./io/block-file.js";
+export { MemoryFile } from "./io/memory-file.js";
+export { NodeFile } from "./io/node-file.js";
+export { AccountingFile, diffCosts } from "./io/accounting-file.js";
+export { SCHEME_NAMES, createScheme, type RefcountScheme } from "./schemes/index.js";
