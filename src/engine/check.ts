@@ -67,7 +67,6 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
   } else {
     for (const [c, onDisk, ref] of first.mismatches) {
       if (onDisk > ref || repair === "all") {
-        messages.push(`Repairing cluster ${c} refcount=${onDisk} reference=${ref}`);
         rc.set(c, ref);
         if (onDisk > ref) leaksFixed++;
         else corruptionsFixed++;

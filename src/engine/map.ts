@@ -40,7 +40,7 @@ export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number
     n = Math.min(n, (i + 1) * sc - inCluster);
     const bit = 1 << i;
     kind = m.alloc & bit ? "data" : m.zero & bit ? "zero" : "unalloc";
-    host = e.offset + inCluster;
+    host = kind === "data" ? e.offset + inCluster : 0;
   } else {
     switch (e.type) {
       case ClusterType.Normal:

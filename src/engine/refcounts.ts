@@ -304,8 +304,18 @@ export class RefcountStore {
    * Replaces all refcount structures by new ones holding exactly `counts` (indexed by cluster), written in a
    * fresh area at the end of the image (QEMU's "Rebuilding refcount structure").
    */
-  rebuild(counts: ArrayLike<number>): void {
+  rebuild(references: ArrayLike<number>): void {
     const cs = this.host.clusterSize;
+    // The old table and blocks are not referenced once the new ones are in place.
+    const counts = Array.from(references);
+    for (let i = 0; i < this.tableClusters; i++) {
+      const c = this.tableOffset / cs + i;
+      if (c < counts.length && counts[c] > 0) counts[c]--;
+    }
+    for (const block of this.table) {
+      const c = block / cs;
+      if (block && c < counts.length && counts[c] > 0) counts[c]--;
+    }
     const epb = this.codec.entriesPerBlock;
     const perCluster = cs / 8;
     let end = Math.max(counts.length, this.host.endCluster());
