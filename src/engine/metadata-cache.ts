@@ -25,8 +25,8 @@ export class MetadataCache {
     readonly entrySize: number,
     private readonly capacity: number,
     readonly purpose: IoPurpose,
-    /** Flushes the file (a no-op in cache=unsafe). */
-    private readonly sync: () => void,
+    /** Flushes the file (a no-op in cache=unsafe), tagged with the purpose whose ordering it provides. */
+    private readonly sync: (purpose: IoPurpose) => void,
     /** Called when a unit is read from disk, to validate it before use. */
     private readonly onLoad?: (offset: number, buf: Uint8Array) => void,
   ) {}
@@ -110,12 +110,12 @@ export class MetadataCache {
       if (dep.hasDirty() || dep.dependsOn || dep.flushBeforeWrite) {
         dep.writeDirty();
       }
-      this.sync();
+      this.sync(dep.purpose);
       this.flushBeforeWrite = false;
     }
     if (this.flushBeforeWrite) {
       this.flushBeforeWrite = false;
-      this.sync();
+      this.sync("guest-data");
     }
   }
 

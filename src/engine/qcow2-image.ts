@@ -122,7 +122,7 @@ export class Qcow2Image implements VirtualDisk {
     this.l1Copied = [];
     this.snapshots = [];
     const l2CacheSlices = Math.max(16, Math.min(L2_CACHE_BYTES / this.sliceBytes, Math.ceil(header.l1Size * this.clusterSize / this.sliceBytes) + 16));
-    this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", () => this.sync("refcount"), (off, buf) => this.validateL2Slice(off, buf));
+    this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", (purpose) => this.sync(purpose), (off, buf) => this.validateL2Slice(off, buf));
     this.scheme = createScheme(opts.scheme);
     // Filled in by open() once the tables are validated.
     this.refcounts = undefined as unknown as RefcountStore;
@@ -283,7 +283,16 @@ export class Qcow2Image implements VirtualDisk {
       if (!opts.openBacking) throw new RequestError(`image has a backing file '${h.backingFile}' and no way to open it was given`);
       this.backing = opts.openBacking(h.backingFile, h.backingFormat);
     }
-    this.scheme.attach({ refcounts: this.refcounts, l2Cache: this.l2Cache, readOnly: this.readOnly });
+    if (!this.readOnly && !this.scheme.flushesRefcounts && h.version !== 3) {
+      throw new UnsupportedFeatureError(`the '${this.scheme.name}' refcount scheme needs a version 3 (compat=1.1) image: version 2 has no dirty bit`);
+    }
+    this.scheme.attach({
+      refcounts: this.refcounts,
+      l2Cache: this.l2Cache,
+      readOnly: this.readOnly,
+      markDirty: () => this.setDirtyBit(true),
+      markClean: () => this.setDirtyBit(false),
+    });
     if (!this.readOnly) {
       let rewrite = false;
       if (h.autoclearFeatures & ~AUTOCLEAR_KNOWN) {
@@ -850,25 +859,21 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal Writes cached metadata in dependency order (see the top of this file), then flushes. */
   flushMetadata(): void {
     if (this.readOnly) return;
-    const l2Dirty = this.l2Cache.hasDirty();
-    const l1Dirty = this.dirtyL1.size > 0;
     // Each flush is tagged with the structure whose ordering (or durability) it provides.
     let last: IoPurpose = "guest-data";
-    if (this.refcounts.cache.hasDirty()) {
+    if (this.scheme.flushesRefcounts && this.refcounts.cache.hasDirty()) {
       this.refcounts.cache.writeDirty();
       last = "refcount";
     }
-    if (l2Dirty || l1Dirty) {
-      this.sync(last); // data and refcount blocks before the tables that point to them
-      this.l2Cache.dependsOn = null;
-      this.l2Cache.flushBeforeWrite = false;
+    if (this.l2Cache.hasDirty()) {
+      // The cache's hooks flush first when the tables depend on refcount blocks or on COW data.
       this.l2Cache.writeDirty();
-      last = l2Dirty ? "l2" : last;
-      if (l1Dirty) {
-        if (l2Dirty) this.sync("l2");
-        this.writeDirtyL1();
-        last = "l1";
-      }
+      last = "l2";
+    }
+    if (this.dirtyL1.size > 0) {
+      this.sync(last); // the L2 tables (and their counts) before the L1 entries that point to them
+      this.writeDirtyL1();
+      last = "l1";
     }
     this.sync(last);
     // The tables that dropped references are durable now: the decrements may follow.
@@ -897,6 +902,27 @@ export class Qcow2Image implements VirtualDisk {
     this.file.flush(purpose);
   }
 
+  /**
+   * Sets or clears the dirty bit (incompatible bit 0) with one durable 8-byte write, as QEMU's
+   * qcow2_mark_dirty/qcow2_mark_clean do. Only v3 images have the bit.
+   */
+  private setDirtyBit(dirty: boolean): void {
+    const h = this.header;
+    if (h.version !== 3) throw new RequestError("this refcount scheme needs a version 3 (compat=1.1) image: version 2 has no dirty bit");
+    const isDirty = (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n;
+    if (isDirty === dirty) return;
+    if (dirty) {
+      h.incompatibleFeatures |= INCOMPAT_DIRTY;
+    } else {
+      this.sync("refcount"); // every refcount block is on disk before the bit goes
+      h.incompatibleFeatures &= ~INCOMPAT_DIRTY;
+    }
+    const field = new Uint8Array(8);
+    new DataView(field.buffer).setBigUint64(0, h.incompatibleFeatures);
+    this.file.write(field, 72, "header");
+    this.sync("header");
+  }
+
   /** @internal Rewrites the header cluster and flushes (the header is the switch point of every structural change). */
   writeHeader(): void {
     this.header.featureNames = STANDARD_FEATURE_NAMES;
@@ -923,10 +949,9 @@ export class Qcow2Image implements VirtualDisk {
       if (!this.readOnly) {
         this.flushMetadata();
         // Deferred decrements were applied in memory by the last flush; write them too.
-        if (this.refcounts.cache.hasDirty()) {
-          this.refcounts.cache.writeDirty();
-          this.sync("refcount");
-        }
+        this.refcounts.cache.writeDirty();
+        this.sync("refcount");
+        this.scheme.close();
       }
     } finally {
       this.closed = true;

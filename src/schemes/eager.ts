@@ -10,6 +10,7 @@ import type { RefcountScheme, SchemeHost } from "./scheme.js";
 
 export class EagerScheme implements RefcountScheme {
   readonly name = "eager";
+  readonly flushesRefcounts = true;
   private host!: SchemeHost;
 
   attach(host: SchemeHost): void {
@@ -35,4 +36,6 @@ export class EagerScheme implements RefcountScheme {
   releaseNow(cluster: number): void {
     this.host.refcounts.change(cluster, -1);
   }
+
+  close(): void {}
 }

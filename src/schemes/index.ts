@@ -1,10 +1,12 @@
 /** Registry of refcount schemes, by the name used on the command line (`--scheme`). */
 import { UnsupportedFeatureError } from "../engine/errors.js";
 import { EagerScheme } from "./eager.js";
+import { LazyScheme } from "./lazy.js";
 import type { RefcountScheme } from "./scheme.js";
 
 const SCHEMES: Record<string, () => RefcountScheme> = {
   eager: () => new EagerScheme(),
+  lazy: () => new LazyScheme(),
 };
 
 export const SCHEME_NAMES = Object.keys(SCHEMES);

@@ -11,10 +11,16 @@ export interface SchemeHost {
   readonly refcounts: RefcountStore;
   readonly l2Cache: MetadataCache;
   readonly readOnly: boolean;
+  /** Sets the dirty bit durably (once): on-disk refcounts may be stale from now on. */
+  markDirty(): void;
+  /** Clears the dirty bit durably (all refcounts are on disk). */
+  markClean(): void;
 }
 
 export interface RefcountScheme {
   readonly name: string;
+  /** Whether a flush writes the cached refcount blocks (false: they reach the disk on eviction or close). */
+  readonly flushesRefcounts: boolean;
   /** Called once the image structures are loaded (after recovery of a dirty image). */
   attach(host: SchemeHost): void;
   /**
@@ -33,4 +39,6 @@ export interface RefcountScheme {
   release(cluster: number): void;
   /** Drops a reference at once (the metadata that held it is already durable or never was on disk). */
   releaseNow(cluster: number): void;
+  /** Clean close: after the engine has flushed its tables. */
+  close(): void;
 }
