@@ -73,8 +73,9 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
       }
     }
   }
-  // COPIED flags: "all" fixes them; "leaks" too when nothing else is wrong (QEMU 3.0+).
-  if (copiedErrors && (repair === "all" || first.corruptions === copiedErrors)) {
+  // COPIED flags follow the repaired counts (QEMU checks them after fixing refcounts): "all" fixes them;
+  // "leaks" too when nothing else is wrong (QEMU 3.0+).
+  if (repair === "all" || first.corruptions === copiedErrors) {
     recomputeCopied(img);
     corruptionsFixed += copiedErrors;
   }

@@ -306,7 +306,7 @@ export class Qcow2Image implements VirtualDisk {
       if (h.incompatibleFeatures & INCOMPAT_DIRTY && !opts.noRepairOnOpen && !opts.forCheck) {
         // Refcounts may be stale (a lazy writer died): rebuild them from the L1/L2 tables, as QEMU does.
         const result = checkImage(this, "all");
-        if (result.corruptions - result.corruptionsFixed > 0) throw new ImageFormatError("could not repair dirty image");
+        if (result.corruptions > 0) throw new ImageFormatError(`could not repair dirty image: ${result.messages.slice(-3).join("; ")}`);
       }
     }
   }
@@ -966,17 +966,38 @@ export class Qcow2Image implements VirtualDisk {
 
   snapshotCreate(name: string, opts: SnapshotCreateOptions = {}): SnapshotInfo {
     this.checkWritable();
-    return snapshots.createSnapshot(this, name, opts);
+    return this.underDirtyBit(() => snapshots.createSnapshot(this, name, opts));
   }
 
   snapshotApply(idOrName: string): void {
     this.checkWritable();
-    snapshots.applySnapshot(this, idOrName);
+    this.underDirtyBit(() => snapshots.applySnapshot(this, idOrName));
   }
 
   snapshotDelete(idOrName: string): void {
     this.checkWritable();
-    snapshots.deleteSnapshot(this, idOrName);
+    this.underDirtyBit(() => snapshots.deleteSnapshot(this, idOrName));
+  }
+
+  /**
+   * Runs a structural operation (snapshot create/apply/delete) with the dirty bit set, so that a crash in the
+   * middle (counts and COPIED flags changing across several tables) is repaired at the next open, by refcow
+   * or QEMU. The bit is cleared afterwards unless the scheme keeps it set anyway. v2 images have no dirty bit:
+   * there the operations keep QEMU's ordering and a crash can leave what QEMU's would.
+   */
+  private underDirtyBit<T>(op: () => T): T {
+    if (this.header.version !== 3) return op();
+    const wasDirty = (this.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n;
+    // Nothing cached may reach the disk before the bit is durable... and nothing pending may be lost.
+    this.flushMetadata();
+    this.setDirtyBit(true);
+    const result = op();
+    this.flushMetadata();
+    if (!wasDirty && this.scheme.flushesRefcounts) {
+      this.refcounts.cache.writeDirty();
+      this.setDirtyBit(false);
+    }
+    return result;
   }
 
   snapshotList(): SnapshotInfo[] {

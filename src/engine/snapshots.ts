@@ -260,9 +260,10 @@ export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCo
 }
 
 /** Sets COPIED on exactly the active entries whose cluster has a refcount of 1 (QEMU's addend-0 pass). */
-export function recomputeCopied(img: Qcow2Image): void {
+export function recomputeCopied(img: Qcow2Image): number {
   const cs = img.clusterSize;
   const rc = img.refcounts;
+  let changed = 0;
   for (let i = 0; i < img.l1.length; i++) {
     const l2Offset = img.l1[i];
     if (!l2Offset) continue;
@@ -270,6 +271,7 @@ export function recomputeCopied(img: Qcow2Image): void {
     if (img.l1Copied[i] !== exclusive) {
       img.l1Copied[i] = exclusive;
       img.dirtyL1.add(i);
+      changed++;
     }
     if (!exclusive) continue;
     for (let s = 0; s < cs; s += img.sliceBytes) {
@@ -288,9 +290,11 @@ export function recomputeCopied(img: Qcow2Image): void {
         const v2 = new DataView(b2.buffer, b2.byteOffset, b2.byteLength);
         for (const [j, want] of changes) img.l2.setCopied(v2, j, want);
         img.l2Cache.markDirty(slice);
+        changed += changes.length;
       }
     }
   }
+  return changed;
 }
 
 const snapshotL1Cache = new WeakMap<Qcow2Image, Map<SnapshotEntry, number[]>>();
