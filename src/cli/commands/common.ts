@@ -1,0 +1,63 @@
+/** Helpers shared by the command modules: option specs, --help, --output, operand checks. */
+import { type LongOption, type OptionSpec, type ParsedArgs, hasFlag, lastValue, parseArgs } from "../args.js";
+import { type CliIo, processIo } from "../command.js";
+import { CliError, messageOf, UsageError } from "../errors.js";
+import { commandHelpText, HELP } from "../help.js";
+
+export const HELP_LONG: LongOption = { name: "help", arg: false, key: "h" };
+export const OUTPUT_LONG: LongOption = { name: "output", arg: true };
+export const SCHEME_LONG: LongOption = { name: "scheme", arg: true };
+export const FORCE_SHARE_LONG: LongOption = { name: "force-share", arg: false, key: "U" };
+
+/** Parses argv; returns undefined after printing help when -h/--help was given. */
+export function parseCommandArgs(name: string, argv: string[], spec: OptionSpec, io: CliIo): ParsedArgs | undefined {
+  const parsed = parseArgs(argv, spec);
+  if (hasFlag(parsed, "h")) {
+    io.out(commandHelpText(name, HELP[name]!));
+    return undefined;
+  }
+  return parsed;
+}
+
+export type OutputFormat = "human" | "json";
+
+export function outputFormat(parsed: ParsedArgs): OutputFormat {
+  const v = lastValue(parsed, "output");
+  if (v === undefined || v === "human") return "human";
+  if (v === "json") return "json";
+  throw new CliError("--output must be used with human or json as argument.");
+}
+
+/** Exactly one operand: the image file name. */
+export function oneFilename(parsed: ParsedArgs): string {
+  if (parsed.operands.length !== 1) throw new UsageError("Expecting one image file name");
+  return parsed.operands[0]!;
+}
+
+export function ioOf(io: CliIo | undefined): CliIo {
+  return io ?? processIo;
+}
+
+/**
+ * Runs `fn`, then closes `disk`. A failure to close (the final flush) after a successful `fn` is an error
+ * of the command; after a failed `fn` the original error wins.
+ */
+export async function closing<T>(disk: { close(): void }, name: string, fn: () => T | Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await fn();
+  } catch (e) {
+    try {
+      disk.close();
+    } catch {
+      // the first error is the one to report
+    }
+    throw e;
+  }
+  try {
+    disk.close();
+  } catch (e) {
+    throw new CliError(`${name}: ${messageOf(e)}`);
+  }
+  return result;
+}

@@ -1,0 +1,182 @@
+/**
+ * refcow io — qemu-io: `refcow io -c 'write -P 0xaa 0 64k' -c 'read -P 0xaa 0 64k' disk.qcow2`.
+ * Without -c, commands are read from stdin with qemu-io's "qemu-io> " prompt. The exit status is 1 when any
+ * command failed (as qemu-io 7.2), a read -P pattern mismatch included.
+ */
+import * as readline from "node:readline";
+import { allValues, hasFlag, lastValue } from "../args.js";
+import type { CliIo } from "../command.js";
+import { type CacheMode, Qcow2Image } from "../engine.js";
+import { CliError, UsageError } from "../errors.js";
+import { qcow2SpecificHuman } from "../info-output.js";
+import { type IoContext, type IoTarget, runIoCommand } from "../io-commands.js";
+import { type Disk, formatForOpen, openImage, parseCacheMode, probedRawWarning } from "../open.js";
+import { OverlayFile } from "../overlay-file.js";
+import { statsTable } from "../stats-output.js";
+import { closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG } from "./common.js";
+import { qcow2Specific } from "./info.js";
+
+export interface IoOpenOptions {
+  format?: "qcow2" | "raw";
+  readOnly: boolean;
+  cache: CacheMode;
+  scheme?: string;
+  /** qemu-io -s: writes go to a private in-memory view and are dropped at exit. */
+  snapshot: boolean;
+  /** --in-process: serve the image in this thread even when a worker could serve it. */
+  inProcess: boolean;
+}
+
+export interface OpenedIoTarget {
+  target: IoTarget;
+  /** Cost breakdown since open, when the engine keeps one. */
+  stats?: () => ReturnType<Qcow2Image["stats"]>;
+  /** Text for stderr (QEMU's probed-raw warning), if any. */
+  warning?: string;
+  close(): void | Promise<void>;
+}
+
+/** Adapts an engine disk (qcow2 or raw, opened in this thread) to the qemu-io command set. */
+export function diskTarget(disk: Disk, readOnly: boolean): IoTarget {
+  return {
+    size: disk.size,
+    readOnly,
+    read: (offset, length) => {
+      const buf = new Uint8Array(length);
+      disk.readInto(buf, offset);
+      return buf;
+    },
+    write: (offset, data) => disk.write(offset, data),
+    writeZeroes: (offset, length, opts) => disk.writeZeroes(offset, length, opts),
+    discard: (offset, length) => disk.discard(offset, length),
+    flush: () => disk.flush(),
+    describe: () => {
+      if (!(disk instanceof Qcow2Image)) return { formatName: "raw", clusterSize: 0, vmStateOffset: 0 };
+      const info = disk.info();
+      const perL1 = info.clusterSize * (info.clusterSize / (info.extendedL2 ? 16 : 8));
+      return {
+        formatName: "qcow2",
+        clusterSize: info.clusterSize,
+        vmStateOffset: Math.ceil(info.virtualSize / perL1) * perL1,
+        specific: qcow2SpecificHuman(qcow2Specific(info)),
+      };
+    },
+  };
+}
+
+/**
+ * Opens the image `io` runs its commands against. This is where the worker-served path plugs in: when
+ * `opts.inProcess` is false and a worker pool is available, open the image in a worker and return a
+ * target whose calls go through the request ring. For now every image is served in this thread.
+ */
+export async function openForIo(path: string, opts: IoOpenOptions): Promise<OpenedIoTarget> {
+  const opened = openImage({
+    path,
+    format: opts.format,
+    readOnly: opts.readOnly && !opts.snapshot,
+    cache: opts.cache,
+    scheme: opts.scheme,
+    wrapFile: opts.snapshot ? (f) => new OverlayFile(f) : undefined,
+  });
+  const disk = opened.disk;
+  return {
+    target: diskTarget(disk, opts.readOnly),
+    stats: disk instanceof Qcow2Image ? () => disk.stats() : undefined,
+    warning: probedRawWarning(opened, opts.readOnly || opts.snapshot),
+    close: () => disk.close(),
+  };
+}
+
+async function* stdinLines(): AsyncGenerator<string> {
+  const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
+  try {
+    for await (const line of rl) yield line;
+  } finally {
+    rl.close();
+  }
+}
+
+export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
+  const io = ioOf(io0);
+  const parsed = parseCommandArgs(
+    "io",
+    argv,
+    {
+      short: "hVc:d:f:rsnCmkt:T:Ui:",
+      long: [
+        HELP_LONG,
+        SCHEME_LONG,
+        { name: "cmd", arg: true, key: "c" },
+        { name: "format", arg: true, key: "f" },
+        { name: "read-only", arg: false, key: "r" },
+        { name: "snapshot", arg: false, key: "s" },
+        { name: "nocache", arg: false, key: "n" },
+        { name: "copy-on-read", arg: false, key: "C" },
+        { name: "misalign", arg: false, key: "m" },
+        { name: "native-aio", arg: false, key: "k" },
+        { name: "aio", arg: true, key: "i" },
+        { name: "discard", arg: true, key: "d" },
+        { name: "cache", arg: true, key: "t" },
+        { name: "trace", arg: true, key: "T" },
+        { name: "force-share", arg: false, key: "U" },
+        { name: "version", arg: false, key: "V" },
+        { name: "image-opts", arg: false },
+        { name: "object", arg: true },
+        { name: "stats", arg: false },
+        { name: "in-process", arg: false },
+      ],
+    },
+    io,
+  );
+  if (!parsed) return 0;
+  if (hasFlag(parsed, "V")) {
+    io.out("refcow io (qemu-io compatible command set of QEMU 7.2)\n");
+    return 0;
+  }
+  if (hasFlag(parsed, "image-opts") || hasFlag(parsed, "object")) throw new CliError("--image-opts and --object are not supported by refcow");
+  if (hasFlag(parsed, "C")) throw new CliError("copy-on-read (-C) is not supported by refcow");
+  if (parsed.operands.length !== 1) throw new UsageError("Expecting one image file name");
+  const path = parsed.operands[0]!;
+  let cache: CacheMode = "writethrough"; // qemu-io's default
+  for (const o of parsed.options) {
+    if (o.key === "n") cache = parseCacheMode("none");
+    if (o.key === "t") cache = parseCacheMode(o.value!);
+  }
+  const target = await openForIo(path, {
+    format: formatForOpen(lastValue(parsed, "f"), path),
+    readOnly: hasFlag(parsed, "r"),
+    cache,
+    scheme: lastValue(parsed, "scheme"),
+    snapshot: hasFlag(parsed, "s"),
+    inProcess: hasFlag(parsed, "in-process"),
+  }).catch((e: unknown) => {
+    throw new CliError(`can't open device ${path}: ${(e as Error).message.replace(`Could not open '${path}': `, "")}`);
+  });
+  if (target.warning) io.err(target.warning);
+
+  const status = await closing(target, path, async () => {
+    const ctx: IoContext = { target: target.target, io, quit: false };
+    let failed = false;
+    const commands = allValues(parsed, "c");
+    if (commands.length > 0) {
+      for (const line of commands) {
+        if ((await runIoCommand(ctx, line)) !== 0) failed = true;
+        if (ctx.quit) break;
+      }
+    } else {
+      io.out("qemu-io> ");
+      for await (const line of stdinLines()) {
+        if ((await runIoCommand(ctx, line)) !== 0) failed = true;
+        if (ctx.quit) break;
+        io.out("qemu-io> ");
+      }
+    }
+    return failed ? 1 : 0;
+  });
+  // After close, so that the metadata written back and flushed at close is counted too.
+  if (hasFlag(parsed, "stats")) {
+    if (target.stats) io.out(statsTable(target.stats()));
+    else io.err("refcow: --stats: no cost accounting for this image format\n");
+  }
+  return status;
+}

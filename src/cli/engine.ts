@@ -1,0 +1,20 @@
+/**
+ * The CLI's one door into the engine: every command imports the engine from here, so the CLI depends on
+ * exactly this surface (Qcow2Image, RawDisk via openImagePath, probeFormat, the engine's types).
+ */
+export { Qcow2Image } from "../engine/qcow2-image.js";
+export { openImagePath, probeFormat, RawDisk } from "../engine/open-path.js";
+export type {
+  BlockFile,
+  CacheMode,
+  CheckResult,
+  CostBreakdown,
+  CreateOptions,
+  ImageInfo,
+  MapExtent,
+  OpenOptions,
+  RepairMode,
+  SnapshotInfo,
+  VirtualDisk,
+} from "../engine/types.js";
+export { NodeFile } from "../io/node-file.js";

@@ -1,0 +1,110 @@
+/** Synopses and help text of the qemu-img / qemu-io compatible commands. */
+
+export interface CommandHelp {
+  summary: string;
+  usage: string;
+  help: string;
+}
+
+const CACHE_HELP =
+  "  -t cache       cache mode for writing: writeback, writethrough, unsafe, none (= writeback),\n" +
+  "                 directsync (= writethrough)\n";
+const SCHEME_HELP = "  --scheme S     refcount scheme used while the image is open (eager, lazy, lazy-count, owner, journal)\n";
+
+export const HELP: Record<string, CommandHelp> = {
+  create: {
+    summary: "create a new image",
+    usage: "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
+    help:
+      "  -f fmt         image format: qcow2 or raw (default raw)\n" +
+      "  -o options     comma-separated format options (-o help lists them): cluster_size, compat (0.10|1.1|v2|v3),\n" +
+      "                 lazy_refcounts, refcount_bits, extended_l2, compression_type (zlib|zstd),\n" +
+      "                 backing_file, backing_fmt, size\n" +
+      "  -b file        backing file (relative names are relative to the new image's directory)\n" +
+      "  -F fmt         backing file format\n" +
+      "  -u             do not open the backing file (size must be given)\n" +
+      "  -q             quiet: no \"Formatting ...\" line\n" +
+      "  size           virtual size in bytes; suffixes k, M, G, T, P, E (powers of 1024)\n",
+  },
+  info: {
+    summary: "show information about an image",
+    usage: "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
+    help:
+      "  -f fmt          image format (probed when omitted)\n" +
+      "  --output=ofmt   human (default) or json, with qemu-img's field names\n" +
+      "  --backing-chain show every image of the backing chain\n",
+  },
+  check: {
+    summary: "check an image for consistency, optionally repair it",
+    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [-U] filename",
+    help:
+      "  -r leaks|all   repair leaked clusters only, or every kind of error\n" +
+      "  --output=ofmt  human (default) or json\n" +
+      CACHE_HELP +
+      SCHEME_HELP +
+      "Exit status: 0 consistent, 1 check not completed, 2 corruptions, 3 leaked clusters only,\n" +
+      "63 the format has no consistency check.\n",
+  },
+  snapshot: {
+    summary: "list, create, apply or delete internal snapshots",
+    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
+    help:
+      "  -l             list the snapshots\n" +
+      "  -c name        create a snapshot\n" +
+      "  -a name        apply (revert to) a snapshot, by ID or name\n" +
+      "  -d name        delete a snapshot, by name\n" +
+      CACHE_HELP +
+      SCHEME_HELP,
+  },
+  convert: {
+    summary: "convert an image (or a snapshot of it) to another image",
+    usage:
+      "convert [-q] [-p] [-n] [-U] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] " +
+      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--scheme S] filename [filename2 [...]] output_filename",
+    help:
+      "  -O fmt          output format: raw (default) or qcow2\n" +
+      "  -o options      output format options, as for create\n" +
+      "  -l param        read from an internal snapshot: snapshot.id=ID,snapshot.name=NAME or ID_OR_NAME\n" +
+      "  -s name         same as -l name (older qemu-img)\n" +
+      "  -n              do not create the output image; write into an existing one\n" +
+      "  -S size         runs of zeroes at least this long are not written (default 4k; 0 writes everything)\n" +
+      "  -t cache        cache mode of the output (default unsafe)\n" +
+      SCHEME_HELP,
+  },
+  compare: {
+    summary: "compare the contents of two images",
+    usage: "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2",
+    help:
+      "  -f fmt   format of the first image\n" +
+      "  -F fmt   format of the second image\n" +
+      "  -s       strict: fail on different image sizes or allocation\n" +
+      "Exit status: 0 identical, 1 different, 2 an image could not be opened, 3 allocation query failed,\n" +
+      "4 read error.\n",
+  },
+  map: {
+    summary: "show the allocation map of an image",
+    usage: "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
+    help: "  --output=ofmt  human (default) or json\n",
+  },
+  io: {
+    summary: "run qemu-io commands (read, write, discard, flush...) on an image",
+    usage:
+      "io [-f fmt] [-r] [-t cache] [-n] [--scheme S] [--stats] [--in-process] [-c command]... filename",
+    help:
+      "  -c, --cmd CMD  run CMD (several -c run in order; without -c commands are read from stdin)\n" +
+      "  -f fmt         image format (probed when omitted)\n" +
+      "  -r             open read-only\n" +
+      "  -t cache       writethrough (default, as qemu-io), writeback, unsafe, none (= writeback),\n" +
+      "                 directsync (= writethrough); -n is -t none\n" +
+      SCHEME_HELP +
+      "  --stats        print the engine's I/O cost breakdown by purpose at the end\n" +
+      "  --in-process   serve the image in this thread (the default for now)\n" +
+      "Commands: read [-Cqv] [-P pattern [-s off] [-l len]] off len; write [-Cfquz] [-P pattern | -s file] off len;\n" +
+      "discard [-Cq] off len; flush; length; info; help [cmd]; quit. Exit status 1 when any command failed\n" +
+      "(a pattern mismatch in read -P included).\n",
+  },
+};
+
+export function commandHelpText(name: string, help: CommandHelp): string {
+  return `usage: refcow ${help.usage}\n${help.summary}\n\n${help.help}`;
+}

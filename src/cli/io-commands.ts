@@ -1,0 +1,554 @@
+/**
+ * qemu-io's command interpreter (qemu-io-cmds.c, QEMU 7.2) for the commands refcow implements: read,
+ * write, discard, flush, length, info, help, quit. Same syntax, same validation order, same messages on the
+ * same streams (per-command results and failures on stdout, "command not found" / argument-count errors
+ * and getopt complaints on stderr), and the same status: a command fails with non-zero, which makes the
+ * whole run exit 1 — including a `read -P` pattern mismatch (qemu-io 7.2 does the same).
+ */
+import { type OptionSpec, type ParsedArgs, parseArgs } from "./args.js";
+import type { CliIo } from "./command.js";
+import { UsageError, messageOf } from "./errors.js";
+import { cvtstr } from "./human-size.js";
+import { dumpBuffer, elapsedSince, printReport } from "./io-report.js";
+import { ioNumber } from "./sizes.js";
+
+/** What the commands run against: an open image, served in-process or by a worker. */
+export interface IoTarget {
+  readonly size: number;
+  readonly readOnly: boolean;
+  read(offset: number, length: number): Uint8Array | Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): void | Promise<void>;
+  writeZeroes(offset: number, length: number, opts: { unmap: boolean }): void | Promise<void>;
+  discard(offset: number, length: number): void | Promise<void>;
+  flush(): void | Promise<void>;
+  /** For `info`: "format name", "cluster size", "vm state offset", and the format-specific block. */
+  describe(): { formatName: string; clusterSize: number; vmStateOffset: number; specific?: string };
+}
+
+/** BDRV_REQUEST_MAX_BYTES: INT_MAX rounded down to a sector. */
+export const REQUEST_MAX_BYTES = 2147483136;
+const EIO = "Input/output error";
+const ENOTSUP = "Operation not supported";
+
+interface IoCommand {
+  name: string;
+  altname?: string;
+  args?: string;
+  oneline: string;
+  argmin: number;
+  /** -1: no maximum. */
+  argmax: number;
+  /** Needs write permission on the image. */
+  write?: boolean;
+  help?: string;
+  run(ctx: IoContext, argv: string[]): Promise<number>;
+}
+
+export interface IoContext {
+  target: IoTarget;
+  io: CliIo;
+  /** Set by `quit`: stop running commands. */
+  quit: boolean;
+}
+
+const EINVAL = -22;
+
+function usageLine(cmd: IoCommand): string {
+  return `${cmd.name} ${cmd.args ? `${cmd.args} ` : ""}-- ${cmd.oneline}\n`;
+}
+
+/** getopt for a qemu-io command; prints glibc's complaint + the usage line like qemu-io on a bad option. */
+function getopt(ctx: IoContext, cmd: IoCommand, argv: string[], spec: OptionSpec): ParsedArgs | undefined {
+  try {
+    return parseArgs(argv.slice(1), spec);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      const m = /option '(-[^']*)'/.exec(e.message);
+      const word = m?.[1] ?? "";
+      const known = new Set(spec.short.replace(/:/g, ""));
+      const bad = [...word.slice(1)].find((c) => !known.has(c)) ?? word.slice(-1);
+      if (e.message.startsWith("missing argument")) ctx.io.err(`${argv[0]}: option requires an argument -- '${word.slice(-1)}'\n`);
+      else ctx.io.err(`${argv[0]}: invalid option -- '${bad}'\n`);
+      ctx.io.out(usageLine(cmd));
+      return undefined;
+    }
+    throw e;
+  }
+}
+
+/** parse_pattern: strtol(arg, &end, 0) in [0, 255] with nothing after. */
+export function parsePattern(arg: string): number | undefined {
+  const m = /^\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(arg);
+  if (arg === "") return 0;
+  if (!m) return undefined;
+  const t = m[2]!;
+  let v = /^0[xX]/.test(t) ? parseInt(t.slice(2), 16) : t.length > 1 && t.startsWith("0") ? parseInt(t.slice(1), 8) : parseInt(t, 10);
+  if (m[1] === "-") v = -v;
+  return v >= 0 && v <= 255 ? v : undefined;
+}
+
+function num(ctx: IoContext, s: string): number | undefined {
+  const r = ioNumber(s);
+  if (!r.ok) {
+    ctx.io.out(`${r.message}\n`);
+    return undefined;
+  }
+  return r.value;
+}
+
+/** blk_check_byte_request: the request must lie inside the disk. */
+function inRange(target: IoTarget, offset: number, count: number): boolean {
+  return offset <= target.size && target.size - offset >= count;
+}
+
+async function timed<T>(fn: () => T | Promise<T>): Promise<{ value: T; t: ReturnType<typeof elapsedSince> }> {
+  const start = process.hrtime.bigint();
+  const value = await fn();
+  return { value, t: elapsedSince(start) };
+}
+
+const readCmd: IoCommand = {
+  name: "read",
+  altname: "r",
+  args: "[-abCqv] [-P pattern [-s off] [-l len]] off len",
+  oneline: "reads a number of bytes at a specified offset",
+  argmin: 2,
+  argmax: -1,
+  help:
+    "\n reads a range of bytes from the given offset\n\n Example:\n" +
+    " 'read -v 512 1k' - dumps 1 kilobyte read from 512 bytes into the file\n\n" +
+    " Reads a segment of the currently open file, optionally dumping it to the\n" +
+    " standard output stream (with -v option) for subsequent inspection.\n" +
+    " -b, -- read from the VM state rather than the virtual disk\n" +
+    " -C, -- report statistics in a machine parsable format\n" +
+    " -l, -- length for pattern verification (only with -P)\n" +
+    " -p, -- ignored for backwards compatibility\n" +
+    " -P, -- use a pattern to verify read data\n" +
+    " -q, -- quiet mode, do not show I/O statistics\n" +
+    " -s, -- start offset for pattern verification (only with -P)\n" +
+    " -v, -- dump buffer to standard output\n\n",
+  async run(ctx, argv) {
+    const p = getopt(ctx, this, argv, { short: "bCl:pP:qs:v" });
+    if (!p) return EINVAL;
+    let bflag = false, Cflag = false, qflag = false, vflag = false, Pflag = false, lflag = false, sflag = false;
+    let pattern = 0;
+    let patternOffset = 0;
+    let patternCount = 0;
+    for (const o of p.options) {
+      switch (o.key) {
+        case "b": bflag = true; break;
+        case "C": Cflag = true; break;
+        case "l": {
+          lflag = true;
+          const n = num(ctx, o.value!);
+          if (n === undefined) return EINVAL;
+          patternCount = n;
+          break;
+        }
+        case "p": break;
+        case "P": {
+          Pflag = true;
+          const v = parsePattern(o.value!);
+          if (v === undefined) {
+            ctx.io.out(`${o.value} is not a valid pattern byte\n`);
+            return EINVAL;
+          }
+          pattern = v;
+          break;
+        }
+        case "q": qflag = true; break;
+        case "s": {
+          sflag = true;
+          const n = num(ctx, o.value!);
+          if (n === undefined) return EINVAL;
+          patternOffset = n;
+          break;
+        }
+        case "v": vflag = true; break;
+      }
+    }
+    if (p.operands.length !== 2) {
+      ctx.io.out(usageLine(this));
+      return EINVAL;
+    }
+    const offset = num(ctx, p.operands[0]!);
+    if (offset === undefined) return EINVAL;
+    const count = num(ctx, p.operands[1]!);
+    if (count === undefined) return EINVAL;
+    if (count > REQUEST_MAX_BYTES) {
+      ctx.io.out(`length cannot exceed ${REQUEST_MAX_BYTES}, given ${p.operands[1]}\n`);
+      return EINVAL;
+    }
+    if (!Pflag && (lflag || sflag)) {
+      ctx.io.out(usageLine(this));
+      return EINVAL;
+    }
+    if (!lflag) patternCount = count - patternOffset;
+    if (patternCount < 0 || patternCount + patternOffset > count) {
+      ctx.io.out("pattern verification range exceeds end of read data\n");
+      return EINVAL;
+    }
+    if (bflag) {
+      if (offset % 512) {
+        ctx.io.out(`${offset} is not a sector-aligned value for 'offset'\n`);
+        return EINVAL;
+      }
+      if (count % 512) {
+        ctx.io.out(`${count} is not a sector-aligned value for 'count'\n`);
+        return EINVAL;
+      }
+      ctx.io.out(`read failed: ${ENOTSUP}\n`);
+      return -95;
+    }
+    if (!inRange(ctx.target, offset, count)) {
+      ctx.io.out(`read failed: ${EIO}\n`);
+      return -5;
+    }
+    let buf: Uint8Array;
+    let t;
+    try {
+      ({ value: buf, t } = await timed(() => ctx.target.read(offset, count)));
+    } catch (e) {
+      ctx.io.out(`read failed: ${messageOf(e)}\n`);
+      return -5;
+    }
+    let ret = 0;
+    if (Pflag) {
+      for (let i = patternOffset; i < patternOffset + patternCount; i++) {
+        if (buf[i] !== pattern) {
+          ctx.io.out(`Pattern verification failed at offset ${offset + patternOffset}, ${patternCount} bytes\n`);
+          ret = EINVAL;
+          break;
+        }
+      }
+    }
+    if (qflag) return ret;
+    if (vflag) ctx.io.out(dumpBuffer(buf, offset));
+    ctx.io.out(printReport("read", t, offset, count, count, 1, Cflag));
+    return ret;
+  },
+};
+
+/** qemu_io_alloc_from_file: the file's bytes, repeated to fill `len`. */
+async function bufferFromFile(ctx: IoContext, name: string, len: number): Promise<Uint8Array | undefined> {
+  const fs = await import("node:fs");
+  let data: Uint8Array;
+  try {
+    const fd = fs.openSync(name, "r");
+    try {
+      data = new Uint8Array(len);
+      let got = 0;
+      while (got < len) {
+        const n = fs.readSync(fd, data, got, len - got, null);
+        if (n === 0) break;
+        got += n;
+      }
+      if (got === 0) {
+        ctx.io.err(`${name}: file is empty\n`);
+        return undefined;
+      }
+      for (let i = got; i < len; i += got) data.copyWithin(i, 0, Math.min(got, len - i));
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    ctx.io.err(`${name}: ${code === "ENOENT" ? "No such file or directory" : messageOf(e)}\n`);
+    return undefined;
+  }
+  return data;
+}
+
+const writeCmd: IoCommand = {
+  name: "write",
+  altname: "w",
+  args: "[-bcCfnquz] [-P pattern | -s source_file] off len",
+  oneline: "writes a number of bytes at a specified offset",
+  argmin: 2,
+  argmax: -1,
+  write: true,
+  help:
+    "\n writes a range of bytes from the given offset\n\n Example:\n" +
+    " 'write 512 1k' - writes 1 kilobyte at 512 bytes into the open file\n\n" +
+    " Writes into a segment of the currently open file, using a buffer\n" +
+    " filled with a set pattern (0xcdcdcdcd).\n" +
+    " -b, -- write to the VM state rather than the virtual disk\n" +
+    " -c, -- write compressed data with blk_write_compressed\n" +
+    " -f, -- use Force Unit Access semantics\n" +
+    " -n, -- with -z, don't allow slow fallback\n" +
+    " -p, -- ignored for backwards compatibility\n" +
+    " -P, -- use different pattern to fill file\n" +
+    " -s, -- use a pattern file to fill the write buffer\n" +
+    " -C, -- report statistics in a machine parsable format\n" +
+    " -q, -- quiet mode, do not show I/O statistics\n" +
+    " -u, -- with -z, allow unmapping\n" +
+    " -z, -- write zeroes using blk_co_pwrite_zeroes\n\n",
+  async run(ctx, argv) {
+    const p = getopt(ctx, this, argv, { short: "bcCfnpP:qs:uz" });
+    if (!p) return EINVAL;
+    let bflag = false, cflag = false, Cflag = false, fua = false, noFallback = false, Pflag = false;
+    let qflag = false, sflag = false, unmap = false, zflag = false;
+    let pattern = 0xcd;
+    let sourceFile = "";
+    for (const o of p.options) {
+      switch (o.key) {
+        case "b": bflag = true; break;
+        case "c": cflag = true; break;
+        case "C": Cflag = true; break;
+        case "f": fua = true; break;
+        case "n": noFallback = true; break;
+        case "p": break;
+        case "P": {
+          Pflag = true;
+          const v = parsePattern(o.value!);
+          if (v === undefined) {
+            ctx.io.out(`${o.value} is not a valid pattern byte\n`);
+            return EINVAL;
+          }
+          pattern = v;
+          break;
+        }
+        case "q": qflag = true; break;
+        case "s": sflag = true; sourceFile = o.value!; break;
+        case "u": unmap = true; break;
+        case "z": zflag = true; break;
+      }
+    }
+    if (p.operands.length !== 2) {
+      ctx.io.out(usageLine(this));
+      return EINVAL;
+    }
+    if (bflag && zflag) {
+      ctx.io.out("-b and -z cannot be specified at the same time\n");
+      return EINVAL;
+    }
+    if (fua && bflag) {
+      ctx.io.out("-f and -b are mutually exclusive\n");
+      return EINVAL;
+    }
+    if (noFallback && !zflag) {
+      ctx.io.out("-n requires -z to be specified\n");
+      return EINVAL;
+    }
+    if (unmap && !zflag) {
+      ctx.io.out("-u requires -z to be specified\n");
+      return EINVAL;
+    }
+    if (Number(zflag) + Number(Pflag) + Number(sflag) > 1) {
+      ctx.io.out("Only one of -z, -P, and -s can be specified at the same time\n");
+      return EINVAL;
+    }
+    const offset = num(ctx, p.operands[0]!);
+    if (offset === undefined) return EINVAL;
+    const count = num(ctx, p.operands[1]!);
+    if (count === undefined) return EINVAL;
+    if (count > REQUEST_MAX_BYTES && !noFallback) {
+      ctx.io.out(`length cannot exceed ${REQUEST_MAX_BYTES} without -n, given ${p.operands[1]}\n`);
+      return EINVAL;
+    }
+    if (bflag || cflag) {
+      if (offset % 512) {
+        ctx.io.out(`${offset} is not a sector-aligned value for 'offset'\n`);
+        return EINVAL;
+      }
+      if (count % 512) {
+        ctx.io.out(`${count} is not a sector-aligned value for 'count'\n`);
+        return EINVAL;
+      }
+    }
+    let buf: Uint8Array | undefined;
+    if (!zflag) {
+      if (sflag) {
+        buf = await bufferFromFile(ctx, sourceFile, count);
+        if (!buf) return EINVAL;
+      } else {
+        buf = new Uint8Array(count).fill(pattern);
+      }
+    }
+    if (bflag || cflag) {
+      ctx.io.out(`write failed: ${ENOTSUP}\n`);
+      return -95;
+    }
+    if (!inRange(ctx.target, offset, count)) {
+      ctx.io.out(`write failed: ${EIO}\n`);
+      return -5;
+    }
+    let t;
+    try {
+      ({ t } = await timed(async () => {
+        if (zflag) await ctx.target.writeZeroes(offset, count, { unmap });
+        else await ctx.target.write(offset, buf!);
+        if (fua) await ctx.target.flush();
+      }));
+    } catch (e) {
+      ctx.io.out(`write failed: ${messageOf(e)}\n`);
+      return -5;
+    }
+    if (qflag) return 0;
+    ctx.io.out(printReport("wrote", t, offset, count, count, 1, Cflag));
+    return 0;
+  },
+};
+
+const discardCmd: IoCommand = {
+  name: "discard",
+  altname: "d",
+  args: "[-Cq] off len",
+  oneline: "discards a number of bytes at a specified offset",
+  argmin: 2,
+  argmax: -1,
+  write: true,
+  help:
+    "\n discards a range of bytes from the given offset\n\n Example:\n" +
+    " 'discard 512 1k' - discards 1 kilobyte from 512 bytes into the file\n\n" +
+    " Discards a segment of the currently open file.\n" +
+    " -C, -- report statistics in a machine parsable format\n" +
+    " -q, -- quiet mode, do not show I/O statistics\n\n",
+  async run(ctx, argv) {
+    const p = getopt(ctx, this, argv, { short: "Cq" });
+    if (!p) return EINVAL;
+    const Cflag = p.options.some((o) => o.key === "C");
+    const qflag = p.options.some((o) => o.key === "q");
+    if (p.operands.length !== 2) {
+      ctx.io.out(usageLine(this));
+      return EINVAL;
+    }
+    const offset = num(ctx, p.operands[0]!);
+    if (offset === undefined) return EINVAL;
+    const bytes = num(ctx, p.operands[1]!);
+    if (bytes === undefined) return EINVAL;
+    if (bytes > REQUEST_MAX_BYTES) {
+      ctx.io.out(`length cannot exceed ${REQUEST_MAX_BYTES}, given ${p.operands[1]}\n`);
+      return EINVAL;
+    }
+    if (!inRange(ctx.target, offset, bytes)) {
+      ctx.io.out(`discard failed: ${EIO}\n`);
+      return -5;
+    }
+    let t;
+    try {
+      ({ t } = await timed(() => ctx.target.discard(offset, bytes)));
+    } catch (e) {
+      ctx.io.out(`discard failed: ${messageOf(e)}\n`);
+      return -5;
+    }
+    if (!qflag) ctx.io.out(printReport("discard", t, offset, bytes, bytes, 1, Cflag));
+    return 0;
+  },
+};
+
+const flushCmd: IoCommand = {
+  name: "flush",
+  altname: "f",
+  oneline: "flush all in-core file state to disk",
+  argmin: 0,
+  argmax: 0,
+  async run(ctx) {
+    try {
+      await ctx.target.flush();
+      return 0;
+    } catch (e) {
+      ctx.io.err(`refcow: flush failed: ${messageOf(e)}\n`);
+      return -5;
+    }
+  },
+};
+
+const lengthCmd: IoCommand = {
+  name: "length",
+  altname: "l",
+  oneline: "gets the length of the current file",
+  argmin: 0,
+  argmax: 0,
+  async run(ctx) {
+    ctx.io.out(`${cvtstr(ctx.target.size)}\n`);
+    return 0;
+  },
+};
+
+const infoCmd: IoCommand = {
+  name: "info",
+  altname: "i",
+  oneline: "prints information about the current file",
+  argmin: 0,
+  argmax: 0,
+  async run(ctx) {
+    const d = ctx.target.describe();
+    ctx.io.out(`format name: ${d.formatName}\ncluster size: ${cvtstr(d.clusterSize)}\nvm state offset: ${cvtstr(d.vmStateOffset)}\n`);
+    if (d.specific) ctx.io.out(`Format specific information:\n${d.specific}`);
+    return 0;
+  },
+};
+
+const quitCmd: IoCommand = {
+  name: "quit",
+  altname: "q",
+  oneline: "exit the program",
+  argmin: 0,
+  argmax: 0,
+  async run(ctx) {
+    ctx.quit = true;
+    return 0;
+  },
+};
+
+const helpCmd: IoCommand = {
+  name: "help",
+  altname: "?",
+  args: "[command]",
+  oneline: "help for one or all commands",
+  argmin: 0,
+  argmax: 1,
+  async run(ctx, argv) {
+    if (argv.length === 1) {
+      for (const c of [...COMMANDS].sort((a, b) => a.name.localeCompare(b.name))) ctx.io.out(usageLine(c));
+      ctx.io.out("\nUse 'help commandname' for extended help.\n");
+      return 0;
+    }
+    const c = findCommand(argv[1]!);
+    if (!c) {
+      ctx.io.out(`command ${argv[1]} not found\n`);
+      return EINVAL;
+    }
+    ctx.io.out(usageLine(c));
+    if (c.help) ctx.io.out(c.help);
+    return 0;
+  },
+};
+
+export const COMMANDS: readonly IoCommand[] = [readCmd, writeCmd, discardCmd, flushCmd, lengthCmd, infoCmd, helpCmd, quitCmd];
+
+function findCommand(name: string): IoCommand | undefined {
+  return COMMANDS.find((c) => c.name === name || c.altname === name);
+}
+
+/** Splits a command line on spaces (qemu-io's breakline: no quoting). */
+export function splitCommandLine(line: string): string[] {
+  return line.split(" ").filter((w) => w.length > 0);
+}
+
+/** qemuio_command: runs one command line; returns 0 or a negative errno-like value. */
+export async function runIoCommand(ctx: IoContext, line: string): Promise<number> {
+  const argv = splitCommandLine(line);
+  if (argv.length === 0) return 0;
+  const cmd = findCommand(argv[0]!);
+  if (!cmd) {
+    ctx.io.err(`command "${argv[0]}" not found\n`);
+    return EINVAL;
+  }
+  const n = argv.length - 1;
+  if (n < cmd.argmin || (cmd.argmax !== -1 && n > cmd.argmax)) {
+    let expected: string;
+    if (cmd.argmax === 0) expected = "0 arguments";
+    else if (cmd.argmax === cmd.argmin) expected = `${cmd.argmin} arguments`;
+    else if (cmd.argmax === -1) expected = `at least ${cmd.argmin} arguments`;
+    else expected = `between ${cmd.argmin} and ${cmd.argmax} arguments`;
+    ctx.io.err(`bad argument count ${n} to ${argv[0]}, expected ${expected}\n`);
+    return EINVAL;
+  }
+  if (cmd.write && ctx.target.readOnly) {
+    ctx.io.err("refcow: Block node is read-only\n");
+    return -1;
+  }
+  return cmd.run(ctx, argv);
+}

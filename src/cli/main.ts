@@ -1,0 +1,93 @@
+/**
+ * refcow's command line: qemu-img compatible commands (create, info, check, snapshot, convert, compare,
+ * map), qemu-io as `refcow io`, and the commands other layers register (bench, run, experiment).
+ *
+ * Every failure ends as one line on stderr, "refcow: <message>", and an exit code (1 unless the command
+ * defines its own, as check and compare do); never a stack trace.
+ */
+import { type CliIo, type Command, type CommandRun, processIo } from "./command.js";
+import { checkCommand } from "./commands/check.js";
+import { compareCommand } from "./commands/compare.js";
+import { convertCommand } from "./commands/convert.js";
+import { createCommand } from "./commands/create.js";
+import { infoCommand } from "./commands/info.js";
+import { ioCommand } from "./commands/io.js";
+import { mapCommand } from "./commands/map.js";
+import { snapshotCommand } from "./commands/snapshot.js";
+import { CliError, messageOf, UsageError } from "./errors.js";
+import { HELP } from "./help.js";
+
+export type { CliIo, Command, CommandRun } from "./command.js";
+
+function builtin(name: string, run: CommandRun): Command {
+  const h = HELP[name]!;
+  return { summary: h.summary, usage: h.usage, help: h.help, run };
+}
+
+/**
+ * The dispatch table. Other layers add their commands here — `bench`, `run` and `experiment` belong to
+ * bench/ and vm/ — either by an entry below or by calling registerCommand() from a module main.ts imports.
+ * A command receives the arguments after its name and returns its exit code.
+ */
+export const commands: Record<string, Command> = {
+  create: builtin("create", createCommand),
+  info: builtin("info", infoCommand),
+  check: builtin("check", checkCommand),
+  snapshot: builtin("snapshot", snapshotCommand),
+  convert: builtin("convert", convertCommand),
+  compare: builtin("compare", compareCommand),
+  map: builtin("map", mapCommand),
+  io: builtin("io", ioCommand),
+  // bench, run, experiment: registered by their owners.
+};
+
+export function registerCommand(name: string, command: Command): void {
+  commands[name] = command;
+}
+
+const VERSION = "0.1.0";
+
+function topHelp(): string {
+  const names = Object.keys(commands);
+  const width = Math.max(...names.map((n) => n.length)) + 2;
+  let out =
+    `refcow version ${VERSION}\n` +
+    "usage: refcow [-h | --help | -V | --version] command [command options]\n" +
+    "qcow2 disk image engine; the image commands take qemu-img's options and print qemu-img's output,\n" +
+    "`refcow io` takes qemu-io's.\n\nCommands:\n";
+  for (const n of names) out += `  ${n.padEnd(width)}${commands[n]!.summary}\n`;
+  out += "\n'refcow <command> --help' shows a command's options.\n";
+  return out;
+}
+
+/** Runs the CLI with `argv` (the arguments after the program name); resolves to the exit code. */
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  const [first, ...rest] = argv;
+  try {
+    if (first === undefined) throw new UsageError("Not enough arguments");
+    if (first === "-h" || first === "--help" || first === "help") {
+      io.out(topHelp());
+      return 0;
+    }
+    if (first === "-V" || first === "--version") {
+      io.out(`refcow version ${VERSION}\n`);
+      return 0;
+    }
+    if (first.startsWith("-")) throw new UsageError(`unrecognized option '${first}'`);
+    const command = commands[first];
+    if (!command) throw new UsageError(`Command not found: ${first}`);
+    return await command.run(rest, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      const hint = first && commands[first] ? `refcow ${first} --help` : "refcow --help";
+      io.err(`refcow: ${e.message} (try '${hint}')\n`);
+      return e.exitCode;
+    }
+    if (e instanceof CliError) {
+      io.err(`refcow: ${e.message}\n`);
+      return e.exitCode;
+    }
+    io.err(`refcow: ${messageOf(e)}\n`);
+    return 1;
+  }
+}
