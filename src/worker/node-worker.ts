@@ -1,0 +1,37 @@
+/**
+ * The piscina task module (Node): `serve(task)` opens one image by path with the engine and serves its
+ * request ring until the client closes it (or the STOP word is set). One task occupies one worker thread for
+ * the lifetime of the image. Errors — including a failed open — travel through the ring, never as a
+ * rejected task; a rejected task means the worker itself died.
+ *
+ * Node 20 cannot load .ts in a worker: the pool points piscina at the compiled copy of this file in dist/.
+ */
+import { threadId } from "node:worker_threads";
+import { openImagePath } from "../engine/open-path.js";
+import type { CacheMode } from "../engine/types.js";
+import { serveRing, type ServeResult } from "./serve-loop.js";
+
+export interface ServeTask {
+  ring: SharedArrayBuffer;
+  path: string;
+  scheme?: string;
+  cache?: CacheMode;
+  readOnly?: boolean;
+  format?: "qcow2" | "raw";
+  /** Bounded spin of the serve loop, in µs. */
+  spinUs?: number;
+}
+
+export function serve(task: ServeTask): ServeResult {
+  return serveRing(
+    task.ring,
+    () =>
+      openImagePath(task.path, {
+        scheme: task.scheme,
+        cache: task.cache,
+        readOnly: task.readOnly,
+        format: task.format,
+      }),
+    { serverId: threadId, spinUs: task.spinUs },
+  );
+}

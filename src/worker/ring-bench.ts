@@ -1,0 +1,195 @@
+/**
+ * Ring micro-benchmark (Node): the round trip of an empty request and of a 4 KiB write through the request
+ * ring to a worker thread, against calling the engine in-process; plus the CPU an idle open image costs.
+ * Run with `npm run build && node dist/worker/ring-bench.js` (bench/ring.ts is the typed entry for other code).
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { pathToFileURL } from "node:url";
+import { createImagePath, openImagePath } from "../engine/open-path.js";
+import type { CacheMode } from "../engine/types.js";
+import { ImagePool } from "./pool.js";
+
+export interface RingBenchOptions {
+  /** Requests per measurement (default 20000). */
+  requests?: number;
+  /** Seconds of idleness over which idle CPU is measured (default 3). */
+  idleSeconds?: number;
+  cache?: CacheMode;
+  /** Client spin (µs) and server spin (µs); defaults of DiskClient and serve loop when absent. */
+  clientSpinUs?: number;
+  serverSpinUs?: number;
+  /** Directory for the scratch image (default os.tmpdir()). */
+  dir?: string;
+}
+
+export interface RingBenchResult {
+  requests: number;
+  /** Median µs per request. */
+  ringNopUs: number;
+  inProcessNopUs: number;
+  ringWrite4kUs: number;
+  inProcessWrite4kUs: number;
+  /** 90th percentiles, µs. */
+  ringNopP90Us: number;
+  ringWrite4kP90Us: number;
+  /** Median µs per stage of the ring's empty request: call→submit, submit→worker start, worker, worker end→caller. */
+  nopStagesUs: { submit: number; pickup: number; serve: number; complete: number };
+  /** Process CPU (all threads) while one image sat open and idle, in % of one core. */
+  idleCpuPercent: number;
+  idleSeconds: number;
+}
+
+const IMAGE_SIZE = 256 * 1024 * 1024;
+const REGION = 64 * 1024 * 1024; // 4 KiB writes cycle over this (pre-allocated) region
+
+export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBenchResult> {
+  const n = opts.requests ?? 20000;
+  const idleSeconds = opts.idleSeconds ?? 3;
+  const cache = opts.cache ?? "writeback";
+  const dir = fs.mkdtempSync(path.join(opts.dir ?? os.tmpdir(), "refcow-ring-bench-"));
+  const file = path.join(dir, "bench.qcow2");
+  try {
+    createImagePath(file, { size: IMAGE_SIZE });
+    const block = new Uint8Array(4096).fill(0xa5);
+    const offsets = new Array<number>(n);
+    for (let i = 0; i < n; i++) offsets[i] = ((i * 4099) % (REGION / 4096)) * 4096;
+
+    // Pre-allocate the region so that both sides measure in-place writes.
+    {
+      const disk = openImagePath(file, { cache });
+      const mb = new Uint8Array(1 << 20);
+      for (let off = 0; off < REGION; off += mb.length) disk.write(off, mb);
+      disk.close();
+    }
+
+    // In-process: the same requests, made synchronously on this thread (an await per request, as a caller would).
+    const inProc = openImagePath(file, { cache });
+    const empty = new Uint8Array(0);
+    const inNop = await timeEach(n, async () => {
+      inProc.readInto(empty, 0);
+    });
+    const inWrite = await timeEach(n, async (i) => {
+      inProc.write(offsets[i], block);
+    });
+    inProc.close();
+
+    const pool = new ImagePool();
+    try {
+      const client = await pool.open(file, { cache, client: { spinUs: opts.clientSpinUs }, serverSpinUs: opts.serverSpinUs });
+      // Warm up (JIT, page cache).
+      for (let i = 0; i < 2000; i++) await client.nop();
+      for (let i = 0; i < 2000; i++) await client.write(offsets[i], block);
+      const stages = { submit: [] as number[], pickup: [] as number[], serve: [] as number[], complete: [] as number[] };
+      const ringNop = await timeEach(n, async () => {
+        const { timing: t } = await client.timed.nop();
+        stages.submit.push(t.submitted - t.called);
+        stages.pickup.push(t.workerStart - t.submitted);
+        stages.serve.push(t.workerEnd - t.workerStart);
+        stages.complete.push(t.completed - t.workerEnd);
+      });
+      const ringWrite = await timeEach(n, async (i) => {
+        await client.write(offsets[i], block);
+      });
+
+      // Idle: the image stays open; nothing is asked of it.
+      await new Promise((r) => setTimeout(r, 200)); // let both sides' bounded spins end
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, idleSeconds * 1000));
+      const cpu = process.cpuUsage(cpu0);
+      const elapsedMs = performance.now() - t0;
+      await client.close();
+      return {
+        requests: n,
+        ringNopUs: median(ringNop),
+        inProcessNopUs: median(inNop),
+        ringWrite4kUs: median(ringWrite),
+        inProcessWrite4kUs: median(inWrite),
+        ringNopP90Us: quantile(ringNop, 0.9),
+        ringWrite4kP90Us: quantile(ringWrite, 0.9),
+        nopStagesUs: {
+          submit: median(stages.submit.map((x) => x * 1000)),
+          pickup: median(stages.pickup.map((x) => x * 1000)),
+          serve: median(stages.serve.map((x) => x * 1000)),
+          complete: median(stages.complete.map((x) => x * 1000)),
+        },
+        idleCpuPercent: ((cpu.user + cpu.system) / 1000 / elapsedMs) * 100,
+        idleSeconds,
+      };
+    } finally {
+      await pool.destroy();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** µs per call of `f(i)`, each awaited. */
+async function timeEach(n: number, f: (i: number) => Promise<void>): Promise<number[]> {
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await f(i);
+    out[i] = (performance.now() - t) * 1000;
+  }
+  return out;
+}
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * q))];
+}
+
+function median(xs: number[]): number {
+  return quantile(xs, 0.5);
+}
+
+export function formatRingBench(r: RingBenchResult): string {
+  const f = (x: number) => x.toFixed(1);
+  return [
+    `ring round trip: ${f(r.ringNopUs)} us (in-process call: ${f(r.inProcessNopUs)} us)  [p90 ${f(r.ringNopP90Us)} us]`,
+    `ring 4 KiB write: ${f(r.ringWrite4kUs)} us (in-process: ${f(r.inProcessWrite4kUs)} us)  [p90 ${f(r.ringWrite4kP90Us)} us]`,
+    `  empty request stages (median us): submit ${f(r.nopStagesUs.submit)}, worker pick-up ${f(r.nopStagesUs.pickup)}, ` +
+      `serve ${f(r.nopStagesUs.serve)}, completion to caller ${f(r.nopStagesUs.complete)}`,
+    `idle image CPU: ${r.idleCpuPercent.toFixed(2)} % of one core over ${r.idleSeconds} s (whole process)`,
+    `(${r.requests} requests per measurement, median per request)`,
+  ].join("\n");
+}
+
+/** Command-line entry: `node dist/worker/ring-bench.js [--requests N] [--idle S] [--cache MODE] [--client-spin US] [--server-spin US]`. */
+export async function ringBenchMain(argv: string[]): Promise<number> {
+  const opts: RingBenchOptions = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = argv[i + 1];
+    const num = (): number => {
+      const n = Number(v);
+      if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
+      i++;
+      return n;
+    };
+    if (a === "--requests") opts.requests = Math.max(1, Math.floor(num()));
+    else if (a === "--idle") opts.idleSeconds = num();
+    else if (a === "--client-spin") opts.clientSpinUs = num();
+    else if (a === "--server-spin") opts.serverSpinUs = num();
+    else if (a === "--cache") {
+      if (v !== "writeback" && v !== "writethrough" && v !== "unsafe") throw new Error("--cache must be writeback, writethrough or unsafe");
+      opts.cache = v;
+      i++;
+    } else throw new Error(`unknown option ${a}`);
+  }
+  process.stdout.write(formatRingBench(await runRingBench(opts)) + "\n");
+  return 0;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  ringBenchMain(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (e: unknown) => {
+      process.stderr.write(`ring bench: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,441 @@
+/**
+ * The server side of the request ring (see ring.ts for the protocol): opens the image, then serves requests
+ * in submission order until a CLOSE request or the STOP word. Platform-neutral — no node: imports — so a
+ * browser Web Worker can run it on an OPFS-backed image as the Node worker does on a file.
+ *
+ * The loop is synchronous: it blocks its own thread in `Atomics.wait` when idle (after a bounded spin), which
+ * is the point of running it in a worker.
+ */
+import { ClosedError, ImageFormatError, RequestError, SnapshotError, UnsupportedFeatureError } from "../engine/errors.js";
+import type { SnapshotCreateOptions } from "../engine/types.js";
+import { IoError } from "../io/block-file.js";
+import {
+  C,
+  Flag,
+  Op,
+  OP_NAMES,
+  RingView,
+  ringClock,
+  ServerState,
+  SF,
+  S,
+  SLOT_F64,
+  SLOT_I32,
+  SlotState,
+  Status,
+  writeText,
+  readText,
+} from "./ring.js";
+import type { ServedDisk } from "./served-disk.js";
+
+export interface ServeOptions {
+  /** Bounded spin after each request before sleeping, in microseconds. Default 50. */
+  spinUs?: number;
+  /** Timeout of each `Atomics.wait`, after which STOP is checked again. Default 1000 ms. */
+  waitTimeoutMs?: number;
+  /** Identifier of the serving thread, published in SERVER_ID (Node: worker threadId). */
+  serverId?: number;
+}
+
+export interface ServeResult {
+  /** Why the loop ended. */
+  reason: "closed" | "stopped" | "open-failed";
+  /** Requests served (including the CLOSE request). */
+  requests: number;
+  /** The open error message, when reason is "open-failed". */
+  error?: string;
+}
+
+export const DEFAULT_SERVER_SPIN_US = 50;
+
+/** Maps an error thrown by the engine to a ring status code. */
+export function statusOf(e: unknown): number {
+  if (e instanceof RequestError) return Status.REQUEST;
+  if (e instanceof SnapshotError) return Status.SNAPSHOT;
+  if (e instanceof ClosedError) return Status.CLOSED;
+  if (e instanceof ImageFormatError) return Status.FORMAT;
+  if (e instanceof UnsupportedFeatureError) return Status.UNSUPPORTED;
+  if (e instanceof IoError) return Status.IO;
+  if (e instanceof ProtocolError) return Status.PROTOCOL;
+  // Errors from another copy of the modules (or rebuilt ones) still carry their class name.
+  switch ((e as Error | undefined)?.name) {
+    case "RequestError":
+      return Status.REQUEST;
+    case "SnapshotError":
+      return Status.SNAPSHOT;
+    case "ClosedError":
+      return Status.CLOSED;
+    case "ImageFormatError":
+      return Status.FORMAT;
+    case "UnsupportedFeatureError":
+      return Status.UNSUPPORTED;
+    case "IoError":
+      return Status.IO;
+  }
+  return Status.INTERNAL;
+}
+
+function messageOf(e: unknown, status: number): string {
+  const err = e as Error | undefined;
+  const msg = err && typeof err.message === "string" ? err.message : String(e);
+  return status === Status.INTERNAL && err?.name && err.name !== "Error" ? `${err.name}: ${msg}` : msg;
+}
+
+/** A request that breaks the ring protocol (bad opcode, bad slot state, unknown token...). */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Opens the disk with `open` and serves the ring until CLOSE or STOP. Never throws for a failed open or a
+ * failed request (those travel through the ring); throws only if the ring itself is broken, after marking it
+ * CRASHED so the client learns of it.
+ */
+export function serveRing(sab: SharedArrayBuffer, open: () => ServedDisk, opts: ServeOptions = {}): ServeResult {
+  const ring = new RingView(sab);
+  const ctl = ring.ctl;
+  let disk: ServedDisk;
+  try {
+    disk = open();
+  } catch (e) {
+    const status = statusOf(e);
+    const msg = messageOf(e, status);
+    const n = writeText(ring.share(0), msg);
+    Atomics.store(ctl, C.OPEN_STATUS, status);
+    Atomics.store(ctl, C.OPEN_MSG_LEN, n);
+    Atomics.store(ctl, C.SERVER_STATE, ServerState.OPEN_FAILED);
+    Atomics.notify(ctl, C.SERVER_STATE);
+    return { reason: "open-failed", requests: 0, error: msg };
+  }
+  const server = new RingServer(ring, disk, opts);
+  try {
+    return server.run();
+  } catch (e) {
+    Atomics.store(ctl, C.SERVER_STATE, ServerState.CRASHED);
+    Atomics.notify(ctl, C.SERVER_STATE);
+    Atomics.notify(ctl, C.CQ_TAIL);
+    try {
+      disk.close();
+    } catch {
+      // the ring is already broken; the close error adds nothing
+    }
+    throw e;
+  }
+}
+
+interface Staged {
+  parts: Uint8Array[];
+  size: number;
+}
+
+/**
+ * The server of one ring on an open disk. Constructing it publishes READY. `run()` is the blocking loop of
+ * a worker; `serveAvailable()` serves what has been submitted without waiting (for tests that drive both
+ * sides from one thread, or for a host that polls).
+ */
+export class RingServer {
+  private readonly ctl: Int32Array;
+  private readonly i32: Int32Array;
+  private readonly f64: Float64Array;
+  private readonly now: () => number;
+  private readonly spinMs: number;
+  private readonly waitMs: number;
+  private readonly staged = new Map<number, Staged>();
+  private readonly held = new Map<number, Uint8Array>();
+  private nextToken = 1;
+  private isClosed = false;
+
+  private readonly ring: RingView;
+  private served = 0;
+
+  constructor(
+    ring: RingView | SharedArrayBuffer,
+    private readonly disk: ServedDisk,
+    opts: ServeOptions = {},
+  ) {
+    if (!(ring instanceof RingView)) ring = new RingView(ring);
+    this.ring = ring;
+    this.ctl = ring.ctl;
+    this.i32 = ring.slotI32;
+    this.f64 = ring.slotF64;
+    this.now = ringClock(ring);
+    this.spinMs = (opts.spinUs ?? DEFAULT_SERVER_SPIN_US) / 1000;
+    this.waitMs = opts.waitTimeoutMs ?? 1000;
+    const ctl = this.ctl;
+    ctl[C.SERVER_ID] = opts.serverId ?? 0;
+    ctl[C.READ_ONLY] = (disk as { readOnly?: boolean }).readOnly ? 1 : 0;
+    ring.ctlF64[C.F64_IMAGE_SIZE] = disk.size;
+    Atomics.store(ctl, C.OPEN_STATUS, 0);
+    Atomics.store(ctl, C.SERVER_STATE, ServerState.READY);
+    Atomics.notify(ctl, C.SERVER_STATE);
+  }
+
+  /** True once a CLOSE request was served or the loop stopped. */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Requests served so far. */
+  get requests(): number {
+    return this.served;
+  }
+
+  /** Serves the requests submitted so far (at most `max`), without waiting; returns how many (stops after a CLOSE). */
+  serveAvailable(max = Infinity): number {
+    const ctl = this.ctl;
+    let n = 0;
+    while (!this.isClosed && n < max) {
+      const head = Atomics.load(ctl, C.SQ_HEAD);
+      if (Atomics.load(ctl, C.SQ_TAIL) === head) break;
+      this.serveNext(head);
+      n++;
+    }
+    return n;
+  }
+
+  /** Serves the request at `head` and publishes its completion; returns true for a CLOSE. */
+  private serveNext(head: number): boolean {
+    const ctl = this.ctl;
+    const next = (head + 1) | 0;
+    Atomics.store(ctl, C.SQ_HEAD, next);
+    const closing = this.serve(head & this.ring.mask, head);
+    this.served++;
+    // Publish the completion: every plain store of serve() happens-before this store.
+    Atomics.store(ctl, C.CQ_TAIL, next);
+    if (Atomics.load(ctl, C.CLIENT_WAITING) !== 0) Atomics.notify(ctl, C.CQ_TAIL);
+    if (closing) {
+      Atomics.store(ctl, C.SERVER_STATE, ServerState.STOPPED);
+      Atomics.notify(ctl, C.SERVER_STATE);
+    }
+    return closing;
+  }
+
+  /** The worker's loop: serves until a CLOSE request or STOP, sleeping in Atomics.wait when idle. */
+  run(): ServeResult {
+    const ctl = this.ctl;
+    let head = Atomics.load(ctl, C.SQ_HEAD);
+    if (this.isClosed) return { reason: "closed", requests: this.served };
+    for (;;) {
+      let tail = Atomics.load(ctl, C.SQ_TAIL);
+      if (tail === head) {
+        if (Atomics.load(ctl, C.STOP) !== 0) break;
+        // Bounded spin: back-to-back requests are picked up without the cost of a wake-up.
+        if (this.spinMs > 0) {
+          const until = performance.now() + this.spinMs;
+          while ((tail = Atomics.load(ctl, C.SQ_TAIL)) === head && performance.now() < until) {
+            // spin
+          }
+        }
+        if (tail === head) {
+          Atomics.store(ctl, C.SERVER_SLEEPING, 1);
+          if (Atomics.load(ctl, C.SQ_TAIL) === head && Atomics.load(ctl, C.STOP) === 0) {
+            Atomics.wait(ctl, C.SQ_TAIL, head, this.waitMs);
+          }
+          Atomics.store(ctl, C.SERVER_SLEEPING, 0);
+          continue;
+        }
+      }
+      const closing = this.serveNext(head);
+      head = (head + 1) | 0;
+      if (closing) return { reason: "closed", requests: this.served };
+    }
+    // STOP: close the image (flushing it) and leave.
+    if (!this.isClosed) {
+      this.isClosed = true;
+      try {
+        this.disk.close();
+      } catch {
+        // nobody is left to tell; the image's dirty bit covers an incomplete close
+      }
+    }
+    Atomics.store(ctl, C.SERVER_STATE, ServerState.STOPPED);
+    Atomics.notify(ctl, C.SERVER_STATE);
+    Atomics.notify(ctl, C.CQ_TAIL);
+    return { reason: "stopped", requests: this.served };
+  }
+
+  /** Serves the request in `slot`; returns true for a completed CLOSE. */
+  private serve(slot: number, seq: number): boolean {
+    const b = slot * SLOT_I32;
+    const fb = slot * SLOT_F64;
+    const i32 = this.i32;
+    const f64 = this.f64;
+    f64[fb + SF.T_START] = this.now();
+    const share = this.ring.share(slot);
+    let status: number = Status.OK;
+    let resultLen = 0;
+    let resultTotal = 0;
+    let resultToken = 0;
+    let closing = false;
+    const op = i32[b + S.OPCODE];
+    try {
+      const state = Atomics.load(i32, b + S.STATE);
+      if (state !== SlotState.SUBMITTED) throw new ProtocolError(`slot ${slot} is in state ${state}, not SUBMITTED`);
+      if (i32[b + S.SEQ] !== seq) throw new ProtocolError(`slot ${slot} holds request ${i32[b + S.SEQ]}, expected ${seq}`);
+      Atomics.store(i32, b + S.STATE, SlotState.INFLIGHT);
+      const length = i32[b + S.LENGTH] >>> 0;
+      const flags = i32[b + S.FLAGS];
+      const token = i32[b + S.TOKEN] >>> 0;
+      const offset = f64[fb + SF.OFFSET];
+      if (this.isClosed && op !== Op.NOP) throw new ClosedError("image is closed");
+      let out: Uint8Array | undefined;
+      switch (op) {
+        case Op.NOP:
+          break;
+        case Op.READ:
+          this.checkLength(length, share);
+          this.disk.readInto(share.subarray(0, length), offset);
+          resultLen = resultTotal = length;
+          break;
+        case Op.WRITE:
+          this.checkLength(length, share);
+          this.disk.write(offset, share.subarray(0, length));
+          break;
+        case Op.WRITE_ZEROES:
+          this.disk.writeZeroes(offset, length, { unmap: (flags & Flag.UNMAP) !== 0 });
+          break;
+        case Op.DISCARD:
+          this.disk.discard(offset, length);
+          break;
+        case Op.FLUSH:
+          this.disk.flush();
+          break;
+        case Op.CLOSE:
+          this.isClosed = true;
+          this.staged.clear();
+          this.held.clear();
+          closing = true;
+          this.disk.close();
+          break;
+        case Op.SNAPSHOT_CREATE: {
+          const args = this.args(share, length) as { name?: unknown; vmClockNsec?: number; dateMs?: number; vmStateToken?: number };
+          if (typeof args.name !== "string") throw new RequestError("snapshot create needs a name");
+          const o: SnapshotCreateOptions = {};
+          if (typeof args.vmClockNsec === "number") o.vmClockNsec = args.vmClockNsec;
+          if (typeof args.dateMs === "number") o.date = new Date(args.dateMs);
+          if (typeof args.vmStateToken === "number") o.vmState = this.takeStaged(args.vmStateToken);
+          out = json(this.need("snapshotCreate").call(this.disk, args.name, o));
+          break;
+        }
+        case Op.SNAPSHOT_APPLY: {
+          const id = this.idArg(share, length);
+          this.need("snapshotApply").call(this.disk, id);
+          this.ring.ctlF64[C.F64_IMAGE_SIZE] = this.disk.size;
+          out = json({ size: this.disk.size });
+          break;
+        }
+        case Op.SNAPSHOT_DELETE:
+          this.need("snapshotDelete").call(this.disk, this.idArg(share, length));
+          break;
+        case Op.SNAPSHOT_LIST:
+          out = json(this.need("snapshotList").call(this.disk));
+          break;
+        case Op.READ_VMSTATE:
+          out = this.need("readVmState").call(this.disk, this.idArg(share, length));
+          break;
+        case Op.STATS:
+          out = json(typeof this.disk.stats === "function" ? (this.disk.stats() ?? null) : null);
+          break;
+        case Op.PUT: {
+          this.checkLength(length, share);
+          let st = this.staged.get(token);
+          if (!st) this.staged.set(token, (st = { parts: [], size: 0 }));
+          if (offset !== st.size) throw new ProtocolError(`staged blob ${token}: piece at ${offset}, expected ${st.size}`);
+          st.parts.push(share.slice(0, length));
+          st.size += length;
+          break;
+        }
+        case Op.GET: {
+          this.checkLength(length, share);
+          const blob = this.held.get(token);
+          if (!blob) throw new ProtocolError(`no held result with token ${token}`);
+          if (offset < 0 || offset + length > blob.length) {
+            throw new ProtocolError(`held result ${token}: [${offset}, ${offset + length}) is outside its ${blob.length} bytes`);
+          }
+          share.set(blob.subarray(offset, offset + length));
+          resultLen = resultTotal = length;
+          if (offset + length === blob.length) this.held.delete(token);
+          break;
+        }
+        default:
+          throw new ProtocolError(`unknown opcode ${op}`);
+      }
+      if (out) {
+        resultTotal = out.length;
+        resultLen = Math.min(out.length, share.length);
+        share.set(out.subarray(0, resultLen));
+        if (resultLen < resultTotal) {
+          resultToken = this.nextToken++;
+          if (this.nextToken > 0x7fffffff) this.nextToken = 1;
+          this.held.set(resultToken, out);
+        }
+      }
+    } catch (e) {
+      status = statusOf(e);
+      const what = OP_NAMES[op] ?? `op ${op}`;
+      const msg = status === Status.PROTOCOL ? `ring protocol error in ${what}: ${messageOf(e, status)}` : messageOf(e, status);
+      resultLen = resultTotal = writeText(share, msg);
+      resultToken = 0;
+    }
+    i32[b + S.STATUS] = status;
+    i32[b + S.RESULT_LEN] = resultLen;
+    i32[b + S.RESULT_TOTAL] = resultTotal;
+    i32[b + S.RESULT_TOKEN] = resultToken;
+    f64[fb + SF.T_END] = this.now();
+    Atomics.store(i32, b + S.STATE, SlotState.DONE);
+    return closing;
+  }
+
+  private checkLength(length: number, share: Uint8Array): void {
+    if (length > share.length) throw new ProtocolError(`length ${length} exceeds the slot's ${share.length}-byte data share`);
+  }
+
+  private args(share: Uint8Array, length: number): Record<string, unknown> {
+    this.checkLength(length, share);
+    let v: unknown;
+    try {
+      v = JSON.parse(readText(share.subarray(0, length)));
+    } catch {
+      throw new ProtocolError("request arguments are not valid JSON");
+    }
+    if (v === null || typeof v !== "object") throw new ProtocolError("request arguments are not a JSON object");
+    return v as Record<string, unknown>;
+  }
+
+  private idArg(share: Uint8Array, length: number): string {
+    const id = this.args(share, length).id;
+    if (typeof id !== "string") throw new RequestError("a snapshot id or name is needed");
+    return id;
+  }
+
+  private takeStaged(token: number): Uint8Array {
+    const st = this.staged.get(token);
+    this.staged.delete(token);
+    if (!st) return new Uint8Array(0); // an empty blob needs no PUT
+    if (st.parts.length === 1) return st.parts[0];
+    const all = new Uint8Array(st.size);
+    let pos = 0;
+    for (const p of st.parts) {
+      all.set(p, pos);
+      pos += p.length;
+    }
+    return all;
+  }
+
+  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState">(
+    name: K,
+  ): NonNullable<ServedDisk[K]> {
+    const f = this.disk[name];
+    if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name} (raw image?)`);
+    return f as NonNullable<ServedDisk[K]>;
+  }
+}
+
+function json(v: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(v === undefined ? null : v));
+}

@@ -1,0 +1,29 @@
+/**
+ * What the serve loop needs from an open image. Qcow2Image (src/engine/qcow2-image.ts) satisfies it; so can
+ * a raw disk. Every method is synchronous and reports failure by throwing one of the engine's errors
+ * (src/engine/errors.ts) or an IoError; the serve loop turns those into a status code and a message.
+ */
+import type { SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
+
+export interface ServedDisk {
+  /** Virtual size in bytes. */
+  readonly size: number;
+  /** Fills `buf` from the virtual disk at `offset`. `buf` may be a view on a SharedArrayBuffer. */
+  readInto(buf: Uint8Array, offset: number): void;
+  /**
+   * Writes `data` at `offset`. `data` may be a view on a SharedArrayBuffer and is only valid during the
+   * call: the disk must copy what it keeps.
+   */
+  write(offset: number, data: Uint8Array): void;
+  writeZeroes(offset: number, length: number, opts?: { unmap?: boolean }): void;
+  discard(offset: number, length: number): void;
+  flush(): void;
+  close(): void;
+  snapshotCreate?(name: string, opts?: SnapshotCreateOptions): SnapshotInfo;
+  snapshotApply?(idOrName: string): void;
+  snapshotDelete?(idOrName: string): void;
+  snapshotList?(): SnapshotInfo[];
+  readVmState?(idOrName: string): Uint8Array;
+  /** Per-request cost records (optional; the engine may expose it later). Must be JSON-serialisable. */
+  stats?(): unknown;
+}
