@@ -286,13 +286,6 @@ export class Qcow2Image implements VirtualDisk {
     if (!this.readOnly && !this.scheme.flushesRefcounts && h.version !== 3) {
       throw new UnsupportedFeatureError(`the '${this.scheme.name}' refcount scheme needs a version 3 (compat=1.1) image: version 2 has no dirty bit`);
     }
-    this.scheme.attach({
-      refcounts: this.refcounts,
-      l2Cache: this.l2Cache,
-      readOnly: this.readOnly,
-      markDirty: () => this.setDirtyBit(true),
-      markClean: () => this.setDirtyBit(false),
-    });
     if (!this.readOnly) {
       let rewrite = false;
       if (h.autoclearFeatures & ~AUTOCLEAR_KNOWN) {
@@ -308,6 +301,11 @@ export class Qcow2Image implements VirtualDisk {
         const result = checkImage(this, "all");
         if (result.corruptions > 0) throw new ImageFormatError(`could not repair dirty image: ${result.messages.slice(-3).join("; ")}`);
       }
+      this.scheme.attach({
+        image: this,
+        markDirty: () => this.setDirtyBit(true),
+        markClean: () => this.setDirtyBit(false),
+      });
     }
   }
 
@@ -563,7 +561,7 @@ export class Qcow2Image implements VirtualDisk {
       this.writeSubclusters(gc, inCluster, src, m);
       return;
     }
-    if ((e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && this.scheme.mayWriteInPlace(e.copied, e.offset / cs)) {
+    if ((e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && this.scheme.mayWriteInPlace(e.copied, e.offset / cs, "data")) {
       this.checkDataCluster(e.offset, guestPos);
       if (e.type === ClusterType.Normal) {
         this.file.write(src, e.offset + inCluster, "guest-data");
@@ -583,7 +581,7 @@ export class Qcow2Image implements VirtualDisk {
     const compressedRange = e.type === ClusterType.Compressed ? this.l2.compressedClusters(e) : null;
     const slice = m.slice;
     const index = m.index;
-    const newOffset = this.scheme.allocate(1);
+    const newOffset = this.scheme.allocate(1, "data");
     this.file.write(full, newOffset, isCow && full !== src ? "cow-write" : "guest-data");
     const buf = this.l2Cache.get(slice);
     this.l2.encodeStandard(viewOf(buf), index, newOffset, { copied: true });
@@ -591,8 +589,8 @@ export class Qcow2Image implements VirtualDisk {
     this.l2Cache.markDirty(slice);
     this.scheme.referenced();
     if (isCow) this.l2Cache.flushBeforeWrite = true;
-    if (oldOffset > 0) this.scheme.release(oldOffset / cs);
-    if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c);
+    if (oldOffset > 0) this.scheme.release(oldOffset / cs, "data");
+    if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c, "data");
   }
 
   /** A full cluster: the current contents of guest cluster `gc` (COW source) overlaid with `src`. */
@@ -636,7 +634,7 @@ export class Qcow2Image implements VirtualDisk {
     const oldAlloc = m.alloc;
     const oldZero = m.zero;
     const guestPos = gc * cs + inCluster;
-    const inPlace = e.offset !== 0 && this.scheme.mayWriteInPlace(e.copied, e.offset / cs);
+    const inPlace = e.offset !== 0 && this.scheme.mayWriteInPlace(e.copied, e.offset / cs, "data");
     if (e.offset) this.checkDataCluster(e.offset, guestPos);
     const newAlloc = (oldAlloc | rangeMask) >>> 0;
     const newZero = (oldZero & ~rangeMask) >>> 0;
@@ -662,7 +660,7 @@ export class Qcow2Image implements VirtualDisk {
     }
     let target = e.offset;
     if (!inPlace) {
-      target = this.scheme.allocate(1);
+      target = this.scheme.allocate(1, "data");
     }
     this.file.write(out, target + spanStart, inPlace || aligned ? "guest-data" : "cow-write");
     if (inPlace && newAlloc === oldAlloc && newZero === oldZero) return;
@@ -674,7 +672,7 @@ export class Qcow2Image implements VirtualDisk {
     this.l2Cache.flushBeforeWrite = true;
     if (!inPlace) {
       this.scheme.referenced();
-      if (e.offset) this.scheme.release(e.offset / cs);
+      if (e.offset) this.scheme.release(e.offset / cs, "data");
     }
   }
 
@@ -693,8 +691,8 @@ export class Qcow2Image implements VirtualDisk {
     const l1i = Math.floor(gc / this.l2Entries);
     if (l1i >= this.l1.length) this.resizeL1(l1i + 1);
     const old = this.l1[l1i];
-    if (!old || !this.scheme.mayWriteInPlace(this.l1Copied[l1i], old / this.clusterSize)) {
-      const fresh = this.scheme.allocate(1);
+    if (!old || !this.scheme.mayWriteInPlace(this.l1Copied[l1i], old / this.clusterSize, "l2")) {
+      const fresh = this.scheme.allocate(1, "l2");
       const table = new Uint8Array(this.clusterSize);
       if (old) this.file.read(table, old, "l2"); // the cached slices are written first at every flush; read through them
       if (old) this.overlayCachedSlices(old, table);
@@ -705,7 +703,7 @@ export class Qcow2Image implements VirtualDisk {
       this.l1Copied[l1i] = true;
       this.dirtyL1.add(l1i);
       this.scheme.referenced();
-      if (old) this.scheme.release(old / this.clusterSize);
+      if (old) this.scheme.release(old / this.clusterSize, "l2");
     }
     return this.lookup(gc);
   }
@@ -729,7 +727,7 @@ export class Qcow2Image implements VirtualDisk {
     const clusters = Math.ceil(bytes / cs);
     // Everything the new table points to must be on disk first.
     this.flushMetadata();
-    const offset = clusters ? this.scheme.allocate(clusters) : 0;
+    const offset = clusters ? this.scheme.allocate(clusters, "meta") : 0;
     const raw = new Uint8Array(bytes);
     const v = viewOf(raw);
     for (let i = 0; i < this.l1.length; i++) encodeL1(v, i * 8, this.l1[i], this.l1Copied[i]);
@@ -746,7 +744,7 @@ export class Qcow2Image implements VirtualDisk {
     }
     this.dirtyL1.clear();
     this.writeHeader();
-    for (let i = 0; i < oldClusters; i++) this.scheme.releaseNow(oldOffset / cs + i);
+    for (let i = 0; i < oldClusters; i++) this.scheme.releaseNow(oldOffset / cs + i, "meta");
   }
 
   // ------------------------------------------------------------------------------------ zeroes and discard
@@ -803,9 +801,9 @@ export class Qcow2Image implements VirtualDisk {
     const cs = this.clusterSize;
     if (e.type === ClusterType.Compressed) {
       const [a, b] = this.l2.compressedClusters(e);
-      for (let c = a; c <= b; c++) this.scheme.release(c);
+      for (let c = a; c <= b; c++) this.scheme.release(c, "data");
     } else if (e.offset) {
-      this.scheme.release(e.offset / cs);
+      this.scheme.release(e.offset / cs, "data");
     }
   }
 
@@ -878,6 +876,7 @@ export class Qcow2Image implements VirtualDisk {
     this.sync(last);
     // The tables that dropped references are durable now: the decrements may follow.
     if (this.refcounts.hasPending()) this.refcounts.applyPending();
+    this.scheme.afterFlush?.();
   }
 
   /** Writes the 512-byte-aligned pieces of the L1 table that hold changed entries. */
@@ -966,17 +965,17 @@ export class Qcow2Image implements VirtualDisk {
 
   snapshotCreate(name: string, opts: SnapshotCreateOptions = {}): SnapshotInfo {
     this.checkWritable();
-    return this.underDirtyBit(() => snapshots.createSnapshot(this, name, opts));
+    return this.underDirtyBit(() => (this.scheme.snapshotCreate ? this.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this, name, opts)));
   }
 
   snapshotApply(idOrName: string): void {
     this.checkWritable();
-    this.underDirtyBit(() => snapshots.applySnapshot(this, idOrName));
+    this.underDirtyBit(() => (this.scheme.snapshotApply ? this.scheme.snapshotApply(idOrName) : snapshots.applySnapshot(this, idOrName)));
   }
 
   snapshotDelete(idOrName: string): void {
     this.checkWritable();
-    this.underDirtyBit(() => snapshots.deleteSnapshot(this, idOrName));
+    this.underDirtyBit(() => (this.scheme.snapshotDelete ? this.scheme.snapshotDelete(idOrName) : snapshots.deleteSnapshot(this, idOrName)));
   }
 
   /**

@@ -42,6 +42,11 @@ export class RefcountStore {
   private reservedEnd = 0;
   /** Highest cluster index ever counted, plus one. */
   private countedEnd = 0;
+  /**
+   * Clusters in use although their count is 0 (schemes whose on-disk counts leave out the active layer).
+   * The free-cluster search and the placement of new refcount blocks skip them.
+   */
+  usedBy: ((cluster: number) => boolean) | null = null;
 
   constructor(
     private readonly host: RefcountHost,
@@ -97,11 +102,14 @@ export class RefcountStore {
     this.codec.set(buf, idx, next);
     this.cache.markDirty(block);
     if (cluster >= this.countedEnd) this.countedEnd = cluster + 1;
-    if (next === 0) {
-      if (cluster < this.freeIndex) this.freeIndex = cluster;
-      this.host.onClusterFreed(cluster);
-    }
+    if (next === 0 && !this.usedBy?.(cluster)) this.noteFreed(cluster);
     return next;
+  }
+
+  /** A cluster became free (count 0 and not in use): the search may reuse it, caches must forget it. */
+  noteFreed(cluster: number): void {
+    if (cluster < this.freeIndex) this.freeIndex = cluster;
+    this.host.onClusterFreed(cluster);
   }
 
   /** Sets a cluster's count (repair). */
@@ -125,11 +133,15 @@ export class RefcountStore {
     for (const c of p) this.change(c, -1);
   }
 
-  /** Finds `n` contiguous free clusters (first fit) and takes one reference on each. Returns the host offset. */
-  allocate(n: number): number {
+  /**
+   * Finds `n` contiguous free clusters (first fit) and takes one reference on each, or, with `claim`, lets the
+   * caller mark them used some other way. Returns the host offset.
+   */
+  allocate(n: number, claim?: (start: number, n: number) => void): number {
     const start = this.findFree(n);
     this.reservedEnd = start + n;
-    for (let i = 0; i < n; i++) this.change(start + i, 1);
+    if (claim) claim(start, n);
+    else for (let i = 0; i < n; i++) this.change(start + i, 1);
     this.reservedEnd = 0;
     if (n === 1 || start === this.freeIndex) this.freeIndex = start + n;
     return start * this.host.clusterSize;
@@ -151,25 +163,24 @@ export class RefcountStore {
       const r = Math.floor(c / epb);
       const block = r < this.table.length ? this.table[r] : 0;
       if (!block) {
-        // A range without a block is entirely free, but its first cluster will hold the block itself.
-        const rangeStart = r * epb;
-        if (c === rangeStart) {
-          if (run > 0) {
-            // The run so far ends right before this range: it may continue into the range past the block.
+        // A range without a block is free (but for clusters a scheme uses uncounted); the cluster that will
+        // hold the block itself is kept out of the run.
+        const slot = this.blockSlot(r);
+        const end = (r + 1) * epb;
+        for (; c < end; c++) {
+          if (c === slot || this.usedBy?.(c)) {
             run = 0;
+          } else if (++run === n) {
+            return c - n + 1;
           }
-          c++;
-          continue;
         }
-        run++;
-        if (run === n) return c - n + 1;
-        c++;
         continue;
       }
       const buf = this.cache.get(block);
       const end = (r + 1) * epb;
+      const used = this.usedBy;
       for (; c < end; c++) {
-        if (this.codec.get(buf, c % epb) === 0) {
+        if (this.codec.get(buf, c % epb) === 0 && !(used && used(c))) {
           run++;
           if (run === n) return c - n + 1;
         } else {
@@ -186,10 +197,15 @@ export class RefcountStore {
     if (this.table[r]) return this.table[r];
     const epb = this.codec.entriesPerBlock;
     const cs = this.host.clusterSize;
-    const blockCluster = r * epb;
+    const blockCluster = this.blockSlot(r);
+    if (blockCluster < 0) {
+      // Every cluster of the range is in use: put the block in a new area at the end instead.
+      this.placeNewStructures(this.table.length, this.tableClusters, (c) => this.get(c), false, 0, [r]);
+      return this.table[r];
+    }
     const offset = blockCluster * cs;
     const buf = new Uint8Array(cs);
-    this.codec.set(buf, 0, 1); // the block describes itself
+    this.codec.set(buf, blockCluster - r * epb, 1); // the block describes itself
     this.host.file.write(buf, offset, "refcount");
     this.host.sync();
     this.table[r] = offset;
@@ -198,6 +214,15 @@ export class RefcountStore {
     this.cache.put(offset, buf);
     this.cache.markDirty(offset);
     return offset;
+  }
+
+  /** Where a new block for range `r` goes: the first cluster of the range not in use (-1 if none). */
+  private blockSlot(r: number): number {
+    const epb = this.codec.entriesPerBlock;
+    const used = this.usedBy;
+    if (!used) return r * epb;
+    for (let c = r * epb; c < (r + 1) * epb; c++) if (!used(c)) return c;
+    return -1;
   }
 
   private writeTableEntry(r: number): void {
@@ -225,7 +250,7 @@ export class RefcountStore {
    * end of the image and switches the header to it. With `rebuild`, every block is new and holds exactly
    * `countOf(c)`; otherwise existing blocks are kept and only the area's own clusters are counted.
    */
-  private placeNewStructures(newEntries: number, tableClusters: number, countOf: (c: number) => number, rebuild: boolean, maxCluster = 0): void {
+  private placeNewStructures(newEntries: number, tableClusters: number, countOf: (c: number) => number, rebuild: boolean, maxCluster = 0, extraRanges: number[] = []): void {
     const cs = this.host.clusterSize;
     const epb = this.codec.entriesPerBlock;
     // Flush what the cache holds so every existing block is current on disk.
@@ -234,7 +259,7 @@ export class RefcountStore {
     const areaStart = Math.max(this.host.endCluster(), maxCluster, this.reservedEnd, this.countedEnd);
     const hasBlock = (r: number) => !rebuild && r < this.table.length && this.table[r] !== 0;
     // Ranges that need a new block: for a rebuild every range with a counted cluster; always the area's own.
-    const needed = new Set<number>();
+    const needed = new Set<number>(extraRanges);
     if (rebuild) {
       for (let c = 0; c < areaStart; c++) if (countOf(c) > 0) needed.add(Math.floor(c / epb));
     }

@@ -60,15 +60,16 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
   // 1. The snapshot's copy of the active L1 table.
   const l1Size = img.l1.length;
   const l1Bytes = l1Size * 8;
-  const l1Offset = l1Size ? img.scheme.allocate(Math.ceil(l1Bytes / cs)) : 0;
+  const l1Offset = l1Size ? img.scheme.allocate(Math.ceil(l1Bytes / cs), "meta") : 0;
   const raw = new Uint8Array(l1Bytes);
   const v = new DataView(raw.buffer);
   for (let i = 0; i < l1Size; i++) encodeL1(v, i * 8, img.l1[i], false);
   if (l1Bytes) img.file.write(raw, l1Offset, "l1");
 
   // 2. One more reference on everything the active layer reaches; nothing in it is exclusive any more.
-  adjustTree(img, img.l1, +1, true);
-  for (let i = 0; i < img.l1.length; i++) {
+  const copied = img.scheme.maintainsCopied;
+  adjustTree(img, img.l1, +1, copied);
+  for (let i = 0; i < img.l1.length && copied; i++) {
     if (img.l1Copied[i]) {
       img.l1Copied[i] = false;
       img.dirtyL1.add(i);
@@ -99,7 +100,7 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
   return toInfo(entry);
 }
 
-function nextId(img: Qcow2Image): number {
+export function nextId(img: Qcow2Image): number {
   let max = 0;
   for (const s of img.snapshots) {
     const n = Number.parseInt(s.id, 10);
@@ -109,11 +110,11 @@ function nextId(img: Qcow2Image): number {
 }
 
 /** Writes a new snapshot table (copy on write), switches the header to it and frees the old one. */
-function writeSnapshotTable(img: Qcow2Image, entries: SnapshotEntry[]): void {
+export function writeSnapshotTable(img: Qcow2Image, entries: SnapshotEntry[]): void {
   const cs = img.clusterSize;
   const size = snapshotTableSize(entries);
   if (size > MAX_SNAPSHOT_TABLE_BYTES) throw new SnapshotError("snapshot table would be too large");
-  const offset = entries.length ? img.scheme.allocate(Math.ceil(size / cs)) : 0;
+  const offset = entries.length ? img.scheme.allocate(Math.ceil(size / cs), "meta") : 0;
   if (entries.length) {
     const buf = new Uint8Array(alignUp(size, 8));
     buf.set(serializeSnapshotTable(entries));
@@ -127,12 +128,12 @@ function writeSnapshotTable(img: Qcow2Image, entries: SnapshotEntry[]): void {
   img.header.nbSnapshots = entries.length;
   img.writeHeader();
   img.snapshots = entries;
-  for (let i = 0; i < oldClusters; i++) img.scheme.releaseNow(oldOffset / cs + i);
+  for (let i = 0; i < oldClusters; i++) img.scheme.releaseNow(oldOffset / cs + i, "meta");
   img.refcounts.cache.writeDirty();
 }
 
 /** Removes the VM-state area from the active L1 (its tables stay with the snapshot). */
-function dropActiveVmState(img: Qcow2Image): void {
+export function dropActiveVmState(img: Qcow2Image): void {
   const first = vmStateIndex(img);
   const dropped: number[] = [];
   for (let i = first; i < img.l1.length; i++) {
@@ -144,9 +145,33 @@ function dropActiveVmState(img: Qcow2Image): void {
     }
   }
   if (!dropped.length) return;
+  // The active layer's references go once the L1 without them is on disk.
+  forEachReference(img, dropped, (c, kind) => img.scheme.release(c, kind));
   img.flushMetadata();
-  adjustTree(img, dropped, -1, false);
-  img.flushMetadata();
+}
+
+/** Calls `fn` for every host cluster an L1 view references: its L2 tables ("l2") and their data ("data"). */
+export function forEachReference(img: Qcow2Image, l1: number[], fn: (cluster: number, kind: "l2" | "data") => void): void {
+  const cs = img.clusterSize;
+  for (const l2Offset of l1) {
+    if (!l2Offset) continue;
+    for (let s = 0; s < cs; s += img.sliceBytes) {
+      const buf = img.l2Cache.get(l2Offset + s);
+      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      const found: number[] = [];
+      for (let i = 0; i < img.sliceEntries; i++) {
+        const e = img.l2.decode(view, i);
+        if (e.type === ClusterType.Compressed) {
+          const [a, b] = img.l2.compressedClusters(e);
+          for (let c = a; c <= b; c++) found.push(c);
+        } else if (e.offset) {
+          found.push(e.offset / cs);
+        }
+      }
+      for (const c of found) fn(c, "data");
+    }
+    fn(l2Offset / cs, "l2");
+  }
 }
 
 export function applySnapshot(img: Qcow2Image, idOrName: string): void {
@@ -177,7 +202,7 @@ export function applySnapshot(img: Qcow2Image, idOrName: string): void {
 
   // 3. The old active tree loses its references; then COPIED flags follow the new counts.
   adjustTree(img, old, -1, false);
-  recomputeCopied(img);
+  if (img.scheme.maintainsCopied) recomputeCopied(img);
   img.flushMetadata();
 }
 
@@ -188,8 +213,8 @@ export function deleteSnapshot(img: Qcow2Image, idOrName: string): void {
   writeSnapshotTable(img, img.snapshots.filter((s) => s !== sn));
   adjustTree(img, snL1, -1, false);
   const cs = img.clusterSize;
-  for (let i = 0; i < Math.ceil((sn.l1Size * 8) / cs); i++) img.scheme.releaseNow(sn.l1TableOffset / cs + i);
-  recomputeCopied(img);
+  for (let i = 0; i < Math.ceil((sn.l1Size * 8) / cs); i++) img.scheme.releaseNow(sn.l1TableOffset / cs + i, "meta");
+  if (img.scheme.maintainsCopied) recomputeCopied(img);
   img.flushMetadata();
 }
 
@@ -197,7 +222,7 @@ export function deleteSnapshot(img: Qcow2Image, idOrName: string): void {
  * Refuses, before anything is written, an operation that would push a refcount past what the refcount width
  * can hold (QEMU fails there too, but has to undo half-done updates).
  */
-function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): void {
+export function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): void {
   const cs = img.clusterSize;
   const rc = img.refcounts;
   const adds = new Map<number, number>();
@@ -217,8 +242,9 @@ function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): void {
       }
     }
   }
+  const uncounted = img.scheme.uncountedReferences?.bind(img.scheme);
   for (const [c, n] of adds) {
-    if (rc.get(c) + n > rc.codec.max) {
+    if (rc.get(c) + n + (uncounted ? uncounted(c) : 0) > rc.codec.max) {
       throw new SnapshotError(`cannot ${what}: cluster ${c} would have more references than ${rc.codec.bits}-bit refcounts can hold (${rc.codec.max})`);
     }
   }
@@ -273,7 +299,7 @@ export function recomputeCopied(img: Qcow2Image): number {
       img.dirtyL1.add(i);
       changed++;
     }
-    if (!exclusive) continue;
+    // Shared tables too: a scheme that does not keep COPIED exact while open leaves stale flags anywhere.
     for (let s = 0; s < cs; s += img.sliceBytes) {
       const slice = l2Offset + s;
       const buf = img.l2Cache.get(slice);

@@ -2,19 +2,25 @@
  * `eager`: standard qcow2 refcounts kept exact on disk, with QEMU's ordering rules and no more flushes than
  * they need:
  *  - refcount block before the L2 entry that uses a new cluster (the L2 cache depends on the refcount cache);
- *  - L2 entry before the decrement of the cluster it drops (decrements are deferred until the metadata that
- *    dropped the reference has been flushed, instead of ping-ponging the two caches as QEMU 7.2 does);
- *  - COW data before the L2 entry (data writes precede the refcount flush that precedes any L2 write).
+ *  - L2 entry before the decrement of the cluster it drops (decrements are deferred until the tables that
+ *    dropped the reference have been flushed, instead of ping-ponging the two caches as QEMU 7.2 does);
+ *  - COW data before the L2 entry (the L2 cache flushes first when it holds entries pointing to copies).
  */
+import type { RefcountStore } from "../engine/refcounts.js";
 import type { RefcountScheme, SchemeHost } from "./scheme.js";
 
 export class EagerScheme implements RefcountScheme {
-  readonly name = "eager";
-  readonly flushesRefcounts = true;
-  private host!: SchemeHost;
+  readonly name: string = "eager";
+  readonly flushesRefcounts: boolean = true;
+  readonly maintainsCopied = true;
+  protected host!: SchemeHost;
 
   attach(host: SchemeHost): void {
     this.host = host;
+  }
+
+  protected get refcounts(): RefcountStore {
+    return this.host.image.refcounts;
   }
 
   mayWriteInPlace(copied: boolean): boolean {
@@ -22,19 +28,20 @@ export class EagerScheme implements RefcountScheme {
   }
 
   allocate(n: number): number {
-    return this.host.refcounts.allocate(n);
+    return this.refcounts.allocate(n);
   }
 
   referenced(): void {
-    this.host.l2Cache.dependsOn = this.host.refcounts.cache;
+    const img = this.host.image;
+    img.l2Cache.dependsOn = img.refcounts.cache;
   }
 
   release(cluster: number): void {
-    this.host.refcounts.releaseLater(cluster);
+    this.refcounts.releaseLater(cluster);
   }
 
   releaseNow(cluster: number): void {
-    this.host.refcounts.change(cluster, -1);
+    this.refcounts.change(cluster, -1);
   }
 
   close(): void {}

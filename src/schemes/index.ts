@@ -2,11 +2,13 @@
 import { UnsupportedFeatureError } from "../engine/errors.js";
 import { EagerScheme } from "./eager.js";
 import { LazyScheme } from "./lazy.js";
+import { LazyCountScheme } from "./lazy-count.js";
 import type { RefcountScheme } from "./scheme.js";
 
 const SCHEMES: Record<string, () => RefcountScheme> = {
   eager: () => new EagerScheme(),
   lazy: () => new LazyScheme(),
+  "lazy-count": () => new LazyCountScheme(),
 };
 
 export const SCHEME_NAMES = Object.keys(SCHEMES);

@@ -8,40 +8,18 @@
  * Ordering kept: COW data before the L2 entry that points to it; decrements still wait for the tables that
  * dropped the reference to be flushed, so a freed cluster is never reused while an on-disk table points to it.
  */
-import type { RefcountScheme, SchemeHost } from "./scheme.js";
+import { EagerScheme } from "./eager.js";
 
-export class LazyScheme implements RefcountScheme {
-  readonly name = "lazy";
-  readonly flushesRefcounts = false;
-  private host!: SchemeHost;
+export class LazyScheme extends EagerScheme {
+  override readonly name = "lazy";
+  override readonly flushesRefcounts = false;
 
-  attach(host: SchemeHost): void {
-    this.host = host;
-  }
-
-  mayWriteInPlace(copied: boolean): boolean {
-    return copied;
-  }
-
-  allocate(n: number): number {
-    return this.host.refcounts.allocate(n);
-  }
-
-  referenced(): void {
+  override referenced(): void {
     this.host.markDirty();
   }
 
-  release(cluster: number): void {
-    this.host.refcounts.releaseLater(cluster);
-  }
-
-  releaseNow(cluster: number): void {
-    this.host.refcounts.change(cluster, -1);
-  }
-
-  close(): void {
-    const rc = this.host.refcounts;
-    rc.cache.writeDirty();
+  override close(): void {
+    this.refcounts.cache.writeDirty();
     this.host.markClean();
   }
 }

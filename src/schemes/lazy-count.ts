@@ -1,0 +1,153 @@
+/**
+ * `lazy-count`: on-disk refcounts count only references from snapshots and from metadata; the active layer
+ * counts 0. Which clusters the active layer uses (its L2 tables and data) is an in-memory bitmap built at open
+ * by scanning the active L2 tables.
+ *
+ *   - guest write: in place iff the cluster's count is 0 (nothing but the active layer references it), else
+ *     COW into a fresh cluster marked in the bitmap. No refcount is written on the write path, ever.
+ *   - free cluster: count 0 and not in the bitmap.
+ *   - snapshot create: +1 on every cluster the active layer reaches (the new snapshot's references), as eager.
+ *   - snapshot apply: the new active L1 is written, then the bitmap is rebuilt from it; no count changes.
+ *   - snapshot delete: -1 on the snapshot's clusters.
+ *
+ * While open the counts are not standard qcow2 counts, so the dirty bit stays set: a crash leaves an image
+ * that QEMU or refcow rebuilds from the L1/L2 tables. A clean close converts back (+1 per active reference,
+ * COPIED flags recomputed) and clears the bit; the conversion's cost (both ways) is reported.
+ */
+import { performance } from "node:perf_hooks";
+import { encodeL1 } from "../format/l1l2.js";
+import { SnapshotError } from "../engine/errors.js";
+import { ensureHeadroom, forEachReference, findSnapshot, recomputeCopied } from "../engine/snapshots.js";
+import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
+
+export class LazyCountScheme implements RefcountScheme {
+  readonly name = "lazy-count";
+  readonly flushesRefcounts = true;
+  readonly maintainsCopied = false;
+  private host!: SchemeHost;
+  /** One byte per host cluster: 1 = referenced by the active layer. */
+  private active = new Uint8Array(1024);
+  /** Active-layer references dropped by tables not yet on disk. */
+  private pending: number[] = [];
+  private costs = { openConvertMs: 0, openConvertClusters: 0, closeConvertMs: 0, closeConvertClusters: 0 };
+
+  attach(host: SchemeHost): void {
+    this.host = host;
+    const img = host.image;
+    const t = performance.now();
+    host.markDirty();
+    // Standard counts → lazy-count: the active layer's references come off the on-disk counts.
+    let n = 0;
+    forEachReference(img, img.l1, (c) => {
+      this.mark(c, true);
+      img.refcounts.change(c, -1);
+      n++;
+    });
+    img.refcounts.usedBy = (c) => c < this.active.length && this.active[c] === 1;
+    img.flushMetadata();
+    this.costs.openConvertMs = performance.now() - t;
+    this.costs.openConvertClusters = n;
+  }
+
+  private mark(c: number, used: boolean): void {
+    if (c >= this.active.length) {
+      let len = this.active.length;
+      while (len <= c) len *= 2;
+      const next = new Uint8Array(len);
+      next.set(this.active);
+      this.active = next;
+    }
+    this.active[c] = used ? 1 : 0;
+  }
+
+  mayWriteInPlace(_copied: boolean, hostCluster: number): boolean {
+    return this.host.image.refcounts.get(hostCluster) === 0;
+  }
+
+  allocate(n: number, kind: ClusterKind): number {
+    const rc = this.host.image.refcounts;
+    if (kind === "meta") return rc.allocate(n);
+    return rc.allocate(n, (start, count) => {
+      for (let i = 0; i < count; i++) this.mark(start + i, true);
+    });
+  }
+
+  referenced(): void {}
+
+  uncountedReferences(cluster: number): number {
+    return cluster < this.active.length ? this.active[cluster] : 0;
+  }
+
+  release(cluster: number, kind: ClusterKind): void {
+    if (kind === "meta") this.host.image.refcounts.releaseLater(cluster);
+    else this.pending.push(cluster);
+  }
+
+  releaseNow(cluster: number, kind: ClusterKind): void {
+    if (kind === "meta") this.host.image.refcounts.change(cluster, -1);
+    else this.unmark(cluster);
+  }
+
+  afterFlush(): void {
+    const p = this.pending;
+    this.pending = [];
+    for (const c of p) this.unmark(c);
+  }
+
+  /** The active layer no longer uses `c`; with no snapshot reference left, it is free. */
+  private unmark(c: number): void {
+    this.mark(c, false);
+    const rc = this.host.image.refcounts;
+    if (rc.get(c) === 0) rc.noteFreed(c);
+  }
+
+  snapshotApply(idOrName: string): void {
+    const img = this.host.image;
+    const sn = findSnapshot(img, idOrName);
+    if (sn.diskSize !== undefined && sn.diskSize !== img.size) {
+      throw new SnapshotError(`snapshot '${sn.name}' has a different disk size (${sn.diskSize} bytes, image has ${img.size}); resizing on apply is not supported`);
+    }
+    img.flushMetadata();
+    const snL1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
+    const limit = img.vmStateOffset / (img.clusterSize * img.l2Entries);
+    const wanted = snL1.slice(0, Math.min(snL1.length, limit));
+    ensureHeadroom(img, wanted, "apply the snapshot");
+    if (wanted.length > img.l1.length) img.resizeL1(wanted.length);
+    const raw = new Uint8Array(img.l1.length * 8);
+    const v = new DataView(raw.buffer);
+    for (let i = 0; i < img.l1.length; i++) {
+      img.l1[i] = i < wanted.length ? wanted[i] : 0;
+      img.l1Copied[i] = false;
+      encodeL1(v, i * 8, img.l1[i], false);
+    }
+    img.dirtyL1.clear();
+    img.file.write(raw, img.header.l1TableOffset, "l1");
+    img.sync("l1");
+    // Only now may the old active layer's clusters be reused.
+    const old = this.active;
+    this.active = new Uint8Array(old.length);
+    forEachReference(img, img.l1, (c) => this.mark(c, true));
+    for (let c = 0; c < old.length; c++) if (old[c] && !this.active[c] && img.refcounts.get(c) === 0) img.refcounts.noteFreed(c);
+  }
+
+  report(): Record<string, number> {
+    return { ...this.costs };
+  }
+
+  close(): void {
+    const img = this.host.image;
+    const t = performance.now();
+    let n = 0;
+    forEachReference(img, img.l1, (c) => {
+      img.refcounts.change(c, +1);
+      n++;
+    });
+    img.refcounts.usedBy = null;
+    recomputeCopied(img);
+    img.flushMetadata();
+    img.refcounts.cache.writeDirty();
+    this.host.markClean();
+    this.costs.closeConvertMs = performance.now() - t;
+    this.costs.closeConvertClusters = n;
+  }
+}
