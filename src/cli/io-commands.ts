@@ -93,6 +93,7 @@ function num(ctx: IoContext, s: string): number | undefined {
     ctx.io.out(`${r.message}\n`);
     return undefined;
   }
+  if (r.warning) ctx.io.err(`refcow: ${r.warning}\n`);
   return r.value;
 }
 

@@ -5,7 +5,14 @@
  * in 64 bits (-ERANGE otherwise); a minus sign or trailing garbage is -EINVAL.
  */
 
-export type SizeParse = { ok: true; value: bigint } | { ok: false; error: "EINVAL" | "ERANGE" };
+export type SizeParse =
+  | { ok: true; value: bigint; /** A hex number with a suffix ("0x10k"): accepted, with a deprecation warning. */ hexSuffix?: true }
+  | { ok: false; error: "EINVAL" | "ERANGE" };
+
+/** The warning QEMU 7.2 prints for a hex number with a multiplier suffix. */
+export function hexSuffixWarning(s: string): string {
+  return `warning: Using a multiplier suffix on hex numbers is deprecated: ${s}`;
+}
 
 const UINT64_MAX = (1n << 64n) - 1n;
 export const INT64_MAX = (1n << 63n) - 1n;
@@ -63,12 +70,14 @@ function doStrtosz(s: string, defaultSuffix: string, unit: bigint): SizeParse {
   let end = first.end;
   if (s.slice(0, end).includes("-")) return { ok: false, error: "EINVAL" };
   let valf = 0n;
+  let hex = false;
   if (val === 0n && (s[end] === "x" || s[end] === "X")) {
-    const hex = strtou64(s, 0, 16);
-    if (hex.error) return { ok: false, error: hex.error };
-    val = hex.value;
-    end = hex.end;
-    if (s[end] === "." || suffixMul(s[end], unit) > 0n) return { ok: false, error: "EINVAL" };
+    const h = strtou64(s, 0, 16);
+    if (h.error) return { ok: false, error: h.error };
+    val = h.value;
+    end = h.end;
+    if (s[end] === ".") return { ok: false, error: "EINVAL" };
+    hex = true;
   } else if (s[end] === ".") {
     // strtod on ".ddd[e±dd]"; on failure QEMU skips the '.' and carries on ("1.k" is 1 KiB).
     const frac = /^\.\d+([eE][+-]?\d+)?/.exec(s.slice(end));
@@ -83,8 +92,13 @@ function doStrtosz(s: string, defaultSuffix: string, unit: bigint): SizeParse {
     }
   }
   let mul = suffixMul(s[end], unit);
-  if (mul > 0n) end += 1;
-  else mul = suffixMul(defaultSuffix, unit);
+  let hexSuffix = false;
+  if (mul > 0n) {
+    hexSuffix = hex;
+    end += 1;
+  } else {
+    mul = suffixMul(defaultSuffix, unit);
+  }
   if (mul === 1n) {
     if (valf !== 0n) return { ok: false, error: "EINVAL" };
   } else {
@@ -97,18 +111,18 @@ function doStrtosz(s: string, defaultSuffix: string, unit: bigint): SizeParse {
     val = total;
   }
   if (end !== s.length) return { ok: false, error: "EINVAL" };
-  return { ok: true, value: val };
+  return hexSuffix ? { ok: true, value: val, hexSuffix: true } : { ok: true, value: val };
 }
 
 /**
  * qemu-io's cvtnum: a size in [0, INT64_MAX], or the error qemu-io prints for it
  * (print_cvtnum_err: "Parsing error: ...").
  */
-export function ioNumber(s: string): { ok: true; value: number } | { ok: false; message: string } {
+export function ioNumber(s: string): { ok: true; value: number; warning?: string } | { ok: false; message: string } {
   const r = parseSize(s);
   if (r.ok && r.value <= INT64_MAX) {
     if (r.value > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, message: `Parsing error: argument too large -- ${s}` };
-    return { ok: true, value: Number(r.value) };
+    return r.hexSuffix ? { ok: true, value: Number(r.value), warning: hexSuffixWarning(s) } : { ok: true, value: Number(r.value) };
   }
   if (!r.ok && r.error === "EINVAL") {
     return { ok: false, message: `Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- ${s}` };
@@ -120,7 +134,7 @@ export function ioNumber(s: string): { ok: true; value: number } | { ok: false; 
  * qemu-img's cvtnum_full(name, value, 0, INT64_MAX): the value, or the one-line error qemu-img reports
  * (it prints the suffix hint on two lines; refcow keeps every error on one line).
  */
-export function imgNumber(name: string, s: string): { ok: true; value: bigint } | { ok: false; message: string } {
+export function imgNumber(name: string, s: string): { ok: true; value: bigint; warning?: string } | { ok: false; message: string } {
   const r = parseSize(s);
   if (!r.ok && r.error === "EINVAL") {
     return {
@@ -133,5 +147,5 @@ export function imgNumber(name: string, s: string): { ok: true; value: bigint } 
   if (!r.ok || r.value > INT64_MAX) {
     return { ok: false, message: `Invalid ${name} specified. Must be between 0 and ${INT64_MAX}.` };
   }
-  return { ok: true, value: r.value };
+  return r.hexSuffix ? { ok: true, value: r.value, warning: hexSuffixWarning(s) } : { ok: true, value: r.value };
 }

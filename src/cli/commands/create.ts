@@ -48,6 +48,7 @@ export async function createCommand(argv: string[], io0?: CliIo): Promise<number
   if (parsed.operands.length >= 2) {
     const r = imgNumber("image size", parsed.operands[1]!);
     if (!r.ok) throw new CliError(r.message);
+    if (r.warning) io.err(`refcow: ${r.warning}\n`);
     sizeArg = r.value;
   }
   if (parsed.operands.length > 2) throw new UsageError(`Unexpected argument: ${parsed.operands[2]}`);
@@ -82,7 +83,7 @@ export async function createCommand(argv: string[], io0?: CliIo): Promise<number
       let detected: string;
       let backingSize: number;
       const f = parseFormat(backingFmt);
-      if (backingFmt !== undefined && !f) fail(`${formatProblem(backingFmt)} (could not open backing image)`);
+      if (backingFmt !== undefined && !f) fail(`${formatProblem(backingFmt)}; Could not open backing image.`);
       try {
         const opened = openImage({ path: full, format: f, readOnly: true, noBacking: true });
         detected = opened.format;
@@ -90,9 +91,9 @@ export async function createCommand(argv: string[], io0?: CliIo): Promise<number
         opened.disk.close();
       } catch (e) {
         const msg = messageOf(e).replace(`Could not open '${full}': `, "");
-        return fail(`Could not open backing image: ${msg}`);
+        return fail(`${msg}; Could not open backing image.`);
       }
-      if (backingFmt === undefined) fail(`Backing file specified without backing format (detected format of ${detected})`);
+      if (backingFmt === undefined) fail(`Backing file specified without backing format; Detected format of ${detected}.`);
       if (!opts.has("size")) opts.set("size", String(backingSize));
     } else if (backingFmt === undefined) {
       fail("Backing file specified without backing format");

@@ -1,0 +1,189 @@
+/**
+ * qemu-io's command set against an in-memory target (no engine): output text, streams and status as
+ * qemu-io 7.2 prints them.
+ */
+import { describe, expect, it } from "vitest";
+import type { CliIo } from "../../src/cli/command.js";
+import { dumpBuffer, printReport, timestr } from "../../src/cli/io-report.js";
+import { type IoContext, type IoTarget, parsePattern, runIoCommand, splitCommandLine } from "../../src/cli/io-commands.js";
+
+function memoryTarget(size: number, readOnly = false): IoTarget & { bytes: Uint8Array; flushes: number } {
+  const bytes = new Uint8Array(size);
+  const t = {
+    bytes,
+    flushes: 0,
+    size,
+    readOnly,
+    read: (o: number, n: number) => bytes.slice(o, o + n),
+    write: (o: number, d: Uint8Array) => void bytes.set(d, o),
+    writeZeroes: (o: number, n: number) => void bytes.fill(0, o, o + n),
+    discard: (o: number, n: number) => void bytes.fill(0, o, o + n),
+    flush: () => {
+      t.flushes++;
+    },
+    describe: () => ({ formatName: "qcow2", clusterSize: 65536, vmStateOffset: 536870912, specific: "    compat: 1.1\n" }),
+  };
+  return t;
+}
+
+function session(target: IoTarget) {
+  let out = "";
+  let err = "";
+  const io: CliIo = { out: (s) => void (out += s), err: (s) => void (err += s) };
+  const ctx: IoContext = { target, io, quit: false };
+  return {
+    ctx,
+    async run(line: string) {
+      out = "";
+      err = "";
+      const rc = await runIoCommand(ctx, line);
+      // The rate figures vary from run to run.
+      return { rc, out: out.replace(/ops; .*\n/g, "ops; TIME\n"), err };
+    },
+  };
+}
+
+const REPORT = (op: string, n: number, off: number, human: string) => `${op} ${n}/${n} bytes at offset ${off}\n${human}, 1 ops; TIME\n`;
+
+describe("read / write / discard", () => {
+  it("writes a pattern and verifies it", async () => {
+    const s = session(memoryTarget(1 << 20));
+    expect(await s.run("write -P 0xaa 0 64k")).toEqual({ rc: 0, out: REPORT("wrote", 65536, 0, "64 KiB"), err: "" });
+    expect(await s.run("read -P 0xaa 0 64k")).toEqual({ rc: 0, out: REPORT("read", 65536, 0, "64 KiB"), err: "" });
+    expect(await s.run("write 1k 1.5k")).toEqual({ rc: 0, out: REPORT("wrote", 1536, 1024, "1.500 KiB"), err: "" });
+    expect(await s.run("read -P 0xcd 1024 1536")).toMatchObject({ rc: 0 });
+  });
+  it("a pattern mismatch fails the command (status non-zero) but still reports the read", async () => {
+    const s = session(memoryTarget(1 << 20));
+    expect(await s.run("read -P 0xab 0 4k")).toEqual({
+      rc: -22,
+      out: "Pattern verification failed at offset 0, 4096 bytes\n" + REPORT("read", 4096, 0, "4 KiB"),
+      err: "",
+    });
+    expect((await s.run("read -P 1 -s 512 -l 100 0 4k")).out).toMatch(/^Pattern verification failed at offset 512, 100 bytes\n/);
+  });
+  it("-q, -C, -v", async () => {
+    const t = memoryTarget(1 << 20);
+    t.bytes.set([0x41, 0x42, 0x00, 0xff], 16);
+    const s = session(t);
+    expect(await s.run("read -q 0 4k")).toEqual({ rc: 0, out: "", err: "" });
+    expect((await s.run("read -C 0 4k")).out).toMatch(/^4096,1,0:00:\d\d\.\d\d,[0-9.]+,[0-9.]+\n$/);
+    expect((await s.run("read -v 0 20")).out).toBe(
+      "00000000:  00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00  ................\n" +
+        "00000010:  41 42 00 ff  AB..\n" +
+        REPORT("read", 20, 0, "20 bytes"),
+    );
+  });
+  it("write -z and discard zero the range; write -f flushes", async () => {
+    const t = memoryTarget(1 << 20);
+    t.bytes.fill(7);
+    const s = session(t);
+    expect(await s.run("write -z 0 4k")).toMatchObject({ rc: 0, out: REPORT("wrote", 4096, 0, "4 KiB") });
+    expect(await s.run("discard 4k 4k")).toMatchObject({ rc: 0, out: REPORT("discard", 4096, 4096, "4 KiB") });
+    expect(t.bytes.subarray(0, 8192).every((b) => b === 0)).toBe(true);
+    expect(t.bytes[8192]).toBe(7);
+    await s.run("write -f 0 512");
+    expect(t.flushes).toBe(1);
+  });
+  it("requests past the end fail with EIO, zero-length ones at the end succeed", async () => {
+    const s = session(memoryTarget(65536));
+    expect(await s.run("read 64k 1")).toEqual({ rc: -5, out: "read failed: Input/output error\n", err: "" });
+    expect(await s.run("write 0 1M")).toEqual({ rc: -5, out: "write failed: Input/output error\n", err: "" });
+    expect(await s.run("discard 60k 8k")).toEqual({ rc: -5, out: "discard failed: Input/output error\n", err: "" });
+    expect(await s.run("write 64k 0")).toEqual({ rc: 0, out: REPORT("wrote", 0, 65536, "0 bytes"), err: "" });
+  });
+});
+
+const READ_USAGE = "read [-abCqv] [-P pattern [-s off] [-l len]] off len -- reads a number of bytes at a specified offset\n";
+
+describe("errors, worded as qemu-io's", () => {
+  it.each([
+    ["foo", "", 'command "foo" not found\n'],
+    ["read", "", "bad argument count 0 to read, expected at least 2 arguments\n"],
+    ["read -P", "", "bad argument count 1 to read, expected at least 2 arguments\n"],
+    ["flush x", "", "bad argument count 1 to flush, expected 0 arguments\n"],
+    ["read x 1", "Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- x\n", ""],
+    ["read -P 0xaa 0 4k extra", READ_USAGE, ""],
+    ["read -P 300 0 4k", "300 is not a valid pattern byte\n", ""],
+    ["read -P x 0 4k", "x is not a valid pattern byte\n", ""],
+    ["read 0 -1", READ_USAGE, "read: invalid option -- '1'\n"],
+    ["read -Z 0 4k", READ_USAGE, "read: invalid option -- 'Z'\n"],
+    ["write -P 1 0 1000000000000000000000", "Parsing error: argument too large -- 1000000000000000000000\n", ""],
+    ["write -z -P 1 0 4k", "Only one of -z, -P, and -s can be specified at the same time\n", ""],
+    ["read -l 512 0 4k", READ_USAGE, ""],
+    ["read -s 512 0 4k", READ_USAGE, ""],
+    ["write -u 0 4k", "-u requires -z to be specified\n", ""],
+    ["write -n 0 4k", "-n requires -z to be specified\n", ""],
+    ["write 0 3G", "length cannot exceed 2147483136 without -n, given 3G\n", ""],
+    ["read 0 3G", "length cannot exceed 2147483136, given 3G\n", ""],
+    ["discard 0 3G", "length cannot exceed 2147483136, given 3G\n", ""],
+    ["read -P 1 -s 8k 0 4k", "pattern verification range exceeds end of read data\n", ""],
+    ["read -P 1 -s 1k -l 4k 0 4k", "pattern verification range exceeds end of read data\n", ""],
+    ["write -c 1 4k", "1 is not a sector-aligned value for 'offset'\n", ""],
+    ["write 1.5 1", "Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- 1.5\n", ""],
+    ["help nosuch", "command nosuch not found\n", ""],
+  ])("%s", async (line, out, err) => {
+    const s = session(memoryTarget(1 << 20));
+    const r = await s.run(line);
+    expect(r.rc).not.toBe(0);
+    expect(r.out).toBe(out);
+    expect(r.err).toBe(err);
+  });
+  it("write on a read-only image", async () => {
+    const s = session(memoryTarget(4096, true));
+    expect(await s.run("write 0 1")).toEqual({ rc: -1, out: "", err: "refcow: Block node is read-only\n" });
+    expect((await s.run("read 0 1")).rc).toBe(0);
+  });
+});
+
+describe("other commands", () => {
+  it("length, info, flush, aliases, help, quit, empty line", async () => {
+    const t = memoryTarget(64 << 20);
+    const s = session(t);
+    expect(await s.run("length")).toEqual({ rc: 0, out: "64 MiB\n", err: "" });
+    expect(await s.run("l")).toEqual({ rc: 0, out: "64 MiB\n", err: "" });
+    expect((await s.run("info")).out).toBe(
+      "format name: qcow2\ncluster size: 64 KiB\nvm state offset: 512 MiB\nFormat specific information:\n    compat: 1.1\n",
+    );
+    expect(await s.run("f")).toEqual({ rc: 0, out: "", err: "" });
+    expect(t.flushes).toBe(1);
+    expect((await s.run("r 0 1")).out).toBe(REPORT("read", 1, 0, "1 bytes"));
+    expect((await s.run("help flush")).out).toBe("flush -- flush all in-core file state to disk\n");
+    expect((await s.run("help read")).out.startsWith(`${READ_USAGE}\n reads a range of bytes from the given offset\n`)).toBe(true);
+    expect((await s.run("help")).out.endsWith("\nUse 'help commandname' for extended help.\n")).toBe(true);
+    expect(await s.run("")).toEqual({ rc: 0, out: "", err: "" });
+    await s.run("quit");
+    expect(s.ctx.quit).toBe(true);
+  });
+  it("splits command lines on spaces only", () => {
+    expect(splitCommandLine("  read  0   512 ")).toEqual(["read", "0", "512"]);
+  });
+  it("parses pattern bytes like strtol(…, 0)", () => {
+    expect(parsePattern("0xaa")).toBe(0xaa);
+    expect(parsePattern("010")).toBe(8);
+    expect(parsePattern("255")).toBe(255);
+    expect(parsePattern("")).toBe(0);
+    expect(parsePattern("256")).toBeUndefined();
+    expect(parsePattern("-1")).toBeUndefined();
+    expect(parsePattern("0x")).toBeUndefined();
+  });
+});
+
+describe("report formatting", () => {
+  it("timestr", () => {
+    expect(timestr({ sec: 0, nsec: 1_234_567 }, false)).toBe("00.00 sec");
+    expect(timestr({ sec: 0, nsec: 456_000_000 }, false)).toBe("00.46 sec");
+    expect(timestr({ sec: 7, nsec: 960_000_000 }, false)).toBe("0:00:07.96");
+    expect(timestr({ sec: 3725, nsec: 0 }, false)).toBe("1:02:05.00");
+    expect(timestr({ sec: 0, nsec: 170_000_000 }, true)).toBe("0:00:00.17");
+  });
+  it("printReport", () => {
+    expect(printReport("wrote", { sec: 0, nsec: 1_000_000 }, 0, 4096, 4096, 1, false)).toBe(
+      "wrote 4096/4096 bytes at offset 0\n4 KiB, 1 ops; 00.00 sec (3.906 MiB/sec and 1000.0000 ops/sec)\n",
+    );
+    expect(printReport("read", { sec: 2, nsec: 0 }, 0, 4096, 4096, 1, true)).toBe("4096,1,0:00:02.00,2048.000,0.500\n");
+  });
+  it("dumpBuffer", () => {
+    expect(dumpBuffer(new Uint8Array([0x61, 0x20, 0x7a]), 0x100)).toBe("00000100:  61 20 7a  a.z\n");
+  });
+});
