@@ -6,11 +6,27 @@ export interface CliIo {
   err(text: string): void;
 }
 
+let pipeGuard = false;
+
+/** A reader that goes away (`refcow map ... | head`) ends the command quietly, as SIGPIPE ends qemu-img. */
+function guardPipes(): void {
+  if (pipeGuard) return;
+  pipeGuard = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "EPIPE") process.exit(141);
+      throw e;
+    });
+  }
+}
+
 export const processIo: CliIo = {
   out: (text) => {
+    guardPipes();
     process.stdout.write(text);
   },
   err: (text) => {
+    guardPipes();
     process.stderr.write(text);
   },
 };

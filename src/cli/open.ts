@@ -89,7 +89,7 @@ export function errnoText(e: unknown): string | undefined {
 function accessProblem(path: string, readOnly: boolean): string | undefined {
   try {
     const st = fs.statSync(path);
-    if (st.isDirectory() && !readOnly) return "Is a directory";
+    if (!st.isFile() && !st.isBlockDevice()) return `'file' driver requires '${path}' to be a regular file`;
     fs.accessSync(path, readOnly ? fs.constants.R_OK : fs.constants.R_OK | fs.constants.W_OK);
     return undefined;
   } catch (e) {
@@ -129,7 +129,7 @@ const MAX_CHAIN = 64;
 function openLayer(req: OpenRequest, depth: number, layers: string[]): Disk {
   const { path } = req;
   const problem = accessProblem(path, req.readOnly);
-  if (problem) throw new CliError(`Could not open '${path}': ${problem}`);
+  if (problem) throw new CliError(problem.startsWith("'file' driver") ? problem : `Could not open '${path}': ${problem}`);
   const probed = probeFormat(path);
   const format = req.format ?? probed;
   if (format === "qcow2" && probed !== "qcow2") throw new CliError("Image is not in qcow2 format");

@@ -15,7 +15,7 @@ import {
 import type { CliIo } from "../command.js";
 import { type CheckResult, Qcow2Image, type RepairMode } from "../engine.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
-import { formatForOpen, openImage, parseCacheMode } from "../open.js";
+import { formatForOpen, openImage, parseCacheMode, probedRawWarning } from "../open.js";
 import { closing, FORCE_SHARE_LONG, HELP_LONG, ioOf, OUTPUT_LONG, oneFilename, outputFormat, parseCommandArgs, SCHEME_LONG } from "./common.js";
 
 function toCheckData(filename: string, r: CheckResult): ImageCheckData {
@@ -68,6 +68,8 @@ export async function checkCommand(argv: string[], io0?: CliIo): Promise<number>
     cache,
     scheme: lastValue(parsed, "scheme"),
   });
+  const warning = probedRawWarning(opened, readOnly);
+  if (warning) io.err(warning);
   const img = opened.disk;
   return closing(img, filename, () => {
     if (!(img instanceof Qcow2Image)) {

@@ -42,20 +42,20 @@ export function ioOf(io: CliIo | undefined): CliIo {
  * Runs `fn`, then closes `disk`. A failure to close (the final flush) after a successful `fn` is an error
  * of the command; after a failed `fn` the original error wins.
  */
-export async function closing<T>(disk: { close(): void }, name: string, fn: () => T | Promise<T>): Promise<T> {
+export async function closing<T>(disk: { close(): void | Promise<void> }, name: string, fn: () => T | Promise<T>): Promise<T> {
   let result: T;
   try {
     result = await fn();
   } catch (e) {
     try {
-      disk.close();
+      await disk.close();
     } catch {
       // the first error is the one to report
     }
     throw e;
   }
   try {
-    disk.close();
+    await disk.close();
   } catch (e) {
     throw new CliError(`${name}: ${messageOf(e)}`);
   }

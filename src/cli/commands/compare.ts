@@ -9,7 +9,7 @@
 import { hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
 import type { MapExtent } from "../engine.js";
-import { messageOf, UsageError } from "../errors.js";
+import { CliError, messageOf, UsageError } from "../errors.js";
 import { type Disk, formatForOpen, openImage, type OpenedImage, parseCacheMode } from "../open.js";
 import { FORCE_SHARE_LONG, HELP_LONG, ioOf, parseCommandArgs } from "./common.js";
 
@@ -68,6 +68,7 @@ export async function compareCommand(argv: string[], io0?: CliIo): Promise<numbe
     io,
   );
   if (!parsed) return 0;
+  if (hasFlag(parsed, "image-opts")) throw new CliError("--image-opts is not supported by refcow");
   if (parsed.operands.length !== 2) throw new UsageError("Expecting two image file names");
   const quiet = hasFlag(parsed, "q");
   const strict = hasFlag(parsed, "s");
