@@ -25,6 +25,7 @@ import {
   SLOT_F64,
   SLOT_I32,
   SlotState,
+  SpinPolicy,
   splitRange,
   Status,
 } from "./ring.js";
@@ -59,8 +60,13 @@ export class WorkerError extends Error {
 }
 
 export interface DiskClientOptions {
-  /** Bounded spin waiting for a completion before falling back to Atomics.waitAsync, in µs. Default 50. */
+  /**
+   * Maximum bounded spin waiting for a completion before falling back to Atomics.waitAsync, in µs (adaptive,
+   * see SpinPolicy). Default 50.
+   */
   spinUs?: number;
+  /** Adapt the spin to contention (default true); false spins the full `spinUs` every time. */
+  adaptiveSpin?: boolean;
   /** Cap on the spinning done by one drive of the ring, in µs. Default 4 × spinUs. */
   spinTotalUs?: number;
   /** Timeout of each Atomics.waitAsync, after which the server state is checked. Default 1000 ms. */
@@ -135,7 +141,7 @@ export class DiskClient {
   private cqHead = 0;
   private kickScheduled = false;
   private asyncWaiting = false;
-  private readonly spinMs: number;
+  private readonly spin: SpinPolicy;
   private readonly spinTotalMs: number;
   private readonly waitMs: number;
   private outstanding = 0;
@@ -165,7 +171,7 @@ export class DiskClient {
     this.sqTail = Atomics.load(this.ctl, C.SQ_TAIL);
     this.cqHead = this.sqTail;
     const spinUs = opts.spinUs ?? DEFAULT_CLIENT_SPIN_US;
-    this.spinMs = spinUs / 1000;
+    this.spin = new SpinPolicy(spinUs / 1000, opts.adaptiveSpin ?? true);
     this.spinTotalMs = (opts.spinTotalUs ?? spinUs * 4) / 1000;
     this.waitMs = opts.waitTimeoutMs ?? 1000;
     if (!waitAsync) throw new Error("Atomics.waitAsync is not available on this platform");
@@ -596,22 +602,26 @@ export class DiskClient {
     return n;
   }
 
-  /** Reaps completions, spinning for a bounded time, then hands over to Atomics.waitAsync. */
+  /** Reaps completions, spinning for a bounded (adaptive) time, then hands over to Atomics.waitAsync. */
   private drive(): void {
     if (this.dead) return;
     this.reap();
     if (this.sqTail === this.cqHead) return;
-    if (this.spinMs > 0) {
+    const budget = this.spin.next();
+    if (budget > 0) {
       const ctl = this.ctl;
-      const stopAt = performance.now() + this.spinTotalMs;
+      const stopAt = performance.now() + Math.max(budget, this.spinTotalMs);
       for (;;) {
-        const now = performance.now();
-        const until = Math.min(now + this.spinMs, stopAt);
+        const until = Math.min(performance.now() + budget, stopAt);
         let got = false;
         while (!(got = Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) && performance.now() < until) {
           // spin
         }
-        if (!got) break;
+        if (!got) {
+          this.spin.miss(performance.now());
+          break;
+        }
+        this.spin.hit();
         this.reap();
         if (this.sqTail === this.cqHead || this.dead) return;
         if (performance.now() >= stopAt) break;
@@ -629,13 +639,21 @@ export class DiskClient {
       if (this.sqTail === this.cqHead) return;
       Atomics.store(ctl, C.CLIENT_WAITING, 1);
       const r = waitAsync!(ctl, C.CQ_TAIL, this.cqHead | 0, this.waitMs);
-      if (!r.async) continue;
+      if (!r.async) {
+        if (Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) {
+          this.spin.arrived(this.f64[(this.cqHead & this.ring.mask) * SLOT_F64 + SF.T_END]);
+        }
+        continue;
+      }
       this.asyncWaiting = true;
       r.value.then((how) => {
         this.asyncWaiting = false;
         Atomics.store(ctl, C.CLIENT_WAITING, 0);
         if (this.dead) return;
-        if (how === "timed-out" && Atomics.load(ctl, C.CQ_TAIL) === (this.cqHead | 0)) {
+        if (Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) {
+          // Tell the spin policy when the server finished the request we were waiting for.
+          this.spin.arrived(this.f64[(this.cqHead & this.ring.mask) * SLOT_F64 + SF.T_END]);
+        } else if (how === "timed-out") {
           const state = Atomics.load(ctl, C.SERVER_STATE);
           if (state === ServerState.CRASHED || state === ServerState.STOPPED) {
             this.fail(new WorkerError(`the worker serving ${this.name} ${state === ServerState.CRASHED ? "crashed" : "stopped"} with requests in flight`));

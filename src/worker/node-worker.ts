@@ -20,6 +20,8 @@ export interface ServeTask {
   format?: "qcow2" | "raw";
   /** Bounded spin of the serve loop, in µs. */
   spinUs?: number;
+  /** Adapt the serve loop's spin to contention (default true). */
+  adaptiveSpin?: boolean;
 }
 
 export function serve(task: ServeTask): ServeResult {
@@ -32,6 +34,6 @@ export function serve(task: ServeTask): ServeResult {
         readOnly: task.readOnly,
         format: task.format,
       }),
-    { serverId: threadId, spinUs: task.spinUs },
+    { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin },
   );
 }

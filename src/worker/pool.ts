@@ -32,6 +32,8 @@ export interface ServedImageOptions {
   client?: DiskClientOptions;
   /** Bounded spin of the worker's serve loop, in µs. */
   serverSpinUs?: number;
+  /** Adapt the serve loop's spin to contention (default true). */
+  serverAdaptiveSpin?: boolean;
 }
 
 /** Refusal to open an image that this process already has open in a conflicting mode. */
@@ -88,6 +90,7 @@ export class ImagePool {
         readOnly,
         format: opts.format,
         spinUs: opts.serverSpinUs,
+        adaptiveSpin: opts.serverAdaptiveSpin,
       };
       const run = pool.run(task, { name: "serve" }) as Promise<unknown>;
       const ended = run.then(

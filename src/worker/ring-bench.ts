@@ -20,6 +20,8 @@ export interface RingBenchOptions {
   /** Client spin (µs) and server spin (µs); defaults of DiskClient and serve loop when absent. */
   clientSpinUs?: number;
   serverSpinUs?: number;
+  /** false: fixed spins instead of adaptive ones (both sides). */
+  adaptiveSpin?: boolean;
   /** Directory for the scratch image (default os.tmpdir()). */
   dir?: string;
 }
@@ -77,7 +79,12 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
 
     const pool = new ImagePool();
     try {
-      const client = await pool.open(file, { cache, client: { spinUs: opts.clientSpinUs }, serverSpinUs: opts.serverSpinUs });
+      const client = await pool.open(file, {
+        cache,
+        client: { spinUs: opts.clientSpinUs, adaptiveSpin: opts.adaptiveSpin },
+        serverSpinUs: opts.serverSpinUs,
+        serverAdaptiveSpin: opts.adaptiveSpin,
+      });
       // Warm up (JIT, page cache).
       for (let i = 0; i < 2000; i++) await client.nop();
       for (let i = 0; i < 2000; i++) await client.write(offsets[i], block);
@@ -94,7 +101,7 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
       });
 
       // Idle: the image stays open; nothing is asked of it.
-      await new Promise((r) => setTimeout(r, 200)); // let both sides' bounded spins end
+      await new Promise((r) => setTimeout(r, 1000)); // let both sides' bounded spins and the GC after the loops end
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, idleSeconds * 1000));
@@ -158,7 +165,10 @@ export function formatRingBench(r: RingBenchResult): string {
   ].join("\n");
 }
 
-/** Command-line entry: `node dist/worker/ring-bench.js [--requests N] [--idle S] [--cache MODE] [--client-spin US] [--server-spin US]`. */
+/**
+ * Command-line entry:
+ * `node dist/worker/ring-bench.js [--requests N] [--idle S] [--cache MODE] [--client-spin US] [--server-spin US] [--fixed-spin]`.
+ */
 export async function ringBenchMain(argv: string[]): Promise<number> {
   const opts: RingBenchOptions = {};
   for (let i = 0; i < argv.length; i++) {
@@ -174,6 +184,7 @@ export async function ringBenchMain(argv: string[]): Promise<number> {
     else if (a === "--idle") opts.idleSeconds = num();
     else if (a === "--client-spin") opts.clientSpinUs = num();
     else if (a === "--server-spin") opts.serverSpinUs = num();
+    else if (a === "--fixed-spin") opts.adaptiveSpin = false;
     else if (a === "--cache") {
       if (v !== "writeback" && v !== "writethrough" && v !== "unsafe") throw new Error("--cache must be writeback, writethrough or unsafe");
       opts.cache = v;

@@ -80,13 +80,15 @@
  * notifies; `Atomics.wait` itself returns at once when SQ_TAIL no longer equals `head`. The same holds for
  * CLIENT_WAITING / CQ_TAIL with `Atomics.waitAsync`.
  *
- * Waiting: the server spins for a bounded time (default 50 µs) after each request before it sleeps in
- * `Atomics.wait(ctl, SQ_TAIL, head, 1000 ms)`, re-checking STOP after each wake. The client spins for a
- * bounded time (default 50 µs per completion, at most 200 µs per turn) after submitting and then uses
- * `Atomics.waitAsync` on CQ_TAIL — never a blocking wait. The client's spin must outlast a futex wake-up of
- * the server (about 25-30 µs on a small VM); with a shorter one, a sleeping server and a client parked in
- * waitAsync (~50 µs to resume) keep missing each other's spins and round trips stay at ~80 µs. An idle
- * image costs one wake-up per second and no spinning.
+ * Waiting: the server spins for a bounded time (at most 50 µs by default) after each request before it
+ * sleeps in `Atomics.wait(ctl, SQ_TAIL, head, 1000 ms)`, re-checking STOP after each wake. The client spins
+ * for a bounded time (at most 50 µs per completion and 200 µs per turn by default) after submitting, then
+ * uses `Atomics.waitAsync` on CQ_TAIL — never a blocking wait. Both spins are adaptive (SpinPolicy below):
+ * when the two threads share a core, a spin only delays the other side, so a spin that misses and is
+ * followed at once by the awaited event halves the budget (down to 0, with a periodic probe). The client's
+ * maximum spin must outlast a futex wake-up of the server (5-30 µs on a small VM); otherwise a sleeping
+ * server and a client parked in waitAsync keep missing each other. An idle image costs one wake-up per
+ * second and no spinning.
  *
  * Completion: the client reads completions `consumed .. CQ_TAIL-1` in order, copies the output out of the
  * data share, stores STATE := FREE, advances `consumed` (and CQ_HEAD), and can reuse the slot.
@@ -360,4 +362,64 @@ export function splitRange(offset: number, length: number, unit: number): Array<
     pos = next;
   }
   return out;
+}
+
+/**
+ * Adaptive bounded spinning, used by both sides. Spinning pays when the two threads run on different cores:
+ * the other side's answer arrives within the spin and the wake-up is saved. When they share a core (an
+ * oversubscribed machine), spinning is harmful: the other side cannot run until the spin ends, so each
+ * spin is a pure delay. The policy tells the two cases apart by what happens after a spin that missed: if
+ * the awaited event then happens within `CONTENDED_MS` of the spin's end, the spin most likely held the
+ * other side off, and the budget is halved (down to 0). A spin that hits doubles the budget again (up to
+ * the maximum); with a budget of 0, one wait in `PROBE_EVERY` probes with the maximum.
+ * Times are ms on one clock (the ring clock).
+ */
+export class SpinPolicy {
+  static readonly CONTENDED_MS = 0.015;
+  static readonly PROBE_EVERY = 64;
+  private budgetMs: number;
+  private missEnd = -1;
+  private sinceProbe = 0;
+
+  /** `adaptive: false` keeps the budget at the maximum. */
+  constructor(
+    readonly maxMs: number,
+    readonly adaptive = true,
+  ) {
+    this.budgetMs = maxMs;
+  }
+
+  /** Current budget, in ms. */
+  get budget(): number {
+    return this.budgetMs;
+  }
+
+  /** Budget for the next spin, in ms (0: do not spin). */
+  next(): number {
+    if (this.budgetMs > 0 || this.maxMs <= 0) return this.budgetMs;
+    if (++this.sinceProbe < SpinPolicy.PROBE_EVERY) return 0;
+    this.sinceProbe = 0;
+    return this.maxMs;
+  }
+
+  /** The spin saw the event. */
+  hit(): void {
+    this.missEnd = -1;
+    this.budgetMs = Math.min(this.maxMs, Math.max(this.budgetMs * 2, this.maxMs / 4));
+  }
+
+  /** The spin ran out at `end` (ms) without the event. */
+  miss(end: number): void {
+    this.missEnd = end;
+  }
+
+  /** The awaited event happened at `at` (ms, the other side's timestamp), after a sleep. */
+  arrived(at: number): void {
+    if (this.missEnd < 0 || !this.adaptive) return;
+    const d = at - this.missEnd;
+    this.missEnd = -1;
+    if (d >= -SpinPolicy.CONTENDED_MS && d < SpinPolicy.CONTENDED_MS) {
+      this.budgetMs = this.budgetMs / 2 < 0.001 ? 0 : this.budgetMs / 2;
+    }
+  }
 }

@@ -22,6 +22,7 @@ import {
   SLOT_F64,
   SLOT_I32,
   SlotState,
+  SpinPolicy,
   Status,
   writeText,
   readText,
@@ -29,8 +30,10 @@ import {
 import type { ServedDisk } from "./served-disk.js";
 
 export interface ServeOptions {
-  /** Bounded spin after each request before sleeping, in microseconds. Default 50. */
+  /** Maximum bounded spin after each request before sleeping, in µs (adaptive, see SpinPolicy). Default 50. */
   spinUs?: number;
+  /** Adapt the spin to contention (default true); false spins the full `spinUs` every time. */
+  adaptiveSpin?: boolean;
   /** Timeout of each `Atomics.wait`, after which STOP is checked again. Default 1000 ms. */
   waitTimeoutMs?: number;
   /** Identifier of the serving thread, published in SERVER_ID (Node: worker threadId). */
@@ -143,7 +146,7 @@ export class RingServer {
   private readonly i32: Int32Array;
   private readonly f64: Float64Array;
   private readonly now: () => number;
-  private readonly spinMs: number;
+  private readonly spin: SpinPolicy;
   private readonly waitMs: number;
   private readonly staged = new Map<number, Staged>();
   private readonly held = new Map<number, Uint8Array>();
@@ -164,7 +167,7 @@ export class RingServer {
     this.i32 = ring.slotI32;
     this.f64 = ring.slotF64;
     this.now = ringClock(ring);
-    this.spinMs = (opts.spinUs ?? DEFAULT_SERVER_SPIN_US) / 1000;
+    this.spin = new SpinPolicy((opts.spinUs ?? DEFAULT_SERVER_SPIN_US) / 1000, opts.adaptiveSpin ?? true);
     this.waitMs = opts.waitTimeoutMs ?? 1000;
     const ctl = this.ctl;
     ctl[C.SERVER_ID] = opts.serverId ?? 0;
@@ -203,6 +206,8 @@ export class RingServer {
     const ctl = this.ctl;
     const next = (head + 1) | 0;
     Atomics.store(ctl, C.SQ_HEAD, next);
+    // Tell the spin policy when this request was submitted (it judges the last missed spin by it).
+    this.spin.arrived(this.f64[(head & this.ring.mask) * SLOT_F64 + SF.T_SUBMIT]);
     const closing = this.serve(head & this.ring.mask, head);
     this.served++;
     // Publish the completion: every plain store of serve() happens-before this store.
@@ -220,16 +225,21 @@ export class RingServer {
     const ctl = this.ctl;
     let head = Atomics.load(ctl, C.SQ_HEAD);
     if (this.isClosed) return { reason: "closed", requests: this.served };
+    let justServed = false;
     for (;;) {
       let tail = Atomics.load(ctl, C.SQ_TAIL);
       if (tail === head) {
         if (Atomics.load(ctl, C.STOP) !== 0) break;
-        // Bounded spin: back-to-back requests are picked up without the cost of a wake-up.
-        if (this.spinMs > 0) {
-          const until = performance.now() + this.spinMs;
-          while ((tail = Atomics.load(ctl, C.SQ_TAIL)) === head && performance.now() < until) {
+        // Bounded spin right after a request: back-to-back requests are picked up without a wake-up.
+        const budget = justServed ? this.spin.next() : 0;
+        justServed = false;
+        if (budget > 0) {
+          const until = this.now() + budget;
+          while ((tail = Atomics.load(ctl, C.SQ_TAIL)) === head && this.now() < until) {
             // spin
           }
+          if (tail !== head) this.spin.hit();
+          else this.spin.miss(this.now());
         }
         if (tail === head) {
           Atomics.store(ctl, C.SERVER_SLEEPING, 1);
@@ -242,6 +252,7 @@ export class RingServer {
       }
       const closing = this.serveNext(head);
       head = (head + 1) | 0;
+      justServed = true;
       if (closing) return { reason: "closed", requests: this.served };
     }
     // STOP: close the image (flushing it) and leave.

@@ -19,6 +19,7 @@ import {
   SLOT_F64,
   SLOT_I32,
   SlotState,
+  SpinPolicy,
   splitRange,
   Status,
   readText,
@@ -113,6 +114,39 @@ describe("ring layout", () => {
         expect(pos).toBe(offset + length);
       }),
     );
+  });
+});
+
+describe("adaptive spin policy", () => {
+  it("halves the budget when the awaited event follows a missed spin at once, and recovers on hits", () => {
+    const p = new SpinPolicy(0.05);
+    expect(p.next()).toBe(0.05);
+    p.miss(10);
+    p.arrived(10.001); // 1 µs after the spin gave up: the spin held the other side off
+    expect(p.budget).toBe(0.025);
+    p.miss(20);
+    p.arrived(20.5); // long after: a slow request, not contention
+    expect(p.budget).toBe(0.025);
+    for (let i = 0; i < 10; i++) {
+      p.miss(i);
+      p.arrived(i);
+    }
+    expect(p.budget).toBe(0);
+    // At 0 it probes with the maximum once in a while.
+    const probes = Array.from({ length: SpinPolicy.PROBE_EVERY * 2 }, () => p.next()).filter((b) => b > 0);
+    expect(probes).toEqual([0.05, 0.05]);
+    p.hit();
+    expect(p.budget).toBe(0.0125);
+    p.hit();
+    p.hit();
+    expect(p.budget).toBe(0.05);
+  });
+
+  it("keeps a fixed budget when not adaptive", () => {
+    const p = new SpinPolicy(0.05, false);
+    p.miss(1);
+    p.arrived(1);
+    expect(p.next()).toBe(0.05);
   });
 });
 
