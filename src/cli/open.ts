@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import { CliError, messageOf } from "./errors.js";
-import { type BlockFile, type CacheMode, NodeFile, openImagePath, probeFormat, Qcow2Image, type RawDisk } from "./engine.js";
+import { type BlockFile, type CacheMode, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk } from "./engine.js";
 
 export type FormatName = "qcow2" | "raw";
 export type Disk = Qcow2Image | RawDisk;
@@ -109,8 +109,8 @@ export interface OpenRequest {
   /** Open for check / repair: corrupt images allowed, no repair at open. */
   forCheck?: boolean;
   /**
-   * Wraps the image file before the engine opens it (top layer only); the engine then opens it
-   * read-write whatever `readOnly` says about the file. Used for private copy-on-write views.
+   * Wraps the image file before the engine opens it (top layer only). The file itself is then opened
+   * read-only and the engine opens the wrapper read-write: private copy-on-write views.
    */
   wrapFile?: (file: BlockFile) => BlockFile;
 }
@@ -134,10 +134,12 @@ function openLayer(req: OpenRequest, depth: number, layers: string[]): Disk {
   const format = req.format ?? probed;
   if (format === "qcow2" && probed !== "qcow2") throw new CliError("Image is not in qcow2 format");
   layers[depth] = path;
-  if (format === "raw") return openImagePath(path, { format: "raw", readOnly: req.readOnly }) as RawDisk;
-  let backingFailure: string | undefined;
-  const nodeFile = NodeFile.open(path, { readOnly: req.readOnly });
+  if (format === "raw" && !req.wrapFile) return openImagePath(path, { format: "raw", readOnly: req.readOnly }) as RawDisk;
+  // A wrapped file is only read: the wrapper takes the writes.
+  const nodeFile = NodeFile.open(path, { readOnly: req.readOnly || req.wrapFile !== undefined });
   const file = req.wrapFile ? req.wrapFile(nodeFile) : nodeFile;
+  if (format === "raw") return new RawDisk(file);
+  let backingFailure: string | undefined;
   try {
     return Qcow2Image.open(file, {
       readOnly: req.wrapFile ? false : req.readOnly,

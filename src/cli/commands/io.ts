@@ -73,7 +73,7 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
   const opened = openImage({
     path,
     format: opts.format,
-    readOnly: opts.readOnly && !opts.snapshot,
+    readOnly: opts.readOnly || opts.snapshot,
     cache: opts.cache,
     scheme: opts.scheme,
     wrapFile: opts.snapshot ? (f) => new OverlayFile(f) : undefined,
