@@ -295,7 +295,12 @@ export class DiskClient {
   // --------------------------------------------------------------------------------------- request builders
 
   /** @internal */ readT(offset: number, length: number): Promise<Timed<Uint8Array>> {
-    const buf = new Uint8Array(checkLen(length));
+    let buf: Uint8Array;
+    try {
+      buf = new Uint8Array(checkLen(length));
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     return this.readIntoT(buf, offset).then((t) => ({ value: buf, timing: t.timing }));
   }
 

@@ -324,12 +324,25 @@ export class RingServer {
           this.disk.close();
           break;
         case Op.SNAPSHOT_CREATE: {
-          const args = this.args(share, length) as { name?: unknown; vmClockNsec?: number; dateMs?: number; vmStateToken?: number };
+          const args = this.args(share, length) as {
+            name?: unknown;
+            vmClockNsec?: number;
+            dateMs?: number;
+            vmStateToken?: number;
+            vmStateLength?: number;
+          };
           if (typeof args.name !== "string") throw new RequestError("snapshot create needs a name");
           const o: SnapshotCreateOptions = {};
           if (typeof args.vmClockNsec === "number") o.vmClockNsec = args.vmClockNsec;
           if (typeof args.dateMs === "number") o.date = new Date(args.dateMs);
-          if (typeof args.vmStateToken === "number") o.vmState = this.takeStaged(args.vmStateToken);
+          if (typeof args.vmStateToken === "number") {
+            const state = this.takeStaged(args.vmStateToken);
+            // A lost PUT must not produce a snapshot with a truncated VM state.
+            if (state.length !== args.vmStateLength) {
+              throw new ProtocolError(`VM state has ${state.length} bytes staged, ${args.vmStateLength} announced`);
+            }
+            o.vmState = state;
+          }
           out = json(this.need("snapshotCreate").call(this.disk, args.name, o));
           break;
         }
