@@ -18,6 +18,10 @@ export class MetadataCache {
   private readonly entries = new Map<number, Entry>();
   dependsOn: MetadataCache | null = null;
   flushBeforeWrite = false;
+  /** Called whenever a unit becomes (or stays) dirty: a scheme that journals changes tracks them here. */
+  onDirty: ((offset: number) => void) | null = null;
+  /** Called before any unit is written in place (a journaling scheme commits first). */
+  beforeWriteHook: (() => void) | null = null;
   private dirtyCount = 0;
 
   constructor(
@@ -51,6 +55,7 @@ export class MetadataCache {
     this.drop(offset);
     this.insert(offset, { buf, dirty: true });
     this.dirtyCount++;
+    this.onDirty?.(offset);
   }
 
   markDirty(offset: number): void {
@@ -60,6 +65,12 @@ export class MetadataCache {
       e.dirty = true;
       this.dirtyCount++;
     }
+    this.onDirty?.(offset);
+  }
+
+  /** The cached unit at `offset`, or undefined; does not read or reorder. */
+  peek(offset: number): Uint8Array | undefined {
+    return this.entries.get(offset)?.buf;
   }
 
   /** Forgets a unit without writing it (its cluster was freed). */
@@ -104,6 +115,7 @@ export class MetadataCache {
   }
 
   private beforeWrite(): void {
+    this.beforeWriteHook?.();
     const dep = this.dependsOn;
     if (dep) {
       this.dependsOn = null;

@@ -38,7 +38,7 @@ import {
 import { ClusterType, decodeL1, encodeL1, L2Codec, type L2Entry } from "../format/l1l2.js";
 import { encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
 import { parseSnapshotTable, type SnapshotEntry } from "../format/snapshot-table.js";
-import { createScheme, type RefcountScheme } from "../schemes/index.js";
+import { createScheme, recoverAfterLoad, recoverBeforeLoad, type RefcountScheme } from "../schemes/index.js";
 import { decompressCluster } from "./compression.js";
 import { ClosedError, ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
 import { MetadataCache } from "./metadata-cache.js";
@@ -102,6 +102,8 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal */ scheme: RefcountScheme;
   /** @internal */ snapshots: SnapshotEntry[];
   private closed = false;
+  /** The scheme's hooks apply only once it is attached (after any repair at open). */
+  private schemeAttached = false;
   private lastCompressed: { offset: number; data: Uint8Array } | null = null;
   private readonly lookupResult: Mapping = { entry: EMPTY_ENTRY, alloc: 0, zero: 0, slice: -1, index: 0 };
 
@@ -217,6 +219,9 @@ export class Qcow2Image implements VirtualDisk {
       file.read(headerBuf, 0, "header");
     }
     const header = parseHeader(headerBuf, fileSize);
+    const readOnlyOpen = opts.readOnly ?? rawFile.readOnly;
+    // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
+    recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnlyOpen);
     if (header.cryptMethod !== 0) throw new UnsupportedFeatureError("encrypted qcow2 images are not supported");
     if (header.incompatibleFeatures & INCOMPAT_DATA_FILE) throw new UnsupportedFeatureError("qcow2 images with an external data file are not supported");
     if (header.compressionType > 1) throw new UnsupportedFeatureError(`unknown compression type ${header.compressionType}`);
@@ -296,6 +301,7 @@ export class Qcow2Image implements VirtualDisk {
       if (rewrite) {
         this.writeHeader();
       }
+      recoverAfterLoad(this);
       if (h.incompatibleFeatures & INCOMPAT_DIRTY && !opts.noRepairOnOpen && !opts.forCheck) {
         // Refcounts may be stale (a lazy writer died): rebuild them from the L1/L2 tables, as QEMU does.
         const result = checkImage(this, "all");
@@ -306,6 +312,7 @@ export class Qcow2Image implements VirtualDisk {
         markDirty: () => this.setDirtyBit(true),
         markClean: () => this.setDirtyBit(false),
       });
+      this.schemeAttached = true;
     }
   }
 
@@ -582,13 +589,16 @@ export class Qcow2Image implements VirtualDisk {
     const slice = m.slice;
     const index = m.index;
     const newOffset = this.scheme.allocate(1, "data");
+    // A reused cluster holds stale bytes until this write is durable: like COW data, it must reach the disk
+    // before the entry that maps it. A cluster past the end of the file reads as zeroes until then.
+    const reused = newOffset < this.file.size();
     this.file.write(full, newOffset, isCow && full !== src ? "cow-write" : "guest-data");
     const buf = this.l2Cache.get(slice);
     this.l2.encodeStandard(viewOf(buf), index, newOffset, { copied: true });
     if (this.l2.extended) this.l2.setBitmap(viewOf(buf), index, 0xffffffff, 0); // was compressed
     this.l2Cache.markDirty(slice);
     this.scheme.referenced();
-    if (isCow) this.l2Cache.flushBeforeWrite = true;
+    if (isCow || reused) this.l2Cache.flushBeforeWrite = true;
     if (oldOffset > 0) this.scheme.release(oldOffset / cs, "data");
     if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c, "data");
   }
@@ -857,9 +867,13 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal Writes cached metadata in dependency order (see the top of this file), then flushes. */
   flushMetadata(): void {
     if (this.readOnly) return;
+    if (this.schemeAttached && this.scheme.flushMetadata) {
+      this.scheme.flushMetadata();
+      return;
+    }
     // Each flush is tagged with the structure whose ordering (or durability) it provides.
     let last: IoPurpose = "guest-data";
-    if (this.scheme.flushesRefcounts && this.refcounts.cache.hasDirty()) {
+    if ((!this.schemeAttached || this.scheme.flushesRefcounts) && this.refcounts.cache.hasDirty()) {
       this.refcounts.cache.writeDirty();
       last = "refcount";
     }
@@ -876,11 +890,12 @@ export class Qcow2Image implements VirtualDisk {
     this.sync(last);
     // The tables that dropped references are durable now: the decrements may follow.
     if (this.refcounts.hasPending()) this.refcounts.applyPending();
-    this.scheme.afterFlush?.();
+    if (this.schemeAttached) this.scheme.afterFlush?.();
   }
 
   /** Writes the 512-byte-aligned pieces of the L1 table that hold changed entries. */
-  private writeDirtyL1(): void {
+  /** @internal */
+  writeDirtyL1(): void {
     const perSector = 64;
     const sectors = new Set<number>();
     for (const i of this.dirtyL1) sectors.add(Math.floor(i / perSector));
@@ -992,7 +1007,7 @@ export class Qcow2Image implements VirtualDisk {
     this.setDirtyBit(true);
     const result = op();
     this.flushMetadata();
-    if (!wasDirty && this.scheme.flushesRefcounts) {
+    if (!wasDirty && !this.scheme.keepsDirty) {
       this.refcounts.cache.writeDirty();
       this.setDirtyBit(false);
     }

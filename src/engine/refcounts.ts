@@ -40,6 +40,7 @@ export class RefcountStore {
   private pending: number[] = [];
   /** End (exclusive) of the clusters being allocated right now, whose counts are not recorded yet. */
   private reservedEnd = 0;
+  private reservedStart = 0;
   /** Highest cluster index ever counted, plus one. */
   private countedEnd = 0;
   /**
@@ -47,6 +48,8 @@ export class RefcountStore {
    * The free-cluster search and the placement of new refcount blocks skip them.
    */
   usedBy: ((cluster: number) => boolean) | null = null;
+  /** Called with the host byte range of every refcount entry changed (for a journaling scheme). */
+  onChange: ((offset: number, length: number) => void) | null = null;
 
   constructor(
     private readonly host: RefcountHost,
@@ -101,6 +104,11 @@ export class RefcountStore {
     if (next > this.codec.max) throw new ImageFormatError(`refcount overflow at cluster ${cluster} (more than ${this.codec.max} references)`);
     this.codec.set(buf, idx, next);
     this.cache.markDirty(block);
+    if (this.onChange) {
+      const bits = this.codec.bits;
+      const byte = Math.floor((idx * bits) / 8);
+      this.onChange(block + byte, Math.max(1, bits / 8));
+    }
     if (cluster >= this.countedEnd) this.countedEnd = cluster + 1;
     if (next === 0 && !this.usedBy?.(cluster)) this.noteFreed(cluster);
     return next;
@@ -139,12 +147,33 @@ export class RefcountStore {
    */
   allocate(n: number, claim?: (start: number, n: number) => void): number {
     const start = this.findFree(n);
+    this.reservedStart = start;
     this.reservedEnd = start + n;
-    if (claim) claim(start, n);
-    else for (let i = 0; i < n; i++) this.change(start + i, 1);
-    this.reservedEnd = 0;
+    try {
+      // A run over ranges that have no refcount block yet: their blocks go outside the run, in one new area.
+      const epb = this.codec.entriesPerBlock;
+      const lacking: number[] = [];
+      for (let r = Math.floor(start / epb); r <= Math.floor((start + n - 1) / epb); r++) {
+        if ((r >= this.table.length || !this.table[r]) && this.blockSlot(r) < 0) lacking.push(r);
+      }
+      if (lacking.length) this.addBlocks(lacking);
+      if (claim) claim(start, n);
+      else for (let i = 0; i < n; i++) this.change(start + i, 1);
+    } finally {
+      this.reservedStart = 0;
+      this.reservedEnd = 0;
+    }
     if (n === 1 || start === this.freeIndex) this.freeIndex = start + n;
     return start * this.host.clusterSize;
+  }
+
+  /** Creates blocks for ranges `ranges` in a new area at the end of the image (table moved along). */
+  private addBlocks(ranges: number[]): void {
+    const perCluster = this.host.clusterSize / 8;
+    const entries = Math.max(this.table.length, Math.max(...ranges) + 1);
+    const tableClusters = Math.max(this.tableClusters, Math.ceil(Math.ceil(entries * 1.5) / perCluster));
+    if (tableClusters * this.host.clusterSize > MAX_REFTABLE_BYTES) throw new ImageFormatError("refcount table would exceed the 8 MiB limit (image too large)");
+    this.placeNewStructures(tableClusters * perCluster, tableClusters, (c) => this.get(c), false, 0, ranges);
   }
 
   /** Takes one reference on each cluster of [start, start+n) (they must be free). Used by append allocation. */
@@ -165,7 +194,7 @@ export class RefcountStore {
       if (!block) {
         // A range without a block is free (but for clusters a scheme uses uncounted); the cluster that will
         // hold the block itself is kept out of the run.
-        const slot = this.blockSlot(r);
+        const slot = n === 1 ? this.blockSlot(r) : -1;
         const end = (r + 1) * epb;
         for (; c < end; c++) {
           if (c === slot || this.usedBy?.(c)) {
@@ -199,8 +228,8 @@ export class RefcountStore {
     const cs = this.host.clusterSize;
     const blockCluster = this.blockSlot(r);
     if (blockCluster < 0) {
-      // Every cluster of the range is in use: put the block in a new area at the end instead.
-      this.placeNewStructures(this.table.length, this.tableClusters, (c) => this.get(c), false, 0, [r]);
+      // Every cluster of the range is in use or being allocated: put the block in a new area at the end.
+      this.addBlocks([r]);
       return this.table[r];
     }
     const offset = blockCluster * cs;
@@ -220,8 +249,13 @@ export class RefcountStore {
   private blockSlot(r: number): number {
     const epb = this.codec.entriesPerBlock;
     const used = this.usedBy;
-    if (!used) return r * epb;
-    for (let c = r * epb; c < (r + 1) * epb; c++) if (!used(c)) return c;
+    for (let c = r * epb; c < (r + 1) * epb; c++) {
+      if (c >= this.reservedStart && c < this.reservedEnd) {
+        c = this.reservedEnd - 1;
+        continue;
+      }
+      if (!used || !used(c)) return c;
+    }
     return -1;
   }
 

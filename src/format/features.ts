@@ -13,14 +13,21 @@ export const INCOMPAT_CORRUPT = 1n << 1n;
 export const INCOMPAT_DATA_FILE = 1n << 2n;
 export const INCOMPAT_COMPRESSION = 1n << 3n;
 export const INCOMPAT_EXTL2 = 1n << 4n;
+/** refcow's journal holds records not yet written in place: QEMU must refuse the image. */
+export const INCOMPAT_REFCOW_JOURNAL = 1n << 32n;
 /** Incompatible bits refcow understands. */
-export const INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+export const INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2 | INCOMPAT_REFCOW_JOURNAL;
 
 export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
 
 export const AUTOCLEAR_BITMAPS = 1n << 0n;
 export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
-/** Autoclear bits refcow keeps valid when it writes (none: refcow does not maintain bitmaps). */
+/** refcow's owner table is consistent with the image (a writer that does not maintain it clears the bit). */
+export const AUTOCLEAR_REFCOW_OWNER = 1n << 32n;
+/**
+ * Autoclear bits the engine keeps on a writable open: none. QEMU's bitmaps are not maintained, and refcow's
+ * owner table is re-validated by the owner scheme, which sets its bit again at a clean close.
+ */
 export const AUTOCLEAR_KNOWN = 0n;
 
 export type FeatureType = 0 | 1 | 2; // incompatible, compatible, autoclear
@@ -41,6 +48,8 @@ export const STANDARD_FEATURE_NAMES: FeatureName[] = [
   { type: 1, bit: 0, name: "lazy refcounts" },
   { type: 2, bit: 0, name: "bitmaps" },
   { type: 2, bit: 1, name: "raw external data" },
+  { type: 0, bit: 32, name: "refcow journal" },
+  { type: 2, bit: 32, name: "refcow owner table" },
 ];
 
 export function bitsOf(mask: bigint): number[] {

@@ -7,11 +7,12 @@
  *  - COW data before the L2 entry (the L2 cache flushes first when it holds entries pointing to copies).
  */
 import type { RefcountStore } from "../engine/refcounts.js";
-import type { RefcountScheme, SchemeHost } from "./scheme.js";
+import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
 
 export class EagerScheme implements RefcountScheme {
   readonly name: string = "eager";
   readonly flushesRefcounts: boolean = true;
+  readonly keepsDirty: boolean = false;
   readonly maintainsCopied = true;
   protected host!: SchemeHost;
 
@@ -36,11 +37,11 @@ export class EagerScheme implements RefcountScheme {
     img.l2Cache.dependsOn = img.refcounts.cache;
   }
 
-  release(cluster: number): void {
+  release(cluster: number, _kind?: ClusterKind): void {
     this.refcounts.releaseLater(cluster);
   }
 
-  releaseNow(cluster: number): void {
+  releaseNow(cluster: number, _kind?: ClusterKind): void {
     this.refcounts.change(cluster, -1);
   }
 

@@ -3,12 +3,14 @@ import { UnsupportedFeatureError } from "../engine/errors.js";
 import { EagerScheme } from "./eager.js";
 import { LazyScheme } from "./lazy.js";
 import { LazyCountScheme } from "./lazy-count.js";
+import { JournalScheme } from "./journal.js";
 import type { RefcountScheme } from "./scheme.js";
 
 const SCHEMES: Record<string, () => RefcountScheme> = {
   eager: () => new EagerScheme(),
   lazy: () => new LazyScheme(),
   "lazy-count": () => new LazyCountScheme(),
+  journal: () => new JournalScheme(),
 };
 
 export const SCHEME_NAMES = Object.keys(SCHEMES);
@@ -20,3 +22,5 @@ export function createScheme(name = "eager"): RefcountScheme {
 }
 
 export type { RefcountScheme } from "./scheme.js";
+
+export { recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";

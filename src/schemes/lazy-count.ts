@@ -23,6 +23,7 @@ import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
 export class LazyCountScheme implements RefcountScheme {
   readonly name = "lazy-count";
   readonly flushesRefcounts = true;
+  readonly keepsDirty: boolean = true;
   readonly maintainsCopied = false;
   private host!: SchemeHost;
   /** One byte per host cluster: 1 = referenced by the active layer. */

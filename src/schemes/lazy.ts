@@ -13,6 +13,7 @@ import { EagerScheme } from "./eager.js";
 export class LazyScheme extends EagerScheme {
   override readonly name = "lazy";
   override readonly flushesRefcounts = false;
+  override readonly keepsDirty = true;
 
   override referenced(): void {
     this.host.markDirty();

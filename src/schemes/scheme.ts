@@ -24,6 +24,8 @@ export interface RefcountScheme {
   readonly name: string;
   /** Whether a flush writes the cached refcount blocks (false: they reach the disk on eviction or close). */
   readonly flushesRefcounts: boolean;
+  /** Whether the dirty bit stays set while the image is open (on-disk refcounts are not exact meanwhile). */
+  readonly keepsDirty: boolean;
   /** Whether the COPIED flags of the active tables are kept exact while open (else fixed at close). */
   readonly maintainsCopied: boolean;
   /** Called once the image structures are loaded (and a dirty image repaired), for a writable open. */
@@ -46,6 +48,11 @@ export interface RefcountScheme {
   releaseNow(cluster: number, kind: ClusterKind): void;
   /** References to `cluster` that the on-disk count leaves out while open (lazy-count: the active layer's). */
   uncountedReferences?(cluster: number): number;
+  /**
+   * Replaces the engine's metadata write-out at a flush (a journaling scheme commits a transaction instead of
+   * writing tables in place). Must leave every acknowledged write durable.
+   */
+  flushMetadata?(): void;
   /** After a flush made every table durable. */
   afterFlush?(): void;
   /** Scheme-specific snapshot operations; the engine's standard ones are used when absent. */

@@ -150,7 +150,7 @@ function verifyCrashes(scheme: string, cache: CacheMode, seed: number, steps: nu
 }
 
 describe("crash consistency", () => {
-  for (const scheme of ["eager", "lazy", "lazy-count"]) {
+  for (const scheme of ["eager", "lazy", "lazy-count", "journal"]) {
     for (const cache of ["writeback", "writethrough"] as CacheMode[]) {
       it(`${scheme}/${cache}: every crash state recovers with acknowledged data intact`, () => {
         let total = 0;

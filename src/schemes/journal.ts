@@ -1,0 +1,206 @@
+/**
+ * `journal`: refcounts exact, but every metadata change (L2 slices, L1 entries, refcount entries) first goes
+ * to a journal as a checksummed, sequenced transaction; one flush commits it. The tables themselves are
+ * written in place lazily: at a checkpoint (when the journal is full, and at close) or when the cache evicts
+ * them (after committing). The format and the replay are in journal-format.ts.
+ *
+ * Ordering: COW data before the transaction that maps it (a flush before the commit when the transaction maps
+ * a copied cluster, as eager's "COW data before the L2 entry"); a table is written in place only after the
+ * transaction holding its latest change is committed; decrements are applied after the commit that dropped the
+ * reference. The journal bit (incompatible) is set from open to close, so QEMU refuses the image while refcow
+ * holds it; a clean close checkpoints, frees the journal and leaves plain qcow2.
+ */
+import { performance } from "node:perf_hooks";
+import { encodeL1 } from "../format/l1l2.js";
+import { INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
+import { EagerScheme } from "./eager.js";
+import {
+  encodeJournalExtension,
+  encodeTransaction,
+  EXT_REFCOW_JOURNAL,
+  JOURNAL_DATA_START,
+  journalHeader,
+  type JournalLocation,
+  type JournalRecord,
+} from "./journal-format.js";
+import type { SchemeHost } from "./scheme.js";
+
+/** Journal size: 1 MiB, at least 2 clusters. */
+const JOURNAL_BYTES = 1024 * 1024;
+
+export class JournalScheme extends EagerScheme {
+  override readonly name = "journal";
+  override readonly flushesRefcounts = false;
+  private loc!: JournalLocation;
+  private seq = 1n;
+  private pos = JOURNAL_DATA_START;
+  private readonly pendingL2 = new Set<number>();
+  private readonly pendingRc = new Map<number, number>();
+  /** L1 entries journaled but not yet written in place. */
+  private readonly l1Unwritten = new Set<number>();
+  private busy = false;
+  /**
+   * Clusters the journal holds records for since the last checkpoint. Were one freed and reused, a replay
+   * would write the old record over whatever it held next: they stay in use until the checkpoint.
+   */
+  private readonly journaled = new Set<number>();
+  private readonly costs = { transactions: 0, records: 0, journalBytes: 0, checkpoints: 0, checkpointMs: 0 };
+
+  override attach(host: SchemeHost): void {
+    super.attach(host);
+    const img = host.image;
+    const cs = img.clusterSize;
+    const clusters = Math.max(2, Math.ceil(JOURNAL_BYTES / cs));
+    const offset = this.refcounts.allocate(clusters);
+    this.loc = { offset, clusters };
+    // A random first sequence number: bytes left in these clusters by an earlier journal can never pass as
+    // transactions of this one.
+    this.seq = BigInt(Math.floor(Math.random() * 2 ** 48)) + 1n;
+    img.file.write(journalHeader(this.seq), offset, "journal");
+    this.refcounts.cache.writeDirty();
+    img.sync("journal");
+    img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
+    img.header.extensions.push({ type: EXT_REFCOW_JOURNAL, data: encodeJournalExtension(this.loc) });
+    img.header.incompatibleFeatures |= INCOMPAT_REFCOW_JOURNAL;
+    img.writeHeader();
+    img.l2Cache.onDirty = (o) => this.pendingL2.add(o);
+    this.refcounts.onChange = (o, len) => this.pendingRc.set(o, Math.max(len, this.pendingRc.get(o) ?? 0));
+    this.refcounts.usedBy = (c) => this.journaled.has(c);
+    // A table unit is written in place only once its latest change is committed.
+    img.l2Cache.beforeWriteHook = () => this.commit();
+    this.refcounts.cache.beforeWriteHook = () => this.commit();
+  }
+
+  override referenced(): void {}
+
+
+  flushMetadata(): void {
+    this.commit();
+    // The tables that dropped references are committed: the decrements follow (in the next transaction).
+    if (this.refcounts.hasPending()) this.refcounts.applyPending();
+  }
+
+  /** Journals every pending change as one transaction and flushes once; a plain flush when nothing changed. */
+  private commit(): void {
+    if (this.busy) return;
+    const img = this.host.image;
+    for (const i of img.dirtyL1) this.l1Unwritten.add(i);
+    const records = this.collect();
+    if (records.length === 0) {
+      img.sync("guest-data");
+      return;
+    }
+    for (const r of records) {
+      for (let c = Math.floor(r.offset / img.clusterSize); c <= Math.floor((r.offset + r.data.length - 1) / img.clusterSize); c++) this.journaled.add(c);
+    }
+    const txn = encodeTransaction(this.seq, records);
+    const room = this.loc.clusters * img.clusterSize;
+    if (this.pos + txn.length > room) {
+      // Full: write everything in place instead (the checkpoint covers this transaction's changes too).
+      this.checkpoint();
+      return;
+    }
+    // COW data must be durable before the transaction that maps it.
+    if (img.l2Cache.flushBeforeWrite) {
+      img.l2Cache.flushBeforeWrite = false;
+      img.sync("guest-data");
+    }
+    img.l2Cache.dependsOn = null;
+    img.file.write(txn, this.loc.offset + this.pos, "journal");
+    img.sync("journal");
+    this.pos += txn.length;
+    this.seq++;
+    this.costs.transactions++;
+    this.costs.records += records.length;
+    this.costs.journalBytes += txn.length;
+    this.pendingL2.clear();
+    this.pendingRc.clear();
+    img.dirtyL1.clear();
+  }
+
+  private collect(): JournalRecord[] {
+    const img = this.host.image;
+    const cs = img.clusterSize;
+    const records: JournalRecord[] = [];
+    for (const slice of this.pendingL2) {
+      const buf = img.l2Cache.peek(slice);
+      if (buf) records.push({ offset: slice, data: buf.slice() });
+    }
+    // Refcount entries, coalesced into runs of neighbouring bytes.
+    const rc = [...this.pendingRc].sort((a, b) => a[0] - b[0]);
+    for (let i = 0; i < rc.length; ) {
+      const start = rc[i][0];
+      let end = start + rc[i][1];
+      let j = i + 1;
+      while (j < rc.length && rc[j][0] <= end + 8 && Math.floor(rc[j][0] / cs) === Math.floor(start / cs)) {
+        end = Math.max(end, rc[j][0] + rc[j][1]);
+        j++;
+      }
+      const block = Math.floor(start / cs) * cs;
+      const buf = this.refcounts.cache.peek(block);
+      if (buf) records.push({ offset: start, data: buf.slice(start - block, end - block) });
+      i = j;
+    }
+    if (img.dirtyL1.size) {
+      for (const i of [...img.dirtyL1].sort((a, b) => a - b)) {
+        const e = new Uint8Array(8);
+        encodeL1(new DataView(e.buffer), 0, img.l1[i], img.l1Copied[i]);
+        records.push({ offset: img.header.l1TableOffset + i * 8, data: e });
+      }
+    }
+    return records;
+  }
+
+  /** Writes every table in place, flushes, and empties the journal. */
+  private checkpoint(): void {
+    const img = this.host.image;
+    const t = performance.now();
+    this.busy = true;
+    try {
+      if (img.l2Cache.flushBeforeWrite) img.sync("guest-data");
+      img.l2Cache.flushBeforeWrite = false;
+      img.l2Cache.dependsOn = null;
+      img.l2Cache.writeDirty();
+      this.refcounts.cache.writeDirty();
+      for (const i of this.l1Unwritten) img.dirtyL1.add(i);
+      this.l1Unwritten.clear();
+      img.writeDirtyL1();
+      img.sync("journal");
+      // Transactions before `seq` are obsolete from now on.
+      img.file.write(journalHeader(this.seq), this.loc.offset, "journal");
+      img.sync("journal");
+      this.pos = JOURNAL_DATA_START;
+      this.pendingL2.clear();
+      this.pendingRc.clear();
+      // No record refers to the freed tables any more: they may be reused.
+      const freed = [...this.journaled];
+      this.journaled.clear();
+      for (const c of freed) if (this.refcounts.get(c) === 0) this.refcounts.noteFreed(c);
+    } finally {
+      this.busy = false;
+    }
+    this.costs.checkpoints++;
+    this.costs.checkpointMs += performance.now() - t;
+  }
+
+  report(): Record<string, number> {
+    return { ...this.costs };
+  }
+
+  override close(): void {
+    const img = this.host.image;
+    this.checkpoint();
+    img.l2Cache.onDirty = null;
+    img.l2Cache.beforeWriteHook = null;
+    this.refcounts.onChange = null;
+    this.refcounts.cache.beforeWriteHook = null;
+    this.refcounts.usedBy = null;
+    // The journal goes away: the header forgets it first (a crash in between leaks the area, no worse).
+    img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
+    img.header.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
+    img.writeHeader();
+    for (let i = 0; i < this.loc.clusters; i++) this.refcounts.change(this.loc.offset / img.clusterSize + i, -1);
+    this.refcounts.cache.writeDirty();
+    img.sync("refcount");
+  }
+}

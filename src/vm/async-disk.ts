@@ -1,0 +1,23 @@
+/**
+ * The asynchronous disk the v86 hda adapter sits on.
+ *
+ * The emulator's thread must never block, so every operation returns a promise. Implementations: the
+ * worker-served `DiskClient` (src/worker) over a qcow2 image, and `MemoryAsyncDisk` (a plain in-memory raw
+ * disk) for development and tests.
+ *
+ * Contract:
+ *  - `size` is the virtual size in bytes (a multiple of 512 for the IDE disk).
+ *  - `read(offset, length)` resolves to exactly `length` bytes. The caller may keep the array.
+ *  - `write(offset, data)` may keep a reference to `data` until it resolves; the adapter always passes a
+ *    private copy.
+ *  - `flush()` resolves when every write that resolved before it was called is durable (the meaning of
+ *    "durable" is the disk's cache mode: writethrough, writeback or unsafe).
+ *  - The adapter issues one operation at a time, in guest order, so an implementation needs no ordering
+ *    of its own.
+ */
+export interface AsyncDisk {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  flush(): Promise<void>;
+}

@@ -1,0 +1,286 @@
+/**
+ * GuestRunner: boots the refcow test guest (guest-images/) headless in Node with v86, its IDE disk on an
+ * `AsyncDisk` through the hda adapter, and drives it over the serial console.
+ *
+ *   const g = await GuestRunner.boot({ disk, onProgress: (m) => console.error(m) });
+ *   const { exitCode, output } = await g.run("dd if=/tmp/p of=/dev/sda bs=4k seek=8 oflag=direct conv=fsync");
+ *   const state = await g.saveState();        // warm-start image (the disk is not in it)
+ *   await g.destroy();
+ *   const g2 = await GuestRunner.boot({ disk, initialState: state }); // resumes at the command prompt
+ *
+ * Time: v86's guest clock is host wall-clock time, so the latencies the adapter records (submit→complete of
+ * each disk request) are real host latencies; `phase` labels them.
+ *
+ * Warm start: v86's state holds CPU, RAM and devices but no disk data; restore it over a disk in the same
+ * state as when it was saved (the guest's page cache may hold blocks of it). `saveState` stops the
+ * emulator and drains the disk queue first, because `save_state` calls the adapter's `get_state`
+ * synchronously and a pending completion would be lost.
+ */
+import { readFileSync } from "node:fs";
+import { V86, type V86Image, type V86Options } from "v86";
+import type { AsyncDisk } from "./async-disk.js";
+import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
+import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
+import { installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
+import { DONE_LINE, READY_LINE, SerialConsole } from "./serial-console.js";
+
+/**
+ * Default kernel command line.
+ *  - `console=ttyS0`: the control channel. `quiet loglevel=3`: kernel chatter off it (dmesg keeps it).
+ *  - `tsc=reliable`: no clocksource watchdog (v86's TSC is host time at a nominal 1 GHz).
+ *  - `lpj=4000000`: the delay-loop value for that TSC at HZ=250, so no calibration.
+ *  - `cryptomgr.notests`: skips the crypto self-tests (about 3.6 s of boot under v86).
+ *  - `noisapnp`: skips the ISA PnP scan (0.5 s). `nr_cpus=1`: v86 has one CPU.
+ *  - `mitigations=off nowatchdog nmi_watchdog=0`: a test rig, not a security boundary; no lockup timers.
+ */
+export const DEFAULT_CMDLINE =
+  "console=ttyS0 quiet loglevel=3 tsc=reliable lpj=4000000 cryptomgr.notests noisapnp nr_cpus=1 mitigations=off nowatchdog nmi_watchdog=0";
+
+export interface GuestRunnerOptions {
+  disk: AsyncDisk;
+  /** Guest image files (default: .cache/guest of the checkout, or $REFCOW_GUEST_DIR). */
+  image?: GuestImagePaths;
+  /** Guest RAM in MiB (default 128). A state saved with one size restores only with the same size. */
+  memoryMiB?: number;
+  /** Kernel command line (default DEFAULT_CMDLINE). */
+  cmdline?: string;
+  /** Patch FLUSH CACHE to reach the disk (default true; see ide-flush.ts). */
+  honestFlush?: boolean;
+  /** A state from `saveState()`: resume it instead of booting. */
+  initialState?: ArrayBuffer;
+  /** Time allowed to reach the command prompt, in ms (default 120 s). */
+  bootTimeoutMs?: number;
+  /** Progress messages while booting (a line each). */
+  onProgress?: (message: string) => void;
+  /** Every complete console line, as it arrives. */
+  onConsoleLine?: (line: string) => void;
+  adapter?: HdaAdapterOptions;
+}
+
+export interface RunResult {
+  exitCode: number;
+  /** What the command printed (stdout and stderr), "\r" removed. */
+  output: string;
+  /** Host time from sending the command to its REFCOW-DONE line, in ms. */
+  ms: number;
+}
+
+export class GuestRunner {
+  readonly adapter: HdaAdapter;
+  readonly console = new SerialConsole();
+  /** Host ms from constructing the emulator to the command prompt (cold boot or warm start). */
+  readyMs = 0;
+  readonly warm: boolean;
+  private emulator: V86 | undefined;
+  private flushHandle: HonestFlushHandle | undefined;
+  private loaded: Promise<void>;
+  private queue: Promise<unknown> = Promise.resolve();
+  private destroyed = false;
+  private readonly opts: GuestRunnerOptions;
+  private readonly t0: number;
+
+  /** Boots (or resumes `initialState`) and resolves at the command prompt. */
+  static async boot(options: GuestRunnerOptions): Promise<GuestRunner> {
+    const g = new GuestRunner(options);
+    try {
+      await g.ready();
+    } catch (e) {
+      await g.destroy().catch(() => undefined);
+      throw e;
+    }
+    return g;
+  }
+
+  private constructor(options: GuestRunnerOptions) {
+    this.opts = options;
+    this.warm = options.initialState !== undefined;
+    this.adapter = new HdaAdapter(options.disk, options.adapter);
+    this.adapter.phase = this.warm ? "resume" : "boot";
+    this.adapter.onError = (err) => this.console.close(new Error(`guest disk error: ${err.message}`));
+    if (options.onConsoleLine) this.console.onLine = options.onConsoleLine;
+
+    const img = options.image ?? guestImagePaths();
+    const file = (p: string): V86Image => {
+      const b = readFileSync(p);
+      return { buffer: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer };
+    };
+    const settings: V86Options = {
+      wasm_path: v86WasmPath(),
+      memory_size: (options.memoryMiB ?? 128) << 20,
+      vga_memory_size: 2 << 20, // headless: no screen; a smaller VGA RAM keeps the saved state smaller
+      bios: file(img.bios),
+      vga_bios: file(img.vgaBios),
+      bzimage: file(img.bzImage),
+      initrd: file(img.initrd),
+      cmdline: options.cmdline ?? DEFAULT_CMDLINE,
+      hda: this.adapter as unknown as V86Image,
+      autostart: true,
+      disable_keyboard: true,
+      disable_mouse: true,
+      disable_speaker: true,
+      acpi: false,
+    };
+    if (options.initialState) settings.initial_state = { buffer: options.initialState };
+    this.progress(this.warm ? "resuming saved guest state..." : "booting guest (v86, Debian i386 kernel, busybox initramfs)...");
+    this.t0 = performance.now();
+    const emulator = new V86(settings);
+    this.emulator = emulator;
+    emulator.add_listener("serial0-output-byte", (b: number) => this.console.push(b));
+    emulator.add_listener("emulator-ready", () => {
+      // Before the CPU runs its first instruction (and before a state restore).
+      if (options.honestFlush ?? true) this.flushHandle = installHonestFlush(emulator, this.adapter);
+    });
+    this.loaded = new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
+  }
+
+  private progress(msg: string): void {
+    this.opts.onProgress?.(`[guest] ${msg}`);
+  }
+
+  private async ready(): Promise<void> {
+    const timeout = this.opts.bootTimeoutMs ?? 120_000;
+    let lastReport = performance.now();
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      if (now - lastReport >= 5000) {
+        lastReport = now;
+        const s = this.adapter.summary(this.adapter.phase);
+        this.progress(`still ${this.warm ? "resuming" : "booting"}: ${((now - this.t0) / 1000).toFixed(0)} s, ${s.reads} disk reads, ${this.console.position} console bytes`);
+      }
+    }, 1000);
+    ticker.unref?.();
+    let loadTimer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        this.loaded,
+        new Promise<never>((_, reject) => {
+          loadTimer = setTimeout(() => reject(new Error(`v86 did not finish loading within ${timeout} ms`)), timeout);
+        }),
+      ]);
+      clearTimeout(loadTimer);
+      if (this.flushHandle) installHonestFlush(this.emulator, this.adapter); // idempotent; after a restore
+      if (this.warm) {
+        // The guest sits in `read` at the prompt: an empty line is a ping.
+        const from = this.console.position;
+        this.emulator!.serial0_send("\n");
+        await this.console.waitFor(DONE_LINE, from, timeout);
+      } else {
+        await this.console.waitFor(READY_LINE, 0, timeout);
+      }
+    } finally {
+      clearInterval(ticker);
+      clearTimeout(loadTimer);
+    }
+    this.readyMs = performance.now() - this.t0;
+    this.adapter.phase = "idle";
+    this.progress(`${this.warm ? "resumed" : "booted"} to the command prompt in ${(this.readyMs / 1000).toFixed(2)} s`);
+  }
+
+  /** FLUSH CACHE commands the guest sent (0 when honest flushes are off). */
+  get guestFlushes(): number {
+    return this.flushHandle?.guestFlushes ?? 0;
+  }
+
+  /** The v86 instance (for instrumentation events such as "ide-write-end"). */
+  get v86(): V86 {
+    if (!this.emulator) throw new Error("guest destroyed");
+    return this.emulator;
+  }
+
+  /** Waits for `pattern` in the console output from `from` (default: now) on. */
+  waitFor(pattern: RegExp | string, timeoutMs: number, from = this.console.position) {
+    return this.console.waitFor(pattern, from, timeoutMs);
+  }
+
+  /**
+   * Runs one shell command line in the guest (a subshell of /init's loop; stdin is /dev/null). Commands run
+   * one at a time, in call order. `phase` (optional) labels the disk requests issued meanwhile.
+   */
+  run(command: string, options: { timeoutMs?: number; phase?: string } = {}): Promise<RunResult> {
+    if (command.includes("\n")) throw new Error("run(): one command line, without newlines");
+    const p = this.queue.then(async () => {
+      if (this.destroyed) throw new Error("guest destroyed");
+      const prevPhase = this.adapter.phase;
+      if (options.phase) this.adapter.phase = options.phase;
+      const from = this.console.position;
+      const t = performance.now();
+      this.emulator!.serial0_send(command + "\n");
+      try {
+        const m = await this.console.waitFor(DONE_LINE, from, options.timeoutMs ?? 60_000);
+        // The marker's leading "\n" ends the command's last line of output.
+        const end = m.match[0].startsWith("\n") ? m.start + 1 : m.start;
+        const output = this.console.textBetween(from, end).replace(/\r/g, "");
+        return { exitCode: Number(m.match[1]), output, ms: performance.now() - t };
+      } finally {
+        if (options.phase) this.adapter.phase = prevPhase;
+      }
+    });
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Runs `command` and throws when it exits non-zero. Returns its output. */
+  async check(command: string, options: { timeoutMs?: number; phase?: string } = {}): Promise<string> {
+    const r = await this.run(command, options);
+    if (r.exitCode !== 0) throw new Error(`guest command failed (exit ${r.exitCode}): ${command}\n${r.output}`);
+    return r.output;
+  }
+
+  /** Stops the CPU and waits until no disk request is pending. */
+  async stop(): Promise<void> {
+    if (!this.emulator) return;
+    await this.loaded;
+    await this.emulator.stop();
+    await this.adapter.whenIdle();
+  }
+
+  /** Resumes after `stop()`. */
+  async resume(): Promise<void> {
+    await this.emulator?.run();
+  }
+
+  /**
+   * Saves the machine state for a warm start: stops, drains the disk queue, saves, and resumes unless
+   * `resume` is false. Call it between commands (at the prompt).
+   */
+  async saveState(options: { resume?: boolean } = {}): Promise<ArrayBuffer> {
+    await this.queue;
+    await this.stop();
+    const state = await this.emulator!.save_state();
+    if (options.resume ?? true) await this.resume();
+    return state;
+  }
+
+  /**
+   * Restores a state from `saveState()` into this emulator (same options, same disk contents). Stops and
+   * drains first; completions of requests from before the restore are dropped.
+   */
+  async restoreState(state: ArrayBuffer): Promise<void> {
+    await this.queue;
+    await this.stop();
+    await this.emulator!.restore_state(state);
+    this.adapter.invalidateCallbacks();
+    if (this.flushHandle) installHonestFlush(this.emulator, this.adapter);
+    await this.resume();
+  }
+
+  /** Stops the emulator, drains the disk and frees the emulator. The AsyncDisk is left open. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    const emulator = this.emulator;
+    this.console.close(new Error("guest destroyed"));
+    if (!emulator) return;
+    // v86 cannot be destroyed before it finished loading (it has no CPU yet); loading takes well under 10 s.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const loaded = await Promise.race([
+      this.loaded.then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 10_000))),
+    ]);
+    clearTimeout(timer);
+    if (!loaded) throw new Error("v86 did not finish loading; cannot destroy it");
+    await emulator.destroy();
+    await this.adapter.whenIdle();
+    this.emulator = undefined;
+  }
+}

@@ -1,0 +1,304 @@
+/**
+ * HdaAdapter: the custom disk object v86 gets as `hda`, over an `AsyncDisk`.
+ *
+ * What v86 (0.5.462) expects of it and how the adapter answers:
+ *
+ *  - v86 takes an object as a custom disk when it has `get`, `set` and `load`; it calls `load()` and waits
+ *    for `onload`, reads `byteLength` (sector count = byteLength / 512), awaits `get_and_cache(0, 512, cb)`
+ *    before init, then calls `get_from_cache(0, 512)` synchronously for the disk geometry. The adapter
+ *    reads the first sector in `get_and_cache` and keeps it for `get_from_cache`.
+ *  - `get(start, len, cb, {signal})`: PIO and DMA reads. The IDE stays busy until `cb(data)`; `data` must be
+ *    exactly `len` bytes. A read whose signal is aborted (device reset) before it starts is dropped.
+ *  - `set(start, data, cb)`: DMA writes complete to the guest in `cb`. PIO writes are acknowledged to the
+ *    guest *before* `set` is called, with `data` a view of a buffer the IDE reuses: the adapter copies
+ *    `data` synchronously, always.
+ *  - `flush(cb)` is not a v86 member: ATA FLUSH CACHE never reaches a v86 disk object. `installHonestFlush`
+ *    (ide-flush.ts) patches the IDE drive so the guest's flushes come here and complete in `cb`.
+ *  - `get_state()` / `set_state()` are called synchronously by `save_state` / `restore_state`. The adapter
+ *    keeps no disk data in the VM state (the disk lives in the AsyncDisk): its state is `[byteLength]`.
+ *    Quiesce first: stop the emulator, then `await whenIdle()`.
+ *
+ * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
+ * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
+ * ATA has one command per drive (no NCQ), so this costs nothing a real drive would do in parallel.
+ *
+ * Latency: each request is timed from submission (v86's call) to completion (the callback), and from the
+ * start of its service; it is recorded with the `phase` label current at submission (set by the runner).
+ */
+import type { AsyncDisk } from "./async-disk.js";
+
+export type DiskOp = "read" | "write" | "flush";
+
+export interface DiskRequestRecord {
+  op: DiskOp;
+  /** Byte offset (0 for a flush). */
+  offset: number;
+  /** Byte length (0 for a flush). */
+  length: number;
+  /** The adapter's `phase` when the request was submitted. */
+  phase: string;
+  /** performance.now() at submission, in ms. */
+  submitted: number;
+  /** Time spent queued behind earlier requests, in ms. */
+  queuedMs: number;
+  /** Submission to completion, in ms (queue wait included). */
+  latencyMs: number;
+}
+
+export interface PhaseSummary {
+  reads: number;
+  writes: number;
+  flushes: number;
+  bytesRead: number;
+  bytesWritten: number;
+  /** Sum of submit→complete latencies per op, in ms. */
+  readMs: number;
+  writeMs: number;
+  flushMs: number;
+}
+
+export interface HdaAdapterOptions {
+  /** Keep per-request records in `records` (default true). */
+  record?: boolean;
+  /** Stop keeping records after this many (counters go on; default 1,000,000). */
+  maxRecords?: number;
+}
+
+type ReadCb = (data: Uint8Array) => void;
+type DoneCb = () => void;
+
+interface Request {
+  op: DiskOp;
+  offset: number;
+  length: number;
+  data?: Uint8Array;
+  cb: ReadCb | DoneCb;
+  phase: string;
+  submitted: number;
+  generation: number;
+  signal?: AbortSignal;
+}
+
+const SECTOR = 512;
+
+export class HdaAdapter {
+  readonly byteLength: number;
+  /** Set by v86 before load(). */
+  onload?: (e: object) => void;
+  onprogress?: (e: object) => void;
+
+  /** Label recorded with each request (the runner sets it: "boot", "workload", ...). */
+  phase = "boot";
+  /** Per-request records (see `takeRecords`). */
+  records: DiskRequestRecord[] = [];
+  readonly phases = new Map<string, PhaseSummary>();
+  /** The first error an operation of the disk raised; the request's callback was not called. */
+  failure: Error | undefined;
+  /** Called on every failed disk operation. */
+  onError?: (err: Error, op: DiskOp, offset: number, length: number) => void;
+
+  private readonly queue: Request[] = [];
+  private head = 0;
+  private running = false;
+  private idleWaiters: Array<() => void> = [];
+  private generation = 0;
+  private mbr: Uint8Array | undefined;
+  private readonly keepRecords: boolean;
+  private readonly maxRecords: number;
+
+  constructor(
+    readonly disk: AsyncDisk,
+    options: HdaAdapterOptions = {},
+  ) {
+    if (disk.size % SECTOR !== 0) throw new RangeError(`disk size ${disk.size} is not a multiple of ${SECTOR}`);
+    this.byteLength = disk.size;
+    this.keepRecords = options.record ?? true;
+    this.maxRecords = options.maxRecords ?? 1_000_000;
+  }
+
+  // ---- v86 interface --------------------------------------------------------------------------------
+
+  load(): void {
+    this.onload?.({});
+  }
+
+  get(start: number, len: number, cb: ReadCb, options?: { signal?: AbortSignal }): void {
+    this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
+  }
+
+  set(start: number, data: Uint8Array, cb: DoneCb): void {
+    // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion. Copy now.
+    this.submit({ op: "write", offset: start, length: data.length, data: data.slice(), cb });
+  }
+
+  get_and_cache(start: number, len: number, cb: ReadCb): void {
+    this.get(start, len, (data) => {
+      if (start === 0 && len === SECTOR) this.mbr = data.slice();
+      cb(data);
+    });
+  }
+
+  get_from_cache(start: number, len: number): Uint8Array | undefined {
+    return start === 0 && len === SECTOR ? this.mbr : undefined;
+  }
+
+  get_buffer(cb: (buffer?: ArrayBuffer) => void): void {
+    cb(undefined); // the disk is not one buffer; v86 only asks for it from its browser UI
+  }
+
+  get_state(): unknown[] {
+    if (!this.idle) {
+      this.fail(new Error("hda get_state() while disk requests are in flight: stop the emulator and await whenIdle() first"), "read", 0, 0);
+    }
+    return [this.byteLength];
+  }
+
+  set_state(state: unknown[]): void {
+    // Completions of requests issued before the restore belong to a machine state that no longer exists.
+    this.generation++;
+    if (!Array.isArray(state) || state[0] !== this.byteLength) {
+      this.fail(new Error(`hda set_state: saved disk size ${String(Array.isArray(state) ? state[0] : state)} != ${this.byteLength}`), "read", 0, 0);
+    }
+  }
+
+  // ---- refcow extensions ----------------------------------------------------------------------------
+
+  /** Queue a flush behind every request submitted so far; `cb` runs when `AsyncDisk.flush()` resolved. */
+  flush(cb: DoneCb): void {
+    this.submit({ op: "flush", offset: 0, length: 0, cb });
+  }
+
+  /** Requests queued or running. */
+  get pending(): number {
+    return this.queue.length - this.head + (this.running ? 1 : 0);
+  }
+
+  get idle(): boolean {
+    return !this.running && this.queue.length === this.head;
+  }
+
+  /** Resolves when no request is queued or running. */
+  whenIdle(): Promise<void> {
+    if (this.idle) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Drop the callbacks of every request submitted so far (they still run against the disk). */
+  invalidateCallbacks(): void {
+    this.generation++;
+  }
+
+  /** Returns the records kept so far and starts a new list. */
+  takeRecords(): DiskRequestRecord[] {
+    const r = this.records;
+    this.records = [];
+    return r;
+  }
+
+  summary(phase: string): PhaseSummary {
+    let s = this.phases.get(phase);
+    if (!s) {
+      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0 };
+      this.phases.set(phase, s);
+    }
+    return s;
+  }
+
+  // ---- queue ------------------------------------------------------------------------------------------
+
+  private submit(r: Omit<Request, "phase" | "submitted" | "generation">): void {
+    const req = r as Request;
+    req.phase = this.phase;
+    req.submitted = performance.now();
+    req.generation = this.generation;
+    if (req.op !== "flush" && (req.offset % SECTOR !== 0 || req.length % SECTOR !== 0 || req.offset < 0 || req.offset + req.length > this.byteLength)) {
+      // v86 checks bounds before calling us; this would be a bug in the caller.
+      this.fail(new RangeError(`hda ${req.op} [${req.offset}, +${req.length}) is unaligned or outside the ${this.byteLength}-byte disk`), req.op, req.offset, req.length);
+      return;
+    }
+    this.queue.push(req);
+    if (!this.running) {
+      this.running = true;
+      void this.pump();
+    }
+  }
+
+  private async pump(): Promise<void> {
+    while (this.head < this.queue.length) {
+      const req = this.queue[this.head]!;
+      this.queue[this.head++] = undefined as unknown as Request;
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        this.queue.splice(0, this.head);
+        this.head = 0;
+      }
+      await this.serve(req);
+    }
+    this.queue.length = 0;
+    this.head = 0;
+    this.running = false;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private async serve(req: Request): Promise<void> {
+    if (req.op === "read" && req.signal?.aborted) return; // the IDE was reset; nobody waits for it
+    const started = performance.now();
+    let result: Uint8Array | undefined;
+    try {
+      if (req.op === "read") {
+        result = await this.disk.read(req.offset, req.length);
+        if (result.length !== req.length) throw new Error(`disk read returned ${result.length} bytes, ${req.length} asked`);
+      } else if (req.op === "write") {
+        await this.disk.write(req.offset, req.data!);
+      } else {
+        await this.disk.flush();
+      }
+    } catch (e) {
+      this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
+      return; // the guest sees a hung command (and, after its timeout, resets the drive)
+    }
+    const done = performance.now();
+    this.account(req, started, done);
+    if (req.generation !== this.generation) return;
+    try {
+      if (req.op === "read") (req.cb as ReadCb)(result!);
+      else (req.cb as DoneCb)();
+    } catch (e) {
+      this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
+    }
+  }
+
+  private account(req: Request, started: number, done: number): void {
+    const latency = done - req.submitted;
+    const s = this.summary(req.phase);
+    if (req.op === "read") {
+      s.reads++;
+      s.bytesRead += req.length;
+      s.readMs += latency;
+    } else if (req.op === "write") {
+      s.writes++;
+      s.bytesWritten += req.length;
+      s.writeMs += latency;
+    } else {
+      s.flushes++;
+      s.flushMs += latency;
+    }
+    if (this.keepRecords && this.records.length < this.maxRecords) {
+      this.records.push({
+        op: req.op,
+        offset: req.offset,
+        length: req.length,
+        phase: req.phase,
+        submitted: req.submitted,
+        queuedMs: started - req.submitted,
+        latencyMs: latency,
+      });
+    }
+  }
+
+  private fail(err: Error, op: DiskOp, offset: number, length: number): void {
+    this.failure ??= err;
+    this.onError?.(err, op, offset, length);
+  }
+}
