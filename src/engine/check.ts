@@ -47,54 +47,90 @@ interface Walk {
 }
 
 export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
-  const first = scan(img);
-  if (!repair || (first.leaks === 0 && first.corruptions === 0)) return publicResult(first);
-
+  if (!repair) return publicResult(scan(img, true));
+  // Repair follows qemu-img: counts first (a count of 0 for a referenced cluster means a rebuild, other
+  // mismatches are fixed in place when the mode allows), then COPIED flags against the repaired counts.
+  const first = scan(img, false);
   const rc = img.refcounts;
-  const walk = first.walk;
-  const messages: string[] = [];
+  const messages: string[] = [...first.messages];
   let leaksFixed = 0;
   let corruptionsFixed = 0;
-  const tooLow = first.mismatches.some(([, onDisk, ref]) => onDisk < ref);
-  const copiedErrors = first.copiedErrors;
-  if (repair === "all" && (tooLow || first.structureErrors)) {
-    messages.push("Rebuilding refcount structure");
-    img.flushMetadata();
-    const counts = walk.refs.counts.subarray(0, walk.refs.max + 1);
-    rc.rebuild(counts);
-    corruptionsFixed += first.mismatches.filter(([, d, r]) => d < r).length;
-    leaksFixed += first.mismatches.filter(([, d, r]) => d > r).length;
-  } else {
-    for (const [c, onDisk, ref] of first.mismatches) {
-      if (onDisk > ref || repair === "all") {
-        rc.set(c, ref);
-        if (onDisk > ref) leaksFixed++;
-        else corruptionsFixed++;
-      }
+  let rebuild = first.structureErrors > 0;
+  for (const [c, onDisk, ref] of first.mismatches) {
+    if (onDisk === 0 && ref > 0) {
+      rebuild = true;
+      messages.push(`ERROR cluster ${c} refcount=${onDisk} reference=${ref}`);
+    } else if (onDisk > ref) {
+      messages.push(`Repairing cluster ${c} refcount=${onDisk} reference=${ref}`);
+      rc.set(c, ref);
+      leaksFixed++;
+    } else if (repair === "all") {
+      messages.push(`Repairing cluster ${c} refcount=${onDisk} reference=${ref}`);
+      rc.set(c, ref);
+      corruptionsFixed++;
+    } else {
+      messages.push(`ERROR cluster ${c} refcount=${onDisk} reference=${ref}`);
     }
   }
-  // COPIED flags follow the repaired counts (QEMU checks them after fixing refcounts): "all" fixes them;
-  // "leaks" too when nothing else is wrong (QEMU 3.0+).
-  if (repair === "all" || first.corruptions === copiedErrors) {
-    recomputeCopied(img);
-    corruptionsFixed += copiedErrors;
+  const zeroCounted = first.mismatches.filter(([, d, r]) => d === 0 && r > 0).length;
+  if (rebuild && repair === "all") {
+    messages.push("Rebuilding refcount structure");
+    img.flushMetadata();
+    const oldTable = { offset: rc.tableOffset, clusters: rc.tableClusters, blocks: rc.table.filter((b) => b) };
+    rc.rebuild(first.walk.refs.counts.subarray(0, first.walk.refs.max + 1));
+    // The old refcount structures are not referenced any more: QEMU reports them as repaired leaks.
+    const old = new Set<number>(oldTable.blocks.map((b) => b / img.clusterSize));
+    for (let i = 0; i < oldTable.clusters; i++) old.add(oldTable.offset / img.clusterSize + i);
+    for (const c of [...old].sort((a, b) => a - b)) messages.push(`Repairing cluster ${c} refcount=1 reference=0`);
+    corruptionsFixed += zeroCounted;
+  }
+  // COPIED flags follow the repaired counts ("leaks" fixes them only when nothing else is wrong).
+  if (repair === "all" || first.corruptions === 0) {
+    const fixed = fixCopied(img);
+    messages.push(...fixed.map((m) => `Repairing ${m}`));
+    corruptionsFixed += fixed.length;
   }
   img.flushMetadata();
   if (img.refcounts.cache.hasDirty()) {
     img.refcounts.cache.writeDirty();
-    img.sync();
+    img.sync("refcount");
   }
-  const second = scan(img);
-  if (repair === "all" && second.corruptions === 0 && second.leaks === 0 && img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT)) {
+  const after = scan(img, true);
+  if (repair === "all" && after.corruptions === 0 && after.leaks === 0 && img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT)) {
     img.header.incompatibleFeatures &= ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT);
     img.writeHeader();
   }
-  return {
-    ...publicResult(second),
-    corruptionsFixed,
-    leaksFixed,
-    messages: [...first.messages.map((m) => m.replace(/^(Leaked cluster|ERROR cluster)/, "Repairing cluster")), ...messages, ...second.messages],
-  };
+  return { ...publicResult(after), corruptionsFixed, leaksFixed, messages };
+}
+
+/** Sets the COPIED flags of the active tables from the counts; returns a description of each change. */
+function fixCopied(img: Qcow2Image): string[] {
+  const cs = img.clusterSize;
+  const rc = img.refcounts;
+  const out: string[] = [];
+  for (let i = 0; i < img.l1.length; i++) {
+    const l2 = img.l1[i];
+    if (!l2) continue;
+    const count = rc.get(l2 / cs);
+    if ((count === 1) !== img.l1Copied[i]) out.push(`OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hexEntry(l2, img.l1Copied[i])} refcount=${count}`);
+    for (let s = 0; s < cs; s += img.sliceBytes) {
+      const buf = img.l2Cache.get(l2 + s);
+      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      for (let j = 0; j < img.sliceEntries; j++) {
+        const e = img.l2.decode(view, j);
+        if (e.type !== ClusterType.Normal && e.type !== ClusterType.ZeroAlloc) continue;
+        const n = rc.get(e.offset / cs);
+        if ((n === 1) !== e.copied) out.push(`OFLAG_COPIED data cluster: l2_entry=${hexEntry(e.offset, e.copied)} refcount=${n}`);
+      }
+    }
+  }
+  recomputeCopied(img);
+  return out;
+}
+
+/** An L1/L2 entry as qemu-img prints it: hexadecimal, with the COPIED bit. */
+function hexEntry(offset: number, copied: boolean): string {
+  return ((BigInt(offset) | (copied ? 1n << 63n : 0n))).toString(16);
 }
 
 function publicResult(s: Scan): CheckResult {
@@ -109,7 +145,11 @@ interface Scan extends CheckResult {
   structureErrors: number;
 }
 
-function scan(img: Qcow2Image): Scan {
+/**
+ * One pass over the image. `withCopied` (a report, not a repair pass): print each count mismatch and also
+ * compare COPIED flags with the on-disk counts.
+ */
+function scan(img: Qcow2Image, withCopied: boolean): Scan {
   const cs = img.clusterSize;
   const h = img.header;
   const walk: Walk = { refs: new References(), messages: [], corruptions: 0, allocated: 0, fragmented: 0, compressed: 0, copiedChecks: [] };
@@ -162,16 +202,16 @@ function scan(img: Qcow2Image): Scan {
     mismatches.push([c, onDisk, ref]);
     if (onDisk < ref) {
       corruptions++;
-      messages.push(`ERROR cluster ${c} refcount=${onDisk} reference=${ref}`);
+      if (withCopied) messages.push(`ERROR cluster ${c} refcount=${onDisk} reference=${ref}`);
     } else {
       leaks++;
-      messages.push(`Leaked cluster ${c} refcount=${onDisk} reference=${ref}`);
+      if (withCopied) messages.push(`Leaked cluster ${c} refcount=${onDisk} reference=${ref}`);
     }
   }
   // Refcounts of clusters past the file end without a reference are leaks QEMU also reports (refblocks cover them).
   // COPIED flags of the active layer.
   let copiedErrors = 0;
-  for (const [c, flag, what] of walk.copiedChecks) {
+  for (const [c, flag, what] of withCopied ? walk.copiedChecks : []) {
     let onDisk: number;
     try {
       onDisk = rc.get(c);
@@ -181,7 +221,7 @@ function scan(img: Qcow2Image): Scan {
     if ((onDisk === 1) !== flag) {
       copiedErrors++;
       corruptions++;
-      messages.push(`ERROR OFLAG_COPIED ${what}: refcount=${onDisk}`);
+      messages.push(`ERROR OFLAG_COPIED ${what} refcount=${onDisk}`);
     }
   }
   for (const block of rc.table) {
@@ -217,7 +257,7 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
     const l2Offset = l1[i];
     if (!l2Offset) continue;
     walk.refs.add(l2Offset / cs);
-    if (active) walk.copiedChecks.push([l2Offset / cs, img.l1Copied[i], `L2 cluster: l1_index=${i} l1_entry=${l2Offset.toString(16)}`]);
+    if (active) walk.copiedChecks.push([l2Offset / cs, img.l1Copied[i], `L2 cluster: l1_index=${i} l1_entry=${hexEntry(l2Offset, img.l1Copied[i])}`]);
     for (let s = 0; s < cs; s += img.sliceBytes) {
       let buf: Uint8Array;
       try {
@@ -239,11 +279,13 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
           if (active && inDisk) {
             walk.allocated++;
             walk.compressed++;
+            // As QEMU counts them: compressed clusters are fragmented by nature.
+            walk.fragmented++;
           }
         } else if (e.offset) {
           walk.refs.add(e.offset / cs);
           if (active) {
-            walk.copiedChecks.push([e.offset / cs, e.copied, `data cluster: l2_entry=${(e.offset + (e.copied ? 2 ** 63 : 0)).toString(16)}`]);
+            walk.copiedChecks.push([e.offset / cs, e.copied, `data cluster: l2_entry=${hexEntry(e.offset, e.copied)}`]);
             if (inDisk) {
               walk.allocated++;
               if (nextContiguous && e.offset !== nextContiguous) walk.fragmented++;

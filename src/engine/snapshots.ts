@@ -48,7 +48,6 @@ function vmStateIndex(img: Qcow2Image): number {
 
 export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCreateOptions): SnapshotInfo {
   if (!name) throw new SnapshotError("snapshot name must not be empty");
-  if (img.snapshots.some((s) => s.name === name)) throw new SnapshotError(`snapshot '${name}' already exists`);
   if (img.snapshots.length >= MAX_SNAPSHOTS) throw new SnapshotError(`too many snapshots (at most ${MAX_SNAPSHOTS})`);
   if (img.refcounts.codec.max < 2) throw new SnapshotError(`internal snapshots need refcounts of at least 2 bits (image has ${img.refcounts.codec.bits})`);
   const cs = img.clusterSize;
@@ -90,7 +89,7 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
     vmClockNsec: opts.vmClockNsec ?? 0,
     vmStateSize: vmState?.length ?? 0,
     diskSize: img.size,
-    icount: undefined,
+    icount: opts.icount,
     unknownExtra: new Uint8Array(0),
   };
   writeSnapshotTable(img, [...img.snapshots, entry]);

@@ -65,6 +65,8 @@ export interface SnapshotCreateOptions {
   /** Guest VM state to store in the snapshot's VM-state area (as QEMU's savevm does). */
   vmState?: Uint8Array;
   vmClockNsec?: number;
+  /** Guest instruction count to record (qemu-img records 0; undefined records "none"). */
+  icount?: number;
   date?: Date;
 }
 
