@@ -277,5 +277,6 @@ mods_json=$(printf '"%s", ' "${ORDER[@]}")
 } >"$TMP/manifest.json"
 
 for f in "${OUTPUTS[@]}"; do mv -f "$TMP/$f" "$OUT/$f"; done
+rm -rf "$X" # ~200 MB of extracted kernel package; a rebuild extracts the cached .debs again
 log "built in $OUT: kernel $KVER ($(dpkg-deb -f "$KDEB" Version)), busybox $(dpkg-deb -f "$BDEB" Version), seabios $(dpkg-deb -f "$SDEB" Version)"
 log "initramfs $(stat -c %s "$OUT/initramfs.cpio") bytes, bzImage $(stat -c %s "$OUT/bzImage") bytes"
