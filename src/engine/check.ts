@@ -52,27 +52,12 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
   // mismatches are fixed in place when the mode allows), then COPIED flags against the repaired counts.
   const first = scan(img, false);
   const rc = img.refcounts;
+  // First the findings, as a report (qemu-img's first compare pass).
   const messages: string[] = [...first.messages];
+  for (const [c, onDisk, ref] of first.mismatches) messages.push(`${onDisk < ref ? "ERROR" : "Leaked"} cluster ${c} refcount=${onDisk} reference=${ref}`);
   let leaksFixed = 0;
   let corruptionsFixed = 0;
-  let rebuild = first.structureErrors > 0;
-  for (const [c, onDisk, ref] of first.mismatches) {
-    if (onDisk === 0 && ref > 0) {
-      rebuild = true;
-      messages.push(`ERROR cluster ${c} refcount=${onDisk} reference=${ref}`);
-    } else if (onDisk > ref) {
-      messages.push(`Repairing cluster ${c} refcount=${onDisk} reference=${ref}`);
-      rc.set(c, ref);
-      leaksFixed++;
-    } else if (repair === "all") {
-      messages.push(`Repairing cluster ${c} refcount=${onDisk} reference=${ref}`);
-      rc.set(c, ref);
-      corruptionsFixed++;
-    } else {
-      messages.push(`ERROR cluster ${c} refcount=${onDisk} reference=${ref}`);
-    }
-  }
-  const zeroCounted = first.mismatches.filter(([, d, r]) => d === 0 && r > 0).length;
+  const rebuild = first.structureErrors > 0 || first.mismatches.some(([, d, r]) => d === 0 && r > 0);
   if (rebuild && repair === "all") {
     messages.push("Rebuilding refcount structure");
     img.flushMetadata();
@@ -82,7 +67,18 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
     const old = new Set<number>(oldTable.blocks.map((b) => b / img.clusterSize));
     for (let i = 0; i < oldTable.clusters; i++) old.add(oldTable.offset / img.clusterSize + i);
     for (const c of [...old].sort((a, b) => a - b)) messages.push(`Repairing cluster ${c} refcount=1 reference=0`);
-    corruptionsFixed += zeroCounted;
+    corruptionsFixed += first.mismatches.filter(([, d, r]) => d < r).length;
+    leaksFixed += first.mismatches.filter(([, d, r]) => d > r).length;
+  } else {
+    // Then the fixes the mode allows (qemu-img's second compare pass).
+    for (const [c, onDisk, ref] of first.mismatches) {
+      const fixable = onDisk !== 0 && (onDisk > ref || repair === "all");
+      messages.push(`${fixable ? "Repairing" : onDisk < ref ? "ERROR" : "Leaked"} cluster ${c} refcount=${onDisk} reference=${ref}`);
+      if (!fixable) continue;
+      rc.set(c, ref);
+      if (onDisk > ref) leaksFixed++;
+      else corruptionsFixed++;
+    }
   }
   // COPIED flags follow the repaired counts ("leaks" fixes them only when nothing else is wrong).
   if (repair === "all" || first.corruptions === 0) {

@@ -40,7 +40,8 @@ export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number
     n = Math.min(n, (i + 1) * sc - inCluster);
     const bit = 1 << i;
     kind = m.alloc & bit ? "data" : m.zero & bit ? "zero" : "unalloc";
-    host = kind === "data" ? e.offset + inCluster : 0;
+    // QEMU also gives the host offset of unallocated subclusters inside an allocated cluster.
+    host = kind === "zero" ? 0 : e.offset ? e.offset + inCluster : 0;
   } else {
     switch (e.type) {
       case ClusterType.Normal:
@@ -70,7 +71,7 @@ export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number
     if (b && offset < b.size) {
       return { status: { depth: depth + 1, present: true, zero: false, data: true, compressed: false }, length: Math.min(n, b.size - offset) };
     }
-    return { status: { depth: b ? depth + 1 : depth, present: false, zero: true, data: false, compressed: false }, length: n };
+    return { status: { depth: b ? depth + 1 : depth, present: false, zero: true, data: false, compressed: false, offset: host || undefined }, length: n };
   }
   if (kind === "zero") return { status: { depth, present: true, zero: true, data: false, compressed: false, offset: host || undefined }, length: n };
   if (kind === "compressed") return { status: { depth, present: true, zero: false, data: true, compressed: true }, length: n };
