@@ -142,6 +142,15 @@ interface Scan extends CheckResult {
 }
 
 /**
+ * The standard reference count of every host cluster, computed from the tables (what a rebuild writes):
+ * header, L1 tables, L2 tables and data of every view, snapshot table, refcount table and blocks.
+ */
+export function referenceCounts(img: Qcow2Image): Uint32Array {
+  const refs = scan(img, false).walk.refs;
+  return refs.counts.slice(0, refs.max + 1);
+}
+
+/**
  * One pass over the image. `withCopied` (a report, not a repair pass): print each count mismatch and also
  * compare COPIED flags with the on-disk counts.
  */

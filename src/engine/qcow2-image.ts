@@ -101,6 +101,8 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal */ l2Cache: MetadataCache;
   /** @internal */ scheme: RefcountScheme;
   /** @internal */ snapshots: SnapshotEntry[];
+  /** Autoclear bits as they were at open (the engine clears them on a writable open). @internal */
+  openedAutoclear = 0n;
   private closed = false;
   /** The scheme's hooks apply only once it is attached (after any repair at open). */
   private schemeAttached = false;
@@ -293,6 +295,7 @@ export class Qcow2Image implements VirtualDisk {
     }
     if (!this.readOnly) {
       let rewrite = false;
+      this.openedAutoclear = h.autoclearFeatures;
       if (h.autoclearFeatures & ~AUTOCLEAR_KNOWN) {
         // A writer that does not maintain what an autoclear bit promises must clear it (QEMU does the same).
         h.autoclearFeatures &= AUTOCLEAR_KNOWN;

@@ -4,6 +4,7 @@ import { EagerScheme } from "./eager.js";
 import { LazyScheme } from "./lazy.js";
 import { LazyCountScheme } from "./lazy-count.js";
 import { JournalScheme } from "./journal.js";
+import { OwnerScheme } from "./owner.js";
 import type { RefcountScheme } from "./scheme.js";
 
 const SCHEMES: Record<string, () => RefcountScheme> = {
@@ -11,6 +12,7 @@ const SCHEMES: Record<string, () => RefcountScheme> = {
   lazy: () => new LazyScheme(),
   "lazy-count": () => new LazyCountScheme(),
   journal: () => new JournalScheme(),
+  owner: () => new OwnerScheme(),
 };
 
 export const SCHEME_NAMES = Object.keys(SCHEMES);

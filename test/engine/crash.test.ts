@@ -14,6 +14,7 @@ import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { Qcow2Image } from "../../src/engine/qcow2-image.js";
 import type { CacheMode } from "../../src/engine/types.js";
+import { SnapshotError } from "../../src/engine/errors.js";
 
 const CS = 4096;
 const SIZE = 64 * CS;
@@ -94,7 +95,13 @@ function runWorkload(scheme: string, cache: CacheMode, seed: number, steps: numb
       const names = [...snaps.keys()];
       const name = names[Math.floor(rnd() * names.length)];
       touches.push({ at, start: 0, end: 0, everything: true });
-      img.snapshotDelete(name);
+      try {
+        img.snapshotDelete(name);
+      } catch (e) {
+        // The owner scheme refuses to delete a snapshot with several children: nothing changes.
+        if (!(e instanceof SnapshotError)) throw e;
+        continue;
+      }
       snaps.delete(name);
       durable();
       continue;
@@ -150,7 +157,7 @@ function verifyCrashes(scheme: string, cache: CacheMode, seed: number, steps: nu
 }
 
 describe("crash consistency", () => {
-  for (const scheme of ["eager", "lazy", "lazy-count", "journal"]) {
+  for (const scheme of ["eager", "lazy", "lazy-count", "journal", "owner"]) {
     for (const cache of ["writeback", "writethrough"] as CacheMode[]) {
       it(`${scheme}/${cache}: every crash state recovers with acknowledged data intact`, () => {
         let total = 0;
