@@ -1,0 +1,186 @@
+/**
+ * What makes each scheme what it is, checked through the I/O it does (the accounting wrapper), and the clean
+ * images every one of them leaves for QEMU.
+ */
+import { afterAll, describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
+import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { SCHEME_NAMES } from "../../src/schemes/index.js";
+import type { CostBreakdown } from "../../src/engine/types.js";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-schemes-"));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+const CS = 65536;
+
+function qemuCheck(file: string): number {
+  try {
+    execFileSync("qemu-img", ["check", file], { stdio: "pipe" });
+    return 0;
+  } catch (e) {
+    return (e as { status: number }).status;
+  }
+}
+
+function writes(stats: CostBreakdown, purpose: string): number {
+  return (stats as Record<string, { writes: number }>)[purpose]?.writes ?? 0;
+}
+
+function flushes(stats: CostBreakdown): number {
+  return Object.values(stats).reduce((a, c) => a + (c?.flushes ?? 0), 0);
+}
+
+/** An image with 32 allocated clusters and one snapshot, open with `scheme`. */
+function prepared(name: string, scheme: string, cache: "writeback" | "writethrough" = "writeback") {
+  const file = path.join(dir, `${name}.qcow2`);
+  createImagePath(file, { size: 64 * CS });
+  const img = openImagePath(file, { scheme, cache }) as Qcow2Image;
+  for (let i = 0; i < 32; i++) img.write(i * CS, new Uint8Array(4096).fill(i + 1));
+  img.flush();
+  return { file, img };
+}
+
+describe("refcount schemes", () => {
+  it("registers the five schemes", () => {
+    expect(SCHEME_NAMES.sort()).toEqual(["eager", "journal", "lazy", "lazy-count", "owner"]);
+  });
+
+  for (const scheme of SCHEME_NAMES) {
+    it(`${scheme}: post-snapshot writes copy, and the closed image is plain qcow2 that QEMU reads the same`, () => {
+      const { file, img } = prepared(`plain-${scheme}`, scheme);
+      img.snapshotCreate("s");
+      for (let i = 0; i < 32; i++) img.write(i * CS + 4096, new Uint8Array(4096).fill(0xee));
+      img.close();
+      expect(qemuCheck(file)).toBe(0);
+      const raw = path.join(dir, `plain-${scheme}.raw`);
+      execFileSync("qemu-img", ["convert", "-l", "snapshot.name=s", "-O", "raw", file, raw]);
+      const snap = fs.readFileSync(raw);
+      execFileSync("qemu-img", ["convert", "-O", "raw", file, raw]);
+      const active = fs.readFileSync(raw);
+      for (let i = 0; i < 32; i++) {
+        expect(snap[i * CS]).toBe(i + 1);
+        expect(snap[i * CS + 4096]).toBe(0);
+        expect(active[i * CS]).toBe(i + 1);
+        expect(active[i * CS + 4096]).toBe(0xee);
+      }
+      // Only standard features are left: no dirty bit, no journal bit.
+      const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", file]).toString());
+      expect(info["dirty-flag"]).toBe(false);
+    });
+  }
+
+  it("eager orders each allocating writethrough write with refcount and L2 flushes; lazy needs no refcount write", () => {
+    for (const scheme of ["eager", "lazy"]) {
+      const { img } = prepared(`wt-${scheme}`, scheme, "writethrough");
+      img.resetStats();
+      img.write(40 * CS, new Uint8Array(4096).fill(7));
+      const st = img.stats();
+      if (scheme === "eager") {
+        expect(writes(st, "refcount")).toBe(1);
+        expect(flushes(st)).toBe(2);
+      } else {
+        expect(writes(st, "refcount")).toBe(0);
+        expect(flushes(st)).toBe(1);
+      }
+      img.close();
+    }
+  });
+
+  it("lazy-count writes no refcount on the write path, even after a snapshot, and reports its conversion", () => {
+    const prep = prepared("lc", "lazy-count");
+    prep.img.close();
+    // Reopened: the conversion at open takes the 32 active clusters (and their L2 table) off the counts.
+    const img = openImagePath(prep.file, { scheme: "lazy-count" }) as Qcow2Image;
+    img.snapshotCreate("s");
+    img.resetStats();
+    for (let i = 0; i < 32; i++) img.write(i * CS, new Uint8Array(4096).fill(9));
+    img.flush();
+    expect(writes(img.stats(), "refcount")).toBe(0);
+    expect(writes(img.stats(), "cow-write")).toBe(32);
+    img.close();
+    const report = img.scheme.report?.() ?? {};
+    expect(report.openConvertClusters).toBeGreaterThan(0);
+    expect(report.closeConvertClusters).toBeGreaterThan(32);
+  });
+
+  it("journal commits each writeback flush with one journal write and no table written in place", () => {
+    const { img } = prepared("jr", "journal");
+    img.snapshotCreate("s");
+    img.resetStats();
+    for (let i = 0; i < 32; i++) img.write(i * CS, new Uint8Array(4096).fill(9));
+    img.flush();
+    const st = img.stats();
+    expect(writes(st, "journal")).toBe(1);
+    expect(writes(st, "refcount")).toBe(0);
+    expect(writes(st, "l2")).toBe(1); // the copy of the shared L2 table, written whole when it is made
+    img.close();
+    expect((img.scheme.report?.() ?? {}).transactions).toBeGreaterThan(0);
+  });
+
+  it("journal: QEMU refuses an image whose journal was not checkpointed, and refcow replays it", () => {
+    const { file, img } = prepared("jr-crash", "journal");
+    img.write(50 * CS, new Uint8Array(4096).fill(0x42));
+    img.flush();
+    // Simulate a crash: the process goes away without closing (the file is left as it is on disk).
+    const copy = path.join(dir, "jr-crash-copy.qcow2");
+    fs.copyFileSync(file, copy);
+    img.close();
+    let err = "";
+    try {
+      execFileSync("qemu-img", ["info", copy], { stdio: "pipe" });
+    } catch (e) {
+      err = String((e as { stderr: Buffer }).stderr);
+    }
+    expect(err).toMatch(/refcow journal/);
+    const re = openImagePath(copy, { scheme: "eager" }) as Qcow2Image;
+    expect(re.read(50 * CS, 1)[0]).toBe(0x42);
+    re.close();
+    expect(qemuCheck(copy)).toBe(0);
+  });
+
+  it("owner: snapshot create does no per-cluster work; delete merges into the only child and refuses two", () => {
+    const { file, img } = prepared("ow", "owner");
+    img.resetStats();
+    img.snapshotCreate("a");
+    const st = img.stats();
+    expect(writes(st, "refcount")).toBe(0);
+    expect(writes(st, "l2")).toBe(0);
+    img.write(0, new Uint8Array(4096).fill(0x55)); // the active layer diverges from "a"
+    img.snapshotCreate("b"); // child of "a"'s node
+    img.snapshotApply("a"); // a second child of "a"
+    expect(() => img.snapshotDelete("a")).toThrow(/2 children/);
+    img.snapshotDelete("b"); // "b" has one child? no: its active child went away with apply
+    img.snapshotDelete("a"); // now "a" has one child: the active layer
+    img.close();
+    expect(qemuCheck(file)).toBe(0);
+    // The owner table survives a clean close: the next open does not rebuild it.
+    const again = openImagePath(file, { scheme: "owner" }) as Qcow2Image;
+    expect((again.scheme.report?.() ?? {}).openRebuilt).toBe(0);
+    again.close();
+    // A writer that does not know the table (QEMU) clears its autoclear bit: refcow rebuilds it.
+    execFileSync("qemu-io", ["-c", "write -P 0x11 1M 64k", file], { stdio: "pipe" });
+    const rebuilt = openImagePath(file, { scheme: "owner" }) as Qcow2Image;
+    expect((rebuilt.scheme.report?.() ?? {}).openRebuilt).toBe(1);
+    expect(rebuilt.read(1 << 20, 1)[0]).toBe(0x11);
+    rebuilt.close();
+    expect(qemuCheck(file)).toBe(0);
+  });
+
+  it("converting between schemes is reopening with another scheme", () => {
+    const { file, img } = prepared("conv", "eager");
+    img.snapshotCreate("s");
+    img.close();
+    for (const scheme of ["lazy", "lazy-count", "journal", "owner", "eager"]) {
+      const im = openImagePath(file, { scheme }) as Qcow2Image;
+      im.write(60 * CS, new Uint8Array(512).fill(scheme.length));
+      im.close();
+      expect(qemuCheck(file)).toBe(0);
+      const ro = openImagePath(file, { readOnly: true }) as Qcow2Image;
+      expect(ro.read(60 * CS, 1)[0]).toBe(scheme.length);
+      ro.close();
+    }
+  });
+});
