@@ -7,6 +7,8 @@ import * as readline from "node:readline";
 import { allValues, hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
 import { type CacheMode, Qcow2Image } from "../engine.js";
+import type { CostBreakdown } from "../../engine/types.js";
+import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
 import { qcow2SpecificHuman } from "../info-output.js";
 import { type IoContext, type IoTarget, runIoCommand } from "../io-commands.js";
@@ -65,11 +67,13 @@ export function diskTarget(disk: Disk, readOnly: boolean): IoTarget {
 }
 
 /**
- * Opens the image `io` runs its commands against. This is where the worker-served path plugs in: when
- * `opts.inProcess` is false and a worker pool is available, open the image in a worker and return a
- * target whose calls go through the request ring. For now every image is served in this thread.
+ * Opens the image `io` runs its commands against: served by a worker thread through the request ring by
+ * default, in this thread with --in-process (or -s).
  */
 export async function openForIo(path: string, opts: IoOpenOptions): Promise<OpenedIoTarget> {
+  // Served from a worker thread through the request ring, unless asked otherwise (or -s, whose private
+  // in-memory view lives in this thread).
+  if (!opts.inProcess && !opts.snapshot) return openServedForIo(path, opts);
   const opened = openImage({
     path,
     format: opts.format,
@@ -84,6 +88,40 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
     stats: disk instanceof Qcow2Image ? () => disk.stats() : undefined,
     warning: probedRawWarning(opened, opts.readOnly || opts.snapshot),
     close: () => disk.close(),
+  };
+}
+
+async function openServedForIo(path: string, opts: IoOpenOptions): Promise<OpenedIoTarget> {
+  // Probe in this thread first (read-only): the same open errors and warning as in-process, and `info`.
+  const probe = openImage({ path, format: opts.format, readOnly: true, cache: opts.cache });
+  const warning = probedRawWarning(probe, opts.readOnly);
+  const description = diskTarget(probe.disk, true).describe();
+  const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
+  probe.disk.close();
+  const client = await openServedImage(path, { scheme: opts.scheme, cache: opts.cache, readOnly: opts.readOnly, format });
+  let lastStats: CostBreakdown | undefined;
+  return {
+    target: {
+      size: client.size,
+      readOnly: opts.readOnly,
+      read: (offset, length) => client.read(offset, length),
+      write: (offset, data) => client.write(offset, data),
+      writeZeroes: (offset, length, o) => client.writeZeroes(offset, length, o),
+      discard: (offset, length) => client.discard(offset, length),
+      flush: () => client.flush(),
+      describe: () => description,
+    },
+    // The worker's counters as of just before close (the write-back at close is not in them).
+    stats: format === "qcow2" ? () => lastStats ?? {} : undefined,
+    warning,
+    close: async () => {
+      try {
+        if (format === "qcow2") lastStats = (await client.stats()) as CostBreakdown;
+        await client.close();
+      } finally {
+        await closeAllWorkers();
+      }
+    },
   };
 }
 
