@@ -271,7 +271,6 @@ export class OwnerScheme implements RefcountScheme {
     const child = this.newNodeId();
     this.nodes.set(child, { id: child, parent: frozen.id, legacy: false, snapshot: "" });
     this.active = child;
-    for (let i = 0; i < img.l1.length; i++) img.l1Copied[i] = false;
     if (vmState && vmState.length) dropActiveVmState(img);
     return toInfo(entry);
   }
