@@ -374,6 +374,9 @@ export class Qcow2Image implements VirtualDisk {
       if ((e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && e.offset % this.clusterSize) {
         throw new ImageFormatError(`L2 table entry at host offset 0x${(offset + i * this.l2.entryBytes).toString(16)} points to unaligned host offset 0x${e.offset.toString(16)}`);
       }
+      if (e.type === ClusterType.Unallocated && e.copied && !this.l2.extended) {
+        throw new ImageFormatError(`L2 table entry at host offset 0x${(offset + i * this.l2.entryBytes).toString(16)} has the COPIED flag without a cluster`);
+      }
       if (e.type === ClusterType.Compressed && e.copied) {
         throw new ImageFormatError(`compressed L2 entry at host offset 0x${(offset + i * this.l2.entryBytes).toString(16)} has the COPIED flag`);
       }
@@ -1008,13 +1011,16 @@ export class Qcow2Image implements VirtualDisk {
     // Nothing cached may reach the disk before the bit is durable... and nothing pending may be lost.
     this.flushMetadata();
     this.setDirtyBit(true);
-    const result = op();
-    this.flushMetadata();
-    if (!wasDirty && !this.scheme.keepsDirty) {
-      this.refcounts.cache.writeDirty();
-      this.setDirtyBit(false);
+    try {
+      return op();
+    } finally {
+      // Also when the operation was refused (an unknown snapshot...): it changed nothing.
+      this.flushMetadata();
+      if (!wasDirty && !this.scheme.keepsDirty) {
+        this.refcounts.cache.writeDirty();
+        this.setDirtyBit(false);
+      }
     }
-    return result;
   }
 
   snapshotList(): SnapshotInfo[] {
