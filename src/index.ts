@@ -15,3 +15,5 @@ export { MemoryFile } from "./io/memory-file.js";
 export { NodeFile } from "./io/node-file.js";
 export { AccountingFile, diffCosts } from "./io/accounting-file.js";
 export { SCHEME_NAMES, createScheme, type RefcountScheme } from "./schemes/index.js";
+export { openServedImage, closeAllWorkers, ImagePool, ImageLockError, DiskClient, WorkerError } from "./worker/index.js";
+export type { ServedImageOptions, RequestTiming, Timed } from "./worker/index.js";
