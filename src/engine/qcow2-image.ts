@@ -710,8 +710,11 @@ export class Qcow2Image implements VirtualDisk {
     if (!old || !this.scheme.mayWriteInPlace(this.l1Copied[l1i], old / this.clusterSize, "l2")) {
       const fresh = this.scheme.allocate(1, "l2");
       const table = new Uint8Array(this.clusterSize);
-      if (old) this.file.read(table, old, "l2"); // the cached slices are written first at every flush; read through them
-      if (old) this.overlayCachedSlices(old, table);
+      if (old) {
+        // The table as the active layer sees it: on disk, with whatever the cache holds newer.
+        this.file.read(table, old, "l2");
+        this.overlayCachedSlices(old, table);
+      }
       // The new table is written whole right away (it is not referenced until the L1 entry is written).
       this.file.write(table, fresh, "l2");
       this.l2Cache.dropRange(fresh, fresh + this.clusterSize);
@@ -727,8 +730,8 @@ export class Qcow2Image implements VirtualDisk {
   /** Copies the cached (possibly dirty) slices of the L2 table at `offset` over `table`. */
   private overlayCachedSlices(offset: number, table: Uint8Array): void {
     for (let s = 0; s < this.clusterSize; s += this.sliceBytes) {
-      // get() reads from disk on a miss, which gives the same bytes the table already has.
-      table.set(this.l2Cache.get(offset + s), s);
+      const cached = this.l2Cache.peek(offset + s);
+      if (cached) table.set(cached, s);
     }
   }
 
