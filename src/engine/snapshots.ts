@@ -50,20 +50,13 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
   if (!name) throw new SnapshotError("snapshot name must not be empty");
   if (img.snapshots.length >= MAX_SNAPSHOTS) throw new SnapshotError(`too many snapshots (at most ${MAX_SNAPSHOTS})`);
   if (img.refcounts.codec.max < 2) throw new SnapshotError(`internal snapshots need refcounts of at least 2 bits (image has ${img.refcounts.codec.bits})`);
-  const cs = img.clusterSize;
   const vmState = opts.vmState;
   if (vmState && vmState.length) img.writeGuest(img.vmStateOffset, vmState);
   img.flushMetadata();
   ensureHeadroom(img, img.l1, "create the snapshot");
 
   // 1. The snapshot's copy of the active L1 table.
-  const l1Size = img.l1.length;
-  const l1Bytes = l1Size * 8;
-  const l1Offset = l1Size ? img.scheme.allocate(Math.ceil(l1Bytes / cs), "meta") : 0;
-  const raw = new Uint8Array(l1Bytes);
-  const v = new DataView(raw.buffer);
-  for (let i = 0; i < l1Size; i++) encodeL1(v, i * 8, img.l1[i], false);
-  if (l1Bytes) img.file.write(raw, l1Offset, "l1");
+  const { l1Offset, l1Size } = copyActiveL1(img);
 
   // 2. One more reference on everything the active layer reaches; nothing in it is exclusive any more.
   const copied = img.scheme.maintainsCopied;
@@ -77,9 +70,30 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
   img.flushMetadata();
 
   // 3. The new snapshot table, then the header that points to it.
-  const now = opts.date ?? new Date();
-  const ms = now.getTime();
-  const entry: SnapshotEntry = {
+  const entry = newEntry(img, name, l1Offset, l1Size, opts);
+  writeSnapshotTable(img, [...img.snapshots, entry]);
+
+  // 4. The VM state belongs to the snapshot only.
+  if (vmState && vmState.length) dropActiveVmState(img);
+  return toInfo(entry);
+}
+
+/** Writes a copy of the active L1 table (COPIED flags clear) to new clusters, for a snapshot entry. */
+export function copyActiveL1(img: Qcow2Image): { l1Offset: number; l1Size: number } {
+  const l1Size = img.l1.length;
+  const l1Bytes = l1Size * 8;
+  const l1Offset = l1Size ? img.scheme.allocate(Math.ceil(l1Bytes / img.clusterSize), "meta") : 0;
+  const raw = new Uint8Array(l1Bytes);
+  const v = new DataView(raw.buffer);
+  for (let i = 0; i < l1Size; i++) encodeL1(v, i * 8, img.l1[i], false);
+  if (l1Bytes) img.file.write(raw, l1Offset, "l1");
+  return { l1Offset, l1Size };
+}
+
+/** A snapshot table entry for a snapshot taken now. */
+export function newEntry(img: Qcow2Image, name: string, l1Offset: number, l1Size: number, opts: SnapshotCreateOptions): SnapshotEntry {
+  const ms = (opts.date ?? new Date()).getTime();
+  return {
     l1TableOffset: l1Offset,
     l1Size,
     id: String(nextId(img)),
@@ -87,16 +101,36 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
     dateSec: Math.floor(ms / 1000),
     dateNsec: (ms % 1000) * 1_000_000,
     vmClockNsec: opts.vmClockNsec ?? 0,
-    vmStateSize: vmState?.length ?? 0,
+    vmStateSize: opts.vmState?.length ?? 0,
     diskSize: img.size,
     icount: opts.icount,
     unknownExtra: new Uint8Array(0),
   };
-  writeSnapshotTable(img, [...img.snapshots, entry]);
+}
 
-  // 4. The VM state belongs to the snapshot only.
-  if (vmState && vmState.length) dropActiveVmState(img);
-  return toInfo(entry);
+/**
+ * For schemes whose active layer is not counted on disk: makes the snapshot's tables the active layer by
+ * writing its L1 entries (up to the VM-state area) over the active L1 table, durably, COPIED flags clear.
+ * Reference counts are the caller's business.
+ */
+export function replaceActiveL1(img: Qcow2Image, sn: SnapshotEntry): void {
+  if (sn.diskSize !== undefined && sn.diskSize !== img.size) {
+    throw new SnapshotError(`snapshot '${sn.name}' has a different disk size (${sn.diskSize} bytes, image has ${img.size}); resizing on apply is not supported`);
+  }
+  img.flushMetadata();
+  const snL1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
+  const wanted = snL1.slice(0, Math.min(snL1.length, vmStateIndex(img)));
+  if (wanted.length > img.l1.length) img.resizeL1(wanted.length);
+  const raw = new Uint8Array(img.l1.length * 8);
+  const v = new DataView(raw.buffer);
+  for (let i = 0; i < img.l1.length; i++) {
+    img.l1[i] = i < wanted.length ? wanted[i] : 0;
+    img.l1Copied[i] = false;
+    encodeL1(v, i * 8, img.l1[i], false);
+  }
+  img.dirtyL1.clear();
+  img.file.write(raw, img.header.l1TableOffset, "l1");
+  img.sync("l1");
 }
 
 export function nextId(img: Qcow2Image): number {

@@ -15,9 +15,7 @@
  * COPIED flags recomputed) and clears the bit; the conversion's cost (both ways) is reported.
  */
 import { performance } from "node:perf_hooks";
-import { encodeL1 } from "../format/l1l2.js";
-import { SnapshotError } from "../engine/errors.js";
-import { ensureHeadroom, forEachReference, findSnapshot, recomputeCopied } from "../engine/snapshots.js";
+import { ensureHeadroom, forEachReference, findSnapshot, recomputeCopied, replaceActiveL1 } from "../engine/snapshots.js";
 import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
 
 export class LazyCountScheme implements RefcountScheme {
@@ -105,25 +103,10 @@ export class LazyCountScheme implements RefcountScheme {
   snapshotApply(idOrName: string): void {
     const img = this.host.image;
     const sn = findSnapshot(img, idOrName);
-    if (sn.diskSize !== undefined && sn.diskSize !== img.size) {
-      throw new SnapshotError(`snapshot '${sn.name}' has a different disk size (${sn.diskSize} bytes, image has ${img.size}); resizing on apply is not supported`);
-    }
-    img.flushMetadata();
     const snL1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
-    const limit = img.vmStateOffset / (img.clusterSize * img.l2Entries);
-    const wanted = snL1.slice(0, Math.min(snL1.length, limit));
-    ensureHeadroom(img, wanted, "apply the snapshot");
-    if (wanted.length > img.l1.length) img.resizeL1(wanted.length);
-    const raw = new Uint8Array(img.l1.length * 8);
-    const v = new DataView(raw.buffer);
-    for (let i = 0; i < img.l1.length; i++) {
-      img.l1[i] = i < wanted.length ? wanted[i] : 0;
-      img.l1Copied[i] = false;
-      encodeL1(v, i * 8, img.l1[i], false);
-    }
-    img.dirtyL1.clear();
-    img.file.write(raw, img.header.l1TableOffset, "l1");
-    img.sync("l1");
+    // The new active layer's references will be counted at close: they must fit then.
+    ensureHeadroom(img, snL1.slice(0, img.vmStateOffset / (img.clusterSize * img.l2Entries)), "apply the snapshot");
+    replaceActiveL1(img, sn);
     // Only now may the old active layer's clusters be reused.
     const old = this.active;
     this.active = new Uint8Array(old.length);

@@ -26,17 +26,18 @@
 import { performance } from "node:perf_hooks";
 import { alignUp } from "../format/bytes.js";
 import { AUTOCLEAR_REFCOW_OWNER } from "../format/features.js";
-import { encodeL1 } from "../format/l1l2.js";
 import { snapshotTableSize } from "../format/snapshot-table.js";
 import { referenceCounts } from "../engine/check.js";
 import { SnapshotError } from "../engine/errors.js";
 import type { Qcow2Image } from "../engine/qcow2-image.js";
 import {
+  copyActiveL1,
   dropActiveVmState,
   findSnapshot,
   forEachReference,
-  nextId,
+  newEntry,
   recomputeCopied,
+  replaceActiveL1,
   toInfo,
   writeSnapshotTable,
 } from "../engine/snapshots.js";
@@ -237,32 +238,13 @@ export class OwnerScheme implements RefcountScheme {
   snapshotCreate(name: string, opts: SnapshotCreateOptions): SnapshotInfo {
     const img = this.img;
     if (!name) throw new SnapshotError("snapshot name must not be empty");
-    const cs = img.clusterSize;
     this.checkWidth();
     const vmState = opts.vmState;
     if (vmState && vmState.length) img.writeGuest(img.vmStateOffset, vmState);
     img.flushMetadata();
     // The snapshot's copy of the active L1 table; no cluster count changes.
-    const l1Size = img.l1.length;
-    const l1Offset = l1Size ? img.scheme.allocate(Math.ceil((l1Size * 8) / cs), "meta") : 0;
-    const raw = new Uint8Array(l1Size * 8);
-    const v = new DataView(raw.buffer);
-    for (let i = 0; i < l1Size; i++) encodeL1(v, i * 8, img.l1[i], false);
-    if (l1Size) img.file.write(raw, l1Offset, "l1");
-    const ms = (opts.date ?? new Date()).getTime();
-    const entry = {
-      l1TableOffset: l1Offset,
-      l1Size,
-      id: String(nextId(img)),
-      name,
-      dateSec: Math.floor(ms / 1000),
-      dateNsec: (ms % 1000) * 1_000_000,
-      vmClockNsec: opts.vmClockNsec ?? 0,
-      vmStateSize: vmState?.length ?? 0,
-      diskSize: img.size,
-      icount: opts.icount,
-      unknownExtra: new Uint8Array(0),
-    };
+    const { l1Offset, l1Size } = copyActiveL1(img);
+    const entry = newEntry(img, name, l1Offset, l1Size, opts);
     img.sync("l1");
     writeSnapshotTable(img, [...img.snapshots, entry]);
     // The active node freezes into the snapshot; a new child node becomes the active layer.
@@ -300,25 +282,8 @@ export class OwnerScheme implements RefcountScheme {
   snapshotApply(idOrName: string): void {
     const img = this.img;
     const sn = findSnapshot(img, idOrName);
-    if (sn.diskSize !== undefined && sn.diskSize !== img.size) {
-      throw new SnapshotError(`snapshot '${sn.name}' has a different disk size (${sn.diskSize} bytes, image has ${img.size}); resizing on apply is not supported`);
-    }
     const node = [...this.nodes.values()].find((n) => n.snapshot === sn.id)!;
-    img.flushMetadata();
-    const snL1 = this.snapshotL1(sn.id);
-    const limit = img.vmStateOffset / (img.clusterSize * img.l2Entries);
-    const wanted = snL1.slice(0, Math.min(snL1.length, limit));
-    if (wanted.length > img.l1.length) img.resizeL1(wanted.length);
-    const raw = new Uint8Array(img.l1.length * 8);
-    const v = new DataView(raw.buffer);
-    for (let i = 0; i < img.l1.length; i++) {
-      img.l1[i] = i < wanted.length ? wanted[i] : 0;
-      img.l1Copied[i] = false;
-      encodeL1(v, i * 8, img.l1[i], false);
-    }
-    img.dirtyL1.clear();
-    img.file.write(raw, img.header.l1TableOffset, "l1");
-    img.sync("l1");
+    replaceActiveL1(img, sn);
     // The old active layer is discarded: its own clusters are free now that nothing on disk points to them.
     const old = this.active;
     for (let c = 0; c < this.owner.length; c++) if (this.owner[c] === old) this.setOwner(c, 0);
