@@ -14,6 +14,7 @@ import { infoCommand } from "./commands/info.js";
 import { ioCommand } from "./commands/io.js";
 import { mapCommand } from "./commands/map.js";
 import { snapshotCommand } from "./commands/snapshot.js";
+import { BENCH_USAGE, benchCommand } from "./commands/bench.js";
 import { CliError, messageOf, UsageError } from "./errors.js";
 import { HELP } from "./help.js";
 
@@ -38,7 +39,8 @@ export const commands: Record<string, Command> = {
   compare: builtin("compare", compareCommand),
   map: builtin("map", mapCommand),
   io: builtin("io", ioCommand),
-  // bench, run, experiment: registered by their owners.
+  bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv) => benchCommand(argv) },
+  // run, experiment: registered by their owners.
 };
 
 export function registerCommand(name: string, command: Command): void {

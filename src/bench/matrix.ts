@@ -1,0 +1,345 @@
+/**
+ * The write-after-snapshot benchmark: refcow (every scheme) vs QEMU (`qemu-img bench`, standard and
+ * lazy_refcounts) vs a raw file, in the same run, on the same workload.
+ *
+ * Workload `rand4k-per-cluster`: N clusters of 64 KiB, each allocated beforehand; then 4 KiB writes, one per
+ * cluster in random order, in phase `in-place` (overwriting) and phase `post-snapshot` (right after an
+ * internal snapshot, so every write hits a shared cluster). Workload `seq`: the same writes in cluster order.
+ * In writeback a flush follows every 64 writes and the last one; its time is part of `amortized_us` (phase
+ * time / writes), not of the per-write median. Every refcow figure comes with the per-write I/O breakdown.
+ */
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { diffCosts } from "../io/accounting-file.js";
+import { createImagePath, openImagePath } from "../engine/open-path.js";
+import type { Qcow2Image } from "../engine/qcow2-image.js";
+import type { CacheMode, CostBreakdown } from "../engine/types.js";
+import { SCHEME_NAMES } from "../schemes/index.js";
+import { closeAllWorkers, openServedImage } from "../worker/index.js";
+
+export const CLUSTER = 65536;
+export const WRITE = 4096;
+export const FLUSH_EVERY = 64;
+
+export interface BenchOptions {
+  clusters: number;
+  reps: number;
+  schemes: string[];
+  caches: CacheMode[];
+  workloads: ("rand4k-per-cluster" | "seq")[];
+  qemu: boolean;
+  inProcess: boolean;
+  /** Allocated sizes (bytes) for the snapshot/open/close timings; empty to skip. */
+  opSizes: number[];
+  dir: string;
+  progress: (msg: string) => void;
+}
+
+export interface PurposeRow {
+  ops: number;
+  bytes: number;
+  flushes: number;
+  us: number;
+}
+
+export interface ResultRow {
+  source: "refcow" | "qemu" | "raw";
+  scheme: string;
+  cache: CacheMode | "n/a";
+  workload: string;
+  phase: string;
+  median_us: number;
+  p99_us: number | null;
+  amortized_us: number;
+  runs: number;
+  size_bytes?: number;
+  breakdown?: Record<string, PurposeRow>;
+}
+
+/** The operations a benchmark needs, served in-process or by a worker. */
+interface BenchDisk {
+  write(offset: number, data: Uint8Array): void | Promise<void>;
+  flush(): void | Promise<void>;
+  snapshotCreate(name: string): unknown;
+  stats(): CostBreakdown | Promise<CostBreakdown>;
+  close(): void | Promise<void>;
+}
+
+async function openBenchDisk(file: string, scheme: string, cache: CacheMode, inProcess: boolean): Promise<BenchDisk> {
+  if (inProcess) {
+    const img = openImagePath(file, { scheme, cache }) as Qcow2Image;
+    return img;
+  }
+  const c = await openServedImage(file, { scheme, cache });
+  return {
+    write: (o, d) => c.write(o, d),
+    flush: () => c.flush(),
+    snapshotCreate: (n) => c.snapshotCreate(n),
+    stats: async () => ((await c.stats()) ?? {}) as CostBreakdown,
+    close: () => c.close(),
+  };
+}
+
+function order(n: number, workload: string, seed: number): number[] {
+  const idx = Array.from({ length: n }, (_, i) => i);
+  if (workload === "seq") return idx;
+  let s = seed >>> 0 || 1;
+  for (let i = n - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return idx;
+}
+
+export function quantile(xs: number[], q: number): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+const nowUs = () => Number(process.hrtime.bigint()) / 1000;
+
+async function phase(disk: BenchDisk, cache: CacheMode, offsets: number[], data: Uint8Array): Promise<{ lat: number[]; totalUs: number }> {
+  const lat: number[] = [];
+  const t0 = nowUs();
+  for (let i = 0; i < offsets.length; i++) {
+    const t = nowUs();
+    await disk.write(offsets[i], data);
+    lat.push(nowUs() - t);
+    if (cache === "writeback" && ((i + 1) % FLUSH_EVERY === 0 || i === offsets.length - 1)) await disk.flush();
+  }
+  return { lat, totalUs: nowUs() - t0 };
+}
+
+function perWrite(costs: CostBreakdown, writes: number): Record<string, PurposeRow> {
+  const out: Record<string, PurposeRow> = {};
+  for (const [k, c] of Object.entries(costs)) {
+    if (!c) continue;
+    out[k] = {
+      ops: (c.reads + c.writes) / writes,
+      bytes: (c.readBytes + c.writeBytes) / writes,
+      flushes: c.flushes / writes,
+      us: c.timeNs / 1000 / writes,
+    };
+  }
+  return out;
+}
+
+function addBreakdown(a: Record<string, PurposeRow>, b: Record<string, PurposeRow>, reps: number): void {
+  for (const [k, v] of Object.entries(b)) {
+    const t = (a[k] ??= { ops: 0, bytes: 0, flushes: 0, us: 0 });
+    t.ops += v.ops / reps;
+    t.bytes += v.bytes / reps;
+    t.flushes += v.flushes / reps;
+    t.us += v.us / reps;
+  }
+}
+
+async function refcowRows(opts: BenchOptions, scheme: string, cache: CacheMode, workload: string): Promise<ResultRow[]> {
+  const n = opts.clusters;
+  const data = new Uint8Array(WRITE).fill(0xa5);
+  const acc: Record<string, { lat: number[]; total: number; breakdown: Record<string, PurposeRow> }> = {};
+  for (let rep = 0; rep < opts.reps; rep++) {
+    const file = path.join(opts.dir, `refcow-${scheme}-${cache}-${workload}-${rep}.qcow2`);
+    createImagePath(file, { size: n * CLUSTER });
+    // Allocate every cluster first (not measured).
+    const prep = openImagePath(file, { cache: "writeback" });
+    const fill = new Uint8Array(CLUSTER).fill(1);
+    for (let c = 0; c < n; c++) prep.write(c * CLUSTER, fill);
+    prep.close();
+    const disk = await openBenchDisk(file, scheme, cache, opts.inProcess);
+    const offsets = order(n, workload, 1234 + rep).map((c) => c * CLUSTER + WRITE);
+    for (const ph of ["in-place", "post-snapshot"]) {
+      if (ph === "post-snapshot") {
+        await disk.snapshotCreate("s");
+        await disk.flush();
+      }
+      const before = await disk.stats();
+      const r = await phase(disk, cache, offsets, data);
+      const after = await disk.stats();
+      const a = (acc[ph] ??= { lat: [], total: 0, breakdown: {} });
+      a.lat.push(...r.lat);
+      a.total += r.totalUs / n / opts.reps;
+      addBreakdown(a.breakdown, perWrite(diffCosts(after, before), n), opts.reps);
+    }
+    await disk.close();
+    fs.rmSync(file, { force: true });
+  }
+  return Object.entries(acc).map(([ph, a]) => ({
+    source: "refcow",
+    scheme,
+    cache,
+    workload,
+    phase: ph,
+    median_us: quantile(a.lat, 0.5),
+    p99_us: quantile(a.lat, 0.99),
+    amortized_us: a.total,
+    runs: opts.reps,
+    breakdown: a.breakdown,
+  }));
+}
+
+/** qemu-img bench is sequential with a step: one 4 KiB write per cluster, in cluster order. */
+function qemuRows(opts: BenchOptions, flavour: "std" | "lazy_refcounts", cache: CacheMode): ResultRow[] {
+  const n = opts.clusters;
+  const times: Record<string, number[]> = { "in-place": [], "post-snapshot": [] };
+  for (let rep = 0; rep < opts.reps; rep++) {
+    const file = path.join(opts.dir, `qemu-${flavour}-${cache}-${rep}.qcow2`);
+    const o = flavour === "lazy_refcounts" ? "cluster_size=65536,lazy_refcounts=on" : "cluster_size=65536";
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-o", o, file, String(n * CLUSTER)]);
+    execFileSync("qemu-io", ["-c", `write -P 1 0 ${n * CLUSTER}`, file], { stdio: "ignore" });
+    for (const ph of ["in-place", "post-snapshot"]) {
+      if (ph === "post-snapshot") execFileSync("qemu-img", ["snapshot", "-c", "s", file]);
+      const args = ["bench", "-w", "-t", cache, "-s", String(WRITE), "-S", String(CLUSTER), "-o", String(WRITE), "-c", String(n), "-d", "1", "-f", "qcow2"];
+      if (cache === "writeback") args.push(`--flush-interval=${FLUSH_EVERY}`);
+      const out = execFileSync("qemu-img", [...args, file]).toString();
+      const m = /Run completed in ([\d.]+) seconds/.exec(out);
+      if (m) times[ph].push((Number(m[1]) * 1e6) / n);
+    }
+    fs.rmSync(file, { force: true });
+  }
+  return Object.entries(times).map(([ph, t]) => ({
+    source: "qemu",
+    scheme: flavour,
+    cache,
+    workload: "seq",
+    phase: ph,
+    median_us: quantile(t, 0.5),
+    p99_us: null,
+    amortized_us: quantile(t, 0.5),
+    runs: t.length,
+  }));
+}
+
+function rawRows(opts: BenchOptions, cache: CacheMode, workload: string): ResultRow[] {
+  const n = opts.clusters;
+  const lat: number[] = [];
+  let total = 0;
+  const data = new Uint8Array(WRITE).fill(0xa5);
+  for (let rep = 0; rep < opts.reps; rep++) {
+    const file = path.join(opts.dir, `raw-${cache}-${rep}.img`);
+    fs.writeFileSync(file, new Uint8Array(n * CLUSTER).fill(1));
+    const fd = fs.openSync(file, "r+");
+    const offsets = order(n, workload, 1234 + rep).map((c) => c * CLUSTER + WRITE);
+    const t0 = nowUs();
+    for (let i = 0; i < n; i++) {
+      const t = nowUs();
+      fs.writeSync(fd, data, 0, WRITE, offsets[i]);
+      if (cache === "writethrough") fs.fdatasyncSync(fd);
+      lat.push(nowUs() - t);
+      if (cache === "writeback" && ((i + 1) % FLUSH_EVERY === 0 || i === n - 1)) fs.fdatasyncSync(fd);
+    }
+    total += (nowUs() - t0) / n / opts.reps;
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+  return [{ source: "raw", scheme: "none", cache, workload, phase: "in-place", median_us: quantile(lat, 0.5), p99_us: quantile(lat, 0.99), amortized_us: total, runs: opts.reps }];
+}
+
+/** Snapshot create/apply/delete, open, close and recovery (open of an image left dirty) per scheme and size. */
+function opRows(opts: BenchOptions, scheme: string, size: number): ResultRow[] {
+  const rows: ResultRow[] = [];
+  const times: Record<string, number[]> = {};
+  const time = (name: string, f: () => void) => {
+    const t = nowUs();
+    f();
+    (times[name] ??= []).push(nowUs() - t);
+  };
+  for (let rep = 0; rep < opts.reps; rep++) {
+    const file = path.join(opts.dir, `ops-${scheme}-${size}-${rep}.qcow2`);
+    createImagePath(file, { size });
+    const prep = openImagePath(file, { cache: "unsafe" });
+    const sector = new Uint8Array(512).fill(3);
+    for (let off = 0; off < size; off += CLUSTER) prep.write(off, sector); // every cluster allocated
+    prep.close();
+    let img!: Qcow2Image;
+    time("open", () => (img = openImagePath(file, { scheme }) as Qcow2Image));
+    time("snapshot-create", () => img.snapshotCreate("a"));
+    img.write(0, new Uint8Array(WRITE));
+    time("snapshot-apply", () => img.snapshotApply("a"));
+    img.snapshotCreate("b");
+    time("snapshot-delete", () => img.snapshotDelete("b"));
+    img.write(CLUSTER, new Uint8Array(WRITE));
+    img.flush();
+    const crashed = `${file}.crashed`;
+    fs.copyFileSync(file, crashed); // what a killed process leaves after its last flush
+    time("close", () => img.close());
+    time("recovery", () => openImagePath(crashed, { scheme }).close());
+    fs.rmSync(file, { force: true });
+    fs.rmSync(crashed, { force: true });
+  }
+  for (const [name, t] of Object.entries(times)) {
+    rows.push({ source: "refcow", scheme, cache: "writeback", workload: "snapshot-ops", phase: name, median_us: quantile(t, 0.5), p99_us: null, amortized_us: quantile(t, 0.5), runs: t.length, size_bytes: size });
+  }
+  return rows;
+}
+
+export async function runMatrix(opts: BenchOptions): Promise<ResultRow[]> {
+  const rows: ResultRow[] = [];
+  fs.mkdirSync(opts.dir, { recursive: true });
+  try {
+    for (const workload of opts.workloads) {
+      for (const cache of opts.caches) {
+        for (const scheme of opts.schemes) {
+          opts.progress(`refcow ${scheme} ${cache} ${workload}`);
+          rows.push(...(await refcowRows(opts, scheme, cache, workload)));
+        }
+        opts.progress(`raw file ${cache} ${workload}`);
+        rows.push(...rawRows(opts, cache, workload));
+      }
+    }
+    if (opts.qemu) {
+      for (const cache of opts.caches) {
+        for (const flavour of ["std", "lazy_refcounts"] as const) {
+          opts.progress(`qemu-img bench ${flavour} ${cache}`);
+          rows.push(...qemuRows(opts, flavour, cache));
+        }
+      }
+    }
+    for (const size of opts.opSizes) {
+      for (const scheme of opts.schemes) {
+        opts.progress(`snapshot/open/close timings: ${scheme}, ${size >> 20} MiB allocated`);
+        rows.push(...opRows(opts, scheme, size));
+      }
+    }
+  } finally {
+    await closeAllWorkers();
+  }
+  return rows;
+}
+
+export function defaultOptions(quick: boolean): BenchOptions {
+  return {
+    clusters: quick ? 300 : 2000,
+    reps: quick ? 1 : 3,
+    schemes: [...SCHEME_NAMES],
+    caches: ["writethrough", "writeback"],
+    workloads: quick ? ["rand4k-per-cluster"] : ["rand4k-per-cluster", "seq"],
+    qemu: true,
+    inProcess: false,
+    opSizes: quick ? [64 << 20, 256 << 20] : [1 << 30, 16 * 2 ** 30],
+    dir: path.join(os.tmpdir(), `refcow-bench-${process.pid}`),
+    progress: () => {},
+  };
+}
+
+export function machine(dir: string): Record<string, string> {
+  const sh = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(cmd, args, { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+    } catch {
+      return "unknown";
+    }
+  };
+  const cpu = fs.readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
+  return {
+    cpu: `${cpu} (${os.cpus().length} cores)`,
+    kernel: os.release(),
+    filesystem: sh("stat", ["-f", "-c", "%T", dir]),
+    node: process.version,
+    qemu: sh("qemu-img", ["--version"]).split("\n")[0],
+  };
+}

@@ -1,0 +1,62 @@
+/**
+ * refcow bench — the write-after-snapshot matrix (every scheme, both cache modes, QEMU and a raw file in the
+ * same run), or with --ring the request ring's round trip against an in-process call.
+ */
+import * as fs from "node:fs";
+import { execFileSync } from "node:child_process";
+import type { CacheMode } from "../../engine/types.js";
+import { defaultOptions, machine, runMatrix } from "../../bench/matrix.js";
+import { table, writeOutputs, answer } from "../../bench/report.js";
+import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
+import { UsageError } from "../errors.js";
+
+export const BENCH_USAGE =
+  "bench [--quick] [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq] [--clusters N] [--reps N] [--no-qemu] [--no-ops] [--in-process] | --ring";
+
+export async function benchCommand(argv: string[]): Promise<number> {
+  if (argv.includes("--ring")) {
+    process.stdout.write(formatRingBench(await runRingBench({ requests: argv.includes("--quick") ? 5000 : 20000 })) + "\n");
+    return 0;
+  }
+  const opts = defaultOptions(argv.includes("--quick"));
+  let out: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new UsageError(`${a} needs a value`);
+      return x;
+    };
+    if (a === "--quick") continue;
+    else if (a === "--out") out = v();
+    else if (a === "--schemes") opts.schemes = v().split(",");
+    else if (a === "--cache") opts.caches = v().split(",") as CacheMode[];
+    else if (a === "--workloads") opts.workloads = v().split(",") as typeof opts.workloads;
+    else if (a === "--clusters") opts.clusters = Math.max(1, Number(v()));
+    else if (a === "--reps") opts.reps = Math.max(1, Number(v()));
+    else if (a === "--dir") opts.dir = v();
+    else if (a === "--no-qemu") opts.qemu = false;
+    else if (a === "--no-ops") opts.opSizes = [];
+    else if (a === "--in-process") opts.inProcess = true;
+    else throw new UsageError(`unknown option '${a}'`);
+  }
+  if (opts.qemu) {
+    try {
+      execFileSync("qemu-img", ["--version"], { stdio: "ignore" });
+    } catch {
+      process.stderr.write("refcow: qemu-img not found: QEMU rows left out (install qemu-utils)\n");
+      opts.qemu = false;
+    }
+  }
+  const started = Date.now();
+  opts.progress = (m) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
+  const rows = await runMatrix(opts);
+  process.stdout.write(table(rows));
+  process.stdout.write(`\n${answer(rows)}\n`);
+  if (out) {
+    writeOutputs(out, rows, machine(opts.dir), { ...opts, progress: undefined });
+    process.stderr.write(`results written to ${out}/results.json and ${out}/report.md\n`);
+  }
+  fs.rmSync(opts.dir, { recursive: true, force: true });
+  return 0;
+}

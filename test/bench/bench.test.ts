@@ -1,0 +1,41 @@
+/** The benchmark matrix on a tiny workload: every source, scheme, cache mode and phase lands in results.json. */
+import { afterAll, describe, expect, it } from "vitest";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { defaultOptions, machine, runMatrix } from "../../src/bench/matrix.js";
+import { answer, table, writeOutputs } from "../../src/bench/report.js";
+import { SCHEME_NAMES } from "../../src/schemes/index.js";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-benchtest-"));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe("benchmark matrix", () => {
+  it("writes results.json with every row the report needs", async () => {
+    const opts = { ...defaultOptions(true), clusters: 20, reps: 1, opSizes: [8 << 20], dir: path.join(dir, "images") };
+    const rows = await runMatrix(opts);
+    writeOutputs(path.join(dir, "out"), rows, machine(dir), { clusters: 20 });
+    const results = JSON.parse(fs.readFileSync(path.join(dir, "out", "results.json"), "utf8"));
+    expect(Object.keys(results.machine).sort()).toEqual(["cpu", "filesystem", "kernel", "node", "qemu"]);
+    for (const r of results.rows) {
+      for (const k of ["source", "scheme", "cache", "workload", "phase", "median_us", "p99_us", "runs"]) expect(r).toHaveProperty(k);
+    }
+    for (const scheme of SCHEME_NAMES) {
+      for (const cache of ["writethrough", "writeback"]) {
+        for (const phase of ["in-place", "post-snapshot"]) {
+          const row = results.rows.find((r: { source: string; scheme: string; cache: string; phase: string }) => r.source === "refcow" && r.scheme === scheme && r.cache === cache && r.phase === phase);
+          expect(row, `${scheme} ${cache} ${phase}`).toBeDefined();
+          expect(row.breakdown["guest-data"] ?? row.breakdown["cow-write"]).toBeDefined();
+        }
+      }
+      for (const op of ["open", "snapshot-create", "snapshot-apply", "snapshot-delete", "close", "recovery"]) {
+        expect(results.rows.some((r: { scheme: string; phase: string }) => r.scheme === scheme && r.phase === op)).toBe(true);
+      }
+    }
+    for (const s of ["std", "lazy_refcounts"]) expect(results.rows.some((r: { source: string; scheme: string }) => r.source === "qemu" && r.scheme === s)).toBe(true);
+    expect(results.rows.some((r: { source: string }) => r.source === "raw")).toBe(true);
+    const md = fs.readFileSync(path.join(dir, "out", "report.md"), "utf8");
+    expect(md).toContain(answer(rows));
+    expect(table(rows)).toMatch(/post-snapshot/);
+  }, 120_000);
+});
