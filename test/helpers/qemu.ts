@@ -22,9 +22,9 @@ export function qemuIo(file: string, commands: string[], opts: { cache?: string;
 }
 
 /** qemu-img check's exit code (0 clean, 2 corruptions, 3 leaks) and output. */
-export function qemuCheck(file: string): { status: number; out: string } {
+export function qemuCheck(file: string, extra: string[] = []): { status: number; out: string } {
   try {
-    return { status: 0, out: qemuImg(["check", file]) };
+    return { status: 0, out: qemuImg(["check", ...extra, file]) };
   } catch (e) {
     const err = e as { status: number; stdout: Buffer; stderr: Buffer };
     return { status: err.status, out: `${err.stdout}${err.stderr}` };
