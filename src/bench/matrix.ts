@@ -301,7 +301,7 @@ export async function runMatrix(opts: BenchOptions): Promise<ResultRow[]> {
     }
     for (const size of opts.opSizes) {
       for (const scheme of opts.schemes) {
-        opts.progress(`snapshot/open/close timings: ${scheme}, ${size >> 20} MiB allocated`);
+        opts.progress(`snapshot/open/close timings: ${scheme}, ${Math.round(size / 2 ** 20)} MiB allocated`);
         rows.push(...opRows(opts, scheme, size));
       }
     }

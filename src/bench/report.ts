@@ -55,7 +55,7 @@ export function table(rows: ResultRow[]): string {
     out += ["scheme".padEnd(11), "allocated".padEnd(10), ...names.map((n) => n.padStart(16))].join(" ") + "\n";
     for (const size of sizes) {
       for (const s of schemes) {
-        out += [s.padEnd(11), `${size >> 20} MiB`.padEnd(10), ...names.map((n) => f1((find(ops, { scheme: s, size_bytes: size, phase: n })?.median_us ?? NaN) / 1000).padStart(16))].join(" ") + "\n";
+        out += [s.padEnd(11), `${Math.round(size / 2 ** 20)} MiB`.padEnd(10), ...names.map((n) => f1((find(ops, { scheme: s, size_bytes: size, phase: n })?.median_us ?? NaN) / 1000).padStart(16))].join(" ") + "\n";
       }
     }
   }
@@ -117,7 +117,7 @@ export function answer(rows: ResultRow[]): string {
   if (ops.length) {
     const largest = Math.max(...ops.map((r) => r.size_bytes!));
     const at = ops.filter((r) => r.size_bytes === largest).sort((a, b) => a.median_us - b.median_us);
-    parts.push(`Snapshot creation with ${largest >> 20} MiB allocated takes ${at.map((r) => `${f1(r.median_us / 1000)} ms (${r.scheme})`).join(", ")}.`);
+    parts.push(`Snapshot creation with ${Math.round(largest / 2 ** 20)} MiB allocated takes ${at.map((r) => `${f1(r.median_us / 1000)} ms (${r.scheme})`).join(", ")}.`);
   }
   return parts.join(" ");
 }
