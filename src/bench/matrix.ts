@@ -265,7 +265,7 @@ function opRows(opts: BenchOptions, scheme: string, size: number): ResultRow[] {
     img.write(CLUSTER, new Uint8Array(WRITE));
     img.flush();
     const crashed = `${file}.crashed`;
-    fs.copyFileSync(file, crashed); // what a killed process leaves after its last flush
+    execFileSync("cp", ["--sparse=always", file, crashed]); // what a killed process leaves after its last flush
     time("close", () => img.close());
     time("recovery", () => openImagePath(crashed, { scheme }).close());
     fs.rmSync(file, { force: true });

@@ -598,7 +598,13 @@ export class Qcow2Image implements VirtualDisk {
     // A reused cluster holds stale bytes until this write is durable: like COW data, it must reach the disk
     // before the entry that maps it. A cluster past the end of the file reads as zeroes until then.
     const reused = newOffset < this.file.size();
-    this.file.write(full, newOffset, isCow && full !== src ? "cow-write" : "guest-data");
+    if (!isCow && !reused && full !== src) {
+      // A fresh cluster past the end of the file reads as zeroes where the write does not reach (as QEMU's
+      // write_zeroes of the COW area): only the guest's bytes are written.
+      this.file.write(src, newOffset + inCluster, "guest-data");
+    } else {
+      this.file.write(full, newOffset, isCow && full !== src ? "cow-write" : "guest-data");
+    }
     const buf = this.l2Cache.get(slice);
     this.l2.encodeStandard(viewOf(buf), index, newOffset, { copied: true });
     if (this.l2.extended) this.l2.setBitmap(viewOf(buf), index, 0xffffffff, 0); // was compressed
