@@ -161,7 +161,7 @@ async function refcowRows(opts: BenchOptions, scheme: string, cache: CacheMode, 
       const r = await phase(disk, cache, offsets, data);
       const after = await disk.stats();
       const a = (acc[ph] ??= { lat: [], total: 0, breakdown: {} });
-      a.lat.push(...r.lat);
+      for (const x of r.lat) a.lat.push(x);
       a.total += r.totalUs / n / opts.reps;
       addBreakdown(a.breakdown, perWrite(diffCosts(after, before), n), opts.reps);
     }

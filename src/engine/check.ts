@@ -83,7 +83,7 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
   // COPIED flags follow the repaired counts ("leaks" fixes them only when nothing else is wrong).
   if (repair === "all" || first.corruptions === 0) {
     const fixed = fixCopied(img);
-    messages.push(...fixed.map((m) => `Repairing ${m}`));
+    for (const m of fixed) messages.push(`Repairing ${m}`);
     corruptionsFixed += fixed.length;
   }
   img.flushMetadata();
