@@ -128,8 +128,10 @@ export interface PurposeCost {
   writes: number;
   writeBytes: number;
   flushes: number;
-  /** Time spent in I/O calls of this purpose, in nanoseconds. */
+  /** Time spent in I/O calls of this purpose, in nanoseconds (flushes included). */
   timeNs: number;
+  /** The part of `timeNs` spent in flushes. */
+  flushNs: number;
 }
 export type CostBreakdown = Partial<Record<IoPurpose, PurposeCost>>;
 

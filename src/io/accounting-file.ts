@@ -23,7 +23,7 @@ export class AccountingFile implements BlockFile {
   private entry(purpose: IoPurpose): PurposeCost {
     let c = this.costs[purpose];
     if (!c) {
-      c = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, flushes: 0, timeNs: 0 };
+      c = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, flushes: 0, timeNs: 0, flushNs: 0 };
       this.costs[purpose] = c;
     }
     return c;
@@ -52,16 +52,25 @@ export class AccountingFile implements BlockFile {
     const t = now();
     this.inner.flush(purpose);
     const c = this.entry(purpose);
+    const ns = Number(now() - t);
     c.flushes++;
-    c.timeNs += Number(now() - t);
+    c.timeNs += ns;
+    c.flushNs += ns;
   }
 
   size(): number {
     return this.inner.size();
   }
 
+  /** Counted under "growth": one write of the size change, whatever its direction. */
   truncate(size: number): void {
+    const t = now();
+    const before = this.inner.size();
     this.inner.truncate(size);
+    const c = this.entry("growth");
+    c.writes++;
+    c.writeBytes += Math.abs(size - before);
+    c.timeNs += Number(now() - t);
   }
 
   close(): void {
@@ -90,6 +99,7 @@ export function diffCosts(after: CostBreakdown, before: CostBreakdown): CostBrea
       writeBytes: a.writeBytes - (b?.writeBytes ?? 0),
       flushes: a.flushes - (b?.flushes ?? 0),
       timeNs: a.timeNs - (b?.timeNs ?? 0),
+      flushNs: (a.flushNs ?? 0) - (b?.flushNs ?? 0),
     };
     if (d.reads || d.writes || d.flushes) out[k] = d;
   }

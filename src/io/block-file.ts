@@ -22,6 +22,8 @@ export const IO_PURPOSES = [
   "snapshot-table",
   "vm-state",
   "backing",
+  /** File growth and shrinking (truncate); recorded by the accounting wrapper, never passed by the engine. */
+  "growth",
   "other",
 ] as const;
 export type IoPurpose = (typeof IO_PURPOSES)[number];
