@@ -42,6 +42,8 @@ export interface PurposeRow {
   bytes: number;
   flushes: number;
   us: number;
+  /** The part of `us` spent in flushes. */
+  flush_us?: number;
 }
 
 export interface ResultRow {
@@ -55,7 +57,10 @@ export interface ResultRow {
   amortized_us: number;
   runs: number;
   size_bytes?: number;
+  /** Per-guest-write I/O by purpose (refcow rows only). */
   breakdown?: Record<string, PurposeRow>;
+  /** Latency at the percentiles 0, 1, ..., 100 (µs), for the CDF plots; absent where only an average exists. */
+  cdf_us?: number[];
 }
 
 /** The operations a benchmark needs, served in-process or by a worker. */
@@ -94,6 +99,13 @@ function order(n: number, workload: string, seed: number): number[] {
   return idx;
 }
 
+/** Latency at every whole percentile, 0..100. */
+export function percentiles(xs: number[]): number[] {
+  if (!xs.length) return [];
+  const s = [...xs].sort((a, b) => a - b);
+  return Array.from({ length: 101 }, (_, p) => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]);
+}
+
 export function quantile(xs: number[], q: number): number {
   if (!xs.length) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -123,6 +135,7 @@ function perWrite(costs: CostBreakdown, writes: number): Record<string, PurposeR
       bytes: (c.readBytes + c.writeBytes) / writes,
       flushes: c.flushes / writes,
       us: c.timeNs / 1000 / writes,
+      flush_us: (c.flushNs ?? 0) / 1000 / writes,
     };
   }
   return out;
@@ -135,6 +148,7 @@ function addBreakdown(a: Record<string, PurposeRow>, b: Record<string, PurposeRo
     t.bytes += v.bytes / reps;
     t.flushes += v.flushes / reps;
     t.us += v.us / reps;
+    t.flush_us = (t.flush_us ?? 0) + (v.flush_us ?? 0) / reps;
   }
 }
 
@@ -179,6 +193,7 @@ async function refcowRows(opts: BenchOptions, scheme: string, cache: CacheMode, 
     amortized_us: a.total,
     runs: opts.reps,
     breakdown: a.breakdown,
+    cdf_us: percentiles(a.lat),
   }));
 }
 
@@ -236,7 +251,7 @@ function rawRows(opts: BenchOptions, cache: CacheMode, workload: string): Result
     fs.closeSync(fd);
     fs.rmSync(file, { force: true });
   }
-  return [{ source: "raw", scheme: "none", cache, workload, phase: "in-place", median_us: quantile(lat, 0.5), p99_us: quantile(lat, 0.99), amortized_us: total, runs: opts.reps }];
+  return [{ source: "raw", scheme: "none", cache, workload, phase: "in-place", median_us: quantile(lat, 0.5), p99_us: quantile(lat, 0.99), amortized_us: total, runs: opts.reps, cdf_us: percentiles(lat) }];
 }
 
 /** Snapshot create/apply/delete, open, close and recovery (open of an image left dirty) per scheme and size. */
