@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { diffCosts } from "../io/accounting-file.js";
 import { createImagePath, openImagePath } from "../engine/open-path.js";
 import type { Qcow2Image } from "../engine/qcow2-image.js";
-import type { CacheMode, CostBreakdown } from "../engine/types.js";
+import { ALLOC_POLICIES, type AllocPolicyName, type CacheMode, type CostBreakdown } from "../engine/types.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
 import { closeAllWorkers, openServedImage } from "../worker/index.js";
 
@@ -27,6 +27,8 @@ export interface BenchOptions {
   clusters: number;
   reps: number;
   schemes: string[];
+  /** Allocation policies for the refcow rows (default first-fit only). */
+  allocs: AllocPolicyName[];
   caches: CacheMode[];
   workloads: ("rand4k-per-cluster" | "seq")[];
   qemu: boolean;
@@ -49,6 +51,8 @@ export interface PurposeRow {
 export interface ResultRow {
   source: "refcow" | "qemu" | "raw";
   scheme: string;
+  /** Allocation policy (refcow rows). */
+  alloc?: AllocPolicyName;
   cache: CacheMode | "n/a";
   workload: string;
   phase: string;
@@ -72,12 +76,12 @@ interface BenchDisk {
   close(): void | Promise<void>;
 }
 
-async function openBenchDisk(file: string, scheme: string, cache: CacheMode, inProcess: boolean): Promise<BenchDisk> {
+async function openBenchDisk(file: string, scheme: string, alloc: AllocPolicyName, cache: CacheMode, inProcess: boolean): Promise<BenchDisk> {
   if (inProcess) {
-    const img = openImagePath(file, { scheme, cache }) as Qcow2Image;
+    const img = openImagePath(file, { scheme, alloc, cache }) as Qcow2Image;
     return img;
   }
-  const c = await openServedImage(file, { scheme, cache });
+  const c = await openServedImage(file, { scheme, alloc, cache });
   return {
     write: (o, d) => c.write(o, d),
     flush: () => c.flush(),
@@ -152,19 +156,19 @@ function addBreakdown(a: Record<string, PurposeRow>, b: Record<string, PurposeRo
   }
 }
 
-async function refcowRows(opts: BenchOptions, scheme: string, cache: CacheMode, workload: string): Promise<ResultRow[]> {
+async function refcowRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, cache: CacheMode, workload: string): Promise<ResultRow[]> {
   const n = opts.clusters;
   const data = new Uint8Array(WRITE).fill(0xa5);
   const acc: Record<string, { lat: number[]; total: number; breakdown: Record<string, PurposeRow> }> = {};
   for (let rep = 0; rep < opts.reps; rep++) {
-    const file = path.join(opts.dir, `refcow-${scheme}-${cache}-${workload}-${rep}.qcow2`);
+    const file = path.join(opts.dir, `refcow-${scheme}-${alloc}-${cache}-${workload}-${rep}.qcow2`);
     createImagePath(file, { size: n * CLUSTER });
     // Allocate every cluster first (not measured).
     const prep = openImagePath(file, { cache: "writeback" });
     const fill = new Uint8Array(CLUSTER).fill(1);
     for (let c = 0; c < n; c++) prep.write(c * CLUSTER, fill);
     prep.close();
-    const disk = await openBenchDisk(file, scheme, cache, opts.inProcess);
+    const disk = await openBenchDisk(file, scheme, alloc, cache, opts.inProcess);
     const offsets = order(n, workload, 1234 + rep).map((c) => c * CLUSTER + WRITE);
     for (const ph of ["in-place", "post-snapshot"]) {
       if (ph === "post-snapshot") {
@@ -185,6 +189,7 @@ async function refcowRows(opts: BenchOptions, scheme: string, cache: CacheMode, 
   return Object.entries(acc).map(([ph, a]) => ({
     source: "refcow",
     scheme,
+    alloc,
     cache,
     workload,
     phase: ph,
@@ -255,7 +260,7 @@ function rawRows(opts: BenchOptions, cache: CacheMode, workload: string): Result
 }
 
 /** Snapshot create/apply/delete, open, close and recovery (open of an image left dirty) per scheme and size. */
-function opRows(opts: BenchOptions, scheme: string, size: number): ResultRow[] {
+function opRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, size: number): ResultRow[] {
   const rows: ResultRow[] = [];
   const times: Record<string, number[]> = {};
   const time = (name: string, f: () => void) => {
@@ -264,14 +269,14 @@ function opRows(opts: BenchOptions, scheme: string, size: number): ResultRow[] {
     (times[name] ??= []).push(nowUs() - t);
   };
   for (let rep = 0; rep < opts.reps; rep++) {
-    const file = path.join(opts.dir, `ops-${scheme}-${size}-${rep}.qcow2`);
+    const file = path.join(opts.dir, `ops-${scheme}-${alloc}-${size}-${rep}.qcow2`);
     createImagePath(file, { size });
     const prep = openImagePath(file, { cache: "unsafe" });
     const sector = new Uint8Array(512).fill(3);
     for (let off = 0; off < size; off += CLUSTER) prep.write(off, sector); // every cluster allocated
     prep.close();
     let img!: Qcow2Image;
-    time("open", () => (img = openImagePath(file, { scheme }) as Qcow2Image));
+    time("open", () => (img = openImagePath(file, { scheme, alloc }) as Qcow2Image));
     time("snapshot-create", () => img.snapshotCreate("a"));
     img.write(0, new Uint8Array(WRITE));
     time("snapshot-apply", () => img.snapshotApply("a"));
@@ -282,12 +287,12 @@ function opRows(opts: BenchOptions, scheme: string, size: number): ResultRow[] {
     const crashed = `${file}.crashed`;
     execFileSync("cp", ["--sparse=always", file, crashed]); // what a killed process leaves after its last flush
     time("close", () => img.close());
-    time("recovery", () => openImagePath(crashed, { scheme }).close());
+    time("recovery", () => openImagePath(crashed, { scheme, alloc }).close());
     fs.rmSync(file, { force: true });
     fs.rmSync(crashed, { force: true });
   }
   for (const [name, t] of Object.entries(times)) {
-    rows.push({ source: "refcow", scheme, cache: "writeback", workload: "snapshot-ops", phase: name, median_us: quantile(t, 0.5), p99_us: null, amortized_us: quantile(t, 0.5), runs: t.length, size_bytes: size });
+    rows.push({ source: "refcow", scheme, alloc, cache: "writeback", workload: "snapshot-ops", phase: name, median_us: quantile(t, 0.5), p99_us: null, amortized_us: quantile(t, 0.5), runs: t.length, size_bytes: size });
   }
   return rows;
 }
@@ -299,8 +304,10 @@ export async function runMatrix(opts: BenchOptions): Promise<ResultRow[]> {
     for (const workload of opts.workloads) {
       for (const cache of opts.caches) {
         for (const scheme of opts.schemes) {
-          opts.progress(`refcow ${scheme} ${cache} ${workload}`);
-          rows.push(...(await refcowRows(opts, scheme, cache, workload)));
+          for (const alloc of opts.allocs) {
+            opts.progress(`refcow ${scheme} ${alloc} ${cache} ${workload}`);
+            rows.push(...(await refcowRows(opts, scheme, alloc, cache, workload)));
+          }
         }
         opts.progress(`raw file ${cache} ${workload}`);
         rows.push(...rawRows(opts, cache, workload));
@@ -316,8 +323,10 @@ export async function runMatrix(opts: BenchOptions): Promise<ResultRow[]> {
     }
     for (const size of opts.opSizes) {
       for (const scheme of opts.schemes) {
-        opts.progress(`snapshot/open/close timings: ${scheme}, ${Math.round(size / 2 ** 20)} MiB allocated`);
-        rows.push(...opRows(opts, scheme, size));
+        for (const alloc of opts.allocs) {
+          opts.progress(`snapshot/open/close timings: ${scheme} ${alloc}, ${Math.round(size / 2 ** 20)} MiB allocated`);
+          rows.push(...opRows(opts, scheme, alloc, size));
+        }
       }
     }
   } finally {
@@ -331,6 +340,7 @@ export function defaultOptions(quick: boolean): BenchOptions {
     clusters: quick ? 300 : 2000,
     reps: quick ? 1 : 3,
     schemes: [...SCHEME_NAMES],
+    allocs: ["first-fit"],
     caches: ["writethrough", "writeback"],
     workloads: quick ? ["rand4k-per-cluster"] : ["rand4k-per-cluster", "seq"],
     qemu: true,
@@ -339,6 +349,16 @@ export function defaultOptions(quick: boolean): BenchOptions {
     dir: path.join(os.tmpdir(), `refcow-bench-${process.pid}`),
     progress: () => {},
   };
+}
+
+/** `--alloc first-fit,append`: the allocation policies to run. */
+export function parseAllocList(s: string): AllocPolicyName[] {
+  const list = s.split(",").filter((x) => x);
+  for (const a of list) {
+    if (!(ALLOC_POLICIES as readonly string[]).includes(a)) throw new Error(`unknown allocation policy '${a}' (available: ${ALLOC_POLICIES.join(", ")})`);
+  }
+  if (!list.length) throw new Error("--alloc needs at least one allocation policy");
+  return list as AllocPolicyName[];
 }
 
 export function machine(dir: string): Record<string, string> {

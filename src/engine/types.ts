@@ -6,6 +6,14 @@ import type { BlockFile, IoPurpose } from "../io/block-file.js";
 export type CacheMode = "writethrough" | "writeback" | "unsafe";
 export const CACHE_MODES: readonly CacheMode[] = ["writethrough", "writeback", "unsafe"];
 
+/**
+ * Where new clusters go, whatever the refcount scheme: `first-fit` reuses the lowest free clusters (QEMU's
+ * search from a free-cluster index); `append` always takes clusters at the end of the file, so free space
+ * inside the file is never reused (only `compact` reclaims it).
+ */
+export type AllocPolicyName = "first-fit" | "append";
+export const ALLOC_POLICIES: readonly AllocPolicyName[] = ["first-fit", "append"];
+
 /** A readable (and maybe writable) virtual disk: a qcow2 image or a raw file. Used for backing chains. */
 export interface VirtualDisk {
   /** Virtual size in bytes. */
@@ -23,6 +31,8 @@ export interface OpenOptions {
   cache?: CacheMode;
   /** Refcount scheme name; "eager" (default) is standard qcow2 with QEMU's ordering. */
   scheme?: string;
+  /** Allocation policy (default "first-fit"); an open-time choice, not recorded in the image. */
+  alloc?: AllocPolicyName;
   /** How to open the backing file. Default: none, and an image with a backing file fails to open. */
   openBacking?: BackingOpener;
   /** Do not open the backing file even if there is one (reads of unallocated clusters return zeroes). */

@@ -8,13 +8,14 @@
  */
 import { threadId } from "node:worker_threads";
 import { openImagePath } from "../engine/open-path.js";
-import type { CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode } from "../engine/types.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 
 export interface ServeTask {
   ring: SharedArrayBuffer;
   path: string;
   scheme?: string;
+  alloc?: AllocPolicyName;
   cache?: CacheMode;
   readOnly?: boolean;
   format?: "qcow2" | "raw";
@@ -30,6 +31,7 @@ export function serve(task: ServeTask): ServeResult {
     () =>
       openImagePath(task.path, {
         scheme: task.scheme,
+        alloc: task.alloc,
         cache: task.cache,
         readOnly: task.readOnly,
         format: task.format,

@@ -13,7 +13,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Worker } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode } from "../engine/types.js";
 import { DiskClient, type DiskClientOptions, waitForServer, WorkerError } from "./disk-client.js";
 import type { ServeTask } from "./node-worker.js";
 import { C, createRing, type RingOptions } from "./ring.js";
@@ -21,6 +21,8 @@ import { C, createRing, type RingOptions } from "./ring.js";
 export interface ServedImageOptions {
   /** Refcount scheme (default "eager"). */
   scheme?: string;
+  /** Allocation policy (default "first-fit"). */
+  alloc?: AllocPolicyName;
   /** Cache mode (default "writeback"). */
   cache?: CacheMode;
   readOnly?: boolean;
@@ -86,6 +88,7 @@ export class ImagePool {
         ring,
         path: file,
         scheme: opts.scheme,
+        alloc: opts.alloc,
         cache: opts.cache,
         readOnly,
         format: opts.format,

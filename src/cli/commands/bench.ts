@@ -5,13 +5,13 @@
 import * as fs from "node:fs";
 import { execFileSync } from "node:child_process";
 import type { CacheMode } from "../../engine/types.js";
-import { defaultOptions, machine, runMatrix } from "../../bench/matrix.js";
+import { defaultOptions, machine, parseAllocList, runMatrix } from "../../bench/matrix.js";
 import { table, writeOutputs, answer } from "../../bench/report.js";
 import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
 import { UsageError } from "../errors.js";
 
 export const BENCH_USAGE =
-  "bench [--quick] [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq] [--clusters N] [--reps N] [--no-qemu] [--no-ops] [--in-process] | --ring";
+  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq] [--clusters N] [--reps N] [--no-qemu] [--no-ops] [--in-process] | --ring";
 
 export async function benchCommand(argv: string[]): Promise<number> {
   if (argv.includes("--ring")) {
@@ -30,7 +30,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (a === "--quick") continue;
     else if (a === "--out") out = v();
     else if (a === "--schemes") opts.schemes = v().split(",");
-    else if (a === "--cache") opts.caches = v().split(",") as CacheMode[];
+    else if (a === "--alloc") {
+      try {
+        opts.allocs = parseAllocList(v());
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    } else if (a === "--cache") opts.caches = v().split(",") as CacheMode[];
     else if (a === "--workloads") opts.workloads = v().split(",") as typeof opts.workloads;
     else if (a === "--clusters") opts.clusters = Math.max(1, Number(v()));
     else if (a === "--reps") opts.reps = Math.max(1, Number(v()));
