@@ -5,6 +5,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ResultRow } from "./matrix.js";
+import { groupTimes } from "./cost-groups.js";
+import { guestRows, type GuestResult } from "./guest-results.js";
+import { renderHtml, type ResultsFile } from "./report-html.js";
 
 const f1 = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
@@ -63,27 +66,11 @@ export function table(rows: ResultRow[]): string {
   return out;
 }
 
-/** Where a post-snapshot write's I/O time goes, by group, as shares of the accounted time. */
+/** Where a write's I/O time goes, by cost group, as shares of the accounted time. */
 function shares(r: ResultRow): Record<string, number> {
-  const groups: Record<string, string> = {
-    "guest-data": "guest data",
-    "cow-read": "COW copy",
-    "cow-write": "COW copy",
-    l2: "L2/L1 tables",
-    l1: "L2/L1 tables",
-    refcount: "refcount/owner/journal metadata",
-    owner: "refcount/owner/journal metadata",
-    journal: "refcount/owner/journal metadata",
-  };
-  const out: Record<string, number> = {};
-  let total = 0;
-  for (const [k, v] of Object.entries(r.breakdown ?? {})) {
-    const g = groups[k] ?? "other";
-    out[g] = (out[g] ?? 0) + v.us;
-    total += v.us;
-  }
-  for (const k of Object.keys(out)) out[k] = total ? out[k] / total : 0;
-  return out;
+  const g = groupTimes(r.breakdown);
+  const total = Object.values(g).reduce((a, b) => a + b, 0);
+  return Object.fromEntries(Object.entries(g).map(([k, v]) => [k, total ? v / total : 0]));
 }
 
 export function answer(rows: ResultRow[]): string {
@@ -122,25 +109,87 @@ export function answer(rows: ResultRow[]): string {
   return parts.join(" ");
 }
 
-export function writeOutputs(dir: string, rows: ResultRow[], machineInfo: Record<string, string>, options: unknown): void {
-  fs.mkdirSync(dir, { recursive: true });
-  const generated = new Date().toISOString();
-  fs.writeFileSync(path.join(dir, "results.json"), JSON.stringify({ generated, machine: machineInfo, options, rows }, null, 2));
-  const md = [
+/** What the guest runs say, in one or two sentences per cache mode. */
+function guestAnswer(guest: GuestResult[]): string {
+  const parts: string[] = [];
+  for (const cache of [...new Set(guest.map((g) => g.cache))]) {
+    const runs = guest.filter((g) => g.cache === cache);
+    const post = runs
+      .map((g) => ({ g, inp: g.phases.find((p) => p.name === "in-place"), post: g.phases.find((p) => p.name === "post-snapshot") }))
+      .filter((x) => x.inp && x.post && x.inp.writes && x.post.writes);
+    if (!post.length) continue;
+    const desc = post
+      .map((x) => `${x.g.scheme} ${f1(x.post!.write_median_us)} µs (in place ${f1(x.inp!.write_median_us)})`)
+      .join(", ");
+    parts.push(`In the guest (${post[0].g.workload} workload through its own IDE driver, ${cache}), the median write after the snapshot took ${desc}.`);
+    const vm = runs.filter((g) => g.snapshot?.vmStateWriteMs !== undefined && g.snapshot?.diskSnapshotMs !== undefined);
+    if (vm.length) {
+      const v = vm[0].snapshot!;
+      parts.push(
+        `Saving the VM state (${((v.vmStateBytes ?? 0) / 2 ** 20).toFixed(1)} MiB) took ${f1((v.vmStateSerializeMs ?? 0) + (v.vmStateWriteMs ?? 0))} ms against ${f1(v.diskSnapshotMs)} ms for the disk snapshot itself (${vm[0].scheme}).`,
+      );
+    }
+  }
+  return parts.join(" ");
+}
+
+/** The whole answer paragraph: host benchmark first, then the guest runs. */
+export function fullAnswer(results: Pick<ResultsFile, "rows" | "guest">): string {
+  return [answer(results.rows), guestAnswer(results.guest ?? [])].filter(Boolean).join(" ");
+}
+
+function markdown(results: ResultsFile, answerText: string): string {
+  const m = results.machine;
+  const allRows = [...results.rows, ...guestRows(results.guest ?? [])];
+  return [
     "# refcow: write latency after an internal snapshot",
     "",
-    `Generated ${generated} on ${machineInfo.cpu}, kernel ${machineInfo.kernel}, ${machineInfo.filesystem}, Node ${machineInfo.node}, ${machineInfo.qemu}.`,
+    `Generated ${results.generated} on ${m.cpu}, kernel ${m.kernel}, ${m.filesystem}, Node ${m.node}, ${m.qemu}.`,
     "",
     "## Answer",
     "",
-    answer(rows),
+    answerText,
     "",
     "## Figures",
     "",
     "```",
-    table(rows).trimEnd(),
+    table(allRows).trimEnd(),
     "```",
     "",
+    "Charts: report.html.",
+    "",
   ].join("\n");
-  fs.writeFileSync(path.join(dir, "report.md"), md);
+}
+
+/** Writes results.json, report.md and report.html into `dir`. */
+export async function writeOutputs(dir: string, rows: ResultRow[], machineInfo: Record<string, string>, options: unknown, guest: GuestResult[] = []): Promise<void> {
+  const results: ResultsFile = { generated: new Date().toISOString(), machine: machineInfo, options, rows, guest };
+  await writeReport(dir, results, true);
+}
+
+/** Renders the report files of a results object (also used to re-render a saved results.json). */
+export async function writeReport(dir: string, results: ResultsFile, writeJson: boolean): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  const answerText = fullAnswer(results);
+  if (writeJson) fs.writeFileSync(path.join(dir, "results.json"), JSON.stringify(results, null, 2));
+  fs.writeFileSync(path.join(dir, "report.md"), markdown(results, answerText));
+  fs.writeFileSync(path.join(dir, "report.html"), await renderHtml(results, answerText));
+}
+
+/** Reads a results.json, with a clear error when it is not one. */
+export function loadResults(file: string): ResultsFile {
+  let data: unknown;
+  try {
+    data = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: not a readable JSON file (${(e as Error).message})`);
+  }
+  const r = data as Partial<ResultsFile>;
+  if (!r || typeof r !== "object" || !Array.isArray(r.rows)) throw new Error(`${file}: not a refcow results file (no "rows" array)`);
+  for (const [i, row] of r.rows.entries()) {
+    if (!row || typeof row.source !== "string" || typeof row.phase !== "string" || typeof row.median_us !== "number") {
+      throw new Error(`${file}: row ${i} lacks source, phase or median_us`);
+    }
+  }
+  return { generated: String(r.generated ?? "unknown"), machine: r.machine ?? {}, options: r.options, rows: r.rows, guest: Array.isArray(r.guest) ? r.guest : [] };
 }

@@ -15,6 +15,7 @@ import { ioCommand } from "./commands/io.js";
 import { mapCommand } from "./commands/map.js";
 import { snapshotCommand } from "./commands/snapshot.js";
 import { BENCH_USAGE, benchCommand } from "./commands/bench.js";
+import { REPORT_USAGE, reportCommand } from "./commands/report.js";
 import { CliError, messageOf, UsageError } from "./errors.js";
 import { HELP } from "./help.js";
 
@@ -40,6 +41,7 @@ export const commands: Record<string, Command> = {
   map: builtin("map", mapCommand),
   io: builtin("io", ioCommand),
   bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv) => benchCommand(argv) },
+  report: { summary: "render report.html and report.md again from a results.json", usage: REPORT_USAGE, run: (argv, io) => reportCommand(argv, io ?? processIo) },
   // run, experiment: registered by their owners.
 };
 

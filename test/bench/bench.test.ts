@@ -14,7 +14,7 @@ describe("benchmark matrix", () => {
   it("writes results.json with every row the report needs", async () => {
     const opts = { ...defaultOptions(true), clusters: 20, reps: 1, opSizes: [8 << 20], dir: path.join(dir, "images") };
     const rows = await runMatrix(opts);
-    writeOutputs(path.join(dir, "out"), rows, machine(dir), { clusters: 20 });
+    await writeOutputs(path.join(dir, "out"), rows, machine(dir), { clusters: 20 });
     const results = JSON.parse(fs.readFileSync(path.join(dir, "out", "results.json"), "utf8"));
     expect(Object.keys(results.machine).sort()).toEqual(["cpu", "filesystem", "kernel", "node", "qemu"]);
     for (const r of results.rows) {
@@ -36,6 +36,8 @@ describe("benchmark matrix", () => {
     expect(results.rows.some((r: { source: string }) => r.source === "raw")).toBe(true);
     const md = fs.readFileSync(path.join(dir, "out", "report.md"), "utf8");
     expect(md).toContain(answer(rows));
+    const html = fs.readFileSync(path.join(dir, "out", "report.html"), "utf8");
+    for (const id of ["per-write", "cdf", "breakdown", "host-io", "snapshot-ops"]) expect(html).toMatch(new RegExp(`<figure id="${id}">[\\s\\S]*?<svg`));
     expect(table(rows)).toMatch(/post-snapshot/);
   }, 120_000);
 });

@@ -60,8 +60,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
   process.stdout.write(table(rows));
   process.stdout.write(`\n${answer(rows)}\n`);
   if (out) {
-    writeOutputs(out, rows, machine(opts.dir), { ...opts, progress: undefined });
-    process.stderr.write(`results written to ${out}/results.json and ${out}/report.md\n`);
+    await writeOutputs(out, rows, machine(opts.dir), { ...opts, progress: undefined });
+    process.stderr.write(`results written to ${out}/results.json, ${out}/report.md and ${out}/report.html\n`);
   }
   fs.rmSync(opts.dir, { recursive: true, force: true });
   return 0;

@@ -1,0 +1,277 @@
+/**
+ * The report's charts: vega-lite specifications built from result rows, compiled to vega and rendered to
+ * SVG strings in Node (no canvas, no browser), so report.html holds them inline and opens offline.
+ *
+ * Each builder returns undefined when the rows hold nothing for that chart (a run with --no-ops has no
+ * snapshot-cost chart), so the report shows only what was measured.
+ */
+import * as vega from "vega";
+import { compile, type TopLevelSpec } from "vega-lite";
+import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
+import type { ResultRow } from "./matrix.js";
+import type { GuestResult } from "./guest-results.js";
+
+export interface Chart {
+  id: string;
+  title: string;
+  /** One sentence under the chart: what is plotted and how it was measured. */
+  caption: string;
+  spec: TopLevelSpec;
+}
+
+const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
+const SCHEME_ORDER = ["eager", "lazy", "lazy-count", "owner", "journal", "std", "lazy_refcounts", "none"];
+const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "#ddd" }, axis: { labelFontSize: 11, titleFontSize: 12 } } };
+
+/** Human name of a series: refcow's schemes as is, QEMU's flavours and the raw file spelled out. */
+export function seriesName(r: Pick<ResultRow, "source" | "scheme">): string {
+  if (r.source === "qemu") return r.scheme === "std" ? "QEMU" : "QEMU lazy_refcounts";
+  if (r.source === "raw") return "raw file";
+  return r.scheme;
+}
+
+const SERIES_ORDER = [...SCHEME_ORDER.slice(0, 5), "QEMU", "QEMU lazy_refcounts", "raw file"];
+
+const writeRows = (rows: ResultRow[]) => rows.filter((r) => r.phase === "in-place" || r.phase === "post-snapshot");
+
+/** Per-write cost (phase time / writes, flushes included) of every source, in-place vs post-snapshot. */
+function perWriteChart(rows: ResultRow[]): Chart | undefined {
+  const values = writeRows(rows)
+    .filter((r) => r.workload === "rand4k-per-cluster" || r.source === "qemu")
+    .map((r) => ({ series: seriesName(r), cache: r.cache, phase: r.phase, us: r.amortized_us }));
+  if (!values.length) return undefined;
+  return {
+    id: "per-write",
+    title: "Cost of a 4 KiB write, in place and right after a snapshot",
+    caption:
+      "Phase time divided by the number of writes (flushes included), median over runs. refcow and the raw file: one write per 64 KiB cluster in random cluster order; QEMU: qemu-img bench, one write per cluster in cluster order. The raw file has no snapshot, so only its in-place bar.",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      mark: { type: "bar", tooltip: true },
+      encoding: {
+        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        y: { field: "series", type: "nominal", sort: SERIES_ORDER, title: null },
+        yOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
+        x: { field: "us", type: "quantitative", title: "µs per write", scale: { type: "sqrt" } },
+        color: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], scale: { range: ["#8fb8de", "#d1495b"] } },
+      },
+      width: 520,
+    } as TopLevelSpec,
+  };
+}
+
+/** Latency CDFs: one panel per cache mode, a line per series and phase. */
+function cdfChart(rows: ResultRow[]): Chart | undefined {
+  const values: Array<Record<string, unknown>> = [];
+  for (const r of writeRows(rows)) {
+    if (!r.cdf_us?.length || r.workload !== "rand4k-per-cluster") continue;
+    r.cdf_us.forEach((us, p) => values.push({ series: seriesName(r), cache: r.cache, phase: r.phase, us: Math.max(us, 0.1), p: p / 100 }));
+  }
+  if (!values.length) return undefined;
+  return {
+    id: "cdf",
+    title: "Latency distribution of each write, in place vs after a snapshot",
+    caption:
+      "Cumulative distribution of the submit→complete time of every 4 KiB write (rand4k-per-cluster, all runs pooled), through the worker ring. Solid: in place; dashed: right after an internal snapshot. QEMU's qemu-img bench reports only a total, so it has no curve here.",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      mark: { type: "line", interpolate: "step-after", strokeWidth: 1.6 },
+      encoding: {
+        column: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        x: { field: "us", type: "quantitative", scale: { type: "log" }, title: "latency (µs, log scale)" },
+        y: { field: "p", type: "quantitative", title: "fraction of writes", axis: { format: "%" } },
+        color: { field: "series", type: "nominal", sort: SERIES_ORDER, title: "scheme" },
+        strokeDash: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], title: "phase" },
+        detail: { field: "phase" },
+      },
+      width: 380,
+      height: 260,
+    } as TopLevelSpec,
+  };
+}
+
+/** Stacked bars: where the time of one write goes, per scheme, by cost group. */
+function breakdownChart(rows: ResultRow[]): Chart | undefined {
+  const values: Array<Record<string, unknown>> = [];
+  for (const r of writeRows(rows)) {
+    if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
+    const g = groupTimes(r.breakdown);
+    for (const group of COST_GROUPS) if (g[group] > 0) values.push({ scheme: r.scheme, cache: r.cache, phase: r.phase, group, us: g[group] });
+  }
+  if (!values.length) return undefined;
+  return {
+    id: "breakdown",
+    title: "Where the time of a write goes",
+    caption:
+      "I/O time per guest write by purpose, from refcow's accounting wrapper (every host read, write, flush and truncate is tagged with what it was for). Flush time is taken out of each purpose and shown as 'flushes'. CPU time spent in the engine outside I/O is not in these bars.",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      mark: { type: "bar", tooltip: true },
+      encoding: {
+        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        column: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], title: null, header: { labelFontSize: 12 } },
+        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: 0 } },
+        y: { field: "us", type: "quantitative", title: "µs of I/O per write", stack: "zero" },
+        color: { field: "group", type: "nominal", sort: [...COST_GROUPS], title: "cost", scale: { scheme: "tableau10" } },
+        order: { field: "group", sort: "ascending" },
+      },
+      width: 260,
+      height: 200,
+    } as TopLevelSpec,
+  };
+}
+
+/** Host bytes and flushes per guest write. */
+function hostIoChart(rows: ResultRow[]): Chart | undefined {
+  const values: Array<Record<string, unknown>> = [];
+  for (const r of writeRows(rows)) {
+    if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
+    const t = hostTotals(r.breakdown);
+    values.push({ scheme: r.scheme, cache: r.cache, phase: r.phase, measure: "host KiB per guest write", value: t.bytes / 1024 });
+    values.push({ scheme: r.scheme, cache: r.cache, phase: r.phase, measure: "host flushes per guest write", value: t.flushes });
+  }
+  if (!values.length) return undefined;
+  return {
+    id: "host-io",
+    title: "Host I/O caused by one 4 KiB guest write",
+    caption: "Bytes read and written on the host file, and flushes (fdatasync), per guest write; writeback flushes once every 64 writes, as a guest issuing periodic flushes would.",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      mark: { type: "bar", tooltip: true },
+      encoding: {
+        row: { field: "measure", type: "nominal", title: null, header: { labelFontSize: 12, labelFontWeight: "bold" } },
+        column: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: 0 } },
+        xOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
+        y: { field: "value", type: "quantitative", title: null },
+        color: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], scale: { range: ["#8fb8de", "#d1495b"] } },
+      },
+      resolve: { scale: { y: "independent" } },
+      width: 300,
+      height: 160,
+    } as TopLevelSpec,
+  };
+}
+
+/** Snapshot create/apply/delete, open, close and recovery time against allocated size, per scheme. */
+function snapshotOpsChart(rows: ResultRow[]): Chart | undefined {
+  const values = rows
+    .filter((r) => r.workload === "snapshot-ops" && r.size_bytes)
+    .map((r) => ({ scheme: r.scheme, op: r.phase, mib: r.size_bytes! / 2 ** 20, ms: Math.max(r.median_us / 1000, 0.001) }));
+  if (!values.length) return undefined;
+  return {
+    id: "snapshot-ops",
+    title: "Snapshot operations against allocated data",
+    caption:
+      "Median time of each operation on an image with every cluster allocated (64 KiB clusters), in-process, writeback. 'recovery' opens the image a killed process left (dirty bit set, or journal not empty) and repairs it.",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      mark: { type: "line", point: true, tooltip: true },
+      encoding: {
+        facet: { field: "op", type: "nominal", columns: 3, title: null, sort: ["snapshot-create", "snapshot-apply", "snapshot-delete", "open", "close", "recovery"] },
+        x: { field: "mib", type: "quantitative", scale: { type: "log" }, title: "allocated MiB (log)" },
+        y: { field: "ms", type: "quantitative", scale: { type: "log" }, title: "ms (log)" },
+        color: { field: "scheme", type: "nominal", sort: SCHEME_ORDER },
+      },
+      width: 200,
+      height: 150,
+    } as TopLevelSpec,
+  };
+}
+
+/** The guest's own writes, per phase and scheme: median and p99 of submit→complete at the IDE disk. */
+function guestPhaseChart(guest: GuestResult[]): Chart | undefined {
+  const values: Array<Record<string, unknown>> = [];
+  for (const g of guest) {
+    for (const p of g.phases) {
+      if (!p.writes) continue;
+      values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, stat: "median", us: p.write_median_us });
+      values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, stat: "p99", us: p.write_p99_us });
+    }
+  }
+  if (!values.length) return undefined;
+  return {
+    id: "guest-phases",
+    title: "The guest's writes, per phase",
+    caption: "Submit→complete time of each write request the guest's IDE driver issued, recorded at the v86 disk adapter, by workload phase. Points: median; ticks: p99.",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      encoding: {
+        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        column: { field: "phase", type: "nominal", title: null },
+        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: -30 } },
+        y: { field: "us", type: "quantitative", scale: { type: "log" }, title: "µs (log)" },
+        color: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, legend: null },
+      },
+      layer: [
+        { mark: { type: "point", filled: true, size: 60, tooltip: true }, transform: [{ filter: "datum.stat === 'median'" }] },
+        { mark: { type: "tick", thickness: 2, tooltip: true }, transform: [{ filter: "datum.stat === 'p99'" }] },
+      ],
+      width: 150,
+      height: 180,
+    } as TopLevelSpec,
+  };
+}
+
+/** VM-state write vs disk snapshot, from the guest runs with --savevm. */
+function vmStateChart(guest: GuestResult[]): Chart | undefined {
+  const values: Array<Record<string, unknown>> = [];
+  for (const g of guest) {
+    const s = g.snapshot;
+    if (!s) continue;
+    const parts: Array<[string, number | undefined]> = [
+      ["drain + flush", (s.drainMs ?? 0) + (s.flushMs ?? 0)],
+      ["disk snapshot", s.diskSnapshotMs],
+      ["VM state: save_state()", s.vmStateSerializeMs],
+      ["VM state: write", s.vmStateWriteMs],
+    ];
+    for (const [part, ms] of parts) if (ms !== undefined && ms > 0) values.push({ scheme: g.scheme, cache: g.cache, part, ms });
+  }
+  if (!values.length) return undefined;
+  return {
+    id: "vm-state",
+    title: "Taking a snapshot of the running guest: VM state vs disk",
+    caption: "Host time of each step of a snapshot taken with the emulator paused: draining the disk queue and flushing, the qcow2 internal snapshot, serialising v86's state, and writing it into the snapshot's VM-state area.",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      mark: { type: "bar", tooltip: true },
+      encoding: {
+        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        y: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null },
+        x: { field: "ms", type: "quantitative", title: "ms", stack: "zero" },
+        color: { field: "part", type: "nominal", sort: ["drain + flush", "disk snapshot", "VM state: save_state()", "VM state: write"], title: "step" },
+      },
+      width: 480,
+    } as TopLevelSpec,
+  };
+}
+
+export function buildCharts(rows: ResultRow[], guest: GuestResult[] = []): Chart[] {
+  const charts = [perWriteChart(rows), cdfChart(rows), breakdownChart(rows), hostIoChart(rows), snapshotOpsChart(rows), guestPhaseChart(guest), vmStateChart(guest)];
+  return charts.filter((c): c is Chart => c !== undefined);
+}
+
+/** Renders a vega-lite spec to an SVG string (server-side, no DOM). */
+export async function renderSvg(spec: TopLevelSpec): Promise<string> {
+  const compiled = compile(spec).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
