@@ -39,6 +39,7 @@ import { ClusterType, decodeL1, encodeL1, L2Codec, type L2Entry } from "../forma
 import { encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
 import { parseSnapshotTable, type SnapshotEntry } from "../format/snapshot-table.js";
 import { createScheme, recoverAfterLoad, recoverBeforeLoad, type RefcountScheme } from "../schemes/index.js";
+import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
 import { decompressCluster } from "./compression.js";
 import { ClosedError, ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
 import { MetadataCache } from "./metadata-cache.js";
@@ -100,6 +101,8 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal */ refcounts: RefcountStore;
   /** @internal */ l2Cache: MetadataCache;
   /** @internal */ scheme: RefcountScheme;
+  /** Where new clusters go (first-fit or append), whatever the scheme. */
+  readonly allocPolicy: AllocationPolicy;
   /** @internal */ snapshots: SnapshotEntry[];
   /** Autoclear bits as they were at open (the engine clears them on a writable open). @internal */
   openedAutoclear = 0n;
@@ -128,6 +131,7 @@ export class Qcow2Image implements VirtualDisk {
     const l2CacheSlices = Math.max(16, Math.min(L2_CACHE_BYTES / this.sliceBytes, Math.ceil(header.l1Size * this.clusterSize / this.sliceBytes) + 16));
     this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", (purpose) => this.sync(purpose), (off, buf) => this.validateL2Slice(off, buf));
     this.scheme = createScheme(opts.scheme);
+    this.allocPolicy = allocationPolicy(opts.alloc);
     // Filled in by open() once the tables are validated.
     this.refcounts = undefined as unknown as RefcountStore;
   }
@@ -277,6 +281,7 @@ export class Qcow2Image implements VirtualDisk {
       h.refcountTableClusters,
       rawTable,
       REFCOUNT_CACHE_BLOCKS,
+      this.allocPolicy,
     );
     // Snapshot table.
     if (h.nbSnapshots > MAX_SNAPSHOTS) throw new ImageFormatError(`too many snapshots (${h.nbSnapshots})`);

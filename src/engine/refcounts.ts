@@ -1,7 +1,7 @@
 /**
  * Host-cluster reference counts: the refcount table (held in memory), refcount blocks (through a metadata
  * cache), the free-cluster search, and growth of both structures. Policy-free: it counts what it is told to
- * count; the refcount scheme decides when.
+ * count; the refcount scheme decides when, and the allocation policy where a search starts.
  *
  * Ordering rules kept here:
  *  - a new refcount block is written and flushed before the table entry that points to it;
@@ -11,6 +11,7 @@
 import type { BlockFile } from "../io/block-file.js";
 import { decodeReftableEntry, encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
 import { MAX_REFTABLE_BYTES } from "../format/header.js";
+import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
 import { ImageFormatError } from "./errors.js";
 import { MetadataCache } from "./metadata-cache.js";
 
@@ -43,6 +44,8 @@ export class RefcountStore {
   private reservedStart = 0;
   /** Highest cluster index ever counted, plus one. */
   private countedEnd = 0;
+  /** Highest cluster index ever handed out by allocate(), plus one (claimed clusters may stay uncounted). */
+  private allocatedEnd = 0;
   /**
    * Clusters in use although their count is 0 (schemes whose on-disk counts leave out the active layer).
    * The free-cluster search and the placement of new refcount blocks skip them.
@@ -58,6 +61,7 @@ export class RefcountStore {
     tableClusters: number,
     rawTable: Uint8Array,
     cacheCapacity: number,
+    readonly policy: AllocationPolicy = allocationPolicy(),
   ) {
     this.codec = new RefcountCodec(refcountOrder, host.clusterSize);
     this.tableOffset = tableOffset;
@@ -142,8 +146,8 @@ export class RefcountStore {
   }
 
   /**
-   * Finds `n` contiguous free clusters (first fit) and takes one reference on each, or, with `claim`, lets the
-   * caller mark them used some other way. Returns the host offset.
+   * Finds `n` contiguous free clusters (the first run from where the allocation policy starts) and takes one
+   * reference on each, or, with `claim`, lets the caller mark them used some other way. Returns the host offset.
    */
   allocate(n: number, claim?: (start: number, n: number) => void): number {
     const start = this.findFree(n);
@@ -164,7 +168,13 @@ export class RefcountStore {
       this.reservedEnd = 0;
     }
     if (n === 1 || start === this.freeIndex) this.freeIndex = start + n;
+    if (start + n > this.allocatedEnd) this.allocatedEnd = start + n;
     return start * this.host.clusterSize;
+  }
+
+  /** First cluster past the file end and past every cluster counted or handed out (where `append` allocates). */
+  inUseEnd(): number {
+    return Math.max(this.host.endCluster(), this.countedEnd, this.allocatedEnd);
   }
 
   /** Creates blocks for ranges `ranges` in a new area at the end of the image (table moved along). */
@@ -186,7 +196,7 @@ export class RefcountStore {
 
   findFree(n: number): number {
     let run = 0;
-    let c = this.freeIndex;
+    let c = this.policy.searchStart(this.freeIndex, () => this.inUseEnd());
     const epb = this.codec.entriesPerBlock;
     for (;;) {
       const r = Math.floor(c / epb);
@@ -245,11 +255,14 @@ export class RefcountStore {
     return offset;
   }
 
-  /** Where a new block for range `r` goes: the first cluster of the range not in use (-1 if none). */
+  /**
+   * Where a new block for range `r` goes: the first cluster of the range not in use, from where the allocation
+   * policy lets a search start (-1 if none).
+   */
   private blockSlot(r: number): number {
     const epb = this.codec.entriesPerBlock;
     const used = this.usedBy;
-    for (let c = r * epb; c < (r + 1) * epb; c++) {
+    for (let c = this.policy.searchStart(r * epb, () => this.inUseEnd()); c < (r + 1) * epb; c++) {
       if (c >= this.reservedStart && c < this.reservedEnd) {
         c = this.reservedEnd - 1;
         continue;
@@ -290,7 +303,7 @@ export class RefcountStore {
     // Flush what the cache holds so every existing block is current on disk.
     this.cache.writeDirty();
     // Past the file end, and past clusters handed out but not written yet.
-    const areaStart = Math.max(this.host.endCluster(), maxCluster, this.reservedEnd, this.countedEnd);
+    const areaStart = Math.max(this.host.endCluster(), maxCluster, this.reservedEnd, this.countedEnd, this.allocatedEnd);
     const hasBlock = (r: number) => !rebuild && r < this.table.length && this.table[r] !== 0;
     // Ranges that need a new block: for a rebuild every range with a counted cluster; always the area's own.
     const needed = new Set<number>(extraRanges);

@@ -66,6 +66,8 @@ export class OwnerScheme implements RefcountScheme {
   private nodes = new Map<number, OwnerNode>();
   private active = 0;
   private freeIndex = 0;
+  /** Highest cluster index ever handed out, plus one. */
+  private allocatedEnd = 0;
   private pending: number[] = [];
   private readonly costs = { openMs: 0, openRebuilt: 0, closeMs: 0, mergedClusters: 0, freedClusters: 0 };
 
@@ -201,8 +203,10 @@ export class OwnerScheme implements RefcountScheme {
 
   allocate(n: number, kind: ClusterKind): number {
     const id = kind === "meta" ? META : this.active;
+    const img = this.img;
     let run = 0;
-    let c = this.freeIndex;
+    // The allocation policy says where the search starts (first-fit: the lowest free cluster; append: the end).
+    let c = img.allocPolicy.searchStart(this.freeIndex, () => Math.max(Math.ceil(img.file.size() / img.clusterSize), this.allocatedEnd));
     for (;; c++) {
       if (this.ownerOf(c) === 0) {
         if (++run === n) break;
@@ -213,7 +217,8 @@ export class OwnerScheme implements RefcountScheme {
     const start = c - n + 1;
     for (let i = 0; i < n; i++) this.setOwner(start + i, id);
     if (start === this.freeIndex) this.freeIndex = start + n;
-    return start * this.img.clusterSize;
+    if (start + n > this.allocatedEnd) this.allocatedEnd = start + n;
+    return start * img.clusterSize;
   }
 
   referenced(): void {}
