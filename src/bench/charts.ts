@@ -21,7 +21,8 @@ export interface Chart {
 
 const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
 const SCHEME_ORDER = ["eager", "lazy", "lazy-count", "owner", "journal", "std", "lazy_refcounts", "none"];
-const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "#ddd" }, axis: { labelFontSize: 11, titleFontSize: 12 } } };
+const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "#ddd" }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelLimit: 320 } } };
+const CACHE_ORDER = ["writethrough", "writeback", "unsafe"];
 
 /** Human name of a series: refcow's schemes as is, QEMU's flavours and the raw file spelled out. */
 export function seriesName(r: Pick<ResultRow, "source" | "scheme">): string {
@@ -51,12 +52,13 @@ function perWriteChart(rows: ResultRow[]): Chart | undefined {
       data: { values },
       mark: { type: "bar", tooltip: true },
       encoding: {
-        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
         y: { field: "series", type: "nominal", sort: SERIES_ORDER, title: null },
         yOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
         x: { field: "us", type: "quantitative", title: "µs per write", scale: { type: "sqrt" } },
         color: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], scale: { range: ["#8fb8de", "#d1495b"] } },
       },
+      resolve: { axis: { x: "independent" } },
       width: 520,
     } as TopLevelSpec,
   };
@@ -81,7 +83,7 @@ function cdfChart(rows: ResultRow[]): Chart | undefined {
       data: { values },
       mark: { type: "line", interpolate: "step-after", strokeWidth: 1.6 },
       encoding: {
-        column: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
         x: { field: "us", type: "quantitative", scale: { type: "log" }, title: "latency (µs, log scale)" },
         y: { field: "p", type: "quantitative", title: "fraction of writes", axis: { format: "%" } },
         color: { field: "series", type: "nominal", sort: SERIES_ORDER, title: "scheme" },
@@ -114,15 +116,17 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
       data: { values },
       mark: { type: "bar", tooltip: true },
       encoding: {
-        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
-        column: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], title: null, header: { labelFontSize: 12 } },
-        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: 0 } },
+        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: "scheme (left bar: in place, right bar: after the snapshot)", axis: { labelAngle: 0 } },
+        xOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
         y: { field: "us", type: "quantitative", title: "µs of I/O per write", stack: "zero" },
         color: { field: "group", type: "nominal", sort: [...COST_GROUPS], title: "cost", scale: { scheme: "tableau10" } },
         order: { field: "group", sort: "ascending" },
+        opacity: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], scale: { range: [0.55, 1] }, legend: null },
       },
-      width: 260,
-      height: 200,
+      resolve: { scale: { y: "independent" } },
+      width: 420,
+      height: 260,
     } as TopLevelSpec,
   };
 }
@@ -148,7 +152,7 @@ function hostIoChart(rows: ResultRow[]): Chart | undefined {
       mark: { type: "bar", tooltip: true },
       encoding: {
         row: { field: "measure", type: "nominal", title: null, header: { labelFontSize: 12, labelFontWeight: "bold" } },
-        column: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
         x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: 0 } },
         xOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
         y: { field: "value", type: "quantitative", title: null },
@@ -179,7 +183,7 @@ function snapshotOpsChart(rows: ResultRow[]): Chart | undefined {
       mark: { type: "line", point: true, tooltip: true },
       encoding: {
         facet: { field: "op", type: "nominal", columns: 3, title: null, sort: ["snapshot-create", "snapshot-apply", "snapshot-delete", "open", "close", "recovery"] },
-        x: { field: "mib", type: "quantitative", scale: { type: "log" }, title: "allocated MiB (log)" },
+        x: { field: "mib", type: "quantitative", scale: { type: "log", nice: false }, title: "allocated MiB (log)" },
         y: { field: "ms", type: "quantitative", scale: { type: "log" }, title: "ms (log)" },
         color: { field: "scheme", type: "nominal", sort: SCHEME_ORDER },
       },
@@ -209,7 +213,7 @@ function guestPhaseChart(guest: GuestResult[]): Chart | undefined {
       ...FONT,
       data: { values },
       encoding: {
-        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
         column: { field: "phase", type: "nominal", title: null },
         x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: -30 } },
         y: { field: "us", type: "quantitative", scale: { type: "log" }, title: "µs (log)" },
@@ -250,7 +254,7 @@ function vmStateChart(guest: GuestResult[]): Chart | undefined {
       data: { values },
       mark: { type: "bar", tooltip: true },
       encoding: {
-        row: { field: "cache", type: "nominal", title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
         y: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null },
         x: { field: "ms", type: "quantitative", title: "ms", stack: "zero" },
         color: { field: "part", type: "nominal", sort: ["drain + flush", "disk snapshot", "VM state: save_state()", "VM state: write"], title: "step" },
