@@ -4,14 +4,18 @@
  *
  *   - every operation up to the last flush before the crash point is on disk;
  *   - of the writes after that flush (and before the crash point), any subset may have reached the disk
- *     (`prefix` states keep them in order, `subset` states pick any combination, bounded);
- *   - the last write that reached the disk may be torn at sector (512-byte) granularity.
+ *     (`prefix` states keep them in order, `subset` states pick other combinations, bounded);
+ *   - the last write that reached the disk may be torn at sector (512-byte) granularity: only its first
+ *     `tornSectors` sectors arrived (one tear point per write by default, or several, up to every boundary);
+ *   - size changes (truncates) after the last flush are kept, in log order with the writes that reached the disk.
  *
  * It also fails writes on demand (`failAfter`), to test how errors such as a full disk are handled.
  */
 import type { BlockFile, IoPurpose } from "./block-file.js";
 import { IoError } from "./block-file.js";
 import { MemoryFile } from "./memory-file.js";
+
+export const SECTOR = 512;
 
 export type FaultOp =
   | { kind: "write"; offset: number; data: Uint8Array; purpose: IoPurpose }
@@ -21,10 +25,21 @@ export type FaultOp =
 export interface CrashState {
   /** Number of operations issued before the crash. */
   at: number;
-  /** Indices (into the log) of the unflushed writes that reached the disk. */
+  /** Indices (into the log) of the unflushed writes that reached the disk, in log order. */
   applied: number[];
   /** When set, the last applied write only reached the disk for its first `tornSectors` sectors. */
   tornSectors?: number;
+}
+
+export interface CrashStateOptions {
+  /**
+   * Tear points per last write: 0/false none, true or 1 the middle sector boundary, n > 1 up to n boundaries
+   * spread evenly over the write, Infinity every boundary.
+   */
+  torn?: boolean | number;
+  /** Other subsets of the unflushed writes to add, chosen by `random` (bounded by the number that exist). */
+  subsets?: number;
+  random?: () => number;
 }
 
 export class FaultFile implements BlockFile {
@@ -34,8 +49,13 @@ export class FaultFile implements BlockFile {
   readonly readOnly = false;
   /** Writes fail with ENOSPC once this many more have been accepted (undefined: never). */
   failAfter?: number;
+  /** The durable image as of some log position, reused by materialize() (crash points mostly move forward). */
+  private durable: { end: number; file: MemoryFile } | undefined;
 
-  constructor(private readonly initial: Uint8Array = new Uint8Array(0), name = "fault") {
+  constructor(
+    private readonly initial: Uint8Array = new Uint8Array(0),
+    name = "fault",
+  ) {
     this.live = new MemoryFile(initial, { name });
     this.name = name;
   }
@@ -86,55 +106,107 @@ export class FaultFile implements BlockFile {
     return out;
   }
 
+  /** Log positions just after each write: the crash points worth trying. */
+  writePoints(): number[] {
+    const out: number[] = [];
+    this.log.forEach((op, i) => {
+      if (op.kind === "write") out.push(i + 1);
+    });
+    return out;
+  }
+
   /**
-   * Crash states at crash point `at`: every prefix of the unflushed writes (with the last one torn once per
-   * sector boundary when `torn`), plus up to `subsets` other combinations chosen by `random`.
+   * Crash states at crash point `at`: every prefix of the unflushed writes (with the last one torn at the
+   * chosen sector boundaries), plus up to `subsets` other combinations chosen by `random`.
    */
-  crashStates(at: number, opts: { torn?: boolean; subsets?: number; random?: () => number } = {}): CrashState[] {
+  crashStates(at: number, opts: CrashStateOptions = {}): CrashState[] {
     const pending = this.unflushedWrites(at);
+    const tears = opts.torn === true ? 1 : opts.torn === false || opts.torn === undefined ? 0 : opts.torn;
     const states: CrashState[] = [];
     for (let k = 0; k <= pending.length; k++) {
-      states.push({ at, applied: pending.slice(0, k) });
-      if (opts.torn && k > 0) {
+      const applied = pending.slice(0, k);
+      states.push({ at, applied });
+      if (tears > 0 && k > 0) {
         const op = this.log[pending[k - 1]] as { data: Uint8Array };
-        const sectors = Math.ceil(op.data.length / 512);
-        if (sectors > 1) states.push({ at, applied: pending.slice(0, k), tornSectors: Math.max(1, Math.floor(sectors / 2)) });
+        for (const s of tearPoints(Math.ceil(op.data.length / SECTOR), tears)) states.push({ at, applied, tornSectors: s });
       }
     }
-    const extra = Math.min(opts.subsets ?? 0, pending.length > 1 ? 2 ** pending.length - pending.length - 1 : 0);
-    const rnd = opts.random ?? Math.random;
-    const seen = new Set(states.map((s) => s.applied.join(",")));
-    for (let tries = 0; states.length < pending.length + 1 + extra && tries < extra * 8; tries++) {
-      const pick = pending.filter(() => rnd() < 0.5);
-      const key = pick.join(",");
-      if (seen.has(key)) continue;
-      seen.add(key);
-      states.push({ at, applied: pick });
+    const n = pending.length;
+    // Subsets that are not prefixes: 2^n - (n + 1) of them.
+    const extra = Math.min(opts.subsets ?? 0, n > 1 ? (n > 40 ? Number.MAX_SAFE_INTEGER : 2 ** n - n - 1) : 0);
+    if (extra > 0) {
+      const rnd = opts.random ?? Math.random;
+      const seen = new Set<string>();
+      for (let k = 0; k <= n; k++) seen.add(pending.slice(0, k).join(","));
+      let added = 0;
+      for (let tries = 0; added < extra && tries < extra * 8; tries++) {
+        const pick = pending.filter(() => rnd() < 0.5);
+        const key = pick.join(",");
+        if (seen.has(key)) continue;
+        seen.add(key);
+        states.push({ at, applied: pick });
+        added++;
+      }
     }
     return states;
   }
 
   /** Builds the disk contents for a crash state. */
   materialize(state: CrashState): MemoryFile {
-    const f = new MemoryFile(this.initial, { name: `${this.name}@crash${state.at}` });
     const durableEnd = this.lastFlushBefore(state.at);
-    for (let i = 0; i < durableEnd; i++) apply(f, this.log[i]);
+    const f = new MemoryFile(this.durableImage(durableEnd).contents(), { name: `${this.name}@crash${state.at}` });
     const last = state.applied[state.applied.length - 1];
-    for (const i of state.applied) {
+    const applied = new Set(state.applied);
+    for (let i = durableEnd; i < state.at; i++) {
       const op = this.log[i];
-      if (i === last && state.tornSectors !== undefined && op.kind === "write") {
-        f.write(op.data.subarray(0, state.tornSectors * 512), op.offset);
-      } else {
-        apply(f, op);
+      if (op.kind === "truncate") {
+        // A file system persists size changes with its metadata: they stay, in order.
+        f.truncate(op.size);
+      } else if (op.kind === "write" && applied.has(i)) {
+        if (i === last && state.tornSectors !== undefined) f.write(op.data.subarray(0, state.tornSectors * SECTOR), op.offset);
+        else f.write(op.data, op.offset);
       }
     }
-    // Truncates after the last flush: a file system persists size changes with the metadata; keep them in order.
-    for (let i = durableEnd; i < state.at; i++) if (this.log[i].kind === "truncate") apply(f, this.log[i]);
     return f;
+  }
+
+  /** A one-line description of a crash state, for failure reports. */
+  describe(state: CrashState): string {
+    const pending = this.unflushedWrites(state.at);
+    const isPrefix = state.applied.every((v, i) => v === pending[i]);
+    const what = (i: number) => {
+      const op = this.log[i] as { offset: number; data: Uint8Array; purpose: string };
+      return `#${i} ${op.purpose} ${op.data.length}B@0x${op.offset.toString(16)}`;
+    };
+    let s = `crash after op ${state.at} of ${this.log.length}: ${state.applied.length} of ${pending.length} unflushed writes reached the disk`;
+    if (state.applied.length && !isPrefix) s += ` (subset: ${state.applied.join(",")})`;
+    if (state.applied.length) s += `, last ${what(state.applied[state.applied.length - 1])}`;
+    if (state.tornSectors !== undefined) s += ` torn after ${state.tornSectors} sector(s)`;
+    return s;
+  }
+
+  /** The image with every operation before `end` applied (end: just past a flush), reusing earlier work. */
+  private durableImage(end: number): MemoryFile {
+    let d = this.durable;
+    if (!d || d.end > end) d = { end: 0, file: new MemoryFile(this.initial, { name: `${this.name}@durable` }) };
+    for (let i = d.end; i < end; i++) {
+      const op = this.log[i];
+      if (op.kind === "write") d.file.write(op.data, op.offset);
+      else if (op.kind === "truncate") d.file.truncate(op.size);
+    }
+    d.end = end;
+    this.durable = d;
+    return d.file;
   }
 }
 
-function apply(f: MemoryFile, op: FaultOp): void {
-  if (op.kind === "write") f.write(op.data, op.offset);
-  else if (op.kind === "truncate") f.truncate(op.size);
+/** Up to `max` sector counts strictly between 0 and `sectors` (a write of one sector cannot tear). */
+function tearPoints(sectors: number, max: number): number[] {
+  if (sectors <= 1) return [];
+  const inner = sectors - 1;
+  if (max >= inner) return Array.from({ length: inner }, (_, i) => i + 1);
+  if (max === 1) return [Math.max(1, Math.floor(sectors / 2))];
+  const out = new Set<number>();
+  for (let i = 0; i < max; i++) out.add(1 + Math.round((i * (inner - 1)) / (max - 1)));
+  return [...out];
 }
