@@ -152,7 +152,7 @@ export class JournalScheme extends EagerScheme {
   }
 
   /** Writes every table in place, flushes, and empties the journal. */
-  private checkpoint(): void {
+  checkpoint(): void {
     const img = this.host.image;
     const t = performance.now();
     this.busy = true;

@@ -55,6 +55,11 @@ export interface RefcountScheme {
   flushMetadata?(): void;
   /** After a flush made every table durable. */
   afterFlush?(): void;
+  /**
+   * Writes every table in place and empties the scheme's private log (the journal's checkpoint). Schemes
+   * without such a log leave it out; a flush is then the nearest equivalent.
+   */
+  checkpoint?(): void;
   /** Scheme-specific snapshot operations; the engine's standard ones are used when absent. */
   snapshotCreate?(name: string, opts: SnapshotCreateOptions): SnapshotInfo;
   snapshotApply?(idOrName: string): void;
