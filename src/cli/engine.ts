@@ -5,6 +5,7 @@
 export { Qcow2Image } from "../engine/qcow2-image.js";
 export { openImagePath, probeFormat, RawDisk } from "../engine/open-path.js";
 export type {
+  AllocPolicyName,
   BlockFile,
   CacheMode,
   CheckResult,
@@ -18,3 +19,4 @@ export type {
   VirtualDisk,
 } from "../engine/types.js";
 export { NodeFile } from "../io/node-file.js";
+export { ALLOC_POLICIES } from "../engine/types.js";

@@ -10,6 +10,9 @@ const CACHE_HELP =
   "  -t cache       cache mode for writing: writeback, writethrough, unsafe, none (= writeback),\n" +
   "                 directsync (= writethrough)\n";
 const SCHEME_HELP = "  --scheme S     refcount scheme used while the image is open (eager, lazy, lazy-count, owner, journal)\n";
+const ALLOC_HELP =
+  "  --alloc A      allocation policy while the image is open: first-fit (default: reuse the lowest free\n" +
+  "                 clusters) or append (new clusters always at the end of the file; see compact)\n";
 
 export const HELP: Record<string, CommandHelp> = {
   create: {
@@ -36,31 +39,33 @@ export const HELP: Record<string, CommandHelp> = {
   },
   check: {
     summary: "check an image for consistency, optionally repair it",
-    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [-U] filename",
+    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [--alloc A] [-U] filename",
     help:
       "  -r leaks|all   repair leaked clusters only, or every kind of error\n" +
       "  --output=ofmt  human (default) or json\n" +
       CACHE_HELP +
       SCHEME_HELP +
+      ALLOC_HELP +
       "Exit status: 0 consistent, 1 check not completed, 2 corruptions, 3 leaked clusters only,\n" +
       "63 the format has no consistency check.\n",
   },
   snapshot: {
     summary: "list, create, apply or delete internal snapshots",
-    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
+    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [--alloc A] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
     help:
       "  -l             list the snapshots\n" +
       "  -c name        create a snapshot\n" +
       "  -a name        apply (revert to) a snapshot, by ID or name\n" +
       "  -d name        delete a snapshot, by name\n" +
       CACHE_HELP +
-      SCHEME_HELP,
+      SCHEME_HELP +
+      ALLOC_HELP,
   },
   convert: {
     summary: "convert an image (or a snapshot of it) to another image",
     usage:
       "convert [-q] [-p] [-n] [-U] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] " +
-      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--scheme S] filename [filename2 [...]] output_filename",
+      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--scheme S] [--alloc A] filename [filename2 [...]] output_filename",
     help:
       "  -O fmt          output format: raw (default) or qcow2\n" +
       "  -o options      output format options, as for create\n" +
@@ -69,7 +74,8 @@ export const HELP: Record<string, CommandHelp> = {
       "  -n              do not create the output image; write into an existing one\n" +
       "  -S size         runs of zeroes at least this long are not written (default 4k; 0 writes everything)\n" +
       "  -t cache        cache mode of the output (default unsafe)\n" +
-      SCHEME_HELP,
+      SCHEME_HELP +
+      ALLOC_HELP,
   },
   compare: {
     summary: "compare the contents of two images",
@@ -89,7 +95,7 @@ export const HELP: Record<string, CommandHelp> = {
   io: {
     summary: "run qemu-io commands (read, write, discard, flush...) on an image",
     usage:
-      "io [-f fmt] [-r] [-t cache] [-n] [--scheme S] [--stats] [--in-process] [-c command]... filename",
+      "io [-f fmt] [-r] [-t cache] [-n] [--scheme S] [--alloc A] [--stats] [--in-process] [-c command]... filename",
     help:
       "  -c, --cmd CMD  run CMD (several -c run in order; without -c commands are read from stdin)\n" +
       "  -f fmt         image format (probed when omitted)\n" +
@@ -97,6 +103,7 @@ export const HELP: Record<string, CommandHelp> = {
       "  -t cache       writethrough (default, as qemu-io), writeback, unsafe, none (= writeback),\n" +
       "                 directsync (= writethrough); -n is -t none\n" +
       SCHEME_HELP +
+      ALLOC_HELP +
       "  --stats        print the engine's I/O cost breakdown by purpose at the end\n" +
       "  --in-process   serve the image in this thread (the default for now)\n" +
       "Commands: read [-Cqv] [-P pattern [-s off] [-l len]] off len; write [-Cfquz] [-P pattern | -s file] off len;\n" +

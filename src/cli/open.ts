@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import { CliError, messageOf } from "./errors.js";
-import { type BlockFile, type CacheMode, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk } from "./engine.js";
+import { ALLOC_POLICIES, type AllocPolicyName, type BlockFile, type CacheMode, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk } from "./engine.js";
 
 export type FormatName = "qcow2" | "raw";
 export type Disk = Qcow2Image | RawDisk;
@@ -31,6 +31,13 @@ export function parseCacheMode(s: string, what = "cache"): CacheMode {
     default:
       throw new CliError(`Invalid ${what} option: ${s}`);
   }
+}
+
+/** --alloc: the allocation policy for an image opened for writing (undefined: the engine's default, first-fit). */
+export function parseAllocPolicy(s: string | undefined): AllocPolicyName | undefined {
+  if (s === undefined) return undefined;
+  if ((ALLOC_POLICIES as readonly string[]).includes(s)) return s as AllocPolicyName;
+  throw new CliError(`Invalid --alloc option: ${s} (expecting ${ALLOC_POLICIES.join(" or ")})`);
 }
 
 /** -f / -F: the formats refcow reads and writes. */
@@ -104,6 +111,8 @@ export interface OpenRequest {
   readOnly: boolean;
   cache?: CacheMode;
   scheme?: string;
+  /** Allocation policy (first-fit or append). */
+  alloc?: AllocPolicyName;
   /** Do not open the backing chain (qemu-img info). */
   noBacking?: boolean;
   /** Open for check / repair: corrupt images allowed, no repair at open. */
@@ -145,6 +154,7 @@ function openLayer(req: OpenRequest, depth: number, layers: string[]): Disk {
       readOnly: req.wrapFile ? false : req.readOnly,
       cache: req.cache,
       scheme: req.scheme,
+      alloc: req.alloc,
       noBacking: req.noBacking,
       forCheck: req.forCheck,
       noRepairOnOpen: req.readOnly || req.forCheck ? true : undefined,

@@ -7,6 +7,7 @@ import { commandHelpText, HELP } from "../help.js";
 export const HELP_LONG: LongOption = { name: "help", arg: false, key: "h" };
 export const OUTPUT_LONG: LongOption = { name: "output", arg: true };
 export const SCHEME_LONG: LongOption = { name: "scheme", arg: true };
+export const ALLOC_LONG: LongOption = { name: "alloc", arg: true };
 export const FORCE_SHARE_LONG: LongOption = { name: "force-share", arg: false, key: "U" };
 
 /** Parses argv; returns undefined after printing help when -h/--help was given. */

@@ -6,16 +6,16 @@
 import * as readline from "node:readline";
 import { allValues, hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
-import { type CacheMode, Qcow2Image } from "../engine.js";
+import { type AllocPolicyName, type CacheMode, Qcow2Image } from "../engine.js";
 import type { CostBreakdown } from "../../engine/types.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
 import { qcow2SpecificHuman } from "../info-output.js";
 import { type IoContext, type IoTarget, runIoCommand } from "../io-commands.js";
-import { type Disk, formatForOpen, openImage, parseCacheMode, probedRawWarning } from "../open.js";
+import { type Disk, formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
 import { OverlayFile } from "../overlay-file.js";
 import { statsTable } from "../stats-output.js";
-import { closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG } from "./common.js";
+import { ALLOC_LONG, closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG } from "./common.js";
 import { qcow2Specific } from "./info.js";
 
 export interface IoOpenOptions {
@@ -23,6 +23,8 @@ export interface IoOpenOptions {
   readOnly: boolean;
   cache: CacheMode;
   scheme?: string;
+  /** Allocation policy (first-fit or append). */
+  alloc?: AllocPolicyName;
   /** qemu-io -s: writes go to a private in-memory view and are dropped at exit. */
   snapshot: boolean;
   /** --in-process: serve the image in this thread even when a worker could serve it. */
@@ -80,6 +82,7 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
     readOnly: opts.readOnly || opts.snapshot,
     cache: opts.cache,
     scheme: opts.scheme,
+    alloc: opts.alloc,
     wrapFile: opts.snapshot ? (f) => new OverlayFile(f) : undefined,
   });
   const disk = opened.disk;
@@ -98,7 +101,7 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
   const description = diskTarget(probe.disk, true).describe();
   const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
   probe.disk.close();
-  const client = await openServedImage(path, { scheme: opts.scheme, cache: opts.cache, readOnly: opts.readOnly, format });
+  const client = await openServedImage(path, { scheme: opts.scheme, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });
   let lastStats: CostBreakdown | undefined;
   return {
     target: {
@@ -144,6 +147,7 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
       long: [
         HELP_LONG,
         SCHEME_LONG,
+        ALLOC_LONG,
         { name: "cmd", arg: true, key: "c" },
         { name: "format", arg: true, key: "f" },
         { name: "read-only", arg: false, key: "r" },
@@ -185,6 +189,7 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
     readOnly: hasFlag(parsed, "r"),
     cache,
     scheme: lastValue(parsed, "scheme"),
+    alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
     snapshot: hasFlag(parsed, "s"),
     inProcess: hasFlag(parsed, "in-process"),
   }).catch((e: unknown) => {
