@@ -84,7 +84,7 @@ export class OpfsFile implements BlockFile {
     const where = `${name} (origin private file system)`;
     let dir = options.directory;
     if (!dir) {
-      const storage = (globalThis as { navigator?: { storage?: { getDirectory?: () => Promise<OpfsDirectory> } } }).navigator?.storage;
+      const storage = (globalThis as unknown as { navigator?: { storage?: { getDirectory?: () => Promise<OpfsDirectory> } } }).navigator?.storage;
       if (typeof storage?.getDirectory !== "function") {
         throw new IoError(`${where}: the origin private file system is not available here (a secure context is needed)`, "ENOTSUP");
       }

@@ -1,0 +1,107 @@
+/**
+ * The Web Worker entry (browser): the same serve loop as the Node worker (serve-loop.ts), over the engine on
+ * a file of the origin private file system (io/opfs-file.ts). Messages: web-protocol.ts.
+ *
+ * What differs from Node is only how the image is reached: OPFS access handles are created asynchronously,
+ * so the file is opened first and the synchronous `serveRing` gets an `open` that only parses the image. The
+ * worker must be a dedicated worker of a cross-origin isolated page (SharedArrayBuffer, sync access handles).
+ */
+import { Qcow2Image } from "../engine/qcow2-image.js";
+import { OpfsFile } from "../io/opfs-file.js";
+import { serveRing, type ServeResult } from "./serve-loop.js";
+import type { WebCheckRequest, WebCreateRequest, WebServeRequest, WebWorkerReply, WebWorkerRequest, WebWorkerResult } from "./web-protocol.js";
+
+interface WorkerScope {
+  postMessage(message: WebWorkerReply): void;
+  addEventListener(type: "message", listener: (e: { data: WebWorkerRequest }) => void): void;
+  crossOriginIsolated?: boolean;
+  navigator?: { storage?: { getDirectory?: unknown } };
+}
+
+const scope = globalThis as unknown as WorkerScope;
+
+/** Opens the OPFS file, then serves the ring until CLOSE or STOP; the file is closed when the loop ends. */
+export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
+  let file: OpfsFile;
+  try {
+    file = await OpfsFile.open(req.file, { readOnly: req.readOnly });
+  } catch (e) {
+    // Report the failed open through the ring, as a failed parse would be.
+    return serveRing(req.ring, () => {
+      throw e;
+    });
+  }
+  try {
+    return serveRing(
+      req.ring,
+      () => Qcow2Image.open(file, { scheme: req.scheme, alloc: req.alloc, cache: req.cache, readOnly: req.readOnly }),
+      { spinUs: req.spinUs, adaptiveSpin: req.adaptiveSpin },
+    );
+  } finally {
+    // The image closes its file on CLOSE/STOP; after a failed open the handle is still ours.
+    file.close();
+  }
+}
+
+/** Writes a new empty qcow2 image into `req.file` (created or replaced). */
+export async function createOpfs(req: WebCreateRequest): Promise<null> {
+  const file = await OpfsFile.open(req.file, { create: true });
+  try {
+    Qcow2Image.create(file, req.options);
+    file.flush();
+  } finally {
+    file.close();
+  }
+  return null;
+}
+
+/** Checks `req.file` read-only, as `qemu-img check` does. */
+export async function checkOpfs(req: WebCheckRequest) {
+  const file = await OpfsFile.open(req.file, { readOnly: true });
+  try {
+    const img = Qcow2Image.open(file, { readOnly: true, forCheck: true, noRepairOnOpen: true, noBacking: true });
+    try {
+      return img.check();
+    } finally {
+      img.close();
+    }
+  } finally {
+    file.close();
+  }
+}
+
+async function handle(req: WebWorkerRequest): Promise<void> {
+  try {
+    let value: WebWorkerResult["value"];
+    switch (req.kind) {
+      case "serve":
+        value = await serveOpfs(req);
+        break;
+      case "create":
+        value = await createOpfs(req);
+        break;
+      case "check":
+        value = await checkOpfs(req);
+        break;
+      default:
+        throw new Error(`unknown request ${(req as { kind?: unknown }).kind}`);
+    }
+    scope.postMessage({ id: req.id, kind: "result", value });
+  } catch (e) {
+    const err = e as Error;
+    scope.postMessage({ id: req.id, kind: "error", name: err?.name ?? "Error", message: err?.message ?? String(e) });
+  }
+}
+
+// Requests run one after another: a serve loop holds the thread until its image is closed.
+let chain: Promise<void> = Promise.resolve();
+if (typeof scope.addEventListener === "function" && typeof scope.postMessage === "function") {
+  scope.addEventListener("message", (e) => {
+    chain = chain.then(() => handle(e.data));
+  });
+  scope.postMessage({
+    kind: "hello",
+    crossOriginIsolated: scope.crossOriginIsolated === true,
+    opfs: typeof scope.navigator?.storage?.getDirectory === "function",
+  });
+}
