@@ -10,6 +10,7 @@ import { compile, type TopLevelSpec } from "vega-lite";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import type { ResultRow } from "./matrix.js";
 import type { GuestResult } from "./guest-results.js";
+import { schemeLabel } from "./scheme-label.js";
 
 export interface Chart {
   id: string;
@@ -25,10 +26,10 @@ const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "
 const CACHE_ORDER = ["writethrough", "writeback", "unsafe"];
 
 /** Human name of a series: refcow's schemes as is, QEMU's flavours and the raw file spelled out. */
-export function seriesName(r: Pick<ResultRow, "source" | "scheme">): string {
+export function seriesName(r: Pick<ResultRow, "source" | "scheme" | "alloc">): string {
   if (r.source === "qemu") return r.scheme === "std" ? "QEMU" : "QEMU lazy_refcounts";
   if (r.source === "raw") return "raw file";
-  return r.scheme;
+  return schemeLabel(r);
 }
 
 const SERIES_ORDER = [...SCHEME_ORDER.slice(0, 5), "QEMU", "QEMU lazy_refcounts", "raw file"];
@@ -102,7 +103,7 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
   for (const r of writeRows(rows)) {
     if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
     const g = groupTimes(r.breakdown);
-    for (const group of COST_GROUPS) if (g[group] > 0) values.push({ scheme: r.scheme, cache: r.cache, phase: r.phase, group, us: g[group] });
+    for (const group of COST_GROUPS) if (g[group] > 0) values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, group, us: g[group] });
   }
   if (!values.length) return undefined;
   return {
@@ -137,8 +138,8 @@ function hostIoChart(rows: ResultRow[]): Chart | undefined {
   for (const r of writeRows(rows)) {
     if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
     const t = hostTotals(r.breakdown);
-    values.push({ scheme: r.scheme, cache: r.cache, phase: r.phase, measure: "host KiB per guest write", value: t.bytes / 1024 });
-    values.push({ scheme: r.scheme, cache: r.cache, phase: r.phase, measure: "host flushes per guest write", value: t.flushes });
+    values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, measure: "host KiB per guest write", value: t.bytes / 1024 });
+    values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, measure: "host flushes per guest write", value: t.flushes });
   }
   if (!values.length) return undefined;
   return {
@@ -169,7 +170,7 @@ function hostIoChart(rows: ResultRow[]): Chart | undefined {
 function snapshotOpsChart(rows: ResultRow[]): Chart | undefined {
   const values = rows
     .filter((r) => r.workload === "snapshot-ops" && r.size_bytes)
-    .map((r) => ({ scheme: r.scheme, op: r.phase, mib: r.size_bytes! / 2 ** 20, ms: Math.max(r.median_us / 1000, 0.001) }));
+    .map((r) => ({ scheme: schemeLabel(r), op: r.phase, mib: r.size_bytes! / 2 ** 20, ms: Math.max(r.median_us / 1000, 0.001) }));
   if (!values.length) return undefined;
   return {
     id: "snapshot-ops",

@@ -6,6 +6,7 @@ import { buildCharts, renderSvg, seriesName } from "./charts.js";
 import { groupTimes, hostTotals, COST_GROUPS } from "./cost-groups.js";
 import type { GuestResult } from "./guest-results.js";
 import type { ResultRow } from "./matrix.js";
+import { schemeLabel } from "./scheme-label.js";
 
 export interface ResultsFile {
   generated: string;
@@ -27,7 +28,7 @@ function htmlTable(head: string[], body: string[][], numericFrom = 0): string {
 function writeTable(rows: ResultRow[]): string {
   const w = rows.filter((r) => r.phase === "in-place" || r.phase === "post-snapshot");
   if (!w.length) return "";
-  const inPlace = (r: ResultRow) => rows.find((x) => x.source === r.source && x.scheme === r.scheme && x.cache === r.cache && x.workload === r.workload && x.phase === "in-place");
+  const inPlace = (r: ResultRow) => rows.find((x) => x.source === r.source && x.scheme === r.scheme && x.alloc === r.alloc && x.cache === r.cache && x.workload === r.workload && x.phase === "in-place");
   const body = w.map((r) => {
     const base = r.phase === "post-snapshot" ? inPlace(r) : undefined;
     const t = hostTotals(r.breakdown);
@@ -53,7 +54,7 @@ function breakdownTable(rows: ResultRow[]): string {
   if (!w.length) return "";
   const body = w.map((r) => {
     const g = groupTimes(r.breakdown);
-    return [r.scheme, String(r.cache), r.workload, r.phase, ...COST_GROUPS.map((k) => num(g[k], 1))];
+    return [schemeLabel(r), String(r.cache), r.workload, r.phase, ...COST_GROUPS.map((k) => num(g[k], 1))];
   });
   return htmlTable(["scheme", "cache", "workload", "phase", ...COST_GROUPS.map((g) => `${g} µs`)], body, 4);
 }
@@ -62,10 +63,10 @@ function opsTable(rows: ResultRow[]): string {
   const ops = rows.filter((r) => r.workload === "snapshot-ops");
   if (!ops.length) return "";
   const names = [...new Set(ops.map((r) => r.phase))];
-  const keys = [...new Set(ops.map((r) => `${r.scheme}\u0000${r.size_bytes}`))];
+  const keys = [...new Set(ops.map((r) => `${schemeLabel(r)}\u0000${r.size_bytes}`))];
   const body = keys.map((k) => {
     const [scheme, size] = k.split("\u0000");
-    const cell = (n: string) => num((ops.find((r) => r.scheme === scheme && String(r.size_bytes) === size && r.phase === n)?.median_us ?? NaN) / 1000, 2);
+    const cell = (n: string) => num((ops.find((r) => schemeLabel(r) === scheme && String(r.size_bytes) === size && r.phase === n)?.median_us ?? NaN) / 1000, 2);
     return [scheme, `${Math.round(Number(size) / 2 ** 20)} MiB`, ...names.map(cell)];
   });
   return htmlTable(["scheme", "allocated", ...names.map((n) => `${n} ms`)], body, 2);

@@ -5,7 +5,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ResultRow } from "./matrix.js";
-import { groupTimes } from "./cost-groups.js";
+import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
+import { schemeLabel } from "./scheme-label.js";
 import { guestRows, type GuestResult } from "./guest-results.js";
 import { renderHtml, type ResultsFile } from "./report-html.js";
 
@@ -18,7 +19,7 @@ function find(rows: ResultRow[], q: Partial<ResultRow>): ResultRow | undefined {
 /** post-snapshot / in-place of the same source, scheme, cache and workload. */
 function slowdown(rows: ResultRow[], r: ResultRow): number | undefined {
   if (r.phase !== "post-snapshot") return undefined;
-  const base = find(rows, { source: r.source, scheme: r.scheme, cache: r.cache, workload: r.workload, phase: "in-place" });
+  const base = find(rows, { source: r.source, scheme: r.scheme, alloc: r.alloc, cache: r.cache, workload: r.workload, phase: "in-place" });
   return base ? r.amortized_us / base.amortized_us : undefined;
 }
 
@@ -26,15 +27,16 @@ const QEMU_PEER: Record<string, string> = { eager: "std", lazy: "lazy_refcounts"
 
 export function table(rows: ResultRow[]): string {
   const write = rows.filter((r) => r.workload !== "snapshot-ops");
-  const head = ["source", "scheme", "cache", "workload", "phase", "median us", "p99 us", "per write us", "runs", "post/in", "vs qemu", "vs raw"];
+  const head = ["source", "scheme", "cache", "workload", "phase", "median us", "p99 us", "per write us", "runs", "post/in", "vs qemu", "vs raw", "host KiB/w", "flushes/w"];
   const lines = [head];
   for (const r of write) {
     const raw = find(rows, { source: "raw", cache: r.cache, workload: r.workload });
     const peer = r.source === "refcow" ? find(rows, { source: "qemu", scheme: QEMU_PEER[r.scheme] ?? "std", cache: r.cache, phase: r.phase }) : undefined;
     const s = slowdown(rows, r);
+    const host = r.breakdown ? hostTotals(r.breakdown) : undefined;
     lines.push([
       r.source,
-      r.scheme,
+      schemeLabel(r),
       r.cache,
       r.workload,
       r.phase,
@@ -45,20 +47,33 @@ export function table(rows: ResultRow[]): string {
       s ? `${s.toFixed(1)}x` : "",
       peer ? `${(r.amortized_us / peer.amortized_us).toFixed(2)}x` : "",
       raw && r.source !== "raw" ? `${(r.amortized_us / raw.amortized_us).toFixed(1)}x` : "",
+      host ? (host.bytes / 1024).toFixed(1) : "",
+      host ? host.flushes.toFixed(2) : "",
     ]);
   }
   const ops = rows.filter((r) => r.workload === "snapshot-ops");
+  const broken = write.filter((r) => r.breakdown);
   const w = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
   let out = lines.map((l) => l.map((c, i) => c.padEnd(w[i])).join("  ")).join("\n") + "\n";
+  if (broken.length) {
+    out += "\nwhere a write's I/O time goes (us per write; flush time taken out of each purpose):\n";
+    const bl = [["scheme", "cache", "workload", "phase", ...COST_GROUPS]];
+    for (const r of broken) {
+      const g = groupTimes(r.breakdown);
+      bl.push([schemeLabel(r), String(r.cache), r.workload, r.phase, ...COST_GROUPS.map((k) => f1(g[k]))]);
+    }
+    const bw = bl[0].map((_, i) => Math.max(...bl.map((l) => l[i].length)));
+    out += bl.map((l) => l.map((c, i) => c.padEnd(bw[i])).join("  ")).join("\n") + "\n";
+  }
   if (ops.length) {
     out += "\nsnapshot / open / close timings (median ms):\n";
     const sizes = [...new Set(ops.map((r) => r.size_bytes!))];
     const names = [...new Set(ops.map((r) => r.phase))];
-    const schemes = [...new Set(ops.map((r) => r.scheme))];
+    const schemes = [...new Set(ops.map((r) => schemeLabel(r)))];
     out += ["scheme".padEnd(11), "allocated".padEnd(10), ...names.map((n) => n.padStart(16))].join(" ") + "\n";
     for (const size of sizes) {
       for (const s of schemes) {
-        out += [s.padEnd(11), `${Math.round(size / 2 ** 20)} MiB`.padEnd(10), ...names.map((n) => f1((find(ops, { scheme: s, size_bytes: size, phase: n })?.median_us ?? NaN) / 1000).padStart(16))].join(" ") + "\n";
+        out += [s.padEnd(11), `${Math.round(size / 2 ** 20)} MiB`.padEnd(10), ...names.map((n) => f1((ops.find((r) => schemeLabel(r) === s && r.size_bytes === size && r.phase === n)?.median_us ?? NaN) / 1000).padStart(16))].join(" ") + "\n";
       }
     }
   }
@@ -75,7 +90,8 @@ function shares(r: ResultRow): Record<string, number> {
 
 export function answer(rows: ResultRow[]): string {
   const parts: string[] = [];
-  const post = rows.filter((r) => r.source === "refcow" && r.phase === "post-snapshot" && r.workload === "rand4k-per-cluster");
+  const firstFit = (r: ResultRow) => !r.alloc || r.alloc === "first-fit";
+  const post = rows.filter((r) => r.source === "refcow" && r.phase === "post-snapshot" && r.workload === "rand4k-per-cluster" && firstFit(r));
   for (const cache of [...new Set(post.map((r) => r.cache))]) {
     const inCache = post.filter((r) => r.cache === cache);
     if (!inCache.length) continue;
@@ -100,7 +116,12 @@ export function answer(rows: ResultRow[]): string {
         `the slowest ${worst.scheme} at ${f1(worst.amortized_us)} µs.`,
     );
   }
-  const ops = rows.filter((r) => r.workload === "snapshot-ops" && r.phase === "snapshot-create");
+  const appended = rows.filter((r) => r.source === "refcow" && r.alloc === "append" && r.phase === "post-snapshot" && r.workload === "rand4k-per-cluster");
+  for (const a of appended) {
+    const ff = post.find((r) => r.scheme === a.scheme && r.cache === a.cache);
+    if (ff) parts.push(`Append-only allocation: ${a.scheme} ${a.cache} ${f1(a.amortized_us)} µs per post-snapshot write against ${f1(ff.amortized_us)} µs with first-fit.`);
+  }
+  const ops = rows.filter((r) => r.workload === "snapshot-ops" && r.phase === "snapshot-create" && firstFit(r));
   if (ops.length) {
     const largest = Math.max(...ops.map((r) => r.size_bytes!));
     const at = ops.filter((r) => r.size_bytes === largest).sort((a, b) => a.median_us - b.median_us);

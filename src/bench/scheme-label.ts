@@ -1,0 +1,6 @@
+import type { ResultRow } from "./matrix.js";
+
+/** A refcow scheme with its allocation policy when that is not the default ("eager+append"). */
+export function schemeLabel(r: Pick<ResultRow, "scheme" | "alloc">): string {
+  return r.alloc && r.alloc !== "first-fit" ? `${r.scheme}+${r.alloc}` : r.scheme;
+}
