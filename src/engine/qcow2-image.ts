@@ -940,7 +940,8 @@ export class Qcow2Image implements VirtualDisk {
    * Sets or clears the dirty bit (incompatible bit 0) with one durable 8-byte write, as QEMU's
    * qcow2_mark_dirty/qcow2_mark_clean do. Only v3 images have the bit.
    */
-  private setDirtyBit(dirty: boolean): void {
+  /** @internal */
+  setDirtyBit(dirty: boolean): void {
     const h = this.header;
     if (h.version !== 3) throw new RequestError("this refcount scheme needs a version 3 (compat=1.1) image: version 2 has no dirty bit");
     const isDirty = (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n;
@@ -974,6 +975,31 @@ export class Qcow2Image implements VirtualDisk {
 
   close(): void {
     this.shutdown(true);
+  }
+
+  /**
+   * @internal Ends the scheme's part while the image stays open: everything is flushed and the scheme's
+   * close runs, so the file is plain qcow2 with exact refcounts and a clear dirty bit. From then on only
+   * whole-file restructuring (compaction) may follow, then abandon().
+   */
+  detachScheme(): void {
+    this.checkWritable();
+    this.flushMetadata();
+    this.refcounts.cache.writeDirty();
+    this.sync("refcount");
+    if (this.schemeAttached) {
+      this.scheme.close();
+      this.schemeAttached = false;
+    }
+  }
+
+  /**
+   * @internal Forgets the image without writing anything (its in-memory tables are stale after a
+   * restructuring that wrote the file directly). The file itself stays open for the caller.
+   */
+  abandon(): void {
+    this.closed = true;
+    this.backing?.close();
   }
 
   /** Flushes everything; with `closeFile`, also closes the file and the backing chain. */
