@@ -1,0 +1,248 @@
+/**
+ * `npm run web`: builds the browser page (src/web) with esbuild and serves it on 127.0.0.1 with the headers
+ * that make it cross-origin isolated (SharedArrayBuffer for the request ring, 5 µs timers):
+ * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp` on every
+ * response. Also serves the guest (kernel, initramfs, BIOS from .cache/guest, built with
+ * guest-images/build.sh when missing) and v86's wasm.
+ *
+ *   node dist/cli/web-server.js [--port 8086] [--host 127.0.0.1]
+ *
+ * Routes: `/` (index.html; the bundles are rebuilt on each load of it), `/main.js`, `/web-worker.js` (+ .map),
+ * `/guest/config.json` (kernel command line, RAM, file URLs), `/guest/{bzImage,initramfs.cpio,bios.bin,
+ * vgabios.bin}`, `/v86/v86.wasm`. OPFS needs a secure context: http on localhost / 127.0.0.1 is one, a LAN
+ * address is not.
+ */
+import { createReadStream, existsSync, mkdirSync, copyFileSync, statSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { DEFAULT_CMDLINE } from "../vm/guest-runner.js";
+import { ensureGuestImage, guestImagePaths, readGuestManifest, repoRoot, v86WasmPath } from "../vm/guest-image.js";
+
+export interface WebServerOptions {
+  /** TCP port (default 8086; 0 = any free port). */
+  port?: number;
+  /** Address to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Where the bundles go (default .cache/web of the checkout). */
+  outDir?: string;
+  /** Guest RAM in MiB given to the page (default 128). */
+  memoryMiB?: number;
+  /** Progress lines (guest image build, bundle build). */
+  onLog?: (line: string) => void;
+}
+
+export interface WebServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".map": "application/json; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".wasm": "application/wasm",
+};
+
+/** Headers on every response: cross-origin isolation, and no caching of a dev build. */
+const ISOLATION_HEADERS = {
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Embedder-Policy": "require-corp",
+  "Cross-Origin-Resource-Policy": "same-origin",
+  "Cache-Control": "no-store",
+  "X-Content-Type-Options": "nosniff",
+};
+
+interface Bundler {
+  rebuild(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Builds the page bundle (src/web/main.ts → main.js) and the engine worker bundle
+ * (src/worker/web-worker.ts → web-worker.js) into `outDir`, and copies index.html. The worker bundle gets
+ * the browser stand-ins of the few Node built-ins the engine uses (src/web/shims); the page bundle
+ * contains v86, whose Node-only branches import built-ins that are left external (never reached in a page).
+ */
+export async function createBundler(outDir: string): Promise<Bundler> {
+  const esbuild = await import("esbuild");
+  const root = repoRoot();
+  const web = path.join(root, "src", "web");
+  mkdirSync(outDir, { recursive: true });
+  const common = {
+    bundle: true,
+    format: "esm" as const,
+    platform: "browser" as const,
+    target: "chrome110",
+    sourcemap: true,
+    logLevel: "silent" as const,
+    outdir: outDir,
+  };
+  const shims = {
+    name: "node-builtins-for-the-browser",
+    setup(build: { onResolve(o: { filter: RegExp }, cb: (a: { path: string }) => { path: string }): void }) {
+      const map: Record<string, string> = {
+        "node:zlib": path.join(web, "shims", "node-zlib.ts"),
+        "node:perf_hooks": path.join(web, "shims", "node-perf-hooks.ts"),
+      };
+      build.onResolve({ filter: /^node:(zlib|perf_hooks)$/ }, (a) => ({ path: map[a.path]! }));
+    },
+  };
+  const page = await esbuild.context({
+    ...common,
+    entryPoints: { main: path.join(web, "main.ts") },
+    external: ["node:*", "crypto", "fs", "perf_hooks"],
+  });
+  const worker = await esbuild.context({
+    ...common,
+    entryPoints: { "web-worker": path.join(root, "src", "worker", "web-worker.ts") },
+    plugins: [shims],
+    inject: [path.join(web, "shims", "node-process.ts")],
+  });
+  const rebuild = async () => {
+    try {
+      await Promise.all([page.rebuild(), worker.rebuild()]);
+    } catch (e) {
+      const errors = (e as { errors?: Array<{ text: string; location?: { file: string; line: number } }> }).errors;
+      if (errors?.length) {
+        throw new Error(`bundle build failed:\n${errors.map((x) => `${x.location ? `${x.location.file}:${x.location.line}: ` : ""}${x.text}`).join("\n")}`);
+      }
+      throw e;
+    }
+    copyFileSync(path.join(web, "index.html"), path.join(outDir, "index.html"));
+  };
+  await rebuild();
+  return {
+    rebuild,
+    dispose: async () => {
+      await Promise.all([page.dispose(), worker.dispose()]);
+    },
+  };
+}
+
+/** Builds the page and serves it; resolves once listening. */
+export async function startWebServer(opts: WebServerOptions = {}): Promise<WebServer> {
+  const log = opts.onLog ?? (() => undefined);
+  const guest = await ensureGuestImage({ onProgress: log });
+  const outDir = opts.outDir ?? path.join(repoRoot(), ".cache", "web");
+  const t0 = performance.now();
+  const bundler = await createBundler(outDir);
+  log(`[web] page built into ${outDir} in ${(performance.now() - t0).toFixed(0)} ms`);
+  const manifest = readGuestManifest(guestImagePaths(guest.dir));
+  const config = JSON.stringify({
+    cmdline: DEFAULT_CMDLINE,
+    memoryMiB: opts.memoryMiB ?? 128,
+    kernelRelease: manifest.kernelRelease,
+    files: { bios: "guest/bios.bin", vgaBios: "guest/vgabios.bin", bzImage: "guest/bzImage", initrd: "guest/initramfs.cpio", wasm: "v86/v86.wasm" },
+  });
+  const wasmDir = path.dirname(v86WasmPath());
+  const files: Record<string, string> = {
+    "/main.js": path.join(outDir, "main.js"),
+    "/main.js.map": path.join(outDir, "main.js.map"),
+    "/web-worker.js": path.join(outDir, "web-worker.js"),
+    "/web-worker.js.map": path.join(outDir, "web-worker.js.map"),
+    "/guest/bzImage": guest.bzImage,
+    "/guest/initramfs.cpio": guest.initrd,
+    "/guest/bios.bin": guest.bios,
+    "/guest/vgabios.bin": guest.vgaBios,
+    "/v86/v86.wasm": path.join(wasmDir, "v86.wasm"),
+    "/v86/v86-fallback.wasm": path.join(wasmDir, "v86-fallback.wasm"),
+  };
+
+  const send = (res: ServerResponse, status: number, type: string, body: string) => {
+    res.writeHead(status, { ...ISOLATION_HEADERS, "Content-Type": type, "Content-Length": Buffer.byteLength(body) });
+    res.end(body);
+  };
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, "text/plain", "method not allowed\n");
+    const url = new URL(req.url ?? "/", "http://localhost");
+    let route = url.pathname;
+    if (route === "/" || route === "/index.html") {
+      try {
+        await bundler.rebuild();
+      } catch (e) {
+        log(`[web] ${(e as Error).message}`);
+        return send(res, 500, "text/plain; charset=utf-8", `${(e as Error).message}\n`);
+      }
+      route = "/index.html";
+      files[route] = path.join(outDir, "index.html");
+    }
+    if (route === "/guest/config.json") return send(res, 200, CONTENT_TYPES[".json"]!, config);
+    const file = files[route];
+    if (!file || !existsSync(file)) return send(res, 404, "text/plain", "not found\n");
+    const size = statSync(file).size;
+    const ext = path.extname(file);
+    res.writeHead(200, { ...ISOLATION_HEADERS, "Content-Type": CONTENT_TYPES[ext] ?? "application/octet-stream", "Content-Length": size });
+    if (req.method === "HEAD") return res.end();
+    createReadStream(file).pipe(res);
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      if (!res.headersSent) send(res, 500, "text/plain", `${(e as Error).message}\n`);
+      else res.destroy();
+    });
+  });
+  const host = opts.host ?? "127.0.0.1";
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 8086, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const shownHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+  return {
+    url: `http://${shownHost}:${port}/`,
+    port,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      await bundler.dispose();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: "string", default: "8086" },
+      host: { type: "string", default: "127.0.0.1" },
+      mem: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write("usage: npm run web [-- --port N] [--host ADDR] [--mem MiB]\n");
+    return;
+  }
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port '${values.port}'`);
+  const server = await startWebServer({
+    port,
+    host: values.host,
+    memoryMiB: values.mem ? Number(values.mem) : undefined,
+    onLog: (l) => process.stderr.write(l + "\n"),
+  });
+  process.stdout.write(`refcow page: ${server.url}\n`);
+  if (values.host !== "127.0.0.1" && values.host !== "localhost" && values.host !== "::1") {
+    process.stdout.write("(OPFS and SharedArrayBuffer need a secure context: open it as http://localhost or http://127.0.0.1, or over https)\n");
+  }
+  const stop = () => {
+    void server.close().finally(() => process.exit(0));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`refcow web: ${(e as Error).message}\n`);
+    process.exit(1);
+  });
+}
