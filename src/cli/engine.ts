@@ -20,3 +20,4 @@ export type {
 } from "../engine/types.js";
 export { NodeFile } from "../io/node-file.js";
 export { ALLOC_POLICIES } from "../engine/types.js";
+export { compactImage, type CompactResult } from "../engine/compact.js";

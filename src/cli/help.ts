@@ -92,6 +92,18 @@ export const HELP: Record<string, CommandHelp> = {
     usage: "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
     help: "  --output=ofmt  human (default) or json\n",
   },
+  compact: {
+    summary: "move every cluster down into the free space inside an image, then shrink the file",
+    usage: "compact [-q] [-f fmt] [--scheme S] filename",
+    help:
+      "  -f fmt         image format (qcow2; probed when omitted)\n" +
+      SCHEME_HELP +
+      "  -q             quiet: print nothing on success\n" +
+      "Data, L2 and L1 tables (of the active layer and of every snapshot), the snapshot table, refcount\n" +
+      "structures and VM state move down into free clusters; every reference is rewritten, then the file is\n" +
+      "truncated. Snapshots keep their contents. The image must pass check (repair it first with check -r all)\n" +
+      "and be version 3 (compat=1.1); a crash in the middle leaves an image the next open repairs.\n",
+  },
   io: {
     summary: "run qemu-io commands (read, write, discard, flush...) on an image",
     usage:

@@ -7,6 +7,7 @@
  */
 import { type CliIo, type Command, type CommandRun, processIo } from "./command.js";
 import { checkCommand } from "./commands/check.js";
+import { compactCommand } from "./commands/compact.js";
 import { compareCommand } from "./commands/compare.js";
 import { convertCommand } from "./commands/convert.js";
 import { createCommand } from "./commands/create.js";
@@ -39,6 +40,7 @@ export const commands: Record<string, Command> = {
   convert: builtin("convert", convertCommand),
   compare: builtin("compare", compareCommand),
   map: builtin("map", mapCommand),
+  compact: builtin("compact", compactCommand),
   io: builtin("io", ioCommand),
   bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv) => benchCommand(argv) },
   report: { summary: "render report.html and report.md again from a results.json", usage: REPORT_USAGE, run: (argv, io) => reportCommand(argv, io ?? processIo) },
