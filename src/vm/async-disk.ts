@@ -5,6 +5,9 @@
  * worker-served `DiskClient` (src/worker) over a qcow2 image, and `MemoryAsyncDisk` (a plain in-memory raw
  * disk) for development and tests.
  *
+ * `DiskClient` (src/worker/disk-client.ts) has exactly this shape (`size`, `read`, `write`, `flush`) and can be
+ * given as it is; `ServedAsyncDisk` wraps it to also report how long the engine itself took per request.
+ *
  * Contract:
  *  - `size` is the virtual size in bytes (a multiple of 512 for the IDE disk).
  *  - `read(offset, length)` resolves to exactly `length` bytes. The caller may keep the array.
@@ -20,4 +23,14 @@ export interface AsyncDisk {
   read(offset: number, length: number): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;
+}
+
+/**
+ * Optional: a disk that knows how long its backend itself spent on the operation that resolved last (the
+ * engine's time in its worker, without queueing, ring and wake-up delays). The hda adapter runs one operation
+ * at a time, so "the last one" is the one it just awaited.
+ */
+export interface ServiceTimedDisk extends AsyncDisk {
+  /** Backend time of the last resolved operation in ms, or undefined when unknown. */
+  readonly lastServiceMs: number | undefined;
 }

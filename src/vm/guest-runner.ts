@@ -36,6 +36,16 @@ import { DONE_LINE, READY_LINE, SerialConsole } from "./serial-console.js";
 export const DEFAULT_CMDLINE =
   "console=ttyS0 quiet loglevel=3 tsc=reliable lpj=4000000 cryptomgr.notests noisapnp nr_cpus=1 mitigations=off nowatchdog nmi_watchdog=0";
 
+/** Guest RAM in MiB unless told otherwise. */
+export const DEFAULT_MEMORY_MIB = 128;
+
+/**
+ * Names the emulator settings GuestRunner fixes (VGA RAM, ACPI, devices, the honest-flush IDENTIFY bits).
+ * A saved state restores only into an emulator built the same way: change this string whenever those
+ * settings change, so that cached warm-start states (warm-state.ts) are not reused across the change.
+ */
+export const MACHINE_SETTINGS_ID = "v86 headless: vga 2 MiB, acpi off, no keyboard/mouse/speaker, hda = HdaAdapter [byteLength]";
+
 export interface GuestRunnerOptions {
   disk: AsyncDisk;
   /** Guest image files (default: .cache/guest of the checkout, or $REFCOW_GUEST_DIR). */
@@ -106,7 +116,7 @@ export class GuestRunner {
     };
     const settings: V86Options = {
       wasm_path: v86WasmPath(),
-      memory_size: (options.memoryMiB ?? 128) << 20,
+      memory_size: (options.memoryMiB ?? DEFAULT_MEMORY_MIB) << 20,
       vga_memory_size: 2 << 20, // headless: no screen; a smaller VGA RAM keeps the saved state smaller
       bios: file(img.bios),
       vga_bios: file(img.vgaBios),
@@ -237,6 +247,34 @@ export class GuestRunner {
   /** Resumes after `stop()`. */
   async resume(): Promise<void> {
     await this.emulator?.run();
+  }
+
+  /**
+   * v86's `save_state()` of a stopped, drained emulator (see `stop()`), without waiting for a running
+   * command: for a host that pauses the guest in the middle of a command (a snapshot taken mid-workload).
+   */
+  async captureState(): Promise<ArrayBuffer> {
+    if (!this.emulator) throw new Error("guest destroyed");
+    if (!this.adapter.idle) throw new Error("captureState: disk requests in flight; call stop() first");
+    return this.emulator.save_state();
+  }
+
+  /**
+   * Restores `state` into the stopped emulator (see `stop()`) without waiting for a running command, drops
+   * the completions of requests from before, and re-registers the honest flush. Call `resume()` after.
+   * A command waiting for its REFCOW-DONE keeps waiting: the restored guest decides what it prints next.
+   */
+  async restoreCapturedState(state: ArrayBuffer): Promise<void> {
+    if (!this.emulator) throw new Error("guest destroyed");
+    await this.emulator.restore_state(state);
+    this.adapter.invalidateCallbacks();
+    if (this.flushHandle) installHonestFlush(this.emulator, this.adapter);
+  }
+
+  /** Sends raw text to the guest's serial console (a reply to a prompt the guest printed). */
+  sendToConsole(text: string): void {
+    if (!this.emulator) throw new Error("guest destroyed");
+    this.emulator.serial0_send(text);
   }
 
   /**

@@ -24,8 +24,10 @@
  *
  * Latency: each request is timed from submission (v86's call) to completion (the callback), and from the
  * start of its service; it is recorded with the `phase` label current at submission (set by the runner).
+ * When the disk reports its own service time (ServiceTimedDisk: the engine's time in its worker), that is
+ * recorded too, so that the emulator's and the ring's share of the latency can be told apart.
  */
-import type { AsyncDisk } from "./async-disk.js";
+import type { AsyncDisk, ServiceTimedDisk } from "./async-disk.js";
 
 export type DiskOp = "read" | "write" | "flush";
 
@@ -43,6 +45,8 @@ export interface DiskRequestRecord {
   queuedMs: number;
   /** Submission to completion, in ms (queue wait included). */
   latencyMs: number;
+  /** The backend's own time for the request, in ms, when the disk reports it (see ServiceTimedDisk). */
+  serviceMs?: number;
 }
 
 export interface PhaseSummary {
@@ -259,7 +263,7 @@ export class HdaAdapter {
       return; // the guest sees a hung command (and, after its timeout, resets the drive)
     }
     const done = performance.now();
-    this.account(req, started, done);
+    this.account(req, started, done, (this.disk as Partial<ServiceTimedDisk>).lastServiceMs);
     if (req.generation !== this.generation) return;
     try {
       if (req.op === "read") (req.cb as ReadCb)(result!);
@@ -269,7 +273,7 @@ export class HdaAdapter {
     }
   }
 
-  private account(req: Request, started: number, done: number): void {
+  private account(req: Request, started: number, done: number, serviceMs: number | undefined): void {
     const latency = done - req.submitted;
     const s = this.summary(req.phase);
     if (req.op === "read") {
@@ -293,6 +297,7 @@ export class HdaAdapter {
         submitted: req.submitted,
         queuedMs: started - req.submitted,
         latencyMs: latency,
+        ...(serviceMs !== undefined ? { serviceMs } : {}),
       });
     }
   }

@@ -6,6 +6,11 @@
  * one command line ending in "\n"; the guest runs it and prints its output, then `REFCOW-DONE <exit code>`
  * on a line of its own. Lines from the guest end in "\n" (kernel messages in "\r\n").
  *
+ * Phases: a workload command announces each of its phases with a line `REFCOW-PHASE <name>` and then reads
+ * one line from the console (`read -r _ </dev/ttyS0`) before doing the phase's I/O; the host labels the disk
+ * requests that follow with <name>, does what it has to at that point (a snapshot, say), and answers with
+ * an empty line. So no request of a phase is issued before the host knows the phase has begun.
+ *
  * Positions are absolute byte counts since the console was created, so they stay valid when old text is
  * dropped (only the last `keepChars` characters are kept).
  */
@@ -15,6 +20,9 @@ export const DONE_MARKER = "REFCOW-DONE";
 /** `REFCOW-DONE <code>` on its own line; group 1 is the code. Matched against text starting at a line start. */
 export const DONE_LINE = /(?:^|\n)REFCOW-DONE (\d+)\r?\n/;
 export const READY_LINE = /(?:^|\n)REFCOW-READY\r?\n/;
+export const PHASE_MARKER = "REFCOW-PHASE";
+/** A complete console line (as given to `onLine`) announcing a phase; group 1 is its name. */
+export const PHASE_LINE = /^REFCOW-PHASE ([A-Za-z0-9._-]+)$/;
 
 export interface ConsoleMatch {
   /** Absolute position where the match starts. */

@@ -1,0 +1,46 @@
+/**
+ * The guest's disk as a worker-served qcow2 image: an AsyncDisk over a DiskClient (src/worker) that also
+ * reports the engine's own time for each request (ServiceTimedDisk).
+ *
+ * DiskClient already fits AsyncDisk: `read` resolves to exactly the bytes asked, `write` copies the data
+ * before it returns (so a v86 PIO buffer reused at once is safe — the hda adapter copies as well), `flush`
+ * is the engine's flush (what "durable" means follows the image's cache mode: writethrough, writeback, or
+ * none in unsafe mode). Ordering comes from the hda adapter, which issues one request at a time in guest
+ * order; the ring itself serves an image's requests in submission order too.
+ *
+ * The service time is `workerEnd - workerStart` of the ring request(s) (the worker's clock is mapped onto
+ * this thread's `performance.now()` scale by the ring), i.e. the engine's time without the ring hand-off,
+ * the worker's wake-up and this thread's event-loop delay.
+ */
+import type { DiskClient, RequestTiming } from "../worker/disk-client.js";
+import type { ServiceTimedDisk } from "./async-disk.js";
+
+export class ServedAsyncDisk implements ServiceTimedDisk {
+  lastServiceMs: number | undefined;
+
+  constructor(readonly client: DiskClient) {}
+
+  get size(): number {
+    return this.client.size;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const r = await this.client.timed.read(offset, length);
+    this.note(r.timing);
+    return r.value;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const r = await this.client.timed.write(offset, data);
+    this.note(r.timing);
+  }
+
+  async flush(): Promise<void> {
+    const r = await this.client.timed.flush();
+    this.note(r.timing);
+  }
+
+  private note(t: RequestTiming): void {
+    this.lastServiceMs = t.workerEnd >= t.workerStart ? t.workerEnd - t.workerStart : undefined;
+  }
+}

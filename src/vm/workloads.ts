@@ -1,0 +1,324 @@
+/**
+ * Guest workloads: what the Linux guest does to its disk, by name, as one shell command line per phase.
+ *
+ * Each phase's command prepares what it needs in the guest's RAM (/tmp), announces the phase on the
+ * console (`REFCOW-PHASE <name>`, then waits for the host's empty-line reply; see serial-console.ts), and
+ * runs the phase's I/O as a loop inside the guest — one serial round trip per phase, not per request, so the
+ * console protocol adds nothing to the measured latencies. A phase exits non-zero when any step fails.
+ *
+ * The write workloads share one shape for the question refcow asks (what a snapshot does to later writes):
+ *
+ *   fill           every target cluster is written once (allocation)
+ *   in-place       the same writes again: clusters allocated, refcount 1, written in place
+ *   post-snapshot  the same writes after the snapshot: every target cluster is shared, so each first write
+ *                  to it copies it (COW)
+ *
+ * and `--snapshot-at middle` means "just before post-snapshot" (`Workload.middle`).
+ *
+ *   smoke      (default) 8 KiB of a pattern at 8 places across the disk (each straddling a cluster boundary),
+ *              then half of them partly overwritten, then all read back and compared in the guest.
+ *              Phases: write, overwrite, verify; middle = overwrite.
+ *   rand4k     raw-device 4 KiB writes with O_DIRECT, one per cluster, at the start of N target clusters
+ *              spread evenly over the disk, in a random order (a different one per phase), then one fsync.
+ *   seq        sequential O_DIRECT writes over the first N clusters (up to 256 KiB per request), fsync.
+ *   overwrite  the first N clusters filled sequentially, then 2N random 4 KiB O_DIRECT writes inside them
+ *              per phase (repeat hits included), fsync.
+ *   fs         a file system: busybox's mke2fs (it only makes ext2: busybox has no mkfs.ext4 and no
+ *              tune2fs to add a journal) mounted with the kernel's ext4 driver; N files of 64 KiB written
+ *              and synced; then the first 4 KiB of each rewritten in place (conv=notrunc) and synced, before
+ *              and after the snapshot; then unmounted. Phases: mkfs, fill, in-place, post-snapshot, unmount.
+ *
+ * Busybox dd (1.35): O_DIRECT stays on only with bs >= 4096 (else dd silently drops it); `oflag=seek_bytes`
+ * / `iflag=skip_bytes` take byte offsets; `conv=fsync` is one fsync after the last block (an fsync of
+ * /dev/sda sends the disk a FLUSH CACHE, which the honest-flush patch hands to the engine).
+ *
+ * Patterns are `yes WORD` streams (WORD + "\n" repeated), so the host can compute every byte the
+ * deterministic workloads write (`Workload.content`, `patternBytes`) without trusting the guest.
+ */
+
+export const WORKLOAD_NAMES = ["smoke", "rand4k", "seq", "overwrite", "fs"] as const;
+export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
+
+export interface WorkloadParams {
+  /** Virtual disk size in bytes. */
+  diskSize: number;
+  /** The image's cluster size in bytes. */
+  clusterSize: number;
+  /**
+   * Scale: target clusters (rand4k; default 256), clusters of the region (seq, overwrite; default 256),
+   * files (fs; default 128). Ignored by smoke.
+   */
+  clusters?: number;
+  /** Seed of the guest's random orders (busybox awk srand; default 1). */
+  seed?: number;
+}
+
+export interface WorkloadPhase {
+  name: string;
+  /** One guest shell command line (see the module comment). */
+  command: string;
+  /** Time the phase may take, in ms. */
+  timeoutMs: number;
+  description: string;
+}
+
+/** `length` bytes of the `yes word` stream written at `offset` in `phase`. */
+export interface ContentExtent {
+  phase: string;
+  offset: number;
+  length: number;
+  word: string;
+}
+
+export interface Workload {
+  name: WorkloadName;
+  description: string;
+  phases: WorkloadPhase[];
+  /** The phase `--snapshot-at middle` snapshots before. */
+  middle: string;
+  /** Every byte the workload writes, in order, when it is deterministic (smoke, rand4k, seq). */
+  content?: ContentExtent[];
+}
+
+const KiB = 1024;
+const BLOCK = 4096;
+
+/** The first `length` bytes of the `yes word` stream. */
+export function patternBytes(word: string, length: number): Uint8Array {
+  const line = new TextEncoder().encode(word + "\n");
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i += line.length) out.set(line.subarray(0, Math.min(line.length, length - i)), i);
+  return out;
+}
+
+/** Applies the content extents of the phases in `phases` (all when absent), in order, onto `disk`. */
+export function applyContent(disk: Uint8Array, content: readonly ContentExtent[], phases?: readonly string[]): Uint8Array {
+  for (const c of content) if (!phases || phases.includes(c.phase)) disk.set(patternBytes(c.word, c.length), c.offset);
+  return disk;
+}
+
+function announce(phase: string): string {
+  return `echo REFCOW-PHASE ${phase}; read -r _ </dev/ttyS0`;
+}
+
+const FSYNC = "dd if=/dev/null of=/dev/sda count=0 conv=notrunc,fsync 2>/dev/null || exit 1";
+
+/** A guest line writing /tmp/blk once per 4 KiB block number listed in /tmp/order, with O_DIRECT. */
+const WRITE_LISTED_BLOCKS =
+  "for b in $(cat /tmp/order); do dd if=/tmp/blk of=/dev/sda bs=4096 count=1 seek=$b oflag=direct conv=notrunc 2>/dev/null || exit 1; done";
+
+/** awk printing `n` values `scale * k`, k a random permutation of 0..n-1 (Fisher-Yates, seeded). */
+function shuffledBlocks(n: number, scale: number, seed: number): string {
+  return (
+    `awk -v n=${n} -v s=${seed} 'BEGIN{srand(s);for(i=0;i<n;i++)a[i]=i;` +
+    `for(i=n-1;i>0;i--){j=int(rand()*(i+1));t=a[i];a[i]=a[j];a[j]=t};for(i=0;i<n;i++)print a[i]*${scale}}' > /tmp/order`
+  );
+}
+
+/** awk printing `n` random block numbers in [0, blocks), seeded. */
+function randomBlocks(n: number, blocks: number, seed: number): string {
+  return `awk -v n=${n} -v b=${blocks} -v s=${seed} 'BEGIN{srand(s);for(i=0;i<n;i++)print int(rand()*b)}' > /tmp/order`;
+}
+
+function phase(name: string, description: string, prep: string, body: string, requests: number): WorkloadPhase {
+  const parts = [prep, announce(name), body].filter((p) => p.length > 0);
+  return { name, description, command: parts.join("; "), timeoutMs: 120_000 + requests * 1000 };
+}
+
+function checkParams(p: WorkloadParams): void {
+  if (!Number.isSafeInteger(p.diskSize) || p.diskSize < 1 << 20 || p.diskSize % 512 !== 0) {
+    throw new RangeError(`the guest workloads need a disk of at least 1 MiB (a multiple of 512 bytes), got ${p.diskSize}`);
+  }
+  const cs = p.clusterSize;
+  if (!Number.isSafeInteger(cs) || cs < 512 || (cs & (cs - 1)) !== 0) throw new RangeError(`invalid cluster size ${cs}`);
+  if (p.clusters !== undefined && (!Number.isSafeInteger(p.clusters) || p.clusters < 1)) throw new RangeError(`invalid cluster count ${p.clusters}`);
+}
+
+/** Builds the workload `name` for a disk. Throws a RangeError naming the valid workloads for a bad name. */
+export function buildWorkload(name: string, params: WorkloadParams): Workload {
+  checkParams(params);
+  switch (name) {
+    case "smoke":
+      return smoke(params);
+    case "rand4k":
+      return rand4k(params);
+    case "seq":
+      return seq(params);
+    case "overwrite":
+      return overwrite(params);
+    case "fs":
+      return fs(params);
+  }
+  throw new RangeError(`unknown workload '${name}' (available: ${WORKLOAD_NAMES.join(", ")})`);
+}
+
+// ---------------------------------------------------------------------------------------------------- smoke
+
+/** Where smoke writes: 8 KiB at 60 KiB past each eighth of the disk (4 KiB-aligned). */
+export function smokeLayout(diskSize: number): { offsets: number[]; length: number; overwriteDelta: number; overwriteLength: number } {
+  const offsets: number[] = [];
+  for (let i = 0; i < 8; i++) offsets.push(Math.floor((i * diskSize) / 8 / BLOCK) * BLOCK + 60 * KiB);
+  return { offsets, length: 8 * KiB, overwriteDelta: 2 * KiB, overwriteLength: 4 * KiB };
+}
+
+function smoke(p: WorkloadParams): Workload {
+  const L = smokeLayout(p.diskSize);
+  const a = "refcow-smoke-a";
+  const b = "refcow-smoke-b";
+  const odd = L.offsets.filter((_, i) => i % 2 === 1);
+  const even = L.offsets.filter((_, i) => i % 2 === 0);
+  const content: ContentExtent[] = [
+    ...L.offsets.map((offset) => ({ phase: "write", offset, length: L.length, word: a })),
+    ...odd.map((o) => ({ phase: "overwrite", offset: o + L.overwriteDelta, length: L.overwriteLength, word: b })),
+  ];
+  const patA = `yes ${a} | head -c ${L.length} > /tmp/a`;
+  const patB = `yes ${b} | head -c ${L.overwriteLength} > /tmp/b`;
+  const readCmp = (offs: number[], file: string) =>
+    `for o in ${offs.join(" ")}; do dd if=/dev/sda bs=${L.length} count=1 skip=$o iflag=skip_bytes,direct 2>/dev/null | cmp -s - ${file} || { echo "REFCOW-MISMATCH at byte $o"; exit 1; }; done`;
+  return {
+    name: "smoke",
+    description: "8 KiB patterns at 8 places (O_DIRECT, fsync), half of them partly overwritten, all read back and compared in the guest",
+    middle: "overwrite",
+    content,
+    phases: [
+      phase(
+        "write",
+        "8 KiB of pattern a at 8 places, each straddling a cluster boundary; fsync",
+        patA,
+        `for o in ${L.offsets.join(" ")}; do dd if=/tmp/a of=/dev/sda bs=${L.length} count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}`,
+        9,
+      ),
+      phase(
+        "overwrite",
+        "4 KiB of pattern b over the middle of every other one; fsync",
+        patB,
+        `for o in ${odd.map((o) => o + L.overwriteDelta).join(" ")}; do dd if=/tmp/b of=/dev/sda bs=${L.overwriteLength} count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}`,
+        5,
+      ),
+      phase(
+        "verify",
+        "read all 8 back with O_DIRECT and compare in the guest",
+        `${patA}; ${patB}; { head -c ${L.overwriteDelta} /tmp/a; cat /tmp/b; tail -c ${L.length - L.overwriteDelta - L.overwriteLength} /tmp/a; } > /tmp/ab`,
+        `${readCmp(even, "/tmp/a")}; ${readCmp(odd, "/tmp/ab")}`,
+        8,
+      ),
+    ],
+  };
+}
+
+// --------------------------------------------------------------------------------------------------- rand4k
+
+/** The byte offsets rand4k writes at: the start of N clusters spread evenly over the disk. */
+export function rand4kTargets(p: WorkloadParams): number[] {
+  const unit = Math.max(p.clusterSize, BLOCK);
+  const n = Math.min(p.clusters ?? 256, Math.floor(p.diskSize / unit));
+  const stride = Math.floor(p.diskSize / n / unit) * unit;
+  return Array.from({ length: n }, (_, i) => i * stride);
+}
+
+function rand4k(p: WorkloadParams): Workload {
+  const targets = rand4kTargets(p);
+  const n = targets.length;
+  const strideBlocks = n > 1 ? targets[1]! / BLOCK : 0;
+  const seed = p.seed ?? 1;
+  const names = ["fill", "in-place", "post-snapshot"] as const;
+  const what = {
+    fill: "allocates every target cluster",
+    "in-place": "rewrites them: allocated, refcount 1",
+    "post-snapshot": "rewrites them after the snapshot: every write hits a shared cluster",
+  };
+  return {
+    name: "rand4k",
+    description: `4 KiB O_DIRECT writes, one per cluster, to ${n} clusters spread over the disk in random order, then fsync`,
+    middle: "post-snapshot",
+    content: names.flatMap((ph) => targets.map((offset) => ({ phase: ph, offset, length: BLOCK, word: `refcow-rand4k-${ph}` }))),
+    phases: names.map((ph, k) =>
+      phase(
+        ph,
+        `${n} random-order 4 KiB writes at cluster starts; ${what[ph]}; fsync`,
+        `yes refcow-rand4k-${ph} | head -c ${BLOCK} > /tmp/blk; ${shuffledBlocks(n, strideBlocks, seed + k)}`,
+        `${WRITE_LISTED_BLOCKS}; ${FSYNC}`,
+        n + 1,
+      ),
+    ),
+  };
+}
+
+// ------------------------------------------------------------------------------------------ seq, overwrite
+
+/** The region seq and overwrite write: the first N clusters, rounded down to 4 KiB blocks. */
+function region(p: WorkloadParams): { bytes: number; blocks: number; bs: number; count: number } {
+  const want = Math.min((p.clusters ?? 256) * p.clusterSize, p.diskSize);
+  const blocks = Math.max(1, Math.floor(want / BLOCK));
+  let bsBlocks = 64; // 256 KiB requests at most
+  while (blocks % bsBlocks !== 0) bsBlocks >>= 1;
+  return { bytes: blocks * BLOCK, blocks, bs: bsBlocks * BLOCK, count: blocks / bsBlocks };
+}
+
+function sequentialWrite(word: string, r: ReturnType<typeof region>): string {
+  return `yes ${word} | dd of=/dev/sda bs=${r.bs} count=${r.count} iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null || exit 1`;
+}
+
+function seq(p: WorkloadParams): Workload {
+  const r = region(p);
+  const names = ["fill", "in-place", "post-snapshot"] as const;
+  return {
+    name: "seq",
+    description: `sequential O_DIRECT writes of ${r.bs / KiB} KiB over the first ${r.bytes / KiB} KiB, then fsync`,
+    middle: "post-snapshot",
+    content: names.map((ph) => ({ phase: ph, offset: 0, length: r.bytes, word: `refcow-seq-${ph}` })),
+    phases: names.map((ph) => phase(ph, `${r.count} sequential ${r.bs / KiB} KiB writes; fsync`, "", sequentialWrite(`refcow-seq-${ph}`, r), r.count + 1)),
+  };
+}
+
+function overwrite(p: WorkloadParams): Workload {
+  const r = region(p);
+  const m = 2 * Math.ceil(r.bytes / p.clusterSize);
+  const seed = p.seed ?? 1;
+  const rewrite = (ph: string, k: number) =>
+    phase(
+      ph,
+      `${m} random 4 KiB writes inside the region (repeats included); fsync`,
+      `yes refcow-overwrite-${ph} | head -c ${BLOCK} > /tmp/blk; ${randomBlocks(m, r.blocks, seed + k)}`,
+      `${WRITE_LISTED_BLOCKS}; ${FSYNC}`,
+      m + 1,
+    );
+  return {
+    name: "overwrite",
+    description: `the first ${r.bytes / KiB} KiB filled sequentially, then ${m} random 4 KiB O_DIRECT overwrites inside it per phase`,
+    middle: "post-snapshot",
+    phases: [
+      phase("fill", `${r.count} sequential ${r.bs / KiB} KiB writes over the region; fsync`, "", sequentialWrite("refcow-overwrite-fill", r), r.count + 1),
+      rewrite("in-place", 1),
+      rewrite("post-snapshot", 2),
+    ],
+  };
+}
+
+// ------------------------------------------------------------------------------------------------------- fs
+
+function fs(p: WorkloadParams): Workload {
+  const fileSize = 64 * KiB;
+  const n = Math.max(1, Math.min(p.clusters ?? 128, Math.floor(p.diskSize / 2 / fileSize)));
+  const eachFile = (body: string) => `i=0; while [ $i -lt ${n} ]; do ${body} || exit 1; i=$((i+1)); done`;
+  const rewrite = (ph: string) =>
+    phase(
+      ph,
+      `the first 4 KiB of each of the ${n} files rewritten in place; sync`,
+      `yes refcow-fs-${ph} | head -c ${BLOCK} > /tmp/blk`,
+      `${eachFile("dd if=/tmp/blk of=/mnt/f$i bs=4096 count=1 conv=notrunc 2>/dev/null")}; sync`,
+      n * 4,
+    );
+  return {
+    name: "fs",
+    description: `ext2 made by busybox mke2fs, mounted with the ext4 driver; ${n} files of 64 KiB written, then rewritten in place`,
+    middle: "post-snapshot",
+    phases: [
+      phase("mkfs", "mke2fs -b 4096 on /dev/sda (ext2), mounted on /mnt with the ext4 driver; sync", "", "mke2fs -F -b 4096 /dev/sda >/dev/null && mkdir -p /mnt && mount -t ext4 /dev/sda /mnt && sync", 2000),
+      phase("fill", `${n} files of 64 KiB written; sync`, `yes refcow-fs-fill | head -c ${fileSize} > /tmp/f64`, `${eachFile("cp /tmp/f64 /mnt/f$i")}; sync`, n * 20),
+      rewrite("in-place"),
+      rewrite("post-snapshot"),
+      phase("unmount", "umount /mnt (writes back and flushes)", "", "umount /mnt", 100),
+    ],
+  };
+}
