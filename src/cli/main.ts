@@ -16,6 +16,7 @@ import { ioCommand } from "./commands/io.js";
 import { mapCommand } from "./commands/map.js";
 import { snapshotCommand } from "./commands/snapshot.js";
 import { BENCH_USAGE, benchCommand } from "./commands/bench.js";
+import { RUN_HELP, RUN_SUMMARY, RUN_USAGE, runCommand } from "./commands/run.js";
 import { REPORT_USAGE, reportCommand } from "./commands/report.js";
 import { CliError, messageOf, UsageError } from "./errors.js";
 import { HELP } from "./help.js";
@@ -44,7 +45,8 @@ export const commands: Record<string, Command> = {
   io: builtin("io", ioCommand),
   bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv) => benchCommand(argv) },
   report: { summary: "render report.html and report.md again from a results.json", usage: REPORT_USAGE, run: (argv, io) => reportCommand(argv, io ?? processIo) },
-  // run, experiment: registered by their owners.
+  run: { summary: RUN_SUMMARY, usage: RUN_USAGE, help: RUN_HELP, run: (argv, io) => runCommand(argv, io) },
+  // experiment: registered by its owner.
 };
 
 export function registerCommand(name: string, command: Command): void {
