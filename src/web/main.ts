@@ -158,6 +158,12 @@ function consoleByte(b: number): void {
   }
 }
 
+/** Shows a line the host sent to the guest (the guest's console does not echo it). */
+function consoleNote(command: string): void {
+  const shown = command.length > 160 ? `${command.slice(0, 157)}...` : command;
+  for (const ch of `\n$ ${shown}\n`) consoleByte(ch.charCodeAt(0) & 0xff);
+}
+
 // --------------------------------------------------------------------------------------------------- images
 
 async function refreshImages(select?: string): Promise<void> {
@@ -369,6 +375,7 @@ async function runCommand(command: string, phase: string): Promise<{ exitCode: n
   const s = session;
   if (!s) throw new Error("no guest is running");
   try {
+    consoleNote(command);
     const r = await s.guest.run(command, { phase });
     return r;
   } catch (e) {
@@ -387,6 +394,7 @@ async function runWorkload(w: PageWorkload): Promise<void> {
   runningPhase = phase;
   refreshButtons();
   try {
+    consoleNote(w.setup);
     await s.guest.check(w.setup, { phase: "setup" });
     log(`workload ${phase}: ${w.label}`);
     addPhaseOption(phase);
@@ -513,6 +521,7 @@ const pageApi = {
   /** Runs a shell command in the guest (labelled `phase` in the latency records). */
   run: (command: string, phase = "scripted") => {
     if (!session) throw new Error("no guest is running");
+    consoleNote(command);
     return session.guest.run(command, { phase });
   },
   snapshots: () => refreshSnapshots(),
