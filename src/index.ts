@@ -6,7 +6,9 @@
  *  - The worker-served images (`openServedImage`, `DiskClient`), for callers that must not block.
  */
 export { Qcow2Image } from "./engine/qcow2-image.js";
-export { openImagePath, createImagePath, probeFormat, RawDisk, type OpenedImage, type ImageFormat } from "./engine/open-path.js";
+export { openImagePath, createImagePath, compactImagePath, probeFormat, RawDisk, type OpenedImage, type ImageFormat } from "./engine/open-path.js";
+export { compactImage, type CompactOptions, type CompactResult, type MovedClusters } from "./engine/compact.js";
+export { allocationPolicy, type AllocationPolicy } from "./engine/alloc-policy.js";
 export * from "./engine/types.js";
 export * from "./engine/errors.js";
 export type { BlockFile, IoPurpose } from "./io/block-file.js";

@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
+import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
 import type { MapExtent, OpenOptions, VirtualDisk } from "./types.js";
@@ -112,6 +113,17 @@ export function openImagePath(file: string, opts: OpenOptions & { format?: Image
   } catch (e) {
     bf.close();
     throw e;
+  }
+}
+
+/** Compacts the qcow2 image file at `file` (see compact.ts); it must not be open anywhere else. */
+export function compactImagePath(file: string, opts: CompactOptions = {}): CompactResult {
+  if (!fs.existsSync(file)) throw new RequestError(`Could not open '${file}': No such file or directory`);
+  const bf = NodeFile.open(file, { readOnly: opts.readOnly });
+  try {
+    return compactImage(bf, opts);
+  } finally {
+    bf.close();
   }
 }
 
