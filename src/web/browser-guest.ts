@@ -6,17 +6,21 @@
  * What differs from the Node runner (src/vm/guest-runner.ts) is only how the emulator is built: the kernel,
  * initramfs and BIOS come from URLs of the dev server, and v86's browser scheduling is used.
  *
+ * Workload phases (src/vm/workloads.ts): a command announces each phase with `REFCOW-PHASE <name>` and waits
+ * for an empty line; the guest labels the disk requests that follow with `phaseLabel(name)`, runs `onPhase`
+ * (a snapshot before the phase, say) and then answers, as the Node session does (src/vm/guest-session.ts).
+ *
  * Snapshots with VM state: `pause()` stops the CPU and drains the disk queue, `saveState()` / `restoreState()`
  * then work between or in the middle of commands. A restore interrupts the command the host was waiting for
  * (its promise rejects) and re-synchronises the console: the restored guest may still finish a command it was
- * running when the state was saved, so the host sends a marker command and waits for its echo before the
- * next command goes out.
+ * running when the state was saved (or wait in a phase announcement), so the host sends an empty line and a
+ * marker command, and waits for the marker's echo before the next command goes out.
  */
 import { V86, type V86Image, type V86Options } from "v86";
 import type { AsyncDisk } from "../vm/async-disk.js";
 import { HdaAdapter } from "../vm/hda-adapter.js";
 import { installHonestFlush, type HonestFlushHandle } from "../vm/ide-flush.js";
-import { DONE_LINE, READY_LINE, SerialConsole } from "../vm/serial-console.js";
+import { DONE_LINE, PHASE_LINE, READY_LINE, SerialConsole } from "../vm/serial-console.js";
 
 export interface GuestFiles {
   bios: string;
@@ -64,6 +68,14 @@ export class BrowserGuest {
   private interrupt: ((e: Error) => void) | undefined;
   private paused = false;
   private syncCounter = 0;
+  private phaseChain: Promise<void> = Promise.resolve();
+
+  /** Label of the disk requests of an announced phase (default: the phase's name). */
+  phaseLabel: (phase: string) => string = (phase) => phase;
+  /** Runs when the guest announces a phase, before it goes on; the guest waits for the promise. */
+  onPhase: ((phase: string) => Promise<void> | void) | undefined;
+  /** The first error `onPhase` raised (the guest was let go on anyway). */
+  phaseError: Error | undefined;
 
   private constructor(private readonly opts: BrowserGuestOptions) {
     this.adapter = new HdaAdapter(opts.disk);
@@ -91,6 +103,7 @@ export class BrowserGuest {
       this.console.push(b);
       opts.onConsoleByte?.(b);
     });
+    this.console.onLine = (line) => this.consoleLine(line);
     emulator.add_listener("emulator-ready", () => {
       this.flushHandle = installHonestFlush(emulator, this.adapter);
     });
@@ -111,6 +124,22 @@ export class BrowserGuest {
     g.readyMs = performance.now() - t0;
     g.adapter.phase = "idle";
     return g;
+  }
+
+  private consoleLine(line: string): void {
+    const m = PHASE_LINE.exec(line);
+    if (!m) return;
+    const name = m[1]!;
+    // From inside the emulator's serial output: the guest issues nothing of the phase before our answer.
+    this.adapter.phase = this.phaseLabel(name);
+    this.phaseChain = this.phaseChain.then(async () => {
+      try {
+        await this.onPhase?.(name);
+      } catch (e) {
+        this.phaseError ??= e instanceof Error ? e : new Error(String(e));
+      }
+      this.emulator.serial0_send("\n");
+    });
   }
 
   /** FLUSH CACHE commands the guest sent. */
@@ -197,7 +226,9 @@ export class BrowserGuest {
     const marker = `REFCOW-SYNC-${++this.syncCounter}-${Math.floor(performance.now())}`;
     const sync = this.queue.then(async () => {
       const from = this.console.position;
-      this.emulator.serial0_send(`echo ${marker}\n`);
+      // An empty line first: it answers a phase announcement the state was saved in (the guest then finishes
+      // that command), or is a ping at the prompt; either way the marker command is read by the control loop.
+      this.emulator.serial0_send(`\necho ${marker}\n`);
       const m = await this.console.waitFor(new RegExp(`(?:^|\\n)${marker}\\r?\\n`), from, 600_000);
       await this.console.waitFor(DONE_LINE, m.end - 1, 60_000);
     });

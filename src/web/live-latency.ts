@@ -1,10 +1,11 @@
 /**
  * Live latency of the guest's disk requests, per phase: what the page shows while a workload runs.
  * Fed with the hda adapter's records (submit → complete as the emulator saw it, and the engine's own time
- * when the disk reported it). Percentiles use the nearest-rank method; histogram buckets are powers of two
- * in µs.
+ * when the disk reported it). Percentiles are nearest-rank, as in the Node summaries (src/vm/latency-stats.ts);
+ * histogram buckets are powers of two in µs.
  */
 import type { DiskOp, DiskRequestRecord } from "../vm/hda-adapter.js";
+import { percentile } from "../vm/latency-stats.js";
 
 export interface OpSummary {
   count: number;
@@ -25,13 +26,6 @@ export interface Histogram {
 export const HISTOGRAM_FIRST_EXP = 4; // < 16 µs
 export const HISTOGRAM_BUCKETS = 21; // up to 2^24 µs ≈ 16.8 s
 
-/** Nearest-rank percentile of an ascending array (0 for an empty one). */
-export function nearestRank(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
-}
-
 export function bucketOf(us: number): number {
   if (!(us >= 2 ** HISTOGRAM_FIRST_EXP)) return 0;
   return Math.min(HISTOGRAM_BUCKETS - 1, Math.floor(Math.log2(us)) - HISTOGRAM_FIRST_EXP + 1);
@@ -47,18 +41,18 @@ class OpSeries {
     const us = r.latencyMs * 1000;
     this.latencies.push(us);
     this.hist[bucketOf(us)]++;
-    const service = (r as { serviceMs?: number }).serviceMs;
+    const service = r.serviceMs;
     if (service === undefined) this.engineComplete = false;
     else this.engine.push(service * 1000);
   }
 
   summary(): OpSummary {
     const s = [...this.latencies].sort((a, b) => a - b);
-    const out: OpSummary = { count: s.length, medianUs: nearestRank(s, 50), p99Us: nearestRank(s, 99), maxUs: s.length ? s[s.length - 1]! : 0 };
+    const out: OpSummary = { count: s.length, medianUs: percentile(s, 50), p99Us: percentile(s, 99), maxUs: s.length ? s[s.length - 1]! : 0 };
     if (this.engineComplete && this.engine.length > 0) {
       const e = [...this.engine].sort((a, b) => a - b);
-      out.engineMedianUs = nearestRank(e, 50);
-      out.engineP99Us = nearestRank(e, 99);
+      out.engineMedianUs = percentile(e, 50);
+      out.engineP99Us = percentile(e, 99);
     }
     return out;
   }

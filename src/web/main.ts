@@ -11,12 +11,12 @@
  */
 import type { CacheMode, SnapshotInfo } from "../engine/types.js";
 import type { DiskOp } from "../vm/hda-adapter.js";
+import { buildWorkload, WORKLOAD_NAMES, type Workload } from "../vm/workloads.js";
 import { WebImageHost } from "../worker/web-host.js";
 import { GuestRestoredError, type GuestFiles } from "./browser-guest.js";
 import { formatUs, LiveLatency } from "./live-latency.js";
 import { checkFileName, fileExists, listFiles, writeFile } from "./opfs-store.js";
 import { PageSession, type EngineSettings } from "./page-session.js";
-import { pageWorkloads, type PageWorkload } from "./page-workloads.js";
 
 interface PageConfig {
   cmdline: string;
@@ -58,6 +58,7 @@ const ui = {
   snapBody: $("snap-table").querySelector("tbody")!,
   workloadSelect: $<HTMLSelectElement>("workload-select"),
   workloadRun: $<HTMLButtonElement>("workload-run"),
+  workloadSnap: $<HTMLInputElement>("wl-snap-middle"),
   cmdInput: $<HTMLInputElement>("cmd-input"),
   cmdRun: $<HTMLButtonElement>("cmd-run"),
   log: $("log"),
@@ -73,7 +74,7 @@ let state: PageState = "loading";
 let host: WebImageHost | undefined;
 let config: PageConfig | undefined;
 let session: PageSession | undefined;
-let workloads: PageWorkload[] = [];
+let workloads: Workload[] = [];
 let runningPhase: string | undefined;
 let phaseCounter = 0;
 let opBusy = false;
@@ -212,12 +213,13 @@ async function boot(file: string): Promise<void> {
     return;
   }
   const bootMs = session.guest.readyMs;
-  workloads = pageWorkloads(session.disk.size);
+  workloads = WORKLOAD_NAMES.map((name) => buildWorkload(name, { diskSize: session!.disk.size, clusterSize: session!.clusterSize }));
   ui.workloadSelect.replaceChildren(
     ...workloads.map((w) => {
       const o = document.createElement("option");
       o.value = w.name;
-      o.textContent = w.label;
+      o.textContent = `${w.name}: ${w.description}`;
+      o.title = w.phases.map((p) => `${p.name}: ${p.description}`).join("\n");
       return o;
     }),
   );
@@ -371,12 +373,14 @@ async function deleteSnapshot(id: string, name: string): Promise<void> {
 
 // ---------------------------------------------------------------------------------------- commands/latency
 
-async function runCommand(command: string, phase: string): Promise<{ exitCode: number; output: string } | undefined> {
+async function runCommand(command: string, phase: string, timeoutMs?: number): Promise<{ exitCode: number; output: string; ms: number } | undefined> {
   const s = session;
   if (!s) throw new Error("no guest is running");
   try {
     consoleNote(command);
-    const r = await s.guest.run(command, { phase });
+    drainRecords();
+    const r = await s.guest.run(command, { phase, timeoutMs });
+    drainRecords();
     return r;
   } catch (e) {
     if (e instanceof GuestRestoredError) {
@@ -387,23 +391,51 @@ async function runCommand(command: string, phase: string): Promise<{ exitCode: n
   }
 }
 
-async function runWorkload(w: PageWorkload): Promise<void> {
+/**
+ * Runs a workload of src/vm/workloads.ts phase by phase. The guest announces each phase (REFCOW-PHASE) and
+ * waits; the page labels the requests that follow `<workload> #<n> <phase>` and, when asked to, takes a
+ * snapshot before the workload's middle phase (so the phases before and after it compare in-place writes
+ * with writes to shared clusters).
+ */
+async function runWorkload(w: Workload): Promise<void> {
   const s = session;
   if (!s || runningPhase) return;
-  const phase = `${w.name} #${++phaseCounter}`;
-  runningPhase = phase;
+  const n = ++phaseCounter;
+  const label = (phase: string) => `${w.name} #${n} ${phase}`;
+  const snapMiddle = ui.workloadSnap.checked;
+  runningPhase = label("setup");
   refreshButtons();
+  log(`workload ${w.name} #${n}: ${w.description}${snapMiddle ? `; snapshot before ${w.middle}` : ""}`);
+  s.guest.phaseLabel = label;
+  s.guest.onPhase = async (phase) => {
+    runningPhase = label(phase);
+    addPhaseOption(runningPhase);
+    ui.phaseSelect.value = runningPhase;
+    if (snapMiddle && phase === w.middle) {
+      const name = `${w.name}-${n}-mid`;
+      const t0 = performance.now();
+      const info = await s.snapshotTake(name, { vmState: ui.snapVm.checked });
+      log(`snapshot ${info.name} (id ${info.id}) before ${phase} in ${(performance.now() - t0).toFixed(0)} ms`);
+      await refreshSnapshots();
+    }
+  };
   try {
-    consoleNote(w.setup);
-    await s.guest.check(w.setup, { phase: "setup" });
-    log(`workload ${phase}: ${w.label}`);
-    addPhaseOption(phase);
-    ui.phaseSelect.value = phase;
-    const r = await runCommand(w.command, phase);
-    if (r) log(`workload ${phase}: exit ${r.exitCode}${r.output.trim() ? `, ${r.output.trim().slice(0, 200)}` : ""}`);
+    for (const phase of w.phases) {
+      const r = await runCommand(phase.command, "setup", phase.timeoutMs);
+      if (!r) return; // the guest was restored meanwhile
+      const sum = latency.summary(label(phase.name), "write");
+      log(`  ${phase.name}: exit ${r.exitCode} in ${(r.ms / 1000).toFixed(1)} s${sum ? `, ${sum.count} writes, median ${formatUs(sum.medianUs)}` : ""}`);
+      if (r.exitCode !== 0) {
+        log(`  ${phase.name} failed:\n${r.output.trim().slice(-500)}`);
+        break;
+      }
+    }
+    if (s.guest.phaseError) fail(`workload ${w.name}`, s.guest.phaseError);
   } catch (e) {
     fail(`workload ${w.name}`, e);
   } finally {
+    s.guest.onPhase = undefined;
+    s.guest.phaseError = undefined;
     runningPhase = undefined;
     refreshButtons();
     drainRecords();

@@ -52,6 +52,12 @@ export async function readFile(name: string): Promise<Uint8Array> {
   return new Uint8Array(await file.arrayBuffer());
 }
 
+/** The first `length` bytes of file `name` (fewer when it is shorter). */
+export async function readHead(name: string, length: number): Promise<Uint8Array> {
+  const file = await (await (await root()).getFileHandle(name)).getFile();
+  return new Uint8Array(await file.slice(0, length).arrayBuffer());
+}
+
 /** Writes `data` as file `name`, replacing it. */
 export async function writeFile(name: string, data: Blob | Uint8Array): Promise<void> {
   const fh = await (await root()).getFileHandle(name, { create: true });

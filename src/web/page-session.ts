@@ -10,7 +10,7 @@
 import type { CacheMode, CheckResult, SnapshotInfo } from "../engine/types.js";
 import type { WebImageHost } from "../worker/web-host.js";
 import { BrowserGuest, type GuestFiles } from "./browser-guest.js";
-import { readFile } from "./opfs-store.js";
+import { readFile, readHead } from "./opfs-store.js";
 import { ReopenableDisk } from "./reopenable-disk.js";
 
 export interface EngineSettings {
@@ -44,12 +44,17 @@ export class PageSession {
     readonly disk: ReopenableDisk,
     readonly guest: BrowserGuest,
     settings: EngineSettings,
+    /** The image's cluster size in bytes (from its header). */
+    readonly clusterSize: number,
   ) {
     this.settings = settings;
   }
 
   /** Opens the image in the worker and boots the guest on it. */
   static async start(o: SessionOptions): Promise<PageSession> {
+    // qcow2 header: cluster_bits is the big-endian u32 at byte 20 (the open below validates the rest).
+    const head = await readHead(o.file, 24);
+    const clusterBits = head.length === 24 ? new DataView(head.buffer, head.byteOffset).getUint32(20) : 16;
     const client = await o.host.open(o.file, o.settings);
     const disk = new ReopenableDisk(client);
     let guest: BrowserGuest;
@@ -59,7 +64,7 @@ export class PageSession {
       await disk.detach().catch(() => undefined);
       throw e;
     }
-    return new PageSession(o.host, o.file, disk, guest, o.settings);
+    return new PageSession(o.host, o.file, disk, guest, o.settings, 2 ** Math.min(Math.max(clusterBits, 9), 21));
   }
 
   /** Snapshots of the image. */

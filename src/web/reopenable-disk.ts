@@ -3,32 +3,37 @@
  * image, which the page may close and reopen underneath the emulator — to download the image (cleanly
  * closed, so it is plain qcow2), or to switch refcount scheme or cache mode — while the guest is paused.
  *
- * It also keeps the engine's own time of the last request (`lastServiceMs`, worker start → worker end of
- * the ring request), which the hda adapter records next to the latency the guest saw.
+ * Each client is wrapped in the Node side's ServedAsyncDisk (src/vm/served-async-disk.ts), so the engine's
+ * own time of the last request (`lastServiceMs`) reaches the hda adapter's records as in Node.
  */
-import type { AsyncDisk } from "../vm/async-disk.js";
-import type { DiskClient, RequestTiming } from "../worker/disk-client.js";
+import type { ServiceTimedDisk } from "../vm/async-disk.js";
+import { ServedAsyncDisk } from "../vm/served-async-disk.js";
+import type { DiskClient } from "../worker/disk-client.js";
 
-export class ReopenableDisk implements AsyncDisk {
+export class ReopenableDisk implements ServiceTimedDisk {
   readonly size: number;
-  lastServiceMs: number | undefined;
-  private current: DiskClient | undefined;
+  private current: ServedAsyncDisk | undefined;
 
   constructor(client: DiskClient) {
     this.size = client.size;
-    this.current = client;
+    this.current = new ServedAsyncDisk(client);
   }
 
   /** The client serving the image now (undefined while it is being swapped). */
   get client(): DiskClient | undefined {
-    return this.current;
+    return this.current?.client;
+  }
+
+  /** Engine time of the last resolved request, in ms. */
+  get lastServiceMs(): number | undefined {
+    return this.current?.lastServiceMs;
   }
 
   /** Closes the current client (flushing and closing the image cleanly). The guest must be paused. */
   async detach(): Promise<void> {
     const c = this.current;
     this.current = undefined;
-    await c?.close();
+    await c?.client.close();
   }
 
   /** Serves the guest from `client` from now on; its disk must have the same size. */
@@ -37,31 +42,23 @@ export class ReopenableDisk implements AsyncDisk {
     if (client.size !== this.size) {
       throw new Error(`the image is ${client.size} bytes, the guest's disk ${this.size}: boot a new guest for it`);
     }
-    this.current = client;
+    this.current = new ServedAsyncDisk(client);
   }
 
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    const r = await this.need().timed.read(offset, length);
-    this.note(r.timing);
-    return r.value;
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.need().read(offset, length);
   }
 
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    const r = await this.need().timed.write(offset, data);
-    this.note(r.timing);
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.need().write(offset, data);
   }
 
-  async flush(): Promise<void> {
-    const r = await this.need().timed.flush();
-    this.note(r.timing);
+  flush(): Promise<void> {
+    return this.need().flush();
   }
 
-  private need(): DiskClient {
+  private need(): ServedAsyncDisk {
     if (!this.current) throw new Error("the image is closed (being reopened): pause the guest before detaching it");
     return this.current;
-  }
-
-  private note(t: RequestTiming): void {
-    this.lastServiceMs = t.workerEnd >= t.workerStart ? t.workerEnd - t.workerStart : undefined;
   }
 }

@@ -5,11 +5,11 @@
  *
  *   1. the guest writes pattern A with O_DIRECT + fsync; a marker file goes into its RAM;
  *   2. a snapshot is taken with the page's button (disk + VM state);
- *   3. the guest overwrites part of A with B, changes the marker; a workload runs and the latency panel
- *      counts its writes;
+ *   3. the guest overwrites part of A with B, changes the marker; the smoke workload (src/vm/workloads.ts)
+ *      runs from the page, which snapshots before its middle phase; the latency panel counts its writes;
  *   4. the image is downloaded with the page's button (closed cleanly, checked, reopened);
- *   5. on the host, `qemu-img check` is clean, and `qemu-img convert -l snapshot.name=s1` and the active
- *      layer hold exactly the expected bytes;
+ *   5. on the host, `qemu-img check` is clean, and `qemu-img convert -l snapshot.name=...` of both
+ *      snapshots and the active layer hold exactly the expected bytes;
  *   6. the snapshot is applied from the page: the guest reads A back with O_DIRECT and finds its old marker.
  *
  * One cold boot. About 1–2 minutes on 2 cores (the boot is most of it).
@@ -22,6 +22,7 @@ import path from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWebServer, type WebServer } from "../../src/cli/web-server.js";
+import { applyContent, buildWorkload } from "../../src/vm/workloads.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const MiB = 1024 * 1024;
@@ -63,6 +64,7 @@ describe("the browser page in Chromium", () => {
   const A = yesPattern("refcow-pattern-A", 64 * 1024); // at 1 MiB
   const B = yesPattern("refcow-pattern-B", 16 * 1024); // over A, at 1 MiB + 16 KiB
   const pageErrors: string[] = [];
+  const smoke = buildWorkload("smoke", { diskSize: DISK_MIB * MiB, clusterSize: 65536 });
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash scripts/ensure-chromium.sh' (npm test does it as root)`);
@@ -113,18 +115,29 @@ describe("the browser page in Chromium", () => {
     await guest(page, "yes refcow-pattern-B | head -c 16384 > /tmp/b && echo after > /tmp/marker");
     await guest(page, "dd if=/tmp/b of=/dev/sda bs=4096 count=4 seek=260 oflag=direct conv=fsync");
 
-    // The page's first workload: 4 KiB O_DIRECT writes, one per cluster, from a quarter of the disk on.
-    await page.selectOption("#workload-select", "scattered-4k");
+    // The smoke workload, with a snapshot before its middle phase (the page's default).
+    await page.selectOption("#workload-select", "smoke");
+    await page.check("#wl-snap-middle");
     await page.click("#workload-run");
-    await page.waitForFunction(() => refcowPage.phases().includes("scattered-4k #1") && !refcowPage.busy, null, { timeout: 180_000, polling: 250 });
-    const lat = await page.evaluate(() => refcowPage.latency("scattered-4k #1"));
-    expect(lat.write?.count).toBe(256);
-    expect(lat.write!.medianUs).toBeGreaterThan(0);
+    await page.waitForFunction(() => refcowPage.phases().some((p) => / verify$/.test(p)) && !refcowPage.busy, null, { timeout: 180_000, polling: 250 });
+    expect(await page.textContent("#log")).toMatch(/verify: exit 0/); // the guest read back what it wrote
+    const phases = await page.evaluate(() => refcowPage.phases());
+    const writePhase = phases.find((p) => /^smoke #\d+ write$/.test(p))!;
+    const overwritePhase = phases.find((p) => /^smoke #\d+ overwrite$/.test(p))!;
+    expect(writePhase).toBeDefined();
+    const lat = await page.evaluate((p) => refcowPage.latency(p), writePhase);
+    expect(lat.write?.count).toBe(8); // 8 KiB O_DIRECT at 8 places
+    expect(lat.flush?.count).toBeGreaterThanOrEqual(1);
+    const post = await page.evaluate((p) => refcowPage.latency(p), overwritePhase);
+    expect(post.write?.count).toBe(4);
     expect(lat.write!.p99Us).toBeGreaterThanOrEqual(lat.write!.medianUs);
-    log(`[test] Chromium, eager/writeback, 4 KiB O_DIRECT writes: median ${(lat.write!.medianUs / 1000).toFixed(2)} ms, p99 ${(lat.write!.p99Us / 1000).toFixed(2)} ms`);
-    // The panel shows the phase it ran.
-    await page.waitForSelector("#latency-table tbody tr[data-op=write]", { timeout: 10_000 });
-    expect(await page.inputValue("#phase-select")).toBe("scattered-4k #1");
+    log(
+      `[test] Chromium, eager/writeback, guest write latency: ${writePhase} median ${(lat.write!.medianUs / 1000).toFixed(2)} ms; ` +
+        `${overwritePhase} (after the snapshot) median ${(post.write!.medianUs / 1000).toFixed(2)} ms`,
+    );
+    // The panel shows the workload's last phase.
+    await page.waitForSelector("#latency-table tbody tr[data-op=read]", { timeout: 10_000 });
+    expect(await page.inputValue("#phase-select")).toMatch(/^smoke #\d+ verify$/);
   }, 300_000);
 
   it("downloads an image that qemu-img checks clean and reads as expected, snapshot and active layer", async () => {
@@ -143,26 +156,29 @@ describe("the browser page in Chromium", () => {
       snapshots?: Array<{ name: string; "vm-state-size": number }>;
     };
     expect(info["virtual-size"]).toBe(DISK_MIB * MiB);
-    expect(info.snapshots?.map((s) => s.name)).toEqual(["s1"]);
-    expect(info.snapshots![0]!["vm-state-size"]).toBeGreaterThan(0);
+    const names = info.snapshots?.map((s) => s.name) ?? [];
+    expect(names).toHaveLength(2);
+    expect(names[0]).toBe("s1");
+    expect(names[1]).toMatch(/^smoke-\d+-mid$/);
+    for (const sn of info.snapshots!) expect(sn["vm-state-size"]).toBeGreaterThan(0);
 
-    const snapRaw = path.join(work, "s1.raw");
-    const activeRaw = path.join(work, "active.raw");
-    execFileSync("qemu-img", ["convert", "-O", "raw", "-l", "snapshot.name=s1", image, snapRaw]);
-    execFileSync("qemu-img", ["convert", "-O", "raw", image, activeRaw]);
-    const snap = readFileSync(snapRaw);
-    const active = readFileSync(activeRaw);
+    const layer = (snapshot?: string): Buffer => {
+      const out = path.join(work, `${snapshot ?? "active"}.raw`);
+      execFileSync("qemu-img", ["convert", "-O", "raw", ...(snapshot ? ["-l", `snapshot.name=${snapshot}`] : []), image, out]);
+      return readFileSync(out);
+    };
 
-    const expectedSnap = Buffer.alloc(DISK_MIB * MiB);
-    A.copy(expectedSnap, MiB);
-    expect(md5(snap)).toBe(md5(expectedSnap)); // A, and nothing else
+    const expectedS1 = Buffer.alloc(DISK_MIB * MiB);
+    A.copy(expectedS1, MiB);
+    expect(md5(layer("s1"))).toBe(md5(expectedS1)); // A, and nothing else
 
-    const expectedActive = Buffer.from(expectedSnap);
-    B.copy(expectedActive, MiB + 16 * 1024);
-    const w = yesPattern("refcow-workload", 4096);
-    const base = (DISK_MIB * MiB) / 4;
-    for (let i = 0; i < 256; i++) w.copy(expectedActive, base + i * 65536);
-    expect(md5(active)).toBe(md5(expectedActive));
+    const expectedMid = Buffer.from(expectedS1);
+    B.copy(expectedMid, MiB + 16 * 1024);
+    applyContent(expectedMid, smoke.content!, ["write"]);
+    expect(md5(layer(names[1]))).toBe(md5(expectedMid)); // + B + the smoke workload's first phase
+
+    const expectedActive = applyContent(Buffer.from(expectedMid), smoke.content!, ["overwrite"]);
+    expect(md5(layer())).toBe(md5(expectedActive));
   }, 180_000);
 
   it("applies the snapshot from the page: disk and guest RAM come back", async () => {

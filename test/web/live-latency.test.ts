@@ -1,7 +1,7 @@
-/** The page's live latency summaries: nearest-rank percentiles, power-of-two histogram buckets, per phase and op. */
+/** The page's live latency summaries: power-of-two histogram buckets, percentiles per phase and op. */
 import { describe, expect, it } from "vitest";
 import type { DiskRequestRecord } from "../../src/vm/hda-adapter.js";
-import { bucketOf, formatUs, HISTOGRAM_BUCKETS, LiveLatency, nearestRank } from "../../src/web/live-latency.js";
+import { bucketOf, formatUs, HISTOGRAM_BUCKETS, LiveLatency } from "../../src/web/live-latency.js";
 
 const rec = (phase: string, op: DiskRequestRecord["op"], latencyMs: number, serviceMs?: number): DiskRequestRecord => ({
   op,
@@ -15,14 +15,6 @@ const rec = (phase: string, op: DiskRequestRecord["op"], latencyMs: number, serv
 });
 
 describe("live latency", () => {
-  it("uses nearest-rank percentiles", () => {
-    const v = Array.from({ length: 100 }, (_, i) => i + 1);
-    expect(nearestRank(v, 50)).toBe(50);
-    expect(nearestRank(v, 99)).toBe(99);
-    expect(nearestRank([7], 99)).toBe(7);
-    expect(nearestRank([], 50)).toBe(0);
-  });
-
   it("puts latencies in power-of-two buckets", () => {
     expect(bucketOf(0)).toBe(0);
     expect(bucketOf(15.9)).toBe(0);
