@@ -18,6 +18,7 @@ import type { Qcow2Image } from "../engine/qcow2-image.js";
 import { ALLOC_POLICIES, type AllocPolicyName, type CacheMode, type CostBreakdown } from "../engine/types.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
 import { closeAllWorkers, openServedImage } from "../worker/index.js";
+import { readTrace, type Trace } from "../vm/trace.js";
 
 export const CLUSTER = 65536;
 export const WRITE = 4096;
@@ -30,7 +31,9 @@ export interface BenchOptions {
   /** Allocation policies for the refcow rows (default first-fit only). */
   allocs: AllocPolicyName[];
   caches: CacheMode[];
-  workloads: ("rand4k-per-cluster" | "seq")[];
+  workloads: ("rand4k-per-cluster" | "seq" | "trace")[];
+  /** The guest disk trace the `trace` workload replays (src/vm/trace.ts format). */
+  traceFile?: string;
   qemu: boolean;
   inProcess: boolean;
   /** Allocated sizes (bytes) for the snapshot/open/close timings; empty to skip. */
@@ -69,6 +72,7 @@ export interface ResultRow {
 
 /** The operations a benchmark needs, served in-process or by a worker. */
 interface BenchDisk {
+  read(offset: number, length: number): unknown;
   write(offset: number, data: Uint8Array): void | Promise<void>;
   flush(): void | Promise<void>;
   snapshotCreate(name: string): unknown;
@@ -83,6 +87,7 @@ async function openBenchDisk(file: string, scheme: string, alloc: AllocPolicyNam
   }
   const c = await openServedImage(file, { scheme, alloc, cache });
   return {
+    read: (o, l) => c.read(o, l),
     write: (o, d) => c.write(o, d),
     flush: () => c.flush(),
     snapshotCreate: (n) => c.snapshotCreate(n),
@@ -297,11 +302,141 @@ function opRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, size
   return rows;
 }
 
+/** Per-phase latency, time and I/O of one replay, accumulated over repetitions. */
+interface PhaseAcc {
+  lat: number[];
+  writes: number;
+  totalUs: number;
+  costs: CostBreakdown[];
+}
+
+/**
+ * Replays a guest disk trace, request by request in its order, on a fresh image of the trace's size and
+ * cluster size: writes (of a fixed pattern; traces keep no data), reads, flushes and the host's snapshots.
+ * One row per phase that wrote, with the write latencies and the phase's I/O per write.
+ */
+async function traceRows(opts: BenchOptions, trace: Trace, scheme: string, alloc: AllocPolicyName, cache: CacheMode): Promise<ResultRow[]> {
+  const maxLen = Math.max(512, ...trace.events.map((e) => e.length));
+  const data = new Uint8Array(maxLen).fill(0x5a);
+  const acc = new Map<string, PhaseAcc>();
+  for (let rep = 0; rep < opts.reps; rep++) {
+    const file = path.join(opts.dir, `trace-${scheme}-${alloc}-${cache}-${rep}.qcow2`);
+    createImagePath(file, { size: trace.header.size, clusterSize: trace.header.clusterSize });
+    const disk = await openBenchDisk(file, scheme, alloc, cache, opts.inProcess);
+    let current: string | undefined;
+    let phaseStart = 0;
+    let before: CostBreakdown = {};
+    const endPhase = async () => {
+      if (current === undefined) return;
+      const a = acc.get(current)!;
+      a.totalUs += nowUs() - phaseStart;
+      a.costs.push(diffCosts(await disk.stats(), before));
+    };
+    for (const e of trace.events) {
+      if (e.phase !== current) {
+        await endPhase();
+        current = e.phase;
+        if (!acc.has(current)) acc.set(current, { lat: [], writes: 0, totalUs: 0, costs: [] });
+        before = await disk.stats();
+        phaseStart = nowUs();
+      }
+      const t = nowUs();
+      if (e.op === "w") {
+        await disk.write(e.offset, data.subarray(0, e.length));
+        const a = acc.get(current)!;
+        a.lat.push(nowUs() - t);
+        a.writes++;
+      } else if (e.op === "r") await disk.read(e.offset, e.length);
+      else if (e.op === "f") await disk.flush();
+      else if (e.op === "s") {
+        await disk.flush();
+        await disk.snapshotCreate(e.name ?? "trace");
+      }
+    }
+    await endPhase();
+    await disk.close();
+    fs.rmSync(file, { force: true });
+  }
+  const rows: ResultRow[] = [];
+  for (const [ph, a] of acc) {
+    if (!a.writes) continue;
+    const breakdown: Record<string, PurposeRow> = {};
+    const perRep = a.writes / opts.reps;
+    for (const c of a.costs) addBreakdown(breakdown, perWrite(c, perRep), opts.reps);
+    rows.push({
+      source: "refcow",
+      scheme,
+      alloc,
+      cache,
+      workload: "trace",
+      phase: ph || "(none)",
+      median_us: quantile(a.lat, 0.5),
+      p99_us: quantile(a.lat, 0.99),
+      amortized_us: a.totalUs / a.writes,
+      runs: opts.reps,
+      breakdown,
+      cdf_us: percentiles(a.lat),
+    });
+  }
+  return rows;
+}
+
+/** The same trace on a preallocated raw file: pwrite, and fdatasync at each flush (and each write in writethrough). */
+function rawTraceRows(opts: BenchOptions, trace: Trace, cache: CacheMode): ResultRow[] {
+  const maxLen = Math.max(512, ...trace.events.map((e) => e.length));
+  const data = new Uint8Array(maxLen).fill(0x5a);
+  const acc = new Map<string, { lat: number[]; totalUs: number }>();
+  for (let rep = 0; rep < opts.reps; rep++) {
+    const file = path.join(opts.dir, `trace-raw-${cache}-${rep}.img`);
+    fs.writeFileSync(file, "");
+    fs.truncateSync(file, trace.header.size);
+    const fd = fs.openSync(file, "r+");
+    let current: string | undefined;
+    let phaseStart = 0;
+    for (const e of trace.events) {
+      if (e.phase !== current) {
+        if (current !== undefined) acc.get(current)!.totalUs += nowUs() - phaseStart;
+        current = e.phase;
+        if (!acc.has(current)) acc.set(current, { lat: [], totalUs: 0 });
+        phaseStart = nowUs();
+      }
+      const t = nowUs();
+      if (e.op === "w") {
+        fs.writeSync(fd, data, 0, e.length, e.offset);
+        if (cache === "writethrough") fs.fdatasyncSync(fd);
+        acc.get(current)!.lat.push(nowUs() - t);
+      } else if (e.op === "r") fs.readSync(fd, data, 0, e.length, e.offset);
+      else if (e.op === "f" && cache !== "unsafe") fs.fdatasyncSync(fd);
+    }
+    if (current !== undefined) acc.get(current)!.totalUs += nowUs() - phaseStart;
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+  return [...acc]
+    .filter(([, a]) => a.lat.length)
+    .map(([ph, a]) => ({ source: "raw" as const, scheme: "none", cache, workload: "trace", phase: ph || "(none)", median_us: quantile(a.lat, 0.5), p99_us: quantile(a.lat, 0.99), amortized_us: a.totalUs / a.lat.length, runs: opts.reps, cdf_us: percentiles(a.lat) }));
+}
+
 export async function runMatrix(opts: BenchOptions): Promise<ResultRow[]> {
   const rows: ResultRow[] = [];
   fs.mkdirSync(opts.dir, { recursive: true });
   try {
     for (const workload of opts.workloads) {
+      if (workload === "trace") {
+        if (!opts.traceFile) throw new Error("the trace workload needs a trace file (--trace FILE, written by `refcow run --trace`)");
+        const trace = readTrace(opts.traceFile);
+        for (const cache of opts.caches) {
+          for (const scheme of opts.schemes) {
+            for (const alloc of opts.allocs) {
+              opts.progress(`refcow ${scheme} ${alloc} ${cache} trace replay (${trace.events.length} requests)`);
+              rows.push(...(await traceRows(opts, trace, scheme, alloc, cache)));
+            }
+          }
+          opts.progress(`raw file ${cache} trace replay`);
+          rows.push(...rawTraceRows(opts, trace, cache));
+        }
+        continue;
+      }
       for (const cache of opts.caches) {
         for (const scheme of opts.schemes) {
           for (const alloc of opts.allocs) {

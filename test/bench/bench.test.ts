@@ -41,3 +41,35 @@ describe("benchmark matrix", () => {
     expect(table(rows)).toMatch(/post-snapshot/);
   }, 120_000);
 });
+
+describe("trace replay", () => {
+  it("replays a guest trace per scheme and on a raw file, one row per phase that wrote", async () => {
+    const { writeTrace } = await import("../../src/vm/trace.js");
+    const file = path.join(dir, "t.trace");
+    const events = [];
+    let t = 0;
+    // fill 8 clusters, rewrite them, snapshot, rewrite them again: the rand4k shape.
+    for (const phase of ["fill", "in-place", "post-snapshot"]) {
+      if (phase === "post-snapshot") events.push({ t: t++, op: "s" as const, offset: 0, length: 0, phase, name: "mid" });
+      for (let c = 0; c < 8; c++) events.push({ t: t++, op: "w" as const, offset: c * 65536, length: 4096, phase, latency: 100 });
+      events.push({ t: t++, op: "r" as const, offset: 0, length: 4096, phase });
+      events.push({ t: t++, op: "f" as const, offset: 0, length: 0, phase });
+    }
+    writeTrace(file, { header: { format: "refcow-trace", version: 1, size: 8 << 20, clusterSize: 65536 }, events });
+    const opts = { ...defaultOptions(true), reps: 1, schemes: ["eager", "owner"], caches: ["writeback" as const], workloads: ["trace" as const], traceFile: file, qemu: false, opSizes: [], dir: path.join(dir, "trace-images") };
+    const rows = await runMatrix(opts);
+    for (const scheme of ["eager", "owner"]) {
+      for (const phase of ["fill", "in-place", "post-snapshot"]) {
+        const r = rows.find((x) => x.source === "refcow" && x.scheme === scheme && x.workload === "trace" && x.phase === phase);
+        expect(r, `${scheme} ${phase}`).toBeDefined();
+        expect(r!.cdf_us).toHaveLength(101);
+      }
+      // After the snapshot every write hits a shared cluster: the replay copies them.
+      const post = rows.find((x) => x.scheme === scheme && x.phase === "post-snapshot")!;
+      expect(post.breakdown!["cow-read"]?.ops ?? post.breakdown!["cow-write"]?.ops).toBeGreaterThan(0);
+      const inPlace = rows.find((x) => x.scheme === scheme && x.phase === "in-place")!;
+      expect(inPlace.breakdown!["cow-read"]).toBeUndefined();
+    }
+    expect(rows.filter((r) => r.source === "raw" && r.workload === "trace").map((r) => r.phase)).toEqual(["fill", "in-place", "post-snapshot"]);
+  }, 120_000);
+});

@@ -11,7 +11,7 @@ import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
 import { UsageError } from "../errors.js";
 
 export const BENCH_USAGE =
-  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq] [--clusters N] [--reps N] [--no-qemu] [--no-ops] [--in-process] | --ring";
+  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-ops] [--in-process] | --ring";
 
 export async function benchCommand(argv: string[]): Promise<number> {
   if (argv.includes("--ring")) {
@@ -38,6 +38,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
       }
     } else if (a === "--cache") opts.caches = v().split(",") as CacheMode[];
     else if (a === "--workloads") opts.workloads = v().split(",") as typeof opts.workloads;
+    else if (a === "--trace") {
+      opts.traceFile = v();
+      if (!opts.workloads.includes("trace")) opts.workloads.push("trace");
+    }
     else if (a === "--clusters") opts.clusters = Math.max(1, Number(v()));
     else if (a === "--reps") opts.reps = Math.max(1, Number(v()));
     else if (a === "--dir") opts.dir = v();
@@ -46,6 +50,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
     else if (a === "--in-process") opts.inProcess = true;
     else throw new UsageError(`unknown option '${a}'`);
   }
+  for (const w of opts.workloads) {
+    if (!["rand4k-per-cluster", "seq", "trace"].includes(w)) throw new UsageError(`unknown workload '${w}' (rand4k-per-cluster, seq, trace)`);
+  }
+  if (opts.workloads.includes("trace") && !opts.traceFile) throw new UsageError("the trace workload needs --trace FILE (written by `refcow run --trace FILE`)");
   if (opts.qemu) {
     try {
       execFileSync("qemu-img", ["--version"], { stdio: "ignore" });
