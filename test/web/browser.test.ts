@@ -10,7 +10,8 @@
  *   4. the image is downloaded with the page's button (closed cleanly, checked, reopened);
  *   5. on the host, `qemu-img check` is clean, and `qemu-img convert -l snapshot.name=...` of both
  *      snapshots and the active layer hold exactly the expected bytes;
- *   6. the snapshot is applied from the page: the guest reads A back with O_DIRECT and finds its old marker.
+ *   6. the snapshot is applied from the page: the guest reads A back with O_DIRECT and finds its old marker;
+ *   7. an uploaded image that does not open is reported with the engine's message.
  *
  * One cold boot. About 1–2 minutes on 2 cores (the boot is most of it).
  */
@@ -190,4 +191,18 @@ describe("the browser page in Chromium", () => {
     expect(sum.split(" ")[0]).toBe(md5(A));
     expect(pageErrors).toEqual([]);
   }, 180_000);
+
+  it("reports an uploaded image that does not open, with the engine's message, and boots nothing", async () => {
+    const broken = Buffer.alloc(4096);
+    broken.write("QFI\xfb", 0, "latin1"); // qcow2's magic, then a header of zeroes (version 0)
+    await page.setInputFiles("#upload-input", { name: "broken.qcow2", mimeType: "application/octet-stream", buffer: broken });
+    await page.waitForFunction(() => refcowPage.state === "error", null, { timeout: 60_000, polling: 250 });
+    const status = await page.textContent("#status");
+    log(`[test] broken upload: ${status}`);
+    expect(status).toContain("broken.qcow2");
+    expect(status).toMatch(/version/i);
+    // Both images are still in the page's storage.
+    const options = await page.$$eval("#image-select option", (os) => os.map((o) => (o as HTMLOptionElement).value));
+    expect(options).toEqual(["broken.qcow2", "e2e.qcow2"]);
+  }, 120_000);
 });
