@@ -141,6 +141,7 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
   });
   const wasmDir = path.dirname(v86WasmPath());
   const files: Record<string, string> = {
+    "/index.html": path.join(outDir, "index.html"),
     "/main.js": path.join(outDir, "main.js"),
     "/main.js.map": path.join(outDir, "main.js.map"),
     "/web-worker.js": path.join(outDir, "web-worker.js"),
@@ -169,7 +170,6 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
         return send(res, 500, "text/plain; charset=utf-8", `${(e as Error).message}\n`);
       }
       route = "/index.html";
-      files[route] = path.join(outDir, "index.html");
     }
     if (route === "/guest/config.json") return send(res, 200, CONTENT_TYPES[".json"]!, config);
     const file = files[route];
