@@ -2,7 +2,8 @@
 # Builds the refcow test guest into .cache/guest/ (or $REFCOW_GUEST_DIR):
 #
 #   bzImage            Debian bookworm i386 linux-image-6.1.0-*-686 (/boot/vmlinuz-*)
-#   initramfs.cpio     busybox-static (i386) + the IDE/ext4 modules (uncompressed, dependency order) + /init.
+#   initramfs.cpio     busybox-static (i386) + the IDE/ext4 modules (uncompressed, signatures removed,
+#                      dependency order) + /init.
 #                      Not compressed: gunzip of ~4 MB costs the emulated CPU ~2.5 s of boot time; a local
 #                      4 MB file costs nothing.
 #   bios.bin           Debian seabios  /usr/share/seabios/bios.bin
@@ -208,6 +209,20 @@ else
   log "note: cannot run the i386 busybox on this host; /init will install the applet links at boot"
   DD_USAGE=""
 fi
+# Debian signs its modules: [ELF][PKCS#7 signature][struct module_signature: 12 bytes, sig_len a big-endian
+# u32 in its last 4]["~Module signature appended~\n", 28 bytes]. The guest kernel does not enforce signatures
+# (no Secure Boot lockdown under v86), and checking them — hashing every module on the emulated CPU, with a
+# cold JIT — costs over a second of boot. So the signature is cut off; the kernel logs one "module
+# verification failed ... tainting kernel" line, harmless here.
+strip_module_signature() { # file.ko
+  local f=$1 size siglen
+  [ "$(tail -c 28 "$f")" = "~Module signature appended~" ] || return 0
+  size=$(stat -c %s "$f")
+  siglen=$(tail -c 32 "$f" | head -c 4 | od -A n -t u1 | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+  [ "$siglen" -gt 0 ] && [ $((siglen + 40)) -lt "$size" ] || die "$f: malformed module signature"
+  truncate -s $((size - 40 - siglen)) "$f"
+}
+
 log "modules (${#ORDER[@]}): ${ORDER[*]}"
 : >"$STAGE/etc/modules.order"
 for n in "${ORDER[@]}"; do
@@ -219,6 +234,7 @@ for n in "${ORDER[@]}"; do
     *.ko) cp "$src" "$STAGE/lib/modules/$n.ko" ;;
     *) die "unknown module format: $src" ;;
   esac
+  strip_module_signature "$STAGE/lib/modules/$n.ko"
   echo "$n" >>"$STAGE/etc/modules.order"
 done
 install -m 0755 "$HERE/init" "$STAGE/init"
