@@ -225,9 +225,6 @@ export class Qcow2Image implements VirtualDisk {
       file.read(headerBuf, 0, "header");
     }
     const header = parseHeader(headerBuf, fileSize);
-    const readOnlyOpen = opts.readOnly ?? rawFile.readOnly;
-    // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
-    recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnlyOpen);
     if (header.cryptMethod !== 0) throw new UnsupportedFeatureError("encrypted qcow2 images are not supported");
     if (header.incompatibleFeatures & INCOMPAT_DATA_FILE) throw new UnsupportedFeatureError("qcow2 images with an external data file are not supported");
     if (header.compressionType > 1) throw new UnsupportedFeatureError(`unknown compression type ${header.compressionType}`);
@@ -240,7 +237,11 @@ export class Qcow2Image implements VirtualDisk {
       throw new ImageFormatError("image is marked corrupt: it can be opened read-only, or repaired with 'check -r all'");
     }
     const img = new Qcow2Image(file, header, { ...opts, readOnly });
-    img.load(fileSize, opts);
+    // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read, and only
+    // to an image that passed the checks above (nothing is written to an image that is refused).
+    recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly);
+    // The replay may have grown the file (records for tables past the old end).
+    img.load(file.size(), opts);
     return img;
   }
 

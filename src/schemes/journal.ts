@@ -44,6 +44,8 @@ export class JournalScheme extends EagerScheme {
    * would write the old record over whatever it held next: they stay in use until the checkpoint.
    */
   private readonly journaled = new Set<number>();
+  /** Records of the transactions committed since the journal was last emptied (what a replay would write). */
+  private committed: JournalRecord[] = [];
   private readonly costs = { transactions: 0, records: 0, journalBytes: 0, checkpoints: 0, checkpointMs: 0 };
 
   override attach(host: SchemeHost): void {
@@ -90,24 +92,32 @@ export class JournalScheme extends EagerScheme {
       img.sync("guest-data");
       return;
     }
+    const room = this.loc.clusters * img.clusterSize;
+    let txn = encodeTransaction(this.seq, records);
+    if (this.pos + txn.length > room) {
+      // Full. The tables in the cache mix committed and uncommitted changes, so they cannot go in place
+      // yet: the committed transactions go in place first (what a replay would do) and the journal is emptied.
+      this.emptyJournal();
+      txn = encodeTransaction(this.seq, records);
+      if (this.pos + txn.length > room) {
+        this.writeInPlaceOrdered();
+        return;
+      }
+    }
     for (const r of records) {
       for (let c = Math.floor(r.offset / img.clusterSize); c <= Math.floor((r.offset + r.data.length - 1) / img.clusterSize); c++) this.journaled.add(c);
     }
-    const txn = encodeTransaction(this.seq, records);
-    const room = this.loc.clusters * img.clusterSize;
-    if (this.pos + txn.length > room) {
-      // Full: write everything in place instead (the checkpoint covers this transaction's changes too).
-      this.checkpoint();
-      return;
-    }
-    // COW data must be durable before the transaction that maps it.
-    if (img.l2Cache.flushBeforeWrite) {
+    // COW data must be durable before the transaction that maps it, and so must a new or copied L2 table
+    // (written whole outside the cache, possibly over a reused cluster) before the L1 entry that links it: a
+    // transaction that reached the disk counts as committed whatever else did.
+    if (img.l2Cache.flushBeforeWrite || img.dirtyL1.size > 0) {
       img.l2Cache.flushBeforeWrite = false;
       img.sync("guest-data");
     }
     img.l2Cache.dependsOn = null;
     img.file.write(txn, this.loc.offset + this.pos, "journal");
     img.sync("journal");
+    this.committed.push(...records);
     this.pos += txn.length;
     this.seq++;
     this.costs.transactions++;
@@ -151,13 +161,71 @@ export class JournalScheme extends EagerScheme {
     return records;
   }
 
-  /** Writes every table in place, flushes, and empties the journal. */
+  /**
+   * Writes the committed transactions in place (as a replay would), flushes, and starts an empty journal.
+   * Uncommitted changes stay in the cache, to be journaled next.
+   */
+  private emptyJournal(): void {
+    const img = this.host.image;
+    this.busy = true;
+    try {
+      for (const r of this.committed) img.file.write(r.data, r.offset, "journal");
+      img.sync("journal");
+      this.resetJournal();
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** A new journal header: transactions before `seq` are obsolete; clusters they held records for are free to go. */
+  private resetJournal(): void {
+    const img = this.host.image;
+    img.file.write(journalHeader(this.seq), this.loc.offset, "journal");
+    img.sync("journal");
+    this.pos = JOURNAL_DATA_START;
+    this.committed = [];
+    const freed = [...this.journaled];
+    this.journaled.clear();
+    for (const c of freed) if (this.refcounts.get(c) === 0) this.refcounts.noteFreed(c);
+    this.costs.checkpoints++;
+  }
+
+  /**
+   * A transaction larger than the whole journal (the journal is empty now): its tables go in place with
+   * eager's ordering instead — COW data, then refcount blocks, then L2 tables, then L1 entries, each flushed.
+   */
+  private writeInPlaceOrdered(): void {
+    const img = this.host.image;
+    this.busy = true;
+    try {
+      img.l2Cache.flushBeforeWrite = false;
+      img.l2Cache.dependsOn = null;
+      img.sync("guest-data");
+      this.refcounts.cache.writeDirty();
+      img.sync("refcount");
+      img.l2Cache.writeDirty();
+      img.sync("l2");
+      for (const i of this.l1Unwritten) img.dirtyL1.add(i);
+      this.l1Unwritten.clear();
+      img.writeDirtyL1();
+      img.sync("l1");
+    } finally {
+      this.busy = false;
+    }
+    this.pendingL2.clear();
+    this.pendingRc.clear();
+  }
+
+  /**
+   * Writes every table in place and empties the journal. Everything is committed first, so that a crash in
+   * the middle replays to the state of the last transaction, whatever part of the in-place writes arrived.
+   */
   checkpoint(): void {
     const img = this.host.image;
     const t = performance.now();
+    this.commit();
     this.busy = true;
     try {
-      if (img.l2Cache.flushBeforeWrite) img.sync("guest-data");
       img.l2Cache.flushBeforeWrite = false;
       img.l2Cache.dependsOn = null;
       img.l2Cache.writeDirty();
@@ -166,20 +234,10 @@ export class JournalScheme extends EagerScheme {
       this.l1Unwritten.clear();
       img.writeDirtyL1();
       img.sync("journal");
-      // Transactions before `seq` are obsolete from now on.
-      img.file.write(journalHeader(this.seq), this.loc.offset, "journal");
-      img.sync("journal");
-      this.pos = JOURNAL_DATA_START;
-      this.pendingL2.clear();
-      this.pendingRc.clear();
-      // No record refers to the freed tables any more: they may be reused.
-      const freed = [...this.journaled];
-      this.journaled.clear();
-      for (const c of freed) if (this.refcounts.get(c) === 0) this.refcounts.noteFreed(c);
+      this.resetJournal();
     } finally {
       this.busy = false;
     }
-    this.costs.checkpoints++;
     this.costs.checkpointMs += performance.now() - t;
   }
 
