@@ -154,7 +154,7 @@ export class FaultFile implements BlockFile {
   /** Builds the disk contents for a crash state. */
   materialize(state: CrashState): MemoryFile {
     const durableEnd = this.lastFlushBefore(state.at);
-    const f = new MemoryFile(this.durableImage(durableEnd).contents(), { name: `${this.name}@crash${state.at}` });
+    const f = this.durableImage(durableEnd).clone(`${this.name}@crash${state.at}`);
     const last = state.applied[state.applied.length - 1];
     const applied = new Set(state.applied);
     for (let i = durableEnd; i < state.at; i++) {

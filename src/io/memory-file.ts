@@ -53,6 +53,14 @@ export class MemoryFile implements BlockFile {
     this.closed = true;
   }
 
+  /** An independent copy of this file (one copy of the bytes). */
+  clone(name = this.name): MemoryFile {
+    const f = new MemoryFile(undefined, { name, readOnly: this.readOnly });
+    f.buf = this.buf.slice(0, this.length);
+    f.length = this.length;
+    return f;
+  }
+
   /** A copy of the file's current contents. */
   contents(): Uint8Array {
     return this.buf.slice(0, this.length);
