@@ -200,32 +200,73 @@ function guestPhaseChart(guest: GuestResult[]): Chart | undefined {
   for (const g of guest) {
     for (const p of g.phases) {
       if (!p.writes) continue;
-      values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, stat: "median", us: p.write_median_us });
-      values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, stat: "p99", us: p.write_p99_us });
+      values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, stat: "median", us: Math.max(p.write_median_us, 0.1) });
+      values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, stat: "p99", us: Math.max(p.write_p99_us, 0.1) });
+      if (p.engine_write_median_us !== undefined) values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, stat: "engine median", us: Math.max(p.engine_write_median_us, 0.1) });
     }
   }
   if (!values.length) return undefined;
+  const phases = [...new Set(guest.flatMap((g) => g.phases.map((p) => p.name)))];
   return {
     id: "guest-phases",
     title: "The guest's writes, per phase",
-    caption: "Submit→complete time of each write request the guest's IDE driver issued, recorded at the v86 disk adapter, by workload phase. Points: median; ticks: p99.",
+    caption:
+      "Submit→complete time of each write request the guest's IDE driver issued, recorded at the v86 disk adapter, by workload phase: median (dot) and p99 (tick); the hollow circle is the median time the engine itself spent on those writes, without the emulator, the ring and the event loop. Guest time is host time, so these move with host load.",
     spec: {
       $schema: SCHEMA,
       ...FONT,
       data: { values },
-      encoding: {
+      facet: {
         row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
-        column: { field: "phase", type: "nominal", title: null },
-        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: -30 } },
-        y: { field: "us", type: "quantitative", scale: { type: "log" }, title: "µs (log)" },
-        color: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, legend: null },
+        column: { field: "phase", type: "nominal", sort: phases, title: null, header: { labelFontSize: 12 } },
       },
-      layer: [
-        { mark: { type: "point", filled: true, size: 60, tooltip: true }, transform: [{ filter: "datum.stat === 'median'" }] },
-        { mark: { type: "tick", thickness: 2, tooltip: true }, transform: [{ filter: "datum.stat === 'p99'" }] },
-      ],
-      width: 150,
-      height: 180,
+      spec: {
+        width: 170,
+        height: 180,
+        encoding: {
+          x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: -30 } },
+          y: { field: "us", type: "quantitative", scale: { type: "log" }, title: "µs (log)" },
+          color: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, legend: null },
+        },
+        layer: [
+          { mark: { type: "point", filled: true, size: 70, tooltip: true }, transform: [{ filter: "datum.stat === 'median'" }] },
+          { mark: { type: "tick", thickness: 2, tooltip: true }, transform: [{ filter: "datum.stat === 'p99'" }] },
+          { mark: { type: "point", filled: false, size: 70, tooltip: true }, transform: [{ filter: "datum.stat === 'engine median'" }] },
+        ],
+      },
+    } as TopLevelSpec,
+  };
+}
+
+/** The guest's write latency distribution, in place vs after the snapshot, per scheme. */
+function guestCdfChart(guest: GuestResult[]): Chart | undefined {
+  const values: Array<Record<string, unknown>> = [];
+  for (const g of guest) {
+    for (const p of g.phases) {
+      if (!p.write_cdf_us?.length || (p.name !== "in-place" && p.name !== "post-snapshot")) continue;
+      p.write_cdf_us.forEach((us, i) => values.push({ scheme: g.scheme, cache: g.cache, phase: p.name, us: Math.max(us, 0.1), p: i / 100 }));
+    }
+  }
+  if (!values.length) return undefined;
+  return {
+    id: "guest-cdf",
+    title: "The guest's write latency, in place vs after the snapshot",
+    caption: "Cumulative distribution of the submit→complete time of the guest's writes in the in-place and post-snapshot phases, per scheme (solid: in place; dashed: after the snapshot).",
+    spec: {
+      $schema: SCHEMA,
+      ...FONT,
+      data: { values },
+      mark: { type: "line", interpolate: "step-after", strokeWidth: 1.6 },
+      encoding: {
+        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        x: { field: "us", type: "quantitative", scale: { type: "log" }, title: "latency (µs, log scale)" },
+        y: { field: "p", type: "quantitative", title: "fraction of writes", axis: { format: "%" } },
+        color: { field: "scheme", type: "nominal", sort: SCHEME_ORDER },
+        strokeDash: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
+        detail: { field: "phase" },
+      },
+      width: 380,
+      height: 240,
     } as TopLevelSpec,
   };
 }
@@ -266,7 +307,7 @@ function vmStateChart(guest: GuestResult[]): Chart | undefined {
 }
 
 export function buildCharts(rows: ResultRow[], guest: GuestResult[] = []): Chart[] {
-  const charts = [perWriteChart(rows), cdfChart(rows), breakdownChart(rows), hostIoChart(rows), snapshotOpsChart(rows), guestPhaseChart(guest), vmStateChart(guest)];
+  const charts = [perWriteChart(rows), cdfChart(rows), breakdownChart(rows), hostIoChart(rows), snapshotOpsChart(rows), guestPhaseChart(guest), guestCdfChart(guest), vmStateChart(guest)];
   return charts.filter((c): c is Chart => c !== undefined);
 }
 

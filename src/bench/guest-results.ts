@@ -12,6 +12,8 @@ export interface GuestPhase {
   flushes: number;
   write_median_us: number;
   write_p99_us: number;
+  /** Median time the engine itself spent per write (no emulator, ring or event-loop delay). */
+  engine_write_median_us?: number;
   read_median_us?: number;
   flush_median_us?: number;
   /** Write latency at the percentiles 0..100 (µs). */
@@ -39,6 +41,8 @@ export interface GuestResult {
   snapshot?: GuestSnapshotTiming;
   /** `qemu-img check` verdict on the image the run left ("clean", or what it reported). */
   check?: string;
+  /** Host load averages (1, 5, 15 min) when the run ended: guest latencies are host time. */
+  loadAverage?: number[];
 }
 
 export function guestRows(guest: GuestResult[]): ResultRow[] {

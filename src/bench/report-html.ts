@@ -77,10 +77,10 @@ function guestTable(guest: GuestResult[]): string {
   const body: string[][] = [];
   for (const g of guest) {
     for (const p of g.phases) {
-      body.push([g.scheme, String(g.cache), g.workload, p.name, String(p.writes), num(p.write_median_us), num(p.write_p99_us), String(p.flushes), num(p.flush_median_us), g.check ?? ""]);
+      body.push([g.scheme, String(g.cache), g.workload, p.name, String(p.writes), num(p.write_median_us), num(p.write_p99_us), num(p.engine_write_median_us), String(p.flushes), num(p.flush_median_us), g.check ?? ""]);
     }
   }
-  return htmlTable(["scheme", "cache", "workload", "phase", "writes", "write median µs", "write p99 µs", "flushes", "flush median µs", "qemu-img check"], body, 4);
+  return htmlTable(["scheme", "cache", "workload", "phase", "writes", "write median µs", "write p99 µs", "engine µs / write", "flushes", "flush median µs", "qemu-img check"], body, 4);
 }
 
 const CSS = `

@@ -1,0 +1,278 @@
+/**
+ * refcow experiment — the main job: the scheme comparison, from the guest down to the host I/O.
+ *
+ *   1. builds the guest image when it is missing (guest-images/build.sh, Debian packages);
+ *   2. for every cache mode and scheme, runs a guest workload (rand4k by default) in v86 on a fresh qcow2
+ *      image served by refcow, with a snapshot taken by the host in the middle (with the VM state, as
+ *      QEMU's savevm), recording every disk request's latency and a disk trace; `qemu-img check` judges
+ *      every image the guest leaves;
+ *   3. runs the host-side matrix (every scheme, QEMU std and lazy_refcounts, a raw file, both cache modes,
+ *      plus the replay of the guest's trace on every scheme) and the snapshot-operation timings;
+ *   4. writes results.json, report.md and report.html.
+ */
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import { createRequire } from "node:module";
+import * as os from "node:os";
+import * as path from "node:path";
+import { defaultOptions, machine, percentiles, runMatrix } from "../../bench/matrix.js";
+import { fullAnswer, table, writeOutputs } from "../../bench/report.js";
+import type { GuestPhase, GuestResult } from "../../bench/guest-results.js";
+import type { CacheMode } from "../../engine/types.js";
+import { SCHEME_NAMES } from "../../schemes/index.js";
+import { ensureGuestImage, readGuestManifest } from "../../vm/guest-image.js";
+import { runGuestWorkload, type GuestWorkloadResult } from "../../vm/run-workload.js";
+import { readTrace } from "../../vm/trace.js";
+import { WORKLOAD_NAMES } from "../../vm/workloads.js";
+import { type CliIo, processIo } from "../command.js";
+import { UsageError } from "../errors.js";
+import { progressPrinter } from "../progress.js";
+
+export const EXPERIMENT_SUMMARY = "the main job: guest runs on every scheme with a snapshot mid-run, the host matrix with QEMU and a raw file, report.html";
+
+export const EXPERIMENT_USAGE =
+  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--keep DIR]";
+
+export const EXPERIMENT_HELP = `
+Runs the whole comparison and writes DIR/report.html, DIR/report.md and DIR/results.json (default DIR:
+report). On a fresh machine the first run builds the guest image from Debian packages (a few minutes) and
+prepares the guest's warm-start state with one cold boot; later runs resume it in well under a second.
+
+  --out DIR          where the report goes (default report)
+  --schemes a,b      refcount schemes (default all: ${SCHEME_NAMES.join(", ")})
+  --cache a,b        cache modes (default writethrough,writeback)
+  --workload W       guest workload: ${WORKLOAD_NAMES.join(", ")} (default rand4k)
+  --clusters N       guest workload scale (default 256 clusters)
+  --no-savevm        snapshot the disk only (default: with the VM state, as savevm)
+  --no-guest         host-side matrix only
+  --no-bench         guest runs only
+  --full             the full host matrix (2000 clusters, 3 repetitions, timings at 1 and 16 GiB)
+                     instead of the quick one
+  --keep DIR         keep the guest images and traces in DIR (default: a temporary folder, removed)
+
+QEMU's rows need qemu-img (Debian's qemu-utils); without it they are left out and the report says so.
+`;
+
+interface ExperimentOptions {
+  out: string;
+  schemes: string[];
+  caches: CacheMode[];
+  workload: string;
+  clusters: number;
+  savevm: boolean;
+  guest: boolean;
+  bench: boolean;
+  full: boolean;
+  keep?: string;
+}
+
+function parse(argv: string[]): ExperimentOptions {
+  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, savevm: true, guest: true, bench: true, full: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new UsageError(`${a} needs a value`);
+      return x;
+    };
+    if (a === "--out") o.out = v();
+    else if (a === "--schemes") o.schemes = v().split(",");
+    else if (a === "--cache") o.caches = v().split(",") as CacheMode[];
+    else if (a === "--workload") o.workload = v();
+    else if (a === "--clusters") o.clusters = Number(v());
+    else if (a === "--no-savevm") o.savevm = false;
+    else if (a === "--no-guest") o.guest = false;
+    else if (a === "--no-bench") o.bench = false;
+    else if (a === "--full") o.full = true;
+    else if (a === "--keep") o.keep = v();
+    else throw new UsageError(`unknown option '${a}'`);
+  }
+  for (const s of o.schemes) if (!(SCHEME_NAMES as readonly string[]).includes(s)) throw new UsageError(`unknown scheme '${s}' (${SCHEME_NAMES.join(", ")})`);
+  for (const c of o.caches) if (!["writethrough", "writeback", "unsafe"].includes(c)) throw new UsageError(`unknown cache mode '${c}' (writethrough, writeback, unsafe)`);
+  if (!(WORKLOAD_NAMES as readonly string[]).includes(o.workload)) throw new UsageError(`unknown workload '${o.workload}' (${WORKLOAD_NAMES.join(", ")})`);
+  if (!Number.isInteger(o.clusters) || o.clusters < 1) throw new UsageError("--clusters needs a positive integer");
+  if (!o.guest && !o.bench) throw new UsageError("--no-guest and --no-bench leave nothing to run");
+  return o;
+}
+
+function hasQemu(): boolean {
+  try {
+    execFileSync("qemu-img", ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** qemu-img check's verdict on an image: "clean", or what it found. */
+function qemuCheck(image: string): string {
+  let out: string;
+  try {
+    out = execFileSync("qemu-img", ["check", "--output=json", image], { stdio: ["ignore", "pipe", "pipe"] }).toString();
+  } catch (e) {
+    const err = e as { stdout?: Buffer; stderr?: Buffer };
+    out = err.stdout?.toString() ?? "";
+    if (!out.trim()) return `check failed: ${err.stderr?.toString().trim() ?? "no output"}`;
+  }
+  try {
+    const r = JSON.parse(out) as { corruptions?: number; leaks?: number; "check-errors"?: number };
+    const issues = [r.corruptions ? `${r.corruptions} corruptions` : "", r.leaks ? `${r.leaks} leaked clusters` : "", r["check-errors"] ? `${r["check-errors"]} check errors` : ""].filter(Boolean);
+    return issues.length ? issues.join(", ") : "clean";
+  } catch {
+    return `unreadable check output: ${out.slice(0, 200)}`;
+  }
+}
+
+/** The report's record of one guest run; write CDFs come from the run's trace. */
+function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, traceFile: string | undefined): GuestResult {
+  const latencies = new Map<string, number[]>();
+  if (traceFile) {
+    for (const e of readTrace(traceFile).events) {
+      if (e.op !== "w" || e.latency === undefined) continue;
+      let l = latencies.get(e.phase);
+      if (!l) latencies.set(e.phase, (l = []));
+      l.push(e.latency);
+    }
+  }
+  const phases: GuestPhase[] = r.phaseOrder.map((name) => {
+    const p = r.phases[name]!;
+    return {
+      name,
+      reads: p.reads.count,
+      writes: p.writes.count,
+      flushes: p.flushes.count,
+      write_median_us: p.writes.medianUs,
+      write_p99_us: p.writes.p99Us,
+      engine_write_median_us: p.writes.serviceMedianUs,
+      read_median_us: p.reads.count ? p.reads.medianUs : undefined,
+      flush_median_us: p.flushes.count ? p.flushes.medianUs : undefined,
+      write_cdf_us: latencies.get(name)?.length ? percentiles(latencies.get(name)!) : undefined,
+    };
+  });
+  const s = r.snapshot;
+  return {
+    scheme: r.scheme,
+    cache: r.cache,
+    workload: r.workload,
+    savevm,
+    bootMs: r.bootMs,
+    warm: r.warm,
+    phases,
+    snapshot: s && {
+      drainMs: s.drainMs,
+      flushMs: s.flushMs,
+      diskSnapshotMs: s.diskSnapshotMs,
+      vmStateBytes: s.vmStateBytes,
+      vmStateSerializeMs: s.vmStateSerializeMs,
+      vmStateWriteMs: s.vmStateWriteMs,
+    },
+    check,
+    loadAverage: r.loadAverage,
+  };
+}
+
+function v86Version(): string {
+  try {
+    const require = createRequire(import.meta.url);
+    return (require("v86/package.json") as { version: string }).version;
+  } catch {
+    return "unknown";
+  }
+}
+
+export async function experimentCommand(argv: string[], io: CliIo = processIo): Promise<number> {
+  const o = parse(argv);
+  const progress = progressPrinter(io);
+  const t0 = Date.now();
+  const clock = () => {
+    const s = Math.round((Date.now() - t0) / 1000);
+    return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+  };
+  const qemu = hasQemu();
+  if (!qemu) progress("refcow: qemu-img not found: QEMU's rows and the qemu-img check of the guest images are left out (install qemu-utils)");
+  const work = o.keep ?? fs.mkdtempSync(path.join(os.tmpdir(), "refcow-experiment-"));
+  fs.mkdirSync(work, { recursive: true });
+  const guest: GuestResult[] = [];
+  const failures: string[] = [];
+  let traceForBench: string | undefined;
+  try {
+    if (o.guest) {
+      progress(`[${clock()}] guest image`);
+      await ensureGuestImage({ onProgress: (m) => progress(`[${clock()}] ${m}`, true) });
+      const total = o.caches.length * o.schemes.length;
+      let step = 0;
+      for (const cache of o.caches) {
+        for (const scheme of o.schemes) {
+          step++;
+          const tag = `[${clock()}] guest ${step}/${total} ${scheme} ${cache}`;
+          progress(`${tag}: ${o.workload}, ${o.clusters} clusters, snapshot${o.savevm ? " with VM state" : ""} in the middle`);
+          const image = path.join(work, `guest-${scheme}-${cache}.qcow2`);
+          const trace = path.join(work, `guest-${scheme}-${cache}.trace`);
+          fs.rmSync(image, { force: true });
+          try {
+            const r = await runGuestWorkload({
+              image,
+              scheme,
+              cache,
+              workload: o.workload,
+              clusters: o.clusters,
+              snapshotAt: "middle",
+              savevm: o.savevm,
+              trace,
+              onProgress: (m) => progress(`${tag}: ${m}`, true),
+            });
+            const check = qemu ? qemuCheck(image) : "not checked (no qemu-img)";
+            if (qemu && check !== "clean") failures.push(`${scheme} ${cache}: qemu-img check: ${check}`);
+            const g = guestResult(r, o.savevm, check, trace);
+            guest.push(g);
+            const post = g.phases.find((p) => p.name === "post-snapshot") ?? g.phases[g.phases.length - 1];
+            progress(`${tag}: done; ${post ? `${post.name} write median ${post.write_median_us.toFixed(0)} µs, ` : ""}qemu-img check: ${check}`);
+            if (!traceForBench && cache === "writeback") traceForBench = trace;
+            traceForBench ??= trace;
+          } catch (e) {
+            failures.push(`${scheme} ${cache}: ${(e as Error).message}`);
+            progress(`${tag}: FAILED: ${(e as Error).message}`);
+          }
+        }
+      }
+    }
+    let rows: Awaited<ReturnType<typeof runMatrix>> = [];
+    const opts = defaultOptions(!o.full);
+    opts.schemes = o.schemes;
+    opts.caches = o.caches;
+    opts.qemu = qemu;
+    opts.dir = path.join(work, "bench");
+    if (traceForBench) {
+      opts.traceFile = traceForBench;
+      opts.workloads = [...opts.workloads, "trace"];
+    }
+    if (o.bench) {
+      progress(`[${clock()}] host matrix (${o.full ? "full" : "quick"}): ${opts.workloads.join(", ")}; ${opts.schemes.length} schemes, ${opts.caches.join(" and ")}${qemu ? ", QEMU and a raw file" : ", a raw file"}`);
+      opts.progress = (m) => progress(`[${clock()}] ${m}`);
+      rows = await runMatrix(opts);
+    }
+    const info = machine(work);
+    info.v86 = v86Version();
+    if (o.guest) {
+      try {
+        info.guest = `Linux ${readGuestManifest().kernelRelease} (Debian i386), busybox`;
+      } catch {
+        /* no manifest: the guest never ran */
+      }
+    }
+    await writeOutputs(o.out, rows, info, { ...o, bench: o.bench ? { ...opts, progress: undefined } : false }, guest);
+    progress.done();
+    io.out(table(rows));
+    io.out(`\n${fullAnswer({ rows, guest })}\n\n`);
+    io.out(`${path.join(o.out, "report.html")}\n${path.join(o.out, "report.md")}\n${path.join(o.out, "results.json")}\n`);
+  } finally {
+    progress.done();
+    if (!o.keep) fs.rmSync(work, { recursive: true, force: true });
+  }
+  if (failures.length) {
+    io.err(`refcow: experiment finished with ${failures.length} failure(s):\n${failures.map((f) => `  ${f}\n`).join("")}`);
+    return 1;
+  }
+  io.err(`[${clock()}] done\n`);
+  return 0;
+}
