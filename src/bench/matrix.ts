@@ -480,7 +480,7 @@ export function defaultOptions(quick: boolean): BenchOptions {
     workloads: quick ? ["rand4k-per-cluster"] : ["rand4k-per-cluster", "seq"],
     qemu: true,
     inProcess: false,
-    opSizes: quick ? [64 << 20, 256 << 20] : [1 << 30, 16 * 2 ** 30],
+    opSizes: quick ? [16 << 20, 64 << 20, 256 << 20] : [1 << 30, 4 * 2 ** 30, 16 * 2 ** 30],
     dir: path.join(os.tmpdir(), `refcow-bench-${process.pid}`),
     progress: () => {},
   };
