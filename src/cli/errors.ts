@@ -22,8 +22,26 @@ export class UsageError extends CliError {
   }
 }
 
-/** The message of anything thrown, for a one-line report. */
+/** JavaScript's own error types: one of them reaching a report is a bug in refcow, not a problem with the input. */
+const INTERNAL_ERROR_NAMES = new Set(["TypeError", "RangeError", "ReferenceError", "SyntaxError", "EvalError", "URIError", "AggregateError"]);
+
+/** Bugs seen by messageOf (the most recent ones), for tests that feed the commands hostile input. */
+const internalErrors: Error[] = [];
+
+/** Returns and forgets the internal errors reported since the last call. */
+export function takeInternalErrors(): Error[] {
+  return internalErrors.splice(0, internalErrors.length);
+}
+
+/** The message of anything thrown, for a one-line report. A bug is reported as such ("internal error: ..."). */
 export function messageOf(e: unknown): string {
-  if (e instanceof Error) return e.message.split("\n").join(" ");
+  if (e instanceof Error) {
+    const text = e.message.split("\n").join(" ");
+    if (INTERNAL_ERROR_NAMES.has(e.name) || text.startsWith("internal:")) {
+      if (internalErrors.length < 100) internalErrors.push(e);
+      return `internal error: ${e.name}: ${text}`;
+    }
+    return text;
+  }
   return String(e);
 }
