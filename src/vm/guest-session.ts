@@ -23,7 +23,8 @@
  *   1. drain:   stop the emulator (the CPU stops at its next slice), wait until the hda queue is empty;
  *   2. flush:   the engine's flush (every acknowledged write durable, whatever the cache mode);
  *   3. (with vmState) v86 save_state(): CPU, RAM and devices, serialised while stopped;
- *   4. create:  DiskClient.snapshotCreate, with the VM state stored in the snapshot's VM-state area;
+ *   4. create:  DiskClient.snapshotCreate, with the VM state stored in the snapshot's VM-state area (the
+ *               engine's cost records around it split its time into disk snapshot and VM state);
  *   5. resume.
  * `loadvm()` stops and drains, applies the snapshot (DiskClient.snapshotApply), reads its VM state back
  * (readVmState), restores the emulator from it and resumes: guest RAM and disk go back to the same instant.
@@ -32,6 +33,7 @@ import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
 import { createImagePath } from "../engine/open-path.js";
 import type { CacheMode, CostBreakdown, SnapshotInfo } from "../engine/types.js";
 import { parseHeader, QCOW_MAGIC } from "../format/header.js";
+import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import type { GuestImagePaths } from "./guest-image.js";
@@ -75,18 +77,26 @@ export interface SnapshotTimings {
   /** The engine's flush. */
   flushMs: number;
   /**
-   * The snapshot itself: the create request minus `vmStateWriteMs` (L1 copy, refcount or owner updates,
-   * snapshot table, header, their flushes; with a VM state also its transfer through the ring).
+   * The disk snapshot: the engine's I/O time (writes and flushes) on everything but guest data during the
+   * create request — L1 copy, refcount / owner / journal updates, L2 tables, snapshot table, header. Taken
+   * from the engine's cost records, the same way with and without a VM state, so the two compare; with a
+   * VM state it also holds the metadata I/O of the VM-state area (its L2 table and refcounts). Falls back
+   * to `snapshotCreateMs` when the engine keeps no cost records.
    */
   diskSnapshotMs: number;
-  /** The whole create request. */
+  /** The whole create request (wall time, including the VM state when saved). */
   snapshotCreateMs: number;
   /** Size of the VM state saved with it (0 without). */
   vmStateBytes: number;
   /** v86 save_state() while stopped. */
   vmStateSerializeMs: number;
-  /** The engine's time writing the VM-state bytes into the image (its guest-data I/O during the create). */
+  /**
+   * What storing the VM state added to the create request: `snapshotCreateMs - diskSnapshotMs` (copying
+   * it through the ring, allocating the VM-state area and writing it); 0 without a VM state.
+   */
   vmStateWriteMs: number;
+  /** Of vmStateWriteMs: the engine's I/O time writing the VM-state bytes themselves (cost records). */
+  vmStateIoMs: number;
   resumeMs: number;
   /** Stop to resume: how long the guest did not run. */
   pauseMs: number;
@@ -270,13 +280,12 @@ export class GuestSession {
     const flushMs = ms(t);
     let state: Uint8Array | undefined;
     let vmStateSerializeMs = 0;
-    let before: CostBreakdown | null = null;
     if (opts.vmState) {
       t = performance.now();
       state = new Uint8Array(await this.guest.captureState());
       vmStateSerializeMs = ms(t);
-      before = await this.engineStats();
     }
+    const before = await this.engineStats();
     t = performance.now();
     let info: SnapshotInfo;
     try {
@@ -291,12 +300,18 @@ export class GuestSession {
       throw e;
     }
     const snapshotCreateMs = ms(t);
-    let vmStateWriteMs = 0;
-    if (state) {
-      const after = await this.engineStats();
-      const ns = (c: CostBreakdown | null) => c?.["guest-data"]?.timeNs ?? 0;
-      vmStateWriteMs = Math.min(snapshotCreateMs, (ns(after) - ns(before)) / 1e6);
+    const after = before ? await this.engineStats() : null;
+    let diskSnapshotMs = snapshotCreateMs;
+    let vmStateIoMs = 0;
+    if (before && after) {
+      let metaNs = 0;
+      for (const [purpose, c] of Object.entries(diffCosts(after, before))) {
+        if (purpose === "guest-data") vmStateIoMs = state ? c!.timeNs / 1e6 : 0;
+        else metaNs += c!.timeNs;
+      }
+      diskSnapshotMs = Math.min(snapshotCreateMs, metaNs / 1e6);
     }
+    const vmStateWriteMs = state ? snapshotCreateMs - diskSnapshotMs : 0;
     t = performance.now();
     await this.guest.resume();
     const resumeMs = ms(t);
@@ -305,11 +320,12 @@ export class GuestSession {
       id: info.id,
       drainMs,
       flushMs,
-      diskSnapshotMs: snapshotCreateMs - vmStateWriteMs,
+      diskSnapshotMs,
       snapshotCreateMs,
       vmStateBytes: state?.length ?? 0,
       vmStateSerializeMs,
       vmStateWriteMs,
+      vmStateIoMs,
       resumeMs,
       pauseMs: ms(t0),
       phase,

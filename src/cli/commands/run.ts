@@ -188,8 +188,10 @@ export function formatRunResult(r: GuestWorkloadResult): string {
     out += `\nsnapshot '${s.name}' (id ${s.id}) before ${s.phase}: guest paused ${s.pauseMs.toFixed(1)} ms = drain ${s.drainMs.toFixed(1)} + flush ${s.flushMs.toFixed(1)}`;
     if (s.vmStateBytes) out += ` + VM state serialise ${s.vmStateSerializeMs.toFixed(1)}`;
     out += ` + snapshot create ${s.snapshotCreateMs.toFixed(1)} + resume ${s.resumeMs.toFixed(1)} ms\n`;
-    out += `  disk snapshot ${s.diskSnapshotMs.toFixed(1)} ms`;
-    out += s.vmStateBytes ? `; VM state ${mib(s.vmStateBytes)}: write ${s.vmStateWriteMs.toFixed(1)} ms (engine I/O), serialise ${s.vmStateSerializeMs.toFixed(1)} ms\n` : " (no VM state: --savevm stores it)\n";
+    out += `  disk snapshot ${s.diskSnapshotMs.toFixed(1)} ms (engine metadata I/O)`;
+    out += s.vmStateBytes
+      ? `; VM state ${mib(s.vmStateBytes)}: serialise ${s.vmStateSerializeMs.toFixed(1)} ms, write ${s.vmStateWriteMs.toFixed(1)} ms (of which the engine's data I/O ${s.vmStateIoMs.toFixed(1)} ms)\n`
+      : " (no VM state: --savevm stores it)\n";
   }
   if (r.engineStats) {
     out += "\nengine I/O per phase:\n";
