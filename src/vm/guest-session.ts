@@ -182,6 +182,7 @@ export class GuestSession {
       progress(`[run] created ${o.image}: qcow2, ${size} bytes, ${DEFAULT_CLUSTER_SIZE / 1024} KiB clusters`);
     }
     const { clusterSize, size } = probeQcow2(o.image);
+    if (!created && o.size !== undefined && o.size !== size) progress(`[run] ${o.image} exists (${size} bytes): the size asked (${o.size}) does not apply`);
     if (size % 512 !== 0) throw new Error(`'${o.image}' has a virtual size of ${size} bytes, not a multiple of 512: the IDE disk cannot use it`);
     const scheme = o.scheme ?? "eager";
     const cache = o.cache ?? "writeback";

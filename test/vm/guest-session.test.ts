@@ -90,6 +90,10 @@ describe("runGuestWorkload: smoke with a snapshot in the middle, checked by QEMU
       expect(r.phases.verify!.writes.count).toBe(0);
       for (const ph of ["write", "overwrite"]) expect(r.phases[ph]!.flushes.count, ph).toBeGreaterThanOrEqual(1); // conv=fsync
       expect(r.guestFlushes).toBeGreaterThanOrEqual(2);
+      // the engine's own time is part of each request's latency
+      const ws = r.phases.write!.writes;
+      expect(ws.serviceMedianUs).toBeGreaterThan(0);
+      expect(ws.serviceMedianUs!).toBeLessThanOrEqual(ws.medianUs);
       expect(r.snapshot?.name).toBe("refcow-run");
       expect(r.snapshot?.phase).toBe("overwrite");
       expect(r.snapshot?.vmStateBytes).toBe(0);

@@ -151,6 +151,44 @@ describe("HdaAdapter", () => {
     expect([m.writes, m.flushes, m.reads, m.bytesWritten, m.bytesRead]).toEqual([1, 1, 1, 512, 512]);
   });
 
+  it("records the backend's own service time when the disk reports it (ServiceTimedDisk)", async () => {
+    const mem = new MemoryAsyncDisk(64 * KiB, 2);
+    let n = 0;
+    const timed = {
+      size: mem.size,
+      lastServiceMs: undefined as number | undefined,
+      read: async (o: number, l: number) => {
+        const d = await mem.read(o, l);
+        timed.lastServiceMs = 0.5;
+        return d;
+      },
+      write: async (o: number, d: Uint8Array) => {
+        await mem.write(o, d);
+        timed.lastServiceMs = ++n;
+      },
+      flush: async () => {
+        await mem.flush();
+        timed.lastServiceMs = 0.25;
+      },
+    };
+    const a = new HdaAdapter(timed);
+    a.set(0, sectorOf(1), () => undefined);
+    a.set(512, sectorOf(2), () => undefined);
+    a.flush(() => undefined);
+    await readP(a, 0, 512);
+    expect(a.takeRecords().map((r) => [r.op, r.serviceMs])).toEqual([
+      ["write", 1],
+      ["write", 2],
+      ["flush", 0.25],
+      ["read", 0.5],
+    ]);
+    // a disk that does not report it: no serviceMs
+    const plain = new HdaAdapter(new MemoryAsyncDisk(64 * KiB));
+    plain.set(0, sectorOf(1), () => undefined);
+    await plain.whenIdle();
+    expect(plain.takeRecords()[0]!.serviceMs).toBeUndefined();
+  });
+
   it("whenIdle resolves once the queue drained; get_state is synchronous and holds no disk data", async () => {
     const a = new HdaAdapter(new MemoryAsyncDisk(64 * KiB, 5));
     expect(a.idle).toBe(true);
