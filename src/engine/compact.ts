@@ -81,7 +81,8 @@ const COPY_BYTES = 4 * 1024 * 1024;
 
 /**
  * Compacts the qcow2 image in `file` (which must be writable and closed everywhere else). The file stays open.
- * Throws, without changing anything, for a read-only open, a version 2 image or one that fails the check.
+ * Throws before moving anything for a read-only open, a version 2 image or an image that fails the check (the
+ * open and close of a scheme other than eager may still have rewritten its own structures by then).
  */
 export function compactImage(file: BlockFile, opts: CompactOptions = {}): CompactResult {
   if (opts.readOnly || file.readOnly) throw new RequestError("cannot compact an image opened read-only");
