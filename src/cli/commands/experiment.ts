@@ -31,7 +31,7 @@ import { progressPrinter } from "../progress.js";
 export const EXPERIMENT_SUMMARY = "the main job: guest runs on every scheme with a snapshot mid-run, the host matrix with QEMU and a raw file, report.html";
 
 export const EXPERIMENT_USAGE =
-  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--keep DIR]";
+  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--keep DIR]";
 
 export const EXPERIMENT_HELP = `
 Runs the whole comparison and writes DIR/report.html, DIR/report.md and DIR/results.json (default DIR:
@@ -48,6 +48,9 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
   --no-bench         guest runs only
   --full             the full host matrix (2000 clusters, 3 repetitions, timings at 1 and 16 GiB)
                      instead of the quick one
+  --bench-clusters N, --bench-reps N
+                     host matrix size (default 300 clusters, 1 repetition; --full: 2000, 3)
+  --no-ops           leave out the snapshot/open/close timings
   --keep DIR         keep the guest images and traces in DIR (default: a temporary folder, removed)
 
 QEMU's rows need qemu-img (Debian's qemu-utils); without it they are left out and the report says so.
@@ -64,10 +67,14 @@ interface ExperimentOptions {
   bench: boolean;
   full: boolean;
   keep?: string;
+  /** Host matrix size overrides (default: the quick or full matrix's own). */
+  benchClusters?: number;
+  benchReps?: number;
+  ops: boolean;
 }
 
 function parse(argv: string[]): ExperimentOptions {
-  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, savevm: true, guest: true, bench: true, full: false };
+  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, savevm: true, guest: true, bench: true, full: false, ops: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -85,12 +92,18 @@ function parse(argv: string[]): ExperimentOptions {
     else if (a === "--no-bench") o.bench = false;
     else if (a === "--full") o.full = true;
     else if (a === "--keep") o.keep = v();
+    else if (a === "--bench-clusters") o.benchClusters = Number(v());
+    else if (a === "--bench-reps") o.benchReps = Number(v());
+    else if (a === "--no-ops") o.ops = false;
     else throw new UsageError(`unknown option '${a}'`);
   }
   for (const s of o.schemes) if (!(SCHEME_NAMES as readonly string[]).includes(s)) throw new UsageError(`unknown scheme '${s}' (${SCHEME_NAMES.join(", ")})`);
   for (const c of o.caches) if (!["writethrough", "writeback", "unsafe"].includes(c)) throw new UsageError(`unknown cache mode '${c}' (writethrough, writeback, unsafe)`);
   if (!(WORKLOAD_NAMES as readonly string[]).includes(o.workload)) throw new UsageError(`unknown workload '${o.workload}' (${WORKLOAD_NAMES.join(", ")})`);
   if (!Number.isInteger(o.clusters) || o.clusters < 1) throw new UsageError("--clusters needs a positive integer");
+  for (const [flag, n] of [["--bench-clusters", o.benchClusters], ["--bench-reps", o.benchReps]] as const) {
+    if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new UsageError(`${flag} needs a positive integer`);
+  }
   if (!o.guest && !o.bench) throw new UsageError("--no-guest and --no-bench leave nothing to run");
   return o;
 }
@@ -242,6 +255,9 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
     opts.caches = o.caches;
     opts.qemu = qemu;
     opts.dir = path.join(work, "bench");
+    if (o.benchClusters) opts.clusters = o.benchClusters;
+    if (o.benchReps) opts.reps = o.benchReps;
+    if (!o.ops) opts.opSizes = [];
     if (traceForBench) {
       opts.traceFile = traceForBench;
       opts.workloads = [...opts.workloads, "trace"];
