@@ -26,12 +26,13 @@
  *   4. create:  DiskClient.snapshotCreate, with the VM state stored in the snapshot's VM-state area (the
  *               engine's cost records around it split its time into disk snapshot and VM state);
  *   5. resume.
- * `loadvm()` stops and drains, applies the snapshot (DiskClient.snapshotApply), reads its VM state back
- * (readVmState), restores the emulator from it and resumes: guest RAM and disk go back to the same instant.
+ * `loadvm()` stops and drains, reads the snapshot's VM state back (readVmState), applies the snapshot
+ * (DiskClient.snapshotApply), restores the emulator from the state and resumes: guest RAM and disk go back to
+ * the same instant.
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
 import { createImagePath } from "../engine/open-path.js";
-import type { CacheMode, CostBreakdown, SnapshotInfo } from "../engine/types.js";
+import type { CacheMode, CostBreakdown } from "../engine/types.js";
 import { parseHeader, QCOW_MAGIC } from "../format/header.js";
 import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
@@ -275,63 +276,62 @@ export class GuestSession {
     const phase = this.guest.adapter.phase;
     const t0 = performance.now();
     await this.guest.stop();
-    const drainMs = ms(t0);
-    let t = performance.now();
-    await this.client.flush();
-    const flushMs = ms(t);
-    let state: Uint8Array | undefined;
-    let vmStateSerializeMs = 0;
-    if (opts.vmState) {
-      t = performance.now();
-      state = new Uint8Array(await this.guest.captureState());
-      vmStateSerializeMs = ms(t);
-    }
-    const before = await this.engineStats();
-    t = performance.now();
-    let info: SnapshotInfo;
+    let resumed = false;
     try {
-      info = await this.client.snapshotCreate(name, {
+      const drainMs = ms(t0);
+      let t = performance.now();
+      await this.client.flush();
+      const flushMs = ms(t);
+      let state: Uint8Array | undefined;
+      let vmStateSerializeMs = 0;
+      if (opts.vmState) {
+        t = performance.now();
+        state = new Uint8Array(await this.guest.captureState());
+        vmStateSerializeMs = ms(t);
+      }
+      const before = await this.engineStats();
+      t = performance.now();
+      const info = await this.client.snapshotCreate(name, {
         vmState: state,
         // QEMU records the guest's virtual clock; v86's guest clock is host time, so: ns this emulator ran.
         vmClockNsec: Math.round((performance.now() - this.t0) * 1e6),
         date: new Date(),
       });
-    } catch (e) {
-      await this.guest.resume();
-      throw e;
-    }
-    const snapshotCreateMs = ms(t);
-    const after = before ? await this.engineStats() : null;
-    let diskSnapshotMs = snapshotCreateMs;
-    let vmStateIoMs = 0;
-    if (before && after) {
-      let metaNs = 0;
-      for (const [purpose, c] of Object.entries(diffCosts(after, before))) {
-        if (purpose === "guest-data") vmStateIoMs = state ? c!.timeNs / 1e6 : 0;
-        else metaNs += c!.timeNs;
+      const snapshotCreateMs = ms(t);
+      const after = before ? await this.engineStats() : null;
+      let diskSnapshotMs = snapshotCreateMs;
+      let vmStateIoMs = 0;
+      if (before && after) {
+        let metaNs = 0;
+        for (const [purpose, c] of Object.entries(diffCosts(after, before))) {
+          if (purpose === "guest-data") vmStateIoMs = state ? c!.timeNs / 1e6 : 0;
+          else metaNs += c!.timeNs;
+        }
+        diskSnapshotMs = Math.min(snapshotCreateMs, metaNs / 1e6);
       }
-      diskSnapshotMs = Math.min(snapshotCreateMs, metaNs / 1e6);
+      t = performance.now();
+      resumed = true;
+      await this.guest.resume();
+      const resumeMs = ms(t);
+      return {
+        name,
+        id: info.id,
+        drainMs,
+        flushMs,
+        diskSnapshotMs,
+        snapshotCreateMs,
+        vmStateBytes: state?.length ?? 0,
+        vmStateSerializeMs,
+        vmStateWriteMs: state ? snapshotCreateMs - diskSnapshotMs : 0,
+        vmStateIoMs,
+        resumeMs,
+        pauseMs: ms(t0),
+        phase,
+      };
+    } finally {
+      // A failed snapshot leaves the guest running on its disk as it was.
+      if (!resumed) await this.guest.resume();
     }
-    const vmStateWriteMs = state ? snapshotCreateMs - diskSnapshotMs : 0;
-    t = performance.now();
-    await this.guest.resume();
-    const resumeMs = ms(t);
-    const timings: SnapshotTimings = {
-      name,
-      id: info.id,
-      drainMs,
-      flushMs,
-      diskSnapshotMs,
-      snapshotCreateMs,
-      vmStateBytes: state?.length ?? 0,
-      vmStateSerializeMs,
-      vmStateWriteMs,
-      vmStateIoMs,
-      resumeMs,
-      pauseMs: ms(t0),
-      phase,
-    };
-    return timings;
   }
 
   /**
@@ -348,11 +348,21 @@ export class GuestSession {
     await this.guest.stop();
     const drainMs = ms(t0);
     let t = performance.now();
-    await this.client.snapshotApply(sn.id);
-    const applyMs = ms(t);
-    t = performance.now();
-    const blob = await this.client.readVmState(sn.id);
-    const vmStateReadMs = ms(t);
+    let applyMs: number;
+    let blob: Uint8Array;
+    let vmStateReadMs: number;
+    try {
+      // The VM state first: if it cannot be read, nothing has changed yet.
+      blob = await this.client.readVmState(sn.id);
+      vmStateReadMs = ms(t);
+      t = performance.now();
+      await this.client.snapshotApply(sn.id);
+      applyMs = ms(t);
+    } catch (e) {
+      // The machine state was not touched: let the guest go on (on its disk, unless the apply got through).
+      await this.guest.resume();
+      throw e;
+    }
     t = performance.now();
     const buffer = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength ? (blob.buffer as ArrayBuffer) : blob.slice().buffer;
     await this.guest.restoreCapturedState(buffer);

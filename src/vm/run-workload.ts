@@ -31,10 +31,11 @@
  * again. Every disk request's latency (submit→complete, as the emulator saw it) is kept with its phase.
  * The image is closed at the end (clean: `qemu-img check` passes), also when the run fails.
  */
+import { existsSync } from "node:fs";
 import { loadavg } from "node:os";
 import { diffCosts } from "../io/accounting-file.js";
 import type { CacheMode, CostBreakdown } from "../engine/types.js";
-import { GuestSession, type SnapshotTimings } from "./guest-session.js";
+import { DEFAULT_CLUSTER_SIZE, DEFAULT_DISK_SIZE, GuestSession, type SnapshotTimings } from "./guest-session.js";
 import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
@@ -115,8 +116,11 @@ export function resolveSnapshotPhase(w: Workload, snapshotAt: string | undefined
 export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWorkloadResult> {
   const progress = o.onProgress ?? (() => undefined);
   // Checked before anything is booted or created.
-  const probe = buildWorkload(o.workload ?? "smoke", { diskSize: 1 << 30, clusterSize: 65536, clusters: o.clusters, seed: o.seed });
-  resolveSnapshotPhase(probe, o.snapshotAt);
+  const newSize = existsSync(o.image) ? undefined : (o.size ?? DEFAULT_DISK_SIZE);
+  const probe = buildWorkload(o.workload ?? "smoke", { diskSize: newSize ?? 1 << 30, clusterSize: DEFAULT_CLUSTER_SIZE, clusters: o.clusters, seed: o.seed });
+  if (resolveSnapshotPhase(probe, o.snapshotAt) === undefined && o.savevm) {
+    throw new RangeError("savevm stores the VM state in a snapshot: it cannot go with --snapshot-at none");
+  }
 
   const session = await GuestSession.open({
     image: o.image,
