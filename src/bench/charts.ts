@@ -8,7 +8,7 @@
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
-import type { ResultRow } from "./matrix.js";
+import { PHASES, type ResultRow } from "./matrix.js";
 import type { GuestResult } from "./guest-results.js";
 import { schemeLabel } from "./scheme-label.js";
 
@@ -35,18 +35,21 @@ export function seriesName(r: Pick<ResultRow, "source" | "scheme" | "alloc">): s
 const SERIES_ORDER = [...SCHEME_ORDER.slice(0, 5), "QEMU", "QEMU lazy_refcounts", "raw file"];
 
 const writeRows = (rows: ResultRow[]) => rows.filter((r) => r.phase === "in-place" || r.phase === "post-snapshot");
+/** Write rows including the allocation phase after a snapshot delete. */
+const allWriteRows = (rows: ResultRow[]) => rows.filter((r) => (PHASES as readonly string[]).includes(r.phase));
+const PHASE_COLORS = { scale: { domain: [...PHASES], range: ["#8fb8de", "#d1495b", "#edae49"] } };
 
 /** Per-write cost (phase time / writes, flushes included) of every source, in-place vs post-snapshot. */
 function perWriteChart(rows: ResultRow[]): Chart | undefined {
-  const values = writeRows(rows)
+  const values = allWriteRows(rows)
     .filter((r) => r.workload === "rand4k-per-cluster" || r.source === "qemu")
     .map((r) => ({ series: seriesName(r), cache: r.cache, phase: r.phase, us: r.amortized_us }));
   if (!values.length) return undefined;
   return {
     id: "per-write",
-    title: "Cost of a 4 KiB write, in place and right after a snapshot",
+    title: "Cost of a 4 KiB write: in place, right after a snapshot, and allocating after the snapshot is deleted",
     caption:
-      "Phase time divided by the number of writes (flushes included), median over runs. refcow and the raw file: one write per 64 KiB cluster in random cluster order; QEMU: qemu-img bench, one write per cluster in cluster order. The raw file has no snapshot, so only its in-place bar.",
+      "Phase time divided by the number of writes (flushes included), median over runs. refcow and the raw file: one write per 64 KiB cluster in random cluster order; QEMU: qemu-img bench, one write per cluster in cluster order. after-delete: the snapshot deleted, then writes to clusters never written, each one allocating while the delete left free clusters inside the file (first-fit reuses them, append does not). The raw file has no snapshot, so only its in-place bar.",
     spec: {
       $schema: SCHEMA,
       ...FONT,
@@ -55,9 +58,9 @@ function perWriteChart(rows: ResultRow[]): Chart | undefined {
       encoding: {
         row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
         y: { field: "series", type: "nominal", sort: SERIES_ORDER, title: null },
-        yOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
+        yOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         x: { field: "us", type: "quantitative", title: "µs per write", scale: { type: "sqrt" } },
-        color: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], scale: { range: ["#8fb8de", "#d1495b"] } },
+        color: { field: "phase", type: "nominal", sort: [...PHASES], ...PHASE_COLORS },
       },
       resolve: { axis: { x: "independent" } },
       width: 520,
@@ -100,7 +103,7 @@ function cdfChart(rows: ResultRow[]): Chart | undefined {
 /** Stacked bars: where the time of one write goes, per scheme, by cost group. */
 function breakdownChart(rows: ResultRow[]): Chart | undefined {
   const values: Array<Record<string, unknown>> = [];
-  for (const r of writeRows(rows)) {
+  for (const r of allWriteRows(rows)) {
     if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
     const g = groupTimes(r.breakdown);
     for (const group of COST_GROUPS) if (g[group] > 0) values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, group, us: g[group] });
@@ -118,12 +121,12 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
       mark: { type: "bar", tooltip: true },
       encoding: {
         column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
-        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: "scheme (left bar: in place, right bar: after the snapshot)", axis: { labelAngle: 0 } },
-        xOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
+        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: "scheme (bars: in place, after the snapshot, allocating after its delete)", axis: { labelAngle: 0 } },
+        xOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         y: { field: "us", type: "quantitative", title: "µs of I/O per write", stack: "zero" },
         color: { field: "group", type: "nominal", sort: [...COST_GROUPS], title: "cost", scale: { scheme: "tableau10" } },
         order: { field: "group", sort: "ascending" },
-        opacity: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], scale: { range: [0.55, 1] }, legend: null },
+        opacity: { field: "phase", type: "nominal", sort: [...PHASES], scale: { range: [0.45, 1, 0.75] }, legend: null },
       },
       resolve: { scale: { y: "independent" } },
       width: 420,
@@ -135,7 +138,7 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
 /** Host bytes and flushes per guest write. */
 function hostIoChart(rows: ResultRow[]): Chart | undefined {
   const values: Array<Record<string, unknown>> = [];
-  for (const r of writeRows(rows)) {
+  for (const r of allWriteRows(rows)) {
     if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
     const t = hostTotals(r.breakdown);
     values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, measure: "host KiB per guest write", value: t.bytes / 1024 });
@@ -155,9 +158,9 @@ function hostIoChart(rows: ResultRow[]): Chart | undefined {
         row: { field: "measure", type: "nominal", title: null, header: { labelFontSize: 12, labelFontWeight: "bold" } },
         column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
         x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: 0 } },
-        xOffset: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
+        xOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         y: { field: "value", type: "quantitative", title: null },
-        color: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], scale: { range: ["#8fb8de", "#d1495b"] } },
+        color: { field: "phase", type: "nominal", sort: [...PHASES], ...PHASE_COLORS },
       },
       resolve: { scale: { y: "independent" } },
       width: 300,

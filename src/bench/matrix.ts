@@ -76,6 +76,7 @@ interface BenchDisk {
   write(offset: number, data: Uint8Array): void | Promise<void>;
   flush(): void | Promise<void>;
   snapshotCreate(name: string): unknown;
+  snapshotDelete(name: string): unknown;
   stats(): CostBreakdown | Promise<CostBreakdown>;
   close(): void | Promise<void>;
 }
@@ -91,6 +92,7 @@ async function openBenchDisk(file: string, scheme: string, alloc: AllocPolicyNam
     write: (o, d) => c.write(o, d),
     flush: () => c.flush(),
     snapshotCreate: (n) => c.snapshotCreate(n),
+    snapshotDelete: (n) => c.snapshotDelete(n),
     stats: async () => ((await c.stats()) ?? {}) as CostBreakdown,
     close: () => c.close(),
   };
@@ -161,25 +163,42 @@ function addBreakdown(a: Record<string, PurposeRow>, b: Record<string, PurposeRo
   }
 }
 
+/**
+ * The phases of the write workloads: `in-place` overwrites allocated clusters; `post-snapshot` writes the
+ * same clusters right after an internal snapshot (every write hits a shared cluster); `after-delete`
+ * deletes the snapshot, then writes clusters never written before, so every write allocates while the
+ * delete has left free clusters inside the file (this is where the allocation policies differ).
+ */
+export const PHASES = ["in-place", "post-snapshot", "after-delete"] as const;
+
 async function refcowRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, cache: CacheMode, workload: string): Promise<ResultRow[]> {
   const n = opts.clusters;
   const data = new Uint8Array(WRITE).fill(0xa5);
   const acc: Record<string, { lat: number[]; total: number; breakdown: Record<string, PurposeRow> }> = {};
   for (let rep = 0; rep < opts.reps; rep++) {
     const file = path.join(opts.dir, `refcow-${scheme}-${alloc}-${cache}-${workload}-${rep}.qcow2`);
-    createImagePath(file, { size: n * CLUSTER });
-    // Allocate every cluster first (not measured).
+    // The first n clusters are the working set; the next n are allocated only in phase after-delete.
+    createImagePath(file, { size: 2 * n * CLUSTER });
+    // Allocate every working cluster first (not measured).
     const prep = openImagePath(file, { cache: "writeback" });
     const fill = new Uint8Array(CLUSTER).fill(1);
     for (let c = 0; c < n; c++) prep.write(c * CLUSTER, fill);
     prep.close();
     const disk = await openBenchDisk(file, scheme, alloc, cache, opts.inProcess);
-    const offsets = order(n, workload, 1234 + rep).map((c) => c * CLUSTER + WRITE);
-    for (const ph of ["in-place", "post-snapshot"]) {
+    const perm = order(n, workload, 1234 + rep);
+    const working = perm.map((c) => c * CLUSTER + WRITE);
+    const fresh = perm.map((c) => (n + c) * CLUSTER + WRITE);
+    for (const ph of PHASES) {
       if (ph === "post-snapshot") {
         await disk.snapshotCreate("s");
         await disk.flush();
+      } else if (ph === "after-delete") {
+        // Deleting the snapshot frees the clusters the post-snapshot writes copied away from: holes inside
+        // the file that first-fit fills and append leaves for `refcow compact`.
+        await disk.snapshotDelete("s");
+        await disk.flush();
       }
+      const offsets = ph === "after-delete" ? fresh : working;
       const before = await disk.stats();
       const r = await phase(disk, cache, offsets, data);
       const after = await disk.stats();
@@ -210,15 +229,17 @@ async function refcowRows(opts: BenchOptions, scheme: string, alloc: AllocPolicy
 /** qemu-img bench is sequential with a step: one 4 KiB write per cluster, in cluster order. */
 function qemuRows(opts: BenchOptions, flavour: "std" | "lazy_refcounts", cache: CacheMode): ResultRow[] {
   const n = opts.clusters;
-  const times: Record<string, number[]> = { "in-place": [], "post-snapshot": [] };
+  const times: Record<string, number[]> = Object.fromEntries(PHASES.map((p) => [p, []]));
   for (let rep = 0; rep < opts.reps; rep++) {
     const file = path.join(opts.dir, `qemu-${flavour}-${cache}-${rep}.qcow2`);
     const o = flavour === "lazy_refcounts" ? "cluster_size=65536,lazy_refcounts=on" : "cluster_size=65536";
-    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-o", o, file, String(n * CLUSTER)]);
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-o", o, file, String(2 * n * CLUSTER)]);
     execFileSync("qemu-io", ["-c", `write -P 1 0 ${n * CLUSTER}`, file], { stdio: "ignore" });
-    for (const ph of ["in-place", "post-snapshot"]) {
+    for (const ph of PHASES) {
       if (ph === "post-snapshot") execFileSync("qemu-img", ["snapshot", "-c", "s", file]);
-      const args = ["bench", "-w", "-t", cache, "-s", String(WRITE), "-S", String(CLUSTER), "-o", String(WRITE), "-c", String(n), "-d", "1", "-f", "qcow2"];
+      if (ph === "after-delete") execFileSync("qemu-img", ["snapshot", "-d", "s", file]);
+      const start = (ph === "after-delete" ? n * CLUSTER : 0) + WRITE;
+      const args = ["bench", "-w", "-t", cache, "-s", String(WRITE), "-S", String(CLUSTER), "-o", String(start), "-c", String(n), "-d", "1", "-f", "qcow2"];
       if (cache === "writeback") args.push(`--flush-interval=${FLUSH_EVERY}`);
       const out = execFileSync("qemu-img", [...args, file]).toString();
       const m = /Run completed in ([\d.]+) seconds/.exec(out);

@@ -5,7 +5,7 @@
 import { buildCharts, renderSvg, seriesName } from "./charts.js";
 import { groupTimes, hostTotals, COST_GROUPS } from "./cost-groups.js";
 import type { GuestResult } from "./guest-results.js";
-import type { ResultRow } from "./matrix.js";
+import { PHASES, type ResultRow } from "./matrix.js";
 import { schemeLabel } from "./scheme-label.js";
 
 export interface ResultsFile {
@@ -26,11 +26,11 @@ function htmlTable(head: string[], body: string[][], numericFrom = 0): string {
 }
 
 function writeTable(rows: ResultRow[]): string {
-  const w = rows.filter((r) => r.phase === "in-place" || r.phase === "post-snapshot");
+  const w = rows.filter((r) => (PHASES as readonly string[]).includes(r.phase) || r.workload === "trace");
   if (!w.length) return "";
   const inPlace = (r: ResultRow) => rows.find((x) => x.source === r.source && x.scheme === r.scheme && x.alloc === r.alloc && x.cache === r.cache && x.workload === r.workload && x.phase === "in-place");
   const body = w.map((r) => {
-    const base = r.phase === "post-snapshot" ? inPlace(r) : undefined;
+    const base = r.phase !== "in-place" ? inPlace(r) : undefined;
     const t = hostTotals(r.breakdown);
     return [
       seriesName(r),
@@ -46,11 +46,11 @@ function writeTable(rows: ResultRow[]): string {
       String(r.runs),
     ];
   });
-  return htmlTable(["source / scheme", "cache", "workload", "phase", "median µs", "p99 µs", "per write µs", "post / in-place", "host KiB / write", "flushes / write", "runs"], body, 4);
+  return htmlTable(["source / scheme", "cache", "workload", "phase", "median µs", "p99 µs", "per write µs", "vs in-place", "host KiB / write", "flushes / write", "runs"], body, 4);
 }
 
 function breakdownTable(rows: ResultRow[]): string {
-  const w = rows.filter((r) => r.source === "refcow" && r.breakdown && (r.phase === "in-place" || r.phase === "post-snapshot"));
+  const w = rows.filter((r) => r.source === "refcow" && r.breakdown);
   if (!w.length) return "";
   const body = w.map((r) => {
     const g = groupTimes(r.breakdown);

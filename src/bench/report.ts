@@ -16,9 +16,9 @@ function find(rows: ResultRow[], q: Partial<ResultRow>): ResultRow | undefined {
   return rows.find((r) => Object.entries(q).every(([k, v]) => (r as unknown as Record<string, unknown>)[k] === v));
 }
 
-/** post-snapshot / in-place of the same source, scheme, cache and workload. */
+/** This phase / in-place of the same source, scheme, cache and workload. */
 function slowdown(rows: ResultRow[], r: ResultRow): number | undefined {
-  if (r.phase !== "post-snapshot") return undefined;
+  if (r.phase === "in-place") return undefined;
   const base = find(rows, { source: r.source, scheme: r.scheme, alloc: r.alloc, cache: r.cache, workload: r.workload, phase: "in-place" });
   return base ? r.amortized_us / base.amortized_us : undefined;
 }
@@ -27,7 +27,7 @@ const QEMU_PEER: Record<string, string> = { eager: "std", lazy: "lazy_refcounts"
 
 export function table(rows: ResultRow[]): string {
   const write = rows.filter((r) => r.workload !== "snapshot-ops");
-  const head = ["source", "scheme", "cache", "workload", "phase", "median us", "p99 us", "per write us", "runs", "post/in", "vs qemu", "vs raw", "host KiB/w", "flushes/w"];
+  const head = ["source", "scheme", "cache", "workload", "phase", "median us", "p99 us", "per write us", "runs", "vs in-place", "vs qemu", "vs raw", "host KiB/w", "flushes/w"];
   const lines = [head];
   for (const r of write) {
     const raw = find(rows, { source: "raw", cache: r.cache, workload: r.workload });
@@ -116,10 +116,14 @@ export function answer(rows: ResultRow[]): string {
         `the slowest ${worst.scheme} at ${f1(worst.amortized_us)} µs.`,
     );
   }
-  const appended = rows.filter((r) => r.source === "refcow" && r.alloc === "append" && r.phase === "post-snapshot" && r.workload === "rand4k-per-cluster");
-  for (const a of appended) {
-    const ff = post.find((r) => r.scheme === a.scheme && r.cache === a.cache);
-    if (ff) parts.push(`Append-only allocation: ${a.scheme} ${a.cache} ${f1(a.amortized_us)} µs per post-snapshot write against ${f1(ff.amortized_us)} µs with first-fit.`);
+  const afterDelete = rows.filter((r) => r.source === "refcow" && r.phase === "after-delete" && r.workload === "rand4k-per-cluster");
+  const appended = afterDelete.filter((r) => r.alloc === "append");
+  if (appended.length) {
+    const pairs = appended
+      .map((a) => ({ a, ff: afterDelete.find((r) => firstFit(r) && r.scheme === a.scheme && r.cache === a.cache) }))
+      .filter((x) => x.ff)
+      .map((x) => `${x.a.scheme} ${x.a.cache} ${f1(x.a.amortized_us)} µs appending vs ${f1(x.ff!.amortized_us)} µs reusing`);
+    if (pairs.length) parts.push(`Allocating writes after the snapshot is deleted (free clusters inside the file): ${pairs.join("; ")}.`);
   }
   const ops = rows.filter((r) => r.workload === "snapshot-ops" && r.phase === "snapshot-create" && firstFit(r));
   if (ops.length) {

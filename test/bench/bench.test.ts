@@ -73,3 +73,20 @@ describe("trace replay", () => {
     expect(rows.filter((r) => r.source === "raw" && r.workload === "trace").map((r) => r.phase)).toEqual(["fill", "in-place", "post-snapshot"]);
   }, 120_000);
 });
+
+describe("allocation policies in the matrix", () => {
+  it("after a snapshot delete, first-fit reuses freed clusters (zero-filling them) and append writes only the guest's bytes at the end", async () => {
+    const { hostTotals } = await import("../../src/bench/cost-groups.js");
+    const opts = { ...defaultOptions(true), clusters: 24, reps: 1, schemes: ["eager", "owner"], allocs: ["first-fit" as const, "append" as const], caches: ["writeback" as const], qemu: false, opSizes: [], dir: path.join(dir, "alloc-images") };
+    const rows = await runMatrix(opts);
+    for (const scheme of ["eager", "owner"]) {
+      const get = (alloc: string) => rows.find((r) => r.source === "refcow" && r.scheme === scheme && r.alloc === alloc && r.phase === "after-delete")!;
+      const ff = hostTotals(get("first-fit").breakdown);
+      const ap = hostTotals(get("append").breakdown);
+      // A reused cluster must not show its old bytes: first-fit writes the whole cluster, append only 4 KiB
+      // into the zeroes past the end of the file.
+      expect(ff.bytes, scheme).toBeGreaterThanOrEqual(ap.bytes + 60 * 1024 - 1);
+      expect(get("first-fit").breakdown!["guest-data"]!.bytes).toBeGreaterThanOrEqual(65536);
+    }
+  }, 120_000);
+});
