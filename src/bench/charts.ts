@@ -24,6 +24,30 @@ const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
 const SCHEME_ORDER = ["eager", "lazy", "lazy-count", "owner", "journal", "std", "lazy_refcounts", "none"];
 const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "#ddd" }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelLimit: 320 } } };
 const CACHE_ORDER = ["writethrough", "writeback", "unsafe"];
+/** Facet by cache mode, in reading order. */
+const BY_CACHE = { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } } as const;
+
+/** A vega-lite spec over `values` with the report's fonts. */
+function chartSpec(values: Array<Record<string, unknown>>, rest: Record<string, unknown>): TopLevelSpec {
+  return { $schema: SCHEMA, ...FONT, data: { values }, ...rest } as TopLevelSpec;
+}
+
+/** A latency CDF: step lines coloured by `series`, dashed by phase, one panel per cache mode. */
+function cdfSpec(values: Array<Record<string, unknown>>, series: string, seriesTitle: string): TopLevelSpec {
+  return chartSpec(values, {
+    mark: { type: "line", interpolate: "step-after", strokeWidth: 1.6 },
+    encoding: {
+      column: BY_CACHE,
+      x: { field: "us", type: "quantitative", scale: { type: "log" }, title: "latency (µs, log scale)" },
+      y: { field: "p", type: "quantitative", title: "fraction of writes", axis: { format: "%" } },
+      color: { field: series, type: "nominal", sort: SERIES_ORDER, title: seriesTitle },
+      strokeDash: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], title: "phase" },
+      detail: { field: "phase" },
+    },
+    width: 380,
+    height: 250,
+  });
+}
 
 /** Human name of a series: refcow's schemes as is, QEMU's flavours and the raw file spelled out. */
 export function seriesName(r: Pick<ResultRow, "source" | "scheme" | "alloc">): string {
@@ -50,13 +74,10 @@ function perWriteChart(rows: ResultRow[]): Chart | undefined {
     title: "Cost of a 4 KiB write: in place, right after a snapshot, and allocating after the snapshot is deleted",
     caption:
       "Phase time divided by the number of writes (flushes included), median over runs. refcow and the raw file: one write per 64 KiB cluster in random cluster order; QEMU: qemu-img bench, one write per cluster in cluster order. after-delete: the snapshot deleted, then writes to clusters never written, each one allocating while the delete left free clusters inside the file (first-fit reuses them, append does not). The raw file has no snapshot, so only its in-place bar.",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
+    spec: chartSpec(values, {
       mark: { type: "bar", tooltip: true },
       encoding: {
-        row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        row: BY_CACHE,
         y: { field: "series", type: "nominal", sort: SERIES_ORDER, title: null },
         yOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         x: { field: "us", type: "quantitative", title: "µs per write", scale: { type: "sqrt" } },
@@ -64,7 +85,7 @@ function perWriteChart(rows: ResultRow[]): Chart | undefined {
       },
       resolve: { axis: { x: "independent" } },
       width: 520,
-    } as TopLevelSpec,
+    }),
   };
 }
 
@@ -81,22 +102,7 @@ function cdfChart(rows: ResultRow[]): Chart | undefined {
     title: "Latency distribution of each write, in place vs after a snapshot",
     caption:
       "Cumulative distribution of the submit→complete time of every 4 KiB write (rand4k-per-cluster, all runs pooled), through the worker ring. Solid: in place; dashed: right after an internal snapshot. QEMU's qemu-img bench reports only a total, so it has no curve here.",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
-      mark: { type: "line", interpolate: "step-after", strokeWidth: 1.6 },
-      encoding: {
-        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
-        x: { field: "us", type: "quantitative", scale: { type: "log" }, title: "latency (µs, log scale)" },
-        y: { field: "p", type: "quantitative", title: "fraction of writes", axis: { format: "%" } },
-        color: { field: "series", type: "nominal", sort: SERIES_ORDER, title: "scheme" },
-        strokeDash: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], title: "phase" },
-        detail: { field: "phase" },
-      },
-      width: 380,
-      height: 260,
-    } as TopLevelSpec,
+    spec: cdfSpec(values, "series", "scheme"),
   };
 }
 
@@ -114,13 +120,10 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
     title: "Where the time of a write goes",
     caption:
       "I/O time per guest write by purpose, from refcow's accounting wrapper (every host read, write, flush and truncate is tagged with what it was for). Flush time is taken out of each purpose and shown as 'flushes'. CPU time spent in the engine outside I/O is not in these bars.",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
+    spec: chartSpec(values, {
       mark: { type: "bar", tooltip: true },
       encoding: {
-        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        column: BY_CACHE,
         x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: "scheme (bars: in place, after the snapshot, allocating after its delete)", axis: { labelAngle: 0 } },
         xOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         y: { field: "us", type: "quantitative", title: "µs of I/O per write", stack: "zero" },
@@ -131,7 +134,7 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
       resolve: { scale: { y: "independent" } },
       width: 420,
       height: 260,
-    } as TopLevelSpec,
+    }),
   };
 }
 
@@ -149,14 +152,11 @@ function hostIoChart(rows: ResultRow[]): Chart | undefined {
     id: "host-io",
     title: "Host I/O caused by one 4 KiB guest write",
     caption: "Bytes read and written on the host file, and flushes (fdatasync), per guest write; writeback flushes once every 64 writes, as a guest issuing periodic flushes would.",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
+    spec: chartSpec(values, {
       mark: { type: "bar", tooltip: true },
       encoding: {
         row: { field: "measure", type: "nominal", title: null, header: { labelFontSize: 12, labelFontWeight: "bold" } },
-        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        column: BY_CACHE,
         x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null, axis: { labelAngle: 0 } },
         xOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         y: { field: "value", type: "quantitative", title: null },
@@ -165,7 +165,7 @@ function hostIoChart(rows: ResultRow[]): Chart | undefined {
       resolve: { scale: { y: "independent" } },
       width: 300,
       height: 160,
-    } as TopLevelSpec,
+    }),
   };
 }
 
@@ -180,10 +180,7 @@ function snapshotOpsChart(rows: ResultRow[]): Chart | undefined {
     title: "Snapshot operations against allocated data",
     caption:
       "Median time of each operation on an image with every cluster allocated (64 KiB clusters), in-process, writeback. 'recovery' opens the image a killed process left (dirty bit set, or journal not empty) and repairs it.",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
+    spec: chartSpec(values, {
       mark: { type: "line", point: true, tooltip: true },
       encoding: {
         facet: { field: "op", type: "nominal", columns: 3, title: null, sort: ["snapshot-create", "snapshot-apply", "snapshot-delete", "open", "close", "recovery"] },
@@ -193,7 +190,7 @@ function snapshotOpsChart(rows: ResultRow[]): Chart | undefined {
       },
       width: 200,
       height: 150,
-    } as TopLevelSpec,
+    }),
   };
 }
 
@@ -215,12 +212,9 @@ function guestPhaseChart(guest: GuestResult[]): Chart | undefined {
     title: "The guest's writes, per phase",
     caption:
       "Submit→complete time of each write request the guest's IDE driver issued, recorded at the v86 disk adapter, by workload phase: median (dot) and p99 (tick); the hollow circle is the median time the engine itself spent on those writes, without the emulator, the ring and the event loop. Guest time is host time, so these move with host load.",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
+    spec: chartSpec(values, {
       facet: {
-        row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        row: BY_CACHE,
         column: { field: "phase", type: "nominal", sort: phases, title: null, header: { labelFontSize: 12 } },
       },
       spec: {
@@ -237,7 +231,7 @@ function guestPhaseChart(guest: GuestResult[]): Chart | undefined {
           { mark: { type: "point", filled: false, size: 70, tooltip: true }, transform: [{ filter: "datum.stat === 'engine median'" }] },
         ],
       },
-    } as TopLevelSpec,
+    }),
   };
 }
 
@@ -255,22 +249,7 @@ function guestCdfChart(guest: GuestResult[]): Chart | undefined {
     id: "guest-cdf",
     title: "The guest's write latency, in place vs after the snapshot",
     caption: "Cumulative distribution of the submit→complete time of the guest's writes in the in-place and post-snapshot phases, per scheme (solid: in place; dashed: after the snapshot).",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
-      mark: { type: "line", interpolate: "step-after", strokeWidth: 1.6 },
-      encoding: {
-        column: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
-        x: { field: "us", type: "quantitative", scale: { type: "log" }, title: "latency (µs, log scale)" },
-        y: { field: "p", type: "quantitative", title: "fraction of writes", axis: { format: "%" } },
-        color: { field: "scheme", type: "nominal", sort: SCHEME_ORDER },
-        strokeDash: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"] },
-        detail: { field: "phase" },
-      },
-      width: 380,
-      height: 240,
-    } as TopLevelSpec,
+    spec: cdfSpec(values, "scheme", "scheme"),
   };
 }
 
@@ -293,19 +272,16 @@ function vmStateChart(guest: GuestResult[]): Chart | undefined {
     id: "vm-state",
     title: "Taking a snapshot of the running guest: VM state vs disk",
     caption: "Host time of each step of a snapshot taken with the emulator paused: draining the disk queue and flushing, the qcow2 internal snapshot, serialising v86's state, and writing it into the snapshot's VM-state area.",
-    spec: {
-      $schema: SCHEMA,
-      ...FONT,
-      data: { values },
+    spec: chartSpec(values, {
       mark: { type: "bar", tooltip: true },
       encoding: {
-        row: { field: "cache", type: "nominal", sort: CACHE_ORDER, title: null, header: { labelFontSize: 13, labelFontWeight: "bold" } },
+        row: BY_CACHE,
         y: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: null },
         x: { field: "ms", type: "quantitative", title: "ms", stack: "zero" },
         color: { field: "part", type: "nominal", sort: ["drain + flush", "disk snapshot", "VM state: save_state()", "VM state: write"], title: "step" },
       },
       width: 480,
-    } as TopLevelSpec,
+    }),
   };
 }
 
