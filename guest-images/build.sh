@@ -2,8 +2,8 @@
 # Builds the refcow test guest into .cache/guest/ (or $REFCOW_GUEST_DIR):
 #
 #   bzImage            Debian bookworm i386 linux-image-6.1.0-*-686 (/boot/vmlinuz-*)
-#   initramfs.cpio     busybox-static (i386) + the IDE/ext4 modules (uncompressed, signatures removed,
-#                      dependency order) + /init.
+#   initramfs.cpio     busybox-static (i386) + the IDE modules (loaded by /init) and the ext4 ones (loaded on
+#                      demand) (uncompressed, signatures removed, dependency order) + /init.
 #                      Not compressed: gunzip of ~4 MB costs the emulated CPU ~2.5 s of boot time; a local
 #                      4 MB file costs nothing.
 #   bios.bin           Debian seabios  /usr/share/seabios/bios.bin
@@ -37,11 +37,14 @@ done
 log() { echo "[guest] $*" >&2; }
 die() { echo "[guest] error: $*" >&2; exit 1; }
 
-# The modules the guest loads, in this order (each preceded by its missing dependencies from modules.dep):
+# The modules /init loads at boot, in this order (each preceded by its missing dependencies from modules.dep):
 # the IDE stack (libata + ata_piix + sd_mod and the CRC/T10-PI helpers sd_mod needs; the crc64-rocksoft and
-# crct10dif "generic" modules register the crypto algorithms the libraries look up), then ext4.
+# crct10dif "generic" modules register the crypto algorithms the libraries look up) -> /etc/modules.order.
 MODULES=(scsi_common scsi_mod libata ata_piix crct10dif_common crc-t10dif crct10dif_generic crc64
-  crc64-rocksoft crc64_rocksoft_generic t10-pi sd_mod crc16 mbcache jbd2 crc32c_generic ext4)
+  crc64-rocksoft crc64_rocksoft_generic t10-pi sd_mod)
+# ext4 and what it needs beyond those, loaded on demand (by the fs workload, src/vm/workloads.ts) from
+# /etc/modules-fs.order: loading them costs the boot over a second and only that workload mounts anything.
+FS_MODULES=(crc16 mbcache jbd2 crc32c_generic ext4)
 
 RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/init" | sha256sum | cut -c1-16)
 OUTPUTS=(bzImage initramfs.cpio bios.bin vgabios.bin manifest.json)
@@ -192,6 +195,8 @@ add_module() { # name (dashes or underscores)
   ORDER+=("$n")
 }
 for m in "${MODULES[@]}"; do add_module "$m"; done
+BOOT_COUNT=${#ORDER[@]}
+for m in "${FS_MODULES[@]}"; do add_module "$m"; done
 
 # ---- initramfs ----------------------------------------------------------------------------------------------
 STAGE="$WORK/initramfs"
@@ -223,9 +228,12 @@ strip_module_signature() { # file.ko
   truncate -s $((size - 40 - siglen)) "$f"
 }
 
-log "modules (${#ORDER[@]}): ${ORDER[*]}"
+log "modules at boot (${BOOT_COUNT}): ${ORDER[*]:0:$BOOT_COUNT}"
+log "modules on demand ($((${#ORDER[@]} - BOOT_COUNT))): ${ORDER[*]:$BOOT_COUNT}"
 : >"$STAGE/etc/modules.order"
-for n in "${ORDER[@]}"; do
+: >"$STAGE/etc/modules-fs.order"
+for i in "${!ORDER[@]}"; do
+  n=${ORDER[$i]}
   src="$MODROOT/${PATHOF[$n]}"
   case "$src" in
     *.ko.xz) xz -dc "$src" >"$STAGE/lib/modules/$n.ko" ;;
@@ -235,7 +243,7 @@ for n in "${ORDER[@]}"; do
     *) die "unknown module format: $src" ;;
   esac
   strip_module_signature "$STAGE/lib/modules/$n.ko"
-  echo "$n" >>"$STAGE/etc/modules.order"
+  if [ "$i" -lt "$BOOT_COUNT" ]; then echo "$n" >>"$STAGE/etc/modules.order"; else echo "$n" >>"$STAGE/etc/modules-fs.order"; fi
 done
 install -m 0755 "$HERE/init" "$STAGE/init"
 # The kernel opens /dev/console for /init before devtmpfs is mounted: give it a node when we can.
@@ -270,7 +278,8 @@ pkg_json() { # deb
 file_json() { # name
   printf '    "%s": { "size": %s, "sha256": "%s" }' "$1" "$(stat -c %s "$TMP/$1")" "$(sha256sum "$TMP/$1" | cut -d' ' -f1)"
 }
-mods_json=$(printf '"%s", ' "${ORDER[@]}")
+mods_json=$(printf '"%s", ' "${ORDER[@]:0:$BOOT_COUNT}")
+fs_mods_json=$(printf '"%s", ' "${ORDER[@]:$BOOT_COUNT}")
 {
   echo "{"
   echo "  \"recipe\": \"$RECIPE\","
@@ -288,6 +297,7 @@ mods_json=$(printf '"%s", ' "${ORDER[@]}")
   file_json vgabios.bin; echo
   echo "  },"
   echo "  \"modules\": [${mods_json%, }],"
+  echo "  \"fsModules\": [${fs_mods_json%, }],"
   echo "  \"busyboxDdUsage\": \"$(json_str "$DD_USAGE")\""
   echo "}"
 } >"$TMP/manifest.json"

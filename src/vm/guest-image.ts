@@ -27,7 +27,10 @@ export interface GuestManifest {
   kernelRelease: string;
   packages: Array<{ package: string; version: string; architecture: string; deb: string; sha256: string }>;
   files: Record<string, { size: number; sha256: string }>;
+  /** Modules /init loads at boot, in order. */
   modules: string[];
+  /** Modules loaded on demand (ext4 and its helpers; /etc/modules-fs.order), in order. Absent in older images. */
+  fsModules?: string[];
   busyboxDdUsage: string;
 }
 

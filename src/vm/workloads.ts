@@ -297,6 +297,10 @@ function overwrite(p: WorkloadParams): Workload {
 
 // ------------------------------------------------------------------------------------------------------- fs
 
+/** Loads ext4 and its helpers unless the kernel has it (the guest image loads them on demand). */
+const LOAD_EXT4 =
+  "grep -qw ext4 /proc/filesystems || { while read -r m; do insmod /lib/modules/$m.ko || exit 1; done </etc/modules-fs.order; }";
+
 function fs(p: WorkloadParams): Workload {
   const fileSize = 64 * KiB;
   const n = Math.max(1, Math.min(p.clusters ?? 128, Math.floor(p.diskSize / 2 / fileSize)));
@@ -314,7 +318,7 @@ function fs(p: WorkloadParams): Workload {
     description: `ext2 made by busybox mke2fs, mounted with the ext4 driver; ${n} files of 64 KiB written, then rewritten in place`,
     middle: "post-snapshot",
     phases: [
-      phase("mkfs", "mke2fs -b 4096 on /dev/sda (ext2), mounted on /mnt with the ext4 driver; sync", "", "mke2fs -F -b 4096 /dev/sda >/dev/null && mkdir -p /mnt && mount -t ext4 /dev/sda /mnt && sync", 2000),
+      phase("mkfs", "mke2fs -b 4096 on /dev/sda (ext2), mounted on /mnt with the ext4 driver; sync", LOAD_EXT4, "mke2fs -F -b 4096 /dev/sda >/dev/null && mkdir -p /mnt && mount -t ext4 /dev/sda /mnt && sync", 2000),
       phase("fill", `${n} files of 64 KiB written; sync`, `yes refcow-fs-fill | head -c ${fileSize} > /tmp/f64`, `${eachFile("cp /tmp/f64 /mnt/f$i")}; sync`, n * 20),
       rewrite("in-place"),
       rewrite("post-snapshot"),
