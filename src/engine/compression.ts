@@ -22,10 +22,10 @@ export function decompressCluster(type: number, data: Uint8Array, clusterSize: n
     }
   } catch (e) {
     if (e instanceof ImageFormatError) throw e;
-    throw new ImageFormatError(`compressed cluster ${where} cannot be decompressed: ${(e as Error).message}`);
+    throw new ImageFormatError(`compressed cluster ${where} cannot be decompressed: ${(e as Error).message}`, { corruption: false });
   }
   if (out.length < clusterSize) {
-    throw new ImageFormatError(`compressed cluster ${where} decompresses to ${out.length} bytes instead of ${clusterSize}`);
+    throw new ImageFormatError(`compressed cluster ${where} decompresses to ${out.length} bytes instead of ${clusterSize}`, { corruption: false });
   }
   return out.length === clusterSize ? out : out.subarray(0, clusterSize);
 }

@@ -1,10 +1,16 @@
 /** Errors raised by the engine. Each carries a message meant for the user, naming what is wrong. */
 
-/** The image is malformed or inconsistent (bad header, table past the end, unaligned entry...). */
+/**
+ * The image is malformed or inconsistent (bad header, table past the end, unaligned entry...). Found in an image
+ * open for writing, it makes the engine mark the image corrupt and refuse further access, as QEMU does — unless
+ * `corruption` is false (a limit reached, data that cannot be decompressed: the request fails, the image stays).
+ */
 export class ImageFormatError extends Error {
-  constructor(message: string) {
+  readonly corruption: boolean;
+  constructor(message: string, opts: { corruption?: boolean } = {}) {
     super(message);
     this.name = "ImageFormatError";
+    this.corruption = opts.corruption ?? true;
   }
 }
 

@@ -14,6 +14,7 @@
  */
 import type { BlockFile, IoPurpose } from "../io/block-file.js";
 import { AccountingFile } from "../io/accounting-file.js";
+import { StagedFile } from "../io/staged-file.js";
 import { alignUp, viewOf, writeU64 } from "../format/bytes.js";
 import {
   AUTOCLEAR_KNOWN,
@@ -107,6 +108,8 @@ export class Qcow2Image implements VirtualDisk {
   /** Autoclear bits as they were at open (the engine clears them on a writable open). @internal */
   openedAutoclear = 0n;
   private closed = false;
+  /** The corruption found while the image was open for writing; from then on it is refused (QEMU's behaviour). */
+  private corruptError: ImageFormatError | null = null;
   /** The scheme's hooks apply only once it is attached (after any repair at open). */
   private schemeAttached = false;
   private lastCompressed: { offset: number; data: Uint8Array } | null = null;
@@ -236,13 +239,24 @@ export class Qcow2Image implements VirtualDisk {
     if (header.incompatibleFeatures & INCOMPAT_CORRUPT && !readOnly && !opts.forCheck) {
       throw new ImageFormatError("image is marked corrupt: it can be opened read-only, or repaired with 'check -r all'");
     }
-    const img = new Qcow2Image(file, header, { ...opts, readOnly });
-    // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read, and only
-    // to an image that passed the checks above (nothing is written to an image that is refused).
-    recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly);
-    // The replay may have grown the file (records for tables past the old end).
-    img.load(file.size(), opts);
-    return img;
+    // What a writable open writes (a journal replay, the repair of a dirty image, a scheme's conversion) is
+    // staged and reaches the file only once the whole open has succeeded: a refused image is never written.
+    const staged = readOnly ? undefined : new StagedFile(file.inner);
+    if (staged) file.inner = staged;
+    try {
+      const img = new Qcow2Image(file, header, { ...opts, readOnly });
+      // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
+      recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly);
+      // The replay may have grown the file (records for tables past the old end).
+      img.load(file.size(), opts);
+      if (staged) {
+        file.inner = staged.base;
+        staged.commit();
+      }
+      return img;
+    } finally {
+      if (staged) file.inner = staged.base;
+    }
   }
 
   private load(fileSize: number, opts: OpenOptions): void {
@@ -454,9 +468,13 @@ export class Qcow2Image implements VirtualDisk {
   }
 
   readInto(buf: Uint8Array, offset: number): void {
-    this.checkOpen();
+    this.checkUsable();
     this.checkRange(offset, buf.length);
-    this.readThrough(this.l1, buf, offset, true);
+    try {
+      this.readThrough(this.l1, buf, offset, true);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /** @internal Reads guest bytes through any L1 table (the active one, a snapshot's). */
@@ -541,7 +559,7 @@ export class Qcow2Image implements VirtualDisk {
   private decompressed(e: L2Entry, guestPos: number): Uint8Array {
     if (this.lastCompressed?.offset === e.offset) return this.lastCompressed.data;
     const raw = new Uint8Array(Math.min(e.compressedSize, Math.max(0, this.file.size() - e.offset)));
-    if (raw.length === 0) throw new ImageFormatError(`compressed cluster for guest offset 0x${guestPos.toString(16)} lies past the end of the image`);
+    if (raw.length === 0) throw new ImageFormatError(`compressed cluster for guest offset 0x${guestPos.toString(16)} lies past the end of the image`, { corruption: false });
     this.file.read(raw, e.offset, "guest-data");
     const data = decompressCluster(this.header.compressionType, raw, this.clusterSize, `at guest offset 0x${guestPos.toString(16)}`);
     this.lastCompressed = { offset: e.offset, data };
@@ -553,8 +571,12 @@ export class Qcow2Image implements VirtualDisk {
   write(offset: number, data: Uint8Array): void {
     this.checkWritable();
     this.checkRange(offset, data.length);
-    this.writeGuest(offset, data);
-    if (this.cacheMode === "writethrough") this.flush();
+    try {
+      this.writeGuest(offset, data);
+      if (this.cacheMode === "writethrough") this.flushMetadata();
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /** @internal Writes guest bytes (disk or VM-state area) through the active L1. */
@@ -783,6 +805,14 @@ export class Qcow2Image implements VirtualDisk {
   writeZeroes(offset: number, length: number, opts: { unmap?: boolean } = {}): void {
     this.checkWritable();
     this.checkRange(offset, length);
+    try {
+      this.zeroRange(offset, length, !!opts.unmap);
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  private zeroRange(offset: number, length: number, unmap: boolean): void {
     const cs = this.clusterSize;
     const end = offset + length;
     // The last cluster of a disk whose size is not cluster aligned counts as whole.
@@ -794,10 +824,10 @@ export class Qcow2Image implements VirtualDisk {
       if (length) this.writeGuest(offset, new Uint8Array(length));
     } else {
       if (offset < a) this.writeGuest(offset, new Uint8Array(a - offset));
-      for (let pos = a; pos < b; pos += cs) this.zeroCluster(pos / cs, !!opts.unmap, canFlag);
+      for (let pos = a; pos < b; pos += cs) this.zeroCluster(pos / cs, unmap, canFlag);
       if (b < end) this.writeGuest(b, new Uint8Array(end - b));
     }
-    if (this.cacheMode === "writethrough") this.flush();
+    if (this.cacheMode === "writethrough") this.flushMetadata();
   }
 
   private zeroCluster(gc: number, unmap: boolean, canFlag: boolean): void {
@@ -846,8 +876,12 @@ export class Qcow2Image implements VirtualDisk {
     const start = alignUp(offset, cs);
     let end = Math.floor((offset + length) / cs) * cs;
     if (offset + length === this.size && this.size % cs) end = alignUp(this.size, cs);
-    for (let pos = start; pos < end; pos += cs) this.unmapCluster(pos / cs, true);
-    if (this.cacheMode === "writethrough") this.flush();
+    try {
+      for (let pos = start; pos < end; pos += cs) this.unmapCluster(pos / cs, true);
+      if (this.cacheMode === "writethrough") this.flushMetadata();
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /**
@@ -880,14 +914,18 @@ export class Qcow2Image implements VirtualDisk {
 
   /** Makes every completed write durable (a no-op on the disk in cache=unsafe). */
   flush(): void {
-    this.checkOpen();
+    this.checkUsable();
     if (this.readOnly) return;
-    this.flushMetadata();
+    try {
+      this.flushMetadata();
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /** @internal Writes cached metadata in dependency order (see the top of this file), then flushes. */
   flushMetadata(): void {
-    if (this.readOnly) return;
+    if (this.readOnly || this.corruptError) return;
     if (this.schemeAttached && this.scheme.flushMetadata) {
       this.scheme.flushMetadata();
       return;
@@ -978,6 +1016,36 @@ export class Qcow2Image implements VirtualDisk {
     this.shutdown(true);
   }
 
+  /** True once the engine has found this image corrupt while it was open for writing (it is refused since). */
+  get corrupt(): boolean {
+    return this.corruptError !== null;
+  }
+
+  /**
+   * What to throw for an error met while serving a request. A corruption found in an image open for writing
+   * makes it corrupt, as QEMU's qcow2_signal_corruption does: the header's corrupt bit is set (version 3),
+   * cached metadata is dropped unwritten, and every later request is refused, so that nothing more is written
+   * to an image whose tables cannot be trusted. `check -r all` repairs it.
+   */
+  private failed(e: unknown): unknown {
+    if (!(e instanceof ImageFormatError) || !e.corruption || this.readOnly || this.corruptError || this.closed) return e;
+    this.corruptError = e;
+    this.l2Cache.reset();
+    this.refcounts?.cache.reset();
+    if (this.header.version === 3) {
+      this.header.incompatibleFeatures |= INCOMPAT_CORRUPT;
+      const field = new Uint8Array(8);
+      new DataView(field.buffer).setBigUint64(0, this.header.incompatibleFeatures);
+      try {
+        this.file.write(field, 72, "header");
+        this.sync("header");
+      } catch {
+        // The request's own error is the one to report.
+      }
+    }
+    return e;
+  }
+
   /**
    * @internal Ends the scheme's part while the image stays open: everything is flushed and the scheme's
    * close runs, so the file is plain qcow2 with exact refcounts and a clear dirty bit. From then on only
@@ -1007,13 +1075,15 @@ export class Qcow2Image implements VirtualDisk {
   private shutdown(closeFile: boolean): void {
     if (this.closed) return;
     try {
-      if (!this.readOnly) {
+      if (!this.readOnly && !this.corruptError) {
         this.flushMetadata();
         // Deferred decrements were applied in memory by the last flush; write them too.
         this.refcounts.cache.writeDirty();
         this.sync("refcount");
         this.scheme.close();
       }
+    } catch (e) {
+      throw this.failed(e);
     } finally {
       this.closed = true;
       if (closeFile) {
@@ -1027,17 +1097,29 @@ export class Qcow2Image implements VirtualDisk {
 
   snapshotCreate(name: string, opts: SnapshotCreateOptions = {}): SnapshotInfo {
     this.checkWritable();
-    return this.underDirtyBit(() => (this.scheme.snapshotCreate ? this.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this, name, opts)));
+    try {
+      return this.underDirtyBit(() => (this.scheme.snapshotCreate ? this.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this, name, opts)));
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   snapshotApply(idOrName: string): void {
     this.checkWritable();
-    this.underDirtyBit(() => (this.scheme.snapshotApply ? this.scheme.snapshotApply(idOrName) : snapshots.applySnapshot(this, idOrName)));
+    try {
+      this.underDirtyBit(() => (this.scheme.snapshotApply ? this.scheme.snapshotApply(idOrName) : snapshots.applySnapshot(this, idOrName)));
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   snapshotDelete(idOrName: string): void {
     this.checkWritable();
-    this.underDirtyBit(() => (this.scheme.snapshotDelete ? this.scheme.snapshotDelete(idOrName) : snapshots.deleteSnapshot(this, idOrName)));
+    try {
+      this.underDirtyBit(() => (this.scheme.snapshotDelete ? this.scheme.snapshotDelete(idOrName) : snapshots.deleteSnapshot(this, idOrName)));
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /**
@@ -1054,10 +1136,13 @@ export class Qcow2Image implements VirtualDisk {
     this.setDirtyBit(true);
     try {
       return op();
+    } catch (e) {
+      throw this.failed(e);
     } finally {
-      // Also when the operation was refused (an unknown snapshot...): it changed nothing.
+      // Also when the operation was refused (an unknown snapshot...): it changed nothing. Not when it found
+      // the image corrupt: nothing more is written then.
       this.flushMetadata();
-      if (!wasDirty && !this.scheme.keepsDirty) {
+      if (!wasDirty && !this.scheme.keepsDirty && !this.corruptError) {
         this.refcounts.cache.writeDirty();
         this.setDirtyBit(false);
       }
@@ -1071,28 +1156,46 @@ export class Qcow2Image implements VirtualDisk {
 
   /** Reads the VM state stored with a snapshot. */
   readVmState(idOrName: string): Uint8Array {
-    this.checkOpen();
-    return snapshots.readVmState(this, idOrName);
+    this.checkUsable();
+    try {
+      return snapshots.readVmState(this, idOrName);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /** Reads guest bytes as they were in a snapshot. */
   readSnapshot(idOrName: string, buf: Uint8Array, offset: number): void {
-    this.checkOpen();
+    this.checkUsable();
     this.checkRange(offset, buf.length);
-    snapshots.readSnapshotData(this, idOrName, buf, offset);
+    try {
+      snapshots.readSnapshotData(this, idOrName, buf, offset);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   // ---------------------------------------------------------------------------------------- check/map/info
 
   check(repair?: RepairMode): CheckResult {
-    this.checkOpen();
+    // A report is still possible on an image found corrupt (it reads the tables as they are on disk).
+    if (repair) this.checkUsable();
+    else this.checkOpen();
     if (repair && this.readOnly) throw new RequestError("cannot repair an image opened read-only");
-    return checkImage(this, repair);
+    try {
+      return checkImage(this, repair);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   map(): MapExtent[] {
-    this.checkOpen();
-    return mapImage(this);
+    this.checkUsable();
+    try {
+      return mapImage(this);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /** Block status of the range at `offset` (used by map and by images that have this one as backing). */
@@ -1143,8 +1246,17 @@ export class Qcow2Image implements VirtualDisk {
     if (this.closed) throw new ClosedError();
   }
 
-  private checkWritable(): void {
+  /** Open, and not found corrupt since. */
+  private checkUsable(): void {
     this.checkOpen();
+    const e = this.corruptError;
+    if (e) {
+      throw new ImageFormatError(`image is corrupt (${e.message}): it is refused until repaired ('check -r all'); it can be opened read-only`, { corruption: false });
+    }
+  }
+
+  private checkWritable(): void {
+    this.checkUsable();
     if (this.readOnly) throw new RequestError("image is opened read-only");
   }
 

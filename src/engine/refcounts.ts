@@ -105,7 +105,7 @@ export class RefcountStore {
     const old = this.codec.get(buf, idx);
     const next = old + delta;
     if (next < 0) throw new ImageFormatError(`refcount of cluster ${cluster} would drop below zero (image is corrupt)`);
-    if (next > this.codec.max) throw new ImageFormatError(`refcount overflow at cluster ${cluster} (more than ${this.codec.max} references)`);
+    if (next > this.codec.max) throw new ImageFormatError(`refcount overflow at cluster ${cluster} (more than ${this.codec.max} references)`, { corruption: false });
     this.codec.set(buf, idx, next);
     this.cache.markDirty(block);
     if (this.onChange) {
@@ -182,7 +182,7 @@ export class RefcountStore {
     const perCluster = this.host.clusterSize / 8;
     const entries = Math.max(this.table.length, Math.max(...ranges) + 1);
     const tableClusters = Math.max(this.tableClusters, Math.ceil(Math.ceil(entries * 1.5) / perCluster));
-    if (tableClusters * this.host.clusterSize > MAX_REFTABLE_BYTES) throw new ImageFormatError("refcount table would exceed the 8 MiB limit (image too large)");
+    if (tableClusters * this.host.clusterSize > MAX_REFTABLE_BYTES) throw new ImageFormatError("refcount table would exceed the 8 MiB limit (image too large)", { corruption: false });
     this.placeNewStructures(tableClusters * perCluster, tableClusters, (c) => this.get(c), false, 0, ranges);
   }
 
@@ -287,7 +287,7 @@ export class RefcountStore {
     const perCluster = cs / 8;
     const wanted = Math.max(minEntries, Math.ceil(this.table.length * 1.5), this.table.length + 1);
     const tableClusters = Math.ceil(wanted / perCluster);
-    if (tableClusters * cs > MAX_REFTABLE_BYTES) throw new ImageFormatError("refcount table would exceed the 8 MiB limit (image too large)");
+    if (tableClusters * cs > MAX_REFTABLE_BYTES) throw new ImageFormatError("refcount table would exceed the 8 MiB limit (image too large)", { corruption: false });
     const newEntries = tableClusters * perCluster;
     this.placeNewStructures(newEntries, tableClusters, (c) => this.get(c), false);
   }

@@ -10,7 +10,8 @@ const now = (): bigint => process.hrtime.bigint();
 export class AccountingFile implements BlockFile {
   private costs: CostBreakdown = {};
 
-  constructor(readonly inner: BlockFile) {}
+  /** The file underneath (Qcow2Image.open puts a staging layer here while it opens the image). */
+  constructor(public inner: BlockFile) {}
 
   get name(): string {
     return this.inner.name;

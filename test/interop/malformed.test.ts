@@ -40,7 +40,10 @@ function mutant(mutate: (b: Buffer) => unknown, use: (file: string) => void): vo
   const f = path.join(dir, `m${n++}.qcow2`);
   fs.writeFileSync(f, b);
   use(f);
-  expect(fs.readFileSync(f).equals(b), "the image must not be written").toBe(true);
+  // Found corrupt while open for writing, the image is marked corrupt (as QEMU does): that bit, nothing else.
+  const after = fs.readFileSync(f);
+  if (after.length === b.length && after[79] === (b[79] | 2)) after[79] = b[79];
+  expect(after.equals(b), "the image must not be written (but for the corrupt bit)").toBe(true);
 }
 
 /** Opening (read-write) and reading everything fails with this message; the error is one of the engine's. */
@@ -101,6 +104,31 @@ describe("malformed images", () => {
       const l2 = Number(b.readBigUInt64BE(l1) & 0xffffffffffffn);
       b.writeUInt32BE(b.readUInt32BE(l2 + 4) | 0x2, l2 + 4);
     }, expectRefused(/reserved bits/)));
+});
+
+describe("an image found corrupt while open for writing", () => {
+  it("is marked corrupt as QEMU marks it, refused from then on, and repaired by check -r all", () => {
+    const f = path.join(dir, "marked.qcow2");
+    const b = Buffer.from(valid());
+    const l1 = be(b).u64(40);
+    const l2 = Number(b.readBigUInt64BE(l1) & 0xffffffffffffn);
+    b.writeUInt32BE(b.readUInt32BE(l2 + 4) | 0x2, l2 + 4); // reserved bits in guest cluster 0's entry
+    fs.writeFileSync(f, b);
+    const img = openImagePath(f) as Qcow2Image;
+    expect(() => img.read(600 << 20, 4096)).not.toThrow(); // another L2 table: fine
+    expect(() => img.read(0, 4096)).toThrow(/reserved bits/);
+    expect(img.corrupt).toBe(true);
+    expect(() => img.write(600 << 20, new Uint8Array(4096))).toThrow(/image is corrupt .* refused/);
+    expect(() => img.read(600 << 20, 4096)).toThrow(/refused/);
+    img.close();
+    const after = fs.readFileSync(f);
+    expect(after[79] & 2, "corrupt bit").toBe(2);
+    after[79] &= ~2;
+    expect(after.equals(b), "nothing but the corrupt bit was written").toBe(true);
+    expect(qemuImg(["info", f])).toMatch(/corrupt: true/);
+    expect(() => openImagePath(f)).toThrow(/marked corrupt/);
+    openImagePath(f, { readOnly: true }).close();
+  });
 });
 
 describe("requests and writers", () => {
