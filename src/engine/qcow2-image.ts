@@ -623,8 +623,10 @@ export class Qcow2Image implements VirtualDisk {
     const slice = m.slice;
     const index = m.index;
     const newOffset = this.scheme.allocate(1, "data");
-    // A reused cluster holds stale bytes until this write is durable: like COW data, it must reach the disk
-    // before the entry that maps it. A cluster past the end of the file reads as zeroes until then.
+    // The data reaches the disk before the entry that maps it, whatever the cluster: a COW copy or a reused
+    // cluster would show stale bytes, and an entry for a cluster past the end of the file that was never
+    // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
+    // A cluster past the end of the file reads as zeroes until it is written.
     const reused = newOffset < this.file.size();
     if (!isCow && !reused && full !== src) {
       // A fresh cluster past the end of the file reads as zeroes where the write does not reach (as QEMU's
@@ -638,7 +640,7 @@ export class Qcow2Image implements VirtualDisk {
     if (this.l2.extended) this.l2.setBitmap(viewOf(buf), index, 0xffffffff, 0); // was compressed
     this.l2Cache.markDirty(slice);
     this.scheme.referenced();
-    if (isCow || reused) this.l2Cache.flushBeforeWrite = true;
+    this.l2Cache.flushBeforeWrite = true;
     if (oldOffset > 0) this.scheme.release(oldOffset / cs, "data");
     if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c, "data");
   }
