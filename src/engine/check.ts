@@ -256,6 +256,7 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
 /** Counts the references of one L1 view. `active`: also collect COPIED checks and allocation statistics. */
 function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): void {
   const cs = img.clusterSize;
+  const fileSize = img.file.size();
   let nextContiguous = 0;
   const diskL1Entries = Math.ceil(img.size / (cs * img.l2Entries));
   for (let i = 0; i < l1.length; i++) {
@@ -278,6 +279,18 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
         const e = img.l2.decode(view, j);
         const guestCluster = i * img.l2Entries + s / img.l2.entryBytes + j;
         const inDisk = i < diskL1Entries;
+        if (e.type === ClusterType.Compressed || e.offset) {
+          // A reference a cluster or more past the end of the file (QEMU's check says the same, and cannot
+          // repair it either).
+          const [first, last] = e.type === ClusterType.Compressed ? img.l2.compressedClusters(e) : [e.offset / cs, e.offset / cs];
+          if (last * cs >= fileSize) {
+            const offset = e.type === ClusterType.Compressed ? e.offset : first * cs;
+            const size = e.type === ClusterType.Compressed ? e.compressedSize : cs;
+            walk.messages.push(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${size.toString(16)}`);
+            walk.corruptions++;
+            continue;
+          }
+        }
         if (e.type === ClusterType.Compressed) {
           const [a, b] = img.l2.compressedClusters(e);
           for (let c = a; c <= b; c++) walk.refs.add(c);

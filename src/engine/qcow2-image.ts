@@ -459,6 +459,16 @@ export class Qcow2Image implements VirtualDisk {
     }
   }
 
+  /**
+   * A cluster written in place must lie inside the file: an entry pointing past its end is a corruption (no
+   * write of refcow's leaves one), and writing there would grow the file to wherever the entry points.
+   */
+  private checkInFile(hostOffset: number, guestOffset: number): void {
+    if (hostOffset >= this.file.size()) {
+      throw new ImageFormatError(`image is corrupt: guest offset 0x${guestOffset.toString(16)} maps to host offset 0x${hostOffset.toString(16)}, past the end of the image`);
+    }
+  }
+
   // ---------------------------------------------------------------------------------------------------- read
 
   read(offset: number, length: number): Uint8Array {
@@ -604,6 +614,7 @@ export class Qcow2Image implements VirtualDisk {
     }
     if ((e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && this.scheme.mayWriteInPlace(e.copied, e.offset / cs, "data")) {
       this.checkDataCluster(e.offset, guestPos);
+      this.checkInFile(e.offset, guestPos);
       if (e.type === ClusterType.Normal) {
         this.file.write(src, e.offset + inCluster, "guest-data");
         return;
@@ -688,6 +699,7 @@ export class Qcow2Image implements VirtualDisk {
     const guestPos = gc * cs + inCluster;
     const inPlace = e.offset !== 0 && this.scheme.mayWriteInPlace(e.copied, e.offset / cs, "data");
     if (e.offset) this.checkDataCluster(e.offset, guestPos);
+    if (inPlace) this.checkInFile(e.offset, guestPos);
     const newAlloc = (oldAlloc | rangeMask) >>> 0;
     const newZero = (oldZero & ~rangeMask) >>> 0;
     // Subclusters whose contents must be (re)written: the range, plus all allocated ones when copying.

@@ -12,11 +12,11 @@
  * the snapshot only: the active layer drops it right after the snapshot is taken.
  */
 import { alignUp } from "../format/bytes.js";
-import { ClusterType } from "../format/l1l2.js";
+import { ClusterType, type L2Entry } from "../format/l1l2.js";
 import { MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS } from "../format/header.js";
 import { serializeSnapshotTable, snapshotTableSize, type SnapshotEntry } from "../format/snapshot-table.js";
 import { encodeL1 } from "../format/l1l2.js";
-import { SnapshotError } from "./errors.js";
+import { ImageFormatError, SnapshotError } from "./errors.js";
 import type { Qcow2Image } from "./qcow2-image.js";
 import type { SnapshotCreateOptions, SnapshotInfo } from "./types.js";
 
@@ -183,9 +183,26 @@ export function dropActiveVmState(img: Qcow2Image): void {
   img.flushMetadata();
 }
 
+/**
+ * The host clusters an L2 entry references, checked to lie inside the file: an entry that points a cluster or
+ * more past its end is a corruption (QEMU's check calls it one), and counting it would create refcount
+ * structures out there.
+ */
+function referencedClusters(img: Qcow2Image, e: L2Entry, fileClusters: number): [number, number] | undefined {
+  let range: [number, number];
+  if (e.type === ClusterType.Compressed) range = img.l2.compressedClusters(e);
+  else if (e.offset) range = [e.offset / img.clusterSize, e.offset / img.clusterSize];
+  else return undefined;
+  if (range[1] >= fileClusters) {
+    throw new ImageFormatError(`an L2 entry references host offset 0x${(range[1] * img.clusterSize).toString(16)}, past the end of the image (${img.file.size()} bytes)`);
+  }
+  return range;
+}
+
 /** Calls `fn` for every host cluster an L1 view references: its L2 tables ("l2") and their data ("data"). */
 export function forEachReference(img: Qcow2Image, l1: number[], fn: (cluster: number, kind: "l2" | "data") => void): void {
   const cs = img.clusterSize;
+  const fileClusters = Math.ceil(img.file.size() / cs);
   for (const l2Offset of l1) {
     if (!l2Offset) continue;
     for (let s = 0; s < cs; s += img.sliceBytes) {
@@ -193,13 +210,8 @@ export function forEachReference(img: Qcow2Image, l1: number[], fn: (cluster: nu
       const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
       const found: number[] = [];
       for (let i = 0; i < img.sliceEntries; i++) {
-        const e = img.l2.decode(view, i);
-        if (e.type === ClusterType.Compressed) {
-          const [a, b] = img.l2.compressedClusters(e);
-          for (let c = a; c <= b; c++) found.push(c);
-        } else if (e.offset) {
-          found.push(e.offset / cs);
-        }
+        const r = referencedClusters(img, img.l2.decode(view, i), fileClusters);
+        if (r) for (let c = r[0]; c <= r[1]; c++) found.push(c);
       }
       for (const c of found) fn(c, "data");
     }
@@ -260,6 +272,7 @@ export function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): voi
   const rc = img.refcounts;
   const adds = new Map<number, number>();
   const bump = (c: number) => adds.set(c, (adds.get(c) ?? 0) + 1);
+  const fileClusters = Math.ceil(img.file.size() / cs);
   for (const l2Offset of l1) {
     if (!l2Offset) continue;
     bump(l2Offset / cs);
@@ -267,11 +280,8 @@ export function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): voi
       const buf = img.l2Cache.get(l2Offset + s);
       const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
       for (let i = 0; i < img.sliceEntries; i++) {
-        const e = img.l2.decode(view, i);
-        if (e.type === ClusterType.Compressed) {
-          const [a, b] = img.l2.compressedClusters(e);
-          for (let c = a; c <= b; c++) bump(c);
-        } else if (e.offset) bump(e.offset / cs);
+        const r = referencedClusters(img, img.l2.decode(view, i), fileClusters);
+        if (r) for (let c = r[0]; c <= r[1]; c++) bump(c);
       }
     }
   }
@@ -290,6 +300,7 @@ export function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): voi
 export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCopied: boolean): void {
   const cs = img.clusterSize;
   const rc = img.refcounts;
+  const fileClusters = Math.ceil(img.file.size() / cs);
   for (const l2Offset of l1) {
     if (!l2Offset) continue;
     for (let s = 0; s < cs; s += img.sliceBytes) {
@@ -299,6 +310,7 @@ export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCo
       let dirty = false;
       for (let i = 0; i < img.sliceEntries; i++) {
         const e = img.l2.decode(view, i);
+        referencedClusters(img, e, fileClusters);
         if (e.type === ClusterType.Compressed) {
           const [a, b] = img.l2.compressedClusters(e);
           for (let c = a; c <= b; c++) rc.change(c, delta);
