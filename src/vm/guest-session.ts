@@ -172,6 +172,7 @@ export class GuestSession {
   private readonly t0 = performance.now();
   private phaseChain: Promise<void> = Promise.resolve();
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   static async open(o: GuestSessionOptions): Promise<GuestSession> {
     const progress = o.onProgress ?? (() => undefined);
@@ -373,18 +374,23 @@ export class GuestSession {
     return { name, drainMs, applyMs, vmStateBytes: blob.length, vmStateReadMs, restoreMs, resumeMs, pauseMs: ms(t0) };
   }
 
-  /** Stops the guest, closes the image (flushing it: it is left clean) and the worker pool. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    let first: unknown;
-    for (const step of [() => this.guest.destroy(), () => this.client.close(), () => this.pool.destroy()]) {
-      try {
-        await step();
-      } catch (e) {
-        first ??= e;
+  /**
+   * Stops the guest, closes the image (flushing it: it is left clean) and the worker pool. Idempotent: every
+   * call resolves when the one close is done. A command running in the guest fails with "guest destroyed".
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      let first: unknown;
+      for (const step of [() => this.guest.destroy(), () => this.client.close(), () => this.pool.destroy()]) {
+        try {
+          await step();
+        } catch (e) {
+          first ??= e;
+        }
       }
-    }
-    if (first) throw first;
+      if (first) throw first;
+    })();
+    return this.closing;
   }
 }

@@ -70,6 +70,11 @@ export interface GuestWorkloadOptions {
   engineStats?: boolean;
   memoryMiB?: number;
   cmdline?: string;
+  /**
+   * Aborting stops the run: the guest is stopped and the image closed cleanly, and the call rejects with
+   * an Error "interrupted".
+   */
+  signal?: AbortSignal;
   /** Progress messages; `transient` ones (counters) may overwrite each other on a terminal. */
   onProgress?: (message: string, transient?: boolean) => void;
 }
@@ -132,9 +137,15 @@ export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWo
     cmdline: o.cmdline,
     onProgress: (m) => progress(m),
   });
+  const abort = () => void session.close().catch(() => undefined);
+  o.signal?.addEventListener("abort", abort, { once: true });
   try {
+    if (o.signal?.aborted) throw new Error("interrupted");
     return await runOn(session, o, progress);
+  } catch (e) {
+    throw o.signal?.aborted ? new Error("interrupted") : e;
   } finally {
+    o.signal?.removeEventListener("abort", abort);
     await session.close();
   }
 }

@@ -114,9 +114,19 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
     }
   };
 
+  // Ctrl-C: stop the guest and close the image cleanly rather than leave it open mid-run.
+  const interrupt = new AbortController();
+  const onSigint = () => {
+    if (transientShown) io.err("\r\x1b[K");
+    transientShown = false;
+    io.err("refcow: interrupted: closing the image...\n");
+    interrupt.abort();
+  };
+  process.once("SIGINT", onSigint);
   let result: GuestWorkloadResult;
   try {
     result = await runGuestWorkload({
+      signal: interrupt.signal,
       image,
       size,
       scheme,
@@ -134,8 +144,11 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
     });
   } catch (e) {
     if (transientShown) io.err("\r\x1b[K");
+    if (interrupt.signal.aborted) throw new CliError("run: interrupted; the image was closed", 130);
     if (e instanceof RangeError) throw new UsageError(e.message);
     throw new CliError(`run: ${messageOf(e)}`);
+  } finally {
+    process.removeListener("SIGINT", onSigint);
   }
   if (transientShown) io.err("\r\x1b[K");
   const json = JSON.stringify(result, null, 2) + "\n";
@@ -144,7 +157,7 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   return 0;
 }
 
-const us = (x: number) => (x >= 10_000 ? x.toFixed(0) : x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const us = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(b % 2 ** 20 === 0 ? 0 : 1)} MiB`;
 
 function cells(s: LatencyStats, withService: boolean): string[] {

@@ -1,0 +1,72 @@
+/**
+ * `refcow run` as the user runs it: the per-phase table and the snapshot line, and Ctrl-C in the middle of a
+ * run (the image is closed cleanly, `qemu-img check` passes). The guest resumes the cached warm-start state
+ * (guest-session.test.ts uses the same disk size, so at most one of the two files prepares it).
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { main } from "../../src/cli/main.js";
+import { ensureGuestImage, repoRoot } from "../../src/vm/guest-image.js";
+
+const dir = mkdtempSync(path.join(tmpdir(), "refcow-run-cli-"));
+const log = (m: string) => process.stderr.write(m);
+
+beforeAll(async () => {
+  await ensureGuestImage({ onProgress: (m) => log(m + "\n") });
+}, 15 * 60_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function qemuCheckClean(image: string): void {
+  const r = spawnSync("qemu-img", ["check", image], { encoding: "utf8" });
+  expect(r.status, r.stdout + r.stderr).toBe(0);
+  expect(r.stdout).toContain("No errors were found on the image.");
+}
+
+describe("refcow run", () => {
+  it("prints the per-phase table, the snapshot and the engine's I/O", async () => {
+    const image = path.join(dir, "table.qcow2");
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(["run", "--workload", "rand4k", "--clusters", "8", "--size", "64M", "--snapshot-at", "in-place", "--scheme", "lazy", "-t", "writethrough", image], {
+      out: (t) => out.push(t),
+      err: (t) => err.push(t),
+    });
+    expect(code, err.join("")).toBe(0);
+    const text = out.join("");
+    expect(text).toMatch(/^rand4k on .*table\.qcow2: scheme lazy, cache writethrough, 64 MiB, 64 KiB clusters \(created\)\n/);
+    expect(text).toMatch(/\nphase +writes +median µs +p99 µs +engine µs +reads +median µs +p99 µs +flushes +median µs +p99 µs +time s\n/);
+    for (const ph of ["fill", "in-place", "post-snapshot"]) expect(text).toMatch(new RegExp(`\\n${ph} +8 +[0-9.]+ +[0-9.]+ +[0-9.]+ +0 +- +- +[1-9]`));
+    expect(text).toMatch(/\nsnapshot 'refcow-run' \(id 1\) before in-place: guest paused [0-9.]+ ms = drain /);
+    expect(text).toMatch(/\nengine I\/O per phase:\n {2}fill: .*guest-data 8w/);
+    expect(err.join("")).toMatch(/\[run\] phase 3\/3 post-snapshot: done/);
+    qemuCheckClean(image);
+  }, 5 * 60_000);
+
+  it("closes the image cleanly on Ctrl-C in the middle of a run", async () => {
+    const bin = path.join(repoRoot(), "bin", "refcow.js");
+    expect(existsSync(path.join(repoRoot(), "dist", "cli", "commands", "run.js")), "dist/ is not built: run 'npm run build'").toBe(true);
+    const image = path.join(dir, "interrupted.qcow2");
+    const child = spawn(process.execPath, [bin, "run", "--workload", "rand4k", "--clusters", "96", "--size", "64M", "--scheme", "lazy", image], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    let sent = false;
+    child.stderr.on("data", (b: Buffer) => {
+      stderr += b.toString();
+      // in the middle of the in-place phase: the lazy scheme has its dirty bit set
+      if (!sent && /phase 2\/3 in-place: /.test(stderr)) {
+        sent = true;
+        setTimeout(() => child.kill("SIGINT"), 500);
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+    expect(sent, stderr).toBe(true);
+    expect(code, stderr).toBe(130);
+    expect(stderr).toContain("refcow: interrupted: closing the image...");
+    expect(stderr).toContain("refcow: run: interrupted; the image was closed");
+    qemuCheckClean(image);
+    const info = spawnSync("qemu-img", ["info", "--output=json", image], { encoding: "utf8" });
+    expect((JSON.parse(info.stdout) as { "dirty-flag"?: boolean })["dirty-flag"]).toBe(false);
+  }, 5 * 60_000);
+});
