@@ -1011,6 +1011,18 @@ export class Qcow2Image implements VirtualDisk {
     this.sync("header");
   }
 
+  /**
+   * @internal Writes the incompatible feature bits alone (8 bytes in the first sector, so a crash leaves the
+   * old bits or the new ones) and flushes. A bit whose meaning lives in a header extension is set only once
+   * the extension is durable, and cleared before it goes: a rewrite of the whole header cluster can be torn.
+   */
+  writeIncompatibleFeatures(): void {
+    const field = new Uint8Array(8);
+    new DataView(field.buffer).setBigUint64(0, this.header.incompatibleFeatures);
+    this.file.write(field, 72, "header");
+    this.sync("header");
+  }
+
   /** @internal Rewrites the header cluster and flushes (the header is the switch point of every structural change). */
   writeHeader(): void {
     this.header.featureNames = STANDARD_FEATURE_NAMES;
@@ -1048,11 +1060,8 @@ export class Qcow2Image implements VirtualDisk {
     this.refcounts?.cache.reset();
     if (this.header.version === 3) {
       this.header.incompatibleFeatures |= INCOMPAT_CORRUPT;
-      const field = new Uint8Array(8);
-      new DataView(field.buffer).setBigUint64(0, this.header.incompatibleFeatures);
       try {
-        this.file.write(field, 72, "header");
-        this.sync("header");
+        this.writeIncompatibleFeatures();
       } catch {
         // The request's own error is the one to report.
       }

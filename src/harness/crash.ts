@@ -60,7 +60,7 @@ export interface CrashTestOptions {
   /** Geometry name; by default the seeds rotate through CRASH_GEOMETRIES. */
   geometry?: string;
   alloc?: AllocPolicyName;
-  /** Tear points per last write (default 1; Infinity: every sector boundary). */
+  /** Tear points per last write (default 2: after its first sector, and before its last; Infinity: every boundary). */
   torn?: number;
   /** Non-prefix subsets of the unflushed writes per crash point (default 2). */
   subsets?: number;
@@ -505,7 +505,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
           const points = opts.at !== undefined ? [opts.at] : w.fault.writePoints();
           for (const at of points) {
             cell.crashPoints++;
-            for (const state of w.fault.crashStates(at, { torn: opts.torn ?? 1, subsets: opts.subsets ?? 2, random: stateRandom })) {
+            for (const state of w.fault.crashStates(at, { torn: opts.torn ?? 2, subsets: opts.subsets ?? 2, random: stateRandom })) {
               cell.states++;
               const file = w.fault.materialize(state);
               const head = new Uint8Array(112);

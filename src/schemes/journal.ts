@@ -63,8 +63,10 @@ export class JournalScheme extends EagerScheme {
     img.sync("journal");
     img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
     img.header.extensions.push({ type: EXT_REFCOW_JOURNAL, data: encodeJournalExtension(this.loc) });
-    img.header.incompatibleFeatures |= INCOMPAT_REFCOW_JOURNAL;
+    // The extension is durable before the bit that makes it matter (the header cluster's write may tear).
     img.writeHeader();
+    img.header.incompatibleFeatures |= INCOMPAT_REFCOW_JOURNAL;
+    img.writeIncompatibleFeatures();
     img.l2Cache.onDirty = (o) => this.pendingL2.add(o);
     this.refcounts.onChange = (o, len) => this.pendingRc.set(o, Math.max(len, this.pendingRc.get(o) ?? 0));
     this.refcounts.usedBy = (c) => this.journaled.has(c);
@@ -253,9 +255,11 @@ export class JournalScheme extends EagerScheme {
     this.refcounts.onChange = null;
     this.refcounts.cache.beforeWriteHook = null;
     this.refcounts.usedBy = null;
-    // The journal goes away: the header forgets it first (a crash in between leaks the area, no worse).
-    img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
+    // The journal goes away: the header forgets it first (a crash in between leaks the area, no worse), the
+    // bit before the extension.
     img.header.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
+    img.writeIncompatibleFeatures();
+    img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
     img.writeHeader();
     for (let i = 0; i < this.loc.clusters; i++) this.refcounts.change(this.loc.offset / img.clusterSize + i, -1);
     this.refcounts.cache.writeDirty();

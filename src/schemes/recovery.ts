@@ -20,8 +20,12 @@ export function recoverAfterLoad(img: Qcow2Image): void {
   const h = img.header;
   const loc = findJournal(h);
   if (!loc) return;
+  // The bit first, alone, then the extension (a rewrite of the header cluster can tear).
+  if (h.incompatibleFeatures & INCOMPAT_REFCOW_JOURNAL) {
+    h.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
+    img.writeIncompatibleFeatures();
+  }
   h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
-  h.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
   img.writeHeader();
   // A dirty image is rebuilt from its tables next, and they do not reference the journal area.
   if (!(h.incompatibleFeatures & INCOMPAT_DIRTY)) {
