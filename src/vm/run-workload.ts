@@ -2,7 +2,7 @@
  * runGuestWorkload: one run of a guest workload on one image — the programmatic form of `refcow run`, and
  * what the experiment calls once per scheme and cache mode.
  *
- *   import { runGuestWorkload } from "refcow/dist/vm/run-workload.js";
+ *   import { runGuestWorkload } from "../vm/run-workload.js";   // dist/vm/run-workload.js once built
  *
  *   const r = await runGuestWorkload({
  *     image: "/tmp/eager.qcow2",      // created when missing (qcow2, 64 KiB clusters, `size`)
