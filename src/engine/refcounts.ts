@@ -99,6 +99,11 @@ export class RefcountStore {
   change(cluster: number, delta: number): number {
     const epb = this.codec.entriesPerBlock;
     const r = Math.floor(cluster / epb);
+    if (delta < 0 && !(r < this.table.length && this.table[r])) {
+      // No block: the count is 0. Creating one (wherever the cluster is: a corrupt entry can point terabytes
+      // away) only to find that would be a write to an image about to be found corrupt.
+      throw new ImageFormatError(`refcount of cluster ${cluster} would drop below zero (image is corrupt)`);
+    }
     const block = this.ensureBlock(r);
     const buf = this.cache.get(block);
     const idx = cluster % epb;

@@ -90,11 +90,20 @@ function checksum(txn: Uint8Array, payload: number): number {
   return crc32(txn.subarray(TXN_HEADER, TXN_HEADER + payload), head) >>> 0;
 }
 
-/** Reads the committed transactions of a journal, in order. */
+/** The largest journal refcow reads (it writes 1 MiB ones, 2 clusters at least). */
+export const MAX_JOURNAL_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads the committed transactions of a journal, in order. A transaction whose checksum holds but whose records
+ * do not make sense (running past the transaction, aimed at the header, the journal itself, or past the end of
+ * the file) means the image is corrupt: nothing of it is replayed.
+ */
 export function readTransactions(file: BlockFile, loc: JournalLocation, clusterSize: number): { records: JournalRecord[][]; nextSeq: bigint; end: number } {
   const size = loc.clusters * clusterSize;
+  if (size > MAX_JOURNAL_BYTES) throw new ImageFormatError(`refcow journal is too large (${size} bytes)`);
   const area = new Uint8Array(size);
   file.read(area, loc.offset, "journal");
+  const fileEnd = Math.ceil(file.size() / clusterSize) * clusterSize;
   const v = new DataView(area.buffer);
   if (v.getUint32(0) !== JOURNAL_MAGIC) throw new ImageFormatError("refcow journal has a bad magic number");
   let seq = v.getBigUint64(8);
@@ -103,15 +112,23 @@ export function readTransactions(file: BlockFile, loc: JournalLocation, clusterS
   while (pos + TXN_HEADER <= size) {
     if (v.getUint32(pos) !== TXN_MAGIC || v.getBigUint64(pos + 8) !== seq) break;
     const payload = v.getUint32(pos + 4);
-    if (pos + TXN_HEADER + payload > size) break;
+    if (payload > size - pos - TXN_HEADER) break;
     const txn = area.subarray(pos, pos + TXN_HEADER + payload);
     if (checksum(txn, payload) !== v.getUint32(pos + 20)) break;
     const count = v.getUint32(pos + 16);
+    const end = pos + TXN_HEADER + payload;
+    const bad = (why: string) => new ImageFormatError(`refcow journal transaction ${seq} is invalid: ${why}`);
     const recs: JournalRecord[] = [];
     let p = pos + TXN_HEADER;
     for (let i = 0; i < count; i++) {
-      const offset = Number(v.getBigUint64(p));
+      if (p + 16 > end) throw bad(`record ${i} of ${count} runs past the transaction`);
+      const big = v.getBigUint64(p);
       const len = v.getUint32(p + 8);
+      if (len > clusterSize || p + 16 + len > end) throw bad(`record ${i} is ${len} bytes long`);
+      const offset = Number(big);
+      if (big >= BigInt(fileEnd) || offset + len > fileEnd) throw bad(`record ${i} is aimed at offset 0x${big.toString(16)}, past the end of the image`);
+      if (offset < clusterSize) throw bad(`record ${i} is aimed at the image header`);
+      if (offset + len > loc.offset && offset < loc.offset + size) throw bad(`record ${i} is aimed at the journal itself`);
       recs.push({ offset, data: area.slice(p + 16, p + 16 + len) });
       p += 16 + Math.ceil(len / 8) * 8;
     }
@@ -131,7 +148,7 @@ export function replayJournal(file: BlockFile, header: Qcow2Header, clusterSize:
   const loc = findJournal(header);
   if (!loc) throw new ImageFormatError("the refcow journal bit is set but the image has no journal extension");
   // The area may extend past the end of the file (never written there): it reads as zeroes.
-  if (loc.offset % clusterSize || loc.offset === 0 || loc.clusters === 0 || loc.clusters > 65536) {
+  if (loc.offset % clusterSize || loc.offset === 0 || loc.clusters === 0 || !Number.isSafeInteger(loc.offset)) {
     throw new ImageFormatError(`refcow journal location 0x${loc.offset.toString(16)} is invalid`);
   }
   if (file.readOnly) throw new ImageFormatError("image has a refcow journal to replay: open it writable once (refcow replays it)");

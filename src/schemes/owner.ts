@@ -156,7 +156,9 @@ export class OwnerScheme implements RefcountScheme {
     const entries = v.getUint32(8);
     const active = v.getUint32(12);
     const count = v.getUint32(16);
-    if (offset % img.clusterSize || entries > 1 << 28) return false;
+    // The table was written inside the file (past the end of everything else): one that is not is damaged,
+    // and its size must not be trusted for an allocation.
+    if (offset % img.clusterSize || !Number.isSafeInteger(offset) || offset + entries * 4 > img.file.size()) return false;
     const nodes = new Map<number, OwnerNode>();
     let p = 20;
     const dec = new TextDecoder();

@@ -7,7 +7,8 @@ import type { Qcow2Header } from "../format/header.js";
 import { INCOMPAT_DIRTY, INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
 import type { Qcow2Image } from "../engine/qcow2-image.js";
 import { ImageFormatError } from "../engine/errors.js";
-import { EXT_REFCOW_JOURNAL, findJournal, replayJournal } from "./journal-format.js";
+import { referenceCounts } from "../engine/check.js";
+import { EXT_REFCOW_JOURNAL, findJournal, type JournalLocation, MAX_JOURNAL_BYTES, replayJournal } from "./journal-format.js";
 
 export function recoverBeforeLoad(file: BlockFile, header: Qcow2Header, clusterSize: number, readOnly: boolean): void {
   if (!(header.incompatibleFeatures & INCOMPAT_REFCOW_JOURNAL)) return;
@@ -15,11 +16,20 @@ export function recoverBeforeLoad(file: BlockFile, header: Qcow2Header, clusterS
   replayJournal(file, header, clusterSize);
 }
 
-/** Removes a (replayed or empty) journal from a writable image: its clusters are freed, the header forgets it. */
+/**
+ * Removes a (replayed or empty) journal from a writable image: the header forgets it, and its clusters are
+ * freed — those of them that nothing references (they are leaks then): the extension is only a pointer, and a
+ * damaged one must not free live clusters.
+ */
 export function recoverAfterLoad(img: Qcow2Image): void {
   const h = img.header;
-  const loc = findJournal(h);
-  if (!loc) return;
+  if (!h.extensions.some((e) => e.type === EXT_REFCOW_JOURNAL)) return;
+  let loc: JournalLocation | undefined;
+  try {
+    loc = findJournal(h);
+  } catch {
+    loc = undefined; // a truncated extension: dropped, its area (if any) left as a leak
+  }
   // The bit first, alone, then the extension (a rewrite of the header cluster can tear).
   if (h.incompatibleFeatures & INCOMPAT_REFCOW_JOURNAL) {
     h.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
@@ -28,12 +38,16 @@ export function recoverAfterLoad(img: Qcow2Image): void {
   h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
   img.writeHeader();
   // A dirty image is rebuilt from its tables next, and they do not reference the journal area.
-  if (!(h.incompatibleFeatures & INCOMPAT_DIRTY)) {
-    for (let i = 0; i < loc.clusters; i++) {
-      const c = loc.offset / img.clusterSize + i;
-      if (img.refcounts.get(c) > 0) img.refcounts.change(c, -1);
-    }
-    img.refcounts.cache.writeDirty();
-    img.sync("refcount");
+  if (!loc || h.incompatibleFeatures & INCOMPAT_DIRTY) return;
+  const cs = img.clusterSize;
+  if (loc.offset % cs || !Number.isSafeInteger(loc.offset) || loc.clusters * cs > MAX_JOURNAL_BYTES) return;
+  const first = loc.offset / cs;
+  const end = Math.min(first + loc.clusters, Math.ceil(img.file.size() / cs));
+  if (first >= end) return;
+  const refs = referenceCounts(img);
+  for (let c = first; c < end; c++) {
+    if (img.refcounts.get(c) > 0 && !(refs[c] > 0)) img.refcounts.change(c, -1);
   }
+  img.refcounts.cache.writeDirty();
+  img.sync("refcount");
 }
