@@ -290,6 +290,7 @@ export class Qcow2Image implements VirtualDisk {
         },
         endCluster: () => Math.ceil(this.file.size() / cs),
         onClusterFreed: (c) => this.onClusterFreed(c),
+        checkFree: (c) => this.checkFree(c),
       },
       h.refcountOrder,
       h.refcountTableOffset,
@@ -450,6 +451,24 @@ export class Qcow2Image implements VirtualDisk {
     if (off >= this.refcounts.tableOffset && off < this.refcounts.tableOffset + this.refcounts.tableClusters * cs) return "the refcount table";
     if (h.nbSnapshots && off >= h.snapshotsOffset && off < h.snapshotsOffset + cs) return "the snapshot table";
     return undefined;
+  }
+
+  /**
+   * @internal QEMU's metadata overlap check, for a cluster about to be allocated: a count of 0 on the header,
+   * the active L1 table or one of its L2 tables, the refcount table or a refcount block, the snapshot table or
+   * a snapshot's L1 table means the refcounts are corrupt, and writing there would destroy the structure.
+   */
+  checkFree(cluster: number): void {
+    const cs = this.clusterSize;
+    const off = cluster * cs;
+    let what = this.metadataAt(cluster);
+    if (!what && this.l1.includes(off)) what = "an L2 table of the active layer";
+    if (!what && this.refcounts.table.includes(off)) what = "a refcount block";
+    if (!what) {
+      const sn = this.snapshots.find((s) => off >= s.l1TableOffset && off < s.l1TableOffset + alignUp(s.l1Size * 8, cs));
+      if (sn) what = `the L1 table of snapshot '${sn.name}'`;
+    }
+    if (what) throw new ImageFormatError(`image is corrupt: cluster ${cluster} is free according to its refcount but holds ${what}`);
   }
 
   private checkDataCluster(hostOffset: number, guestOffset: number): void {

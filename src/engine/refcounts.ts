@@ -26,6 +26,8 @@ export interface RefcountHost {
   endCluster(): number;
   /** Called when a cluster's count drops to zero, so caches holding it can forget it. */
   onClusterFreed(cluster: number): void;
+  /** Throws when a cluster about to be handed out holds metadata (its count says free: the image is corrupt). */
+  checkFree?(cluster: number): void;
 }
 
 export class RefcountStore {
@@ -156,6 +158,11 @@ export class RefcountStore {
    */
   allocate(n: number, claim?: (start: number, n: number) => void): number {
     const start = this.findFree(n);
+    if (this.host.checkFree) {
+      // Clusters inside the file may hold anything a damaged count lets through; past the end, nothing.
+      const inFile = Math.min(start + n, Math.ceil(this.host.file.size() / this.host.clusterSize));
+      for (let c = start; c < inFile; c++) this.host.checkFree(c);
+    }
     this.reservedStart = start;
     this.reservedEnd = start + n;
     try {

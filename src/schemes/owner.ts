@@ -217,6 +217,8 @@ export class OwnerScheme implements RefcountScheme {
       }
     }
     const start = c - n + 1;
+    const inFile = Math.min(start + n, Math.ceil(img.file.size() / img.clusterSize));
+    for (let i = start; i < inFile; i++) img.checkFree(i);
     for (let i = 0; i < n; i++) this.setOwner(start + i, id);
     if (start === this.freeIndex) this.freeIndex = start + n;
     if (start + n > this.allocatedEnd) this.allocatedEnd = start + n;
