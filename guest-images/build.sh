@@ -3,7 +3,8 @@
 #
 #   bzImage            Debian bookworm i386 linux-image-6.1.0-*-686 (/boot/vmlinuz-*)
 #   initramfs.cpio     busybox-static (i386) + the IDE modules (loaded by /init) and the ext4 ones (loaded on
-#                      demand) (uncompressed, signatures removed, dependency order) + /init.
+#                      demand) (uncompressed, signatures removed, dependency order) + /init + /bin/refcow-io
+#                      (refcow-io.c, when the host has a C compiler).
 #                      Not compressed: gunzip of ~4 MB costs the emulated CPU ~2.5 s of boot time; a local
 #                      4 MB file costs nothing.
 #   bios.bin           Debian seabios  /usr/share/seabios/bios.bin
@@ -46,7 +47,7 @@ MODULES=(scsi_common scsi_mod libata ata_piix crct10dif_common crc-t10dif crct10
 # /etc/modules-fs.order: loading them costs the boot over a second and only that workload mounts anything.
 FS_MODULES=(crc16 mbcache jbd2 crc32c_generic ext4)
 
-RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/init" | sha256sum | cut -c1-16)
+RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/init" "$HERE/refcow-io.c" | sha256sum | cut -c1-16)
 OUTPUTS=(bzImage initramfs.cpio bios.bin vgabios.bin manifest.json)
 
 up_to_date() {
@@ -246,6 +247,22 @@ for i in "${!ORDER[@]}"; do
   if [ "$i" -lt "$BOOT_COUNT" ]; then echo "$n" >>"$STAGE/etc/modules.order"; else echo "$n" >>"$STAGE/etc/modules-fs.order"; fi
 done
 install -m 0755 "$HERE/init" "$STAGE/init"
+
+# refcow-io (refcow-io.c): back-to-back O_DIRECT requests at listed offsets, for the workloads. Built with the
+# host's C compiler when there is one (freestanding i386: no 32-bit libc needed); without it the workloads
+# fall back to one busybox dd process per request.
+REFCOW_IO=false
+if command -v cc >/dev/null 2>&1; then
+  if cc -m32 -Os -static -nostdlib -ffreestanding -fno-pic -fno-pie -no-pie -fno-stack-protector \
+    -fno-asynchronous-unwind-tables -Wl,--build-id=none -o "$STAGE/bin/refcow-io" "$HERE/refcow-io.c" \
+    >"$WORK/refcow-io.log" 2>&1; then
+    REFCOW_IO=true
+  else
+    log "warning: refcow-io did not build (see $WORK/refcow-io.log): the workloads fall back to busybox dd"
+  fi
+else
+  log "note: no C compiler (cc): refcow-io not built; the workloads fall back to busybox dd (one process per request)"
+fi
 # The kernel opens /dev/console for /init before devtmpfs is mounted: give it a node when we can.
 if [ "$(id -u)" = 0 ]; then
   mknod -m 600 "$STAGE/dev/console" c 5 1
@@ -298,6 +315,7 @@ fs_mods_json=$(printf '"%s", ' "${ORDER[@]:$BOOT_COUNT}")
   echo "  },"
   echo "  \"modules\": [${mods_json%, }],"
   echo "  \"fsModules\": [${fs_mods_json%, }],"
+  echo "  \"refcowIo\": $REFCOW_IO,"
   echo "  \"busyboxDdUsage\": \"$(json_str "$DD_USAGE")\""
   echo "}"
 } >"$TMP/manifest.json"

@@ -31,6 +31,8 @@ export interface GuestManifest {
   modules: string[];
   /** Modules loaded on demand (ext4 and its helpers; /etc/modules-fs.order), in order. Absent in older images. */
   fsModules?: string[];
+  /** /bin/refcow-io was built (refcow-io.c; needs a C compiler on the host). Absent in older images. */
+  refcowIo?: boolean;
   busyboxDdUsage: string;
 }
 

@@ -100,6 +100,11 @@ export interface GuestWorkloadResult {
   snapshot?: SnapshotTimings;
   /** The engine's per-purpose costs during each phase (absent when the engine keeps none). */
   engineStats?: Record<string, CostBreakdown>;
+  /**
+   * How rand4k and overwrite issued their writes: "refcow-io" (back to back from one guest process) or "dd"
+   * (one busybox dd per write, in a guest image built without a C compiler).
+   */
+  ioTool: "refcow-io" | "dd";
   /** FLUSH CACHE commands the guest sent during the workload. */
   guestFlushes: number;
   trace?: { file: string; events: number };
@@ -196,6 +201,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     phaseStart = performance.now();
   };
 
+  const ioTool = (await s.guest.run("[ -x /bin/refcow-io ]")).exitCode === 0 ? "refcow-io" : "dd";
   const flushesBefore = s.guest.guestFlushes;
   const t0 = performance.now();
   for (const [i, ph] of w.phases.entries()) {
@@ -268,6 +274,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     warm: s.warm,
     phaseOrder,
     phases,
+    ioTool,
     guestFlushes: s.guest.guestFlushes - flushesBefore,
     workloadMs,
     loadAverage: loadavg(),

@@ -52,8 +52,8 @@ describe("workloads", () => {
     expect(t.at(-1)! + 4096).toBeLessThanOrEqual(P.diskSize);
     // more targets than clusters: one per cluster
     expect(rand4kTargets({ diskSize: 4 * MiB, clusterSize: 65536, clusters: 1000 })).toHaveLength(64);
-    // the guest's block numbers are the targets / 4096
-    expect(buildWorkload("rand4k", { ...P, clusters: 256 }).phases[0]!.command).toContain("print a[i]*256}");
+    // the guest lists the targets' byte offsets
+    expect(buildWorkload("rand4k", { ...P, clusters: 256 }).phases[0]!.command).toContain("print a[i]*1048576}");
   });
 
   it("smoke writes straddle cluster boundaries and its content model is what the verify phase expects", () => {

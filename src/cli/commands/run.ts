@@ -186,6 +186,7 @@ export function formatRunResult(r: GuestWorkloadResult): string {
   let out = `${r.workload} on ${r.image}: scheme ${r.scheme}, cache ${r.cache}, ${mib(r.size)}, ${r.clusterSize / 1024} KiB clusters${r.created ? " (created)" : ""}\n`;
   out += `${r.warm ? "warm start" : "cold boot"} to the prompt: ${(r.bootMs / 1000).toFixed(2)} s`;
   if (r.warmStatePreparedMs !== undefined) out += ` (the warm-start state was prepared first: cold boot ${(r.warmStatePreparedMs / 1000).toFixed(1)} s)`;
+  if (r.workload === "rand4k" || r.workload === "overwrite") out += `; writes issued by ${r.ioTool === "dd" ? "one busybox dd each" : "refcow-io, back to back"}`;
   out += `; workload ${(r.workloadMs / 1000).toFixed(1)} s; host load ${r.loadAverage.map((x) => x.toFixed(2)).join(" ")}\n\n`;
   const rows: string[][] = [
     ["phase", "writes", "median µs", "p99 µs", "engine µs", "reads", "median µs", "p99 µs", "flushes", "median µs", "p99 µs", "time s"],
