@@ -171,7 +171,9 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
   for (const sn of img.snapshots) {
     addRange(sn.l1TableOffset, sn.l1Size * 8);
     try {
-      const l1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, Number.MAX_SAFE_INTEGER, `snapshot '${sn.name}' L1 table`).offsets;
+      // Its L2 tables must lie inside the file, as the active layer's (counting one terabytes away would size
+      // the reference table by it).
+      const l1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
       walkTree(img, l1, walk, false);
     } catch (e) {
       walk.messages.push(`ERROR ${(e as Error).message}`);
