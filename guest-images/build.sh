@@ -95,6 +95,17 @@ if ! command -v depmod >/dev/null 2>&1 && [ ! -x /sbin/depmod ] && [ ! -x /usr/s
 fi
 DEPMOD=$(command -v depmod || echo /sbin/depmod)
 [ -x "$DEPMOD" ] || DEPMOD=/usr/sbin/depmod
+# A C compiler builds refcow-io (below), so that every machine's workloads issue their requests back to back;
+# installed when we can, and only missed (busybox dd fallback) when we cannot.
+if ! command -v cc >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  log "installing gcc (for refcow-io)..."
+  if [ -z "${APT_UPDATED:-}" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc >/dev/null 2>&1 ||
+    log "warning: could not install gcc: refcow-io will not be built"
+fi
 
 # ---- fetch the .debs (i386, private apt state) -------------------------------------------------------------
 DEBS="$WORK/debs"
