@@ -44,6 +44,11 @@ interface Walk {
   compressed: number;
   /** Active-layer COPIED flags to verify once counts are known: [cluster, copied flag, description]. */
   copiedChecks: [number, boolean, string][];
+  /**
+   * Corrupt table entries no repair can fix (unaligned, reserved bits, past the end of the file...): their
+   * references cannot be counted, so no count may be lowered on their account either.
+   */
+  unfixable: number;
 }
 
 export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
@@ -58,11 +63,28 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
   let leaksFixed = 0;
   let corruptionsFixed = 0;
   const rebuild = first.structureErrors > 0 || first.mismatches.some(([, d, r]) => d === 0 && r > 0);
+  if (repair === "leaks" && first.mismatches.some(([, d, r]) => d === 0 && r > 0)) {
+    // As qemu-img: a leak repair cannot rebuild the refcount structures; the check fails.
+    messages.push("ERROR need to rebuild refcount structures");
+    return { ...publicResult(first), messages, failure: "need to rebuild refcount structures: repair with -r all" };
+  }
+  if (first.unfixable > 0) {
+    // Entries whose references cannot be counted: any count lowered now could be one of theirs. Nothing is
+    // changed; the report says what is wrong.
+    const report = scan(img, true);
+    const what = first.messages.find((m) => m.startsWith("ERROR")) ?? "";
+    return {
+      ...publicResult(report),
+      refused: `cannot repair: ${first.unfixable} corrupt table entr${first.unfixable === 1 ? "y" : "ies"} no repair can fix (${what.replace(/^ERROR:? /, "")}); nothing was changed. Copy out what is readable with 'convert'`,
+    };
+  }
   if (rebuild && repair === "all") {
     messages.push("Rebuilding refcount structure");
     img.flushMetadata();
     const oldTable = { offset: rc.tableOffset, clusters: rc.tableClusters, blocks: rc.table.filter((b) => b) };
     rc.rebuild(first.walk.refs.counts.subarray(0, first.walk.refs.max + 1));
+    // The invalid entries of the old table went with it.
+    img.refcountProblems.length = 0;
     // The old refcount structures are not referenced any more: QEMU reports them as repaired leaks.
     const old = new Set<number>(oldTable.blocks.map((b) => b / img.clusterSize));
     for (let i = 0; i < oldTable.clusters; i++) old.add(oldTable.offset / img.clusterSize + i);
@@ -130,7 +152,7 @@ function hexEntry(offset: number, copied: boolean): string {
 }
 
 function publicResult(s: Scan): CheckResult {
-  const { walk: _w, mismatches: _m, copiedErrors: _c, structureErrors: _s, ...result } = s;
+  const { walk: _w, mismatches: _m, copiedErrors: _c, structureErrors: _s, unfixable: _u, ...result } = s;
   return result;
 }
 
@@ -139,6 +161,7 @@ interface Scan extends CheckResult {
   mismatches: [cluster: number, onDisk: number, ref: number][];
   copiedErrors: number;
   structureErrors: number;
+  unfixable: number;
 }
 
 /**
@@ -157,7 +180,7 @@ export function referenceCounts(img: Qcow2Image): Uint32Array {
 function scan(img: Qcow2Image, withCopied: boolean): Scan {
   const cs = img.clusterSize;
   const h = img.header;
-  const walk: Walk = { refs: new References(), messages: [], corruptions: 0, allocated: 0, fragmented: 0, compressed: 0, copiedChecks: [] };
+  const walk: Walk = { refs: new References(), messages: [], corruptions: 0, allocated: 0, fragmented: 0, compressed: 0, copiedChecks: [], unfixable: 0 };
   let checkErrors = 0;
   let structureErrors = 0;
   const addRange = (offset: number, bytes: number) => {
@@ -166,6 +189,17 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
   img.flushMetadata();
 
   walk.refs.add(0); // header
+  // Entries an open for check found invalid (they were read as absent).
+  for (const m of img.l1Problems) {
+    walk.messages.push(m);
+    walk.corruptions++;
+    walk.unfixable++;
+  }
+  for (const m of img.refcountProblems) {
+    walk.messages.push(m);
+    walk.corruptions++;
+    structureErrors++;
+  }
   addRange(h.l1TableOffset, h.l1Size * 8);
   walkTree(img, img.l1, walk, true);
   for (const sn of img.snapshots) {
@@ -176,8 +210,10 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
       const l1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
       walkTree(img, l1, walk, false);
     } catch (e) {
-      walk.messages.push(`ERROR ${(e as Error).message}`);
+      if (!(e instanceof ImageFormatError)) throw e;
+      walk.messages.push(`ERROR ${e.message}`);
       walk.corruptions++;
+      walk.unfixable++;
     }
   }
   if (h.nbSnapshots) addRange(h.snapshotsOffset, snapshotTableSize(img.snapshots));
@@ -252,6 +288,7 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
     mismatches,
     copiedErrors,
     structureErrors,
+    unfixable: walk.unfixable,
   };
 }
 
@@ -267,20 +304,21 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
     walk.refs.add(l2Offset / cs);
     if (active) walk.copiedChecks.push([l2Offset / cs, img.l1Copied[i], `L2 cluster: l1_index=${i} l1_entry=${hexEntry(l2Offset, img.l1Copied[i])}`]);
     for (let s = 0; s < cs; s += img.sliceBytes) {
-      let buf: Uint8Array;
-      try {
-        buf = img.l2Cache.get(l2Offset + s);
-      } catch (e) {
-        if (!(e instanceof ImageFormatError)) throw e;
-        walk.messages.push(`ERROR ${e.message}`);
-        walk.corruptions++;
-        continue;
-      }
+      // Entry by entry, as qemu-img check does: one bad entry does not hide the references of the others (a
+      // leak repair would lower their counts).
+      const buf = img.l2Cache.peek(l2Offset + s) ?? rawSlice(img, l2Offset + s);
       const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
       for (let j = 0; j < img.sliceEntries; j++) {
         const e = img.l2.decode(view, j);
         const guestCluster = i * img.l2Entries + s / img.l2.entryBytes + j;
         const inDisk = i < diskL1Entries;
+        const bad = entryProblem(img, view, j);
+        if (bad) {
+          walk.messages.push(bad);
+          walk.corruptions++;
+          walk.unfixable++;
+          continue;
+        }
         if (e.type === ClusterType.Compressed || e.offset) {
           // A reference a cluster or more past the end of the file (QEMU's check says the same, and cannot
           // repair it either).
@@ -290,6 +328,7 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
             const size = e.type === ClusterType.Compressed ? e.compressedSize : cs;
             walk.messages.push(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${size.toString(16)}`);
             walk.corruptions++;
+            walk.unfixable++;
             continue;
           }
         }
@@ -317,4 +356,28 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
       }
     }
   }
+}
+
+/** An L2 slice as it is on disk, not validated (check reports bad entries one by one). */
+function rawSlice(img: Qcow2Image, offset: number): Uint8Array {
+  const buf = new Uint8Array(img.sliceBytes);
+  img.file.read(buf, offset, "l2");
+  return buf;
+}
+
+/** What is wrong with L2 entry `j` of a slice, in qemu-img check's words, or undefined. */
+function entryProblem(img: Qcow2Image, view: DataView, j: number): string | undefined {
+  const e = img.l2.decode(view, j);
+  const raw = view.getBigUint64(j * img.l2.entryBytes).toString(16);
+  if (e.reservedBits) return `ERROR found l2 entry with reserved bits set: ${raw}`;
+  if ((e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && e.offset % img.clusterSize) {
+    return `ERROR offset=${e.offset.toString(16)}: ${e.type === ClusterType.Normal ? "Data" : "Preallocated"} cluster is not properly aligned; L2 entry corrupted.`;
+  }
+  if (e.type === ClusterType.Compressed && e.copied) return `ERROR: coffset=0x${e.offset.toString(16)}: copied flag must never be set for compressed clusters`;
+  if (img.l2.extended && e.type !== ClusterType.Compressed) {
+    const [alloc, zero] = img.l2.bitmap(view, j);
+    if (alloc & zero) return `ERROR: l2_entry=${raw}: subclusters both allocated and zero`;
+    if (alloc && !e.offset) return `ERROR: l2_entry=${raw}: allocated subclusters without a host cluster`;
+  }
+  return undefined;
 }

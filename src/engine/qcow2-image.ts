@@ -108,6 +108,13 @@ export class Qcow2Image implements VirtualDisk {
   /** Autoclear bits as they were at open (the engine clears them on a writable open). @internal */
   openedAutoclear = 0n;
   private closed = false;
+  /**
+   * @internal An open for check only: invalid entries of the active L1 table (they read as empty) and of the
+   * refcount table (they read as missing blocks), as qemu-img check words them. Check reports them; the L1 ones
+   * cannot be repaired, the refcount ones are repaired by a rebuild.
+   */
+  readonly l1Problems: string[] = [];
+  readonly refcountProblems: string[] = [];
   /** The corruption found while the image was open for writing; from then on it is refused (QEMU's behaviour). */
   private corruptError: ImageFormatError | null = null;
   /** The scheme's hooks apply only once it is attached (after any repair at open). */
@@ -268,7 +275,7 @@ export class Qcow2Image implements VirtualDisk {
     if (h.l1Size * 8 > MAX_L1_BYTES) throw new ImageFormatError(`active L1 table too large (${h.l1Size} entries)`);
     if (h.l1Size < needL1) throw new ImageFormatError(`L1 table is too small (${h.l1Size} entries for ${needL1} needed)`);
     this.checkTableLocation("L1 table", h.l1TableOffset, h.l1Size * 8, fileSize);
-    const { offsets, copied } = this.readL1Table(h.l1TableOffset, h.l1Size, fileSize, "active L1 table");
+    const { offsets, copied } = this.readL1Table(h.l1TableOffset, h.l1Size, fileSize, "active L1 table", opts.forCheck ? this.l1Problems : undefined);
     this.l1 = offsets;
     this.l1Copied = copied;
     // Refcount table.
@@ -298,6 +305,7 @@ export class Qcow2Image implements VirtualDisk {
       rawTable,
       REFCOUNT_CACHE_BLOCKS,
       this.allocPolicy,
+      opts.forCheck ? this.refcountProblems : undefined,
     );
     // Snapshot table.
     if (h.nbSnapshots > MAX_SNAPSHOTS) throw new ImageFormatError(`too many snapshots (${h.nbSnapshots})`);
@@ -313,6 +321,12 @@ export class Qcow2Image implements VirtualDisk {
     }
     if (!this.readOnly && !this.scheme.flushesRefcounts && h.version !== 3) {
       throw new UnsupportedFeatureError(`the '${this.scheme.name}' refcount scheme needs a version 3 (compat=1.1) image: version 2 has no dirty bit`);
+    }
+    if (!this.readOnly && this.l1Problems.length) {
+      // An open for check of an image whose L1 table has invalid entries (read as empty): nothing may be
+      // written from that view of it, not even by a scheme or at close. Check reports, and refuses to repair.
+      this.corruptError = new ImageFormatError(`active L1 table: ${this.l1Problems[0]}`);
+      return;
     }
     if (!this.readOnly) {
       let rewrite = false;
@@ -347,8 +361,11 @@ export class Qcow2Image implements VirtualDisk {
     if (offset + bytes > fileSize) throw new ImageFormatError(`${what} (offset 0x${offset.toString(16)}, ${bytes} bytes) lies past the end of the image (${fileSize} bytes)`);
   }
 
-  /** @internal Reads and validates an L1 table. */
-  readL1Table(offset: number, entries: number, fileSize: number, what: string): { offsets: number[]; copied: boolean[] } {
+  /**
+   * @internal Reads and validates an L1 table. With `problems` (an open for check), an invalid entry is noted
+   * there, as qemu-img check words it, and reads as empty instead of failing the whole table.
+   */
+  readL1Table(offset: number, entries: number, fileSize: number, what: string, problems?: string[]): { offsets: number[]; copied: boolean[] } {
     const raw = new Uint8Array(entries * 8);
     if (entries) this.file.read(raw, offset, "l1");
     const v = viewOf(raw);
@@ -356,14 +373,22 @@ export class Qcow2Image implements VirtualDisk {
     const copied: boolean[] = new Array(entries);
     for (let i = 0; i < entries; i++) {
       const e = decodeL1(v, i * 8);
-      if (e.reservedBits) throw new ImageFormatError(`${what} entry ${i} has reserved bits set`);
-      if (e.l2Offset % this.clusterSize) throw new ImageFormatError(`${what} entry ${i}: L2 table offset 0x${e.l2Offset.toString(16)} is not cluster aligned`);
-      if (e.l2Offset && e.l2Offset + this.clusterSize > fileSize) {
-        throw new ImageFormatError(`${what} entry ${i}: L2 table offset 0x${e.l2Offset.toString(16)} is past the end of the image`);
+      offsets[i] = 0;
+      copied[i] = false;
+      const bad = (message: string, forCheck: string) => {
+        if (!problems) throw new ImageFormatError(message);
+        problems.push(forCheck);
+      };
+      const hex = e.l2Offset.toString(16);
+      if (e.reservedBits) bad(`${what} entry ${i} has reserved bits set`, `ERROR found L1 entry with reserved bits set: ${viewOf(raw).getBigUint64(i * 8).toString(16)}`);
+      else if (e.l2Offset % this.clusterSize) bad(`${what} entry ${i}: L2 table offset 0x${hex} is not cluster aligned`, `ERROR l2_offset=${hex}: Table is not cluster aligned; L1 entry corrupted`);
+      else if (e.l2Offset && e.l2Offset + this.clusterSize > fileSize) {
+        bad(`${what} entry ${i}: L2 table offset 0x${hex} is past the end of the image`, `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex} size 0x${this.clusterSize.toString(16)}`);
+      } else if (e.l2Offset === 0 && e.copied) bad(`${what} entry ${i} has the COPIED flag without an L2 table`, `ERROR ${what} entry ${i} has the COPIED flag without an L2 table`);
+      else {
+        offsets[i] = e.l2Offset;
+        copied[i] = e.copied;
       }
-      if (e.l2Offset === 0 && e.copied) throw new ImageFormatError(`${what} entry ${i} has the COPIED flag without an L2 table`);
-      offsets[i] = e.l2Offset;
-      copied[i] = e.copied;
     }
     return { offsets, copied };
   }
@@ -1221,7 +1246,7 @@ export class Qcow2Image implements VirtualDisk {
 
   check(repair?: RepairMode): CheckResult {
     // A report is still possible on an image found corrupt (it reads the tables as they are on disk).
-    if (repair) this.checkUsable();
+    if (repair && !this.l1Problems.length) this.checkUsable();
     else this.checkOpen();
     if (repair && this.readOnly) throw new RequestError("cannot repair an image opened read-only");
     try {

@@ -64,6 +64,8 @@ export class RefcountStore {
     rawTable: Uint8Array,
     cacheCapacity: number,
     readonly policy: AllocationPolicy = allocationPolicy(),
+    /** An open for check: invalid table entries are noted here (as qemu-img check words them) and read as absent. */
+    problems?: string[],
   ) {
     this.codec = new RefcountCodec(refcountOrder, host.clusterSize);
     this.tableOffset = tableOffset;
@@ -74,13 +76,16 @@ export class RefcountStore {
     const fileSize = host.file.size();
     for (let i = 0; i < n; i++) {
       const { offset, reservedBits } = decodeReftableEntry(view, i);
-      if (reservedBits) throw new ImageFormatError(`refcount table entry ${i} has reserved bits set`);
-      if (offset % host.clusterSize) throw new ImageFormatError(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is not cluster aligned`);
-      if (offset && offset + host.clusterSize > fileSize) {
-        throw new ImageFormatError(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is past the end of the image`);
-      }
-      if (offset === 0 && i === 0) throw new ImageFormatError("refcount table has no block for the header cluster");
-      this.table[i] = offset;
+      const bad = (message: string, forCheck: string) => {
+        if (!problems) throw new ImageFormatError(message);
+        problems.push(forCheck);
+        this.table[i] = 0;
+      };
+      if (reservedBits) bad(`refcount table entry ${i} has reserved bits set`, `ERROR refcount table entry ${i} has reserved bits set`);
+      else if (offset % host.clusterSize) bad(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is not cluster aligned`, `ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
+      else if (offset && offset + host.clusterSize > fileSize) bad(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is past the end of the image`, `ERROR refcount block ${i} is outside image`);
+      else if (offset === 0 && i === 0 && !problems) throw new ImageFormatError("refcount table has no block for the header cluster");
+      else this.table[i] = offset;
     }
     this.cache = new MetadataCache(host.file, host.clusterSize, cacheCapacity, "refcount", () => host.sync());
   }

@@ -94,6 +94,10 @@ export interface CheckResult {
   compressedClusters: number;
   /** Human-readable lines, in qemu-img's wording ("Leaked cluster 5 refcount=1 reference=0", ...). */
   messages: string[];
+  /** Set when the check could not complete (qemu-img's "Check failed"): why. */
+  failure?: string;
+  /** Set when a repair was asked for and refused (nothing changed): why. */
+  refused?: string;
 }
 
 export type RepairMode = "leaks" | "all";

@@ -84,6 +84,8 @@ export async function checkCommand(argv: string[], io0?: CliIo): Promise<number>
       throw new CliError(`Check failed: ${messageOf(e)}`);
     }
     for (const m of result.messages) io.err(`${m}\n`);
+    // qemu-img's "Check failed" (a leak repair that needs a rebuild): no summary, exit 1.
+    if (result.failure) throw new CliError(`Check failed: ${result.failure}`);
     let data = toCheckData(filename, result);
     if (result.leaksFixed || result.corruptionsFixed) {
       if (output === "human" && !quiet) io.out(repairBanner(result.leaksFixed, result.corruptionsFixed));
@@ -97,6 +99,8 @@ export async function checkCommand(argv: string[], io0?: CliIo): Promise<number>
       data = { ...toCheckData(filename, second), leaksFixed: result.leaksFixed, corruptionsFixed: result.corruptionsFixed };
     }
     if (!quiet) io.out(output === "json" ? checkJson(data) : checkHuman(data));
+    // A refused repair: the report above, then why nothing was repaired (the exit code is the report's).
+    if (result.refused) io.err(`refcow: ${result.refused}\n`);
     if (data.checkErrors) {
       io.err("refcow: Check failed\n");
       return CHECK_EXIT.failed;
