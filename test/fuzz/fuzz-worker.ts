@@ -11,6 +11,7 @@
  *     (an ImageFormatError), nothing more is written to it but the corrupt bit of the header;
  *   - an image refused by a CLI command's open is left as it was.
  */
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parentPort } from "node:worker_threads";
@@ -191,6 +192,7 @@ async function cli(run: Run, c: FuzzCase): Promise<void> {
     [["compare", file, c.seedFile], true],
     [["convert", "-O", "qcow2", file, other], true],
     [["io", "--in-process", "-c", "read 0 64k", "-c", "read -v 0 512", "-c", "map", file], false],
+    [["convert", "-O", "raw", file, other], true],
     [["io", "--in-process", "-c", "write -P 0x42 0 4k", "-c", "read -P 0x42 0 4k", "-c", "flush", file], false],
     [["check", "-r", "leaks", file], false],
     [["check", "-r", "all", file], false],
@@ -201,14 +203,22 @@ async function cli(run: Run, c: FuzzCase): Promise<void> {
       const before = fs.readFileSync(file);
       stderr = "";
       run.ops++;
+      let status = -1;
       try {
-        await main(argv, io);
+        status = await main(argv, io);
       } catch (e) {
         run.problems.push(`refcow ${argv.join(" ")} threw ${describe(e)}`);
       }
       for (const e of takeInternalErrors()) run.problems.push(`refcow ${argv.join(" ")} reported an internal error: ${describe(e)}`);
       const after = fs.readFileSync(file);
       if (readOnly && !after.equals(before)) run.problems.push(`refcow ${argv.join(" ")} (a read-only command) wrote to the image`);
+      if (argv[0] === "convert" && argv[2] === "raw" && status === 0 && fs.statSync(other).size <= 64 * MiB) {
+        // Correct data: what refcow read is what QEMU reads, when QEMU opens the image too.
+        const q = `${other}.qemu`;
+        const r = spawnSync("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", file, q], { encoding: "utf8", timeout: 60_000 });
+        if (r.status === 0 && !fs.readFileSync(q).equals(fs.readFileSync(other))) run.problems.push(`refcow and QEMU read different guest data from the image`);
+        fs.rmSync(q, { force: true });
+      }
       if (/Could not open/.test(stderr) && !after.equals(before)) run.problems.push(`refcow ${argv.join(" ")} could not open the image but wrote to it: ${stderr.trim()}`);
       fs.rmSync(other, { force: true });
     }
