@@ -132,7 +132,9 @@ export class Qcow2Image implements VirtualDisk {
     this.l2Entries = this.clusterSize / this.l2.entryBytes;
     this.sliceBytes = Math.min(this.clusterSize, L2_SLICE_BYTES);
     this.sliceEntries = this.sliceBytes / this.l2.entryBytes;
-    this.size = header.size;
+    // The disk is whole sectors, as QEMU sees it (total_sectors = size / 512): a header size that is not a
+    // multiple of 512 loses its tail, in QEMU and here.
+    this.size = Math.floor(header.size / 512) * 512;
     this.readOnly = opts.readOnly ?? file.readOnly;
     this.cacheMode = opts.cache ?? "writeback";
     this.l1 = [];
@@ -214,7 +216,8 @@ export class Qcow2Image implements VirtualDisk {
     const img = Qcow2Image.open(file, { noBacking: true, cache: "writeback" });
     try {
       img.resizeL1(Math.ceil(opts.size / (img.clusterSize * img.l2Entries)));
-      img.header.size = opts.size;
+      // Whole sectors, as qemu-img create rounds it.
+      img.header.size = alignUp(opts.size, 512);
       img.writeHeader();
     } finally {
       img.shutdown(false);
@@ -1303,7 +1306,7 @@ export class Qcow2Image implements VirtualDisk {
   /** Guest offset where the VM-state area starts (past the disk, at an L1-entry boundary, as in QEMU). */
   get vmStateOffset(): number {
     const perL1 = this.clusterSize * this.l2Entries;
-    return Math.ceil(this.size / perL1) * perL1;
+    return Math.ceil(this.header.size / perL1) * perL1;
   }
 
   // ---------------------------------------------------------------------------------------------- checks
