@@ -1,5 +1,5 @@
 /**
- * The CLI side of allocation policies and compaction, run as the user runs it (`node bin/refcow.js`):
+ * The CLI side of allocation policies and compaction, run as the user runs it (`node dist/cli/bin.js`):
  * --alloc on io (served by a worker and in-process), snapshot, check -r and convert; `refcow compact` on an
  * image QEMU wrote, its report, -q, and its refusals.
  */

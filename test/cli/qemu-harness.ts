@@ -1,6 +1,6 @@
 /**
  * Runs QEMU's qemu-img / qemu-io (the oracle) and the built refcow CLI side by side.
- * refcow is run as the user runs it: `node bin/refcow.js ...` (dist/ is built by `npm run build`, which
+ * refcow is run as the user runs it: `node dist/cli/bin.js ...` (dist/ is built by `npm run build`, which
  * `npm test` runs first).
  */
 import { execFile, execFileSync } from "node:child_process";
@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const REFCOW_BIN = path.join(ROOT, "bin", "refcow.js");
+export const REFCOW_BIN = path.join(ROOT, "dist", "cli", "bin.js");
 const BUILT_MAIN = path.join(ROOT, "dist", "cli", "main.js");
 
 export function haveQemu(): boolean {

@@ -46,7 +46,7 @@ describe("refcow run", () => {
   }, 5 * 60_000);
 
   it("closes the image cleanly on Ctrl-C in the middle of a run", async () => {
-    const bin = path.join(repoRoot(), "bin", "refcow.js");
+    const bin = path.join(repoRoot(), "dist", "cli", "bin.js");
     expect(existsSync(path.join(repoRoot(), "dist", "cli", "commands", "run.js")), "dist/ is not built: run 'npm run build'").toBe(true);
     const image = path.join(dir, "interrupted.qcow2");
     const child = spawn(process.execPath, [bin, "run", "--workload", "rand4k", "--clusters", "1024", "--size", "64M", "--scheme", "lazy", image], { stdio: ["ignore", "pipe", "pipe"] });

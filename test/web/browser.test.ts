@@ -68,7 +68,7 @@ describe("the browser page in Chromium", () => {
   const smoke = buildWorkload("smoke", { diskSize: DISK_MIB * MiB, clusterSize: 65536 });
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash scripts/ensure-chromium.sh' (npm test does it as root)`);
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash test/setup/ensure-chromium.sh' (npm test does it as root)`);
     server = await startWebServer({ port: 0, outDir: path.join(work, "web"), onLog: log });
     // A persistent profile: OPFS on disk (an incognito context keeps it in memory, with a small quota).
     context = await chromium.launchPersistentContext(path.join(work, "profile"), {
