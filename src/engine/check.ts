@@ -63,7 +63,7 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
   let leaksFixed = 0;
   let corruptionsFixed = 0;
   const rebuild = first.structureErrors > 0 || first.mismatches.some(([, d, r]) => d === 0 && r > 0);
-  if (repair === "leaks" && first.mismatches.some(([, d, r]) => d === 0 && r > 0)) {
+  if (repair === "leaks" && (img.refcountProblems.some((p) => p.rebuild) || first.mismatches.some(([, d, r]) => d === 0 && r > 0))) {
     // As qemu-img: a leak repair cannot rebuild the refcount structures; the check fails.
     messages.push("ERROR need to rebuild refcount structures");
     return { ...publicResult(first), messages, failure: "need to rebuild refcount structures: repair with -r all" };
@@ -195,7 +195,7 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
     walk.corruptions++;
     walk.unfixable++;
   }
-  for (const m of img.refcountProblems) {
+  for (const { message: m } of img.refcountProblems) {
     walk.messages.push(m);
     walk.corruptions++;
     structureErrors++;

@@ -114,7 +114,7 @@ export class Qcow2Image implements VirtualDisk {
    * cannot be repaired, the refcount ones are repaired by a rebuild.
    */
   readonly l1Problems: string[] = [];
-  readonly refcountProblems: string[] = [];
+  readonly refcountProblems: { message: string; rebuild: boolean }[] = [];
   /** The corruption found while the image was open for writing; from then on it is refused (QEMU's behaviour). */
   private corruptError: ImageFormatError | null = null;
   /** The scheme's hooks apply only once it is attached (after any repair at open). */

@@ -64,8 +64,11 @@ export class RefcountStore {
     rawTable: Uint8Array,
     cacheCapacity: number,
     readonly policy: AllocationPolicy = allocationPolicy(),
-    /** An open for check: invalid table entries are noted here (as qemu-img check words them) and read as absent. */
-    problems?: string[],
+    /**
+     * An open for check: invalid table entries are noted here (as qemu-img check words them, and whether, as
+     * for qemu-img, only a rebuild of the refcount structures repairs them) and read as absent.
+     */
+    problems?: { message: string; rebuild: boolean }[],
   ) {
     this.codec = new RefcountCodec(refcountOrder, host.clusterSize);
     this.tableOffset = tableOffset;
@@ -76,14 +79,14 @@ export class RefcountStore {
     const fileSize = host.file.size();
     for (let i = 0; i < n; i++) {
       const { offset, reservedBits } = decodeReftableEntry(view, i);
-      const bad = (message: string, forCheck: string) => {
+      const bad = (message: string, forCheck: string, rebuild: boolean) => {
         if (!problems) throw new ImageFormatError(message);
-        problems.push(forCheck);
+        problems.push({ message: forCheck, rebuild });
         this.table[i] = 0;
       };
-      if (reservedBits) bad(`refcount table entry ${i} has reserved bits set`, `ERROR refcount table entry ${i} has reserved bits set`);
-      else if (offset % host.clusterSize) bad(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is not cluster aligned`, `ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
-      else if (offset && offset + host.clusterSize > fileSize) bad(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is past the end of the image`, `ERROR refcount block ${i} is outside image`);
+      if (reservedBits) bad(`refcount table entry ${i} has reserved bits set`, `ERROR refcount table entry ${i} has reserved bits set`, true);
+      else if (offset % host.clusterSize) bad(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is not cluster aligned`, `ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`, true);
+      else if (offset && offset + host.clusterSize > fileSize) bad(`refcount block offset 0x${offset.toString(16)} (table entry ${i}) is past the end of the image`, `ERROR refcount block ${i} is outside image`, false);
       else if (offset === 0 && i === 0 && !problems) throw new ImageFormatError("refcount table has no block for the header cluster");
       else this.table[i] = offset;
     }
@@ -341,7 +344,9 @@ export class RefcountStore {
       blocks = newBlocks;
     }
     const blockRanges = [...needed].filter((r) => !hasBlock(r)).sort((a, b) => a - b);
-    const maxRange = Math.max(-1, ...blockRanges, this.table.length - 1);
+    // A rebuild starts a new table: the old one's length (a damaged header may make it larger than needed)
+    // does not count.
+    const maxRange = Math.max(-1, ...blockRanges, rebuild ? -1 : this.table.length - 1);
     if (maxRange >= newEntries) throw new ImageFormatError("internal: refcount table too small for its own area");
     const tableStart = areaStart + blockRanges.length;
     const areaEnd = tableStart + tableClusters;

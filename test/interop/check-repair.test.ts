@@ -57,6 +57,7 @@ const DAMAGE: Record<string, (b: Buffer) => Buffer> = {
   "a refcount of zero on a referenced cluster": (b) => (setRefcount(b, layout(b).entry(1) / CS, 0), b),
   "a missing refcount block": (b) => (set64(b, layout(b).rt, 0), b),
   "a refcount block past the end of the file": (b) => (set64(b, layout(b).rt + 8, b.length + 4 * CS), b),
+  "a refcount table that runs over the next cluster": (b) => (b.writeUInt32BE(2, 56), b),
   "an L2 entry past the end of the file": (b) => (set64(b, layout(b).l2 + 16, COPIED | BigInt(b.length + 8 * CS)), b),
   "an unaligned L2 entry": (b) => (set64(b, layout(b).l2, COPIED | BigInt(layout(b).entry(0) + 512)), b),
   "an unaligned L1 entry": (b) => (set64(b, layout(b).l1, COPIED | BigInt(layout(b).l2 + 512)), b),
