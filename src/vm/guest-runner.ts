@@ -1,6 +1,8 @@
 /**
  * GuestRunner: boots the refcow test guest (guest-images/) headless in Node with v86, its IDE disk on an
- * `AsyncDisk` through the hda adapter, and drives it over the serial console.
+ * `AsyncDisk` through the hda adapter, and drives it over the serial console. The emulator control itself
+ * is GuestMachine's (guest-machine.ts, shared with the browser page); this module adds what is Node's: the
+ * guest files read from disk, boot progress and time limits, warm starts.
  *
  *   const g = await GuestRunner.boot({ disk, onProgress: (m) => console.error(m) });
  *   const { exitCode, output } = await g.run("dd if=/tmp/p of=/dev/sda bs=4k seek=8 oflag=direct conv=fsync");
@@ -17,12 +19,14 @@
  * synchronously and a pending completion would be lost.
  */
 import { readFileSync } from "node:fs";
-import { V86, type V86Image, type V86Options } from "v86";
+import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "./async-disk.js";
 import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
-import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
-import { installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
-import { DONE_LINE, READY_LINE, SerialConsole } from "./serial-console.js";
+import { GuestMachine, type RunOptions, type RunResult } from "./guest-machine.js";
+import type { HdaAdapter, HdaAdapterOptions } from "./hda-adapter.js";
+import { DONE_LINE, READY_LINE, type SerialConsole } from "./serial-console.js";
+
+export { MACHINE_SETTINGS_ID, type RunResult } from "./guest-machine.js";
 
 /**
  * Default kernel command line.
@@ -38,13 +42,6 @@ export const DEFAULT_CMDLINE =
 
 /** Guest RAM in MiB unless told otherwise. */
 export const DEFAULT_MEMORY_MIB = 128;
-
-/**
- * Names the emulator settings GuestRunner fixes (VGA RAM, ACPI, devices, the honest-flush IDENTIFY bits).
- * A saved state restores only into an emulator built the same way: change this string whenever those
- * settings change, so that cached warm-start states (warm-state.ts) are not reused across the change.
- */
-export const MACHINE_SETTINGS_ID = "v86 headless: vga 2 MiB, acpi off, no keyboard/mouse/speaker, hda = HdaAdapter [byteLength]";
 
 export interface GuestRunnerOptions {
   disk: AsyncDisk;
@@ -67,25 +64,16 @@ export interface GuestRunnerOptions {
   adapter?: HdaAdapterOptions;
 }
 
-export interface RunResult {
-  exitCode: number;
-  /** What the command printed (stdout and stderr), "\r" removed. */
-  output: string;
-  /** Host time from sending the command to its REFCOW-DONE line, in ms. */
-  ms: number;
-}
 
 export class GuestRunner {
   readonly adapter: HdaAdapter;
-  readonly console = new SerialConsole();
+  readonly console: SerialConsole;
   /** Host ms from constructing the emulator to the command prompt (cold boot or warm start). */
   readyMs = 0;
   readonly warm: boolean;
-  private emulator: V86 | undefined;
-  private flushHandle: HonestFlushHandle | undefined;
-  private loaded: Promise<void>;
-  private queue: Promise<unknown> = Promise.resolve();
-  private destroyed = false;
+  private readonly machine: GuestMachine;
+  /** Set once the emulator has been destroyed and freed. */
+  private freed = false;
   private readonly opts: GuestRunnerOptions;
   private readonly t0: number;
 
@@ -104,43 +92,29 @@ export class GuestRunner {
   private constructor(options: GuestRunnerOptions) {
     this.opts = options;
     this.warm = options.initialState !== undefined;
-    this.adapter = new HdaAdapter(options.disk, options.adapter);
-    this.adapter.phase = this.warm ? "resume" : "boot";
-    this.adapter.onError = (err) => this.console.close(new Error(`guest disk error: ${err.message}`));
-    if (options.onConsoleLine) this.console.onLine = options.onConsoleLine;
-
     const img = options.image ?? guestImagePaths();
     const file = (p: string): V86Image => {
       const b = readFileSync(p);
       return { buffer: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer };
     };
-    const settings: V86Options = {
-      wasm_path: v86WasmPath(),
-      memory_size: (options.memoryMiB ?? DEFAULT_MEMORY_MIB) << 20,
-      vga_memory_size: 2 << 20, // headless: no screen; a smaller VGA RAM keeps the saved state smaller
-      bios: file(img.bios),
-      vga_bios: file(img.vgaBios),
-      bzimage: file(img.bzImage),
-      initrd: file(img.initrd),
-      cmdline: options.cmdline ?? DEFAULT_CMDLINE,
-      hda: this.adapter as unknown as V86Image,
-      autostart: true,
-      disable_keyboard: true,
-      disable_mouse: true,
-      disable_speaker: true,
-      acpi: false,
-    };
-    if (options.initialState) settings.initial_state = { buffer: options.initialState };
+    const files = { bios: file(img.bios), vgaBios: file(img.vgaBios), bzImage: file(img.bzImage), initrd: file(img.initrd) };
     this.progress(this.warm ? "resuming saved guest state..." : "booting guest (v86, Debian i386 kernel, busybox initramfs)...");
     this.t0 = performance.now();
-    const emulator = new V86(settings);
-    this.emulator = emulator;
-    emulator.add_listener("serial0-output-byte", (b: number) => this.console.push(b));
-    emulator.add_listener("emulator-ready", () => {
-      // Before the CPU runs its first instruction (and before a state restore).
-      if (options.honestFlush ?? true) this.flushHandle = installHonestFlush(emulator, this.adapter);
+    this.machine = new GuestMachine({
+      disk: options.disk,
+      adapter: options.adapter,
+      wasmPath: v86WasmPath(),
+      files,
+      memoryMiB: options.memoryMiB ?? DEFAULT_MEMORY_MIB,
+      cmdline: options.cmdline ?? DEFAULT_CMDLINE,
+      honestFlush: options.honestFlush ?? true,
+      initialState: options.initialState,
+      phase: this.warm ? "resume" : "boot",
+      commandTimeoutMs: 60_000,
+      onConsoleLine: options.onConsoleLine,
     });
-    this.loaded = new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
+    this.adapter = this.machine.adapter;
+    this.console = this.machine.console;
   }
 
   private progress(msg: string): void {
@@ -162,17 +136,17 @@ export class GuestRunner {
     let loadTimer: ReturnType<typeof setTimeout> | undefined;
     try {
       await Promise.race([
-        this.loaded,
+        this.machine.loaded,
         new Promise<never>((_, reject) => {
           loadTimer = setTimeout(() => reject(new Error(`v86 did not finish loading within ${timeout} ms`)), timeout);
         }),
       ]);
       clearTimeout(loadTimer);
-      if (this.flushHandle) installHonestFlush(this.emulator, this.adapter); // idempotent; after a restore
+      this.machine.reattachFlush(); // after the restore of `initialState`
       if (this.warm) {
         // The guest sits in `read` at the prompt: an empty line is a ping.
         const from = this.console.position;
-        this.emulator!.serial0_send("\n");
+        this.machine.send("\n");
         await this.console.waitFor(DONE_LINE, from, timeout);
       } else {
         await this.console.waitFor(READY_LINE, 0, timeout);
@@ -188,13 +162,13 @@ export class GuestRunner {
 
   /** FLUSH CACHE commands the guest sent (0 when honest flushes are off). */
   get guestFlushes(): number {
-    return this.flushHandle?.guestFlushes ?? 0;
+    return this.machine.guestFlushes;
   }
 
   /** The v86 instance (for instrumentation events such as "ide-write-end"). */
   get v86(): V86 {
-    if (!this.emulator) throw new Error("guest destroyed");
-    return this.emulator;
+    if (this.freed) throw new Error("guest destroyed");
+    return this.machine.emulator;
   }
 
   /** Waits for `pattern` in the console output from `from` (default: now) on. */
@@ -206,47 +180,24 @@ export class GuestRunner {
    * Runs one shell command line in the guest (a subshell of /init's loop; stdin is /dev/null). Commands run
    * one at a time, in call order. `phase` (optional) labels the disk requests issued meanwhile.
    */
-  run(command: string, options: { timeoutMs?: number; phase?: string } = {}): Promise<RunResult> {
-    if (command.includes("\n")) throw new Error("run(): one command line, without newlines");
-    const p = this.queue.then(async () => {
-      if (this.destroyed) throw new Error("guest destroyed");
-      const prevPhase = this.adapter.phase;
-      if (options.phase) this.adapter.phase = options.phase;
-      const from = this.console.position;
-      const t = performance.now();
-      this.emulator!.serial0_send(command + "\n");
-      try {
-        const m = await this.console.waitFor(DONE_LINE, from, options.timeoutMs ?? 60_000);
-        // The marker's leading "\n" ends the command's last line of output.
-        const end = m.match[0].startsWith("\n") ? m.start + 1 : m.start;
-        const output = this.console.textBetween(from, end).replace(/\r/g, "");
-        return { exitCode: Number(m.match[1]), output, ms: performance.now() - t };
-      } finally {
-        if (options.phase) this.adapter.phase = prevPhase;
-      }
-    });
-    this.queue = p.catch(() => undefined);
-    return p;
+  run(command: string, options: RunOptions = {}): Promise<RunResult> {
+    return this.machine.run(command, options);
   }
 
   /** Runs `command` and throws when it exits non-zero. Returns its output. */
-  async check(command: string, options: { timeoutMs?: number; phase?: string } = {}): Promise<string> {
-    const r = await this.run(command, options);
-    if (r.exitCode !== 0) throw new Error(`guest command failed (exit ${r.exitCode}): ${command}\n${r.output}`);
-    return r.output;
+  check(command: string, options: RunOptions = {}): Promise<string> {
+    return this.machine.check(command, options);
   }
 
   /** Stops the CPU and waits until no disk request is pending. */
   async stop(): Promise<void> {
-    if (!this.emulator) return;
-    await this.loaded;
-    await this.emulator.stop();
-    await this.adapter.whenIdle();
+    if (this.freed) return;
+    await this.machine.stop();
   }
 
   /** Resumes after `stop()`. */
   async resume(): Promise<void> {
-    await this.emulator?.run();
+    if (!this.freed) await this.machine.resume();
   }
 
   /**
@@ -254,9 +205,9 @@ export class GuestRunner {
    * command: for a host that pauses the guest in the middle of a command (a snapshot taken mid-workload).
    */
   async captureState(): Promise<ArrayBuffer> {
-    if (!this.emulator) throw new Error("guest destroyed");
+    if (this.freed) throw new Error("guest destroyed");
     if (!this.adapter.idle) throw new Error("captureState: disk requests in flight; call stop() first");
-    return this.emulator.save_state();
+    return this.machine.saveState();
   }
 
   /**
@@ -265,16 +216,14 @@ export class GuestRunner {
    * A command waiting for its REFCOW-DONE keeps waiting: the restored guest decides what it prints next.
    */
   async restoreCapturedState(state: ArrayBuffer): Promise<void> {
-    if (!this.emulator) throw new Error("guest destroyed");
-    await this.emulator.restore_state(state);
-    this.adapter.invalidateCallbacks();
-    if (this.flushHandle) installHonestFlush(this.emulator, this.adapter);
+    if (this.freed) throw new Error("guest destroyed");
+    await this.machine.restoreState(state);
   }
 
   /** Sends raw text to the guest's serial console (a reply to a prompt the guest printed). */
   sendToConsole(text: string): void {
-    if (!this.emulator) throw new Error("guest destroyed");
-    this.emulator.serial0_send(text);
+    if (this.freed) throw new Error("guest destroyed");
+    this.machine.send(text);
   }
 
   /**
@@ -282,9 +231,9 @@ export class GuestRunner {
    * `resume` is false. Call it between commands (at the prompt).
    */
   async saveState(options: { resume?: boolean } = {}): Promise<ArrayBuffer> {
-    await this.queue;
+    await this.machine.queueSettled();
     await this.stop();
-    const state = await this.emulator!.save_state();
+    const state = await this.machine.saveState();
     if (options.resume ?? true) await this.resume();
     return state;
   }
@@ -294,31 +243,25 @@ export class GuestRunner {
    * drains first; completions of requests from before the restore are dropped.
    */
   async restoreState(state: ArrayBuffer): Promise<void> {
-    await this.queue;
+    await this.machine.queueSettled();
     await this.stop();
-    await this.emulator!.restore_state(state);
-    this.adapter.invalidateCallbacks();
-    if (this.flushHandle) installHonestFlush(this.emulator, this.adapter);
+    await this.machine.restoreState(state);
     await this.resume();
   }
 
   /** Stops the emulator, drains the disk and frees the emulator. The AsyncDisk is left open. */
   async destroy(): Promise<void> {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    const emulator = this.emulator;
-    this.console.close(new Error("guest destroyed"));
-    if (!emulator) return;
+    if (this.machine.closed) return;
+    this.machine.close();
     // v86 cannot be destroyed before it finished loading (it has no CPU yet); loading takes well under 10 s.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const loaded = await Promise.race([
-      this.loaded.then(() => true),
+      this.machine.loaded.then(() => true),
       new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 10_000))),
     ]);
     clearTimeout(timer);
     if (!loaded) throw new Error("v86 did not finish loading; cannot destroy it");
-    await emulator.destroy();
-    await this.adapter.whenIdle();
-    this.emulator = undefined;
+    await this.machine.destroy();
+    this.freed = true;
   }
 }

@@ -3,8 +3,9 @@
  * `AsyncDisk` through the same hda adapter and honest-flush patch as in Node (src/vm), and driven over the
  * same serial-console protocol (REFCOW-READY, one command line, REFCOW-DONE <code>).
  *
- * What differs from the Node runner (src/vm/guest-runner.ts) is only how the emulator is built: the kernel,
- * initramfs and BIOS come from URLs of the dev server, and v86's browser scheduling is used.
+ * The emulator control is shared with the Node runner (src/vm/guest-machine.ts); what differs is how the
+ * emulator is built (the kernel, initramfs and BIOS come from URLs of the dev server, v86's browser
+ * scheduling is used) and the pause/restore rules below.
  *
  * Workload phases (src/vm/workloads.ts): a command announces each phase with `REFCOW-PHASE <name>` and waits
  * for an empty line; the guest labels the disk requests that follow with `phaseLabel(name)`, runs `onPhase`
@@ -16,11 +17,10 @@
  * running when the state was saved (or wait in a phase announcement), so the host sends an empty line and a
  * marker command, and waits for the marker's echo before the next command goes out.
  */
-import { V86, type V86Image, type V86Options } from "v86";
 import type { AsyncDisk } from "../vm/async-disk.js";
-import { HdaAdapter } from "../vm/hda-adapter.js";
-import { installHonestFlush, type HonestFlushHandle } from "../vm/ide-flush.js";
-import { DONE_LINE, PHASE_LINE, READY_LINE, SerialConsole } from "../vm/serial-console.js";
+import { GuestMachine, type RunOptions, type RunResult } from "../vm/guest-machine.js";
+import type { HdaAdapter } from "../vm/hda-adapter.js";
+import { DONE_LINE, PHASE_LINE, READY_LINE, type SerialConsole } from "../vm/serial-console.js";
 
 export interface GuestFiles {
   bios: string;
@@ -42,12 +42,6 @@ export interface BrowserGuestOptions {
   onConsoleByte?: (byte: number) => void;
 }
 
-export interface GuestRunResult {
-  exitCode: number;
-  output: string;
-  ms: number;
-}
-
 /** A command's wait ended because the guest was restored to another state. */
 export class GuestRestoredError extends Error {
   constructor(message: string) {
@@ -58,14 +52,10 @@ export class GuestRestoredError extends Error {
 
 export class BrowserGuest {
   readonly adapter: HdaAdapter;
-  readonly console = new SerialConsole();
+  readonly console: SerialConsole;
   /** ms from building the emulator to the command prompt. */
   readyMs = 0;
-  private readonly emulator: V86;
-  private readonly loaded: Promise<void>;
-  private flushHandle: HonestFlushHandle | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
-  private interrupt: ((e: Error) => void) | undefined;
+  private readonly machine: GuestMachine;
   private paused = false;
   private syncCounter = 0;
   private phaseChain: Promise<void> = Promise.resolve();
@@ -77,37 +67,21 @@ export class BrowserGuest {
   /** The first error `onPhase` raised (the guest was let go on anyway). */
   phaseError: Error | undefined;
 
-  private constructor(private readonly opts: BrowserGuestOptions) {
-    this.adapter = new HdaAdapter(opts.disk);
-    this.adapter.phase = "boot";
-    this.adapter.onError = (err) => this.console.close(new Error(`guest disk error: ${err.message}`));
-    const settings: V86Options = {
-      wasm_path: opts.files.wasm,
-      memory_size: opts.memoryMiB << 20,
-      vga_memory_size: 2 << 20,
-      bios: { url: opts.files.bios },
-      vga_bios: { url: opts.files.vgaBios },
-      bzimage: { url: opts.files.bzImage },
-      initrd: { url: opts.files.initrd },
+  private constructor(opts: BrowserGuestOptions) {
+    this.machine = new GuestMachine({
+      disk: opts.disk,
+      wasmPath: opts.files.wasm,
+      files: { bios: { url: opts.files.bios }, vgaBios: { url: opts.files.vgaBios }, bzImage: { url: opts.files.bzImage }, initrd: { url: opts.files.initrd } },
+      memoryMiB: opts.memoryMiB,
       cmdline: opts.cmdline,
-      hda: this.adapter as unknown as V86Image,
-      autostart: true,
-      disable_keyboard: true,
-      disable_mouse: true,
-      disable_speaker: true,
-      acpi: false,
-    };
-    const emulator = new V86(settings);
-    this.emulator = emulator;
-    emulator.add_listener("serial0-output-byte", (b: number) => {
-      this.console.push(b);
-      opts.onConsoleByte?.(b);
+      honestFlush: true,
+      phase: "boot",
+      commandTimeoutMs: 600_000,
+      onConsoleByte: opts.onConsoleByte,
+      onConsoleLine: (line) => this.consoleLine(line),
     });
-    this.console.onLine = (line) => this.consoleLine(line);
-    emulator.add_listener("emulator-ready", () => {
-      this.flushHandle = installHonestFlush(emulator, this.adapter);
-    });
-    this.loaded = new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
+    this.adapter = this.machine.adapter;
+    this.console = this.machine.console;
   }
 
   /** Builds the emulator and resolves when the guest's control loop is at its prompt. */
@@ -115,7 +89,7 @@ export class BrowserGuest {
     const t0 = performance.now();
     const g = new BrowserGuest(opts);
     try {
-      await g.loaded;
+      await g.machine.loaded;
       await g.console.waitFor(READY_LINE, 0, opts.bootTimeoutMs ?? 180_000);
     } catch (e) {
       await g.destroy().catch(() => undefined);
@@ -138,76 +112,51 @@ export class BrowserGuest {
       } catch (e) {
         this.phaseError ??= e instanceof Error ? e : new Error(String(e));
       }
-      this.emulator.serial0_send("\n");
+      this.machine.send("\n");
     });
   }
 
   /** FLUSH CACHE commands the guest sent. */
   get guestFlushes(): number {
-    return this.flushHandle?.guestFlushes ?? 0;
+    return this.machine.guestFlushes;
   }
 
   /** True while a host command is running. */
   get busy(): boolean {
-    return this.interrupt !== undefined;
+    return this.machine.busy;
   }
 
   /**
    * Runs one shell command line in the guest; commands run one at a time in call order. `phase` labels the
    * disk requests issued meanwhile (the adapter's records).
    */
-  run(command: string, options: { phase?: string; timeoutMs?: number } = {}): Promise<GuestRunResult> {
-    if (command.includes("\n")) return Promise.reject(new Error("one command line, without newlines"));
-    const p = this.queue.then(() => this.runNow(command, options));
-    this.queue = p.catch(() => undefined);
-    return p;
+  run(command: string, options: RunOptions = {}): Promise<RunResult> {
+    return this.machine.run(command, options);
   }
 
   /** Runs `command` and throws when it exits non-zero; returns its output. */
-  async check(command: string, options: { phase?: string; timeoutMs?: number } = {}): Promise<string> {
-    const r = await this.run(command, options);
-    if (r.exitCode !== 0) throw new Error(`guest command failed (exit ${r.exitCode}): ${command}\n${r.output}`);
-    return r.output;
-  }
-
-  private async runNow(command: string, options: { phase?: string; timeoutMs?: number }): Promise<GuestRunResult> {
-    const prevPhase = this.adapter.phase;
-    if (options.phase) this.adapter.phase = options.phase;
-    const from = this.console.position;
-    const t = performance.now();
-    const interrupted = new Promise<never>((_, reject) => (this.interrupt = reject));
-    try {
-      this.emulator.serial0_send(command + "\n");
-      const m = await Promise.race([this.console.waitFor(DONE_LINE, from, options.timeoutMs ?? 600_000), interrupted]);
-      const end = m.match[0].startsWith("\n") ? m.start + 1 : m.start;
-      return { exitCode: Number(m.match[1]), output: this.console.textBetween(from, end).replace(/\r/g, ""), ms: performance.now() - t };
-    } finally {
-      this.interrupt = undefined;
-      if (options.phase) this.adapter.phase = prevPhase;
-    }
+  check(command: string, options: RunOptions = {}): Promise<string> {
+    return this.machine.check(command, options);
   }
 
   /** Stops the CPU and waits until no disk request is pending (idempotent). */
   async pause(): Promise<void> {
-    await this.loaded;
-    if (!this.paused) {
-      this.paused = true;
-      await this.emulator.stop();
-    }
-    await this.adapter.whenIdle();
+    await this.machine.loaded;
+    this.paused = true;
+    await this.machine.stop(); // v86's stop does nothing to a stopped CPU
   }
 
   /** Resumes after `pause()`. */
   async resume(): Promise<void> {
     if (!this.paused) return;
     this.paused = false;
-    await this.emulator.run();
+    await this.machine.resume();
   }
 
   /** v86's machine state (CPU, RAM, devices; no disk data). Call between `pause()` and `resume()`. */
   async saveState(): Promise<ArrayBuffer> {
     if (!this.paused || !this.adapter.idle) throw new Error("saveState: pause the guest first");
-    return this.emulator.save_state();
+    return this.machine.saveState();
   }
 
   /**
@@ -216,32 +165,25 @@ export class BrowserGuest {
    */
   async restoreState(state: ArrayBuffer, why: string): Promise<void> {
     if (!this.paused || !this.adapter.idle) throw new Error("restoreState: pause the guest first");
-    await this.emulator.restore_state(state);
-    this.adapter.invalidateCallbacks();
-    installHonestFlush(this.emulator, this.adapter);
-    this.interrupt?.(new GuestRestoredError(`the guest was restored (${why}) while this command ran`));
-    this.interrupt = undefined;
+    await this.machine.restoreState(state);
+    this.machine.abandonCommand(new GuestRestoredError(`the guest was restored (${why}) while this command ran`));
     await this.resume();
     // Whatever the restored guest still prints for a command of its past ends before this marker's echo.
     const marker = `REFCOW-SYNC-${++this.syncCounter}-${Math.floor(performance.now())}`;
-    const sync = this.queue.then(async () => {
+    await this.machine.enqueue(async () => {
       const from = this.console.position;
       // An empty line first: it answers a phase announcement the state was saved in (the guest then finishes
       // that command), or is a ping at the prompt; either way the marker command is read by the control loop.
-      this.emulator.serial0_send(`\necho ${marker}\n`);
+      this.machine.send(`\necho ${marker}\n`);
       const m = await this.console.waitFor(new RegExp(`(?:^|\\n)${marker}\\r?\\n`), from, 600_000);
       await this.console.waitFor(DONE_LINE, m.end - 1, 60_000);
     });
-    this.queue = sync.catch(() => undefined);
-    await sync;
   }
 
   /** Stops and frees the emulator; the disk is left open. */
   async destroy(): Promise<void> {
-    this.console.close(new Error("guest destroyed"));
-    this.interrupt?.(new Error("guest destroyed"));
-    await this.loaded;
-    await this.emulator.destroy();
-    await this.adapter.whenIdle();
+    this.machine.close();
+    await this.machine.loaded;
+    await this.machine.destroy();
   }
 }
