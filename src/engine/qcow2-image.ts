@@ -104,6 +104,8 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal */ scheme: RefcountScheme;
   /** Where new clusters go (first-fit or append), whatever the scheme. */
   readonly allocPolicy: AllocationPolicy;
+  /** @internal Random numbers for the scheme (OpenOptions.random). */
+  readonly random: () => number;
   /** @internal */ snapshots: SnapshotEntry[];
   /** Autoclear bits as they were at open (the engine clears them on a writable open). @internal */
   openedAutoclear = 0n;
@@ -144,6 +146,7 @@ export class Qcow2Image implements VirtualDisk {
     this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", (purpose) => this.sync(purpose), (off, buf) => this.validateL2Slice(off, buf));
     this.scheme = createScheme(opts.scheme);
     this.allocPolicy = allocationPolicy(opts.alloc);
+    this.random = opts.random ?? Math.random;
     // Filled in by open() once the tables are validated.
     this.refcounts = undefined as unknown as RefcountStore;
   }

@@ -41,6 +41,11 @@ export interface OpenOptions {
   forCheck?: boolean;
   /** Do not repair a dirty image at open (used by check, which reports instead). */
   noRepairOnOpen?: boolean;
+  /**
+   * Where a scheme draws the random numbers it needs (the journal's first sequence number); Math.random when
+   * absent. The crash harness passes a seeded one, so that a run repeats byte for byte.
+   */
+  random?: () => number;
 }
 
 export interface CreateOptions {

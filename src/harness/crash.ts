@@ -81,6 +81,8 @@ export interface CrashFailure {
   alloc?: AllocPolicyName;
   seed: number;
   steps: number;
+  torn: number;
+  subsets: number;
   /** Crash point: number of file operations issued before the crash. */
   at: number;
   /** Workload step under way at the crash ("open" for the first open), and what it was doing. */
@@ -184,7 +186,9 @@ export function runCrashWorkload(scheme: string, cache: CacheMode, seed: number,
   const base = new MemoryFile();
   Qcow2Image.create(base, { size, clusterSize: cs, extendedL2: geometry.extendedL2 });
   const fault = new FaultFile(base.contents(), `${scheme}-${cache}-${seed}`);
-  const open = () => Qcow2Image.open(fault, { scheme, cache, alloc });
+  // Seeded randomness for the scheme too (the journal's sequence numbers): a run repeats byte for byte.
+  const schemeRandom = seededRandom(seed * 65537 + 5);
+  const open = () => Qcow2Image.open(fault, { scheme, cache, alloc, random: schemeRandom });
   const w: CrashWorkload = { fault, durable: [], touches: [], events: [], steps: [{ firstOp: 0, what: "open" }], snapshotContent: new Map() };
   let img = open();
   const rnd = seededRandom(seed);
@@ -361,7 +365,7 @@ const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byte
 function verifyState(w: CrashWorkload, scheme: string, file: MemoryFile, dirty: boolean, at: number, alloc?: AllocPolicyName): Verdict {
   const view = new KeepOpen(file);
   try {
-    Qcow2Image.open(view, { scheme, cache: "writeback", alloc }).close();
+    Qcow2Image.open(view, { scheme, cache: "writeback", alloc, random: seededRandom(at) }).close();
   } catch (e) {
     return { message: `recovery (writable open with the ${scheme} scheme) failed: ${(e as Error).message}`, leaks: 0 };
   }
@@ -461,6 +465,8 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
   const steps = opts.steps ?? 60;
   const sample = opts.qemuSample ?? 12;
   const maxReported = opts.maxReported ?? 5;
+  const torn = opts.torn ?? 2;
+  const subsets = opts.subsets ?? 2;
   const qemu = sample !== 0 && qemuImgAvailable();
   const scratch = qemu ? new Scratch("crash") : undefined;
   const cells: CrashCellResult[] = [];
@@ -481,6 +487,8 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
                 alloc: opts.alloc,
                 seed,
                 steps,
+                torn,
+                subsets,
                 at,
                 step: w ? stepAt(w, at) : "workload",
                 state: state && w ? w.fault.describe(state) : "",
@@ -495,7 +503,6 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
             fail(0, undefined, undefined, `the workload itself failed: ${(e as Error).stack ?? e}`);
             continue;
           }
-          const stateRandom = seededRandom(seed * 7919 + 17);
           const qemuRandom = seededRandom(seed * 104729 + 3);
           // Reservoir of states for QEMU (uniform over the states it can open), unless it checks them all.
           const reservoir: { raw: Uint8Array; recovered: Uint8Array; at: number; state: CrashState }[] = [];
@@ -505,7 +512,9 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
           const points = opts.at !== undefined ? [opts.at] : w.fault.writePoints();
           for (const at of points) {
             cell.crashPoints++;
-            for (const state of w.fault.crashStates(at, { torn: opts.torn ?? 2, subsets: opts.subsets ?? 2, random: stateRandom })) {
+            // The subsets drawn at a crash point depend only on the seed and the point: --at reproduces them.
+            const random = seededRandom(seed * 7919 + at * 31 + 17);
+            for (const state of w.fault.crashStates(at, { torn, subsets, random })) {
               cell.states++;
               const file = w.fault.materialize(state);
               const head = new Uint8Array(112);
@@ -563,7 +572,8 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
 /** The command line that reruns one failing crash point. */
 export function reproducer(f: CrashFailure): string {
   const alloc = f.alloc ? ` --alloc ${f.alloc}` : "";
-  return `refcow crash-test --scheme ${f.scheme} -t ${f.cache} --geometry ${f.geometry}${alloc} --seed ${f.seed} --seeds 1 --steps ${f.steps} --at ${f.at}`;
+  const torn = f.torn === Infinity ? "all" : String(f.torn);
+  return `refcow crash-test --scheme ${f.scheme} -t ${f.cache} --geometry ${f.geometry}${alloc} --seed ${f.seed} --seeds 1 --steps ${f.steps} --torn ${torn} --subsets ${f.subsets} --at ${f.at}`;
 }
 
 /** The report as a table (one row per scheme and cache mode), then each reported failure. */

@@ -57,7 +57,7 @@ export class JournalScheme extends EagerScheme {
     this.loc = { offset, clusters };
     // A random first sequence number: bytes left in these clusters by an earlier journal can never pass as
     // transactions of this one.
-    this.seq = BigInt(Math.floor(Math.random() * 2 ** 48)) + 1n;
+    this.seq = BigInt(Math.floor(img.random() * 2 ** 48)) + 1n;
     img.file.write(journalHeader(this.seq), offset, "journal");
     this.refcounts.cache.writeDirty();
     img.sync("journal");
