@@ -97,6 +97,35 @@ function num(ctx: IoContext, s: string): number | undefined {
   return r.value;
 }
 
+/** A -P argument (parse_pattern): the byte, or undefined after printing qemu-io's complaint. */
+function patternArg(ctx: IoContext, arg: string): number | undefined {
+  const v = parsePattern(arg);
+  if (v === undefined) ctx.io.out(`${arg} is not a valid pattern byte\n`);
+  return v;
+}
+
+/** The `off len` operands (cvtnum each), or undefined after printing what is wrong with the first bad one. */
+function offsetAndLength(ctx: IoContext, operands: readonly string[]): { offset: number; count: number } | undefined {
+  const offset = num(ctx, operands[0]!);
+  if (offset === undefined) return undefined;
+  const count = num(ctx, operands[1]!);
+  if (count === undefined) return undefined;
+  return { offset, count };
+}
+
+/** Requests on the VM state (-b) and compressed writes (-c) must be whole sectors: false after the message. */
+function sectorAligned(ctx: IoContext, offset: number, count: number): boolean {
+  if (offset % 512) {
+    ctx.io.out(`${offset} is not a sector-aligned value for 'offset'\n`);
+    return false;
+  }
+  if (count % 512) {
+    ctx.io.out(`${count} is not a sector-aligned value for 'count'\n`);
+    return false;
+  }
+  return true;
+}
+
 /** blk_check_byte_request: the request must lie inside the disk. */
 function inRange(target: IoTarget, offset: number, count: number): boolean {
   return offset <= target.size && target.size - offset >= count;
@@ -149,11 +178,8 @@ const readCmd: IoCommand = {
         case "p": break;
         case "P": {
           Pflag = true;
-          const v = parsePattern(o.value!);
-          if (v === undefined) {
-            ctx.io.out(`${o.value} is not a valid pattern byte\n`);
-            return EINVAL;
-          }
+          const v = patternArg(ctx, o.value!);
+          if (v === undefined) return EINVAL;
           pattern = v;
           break;
         }
@@ -172,10 +198,9 @@ const readCmd: IoCommand = {
       ctx.io.out(usageLine(this));
       return EINVAL;
     }
-    const offset = num(ctx, p.operands[0]!);
-    if (offset === undefined) return EINVAL;
-    const count = num(ctx, p.operands[1]!);
-    if (count === undefined) return EINVAL;
+    const operands = offsetAndLength(ctx, p.operands);
+    if (!operands) return EINVAL;
+    const { offset, count } = operands;
     if (count > REQUEST_MAX_BYTES) {
       ctx.io.out(`length cannot exceed ${REQUEST_MAX_BYTES}, given ${p.operands[1]}\n`);
       return EINVAL;
@@ -190,14 +215,7 @@ const readCmd: IoCommand = {
       return EINVAL;
     }
     if (bflag) {
-      if (offset % 512) {
-        ctx.io.out(`${offset} is not a sector-aligned value for 'offset'\n`);
-        return EINVAL;
-      }
-      if (count % 512) {
-        ctx.io.out(`${count} is not a sector-aligned value for 'count'\n`);
-        return EINVAL;
-      }
+      if (!sectorAligned(ctx, offset, count)) return EINVAL;
       ctx.io.out(`read failed: ${ENOTSUP}\n`);
       return -95;
     }
@@ -301,11 +319,8 @@ const writeCmd: IoCommand = {
         case "p": break;
         case "P": {
           Pflag = true;
-          const v = parsePattern(o.value!);
-          if (v === undefined) {
-            ctx.io.out(`${o.value} is not a valid pattern byte\n`);
-            return EINVAL;
-          }
+          const v = patternArg(ctx, o.value!);
+          if (v === undefined) return EINVAL;
           pattern = v;
           break;
         }
@@ -339,24 +354,14 @@ const writeCmd: IoCommand = {
       ctx.io.out("Only one of -z, -P, and -s can be specified at the same time\n");
       return EINVAL;
     }
-    const offset = num(ctx, p.operands[0]!);
-    if (offset === undefined) return EINVAL;
-    const count = num(ctx, p.operands[1]!);
-    if (count === undefined) return EINVAL;
+    const operands = offsetAndLength(ctx, p.operands);
+    if (!operands) return EINVAL;
+    const { offset, count } = operands;
     if (count > REQUEST_MAX_BYTES && !noFallback) {
       ctx.io.out(`length cannot exceed ${REQUEST_MAX_BYTES} without -n, given ${p.operands[1]}\n`);
       return EINVAL;
     }
-    if (bflag || cflag) {
-      if (offset % 512) {
-        ctx.io.out(`${offset} is not a sector-aligned value for 'offset'\n`);
-        return EINVAL;
-      }
-      if (count % 512) {
-        ctx.io.out(`${count} is not a sector-aligned value for 'count'\n`);
-        return EINVAL;
-      }
-    }
+    if ((bflag || cflag) && !sectorAligned(ctx, offset, count)) return EINVAL;
     let buf: Uint8Array | undefined;
     if (!zflag) {
       if (sflag) {
@@ -414,10 +419,9 @@ const discardCmd: IoCommand = {
       ctx.io.out(usageLine(this));
       return EINVAL;
     }
-    const offset = num(ctx, p.operands[0]!);
-    if (offset === undefined) return EINVAL;
-    const bytes = num(ctx, p.operands[1]!);
-    if (bytes === undefined) return EINVAL;
+    const operands = offsetAndLength(ctx, p.operands);
+    if (!operands) return EINVAL;
+    const { offset, count: bytes } = operands;
     if (bytes > REQUEST_MAX_BYTES) {
       ctx.io.out(`length cannot exceed ${REQUEST_MAX_BYTES}, given ${p.operands[1]}\n`);
       return EINVAL;
