@@ -16,7 +16,8 @@ export function decompressCluster(type: number, data: Uint8Array, clusterSize: n
       // finishFlush: the stored sector count rounds up, so trailing bytes past the stream are normal.
       out = inflateRawSync(data, { finishFlush: 2 /* Z_SYNC_FLUSH */, maxOutputLength: clusterSize });
     } else if (type === COMPRESSION_ZSTD) {
-      out = zstdDecompress(trimZstd(data));
+      // Into a cluster-sized buffer: a frame header is not trusted with the size of the allocation.
+      out = zstdDecompress(trimZstd(data), new Uint8Array(clusterSize));
     } else {
       throw new ImageFormatError(`unknown compression type ${type}`);
     }
