@@ -16,7 +16,12 @@ export function decompressCluster(type: number, data: Uint8Array, clusterSize: n
       // finishFlush: the stored sector count rounds up, so trailing bytes past the stream are normal.
       out = inflateRawSync(data, { finishFlush: 2 /* Z_SYNC_FLUSH */, maxOutputLength: clusterSize });
     } else if (type === COMPRESSION_ZSTD) {
-      // Into a cluster-sized buffer: a frame header is not trusted with the size of the allocation.
+      // Into a cluster-sized buffer: a frame header is not trusted with the size of the allocation. The
+      // decompressed size is then only known from the header: it must be the cluster size, as QEMU requires.
+      const size = zstdContentSize(data);
+      if (size !== undefined && size !== BigInt(clusterSize)) {
+        throw new ImageFormatError(`compressed cluster ${where} holds ${size} bytes instead of ${clusterSize}`, { corruption: false });
+      }
       out = zstdDecompress(trimZstd(data), new Uint8Array(clusterSize));
     } else {
       throw new ImageFormatError(`unknown compression type ${type}`);
@@ -29,6 +34,21 @@ export function decompressCluster(type: number, data: Uint8Array, clusterSize: n
     throw new ImageFormatError(`compressed cluster ${where} decompresses to ${out.length} bytes instead of ${clusterSize}`, { corruption: false });
   }
   return out.length === clusterSize ? out : out.subarray(0, clusterSize);
+}
+
+/** The content size a zstd frame header declares, if it declares one. */
+function zstdContentSize(data: Uint8Array): bigint | undefined {
+  if (data.length < 6) return undefined;
+  const fhd = data[4];
+  const fcsFlag = fhd >> 6;
+  const single = (fhd >> 5) & 1;
+  const bytes = [single ? 1 : 0, 2, 4, 8][fcsFlag];
+  if (!bytes) return undefined;
+  const pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3];
+  if (pos + bytes > data.length) return undefined;
+  let v = 0n;
+  for (let i = bytes - 1; i >= 0; i--) v = (v << 8n) | BigInt(data[pos + i]);
+  return bytes === 2 ? v + 256n : v;
 }
 
 /** Returns the bytes of the first zstd frame (fzstd rejects trailing padding). */
