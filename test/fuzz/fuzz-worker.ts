@@ -194,6 +194,8 @@ async function cli(run: Run, c: FuzzCase): Promise<void> {
     [["io", "--in-process", "-c", "read 0 64k", "-c", "read -v 0 512", "-c", "map", file], false],
     [["convert", "-O", "raw", file, other], true],
     [["io", "--in-process", "-c", "write -P 0x42 0 4k", "-c", "read -P 0x42 0 4k", "-c", "flush", file], false],
+    [["snapshot", "-c", "fz", file], false],
+    [["compact", file], false],
     [["check", "-r", "leaks", file], false],
     [["check", "-r", "all", file], false],
   ];
