@@ -24,6 +24,7 @@ import {
   maskTimings,
   run,
   tempDir,
+  type RunResult,
 } from "./qemu-harness.js";
 
 const QEMU = haveQemu();
@@ -47,6 +48,19 @@ function errorLine(refcowStderr: string, qemuStderr: string): string {
   const r = firstErrorLine(refcowStderr);
   const q = firstErrorLine(qemuStderr);
   return r.startsWith(q) ? q : r;
+}
+
+/**
+ * Soft check that refcow's stdout (through `mask`), exit status and error line are QEMU's; `label` names the
+ * case in the report.
+ */
+function expectSameOutcome(label: Record<string, unknown>, q: RunResult, r: RunResult, mask: (s: string) => string = (s) => s): void {
+  expect.soft({ ...label, out: mask(r.stdout), status: r.status, err: errorLine(r.stderr, q.stderr) }).toEqual({
+    ...label,
+    out: mask(q.stdout),
+    status: q.status,
+    err: firstErrorLine(q.stderr),
+  });
 }
 
 /**
@@ -287,12 +301,7 @@ describe("refcow vs qemu-img / qemu-io 7.2", () => {
     ];
     for (const c of cases) {
       const { q, r } = await both(["create", ...c], dq, dr);
-      expect.soft({ c, out: r.stdout, status: r.status, err: errorLine(r.stderr, q.stderr) }).toEqual({
-        c,
-        out: q.stdout,
-        status: q.status,
-        err: firstErrorLine(q.stderr),
-      });
+      expectSameOutcome({ c }, q, r);
     }
     for (const name of fs.readdirSync(dq)) {
       const a = path.join(dq, name);
@@ -334,12 +343,7 @@ describe("refcow vs qemu-img / qemu-io 7.2", () => {
     ];
     for (const s of steps) {
       const { q, r } = await both(["snapshot", ...s], dq, dr);
-      expect.soft({ s, out: maskDates(r.stdout), status: r.status, err: errorLine(r.stderr, q.stderr) }).toEqual({
-        s,
-        out: maskDates(q.stdout),
-        status: q.status,
-        err: firstErrorLine(q.stderr),
-      });
+      expectSameOutcome({ s }, q, r, maskDates);
     }
     for (const f of ["base.qcow2", "snap.qcow2", "sub/ov.qcow2", "v2.qcow2"]) {
       const cmp = await run("qemu-img", ["compare", path.join(dq, f), path.join(dr, f)], dq);
@@ -406,12 +410,7 @@ describe("refcow vs qemu-img / qemu-io 7.2", () => {
     ];
     for (const c of cases) {
       const { q, r } = await both(["convert", ...c], dq, dr);
-      expect.soft({ c, out: r.stdout, status: r.status, err: errorLine(r.stderr, q.stderr) }).toEqual({
-        c,
-        out: q.stdout,
-        status: q.status,
-        err: firstErrorLine(q.stderr),
-      });
+      expectSameOutcome({ c }, q, r);
     }
     for (const name of fs.readdirSync(dq).filter((n) => /^o\d/.test(n))) {
       expect.soft({ name, same: sameImage(path.join(dq, name), path.join(dr, name)) }).toEqual({ name, same: "same" });
