@@ -11,7 +11,7 @@
  *  - the guest's RAM size and kernel command line,
  *  - the disk size (the kernel sized /dev/sda at boot),
  *  - whether the honest-flush patch was on (the IDENTIFY data the kernel saw),
- *  - v86's version and GuestRunner's fixed machine settings (MACHINE_SETTINGS_ID).
+ *  - v86's version and the machine settings GuestMachine fixes (MACHINE_SETTINGS_ID, guest-machine.ts).
  *
  * A `<key>.json` next to the state records those inputs for humans. Files are written to a temporary name
  * and renamed, so a concurrent run sees a whole state or none. Only the most recently used states are kept.
