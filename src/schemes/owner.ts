@@ -47,6 +47,8 @@ import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
 export const EXT_REFCOW_OWNER = 0x52434f57;
 const META = 0xffffffff;
 const FLAG_LEGACY = 1;
+/** Owner of clusters a rebuilt tree found shared by snapshots it could not place (no node has this id). */
+const LEGACY_OWNER = 1;
 
 interface OwnerNode {
   id: number;
@@ -133,7 +135,7 @@ export class OwnerScheme implements RefcountScheme {
     const img = this.img;
     this.owner = new Uint32Array(Math.max(1024, Math.ceil(img.file.size() / img.clusterSize)));
     this.nodes.clear();
-    const legacy = 1;
+    const legacy = LEGACY_OWNER;
     this.active = 2;
     this.nodes.set(this.active, { id: this.active, parent: 0, legacy: false, snapshot: "" });
     img.snapshots.forEach((sn, i) => this.nodes.set(3 + i, { id: 3 + i, parent: 0, legacy: true, snapshot: sn.id }));
@@ -173,8 +175,7 @@ export class OwnerScheme implements RefcountScheme {
       nodes.set(id, { id, parent, legacy: (flags & FLAG_LEGACY) !== 0, snapshot });
       p = alignUp(p + 14 + len, 4);
     }
-    // Every snapshot must have its node, and the active node must exist.
-    if (!nodes.has(active) || img.snapshots.some((sn) => ![...nodes.values()].some((n) => n.snapshot === sn.id))) return false;
+    if (!this.treeIsSound(nodes, count, active)) return false;
     const raw = new Uint8Array(entries * 4);
     img.file.read(raw, offset, "owner");
     const table = new Uint32Array(Math.max(entries, 1024));
@@ -185,10 +186,40 @@ export class OwnerScheme implements RefcountScheme {
     const clusters = Math.ceil(img.file.size() / img.clusterSize);
     for (let c = 0; c < Math.min(clusters, entries); c++) {
       if ((table[c] !== 0) !== (rc.get(c) !== 0)) return false;
+      // Every owner is a node of the tree, metadata, or the legacy owner of shared clusters.
+      if (table[c] !== 0 && table[c] !== META && table[c] !== LEGACY_OWNER && !nodes.has(table[c])) return false;
     }
     this.owner = table;
     this.nodes = nodes;
     this.active = active;
+    return true;
+  }
+
+  /**
+   * The node tree as loaded must be one the scheme could have written: distinct ids, the active node the only
+   * one without a snapshot, one node per snapshot and none for a snapshot that does not exist, parents that
+   * exist and no cycle. A damaged one is rebuilt from the tables instead.
+   */
+  private treeIsSound(nodes: Map<number, OwnerNode>, count: number, active: number): boolean {
+    if (nodes.size !== count || nodes.has(0) || nodes.has(META) || nodes.has(LEGACY_OWNER)) return false;
+    const activeNode = nodes.get(active);
+    if (!activeNode || activeNode.snapshot !== "") return false;
+    const ids = new Set(this.img.snapshots.map((sn) => sn.id));
+    const seen = new Set<string>();
+    for (const n of nodes.values()) {
+      if (n.id === active) continue;
+      if (!ids.has(n.snapshot) || seen.has(n.snapshot)) return false;
+      seen.add(n.snapshot);
+      if (n.parent !== 0 && !nodes.has(n.parent)) return false;
+    }
+    if (seen.size !== ids.size || (activeNode.parent !== 0 && !nodes.has(activeNode.parent))) return false;
+    for (const start of nodes.values()) {
+      let n: OwnerNode | undefined = start;
+      for (let steps = 0; n && n.parent !== 0; steps++) {
+        if (steps > nodes.size) return false; // a cycle
+        n = nodes.get(n.parent);
+      }
+    }
     return true;
   }
 
