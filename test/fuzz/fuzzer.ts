@@ -58,7 +58,11 @@ function bundleWorker(): string {
     logLevel: "error",
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   });
-  return out;
+  // Started through an entry of its own: bundled modules that run when they are the main script (the ring
+  // bench) compare their URL, now the bundle's, with the thread's script.
+  const entry = path.join(path.dirname(out), "fuzz-worker-entry.mjs");
+  fs.writeFileSync(entry, 'import "./fuzz-worker.mjs";\n');
+  return entry;
 }
 
 /** One worker thread at a time; replaced when it hangs or dies. */
