@@ -153,7 +153,14 @@ async function drive(scheme: string, index: number, n: number, counts: Counts): 
 it(`load: ${TOTAL} requests over ${SCHEMES.length} images (${SCHEMES.join(", ")}), ${CACHE}, depth ${DEPTH}`, async () => {
   const counts: Counts = { requests: 0, reads: 0, writes: 0, zeroes: 0, discards: 0, flushes: 0, snapshots: 0, verifications: 0 };
   let peakRss = process.memoryUsage().rss;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 200);
+  // RSS as the run goes (each tenth of the requests): it must level off, not grow with the request count.
+  const byTenth: number[] = [];
+  const sampler = setInterval(() => {
+    const rss = process.memoryUsage().rss;
+    peakRss = Math.max(peakRss, rss);
+    const tenth = Math.floor((counts.requests * 10) / TOTAL);
+    if (tenth > 0 && byTenth[tenth - 1] === undefined) byTenth[tenth - 1] = rss;
+  }, 200);
   const t0 = performance.now();
   try {
     await Promise.all(SCHEMES.map((s, i) => drive(s, i, Math.ceil(TOTAL / SCHEMES.length), counts)));
@@ -168,7 +175,8 @@ it(`load: ${TOTAL} requests over ${SCHEMES.length} images (${SCHEMES.join(", ")}
     `load: ${counts.requests} requests in ${seconds.toFixed(1)} s = ${(counts.requests / seconds).toFixed(0)} requests/s ` +
       `(reads ${counts.reads}, writes ${counts.writes}, zero writes ${counts.zeroes}, discards ${counts.discards}, flushes ${counts.flushes}, snapshot ops ${counts.snapshots}; ${counts.verifications} whole-disk verifications)\n` +
       `memory: peak RSS ${mib(maxRss)} (sampled ${mib(peakRss)}), at the end RSS ${mib(mem.rss)}, heap ${mib(mem.heapUsed)}, array buffers ${mib(mem.arrayBuffers)}; ` +
-      `the models alone hold ${mib(SCHEMES.length * DISK * 3)} at most (disk + 2 snapshots per image)`,
+      `the models alone hold ${mib(SCHEMES.length * DISK * 3)} at most (disk + 2 snapshots per image)\n` +
+      `RSS after each tenth of the requests: ${byTenth.map((b) => (b === undefined ? "-" : (b / 2 ** 20).toFixed(0))).join(", ")} MiB`,
   );
   // Bounded: the models (disk + two snapshots per image), the engines' caches and the rings, not the request count.
   expect(maxRss).toBeLessThan(SCHEMES.length * DISK * 3 + 1.5 * 2 ** 30);
