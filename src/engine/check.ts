@@ -101,6 +101,10 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
       if (onDisk > ref) leaksFixed++;
       else corruptionsFixed++;
     }
+    // Counts past the end of the file are not compared (as qemu-img does not), but a repair clears those that
+    // nothing references: a crash can leave the count of a cluster whose write never extended the file, and
+    // it would show as a leak once the file grows over it.
+    leaksFixed += clearCountsPastEnd(img, first.walk.refs, messages);
   }
   // COPIED flags follow the repaired counts ("leaks" fixes them only when nothing else is wrong).
   if (repair === "all" || first.corruptions === 0) {
@@ -119,6 +123,25 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
     img.writeHeader();
   }
   return { ...publicResult(after), corruptionsFixed, leaksFixed, messages };
+}
+
+/** Zeroes the counts of unreferenced clusters past the end of the file; returns how many. */
+function clearCountsPastEnd(img: Qcow2Image, refs: References, messages: string[]): number {
+  const rc = img.refcounts;
+  const epb = rc.entriesPerBlock;
+  const fileClusters = Math.ceil(img.file.size() / img.clusterSize);
+  let cleared = 0;
+  for (let r = Math.floor(fileClusters / epb); r < rc.table.length; r++) {
+    if (!rc.table[r]) continue;
+    for (let c = Math.max(r * epb, fileClusters); c < (r + 1) * epb; c++) {
+      const n = rc.get(c);
+      if (n === 0 || refs.get(c) !== 0) continue;
+      messages.push(`Repairing cluster ${c} refcount=${n} reference=0`);
+      rc.set(c, 0);
+      cleared++;
+    }
+  }
+  return cleared;
 }
 
 /** Sets the COPIED flags of the active tables from the counts; returns a description of each change. */
