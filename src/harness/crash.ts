@@ -59,6 +59,7 @@ export interface CrashTestOptions {
   steps?: number;
   /** Geometry name; by default the seeds rotate through CRASH_GEOMETRIES. */
   geometry?: string;
+  /** Allocation policy; by default odd seeds use append, even ones first-fit. */
   alloc?: AllocPolicyName;
   /** Tear points per last write (default 2: after its first sector, and before its last; Infinity: every boundary). */
   torn?: number;
@@ -477,6 +478,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
         const cell: CrashCellResult = { scheme, cache, seeds, crashPoints: 0, states: 0, failures: 0, reported: [], qemuChecked: 0, leakyStates: 0, ms: 0 };
         for (let seed = first; seed < first + seeds; seed++) {
           const geometry = geometryFor(seed, opts.geometry);
+          const alloc: AllocPolicyName = opts.alloc ?? (seed % 2 ? "append" : "first-fit");
           const fail = (at: number, state: CrashState | undefined, w: CrashWorkload | undefined, message: string) => {
             cell.failures++;
             if (cell.reported.length < maxReported) {
@@ -484,7 +486,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
                 scheme,
                 cache,
                 geometry: geometry.name,
-                alloc: opts.alloc,
+                alloc,
                 seed,
                 steps,
                 torn,
@@ -498,7 +500,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
           };
           let w: CrashWorkload;
           try {
-            w = runCrashWorkload(scheme, cache, seed, steps, geometry, opts.alloc);
+            w = runCrashWorkload(scheme, cache, seed, steps, geometry, alloc);
           } catch (e) {
             fail(0, undefined, undefined, `the workload itself failed: ${(e as Error).stack ?? e}`);
             continue;
@@ -531,7 +533,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
                 }
               }
               const raw = slot >= 0 ? file.contents() : undefined;
-              const v = verifyState(w, scheme, file, (incompat & INCOMPAT_DIRTY) !== 0n, at, opts.alloc);
+              const v = verifyState(w, scheme, file, (incompat & INCOMPAT_DIRTY) !== 0n, at, alloc);
               if (v.leaks) cell.leakyStates++;
               if (v.message) {
                 fail(at, state, w, v.message);

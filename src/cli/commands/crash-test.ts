@@ -21,7 +21,8 @@ export const CRASH_TEST_HELP =
   "close and reopen) on a fault-injecting file and verifies every crash state at every write: recovery,\n" +
   "refcow check, acknowledged data, snapshot contents; a sample of states (or all) also by qemu-img check\n" +
   "and compare. Defaults: every scheme, -t writeback,writethrough, --seed 1 --seeds 3 --steps 60,\n" +
-  `--qemu-sample 12, geometries rotating by seed (${CRASH_GEOMETRIES.map((g) => g.name).join(", ")}).\n` +
+  `--qemu-sample 12, geometries rotating by seed (${CRASH_GEOMETRIES.map((g) => g.name).join(", ")}), --alloc append\n` +
+  "for odd seeds and first-fit for even ones.\n" +
   "Exit code 1 when any state failed; each reported failure comes with the command line that reruns it.\n";
 
 function positive(v: string | undefined, what: string, min = 1): number | undefined {
