@@ -144,9 +144,15 @@ function guestAnswer(guest: GuestResult[]): string {
       .filter((x) => x.inp && x.post && x.inp.writes && x.post.writes);
     if (!post.length) continue;
     const desc = post
-      .map((x) => `${x.g.scheme} ${f1(x.post!.write_median_us)} µs (in place ${f1(x.inp!.write_median_us)})`)
+      .map((x) => {
+        const engine = x.post!.engine_write_median_us !== undefined ? `; engine ${f1(x.post!.engine_write_median_us)} µs vs ${f1(x.inp!.engine_write_median_us)}` : "";
+        return `${x.g.scheme} ${f1(x.post!.write_median_us)} µs (in place ${f1(x.inp!.write_median_us)}${engine})`;
+      })
       .join(", ");
-    parts.push(`In the guest (${post[0].g.workload} workload through its own IDE driver, ${cache}), the median write after the snapshot took ${desc}.`);
+    parts.push(
+      `In the guest (${post[0].g.workload} workload through its own IDE driver, ${cache}), the median write after the snapshot took ${desc}; ` +
+        "what the guest sees adds the emulator's scheduling and the host's load to the engine's own time.",
+    );
     const vm = runs.filter((g) => g.snapshot?.vmStateWriteMs !== undefined && g.snapshot?.diskSnapshotMs !== undefined);
     if (vm.length) {
       const v = vm[0].snapshot!;
