@@ -124,12 +124,11 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
       mark: { type: "bar", tooltip: true },
       encoding: {
         column: BY_CACHE,
-        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: "scheme (bars: in place, after the snapshot, allocating after its delete)", axis: { labelAngle: 0 } },
+        x: { field: "scheme", type: "nominal", sort: SCHEME_ORDER, title: "scheme — three bars each, left to right: in place, after the snapshot, allocating after its delete", axis: { labelAngle: 0 } },
         xOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         y: { field: "us", type: "quantitative", title: "µs of I/O per write", stack: "zero" },
         color: { field: "group", type: "nominal", sort: [...COST_GROUPS], title: "cost", scale: { scheme: "tableau10" } },
         order: { field: "group", sort: "ascending" },
-        opacity: { field: "phase", type: "nominal", sort: [...PHASES], scale: { range: [0.45, 1, 0.75] }, legend: null },
       },
       resolve: { scale: { y: "independent" } },
       width: 420,
