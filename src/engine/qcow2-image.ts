@@ -119,6 +119,8 @@ export class Qcow2Image implements VirtualDisk {
   readonly refcountProblems: { message: string; rebuild: boolean }[] = [];
   /** The corruption found while the image was open for writing; from then on it is refused (QEMU's behaviour). */
   private corruptError: ImageFormatError | null = null;
+  /** A lower bound of the file's size (see checkInFile). */
+  private fileEndSeen = 0;
   /** The scheme's hooks apply only once it is attached (after any repair at open). */
   private schemeAttached = false;
   private lastCompressed: { offset: number; data: Uint8Array } | null = null;
@@ -514,7 +516,12 @@ export class Qcow2Image implements VirtualDisk {
    * write of refcow's leaves one), and writing there would grow the file to wherever the entry points.
    */
   private checkInFile(hostOffset: number, guestOffset: number): void {
-    if (hostOffset >= this.file.size()) {
+    // The file only grows while an image is open (only compaction, on its own open, shrinks it), so a size
+    // seen once stays a lower bound: the size is asked again (a syscall) only for an offset beyond it, not
+    // on every in-place write.
+    if (hostOffset < this.fileEndSeen) return;
+    this.fileEndSeen = this.file.size();
+    if (hostOffset >= this.fileEndSeen) {
       throw new ImageFormatError(`image is corrupt: guest offset 0x${guestOffset.toString(16)} maps to host offset 0x${hostOffset.toString(16)}, past the end of the image`);
     }
   }
