@@ -25,6 +25,11 @@ export interface NbdExport {
    * can be honoured): qcow2 v3 (zero clusters) on whole clusters. Undefined: never fast.
    */
   fastZero?: (offset: number, length: number) => boolean;
+  /**
+   * Advertise CAN_MULTI_CONN: only when more than one client may be served at once (-e N > 1), as qemu-nbd
+   * does; with one, a client that opens several connections would wait for ever on the second.
+   */
+  multiConn: boolean;
 }
 
 /** Transmission flags of an export. Structured-reply-only features are added by the connection. */
@@ -32,7 +37,7 @@ export function transmissionFlags(exp: NbdExport): number {
   let f = TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_FUA | TxFlag.SEND_CACHE;
   // One engine serves every connection in submission order, and a flush flushes the whole image: a flush on
   // one connection covers the writes completed on all of them, which is what CAN_MULTI_CONN promises.
-  f |= TxFlag.CAN_MULTI_CONN;
+  if (exp.multiConn) f |= TxFlag.CAN_MULTI_CONN;
   if (exp.readOnly) f |= TxFlag.READ_ONLY;
   else f |= TxFlag.SEND_TRIM | TxFlag.SEND_WRITE_ZEROES | TxFlag.SEND_FAST_ZERO;
   return f;

@@ -334,6 +334,7 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
     cache: opts.cache,
     discard: opts.discard,
     detectZeroes: opts.detectZeroes,
+    multiConn: opts.shared > 1,
     fastZero: zeroClusters
       ? (offset, length) => offset % zeroClusters === 0 && ((offset + length) % zeroClusters === 0 || offset + length === size)
       : undefined,
