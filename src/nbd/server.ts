@@ -94,7 +94,8 @@ export class NbdServer {
   stop(): Promise<void> {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
-      await new Promise<void>((r) => this.server.close(() => r()));
+      // close() stops accepting at once; its callback waits for the connections, closed below.
+      const closed = new Promise<void>((r) => this.server.close(() => r()));
       if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
       for (const s of this.waiting.splice(0)) s.destroy();
       await Promise.all(
@@ -104,6 +105,7 @@ export class NbdServer {
           await c.done;
         }),
       );
+      await closed;
       this.stoppedResolve();
     })();
     return this.stopping;
