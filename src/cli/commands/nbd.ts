@@ -311,6 +311,9 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
   let disk;
   try {
     disk = await openServedImage(overlay ?? opts.image, {
+      // No spinning on the socket's thread while a request is in the worker: its event loop must stay free to
+      // read the next requests (on a loaded two-core machine, fio at iodepth 16 saw lower median latency so).
+      client: { spinUs: 0 },
       scheme: opts.scheme,
       alloc: opts.alloc,
       cache: opts.cache,
