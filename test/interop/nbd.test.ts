@@ -50,6 +50,11 @@ function createImage(file: string, size = SIZE, cs = CS): void {
   qemuImg(["create", "-q", "-f", "qcow2", "-o", `cluster_size=${cs}`, file, String(size)]);
 }
 
+/** fio, run in the test directory (it may leave a verify state file in its working directory). */
+function fio(args: string[]): ReturnType<typeof run> {
+  return run("fio", args, { cwd: dir });
+}
+
 async function expectExitClean(server: Awaited<ReturnType<typeof startNbd>>): Promise<void> {
   const end = await server.exited;
   expect(end.code, end.stderr).toBe(0);
@@ -178,11 +183,11 @@ describe("fio's nbd engine", () => {
       createImage(image, 64 << 20, 65536);
       // -t: fio connects again for its verify phase.
       const server = await startNbd(socketIn(dir, `fio-${iodepth}`), ["-f", "qcow2", "--cache=writeback", "-t", image]);
-      const fio = await run("fio", fioArgs(server.uri, [`--iodepth=${iodepth}`, "--size=8m", "--do_verify=1"]));
+      const result = await fio(fioArgs(server.uri, [`--iodepth=${iodepth}`, "--size=8m", "--do_verify=1"]));
       server.child.kill("SIGTERM");
       await expectExitClean(server);
-      expect(fio.status, fio.stdout + fio.stderr).toBe(0);
-      expect(fio.stdout).toMatch(/err= 0/);
+      expect(result.status, result.stdout + result.stderr).toBe(0);
+      expect(result.stdout).toMatch(/err= 0/);
       expect(qemuCheck(image).status).toBe(0);
     }, 120_000);
   }
@@ -195,7 +200,7 @@ describe("fio's nbd engine", () => {
       // Phase 1: a verified workload over [0, 8M), flushed at its end.
       const region1 = ["--offset=0", "--size=8m", "--end_fsync=1", "--iodepth=16"];
       let server = await startNbd(socketIn(dir, `kill1-${scheme}`), base);
-      const first = await run("fio", fioArgs(server.uri, [...region1, "--do_verify=1"]));
+      const first = await fio(fioArgs(server.uri, [...region1, "--do_verify=1"]));
       expect(first.status, first.stdout + first.stderr).toBe(0);
       server.child.kill("SIGTERM");
       await expectExitClean(server);
@@ -203,7 +208,7 @@ describe("fio's nbd engine", () => {
       expect(snap.status, snap.stderr).toBe(0);
       // Phase 2: writes with flushes over [8M, 24M) — copy-on-write after the snapshot — killed midway.
       server = await startNbd(socketIn(dir, `kill2-${scheme}`), base);
-      const second = run("fio", [
+      const second = fio([
         "--name=load", "--ioengine=nbd", `--uri=${server.uri}`, "--rw=randwrite", "--bs=4k", "--iodepth=32",
         "--offset=8m", "--size=16m", "--fsync=8", "--time_based=1", "--runtime=30",
       ]);
@@ -218,7 +223,7 @@ describe("fio's nbd engine", () => {
       expect(check.status, check.out).toBe(0);
       // Everything phase 1 wrote (and flushed) reads back as fio wrote it.
       server = await startNbd(socketIn(dir, `kill3-${scheme}`), ["-f", "qcow2", "-r", "-t", image]);
-      const verify = await run("fio", fioArgs(server.uri, [...region1, "--verify_only=1"]));
+      const verify = await fio(fioArgs(server.uri, [...region1, "--verify_only=1"]));
       server.child.kill("SIGTERM");
       await expectExitClean(server);
       expect(verify.status, verify.stdout + verify.stderr).toBe(0);
@@ -231,14 +236,14 @@ describe("shutdown", () => {
     const image = path.join(dir, "term.qcow2");
     createImage(image, 64 << 20, 65536);
     const server = await startNbd(socketIn(dir, "term"), ["--scheme", "lazy", "-f", "qcow2", image]);
-    const fio = run("fio", [
+    const load = fio([
       "--name=load", "--ioengine=nbd", `--uri=${server.uri}`, "--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=16m",
       "--time_based=1", "--runtime=30",
     ]);
     await new Promise((r) => setTimeout(r, 1000));
     server.child.kill("SIGTERM");
     await expectExitClean(server);
-    await fio;
+    await load;
     const check = qemuCheck(image);
     expect(check.status, check.out).toBe(0);
     const info = JSON.parse(qemuImg(["info", "--output=json", image]));
