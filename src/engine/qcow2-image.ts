@@ -39,7 +39,7 @@ import {
 import { ClusterType, decodeL1, encodeL1, L2Codec, type L2Entry } from "../format/l1l2.js";
 import { encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
 import { parseSnapshotTable, type SnapshotEntry } from "../format/snapshot-table.js";
-import { createScheme, recoverAfterLoad, recoverBeforeLoad, type RefcountScheme } from "../schemes/index.js";
+import { createScheme, hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad, type RefcountScheme } from "../schemes/index.js";
 import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
 import { decompressCluster } from "./compression.js";
 import { ClosedError, ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
@@ -146,7 +146,11 @@ export class Qcow2Image implements VirtualDisk {
     this.snapshots = [];
     const l2CacheSlices = Math.max(16, Math.min(L2_CACHE_BYTES / this.sliceBytes, Math.ceil(header.l1Size * this.clusterSize / this.sliceBytes) + 16));
     this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", (purpose) => this.sync(purpose), (off, buf) => this.validateL2Slice(off, buf));
-    this.scheme = createScheme(opts.scheme);
+    // An open for check keeps standard refcounts whatever scheme was asked for (the name is still checked):
+    // check compares and repairs standard counts, and a scheme's conventions while open (lazy-count's
+    // uncounted active layer, the journal's area, owner's rebuilt counts at close) would read as errors to it.
+    const requested = createScheme(opts.scheme);
+    this.scheme = opts.forCheck ? createScheme("eager") : requested;
     this.allocPolicy = allocationPolicy(opts.alloc);
     this.random = opts.random ?? Math.random;
     // Filled in by open() once the tables are validated.
@@ -256,21 +260,26 @@ export class Qcow2Image implements VirtualDisk {
     }
     // What a writable open writes (a journal replay, the repair of a dirty image, a scheme's conversion) is
     // staged and reaches the file only once the whole open has succeeded: a refused image is never written.
-    const staged = readOnly ? undefined : new StagedFile(file.inner);
+    // A read-only check of an image with a journal to replay replays it into a staged view that is never
+    // committed: the check reports on the image as recovered, and the file stays as it is.
+    const replayInView = readOnly && opts.forCheck === true && hasJournalToReplay(header);
+    const staged = readOnly && !replayInView ? undefined : new StagedFile(file.inner);
     if (staged) file.inner = staged;
+    let keepView = false;
     try {
       const img = new Qcow2Image(file, header, { ...opts, readOnly });
       // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
-      recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly);
+      recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly && !replayInView);
       // The replay may have grown the file (records for tables past the old end).
       img.load(file.size(), opts);
-      if (staged) {
+      if (staged && !replayInView) {
         file.inner = staged.base;
         staged.commit();
       }
+      keepView = replayInView;
       return img;
     } finally {
-      if (staged) file.inner = staged.base;
+      if (staged && !keepView) file.inner = staged.base;
     }
   }
 
@@ -347,7 +356,8 @@ export class Qcow2Image implements VirtualDisk {
       if (rewrite) {
         this.writeHeader();
       }
-      recoverAfterLoad(this);
+      // Check frees nothing at recovery: what the journal's area leaves is its to report and repair.
+      recoverAfterLoad(this, { freeJournalArea: !opts.forCheck });
       if (h.incompatibleFeatures & INCOMPAT_DIRTY && !opts.noRepairOnOpen && !opts.forCheck) {
         // Refcounts may be stale (a lazy writer died): rebuild them from the L1/L2 tables, as QEMU does.
         const result = checkImage(this, "all");

@@ -62,7 +62,12 @@ export class StagedFile implements BlockFile {
     this.view.truncate(size);
   }
 
-  close(): void {}
+  /** Drops what is staged (the base file never sees it) and closes the base file. */
+  close(): void {
+    this.ops.length = 0;
+    this.view.reset();
+    this.base.close();
+  }
 
   /** Issues the staged operations on the base file, in order; the staged state is then empty. */
   commit(): void {
