@@ -162,10 +162,10 @@ function recoveredForQemu(file: string): void {
 }
 
 /**
- * QEMU 7.2's `qemu-img check -r` on an image with an autoclear bit it does not know (owner's table bit) and
- * internal snapshots loses the snapshot table: the open for repair rewrites the header (to clear the bit)
- * before the snapshots are read. Any other writable open clears the bit and keeps them, as refcow's check
- * does: the oracle gets the bit cleared first.
+ * QEMU's `qemu-img check -r` on an image with an autoclear bit it does not know (owner's table bit) and
+ * internal snapshots loses the snapshot table: an open for check does not read it, and clearing the bit
+ * rewrites the header with no snapshots. Any other writable open clears the bit and keeps them, as refcow's
+ * check does: the oracle gets the bit cleared first.
  */
 function clearAutoclear(file: string): void {
   const b = fs.readFileSync(file);
