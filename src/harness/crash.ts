@@ -350,6 +350,12 @@ class KeepOpen implements BlockFile {
   write(data: Uint8Array, offset: number): void {
     this.f.write(data, offset);
   }
+  get zeroesWithoutWriting(): boolean {
+    return this.f.zeroesWithoutWriting;
+  }
+  zeroRange(offset: number, length: number): void {
+    this.f.zeroRange(offset, length);
+  }
   flush(): void {}
   size(): number {
     return this.f.size();
