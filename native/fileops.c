@@ -24,6 +24,15 @@
 #include <linux/falloc.h>
 #endif
 
+/* -1: the platform has no such lseek (seek() then answers -ENOSYS). */
+#ifdef SEEK_DATA
+#define WHENCE_DATA SEEK_DATA
+#define WHENCE_HOLE SEEK_HOLE
+#else
+#define WHENCE_DATA -1
+#define WHENCE_HOLE -1
+#endif
+
 #ifndef FALLOC_FL_KEEP_SIZE
 #define FALLOC_FL_KEEP_SIZE 0
 #endif
@@ -80,21 +89,8 @@ static napi_value seek(napi_env env, napi_callback_info info, int whence) {
   return number(env, r < 0 ? -errno : (int64_t)r);
 }
 
-static napi_value js_seek_data(napi_env env, napi_callback_info info) {
-#ifdef SEEK_DATA
-  return seek(env, info, SEEK_DATA);
-#else
-  return seek(env, info, -1);
-#endif
-}
-
-static napi_value js_seek_hole(napi_env env, napi_callback_info info) {
-#ifdef SEEK_HOLE
-  return seek(env, info, SEEK_HOLE);
-#else
-  return seek(env, info, -1);
-#endif
-}
+static napi_value js_seek_data(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_DATA); }
+static napi_value js_seek_hole(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_HOLE); }
 
 static void set(napi_env env, napi_value obj, const char *name, napi_value v) { napi_set_named_property(env, obj, name, v); }
 
