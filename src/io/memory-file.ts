@@ -37,7 +37,7 @@ export class MemoryFile implements BlockFile {
     if (end > this.length) this.length = end;
   }
 
-  readonly zeroesWithoutWriting = true;
+  readonly zeroesWithoutWriting: boolean = true;
 
   zeroRange(offset: number, length: number, _purpose?: IoPurpose): void {
     this.checkOpen();
