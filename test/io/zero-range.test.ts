@@ -138,3 +138,18 @@ describe("zeroRange", () => {
     g.close();
   });
 });
+
+describe("zeroRange in the crash harness", () => {
+  it("is among the crash points of a first-fit workload, and every crash state around it recovers", async () => {
+    const { geometryFor, runCrashTests, runCrashWorkload } = await import("../../src/harness/crash.js");
+    // Seed 6: the 4 KiB-cluster geometry under first-fit, whose reused clusters are zeroed by zeroRange.
+    const w = runCrashWorkload("eager", "writeback", 6, 60, geometryFor(6), "first-fit");
+    const zeroings = w.fault.log.flatMap((op, i) => (op.kind === "zero" ? [i + 1] : []));
+    expect(zeroings.length).toBeGreaterThan(0);
+    const points = new Set(w.fault.writePoints());
+    for (const at of zeroings) expect(points.has(at)).toBe(true);
+    const report = runCrashTests({ schemes: ["eager"], caches: ["writeback"], seed: 6, seeds: 1, steps: 60, alloc: "first-fit", qemuSample: 0 });
+    expect(report.failures, JSON.stringify(report.cells[0].reported[0])).toBe(0);
+    expect(report.states).toBeGreaterThan(zeroings.length);
+  }, 120_000);
+});
