@@ -52,17 +52,18 @@ export class RawDisk implements VirtualDisk {
     this.file.write(data, offset, "guest-data");
   }
 
-  writeZeroes(offset: number, length: number): void {
+  /**
+   * As QEMU's raw driver: fallocate where the file can (ZERO_RANGE; PUNCH_HOLE first with `unmap`), zeroes
+   * written elsewhere.
+   */
+  writeZeroes(offset: number, length: number, opts: { unmap?: boolean } = {}): void {
     this.checkRange(offset, length);
-    const chunk = new Uint8Array(Math.min(length, 1 << 20));
-    for (let done = 0; done < length; done += chunk.length) {
-      const n = Math.min(chunk.length, length - done);
-      this.file.write(chunk.subarray(0, n), offset + done, "guest-data");
-    }
+    this.file.zeroRange(offset, length, "guest-data", opts.unmap);
   }
 
+  /** A hole where the file system can make one (QEMU punches one); the range reads as zeroes either way. */
   discard(offset: number, length: number): void {
-    this.writeZeroes(offset, length);
+    this.writeZeroes(offset, length, { unmap: true });
   }
 
   flush(): void {

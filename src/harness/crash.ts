@@ -353,8 +353,8 @@ class KeepOpen implements BlockFile {
   get zeroesWithoutWriting(): boolean {
     return this.f.zeroesWithoutWriting;
   }
-  zeroRange(offset: number, length: number): void {
-    this.f.zeroRange(offset, length);
+  zeroRange(offset: number, length: number, _purpose?: unknown, unmap?: boolean): void {
+    this.f.zeroRange(offset, length, undefined, unmap);
   }
   flush(): void {}
   size(): number {

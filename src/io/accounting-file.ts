@@ -70,10 +70,10 @@ export class AccountingFile implements BlockFile {
     return this.inner.zeroesWithoutWriting;
   }
 
-  zeroRange(offset: number, length: number, purpose: IoPurpose = "other"): void {
+  zeroRange(offset: number, length: number, purpose: IoPurpose = "other", unmap?: boolean): void {
     const t = now();
     const written = this.inner.zeroesWithoutWriting ? 0 : length;
-    this.inner.zeroRange(offset, length, purpose);
+    this.inner.zeroRange(offset, length, purpose, unmap);
     const c = this.entry(purpose);
     c.writes++;
     c.writeBytes += written;

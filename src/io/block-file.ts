@@ -45,8 +45,11 @@ export interface BlockFile {
   size(): number;
   /** Sets the file length. */
   truncate(size: number): void;
-  /** Makes `length` bytes at `offset` read as zeroes, growing the file when the range ends past its end. */
-  zeroRange(offset: number, length: number, purpose?: IoPurpose): void;
+  /**
+   * Makes `length` bytes at `offset` read as zeroes, growing the file when the range ends past its end.
+   * `unmap`: the file system may free the blocks (a hole, as a discard makes); else it keeps them where it can.
+   */
+  zeroRange(offset: number, length: number, purpose?: IoPurpose, unmap?: boolean): void;
   /** True when zeroRange writes no data (false: it writes the zeroes, and a caller may as well write them itself). */
   readonly zeroesWithoutWriting: boolean;
   /**

@@ -22,10 +22,11 @@ export type Unsupported = "unsupported";
 export interface NativeFileOps {
   /**
    * Makes [offset, offset + length) read as zeroes without writing it, as QEMU's file-posix write-zeroes:
-   * FALLOC_FL_ZERO_RANGE (grows the file when the range ends past it), else PUNCH_HOLE | KEEP_SIZE. Returns
-   * "unsupported" when neither works here, or throws an Error whose `code` names the errno of a real failure.
+   * FALLOC_FL_ZERO_RANGE (the blocks stay allocated; grows the file when the range ends past it), else
+   * PUNCH_HOLE | KEEP_SIZE; with `unmap` (QEMU's BDRV_REQ_MAY_UNMAP) the punch first. Returns "unsupported"
+   * when neither works here, or throws an Error whose `code` names the errno of a real failure.
    */
-  zeroRange(fd: number, offset: number, length: number): "zero-range" | "punch-hole" | Unsupported;
+  zeroRange(fd: number, offset: number, length: number, unmap?: boolean): "zero-range" | "punch-hole" | Unsupported;
   /** SEEK_DATA: the first data offset at or after `offset`, null when only a hole follows, "unsupported". */
   seekData(fd: number, offset: number): number | null | Unsupported;
   /** SEEK_HOLE: the first hole at or after `offset` (the end of the file counts as one), or "unsupported". */
@@ -62,21 +63,28 @@ function wrap(a: Addon): NativeFileOps {
     return Object.assign(new Error(`${what}: ${code}`), { code, errno: -r });
   };
   return {
-    zeroRange(fd, offset, length) {
+    zeroRange(fd, offset, length, unmap = false) {
       if (length <= 0) return "zero-range";
-      if (zeroRangeWorks) {
+      const zero = (): boolean => {
+        if (!zeroRangeWorks) return false;
         const r = a.fallocate(fd, a.modes.zeroRange, offset, length);
-        if (r === 0) return "zero-range";
+        if (r === 0) return true;
         // EINVAL: some file systems refuse ranges not aligned to their block size.
         if (unsupported(r)) zeroRangeWorks = false;
         else if (r !== -e.EINVAL) throw fail("fallocate(ZERO_RANGE)", r);
-      }
-      if (punchWorks) {
+        return false;
+      };
+      const punch = (): boolean => {
+        if (!punchWorks) return false;
         const r = a.fallocate(fd, a.modes.punchHole | a.modes.keepSize, offset, length);
-        if (r === 0) return "punch-hole";
+        if (r === 0) return true;
         if (unsupported(r)) punchWorks = false;
         else if (r !== -e.EINVAL) throw fail("fallocate(PUNCH_HOLE)", r);
-      }
+        return false;
+      };
+      if (unmap && punch()) return "punch-hole";
+      if (zero()) return "zero-range";
+      if (!unmap && punch()) return "punch-hole";
       return "unsupported";
     },
     seekData(fd, offset) {

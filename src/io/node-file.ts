@@ -88,7 +88,7 @@ export class NodeFile implements BlockFile {
     return this.fallocateWorks;
   }
 
-  zeroRange(offset: number, length: number, purpose?: IoPurpose): void {
+  zeroRange(offset: number, length: number, purpose?: IoPurpose, unmap = false): void {
     if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
     if (length <= 0) return;
     const size = this.size();
@@ -98,7 +98,7 @@ export class NodeFile implements BlockFile {
       let done = false;
       if (this.native && this.fallocateWorks) {
         try {
-          const how = this.native.zeroRange(this.fd, offset, inside);
+          const how = this.native.zeroRange(this.fd, offset, inside, unmap);
           if (how === "unsupported") this.fallocateWorks = false;
           else done = true;
         } catch (e) {

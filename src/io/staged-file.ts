@@ -15,7 +15,7 @@ const PAGE = 4096;
 type StagedOp =
   | { kind: "write"; offset: number; data: Uint8Array; purpose?: IoPurpose }
   | { kind: "truncate"; size: number }
-  | { kind: "zero"; offset: number; length: number; purpose?: IoPurpose }
+  | { kind: "zero"; offset: number; length: number; purpose?: IoPurpose; unmap?: boolean }
   | { kind: "flush"; purpose?: IoPurpose };
 
 export class StagedFile implements BlockFile {
@@ -58,8 +58,8 @@ export class StagedFile implements BlockFile {
     return this.base.zeroesWithoutWriting;
   }
 
-  zeroRange(offset: number, length: number, purpose?: IoPurpose): void {
-    this.ops.push({ kind: "zero", offset, length, purpose });
+  zeroRange(offset: number, length: number, purpose?: IoPurpose, unmap?: boolean): void {
+    this.ops.push({ kind: "zero", offset, length, purpose, unmap });
     this.view.zeroRange(offset, length);
   }
 
@@ -90,7 +90,7 @@ export class StagedFile implements BlockFile {
     for (const op of ops) {
       if (op.kind === "write") this.base.write(op.data, op.offset, op.purpose);
       else if (op.kind === "flush") this.base.flush(op.purpose);
-      else if (op.kind === "zero") this.base.zeroRange(op.offset, op.length, op.purpose);
+      else if (op.kind === "zero") this.base.zeroRange(op.offset, op.length, op.purpose, op.unmap);
       else this.base.truncate(op.size);
     }
     this.view.reset();

@@ -144,6 +144,20 @@ describe("zeroing on allocation, as QEMU does", () => {
     sameMaps(full, "raw");
   }, 120_000);
 
+  it("zeroes and discards in a raw file as qemu-io does: the same bytes, the same holes", () => {
+    const a = path.join(dir, "ours.raw");
+    const b = path.join(dir, "qemu.raw");
+    const noise = new Uint8Array(4 * MIB);
+    for (let i = 0; i < noise.length; i++) noise[i] = (i * 2654435761) >>> 24 || 1;
+    fs.writeFileSync(a, noise);
+    fs.writeFileSync(b, noise);
+    const cmds = ["write -z 1M 64k", "discard 2M 128k", "write -z -u 3M 64k"];
+    refcow(["io", "-f", "raw", ...cmds.flatMap((c) => ["-c", c]), a]);
+    execFileSync("qemu-io", ["-f", "raw", ...cmds.flatMap((c) => ["-c", c]), b], { stdio: "ignore" });
+    expect(Buffer.compare(fs.readFileSync(a), fs.readFileSync(b))).toBe(0);
+    expect(refcow(["map", "-f", "raw", "--output=json", a])).toBe(qemuImg(["map", "-f", "raw", "--output=json", b]));
+  }, 120_000);
+
   it("without the addon, map sees where the file ends but no hole inside it (as QEMU without SEEK_DATA)", () => {
     const file = path.join(dir, "no-addon.qcow2");
     createImagePath(file, { size: 16 * MIB });
