@@ -72,8 +72,9 @@ export class AccountingFile implements BlockFile {
 
   zeroRange(offset: number, length: number, purpose: IoPurpose = "other", unmap?: boolean): void {
     const t = now();
-    const written = this.inner.zeroesWithoutWriting ? 0 : length;
     this.inner.zeroRange(offset, length, purpose, unmap);
+    // Asked after the call: a file that found out during it that it cannot zero without writing wrote zeroes.
+    const written = this.inner.zeroesWithoutWriting ? 0 : length;
     const c = this.entry(purpose);
     c.writes++;
     c.writeBytes += written;

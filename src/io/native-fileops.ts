@@ -19,6 +19,12 @@ interface Addon {
 /** Errors that mean "this file system (or platform) cannot do it": fall back, do not fail. */
 export type Unsupported = "unsupported";
 
+/** Which fallocate modes still work on one file (cleared once refused there, as QEMU keeps it per file). */
+export interface ZeroSupport {
+  zeroRange: boolean;
+  punchHole: boolean;
+}
+
 export interface NativeFileOps {
   /**
    * Makes [offset, offset + length) read as zeroes without writing it, as QEMU's file-posix write-zeroes:
@@ -26,7 +32,9 @@ export interface NativeFileOps {
    * PUNCH_HOLE | KEEP_SIZE; with `unmap` (QEMU's BDRV_REQ_MAY_UNMAP) the punch first. Returns "unsupported"
    * when neither works here, or throws an Error whose `code` names the errno of a real failure.
    */
-  zeroRange(fd: number, offset: number, length: number, unmap?: boolean): "zero-range" | "punch-hole" | Unsupported;
+  zeroRange(fd: number, offset: number, length: number, unmap: boolean, support: ZeroSupport): "zero-range" | "punch-hole" | Unsupported;
+  /** A fresh ZeroSupport for a newly opened file: what this platform has. */
+  support(): ZeroSupport;
   /** SEEK_DATA: the first data offset at or after `offset`, null when only a hole follows, "unsupported". */
   seekData(fd: number, offset: number): number | null | Unsupported;
   /** SEEK_HOLE: the first hole at or after `offset` (the end of the file counts as one), or "unsupported". */
@@ -54,31 +62,29 @@ export function nativeFileOps(): NativeFileOps | null {
 function wrap(a: Addon): NativeFileOps {
   const e = a.errno;
   const unsupported = (r: number) => r === -e.ENOSYS || r === -e.ENOTSUP || r === -e.EOPNOTSUPP;
-  // Once a mode is refused by a file system it is not tried again (per process, as QEMU keeps it per file).
-  let zeroRangeWorks = a.modes.zeroRange !== 0;
-  let punchWorks = a.modes.punchHole !== 0;
   // An error as Node's fs raises them: `code` is the errno name (ENOSPC, EIO...).
   const fail = (what: string, r: number) => {
     const code = Object.entries(constants.errno).find(([, v]) => v === -r)?.[0] ?? `errno ${-r}`;
     return Object.assign(new Error(`${what}: ${code}`), { code, errno: -r });
   };
   return {
-    zeroRange(fd, offset, length, unmap = false) {
+    support: () => ({ zeroRange: a.modes.zeroRange !== 0, punchHole: a.modes.punchHole !== 0 }),
+    zeroRange(fd, offset, length, unmap, support) {
       if (length <= 0) return "zero-range";
       const zero = (): boolean => {
-        if (!zeroRangeWorks) return false;
+        if (!support.zeroRange) return false;
         const r = a.fallocate(fd, a.modes.zeroRange, offset, length);
         if (r === 0) return true;
         // EINVAL: some file systems refuse ranges not aligned to their block size.
-        if (unsupported(r)) zeroRangeWorks = false;
+        if (unsupported(r)) support.zeroRange = false;
         else if (r !== -e.EINVAL) throw fail("fallocate(ZERO_RANGE)", r);
         return false;
       };
       const punch = (): boolean => {
-        if (!punchWorks) return false;
+        if (!support.punchHole) return false;
         const r = a.fallocate(fd, a.modes.punchHole | a.modes.keepSize, offset, length);
         if (r === 0) return true;
-        if (unsupported(r)) punchWorks = false;
+        if (unsupported(r)) support.punchHole = false;
         else if (r !== -e.EINVAL) throw fail("fallocate(PUNCH_HOLE)", r);
         return false;
       };

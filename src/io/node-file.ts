@@ -16,8 +16,8 @@ export class NodeFile implements BlockFile {
   readonly readOnly: boolean;
   private closed = false;
   private readonly native = nativeFileOps();
-  /** Cleared once the file system refused both ways of zeroing without writing. */
-  private fallocateWorks = this.native !== null;
+  /** The fallocate modes this file's file system has not refused. */
+  private readonly support = this.native?.support();
 
   private constructor(fd: number, name: string, readOnly: boolean) {
     this.fd = fd;
@@ -85,7 +85,7 @@ export class NodeFile implements BlockFile {
   }
 
   get zeroesWithoutWriting(): boolean {
-    return this.fallocateWorks;
+    return !!this.support && (this.support.zeroRange || this.support.punchHole);
   }
 
   zeroRange(offset: number, length: number, purpose?: IoPurpose, unmap = false): void {
@@ -96,11 +96,9 @@ export class NodeFile implements BlockFile {
     const inside = Math.max(0, Math.min(end, size) - offset);
     if (inside > 0) {
       let done = false;
-      if (this.native && this.fallocateWorks) {
+      if (this.native && this.support && this.zeroesWithoutWriting) {
         try {
-          const how = this.native.zeroRange(this.fd, offset, inside, unmap);
-          if (how === "unsupported") this.fallocateWorks = false;
-          else done = true;
+          done = this.native.zeroRange(this.fd, offset, inside, unmap, this.support) !== "unsupported";
         } catch (e) {
           throw wrap(e, `${this.name}: zeroing ${inside} bytes at ${offset} failed`);
         }
