@@ -139,6 +139,33 @@ describe("zeroRange", () => {
   });
 });
 
+const shm = "/dev/shm";
+const tmpfs = native && fs.existsSync(shm) && fs.readFileSync("/proc/mounts", "utf8").split("\n").some((l) => l.split(" ")[1] === shm && l.split(" ")[2] === "tmpfs");
+
+describe("zeroRange on tmpfs", () => {
+  // Linux 6.x's tmpfs refuses FALLOC_FL_ZERO_RANGE (EOPNOTSUPP): the file then punches a hole instead.
+  it.skipIf(!tmpfs)("zeroes without writing where ZERO_RANGE is refused, by punching a hole", () => {
+    const p = fs.mkdtempSync(path.join(shm, "refcow-zero-range-"));
+    try {
+      const file = path.join(p, "f.img");
+      fs.writeFileSync(file, bytes(1 << 20, 0x5c));
+      const f = NodeFile.open(file);
+      const blocks = fs.statSync(file).blocks;
+      f.zeroRange(0, 512 << 10);
+      expect(f.zeroesWithoutWriting).toBe(true);
+      expect(read(f, 0, 512 << 10).every((b) => b === 0)).toBe(true);
+      expect(read(f, 512 << 10, 1)[0]).toBe(0x5c);
+      expect(f.size()).toBe(1 << 20);
+      expect(fs.statSync(file).blocks).toBeLessThanOrEqual(blocks);
+      // A punched hole frees the blocks and is a hole for SEEK_DATA.
+      if (fs.statSync(file).blocks < blocks) expect(f.extentAt(0, 1 << 20)).toEqual({ data: false, length: 512 << 10 });
+      f.close();
+    } finally {
+      fs.rmSync(p, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("zeroRange in the crash harness", () => {
   it("is among the crash points of a first-fit workload, and every crash state around it recovers", async () => {
     const { geometryFor, runCrashTests, runCrashWorkload } = await import("../../src/harness/crash.js");
