@@ -60,7 +60,7 @@ import type {
 } from "./types.js";
 import * as snapshots from "./snapshots.js";
 import { checkImage } from "./check.js";
-import { mapImage, qcow2BlockStatus } from "./map.js";
+import { detectMetadataPreallocation, mapImage, qcow2BlockStatus } from "./map.js";
 
 const L2_SLICE_BYTES = 4096;
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -687,15 +687,15 @@ export class Qcow2Image implements VirtualDisk {
         return;
       }
       // Preallocated zero cluster: fill it, then clear the zero flag (data before the L2 entry).
-      const full = this.buildCluster(m, gc, inCluster, src);
-      this.file.write(full, e.offset, "guest-data");
+      this.writeFresh(m, gc, inCluster, src, e.offset, true);
       this.setEntry(m, e.offset, true);
       this.l2Cache.flushBeforeWrite = true;
       return;
     }
     // Allocate a new cluster: a fresh one, or a copy of a shared or compressed one (COW).
     const isCow = e.type === ClusterType.Normal || e.type === ClusterType.Compressed || (e.type === ClusterType.Unallocated && this.backing !== null);
-    const full = this.buildCluster(m, gc, inCluster, src);
+    // The COW source is read before anything is allocated.
+    const full = isCow ? this.buildCluster(m, gc, inCluster, src) : src;
     const oldOffset = e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc ? e.offset : -1;
     const compressedRange = e.type === ClusterType.Compressed ? this.l2.compressedClusters(e) : null;
     const slice = m.slice;
@@ -705,14 +705,8 @@ export class Qcow2Image implements VirtualDisk {
     // cluster would show stale bytes, and an entry for a cluster past the end of the file that was never
     // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
     // A cluster past the end of the file reads as zeroes until it is written.
-    const reused = newOffset < this.file.size();
-    if (!isCow && !reused && full !== src) {
-      // A fresh cluster past the end of the file reads as zeroes where the write does not reach (as QEMU's
-      // write_zeroes of the COW area): only the guest's bytes are written.
-      this.file.write(src, newOffset + inCluster, "guest-data");
-    } else {
-      this.file.write(full, newOffset, isCow && full !== src ? "cow-write" : "guest-data");
-    }
+    if (isCow) this.file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
+    else this.writeFresh(m, gc, inCluster, src, newOffset, newOffset < this.file.size());
     const buf = this.l2Cache.get(slice);
     this.l2.encodeStandard(viewOf(buf), index, newOffset, { copied: true });
     if (this.l2.extended) this.l2.setBitmap(viewOf(buf), index, 0xffffffff, 0); // was compressed
@@ -721,6 +715,28 @@ export class Qcow2Image implements VirtualDisk {
     this.l2Cache.flushBeforeWrite = true;
     if (oldOffset > 0) this.scheme.release(oldOffset / cs, "data");
     if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c, "data");
+  }
+
+  /**
+   * Writes `src` into the host cluster at `host`, whose other bytes must read as zeroes (a fresh allocation, or
+   * a preallocated zero cluster), as QEMU does (handle_alloc_space): only the guest's bytes are written. Past
+   * the end of the file the rest is a hole already; a cluster inside the file (`inFile`: reused, or
+   * preallocated) is first zeroed without writing where the file can (fallocate), else written whole.
+   * Crash safety is that of a write of the whole cluster: the zeroing comes first, both before the flush that
+   * precedes the L2 entry mapping the cluster, and nothing maps the cluster until then.
+   */
+  private writeFresh(m: Mapping, gc: number, inCluster: number, src: Uint8Array, host: number, inFile: boolean): void {
+    const cs = this.clusterSize;
+    if (src.length === cs) {
+      this.file.write(src, host, "guest-data");
+    } else if (!inFile) {
+      this.file.write(src, host + inCluster, "guest-data");
+    } else if (this.file.zeroesWithoutWriting) {
+      this.file.zeroRange(host, cs, "guest-data");
+      this.file.write(src, host + inCluster, "guest-data");
+    } else {
+      this.file.write(this.buildCluster(m, gc, inCluster, src), host, "guest-data");
+    }
   }
 
   /** A full cluster: the current contents of guest cluster `gc` (COW source) overlaid with `src`. */
@@ -1287,6 +1303,13 @@ export class Qcow2Image implements VirtualDisk {
       throw this.failed(e);
     }
   }
+
+  /** @internal Whether map asks the file for holes under data clusters (decided once per open, as QEMU does). */
+  looksPreallocated(): boolean {
+    this.preallocationLook ??= detectMetadataPreallocation(this.file, this.clusterSize, (c) => this.refcounts.get(c));
+    return this.preallocationLook;
+  }
+  private preallocationLook: boolean | undefined;
 
   /** Block status of the range at `offset` (used by map and by images that have this one as backing). */
   blockStatus(offset: number, length: number, depth: number): ReturnType<typeof qcow2BlockStatus> {

@@ -1,9 +1,9 @@
 /**
  * Crash-consistency harness. For each refcount scheme and cache mode, a seeded workload (writes, unaligned
  * writes, zero writes with and without unmap, discards, flushes, snapshot create/apply/delete, scheme
- * checkpoints, close + reopen) runs on a fault-injecting file. At every write it issued, every crash state
- * (prefixes of the unflushed writes, the last one torn at sector boundaries, some other subsets) is rebuilt
- * and verified:
+ * checkpoints, close + reopen) runs on a fault-injecting file. At every write (or zeroRange: the fallocate
+ * that zeroes a reused cluster) it issued, every crash state (prefixes of the unflushed writes, the last one
+ * torn at sector boundaries, some other subsets) is rebuilt and verified:
  *
  *   1. recovery: a writable open with the same scheme, then a clean close, succeeds;
  *   2. the recovered image is plain qcow2 (no dirty, corrupt or journal bit) and `refcow check` finds no
@@ -358,6 +358,12 @@ class KeepOpen implements BlockFile {
   }
   write(data: Uint8Array, offset: number): void {
     this.f.write(data, offset);
+  }
+  get zeroesWithoutWriting(): boolean {
+    return this.f.zeroesWithoutWriting;
+  }
+  zeroRange(offset: number, length: number, _purpose?: unknown, unmap?: boolean): void {
+    this.f.zeroRange(offset, length, undefined, unmap);
   }
   flush(): void {}
   size(): number {
