@@ -55,8 +55,10 @@ export function errnoOf(e: unknown): number {
     case "RequestError":
       return Err.EINVAL;
     case "ClosedError":
-    case "WorkerError":
       return Err.ESHUTDOWN;
+    case "WorkerError":
+      // The worker serving the image died or stopped (shutting down), or a request failed inside it (a bug).
+      return / failed in the worker: /.test(err.message ?? "") ? Err.EIO : Err.ESHUTDOWN;
     case "UnsupportedFeatureError":
       return Err.ENOTSUP;
     default:

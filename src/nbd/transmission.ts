@@ -176,8 +176,15 @@ export class Transmission {
     this.inflightBytes += bytes;
     this.serve(req, payload)
       .catch((e: unknown) => {
-        if (e instanceof Refusal) this.replyError(req, e.errno, e.message);
-        else this.replyError(req, errnoOf(e), (e as Error)?.message ?? String(e));
+        if (e instanceof Refusal) {
+          this.replyError(req, e.errno, e.message);
+          return;
+        }
+        // JavaScript's own error types here are bugs of the server, not answers of the engine: say so.
+        if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError || /^internal| failed in the worker: /.test((e as Error)?.message ?? "")) {
+          this.log(`internal error: ${(e as Error).name}: ${(e as Error).message}`);
+        }
+        this.replyError(req, errnoOf(e), (e as Error)?.message ?? String(e));
       })
       .finally(() => {
         this.inflight--;
