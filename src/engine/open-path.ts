@@ -9,7 +9,7 @@ import { NodeFile } from "../io/node-file.js";
 import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
-import type { MapExtent, OpenOptions, VirtualDisk } from "./types.js";
+import type { CacheMode, MapExtent, OpenOptions, VirtualDisk } from "./types.js";
 
 export type ImageFormat = "qcow2" | "raw";
 
@@ -25,12 +25,15 @@ export function probeFormat(file: string): ImageFormat {
   }
 }
 
-/** A raw disk image: guest offset = file offset. */
+/** A raw disk image: guest offset = file offset; the cache mode decides when writes are flushed, as for qcow2. */
 export class RawDisk implements VirtualDisk {
   readonly size: number;
   readonly readOnly: boolean;
 
-  constructor(readonly file: BlockFile) {
+  constructor(
+    readonly file: BlockFile,
+    readonly cacheMode: CacheMode = "writeback",
+  ) {
     this.size = file.size();
     this.readOnly = file.readOnly;
   }
@@ -49,6 +52,7 @@ export class RawDisk implements VirtualDisk {
   write(offset: number, data: Uint8Array): void {
     this.checkRange(offset, data.length);
     this.file.write(data, offset, "guest-data");
+    if (this.cacheMode === "writethrough") this.file.flush("guest-data");
   }
 
   writeZeroes(offset: number, length: number): void {
@@ -58,6 +62,7 @@ export class RawDisk implements VirtualDisk {
       const n = Math.min(chunk.length, length - done);
       this.file.write(chunk.subarray(0, n), offset + done, "guest-data");
     }
+    if (this.cacheMode === "writethrough") this.file.flush("guest-data");
   }
 
   discard(offset: number, length: number): void {
@@ -65,7 +70,7 @@ export class RawDisk implements VirtualDisk {
   }
 
   flush(): void {
-    this.file.flush("guest-data");
+    if (this.cacheMode !== "unsafe") this.file.flush("guest-data");
   }
 
   close(): void {
@@ -98,7 +103,7 @@ export function openImagePath(file: string, opts: OpenOptions & { format?: Image
   const format = opts.format ?? probeFormat(file);
   const bf = NodeFile.open(file, { readOnly: opts.readOnly });
   try {
-    if (format === "raw") return new RawDisk(bf);
+    if (format === "raw") return new RawDisk(bf, opts.cache);
     const dir = path.dirname(file);
     return Qcow2Image.open(bf, {
       ...opts,

@@ -146,7 +146,7 @@ export class Qcow2Image implements VirtualDisk {
     this.snapshots = [];
     const l2CacheSlices = Math.max(16, Math.min(L2_CACHE_BYTES / this.sliceBytes, Math.ceil(header.l1Size * this.clusterSize / this.sliceBytes) + 16));
     this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", (purpose) => this.sync(purpose), (off, buf) => this.validateL2Slice(off, buf));
-    this.scheme = createScheme(opts.scheme);
+    this.scheme = createScheme(opts.scheme, opts.order);
     this.allocPolicy = allocationPolicy(opts.alloc);
     this.random = opts.random ?? Math.random;
     // Filled in by open() once the tables are validated.

@@ -1,37 +1,31 @@
 /**
- * A minimal NBD client for the benchmark's load generator: connects to a Unix socket, negotiates the fixed
- * newstyle handshake with NBD_OPT_GO on the default export, and issues WRITE, FLUSH, READ and DISC with
- * simple replies, one request or many in flight (replies are matched by handle).
- *
- * Wire format (the NBD protocol document, doc/proto.md of the NBD project; all integers big-endian):
- *   server greeting: "NBDMAGIC" (8) · "IHAVEOPT" (8) · handshake flags u16 (bit 0 FIXED_NEWSTYLE, bit 1 NO_ZEROES)
- *   client flags:    u32 (the same bits echoed)
- *   option:          "IHAVEOPT" (8) · option u32 · length u32 · data
- *                    NBD_OPT_GO (7) data: name length u32 · name · number of info requests u16 · requests u16...
- *   option reply:    0x3e889045565a9 (8) · option u32 · reply type u32 · length u32 · data
- *                    NBD_REP_ACK (1) ends a GO; NBD_REP_INFO (3) with NBD_INFO_EXPORT (0): size u64 · flags u16;
- *                    reply types with bit 31 set are errors (the data is a message)
- *   request:         0x25609513 u32 · command flags u16 · type u16 · handle u64 · offset u64 · length u32 · data
- *                    types: READ 0, WRITE 1, DISC 2, FLUSH 3
- *   simple reply:    0x67446698 u32 · error u32 · handle u64 · data (READ only)
+ * A minimal NBD client, the benchmark's load generator for every NBD source (refcow's export, qemu-nbd):
+ * connects to a Unix socket, negotiates the fixed newstyle handshake with NBD_OPT_GO on the default export
+ * (no structured replies, so every reply is simple), and issues WRITE, FLUSH, READ and DISC, one request or
+ * many in flight (replies are matched by handle). The wire format and its codecs are in protocol.ts.
  */
 import * as net from "node:net";
-
-const NBDMAGIC = 0x4e42444d41474943n;
-const IHAVEOPT = 0x49484156454f5054n;
-const REPLY_MAGIC = 0x3e889045565a9n;
-const REQUEST_MAGIC = 0x25609513;
-const SIMPLE_REPLY_MAGIC = 0x67446698;
-const FLAG_FIXED_NEWSTYLE = 1;
-const FLAG_NO_ZEROES = 2;
-const OPT_GO = 7;
-const REP_ACK = 1;
-const REP_INFO = 3;
-const INFO_EXPORT = 0;
-const CMD_READ = 0;
-const CMD_WRITE = 1;
-const CMD_DISC = 2;
-const CMD_FLUSH = 3;
+import {
+  ClientFlag,
+  Cmd,
+  decodeInfoReply,
+  decodeOptionReplyHeader,
+  decodeReplyHeader,
+  decodeServerGreeting,
+  encodeClientFlags,
+  encodeInfoRequest,
+  encodeOption,
+  encodeRequest,
+  ERR_NAMES,
+  HandshakeFlag,
+  Info,
+  isErrorReply,
+  Opt,
+  OPTION_REPLY_HEADER_LENGTH,
+  HANDSHAKE_LENGTH,
+  Rep,
+  SIMPLE_REPLY_LENGTH,
+} from "./protocol.js";
 
 interface Pending {
   resolve: (data: Uint8Array) => void;
@@ -114,57 +108,46 @@ export class NbdClient {
       socket.once("error", reject);
     });
     const reader = new SocketReader(socket);
-    const greet = await reader.read(18);
-    if (greet.readBigUInt64BE(0) !== NBDMAGIC || greet.readBigUInt64BE(8) !== IHAVEOPT) {
-      socket.destroy();
-      throw new Error(`${socketPath}: not a newstyle NBD server`);
-    }
-    const serverFlags = greet.readUInt16BE(16);
-    if (!(serverFlags & FLAG_FIXED_NEWSTYLE)) {
+    const greeting = decodeServerGreeting(await reader.read(HANDSHAKE_LENGTH));
+    if (!(greeting.flags & HandshakeFlag.FIXED_NEWSTYLE)) {
       socket.destroy();
       throw new Error(`${socketPath}: the NBD server does not speak fixed newstyle`);
     }
-    const clientFlags = Buffer.alloc(4);
-    clientFlags.writeUInt32BE(FLAG_FIXED_NEWSTYLE | (serverFlags & FLAG_NO_ZEROES));
-    const go = Buffer.alloc(16 + 6);
-    go.writeBigUInt64BE(IHAVEOPT, 0);
-    go.writeUInt32BE(OPT_GO, 8);
-    go.writeUInt32BE(6, 12);
-    go.writeUInt32BE(0, 16); // name length 0: the default export
-    go.writeUInt16BE(0, 20); // no info requests: the server sends NBD_INFO_EXPORT anyway
-    socket.write(Buffer.concat([clientFlags, go]));
+    const clientFlags = ClientFlag.C_FIXED_NEWSTYLE | (greeting.flags & HandshakeFlag.NO_ZEROES ? ClientFlag.C_NO_ZEROES : 0);
+    // GO on the default export (empty name) with no info requests: the server sends NBD_INFO_EXPORT anyway.
+    socket.write(Buffer.concat([encodeClientFlags(clientFlags), encodeOption(Opt.GO, encodeInfoRequest({ name: "", infos: [] }))]));
     let size = -1;
     let flags = 0;
     for (;;) {
-      const h = await reader.read(20);
-      if (h.readBigUInt64BE(0) !== REPLY_MAGIC) throw new Error(`${socketPath}: bad option reply magic`);
-      const type = h.readUInt32BE(12);
-      const len = h.readUInt32BE(16);
-      const data = len ? await reader.read(len) : Buffer.alloc(0);
-      if (type & 0x80000000) {
+      const h = decodeOptionReplyHeader(await reader.read(OPTION_REPLY_HEADER_LENGTH));
+      const data = h.length ? await reader.read(h.length) : Buffer.alloc(0);
+      if (isErrorReply(h.type)) {
         socket.destroy();
-        throw new Error(`${socketPath}: NBD_OPT_GO refused (${data.subarray(Math.min(data.length, 0)).toString() || `error 0x${type.toString(16)}`})`);
+        throw new Error(`${socketPath}: NBD_OPT_GO refused: ${data.toString() || `reply type 0x${h.type.toString(16)}`}`);
       }
-      if (type === REP_INFO && data.length >= 12 && data.readUInt16BE(0) === INFO_EXPORT) {
-        size = Number(data.readBigUInt64BE(2));
-        flags = data.readUInt16BE(10);
+      if (h.type === Rep.INFO) {
+        const info = decodeInfoReply(data);
+        if (info.type === Info.EXPORT && "size" in info) {
+          size = info.size;
+          flags = info.txFlags;
+        }
       }
-      if (type === REP_ACK) break;
+      if (h.type === Rep.ACK) break;
     }
     if (size < 0) throw new Error(`${socketPath}: the server sent no export size`);
     return new NbdClient(socket, reader, size, flags);
   }
 
   write(offset: number, data: Uint8Array): Promise<void> {
-    return this.request(CMD_WRITE, offset, data.length, data, 0).then(() => undefined);
+    return this.request(Cmd.WRITE, offset, data.length, data, 0).then(() => undefined);
   }
 
   flush(): Promise<void> {
-    return this.request(CMD_FLUSH, 0, 0, undefined, 0).then(() => undefined);
+    return this.request(Cmd.FLUSH, 0, 0, undefined, 0).then(() => undefined);
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
-    return this.request(CMD_READ, offset, length, undefined, length);
+    return this.request(Cmd.READ, offset, length, undefined, length);
   }
 
   /** Sends NBD_CMD_DISC after the requests in flight have their replies, then closes the socket. */
@@ -177,9 +160,7 @@ export class NbdClient {
       p.reject = (e) => (rej(e), r());
     })));
     this.closed = true;
-    const req = Buffer.alloc(28);
-    req.writeUInt32BE(REQUEST_MAGIC, 0);
-    req.writeUInt16BE(CMD_DISC, 6);
+    const req = encodeRequest({ flags: 0, type: Cmd.DISC, handle: 0n, offset: 0, length: 0 });
     await new Promise<void>((resolve) => {
       this.socket.end(req, () => resolve());
       this.socket.once("close", () => resolve());
@@ -190,13 +171,7 @@ export class NbdClient {
   private request(type: number, offset: number, length: number, data: Uint8Array | undefined, readLength: number): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new Error("NBD client is closed"));
     const handle = this.nextHandle++;
-    const req = Buffer.alloc(28);
-    req.writeUInt32BE(REQUEST_MAGIC, 0);
-    req.writeUInt16BE(0, 4);
-    req.writeUInt16BE(type, 6);
-    req.writeBigUInt64BE(handle, 8);
-    req.writeBigUInt64BE(BigInt(offset), 16);
-    req.writeUInt32BE(length, 24);
+    const req = encodeRequest({ flags: 0, type, handle, offset, length });
     return new Promise((resolve, reject) => {
       this.pending.set(handle, { resolve, reject, readLength });
       if (data) this.socket.write(Buffer.concat([req, data]));
@@ -207,15 +182,15 @@ export class NbdClient {
   private async replyLoop(): Promise<void> {
     try {
       for (;;) {
-        const h = await this.reader.read(16);
-        if (h.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC) throw new Error(`NBD: unexpected reply magic 0x${h.readUInt32BE(0).toString(16)}`);
-        const error = h.readUInt32BE(4);
-        const handle = h.readBigUInt64BE(8);
+        const h = decodeReplyHeader(await this.reader.read(SIMPLE_REPLY_LENGTH));
+        // Structured replies are never negotiated, so every reply is a simple one.
+        if (h.kind !== "simple") throw new Error("NBD: structured reply without NBD_OPT_STRUCTURED_REPLY");
+        const { error, handle } = h;
         const p = this.pending.get(handle);
         if (!p) throw new Error(`NBD: reply for unknown handle ${handle}`);
         this.pending.delete(handle);
         if (error) {
-          p.reject(new Error(`NBD request failed with error ${error}`));
+          p.reject(new Error(`NBD request failed: ${ERR_NAMES[error] ?? `error ${error}`}`));
           continue;
         }
         p.resolve(p.readLength ? new Uint8Array(await this.reader.read(p.readLength)) : new Uint8Array(0));

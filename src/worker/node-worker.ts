@@ -8,7 +8,7 @@
  */
 import { threadId } from "node:worker_threads";
 import { openImagePath } from "../engine/open-path.js";
-import type { AllocPolicyName, CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 
 export interface ServeTask {
@@ -16,6 +16,7 @@ export interface ServeTask {
   path: string;
   scheme?: string;
   alloc?: AllocPolicyName;
+  order?: FlushOrder;
   cache?: CacheMode;
   readOnly?: boolean;
   format?: "qcow2" | "raw";
@@ -32,6 +33,7 @@ export function serve(task: ServeTask): ServeResult {
       openImagePath(task.path, {
         scheme: task.scheme,
         alloc: task.alloc,
+        order: task.order,
         cache: task.cache,
         readOnly: task.readOnly,
         format: task.format,
