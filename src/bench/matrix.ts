@@ -137,6 +137,8 @@ export interface FioRow {
 export interface MissingSource {
   source: string;
   reason: string;
+  /** Left out because the command line asked for it (--no-qemu): not a failure. */
+  asked?: boolean;
 }
 
 export interface BenchResults {
@@ -573,6 +575,7 @@ function opRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, size
 export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()): Promise<BenchResults> {
   const results: BenchResults = { rows: [], fio: [], missing: [], failures: [] };
   fs.mkdirSync(opts.dir, { recursive: true });
+  if (!opts.qemu) results.missing.push({ source: "QEMU (qemu-nbd), the raw file through qemu-nbd, refcow's NBD export and fio", reason: "left out (--no-qemu)", asked: true });
   try {
     await writeMatrix(opts, tools, results);
     await traceMatrix(opts, results);
@@ -590,6 +593,18 @@ export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()
     await closeAllWorkers();
   }
   return results;
+}
+
+/**
+ * 1 when a source is missing that was not left out on request (install what the message names, or pass
+ * --no-qemu) or when a source failed; 0 otherwise. Says why on `err`.
+ */
+export function benchExitStatus(results: BenchResults, err: (line: string) => void): number {
+  const unasked = results.missing.filter((m) => !m.asked);
+  for (const m of unasked) err(`refcow: ${m.source} not measured: ${m.reason}\n`);
+  for (const f of results.failures) err(`refcow: ${f}\n`);
+  if (unasked.length && !results.failures.length) err("refcow: sources are missing (pass --no-qemu to leave QEMU's and the NBD sources out on purpose)\n");
+  return unasked.length || results.failures.length ? 1 : 0;
 }
 
 export function defaultOptions(quick: boolean): BenchOptions {
