@@ -18,8 +18,8 @@ export function withRange(median: number | null | undefined, min?: number, max?:
   return min !== undefined && max !== undefined && (min !== median || max !== median) ? `${f1(median)} (${f1(min)}–${f1(max)})` : f1(median);
 }
 
-/** The rows of the write workloads and the trace (not the snapshot operations, not the guest's). */
-export const writeRowsOf = (rows: ResultRow[]) => rows.filter((r) => r.workload !== "snapshot-ops" && !r.workload.startsWith("guest-"));
+/** The rows of the write workloads, the trace and the guest runs (not the snapshot operations). */
+export const writeRowsOf = (rows: ResultRow[]) => rows.filter((r) => r.workload !== "snapshot-ops");
 
 /** A row's name: who, and through which transport. */
 export const rowName = (r: ResultRow) => (r.transport ? sourceName({ ...r, transport: r.transport }) : `${schemeLabel(r)} (guest)`);
