@@ -9,7 +9,7 @@ import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import { PHASES, type ResultRow } from "./matrix.js";
-import { sourceName } from "./sources.js";
+import { rowName } from "./report-tables.js";
 import type { GuestResult } from "./guest-results.js";
 import { schemeLabel } from "./scheme-label.js";
 
@@ -53,9 +53,7 @@ function cdfSpec(values: Array<Record<string, unknown>>, series: string, seriesT
 }
 
 /** Human name of a series: who (refcow's scheme, QEMU's flavour, the raw file) and through which transport. */
-export function seriesName(r: Pick<ResultRow, "source" | "scheme" | "alloc" | "order" | "transport">): string {
-  return r.transport ? sourceName({ ...r, transport: r.transport }) : schemeLabel(r);
-}
+const seriesName = rowName;
 
 const TRANSPORT_ORDER = ["ring", "in-process", "nbd", "direct"];
 /** Series sorted by transport, then refcow's schemes, QEMU and the raw file. */

@@ -259,14 +259,22 @@ export function benchSources(opts: BenchOptions): SourceSpec[] {
 const specKey = (s: SourceSpec) => `${s.source}/${s.scheme}/${s.order ?? ""}/${s.alloc ?? ""}/${s.transport}`;
 const slug = (s: SourceSpec) => specKey(s).replace(/[^a-z0-9_-]+/gi, "-");
 
-/** `qemu-img check` verdict on an image: undefined when clean. */
-export function qemuCheckProblem(file: string): string | undefined {
+/** qemu-img check's verdict on an image: "clean", or what it found. */
+export function qemuCheckVerdict(image: string): string {
+  let out: string;
   try {
-    execFileSync("qemu-img", ["check", "-q", file], { stdio: ["ignore", "pipe", "pipe"] });
-    return undefined;
+    out = execFileSync("qemu-img", ["check", "--output=json", image], { stdio: ["ignore", "pipe", "pipe"] }).toString();
   } catch (e) {
-    const err = e as { status?: number; stdout?: Buffer; stderr?: Buffer };
-    return `qemu-img check exit ${err.status}: ${(err.stdout?.toString() ?? "") + (err.stderr?.toString() ?? "")}`.trim().split("\n").slice(0, 3).join(" / ");
+    const err = e as { stdout?: Buffer; stderr?: Buffer };
+    out = err.stdout?.toString() ?? "";
+    if (!out.trim()) return `check failed: ${err.stderr?.toString().trim() ?? "no output"}`;
+  }
+  try {
+    const r = JSON.parse(out) as { corruptions?: number; leaks?: number; "check-errors"?: number };
+    const issues = [r.corruptions ? `${r.corruptions} corruptions` : "", r.leaks ? `${r.leaks} leaked clusters` : "", r["check-errors"] ? `${r["check-errors"]} check errors` : ""].filter(Boolean);
+    return issues.length ? issues.join(", ") : "clean";
+  } catch {
+    return `unreadable check output: ${out.slice(0, 200)}`;
   }
 }
 
@@ -294,8 +302,8 @@ async function runSource(opts: BenchOptions, spec: SourceSpec, cache: CacheMode,
     }
   }
   if (spec.source !== "raw" && tools.qemuImg) {
-    const problem = qemuCheckProblem(file);
-    if (problem) throw new Error(`${sourceName(spec)} ${cache} ${pattern}: the image it left fails qemu-img check: ${problem}`);
+    const verdict = qemuCheckVerdict(file);
+    if (verdict !== "clean") throw new Error(`${sourceName(spec)} ${cache} ${pattern}: the image it left fails qemu-img check: ${verdict}`);
   }
   fs.rmSync(file, { force: true });
   return out;
@@ -396,8 +404,8 @@ async function fioMatrix(opts: BenchOptions, tools: Tools, results: BenchResults
           }
         }
         if (spec.source !== "raw" && tools.qemuImg) {
-          const problem = qemuCheckProblem(file);
-          if (problem) results.failures.push(`fio ${sourceName(spec)} ${cell.cache}: the image fails qemu-img check: ${problem}`);
+          const verdict = qemuCheckVerdict(file);
+          if (verdict !== "clean") results.failures.push(`fio ${sourceName(spec)} ${cell.cache}: the image fails qemu-img check: ${verdict}`);
         }
       } catch (e) {
         results.failures.push(`fio ${sourceName(spec)} ${cell.cache} ${cell.pattern} iodepth ${cell.depth}: ${(e as Error).message}`);

@@ -2,12 +2,12 @@
  * report.html: one self-contained page (inline CSS and SVG, no script, no external resource) that opens
  * offline: the answer paragraph, the charts, the full table and the machine the figures come from.
  */
-import { buildCharts, renderSvg, seriesName } from "./charts.js";
-import { groupTimes, hostTotals, COST_GROUPS } from "./cost-groups.js";
+import { buildCharts, renderSvg } from "./charts.js";
+import { groupTimes, COST_GROUPS } from "./cost-groups.js";
 import type { GuestResult } from "./guest-results.js";
 import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
 import { schemeLabel } from "./scheme-label.js";
-import { fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
+import { fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, rowName, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
 
 export interface ResultsFile {
   generated: string;
@@ -69,9 +69,9 @@ function breakdownTable(rows: ResultRow[]): string {
   if (!w.length) return "";
   const body = w.map((r) => {
     const g = groupTimes(r.breakdown);
-    return [schemeLabel(r), String(r.cache), r.workload, r.phase, ...COST_GROUPS.map((k) => num(g[k], 1))];
+    return [rowName(r), String(r.cache), r.workload, r.phase, ...COST_GROUPS.map((k) => num(g[k], 1))];
   });
-  return htmlTable(["scheme", "cache", "workload", "phase", ...COST_GROUPS.map((g) => `${g} µs`)], body, 4);
+  return htmlTable(["source (transport)", "cache", "workload", "phase", ...COST_GROUPS.map((g) => `${g} µs`)], body, 4);
 }
 
 function opsTable(rows: ResultRow[]): string {

@@ -8,7 +8,7 @@ import { hostTotals } from "./cost-groups.js";
 import { schemeLabel } from "./scheme-label.js";
 import { baseRow, formatRatio, ratioOf, type RatioKind } from "./ratios.js";
 import { sourceName } from "./sources.js";
-import type { Spread } from "../stats/latency.js";
+import { spread, type Spread } from "../stats/latency.js";
 
 export const f1 = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
@@ -119,9 +119,7 @@ function excessOverRaw(rows: ResultRow[], r: ResultRow | undefined): Spread | un
   const n = Math.min(r.reps?.length ?? 0, raw.reps?.length ?? 0);
   const xs: number[] = [];
   for (let i = 0; i < n; i++) xs.push(r.reps![i]!.amortized_us - raw.reps![i]!.amortized_us);
-  if (!xs.length) return undefined;
-  const s = [...xs].sort((a, b) => a - b);
-  return { median: s[Math.ceil(s.length / 2) - 1]!, min: s[0]!, max: s[s.length - 1]!, runs: s.length };
+  return xs.length ? spread(xs) : undefined;
 }
 
 export function flushSplits(rows: ResultRow[]): FlushSplit[] {

@@ -15,7 +15,7 @@ import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import * as os from "node:os";
 import * as path from "node:path";
-import { benchExitStatus, type BenchResults, defaultOptions, machine, runMatrix } from "../../bench/matrix.js";
+import { benchExitStatus, type BenchResults, defaultOptions, machine, qemuCheckVerdict, runMatrix } from "../../bench/matrix.js";
 import { cdf } from "../../stats/latency.js";
 import { fullAnswer, table, writeOutputs } from "../../bench/report.js";
 import type { GuestPhase, GuestResult } from "../../bench/guest-results.js";
@@ -128,25 +128,6 @@ function hasQemu(): boolean {
   }
 }
 
-/** qemu-img check's verdict on an image: "clean", or what it found. */
-function qemuCheck(image: string): string {
-  let out: string;
-  try {
-    out = execFileSync("qemu-img", ["check", "--output=json", image], { stdio: ["ignore", "pipe", "pipe"] }).toString();
-  } catch (e) {
-    const err = e as { stdout?: Buffer; stderr?: Buffer };
-    out = err.stdout?.toString() ?? "";
-    if (!out.trim()) return `check failed: ${err.stderr?.toString().trim() ?? "no output"}`;
-  }
-  try {
-    const r = JSON.parse(out) as { corruptions?: number; leaks?: number; "check-errors"?: number };
-    const issues = [r.corruptions ? `${r.corruptions} corruptions` : "", r.leaks ? `${r.leaks} leaked clusters` : "", r["check-errors"] ? `${r["check-errors"]} check errors` : ""].filter(Boolean);
-    return issues.length ? issues.join(", ") : "clean";
-  } catch {
-    return `unreadable check output: ${out.slice(0, 200)}`;
-  }
-}
-
 /** The report's record of one guest run; write CDFs come from the run's trace. */
 function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, traceFile: string | undefined): GuestResult {
   const latencies = new Map<string, number[]>();
@@ -246,7 +227,7 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
               trace,
               onProgress: (m) => progress(`${tag}: ${m}`, true),
             });
-            const check = qemu ? qemuCheck(image) : "not checked (no qemu-img)";
+            const check = qemu ? qemuCheckVerdict(image) : "not checked (no qemu-img)";
             if (qemu && check !== "clean") failures.push(`${scheme} ${cache}: qemu-img check: ${check}`);
             const g = guestResult(r, o.savevm, check, trace);
             guest.push(g);
