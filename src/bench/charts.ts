@@ -86,7 +86,7 @@ function perWriteChart(rows: ResultRow[]): Chart | undefined {
       mark: { type: "bar", tooltip: true },
       encoding: {
         row: BY_CACHE,
-        y: { field: "series", type: "nominal", sort: seriesOrder(rows), title: null },
+        y: { field: "series", type: "nominal", sort: seriesOrder(rows), title: null, axis: { labelLimit: 260 } },
         yOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         x: { field: "us", type: "quantitative", title: "µs per write", scale: { type: "sqrt" } },
         color: { field: "phase", type: "nominal", sort: [...PHASES], ...PHASE_COLORS },

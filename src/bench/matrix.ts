@@ -628,7 +628,7 @@ export function defaultOptions(quick: boolean): BenchOptions {
     qemuOrder: true,
     fio: true,
     fioDepths: [1, 16],
-    opSizes: quick ? [16 << 20, 64 << 20, 256 << 20] : [1 << 30, 4 * 2 ** 30, 16 * 2 ** 30],
+    opSizes: quick ? [8 << 20, 32 << 20, 128 << 20] : [1 << 30, 4 * 2 ** 30, 16 * 2 ** 30],
     dir: path.join(os.tmpdir(), `refcow-bench-${process.pid}`),
     progress: () => {},
   };

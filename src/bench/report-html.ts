@@ -121,7 +121,7 @@ export async function renderHtml(results: ResultsFile, answerText: string): Prom
   const m = results.machine;
   const machineRows = Object.entries(m).map(([k, v]) => [k, v]);
   const sections = [
-    `<h2>Answer</h2><p class="answer">${esc(answerText)}</p>`,
+    `<h2>Answer</h2><div class="answer">${answerText.split(/\n\n+/).map((p) => `<p>${esc(p)}</p>`).join("\n")}</div>`,
     `<h2>Charts</h2>${figures.join("\n")}`,
     guest.length ? `<h2>Guest runs</h2>${guestTable(guest)}` : "",
     missingList(results.missing ?? []),

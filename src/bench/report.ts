@@ -75,7 +75,13 @@ const rt = (s: Spread | undefined) => (s ? formatRatio(s) : "?");
 const fig = (r: ResultRow) => `${f1(r.amortized_us)} µs (${f1(r.amortized_us_min ?? r.amortized_us)}–${f1(r.amortized_us_max ?? r.amortized_us)})`;
 
 export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSource[] = []): string {
-  const parts: string[] = [];
+  // Paragraphs: one per cache mode, then the flush policy, fio, and the rest.
+  const paras: string[] = [];
+  let parts: string[] = [];
+  const paragraph = () => {
+    if (parts.length) paras.push(parts.join(" "));
+    parts = [];
+  };
   const firstFit = (r: ResultRow) => !r.alloc || r.alloc === "first-fit";
   const workload = "rand4k-per-cluster";
   const post = rows.filter((r) => r.source === "refcow" && r.phase === "post-snapshot" && r.workload === workload && firstFit(r) && !r.order);
@@ -100,16 +106,19 @@ export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSo
     for (const r of nbd) {
       const q = baseRow(rows, r, "vs qemu");
       if (!q) continue;
-      const qin = baseRow(rows, q, "vs in-place");
+      const rin = baseRow(rows, r, "vs in-place");
+      const qin = rin && baseRow(rows, rin, "vs qemu");
       parts.push(
-        `Through NBD (${cache}), refcow ${r.scheme} costs ${fig(r)} per post-snapshot write against ${fig(q)} for ${rowName(q)}: ${rt(ratio(r, q))}` +
-          `${qin ? `; QEMU's own post-snapshot write is ${rt(ratioOf(rows, q, "vs in-place"))} its in-place one` : ""}, and ${rt(ratioOf(rows, q, "vs raw"))} the raw file through qemu-nbd.`,
+        `Through NBD (${cache}), refcow ${r.scheme} costs ${fig(r)} per post-snapshot write against ${fig(q)} for ${rowName(q)}: ${rt(ratio(r, q))}; ` +
+          `QEMU's own post-snapshot write is ${rt(ratioOf(rows, q, "vs in-place"))} its in-place one and ${rt(ratioOf(rows, q, "vs raw"))} the raw file through qemu-nbd` +
+          (rin && qin ? `; in place refcow ${r.scheme} through NBD costs ${fig(rin)} against ${fig(qin)} (${rt(ratio(rin, qin))}).` : "."),
       );
     }
     if (!nbd.length) {
       const q = rows.find((r) => r.source === "qemu" && r.scheme === "std" && r.cache === cache && r.phase === "post-snapshot" && r.workload === workload);
       if (q) parts.push(`QEMU std through qemu-nbd (${cache}) pays ${fig(q)} per post-snapshot write, ${rt(ratioOf(rows, q, "vs in-place"))} its in-place cost and ${rt(ratioOf(rows, q, "vs raw"))} the raw file through qemu-nbd; refcow's own NBD export was not measured, so no refcow/QEMU ratio is given.`);
     }
+    paragraph();
   }
   for (const s of flushSplits(rows).filter((x) => x.workload === workload)) {
     if (!s.qemuOrder || !s.eager) continue;
@@ -118,10 +127,20 @@ export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSo
         (s.qemu ? `; QEMU std through qemu-nbd costs ${sr(s.qemu.excess)} µs above the raw file through qemu-nbd.` : "."),
     );
   }
+  paragraph();
   const depth = fioDepthRows(fio);
   if (depth.length) parts.push(`fio (random 4 KiB writes, writeback, refcow nbd / qemu-nbd IOPS): ${depth.map((d) => `${d[0]} at iodepth ${d[1]} ${d[8]}`).join(", ")}.`);
   const check = fioCrossCheck(rows, fio).filter((c) => c.agrees === false);
   if (check.length) parts.push(`fio's clat p50 falls outside the bench's spread in ${check.length} of ${fioCrossCheck(rows, fio).length} cells (see the fio table).`);
+  // The load generator's own NBD client against fio's (libnbd), where the server adds least: the raw file.
+  const floor = fioCrossCheck(rows, fio).filter((c) => c.f.source === "raw" && c.f.cache === "writeback" && c.bench);
+  if (floor.length) {
+    parts.push(
+      `On the raw file through qemu-nbd in writeback, where the server adds least, the bench's median against fio's clat p50 is ` +
+        `${floor.map((c) => `${f1(c.bench!.median_us)} / ${f1(c.f.clat_p50_us)} µs (${c.f.workload}, ${c.f.phase})`).join(", ")}: the difference is the two clients' own cost (Node against libnbd), the same for every NBD source.`,
+    );
+  }
+  paragraph();
   const afterDelete = rows.filter((r) => r.source === "refcow" && r.phase === "after-delete" && r.workload === workload);
   const appended = afterDelete.filter((r) => r.alloc === "append");
   if (appended.length) {
@@ -138,7 +157,8 @@ export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSo
     parts.push(`Snapshot creation with ${Math.round(largest / 2 ** 20)} MiB allocated takes ${at.map((r) => `${f1(r.median_us / 1000)} ms (${r.scheme})`).join(", ")}.`);
   }
   if (missing.length) parts.push(`Not measured: ${missing.map((m) => `${m.source} (${m.reason})`).join("; ")}.`);
-  return parts.join(" ");
+  paragraph();
+  return paras.join("\n\n");
 }
 
 /** What the guest runs say, in one or two sentences per cache mode. */
@@ -173,7 +193,7 @@ function guestAnswer(guest: GuestResult[]): string {
 
 /** The whole answer paragraph: host benchmark first, then the guest runs. */
 export function fullAnswer(results: ReportInput): string {
-  return [answer(results.rows, results.fio ?? [], results.missing ?? []), guestAnswer(results.guest ?? [])].filter(Boolean).join(" ");
+  return [answer(results.rows, results.fio ?? [], results.missing ?? []), guestAnswer(results.guest ?? [])].filter(Boolean).join("\n\n");
 }
 
 function markdown(results: ResultsFile, answerText: string): string {

@@ -111,7 +111,7 @@ describe("report rendering", () => {
     expect(answer).toMatch(/eager/);
     expect(answer).toContain("440 µs"); // eager writethrough post-snapshot per write: 400 × 1.1
     expect(answer).toContain("1400 µs (in place 310)");
-    expect(html).toContain(answer.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;"));
+    for (const p of answer.split("\n\n")) expect(html).toContain(`<p>${p.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")}</p>`);
     const md = fs.readFileSync(path.join(out, "report.md"), "utf8");
     expect(md).toContain("## Answer");
     expect(md).toContain("guest-rand4k");

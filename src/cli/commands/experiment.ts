@@ -48,7 +48,7 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
   --no-guest         host-side matrix only
   --no-bench         guest runs only
   --full             the full host matrix (2000 clusters, timings at 1, 4 and 16 GiB) instead of the
-                     quick one (200 clusters, timings at 16, 64 and 256 MiB); both run 3 rounds
+                     quick one (200 clusters, timings at 8, 32 and 128 MiB); both run 3 rounds
   --bench-clusters N, --bench-reps N
                      host matrix size (clusters per source, rounds)
   --no-ops           leave out the snapshot/open/close timings
