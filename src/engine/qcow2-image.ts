@@ -703,11 +703,13 @@ export class Qcow2Image implements VirtualDisk {
     } else {
       this.file.write(full, newOffset, isCow && full !== src ? "cow-write" : "guest-data");
     }
+    // The scheme states its ordering before the entry is set (QEMU's set_dependency precedes the link): a
+    // dependency flush it makes must not carry this entry to the disk ahead of the new cluster's count.
+    this.scheme.referenced();
     const buf = this.l2Cache.get(slice);
     this.l2.encodeStandard(viewOf(buf), index, newOffset, { copied: true });
     if (this.l2.extended) this.l2.setBitmap(viewOf(buf), index, 0xffffffff, 0); // was compressed
     this.l2Cache.markDirty(slice);
-    this.scheme.referenced();
     this.l2Cache.flushBeforeWrite = true;
     if (oldOffset > 0) this.scheme.release(oldOffset / cs, "data");
     if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c, "data");
@@ -785,16 +787,14 @@ export class Qcow2Image implements VirtualDisk {
     }
     this.file.write(out, target + spanStart, inPlace || aligned ? "guest-data" : "cow-write");
     if (inPlace && newAlloc === oldAlloc && newZero === oldZero) return;
+    if (!inPlace) this.scheme.referenced(); // before the entry is set, as above
     const buf = this.l2Cache.get(slice);
     const v = viewOf(buf);
     this.l2.encodeStandard(v, index, target, { copied: true });
     this.l2.setBitmap(v, index, newAlloc, newZero);
     this.l2Cache.markDirty(slice);
     this.l2Cache.flushBeforeWrite = true;
-    if (!inPlace) {
-      this.scheme.referenced();
-      if (e.offset) this.scheme.release(e.offset / cs, "data");
-    }
+    if (!inPlace && e.offset) this.scheme.release(e.offset / cs, "data");
   }
 
   /** Sets an entry's offset (standard L2) as a Normal cluster with the given COPIED flag. */

@@ -9,8 +9,10 @@
  * With `order: "qemu"` (`--order qemu`) it keeps the same rules the way QEMU 7.2 does instead: a decrement
  * that leaves the cluster in use is applied at once and makes the refcount cache depend on the L2 cache,
  * and each dependency is stated with QEMU's flushing rule (MetadataCache.setDependencyAsQemu), so the two
- * caches ping-pong after a snapshot. It exists to attribute the gap to QEMU to its flush policy. A decrement
- * to 0 still waits for the flush (the freed cluster must not be reused while a table on disk points to it).
+ * caches ping-pong after a snapshot; an L2 table copied away from is dropped after QEMU's three flushes
+ * (refcount cache, L2 cache, L1 entry). It exists to attribute the gap to QEMU to its flush policy. A
+ * decrement to 0 still waits for the next flush (a freed cluster must not be reused while a table on disk
+ * points to it).
  */
 import type { RefcountStore } from "../engine/refcounts.js";
 import type { FlushOrder } from "../engine/types.js";
@@ -51,11 +53,27 @@ export class EagerScheme implements RefcountScheme {
     } else img.l2Cache.dependsOn = img.refcounts.cache;
   }
 
-  release(cluster: number, _kind?: ClusterKind): void {
-    if (this.order === "qemu" && this.refcounts.get(cluster) > 1) {
-      this.refcounts.change(cluster, -1);
-      this.refcounts.cache.setDependencyAsQemu(this.host.image.l2Cache);
-    } else this.refcounts.releaseLater(cluster);
+  release(cluster: number, kind?: ClusterKind): void {
+    if (this.order === "qemu" && this.releaseAsQemu(cluster, kind)) return;
+    this.refcounts.releaseLater(cluster);
+  }
+
+  /**
+   * QEMU's decrements: an L2 table copied away from (l2_allocate) is dropped after the refcount cache, the
+   * L2 cache and the new L1 entry have been written and flushed; a data cluster copied away from is dropped
+   * at once with the refcount cache made to depend on the L2 cache, once every L1 entry is on disk (the L2
+   * table that no longer points to it must be reachable from the L1 on disk). False: defer as refcow does
+   * (a decrement to 0, whose cluster must not be reused while a table on disk still points to it).
+   */
+  private releaseAsQemu(cluster: number, kind?: ClusterKind): boolean {
+    const img = this.host.image;
+    if (this.refcounts.get(cluster) <= 1) return false;
+    if (kind === "l2") img.flushMetadata();
+    else if (kind !== "data" || img.dirtyL1.size > 0) return false;
+    // As QEMU's update_refcount: the dependency first (its flush must not carry this decrement), then the change.
+    this.refcounts.cache.setDependencyAsQemu(img.l2Cache);
+    this.refcounts.change(cluster, -1);
+    return true;
   }
 
   releaseNow(cluster: number, _kind?: ClusterKind): void {
