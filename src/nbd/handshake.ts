@@ -172,7 +172,8 @@ export async function negotiate(
         case Opt.LIST_META_CONTEXT:
         case Opt.SET_META_CONTEXT: {
           const set = option === Opt.SET_META_CONTEXT;
-          if (!structured) {
+          // Listing is allowed at any time; selecting only once BLOCK_STATUS can be answered.
+          if (set && !structured) {
             fail(Rep.ERR_INVALID, `${OPT_NAMES[option]} before NBD_OPT_STRUCTURED_REPLY`);
             break;
           }

@@ -105,6 +105,8 @@ export class Transmission {
     private readonly log: (message: string) => void = () => {},
   ) {
     socket.on("drain", () => this.signal());
+    // A client that stops reading replies holds the loop below until its socket closes.
+    socket.on("close", () => this.signal());
   }
 
   /** Requests being served now. */

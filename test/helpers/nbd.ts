@@ -18,10 +18,19 @@ export interface RunningNbd {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
 }
 
+const started = new Set<ChildProcess>();
+
+/** Kills (SIGKILL) every server startNbd started that is still running: for afterAll, after a failed test. */
+export function killLeftoverServers(): void {
+  for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  started.clear();
+}
+
 /** Starts `refcow nbd -k SOCKET ...args` and resolves once the socket accepts connections. */
 export async function startNbd(socket: string, args: string[]): Promise<RunningNbd> {
   fs.rmSync(socket, { force: true });
   const child = spawn(process.execPath, [REFCOW_BIN, "nbd", "-k", socket, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  started.add(child);
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>

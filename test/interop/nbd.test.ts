@@ -4,13 +4,18 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
+import { spawn } from "node:child_process";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
-import { mergeRuns, type MapRun, refcow, run, socketIn, startNbd } from "../helpers/nbd.js";
+import { killLeftoverServers, mergeRuns, REFCOW_BIN, type MapRun, refcow, run, socketIn, startNbd } from "../helpers/nbd.js";
 import { qemuCheck, qemuCompare, qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
 
 const dir = tempDir("nbd");
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+afterAll(() => {
+  killLeftoverServers();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 const CS = 4096;
 const SIZE = 256 * CS + 1536;
@@ -255,6 +260,50 @@ describe("shutdown", () => {
     expect(fs.existsSync(pidFile)).toBe(false);
     expect(qemuCheck(image).status).toBe(0);
     expect(qemuIo(image, ["read -P 7 0 4k"])).not.toMatch(/Pattern verification failed/);
+  }, 60_000);
+});
+
+describe("options", () => {
+  it("TCP (-p, -b), -x, -D, -e 2 with two writers at once, --detect-zeroes=unmap", async () => {
+    const image = path.join(dir, "tcp.qcow2");
+    createImage(image, 8 << 20, 65536);
+    qemuIo(image, ["write -P 0x99 4m 1m"]);
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, "127.0.0.1", () => {
+        const p = (probe.address() as net.AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    const args = ["nbd", "-p", String(port), "-b", "127.0.0.1", "-x", "disk0", "-D", "a test disk", "-e", "2", "-t", "--detect-zeroes=unmap", "--discard=unmap", "-f", "qcow2", image];
+    const child = spawn(process.execPath, [REFCOW_BIN, ...args], { stdio: "ignore" });
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    try {
+      const uri = `nbd://127.0.0.1:${port}/disk0`;
+      let info = await run("nbdinfo", ["--json", uri]);
+      for (let i = 0; i < 100 && info.status !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        info = await run("nbdinfo", ["--json", uri]);
+      }
+      expect(info.status, info.stderr).toBe(0);
+      const exp = JSON.parse(info.stdout).exports[0];
+      expect(exp["export-name"]).toBe("disk0");
+      expect(exp.description).toBe("a test disk");
+      expect(exp.can_multi_conn).toBe(true);
+      const [a, b] = await Promise.all([
+        run("qemu-io", ["-f", "raw", "-c", "write -P 0x31 0 1m", "-c", "flush", uri]),
+        run("qemu-io", ["-f", "raw", "-c", "write -P 0x32 2m 1m", "-c", "write -P 0 4m 1m", uri]),
+      ]);
+      expect(a.status, a.stderr).toBe(0);
+      expect(b.status, b.stderr).toBe(0);
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(await exited).toBe(0);
+    expect(qemuCheck(image).status).toBe(0);
+    expect(qemuIo(image, ["read -P 0x31 0 1m", "read -P 0x32 2m 1m", "read -P 0 4m 1m"])).not.toMatch(/Pattern verification failed/);
+    // The zeroes were detected and unmapped: no data there any more.
+    const map = JSON.parse(qemuImg(["map", "--output=json", image])) as { start: number; length: number; data: boolean }[];
+    expect(map.filter((e) => e.data && e.start < (5 << 20) && e.start + e.length > 4 << 20)).toEqual([]);
   }, 60_000);
 });
 

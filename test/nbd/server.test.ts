@@ -256,4 +256,17 @@ describe("shutdown", () => {
     });
     img.close();
   });
+
+  it("a client that never reads its replies does not hold up stop()", async () => {
+    const s = new NbdServer(exportOf(disk, true), { persistent: true });
+    const p = path.join(dir, "stuck.sock");
+    await s.listen({ socket: p });
+    const c = await connected(p);
+    c.socket.pause();
+    // Far more reply bytes than the socket buffers and the server queues before it stops reading.
+    for (let i = 0; i < 160; i++) c.request(Cmd.READ, BigInt(i), 0, 1 << 20);
+    await new Promise((r) => setTimeout(r, 300));
+    await s.stop();
+    c.destroy();
+  });
 });
