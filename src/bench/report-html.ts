@@ -107,7 +107,7 @@ figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.9em; max-widt
 figure svg { max-width: 100%; height: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; } th { background: #f0f0f0; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 `;
 
 export async function renderHtml(results: ResultsFile, answerText: string): Promise<string> {
