@@ -9,6 +9,7 @@ import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import { PHASES, type ResultRow } from "./matrix.js";
+import { rowName } from "./report-tables.js";
 import type { GuestResult } from "./guest-results.js";
 import { schemeLabel } from "./scheme-label.js";
 
@@ -21,7 +22,9 @@ export interface Chart {
 }
 
 const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
-const SCHEME_ORDER = ["eager", "lazy", "lazy-count", "owner", "journal", "std", "lazy_refcounts", "none"];
+const SCHEME_ORDER = ["eager", "eager --order qemu", "lazy", "lazy-count", "owner", "journal", "std", "lazy_refcounts", "none"];
+/** A refcow row's scheme with its allocation policy and flush order when they are not the default. */
+const refcowLabel = (r: ResultRow) => `${schemeLabel(r)}${r.order === "qemu" ? " --order qemu" : ""}`;
 const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "#ddd" }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelLimit: 320 } } };
 const CACHE_ORDER = ["writethrough", "writeback", "unsafe"];
 /** Facet by cache mode, in reading order. */
@@ -33,14 +36,14 @@ function chartSpec(values: Array<Record<string, unknown>>, rest: Record<string, 
 }
 
 /** A latency CDF: step lines coloured by `series`, dashed by phase, one panel per cache mode. */
-function cdfSpec(values: Array<Record<string, unknown>>, series: string, seriesTitle: string): TopLevelSpec {
+function cdfSpec(values: Array<Record<string, unknown>>, series: string, seriesTitle: string, sort: string[]): TopLevelSpec {
   return chartSpec(values, {
     mark: { type: "line", interpolate: "step-after", strokeWidth: 1.6 },
     encoding: {
       column: BY_CACHE,
       x: { field: "us", type: "quantitative", scale: { type: "log" }, title: "latency (µs, log scale)" },
       y: { field: "p", type: "quantitative", title: "fraction of writes", axis: { format: "%" } },
-      color: { field: series, type: "nominal", sort: SERIES_ORDER, title: seriesTitle },
+      color: { field: series, type: "nominal", sort, title: seriesTitle },
       strokeDash: { field: "phase", type: "nominal", sort: ["in-place", "post-snapshot"], title: "phase" },
       detail: { field: "phase" },
     },
@@ -49,14 +52,19 @@ function cdfSpec(values: Array<Record<string, unknown>>, series: string, seriesT
   });
 }
 
-/** Human name of a series: refcow's schemes as is, QEMU's flavours and the raw file spelled out. */
-export function seriesName(r: Pick<ResultRow, "source" | "scheme" | "alloc">): string {
-  if (r.source === "qemu") return r.scheme === "std" ? "QEMU" : "QEMU lazy_refcounts";
-  if (r.source === "raw") return "raw file";
-  return schemeLabel(r);
-}
+/** Human name of a series: who (refcow's scheme, QEMU's flavour, the raw file) and through which transport. */
+const seriesName = rowName;
 
-const SERIES_ORDER = [...SCHEME_ORDER.slice(0, 5), "QEMU", "QEMU lazy_refcounts", "raw file"];
+const TRANSPORT_ORDER = ["ring", "in-process", "nbd", "direct"];
+/** Series sorted by transport, then refcow's schemes, QEMU and the raw file. */
+function seriesOrder(rows: ResultRow[]): string[] {
+  const rank = (r: ResultRow) => {
+    const t = TRANSPORT_ORDER.indexOf(r.transport ?? "ring");
+    const who = r.source === "raw" ? 99 : SCHEME_ORDER.indexOf(r.scheme) + (r.order ? 0.5 : 0);
+    return t * 1000 + who;
+  };
+  return [...new Map([...rows].sort((a, b) => rank(a) - rank(b)).map((r) => [seriesName(r), 0])).keys()];
+}
 
 const writeRows = (rows: ResultRow[]) => rows.filter((r) => r.phase === "in-place" || r.phase === "post-snapshot");
 /** Write rows including the allocation phase after a snapshot delete. */
@@ -66,19 +74,19 @@ const PHASE_COLORS = { scale: { domain: [...PHASES], range: ["#8fb8de", "#d1495b
 /** Per-write cost (phase time / writes, flushes included) of every source, in-place vs post-snapshot. */
 function perWriteChart(rows: ResultRow[]): Chart | undefined {
   const values = allWriteRows(rows)
-    .filter((r) => r.workload === "rand4k-per-cluster" || r.source === "qemu")
-    .map((r) => ({ series: seriesName(r), cache: r.cache, phase: r.phase, us: r.amortized_us }));
+    .filter((r) => r.workload === "rand4k-per-cluster" && r.transport)
+    .map((r) => ({ series: seriesName(r), cache: r.cache, phase: r.phase, us: r.amortized_us, min: r.amortized_us_min ?? r.amortized_us, max: r.amortized_us_max ?? r.amortized_us }));
   if (!values.length) return undefined;
   return {
     id: "per-write",
     title: "Cost of a 4 KiB write: in place, right after a snapshot, and allocating after the snapshot is deleted",
     caption:
-      "Phase time divided by the number of writes (flushes included), median over runs. refcow and the raw file: one write per 64 KiB cluster in random cluster order; QEMU: qemu-img bench, one write per cluster in cluster order. after-delete: the snapshot deleted, then writes to clusters never written, each one allocating while the delete left free clusters inside the file (first-fit reuses them, append does not). The raw file has no snapshot, so only its in-place bar.",
+      "Phase wall time divided by the number of writes (flush waits included), median over rounds; every source driven by the same load generator with the same requests (one 4 KiB write per 64 KiB cluster, random cluster order), the transport in brackets: ring (refcow's worker thread), nbd (a Unix socket to refcow nbd or qemu-nbd), direct (pwrite/fdatasync). Compare bars of the same transport. after-delete: the snapshot deleted, then writes to clusters never written, each one allocating while the delete left free clusters inside the file. The raw file's phases are the same writes on its preallocated bytes.",
     spec: chartSpec(values, {
       mark: { type: "bar", tooltip: true },
       encoding: {
         row: BY_CACHE,
-        y: { field: "series", type: "nominal", sort: SERIES_ORDER, title: null },
+        y: { field: "series", type: "nominal", sort: seriesOrder(rows), title: null, axis: { labelLimit: 260 } },
         yOffset: { field: "phase", type: "nominal", sort: [...PHASES] },
         x: { field: "us", type: "quantitative", title: "µs per write", scale: { type: "sqrt" } },
         color: { field: "phase", type: "nominal", sort: [...PHASES], ...PHASE_COLORS },
@@ -93,7 +101,7 @@ function perWriteChart(rows: ResultRow[]): Chart | undefined {
 function cdfChart(rows: ResultRow[]): Chart | undefined {
   const values: Array<Record<string, unknown>> = [];
   for (const r of writeRows(rows)) {
-    if (!r.cdf_us?.length || r.workload !== "rand4k-per-cluster") continue;
+    if (!r.cdf_us?.length || r.workload !== "rand4k-per-cluster" || !r.transport) continue;
     r.cdf_us.forEach((us, p) => values.push({ series: seriesName(r), cache: r.cache, phase: r.phase, us: Math.max(us, 0.1), p: p / 100 }));
   }
   if (!values.length) return undefined;
@@ -101,8 +109,8 @@ function cdfChart(rows: ResultRow[]): Chart | undefined {
     id: "cdf",
     title: "Latency distribution of each write, in place vs after a snapshot",
     caption:
-      "Cumulative distribution of the submit→complete time of every 4 KiB write (rand4k-per-cluster, all runs pooled), through the worker ring. Solid: in place; dashed: right after an internal snapshot. QEMU's qemu-img bench reports only a total, so it has no curve here.",
-    spec: cdfSpec(values, "series", "scheme"),
+      "Cumulative distribution of the submission→completion time of every 4 KiB write (rand4k-per-cluster, all rounds pooled), timed by the same load generator for every source, the transport in brackets. Solid: in place; dashed: right after an internal snapshot.",
+    spec: cdfSpec(values, "series", "source (transport)", seriesOrder(rows)),
   };
 }
 
@@ -112,7 +120,7 @@ function breakdownChart(rows: ResultRow[]): Chart | undefined {
   for (const r of allWriteRows(rows)) {
     if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
     const g = groupTimes(r.breakdown);
-    for (const group of COST_GROUPS) if (g[group] > 0) values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, group, us: g[group] });
+    for (const group of COST_GROUPS) if (g[group] > 0) values.push({ scheme: refcowLabel(r), cache: r.cache, phase: r.phase, group, us: g[group] });
   }
   if (!values.length) return undefined;
   return {
@@ -143,8 +151,8 @@ function hostIoChart(rows: ResultRow[]): Chart | undefined {
   for (const r of allWriteRows(rows)) {
     if (r.source !== "refcow" || !r.breakdown || r.workload !== "rand4k-per-cluster") continue;
     const t = hostTotals(r.breakdown);
-    values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, measure: "host KiB per guest write", value: t.bytes / 1024 });
-    values.push({ scheme: schemeLabel(r), cache: r.cache, phase: r.phase, measure: "host flushes per guest write", value: t.flushes });
+    values.push({ scheme: refcowLabel(r), cache: r.cache, phase: r.phase, measure: "host KiB per guest write", value: t.bytes / 1024 });
+    values.push({ scheme: refcowLabel(r), cache: r.cache, phase: r.phase, measure: "host flushes per guest write", value: t.flushes });
   }
   if (!values.length) return undefined;
   return {
@@ -248,7 +256,7 @@ function guestCdfChart(guest: GuestResult[]): Chart | undefined {
     id: "guest-cdf",
     title: "The guest's write latency, in place vs after the snapshot",
     caption: "Cumulative distribution of the submit→complete time of the guest's writes in the in-place and post-snapshot phases, per scheme (solid: in place; dashed: after the snapshot).",
-    spec: cdfSpec(values, "scheme", "scheme"),
+    spec: cdfSpec(values, "scheme", "scheme", SCHEME_ORDER),
   };
 }
 

@@ -1,12 +1,18 @@
 /**
- * The write-after-snapshot benchmark: refcow (every scheme) vs QEMU (`qemu-img bench`, standard and
- * lazy_refcounts) vs a raw file, in the same run, on the same workload.
+ * The write-after-snapshot benchmark: refcow (every scheme, through the ring and through its NBD export),
+ * QEMU (qemu-nbd on a qcow2 with the same options, standard and lazy_refcounts) and a raw file (through
+ * qemu-nbd, the ring, and pwrite), in the same run, driven by one load generator (load.ts) with one clock.
  *
- * Workload `rand4k-per-cluster`: N clusters of 64 KiB, each allocated beforehand; then 4 KiB writes, one per
- * cluster in random order, in phase `in-place` (overwriting) and phase `post-snapshot` (right after an
- * internal snapshot, so every write hits a shared cluster). Workload `seq`: the same writes in cluster order.
- * In writeback a flush follows every 64 writes and the last one; its time is part of `amortized_us` (phase
- * time / writes), not of the per-write median. Every refcow figure comes with the per-write I/O breakdown.
+ * Phases per source (sources.ts prepares every file the same way before any clock): `in-place` overwrites
+ * allocated clusters; `post-snapshot` writes them again right after an internal snapshot (every write hits
+ * a shared cluster); `after-delete` deletes the snapshot and writes clusters never written before (each
+ * write allocates while the delete left free clusters inside the file). The raw file runs the same three
+ * phases over its own preallocated bytes: its figure per phase is the floor for that phase.
+ *
+ * Repetitions are rounds: each round runs every source once for every cache mode and pattern, in an order
+ * rotated from round to round, so drift over the run hits every source alike; round i of every source uses
+ * the same request sequence, and ratios are computed within a round (report.ts). Every row keeps its
+ * per-round figures (`reps`). fio replays the same sequences against the NBD exports as a cross-check.
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -15,27 +21,40 @@ import * as path from "node:path";
 import { diffCosts } from "../io/accounting-file.js";
 import { createImagePath, openImagePath } from "../engine/open-path.js";
 import type { Qcow2Image } from "../engine/qcow2-image.js";
-import { ALLOC_POLICIES, type AllocPolicyName, type CacheMode, type CostBreakdown } from "../engine/types.js";
+import { ALLOC_POLICIES, type AllocPolicyName, type CacheMode, type CostBreakdown, type FlushOrder } from "../engine/types.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
-import { closeAllWorkers, openServedImage } from "../worker/index.js";
+import { amortized, cdf, percentile, spread, summarize } from "../stats/latency.js";
+import { closeAllWorkers } from "../worker/index.js";
 import { readTrace, type Trace } from "../vm/trace.js";
+import { runFio } from "./fio.js";
+import { CLUSTER, nowUs, type Pattern, runWritePhase, WRITE, writeOffsets } from "./load.js";
+import { betweenPhases, detectTools, openSession, prepareFile, type SourceSpec, sourceName, sourceUnavailable, startNbdServer, type Tools, type Transport } from "./sources.js";
 
-export const CLUSTER = 65536;
-export const WRITE = 4096;
-export const FLUSH_EVERY = 64;
+export { CLUSTER, FLUSH_EVERY, WRITE } from "./load.js";
+
+export type Workload = Pattern | "trace";
 
 export interface BenchOptions {
   clusters: number;
+  /** Rounds: every source runs once per round. */
   reps: number;
   schemes: string[];
   /** Allocation policies for the refcow rows (default first-fit only). */
   allocs: AllocPolicyName[];
   caches: CacheMode[];
-  workloads: ("rand4k-per-cluster" | "seq" | "trace")[];
+  workloads: Workload[];
   /** The guest disk trace the `trace` workload replays (src/vm/trace.ts format). */
   traceFile?: string;
+  /** QEMU's and the NBD sources (qemu-nbd std and lazy_refcounts, the raw file through qemu-nbd, refcow's export). */
   qemu: boolean;
+  /** refcow's ring sources run in-process instead (transport `in-process`). */
   inProcess: boolean;
+  /** eager with QEMU 7.2's flush order beside the schemes (the flush-policy split). */
+  qemuOrder: boolean;
+  /** The fio cross-check of the NBD sources, in the same run. */
+  fio: boolean;
+  /** fio random writes in writeback at these queue depths, refcow's export against qemu-nbd (empty to skip). */
+  fioDepths: number[];
   /** Allocated sizes (bytes) for the snapshot/open/close timings; empty to skip. */
   opSizes: number[];
   dir: string;
@@ -51,90 +70,100 @@ export interface PurposeRow {
   flush_us?: number;
 }
 
+/** One round's figures of a row (µs): what ratios are computed from, round by round. */
+export interface RepFigures {
+  median_us: number;
+  p99_us: number;
+  amortized_us: number;
+}
+
 export interface ResultRow {
   source: "refcow" | "qemu" | "raw";
   scheme: string;
+  /** eager's flush order when it is QEMU's (`--order qemu`). */
+  order?: FlushOrder;
   /** Allocation policy (refcow rows). */
   alloc?: AllocPolicyName;
+  /** How the load generator reached the image: `ring`, `in-process`, `nbd` or `direct` (absent for guest rows). */
+  transport?: Transport;
   cache: CacheMode | "n/a";
   workload: string;
   phase: string;
+  /** Per-request write latency (flushes excluded): median over rounds of each round's median, and its range. */
   median_us: number;
+  median_us_min?: number;
+  median_us_max?: number;
+  p90_us?: number;
+  /** Median over rounds of each round's p99, and its range. */
   p99_us: number | null;
+  p99_us_min?: number;
+  p99_us_max?: number;
+  p999_us?: number;
+  max_us?: number;
+  /** Phase wall time ÷ writes (flush waits included), median over rounds, and its range. */
   amortized_us: number;
+  amortized_us_min?: number;
+  amortized_us_max?: number;
+  /** Median latency of the load generator's flushes (writeback). */
+  flush_median_us?: number;
   runs: number;
+  /** Per-round figures, in round order. */
+  reps?: RepFigures[];
   size_bytes?: number;
-  /** Per-guest-write I/O by purpose (refcow rows only). */
+  /** Per-guest-write I/O by purpose (refcow ring and in-process rows), mean over rounds. */
   breakdown?: Record<string, PurposeRow>;
-  /** Latency at the percentiles 0, 1, ..., 100 (µs), for the CDF plots; absent where only an average exists. */
+  /** Latency at the percentiles 0, 1, ..., 100 (µs) of all rounds pooled, for the CDF plots. */
   cdf_us?: number[];
+  /** `qemu-img check` of the images this source left, when not clean. */
+  check?: string;
 }
 
-/** The operations a benchmark needs, served in-process or by a worker. */
-interface BenchDisk {
-  read(offset: number, length: number): unknown;
-  write(offset: number, data: Uint8Array): void | Promise<void>;
-  flush(): void | Promise<void>;
-  snapshotCreate(name: string): unknown;
-  snapshotDelete(name: string): unknown;
-  stats(): CostBreakdown | Promise<CostBreakdown>;
-  close(): void | Promise<void>;
+/** fio's figures for one cell (the cross-check, or the queue-depth benchmark). */
+export interface FioRow {
+  source: "refcow" | "qemu" | "raw";
+  scheme: string;
+  transport: "nbd";
+  cache: CacheMode;
+  workload: Pattern;
+  phase: string;
+  iodepth: number;
+  writes: number;
+  iops: number;
+  clat_p50_us: number;
+  clat_p99_us: number;
 }
 
-async function openBenchDisk(file: string, scheme: string, alloc: AllocPolicyName, cache: CacheMode, inProcess: boolean): Promise<BenchDisk> {
-  if (inProcess) {
-    const img = openImagePath(file, { scheme, alloc, cache }) as Qcow2Image;
-    return img;
-  }
-  const c = await openServedImage(file, { scheme, alloc, cache });
-  return {
-    read: (o, l) => c.read(o, l),
-    write: (o, d) => c.write(o, d),
-    flush: () => c.flush(),
-    snapshotCreate: (n) => c.snapshotCreate(n),
-    snapshotDelete: (n) => c.snapshotDelete(n),
-    stats: async () => ((await c.stats()) ?? {}) as CostBreakdown,
-    close: () => c.close(),
-  };
+/** A source the run left out, and why. */
+export interface MissingSource {
+  source: string;
+  reason: string;
+  /** Left out because the command line asked for it (--no-qemu): not a failure. */
+  asked?: boolean;
 }
 
-function order(n: number, workload: string, seed: number): number[] {
-  const idx = Array.from({ length: n }, (_, i) => i);
-  if (workload === "seq") return idx;
-  let s = seed >>> 0 || 1;
-  for (let i = n - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const j = s % (i + 1);
-    [idx[i], idx[j]] = [idx[j], idx[i]];
-  }
-  return idx;
+export interface BenchResults {
+  rows: ResultRow[];
+  fio: FioRow[];
+  missing: MissingSource[];
+  /** Images a source left that qemu-img check did not pass, and sources that failed. */
+  failures: string[];
 }
 
-/** Latency at every whole percentile, 0..100. */
-export function percentiles(xs: number[]): number[] {
-  if (!xs.length) return [];
-  const s = [...xs].sort((a, b) => a - b);
-  return Array.from({ length: 101 }, (_, p) => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]);
-}
+/**
+ * The phases of the write workloads: `in-place` overwrites allocated clusters; `post-snapshot` writes the
+ * same clusters right after an internal snapshot (every write hits a shared cluster); `after-delete`
+ * deletes the snapshot, then writes clusters never written before, so every write allocates while the
+ * delete has left free clusters inside the file (this is where the allocation policies differ).
+ */
+export const PHASES = ["in-place", "post-snapshot", "after-delete"] as const;
 
-export function quantile(xs: number[], q: number): number {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
-
-const nowUs = () => Number(process.hrtime.bigint()) / 1000;
-
-async function phase(disk: BenchDisk, cache: CacheMode, offsets: number[], data: Uint8Array): Promise<{ lat: number[]; totalUs: number }> {
-  const lat: number[] = [];
-  const t0 = nowUs();
-  for (let i = 0; i < offsets.length; i++) {
-    const t = nowUs();
-    await disk.write(offsets[i], data);
-    lat.push(nowUs() - t);
-    if (cache === "writeback" && ((i + 1) % FLUSH_EVERY === 0 || i === offsets.length - 1)) await disk.flush();
-  }
-  return { lat, totalUs: nowUs() - t0 };
+/** One round of one phase of one source. */
+interface PhaseRun {
+  writeUs: number[];
+  flushUs: number[];
+  wallUs: number;
+  writes: number;
+  costs?: CostBreakdown;
 }
 
 function perWrite(costs: CostBreakdown, writes: number): Record<string, PurposeRow> {
@@ -152,144 +181,364 @@ function perWrite(costs: CostBreakdown, writes: number): Record<string, PurposeR
   return out;
 }
 
-function addBreakdown(a: Record<string, PurposeRow>, b: Record<string, PurposeRow>, reps: number): void {
+function addBreakdown(a: Record<string, PurposeRow>, b: Record<string, PurposeRow>, weight: number): void {
   for (const [k, v] of Object.entries(b)) {
-    const t = (a[k] ??= { ops: 0, bytes: 0, flushes: 0, us: 0 });
-    t.ops += v.ops / reps;
-    t.bytes += v.bytes / reps;
-    t.flushes += v.flushes / reps;
-    t.us += v.us / reps;
-    t.flush_us = (t.flush_us ?? 0) + (v.flush_us ?? 0) / reps;
+    const t = (a[k] ??= { ops: 0, bytes: 0, flushes: 0, us: 0, flush_us: 0 });
+    t.ops += v.ops * weight;
+    t.bytes += v.bytes * weight;
+    t.flushes += v.flushes * weight;
+    t.us += v.us * weight;
+    t.flush_us = (t.flush_us ?? 0) + (v.flush_us ?? 0) * weight;
+  }
+}
+
+/** Sums cost breakdowns (the segments of one phase). */
+function addCosts(a: CostBreakdown, b: CostBreakdown): CostBreakdown {
+  const out: CostBreakdown = { ...a };
+  for (const [k, v] of Object.entries(b) as Array<[keyof CostBreakdown, NonNullable<CostBreakdown[keyof CostBreakdown]>]>) {
+    if (!v) continue;
+    const t = out[k];
+    out[k] = t ? (Object.fromEntries(Object.keys(v).map((f) => [f, ((t as unknown as Record<string, number>)[f] ?? 0) + (v as unknown as Record<string, number>)[f]!])) as unknown as typeof v) : { ...v };
+  }
+  return out;
+}
+
+/** A result row from the rounds of one cell: every figure by src/stats, per round, then over rounds. */
+function rowFromRuns(base: Omit<ResultRow, "median_us" | "p99_us" | "amortized_us" | "runs">, runs: PhaseRun[]): ResultRow {
+  const per = runs.map((r) => ({ s: summarize(r.writeUs), amortized: amortized(r.wallUs, r.writes) }));
+  const med = spread(per.map((p) => p.s.median));
+  const p99 = spread(per.map((p) => p.s.p99));
+  const am = spread(per.map((p) => p.amortized));
+  const pooled = runs.flatMap((r) => r.writeUs);
+  const flushes = runs.flatMap((r) => r.flushUs);
+  const row: ResultRow = {
+    ...base,
+    median_us: med.median,
+    median_us_min: med.min,
+    median_us_max: med.max,
+    p90_us: spread(per.map((p) => p.s.p90)).median,
+    p99_us: p99.median,
+    p99_us_min: p99.min,
+    p99_us_max: p99.max,
+    p999_us: spread(per.map((p) => p.s.p999)).median,
+    max_us: Math.max(...per.map((p) => p.s.max)),
+    amortized_us: am.median,
+    amortized_us_min: am.min,
+    amortized_us_max: am.max,
+    runs: runs.length,
+    reps: per.map((p) => ({ median_us: p.s.median, p99_us: p.s.p99, amortized_us: p.amortized })),
+    cdf_us: cdf(pooled),
+  };
+  if (flushes.length) row.flush_median_us = percentile(flushes, 50);
+  const withCosts = runs.filter((r) => r.costs);
+  if (withCosts.length) {
+    const b: Record<string, PurposeRow> = {};
+    for (const r of withCosts) addBreakdown(b, perWrite(r.costs!, r.writes), 1 / withCosts.length);
+    row.breakdown = b;
+  }
+  return row;
+}
+
+/** The sources of the write matrix, in their base order (each round rotates it). */
+export function benchSources(opts: BenchOptions): SourceSpec[] {
+  const local: Transport = opts.inProcess ? "in-process" : "ring";
+  const out: SourceSpec[] = [];
+  for (const scheme of opts.schemes) for (const alloc of opts.allocs) out.push({ source: "refcow", scheme, alloc, transport: local });
+  if (opts.qemuOrder && opts.schemes.includes("eager")) out.push({ source: "refcow", scheme: "eager", order: "qemu", alloc: opts.allocs[0], transport: local });
+  out.push({ source: "raw", scheme: "none", transport: local });
+  out.push({ source: "raw", scheme: "none", transport: "direct" });
+  if (opts.qemu) {
+    for (const scheme of ["eager", "lazy"]) if (opts.schemes.includes(scheme)) out.push({ source: "refcow", scheme, transport: "nbd" });
+    out.push({ source: "qemu", scheme: "std", transport: "nbd" });
+    out.push({ source: "qemu", scheme: "lazy_refcounts", transport: "nbd" });
+    out.push({ source: "raw", scheme: "none", transport: "nbd" });
+  }
+  return out;
+}
+
+const specKey = (s: SourceSpec) => `${s.source}/${s.scheme}/${s.order ?? ""}/${s.alloc ?? ""}/${s.transport}`;
+const slug = (s: SourceSpec) => specKey(s).replace(/[^a-z0-9_-]+/gi, "-");
+
+/** qemu-img check's verdict on an image: "clean", or what it found. */
+export function qemuCheckVerdict(image: string): string {
+  let out: string;
+  try {
+    out = execFileSync("qemu-img", ["check", "--output=json", image], { stdio: ["ignore", "pipe", "pipe"] }).toString();
+  } catch (e) {
+    const err = e as { stdout?: Buffer; stderr?: Buffer };
+    out = err.stdout?.toString() ?? "";
+    if (!out.trim()) return `check failed: ${err.stderr?.toString().trim() ?? "no output"}`;
+  }
+  try {
+    const r = JSON.parse(out) as { corruptions?: number; leaks?: number; "check-errors"?: number };
+    const issues = [r.corruptions ? `${r.corruptions} corruptions` : "", r.leaks ? `${r.leaks} leaked clusters` : "", r["check-errors"] ? `${r["check-errors"]} check errors` : ""].filter(Boolean);
+    return issues.length ? issues.join(", ") : "clean";
+  } catch {
+    return `unreadable check output: ${out.slice(0, 200)}`;
+  }
+}
+
+/** One source through the three phases on a freshly prepared file; the file is checked, then removed. */
+async function runSource(opts: BenchOptions, spec: SourceSpec, cache: CacheMode, pattern: Pattern, round: number, tools: Tools): Promise<Map<string, PhaseRun>> {
+  const n = opts.clusters;
+  const data = new Uint8Array(WRITE).fill(0xa5);
+  const file = path.join(opts.dir, `${slug(spec)}-${cache}-${pattern}.img`);
+  const socket = path.join(opts.dir, "nbd.sock");
+  const out = new Map<string, PhaseRun>();
+  prepareFile(spec, file, n);
+  const seed = 1234 + round;
+  for (const ph of PHASES) {
+    if (ph === "post-snapshot") betweenPhases(spec, file, "snapshot");
+    if (ph === "after-delete") betweenPhases(spec, file, "delete");
+    const offsets = writeOffsets(n, pattern, seed, ph === "after-delete" ? n : 0);
+    const session = await openSession(spec, file, cache, socket);
+    try {
+      const before = await session.stats?.();
+      const r = await runWritePhase(session.target, cache, offsets, data);
+      const after = await session.stats?.();
+      out.set(ph, { ...r, writes: offsets.length, costs: before && after ? diffCosts(after, before) : undefined });
+    } finally {
+      await session.close();
+    }
+  }
+  if (spec.source !== "raw" && tools.qemuImg) {
+    const verdict = qemuCheckVerdict(file);
+    if (verdict !== "clean") throw new Error(`${sourceName(spec)} ${cache} ${pattern}: the image it left fails qemu-img check: ${verdict}`);
+  }
+  fs.rmSync(file, { force: true });
+  return out;
+}
+
+/** The write matrix: rounds × cache modes × patterns × sources (rotated per round). */
+async function writeMatrix(opts: BenchOptions, tools: Tools, results: BenchResults): Promise<void> {
+  const patterns = opts.workloads.filter((w): w is Pattern => w !== "trace");
+  if (!patterns.length) return;
+  const all = benchSources(opts);
+  const sources: SourceSpec[] = [];
+  for (const s of all) {
+    const why = sourceUnavailable(s, tools);
+    if (why) results.missing.push({ source: sourceName(s), reason: why });
+    else sources.push(s);
+  }
+  const acc = new Map<string, { spec: SourceSpec; cache: CacheMode; pattern: Pattern; phase: string; runs: PhaseRun[] }>();
+  const total = opts.reps * opts.caches.length * patterns.length * sources.length;
+  let step = 0;
+  const failed = new Set<string>();
+  for (let round = 0; round < opts.reps; round++) {
+    for (const cache of opts.caches) {
+      for (const pattern of patterns) {
+        const k = sources.length ? (round * 5) % sources.length : 0;
+        const ordered = [...sources.slice(k), ...sources.slice(0, k)];
+        if (round % 2 === 1) ordered.reverse();
+        for (const spec of ordered) {
+          step++;
+          const key = `${specKey(spec)}|${cache}|${pattern}`;
+          if (failed.has(key)) continue;
+          opts.progress(`write matrix ${step}/${total}: round ${round + 1}/${opts.reps}, ${cache}, ${pattern}, ${sourceName(spec)}`);
+          let phases: Map<string, PhaseRun>;
+          try {
+            phases = await runSource(opts, spec, cache, pattern, round, tools);
+          } catch (e) {
+            failed.add(key);
+            results.failures.push(`${sourceName(spec)} ${cache} ${pattern}: ${(e as Error).message}`);
+            opts.progress(`  FAILED: ${(e as Error).message}`);
+            continue;
+          }
+          for (const [phase, run] of phases) {
+            const a = acc.get(`${key}|${phase}`) ?? { spec, cache, pattern, phase, runs: [] };
+            a.runs.push(run);
+            acc.set(`${key}|${phase}`, a);
+          }
+        }
+      }
+    }
+  }
+  for (const a of acc.values()) {
+    if (failed.has(`${specKey(a.spec)}|${a.cache}|${a.pattern}`)) continue;
+    const { spec } = a;
+    results.rows.push(
+      rowFromRuns(
+        { source: spec.source, scheme: spec.scheme, ...(spec.order ? { order: spec.order } : {}), ...(spec.alloc ? { alloc: spec.alloc } : {}), transport: spec.transport, cache: a.cache, workload: a.pattern, phase: a.phase },
+        a.runs,
+      ),
+    );
   }
 }
 
 /**
- * The phases of the write workloads: `in-place` overwrites allocated clusters; `post-snapshot` writes the
- * same clusters right after an internal snapshot (every write hits a shared cluster); `after-delete`
- * deletes the snapshot, then writes clusters never written before, so every write allocates while the
- * delete has left free clusters inside the file (this is where the allocation policies differ).
+ * fio against the NBD sources on freshly prepared files: the cross-check (queue depth 1, every cache mode
+ * and pattern, refcow's export and qemu-nbd on the qcow2 and on the raw file) and the queue-depth benchmark
+ * (random writes in writeback at `fioDepths`, refcow's export against qemu-nbd std).
  */
-export const PHASES = ["in-place", "post-snapshot", "after-delete"] as const;
-
-async function refcowRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, cache: CacheMode, workload: string): Promise<ResultRow[]> {
+async function fioMatrix(opts: BenchOptions, tools: Tools, results: BenchResults): Promise<void> {
+  if (!opts.fio && !opts.fioDepths.length) return;
+  if (!tools.fio) {
+    results.missing.push({ source: "fio cross-check", reason: "fio with its nbd engine not found (install fio)" });
+    return;
+  }
+  const specs: SourceSpec[] = [
+    { source: "refcow", scheme: "eager", transport: "nbd" },
+    { source: "qemu", scheme: "std", transport: "nbd" },
+    { source: "raw", scheme: "none", transport: "nbd" },
+  ].filter((s) => !sourceUnavailable(s as SourceSpec, tools)) as SourceSpec[];
+  const cells: Array<{ cache: CacheMode; pattern: Pattern; depth: number; phases: string[] }> = [];
+  if (opts.fio) for (const cache of opts.caches) for (const pattern of opts.workloads.filter((w): w is Pattern => w !== "trace")) cells.push({ cache, pattern, depth: 1, phases: ["in-place", "post-snapshot"] });
+  for (const depth of opts.fioDepths) if (!cells.some((c) => c.cache === "writeback" && c.pattern === "rand4k-per-cluster" && c.depth === depth)) cells.push({ cache: "writeback", pattern: "rand4k-per-cluster", depth, phases: ["in-place", "post-snapshot"] });
   const n = opts.clusters;
-  const data = new Uint8Array(WRITE).fill(0xa5);
-  const acc: Record<string, { lat: number[]; total: number; breakdown: Record<string, PurposeRow> }> = {};
-  for (let rep = 0; rep < opts.reps; rep++) {
-    const file = path.join(opts.dir, `refcow-${scheme}-${alloc}-${cache}-${workload}-${rep}.qcow2`);
-    // The first n clusters are the working set; the next n are allocated only in phase after-delete.
-    createImagePath(file, { size: 2 * n * CLUSTER });
-    // Allocate every working cluster first (not measured).
-    const prep = openImagePath(file, { cache: "writeback" });
-    const fill = new Uint8Array(CLUSTER).fill(1);
-    for (let c = 0; c < n; c++) prep.write(c * CLUSTER, fill);
-    prep.close();
-    const disk = await openBenchDisk(file, scheme, alloc, cache, opts.inProcess);
-    const perm = order(n, workload, 1234 + rep);
-    const working = perm.map((c) => c * CLUSTER + WRITE);
-    const fresh = perm.map((c) => (n + c) * CLUSTER + WRITE);
-    for (const ph of PHASES) {
-      if (ph === "post-snapshot") {
-        await disk.snapshotCreate("s");
-        await disk.flush();
-      } else if (ph === "after-delete") {
-        // Deleting the snapshot frees the clusters the post-snapshot writes copied away from: holes inside
-        // the file that first-fit fills and append leaves for `refcow compact`.
-        await disk.snapshotDelete("s");
-        await disk.flush();
+  for (const cell of cells) {
+    for (const spec of specs) {
+      if (cell.depth !== 1 && spec.source === "raw") continue;
+      opts.progress(`fio: ${cell.cache}, ${cell.pattern}, iodepth ${cell.depth}, ${sourceName(spec)}`);
+      const file = path.join(opts.dir, `fio-${slug(spec)}.img`);
+      const socket = path.join(opts.dir, "fio.sock");
+      try {
+        prepareFile(spec, file, n);
+        for (const phase of cell.phases) {
+          if (phase === "post-snapshot") betweenPhases(spec, file, "snapshot");
+          const server = await startNbdServer(spec, file, cell.cache, socket);
+          try {
+            const r = await runFio(socket, writeOffsets(n, cell.pattern, 1234), WRITE, cell.cache, cell.depth, path.join(opts.dir, "fio"));
+            results.fio.push({ source: spec.source, scheme: spec.scheme, transport: "nbd", cache: cell.cache, workload: cell.pattern, phase, iodepth: cell.depth, writes: r.writes, iops: r.iops, clat_p50_us: r.clat_p50_us, clat_p99_us: r.clat_p99_us });
+          } finally {
+            await server.stop();
+          }
+        }
+        if (spec.source !== "raw" && tools.qemuImg) {
+          const verdict = qemuCheckVerdict(file);
+          if (verdict !== "clean") results.failures.push(`fio ${sourceName(spec)} ${cell.cache}: the image fails qemu-img check: ${verdict}`);
+        }
+      } catch (e) {
+        results.failures.push(`fio ${sourceName(spec)} ${cell.cache} ${cell.pattern} iodepth ${cell.depth}: ${(e as Error).message}`);
+        opts.progress(`  FAILED: ${(e as Error).message}`);
+      } finally {
+        fs.rmSync(file, { force: true });
       }
-      const offsets = ph === "after-delete" ? fresh : working;
-      const before = await disk.stats();
-      const r = await phase(disk, cache, offsets, data);
-      const after = await disk.stats();
-      const a = (acc[ph] ??= { lat: [], total: 0, breakdown: {} });
-      for (const x of r.lat) a.lat.push(x);
-      a.total += r.totalUs / n / opts.reps;
-      addBreakdown(a.breakdown, perWrite(diffCosts(after, before), n), opts.reps);
     }
-    await disk.close();
-    fs.rmSync(file, { force: true });
   }
-  return Object.entries(acc).map(([ph, a]) => ({
-    source: "refcow",
-    scheme,
-    alloc,
-    cache,
-    workload,
-    phase: ph,
-    median_us: quantile(a.lat, 0.5),
-    p99_us: quantile(a.lat, 0.99),
-    amortized_us: a.total,
-    runs: opts.reps,
-    breakdown: a.breakdown,
-    cdf_us: percentiles(a.lat),
-  }));
 }
 
-/** The run time `qemu-img bench` prints ("Run completed in N seconds."); an error quoting its output if absent. */
-export function qemuBenchSeconds(out: string, command: string): number {
-  const m = /Run completed in ([\d.]+) seconds/.exec(out);
-  const t = m ? Number(m[1]) : NaN;
-  if (!Number.isFinite(t)) throw new Error(`${command}: no run time in its output ("Run completed in N seconds." expected):\n${out.trim()}`);
-  return t;
+/** What the trace replay needs of an image: the requests a guest trace holds, and the host's snapshot. */
+interface ReplayDisk {
+  read(offset: number, length: number): unknown;
+  write(offset: number, data: Uint8Array): unknown;
+  flush(): unknown;
+  snapshotCreate?(name: string): unknown;
+  stats?(): CostBreakdown | Promise<CostBreakdown>;
+  close(): unknown;
 }
 
-/** qemu-img bench is sequential with a step: one 4 KiB write per cluster, in cluster order. */
-function qemuRows(opts: BenchOptions, flavour: "std" | "lazy_refcounts", cache: CacheMode): ResultRow[] {
-  const n = opts.clusters;
-  const times: Record<string, number[]> = Object.fromEntries(PHASES.map((p) => [p, []]));
-  for (let rep = 0; rep < opts.reps; rep++) {
-    const file = path.join(opts.dir, `qemu-${flavour}-${cache}-${rep}.qcow2`);
-    const o = flavour === "lazy_refcounts" ? "cluster_size=65536,lazy_refcounts=on" : "cluster_size=65536";
-    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-o", o, file, String(2 * n * CLUSTER)]);
-    execFileSync("qemu-io", ["-c", `write -P 1 0 ${n * CLUSTER}`, file], { stdio: "ignore" });
-    for (const ph of PHASES) {
-      if (ph === "post-snapshot") execFileSync("qemu-img", ["snapshot", "-c", "s", file]);
-      if (ph === "after-delete") execFileSync("qemu-img", ["snapshot", "-d", "s", file]);
-      const start = (ph === "after-delete" ? n * CLUSTER : 0) + WRITE;
-      const args = ["bench", "-w", "-t", cache, "-s", String(WRITE), "-S", String(CLUSTER), "-o", String(start), "-c", String(n), "-d", "1", "-f", "qcow2"];
-      if (cache === "writeback") args.push(`--flush-interval=${FLUSH_EVERY}`);
-      const out = execFileSync("qemu-img", [...args, file]).toString();
-      times[ph].push((qemuBenchSeconds(out, `qemu-img ${args.join(" ")} ${file}`) * 1e6) / n);
-    }
-    fs.rmSync(file, { force: true });
-  }
-  return Object.entries(times).map(([ph, t]) => ({
-    source: "qemu",
-    scheme: flavour,
-    cache,
-    workload: "seq",
-    phase: ph,
-    median_us: quantile(t, 0.5),
-    p99_us: null,
-    amortized_us: quantile(t, 0.5),
-    runs: t.length,
-  }));
+async function openReplayDisk(file: string, spec: SourceSpec, cache: CacheMode): Promise<ReplayDisk> {
+  const format = spec.source === "raw" ? "raw" : "qcow2";
+  const scheme = spec.source === "raw" ? undefined : spec.scheme;
+  if (spec.transport === "in-process") return openImagePath(file, { scheme, alloc: spec.alloc, order: spec.order, cache, format }) as ReplayDisk;
+  const { openServedImage } = await import("../worker/index.js");
+  const c = await openServedImage(file, { scheme, alloc: spec.alloc, order: spec.order, cache, format });
+  return {
+    read: (o, l) => c.read(o, l),
+    write: (o, d) => c.write(o, d),
+    flush: () => c.flush(),
+    snapshotCreate: format === "qcow2" ? (name) => c.snapshotCreate(name) : undefined,
+    stats: async () => ((await c.stats()) ?? {}) as CostBreakdown,
+    close: () => c.close(),
+  };
 }
 
-function rawRows(opts: BenchOptions, cache: CacheMode, workload: string): ResultRow[] {
-  const n = opts.clusters;
-  const lat: number[] = [];
-  let total = 0;
-  const data = new Uint8Array(WRITE).fill(0xa5);
-  for (let rep = 0; rep < opts.reps; rep++) {
-    const file = path.join(opts.dir, `raw-${cache}-${rep}.img`);
-    fs.writeFileSync(file, new Uint8Array(n * CLUSTER).fill(1));
-    const fd = fs.openSync(file, "r+");
-    const offsets = order(n, workload, 1234 + rep).map((c) => c * CLUSTER + WRITE);
-    const t0 = nowUs();
-    for (let i = 0; i < n; i++) {
+/**
+ * One replay of a guest disk trace, request by request in its order: writes (of a fixed pattern; traces keep
+ * no data), reads, flushes, and the host's snapshots. A refcow source replays it on a fresh qcow2 of the
+ * trace's size and cluster size, the raw file on a sparse file of that size, both through the same
+ * transport. A host event (the snapshot) runs outside every phase's clock and cost counters: the phase's
+ * clock and counters stop for the flush and the snapshot and start again after them.
+ */
+async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cache: CacheMode, round: number): Promise<Map<string, PhaseRun>> {
+  const maxLen = Math.max(512, ...trace.events.map((e) => e.length));
+  const data = new Uint8Array(maxLen).fill(0x5a);
+  const file = path.join(opts.dir, `trace-${slug(spec)}-${cache}-${round}.img`);
+  fs.rmSync(file, { force: true });
+  if (spec.source === "raw") {
+    fs.writeFileSync(file, "");
+    fs.truncateSync(file, trace.header.size);
+  } else createImagePath(file, { size: trace.header.size, clusterSize: trace.header.clusterSize });
+  const disk = await openReplayDisk(file, spec, cache);
+  const out = new Map<string, PhaseRun>();
+  let current: PhaseRun | undefined;
+  let currentName: string | undefined;
+  let segStart = 0;
+  let segBefore: CostBreakdown | undefined;
+  const pause = async () => {
+    if (!current) return;
+    current.wallUs += nowUs() - segStart;
+    const after = await disk.stats?.();
+    if (after && segBefore) current.costs = addCosts(current.costs ?? {}, diffCosts(after, segBefore));
+  };
+  const resume = async () => {
+    segBefore = await disk.stats?.();
+    segStart = nowUs();
+  };
+  try {
+    for (const e of trace.events) {
+      const phase = e.phase || "(none)";
+      if (!current || currentName !== phase) {
+        await pause();
+        current = out.get(phase) ?? { writeUs: [], flushUs: [], wallUs: 0, writes: 0 };
+        currentName = phase;
+        out.set(phase, current);
+        await resume();
+      }
+      if (e.op === "s") {
+        await pause();
+        await disk.flush();
+        await disk.snapshotCreate?.(e.name ?? "trace");
+        await resume();
+        continue;
+      }
       const t = nowUs();
-      fs.writeSync(fd, data, 0, WRITE, offsets[i]);
-      if (cache === "writethrough") fs.fdatasyncSync(fd);
-      lat.push(nowUs() - t);
-      if (cache === "writeback" && ((i + 1) % FLUSH_EVERY === 0 || i === n - 1)) fs.fdatasyncSync(fd);
+      if (e.op === "w") {
+        await disk.write(e.offset, data.subarray(0, e.length));
+        current.writeUs.push(nowUs() - t);
+        current.writes++;
+      } else if (e.op === "r") await disk.read(e.offset, e.length);
+      else if (e.op === "f") {
+        await disk.flush();
+        current.flushUs.push(nowUs() - t);
+      }
     }
-    total += (nowUs() - t0) / n / opts.reps;
-    fs.closeSync(fd);
-    fs.rmSync(file, { force: true });
+    await pause();
+  } finally {
+    await disk.close();
   }
-  return [{ source: "raw", scheme: "none", cache, workload, phase: "in-place", median_us: quantile(lat, 0.5), p99_us: quantile(lat, 0.99), amortized_us: total, runs: opts.reps, cdf_us: percentiles(lat) }];
+  fs.rmSync(file, { force: true });
+  for (const [k, v] of out) if (!v.writes) out.delete(k);
+  return out;
+}
+
+async function traceMatrix(opts: BenchOptions, results: BenchResults): Promise<void> {
+  if (!opts.workloads.includes("trace")) return;
+  if (!opts.traceFile) throw new Error("the trace workload needs a trace file (--trace FILE, written by `refcow run --trace`)");
+  const trace = readTrace(opts.traceFile);
+  const transport: Transport = opts.inProcess ? "in-process" : "ring";
+  const specs: SourceSpec[] = [];
+  for (const scheme of opts.schemes) for (const alloc of opts.allocs) specs.push({ source: "refcow", scheme, alloc, transport });
+  specs.push({ source: "raw", scheme: "none", transport });
+  const acc = new Map<string, { spec: SourceSpec; cache: CacheMode; phase: string; runs: PhaseRun[] }>();
+  for (let round = 0; round < opts.reps; round++) {
+    for (const cache of opts.caches) {
+      const k = (round * 3) % specs.length;
+      for (const spec of [...specs.slice(k), ...specs.slice(0, k)]) {
+        opts.progress(`trace replay, round ${round + 1}/${opts.reps}, ${cache}, ${sourceName(spec)} (${trace.events.length} requests)`);
+        for (const [phase, run] of await traceRun(opts, trace, spec, cache, round)) {
+          const key = `${specKey(spec)}|${cache}|${phase}`;
+          const a = acc.get(key) ?? { spec, cache, phase, runs: [] };
+          a.runs.push(run);
+          acc.set(key, a);
+        }
+      }
+    }
+  }
+  for (const a of acc.values()) {
+    const { spec } = a;
+    results.rows.push(rowFromRuns({ source: spec.source, scheme: spec.scheme, ...(spec.alloc ? { alloc: spec.alloc } : {}), transport: spec.transport, cache: a.cache, workload: "trace", phase: a.phase }, a.runs));
+  }
 }
 
 /** Snapshot create/apply/delete, open, close and recovery (open of an image left dirty) per scheme and size. */
@@ -325,191 +574,61 @@ function opRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, size
     fs.rmSync(crashed, { force: true });
   }
   for (const [name, t] of Object.entries(times)) {
-    rows.push({ source: "refcow", scheme, alloc, cache: "writeback", workload: "snapshot-ops", phase: name, median_us: quantile(t, 0.5), p99_us: null, amortized_us: quantile(t, 0.5), runs: t.length, size_bytes: size });
+    const s = spread(t);
+    rows.push({ source: "refcow", scheme, alloc, transport: "in-process", cache: "writeback", workload: "snapshot-ops", phase: name, median_us: s.median, median_us_min: s.min, median_us_max: s.max, p99_us: null, amortized_us: s.median, runs: s.runs, size_bytes: size });
   }
   return rows;
 }
 
-/** Per-phase latency, time and I/O of one replay, accumulated over repetitions. */
-interface PhaseAcc {
-  lat: number[];
-  writes: number;
-  totalUs: number;
-  costs: CostBreakdown[];
-}
-
-/**
- * Replays a guest disk trace, request by request in its order, on a fresh image of the trace's size and
- * cluster size: writes (of a fixed pattern; traces keep no data), reads, flushes and the host's snapshots.
- * One row per phase that wrote, with the write latencies and the phase's I/O per write.
- */
-async function traceRows(opts: BenchOptions, trace: Trace, scheme: string, alloc: AllocPolicyName, cache: CacheMode): Promise<ResultRow[]> {
-  const maxLen = Math.max(512, ...trace.events.map((e) => e.length));
-  const data = new Uint8Array(maxLen).fill(0x5a);
-  const acc = new Map<string, PhaseAcc>();
-  for (let rep = 0; rep < opts.reps; rep++) {
-    const file = path.join(opts.dir, `trace-${scheme}-${alloc}-${cache}-${rep}.qcow2`);
-    createImagePath(file, { size: trace.header.size, clusterSize: trace.header.clusterSize });
-    const disk = await openBenchDisk(file, scheme, alloc, cache, opts.inProcess);
-    let current: string | undefined;
-    let phaseStart = 0;
-    let before: CostBreakdown = {};
-    const endPhase = async () => {
-      if (current === undefined) return;
-      const a = acc.get(current)!;
-      a.totalUs += nowUs() - phaseStart;
-      a.costs.push(diffCosts(await disk.stats(), before));
-    };
-    for (const e of trace.events) {
-      if (e.phase !== current) {
-        await endPhase();
-        current = e.phase;
-        if (!acc.has(current)) acc.set(current, { lat: [], writes: 0, totalUs: 0, costs: [] });
-        before = await disk.stats();
-        phaseStart = nowUs();
-      }
-      const t = nowUs();
-      if (e.op === "w") {
-        await disk.write(e.offset, data.subarray(0, e.length));
-        const a = acc.get(current)!;
-        a.lat.push(nowUs() - t);
-        a.writes++;
-      } else if (e.op === "r") await disk.read(e.offset, e.length);
-      else if (e.op === "f") await disk.flush();
-      else if (e.op === "s") {
-        await disk.flush();
-        await disk.snapshotCreate(e.name ?? "trace");
-      }
-    }
-    await endPhase();
-    await disk.close();
-    fs.rmSync(file, { force: true });
-  }
-  const rows: ResultRow[] = [];
-  for (const [ph, a] of acc) {
-    if (!a.writes) continue;
-    const breakdown: Record<string, PurposeRow> = {};
-    const perRep = a.writes / opts.reps;
-    for (const c of a.costs) addBreakdown(breakdown, perWrite(c, perRep), opts.reps);
-    rows.push({
-      source: "refcow",
-      scheme,
-      alloc,
-      cache,
-      workload: "trace",
-      phase: ph || "(none)",
-      median_us: quantile(a.lat, 0.5),
-      p99_us: quantile(a.lat, 0.99),
-      amortized_us: a.totalUs / a.writes,
-      runs: opts.reps,
-      breakdown,
-      cdf_us: percentiles(a.lat),
-    });
-  }
-  return rows;
-}
-
-/** The same trace on a preallocated raw file: pwrite, and fdatasync at each flush (and each write in writethrough). */
-function rawTraceRows(opts: BenchOptions, trace: Trace, cache: CacheMode): ResultRow[] {
-  const maxLen = Math.max(512, ...trace.events.map((e) => e.length));
-  const data = new Uint8Array(maxLen).fill(0x5a);
-  const acc = new Map<string, { lat: number[]; totalUs: number }>();
-  for (let rep = 0; rep < opts.reps; rep++) {
-    const file = path.join(opts.dir, `trace-raw-${cache}-${rep}.img`);
-    fs.writeFileSync(file, "");
-    fs.truncateSync(file, trace.header.size);
-    const fd = fs.openSync(file, "r+");
-    let current: string | undefined;
-    let phaseStart = 0;
-    for (const e of trace.events) {
-      if (e.phase !== current) {
-        if (current !== undefined) acc.get(current)!.totalUs += nowUs() - phaseStart;
-        current = e.phase;
-        if (!acc.has(current)) acc.set(current, { lat: [], totalUs: 0 });
-        phaseStart = nowUs();
-      }
-      const t = nowUs();
-      if (e.op === "w") {
-        fs.writeSync(fd, data, 0, e.length, e.offset);
-        if (cache === "writethrough") fs.fdatasyncSync(fd);
-        acc.get(current)!.lat.push(nowUs() - t);
-      } else if (e.op === "r") fs.readSync(fd, data, 0, e.length, e.offset);
-      else if (e.op === "f" && cache !== "unsafe") fs.fdatasyncSync(fd);
-    }
-    if (current !== undefined) acc.get(current)!.totalUs += nowUs() - phaseStart;
-    fs.closeSync(fd);
-    fs.rmSync(file, { force: true });
-  }
-  return [...acc]
-    .filter(([, a]) => a.lat.length)
-    .map(([ph, a]) => ({ source: "raw" as const, scheme: "none", cache, workload: "trace", phase: ph || "(none)", median_us: quantile(a.lat, 0.5), p99_us: quantile(a.lat, 0.99), amortized_us: a.totalUs / a.lat.length, runs: opts.reps, cdf_us: percentiles(a.lat) }));
-}
-
-export async function runMatrix(opts: BenchOptions): Promise<ResultRow[]> {
-  const rows: ResultRow[] = [];
+export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()): Promise<BenchResults> {
+  const results: BenchResults = { rows: [], fio: [], missing: [], failures: [] };
   fs.mkdirSync(opts.dir, { recursive: true });
+  if (!opts.qemu) results.missing.push({ source: "QEMU (qemu-nbd), the raw file through qemu-nbd, refcow's NBD export and fio", reason: "left out (--no-qemu)", asked: true });
   try {
-    for (const workload of opts.workloads) {
-      if (workload === "trace") {
-        if (!opts.traceFile) throw new Error("the trace workload needs a trace file (--trace FILE, written by `refcow run --trace`)");
-        const trace = readTrace(opts.traceFile);
-        for (const cache of opts.caches) {
-          for (const scheme of opts.schemes) {
-            for (const alloc of opts.allocs) {
-              opts.progress(`refcow ${scheme} ${alloc} ${cache} trace replay (${trace.events.length} requests)`);
-              rows.push(...(await traceRows(opts, trace, scheme, alloc, cache)));
-            }
-          }
-          opts.progress(`raw file ${cache} trace replay`);
-          rows.push(...rawTraceRows(opts, trace, cache));
-        }
-        continue;
-      }
-      for (const cache of opts.caches) {
-        for (const scheme of opts.schemes) {
-          for (const alloc of opts.allocs) {
-            opts.progress(`refcow ${scheme} ${alloc} ${cache} ${workload}`);
-            rows.push(...(await refcowRows(opts, scheme, alloc, cache, workload)));
-          }
-        }
-        opts.progress(`raw file ${cache} ${workload}`);
-        rows.push(...rawRows(opts, cache, workload));
-      }
-    }
-    if (opts.qemu) {
-      for (const cache of opts.caches) {
-        for (const flavour of ["std", "lazy_refcounts"] as const) {
-          opts.progress(`qemu-img bench ${flavour} ${cache}`);
-          rows.push(...qemuRows(opts, flavour, cache));
-        }
-      }
-    }
+    await writeMatrix(opts, tools, results);
+    await traceMatrix(opts, results);
+    if (opts.qemu) await fioMatrix(opts, tools, results);
     // Snapshot operations allocate little (an L1 copy, refcount blocks, a table): timed under the first
     // allocation policy asked for only, which keeps the 16 GiB runs of the full matrix to one per scheme.
     const opAlloc = opts.allocs[0] ?? "first-fit";
     for (const size of opts.opSizes) {
       for (const scheme of opts.schemes) {
         opts.progress(`snapshot/open/close timings: ${scheme} ${opAlloc}, ${Math.round(size / 2 ** 20)} MiB allocated`);
-        rows.push(...opRows(opts, scheme, opAlloc, size));
+        results.rows.push(...opRows(opts, scheme, opAlloc, size));
       }
     }
   } finally {
     await closeAllWorkers();
   }
-  return rows;
+  return results;
+}
+
+/**
+ * 1 when a source is missing that was not left out on request (install what the message names, or pass
+ * --no-qemu) or when a source failed; 0 otherwise. Says why on `err`.
+ */
+export function benchExitStatus(results: BenchResults, err: (line: string) => void): number {
+  const unasked = results.missing.filter((m) => !m.asked);
+  for (const m of unasked) err(`refcow: ${m.source} not measured: ${m.reason}\n`);
+  for (const f of results.failures) err(`refcow: ${f}\n`);
+  if (unasked.length && !results.failures.length) err("refcow: sources are missing (pass --no-qemu to leave QEMU's and the NBD sources out on purpose)\n");
+  return unasked.length || results.failures.length ? 1 : 0;
 }
 
 export function defaultOptions(quick: boolean): BenchOptions {
   return {
-    clusters: quick ? 300 : 2000,
-    reps: quick ? 1 : 3,
+    clusters: quick ? 200 : 2000,
+    reps: 3,
     schemes: [...SCHEME_NAMES],
     allocs: ["first-fit"],
     caches: ["writethrough", "writeback"],
-    workloads: quick ? ["rand4k-per-cluster"] : ["rand4k-per-cluster", "seq"],
+    workloads: ["rand4k-per-cluster", "seq"],
     qemu: true,
     inProcess: false,
-    opSizes: quick ? [16 << 20, 64 << 20, 256 << 20] : [1 << 30, 4 * 2 ** 30, 16 * 2 ** 30],
+    qemuOrder: true,
+    fio: true,
+    fioDepths: [1, 16],
+    opSizes: quick ? [8 << 20, 32 << 20, 128 << 20] : [1 << 30, 4 * 2 ** 30, 16 * 2 ** 30],
     dir: path.join(os.tmpdir(), `refcow-bench-${process.pid}`),
     progress: () => {},
   };

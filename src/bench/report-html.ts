@@ -2,17 +2,22 @@
  * report.html: one self-contained page (inline CSS and SVG, no script, no external resource) that opens
  * offline: the answer paragraph, the charts, the full table and the machine the figures come from.
  */
-import { buildCharts, renderSvg, seriesName } from "./charts.js";
-import { groupTimes, hostTotals, COST_GROUPS } from "./cost-groups.js";
+import { buildCharts, renderSvg } from "./charts.js";
+import { groupTimes, COST_GROUPS } from "./cost-groups.js";
 import type { GuestResult } from "./guest-results.js";
-import { PHASES, type ResultRow } from "./matrix.js";
+import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
 import { schemeLabel } from "./scheme-label.js";
+import { fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, rowName, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
 
 export interface ResultsFile {
   generated: string;
   machine: Record<string, string>;
   options?: unknown;
   rows: ResultRow[];
+  /** fio's figures: the cross-check and the queue-depth benchmark. */
+  fio?: FioRow[];
+  /** Sources the run left out, and why. */
+  missing?: MissingSource[];
   guest?: GuestResult[];
 }
 
@@ -26,27 +31,37 @@ function htmlTable(head: string[], body: string[][], numericFrom = 0): string {
 }
 
 function writeTable(rows: ResultRow[]): string {
-  const w = rows.filter((r) => (PHASES as readonly string[]).includes(r.phase) || r.workload === "trace");
+  const w = writeRowsOf(rows);
   if (!w.length) return "";
-  const inPlace = (r: ResultRow) => rows.find((x) => x.source === r.source && x.scheme === r.scheme && x.alloc === r.alloc && x.cache === r.cache && x.workload === r.workload && x.phase === "in-place");
-  const body = w.map((r) => {
-    const base = r.phase !== "in-place" ? inPlace(r) : undefined;
-    const t = hostTotals(r.breakdown);
-    return [
-      seriesName(r),
-      String(r.cache),
-      r.workload,
-      r.phase,
-      num(r.median_us),
-      num(r.p99_us),
-      num(r.amortized_us),
-      base ? `${(r.amortized_us / base.amortized_us).toFixed(1)}×` : "",
-      r.breakdown ? num(t.bytes / 1024, 1) : "",
-      r.breakdown ? t.flushes.toFixed(2) : "",
-      String(r.runs),
-    ];
-  });
-  return htmlTable(["source / scheme", "cache", "workload", "phase", "median µs", "p99 µs", "per write µs", "vs in-place", "host KiB / write", "flushes / write", "runs"], body, 4);
+  return htmlTable(WRITE_HEAD, w.map((r) => writeCells(rows, r)), 4);
+}
+
+function missingList(missing: MissingSource[]): string {
+  if (!missing.length) return "";
+  return `<h2>Missing sources</h2><p>These sources were not measured, so their rows and every ratio against them are absent:</p><ul>${missing.map((m) => `<li><b>${esc(m.source)}</b>: ${esc(m.reason)}</li>`).join("")}</ul>`;
+}
+
+function fioSections(rows: ResultRow[], fio: FioRow[]): string {
+  const out: string[] = [];
+  const check = fioCrossCheck(rows, fio);
+  if (check.length) {
+    out.push(
+      `<h2>fio cross-check</h2><p>fio (ioengine=nbd, iodepth 1) replaying the same request sequence (offsets and flush points) against the same NBD servers on files prepared the same way, beside the bench's own per-request figures for that cell. fio's client is libnbd in C, the bench's is Node: the difference between the two is the client's own overhead. "within the spread": fio's p50 inside the bench's min–max over rounds, widened by 10 %.</p>` +
+        htmlTable(FIO_CHECK_HEAD, check.map(fioCheckCells), 4),
+    );
+  }
+  const depth = fioDepthRows(fio);
+  if (depth.length) out.push(`<h2>fio: refcow nbd against qemu-nbd, random 4 KiB writes, writeback</h2><p>One write per 64 KiB cluster in random order, a flush every 64 writes, on the same image options; fio's IOPS and completion latency.</p>${htmlTable(FIO_DEPTH_HEAD, depth, 1)}`);
+  return out.join("\n");
+}
+
+function flushSplitTable(rows: ResultRow[]): string {
+  const splits = flushSplits(rows);
+  if (!splits.length) return "";
+  return (
+    `<h2>Flush policy</h2><p>Post-snapshot cost per write above the raw file reached through the same transport (µs, median and min–max over rounds of the per-round difference), and refcow's host flushes per write. eager --order qemu keeps eager's rules the way QEMU 7.2 orders them (cache dependencies that flush the L2 and refcount caches alternately); its distance from eager is the flush policy, and its distance from QEMU's own excess is what is left: COW, refcount work and the implementation.</p>` +
+    htmlTable(FLUSH_SPLIT_HEAD, splits.map(flushSplitCells), 2)
+  );
 }
 
 function breakdownTable(rows: ResultRow[]): string {
@@ -54,9 +69,9 @@ function breakdownTable(rows: ResultRow[]): string {
   if (!w.length) return "";
   const body = w.map((r) => {
     const g = groupTimes(r.breakdown);
-    return [schemeLabel(r), String(r.cache), r.workload, r.phase, ...COST_GROUPS.map((k) => num(g[k], 1))];
+    return [rowName(r), String(r.cache), r.workload, r.phase, ...COST_GROUPS.map((k) => num(g[k], 1))];
   });
-  return htmlTable(["scheme", "cache", "workload", "phase", ...COST_GROUPS.map((g) => `${g} µs`)], body, 4);
+  return htmlTable(["source (transport)", "cache", "workload", "phase", ...COST_GROUPS.map((g) => `${g} µs`)], body, 4);
 }
 
 function opsTable(rows: ResultRow[]): string {
@@ -92,7 +107,7 @@ figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.9em; max-widt
 figure svg { max-width: 100%; height: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; } th { background: #f0f0f0; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 `;
 
 export async function renderHtml(results: ResultsFile, answerText: string): Promise<string> {
@@ -106,10 +121,13 @@ export async function renderHtml(results: ResultsFile, answerText: string): Prom
   const m = results.machine;
   const machineRows = Object.entries(m).map(([k, v]) => [k, v]);
   const sections = [
-    `<h2>Answer</h2><p class="answer">${esc(answerText)}</p>`,
+    `<h2>Answer</h2><div class="answer">${answerText.split(/\n\n+/).map((p) => `<p>${esc(p)}</p>`).join("\n")}</div>`,
     `<h2>Charts</h2>${figures.join("\n")}`,
     guest.length ? `<h2>Guest runs</h2>${guestTable(guest)}` : "",
-    `<h2>Write latency</h2>${writeTable(results.rows)}`,
+    missingList(results.missing ?? []),
+    `<h2>Write latency</h2><p>median and p99: per-request write latency, submission to completion, flushes excluded; per write, amortized: phase wall time ÷ writes, flush waits included. Each figure is the median over rounds with its min–max; ratios use the amortized figure, computed round by round between rows of the same workload, cache mode and transport.</p>${writeTable(results.rows)}`,
+    flushSplitTable(results.rows),
+    fioSections(results.rows, results.fio ?? []),
     `<h2>Cost breakdown per write (µs of I/O)</h2>${breakdownTable(results.rows)}`,
     opsTable(results.rows) ? `<h2>Snapshot, open and close timings</h2>${opsTable(results.rows)}` : "",
     `<h2>Machine</h2>${htmlTable(["", ""], machineRows)}`,

@@ -10,7 +10,7 @@ import { compactImage, type CompactOptions, type CompactResult } from "./compact
 import { fileStatus } from "./map.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
-import type { MapExtent, OpenOptions, VirtualDisk } from "./types.js";
+import type { CacheMode, MapExtent, OpenOptions, VirtualDisk } from "./types.js";
 
 export type ImageFormat = "qcow2" | "raw";
 
@@ -26,12 +26,15 @@ export function probeFormat(file: string): ImageFormat {
   }
 }
 
-/** A raw disk image: guest offset = file offset. */
+/** A raw disk image: guest offset = file offset; the cache mode decides when writes are flushed, as for qcow2. */
 export class RawDisk implements VirtualDisk {
   readonly size: number;
   readonly readOnly: boolean;
 
-  constructor(readonly file: BlockFile) {
+  constructor(
+    readonly file: BlockFile,
+    readonly cacheMode: CacheMode = "writeback",
+  ) {
     this.size = file.size();
     this.readOnly = file.readOnly;
   }
@@ -50,6 +53,7 @@ export class RawDisk implements VirtualDisk {
   write(offset: number, data: Uint8Array): void {
     this.checkRange(offset, data.length);
     this.file.write(data, offset, "guest-data");
+    if (this.cacheMode === "writethrough") this.file.flush("guest-data");
   }
 
   /**
@@ -59,6 +63,7 @@ export class RawDisk implements VirtualDisk {
   writeZeroes(offset: number, length: number, opts: { unmap?: boolean } = {}): void {
     this.checkRange(offset, length);
     this.file.zeroRange(offset, length, "guest-data", opts.unmap);
+    if (this.cacheMode === "writethrough") this.file.flush("guest-data");
   }
 
   /** A hole where the file system can make one (QEMU punches one); the range reads as zeroes either way. */
@@ -67,7 +72,7 @@ export class RawDisk implements VirtualDisk {
   }
 
   flush(): void {
-    this.file.flush("guest-data");
+    if (this.cacheMode !== "unsafe") this.file.flush("guest-data");
   }
 
   close(): void {
@@ -120,7 +125,7 @@ export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 
   const nodeFile = NodeFile.open(file, { readOnly: opts.readOnly || opts.wrapFile !== undefined });
   const bf = opts.wrapFile ? opts.wrapFile(nodeFile) : nodeFile;
   try {
-    if (format === "raw") return new RawDisk(bf);
+    if (format === "raw") return new RawDisk(bf, opts.cache);
     const dir = path.dirname(file);
     const { wrapFile, format: _format, ...engineOpts } = opts;
     return Qcow2Image.open(bf, {

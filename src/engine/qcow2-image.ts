@@ -148,7 +148,7 @@ export class Qcow2Image implements VirtualDisk {
     // An open for check keeps standard refcounts whatever scheme was asked for (the name is still checked):
     // check compares and repairs standard counts, and a scheme's conventions while open (lazy-count's
     // uncounted active layer, the journal's area, owner's rebuilt counts at close) would read as errors to it.
-    const requested = createScheme(opts.scheme);
+    const requested = createScheme(opts.scheme, opts.order);
     this.scheme = opts.forCheck ? createScheme("eager") : requested;
     this.allocPolicy = allocationPolicy(opts.alloc);
     this.random = opts.random ?? Math.random;
@@ -710,11 +710,13 @@ export class Qcow2Image implements VirtualDisk {
     // A cluster past the end of the file reads as zeroes until it is written.
     if (isCow) this.file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
     else this.writeFresh(m, gc, inCluster, src, newOffset, newOffset < this.file.size());
+    // The scheme states its ordering before the entry is set (QEMU's set_dependency precedes the link): a
+    // dependency flush it makes must not carry this entry to the disk ahead of the new cluster's count.
+    this.scheme.referenced();
     const buf = this.l2Cache.get(slice);
     this.l2.encodeStandard(viewOf(buf), index, newOffset, { copied: true });
     if (this.l2.extended) this.l2.setBitmap(viewOf(buf), index, 0xffffffff, 0); // was compressed
     this.l2Cache.markDirty(slice);
-    this.scheme.referenced();
     this.l2Cache.flushBeforeWrite = true;
     if (oldOffset > 0) this.scheme.release(oldOffset / cs, "data");
     if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c, "data");
@@ -814,16 +816,14 @@ export class Qcow2Image implements VirtualDisk {
     }
     this.file.write(out, target + spanStart, inPlace || aligned ? "guest-data" : "cow-write");
     if (inPlace && newAlloc === oldAlloc && newZero === oldZero) return;
+    if (!inPlace) this.scheme.referenced(); // before the entry is set, as above
     const buf = this.l2Cache.get(slice);
     const v = viewOf(buf);
     this.l2.encodeStandard(v, index, target, { copied: true });
     this.l2.setBitmap(v, index, newAlloc, newZero);
     this.l2Cache.markDirty(slice);
     this.l2Cache.flushBeforeWrite = true;
-    if (!inPlace) {
-      this.scheme.referenced();
-      if (e.offset) this.scheme.release(e.offset / cs, "data");
-    }
+    if (!inPlace && e.offset) this.scheme.release(e.offset / cs, "data");
   }
 
   /** Sets an entry's offset (standard L2) as a Normal cluster with the given COPIED flag. */

@@ -30,7 +30,7 @@ import { performance } from "node:perf_hooks";
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
 import { SnapshotError } from "../engine/errors.js";
 import { Qcow2Image } from "../engine/qcow2-image.js";
-import type { AllocPolicyName, CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
 import { type CrashState, FaultFile } from "../io/fault-file.js";
 import type { BlockFile } from "../io/block-file.js";
 import { MemoryFile } from "../io/memory-file.js";
@@ -67,6 +67,8 @@ export interface CrashTestOptions {
   geometry?: string;
   /** Allocation policy; by default odd seeds use append, even ones first-fit. */
   alloc?: AllocPolicyName;
+  /** The eager scheme's flush order while the workload runs (default refcow's). */
+  order?: FlushOrder;
   /** Tear points per last write (default 2: after its first sector, and before its last; Infinity: every boundary). */
   torn?: number;
   /** Non-prefix subsets of the unflushed writes per crash point (default 2). */
@@ -192,14 +194,14 @@ export function geometryFor(seed: number, name?: string): CrashGeometry {
 }
 
 /** Runs the seeded workload of one scheme and cache mode on a fault-injecting file. */
-export function runCrashWorkload(scheme: string, cache: CacheMode, seed: number, steps: number, geometry: CrashGeometry, alloc?: AllocPolicyName): CrashWorkload {
+export function runCrashWorkload(scheme: string, cache: CacheMode, seed: number, steps: number, geometry: CrashGeometry, alloc?: AllocPolicyName, order?: FlushOrder): CrashWorkload {
   const { clusterSize: cs, size } = geometry;
   const base = new MemoryFile();
   Qcow2Image.create(base, { size, clusterSize: cs, extendedL2: geometry.extendedL2 });
   const fault = new FaultFile(base.contents(), `${scheme}-${cache}-${seed}`);
   // Seeded randomness for the scheme too (the journal's sequence numbers): a run repeats byte for byte.
   const schemeRandom = seededRandom(seed * 65537 + 5);
-  const open = () => Qcow2Image.open(fault, { scheme, cache, alloc, random: schemeRandom });
+  const open = () => Qcow2Image.open(fault, { scheme, cache, alloc, order, random: schemeRandom });
   const w: CrashWorkload = { fault, durable: [], touches: [], events: [], steps: [{ firstOp: 0, what: "open" }], snapshotContent: new Map() };
   let img = open();
   const rnd = seededRandom(seed);
@@ -573,7 +575,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
           };
           let w: CrashWorkload;
           try {
-            w = runCrashWorkload(scheme, cache, seed, steps, geometry, alloc);
+            w = runCrashWorkload(scheme, cache, seed, steps, geometry, alloc, opts.order);
           } catch (e) {
             fail(0, undefined, undefined, `the workload itself failed: ${(e as Error).stack ?? e}`);
             continue;

@@ -5,8 +5,17 @@
  *  - L2 entry before the decrement of the cluster it drops (decrements are deferred until the tables that
  *    dropped the reference have been flushed, instead of ping-ponging the two caches as QEMU 7.2 does);
  *  - COW data before the L2 entry (the L2 cache flushes first when it holds entries pointing to copies).
+ *
+ * With `order: "qemu"` (`--order qemu`) it keeps the same rules the way QEMU 7.2 does instead: a decrement
+ * that leaves the cluster in use is applied at once and makes the refcount cache depend on the L2 cache,
+ * and each dependency is stated with QEMU's flushing rule (MetadataCache.setDependencyAsQemu), so the two
+ * caches ping-pong after a snapshot; an L2 table copied away from is dropped after QEMU's three flushes
+ * (refcount cache, L2 cache, L1 entry). It exists to attribute the gap to QEMU to its flush policy. A
+ * decrement to 0 still waits for the next flush (a freed cluster must not be reused while a table on disk
+ * points to it).
  */
 import type { RefcountStore } from "../engine/refcounts.js";
+import type { FlushOrder } from "../engine/types.js";
 import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
 
 export class EagerScheme implements RefcountScheme {
@@ -15,6 +24,8 @@ export class EagerScheme implements RefcountScheme {
   readonly keepsDirty: boolean = false;
   readonly maintainsCopied = true;
   protected host!: SchemeHost;
+
+  constructor(readonly order: FlushOrder = "refcow") {}
 
   attach(host: SchemeHost): void {
     this.host = host;
@@ -34,11 +45,35 @@ export class EagerScheme implements RefcountScheme {
 
   referenced(): void {
     const img = this.host.image;
-    img.l2Cache.dependsOn = img.refcounts.cache;
+    if (this.order === "qemu") {
+      // QEMU's perform_cow marks the L2 cache depends_on_flush before the entry is linked, so a dependency
+      // flush of the L2 cache here fsyncs the data just written first (the engine sets the flag right after).
+      img.l2Cache.flushBeforeWrite = true;
+      img.l2Cache.setDependencyAsQemu(img.refcounts.cache);
+    } else img.l2Cache.dependsOn = img.refcounts.cache;
   }
 
-  release(cluster: number, _kind?: ClusterKind): void {
+  release(cluster: number, kind?: ClusterKind): void {
+    if (this.order === "qemu" && this.releaseAsQemu(cluster, kind)) return;
     this.refcounts.releaseLater(cluster);
+  }
+
+  /**
+   * QEMU's decrements: an L2 table copied away from (l2_allocate) is dropped after the refcount cache, the
+   * L2 cache and the new L1 entry have been written and flushed; a data cluster copied away from is dropped
+   * at once with the refcount cache made to depend on the L2 cache, once every L1 entry is on disk (the L2
+   * table that no longer points to it must be reachable from the L1 on disk). False: defer as refcow does
+   * (a decrement to 0, whose cluster must not be reused while a table on disk still points to it).
+   */
+  private releaseAsQemu(cluster: number, kind?: ClusterKind): boolean {
+    const img = this.host.image;
+    if (this.refcounts.get(cluster) <= 1) return false;
+    if (kind === "l2") img.flushMetadata();
+    else if (kind !== "data" || img.dirtyL1.size > 0) return false;
+    // As QEMU's update_refcount: the dependency first (its flush must not carry this decrement), then the change.
+    this.refcounts.cache.setDependencyAsQemu(img.l2Cache);
+    this.refcounts.change(cluster, -1);
+    return true;
   }
 
   releaseNow(cluster: number, _kind?: ClusterKind): void {

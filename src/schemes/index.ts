@@ -6,6 +6,7 @@ import { LazyCountScheme } from "./lazy-count.js";
 import { JournalScheme } from "./journal.js";
 import { OwnerScheme } from "./owner.js";
 import type { RefcountScheme } from "./scheme.js";
+import type { FlushOrder } from "../engine/types.js";
 
 const SCHEMES: Record<string, () => RefcountScheme> = {
   eager: () => new EagerScheme(),
@@ -17,9 +18,17 @@ const SCHEMES: Record<string, () => RefcountScheme> = {
 
 export const SCHEME_NAMES = Object.keys(SCHEMES);
 
-export function createScheme(name = "eager"): RefcountScheme {
+/** The flush orderings (`--order`): refcow's own, or QEMU 7.2's (eager only). */
+export const FLUSH_ORDERS: readonly FlushOrder[] = ["refcow", "qemu"];
+
+export function createScheme(name = "eager", order: FlushOrder = "refcow"): RefcountScheme {
   const make = SCHEMES[name];
   if (!make) throw new UnsupportedFeatureError(`unknown refcount scheme '${name}' (available: ${SCHEME_NAMES.join(", ")})`);
+  if (!FLUSH_ORDERS.includes(order)) throw new UnsupportedFeatureError(`unknown flush order '${order}' (available: ${FLUSH_ORDERS.join(", ")})`);
+  if (order === "qemu") {
+    if (name !== "eager") throw new UnsupportedFeatureError(`flush order 'qemu' applies to the eager scheme only, not '${name}'`);
+    return new EagerScheme("qemu");
+  }
   return make();
 }
 

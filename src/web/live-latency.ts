@@ -5,7 +5,7 @@
  * histogram buckets are powers of two in µs.
  */
 import type { DiskOp, DiskRequestRecord } from "../vm/hda-adapter.js";
-import { percentile } from "../vm/latency-stats.js";
+import { percentileOfSorted as percentile } from "../stats/latency.js";
 
 export interface OpSummary {
   count: number;

@@ -10,7 +10,7 @@ import { threadId } from "node:worker_threads";
 import { openImagePath, type OpenedImage } from "../engine/open-path.js";
 import { RequestError } from "../engine/errors.js";
 import { OverlayFile } from "../io/overlay-file.js";
-import type { AllocPolicyName, CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 
 export interface ServeTask {
@@ -18,6 +18,7 @@ export interface ServeTask {
   path: string;
   scheme?: string;
   alloc?: AllocPolicyName;
+  order?: FlushOrder;
   cache?: CacheMode;
   readOnly?: boolean;
   format?: "qcow2" | "raw";
@@ -41,6 +42,7 @@ function open(task: ServeTask): OpenedImage {
     return openImagePath(task.path, {
       scheme: task.scheme,
       alloc: task.alloc,
+      order: task.order,
       cache: task.cache,
       readOnly: task.readOnly,
       format: task.format,

@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Worker } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { AllocPolicyName, CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
 import { DiskClient, type DiskClientOptions, waitForServer, WorkerError } from "./disk-client.js";
 import type { ServeTask } from "./node-worker.js";
 import { C, createRing, type RingOptions } from "./ring.js";
@@ -25,6 +25,8 @@ export interface ServedImageOptions {
   scheme?: string;
   /** Allocation policy (default "first-fit"). */
   alloc?: AllocPolicyName;
+  /** Flush ordering of the eager scheme (default "refcow"). */
+  order?: FlushOrder;
   /** Cache mode (default "writeback"). */
   cache?: CacheMode;
   readOnly?: boolean;
@@ -95,6 +97,7 @@ export class ImagePool {
         path: file,
         scheme: opts.scheme,
         alloc: opts.alloc,
+        order: opts.order,
         cache: opts.cache,
         readOnly,
         format: opts.format,

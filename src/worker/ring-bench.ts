@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import { createImagePath, openImagePath } from "../engine/open-path.js";
 import type { CacheMode } from "../engine/types.js";
+import { percentile } from "../stats/latency.js";
 import { ImagePool } from "./pool.js";
 
 export interface RingBenchOptions {
@@ -114,8 +115,8 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
         inProcessNopUs: median(inNop),
         ringWrite4kUs: median(ringWrite),
         inProcessWrite4kUs: median(inWrite),
-        ringNopP90Us: quantile(ringNop, 0.9),
-        ringWrite4kP90Us: quantile(ringWrite, 0.9),
+        ringNopP90Us: percentile(ringNop, 90),
+        ringWrite4kP90Us: percentile(ringWrite, 90),
         nopStagesUs: {
           submit: median(stages.submit.map((x) => x * 1000)),
           pickup: median(stages.pickup.map((x) => x * 1000)),
@@ -144,14 +145,7 @@ async function timeEach(n: number, f: (i: number) => Promise<void>): Promise<num
   return out;
 }
 
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * q))];
-}
-
-function median(xs: number[]): number {
-  return quantile(xs, 0.5);
-}
+const median = (xs: number[]) => percentile(xs, 50);
 
 export function formatRingBench(r: RingBenchResult): string {
   const f = (x: number) => x.toFixed(1);

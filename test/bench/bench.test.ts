@@ -1,50 +1,121 @@
-/** The benchmark matrix on a tiny workload: every source, scheme, cache mode and phase lands in results.json. */
+/**
+ * The benchmark matrix on a tiny workload: every source through one load generator lands in results.json
+ * with per-request statistics and its transport, ratios pair like with like only, the images the bench
+ * wrote pass qemu-img check, and the trace replay and allocation policies behave.
+ */
 import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { defaultOptions, machine, runMatrix } from "../../src/bench/matrix.js";
+import { defaultOptions, machine, runMatrix, type ResultRow } from "../../src/bench/matrix.js";
 import { answer, table, writeOutputs } from "../../src/bench/report.js";
 import { nativeFileOps } from "../../src/io/native-fileops.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
+import { assertLikeForLike, baseRow, ratio } from "../../src/bench/ratios.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-benchtest-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+const quiet = { progress: () => {}, fio: false, fioDepths: [] as number[] };
+
 describe("benchmark matrix", () => {
-  it("writes results.json with every row the report needs", async () => {
-    const opts = { ...defaultOptions(true), clusters: 20, reps: 1, opSizes: [8 << 20], dir: path.join(dir, "images") };
-    const rows = await runMatrix(opts);
-    await writeOutputs(path.join(dir, "out"), rows, machine(dir), { clusters: 20 });
-    const results = JSON.parse(fs.readFileSync(path.join(dir, "out", "results.json"), "utf8"));
-    expect(Object.keys(results.machine).sort()).toEqual(["cpu", "filesystem", "kernel", "node", "qemu"]);
-    for (const r of results.rows) {
-      for (const k of ["source", "scheme", "cache", "workload", "phase", "median_us", "p99_us", "runs"]) expect(r).toHaveProperty(k);
-    }
-    for (const scheme of SCHEME_NAMES) {
+  it("drives every source with the same load, with per-request statistics, and writes results.json", async () => {
+    const opts = { ...defaultOptions(true), ...quiet, clusters: 12, reps: 2, schemes: ["eager"], workloads: ["rand4k-per-cluster" as const], opSizes: [8 << 20], dir: path.join(dir, "images") };
+    const results = await runMatrix(opts);
+    expect(results.failures).toEqual([]);
+    await writeOutputs(path.join(dir, "out"), results, machine(dir), { clusters: 12 });
+    const saved = JSON.parse(fs.readFileSync(path.join(dir, "out", "results.json"), "utf8")) as { rows: ResultRow[]; machine: object };
+    expect(Object.keys(saved.machine).sort()).toEqual(["cpu", "filesystem", "kernel", "node", "qemu"]);
+    const write = saved.rows.filter((r) => r.workload === "rand4k-per-cluster");
+    const expected = [
+      ["refcow", "eager", "ring"],
+      ["refcow", "eager", "ring", "qemu"],
+      ["raw", "none", "ring"],
+      ["raw", "none", "direct"],
+      ["qemu", "std", "nbd"],
+      ["qemu", "lazy_refcounts", "nbd"],
+      ["raw", "none", "nbd"],
+    ];
+    for (const [source, scheme, transport, order] of expected) {
       for (const cache of ["writethrough", "writeback"]) {
-        for (const phase of ["in-place", "post-snapshot"]) {
-          const row = results.rows.find((r: { source: string; scheme: string; cache: string; phase: string }) => r.source === "refcow" && r.scheme === scheme && r.cache === cache && r.phase === phase);
-          expect(row, `${scheme} ${cache} ${phase}`).toBeDefined();
-          expect(row.breakdown["guest-data"] ?? row.breakdown["cow-write"]).toBeDefined();
+        for (const phase of ["in-place", "post-snapshot", "after-delete"]) {
+          const r = write.find((x) => x.source === source && x.scheme === scheme && x.transport === transport && x.order === order && x.cache === cache && x.phase === phase);
+          const what = `${source} ${scheme} ${transport} ${order ?? ""} ${cache} ${phase}`;
+          expect(r, what).toBeDefined();
+          // Per-request statistics for every source, QEMU's included: one latency per write of each round.
+          expect(r!.runs, what).toBe(2);
+          expect(r!.reps, what).toHaveLength(2);
+          expect(r!.cdf_us, what).toHaveLength(101);
+          for (const k of ["median_us", "median_us_min", "median_us_max", "p90_us", "p99_us", "p999_us", "max_us", "amortized_us"] as const) expect(r![k], `${what} ${k}`).toBeGreaterThan(0);
+          expect(r!.median_us_min!).toBeLessThanOrEqual(r!.median_us);
+          expect(r!.median_us_max!).toBeGreaterThanOrEqual(r!.median_us);
+          expect(r!.p99_us!).toBeGreaterThanOrEqual(r!.median_us);
+          if (source === "refcow" && transport === "ring") expect(r!.breakdown!["guest-data"] ?? r!.breakdown!["cow-write"], what).toBeDefined();
         }
       }
-      for (const op of ["open", "snapshot-create", "snapshot-apply", "snapshot-delete", "close", "recovery"]) {
-        expect(results.rows.some((r: { scheme: string; phase: string }) => r.scheme === scheme && r.phase === op)).toBe(true);
+    }
+    // Ratios: every base a ratio uses is the same workload, cache mode and transport as its row.
+    let pairs = 0;
+    for (const r of write) {
+      for (const kind of ["vs in-place", "vs qemu", "vs raw"] as const) {
+        const b = baseRow(write, r, kind);
+        if (!b) continue;
+        pairs++;
+        expect([b.workload, b.cache, b.transport], `${kind} of ${r.source} ${r.transport}`).toEqual([r.workload, r.cache, r.transport]);
+        if (kind !== "vs in-place") expect(b.phase).toBe(r.phase);
       }
     }
-    for (const s of ["std", "lazy_refcounts"]) expect(results.rows.some((r: { source: string; scheme: string }) => r.source === "qemu" && r.scheme === s)).toBe(true);
-    expect(results.rows.some((r: { source: string }) => r.source === "raw")).toBe(true);
+    expect(pairs).toBeGreaterThan(30);
+    // No refcow row through the ring gets a QEMU ratio: QEMU is reached through NBD only.
+    for (const r of write.filter((x) => x.source === "refcow" && x.transport === "ring")) expect(baseRow(write, r, "vs qemu")).toBeUndefined();
+    for (const op of ["open", "snapshot-create", "snapshot-apply", "snapshot-delete", "close", "recovery"]) {
+      expect(saved.rows.some((r) => r.scheme === "eager" && r.phase === op)).toBe(true);
+    }
     const md = fs.readFileSync(path.join(dir, "out", "report.md"), "utf8");
-    expect(md).toContain(answer(rows));
+    expect(md).toContain(answer(results.rows, results.fio, results.missing));
+    expect(answer(results.rows, results.fio, results.missing)).toMatch(/through the ring/);
     const html = fs.readFileSync(path.join(dir, "out", "report.html"), "utf8");
     for (const id of ["per-write", "cdf", "breakdown", "host-io", "snapshot-ops"]) expect(html).toMatch(new RegExp(`<figure id="${id}">[\\s\\S]*?<svg`));
-    expect(table(rows)).toMatch(/post-snapshot/);
-  }, 120_000);
+    expect(html).toContain("Flush policy");
+    expect(table(results.rows)).toMatch(/QEMU \(nbd\)/);
+  }, 180_000);
+});
+
+describe("ratios", () => {
+  const row = (over: Partial<ResultRow>): ResultRow => ({
+    source: "refcow",
+    scheme: "eager",
+    transport: "ring",
+    cache: "writeback",
+    workload: "rand4k-per-cluster",
+    phase: "post-snapshot",
+    median_us: 10,
+    p99_us: 20,
+    amortized_us: 12,
+    runs: 2,
+    reps: [
+      { median_us: 10, p99_us: 20, amortized_us: 12 },
+      { median_us: 11, p99_us: 22, amortized_us: 24 },
+    ],
+    ...over,
+  });
+  it("refuse to pair different workloads, cache modes or transports, and are computed round by round", () => {
+    expect(() => ratio(row({}), row({ workload: "seq" }))).toThrow(/different workloads/);
+    expect(() => ratio(row({}), row({ transport: "nbd" }))).toThrow(/different transports/);
+    expect(() => ratio(row({}), row({ cache: "writethrough" }))).toThrow(/different cache modes/);
+    expect(() => assertLikeForLike(row({ transport: undefined }), row({ transport: undefined }))).toThrow(/transports/);
+    const base = row({ reps: [{ median_us: 5, p99_us: 5, amortized_us: 6 }, { median_us: 5, p99_us: 5, amortized_us: 6 }] });
+    // Round 1: 12 / 6 = 2, round 2: 24 / 6 = 4 (not the ratio of the medians over rounds).
+    expect(ratio(row({}), base)).toEqual({ median: 2, min: 2, max: 4, runs: 2 });
+    const rows = [row({}), row({ source: "qemu", scheme: "std", transport: "nbd" }), row({ source: "raw", scheme: "none", transport: "direct" })];
+    expect(baseRow(rows, rows[0]!, "vs qemu")).toBeUndefined();
+    expect(baseRow(rows, rows[0]!, "vs raw")).toBeUndefined();
+    expect(baseRow(rows, rows[0]!, "vs in-place")).toBeUndefined();
+  });
 });
 
 describe("trace replay", () => {
-  it("replays a guest trace per scheme and on a raw file, one row per phase that wrote", async () => {
+  it("replays a guest trace per scheme and on a raw file through the same transport, host snapshots outside the clock", async () => {
     const { writeTrace } = await import("../../src/vm/trace.js");
     const file = path.join(dir, "t.trace");
     const events = [];
@@ -57,29 +128,36 @@ describe("trace replay", () => {
       events.push({ t: t++, op: "f" as const, offset: 0, length: 0, phase });
     }
     writeTrace(file, { header: { format: "refcow-trace", version: 1, size: 8 << 20, clusterSize: 65536 }, events });
-    const opts = { ...defaultOptions(true), reps: 1, schemes: ["eager", "owner"], caches: ["writeback" as const], workloads: ["trace" as const], traceFile: file, qemu: false, opSizes: [], dir: path.join(dir, "trace-images") };
-    const rows = await runMatrix(opts);
+    const opts = { ...defaultOptions(true), ...quiet, reps: 1, schemes: ["eager", "owner"], caches: ["writeback" as const], workloads: ["trace" as const], traceFile: file, qemu: false, opSizes: [], dir: path.join(dir, "trace-images") };
+    const { rows } = await runMatrix(opts);
     for (const scheme of ["eager", "owner"]) {
       for (const phase of ["fill", "in-place", "post-snapshot"]) {
         const r = rows.find((x) => x.source === "refcow" && x.scheme === scheme && x.workload === "trace" && x.phase === phase);
         expect(r, `${scheme} ${phase}`).toBeDefined();
         expect(r!.cdf_us).toHaveLength(101);
+        expect(r!.transport).toBe("ring");
       }
-      // After the snapshot every write hits a shared cluster: the replay copies them.
+      // After the snapshot every write hits a shared cluster: the replay copies them. The snapshot itself is
+      // outside the phase's counters: no snapshot-table or VM-state I/O is charged to the phase.
       const post = rows.find((x) => x.scheme === scheme && x.phase === "post-snapshot")!;
       expect(post.breakdown!["cow-read"]?.ops ?? post.breakdown!["cow-write"]?.ops).toBeGreaterThan(0);
+      expect(post.breakdown!["snapshot-table"]).toBeUndefined();
       const inPlace = rows.find((x) => x.scheme === scheme && x.phase === "in-place")!;
       expect(inPlace.breakdown!["cow-read"]).toBeUndefined();
     }
-    expect(rows.filter((r) => r.source === "raw" && r.workload === "trace").map((r) => r.phase)).toEqual(["fill", "in-place", "post-snapshot"]);
+    const raw = rows.filter((r) => r.source === "raw" && r.workload === "trace");
+    expect(raw.map((r) => r.phase)).toEqual(["fill", "in-place", "post-snapshot"]);
+    // "vs raw" per phase, through the same transport.
+    const eagerPost = rows.find((x) => x.scheme === "eager" && x.phase === "post-snapshot")!;
+    expect(baseRow(rows, eagerPost, "vs raw")).toBe(raw.find((r) => r.phase === "post-snapshot"));
   }, 120_000);
 });
 
 describe("allocation policies in the matrix", () => {
   it("after a snapshot delete, first-fit reuses freed clusters (zeroing them) and append writes only the guest's bytes at the end", async () => {
     const { hostTotals } = await import("../../src/bench/cost-groups.js");
-    const opts = { ...defaultOptions(true), clusters: 24, reps: 1, schemes: ["eager", "owner"], allocs: ["first-fit" as const, "append" as const], caches: ["writeback" as const], qemu: false, opSizes: [], dir: path.join(dir, "alloc-images") };
-    const rows = await runMatrix(opts);
+    const opts = { ...defaultOptions(true), ...quiet, clusters: 24, reps: 1, schemes: ["eager", "owner"], allocs: ["first-fit" as const, "append" as const], caches: ["writeback" as const], workloads: ["seq" as const], qemu: false, qemuOrder: false, opSizes: [], dir: path.join(dir, "alloc-images") };
+    const { rows } = await runMatrix(opts);
     for (const scheme of ["eager", "owner"]) {
       const get = (alloc: string) => rows.find((r) => r.source === "refcow" && r.scheme === scheme && r.alloc === alloc && r.phase === "after-delete")!;
       const ff = hostTotals(get("first-fit").breakdown);

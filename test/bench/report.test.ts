@@ -15,6 +15,7 @@ import { main } from "../../src/cli/main.js";
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-report-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+const reps = (median: number, amortized: number) => [0.9, 1, 1.2].map((k) => ({ median_us: median * k, p99_us: median * 2 * k, amortized_us: amortized * k }));
 const cdf = (median: number) => Array.from({ length: 101 }, (_, p) => median * (0.5 + p / 100));
 
 function refcowRow(scheme: string, cache: "writethrough" | "writeback", phase: string, us: number): ResultRow {
@@ -22,6 +23,7 @@ function refcowRow(scheme: string, cache: "writethrough" | "writeback", phase: s
   return {
     source: "refcow",
     scheme,
+    transport: "ring",
     cache,
     workload: "rand4k-per-cluster",
     phase,
@@ -29,6 +31,7 @@ function refcowRow(scheme: string, cache: "writethrough" | "writeback", phase: s
     p99_us: us * 2,
     amortized_us: us * 1.1,
     runs: 3,
+    reps: reps(us, us * 1.1),
     cdf_us: cdf(us),
     breakdown: {
       "guest-data": { ops: 1, bytes: 4096, flushes: cache === "writethrough" ? 1 : 0, us: guestUs, flush_us: guestUs / 2 },
@@ -44,10 +47,12 @@ function sample(): ResultsFile {
       rows.push(refcowRow(scheme, cache, "in-place", 40 + i));
       rows.push(refcowRow(scheme, cache, "post-snapshot", 400 - 50 * i));
     }
-    rows.push({ source: "raw", scheme: "none", cache, workload: "rand4k-per-cluster", phase: "in-place", median_us: 20, p99_us: 35, amortized_us: 21, runs: 3, cdf_us: cdf(20) });
+    for (const phase of ["in-place", "post-snapshot"]) {
+      for (const transport of ["ring", "nbd"] as const) rows.push({ source: "raw", scheme: "none", transport, cache, workload: "rand4k-per-cluster", phase, median_us: 20, p99_us: 35, amortized_us: 21, runs: 3, reps: reps(20, 21), cdf_us: cdf(20) });
+    }
     for (const [flavour, post] of [["std", 1089], ["lazy_refcounts", 750]] as const) {
-      rows.push({ source: "qemu", scheme: flavour, cache, workload: "seq", phase: "in-place", median_us: 210, p99_us: null, amortized_us: 210, runs: 3 });
-      rows.push({ source: "qemu", scheme: flavour, cache, workload: "seq", phase: "post-snapshot", median_us: post, p99_us: null, amortized_us: post, runs: 3 });
+      rows.push({ source: "qemu", scheme: flavour, transport: "nbd", cache, workload: "rand4k-per-cluster", phase: "in-place", median_us: 210, p99_us: 400, amortized_us: 210, runs: 3, reps: reps(210, 210), cdf_us: cdf(210) });
+      rows.push({ source: "qemu", scheme: flavour, transport: "nbd", cache, workload: "rand4k-per-cluster", phase: "post-snapshot", median_us: post, p99_us: post * 2, amortized_us: post, runs: 3, reps: reps(post, post), cdf_us: cdf(post) });
     }
   }
   for (const size of [64 << 20, 1 << 30]) {
@@ -95,7 +100,7 @@ describe("report rendering", () => {
       expect(f[3]).toMatch(/<text/);
     }
     const cdfSvg = figures.find((f) => f[1] === "cdf")![3];
-    for (const s of ["eager", "journal", "raw file"]) expect(cdfSvg).toContain(`>${s}<`);
+    for (const s of ["eager (ring)", "journal (ring)", "raw file (ring)", "QEMU (nbd)"]) expect(cdfSvg).toContain(`>${s}<`);
     const breakdownSvg = figures.find((f) => f[1] === "breakdown")![3];
     for (const g of ["guest data", "flushes", "refcount/owner/journal metadata"]) expect(breakdownSvg).toContain(g);
     // Offline: no script, no external stylesheet, image or font.
@@ -106,7 +111,7 @@ describe("report rendering", () => {
     expect(answer).toMatch(/eager/);
     expect(answer).toContain("440 µs"); // eager writethrough post-snapshot per write: 400 × 1.1
     expect(answer).toContain("1400 µs (in place 310)");
-    expect(html).toContain(answer.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;"));
+    for (const p of answer.split("\n\n")) expect(html).toContain(`<p>${p.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")}</p>`);
     const md = fs.readFileSync(path.join(out, "report.md"), "utf8");
     expect(md).toContain("## Answer");
     expect(md).toContain("guest-rand4k");

@@ -25,7 +25,7 @@ Qcow2Image.prototype.stats = function (...args) {
 let kept = 0;
 const rmSync = fs.rmSync;
 fs.rmSync = (p, o) => {
-  if (typeof p === "string" && /\.qcow2(\.crashed)?$/.test(p) && fs.existsSync(p)) fs.renameSync(p, path.join(keep, `${kept++}-${path.basename(p)}`));
+  if (typeof p === "string" && /\.(qcow2|img)(\.crashed)?$/.test(p) && fs.existsSync(p)) fs.renameSync(p, path.join(keep, `${kept++}-${path.basename(p)}`));
   else rmSync(p, o);
 };
 syncBuiltinESMExports();
@@ -36,8 +36,12 @@ const opts = {
   reps: 1,
   allocs: ["first-fit", "append"],
   inProcess: true,
+  workloads: ["rand4k-per-cluster"],
+  qemu: false,
+  qemuOrder: false,
+  fio: false,
   opSizes: [4 << 20],
   dir: path.join(keep, "work"),
 };
-const rows = await runMatrix(opts);
+const { rows } = await runMatrix(opts);
 fs.writeFileSync(out, JSON.stringify({ clusters: opts.clusters, rows, marks }));

@@ -20,7 +20,7 @@ describe("refcow experiment", () => {
     const out: string[] = [];
     const err: string[] = [];
     const code = await main(
-      ["experiment", "--schemes", "owner", "--cache", "writeback", "--clusters", "16", "--bench-clusters", "16", "--no-ops", "--out", path.join(dir, "report"), "--keep", path.join(dir, "work")],
+      ["experiment", "--schemes", "owner", "--cache", "writeback", "--clusters", "16", "--bench-clusters", "16", "--bench-reps", "1", "--no-fio", "--no-ops", "--out", path.join(dir, "report"), "--keep", path.join(dir, "work")],
       { out: (t) => out.push(t), err: (t) => err.push(t) },
     );
     expect(code, err.join("")).toBe(0);

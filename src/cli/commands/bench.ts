@@ -3,15 +3,21 @@
  * same run), or with --ring the request ring's round trip against an in-process call.
  */
 import * as fs from "node:fs";
-import { execFileSync } from "node:child_process";
 import type { CacheMode } from "../../engine/types.js";
-import { defaultOptions, machine, parseAllocList, runMatrix } from "../../bench/matrix.js";
+import { benchExitStatus, defaultOptions, machine, parseAllocList, runMatrix } from "../../bench/matrix.js";
 import { table, writeOutputs, answer } from "../../bench/report.js";
 import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
 import { UsageError } from "../errors.js";
 
 export const BENCH_USAGE =
-  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-ops] [--in-process] | --ring";
+  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-fio] [--fio-depths 1,16] [--no-order-qemu] [--no-ops] [--in-process] | --ring";
+
+/** A positive integer option value, or a usage error naming the option. */
+function positive(flag: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} needs a positive integer, not '${v}'`);
+  return n;
+}
 
 export async function benchCommand(argv: string[]): Promise<number> {
   if (argv.includes("--ring")) {
@@ -42,8 +48,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
       opts.traceFile = v();
       if (!opts.workloads.includes("trace")) opts.workloads.push("trace");
     }
-    else if (a === "--clusters") opts.clusters = Math.max(1, Number(v()));
-    else if (a === "--reps") opts.reps = Math.max(1, Number(v()));
+    else if (a === "--clusters") opts.clusters = positive(a, v());
+    else if (a === "--reps") opts.reps = positive(a, v());
+    else if (a === "--no-fio") {
+      opts.fio = false;
+      opts.fioDepths = [];
+    } else if (a === "--fio-depths") opts.fioDepths = v().split(",").filter(Boolean).map((d) => positive(a, d));
+    else if (a === "--no-order-qemu") opts.qemuOrder = false;
     else if (a === "--dir") opts.dir = v();
     else if (a === "--no-qemu") opts.qemu = false;
     else if (a === "--no-ops") opts.opSizes = [];
@@ -54,23 +65,15 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (!["rand4k-per-cluster", "seq", "trace"].includes(w)) throw new UsageError(`unknown workload '${w}' (rand4k-per-cluster, seq, trace)`);
   }
   if (opts.workloads.includes("trace") && !opts.traceFile) throw new UsageError("the trace workload needs --trace FILE (written by `refcow run --trace FILE`)");
-  if (opts.qemu) {
-    try {
-      execFileSync("qemu-img", ["--version"], { stdio: "ignore" });
-    } catch {
-      process.stderr.write("refcow: qemu-img not found: QEMU rows left out (install qemu-utils)\n");
-      opts.qemu = false;
-    }
-  }
   const started = Date.now();
   opts.progress = (m) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
-  const rows = await runMatrix(opts);
-  process.stdout.write(table(rows));
-  process.stdout.write(`\n${answer(rows)}\n`);
+  const results = await runMatrix(opts);
+  process.stdout.write(table(results.rows, results.fio, results.missing));
+  process.stdout.write(`\n${answer(results.rows, results.fio, results.missing)}\n`);
   if (out) {
-    await writeOutputs(out, rows, machine(opts.dir), { ...opts, progress: undefined });
+    await writeOutputs(out, results, machine(opts.dir), { ...opts, progress: undefined });
     process.stderr.write(`results written to ${out}/results.json, ${out}/report.md and ${out}/report.html\n`);
   }
   fs.rmSync(opts.dir, { recursive: true, force: true });
-  return 0;
+  return benchExitStatus(results, (m) => process.stderr.write(m));
 }

@@ -15,7 +15,8 @@ import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import * as os from "node:os";
 import * as path from "node:path";
-import { defaultOptions, machine, percentiles, runMatrix } from "../../bench/matrix.js";
+import { benchExitStatus, type BenchResults, defaultOptions, machine, qemuCheckVerdict, runMatrix } from "../../bench/matrix.js";
+import { cdf } from "../../stats/latency.js";
 import { fullAnswer, table, writeOutputs } from "../../bench/report.js";
 import type { GuestPhase, GuestResult } from "../../bench/guest-results.js";
 import type { CacheMode } from "../../engine/types.js";
@@ -31,7 +32,7 @@ import { progressPrinter } from "../progress.js";
 export const EXPERIMENT_SUMMARY = "the main job: guest runs on every scheme with a snapshot mid-run, the host matrix with QEMU and a raw file, report.html";
 
 export const EXPERIMENT_USAGE =
-  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--keep DIR]";
+  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--no-qemu] [--no-fio] [--keep DIR]";
 
 export const EXPERIMENT_HELP = `
 Runs the whole comparison and writes DIR/report.html, DIR/report.md and DIR/results.json (default DIR:
@@ -46,14 +47,19 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
   --no-savevm        snapshot the disk only (default: with the VM state, as savevm)
   --no-guest         host-side matrix only
   --no-bench         guest runs only
-  --full             the full host matrix (2000 clusters, 3 repetitions, timings at 1 and 16 GiB)
-                     instead of the quick one
+  --full             the full host matrix (2000 clusters, timings at 1, 4 and 16 GiB) instead of the
+                     quick one (200 clusters, timings at 8, 32 and 128 MiB); both run 3 rounds
   --bench-clusters N, --bench-reps N
-                     host matrix size (default 300 clusters, 1 repetition; --full: 2000, 3)
+                     host matrix size (clusters per source, rounds)
   --no-ops           leave out the snapshot/open/close timings
+  --no-qemu          leave out QEMU (qemu-nbd), the raw file through qemu-nbd, refcow's NBD export and
+                     fio on purpose (the report says so; without it a missing tool fails the run)
+  --no-fio           leave out the fio cross-check and the fio queue-depth benchmark
   --keep DIR         keep the guest images and traces in DIR (default: a temporary folder, removed)
 
-QEMU's rows need qemu-img (Debian's qemu-utils); without it they are left out and the report says so.
+QEMU's rows need qemu-img and qemu-nbd (Debian's qemu-utils), the fio check needs fio (with its nbd
+engine), refcow's NBD rows need \`refcow nbd\`: a missing source is named in the report and the run exits
+non-zero, unless --no-qemu left those sources out on purpose.
 `;
 
 interface ExperimentOptions {
@@ -71,10 +77,13 @@ interface ExperimentOptions {
   benchClusters?: number;
   benchReps?: number;
   ops: boolean;
+  /** QEMU's and the NBD sources (false: left out on purpose, the report says so, exit 0). */
+  qemu: boolean;
+  fio: boolean;
 }
 
 function parse(argv: string[]): ExperimentOptions {
-  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, savevm: true, guest: true, bench: true, full: false, ops: true };
+  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -95,6 +104,8 @@ function parse(argv: string[]): ExperimentOptions {
     else if (a === "--bench-clusters") o.benchClusters = Number(v());
     else if (a === "--bench-reps") o.benchReps = Number(v());
     else if (a === "--no-ops") o.ops = false;
+    else if (a === "--no-qemu") o.qemu = false;
+    else if (a === "--no-fio") o.fio = false;
     else throw new UsageError(`unknown option '${a}'`);
   }
   for (const s of o.schemes) if (!(SCHEME_NAMES as readonly string[]).includes(s)) throw new UsageError(`unknown scheme '${s}' (${SCHEME_NAMES.join(", ")})`);
@@ -114,25 +125,6 @@ function hasQemu(): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** qemu-img check's verdict on an image: "clean", or what it found. */
-function qemuCheck(image: string): string {
-  let out: string;
-  try {
-    out = execFileSync("qemu-img", ["check", "--output=json", image], { stdio: ["ignore", "pipe", "pipe"] }).toString();
-  } catch (e) {
-    const err = e as { stdout?: Buffer; stderr?: Buffer };
-    out = err.stdout?.toString() ?? "";
-    if (!out.trim()) return `check failed: ${err.stderr?.toString().trim() ?? "no output"}`;
-  }
-  try {
-    const r = JSON.parse(out) as { corruptions?: number; leaks?: number; "check-errors"?: number };
-    const issues = [r.corruptions ? `${r.corruptions} corruptions` : "", r.leaks ? `${r.leaks} leaked clusters` : "", r["check-errors"] ? `${r["check-errors"]} check errors` : ""].filter(Boolean);
-    return issues.length ? issues.join(", ") : "clean";
-  } catch {
-    return `unreadable check output: ${out.slice(0, 200)}`;
   }
 }
 
@@ -159,7 +151,7 @@ function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, tra
       engine_write_median_us: p.writes.serviceMedianUs,
       read_median_us: p.reads.count ? p.reads.medianUs : undefined,
       flush_median_us: p.flushes.count ? p.flushes.medianUs : undefined,
-      write_cdf_us: latencies.get(name)?.length ? percentiles(latencies.get(name)!) : undefined,
+      write_cdf_us: latencies.get(name)?.length ? cdf(latencies.get(name)!) : undefined,
     };
   });
   const s = r.snapshot;
@@ -208,6 +200,7 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
   const guest: GuestResult[] = [];
   const failures: string[] = [];
   let traceForBench: string | undefined;
+  let benchStatus = 0;
   try {
     if (o.guest) {
       progress(`[${clock()}] guest image`);
@@ -234,7 +227,7 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
               trace,
               onProgress: (m) => progress(`${tag}: ${m}`, true),
             });
-            const check = qemu ? qemuCheck(image) : "not checked (no qemu-img)";
+            const check = qemu ? qemuCheckVerdict(image) : "not checked (no qemu-img)";
             if (qemu && check !== "clean") failures.push(`${scheme} ${cache}: qemu-img check: ${check}`);
             const g = guestResult(r, o.savevm, check, trace);
             guest.push(g);
@@ -249,11 +242,15 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
         }
       }
     }
-    let rows: Awaited<ReturnType<typeof runMatrix>> = [];
+    let bench: BenchResults = { rows: [], fio: [], missing: [], failures: [] };
     const opts = defaultOptions(!o.full);
     opts.schemes = o.schemes;
     opts.caches = o.caches;
-    opts.qemu = qemu;
+    opts.qemu = o.qemu;
+    if (!o.fio) {
+      opts.fio = false;
+      opts.fioDepths = [];
+    }
     opts.dir = path.join(work, "bench");
     if (o.benchClusters) opts.clusters = o.benchClusters;
     if (o.benchReps) opts.reps = o.benchReps;
@@ -263,9 +260,10 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
       opts.workloads = [...opts.workloads, "trace"];
     }
     if (o.bench) {
-      progress(`[${clock()}] host matrix (${o.full ? "full" : "quick"}): ${opts.workloads.join(", ")}; ${opts.schemes.length} schemes, ${opts.caches.join(" and ")}${qemu ? ", QEMU and a raw file" : ", a raw file"}`);
+      progress(`[${clock()}] host matrix (${o.full ? "full" : "quick"}): ${opts.workloads.join(", ")}; ${opts.schemes.length} schemes, ${opts.caches.join(" and ")}, ${opts.reps} rounds of ${opts.clusters} clusters${o.qemu ? "; QEMU, refcow and the raw file through NBD; fio" : ""}; the raw file through the ring and pwrite`);
       opts.progress = (m) => progress(`[${clock()}] ${m}`);
-      rows = await runMatrix(opts);
+      bench = await runMatrix(opts);
+      benchStatus = benchExitStatus(bench, (m) => io.err(m));
     }
     const info = machine(work);
     info.v86 = v86Version();
@@ -276,15 +274,16 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
         /* no manifest: the guest never ran */
       }
     }
-    await writeOutputs(o.out, rows, info, { ...o, bench: o.bench ? { ...opts, progress: undefined } : false }, guest);
+    await writeOutputs(o.out, bench, info, { ...o, bench: o.bench ? { ...opts, progress: undefined } : false }, guest);
     progress.done();
-    io.out(table(rows));
-    io.out(`\n${fullAnswer({ rows, guest })}\n\n`);
+    io.out(table(bench.rows, bench.fio, bench.missing));
+    io.out(`\n${fullAnswer({ ...bench, guest })}\n\n`);
     io.out(`${path.join(o.out, "report.html")}\n${path.join(o.out, "report.md")}\n${path.join(o.out, "results.json")}\n`);
   } finally {
     progress.done();
     if (!o.keep) fs.rmSync(work, { recursive: true, force: true });
   }
+  if (benchStatus) failures.push("host matrix: missing or failed sources (see above)");
   if (failures.length) {
     io.err(`refcow: experiment finished with ${failures.length} failure(s):\n${failures.map((f) => `  ${f}\n`).join("")}`);
     return 1;
