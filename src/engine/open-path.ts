@@ -9,6 +9,7 @@ import { NodeFile } from "../io/node-file.js";
 import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
+import { type AllocationRun, allocationRuns } from "./map.js";
 import type { MapExtent, OpenOptions, VirtualDisk } from "./types.js";
 
 export type ImageFormat = "qcow2" | "raw";
@@ -27,7 +28,8 @@ export function probeFormat(file: string): ImageFormat {
 
 /** A raw disk image: guest offset = file offset. */
 export class RawDisk implements VirtualDisk {
-  readonly size: number;
+  /** Virtual disk size: the file's (changed only by resize). */
+  size: number;
   readonly readOnly: boolean;
 
   constructor(readonly file: BlockFile) {
@@ -72,8 +74,21 @@ export class RawDisk implements VirtualDisk {
     this.file.close();
   }
 
+  /** Changes the disk size: the file is truncated or extended (with zeroes). */
+  resize(newSize: number): void {
+    if (this.readOnly) throw new RequestError("image is opened read-only");
+    if (!Number.isSafeInteger(newSize) || newSize < 0) throw new RequestError(`invalid size ${newSize}`);
+    this.file.truncate(newSize);
+    this.size = newSize;
+  }
+
   blockStatus(offset: number, length: number, depth: number) {
     return { status: { depth, present: true, zero: false, data: true, compressed: false, offset }, length };
+  }
+
+  /** A raw file is allocated throughout (refcow does not ask the file system for holes). */
+  allocation(offset: number, length: number): AllocationRun[] {
+    return allocationRuns(this, offset, length);
   }
 
   map(): MapExtent[] {

@@ -60,7 +60,7 @@ import type {
 } from "./types.js";
 import * as snapshots from "./snapshots.js";
 import { checkImage } from "./check.js";
-import { mapImage, qcow2BlockStatus } from "./map.js";
+import { type AllocationRun, allocationRuns, mapImage, qcow2BlockStatus } from "./map.js";
 
 const L2_SLICE_BYTES = 4096;
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -90,7 +90,8 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal */ readonly l2: L2Codec;
   /** @internal */ readonly sliceBytes: number;
   /** @internal */ readonly sliceEntries: number;
-  readonly size: number;
+  /** Virtual disk size in bytes (changed only by resize). */
+  size: number;
   readonly readOnly: boolean;
   readonly cacheMode: CacheMode;
   /** @internal */ backing: VirtualDisk | null = null;
@@ -840,13 +841,16 @@ export class Qcow2Image implements VirtualDisk {
     }
   }
 
-  /** Grows (or creates) the active L1 table to at least `entries` entries, moving it to new clusters. */
-  resizeL1(entries: number): void {
+  /**
+   * Grows (or creates) the active L1 table to at least `entries` entries, moving it to new clusters. `exact`:
+   * exactly that many (a resize, as QEMU's truncate), else 50% more when an existing table grows.
+   */
+  resizeL1(entries: number, exact = false): void {
     if (entries <= this.l1.length) return;
     if (entries * 8 > MAX_L1_BYTES) throw new RequestError(`L1 table would exceed ${MAX_L1_BYTES} bytes`);
     const cs = this.clusterSize;
     // Grow by 50% like QEMU when growing an existing table (not at creation).
-    const target = this.l1.length ? Math.min(Math.max(entries, Math.ceil(this.l1.length * 1.5)), MAX_L1_BYTES / 8) : entries;
+    const target = this.l1.length && !exact ? Math.min(Math.max(entries, Math.ceil(this.l1.length * 1.5)), MAX_L1_BYTES / 8) : entries;
     const bytes = target * 8;
     const clusters = Math.ceil(bytes / cs);
     // Everything the new table points to must be on disk first.
@@ -977,6 +981,67 @@ export class Qcow2Image implements VirtualDisk {
     const v = viewOf(buf);
     this.l2.encodeStandard(v, m.index, 0, { zero: zeroFlag && !this.l2.extended });
     if (this.l2.extended) this.l2.setBitmap(v, m.index, 0, zeroFlag ? 0xffffffff : 0);
+    this.l2Cache.markDirty(m.slice);
+    this.releaseEntry(e);
+  }
+
+  // -------------------------------------------------------------------------------------------------- resize
+
+  /**
+   * Changes the virtual size, as QEMU's qcow2 truncate (prealloc off) does. Growing makes the L1 table large
+   * enough first, so the header never claims a size the table cannot map; when a longer backing file would
+   * show through the new range, it reads as zeroes (zero clusters). Shrinking drops every cluster past the
+   * new end (its entries become unallocated) and the L2 tables past the new L1 size, then writes the size.
+   * The bytes of a last partial cluster are kept, as QEMU keeps them. Snapshots keep their own size.
+   */
+  resize(newSize: number): void {
+    this.checkWritable();
+    if (!Number.isSafeInteger(newSize) || newSize < 0) throw new RequestError(`invalid size ${newSize}`);
+    if (newSize % 512) throw new RequestError("The new size must be a multiple of 512");
+    const old = this.size;
+    if (newSize === old) return;
+    const cs = this.clusterSize;
+    const l1Entries = Math.ceil(newSize / (cs * this.l2Entries));
+    try {
+      if (newSize > old) {
+        this.resizeL1(l1Entries, true);
+        this.header.size = newSize;
+        this.size = newSize;
+        this.writeHeader();
+        const b = this.backing;
+        if (b && b.size > old) this.zeroRange(old, newSize - old, false);
+      } else {
+        for (let gc = Math.ceil(newSize / cs); gc < Math.ceil(old / cs); gc++) this.cropCluster(gc);
+        for (let i = l1Entries; i < this.l1.length; i++) {
+          const table = this.l1[i]!;
+          if (!table) continue;
+          this.l1[i] = 0;
+          this.l1Copied[i] = false;
+          this.dirtyL1.add(i);
+          this.scheme.release(table / cs, "l2");
+        }
+        this.flushMetadata();
+        this.header.size = newSize;
+        this.size = newSize;
+        this.writeHeader();
+      }
+      if (this.cacheMode === "writethrough") this.flushMetadata();
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  /** Makes guest cluster `gc` unallocated (no zero flag), dropping what it referenced. */
+  private cropCluster(gc: number): void {
+    const l1i = Math.floor(gc / this.l2Entries);
+    if (l1i >= this.l1.length || !this.l1[l1i]) return;
+    const pre = this.lookup(gc);
+    if (pre.entry.type === ClusterType.Unallocated && !pre.entry.offset && !pre.alloc && !pre.zero) return;
+    const m = this.l2ForWrite(gc);
+    const e = m.entry;
+    const v = viewOf(this.l2Cache.get(m.slice));
+    this.l2.encodeStandard(v, m.index, 0);
+    if (this.l2.extended) this.l2.setBitmap(v, m.index, 0, 0);
     this.l2Cache.markDirty(m.slice);
     this.releaseEntry(e);
   }
@@ -1281,6 +1346,16 @@ export class Qcow2Image implements VirtualDisk {
   /** Block status of the range at `offset` (used by map and by images that have this one as backing). */
   blockStatus(offset: number, length: number, depth: number): ReturnType<typeof qcow2BlockStatus> {
     return qcow2BlockStatus(this, offset, length, depth);
+  }
+
+  /** Which parts of [offset, offset + length) this image allocates itself (qemu-io's alloc and map). */
+  allocation(offset: number, length: number): AllocationRun[] {
+    this.checkUsable();
+    try {
+      return allocationRuns(this, offset, length);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   info(): ImageInfo {

@@ -233,6 +233,20 @@ export class DiskClient {
   async readVmState(idOrName: string): Promise<Uint8Array> {
     return (await this.blobT(Op.READ_VMSTATE, { id: idOrName })).value;
   }
+  /** Changes the virtual size (qemu-io's truncate); `size` follows. */
+  async resize(size: number): Promise<void> {
+    await this.start(Op.RESIZE, "resize", (op) => [
+      this.resultChunk(op, Op.RESIZE, this.jsonInput({ size }), (bytes) => {
+        const r = parseJson(bytes) as { size?: number } | null;
+        if (r && typeof r.size === "number") this.sizeNow = r.size;
+        return undefined;
+      }),
+    ]);
+  }
+  /** Which parts of [offset, offset + length) the image allocates itself (merged runs, up to the disk's end). */
+  async allocation(offset: number, length: number): Promise<{ allocated: boolean; length: number }[]> {
+    return (await this.jsonT(Op.ALLOCATION, { offset, length }, true)).value as { allocated: boolean; length: number }[];
+  }
   /** The engine's cost records (`stats()`), or null when the engine has none. */
   async stats(): Promise<unknown> {
     return (await this.jsonT(Op.STATS, undefined, true)).value;

@@ -206,6 +206,10 @@ export const Op = {
   GET: 13,
   /** Read a snapshot's VM state (JSON args {id}); the result is the raw bytes. */
   READ_VMSTATE: 14,
+  /** Change the virtual size (JSON args {size}); the result is JSON {size}, IMAGE_SIZE is updated first. */
+  RESIZE: 15,
+  /** Which parts of a range the image allocates itself (JSON args {offset, length}); JSON [{allocated, length}]. */
+  ALLOCATION: 16,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

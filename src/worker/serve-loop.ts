@@ -362,6 +362,20 @@ export class RingServer {
         case Op.READ_VMSTATE:
           out = this.need("readVmState").call(this.disk, this.idArg(share, length));
           break;
+        case Op.RESIZE: {
+          const args = this.args(share, length) as { size?: unknown };
+          if (typeof args.size !== "number") throw new RequestError("resize needs a size");
+          this.need("resize").call(this.disk, args.size);
+          this.ring.ctlF64[C.F64_IMAGE_SIZE] = this.disk.size;
+          out = json({ size: this.disk.size });
+          break;
+        }
+        case Op.ALLOCATION: {
+          const args = this.args(share, length) as { offset?: unknown; length?: unknown };
+          if (typeof args.offset !== "number" || typeof args.length !== "number") throw new RequestError("allocation needs an offset and a length");
+          out = json(this.need("allocation").call(this.disk, args.offset, args.length));
+          break;
+        }
         case Op.STATS:
           out = json(typeof this.disk.stats === "function" ? (this.disk.stats() ?? null) : null);
           break;
@@ -451,11 +465,11 @@ export class RingServer {
     return all;
   }
 
-  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState">(
+  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "resize" | "allocation">(
     name: K,
   ): NonNullable<ServedDisk[K]> {
     const f = this.disk[name];
-    if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name} (raw image?)`);
+    if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name}`);
     return f as NonNullable<ServedDisk[K]>;
   }
 }

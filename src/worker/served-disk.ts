@@ -24,6 +24,10 @@ export interface ServedDisk {
   snapshotDelete?(idOrName: string): void;
   snapshotList?(): SnapshotInfo[];
   readVmState?(idOrName: string): Uint8Array;
+  /** Changes the virtual size (qemu-io's truncate). */
+  resize?(size: number): void;
+  /** Which parts of [offset, offset + length) the image allocates itself, as merged runs up to the disk's end. */
+  allocation?(offset: number, length: number): { allocated: boolean; length: number }[];
   /** Per-request cost records (optional; the engine may expose it later). Must be JSON-serialisable. */
   stats?(): unknown;
 }

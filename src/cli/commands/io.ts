@@ -11,6 +11,7 @@ import type { CostBreakdown } from "../../engine/types.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
 import { qcow2SpecificHuman } from "../info-output.js";
+import { AioRequests } from "../io-aio.js";
 import { type IoContext, type IoTarget, runIoCommand } from "../io-commands.js";
 import { type Disk, formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
 import { OverlayFile } from "../overlay-file.js";
@@ -43,7 +44,9 @@ export interface OpenedIoTarget {
 /** Adapts an engine disk (qcow2 or raw, opened in this thread) to the qemu-io command set. */
 export function diskTarget(disk: Disk, readOnly: boolean): IoTarget {
   return {
-    size: disk.size,
+    get size() {
+      return disk.size;
+    },
     readOnly,
     read: (offset, length) => {
       const buf = new Uint8Array(length);
@@ -54,18 +57,25 @@ export function diskTarget(disk: Disk, readOnly: boolean): IoTarget {
     writeZeroes: (offset, length, opts) => disk.writeZeroes(offset, length, opts),
     discard: (offset, length) => disk.discard(offset, length),
     flush: () => disk.flush(),
+    allocation: (offset, length) => disk.allocation(offset, length),
+    resize: (size) => disk.resize(size),
     describe: () => {
       if (!(disk instanceof Qcow2Image)) return { formatName: "raw", clusterSize: 0, vmStateOffset: 0 };
       const info = disk.info();
-      const perL1 = info.clusterSize * (info.clusterSize / (info.extendedL2 ? 16 : 8));
       return {
         formatName: "qcow2",
         clusterSize: info.clusterSize,
-        vmStateOffset: Math.ceil(info.virtualSize / perL1) * perL1,
+        vmStateOffset: vmStateOffset(info.virtualSize, info.clusterSize, info.extendedL2),
         specific: qcow2SpecificHuman(qcow2Specific(info)),
       };
     },
   };
+}
+
+/** QEMU's vm_state_offset: the disk size rounded up to what one L1 entry maps. */
+function vmStateOffset(size: number, clusterSize: number, extendedL2: boolean): number {
+  const perL1 = clusterSize * (clusterSize / (extendedL2 ? 16 : 8));
+  return Math.ceil(size / perL1) * perL1;
 }
 
 /**
@@ -99,20 +109,27 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
   const probe = openImage({ path, format: opts.format, readOnly: true, cache: opts.cache });
   const warning = probedRawWarning(probe, opts.readOnly);
   const description = diskTarget(probe.disk, true).describe();
+  const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.l2.extended;
   const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
   probe.disk.close();
   const client = await openServedImage(path, { scheme: opts.scheme, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });
   let lastStats: CostBreakdown | undefined;
   return {
     target: {
-      size: client.size,
+      get size() {
+        return client.size;
+      },
       readOnly: opts.readOnly,
       read: (offset, length) => client.read(offset, length),
       write: (offset, data) => client.write(offset, data),
       writeZeroes: (offset, length, o) => client.writeZeroes(offset, length, o),
       discard: (offset, length) => client.discard(offset, length),
       flush: () => client.flush(),
-      describe: () => description,
+      allocation: (offset, length) => client.allocation(offset, length),
+      resize: (size) => client.resize(size),
+      // The format's fields do not change in a session; the VM-state offset follows the size (truncate).
+      describe: () =>
+        format === "qcow2" ? { ...description, vmStateOffset: vmStateOffset(client.size, description.clusterSize, extendedL2) } : description,
     },
     // The worker's counters as of just before close (the write-back at close is not in them).
     stats: format === "qcow2" ? () => lastStats ?? {} : undefined,
@@ -198,7 +215,7 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
   if (target.warning) io.err(target.warning);
 
   const status = await closing(target, path, async () => {
-    const ctx: IoContext = { target: target.target, io, quit: false };
+    const ctx: IoContext = { target: target.target, io, quit: false, aio: new AioRequests() };
     let failed = false;
     const commands = allValues(parsed, "c");
     if (commands.length > 0) {
@@ -214,6 +231,8 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
         io.out("qemu-io> ");
       }
     }
+    // qemu-io drains the requests still in flight when it closes the image: their completions print.
+    await ctx.aio.drain(io);
     return failed ? 1 : 0;
   });
   // After close, so that the metadata written back and flushed at close is counted too.
