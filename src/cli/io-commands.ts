@@ -29,6 +29,8 @@ export interface IoTarget {
   allocation(offset: number, length: number): AllocationRuns | Promise<AllocationRuns>;
   /** Changes the virtual size (truncate). */
   resize(size: number): void | Promise<void>;
+  /** Requests accepted and not yet completed (a worker-served image: queued or in the ring). */
+  inFlight?(): number;
   /** For `info`: "format name", "cluster size", "vm state offset", and the format-specific block. */
   describe(): { formatName: string; clusterSize: number; vmStateOffset: number; specific?: string };
 }
@@ -550,6 +552,31 @@ function allPattern(buf: Uint8Array, pattern: number): boolean {
  * The buffers of a vectored request lie back to back in one allocation (as qemu-io's do), and the request
  * goes to the image as one request over their total length.
  */
+/**
+ * Whether getopt, going through `argv` in order, meets -i before any option it would complain about: the
+ * aio commands act on -i as soon as getopt returns it (GNU getopt also finds options after operands).
+ */
+function injectsInvalid(argv: readonly string[], spec: string): boolean {
+  for (let i = 1; i < argv.length; i++) {
+    const w = argv[i]!;
+    if (w === "--") return false;
+    if (!w.startsWith("-") || w === "-") continue;
+    for (let j = 1; j < w.length; j++) {
+      const c = w[j]!;
+      const at = spec.indexOf(c);
+      if (at < 0 || c === ":") return false;
+      if (c === "i") return true;
+      if (spec[at + 1] === ":") {
+        const value = j === w.length - 1 ? argv[++i] : w.slice(j + 1);
+        // A bad -P value stops getopt's caller first; a missing one is getopt's complaint.
+        if (value === undefined || (c === "P" && parsePattern(value) === undefined)) return false;
+        break;
+      }
+    }
+  }
+  return false;
+}
+
 const readvCmd: IoCommand = {
   name: "readv",
   args: "[-Cqv] [-P pattern] off len [len..]",
@@ -692,24 +719,24 @@ const aioReadCmd: IoCommand = {
     " considered successful once the request is submitted, independently\n" +
     " of potential I/O errors or pattern mismatches.\n" +
     " -C, -- report statistics in a machine parsable format\n" +
-    " -i, -- treat request as invalid, for exercising stats\n" +
     " -P, -- use a pattern to verify read data\n" +
-    " -q, -- quiet mode, do not show I/O statistics\n" +
-    " -v, -- dump buffer to standard output\n\n",
+    " -i, -- treat request as invalid, for exercising stats\n" +
+    " -v, -- dump buffer to standard output\n" +
+    " -q, -- quiet mode, do not show I/O statistics\n\n",
   async run(ctx, argv) {
+    if (injectsInvalid(argv, "CP:iqv")) {
+      ctx.io.out("injecting invalid read request\n");
+      return 0;
+    }
     const p = getopt(ctx, this, argv, { short: "CP:iqv" });
     if (!p) return EINVAL;
     let Cflag = false, qflag = false, vflag = false, Pflag = false;
     let pattern = 0;
-    // Options act in order: -i returns before later options are looked at, as qemu-io's getopt loop does.
     for (const o of p.options) {
       if (o.key === "C") Cflag = true;
       else if (o.key === "q") qflag = true;
       else if (o.key === "v") vflag = true;
-      else if (o.key === "i") {
-        ctx.io.out("injecting invalid read request\n");
-        return 0;
-      } else if (o.key === "P") {
+      else if (o.key === "P") {
         Pflag = true;
         const v = patternArg(ctx, o.value!);
         if (v === undefined) return EINVAL;
@@ -771,6 +798,10 @@ const aioWriteCmd: IoCommand = {
     " -u, -- with -z, allow unmapping\n" +
     " -z, -- write zeroes using blk_aio_pwrite_zeroes\n\n",
   async run(ctx, argv) {
+    if (injectsInvalid(argv, "CfiqP:uz")) {
+      ctx.io.out("injecting invalid write request\n");
+      return 0;
+    }
     const p = getopt(ctx, this, argv, { short: "CfiqP:uz" });
     if (!p) return EINVAL;
     let Cflag = false, qflag = false, fua = false, unmap = false, zflag = false;
@@ -781,10 +812,7 @@ const aioWriteCmd: IoCommand = {
       else if (o.key === "f") fua = true;
       else if (o.key === "u") unmap = true;
       else if (o.key === "z") zflag = true;
-      else if (o.key === "i") {
-        ctx.io.out("injecting invalid write request\n");
-        return 0;
-      } else if (o.key === "P") {
+      else if (o.key === "P") {
         const v = patternArg(ctx, o.value!);
         if (v === undefined) return EINVAL;
         pattern = v;
@@ -930,10 +958,6 @@ const truncateCmd: IoCommand = {
     // Only the first operand counts (qemu-io ignores the rest).
     const size = num(ctx, p.operands[0]!);
     if (size === undefined) return EINVAL;
-    if (size % 512) {
-      ctx.io.err("refcow: The new size must be a multiple of 512\n");
-      return EINVAL;
-    }
     if (prealloc !== "off" && size < ctx.target.size) {
       ctx.io.err("refcow: Preallocation can't be used for shrinking an image\n");
       return EINVAL;

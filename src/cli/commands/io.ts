@@ -127,6 +127,7 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
       flush: () => client.flush(),
       allocation: (offset, length) => client.allocation(offset, length),
       resize: (size) => client.resize(size),
+      inFlight: () => client.pendingRequests,
       // The format's fields do not change in a session; the VM-state offset follows the size (truncate).
       describe: () =>
         format === "qcow2" ? { ...description, vmStateOffset: vmStateOffset(client.size, description.clusterSize, extendedL2) } : description,
