@@ -998,6 +998,7 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     if (!Number.isSafeInteger(newSize) || newSize < 0) throw new RequestError(`invalid size ${newSize}`);
     if (newSize % 512) throw new RequestError("The new size must be a multiple of 512");
+    if (this.header.version < 3 && this.snapshots.length) throw new RequestError("Can't resize a v2 image which has snapshots");
     const old = this.size;
     if (newSize === old) return;
     const cs = this.clusterSize;
