@@ -1,6 +1,8 @@
 /**
- * qemu-io's asynchronous requests (aio_read, aio_write, aio_flush). A request starts when its command runs
- * and is left in flight: through the worker's request ring several of them are outstanding at once. What a
+ * qemu-io's asynchronous requests (aio_read, aio_write, aio_flush). The requests of consecutive aio commands
+ * start together, when the session goes on to any other command (or waits): made in one turn, they are all
+ * published to the worker's request ring before the client looks for the first completion, so they are in
+ * flight at once (the ring serves them in order, each as soon as the worker gets to it). What a
  * request prints when it completes (its report, or its failure) is held until the session next waits for
  * I/O, as qemu-io prints completions only when its event loop runs: during a later synchronous request
  * (read, write, flush, map, truncate, ...), sleep, aio_flush, and at exit. A completion never changes the
@@ -9,12 +11,23 @@
 import type { CliIo } from "./command.js";
 
 export class AioRequests {
+  /** Requests of the aio commands run since the last start(). */
+  private readonly submitted: (() => Promise<string>)[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   /** Output of completed requests, in completion order, not yet printed. */
   private readonly completed: string[] = [];
 
-  /** Starts a request; `run` resolves with what its completion prints (and never rejects). */
+  /** Adds a request; `run` starts it and resolves with what its completion prints. */
   submit(run: () => Promise<string>): void {
+    this.submitted.push(run);
+  }
+
+  /** Starts every submitted request, in submission order, in this turn. */
+  start(): void {
+    for (const run of this.submitted.splice(0)) this.begin(run);
+  }
+
+  private begin(run: () => Promise<string>): void {
     const p: Promise<void> = run().then(
       (text) => {
         this.completed.push(text);
@@ -28,9 +41,9 @@ export class AioRequests {
     this.inFlight.add(p);
   }
 
-  /** Requests started and not yet reported. */
+  /** Requests submitted and not yet reported. */
   get outstanding(): number {
-    return this.inFlight.size + this.completed.length;
+    return this.submitted.length + this.inFlight.size + this.completed.length;
   }
 
   /**
@@ -39,6 +52,7 @@ export class AioRequests {
    * ends at once there.
    */
   async drain(io: CliIo): Promise<void> {
+    this.start();
     while (this.inFlight.size) await Promise.all([...this.inFlight]);
     for (const text of this.completed.splice(0)) io.out(text);
   }

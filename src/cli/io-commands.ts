@@ -51,6 +51,8 @@ interface IoCommand {
   argmax: number;
   /** Needs write permission on the image. */
   write?: boolean;
+  /** Submits an aio request (which starts with the next command that is not one). */
+  aio?: boolean;
   help?: string;
   run(ctx: IoContext, argv: string[]): Promise<number>;
 }
@@ -708,6 +710,7 @@ const aioReadCmd: IoCommand = {
   oneline: "asynchronously reads a number of bytes",
   argmin: 2,
   argmax: -1,
+  aio: true,
   help:
     "\n asynchronously reads a range of bytes from the given offset\n\n Example:\n" +
     " 'aio_read -v 512 1k 1k ' - dumps 2 kilobytes read from 512 bytes into the file\n\n" +
@@ -780,6 +783,7 @@ const aioWriteCmd: IoCommand = {
   argmin: 2,
   argmax: -1,
   write: true,
+  aio: true,
   help:
     "\n asynchronously writes a range of bytes from the given offset source\n from multiple buffers\n\n Example:\n" +
     " 'aio_write 512 1k 1k' - writes 2 kilobytes at 512 bytes into the open file\n\n" +
@@ -1066,6 +1070,7 @@ export async function runIoCommand(ctx: IoContext, line: string): Promise<number
   const argv = splitCommandLine(line);
   if (argv.length === 0) return 0;
   const cmd = findCommand(argv[0]!);
+  if (!cmd?.aio) ctx.aio.start();
   if (!cmd && UNSUPPORTED_COMMANDS.includes(argv[0]!)) return unsupported(ctx, argv[0]!);
   if (!cmd) {
     ctx.io.err(`command "${argv[0]}" not found\n`);
