@@ -550,6 +550,55 @@ function allPattern(buf: Uint8Array, pattern: number): boolean {
   return true;
 }
 
+/** The options and operands of a vectored command (readv, writev, aio_*); undefined after the complaint. */
+interface VectorOptions {
+  /** The options without an argument that were given. */
+  flags: Set<string>;
+  pattern: number;
+  patternGiven: boolean;
+  operands: string[];
+}
+
+function vectorOptions(ctx: IoContext, cmd: IoCommand, argv: string[], spec: string, pattern: number): VectorOptions | undefined {
+  const p = getopt(ctx, cmd, argv, { short: spec });
+  if (!p) return undefined;
+  const flags = new Set<string>();
+  let patternGiven = false;
+  for (const o of p.options) {
+    if (o.key !== "P") {
+      flags.add(o.key);
+      continue;
+    }
+    const v = patternArg(ctx, o.value!);
+    if (v === undefined) return undefined;
+    pattern = v;
+    patternGiven = true;
+  }
+  if (p.operands.length < 2) {
+    ctx.io.out(usageLine(cmd));
+    return undefined;
+  }
+  return { flags, pattern, patternGiven, operands: p.operands };
+}
+
+/** `off len [len..]`: the offset and the lengths' sum, or undefined after the complaint. */
+function vectorRange(ctx: IoContext, operands: readonly string[]): { offset: number; count: number } | undefined {
+  const offset = num(ctx, operands[0]!);
+  if (offset === undefined) return undefined;
+  const sizes = iovecLengths(ctx, operands.slice(1));
+  if (!sizes) return undefined;
+  return { offset, count: sum(sizes) };
+}
+
+/** What a vectored read prints once its data is in (-P check, -v dump, report), and whether -P failed. */
+function readOutput(o: VectorOptions, buf: Uint8Array, offset: number, t: Elapsed): { text: string; mismatch: boolean } {
+  const mismatch = o.patternGiven && !allPattern(buf, o.pattern);
+  let text = mismatch ? `Pattern verification failed at offset ${offset}, ${buf.length} bytes\n` : "";
+  if (o.flags.has("q")) return { text, mismatch };
+  if (o.flags.has("v")) text += dumpBuffer(buf, offset);
+  return { text: text + printReport("read", t, offset, buf.length, buf.length, 1, o.flags.has("C")), mismatch };
+}
+
 /**
  * The buffers of a vectored request lie back to back in one allocation (as qemu-io's do), and the request
  * goes to the image as one request over their total length.
@@ -596,51 +645,24 @@ const readvCmd: IoCommand = {
     " -v, -- dump buffer to standard output\n" +
     " -q, -- quiet mode, do not show I/O statistics\n\n",
   async run(ctx, argv) {
-    const p = getopt(ctx, this, argv, { short: "CP:qv" });
-    if (!p) return EINVAL;
-    let Cflag = false, qflag = false, vflag = false, Pflag = false;
-    let pattern = 0;
-    for (const o of p.options) {
-      if (o.key === "C") Cflag = true;
-      else if (o.key === "q") qflag = true;
-      else if (o.key === "v") vflag = true;
-      else if (o.key === "P") {
-        Pflag = true;
-        const v = patternArg(ctx, o.value!);
-        if (v === undefined) return EINVAL;
-        pattern = v;
-      }
-    }
-    if (p.operands.length < 2) {
-      ctx.io.out(usageLine(this));
-      return EINVAL;
-    }
-    const offset = num(ctx, p.operands[0]!);
-    if (offset === undefined) return EINVAL;
-    const sizes = iovecLengths(ctx, p.operands.slice(1));
-    if (!sizes) return EINVAL;
-    const count = sum(sizes);
-    if (!inRange(ctx.target, offset, count)) {
+    const o = vectorOptions(ctx, this, argv, "CP:qv", 0);
+    const r = o && vectorRange(ctx, o.operands);
+    if (!o || !r) return EINVAL;
+    if (!inRange(ctx.target, r.offset, r.count)) {
       ctx.io.out(`readv failed: ${EIO}\n`);
       return EIO_STATUS;
     }
     let buf: Uint8Array;
     let t;
     try {
-      ({ value: buf, t } = await timed(ctx, () => ctx.target.read(offset, count)));
+      ({ value: buf, t } = await timed(ctx, () => ctx.target.read(r.offset, r.count)));
     } catch (e) {
       ctx.io.out(`readv failed: ${messageOf(e)}\n`);
       return EIO_STATUS;
     }
-    let ret = 0;
-    if (Pflag && !allPattern(buf, pattern)) {
-      ctx.io.out(`Pattern verification failed at offset ${offset}, ${count} bytes\n`);
-      ret = EINVAL;
-    }
-    if (qflag) return ret;
-    if (vflag) ctx.io.out(dumpBuffer(buf, offset));
-    ctx.io.out(printReport("read", t, offset, count, count, 1, Cflag));
-    return ret;
+    const { text, mismatch } = readOutput(o, buf, r.offset, t);
+    ctx.io.out(text);
+    return mismatch ? EINVAL : 0;
   },
 };
 
@@ -661,45 +683,25 @@ const writevCmd: IoCommand = {
     " -f, -- use Force Unit Access semantics\n" +
     " -q, -- quiet mode, do not show I/O statistics\n\n",
   async run(ctx, argv) {
-    const p = getopt(ctx, this, argv, { short: "CfqP:" });
-    if (!p) return EINVAL;
-    let Cflag = false, qflag = false, fua = false;
-    let pattern = 0xcd;
-    for (const o of p.options) {
-      if (o.key === "C") Cflag = true;
-      else if (o.key === "q") qflag = true;
-      else if (o.key === "f") fua = true;
-      else if (o.key === "P") {
-        const v = patternArg(ctx, o.value!);
-        if (v === undefined) return EINVAL;
-        pattern = v;
-      }
-    }
-    if (p.operands.length < 2) {
-      ctx.io.out(usageLine(this));
-      return EINVAL;
-    }
-    const offset = num(ctx, p.operands[0]!);
-    if (offset === undefined) return EINVAL;
-    const sizes = iovecLengths(ctx, p.operands.slice(1));
-    if (!sizes) return EINVAL;
-    const count = sum(sizes);
-    if (!inRange(ctx.target, offset, count)) {
+    const o = vectorOptions(ctx, this, argv, "CfqP:", 0xcd);
+    const r = o && vectorRange(ctx, o.operands);
+    if (!o || !r) return EINVAL;
+    if (!inRange(ctx.target, r.offset, r.count)) {
       ctx.io.out(`writev failed: ${EIO}\n`);
       return EIO_STATUS;
     }
-    const buf = new Uint8Array(count).fill(pattern);
+    const buf = new Uint8Array(r.count).fill(o.pattern);
     let t;
     try {
       ({ t } = await timed(ctx, async () => {
-        await ctx.target.write(offset, buf);
-        if (fua) await ctx.target.flush();
+        await ctx.target.write(r.offset, buf);
+        if (o.flags.has("f")) await ctx.target.flush();
       }));
     } catch (e) {
       ctx.io.out(`writev failed: ${messageOf(e)}\n`);
       return EIO_STATUS;
     }
-    if (!qflag) ctx.io.out(printReport("wrote", t, offset, count, count, 1, Cflag));
+    if (!o.flags.has("q")) ctx.io.out(printReport("wrote", t, r.offset, r.count, r.count, 1, o.flags.has("C")));
     return 0;
   },
 };
@@ -731,46 +733,20 @@ const aioReadCmd: IoCommand = {
       ctx.io.out("injecting invalid read request\n");
       return 0;
     }
-    const p = getopt(ctx, this, argv, { short: "CP:iqv" });
-    if (!p) return EINVAL;
-    let Cflag = false, qflag = false, vflag = false, Pflag = false;
-    let pattern = 0;
-    for (const o of p.options) {
-      if (o.key === "C") Cflag = true;
-      else if (o.key === "q") qflag = true;
-      else if (o.key === "v") vflag = true;
-      else if (o.key === "P") {
-        Pflag = true;
-        const v = patternArg(ctx, o.value!);
-        if (v === undefined) return EINVAL;
-        pattern = v;
-      }
-    }
-    if (p.operands.length < 2) {
-      ctx.io.out(usageLine(this));
-      return EINVAL;
-    }
-    const offset = num(ctx, p.operands[0]!);
-    if (offset === undefined) return EINVAL;
-    const sizes = iovecLengths(ctx, p.operands.slice(1));
-    if (!sizes) return EINVAL;
-    const count = sum(sizes);
+    const o = vectorOptions(ctx, this, argv, "CP:iqv", 0);
+    const r = o && vectorRange(ctx, o.operands);
+    if (!o || !r) return EINVAL;
     const target = ctx.target;
     const start = process.hrtime.bigint();
     ctx.aio.submit(async () => {
       let buf: Uint8Array;
       try {
-        if (!inRange(target, offset, count)) throw new Error(EIO);
-        buf = await target.read(offset, count);
+        if (!inRange(target, r.offset, r.count)) throw new Error(EIO);
+        buf = await target.read(r.offset, r.count);
       } catch (e) {
         return `readv failed: ${messageOf(e)}\n`;
       }
-      const t = elapsedSince(start);
-      let out = "";
-      if (Pflag && !allPattern(buf, pattern)) out += `Pattern verification failed at offset ${offset}, ${count} bytes\n`;
-      if (qflag) return out;
-      if (vflag) out += dumpBuffer(buf, offset);
-      return out + printReport("read", t, offset, count, count, 1, Cflag);
+      return readOutput(o, buf, r.offset, elapsedSince(start)).text;
     });
     return 0;
   },
@@ -806,49 +782,29 @@ const aioWriteCmd: IoCommand = {
       ctx.io.out("injecting invalid write request\n");
       return 0;
     }
-    const p = getopt(ctx, this, argv, { short: "CfiqP:uz" });
-    if (!p) return EINVAL;
-    let Cflag = false, qflag = false, fua = false, unmap = false, zflag = false;
-    let pattern = 0xcd;
-    for (const o of p.options) {
-      if (o.key === "C") Cflag = true;
-      else if (o.key === "q") qflag = true;
-      else if (o.key === "f") fua = true;
-      else if (o.key === "u") unmap = true;
-      else if (o.key === "z") zflag = true;
-      else if (o.key === "P") {
-        const v = patternArg(ctx, o.value!);
-        if (v === undefined) return EINVAL;
-        pattern = v;
-      }
-    }
-    if (p.operands.length < 2) {
-      ctx.io.out(usageLine(this));
-      return EINVAL;
-    }
-    if (zflag && p.operands.length !== 2) {
+    const o = vectorOptions(ctx, this, argv, "CfiqP:uz", 0xcd);
+    if (!o) return EINVAL;
+    const zflag = o.flags.has("z");
+    if (zflag && o.operands.length !== 2) {
       ctx.io.out("-z supports only a single length parameter\n");
       return EINVAL;
     }
-    if (unmap && !zflag) {
+    if (o.flags.has("u") && !zflag) {
       ctx.io.out("-u requires -z to be specified\n");
       return EINVAL;
     }
     // qemu-io 7.2 never sets the flag its "-z and -P" check tests: -z -P writes zeroes, and so does this.
-    const offset = num(ctx, p.operands[0]!);
-    if (offset === undefined) return EINVAL;
-    let count: number;
-    let buf: Uint8Array | undefined;
+    let r: { offset: number; count: number } | undefined;
     if (zflag) {
-      const n = num(ctx, p.operands[1]!);
-      if (n === undefined) return EINVAL;
-      count = n;
+      const offset = num(ctx, o.operands[0]!);
+      const count = offset === undefined ? undefined : num(ctx, o.operands[1]!);
+      if (offset !== undefined && count !== undefined) r = { offset, count };
     } else {
-      const sizes = iovecLengths(ctx, p.operands.slice(1));
-      if (!sizes) return EINVAL;
-      count = sum(sizes);
-      buf = new Uint8Array(count).fill(pattern);
+      r = vectorRange(ctx, o.operands);
     }
+    if (!r) return EINVAL;
+    const { offset, count } = r;
+    const buf = zflag ? undefined : new Uint8Array(count).fill(o.pattern);
     const target = ctx.target;
     // qemu-io 7.2 starts the clock only for a write with data: a -z report times from the clock's origin.
     const start = zflag ? 0n : process.hrtime.bigint();
@@ -856,12 +812,12 @@ const aioWriteCmd: IoCommand = {
       try {
         if (count > REQUEST_MAX_BYTES || !inRange(target, offset, count)) throw new Error(EIO);
         if (buf) await target.write(offset, buf);
-        else await target.writeZeroes(offset, count, { unmap });
-        if (fua) await target.flush();
+        else await target.writeZeroes(offset, count, { unmap: o.flags.has("u") });
+        if (o.flags.has("f")) await target.flush();
       } catch (e) {
         return `aio_write failed: ${messageOf(e)}\n`;
       }
-      return qflag ? "" : printReport("wrote", elapsedSince(start), offset, count, count, 1, Cflag);
+      return o.flags.has("q") ? "" : printReport("wrote", elapsedSince(start), offset, count, count, 1, o.flags.has("C"));
     });
     return 0;
   },
