@@ -5,7 +5,8 @@
  * flight at once (the ring serves them in order, each as soon as the worker gets to it). What a
  * request prints when it completes (its report, or its failure) is held until the session next waits for
  * I/O, as qemu-io prints completions only when its event loop runs: during a later synchronous request
- * (read, write, flush, map, truncate, ...), sleep, aio_flush, and at exit. A completion never changes the
+ * (read, write, flush, map, truncate, ...), sleep, aio_flush, at exit, and — commands read from stdin —
+ * while the session waits for the next command. A completion never changes the
  * exit status (qemu-io's callbacks cannot).
  */
 import type { CliIo } from "./command.js";
@@ -44,6 +45,16 @@ export class AioRequests {
   /** Requests submitted and not yet reported. */
   get outstanding(): number {
     return this.submitted.length + this.inFlight.size + this.completed.length;
+  }
+
+  /**
+   * Prints the completions that have come in, without waiting for the others: what qemu-io's event loop does
+   * while an interactive session waits for its next command.
+   */
+  async poll(io: CliIo): Promise<void> {
+    this.start();
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    for (const text of this.completed.splice(0)) io.out(text);
   }
 
   /**

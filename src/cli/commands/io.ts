@@ -227,6 +227,8 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
     } else {
       io.out("qemu-io> ");
       for await (const line of stdinLines()) {
+        // While it waits for a command, qemu-io's event loop prints the aio requests that have completed.
+        await ctx.aio.poll(io);
         if ((await runIoCommand(ctx, line)) !== 0) failed = true;
         if (ctx.quit) break;
         io.out("qemu-io> ");
