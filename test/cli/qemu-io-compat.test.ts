@@ -9,6 +9,7 @@
  * requests of one batch complete (each script brackets such a batch with `alloc 0 0`, whose line is the
  * marker; inside it the completion reports are compared as a sorted list).
  */
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -147,6 +148,7 @@ const SCRIPTS: Script[] = [
   {
     file: "small4k.qcow2",
     cmds: [
+      "info",
       "map",
       "alloc 0 16k",
       "writev -P 3 6k 1k 1k",
@@ -162,6 +164,7 @@ const SCRIPTS: Script[] = [
   {
     file: "comp.qcow2",
     cmds: [
+      "info",
       "map",
       "alloc 0 2M",
       ...batch("aio_read -P 0x11 0 64k", "aio_read -P 0x11 512k 64k", "aio_read -P 0x22 4M 64k", "aio_flush"),
@@ -172,7 +175,25 @@ const SCRIPTS: Script[] = [
     ],
   },
   { file: "snap.qcow2", cmds: ["truncate 128M", "info", "truncate 32M", "map", "read -P 0x44 0 64k", "alloc 0 32M"] },
-  { file: "lazy.qcow2", cmds: [...batch("aio_write -P 1 0 64k", "aio_write -P 2 64k 64k", "aio_write -P 3 1M 4k", "aio_flush"), "readv -P 2 64k 32k 32k", "map", "flush"] },
+  { file: "lazy.qcow2", cmds: ["info", ...batch("aio_write -P 1 0 64k", "aio_write -P 2 64k 64k", "aio_write -P 3 1M 4k", "aio_flush"), "readv -P 2 64k 32k 32k", "map", "flush"] },
+  {
+    file: "ext.qcow2",
+    cmds: [
+      "map",
+      "alloc 0 64k",
+      "alloc 1M 64k",
+      "alloc 1k 1k",
+      "info",
+      "truncate 3146240",
+      "map",
+      "truncate 8M",
+      "map",
+      "read -P 3 3M 512",
+      "read -v 3146240 16",
+      ...batch("aio_write -P 9 5M 2k", "aio_write -z 6M 4k", "aio_read -P 0 7M 2k", "aio_flush"),
+      "map",
+    ],
+  },
   {
     file: "raw.img",
     opts: ["-f", "raw"],
@@ -187,6 +208,10 @@ describe("qemu-io's commands: refcow io vs qemu-io 7.2", () => {
     assertBuilt();
     images = tempDir("io-images");
     makeImages(images);
+    // Extended L2 entries (2 KiB subclusters) and zstd: allocation at subcluster granularity.
+    const sh = (tool: string, args: string[]) => execFileSync(tool, args, { cwd: images, stdio: "ignore" });
+    sh("qemu-img", ["create", "-q", "-f", "qcow2", "-o", "extended_l2=on,compression_type=zstd", "ext.qcow2", "4M"]);
+    sh("qemu-io", ["-c", "write -P 1 0 4k", "-c", "write -P 2 64k 4k", "-c", "write -z 1M 8k", "-c", "write -z 2M 64k", "-c", "write -P 3 3M 2k", "ext.qcow2"]);
   }, T);
   afterAll(() => {
     for (const d of [images, ...dirs]) if (d) fs.rmSync(d, { recursive: true, force: true });
