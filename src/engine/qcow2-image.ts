@@ -1003,6 +1003,8 @@ export class Qcow2Image implements VirtualDisk {
     if (newSize === old) return;
     const cs = this.clusterSize;
     const l1Entries = Math.ceil(newSize / (cs * this.l2Entries));
+    // QEMU's message (qcow2_grow_l1_table's EFBIG) for a size the largest L1 table cannot map.
+    if (l1Entries * 8 > MAX_L1_BYTES) throw new RequestError("Failed to grow the L1 table: File too large");
     try {
       if (newSize > old) {
         this.resizeL1(l1Entries, true);

@@ -134,6 +134,7 @@ const SCRIPTS: Script[] = [
       "truncate -m bogus 1M",
       "truncate -x 1M",
       "truncate 64M 1",
+      "truncate 4P",
       ...lastBatch("aio_write -P 0x88 12M 64k", "aio_write -P 0x99 13M 64k", "aio_read -P 0x11 0 64k"),
     ],
   },
