@@ -1,7 +1,7 @@
 /**
  * qemu-io's command interpreter (qemu-io-cmds.c, QEMU 7.2) for the commands refcow implements: read, readv,
  * write, writev, aio_read, aio_write, aio_flush, discard, flush, alloc, map, truncate, length, info, sleep,
- * help, quit. Same syntax, same validation order, same messages on the same streams (per-command results
+ * sigraise, abort, help, quit. Same syntax, same validation order, same messages on the same streams (per-command results
  * and failures on stdout, "command not found" / argument-count errors, getopt complaints and error_report
  * messages on stderr), and the same status: a command fails with non-zero, which makes the whole run exit 1
  * — including a `read -P` pattern mismatch (qemu-io 7.2 does the same); an aio request's completion never
@@ -949,11 +949,57 @@ const sleepCmd: IoCommand = {
   },
 };
 
+/** NSIG on Linux: signal numbers above it are refused. */
+const NSIG = 65;
+
+/**
+ * sigraise and abort end the process as a crash does: nothing is flushed or closed, the worker serving the
+ * image dies with it, and the image is left as a power cut would leave it (what the next open repairs, or
+ * replays, under each scheme). Output already written stays written (stdout and stderr are synchronous on
+ * Linux for files and pipes).
+ */
+const sigraiseCmd: IoCommand = {
+  name: "sigraise",
+  args: "signal",
+  oneline: "raises a signal",
+  argmin: 1,
+  argmax: 1,
+  help:
+    "\n raises the given signal\n\n Example:\n 'sigraise 15' - raises SIGTERM\n\n" +
+    ' Invokes raise(signal), where "signal" is the mandatory integer argument\n given to sigraise.\n\n',
+  async run(ctx, argv) {
+    const sig = num(ctx, argv[1]!);
+    if (sig === undefined) return EINVAL;
+    if (sig > NSIG) {
+      ctx.io.out(`signal argument '${argv[1]}' is too large to be a valid signal\n`);
+      return EINVAL;
+    }
+    try {
+      process.kill(process.pid, sig);
+    } catch {
+      // raise() of a number that is no signal fails and qemu-io ignores it.
+    }
+    // A signal whose default action ends the process is delivered at the next turn of the event loop.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    return 0;
+  },
+};
+
+const abortCmd: IoCommand = {
+  name: "abort",
+  oneline: "simulate a program crash using abort(3)",
+  argmin: 0,
+  argmax: 0,
+  async run() {
+    process.abort();
+  },
+};
+
 /**
  * qemu-io 7.2's commands that refcow does not have: the block layer's debugging hooks (blkdebug
- * breakpoints), opening and reopening other images inside a session, and crashing on purpose.
+ * breakpoints), and opening, closing and reopening images inside a session.
  */
-export const UNSUPPORTED_COMMANDS: readonly string[] = ["abort", "break", "close", "open", "reopen", "remove_break", "resume", "sigraise", "wait_break"];
+export const UNSUPPORTED_COMMANDS: readonly string[] = ["break", "close", "open", "reopen", "remove_break", "resume", "wait_break"];
 
 const quitCmd: IoCommand = {
   name: "quit",
@@ -1008,6 +1054,8 @@ export const COMMANDS: readonly IoCommand[] = [
   lengthCmd,
   infoCmd,
   sleepCmd,
+  sigraiseCmd,
+  abortCmd,
   helpCmd,
   quitCmd,
 ];

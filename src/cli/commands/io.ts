@@ -104,9 +104,31 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
   };
 }
 
+/**
+ * Opens the image read-only in this thread. An image a crashed process left needing recovery that only a
+ * writable open does (a refcow journal to replay) is opened writable once here, under the scheme asked
+ * for, as the worker would have opened it, and closed cleanly; then probed.
+ */
+function probeForServing(path: string, opts: IoOpenOptions): ReturnType<typeof openImage> {
+  const open = (readOnly: boolean) => openImage({ path, format: opts.format, readOnly, cache: opts.cache, scheme: readOnly ? undefined : opts.scheme, alloc: opts.alloc });
+  try {
+    return open(true);
+  } catch (e) {
+    if (opts.readOnly) throw e;
+    let recovered;
+    try {
+      recovered = open(false);
+    } catch {
+      throw e;
+    }
+    recovered.disk.close();
+    return open(true);
+  }
+}
+
 async function openServedForIo(path: string, opts: IoOpenOptions): Promise<OpenedIoTarget> {
   // Probe in this thread first (read-only): the same open errors and warning as in-process, and `info`.
-  const probe = openImage({ path, format: opts.format, readOnly: true, cache: opts.cache });
+  const probe = probeForServing(path, opts);
   const warning = probedRawWarning(probe, opts.readOnly);
   const description = diskTarget(probe.disk, true).describe();
   const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.l2.extended;
