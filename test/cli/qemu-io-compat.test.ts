@@ -123,6 +123,8 @@ const SCRIPTS: Script[] = [
       "length",
       "info",
       "map",
+      "truncate 600M",
+      "info",
       "write -P 0x77 100M 64k",
       "truncate 5M",
       "length",
