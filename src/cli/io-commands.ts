@@ -29,6 +29,9 @@ export interface IoTarget {
   allocation(offset: number, length: number): AllocationRuns | Promise<AllocationRuns>;
   /** Changes the virtual size (truncate). */
   resize(size: number): void | Promise<void>;
+  /** The active layer's VM-state area (read -b / write -b); absent where the format has none (raw). */
+  readVmState?(pos: number, length: number): Uint8Array | Promise<Uint8Array>;
+  writeVmState?(pos: number, data: Uint8Array): void | Promise<void>;
   /** Requests accepted and not yet completed (a worker-served image: queued or in the ring). */
   inFlight?(): number;
   /** For `info`: "format name", "cluster size", "vm state offset", and the format-specific block. */
@@ -40,6 +43,7 @@ type AllocationRuns = readonly { allocated: boolean; length: number }[];
 /** BDRV_REQUEST_MAX_BYTES: INT_MAX rounded down to a sector. */
 export const REQUEST_MAX_BYTES = 2147483136;
 const EIO = "Input/output error";
+const ENOTSUP = "Operation not supported";
 
 interface IoCommand {
   name: string;
@@ -250,18 +254,20 @@ const readCmd: IoCommand = {
       ctx.io.out("pattern verification range exceeds end of read data\n");
       return EINVAL;
     }
-    if (bflag) {
-      if (!sectorAligned(ctx, offset, count)) return EINVAL;
-      return unsupported(ctx, "read -b");
-    }
-    if (!inRange(ctx.target, offset, count)) {
+    if (bflag && !sectorAligned(ctx, offset, count)) return EINVAL;
+    if (!bflag && !inRange(ctx.target, offset, count)) {
       ctx.io.out(`read failed: ${EIO}\n`);
       return -5;
+    }
+    const target = ctx.target;
+    if (bflag && !target.readVmState) {
+      ctx.io.out(`read failed: ${ENOTSUP}\n`);
+      return ENOTSUP_STATUS;
     }
     let buf: Uint8Array;
     let t;
     try {
-      ({ value: buf, t } = await timed(ctx, () => ctx.target.read(offset, count)));
+      ({ value: buf, t } = await timed(ctx, () => (bflag ? target.readVmState!(offset, count) : target.read(offset, count))));
     } catch (e) {
       ctx.io.out(`read failed: ${messageOf(e)}\n`);
       return -5;
@@ -373,8 +379,8 @@ const writeCmd: IoCommand = {
       ctx.io.out("-b and -z cannot be specified at the same time\n");
       return EINVAL;
     }
-    if (fua && bflag) {
-      ctx.io.out("-f and -b are mutually exclusive\n");
+    if (fua && (bflag || cflag)) {
+      ctx.io.out("-f and -b or -c cannot be specified at the same time\n");
       return EINVAL;
     }
     if (noFallback && !zflag) {
@@ -406,17 +412,23 @@ const writeCmd: IoCommand = {
         buf = new Uint8Array(count).fill(pattern);
       }
     }
-    if (bflag) return unsupported(ctx, "write -b");
-    if (cflag) return unsupported(ctx, "write -c");
-    if (!inRange(ctx.target, offset, count)) {
+    // qemu-io's precedence: -b (VM state), then -z, then -c.
+    const target = ctx.target;
+    if (bflag && !target.writeVmState) {
+      ctx.io.out(`write failed: ${ENOTSUP}\n`);
+      return ENOTSUP_STATUS;
+    }
+    if (!bflag && !zflag && cflag) return unsupported(ctx, "write -c");
+    if (!bflag && !inRange(target, offset, count)) {
       ctx.io.out(`write failed: ${EIO}\n`);
       return -5;
     }
     let t;
     try {
       ({ t } = await timed(ctx, async () => {
-        if (zflag) await ctx.target.writeZeroes(offset, count, { unmap });
-        else await ctx.target.write(offset, buf!);
+        if (bflag) await target.writeVmState!(offset, buf!);
+        else if (zflag) await target.writeZeroes(offset, count, { unmap });
+        else await target.write(offset, buf!);
         if (fua) await ctx.target.flush();
       }));
     } catch (e) {

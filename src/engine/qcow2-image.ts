@@ -991,7 +991,8 @@ export class Qcow2Image implements VirtualDisk {
    * Changes the virtual size, as QEMU's qcow2 truncate (prealloc off) does. Growing makes the L1 table large
    * enough first, so the header never claims a size the table cannot map; when a longer backing file would
    * show through the new range, it reads as zeroes (zero clusters). Shrinking drops every cluster past the
-   * new end (its entries become unallocated) and the L2 tables past the new L1 size, then writes the size.
+   * new end (its entries become unallocated) and the L2 tables past the new L1 size with what they map (the
+   * active VM-state area), then writes the size.
    * The bytes of a last partial cluster are kept, as QEMU keeps them. Snapshots keep their own size.
    */
   resize(newSize: number): void {
@@ -1016,8 +1017,11 @@ export class Qcow2Image implements VirtualDisk {
       } else {
         for (let gc = Math.ceil(newSize / cs); gc < Math.ceil(old / cs); gc++) this.cropCluster(gc);
         for (let i = l1Entries; i < this.l1.length; i++) {
+          if (!this.l1[i]) continue;
+          // What the table maps past the old end (the active VM-state area) goes with it. QEMU 7.2 drops
+          // only the table and leaks those clusters.
+          for (let gc = Math.max(i * this.l2Entries, Math.ceil(old / cs)); gc < (i + 1) * this.l2Entries; gc++) this.cropCluster(gc);
           const table = this.l1[i]!;
-          if (!table) continue;
           this.l1[i] = 0;
           this.l1Copied[i] = false;
           this.dirtyL1.add(i);
@@ -1310,6 +1314,40 @@ export class Qcow2Image implements VirtualDisk {
     } catch (e) {
       throw this.failed(e);
     }
+  }
+
+  /**
+   * The active layer's VM-state area (past the disk, from vmStateOffset; QEMU's blk_load_vmstate): what a
+   * snapshot created with a VM state takes. `pos` is relative to the area's start.
+   */
+  readVmStateArea(buf: Uint8Array, pos: number): void {
+    this.checkUsable();
+    this.checkVmStateRange(pos, buf.length);
+    try {
+      this.readThrough(this.l1, buf, this.vmStateOffset + pos, false);
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  /** Writes the active layer's VM-state area (QEMU's blk_save_vmstate). */
+  writeVmStateArea(pos: number, data: Uint8Array): void {
+    this.checkWritable();
+    this.checkVmStateRange(pos, data.length);
+    try {
+      this.writeGuest(this.vmStateOffset + pos, data);
+      if (this.cacheMode === "writethrough") this.flushMetadata();
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  private checkVmStateRange(pos: number, length: number): void {
+    if (!Number.isSafeInteger(pos) || !Number.isSafeInteger(length) || pos < 0 || length < 0) {
+      throw new RequestError(`invalid VM-state request: offset ${pos}, length ${length}`);
+    }
+    const mappable = (MAX_L1_BYTES / 8) * this.clusterSize * this.l2Entries;
+    if (this.vmStateOffset + pos + length > mappable) throw new RequestError("VM-state request past what the L1 table can map");
   }
 
   /** Reads guest bytes as they were in a snapshot. */

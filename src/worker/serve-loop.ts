@@ -300,12 +300,14 @@ export class RingServer {
           break;
         case Op.READ:
           this.checkLength(length, share);
-          this.disk.readInto(share.subarray(0, length), offset);
+          if (flags & Flag.VMSTATE) this.need("readVmStateArea").call(this.disk, share.subarray(0, length), offset);
+          else this.disk.readInto(share.subarray(0, length), offset);
           resultLen = resultTotal = length;
           break;
         case Op.WRITE:
           this.checkLength(length, share);
-          this.disk.write(offset, share.subarray(0, length));
+          if (flags & Flag.VMSTATE) this.need("writeVmStateArea").call(this.disk, offset, share.subarray(0, length));
+          else this.disk.write(offset, share.subarray(0, length));
           break;
         case Op.WRITE_ZEROES:
           this.disk.writeZeroes(offset, length, { unmap: (flags & Flag.UNMAP) !== 0 });
@@ -465,7 +467,7 @@ export class RingServer {
     return all;
   }
 
-  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "resize" | "allocation">(
+  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(
     name: K,
   ): NonNullable<ServedDisk[K]> {
     const f = this.disk[name];

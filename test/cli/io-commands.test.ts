@@ -361,7 +361,7 @@ describe("alloc / map / truncate / sleep", () => {
 });
 
 describe("what refcow lacks", () => {
-  it.each(["break a b", "close", "open x", "reopen -r", "remove_break t", "resume t", "wait_break t", "help open", "write -c 0 4k", "write -b 0 512", "read -b 0 512"])(
+  it.each(["break a b", "close", "open x", "reopen -r", "remove_break t", "resume t", "wait_break t", "help open", "write -c 0 4k"])(
     "%s fails with one line naming it",
     async (line) => {
       const r = await session(memoryTarget(1 << 20)).run(line);
@@ -369,4 +369,16 @@ describe("what refcow lacks", () => {
       expect(r).toEqual({ rc: -95, out: "", err: `refcow: qemu-io command "${name}" is not supported by refcow\n` });
     },
   );
+});
+
+describe("read -b / write -b on a target without a VM-state area (raw)", () => {
+  it("fail as qemu-io's do on raw", async () => {
+    const s = session(memoryTarget(1 << 20));
+    expect(await s.run("read -b 0 512")).toEqual({ rc: -95, out: "read failed: Operation not supported\n", err: "" });
+    expect(await s.run("write -b 0 512")).toEqual({ rc: -95, out: "write failed: Operation not supported\n", err: "" });
+    expect(await s.run("write -b 0 1")).toEqual({ rc: -22, out: "1 is not a sector-aligned value for 'count'\n", err: "" });
+    expect(await s.run("write -f -c 0 512")).toEqual({ rc: -22, out: "-f and -b or -c cannot be specified at the same time\n", err: "" });
+    // -z comes before -c, as in qemu-io.
+    expect((await s.run("write -c -z 0 512")).rc).toBe(0);
+  });
 });

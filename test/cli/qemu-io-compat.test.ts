@@ -104,6 +104,17 @@ const SCRIPTS: Script[] = [
         "aio_write -z 0 4k 4k",
         "aio_flush",
       ),
+      "write -b -P 0x21 0 64k",
+      "write -b -P 0x22 1M 512",
+      "write -b -c 2M 512",
+      "write -b 1000G 512",
+      "read -b -P 0x21 0 64k",
+      "read -b -P 0 64k 512",
+      "read -b -v 1M 32",
+      "read -b 1000G 512",
+      "read -b 0 1",
+      "write -b -z 0 512",
+      "write -f -b 0 512",
       "read -P 0x55 6M 8k",
       "read -P 0x66 7M 64k",
       "read -P 0 9M 64k",
@@ -200,7 +211,7 @@ const SCRIPTS: Script[] = [
   {
     file: "raw.img",
     opts: ["-f", "raw"],
-    cmds: ["map", "alloc 0 8M", "readv -P 7 0 32k 32k", "writev -P 1 2M 4k", ...batch("aio_write -P 2 3M 4k", "aio_read -P 8 1M 4k", "aio_flush"), "truncate 8M", "length", "map", "truncate 2M", "info"],
+    cmds: ["map", "alloc 0 8M", "readv -P 7 0 32k 32k", "writev -P 1 2M 4k", ...batch("aio_write -P 2 3M 4k", "aio_read -P 8 1M 4k", "aio_flush"), "truncate 8M", "length", "map", "truncate 2M", "info", "read -b 0 512", "write -b 0 512"],
   },
 ];
 

@@ -1,6 +1,7 @@
 /**
  * Qcow2Image.resize (qemu-io's truncate) under every refcount scheme and allocation policy, on an image QEMU
- * made with a snapshot: shrinking drops the clusters and L2 tables past the new end (shared ones included),
+ * made with a snapshot: shrinking drops the clusters and L2 tables past the new end (shared ones included,
+ * and the active VM-state area),
  * growing makes room in the L1 table; after close, `qemu-img check` finds the image clean and QEMU reads
  * the bytes a plain byte array given the same operations holds, in the active layer and in the snapshot.
  */
@@ -49,7 +50,14 @@ describe.each(SCHEME_NAMES)("resize under %s", (scheme) => {
     };
     write(4 * KiB, 4 * KiB, 0x33); // a COW of a cluster shared with the snapshot
     write(13 * MiB, 4 * KiB, 0x44);
-    img.resize(3 * MiB + 512); // L1 entries 2..7 dropped; a partial last cluster
+    // The active VM-state area (past the disk) goes with the L2 tables a shrink drops, without a leak.
+    img.writeVmStateArea(512, new Uint8Array(64 * KiB).fill(0x77));
+    const vm = new Uint8Array(64 * KiB);
+    img.readVmStateArea(vm, 512);
+    expect(vm.every((b) => b === 0x77)).toBe(true);
+    img.resize(3 * MiB + 512);
+    img.readVmStateArea(vm, 512);
+    expect(vm.every((b) => b === 0)).toBe(true); // L1 entries 2..7 dropped; a partial last cluster
     model = resized(model, 3 * MiB + 512);
     expect(img.size).toBe(3 * MiB + 512);
     expect(() => img.read(3 * MiB + 512, 1)).toThrow(RequestError);

@@ -59,6 +59,16 @@ export function diskTarget(disk: Disk, readOnly: boolean): IoTarget {
     flush: () => disk.flush(),
     allocation: (offset, length) => disk.allocation(offset, length),
     resize: (size) => disk.resize(size),
+    ...(disk instanceof Qcow2Image
+      ? {
+          readVmState: (pos: number, length: number) => {
+            const buf = new Uint8Array(length);
+            disk.readVmStateArea(buf, pos);
+            return buf;
+          },
+          writeVmState: (pos: number, data: Uint8Array) => disk.writeVmStateArea(pos, data),
+        }
+      : {}),
     describe: () => {
       if (!(disk instanceof Qcow2Image)) return { formatName: "raw", clusterSize: 0, vmStateOffset: 0 };
       const info = disk.info();
@@ -149,6 +159,12 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
       flush: () => client.flush(),
       allocation: (offset, length) => client.allocation(offset, length),
       resize: (size) => client.resize(size),
+      ...(format === "qcow2"
+        ? {
+            readVmState: (pos: number, length: number) => client.readVmStateArea(pos, length),
+            writeVmState: (pos: number, data: Uint8Array) => client.writeVmStateArea(pos, data),
+          }
+        : {}),
       inFlight: () => client.pendingRequests,
       // The format's fields do not change in a session; the VM-state offset follows the size (truncate).
       describe: () =>
