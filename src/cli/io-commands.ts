@@ -57,17 +57,41 @@ interface IoCommand {
   write?: boolean;
   /** Submits an aio request (which starts with the next command that is not one). */
   aio?: boolean;
+  /** Runs with no image open (qemu-io's CMD_NOFILE_OK and global commands). */
+  nofile?: boolean;
   help?: string;
   run(ctx: IoContext, argv: string[]): Promise<number>;
 }
 
 export interface IoContext {
+  /** The open image (only meaningful while `closed` is not set). */
   target: IoTarget;
   io: CliIo;
   /** Set by `quit`: stop running commands. */
   quit: boolean;
   /** aio_read / aio_write requests in flight or not yet reported. */
   aio: AioRequests;
+  /** Set by `close`: no image is open until `open`. */
+  closed?: boolean;
+  /** Opening and closing the session's image (`open`, `close`); without it those commands are refused. */
+  files?: IoFiles;
+}
+
+/** What `open` asks for: its options, as the command line's. */
+export interface IoFileOptions {
+  readOnly: boolean;
+  snapshot: boolean;
+  /** -t / -n, as given. */
+  cache?: string;
+  /** -o driver=. */
+  format?: "qcow2" | "raw";
+}
+
+export interface IoFiles {
+  /** Opens an image; rejects with the reason QEMU's "can't open device" line gives. */
+  open(path: string, opts: IoFileOptions): Promise<IoTarget>;
+  /** Closes the open image. */
+  close(): Promise<void>;
 }
 
 const EINVAL = -22;
@@ -950,6 +974,7 @@ const sleepCmd: IoCommand = {
   oneline: "waits for the given value in milliseconds",
   argmin: 1,
   argmax: 1,
+  nofile: true,
   async run(ctx, argv) {
     const ms = parseWholeLong(argv[1]!);
     if (ms === undefined || ms < 0) {
@@ -957,6 +982,111 @@ const sleepCmd: IoCommand = {
       return EINVAL;
     }
     await timed(ctx, () => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+    return 0;
+  },
+};
+
+const closeCmd: IoCommand = {
+  name: "close",
+  altname: "c",
+  oneline: "close the current open file",
+  argmin: 0,
+  argmax: 0,
+  async run(ctx) {
+    if (!ctx.files) return unsupported(ctx, "close");
+    // Closing drains the requests in flight: their completions print first.
+    await ctx.aio.drain(ctx.io);
+    try {
+      await ctx.files.close();
+    } catch (e) {
+      ctx.io.err(`refcow: ${messageOf(e)}\n`);
+      return EIO_STATUS;
+    } finally {
+      ctx.closed = true;
+    }
+    return 0;
+  },
+};
+
+/** open -o: the driver option; anything else is refused with one line. */
+function openFormat(ctx: IoContext, options: string[]): { format?: "qcow2" | "raw" } | undefined {
+  let format: "qcow2" | "raw" | undefined;
+  for (const list of options) {
+    for (const item of list.split(",")) {
+      const [key, value] = item.split("=", 2) as [string, string | undefined];
+      if (key === "driver" && (value === "qcow2" || value === "raw")) format = value;
+      else {
+        unsupported(ctx, `open -o ${item}`);
+        return undefined;
+      }
+    }
+  }
+  return { format };
+}
+
+const openCmd: IoCommand = {
+  name: "open",
+  altname: "o",
+  args: "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
+  oneline: "open the file specified by path",
+  argmin: 1,
+  argmax: -1,
+  nofile: true,
+  help:
+    "\n opens a new file in the requested mode\n\n Example:\n" +
+    " 'open -n -o driver=raw /tmp/data' - opens raw data file read-write, uncached\n\n" +
+    " Opens a file for subsequent use by all of the other qemu-io commands.\n" +
+    " -r, -- open file read-only\n" +
+    " -s, -- use snapshot file\n" +
+    " -C, -- use copy-on-read\n" +
+    " -n, -- disable host cache, short for -t none\n" +
+    " -U, -- force shared permissions\n" +
+    " -k, -- use kernel AIO implementation (Linux only, prefer use of -i)\n" +
+    " -i, -- use AIO mode (threads, native or io_uring)\n" +
+    " -t, -- use the given cache mode for the image\n" +
+    " -d, -- use the given discard mode for the image\n" +
+    " -o, -- options to be given to the block driver\n\n",
+  async run(ctx, argv) {
+    if (!ctx.files) return unsupported(ctx, "open");
+    if (!ctx.closed) {
+      ctx.io.err("refcow: file open already, try 'help close'\n");
+      return EINVAL;
+    }
+    const p = getopt(ctx, this, argv, { short: "snCro:kt:d:Ui:" });
+    if (!p) return EINVAL;
+    const opts: IoFileOptions = { readOnly: false, snapshot: false };
+    const driverOptions: string[] = [];
+    for (const o of p.options) {
+      if (o.key === "r") opts.readOnly = true;
+      else if (o.key === "s") opts.snapshot = true;
+      else if (o.key === "n") opts.cache = "none";
+      else if (o.key === "t") opts.cache = o.value!;
+      else if (o.key === "o") driverOptions.push(o.value!);
+      else if (o.key === "C") return unsupported(ctx, "open -C");
+      // -k, -i (AIO mode), -U (shared permissions, read-only only), -d (discard mode): nothing to choose here.
+    }
+    const f = openFormat(ctx, driverOptions);
+    if (!f) return ENOTSUP_STATUS;
+    if (p.operands.length === 0) {
+      ctx.io.err("refcow: can't open: Must specify either driver or file\n");
+      return EINVAL;
+    }
+    if (p.operands.length !== 1) {
+      ctx.io.out(usageLine(this));
+      return EINVAL;
+    }
+    const path = p.operands[0]!;
+    if (p.options.some((o) => o.key === "U") && !opts.readOnly) {
+      ctx.io.err(`refcow: can't open device ${path}: force-share=on can only be used with read-only images\n`);
+      return EINVAL;
+    }
+    try {
+      ctx.target = await ctx.files.open(path, { ...opts, ...f });
+    } catch (e) {
+      ctx.io.err(`refcow: ${messageOf(e)}\n`);
+      return EINVAL;
+    }
+    ctx.closed = false;
     return 0;
   },
 };
@@ -976,6 +1106,7 @@ const sigraiseCmd: IoCommand = {
   oneline: "raises a signal",
   argmin: 1,
   argmax: 1,
+  nofile: true,
   help:
     "\n raises the given signal\n\n Example:\n 'sigraise 15' - raises SIGTERM\n\n" +
     ' Invokes raise(signal), where "signal" is the mandatory integer argument\n given to sigraise.\n\n',
@@ -1002,6 +1133,7 @@ const abortCmd: IoCommand = {
   oneline: "simulate a program crash using abort(3)",
   argmin: 0,
   argmax: 0,
+  nofile: true,
   async run() {
     process.abort();
   },
@@ -1009,9 +1141,9 @@ const abortCmd: IoCommand = {
 
 /**
  * qemu-io 7.2's commands that refcow does not have: the block layer's debugging hooks (blkdebug
- * breakpoints), and opening, closing and reopening images inside a session.
+ * breakpoints), and reopening the image with other options.
  */
-export const UNSUPPORTED_COMMANDS: readonly string[] = ["break", "close", "open", "reopen", "remove_break", "resume", "wait_break"];
+export const UNSUPPORTED_COMMANDS: readonly string[] = ["break", "reopen", "remove_break", "resume", "wait_break"];
 
 const quitCmd: IoCommand = {
   name: "quit",
@@ -1019,6 +1151,7 @@ const quitCmd: IoCommand = {
   oneline: "exit the program",
   argmin: 0,
   argmax: 0,
+  nofile: true,
   async run(ctx) {
     ctx.quit = true;
     return 0;
@@ -1032,6 +1165,7 @@ const helpCmd: IoCommand = {
   oneline: "help for one or all commands",
   argmin: 0,
   argmax: 1,
+  nofile: true,
   async run(ctx, argv) {
     if (argv.length === 1) {
       for (const c of [...COMMANDS].sort((a, b) => a.name.localeCompare(b.name))) ctx.io.out(usageLine(c));
@@ -1068,6 +1202,8 @@ export const COMMANDS: readonly IoCommand[] = [
   sleepCmd,
   sigraiseCmd,
   abortCmd,
+  openCmd,
+  closeCmd,
   helpCmd,
   quitCmd,
 ];
@@ -1090,6 +1226,10 @@ export async function runIoCommand(ctx: IoContext, line: string): Promise<number
   if (!cmd && UNSUPPORTED_COMMANDS.includes(argv[0]!)) return unsupported(ctx, argv[0]!);
   if (!cmd) {
     ctx.io.err(`command "${argv[0]}" not found\n`);
+    return EINVAL;
+  }
+  if (ctx.closed && !cmd.nofile) {
+    ctx.io.err("no file open, try 'help open'\n");
     return EINVAL;
   }
   const n = argv.length - 1;

@@ -361,11 +361,11 @@ describe("alloc / map / truncate / sleep", () => {
 });
 
 describe("what refcow lacks", () => {
-  it.each(["break a b", "close", "open x", "reopen -r", "remove_break t", "resume t", "wait_break t", "help open", "write -c 0 4k"])(
+  it.each(["break a b", "reopen -r", "remove_break t", "resume t", "wait_break t", "help reopen", "write -c 0 4k", "open -C x"])(
     "%s fails with one line naming it",
     async (line) => {
       const r = await session(memoryTarget(1 << 20)).run(line);
-      const name = line.startsWith("help ") ? line.slice(5) : line.split(" ").slice(0, /^(write|read) -/.test(line) ? 2 : 1).join(" ");
+      const name = line.startsWith("help ") ? line.slice(5) : line.split(" ").slice(0, /^(write|read|open) -/.test(line) ? 2 : 1).join(" ");
       expect(r).toEqual({ rc: -95, out: "", err: `refcow: qemu-io command "${name}" is not supported by refcow\n` });
     },
   );

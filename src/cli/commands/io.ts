@@ -12,7 +12,7 @@ import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
 import { qcow2SpecificHuman } from "../info-output.js";
 import { AioRequests } from "../io-aio.js";
-import { type IoContext, type IoTarget, runIoCommand } from "../io-commands.js";
+import { type IoContext, type IoFileOptions, type IoFiles, type IoTarget, runIoCommand } from "../io-commands.js";
 import { type Disk, formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
 import { OverlayFile } from "../overlay-file.js";
 import { statsTable } from "../stats-output.js";
@@ -240,21 +240,44 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
     if (o.key === "n") cache = parseCacheMode("none");
     if (o.key === "t") cache = parseCacheMode(o.value!);
   }
-  const target = await openForIo(path, {
+  const scheme = lastValue(parsed, "scheme");
+  const alloc = parseAllocPolicy(lastValue(parsed, "alloc"));
+  const inProcess = hasFlag(parsed, "in-process");
+  /** Opens `file` as the command line or an `open` command asks; the error is QEMU's "can't open device". */
+  const openSession = (file: string, o: { format?: "qcow2" | "raw"; readOnly: boolean; snapshot: boolean; cache: CacheMode }) =>
+    openForIo(file, { format: o.format, readOnly: o.readOnly, cache: o.cache, scheme, alloc, snapshot: o.snapshot, inProcess }).catch((e: unknown) => {
+      throw new CliError(`can't open device ${file}: ${(e as Error).message.replace(`Could not open '${file}': `, "")}`);
+    });
+  let current: OpenedIoTarget | undefined = await openSession(path, {
     format: formatForOpen(lastValue(parsed, "f"), path),
     readOnly: hasFlag(parsed, "r"),
     cache,
-    scheme: lastValue(parsed, "scheme"),
-    alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
     snapshot: hasFlag(parsed, "s"),
-    inProcess: hasFlag(parsed, "in-process"),
-  }).catch((e: unknown) => {
-    throw new CliError(`can't open device ${path}: ${(e as Error).message.replace(`Could not open '${path}': `, "")}`);
   });
-  if (target.warning) io.err(target.warning);
+  if (current.warning) io.err(current.warning);
+  // The last image opened, for --stats after close.
+  let last = current;
+  const files: IoFiles = {
+    async open(file, o: IoFileOptions) {
+      const opened = await openSession(file, {
+        readOnly: o.readOnly,
+        snapshot: o.snapshot,
+        format: o.format ?? formatForOpen(undefined, file),
+        cache: o.cache ? parseCacheMode(o.cache) : "writethrough",
+      });
+      if (opened.warning) io.err(opened.warning);
+      current = last = opened;
+      return opened.target;
+    },
+    async close() {
+      const t = current;
+      current = undefined;
+      await t?.close();
+    },
+  };
 
-  const status = await closing(target, path, async () => {
-    const ctx: IoContext = { target: target.target, io, quit: false, aio: new AioRequests() };
+  const status = await closing({ close: () => current?.close() }, path, async () => {
+    const ctx: IoContext = { target: current!.target, io, quit: false, aio: new AioRequests(), files };
     let failed = false;
     const commands = allValues(parsed, "c");
     if (commands.length > 0) {
@@ -278,7 +301,7 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
   });
   // After close, so that the metadata written back and flushed at close is counted too.
   if (hasFlag(parsed, "stats")) {
-    if (target.stats) io.out(statsTable(target.stats()));
+    if (last.stats) io.out(statsTable(last.stats()));
     else io.err("refcow: --stats: no cost accounting for this image format\n");
   }
   return status;
