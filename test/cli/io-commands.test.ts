@@ -361,11 +361,11 @@ describe("alloc / map / truncate / sleep", () => {
 });
 
 describe("what refcow lacks", () => {
-  it.each(["break a b", "reopen -r", "remove_break t", "resume t", "wait_break t", "help reopen", "write -c 0 4k", "open -C x"])(
+  it.each(["break a b", "reopen -r", "remove_break t", "resume t", "wait_break t", "help reopen", "write -c 0 4k"])(
     "%s fails with one line naming it",
     async (line) => {
       const r = await session(memoryTarget(1 << 20)).run(line);
-      const name = line.startsWith("help ") ? line.slice(5) : line.split(" ").slice(0, /^(write|read|open) -/.test(line) ? 2 : 1).join(" ");
+      const name = line.startsWith("help ") ? line.slice(5) : line.split(" ").slice(0, /^(write|read) -/.test(line) ? 2 : 1).join(" ");
       expect(r).toEqual({ rc: -95, out: "", err: `refcow: qemu-io command "${name}" is not supported by refcow\n` });
     },
   );
@@ -380,5 +380,30 @@ describe("read -b / write -b on a target without a VM-state area (raw)", () => {
     expect(await s.run("write -f -c 0 512")).toEqual({ rc: -22, out: "-f and -b or -c cannot be specified at the same time\n", err: "" });
     // -z comes before -c, as in qemu-io.
     expect((await s.run("write -c -z 0 512")).rc).toBe(0);
+  });
+});
+
+describe("open / close", () => {
+  it("what open refuses, and commands without an image", async () => {
+    const t = memoryTarget(1 << 20);
+    const s = session(t);
+    const opened: string[] = [];
+    s.ctx.files = {
+      open: async (p) => {
+        opened.push(p);
+        return memoryTarget(2 << 20);
+      },
+      close: async () => {},
+    };
+    expect(await s.run("open x")).toEqual({ rc: -22, out: "", err: "refcow: file open already, try 'help close'\n" });
+    expect(await s.run("close")).toEqual({ rc: 0, out: "", err: "" });
+    expect(await s.run("length")).toEqual({ rc: -22, out: "", err: "no file open, try 'help open'\n" });
+    expect(await s.run("open -C x")).toEqual({ rc: -95, out: "", err: 'refcow: qemu-io command "open -C" is not supported by refcow\n' });
+    expect(await s.run("open -o driver=qcow2,foo=bar x")).toEqual({ rc: -95, out: "", err: 'refcow: qemu-io command "open -o foo=bar" is not supported by refcow\n' });
+    expect(await s.run("open -U x")).toMatchObject({ rc: -22, err: "refcow: can't open device x: force-share=on can only be used with read-only images\n" });
+    expect(opened).toEqual([]);
+    expect(await s.run("open -r -o driver=raw y")).toEqual({ rc: 0, out: "", err: "" });
+    expect(opened).toEqual(["y"]);
+    expect(await s.run("length")).toEqual({ rc: 0, out: "2 MiB\n", err: "" });
   });
 });
