@@ -27,6 +27,13 @@ export class OverlayFile implements BlockFile {
     this.view.write(data, offset);
   }
 
+  /** Zeroes in memory, like every change of the view. */
+  readonly zeroesWithoutWriting = true;
+
+  zeroRange(offset: number, length: number, _purpose?: IoPurpose): void {
+    this.view.zeroRange(offset, length);
+  }
+
   /** Nothing here is durable: the view goes with the process. */
   flush(_purpose?: IoPurpose): void {}
 

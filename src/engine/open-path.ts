@@ -7,9 +7,9 @@ import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
 import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
+import { type AllocationRun, allocationRuns, fileStatus } from "./map.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
-import { type AllocationRun, allocationRuns } from "./map.js";
 import type { MapExtent, OpenOptions, VirtualDisk } from "./types.js";
 
 export type ImageFormat = "qcow2" | "raw";
@@ -53,17 +53,18 @@ export class RawDisk implements VirtualDisk {
     this.file.write(data, offset, "guest-data");
   }
 
-  writeZeroes(offset: number, length: number): void {
+  /**
+   * As QEMU's raw driver: fallocate where the file can (ZERO_RANGE; PUNCH_HOLE first with `unmap`), zeroes
+   * written elsewhere.
+   */
+  writeZeroes(offset: number, length: number, opts: { unmap?: boolean } = {}): void {
     this.checkRange(offset, length);
-    const chunk = new Uint8Array(Math.min(length, 1 << 20));
-    for (let done = 0; done < length; done += chunk.length) {
-      const n = Math.min(chunk.length, length - done);
-      this.file.write(chunk.subarray(0, n), offset + done, "guest-data");
-    }
+    this.file.zeroRange(offset, length, "guest-data", opts.unmap);
   }
 
+  /** A hole where the file system can make one (QEMU punches one); the range reads as zeroes either way. */
   discard(offset: number, length: number): void {
-    this.writeZeroes(offset, length);
+    this.writeZeroes(offset, length, { unmap: true });
   }
 
   flush(): void {
@@ -82,17 +83,27 @@ export class RawDisk implements VirtualDisk {
     this.size = newSize;
   }
 
+  /** As QEMU's raw driver on a file: a hole of the file reads as zero and holds no data. */
   blockStatus(offset: number, length: number, depth: number) {
-    return { status: { depth, present: true, zero: false, data: true, compressed: false, offset }, length };
+    const under = fileStatus(this.file, offset, length);
+    return { status: { depth, present: true, zero: under.zero, data: !under.zero, compressed: false, offset }, length: under.length };
   }
 
-  /** A raw file is allocated throughout (refcow does not ask the file system for holes). */
+  /** A raw file is allocated throughout, holes included (as file-posix reports them to bdrv_is_allocated). */
   allocation(offset: number, length: number): AllocationRun[] {
     return allocationRuns(this, offset, length);
   }
 
   map(): MapExtent[] {
-    return this.size ? [{ start: 0, length: this.size, depth: 0, present: true, zero: false, data: true, compressed: false, offset: 0 }] : [];
+    const out: MapExtent[] = [];
+    for (let pos = 0; pos < this.size; ) {
+      const { status, length } = this.blockStatus(pos, this.size - pos, 0);
+      const prev = out[out.length - 1];
+      if (prev && prev.zero === status.zero) prev.length += length;
+      else out.push({ start: pos, length, ...status });
+      pos += length;
+    }
+    return out;
   }
 
   private checkRange(offset: number, length: number): void {
