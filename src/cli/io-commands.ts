@@ -92,6 +92,10 @@ export interface IoFiles {
   open(path: string, opts: IoFileOptions): Promise<IoTarget>;
   /** Closes the open image. */
   close(): Promise<void>;
+  /** Closes and opens the image again with other options (reopen); rejects with the line to print. */
+  reopen(opts: { readOnly?: boolean; cache?: string }): Promise<IoTarget>;
+  /** Whether an image is open (a failed reopen that could not restore the old one leaves none). */
+  isOpen(): boolean;
 }
 
 const EINVAL = -22;
@@ -1091,6 +1095,61 @@ const openCmd: IoCommand = {
   },
 };
 
+const reopenCmd: IoCommand = {
+  name: "reopen",
+  args: "[(-r|-w)] [-c cache] [-o options]",
+  oneline: "reopens an image with new options",
+  argmin: 0,
+  argmax: -1,
+  help:
+    "\n Changes the open options of an already opened image\n\n Example:\n" +
+    " 'reopen -o lazy-refcounts=on' - activates lazy refcount writeback on a qcow2 image\n\n" +
+    " -r, -- Reopen the image read-only\n" +
+    " -w, -- Reopen the image read-write\n" +
+    " -c, -- Change the cache mode to the given value\n" +
+    " -o, -- Changes block driver options (cf. 'open' command)\n\n",
+  async run(ctx, argv) {
+    if (!ctx.files) return unsupported(ctx, "reopen");
+    const p = getopt(ctx, this, argv, { short: "c:o:rw" });
+    if (!p) return EINVAL;
+    const opts: { readOnly?: boolean; cache?: string } = {};
+    for (const o of p.options) {
+      if (o.key === "c") {
+        if (!CACHE_MODES.has(o.value!)) {
+          ctx.io.err(`refcow: Invalid cache option: ${o.value}\n`);
+          return EINVAL;
+        }
+        opts.cache = o.value!;
+      } else if (o.key === "o") {
+        return unsupported(ctx, `reopen -o ${o.value}`);
+      } else {
+        if (opts.readOnly !== undefined) {
+          ctx.io.err("refcow: Only one -r/-w option may be given\n");
+          return EINVAL;
+        }
+        opts.readOnly = o.key === "r";
+      }
+    }
+    if (p.operands.length) {
+      ctx.io.out(usageLine(this));
+      return EINVAL;
+    }
+    // A reopen drains the requests in flight.
+    await ctx.aio.drain(ctx.io);
+    try {
+      ctx.target = await ctx.files.reopen(opts);
+    } catch (e) {
+      ctx.io.err(`refcow: ${messageOf(e)}\n`);
+      if (!ctx.files.isOpen()) ctx.closed = true;
+      return EINVAL;
+    }
+    return 0;
+  },
+};
+
+/** bdrv_parse_cache_mode's names. */
+const CACHE_MODES = new Set(["none", "off", "writeback", "writethrough", "directsync", "unsafe"]);
+
 /** NSIG on Linux: signal numbers above it are refused. */
 const NSIG = 65;
 
@@ -1141,9 +1200,9 @@ const abortCmd: IoCommand = {
 
 /**
  * qemu-io 7.2's commands that refcow does not have: the block layer's debugging hooks (blkdebug
- * breakpoints), and reopening the image with other options.
+ * breakpoints).
  */
-export const UNSUPPORTED_COMMANDS: readonly string[] = ["break", "reopen", "remove_break", "resume", "wait_break"];
+export const UNSUPPORTED_COMMANDS: readonly string[] = ["break", "remove_break", "resume", "wait_break"];
 
 const quitCmd: IoCommand = {
   name: "quit",
@@ -1204,6 +1263,7 @@ export const COMMANDS: readonly IoCommand[] = [
   abortCmd,
   openCmd,
   closeCmd,
+  reopenCmd,
   helpCmd,
   quitCmd,
 ];

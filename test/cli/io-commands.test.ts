@@ -361,7 +361,7 @@ describe("alloc / map / truncate / sleep", () => {
 });
 
 describe("what refcow lacks", () => {
-  it.each(["break a b", "reopen -r", "remove_break t", "resume t", "wait_break t", "help reopen", "write -c 0 4k"])(
+  it.each(["break a b", "remove_break t", "resume t", "wait_break t", "help resume", "write -c 0 4k"])(
     "%s fails with one line naming it",
     async (line) => {
       const r = await session(memoryTarget(1 << 20)).run(line);
@@ -394,6 +394,8 @@ describe("open / close", () => {
         return memoryTarget(2 << 20);
       },
       close: async () => {},
+      reopen: async () => memoryTarget(2 << 20),
+      isOpen: () => true,
     };
     expect(await s.run("open x")).toEqual({ rc: -22, out: "", err: "refcow: file open already, try 'help close'\n" });
     expect(await s.run("close")).toEqual({ rc: 0, out: "", err: "" });

@@ -257,18 +257,41 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
   if (current.warning) io.err(current.warning);
   // The last image opened, for --stats after close.
   let last = current;
+  // What the open image was opened as, for reopen.
+  let session = { path, readOnly: hasFlag(parsed, "r"), snapshot: hasFlag(parsed, "s"), cache, format: formatForOpen(lastValue(parsed, "f"), path) };
   const files: IoFiles = {
     async open(file, o: IoFileOptions) {
-      const opened = await openSession(file, {
+      const next = {
+        path: file,
         readOnly: o.readOnly,
         snapshot: o.snapshot,
         format: o.format ?? formatForOpen(undefined, file),
-        cache: o.cache ? parseCacheMode(o.cache) : "writethrough",
-      });
+        cache: o.cache ? parseCacheMode(o.cache) : ("writethrough" as CacheMode),
+      };
+      const opened = await openSession(file, next);
       if (opened.warning) io.err(opened.warning);
       current = last = opened;
+      session = next;
       return opened.target;
     },
+    async reopen(o) {
+      // -s keeps its writes in this session's memory: closing would drop them.
+      if (session.snapshot) throw new CliError('qemu-io command "reopen" is not supported by refcow on an image opened with -s');
+      const next = { ...session, readOnly: o.readOnly ?? session.readOnly, cache: o.cache ? parseCacheMode(o.cache) : session.cache };
+      await files.close();
+      let opened: OpenedIoTarget;
+      try {
+        opened = await openSession(next.path, next);
+      } catch (e) {
+        // Back as it was, where it can be.
+        current = last = await openSession(session.path, session);
+        throw e;
+      }
+      current = last = opened;
+      session = next;
+      return opened.target;
+    },
+    isOpen: () => current !== undefined,
     async close() {
       const t = current;
       current = undefined;
