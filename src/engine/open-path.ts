@@ -117,17 +117,29 @@ export type OpenedImage = Qcow2Image | RawDisk;
 
 const MAX_CHAIN = 64;
 
+export interface PathOpenOptions extends OpenOptions {
+  format?: ImageFormat;
+  /**
+   * Wraps the top image's file before the engine opens it: the file itself is then opened read-only and
+   * the engine opens the wrapper read-write (a private copy-on-write view, see io/overlay-file.ts).
+   */
+  wrapFile?: (file: BlockFile) => BlockFile;
+}
+
 /** Opens an image file (qcow2 or raw, probed unless given), with its backing chain opened read-only. */
-export function openImagePath(file: string, opts: OpenOptions & { format?: ImageFormat } = {}, depth = 0): OpenedImage {
+export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 0): OpenedImage {
   if (depth > MAX_CHAIN) throw new ImageFormatError(`backing chain deeper than ${MAX_CHAIN} images (loop?)`);
   if (!fs.existsSync(file)) throw new RequestError(`Could not open '${file}': No such file or directory`);
   const format = opts.format ?? probeFormat(file);
-  const bf = NodeFile.open(file, { readOnly: opts.readOnly });
+  const nodeFile = NodeFile.open(file, { readOnly: opts.readOnly || opts.wrapFile !== undefined });
+  const bf = opts.wrapFile ? opts.wrapFile(nodeFile) : nodeFile;
   try {
     if (format === "raw") return new RawDisk(bf);
     const dir = path.dirname(file);
+    const { wrapFile, format: _format, ...engineOpts } = opts;
     return Qcow2Image.open(bf, {
-      ...opts,
+      ...engineOpts,
+      readOnly: wrapFile ? false : opts.readOnly,
       openBacking:
         opts.openBacking ??
         ((name, fmt) => {

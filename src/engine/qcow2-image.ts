@@ -27,6 +27,7 @@ import {
   STANDARD_FEATURE_NAMES,
 } from "../format/features.js";
 import {
+  EXT_REFCOW_OWNER_LEGACY,
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
   MAX_SNAPSHOT_TABLE_BYTES,
@@ -108,8 +109,6 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal Random numbers for the scheme (OpenOptions.random). */
   readonly random: () => number;
   /** @internal */ snapshots: SnapshotEntry[];
-  /** Autoclear bits as they were at open (the engine clears them on a writable open). @internal */
-  openedAutoclear = 0n;
   private closed = false;
   /**
    * @internal An open for check only: invalid entries of the active L1 table (they read as empty) and of the
@@ -348,10 +347,14 @@ export class Qcow2Image implements VirtualDisk {
     }
     if (!this.readOnly) {
       let rewrite = false;
-      this.openedAutoclear = h.autoclearFeatures;
       if (h.autoclearFeatures & ~AUTOCLEAR_KNOWN) {
         // A writer that does not maintain what an autoclear bit promises must clear it (QEMU does the same).
         h.autoclearFeatures &= AUTOCLEAR_KNOWN;
+        rewrite = true;
+      }
+      if (h.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)) {
+        // An earlier owner scheme's table, vouched for by the autoclear bit just cleared: dead from now on.
+        h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_OWNER_LEGACY);
         rewrite = true;
       }
       if (rewrite) {

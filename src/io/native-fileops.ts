@@ -1,6 +1,6 @@
 /**
  * The native file operations of native/fileops.c (fallocate, SEEK_DATA, SEEK_HOLE), loaded when `npm install`
- * built them (build/Release/refcow_fileops.node). Where the addon is absent, or REFCOW_NATIVE=0 is set, the
+ * built them (native/build/Release/refcow_fileops.node). Where the addon is absent, or REFCOW_NATIVE=0 is set, the
  * loader returns null and NodeFile falls back to plain writes of zeroes and reports no holes.
  *
  * The addon returns -errno instead of throwing; the helpers here turn that into a result or an error code.
@@ -50,8 +50,8 @@ export function nativeFileOps(): NativeFileOps | null {
   if (process.env.REFCOW_NATIVE === "0") return loaded;
   let addon: Addon;
   try {
-    // From src/io/ and dist/io/ alike: the repository's build/ folder.
-    addon = createRequire(import.meta.url)("../../build/Release/refcow_fileops.node") as Addon;
+    // From src/io/ and dist/io/ alike: the repository's native/build/ folder.
+    addon = createRequire(import.meta.url)("../../native/build/Release/refcow_fileops.node") as Addon;
   } catch {
     return loaded;
   }

@@ -30,6 +30,15 @@ import {
   Status,
 } from "./ring.js";
 
+/** One extent of DiskClient.blockStatus. */
+export interface BlockExtent {
+  length: number;
+  /** Reads as zeroes. */
+  zero: boolean;
+  /** Holds data (allocated, not a zero cluster), in this image or its backing chain. */
+  data: boolean;
+}
+
 /** When a request went through each stage, in ms on this thread's `performance.now()` scale. */
 export interface RequestTiming {
   /** The caller called the method. */
@@ -257,6 +266,15 @@ export class DiskClient {
   async allocation(offset: number, length: number): Promise<{ allocated: boolean; length: number }[]> {
     return (await this.jsonT(Op.ALLOCATION, { offset, length }, true)).value as { allocated: boolean; length: number }[];
   }
+  /**
+   * Allocation status from `offset`: merged extents (whether each reads as zeroes, whether it holds data)
+   * covering at most `length` bytes and at most `maxExtents` extents; at least one unless `length` is 0.
+   */
+  async blockStatus(offset: number, length: number, maxExtents = 1024): Promise<BlockExtent[]> {
+    const raw = (await this.jsonT(Op.BLOCK_STATUS, { offset, length, maxExtents }, true)).value as [number, number, number][];
+    return raw.map(([n, zero, data]) => ({ length: n, zero: zero === 1, data: data === 1 }));
+  }
+
   /** The engine's cost records (`stats()`), or null when the engine has none. */
   async stats(): Promise<unknown> {
     return (await this.jsonT(Op.STATS, undefined, true)).value;

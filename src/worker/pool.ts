@@ -30,6 +30,8 @@ export interface ServedImageOptions {
   readOnly?: boolean;
   /** Image format; probed when absent. */
   format?: "qcow2" | "raw";
+  /** Serve this internal snapshot (id), read from a private in-memory view of the image (see ServeTask). */
+  snapshotId?: string;
   /** Ring geometry (slots, data share per slot). */
   ring?: RingOptions;
   /** Client-side spinning and waiting. */
@@ -96,6 +98,7 @@ export class ImagePool {
         cache: opts.cache,
         readOnly,
         format: opts.format,
+        snapshotId: opts.snapshotId,
         spinUs: opts.serverSpinUs,
         adaptiveSpin: opts.serverAdaptiveSpin,
       };

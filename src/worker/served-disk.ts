@@ -31,6 +31,11 @@ export interface ServedDisk {
   resize?(size: number): void;
   /** Which parts of [offset, offset + length) the image allocates itself, as merged runs up to the disk's end. */
   allocation?(offset: number, length: number): { allocated: boolean; length: number }[];
+  /**
+   * Status of the range at `offset` (at most `length` bytes, possibly fewer): whether it reads as zeroes and
+   * whether it holds data, looking down the backing chain (qemu-img map's zero and data).
+   */
+  blockStatus?(offset: number, length: number, depth: number): { status: { zero: boolean; data: boolean }; length: number };
   /** Per-request cost records (optional; the engine may expose it later). Must be JSON-serialisable. */
   stats?(): unknown;
 }

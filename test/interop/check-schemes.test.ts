@@ -162,17 +162,11 @@ function recoveredForQemu(file: string): void {
 }
 
 /**
- * QEMU's `qemu-img check -r` on an image with an autoclear bit it does not know (owner's table bit) and
- * internal snapshots loses the snapshot table: an open for check does not read it, and clearing the bit
- * rewrites the header with no snapshots. Any other writable open clears the bit and keeps them, as refcow's
- * check does: the oracle gets the bit cleared first.
+ * No scheme leaves an autoclear bit, clean or crashed: `qemu-img check -r` drops every internal snapshot of
+ * an image with one QEMU does not know (an open for check does not read the snapshot table, and clearing the
+ * bit rewrites the header with none), so the oracle and refcow must get the same bytes.
  */
-function clearAutoclear(file: string): void {
-  const b = fs.readFileSync(file);
-  if (b.readBigUInt64BE(88) === 0n) return;
-  b.writeBigUInt64BE(0n, 88);
-  fs.writeFileSync(file, b);
-}
+const autoclear = (b: Buffer) => b.readBigUInt64BE(88);
 
 /** The exit codes and states of every cell, printed at the end (the table of the issue's closing note). */
 const table: string[][] = [];
@@ -232,7 +226,7 @@ describe("check under every refcount scheme, against qemu-img check", () => {
           for (const f of [r, q, r2, r3]) fs.writeFileSync(f, bytes);
           if (journal) recoveredForQemu(q);
           const opt = modeArgs(mode);
-          if (opt.length) clearAutoclear(q);
+          expect(autoclear(bytes), "autoclear features of the input").toBe(0n);
           const qs = qemuCheck(q, opt).status;
           const rs = await refcow(["check", ...opt, "--scheme", scheme, r]);
           const rb = fs.readFileSync(r);

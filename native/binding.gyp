@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "refcow_fileops",
-      "sources": ["native/fileops.c"],
+      "sources": ["fileops.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]
