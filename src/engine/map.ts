@@ -143,3 +143,31 @@ export function mapImage(img: Qcow2Image): MapExtent[] {
   }
   return out;
 }
+
+/** A run of the virtual disk that is, or is not, allocated in the top layer itself. */
+export interface AllocationRun {
+  allocated: boolean;
+  length: number;
+}
+
+/**
+ * Whether each byte of [offset, offset + length) is allocated in this layer — data, a zero cluster or
+ * subcluster, compressed data — rather than left to the backing file or unallocated (QEMU's
+ * bdrv_is_allocated, as qemu-io's `alloc` and `map` use it). Adjacent runs of the same kind are merged; the
+ * runs stop at the end of the disk, so they cover less than `length` when the range passes it.
+ */
+export function allocationRuns(src: BlockStatusSource, offset: number, length: number): AllocationRun[] {
+  const out: AllocationRun[] = [];
+  const end = Math.min(offset + length, src.size);
+  let pos = offset;
+  while (pos < end) {
+    const { status, length: n } = src.blockStatus(pos, end - pos, 0);
+    if (n <= 0) break;
+    const allocated = status.present && status.depth === 0;
+    const prev = out[out.length - 1];
+    if (prev && prev.allocated === allocated) prev.length += n;
+    else out.push({ allocated, length: n });
+    pos += n;
+  }
+  return out;
+}

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
 import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
-import { fileStatus } from "./map.js";
+import { type AllocationRun, allocationRuns, fileStatus } from "./map.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
 import type { CacheMode, MapExtent, OpenOptions, VirtualDisk } from "./types.js";
@@ -28,7 +28,8 @@ export function probeFormat(file: string): ImageFormat {
 
 /** A raw disk image: guest offset = file offset; the cache mode decides when writes are flushed, as for qcow2. */
 export class RawDisk implements VirtualDisk {
-  readonly size: number;
+  /** Virtual disk size: the file's (changed only by resize). */
+  size: number;
   readonly readOnly: boolean;
 
   constructor(
@@ -79,10 +80,23 @@ export class RawDisk implements VirtualDisk {
     this.file.close();
   }
 
+  /** Changes the disk size: the file is truncated or extended (with zeroes). */
+  resize(newSize: number): void {
+    if (this.readOnly) throw new RequestError("image is opened read-only");
+    if (!Number.isSafeInteger(newSize) || newSize < 0) throw new RequestError(`invalid size ${newSize}`);
+    this.file.truncate(newSize);
+    this.size = newSize;
+  }
+
   /** As QEMU's raw driver on a file: a hole of the file reads as zero and holds no data. */
   blockStatus(offset: number, length: number, depth: number) {
     const under = fileStatus(this.file, offset, length);
     return { status: { depth, present: true, zero: under.zero, data: !under.zero, compressed: false, offset }, length: under.length };
+  }
+
+  /** A raw file is allocated throughout, holes included (as file-posix reports them to bdrv_is_allocated). */
+  allocation(offset: number, length: number): AllocationRun[] {
+    return allocationRuns(this, offset, length);
   }
 
   map(): MapExtent[] {

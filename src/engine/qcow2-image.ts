@@ -61,7 +61,7 @@ import type {
 } from "./types.js";
 import * as snapshots from "./snapshots.js";
 import { checkImage } from "./check.js";
-import { detectMetadataPreallocation, mapImage, qcow2BlockStatus } from "./map.js";
+import { type AllocationRun, allocationRuns, detectMetadataPreallocation, mapImage, qcow2BlockStatus } from "./map.js";
 
 const L2_SLICE_BYTES = 4096;
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -91,7 +91,8 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal */ readonly l2: L2Codec;
   /** @internal */ readonly sliceBytes: number;
   /** @internal */ readonly sliceEntries: number;
-  readonly size: number;
+  /** Virtual disk size in bytes (changed only by resize). */
+  size: number;
   readonly readOnly: boolean;
   readonly cacheMode: CacheMode;
   /** @internal */ backing: VirtualDisk | null = null;
@@ -869,13 +870,16 @@ export class Qcow2Image implements VirtualDisk {
     }
   }
 
-  /** Grows (or creates) the active L1 table to at least `entries` entries, moving it to new clusters. */
-  resizeL1(entries: number): void {
+  /**
+   * Grows (or creates) the active L1 table to at least `entries` entries, moving it to new clusters. `exact`:
+   * exactly that many (a resize, as QEMU's truncate), else 50% more when an existing table grows.
+   */
+  resizeL1(entries: number, exact = false): void {
     if (entries <= this.l1.length) return;
     if (entries * 8 > MAX_L1_BYTES) throw new RequestError(`L1 table would exceed ${MAX_L1_BYTES} bytes`);
     const cs = this.clusterSize;
     // Grow by 50% like QEMU when growing an existing table (not at creation).
-    const target = this.l1.length ? Math.min(Math.max(entries, Math.ceil(this.l1.length * 1.5)), MAX_L1_BYTES / 8) : entries;
+    const target = this.l1.length && !exact ? Math.min(Math.max(entries, Math.ceil(this.l1.length * 1.5)), MAX_L1_BYTES / 8) : entries;
     const bytes = target * 8;
     const clusters = Math.ceil(bytes / cs);
     // Everything the new table points to must be on disk first.
@@ -1006,6 +1010,74 @@ export class Qcow2Image implements VirtualDisk {
     const v = viewOf(buf);
     this.l2.encodeStandard(v, m.index, 0, { zero: zeroFlag && !this.l2.extended });
     if (this.l2.extended) this.l2.setBitmap(v, m.index, 0, zeroFlag ? 0xffffffff : 0);
+    this.l2Cache.markDirty(m.slice);
+    this.releaseEntry(e);
+  }
+
+  // -------------------------------------------------------------------------------------------------- resize
+
+  /**
+   * Changes the virtual size, as QEMU's qcow2 truncate (prealloc off) does. Growing makes the L1 table large
+   * enough first, so the header never claims a size the table cannot map; when a longer backing file would
+   * show through the new range, it reads as zeroes (zero clusters). Shrinking drops every cluster past the
+   * new end (its entries become unallocated) and the L2 tables past the new L1 size with what they map (the
+   * active VM-state area), then writes the size.
+   * The bytes of a last partial cluster are kept, as QEMU keeps them. Snapshots keep their own size.
+   */
+  resize(newSize: number): void {
+    this.checkWritable();
+    if (!Number.isSafeInteger(newSize) || newSize < 0) throw new RequestError(`invalid size ${newSize}`);
+    if (newSize % 512) throw new RequestError("The new size must be a multiple of 512");
+    if (this.header.version < 3 && this.snapshots.length) throw new RequestError("Can't resize a v2 image which has snapshots");
+    const old = this.size;
+    if (newSize === old) return;
+    const cs = this.clusterSize;
+    const l1Entries = Math.ceil(newSize / (cs * this.l2Entries));
+    // QEMU's message (qcow2_grow_l1_table's EFBIG) for a size the largest L1 table cannot map.
+    if (l1Entries * 8 > MAX_L1_BYTES) throw new RequestError("Failed to grow the L1 table: File too large");
+    try {
+      if (newSize > old) {
+        this.resizeL1(l1Entries, true);
+        this.header.size = newSize;
+        this.size = newSize;
+        this.writeHeader();
+        const b = this.backing;
+        if (b && b.size > old) this.zeroRange(old, newSize - old, false);
+      } else {
+        for (let gc = Math.ceil(newSize / cs); gc < Math.ceil(old / cs); gc++) this.cropCluster(gc);
+        for (let i = l1Entries; i < this.l1.length; i++) {
+          if (!this.l1[i]) continue;
+          // What the table maps past the old end (the active VM-state area) goes with it. QEMU 7.2 drops
+          // only the table and leaks those clusters.
+          for (let gc = Math.max(i * this.l2Entries, Math.ceil(old / cs)); gc < (i + 1) * this.l2Entries; gc++) this.cropCluster(gc);
+          const table = this.l1[i]!;
+          this.l1[i] = 0;
+          this.l1Copied[i] = false;
+          this.dirtyL1.add(i);
+          this.scheme.release(table / cs, "l2");
+        }
+        this.flushMetadata();
+        this.header.size = newSize;
+        this.size = newSize;
+        this.writeHeader();
+      }
+      if (this.cacheMode === "writethrough") this.flushMetadata();
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  /** Makes guest cluster `gc` unallocated (no zero flag), dropping what it referenced. */
+  private cropCluster(gc: number): void {
+    const l1i = Math.floor(gc / this.l2Entries);
+    if (l1i >= this.l1.length || !this.l1[l1i]) return;
+    const pre = this.lookup(gc);
+    if (pre.entry.type === ClusterType.Unallocated && !pre.entry.offset && !pre.alloc && !pre.zero) return;
+    const m = this.l2ForWrite(gc);
+    const e = m.entry;
+    const v = viewOf(this.l2Cache.get(m.slice));
+    this.l2.encodeStandard(v, m.index, 0);
+    if (this.l2.extended) this.l2.setBitmap(v, m.index, 0, 0);
     this.l2Cache.markDirty(m.slice);
     this.releaseEntry(e);
   }
@@ -1273,6 +1345,40 @@ export class Qcow2Image implements VirtualDisk {
     }
   }
 
+  /**
+   * The active layer's VM-state area (past the disk, from vmStateOffset; QEMU's blk_load_vmstate): what a
+   * snapshot created with a VM state takes. `pos` is relative to the area's start.
+   */
+  readVmStateArea(buf: Uint8Array, pos: number): void {
+    this.checkUsable();
+    this.checkVmStateRange(pos, buf.length);
+    try {
+      this.readThrough(this.l1, buf, this.vmStateOffset + pos, false);
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  /** Writes the active layer's VM-state area (QEMU's blk_save_vmstate). */
+  writeVmStateArea(pos: number, data: Uint8Array): void {
+    this.checkWritable();
+    this.checkVmStateRange(pos, data.length);
+    try {
+      this.writeGuest(this.vmStateOffset + pos, data);
+      if (this.cacheMode === "writethrough") this.flushMetadata();
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  private checkVmStateRange(pos: number, length: number): void {
+    if (!Number.isSafeInteger(pos) || !Number.isSafeInteger(length) || pos < 0 || length < 0) {
+      throw new RequestError(`invalid VM-state request: offset ${pos}, length ${length}`);
+    }
+    const mappable = (MAX_L1_BYTES / 8) * this.clusterSize * this.l2Entries;
+    if (this.vmStateOffset + pos + length > mappable) throw new RequestError("VM-state request past what the L1 table can map");
+  }
+
   /** Reads guest bytes as they were in a snapshot. */
   readSnapshot(idOrName: string, buf: Uint8Array, offset: number): void {
     this.checkUsable();
@@ -1317,6 +1423,16 @@ export class Qcow2Image implements VirtualDisk {
   /** Block status of the range at `offset` (used by map and by images that have this one as backing). */
   blockStatus(offset: number, length: number, depth: number): ReturnType<typeof qcow2BlockStatus> {
     return qcow2BlockStatus(this, offset, length, depth);
+  }
+
+  /** Which parts of [offset, offset + length) this image allocates itself (qemu-io's alloc and map). */
+  allocation(offset: number, length: number): AllocationRun[] {
+    this.checkUsable();
+    try {
+      return allocationRuns(this, offset, length);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   info(): ImageInfo {

@@ -242,6 +242,30 @@ export class DiskClient {
   async readVmState(idOrName: string): Promise<Uint8Array> {
     return (await this.blobT(Op.READ_VMSTATE, { id: idOrName })).value;
   }
+  /** Reads the active layer's VM-state area (qemu-io's read -b); `pos` is relative to its start. */
+  async readVmStateArea(pos: number, length: number): Promise<Uint8Array> {
+    const buf = new Uint8Array(checkLen(length));
+    await this.readIntoT(buf, pos, Flag.VMSTATE);
+    return buf;
+  }
+  /** Writes the active layer's VM-state area (qemu-io's write -b). */
+  async writeVmStateArea(pos: number, data: Uint8Array): Promise<void> {
+    await this.writeT(pos, data, Flag.VMSTATE);
+  }
+  /** Changes the virtual size (qemu-io's truncate); `size` follows. */
+  async resize(size: number): Promise<void> {
+    await this.start(Op.RESIZE, "resize", (op) => [
+      this.resultChunk(op, Op.RESIZE, this.jsonInput({ size }), (bytes) => {
+        const r = parseJson(bytes) as { size?: number } | null;
+        if (r && typeof r.size === "number") this.sizeNow = r.size;
+        return undefined;
+      }),
+    ]);
+  }
+  /** Which parts of [offset, offset + length) the image allocates itself (merged runs, up to the disk's end). */
+  async allocation(offset: number, length: number): Promise<{ allocated: boolean; length: number }[]> {
+    return (await this.jsonT(Op.ALLOCATION, { offset, length }, true)).value as { allocated: boolean; length: number }[];
+  }
   /**
    * Allocation status from `offset`: merged extents (whether each reads as zeroes, whether it holds data)
    * covering at most `length` bytes and at most `maxExtents` extents; at least one unless `length` is 0.
@@ -322,27 +346,29 @@ export class DiskClient {
     return this.readIntoT(buf, offset).then((t) => ({ value: buf, timing: t.timing }));
   }
 
-  /** @internal */ readIntoT(buf: Uint8Array, offset: number): Promise<Timed<void>> {
+  /** @internal `flags`: Flag.VMSTATE reads the VM-state area (the server checks its range). */
+  readIntoT(buf: Uint8Array, offset: number, flags = 0): Promise<Timed<void>> {
     return this.start(Op.READ, "read", (op) => {
-      this.checkRange(offset, buf.length);
+      if (!(flags & Flag.VMSTATE)) this.checkRange(offset, buf.length);
       const cap = this.ring.slotData;
       return splitRange(offset, buf.length, cap).map(([off, len]) => {
         const at = off - offset;
-        return this.chunk(op, Op.READ, { offset: off, length: len }, (out) => buf.set(out, at));
+        return this.chunk(op, Op.READ, { offset: off, length: len, flags }, (out) => buf.set(out, at));
       });
     }) as Promise<Timed<void>>;
   }
 
-  /** @internal */ writeT(offset: number, data: Uint8Array): Promise<Timed<void>> {
+  /** @internal `flags`: Flag.VMSTATE writes the VM-state area (the server checks its range). */
+  writeT(offset: number, data: Uint8Array, flags = 0): Promise<Timed<void>> {
     return this.start(Op.WRITE, "write", (op) => {
-      this.checkRange(offset, data.length);
+      if (!(flags & Flag.VMSTATE)) this.checkRange(offset, data.length);
       const cap = this.ring.slotData;
       const pieces = splitRange(offset, data.length, cap);
       // The chunks borrow the caller's buffer; start() copies what it cannot publish at once, since the
       // caller may reuse its buffer as soon as write() returns (v86 PIO writes do).
       return pieces.map(([off, len]) => {
         const at = off - offset;
-        const c = this.chunk(op, Op.WRITE, { offset: off, length: len, input: data.subarray(at, at + len) });
+        const c = this.chunk(op, Op.WRITE, { offset: off, length: len, input: data.subarray(at, at + len), flags });
         c.borrowed = true;
         return c;
       });

@@ -34,7 +34,7 @@
  *     i32 +4   SEQ           submission number (low 32 bits) — sanity check only
  *     i32 +8   LENGTH        u32: bytes of input in the data share (write, put, JSON args) or bytes asked
  *                            for (read; get) or length of the range (write-zeroes, discard)
- *     i32 +12  FLAGS         Flag.* (UNMAP for write-zeroes)
+ *     i32 +12  FLAGS         Flag.* (UNMAP for write-zeroes; VMSTATE for read/write of the VM-state area)
  *     i32 +16  TOKEN         u32: staged-blob token (put/get, vm state of snapshot create)
  *     i32 +20  DATA_OFFSET   byte offset of this slot's data share (creator, once)
  *     i32 +24  DATA_CAP      C (creator, once)
@@ -211,6 +211,10 @@ export const Op = {
    * [length, zero 0|1, data 0|1] extents from `offset` on, merged, covering at most `length` bytes.
    */
   BLOCK_STATUS: 15,
+  /** Change the virtual size (JSON args {size}); the result is JSON {size}, IMAGE_SIZE is updated first. */
+  RESIZE: 16,
+  /** Which parts of a range the image allocates itself (JSON args {offset, length}); JSON [{allocated, length}]. */
+  ALLOCATION: 17,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -220,6 +224,8 @@ export const OP_NAMES: Record<number, string> = Object.fromEntries(
 
 export const Flag = {
   UNMAP: 1,
+  /** READ / WRITE: OFFSET is a position in the active layer's VM-state area, not on the disk. */
+  VMSTATE: 2,
 } as const;
 
 /** Request status codes. 0 is success; each negative code names the error class the client rebuilds. */

@@ -300,12 +300,14 @@ export class RingServer {
           break;
         case Op.READ:
           this.checkLength(length, share);
-          this.disk.readInto(share.subarray(0, length), offset);
+          if (flags & Flag.VMSTATE) this.need("readVmStateArea").call(this.disk, share.subarray(0, length), offset);
+          else this.disk.readInto(share.subarray(0, length), offset);
           resultLen = resultTotal = length;
           break;
         case Op.WRITE:
           this.checkLength(length, share);
-          this.disk.write(offset, share.subarray(0, length));
+          if (flags & Flag.VMSTATE) this.need("writeVmStateArea").call(this.disk, offset, share.subarray(0, length));
+          else this.disk.write(offset, share.subarray(0, length));
           break;
         case Op.WRITE_ZEROES:
           this.disk.writeZeroes(offset, length, { unmap: (flags & Flag.UNMAP) !== 0 });
@@ -362,6 +364,20 @@ export class RingServer {
         case Op.READ_VMSTATE:
           out = this.need("readVmState").call(this.disk, this.idArg(share, length));
           break;
+        case Op.RESIZE: {
+          const args = this.args(share, length) as { size?: unknown };
+          if (typeof args.size !== "number") throw new RequestError("resize needs a size");
+          this.need("resize").call(this.disk, args.size);
+          this.ring.ctlF64[C.F64_IMAGE_SIZE] = this.disk.size;
+          out = json({ size: this.disk.size });
+          break;
+        }
+        case Op.ALLOCATION: {
+          const args = this.args(share, length) as { offset?: unknown; length?: unknown };
+          if (typeof args.offset !== "number" || typeof args.length !== "number") throw new RequestError("allocation needs an offset and a length");
+          out = json(this.need("allocation").call(this.disk, args.offset, args.length));
+          break;
+        }
         case Op.BLOCK_STATUS:
           out = json(this.blockStatus(this.args(share, length)));
           break;
@@ -483,11 +499,11 @@ export class RingServer {
     return out;
   }
 
-  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "blockStatus">(
+  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "blockStatus" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(
     name: K,
   ): NonNullable<ServedDisk[K]> {
     const f = this.disk[name];
-    if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name} (raw image?)`);
+    if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name}`);
     return f as NonNullable<ServedDisk[K]>;
   }
 }

@@ -24,6 +24,13 @@ export interface ServedDisk {
   snapshotDelete?(idOrName: string): void;
   snapshotList?(): SnapshotInfo[];
   readVmState?(idOrName: string): Uint8Array;
+  /** The active layer's VM-state area (qemu-io's read -b / write -b); `pos` is relative to its start. */
+  readVmStateArea?(buf: Uint8Array, pos: number): void;
+  writeVmStateArea?(pos: number, data: Uint8Array): void;
+  /** Changes the virtual size (qemu-io's truncate). */
+  resize?(size: number): void;
+  /** Which parts of [offset, offset + length) the image allocates itself, as merged runs up to the disk's end. */
+  allocation?(offset: number, length: number): { allocated: boolean; length: number }[];
   /**
    * Status of the range at `offset` (at most `length` bytes, possibly fewer): whether it reads as zeroes and
    * whether it holds data, looking down the backing chain (qemu-img map's zero and data).

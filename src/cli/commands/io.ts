@@ -11,7 +11,8 @@ import type { CostBreakdown } from "../../engine/types.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
 import { qcow2SpecificHuman } from "../info-output.js";
-import { type IoContext, type IoTarget, runIoCommand } from "../io-commands.js";
+import { AioRequests } from "../io-aio.js";
+import { type IoContext, type IoFileOptions, type IoFiles, type IoTarget, runIoCommand } from "../io-commands.js";
 import { type Disk, formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
 import { OverlayFile } from "../overlay-file.js";
 import { statsTable } from "../stats-output.js";
@@ -43,7 +44,9 @@ export interface OpenedIoTarget {
 /** Adapts an engine disk (qcow2 or raw, opened in this thread) to the qemu-io command set. */
 export function diskTarget(disk: Disk, readOnly: boolean): IoTarget {
   return {
-    size: disk.size,
+    get size() {
+      return disk.size;
+    },
     readOnly,
     read: (offset, length) => {
       const buf = new Uint8Array(length);
@@ -54,18 +57,35 @@ export function diskTarget(disk: Disk, readOnly: boolean): IoTarget {
     writeZeroes: (offset, length, opts) => disk.writeZeroes(offset, length, opts),
     discard: (offset, length) => disk.discard(offset, length),
     flush: () => disk.flush(),
+    allocation: (offset, length) => disk.allocation(offset, length),
+    resize: (size) => disk.resize(size),
+    ...(disk instanceof Qcow2Image
+      ? {
+          readVmState: (pos: number, length: number) => {
+            const buf = new Uint8Array(length);
+            disk.readVmStateArea(buf, pos);
+            return buf;
+          },
+          writeVmState: (pos: number, data: Uint8Array) => disk.writeVmStateArea(pos, data),
+        }
+      : {}),
     describe: () => {
       if (!(disk instanceof Qcow2Image)) return { formatName: "raw", clusterSize: 0, vmStateOffset: 0 };
       const info = disk.info();
-      const perL1 = info.clusterSize * (info.clusterSize / (info.extendedL2 ? 16 : 8));
       return {
         formatName: "qcow2",
         clusterSize: info.clusterSize,
-        vmStateOffset: Math.ceil(info.virtualSize / perL1) * perL1,
+        vmStateOffset: vmStateOffset(info.virtualSize, info.clusterSize, info.extendedL2),
         specific: qcow2SpecificHuman(qcow2Specific(info)),
       };
     },
   };
+}
+
+/** QEMU's vm_state_offset: the disk size rounded up to what one L1 entry maps. */
+function vmStateOffset(size: number, clusterSize: number, extendedL2: boolean): number {
+  const perL1 = clusterSize * (clusterSize / (extendedL2 ? 16 : 8));
+  return Math.ceil(size / perL1) * perL1;
 }
 
 /**
@@ -94,25 +114,61 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
   };
 }
 
+/**
+ * Opens the image read-only in this thread. An image a crashed process left needing recovery that only a
+ * writable open does (a refcow journal to replay) is opened writable once here, under the scheme asked
+ * for, as the worker would have opened it, and closed cleanly; then probed.
+ */
+function probeForServing(path: string, opts: IoOpenOptions): ReturnType<typeof openImage> {
+  const open = (readOnly: boolean) => openImage({ path, format: opts.format, readOnly, cache: opts.cache, scheme: readOnly ? undefined : opts.scheme, alloc: opts.alloc });
+  try {
+    return open(true);
+  } catch (e) {
+    if (opts.readOnly) throw e;
+    let recovered;
+    try {
+      recovered = open(false);
+    } catch {
+      throw e;
+    }
+    recovered.disk.close();
+    return open(true);
+  }
+}
+
 async function openServedForIo(path: string, opts: IoOpenOptions): Promise<OpenedIoTarget> {
   // Probe in this thread first (read-only): the same open errors and warning as in-process, and `info`.
-  const probe = openImage({ path, format: opts.format, readOnly: true, cache: opts.cache });
+  const probe = probeForServing(path, opts);
   const warning = probedRawWarning(probe, opts.readOnly);
   const description = diskTarget(probe.disk, true).describe();
+  const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.l2.extended;
   const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
   probe.disk.close();
   const client = await openServedImage(path, { scheme: opts.scheme, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });
   let lastStats: CostBreakdown | undefined;
   return {
     target: {
-      size: client.size,
+      get size() {
+        return client.size;
+      },
       readOnly: opts.readOnly,
       read: (offset, length) => client.read(offset, length),
       write: (offset, data) => client.write(offset, data),
       writeZeroes: (offset, length, o) => client.writeZeroes(offset, length, o),
       discard: (offset, length) => client.discard(offset, length),
       flush: () => client.flush(),
-      describe: () => description,
+      allocation: (offset, length) => client.allocation(offset, length),
+      resize: (size) => client.resize(size),
+      ...(format === "qcow2"
+        ? {
+            readVmState: (pos: number, length: number) => client.readVmStateArea(pos, length),
+            writeVmState: (pos: number, data: Uint8Array) => client.writeVmStateArea(pos, data),
+          }
+        : {}),
+      inFlight: () => client.pendingRequests,
+      // The format's fields do not change in a session; the VM-state offset follows the size (truncate).
+      describe: () =>
+        format === "qcow2" ? { ...description, vmStateOffset: vmStateOffset(client.size, description.clusterSize, extendedL2) } : description,
     },
     // The worker's counters as of just before close (the write-back at close is not in them).
     stats: format === "qcow2" ? () => lastStats ?? {} : undefined,
@@ -184,21 +240,67 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
     if (o.key === "n") cache = parseCacheMode("none");
     if (o.key === "t") cache = parseCacheMode(o.value!);
   }
-  const target = await openForIo(path, {
+  const scheme = lastValue(parsed, "scheme");
+  const alloc = parseAllocPolicy(lastValue(parsed, "alloc"));
+  const inProcess = hasFlag(parsed, "in-process");
+  /** Opens `file` as the command line or an `open` command asks; the error is QEMU's "can't open device". */
+  const openSession = (file: string, o: { format?: "qcow2" | "raw"; readOnly: boolean; snapshot: boolean; cache: CacheMode }) =>
+    openForIo(file, { format: o.format, readOnly: o.readOnly, cache: o.cache, scheme, alloc, snapshot: o.snapshot, inProcess }).catch((e: unknown) => {
+      throw new CliError(`can't open device ${file}: ${(e as Error).message.replace(`Could not open '${file}': `, "")}`);
+    });
+  let current: OpenedIoTarget | undefined = await openSession(path, {
     format: formatForOpen(lastValue(parsed, "f"), path),
     readOnly: hasFlag(parsed, "r"),
     cache,
-    scheme: lastValue(parsed, "scheme"),
-    alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
     snapshot: hasFlag(parsed, "s"),
-    inProcess: hasFlag(parsed, "in-process"),
-  }).catch((e: unknown) => {
-    throw new CliError(`can't open device ${path}: ${(e as Error).message.replace(`Could not open '${path}': `, "")}`);
   });
-  if (target.warning) io.err(target.warning);
+  if (current.warning) io.err(current.warning);
+  // The last image opened, for --stats after close.
+  let last = current;
+  // What the open image was opened as, for reopen.
+  let session = { path, readOnly: hasFlag(parsed, "r"), snapshot: hasFlag(parsed, "s"), cache, format: formatForOpen(lastValue(parsed, "f"), path) };
+  const files: IoFiles = {
+    async open(file, o: IoFileOptions) {
+      const next = {
+        path: file,
+        readOnly: o.readOnly,
+        snapshot: o.snapshot,
+        format: o.format ?? formatForOpen(undefined, file),
+        cache: o.cache ? parseCacheMode(o.cache) : ("writethrough" as CacheMode),
+      };
+      const opened = await openSession(file, next);
+      if (opened.warning) io.err(opened.warning);
+      current = last = opened;
+      session = next;
+      return opened.target;
+    },
+    async reopen(o) {
+      // -s keeps its writes in this session's memory: closing would drop them.
+      if (session.snapshot) throw new CliError('qemu-io command "reopen" is not supported by refcow on an image opened with -s');
+      const next = { ...session, readOnly: o.readOnly ?? session.readOnly, cache: o.cache ? parseCacheMode(o.cache) : session.cache };
+      await files.close();
+      let opened: OpenedIoTarget;
+      try {
+        opened = await openSession(next.path, next);
+      } catch (e) {
+        // Back as it was, where it can be.
+        current = last = await openSession(session.path, session);
+        throw e;
+      }
+      current = last = opened;
+      session = next;
+      return opened.target;
+    },
+    isOpen: () => current !== undefined,
+    async close() {
+      const t = current;
+      current = undefined;
+      await t?.close();
+    },
+  };
 
-  const status = await closing(target, path, async () => {
-    const ctx: IoContext = { target: target.target, io, quit: false };
+  const status = await closing({ close: () => current?.close() }, path, async () => {
+    const ctx: IoContext = { target: current!.target, io, quit: false, aio: new AioRequests(), files };
     let failed = false;
     const commands = allValues(parsed, "c");
     if (commands.length > 0) {
@@ -209,16 +311,20 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
     } else {
       io.out("qemu-io> ");
       for await (const line of stdinLines()) {
+        // While it waits for a command, qemu-io's event loop prints the aio requests that have completed.
+        await ctx.aio.poll(io);
         if ((await runIoCommand(ctx, line)) !== 0) failed = true;
         if (ctx.quit) break;
         io.out("qemu-io> ");
       }
     }
+    // qemu-io drains the requests still in flight when it closes the image: their completions print.
+    await ctx.aio.drain(io);
     return failed ? 1 : 0;
   });
   // After close, so that the metadata written back and flushed at close is counted too.
   if (hasFlag(parsed, "stats")) {
-    if (target.stats) io.out(statsTable(target.stats()));
+    if (last.stats) io.out(statsTable(last.stats()));
     else io.err("refcow: --stats: no cost accounting for this image format\n");
   }
   return status;
