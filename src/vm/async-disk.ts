@@ -33,4 +33,9 @@ export interface AsyncDisk {
 export interface ServiceTimedDisk extends AsyncDisk {
   /** Backend time of the last resolved operation in ms, or undefined when unknown. */
   readonly lastServiceMs: number | undefined;
+  /**
+   * Time of the last resolved operation on its transport to the backend, in ms: submission to completion
+   * at the caller's end of the worker's request ring (the backend's time included). Undefined when unknown.
+   */
+  readonly lastRingMs?: number | undefined;
 }

@@ -17,7 +17,7 @@
 import { V86, type V86Image, type V86Options } from "v86";
 import type { AsyncDisk } from "./async-disk.js";
 import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
-import { installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
+import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
 import { DONE_LINE, SerialConsole } from "./serial-console.js";
 
 /**
@@ -115,6 +115,7 @@ export class GuestMachine {
     emulator.add_listener("emulator-ready", () => {
       // Before the CPU runs its first instruction (and before a state restore).
       if (opts.honestFlush) this.flushHandle = installHonestFlush(emulator, this.adapter);
+      this.attachDrive();
     });
     this.loaded = new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
   }
@@ -140,6 +141,13 @@ export class GuestMachine {
    */
   reattachFlush(): void {
     if (this.flushHandle) installHonestFlush(this.emulator, this.adapter);
+    this.attachDrive();
+  }
+
+  /** Lets the adapter tell PIO writes (data in the drive's reusable buffer) from DMA ones. */
+  private attachDrive(): void {
+    const drive = hdaDrive(this.emulator, this.adapter);
+    this.adapter.reusedBuffer = (data) => data.buffer === drive.data.buffer;
   }
 
   /** Sends raw text to the guest's serial console. */

@@ -9,9 +9,11 @@
  *    reads the first sector in `get_and_cache` and keeps it for `get_from_cache`.
  *  - `get(start, len, cb, {signal})`: PIO and DMA reads. The IDE stays busy until `cb(data)`; `data` must be
  *    exactly `len` bytes. A read whose signal is aborted (device reset) before it starts is dropped.
- *  - `set(start, data, cb)`: DMA writes complete to the guest in `cb`. PIO writes are acknowledged to the
- *    guest *before* `set` is called, with `data` a view of a buffer the IDE reuses: the adapter copies
- *    `data` synchronously, always.
+ *  - `set(start, data, cb)`: DMA writes complete to the guest in `cb`, and `data` is a fresh array v86
+ *    gathered from the guest's PRDs for this request alone: the adapter keeps it as it is. PIO writes are
+ *    acknowledged to the guest *before* `set` is called, with `data` a view of the drive's PIO buffer,
+ *    which the IDE reuses at once: the adapter copies it synchronously. Which is which is told by
+ *    `reusedBuffer` (set by GuestMachine from the drive object); without it every write is copied.
  *  - `flush(cb)` is not a v86 member: ATA FLUSH CACHE never reaches a v86 disk object. `installHonestFlush`
  *    (ide-flush.ts) patches the IDE drive so the guest's flushes come here and complete in `cb`.
  *  - `get_state()` / `set_state()` are called synchronously by `save_state` / `restore_state`. The adapter
@@ -24,8 +26,9 @@
  *
  * Latency: each request is timed from submission (v86's call) to completion (the callback), and from the
  * start of its service; it is recorded with the `phase` label current at submission (set by the runner).
- * When the disk reports its own service time (ServiceTimedDisk: the engine's time in its worker), that is
- * recorded too, so that the emulator's and the ring's share of the latency can be told apart.
+ * When the disk reports its own service time (ServiceTimedDisk: the engine's time in its worker) and its
+ * ring time (submission to completion at the DiskClient), those are recorded too, so that the emulator's,
+ * the adapter's and the ring's share of the latency can be told apart.
  */
 import type { AsyncDisk, ServiceTimedDisk } from "./async-disk.js";
 
@@ -47,6 +50,10 @@ export interface DiskRequestRecord {
   latencyMs: number;
   /** The backend's own time for the request, in ms, when the disk reports it (see ServiceTimedDisk). */
   serviceMs?: number;
+  /** Submission to completion at the disk's transport (the DiskClient), in ms, when the disk reports it. */
+  ringMs?: number;
+  /** A write whose data v86 passed in its reusable PIO buffer (absent: DMA, or not known). */
+  pio?: true;
 }
 
 export interface PhaseSummary {
@@ -76,6 +83,7 @@ interface Request {
   offset: number;
   length: number;
   data?: Uint8Array;
+  pio?: boolean;
   cb: ReadCb | DoneCb;
   phase: string;
   submitted: number;
@@ -100,6 +108,14 @@ export class HdaAdapter {
   failure: Error | undefined;
   /** Called on every failed disk operation. */
   onError?: (err: Error, op: DiskOp, offset: number, length: number) => void;
+  /**
+   * Tells whether `set()`'s data lies in a buffer v86 reuses (the drive's PIO buffer), which must be
+   * copied at once. Unset: every write is treated so.
+   */
+  reusedBuffer?: (data: Uint8Array) => boolean;
+  /** Writes v86 passed through its PIO buffer / as a DMA transfer (known only with `reusedBuffer`). */
+  pioWrites = 0;
+  dmaWrites = 0;
 
   private readonly queue: Request[] = [];
   private head = 0;
@@ -131,8 +147,14 @@ export class HdaAdapter {
   }
 
   set(start: number, data: Uint8Array, cb: DoneCb): void {
-    // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion. Copy now.
-    this.submit({ op: "write", offset: start, length: data.length, data: data.slice(), cb });
+    // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion: copy now.
+    // DMA: v86 gathered the guest's buffers into an array of this request's own, awaited through `cb`.
+    const pio = this.reusedBuffer ? this.reusedBuffer(data) : true;
+    if (this.reusedBuffer) {
+      if (pio) this.pioWrites++;
+      else this.dmaWrites++;
+    }
+    this.submit({ op: "write", offset: start, length: data.length, data: pio ? data.slice() : data, pio, cb });
   }
 
   get_and_cache(start: number, len: number, cb: ReadCb): void {
@@ -263,7 +285,8 @@ export class HdaAdapter {
       return; // the guest sees a hung command (and, after its timeout, resets the drive)
     }
     const done = performance.now();
-    this.account(req, started, done, (this.disk as Partial<ServiceTimedDisk>).lastServiceMs);
+    const timed = this.disk as Partial<ServiceTimedDisk>;
+    this.account(req, started, done, timed.lastServiceMs, timed.lastRingMs);
     if (req.generation !== this.generation) return;
     try {
       if (req.op === "read") (req.cb as ReadCb)(result!);
@@ -273,7 +296,7 @@ export class HdaAdapter {
     }
   }
 
-  private account(req: Request, started: number, done: number, serviceMs: number | undefined): void {
+  private account(req: Request, started: number, done: number, serviceMs: number | undefined, ringMs: number | undefined): void {
     const latency = done - req.submitted;
     const s = this.summary(req.phase);
     if (req.op === "read") {
@@ -298,6 +321,8 @@ export class HdaAdapter {
         queuedMs: started - req.submitted,
         latencyMs: latency,
         ...(serviceMs !== undefined ? { serviceMs } : {}),
+        ...(ringMs !== undefined ? { ringMs } : {}),
+        ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
       });
     }
   }

@@ -10,13 +10,15 @@
  *
  * The service time is `workerEnd - workerStart` of the ring request(s) (the worker's clock is mapped onto
  * this thread's `performance.now()` scale by the ring), i.e. the engine's time without the ring hand-off,
- * the worker's wake-up and this thread's event-loop delay.
+ * the worker's wake-up and this thread's event-loop delay. The ring time is `completed - called`: from the
+ * call on the DiskClient to the moment it settled the request, the service time included.
  */
 import type { DiskClient, RequestTiming } from "../worker/disk-client.js";
 import type { ServiceTimedDisk } from "./async-disk.js";
 
 export class ServedAsyncDisk implements ServiceTimedDisk {
   lastServiceMs: number | undefined;
+  lastRingMs: number | undefined;
 
   constructor(readonly client: DiskClient) {}
 
@@ -42,5 +44,6 @@ export class ServedAsyncDisk implements ServiceTimedDisk {
 
   private note(t: RequestTiming): void {
     this.lastServiceMs = t.workerEnd >= t.workerStart ? t.workerEnd - t.workerStart : undefined;
+    this.lastRingMs = t.completed >= t.called ? t.completed - t.called : undefined;
   }
 }

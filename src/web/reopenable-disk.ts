@@ -29,6 +29,10 @@ export class ReopenableDisk implements ServiceTimedDisk {
     return this.current?.lastServiceMs;
   }
 
+  get lastRingMs(): number | undefined {
+    return this.current?.lastRingMs;
+  }
+
   /** Closes the current client (flushing and closing the image cleanly). The guest must be paused. */
   async detach(): Promise<void> {
     const c = this.current;
