@@ -8,6 +8,7 @@ import type { ResultRow } from "./matrix.js";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import { schemeLabel } from "./scheme-label.js";
 import { guestRows, type GuestResult } from "./guest-results.js";
+import { guestAnswer, guestSectionMarkdown } from "./guest-section.js";
 import { renderHtml, type ResultsFile } from "./report-html.js";
 
 const f1 = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
@@ -134,36 +135,6 @@ export function answer(rows: ResultRow[]): string {
   return parts.join(" ");
 }
 
-/** What the guest runs say, in one or two sentences per cache mode. */
-function guestAnswer(guest: GuestResult[]): string {
-  const parts: string[] = [];
-  for (const cache of [...new Set(guest.map((g) => g.cache))]) {
-    const runs = guest.filter((g) => g.cache === cache);
-    const post = runs
-      .map((g) => ({ g, inp: g.phases.find((p) => p.name === "in-place"), post: g.phases.find((p) => p.name === "post-snapshot") }))
-      .filter((x) => x.inp && x.post && x.inp.writes && x.post.writes);
-    if (!post.length) continue;
-    const desc = post
-      .map((x) => {
-        const engine = x.post!.engine_write_median_us !== undefined ? `; engine ${f1(x.post!.engine_write_median_us)} µs vs ${f1(x.inp!.engine_write_median_us)}` : "";
-        return `${x.g.scheme} ${f1(x.post!.write_median_us)} µs (in place ${f1(x.inp!.write_median_us)}${engine})`;
-      })
-      .join(", ");
-    parts.push(
-      `In the guest (${post[0].g.workload} workload through its own IDE driver, ${cache}), the median write after the snapshot took ${desc}; ` +
-        "what the guest sees adds the emulator's scheduling and the host's load to the engine's own time.",
-    );
-    const vm = runs.filter((g) => g.snapshot?.vmStateWriteMs !== undefined && g.snapshot?.diskSnapshotMs !== undefined);
-    if (vm.length) {
-      const v = vm[0].snapshot!;
-      parts.push(
-        `Saving the VM state (${((v.vmStateBytes ?? 0) / 2 ** 20).toFixed(1)} MiB) took ${f1((v.vmStateSerializeMs ?? 0) + (v.vmStateWriteMs ?? 0))} ms against ${f1(v.diskSnapshotMs)} ms for the disk snapshot itself (${vm[0].scheme}).`,
-      );
-    }
-  }
-  return parts.join(" ");
-}
-
 /** The whole answer paragraph: host benchmark first, then the guest runs. */
 export function fullAnswer(results: Pick<ResultsFile, "rows" | "guest">): string {
   return [answer(results.rows), guestAnswer(results.guest ?? [])].filter(Boolean).join(" ");
@@ -187,6 +158,7 @@ function markdown(results: ResultsFile, answerText: string): string {
     table(allRows).trimEnd(),
     "```",
     "",
+    guestSectionMarkdown(results.guest ?? [], results.rows),
     "Charts: report.html.",
     "",
   ].join("\n");

@@ -14,11 +14,15 @@
  *          a digit whose index is >= 32 says more digits follow.
  *
  * Clock check: v86 drives the guest's TSC from the host's performance.now(), and the kernel's
- * CLOCK_MONOTONIC runs on that TSC at the frequency it calibrated. Pairing the guest's start time of its
- * first and last request with the host's submission time of the same two requests at the disk adapter gives
- * the guest's clock rate against the host's over the phase: `driftPpm` (positive: the guest clock runs
- * fast). The pairing needs the guest's requests and the disk requests to correspond one to one (one IDE
- * command per system call, as O_DIRECT requests of up to max_sectors_kb are); otherwise there is no check.
+ * CLOCK_MONOTONIC runs on that TSC at the frequency it calibrated. For each request, the guest's start time
+ * minus the host's submission time of the same request at the disk adapter is the clocks' offset less the
+ * request's way from the system call to the device (a varying few hundred µs in the emulated kernel). The
+ * median of that difference over the last quarter of the phase's requests minus its median over the first
+ * quarter, over the time between the two, is the guest clock's rate error against the host's: `driftPpm`
+ * (positive: the guest clock runs fast). The medians keep the odd slow way (a page fault, the host's
+ * scheduler) out of it. The pairing needs the guest's requests and the disk requests to correspond one to
+ * one (one IDE command per system call, as O_DIRECT requests of up to max_sectors_kb are); otherwise there
+ * is no check.
  */
 
 export type GuestIoOp = "write" | "read" | "fdatasync";
@@ -89,9 +93,9 @@ export function parseGuestIoReports(output: string): GuestIoReport[] {
 }
 
 export interface ClockCheck {
-  /** Guest time from the first request's start to the last one's, µs. */
+  /** Guest time between the (median) starts of the first and last quarter of the requests, µs. */
   guestSpanUs: number;
-  /** Host time between the submissions of the same two requests at the disk adapter, µs. */
+  /** Host time between the submissions of the same requests at the disk adapter, µs. */
   hostSpanUs: number;
   /** guestSpanUs − hostSpanUs. */
   driftUs: number;
@@ -99,17 +103,28 @@ export interface ClockCheck {
   driftPpm: number;
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)]!;
+}
+
 /**
- * Compares the guest's span of requests with the host's span of the matching disk requests (`hostSubmitMs`:
- * the adapter's submission times of the same requests, in order). Undefined when the counts differ or there
- * are fewer than two requests.
+ * Compares the guest's clock with the host's over the requests of `report` (see the module comment);
+ * `hostSubmitMs` are the adapter's submission times of the same requests, in order. Undefined when the
+ * counts differ or there are fewer than 8 requests.
  */
 export function checkClock(report: GuestIoReport, hostSubmitMs: readonly number[]): ClockCheck | undefined {
   const n = report.startsNs.length;
-  if (n < 2 || hostSubmitMs.length !== n) return undefined;
-  const guestSpanUs = (report.startsNs[n - 1]! - report.startsNs[0]!) / 1000;
-  const hostSpanUs = (hostSubmitMs[n - 1]! - hostSubmitMs[0]!) * 1000;
+  if (n < 8 || hostSubmitMs.length !== n) return undefined;
+  const q = Math.floor(n / 4);
+  const first = Array.from({ length: q }, (_, i) => i);
+  const last = Array.from({ length: q }, (_, i) => n - q + i);
+  const guestUs = (i: number) => report.startsNs[i]! / 1000;
+  const hostUs = (i: number) => hostSubmitMs[i]! * 1000;
+  const guestSpanUs = median(last.map(guestUs)) - median(first.map(guestUs));
+  const hostSpanUs = median(last.map(hostUs)) - median(first.map(hostUs));
   if (hostSpanUs <= 0) return undefined;
-  const driftUs = guestSpanUs - hostSpanUs;
+  const offset = (ids: number[]) => median(ids.map((i) => guestUs(i) - hostUs(i)));
+  const driftUs = offset(last) - offset(first);
   return { guestSpanUs, hostSpanUs, driftUs, driftPpm: (driftUs / hostSpanUs) * 1e6 };
 }

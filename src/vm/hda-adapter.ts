@@ -20,6 +20,12 @@
  *    keeps no disk data in the VM state (the disk lives in the AsyncDisk): its state is `[byteLength]`.
  *    Quiesce first: stop the emulator, then `await whenIdle()`.
  *
+ * Completion: over a PollableDisk (the worker-served image) requests complete through callbacks, and
+ * `pollFromEmulator()` — which GuestMachine calls from inside v86's run loop, each time v86 runs its
+ * hardware timers, which it does as soon as the guest halts — reaps them synchronously, spinning (while the
+ * guest is halted only) for as long as the request in flight is expected to take. The guest's interrupt is
+ * then raised before v86 even leaves its loop. Over any other AsyncDisk, completions come through promises.
+ *
  * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
  * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
  * ATA has one command per drive (no NCQ), so this costs nothing a real drive would do in parallel.
@@ -30,7 +36,7 @@
  * ring time (submission to completion at the DiskClient), those are recorded too, so that the emulator's,
  * the adapter's and the ring's share of the latency can be told apart.
  */
-import type { AsyncDisk, ServiceTimedDisk } from "./async-disk.js";
+import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
 
 export type DiskOp = "read" | "write" | "flush";
 
@@ -73,6 +79,10 @@ export interface HdaAdapterOptions {
   record?: boolean;
   /** Stop keeping records after this many (counters go on; default 1,000,000). */
   maxRecords?: number;
+  /** Hand DMA writes' data to the disk without a copy (default true; see `reusedBuffer`). */
+  dmaWithoutCopy?: boolean;
+  /** Complete requests through the disk's callbacks and `pollFromEmulator()` when it is pollable (default true). */
+  pollCompletions?: boolean;
 }
 
 type ReadCb = (data: Uint8Array) => void;
@@ -120,6 +130,12 @@ export class HdaAdapter {
   private readonly queue: Request[] = [];
   private head = 0;
   private running = false;
+  private pumping = false;
+  /** The request being served and when its service started. */
+  private current: Request | undefined;
+  private currentStarted = 0;
+  private readonly pollable: PollableDisk | undefined;
+  private readonly copyDma: boolean;
   private idleWaiters: Array<() => void> = [];
   private generation = 0;
   private mbr: Uint8Array | undefined;
@@ -134,6 +150,8 @@ export class HdaAdapter {
     this.byteLength = disk.size;
     this.keepRecords = options.record ?? true;
     this.maxRecords = options.maxRecords ?? 1_000_000;
+    this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
+    this.copyDma = !(options.dmaWithoutCopy ?? true);
   }
 
   // ---- v86 interface --------------------------------------------------------------------------------
@@ -154,7 +172,7 @@ export class HdaAdapter {
       if (pio) this.pioWrites++;
       else this.dmaWrites++;
     }
-    this.submit({ op: "write", offset: start, length: data.length, data: pio ? data.slice() : data, pio, cb });
+    this.submit({ op: "write", offset: start, length: data.length, data: pio || this.copyDma ? data.slice() : data, pio, cb });
   }
 
   get_and_cache(start: number, len: number, cb: ReadCb): void {
@@ -209,6 +227,22 @@ export class HdaAdapter {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * Called by the emulator from inside its run loop (GuestMachine hooks v86's hardware-timer step): reaps the
+   * completions the disk has, running their callbacks now. With `halted` (the guest waits in HLT), spins up
+   * to the disk's spin budget, less what the request in flight has taken already, for its completion.
+   */
+  pollFromEmulator(halted: boolean): void {
+    const d = this.pollable;
+    if (!d || !this.current) return;
+    let spin = 0;
+    if (halted) {
+      const left = d.spinBudgetMs - (performance.now() - this.currentStarted);
+      if (left > 0) spin = left;
+    }
+    d.poll(spin);
+  }
+
   /** Drop the callbacks of every request submitted so far (they still run against the disk). */
   invalidateCallbacks(): void {
     this.generation++;
@@ -243,57 +277,75 @@ export class HdaAdapter {
       return;
     }
     this.queue.push(req);
-    if (!this.running) {
-      this.running = true;
-      void this.pump();
+    this.pump();
+  }
+
+  /** Starts queued requests, one at a time; a completion calls it again. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.running && this.head < this.queue.length) {
+        const req = this.queue[this.head]!;
+        this.queue[this.head++] = undefined as unknown as Request;
+        if (this.head > 1024 && this.head * 2 > this.queue.length) {
+          this.queue.splice(0, this.head);
+          this.head = 0;
+        }
+        if (req.op === "read" && req.signal?.aborted) continue; // the IDE was reset; nobody waits for it
+        this.running = true;
+        this.start(req);
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (!this.running && this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
     }
   }
 
-  private async pump(): Promise<void> {
-    while (this.head < this.queue.length) {
-      const req = this.queue[this.head]!;
-      this.queue[this.head++] = undefined as unknown as Request;
-      if (this.head > 1024 && this.head * 2 > this.queue.length) {
-        this.queue.splice(0, this.head);
-        this.head = 0;
-      }
-      await this.serve(req);
+  private start(req: Request): void {
+    this.current = req;
+    const started = (this.currentStarted = performance.now());
+    const d = this.pollable;
+    if (d) {
+      if (req.op === "read") d.readCb(req.offset, req.length, (err, data) => this.finish(req, started, err, data));
+      else if (req.op === "write") d.writeCb(req.offset, req.data!, (err) => this.finish(req, started, err));
+      else d.flushCb((err) => this.finish(req, started, err));
+      return;
     }
-    this.queue.length = 0;
-    this.head = 0;
+    const p = req.op === "read" ? this.disk.read(req.offset, req.length) : req.op === "write" ? this.disk.write(req.offset, req.data!) : this.disk.flush();
+    (p as Promise<Uint8Array | void>).then(
+      (v) => this.finish(req, started, undefined, v instanceof Uint8Array ? v : undefined),
+      (e: unknown) => this.finish(req, started, e instanceof Error ? e : new Error(String(e))),
+    );
+  }
+
+  private finish(req: Request, started: number, err: Error | undefined, result?: Uint8Array): void {
+    this.current = undefined;
+    if (!err && req.op === "read" && result?.length !== req.length) err = new Error(`disk read returned ${result?.length ?? 0} bytes, ${req.length} asked`);
+    if (err) {
+      // The guest sees a hung command (and, after its timeout, resets the drive); the queue goes on.
+      this.fail(err, req.op, req.offset, req.length);
+    } else {
+      const done = performance.now();
+      const timed = this.disk as Partial<ServiceTimedDisk>;
+      this.account(req, started, done, timed.lastServiceMs, timed.lastRingMs);
+      if (req.generation === this.generation) {
+        try {
+          if (req.op === "read") (req.cb as ReadCb)(result!);
+          else (req.cb as DoneCb)();
+        } catch (e) {
+          this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
+        }
+      }
+    }
     this.running = false;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const w of waiters) w();
-  }
-
-  private async serve(req: Request): Promise<void> {
-    if (req.op === "read" && req.signal?.aborted) return; // the IDE was reset; nobody waits for it
-    const started = performance.now();
-    let result: Uint8Array | undefined;
-    try {
-      if (req.op === "read") {
-        result = await this.disk.read(req.offset, req.length);
-        if (result.length !== req.length) throw new Error(`disk read returned ${result.length} bytes, ${req.length} asked`);
-      } else if (req.op === "write") {
-        await this.disk.write(req.offset, req.data!);
-      } else {
-        await this.disk.flush();
-      }
-    } catch (e) {
-      this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
-      return; // the guest sees a hung command (and, after its timeout, resets the drive)
-    }
-    const done = performance.now();
-    const timed = this.disk as Partial<ServiceTimedDisk>;
-    this.account(req, started, done, timed.lastServiceMs, timed.lastRingMs);
-    if (req.generation !== this.generation) return;
-    try {
-      if (req.op === "read") (req.cb as ReadCb)(result!);
-      else (req.cb as DoneCb)();
-    } catch (e) {
-      this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
-    }
+    this.pump();
   }
 
   private account(req: Request, started: number, done: number, serviceMs: number | undefined, ringMs: number | undefined): void {

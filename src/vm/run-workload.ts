@@ -44,6 +44,7 @@ import { parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
 import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
+import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
 
 export interface GuestWorkloadOptions {
   /** qcow2 image; created when missing. */
@@ -75,6 +76,8 @@ export interface GuestWorkloadOptions {
   engineStats?: boolean;
   memoryMiB?: number;
   cmdline?: string;
+  /** Which cuts of the guest-to-engine delay are on (default all; latency-cuts.ts). */
+  cuts?: LatencyCuts;
   /**
    * Aborting stops the run: the guest is stopped and the image closed cleanly, and the call rejects with
    * an Error "interrupted".
@@ -117,6 +120,8 @@ export interface GuestWorkloadResult {
    * "XFER_PIO_4"), and the writes v86 handed over as bus-master DMA transfers and through its PIO buffer.
    */
   transfer: { mode: string; dmaWrites: number; pioWrites: number };
+  /** The cuts of the guest-to-engine delay that were on ("all", "none" or a list; latency-cuts.ts). */
+  cuts: string;
   trace?: { file: string; events: number };
   /** ms from the first phase's start to the last one's end. */
   workloadMs: number;
@@ -150,6 +155,7 @@ export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWo
     warmStart: o.warmStart,
     memoryMiB: o.memoryMiB,
     cmdline: o.cmdline,
+    cuts: o.cuts,
     onProgress: (m) => progress(m),
   });
   const abort = () => void session.close().catch(() => undefined);
@@ -300,6 +306,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     ioTool,
     guestFlushes: s.guest.guestFlushes - flushesBefore,
     transfer: { mode, dmaWrites: adapter.dmaWrites - dmaBefore, pioWrites: adapter.pioWrites - pioBefore },
+    cuts: formatCuts(o.cuts ?? ALL_CUTS),
     workloadMs,
     loadAverage: loadavg(),
   };

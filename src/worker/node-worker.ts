@@ -23,6 +23,8 @@ export interface ServeTask {
   spinUs?: number;
   /** Adapt the serve loop's spin to contention (default true). */
   adaptiveSpin?: boolean;
+  /** Size the serve loop's spin from the observed gaps between requests, at most this many µs. */
+  sizedSpinCapUs?: number;
 }
 
 export function serve(task: ServeTask): ServeResult {
@@ -36,6 +38,6 @@ export function serve(task: ServeTask): ServeResult {
         readOnly: task.readOnly,
         format: task.format,
       }),
-    { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin },
+    { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin, sizedSpinCapUs: task.sizedSpinCapUs },
   );
 }

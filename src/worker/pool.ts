@@ -36,6 +36,8 @@ export interface ServedImageOptions {
   serverSpinUs?: number;
   /** Adapt the serve loop's spin to contention (default true). */
   serverAdaptiveSpin?: boolean;
+  /** Size the serve loop's spin from the observed gaps between requests, at most this many µs (SizedSpin). */
+  serverSizedSpinCapUs?: number;
 }
 
 /** Refusal to open an image that this process already has open in a conflicting mode. */
@@ -94,6 +96,7 @@ export class ImagePool {
         format: opts.format,
         spinUs: opts.serverSpinUs,
         adaptiveSpin: opts.serverAdaptiveSpin,
+        sizedSpinCapUs: opts.serverSizedSpinCapUs,
       };
       const run = pool.run(task, { name: "serve" }) as Promise<unknown>;
       const ended = run.then(

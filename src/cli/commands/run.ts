@@ -13,6 +13,7 @@ import { SCHEME_NAMES } from "../../schemes/index.js";
 import type { CostBreakdown } from "../../engine/types.js";
 import type { LatencyColumn } from "../../vm/decomposition.js";
 import { ensureGuestImage } from "../../vm/guest-image.js";
+import { parseCuts, type LatencyCuts } from "../../vm/latency-cuts.js";
 import type { PhaseStats } from "../../vm/latency-stats.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "../../vm/run-workload.js";
 import { WORKLOAD_NAMES } from "../../vm/workloads.js";
@@ -20,7 +21,7 @@ import { WORKLOAD_NAMES } from "../../vm/workloads.js";
 export const RUN_SUMMARY = "boot the Linux guest (v86) on a refcow-served image, run a disk workload, print per-phase latency";
 
 export const RUN_USAGE =
-  "run [--scheme S] [-t CACHE] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--output human|json] IMAGE";
+  "run [--scheme S] [-t CACHE] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--output human|json] IMAGE";
 
 export const RUN_HELP = `
 Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its IDE
@@ -42,6 +43,9 @@ first run for a disk size prepares it with one cold boot), or boots cold with --
   --cold              boot cold instead of resuming the warm-start state
   --memory MIB        guest RAM (default 128)
   --output FMT        human (default) or json; --json-out FILE also writes the JSON result to FILE
+  --cuts LIST         the cuts of the delay between guest and engine that are on: all (default), none,
+                      or a list of spin (spins sized from observed times), wake (completions delivered
+                      from inside v86's run loop), nocopy (DMA writes not copied); for measuring each
 
 Workloads announce their phases on the serial console. Every request is timed by four clocks, reported
 per phase (median and p99 in µs; --output json adds count, p90 and max): app, the guest program's system
@@ -66,6 +70,7 @@ const LONG = [
   { name: "memory", arg: true },
   { name: "output", arg: true },
   { name: "json-out", arg: true },
+  { name: "cuts", arg: true },
 ];
 
 function positiveInt(name: string, s: string | undefined): number | undefined {
@@ -101,6 +106,12 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   const output = lastValue(parsed, "output") ?? "human";
   if (output !== "human" && output !== "json") throw new CliError("--output must be used with human or json as argument.");
   const jsonOut = lastValue(parsed, "json-out");
+  let cuts: LatencyCuts;
+  try {
+    cuts = parseCuts(lastValue(parsed, "cuts") ?? "all");
+  } catch (e) {
+    throw new UsageError(messageOf(e));
+  }
 
   const tty = Boolean(process.stderr.isTTY) && io === processIo;
   let transientShown = false;
@@ -148,6 +159,7 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
       trace: lastValue(parsed, "trace"),
       warmStart: !hasFlag(parsed, "cold"),
       memoryMiB: positiveInt("--memory", lastValue(parsed, "memory")),
+      cuts,
       onProgress,
     });
   } catch (e) {
@@ -229,7 +241,7 @@ export function formatRunResult(r: GuestWorkloadResult): string {
   if (clocks.length) {
     out += `guest clock vs host: ${clocks.map(([n, c]) => `${n} ${c!.driftUs >= 0 ? "+" : ""}${c!.driftUs.toFixed(0)} µs over ${(c!.hostSpanUs / 1e6).toFixed(2)} s (${c!.driftPpm.toFixed(0)} ppm)`).join(", ")}\n`;
   }
-  out += `IDE transfer: ${r.transfer.mode}; ${r.transfer.dmaWrites} DMA writes, ${r.transfer.pioWrites} PIO writes\n`;
+  out += `IDE transfer: ${r.transfer.mode}; ${r.transfer.dmaWrites} DMA writes, ${r.transfer.pioWrites} PIO writes; cuts: ${r.cuts}\n`;
   const s = r.snapshot;
   if (s) {
     out += `\nsnapshot '${s.name}' (id ${s.id}) before ${s.phase}: guest paused ${s.pauseMs.toFixed(1)} ms = drain ${s.drainMs.toFixed(1)} + flush ${s.flushMs.toFixed(1)}`;
