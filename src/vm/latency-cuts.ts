@@ -14,12 +14,14 @@
  *   nocopy  DMA writes are handed to the ring as v86 gathered them (PIO writes are always copied).
  */
 
+import { SizedSpin } from "../worker/ring.js";
+
 export const CUT_NAMES = ["spin", "wake", "nocopy"] as const;
 export type CutName = (typeof CUT_NAMES)[number];
 export type LatencyCuts = Record<CutName, boolean>;
 
-export const SPIN_CAP_CLIENT_US = 1000;
-export const SPIN_CAP_SERVER_US = 200;
+export const SPIN_CAP_CLIENT_US = SizedSpin.CLIENT_CAP_US;
+export const SPIN_CAP_SERVER_US = SizedSpin.SERVER_CAP_US;
 
 export const ALL_CUTS: LatencyCuts = { spin: true, wake: true, nocopy: true };
 export const NO_CUTS: LatencyCuts = { spin: false, wake: false, nocopy: false };

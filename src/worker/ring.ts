@@ -433,6 +433,9 @@ export class SpinPolicy {
  * Times are ms.
  */
 export class SizedSpin {
+  /** The caps refcow uses: the client's spin for a completion (a v86 frame), the server's for the next request. */
+  static readonly CLIENT_CAP_US = 1000;
+  static readonly SERVER_CAP_US = 200;
   static readonly MARGIN = 1.25;
   static readonly SLACK_MS = 0.02;
   private readonly samples: Float64Array;
