@@ -215,6 +215,14 @@ export class DiskClient {
     return this.sized ? Math.min(this.sized.budget(), this.spin.budget) : this.spin.budget;
   }
 
+  /** The sized spin's budget less what the oldest request in flight has been waiting already, ms. */
+  private sizedLeft(): number {
+    const b = this.sized!.budget();
+    if (b <= 0 || this.sqTail === this.cqHead) return 0;
+    const waited = performance.now() - this.f64[(this.cqHead & this.ring.mask) * SLOT_F64 + SF.T_SUBMIT];
+    return Math.max(0, b - waited);
+  }
+
   /**
    * Reaps the completions published so far, running their callbacks (and settling their promises) now; with
    * `spinMs` > 0 and requests in flight but none complete, spins up to `spinMs` for one first. Returns the
@@ -694,7 +702,7 @@ export class DiskClient {
     if (this.dead) return;
     this.reap();
     if (this.sqTail === this.cqHead) return;
-    const budget = this.sized ? Math.min(this.sized.budget(), this.spin.next()) : this.spin.next();
+    const budget = this.sized ? Math.min(this.sizedLeft(), this.spin.next()) : this.spin.next();
     if (budget > 0) {
       const ctl = this.ctl;
       const spinFrom = performance.now();
