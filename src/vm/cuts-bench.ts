@@ -5,7 +5,11 @@
  * cache mode asked. Prints, per configuration and phase, the median over the runs of each clock's median
  * and p99 (app, device, ring, engine) and of app − engine, with the host's load average.
  *
- *     npm run build && node dist/vm/cuts-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
+ * `--floor`: instead, the guest's floor — the same 4 KiB O_DIRECT writes (refcow-io, 256 cluster starts) on
+ * an in-memory raw disk whose requests complete at once (MemoryAsyncDisk), `reps` passes in one guest: what
+ * the emulated guest kernel and v86's IDE path cost with no engine, no ring and no worker at all.
+ *
+ *     npm run build && node dist/vm/cuts-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE] [--floor]
  *
  * (bench/guest-cuts.ts is the typed entry; `npm run bench:guest-cuts` runs it with the defaults.)
  */
@@ -14,9 +18,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { CacheMode } from "../engine/types.js";
-import { spread } from "../stats/latency.js";
+import { spread, summarize } from "../stats/latency.js";
 import type { LatencyColumn } from "./decomposition.js";
 import { ensureGuestImage } from "./guest-image.js";
+import { parseGuestIoReports } from "./guest-io-report.js";
+import { GuestRunner } from "./guest-runner.js";
+import { MemoryAsyncDisk } from "./memory-async-disk.js";
+import { obtainWarmState } from "./warm-state.js";
 import { parseCuts } from "./latency-cuts.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "./run-workload.js";
 
@@ -66,6 +74,30 @@ export async function runCutsBench(o: CutsBenchOptions = {}): Promise<CutsBenchR
   return runs;
 }
 
+/** The floor (see the module comment): per pass, the median and p99 of app and device, µs, and the load. */
+export async function runFloor(passes = 3, onProgress?: (m: string) => void): Promise<string> {
+  await ensureGuestImage({ onProgress });
+  const size = 256 << 20;
+  const warm = await obtainWarmState({ diskSize: size, onProgress });
+  const g = await GuestRunner.boot({ disk: new MemoryAsyncDisk(size), initialState: warm.state, onProgress });
+  const lines: string[] = [];
+  try {
+    await g.check("yes floor | head -c 4096 > /tmp/blk; awk 'BEGIN{for(i=0;i<256;i++)print i*1048576}' > /tmp/order");
+    for (let pass = 1; pass <= passes; pass++) {
+      g.adapter.takeRecords();
+      const reports = parseGuestIoReports(await g.check("refcow-io write /dev/sda /tmp/blk </tmp/order"));
+      const app = reports.find((r) => r.op === "write")!.latenciesNs.map((n) => n / 1000);
+      const device = g.adapter.takeRecords().filter((r) => r.op === "write").map((r) => r.latencyMs * 1000);
+      const a = summarize(app);
+      const d = summarize(device);
+      lines.push(`pass ${pass}: app median ${a.median.toFixed(0)} p99 ${a.p99.toFixed(0)} µs; device median ${d.median.toFixed(0)} p99 ${d.p99.toFixed(0)} µs; ${app.length} writes; load ${os.loadavg()[0]!.toFixed(2)}`);
+    }
+  } finally {
+    await g.destroy();
+  }
+  return `guest floor: 4 KiB O_DIRECT writes on an in-memory disk completing at once (no engine, no ring)\n${lines.join("\n")}\n`;
+}
+
 export function formatCutsBench(runs: CutsBenchRun[]): string {
   const rows: string[][] = [["scheme", "cache", "cuts", "phase", "runs", "app med", "app p99", "device med", "device p99", "ring med", "ring p99", "engine med", "engine p99", "app−engine", "load"]];
   const groups = new Map<string, CutsBenchRun[]>();
@@ -110,6 +142,11 @@ export function formatCutsBench(runs: CutsBenchRun[]): string {
 export async function cutsBenchMain(argv: string[]): Promise<number> {
   const o: CutsBenchOptions = { onProgress: (m) => process.stderr.write(m + "\n") };
   let json: string | undefined;
+  if (argv.includes("--floor")) {
+    const i = argv.indexOf("--reps");
+    process.stdout.write(await runFloor(i >= 0 ? Number(argv[i + 1]) : 3, o.onProgress));
+    return 0;
+  }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[++i];
