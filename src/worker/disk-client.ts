@@ -239,7 +239,11 @@ export class DiskClient {
     while (!(got = Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) && performance.now() < until) {
       // spin
     }
-    this.sized?.spun(performance.now() - from);
+    const end = performance.now();
+    this.sized?.spun(end - from);
+    // The same contention rule as drive()'s spin: a miss followed at once by the completion halves the budget.
+    if (got) this.spin.hit();
+    else this.spin.miss(end);
     if (got) n = this.reap();
     return n;
   }
