@@ -141,7 +141,7 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   process.once("SIGINT", onSigint);
   let result: GuestWorkloadResult;
   try {
-    await ensureGuestImage({ onProgress: (m) => onProgress(`[guest image] ${m}`, true) }).catch((e: unknown) => {
+    await ensureGuestImage({ onProgress: (m) => onProgress(`[guest image] ${m}`) }).catch((e: unknown) => {
       throw new Error(`the guest image could not be built (run 'bash guest-images/build.sh' to see why): ${messageOf(e).split("\n")[0]}`);
     });
     result = await runGuestWorkload({
