@@ -14,6 +14,7 @@ import type { CostBreakdown } from "../../engine/types.js";
 import type { LatencyColumn } from "../../vm/decomposition.js";
 import { ensureGuestImage } from "../../vm/guest-image.js";
 import { parseCuts, type LatencyCuts } from "../../vm/latency-cuts.js";
+import { DEFAULT_CMDLINE } from "../../vm/guest-runner.js";
 import type { PhaseStats } from "../../vm/latency-stats.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "../../vm/run-workload.js";
 import { WORKLOAD_NAMES } from "../../vm/workloads.js";
@@ -21,7 +22,7 @@ import { WORKLOAD_NAMES } from "../../vm/workloads.js";
 export const RUN_SUMMARY = "boot the Linux guest (v86) on a refcow-served image, run a disk workload, print per-phase latency";
 
 export const RUN_USAGE =
-  "run [--scheme S] [-t CACHE] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--output human|json] IMAGE";
+  "run [--scheme S] [-t CACHE] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
 
 export const RUN_HELP = `
 Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its IDE
@@ -42,6 +43,8 @@ first run for a disk size prepares it with one cold boot), or boots cold with --
   --trace FILE        write every disk request of the workload to FILE (refcow-trace, src/vm/trace.ts)
   --cold              boot cold instead of resuming the warm-start state
   --memory MIB        guest RAM (default 128)
+  --kernel-args ARGS  appended to the guest kernel's command line (e.g. libata.force=pio4 to make the
+                      guest use PIO instead of bus-master DMA); a warm-start state is prepared for them
   --output FMT        human (default) or json; --json-out FILE also writes the JSON result to FILE
   --cuts LIST         the cuts of the delay between guest and engine that are on: all (default), none,
                       or a list of spin (spins sized from observed times), wake (completions delivered
@@ -71,6 +74,7 @@ const LONG = [
   { name: "output", arg: true },
   { name: "json-out", arg: true },
   { name: "cuts", arg: true },
+  { name: "kernel-args", arg: true },
 ];
 
 function positiveInt(name: string, s: string | undefined): number | undefined {
@@ -106,6 +110,8 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   const output = lastValue(parsed, "output") ?? "human";
   if (output !== "human" && output !== "json") throw new CliError("--output must be used with human or json as argument.");
   const jsonOut = lastValue(parsed, "json-out");
+  const kernelArgs = lastValue(parsed, "kernel-args");
+  if (kernelArgs !== undefined && (kernelArgs.trim() === "" || /[\n\r]/.test(kernelArgs))) throw new UsageError("--kernel-args needs one line of kernel arguments");
   let cuts: LatencyCuts;
   try {
     cuts = parseCuts(lastValue(parsed, "cuts") ?? "all");
@@ -159,6 +165,7 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
       trace: lastValue(parsed, "trace"),
       warmStart: !hasFlag(parsed, "cold"),
       memoryMiB: positiveInt("--memory", lastValue(parsed, "memory")),
+      cmdline: kernelArgs === undefined ? undefined : `${DEFAULT_CMDLINE} ${kernelArgs}`,
       cuts,
       onProgress,
     });
