@@ -226,6 +226,14 @@ async function refcowRows(opts: BenchOptions, scheme: string, alloc: AllocPolicy
   }));
 }
 
+/** The run time `qemu-img bench` prints ("Run completed in N seconds."); an error quoting its output if absent. */
+export function qemuBenchSeconds(out: string, command: string): number {
+  const m = /Run completed in ([\d.]+) seconds/.exec(out);
+  const t = m ? Number(m[1]) : NaN;
+  if (!Number.isFinite(t)) throw new Error(`${command}: no run time in its output ("Run completed in N seconds." expected):\n${out.trim()}`);
+  return t;
+}
+
 /** qemu-img bench is sequential with a step: one 4 KiB write per cluster, in cluster order. */
 function qemuRows(opts: BenchOptions, flavour: "std" | "lazy_refcounts", cache: CacheMode): ResultRow[] {
   const n = opts.clusters;
@@ -242,8 +250,7 @@ function qemuRows(opts: BenchOptions, flavour: "std" | "lazy_refcounts", cache: 
       const args = ["bench", "-w", "-t", cache, "-s", String(WRITE), "-S", String(CLUSTER), "-o", String(start), "-c", String(n), "-d", "1", "-f", "qcow2"];
       if (cache === "writeback") args.push(`--flush-interval=${FLUSH_EVERY}`);
       const out = execFileSync("qemu-img", [...args, file]).toString();
-      const m = /Run completed in ([\d.]+) seconds/.exec(out);
-      if (m) times[ph].push((Number(m[1]) * 1e6) / n);
+      times[ph].push((qemuBenchSeconds(out, `qemu-img ${args.join(" ")} ${file}`) * 1e6) / n);
     }
     fs.rmSync(file, { force: true });
   }

@@ -6,7 +6,7 @@
  *  - on-disk count > references is a leak (harmless), < references a corruption;
  *  - a COPIED flag in the active tables that disagrees with "refcount == 1" is a corruption.
  * Repair: "leaks" lowers over-counts; "all" also rebuilds the refcount structures when a count is too low and
- * fixes COPIED flags, then clears the dirty and corrupt bits.
+ * fixes COPIED flags; either clears the dirty and corrupt bits when no corruption is left.
  */
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
 import { snapshotTableSize } from "../format/snapshot-table.js";
@@ -118,7 +118,9 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
     img.sync("refcount");
   }
   const after = scan(img, true);
-  if (repair === "all" && after.corruptions === 0 && after.leaks === 0 && img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT)) {
+  // As QEMU (qcow2_co_check_locked): a repair that leaves no corruption clears the dirty and corrupt bits,
+  // whichever mode it ran in (leaks left by -r leaks are harmless).
+  if (after.corruptions === 0 && after.checkErrors === 0 && img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT)) {
     img.header.incompatibleFeatures &= ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT);
     img.writeHeader();
   }

@@ -1,8 +1,17 @@
 /**
  * Allocation map of the virtual disk (qemu-img map): for each range, where its data comes from (depth in the
  * backing chain), whether it is allocated, reads as zero, holds data, and at which host offset.
+ *
+ * Holes in the image file, as QEMU reports them (block/io.c bdrv_co_block_status, qcow2.c
+ * qcow2_co_block_status, qcow2-refcount.c qcow2_detect_metadata_preallocation): a data cluster is also
+ * reported as zero where the file has a hole under it (SEEK_DATA/SEEK_HOLE) or ends before it — but only
+ * when the image "looks metadata-preallocated": at least max(⌊allocated/cs⌋·10/9, ⌊allocated/cs⌋ + 2)
+ * clusters of the file have a non-zero refcount, allocated being the bytes the file occupies (st_blocks).
+ * A file whose untouched cluster parts are holes qualifies; one whose zeroes were allocated (fallocate
+ * ZERO_RANGE, as QEMU itself zeroes) mostly does not, and QEMU then reports data throughout.
  */
 import { ClusterType } from "../format/l1l2.js";
+import type { BlockFile } from "../io/block-file.js";
 import type { Qcow2Image } from "./qcow2-image.js";
 import type { MapExtent, VirtualDisk } from "./types.js";
 
@@ -75,7 +84,39 @@ export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number
   }
   if (kind === "zero") return { status: { depth, present: true, zero: true, data: false, compressed: false, offset: host || undefined }, length: n };
   if (kind === "compressed") return { status: { depth, present: true, zero: false, data: true, compressed: true }, length: n };
-  return { status: { depth, present: true, zero: false, data: true, compressed: false, offset: host }, length: n };
+  let zero = false;
+  if (img.looksPreallocated()) {
+    const under = fileStatus(img.file, host, n);
+    zero = under.zero;
+    n = under.length;
+  }
+  return { status: { depth, present: true, zero, data: true, compressed: false, offset: host }, length: n };
+}
+
+/**
+ * What the image file holds at `offset` (at most `length` bytes): a hole or the end of the file reads as zero.
+ * Past the end, the whole range is zero; a hole that reaches the end counts to the end of the range.
+ */
+export function fileStatus(file: BlockFile, offset: number, length: number): { zero: boolean; length: number } {
+  const size = file.size();
+  if (offset >= size) return { zero: true, length };
+  const ext = file.extentAt?.(offset, Math.min(length, size - offset));
+  // The file cannot tell: data up to its end (QEMU: "pretend there are no holes").
+  if (!ext || ext.length <= 0) return { zero: false, length: Math.min(length, size - offset) };
+  if (!ext.data && offset + ext.length >= size) return { zero: true, length };
+  return { zero: !ext.data, length: ext.length };
+}
+
+/** qcow2_detect_metadata_preallocation: many more clusters in use than the file occupies (see the top). */
+export function detectMetadataPreallocation(file: BlockFile, clusterSize: number, refcount: (cluster: number) => number): boolean {
+  const allocated = file.allocatedSize?.();
+  if (allocated === undefined) return false;
+  const real = Math.floor(allocated / clusterSize);
+  const threshold = Math.max(Math.floor((real * 10) / 9), real + 2);
+  const end = Math.ceil(file.size() / clusterSize);
+  let count = 0;
+  for (let c = 0; c < end && count < threshold; c++) if (refcount(c) !== 0) count++;
+  return count >= threshold;
 }
 
 export function mapImage(img: Qcow2Image): MapExtent[] {

@@ -7,6 +7,7 @@ import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
 import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
+import { fileStatus } from "./map.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
 import type { MapExtent, OpenOptions, VirtualDisk } from "./types.js";
@@ -51,17 +52,18 @@ export class RawDisk implements VirtualDisk {
     this.file.write(data, offset, "guest-data");
   }
 
-  writeZeroes(offset: number, length: number): void {
+  /**
+   * As QEMU's raw driver: fallocate where the file can (ZERO_RANGE; PUNCH_HOLE first with `unmap`), zeroes
+   * written elsewhere.
+   */
+  writeZeroes(offset: number, length: number, opts: { unmap?: boolean } = {}): void {
     this.checkRange(offset, length);
-    const chunk = new Uint8Array(Math.min(length, 1 << 20));
-    for (let done = 0; done < length; done += chunk.length) {
-      const n = Math.min(chunk.length, length - done);
-      this.file.write(chunk.subarray(0, n), offset + done, "guest-data");
-    }
+    this.file.zeroRange(offset, length, "guest-data", opts.unmap);
   }
 
+  /** A hole where the file system can make one (QEMU punches one); the range reads as zeroes either way. */
   discard(offset: number, length: number): void {
-    this.writeZeroes(offset, length);
+    this.writeZeroes(offset, length, { unmap: true });
   }
 
   flush(): void {
@@ -72,12 +74,22 @@ export class RawDisk implements VirtualDisk {
     this.file.close();
   }
 
+  /** As QEMU's raw driver on a file: a hole of the file reads as zero and holds no data. */
   blockStatus(offset: number, length: number, depth: number) {
-    return { status: { depth, present: true, zero: false, data: true, compressed: false, offset }, length };
+    const under = fileStatus(this.file, offset, length);
+    return { status: { depth, present: true, zero: under.zero, data: !under.zero, compressed: false, offset }, length: under.length };
   }
 
   map(): MapExtent[] {
-    return this.size ? [{ start: 0, length: this.size, depth: 0, present: true, zero: false, data: true, compressed: false, offset: 0 }] : [];
+    const out: MapExtent[] = [];
+    for (let pos = 0; pos < this.size; ) {
+      const { status, length } = this.blockStatus(pos, this.size - pos, 0);
+      const prev = out[out.length - 1];
+      if (prev && prev.zero === status.zero) prev.length += length;
+      else out.push({ start: pos, length, ...status });
+      pos += length;
+    }
+    return out;
   }
 
   private checkRange(offset: number, length: number): void {
@@ -91,17 +103,29 @@ export type OpenedImage = Qcow2Image | RawDisk;
 
 const MAX_CHAIN = 64;
 
+export interface PathOpenOptions extends OpenOptions {
+  format?: ImageFormat;
+  /**
+   * Wraps the top image's file before the engine opens it: the file itself is then opened read-only and
+   * the engine opens the wrapper read-write (a private copy-on-write view, see io/overlay-file.ts).
+   */
+  wrapFile?: (file: BlockFile) => BlockFile;
+}
+
 /** Opens an image file (qcow2 or raw, probed unless given), with its backing chain opened read-only. */
-export function openImagePath(file: string, opts: OpenOptions & { format?: ImageFormat } = {}, depth = 0): OpenedImage {
+export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 0): OpenedImage {
   if (depth > MAX_CHAIN) throw new ImageFormatError(`backing chain deeper than ${MAX_CHAIN} images (loop?)`);
   if (!fs.existsSync(file)) throw new RequestError(`Could not open '${file}': No such file or directory`);
   const format = opts.format ?? probeFormat(file);
-  const bf = NodeFile.open(file, { readOnly: opts.readOnly });
+  const nodeFile = NodeFile.open(file, { readOnly: opts.readOnly || opts.wrapFile !== undefined });
+  const bf = opts.wrapFile ? opts.wrapFile(nodeFile) : nodeFile;
   try {
     if (format === "raw") return new RawDisk(bf);
     const dir = path.dirname(file);
+    const { wrapFile, format: _format, ...engineOpts } = opts;
     return Qcow2Image.open(bf, {
-      ...opts,
+      ...engineOpts,
+      readOnly: wrapFile ? false : opts.readOnly,
       openBacking:
         opts.openBacking ??
         ((name, fmt) => {

@@ -27,6 +27,7 @@ import {
   STANDARD_FEATURE_NAMES,
 } from "../format/features.js";
 import {
+  EXT_REFCOW_OWNER_LEGACY,
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
   MAX_SNAPSHOT_TABLE_BYTES,
@@ -39,7 +40,7 @@ import {
 import { ClusterType, decodeL1, encodeL1, L2Codec, type L2Entry } from "../format/l1l2.js";
 import { encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
 import { parseSnapshotTable, type SnapshotEntry } from "../format/snapshot-table.js";
-import { createScheme, recoverAfterLoad, recoverBeforeLoad, type RefcountScheme } from "../schemes/index.js";
+import { createScheme, hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad, type RefcountScheme } from "../schemes/index.js";
 import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
 import { decompressCluster } from "./compression.js";
 import { ClosedError, ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
@@ -60,7 +61,7 @@ import type {
 } from "./types.js";
 import * as snapshots from "./snapshots.js";
 import { checkImage } from "./check.js";
-import { mapImage, qcow2BlockStatus } from "./map.js";
+import { detectMetadataPreallocation, mapImage, qcow2BlockStatus } from "./map.js";
 
 const L2_SLICE_BYTES = 4096;
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -107,8 +108,6 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal Random numbers for the scheme (OpenOptions.random). */
   readonly random: () => number;
   /** @internal */ snapshots: SnapshotEntry[];
-  /** Autoclear bits as they were at open (the engine clears them on a writable open). @internal */
-  openedAutoclear = 0n;
   private closed = false;
   /**
    * @internal An open for check only: invalid entries of the active L1 table (they read as empty) and of the
@@ -146,7 +145,11 @@ export class Qcow2Image implements VirtualDisk {
     this.snapshots = [];
     const l2CacheSlices = Math.max(16, Math.min(L2_CACHE_BYTES / this.sliceBytes, Math.ceil(header.l1Size * this.clusterSize / this.sliceBytes) + 16));
     this.l2Cache = new MetadataCache(file, this.sliceBytes, l2CacheSlices, "l2", (purpose) => this.sync(purpose), (off, buf) => this.validateL2Slice(off, buf));
-    this.scheme = createScheme(opts.scheme);
+    // An open for check keeps standard refcounts whatever scheme was asked for (the name is still checked):
+    // check compares and repairs standard counts, and a scheme's conventions while open (lazy-count's
+    // uncounted active layer, the journal's area, owner's rebuilt counts at close) would read as errors to it.
+    const requested = createScheme(opts.scheme);
+    this.scheme = opts.forCheck ? createScheme("eager") : requested;
     this.allocPolicy = allocationPolicy(opts.alloc);
     this.random = opts.random ?? Math.random;
     // Filled in by open() once the tables are validated.
@@ -256,21 +259,26 @@ export class Qcow2Image implements VirtualDisk {
     }
     // What a writable open writes (a journal replay, the repair of a dirty image, a scheme's conversion) is
     // staged and reaches the file only once the whole open has succeeded: a refused image is never written.
-    const staged = readOnly ? undefined : new StagedFile(file.inner);
+    // A read-only check of an image with a journal to replay replays it into a staged view that is never
+    // committed: the check reports on the image as recovered, and the file stays as it is.
+    const replayInView = readOnly && opts.forCheck === true && hasJournalToReplay(header);
+    const staged = readOnly && !replayInView ? undefined : new StagedFile(file.inner);
     if (staged) file.inner = staged;
+    let keepView = false;
     try {
       const img = new Qcow2Image(file, header, { ...opts, readOnly });
       // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
-      recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly);
+      recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly && !replayInView);
       // The replay may have grown the file (records for tables past the old end).
       img.load(file.size(), opts);
-      if (staged) {
+      if (staged && !replayInView) {
         file.inner = staged.base;
         staged.commit();
       }
+      keepView = replayInView;
       return img;
     } finally {
-      if (staged) file.inner = staged.base;
+      if (staged && !keepView) file.inner = staged.base;
     }
   }
 
@@ -338,16 +346,21 @@ export class Qcow2Image implements VirtualDisk {
     }
     if (!this.readOnly) {
       let rewrite = false;
-      this.openedAutoclear = h.autoclearFeatures;
       if (h.autoclearFeatures & ~AUTOCLEAR_KNOWN) {
         // A writer that does not maintain what an autoclear bit promises must clear it (QEMU does the same).
         h.autoclearFeatures &= AUTOCLEAR_KNOWN;
         rewrite = true;
       }
+      if (h.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)) {
+        // An earlier owner scheme's table, vouched for by the autoclear bit just cleared: dead from now on.
+        h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_OWNER_LEGACY);
+        rewrite = true;
+      }
       if (rewrite) {
         this.writeHeader();
       }
-      recoverAfterLoad(this);
+      // Check frees nothing at recovery: what the journal's area leaves is its to report and repair.
+      recoverAfterLoad(this, { freeJournalArea: !opts.forCheck });
       if (h.incompatibleFeatures & INCOMPAT_DIRTY && !opts.noRepairOnOpen && !opts.forCheck) {
         // Refcounts may be stale (a lazy writer died): rebuild them from the L1/L2 tables, as QEMU does.
         const result = checkImage(this, "all");
@@ -677,15 +690,15 @@ export class Qcow2Image implements VirtualDisk {
         return;
       }
       // Preallocated zero cluster: fill it, then clear the zero flag (data before the L2 entry).
-      const full = this.buildCluster(m, gc, inCluster, src);
-      this.file.write(full, e.offset, "guest-data");
+      this.writeFresh(m, gc, inCluster, src, e.offset, true);
       this.setEntry(m, e.offset, true);
       this.l2Cache.flushBeforeWrite = true;
       return;
     }
     // Allocate a new cluster: a fresh one, or a copy of a shared or compressed one (COW).
     const isCow = e.type === ClusterType.Normal || e.type === ClusterType.Compressed || (e.type === ClusterType.Unallocated && this.backing !== null);
-    const full = this.buildCluster(m, gc, inCluster, src);
+    // The COW source is read before anything is allocated.
+    const full = isCow ? this.buildCluster(m, gc, inCluster, src) : src;
     const oldOffset = e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc ? e.offset : -1;
     const compressedRange = e.type === ClusterType.Compressed ? this.l2.compressedClusters(e) : null;
     const slice = m.slice;
@@ -695,14 +708,8 @@ export class Qcow2Image implements VirtualDisk {
     // cluster would show stale bytes, and an entry for a cluster past the end of the file that was never
     // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
     // A cluster past the end of the file reads as zeroes until it is written.
-    const reused = newOffset < this.file.size();
-    if (!isCow && !reused && full !== src) {
-      // A fresh cluster past the end of the file reads as zeroes where the write does not reach (as QEMU's
-      // write_zeroes of the COW area): only the guest's bytes are written.
-      this.file.write(src, newOffset + inCluster, "guest-data");
-    } else {
-      this.file.write(full, newOffset, isCow && full !== src ? "cow-write" : "guest-data");
-    }
+    if (isCow) this.file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
+    else this.writeFresh(m, gc, inCluster, src, newOffset, newOffset < this.file.size());
     const buf = this.l2Cache.get(slice);
     this.l2.encodeStandard(viewOf(buf), index, newOffset, { copied: true });
     if (this.l2.extended) this.l2.setBitmap(viewOf(buf), index, 0xffffffff, 0); // was compressed
@@ -711,6 +718,28 @@ export class Qcow2Image implements VirtualDisk {
     this.l2Cache.flushBeforeWrite = true;
     if (oldOffset > 0) this.scheme.release(oldOffset / cs, "data");
     if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) this.scheme.release(c, "data");
+  }
+
+  /**
+   * Writes `src` into the host cluster at `host`, whose other bytes must read as zeroes (a fresh allocation, or
+   * a preallocated zero cluster), as QEMU does (handle_alloc_space): only the guest's bytes are written. Past
+   * the end of the file the rest is a hole already; a cluster inside the file (`inFile`: reused, or
+   * preallocated) is first zeroed without writing where the file can (fallocate), else written whole.
+   * Crash safety is that of a write of the whole cluster: the zeroing comes first, both before the flush that
+   * precedes the L2 entry mapping the cluster, and nothing maps the cluster until then.
+   */
+  private writeFresh(m: Mapping, gc: number, inCluster: number, src: Uint8Array, host: number, inFile: boolean): void {
+    const cs = this.clusterSize;
+    if (src.length === cs) {
+      this.file.write(src, host, "guest-data");
+    } else if (!inFile) {
+      this.file.write(src, host + inCluster, "guest-data");
+    } else if (this.file.zeroesWithoutWriting) {
+      this.file.zeroRange(host, cs, "guest-data");
+      this.file.write(src, host + inCluster, "guest-data");
+    } else {
+      this.file.write(this.buildCluster(m, gc, inCluster, src), host, "guest-data");
+    }
   }
 
   /** A full cluster: the current contents of guest cluster `gc` (COW source) overlaid with `src`. */
@@ -1277,6 +1306,13 @@ export class Qcow2Image implements VirtualDisk {
       throw this.failed(e);
     }
   }
+
+  /** @internal Whether map asks the file for holes under data clusters (decided once per open, as QEMU does). */
+  looksPreallocated(): boolean {
+    this.preallocationLook ??= detectMetadataPreallocation(this.file, this.clusterSize, (c) => this.refcounts.get(c));
+    return this.preallocationLook;
+  }
+  private preallocationLook: boolean | undefined;
 
   /** Block status of the range at `offset` (used by map and by images that have this one as backing). */
   blockStatus(offset: number, length: number, depth: number): ReturnType<typeof qcow2BlockStatus> {

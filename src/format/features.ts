@@ -22,12 +22,13 @@ export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
 
 export const AUTOCLEAR_BITMAPS = 1n << 0n;
 export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
-/** refcow's owner table is consistent with the image (a writer that does not maintain it clears the bit). */
-export const AUTOCLEAR_REFCOW_OWNER = 1n << 32n;
 /**
- * Autoclear bits the engine keeps on a writable open: none. QEMU's bitmaps are not maintained, and refcow's
- * owner table is re-validated by the owner scheme, which sets its bit again at a clean close.
+ * Set by an earlier refcow at a clean close of an `owner` image (its owner table, header extension "RCOW",
+ * was current). Never set now: `qemu-img check -r` drops the snapshots of an image with an autoclear bit
+ * QEMU does not know. A writable open clears it, like every autoclear bit.
  */
+export const AUTOCLEAR_REFCOW_OWNER_LEGACY = 1n << 32n;
+/** Autoclear bits the engine keeps on a writable open: none (QEMU's bitmaps are not maintained). */
 export const AUTOCLEAR_KNOWN = 0n;
 
 export type FeatureType = 0 | 1 | 2; // incompatible, compatible, autoclear
@@ -49,7 +50,6 @@ export const STANDARD_FEATURE_NAMES: FeatureName[] = [
   { type: 2, bit: 0, name: "bitmaps" },
   { type: 2, bit: 1, name: "raw external data" },
   { type: 0, bit: 32, name: "refcow journal" },
-  { type: 2, bit: 32, name: "refcow owner table" },
 ];
 
 export function bitsOf(mask: bigint): number[] {

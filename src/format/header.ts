@@ -31,6 +31,11 @@ export const EXT_FEATURE_TABLE = 0x6803f857;
 export const EXT_BITMAPS = 0x23852875;
 export const EXT_CRYPTO = 0x0537be77;
 export const EXT_DATA_FILE = 0x44415441;
+/**
+ * refcow's owner table as an earlier refcow left it at a clean close ("RCOW": u64 table offset, u32 entries,
+ * the node tree), meaningful only while autoclear bit 32 was set. Nothing reads it now; a writable open drops it.
+ */
+export const EXT_REFCOW_OWNER_LEGACY = 0x52434f57;
 
 export const MIN_CLUSTER_BITS = 9;
 export const MAX_CLUSTER_BITS = 21;

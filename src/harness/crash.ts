@@ -1,13 +1,14 @@
 /**
  * Crash-consistency harness. For each refcount scheme and cache mode, a seeded workload (writes, unaligned
  * writes, zero writes with and without unmap, discards, flushes, snapshot create/apply/delete, scheme
- * checkpoints, close + reopen) runs on a fault-injecting file. At every write it issued, every crash state
- * (prefixes of the unflushed writes, the last one torn at sector boundaries, some other subsets) is rebuilt
- * and verified:
+ * checkpoints, close + reopen) runs on a fault-injecting file. At every write (or zeroRange: the fallocate
+ * that zeroes a reused cluster) it issued, every crash state (prefixes of the unflushed writes, the last one
+ * torn at sector boundaries, some other subsets) is rebuilt and verified:
  *
  *   1. recovery: a writable open with the same scheme, then a clean close, succeeds;
- *   2. the recovered image is plain qcow2 (no dirty, corrupt or journal bit) and `refcow check` finds no
- *      corruption; it finds no leak either when the crash state had the dirty bit (recovery rebuilt the counts);
+ *   2. the recovered image is plain qcow2 (no dirty, corrupt or journal bit, no autoclear bit) and `refcow check`
+ *      finds no corruption; it finds no leak either when the crash state had the dirty bit (recovery rebuilt the
+ *      counts);
  *   3. every byte of the disk reads as it was at the last completed flush, or as one of the requests issued
  *      since (a write that was under way may or may not have reached the disk);
  *   4. every snapshot durable at the last flush still exists, none exists that was never created, and every
@@ -15,7 +16,12 @@
  *   5. for a sample of the states QEMU can open (no refcow journal bit), or all of them: `qemu-img check` on
  *      the crash state as QEMU would see it (after `-r all` when it is dirty: QEMU repairs a dirty image when
  *      it opens it) and on refcow's recovered image is clean (leaks allowed only when the state was not dirty,
- *      as QEMU's own crashes leave them), and both read the same guest data (`qemu-img compare`).
+ *      as QEMU's own crashes leave them), and both read the same guest data (`qemu-img compare`);
+ *   6. for another sample of the states (journal ones included): `check -r all` opened under the scheme, as
+ *      `refcow check -r all --scheme S` runs it, exits as `qemu-img check -r all` does on the same state (on
+ *      a journal state, QEMU refuses the bit: on a copy with the journal replayed, as check first does), and
+ *      leaves an image that `qemu-img check` finds clean, with no dirty, corrupt or journal bit, whose every
+ *      byte and snapshot passes 3 and 4.
  *
  * Everything is deterministic by seed. A failure carries what is needed to reproduce it: scheme, cache,
  * geometry, seed, steps and crash point (see reproducer()).
@@ -67,6 +73,8 @@ export interface CrashTestOptions {
   subsets?: number;
   /** States per scheme and cache mode also checked by QEMU (default 12; "all"; 0: none). */
   qemuSample?: number | "all";
+  /** States per scheme and cache mode also repaired by `check -r all` and compared with QEMU's (default 6; 0: none). */
+  checkSample?: number;
   /** Only this crash point (log position), to reproduce a failure. */
   at?: number;
   /** Failures reported in full per scheme and cache mode (default 5); all are counted. */
@@ -101,6 +109,8 @@ export interface CrashCellResult {
   failures: number;
   reported: CrashFailure[];
   qemuChecked: number;
+  /** States repaired by check -r all under the scheme, and compared with qemu-img check -r all. */
+  checkRepaired: number;
   /** States refcow recovered with leaked clusters left (allowed only when the state was not dirty). */
   leakyStates: number;
   ms: number;
@@ -350,6 +360,12 @@ class KeepOpen implements BlockFile {
   write(data: Uint8Array, offset: number): void {
     this.f.write(data, offset);
   }
+  get zeroesWithoutWriting(): boolean {
+    return this.f.zeroesWithoutWriting;
+  }
+  zeroRange(offset: number, length: number, _purpose?: unknown, unmap?: boolean): void {
+    this.f.zeroRange(offset, length, undefined, unmap);
+  }
   flush(): void {}
   size(): number {
     return this.f.size();
@@ -370,20 +386,50 @@ function verifyState(w: CrashWorkload, scheme: string, file: MemoryFile, dirty: 
   } catch (e) {
     return { message: `recovery (writable open with the ${scheme} scheme) failed: ${(e as Error).message}`, leaks: 0 };
   }
+  return verifyRecovered(w, view, at, !dirty, "recovery");
+}
+
+/**
+ * `check -r all` of one crash state (in place, in `file`) opened under the scheme as the CLI opens it, then
+ * the image it leaves verified against the model. Returns the verdict and check's exit code.
+ */
+function repairState(w: CrashWorkload, scheme: string, file: MemoryFile, at: number, alloc?: AllocPolicyName): Verdict & { exit: number } {
+  const view = new KeepOpen(file);
+  let exit: number;
+  try {
+    const img = Qcow2Image.open(view, { scheme, cache: "writeback", alloc, forCheck: true, noRepairOnOpen: true, random: seededRandom(at) });
+    try {
+      let r = img.check("all");
+      if (!r.failure && (r.leaksFixed || r.corruptionsFixed)) r = img.check();
+      exit = r.failure || r.checkErrors ? QEMU_CHECK.failed : r.corruptions ? QEMU_CHECK.corrupt : r.leaks ? QEMU_CHECK.leaks : QEMU_CHECK.clean;
+    } finally {
+      img.close();
+    }
+  } catch (e) {
+    return { message: `check -r all --scheme ${scheme} failed: ${(e as Error).message}`, leaks: 0, exit: QEMU_CHECK.failed };
+  }
+  if (exit !== QEMU_CHECK.clean) return { message: `check -r all --scheme ${scheme} exited ${exit}`, leaks: 0, exit };
+  return { ...verifyRecovered(w, view, at, false, "check -r all"), exit };
+}
+
+/** Verifies an image refcow recovered or repaired: plain qcow2, consistent, and holding what the model says. */
+function verifyRecovered(w: CrashWorkload, view: BlockFile, at: number, leaksAllowed: boolean, by: string): Verdict {
   let img: Qcow2Image;
   try {
     img = Qcow2Image.open(view, { readOnly: true });
   } catch (e) {
-    return { message: `the recovered image does not open: ${(e as Error).message}`, leaks: 0 };
+    return { message: `the image left by ${by} does not open: ${(e as Error).message}`, leaks: 0 };
   }
   try {
     const bits = img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_REFCOW_JOURNAL);
-    if (bits) return { message: `the recovered image still has incompatible bits 0x${bits.toString(16)} set after a clean close`, leaks: 0 };
+    if (bits) return { message: `the image left by ${by} still has incompatible bits 0x${bits.toString(16)} set after a clean close`, leaks: 0 };
+    // An autoclear bit QEMU does not know makes `qemu-img check -r` drop every snapshot: none may be left.
+    if (img.header.autoclearFeatures) return { message: `the image left by ${by} has autoclear bits 0x${img.header.autoclearFeatures.toString(16)} set after a clean close`, leaks: 0 };
     const check = img.check();
     if (check.corruptions || check.checkErrors) {
-      return { message: `refcow check after recovery: ${check.corruptions} corruptions, ${check.checkErrors} errors: ${check.messages.slice(0, 4).join("; ")}`, leaks: check.leaks };
+      return { message: `refcow check after ${by}: ${check.corruptions} corruptions, ${check.checkErrors} errors: ${check.messages.slice(0, 4).join("; ")}`, leaks: check.leaks };
     }
-    if (check.leaks && dirty) return { message: `refcow check after recovery of a dirty image: ${check.leaks} leaked clusters (the rebuild should leave none)`, leaks: check.leaks };
+    if (check.leaks && !leaksAllowed) return { message: `refcow check after ${by}: ${check.leaks} leaked clusters (a rebuild or repair should leave none)`, leaks: check.leaks };
     // The durable state this crash point starts from, and what happened since.
     let cp = w.durable[0];
     for (const d of w.durable) if (d.at <= at) cp = d;
@@ -420,7 +466,7 @@ function verifyState(w: CrashWorkload, scheme: string, file: MemoryFile, dirty: 
     }
     return { leaks: check.leaks };
   } catch (e) {
-    return { message: `verifying the recovered image failed: ${(e as Error).name}: ${(e as Error).message}`, leaks: 0 };
+    return { message: `verifying the image left by ${by} failed: ${(e as Error).name}: ${(e as Error).message}`, leaks: 0 };
   } finally {
     img.close();
   }
@@ -451,6 +497,32 @@ function qemuVerify(scratch: Scratch, raw: Uint8Array, recovered: Uint8Array): s
   }
 }
 
+/**
+ * QEMU's `check -r all` of a crash state against refcow's (`exit`, leaving `repaired`). A journal state is
+ * given to QEMU with its journal replayed and nothing else changed (what check does before it looks).
+ */
+function qemuVerifyRepair(scratch: Scratch, raw: Uint8Array, exit: number, repaired: Uint8Array | undefined): string | undefined {
+  let state = raw;
+  if (incompatibleBits(raw) & INCOMPAT_REFCOW_JOURNAL) {
+    const copy = new MemoryFile(raw);
+    Qcow2Image.open(new KeepOpen(copy), { forCheck: true, noRepairOnOpen: true, noBacking: true }).close();
+    state = copy.contents();
+  }
+  const a = scratch.file(state, "state");
+  const b = repaired ? scratch.file(repaired, "repaired") : undefined;
+  try {
+    const own = qemuImg(["check", "-r", "all", a]);
+    if (own.status !== exit) return `check -r all exited ${exit}, qemu-img check -r all of the same state ${own.status}:\n${own.out.trim()}`;
+    if (!b) return undefined;
+    const after = qemuImg(["check", b]);
+    if (after.status !== QEMU_CHECK.clean) return `qemu-img check after refcow's check -r all exited ${after.status}:\n${after.out.trim()}`;
+    return undefined;
+  } finally {
+    scratch.remove(a);
+    if (b) scratch.remove(b);
+  }
+}
+
 function stepAt(w: CrashWorkload, at: number): string {
   let s = w.steps[0];
   for (const r of w.steps) if (r.firstOp < at) s = r;
@@ -465,17 +537,18 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
   const seeds = opts.seeds ?? 3;
   const steps = opts.steps ?? 60;
   const sample = opts.qemuSample ?? 12;
+  const checkSample = opts.checkSample ?? 6;
   const maxReported = opts.maxReported ?? 5;
   const torn = opts.torn ?? 2;
   const subsets = opts.subsets ?? 2;
-  const qemu = sample !== 0 && qemuImgAvailable();
+  const qemu = (sample !== 0 || checkSample !== 0) && qemuImgAvailable();
   const scratch = qemu ? new Scratch("crash") : undefined;
   const cells: CrashCellResult[] = [];
   try {
     for (const scheme of schemes) {
       for (const cache of caches) {
         const t0 = performance.now();
-        const cell: CrashCellResult = { scheme, cache, seeds, crashPoints: 0, states: 0, failures: 0, reported: [], qemuChecked: 0, leakyStates: 0, ms: 0 };
+        const cell: CrashCellResult = { scheme, cache, seeds, crashPoints: 0, states: 0, failures: 0, reported: [], qemuChecked: 0, checkRepaired: 0, leakyStates: 0, ms: 0 };
         for (let seed = first; seed < first + seeds; seed++) {
           const geometry = geometryFor(seed, opts.geometry);
           const alloc: AllocPolicyName = opts.alloc ?? (seed % 2 ? "append" : "first-fit");
@@ -511,6 +584,11 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
           // The sample is split over the seeds.
           const share = sample === "all" ? 0 : Math.ceil(sample / seeds);
           let eligible = 0;
+          // Another reservoir, over every state, for check -r all.
+          const toRepair: { raw: Uint8Array; at: number; state: CrashState }[] = [];
+          const repairShare = Math.ceil(checkSample / seeds);
+          const repairRandom = seededRandom(seed * 15485863 + 11);
+          let seen = 0;
           const points = opts.at !== undefined ? [opts.at] : w.fault.writePoints();
           for (const at of points) {
             cell.crashPoints++;
@@ -533,6 +611,11 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
                 }
               }
               const raw = slot >= 0 ? file.contents() : undefined;
+              if (qemu && repairShare > 0) {
+                seen++;
+                const k = toRepair.length < repairShare ? toRepair.length : Math.floor(repairRandom() * seen);
+                if (k < repairShare) toRepair[k] = { raw: raw ?? file.contents(), at, state };
+              }
               const v = verifyState(w, scheme, file, (incompat & INCOMPAT_DIRTY) !== 0n, at, alloc);
               if (v.leaks) cell.leakyStates++;
               if (v.message) {
@@ -553,6 +636,13 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
             cell.qemuChecked++;
             const m = qemuVerify(scratch!, item.raw, item.recovered);
             if (m) fail(item.at, item.state, w, m);
+          }
+          for (const item of toRepair) {
+            cell.checkRepaired++;
+            const file = new MemoryFile(item.raw);
+            const v = repairState(w, scheme, file, item.at, alloc);
+            const m = qemuVerifyRepair(scratch!, item.raw, v.exit, v.message ? undefined : file.contents());
+            if (v.message || m) fail(item.at, item.state, w, [v.message, m].filter(Boolean).join("\n"));
           }
         }
         cell.ms = performance.now() - t0;
@@ -580,9 +670,10 @@ export function reproducer(f: CrashFailure): string {
 
 /** The report as a table (one row per scheme and cache mode), then each reported failure. */
 export function formatCrashReport(r: CrashReport): string {
-  const head = ["scheme", "cache", "seeds", "crash points", "states", "qemu-checked", "leaky", "failures", "time"];
-  const rows = r.cells.map((c) => [c.scheme, c.cache, String(c.seeds), String(c.crashPoints), String(c.states), String(c.qemuChecked), String(c.leakyStates), String(c.failures), `${(c.ms / 1000).toFixed(1)} s`]);
-  rows.push(["total", "", "", String(r.cells.reduce((a, c) => a + c.crashPoints, 0)), String(r.states), String(r.cells.reduce((a, c) => a + c.qemuChecked, 0)), String(r.cells.reduce((a, c) => a + c.leakyStates, 0)), String(r.failures), `${(r.cells.reduce((a, c) => a + c.ms, 0) / 1000).toFixed(1)} s`]);
+  const head = ["scheme", "cache", "seeds", "crash points", "states", "qemu-checked", "check -r all", "leaky", "failures", "time"];
+  const rows = r.cells.map((c) => [c.scheme, c.cache, String(c.seeds), String(c.crashPoints), String(c.states), String(c.qemuChecked), String(c.checkRepaired), String(c.leakyStates), String(c.failures), `${(c.ms / 1000).toFixed(1)} s`]);
+  const total = (f: (c: CrashCellResult) => number) => String(r.cells.reduce((a, c) => a + f(c), 0));
+  rows.push(["total", "", "", total((c) => c.crashPoints), String(r.states), total((c) => c.qemuChecked), total((c) => c.checkRepaired), total((c) => c.leakyStates), String(r.failures), `${(r.cells.reduce((a, c) => a + c.ms, 0) / 1000).toFixed(1)} s`]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cols: string[]) => cols.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ").trimEnd();
   let out = `${line(head)}\n${line(widths.map((n) => "-".repeat(n)))}\n${rows.map(line).join("\n")}\n`;

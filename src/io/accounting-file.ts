@@ -1,8 +1,11 @@
 /**
  * Accounting BlockFile wrapper: counts operations, bytes and time per I/O purpose, so the cost of each guest
  * request can be broken down (guest data, COW, L2, refcounts, flushes...).
+ *
+ * A zeroRange counts as one write of its purpose: of no bytes where the file zeroes without writing
+ * (fallocate, a hole), of its length where it writes the zeroes.
  */
-import type { BlockFile, IoPurpose } from "./block-file.js";
+import type { BlockFile, FileExtent, IoPurpose } from "./block-file.js";
 import type { CostBreakdown, PurposeCost } from "../engine/types.js";
 
 const now = (): bigint => process.hrtime.bigint();
@@ -61,6 +64,29 @@ export class AccountingFile implements BlockFile {
 
   size(): number {
     return this.inner.size();
+  }
+
+  get zeroesWithoutWriting(): boolean {
+    return this.inner.zeroesWithoutWriting;
+  }
+
+  zeroRange(offset: number, length: number, purpose: IoPurpose = "other", unmap?: boolean): void {
+    const t = now();
+    this.inner.zeroRange(offset, length, purpose, unmap);
+    // Asked after the call: a file that found out during it that it cannot zero without writing wrote zeroes.
+    const written = this.inner.zeroesWithoutWriting ? 0 : length;
+    const c = this.entry(purpose);
+    c.writes++;
+    c.writeBytes += written;
+    c.timeNs += Number(now() - t);
+  }
+
+  extentAt(offset: number, length: number): FileExtent | undefined {
+    return this.inner.extentAt?.(offset, length);
+  }
+
+  allocatedSize(): number | undefined {
+    return this.inner.allocatedSize?.();
   }
 
   /** Counted under "growth": one write of the size change, whatever its direction. */

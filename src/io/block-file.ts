@@ -7,6 +7,12 @@
  *
  * Every operation carries a purpose so an accounting wrapper can break the cost of a guest request down by
  * what the I/O was for.
+ *
+ * Zeroes and holes, as QEMU's file-posix driver: `zeroRange` makes a range read as zeroes — without writing
+ * data where `zeroesWithoutWriting` says the file can (fallocate ZERO_RANGE or PUNCH_HOLE inside the file, a
+ * hole left by growing it past its end), by writing zeroes elsewhere. `extentAt` and `allocatedSize` are the
+ * two questions QEMU's block status asks the file (SEEK_DATA/SEEK_HOLE, st_blocks); a file that cannot answer
+ * lacks them or returns undefined, and everything in it then counts as data.
  */
 
 export const IO_PURPOSES = [
@@ -39,11 +45,38 @@ export interface BlockFile {
   size(): number;
   /** Sets the file length. */
   truncate(size: number): void;
+  /**
+   * Makes `length` bytes at `offset` read as zeroes, growing the file when the range ends past its end.
+   * `unmap`: the file system may free the blocks (a hole, as a discard makes); else it keeps them where it can.
+   */
+  zeroRange(offset: number, length: number, purpose?: IoPurpose, unmap?: boolean): void;
+  /** True when zeroRange writes no data (false: it writes the zeroes, and a caller may as well write them itself). */
+  readonly zeroesWithoutWriting: boolean;
+  /**
+   * Whether the file holds data or a hole at `offset` (inside the file), and for how many bytes from there (at
+   * most `length`); undefined when the file cannot tell.
+   */
+  extentAt?(offset: number, length: number): FileExtent | undefined;
+  /** Bytes of storage the file occupies (st_blocks × 512 on POSIX); undefined when unknown. */
+  allocatedSize?(): number | undefined;
   close(): void;
   /** True when the file was opened without write access. */
   readonly readOnly: boolean;
   /** A name for error messages (path, or "memory"). */
   readonly name: string;
+}
+
+export interface FileExtent {
+  data: boolean;
+  length: number;
+}
+
+/** Writes `length` zero bytes at `offset` in chunks of at most 1 MiB: zeroRange where the file has nothing better. */
+export function writeZeroBytes(file: Pick<BlockFile, "write">, offset: number, length: number, purpose?: IoPurpose): void {
+  const chunk = new Uint8Array(Math.min(length, 1 << 20));
+  for (let done = 0; done < length; done += chunk.length) {
+    file.write(chunk.subarray(0, Math.min(chunk.length, length - done)), offset + done, purpose);
+  }
 }
 
 /** Error raised by a BlockFile for an I/O failure (disk full, EIO...). */

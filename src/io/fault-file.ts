@@ -1,10 +1,13 @@
 /**
- * Fault-injecting BlockFile: records every write, truncate and flush made on top of an initial image, and can
- * materialize any state a power loss could leave behind:
+ * Fault-injecting BlockFile: records every write, zeroRange, truncate and flush made on top of an initial
+ * image, and can materialize any state a power loss could leave behind:
  *
  *   - every operation up to the last flush before the crash point is on disk;
  *   - of the writes after that flush (and before the crash point), any subset may have reached the disk
  *     (`prefix` states keep them in order, `subset` states pick other combinations, bounded);
+ *   - a zeroRange (fallocate ZERO_RANGE / PUNCH_HOLE on a real file system) counts as a write of zeroes here:
+ *     it may or may not have reached the disk, in any subset with the writes, and may be torn like one (a
+ *     file system can carry a large punch out in several journal transactions);
  *   - the last write that reached the disk may be torn at sector (512-byte) granularity: only its first
  *     `tornSectors` sectors arrived (one tear point per write by default, or several, up to every boundary);
  *   - size changes (truncates) after the last flush are kept, in log order with the writes that reached the disk.
@@ -19,13 +22,14 @@ export const SECTOR = 512;
 
 export type FaultOp =
   | { kind: "write"; offset: number; data: Uint8Array; purpose: IoPurpose }
+  | { kind: "zero"; offset: number; length: number; purpose: IoPurpose }
   | { kind: "truncate"; size: number }
   | { kind: "flush" };
 
 export interface CrashState {
   /** Number of operations issued before the crash. */
   at: number;
-  /** Indices (into the log) of the unflushed writes that reached the disk, in log order. */
+  /** Indices (into the log) of the unflushed writes (and zeroRanges) that reached the disk, in log order. */
   applied: number[];
   /** When set, the last applied write only reached the disk for its first `tornSectors` sectors. */
   tornSectors?: number;
@@ -47,7 +51,7 @@ export class FaultFile implements BlockFile {
   private readonly live: MemoryFile;
   readonly name: string;
   readonly readOnly = false;
-  /** Writes fail with ENOSPC once this many more have been accepted (undefined: never). */
+  /** Writes (and zeroRanges) fail with ENOSPC once this many more have been accepted (undefined: never). */
   failAfter?: number;
   /** The durable image as of some log position, reused by materialize() (crash points mostly move forward). */
   private durable: { end: number; file: MemoryFile } | undefined;
@@ -65,12 +69,25 @@ export class FaultFile implements BlockFile {
   }
 
   write(data: Uint8Array, offset: number, purpose: IoPurpose = "other"): void {
-    if (this.failAfter !== undefined) {
-      if (this.failAfter <= 0) throw new IoError(`${this.name}: write of ${data.length} bytes at ${offset} failed: no space left on device`, "ENOSPC");
-      this.failAfter--;
-    }
+    this.spend(`write of ${data.length} bytes at ${offset}`);
     this.live.write(data, offset, purpose);
     this.log.push({ kind: "write", offset, data: data.slice(), purpose });
+  }
+
+  /** A file system that zeroes without writing: the engine takes the path it takes on Linux files. */
+  readonly zeroesWithoutWriting = true;
+
+  zeroRange(offset: number, length: number, purpose: IoPurpose = "other"): void {
+    if (length <= 0) return;
+    this.spend(`zeroing of ${length} bytes at ${offset}`);
+    this.live.zeroRange(offset, length, purpose);
+    this.log.push({ kind: "zero", offset, length, purpose });
+  }
+
+  private spend(what: string): void {
+    if (this.failAfter === undefined) return;
+    if (this.failAfter <= 0) throw new IoError(`${this.name}: ${what} failed: no space left on device`, "ENOSPC");
+    this.failAfter--;
   }
 
   flush(): void {
@@ -99,18 +116,18 @@ export class FaultFile implements BlockFile {
     return 0;
   }
 
-  /** Indices of the writes issued after the last flush before `at`. */
+  /** Indices of the writes and zeroRanges issued after the last flush before `at`. */
   unflushedWrites(at: number): number[] {
     const out: number[] = [];
-    for (let i = this.lastFlushBefore(at); i < at; i++) if (this.log[i].kind === "write") out.push(i);
+    for (let i = this.lastFlushBefore(at); i < at; i++) if (changesData(this.log[i])) out.push(i);
     return out;
   }
 
-  /** Log positions just after each write: the crash points worth trying. */
+  /** Log positions just after each write or zeroRange: the crash points worth trying. */
   writePoints(): number[] {
     const out: number[] = [];
     this.log.forEach((op, i) => {
-      if (op.kind === "write") out.push(i + 1);
+      if (changesData(op)) out.push(i + 1);
     });
     return out;
   }
@@ -127,8 +144,8 @@ export class FaultFile implements BlockFile {
       const applied = pending.slice(0, k);
       states.push({ at, applied });
       if (tears > 0 && k > 0) {
-        const op = this.log[pending[k - 1]] as { data: Uint8Array };
-        for (const s of tearPoints(Math.ceil(op.data.length / SECTOR), tears)) states.push({ at, applied, tornSectors: s });
+        const op = this.log[pending[k - 1]];
+        for (const s of tearPoints(Math.ceil(opLength(op) / SECTOR), tears)) states.push({ at, applied, tornSectors: s });
       }
     }
     const n = pending.length;
@@ -165,6 +182,8 @@ export class FaultFile implements BlockFile {
       } else if (op.kind === "write" && applied.has(i)) {
         if (i === last && state.tornSectors !== undefined) f.write(op.data.subarray(0, state.tornSectors * SECTOR), op.offset);
         else f.write(op.data, op.offset);
+      } else if (op.kind === "zero" && applied.has(i)) {
+        f.zeroRange(op.offset, i === last && state.tornSectors !== undefined ? Math.min(op.length, state.tornSectors * SECTOR) : op.length);
       }
     }
     return f;
@@ -175,8 +194,8 @@ export class FaultFile implements BlockFile {
     const pending = this.unflushedWrites(state.at);
     const isPrefix = state.applied.every((v, i) => v === pending[i]);
     const what = (i: number) => {
-      const op = this.log[i] as { offset: number; data: Uint8Array; purpose: string };
-      return `#${i} ${op.purpose} ${op.data.length}B@0x${op.offset.toString(16)}`;
+      const op = this.log[i] as Extract<FaultOp, { kind: "write" | "zero" }>;
+      return `#${i} ${op.purpose} ${op.kind === "zero" ? "zeroing " : ""}${opLength(op)}B@0x${op.offset.toString(16)}`;
     };
     let s = `crash after op ${state.at} of ${this.log.length}: ${state.applied.length} of ${pending.length} unflushed writes reached the disk`;
     if (state.applied.length && !isPrefix) s += ` (subset: ${state.applied.join(",")})`;
@@ -192,12 +211,22 @@ export class FaultFile implements BlockFile {
     for (let i = d.end; i < end; i++) {
       const op = this.log[i];
       if (op.kind === "write") d.file.write(op.data, op.offset);
+      else if (op.kind === "zero") d.file.zeroRange(op.offset, op.length);
       else if (op.kind === "truncate") d.file.truncate(op.size);
     }
     d.end = end;
     this.durable = d;
     return d.file;
   }
+}
+
+function changesData(op: FaultOp): op is Extract<FaultOp, { kind: "write" | "zero" }> {
+  return op.kind === "write" || op.kind === "zero";
+}
+
+/** Bytes a write or zeroRange covers. */
+function opLength(op: FaultOp): number {
+  return op.kind === "write" ? op.data.length : op.kind === "zero" ? op.length : 0;
 }
 
 /** Up to `max` sector counts strictly between 0 and `sectors` (a write of one sector cannot tear). */

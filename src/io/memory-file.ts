@@ -1,7 +1,11 @@
 import type { BlockFile, IoPurpose } from "./block-file.js";
 import { IoError } from "./block-file.js";
 
-/** A BlockFile held in memory; grows by doubling. Used by tests, property tests and the fault injector. */
+/**
+ * A BlockFile held in memory; grows by doubling. Used by tests, property tests and the fault injector.
+ * zeroRange clears the bytes in place, no write involved: it counts as zeroing without writing (there are no
+ * holes to report).
+ */
 export class MemoryFile implements BlockFile {
   private buf: Uint8Array;
   private length: number;
@@ -31,6 +35,17 @@ export class MemoryFile implements BlockFile {
     if (end > this.buf.length) this.grow(end);
     this.buf.set(data, offset);
     if (end > this.length) this.length = end;
+  }
+
+  readonly zeroesWithoutWriting: boolean = true;
+
+  zeroRange(offset: number, length: number, _purpose?: IoPurpose): void {
+    this.checkOpen();
+    if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
+    if (length <= 0) return;
+    const end = offset + length;
+    if (end > this.length) this.truncate(end); // the bytes past the old end are zeroes already
+    this.buf.fill(0, offset, Math.min(end, this.length));
   }
 
   flush(_purpose?: IoPurpose): void {

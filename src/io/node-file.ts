@@ -1,13 +1,23 @@
 import * as fs from "node:fs";
-import type { BlockFile, IoPurpose } from "./block-file.js";
-import { IoError } from "./block-file.js";
+import type { BlockFile, FileExtent, IoPurpose } from "./block-file.js";
+import { IoError, writeZeroBytes } from "./block-file.js";
+import { nativeFileOps } from "./native-fileops.js";
 
-/** A BlockFile on a Node file descriptor, with synchronous calls (the engine runs in a worker). */
+/**
+ * A BlockFile on a Node file descriptor, with synchronous calls (the engine runs in a worker).
+ *
+ * Zeroes and holes: Node's fs has neither fallocate nor SEEK_DATA/SEEK_HOLE; the native addon
+ * (native-fileops.ts) brings them where it is built. Without it, zeroRange inside the file writes zeroes
+ * (the part past the end is always a hole: the file is grown by ftruncate) and extentAt cannot tell.
+ */
 export class NodeFile implements BlockFile {
   private fd: number;
   readonly name: string;
   readonly readOnly: boolean;
   private closed = false;
+  private readonly native = nativeFileOps();
+  /** The fallocate modes this file's file system has not refused. */
+  private readonly support = this.native?.support();
 
   private constructor(fd: number, name: string, readOnly: boolean) {
     this.fd = fd;
@@ -72,6 +82,53 @@ export class NodeFile implements BlockFile {
     } catch (e) {
       throw wrap(e, `${this.name}: truncate to ${size} failed`);
     }
+  }
+
+  get zeroesWithoutWriting(): boolean {
+    return !!this.support && (this.support.zeroRange || this.support.punchHole);
+  }
+
+  zeroRange(offset: number, length: number, purpose?: IoPurpose, unmap = false): void {
+    if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
+    if (length <= 0) return;
+    const size = this.size();
+    const end = offset + length;
+    const inside = Math.max(0, Math.min(end, size) - offset);
+    if (inside > 0) {
+      let done = false;
+      if (this.native && this.support && this.zeroesWithoutWriting) {
+        try {
+          done = this.native.zeroRange(this.fd, offset, inside, unmap, this.support) !== "unsupported";
+        } catch (e) {
+          throw wrap(e, `${this.name}: zeroing ${inside} bytes at ${offset} failed`);
+        }
+      }
+      if (!done) writeZeroBytes(this, offset, inside, purpose);
+    }
+    // Past the end: growing the file leaves a hole that reads as zeroes.
+    if (end > Math.max(size, offset + inside)) this.truncate(end);
+  }
+
+  extentAt(offset: number, length: number): FileExtent | undefined {
+    const n = this.native;
+    if (!n) return undefined;
+    try {
+      const data = n.seekData(this.fd, offset);
+      if (data === "unsupported") return undefined;
+      // Only a hole from here to the end of the file.
+      if (data === null) return { data: false, length };
+      if (data > offset) return { data: false, length: Math.min(length, data - offset) };
+      const hole = n.seekHole(this.fd, offset);
+      if (hole === "unsupported" || hole <= offset) return undefined;
+      return { data: true, length: Math.min(length, hole - offset) };
+    } catch (e) {
+      throw wrap(e, `${this.name}: block status at ${offset} failed`);
+    }
+  }
+
+  allocatedSize(): number | undefined {
+    const st = fs.fstatSync(this.fd);
+    return typeof st.blocks === "number" ? st.blocks * 512 : undefined;
   }
 
   close(): void {

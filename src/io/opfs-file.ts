@@ -21,6 +21,8 @@
  *    past the end read as zero); returns the bytes that came from the file.
  *  - `write(data, offset)`: loops until all of `data` is written (a short write without an exception is
  *    retried; a write that makes no progress is an IoError).
+ *  - `zeroRange(offset, length)`: OPFS has no hole punching: zeroes are written inside the file, the part past
+ *    its end is a `truncate` (`zeroesWithoutWriting` is false, so the engine writes whole clusters itself).
  *  - `flush()`: `handle.flush()`. OPFS durability is the browser's: it survives a tab crash and a browser
  *    restart once `flush()` returned.
  *  - `readOnly`: enforced here (every handle this module opens is read-write; the platform's "read-only"
@@ -32,7 +34,7 @@
  * Offsets are JS numbers (exact below 2^53); the handle takes them as `unsigned long long`.
  */
 import type { BlockFile, IoPurpose } from "./block-file.js";
-import { IoError } from "./block-file.js";
+import { IoError, writeZeroBytes } from "./block-file.js";
 
 /** The synchronous access handle, as far as this module uses it (declared here: TypeScript's DOM library lacks it). */
 export interface SyncAccessHandle {
@@ -142,6 +144,17 @@ export class OpfsFile implements BlockFile {
       if (e instanceof IoError) throw e;
       throw wrap(e, `${this.name}: write of ${data.length} bytes at ${offset} failed`);
     }
+  }
+
+  readonly zeroesWithoutWriting = false;
+
+  zeroRange(offset: number, length: number, purpose?: IoPurpose): void {
+    if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
+    if (length <= 0) return;
+    const size = this.size();
+    const inside = Math.max(0, Math.min(offset + length, size) - offset);
+    if (inside > 0) writeZeroBytes(this, offset, inside, purpose);
+    if (offset + length > Math.max(size, offset + inside)) this.truncate(offset + length);
   }
 
   flush(_purpose?: IoPurpose): void {

@@ -55,6 +55,17 @@ export class PageOverlay {
     this.length = Math.max(this.length, offset + data.length);
   }
 
+  /** Zeroes in the view (pages of zeroes where the range covers pages of the base). */
+  zeroRange(offset: number, length: number): void {
+    const ps = this.pageSize;
+    const zero = new Uint8Array(Math.min(length, ps));
+    for (let done = 0; done < length; ) {
+      const n = Math.min(ps - ((offset + done) % ps), length - done);
+      this.write(zero.subarray(0, n), offset + done);
+      done += n;
+    }
+  }
+
   size(): number {
     return this.length;
   }

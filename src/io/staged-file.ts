@@ -7,7 +7,7 @@
  *
  * The staged view is a PageOverlay of 4 KiB pages; memory grows with what is written, which at open is metadata.
  */
-import type { BlockFile, IoPurpose } from "./block-file.js";
+import type { BlockFile, FileExtent, IoPurpose } from "./block-file.js";
 import { PageOverlay } from "./page-overlay.js";
 
 const PAGE = 4096;
@@ -15,6 +15,7 @@ const PAGE = 4096;
 type StagedOp =
   | { kind: "write"; offset: number; data: Uint8Array; purpose?: IoPurpose }
   | { kind: "truncate"; size: number }
+  | { kind: "zero"; offset: number; length: number; purpose?: IoPurpose; unmap?: boolean }
   | { kind: "flush"; purpose?: IoPurpose };
 
 export class StagedFile implements BlockFile {
@@ -53,6 +54,24 @@ export class StagedFile implements BlockFile {
     this.ops.push({ kind: "flush", purpose });
   }
 
+  get zeroesWithoutWriting(): boolean {
+    return this.base.zeroesWithoutWriting;
+  }
+
+  zeroRange(offset: number, length: number, purpose?: IoPurpose, unmap?: boolean): void {
+    this.ops.push({ kind: "zero", offset, length, purpose, unmap });
+    this.view.zeroRange(offset, length);
+  }
+
+  /** The base file's answer while nothing is staged (a staged change would make it stale). */
+  extentAt(offset: number, length: number): FileExtent | undefined {
+    return this.ops.length === 0 ? this.base.extentAt?.(offset, length) : undefined;
+  }
+
+  allocatedSize(): number | undefined {
+    return this.ops.length === 0 ? this.base.allocatedSize?.() : undefined;
+  }
+
   size(): number {
     return this.view.size();
   }
@@ -62,7 +81,12 @@ export class StagedFile implements BlockFile {
     this.view.truncate(size);
   }
 
-  close(): void {}
+  /** Drops what is staged (the base file never sees it) and closes the base file. */
+  close(): void {
+    this.ops.length = 0;
+    this.view.reset();
+    this.base.close();
+  }
 
   /** Issues the staged operations on the base file, in order; the staged state is then empty. */
   commit(): void {
@@ -71,6 +95,7 @@ export class StagedFile implements BlockFile {
     for (const op of ops) {
       if (op.kind === "write") this.base.write(op.data, op.offset, op.purpose);
       else if (op.kind === "flush") this.base.flush(op.purpose);
+      else if (op.kind === "zero") this.base.zeroRange(op.offset, op.length, op.purpose, op.unmap);
       else this.base.truncate(op.size);
     }
     this.view.reset();

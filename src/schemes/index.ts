@@ -25,4 +25,4 @@ export function createScheme(name = "eager"): RefcountScheme {
 
 export type { RefcountScheme } from "./scheme.js";
 
-export { recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";
+export { hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";

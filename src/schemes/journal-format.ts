@@ -141,7 +141,8 @@ export function readTransactions(file: BlockFile, loc: JournalLocation, clusterS
 
 /**
  * Replays the journal of an image whose journal bit is set: writes every committed record in place and
- * flushes. Returns the number of transactions replayed. The caller then removes the journal.
+ * flushes. Returns the number of transactions replayed. The caller then removes the journal. The caller also
+ * decides where the records go: the image file, or a view of it that is never committed (a read-only check).
  */
 export function replayJournal(file: BlockFile, header: Qcow2Header, clusterSize: number): number {
   if (!(header.incompatibleFeatures & INCOMPAT_REFCOW_JOURNAL)) return 0;
@@ -151,7 +152,6 @@ export function replayJournal(file: BlockFile, header: Qcow2Header, clusterSize:
   if (loc.offset % clusterSize || loc.offset === 0 || loc.clusters === 0 || !Number.isSafeInteger(loc.offset)) {
     throw new ImageFormatError(`refcow journal location 0x${loc.offset.toString(16)} is invalid`);
   }
-  if (file.readOnly) throw new ImageFormatError("image has a refcow journal to replay: open it writable once (refcow replays it)");
   const { records } = readTransactions(file, loc, clusterSize);
   for (const txn of records) for (const r of txn) file.write(r.data, r.offset, "journal");
   file.flush("journal");

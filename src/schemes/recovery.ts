@@ -10,8 +10,14 @@ import { ImageFormatError } from "../engine/errors.js";
 import { referenceCounts } from "../engine/check.js";
 import { EXT_REFCOW_JOURNAL, findJournal, type JournalLocation, MAX_JOURNAL_BYTES, replayJournal } from "./journal-format.js";
 
+/** True when the image holds a journal a process left behind (its records may not all be in place yet). */
+export function hasJournalToReplay(header: Qcow2Header): boolean {
+  return (header.incompatibleFeatures & INCOMPAT_REFCOW_JOURNAL) !== 0n;
+}
+
+/** Replays a journal left behind; `readOnly`: the records have nowhere to go, and the open is refused. */
 export function recoverBeforeLoad(file: BlockFile, header: Qcow2Header, clusterSize: number, readOnly: boolean): void {
-  if (!(header.incompatibleFeatures & INCOMPAT_REFCOW_JOURNAL)) return;
+  if (!hasJournalToReplay(header)) return;
   if (readOnly) throw new ImageFormatError("image has a refcow journal to replay (the process that wrote it stopped): open it writable once");
   replayJournal(file, header, clusterSize);
 }
@@ -19,9 +25,10 @@ export function recoverBeforeLoad(file: BlockFile, header: Qcow2Header, clusterS
 /**
  * Removes a (replayed or empty) journal from a writable image: the header forgets it, and its clusters are
  * freed — those of them that nothing references (they are leaks then): the extension is only a pointer, and a
- * damaged one must not free live clusters.
+ * damaged one must not free live clusters. Without `freeJournalArea` (an open for check) they are left as
+ * they are: check reports them as leaked clusters and repairs them as any other, with qemu-img's words.
  */
-export function recoverAfterLoad(img: Qcow2Image): void {
+export function recoverAfterLoad(img: Qcow2Image, opts: { freeJournalArea: boolean } = { freeJournalArea: true }): void {
   const h = img.header;
   if (!h.extensions.some((e) => e.type === EXT_REFCOW_JOURNAL)) return;
   let loc: JournalLocation | undefined;
@@ -38,7 +45,7 @@ export function recoverAfterLoad(img: Qcow2Image): void {
   h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
   img.writeHeader();
   // A dirty image is rebuilt from its tables next, and they do not reference the journal area.
-  if (!loc || h.incompatibleFeatures & INCOMPAT_DIRTY) return;
+  if (!loc || h.incompatibleFeatures & INCOMPAT_DIRTY || !opts.freeJournalArea) return;
   const cs = img.clusterSize;
   if (loc.offset % cs || !Number.isSafeInteger(loc.offset) || loc.clusters * cs > MAX_JOURNAL_BYTES) return;
   const first = loc.offset / cs;

@@ -40,6 +40,15 @@ import {
   Status,
 } from "./ring.js";
 
+/** One extent of DiskClient.blockStatus. */
+export interface BlockExtent {
+  length: number;
+  /** Reads as zeroes. */
+  zero: boolean;
+  /** Holds data (allocated, not a zero cluster), in this image or its backing chain. */
+  data: boolean;
+}
+
 /** When a request went through each stage, in ms on this thread's `performance.now()` scale. */
 export interface RequestTiming {
   /** The caller called the method. */
@@ -303,6 +312,15 @@ export class DiskClient {
   async readVmState(idOrName: string): Promise<Uint8Array> {
     return (await this.blobT(Op.READ_VMSTATE, { id: idOrName })).value;
   }
+  /**
+   * Allocation status from `offset`: merged extents (whether each reads as zeroes, whether it holds data)
+   * covering at most `length` bytes and at most `maxExtents` extents; at least one unless `length` is 0.
+   */
+  async blockStatus(offset: number, length: number, maxExtents = 1024): Promise<BlockExtent[]> {
+    const raw = (await this.jsonT(Op.BLOCK_STATUS, { offset, length, maxExtents }, true)).value as [number, number, number][];
+    return raw.map(([n, zero, data]) => ({ length: n, zero: zero === 1, data: data === 1 }));
+  }
+
   /** The engine's cost records (`stats()`), or null when the engine has none. */
   async stats(): Promise<unknown> {
     return (await this.jsonT(Op.STATS, undefined, true)).value;

@@ -2,7 +2,7 @@
 export { openServedImage, closeAllWorkers, defaultImagePool, ImagePool, ImageLockError, workerFilename } from "./pool.js";
 export type { ServedImageOptions } from "./pool.js";
 export { DiskClient, WorkerError, waitForServer } from "./disk-client.js";
-export type { DiskClientOptions, RequestTiming, Timed, TimedApi } from "./disk-client.js";
+export type { BlockExtent, DiskClientOptions, RequestTiming, Timed, TimedApi } from "./disk-client.js";
 export { serveRing } from "./serve-loop.js";
 export type { ServeOptions, ServeResult } from "./serve-loop.js";
 export { createRing } from "./ring.js";

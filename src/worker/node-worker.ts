@@ -7,7 +7,9 @@
  * Node 20 cannot load .ts in a worker: the pool points piscina at the compiled copy of this file in dist/.
  */
 import { threadId } from "node:worker_threads";
-import { openImagePath } from "../engine/open-path.js";
+import { openImagePath, type OpenedImage } from "../engine/open-path.js";
+import { RequestError } from "../engine/errors.js";
+import { OverlayFile } from "../io/overlay-file.js";
 import type { AllocPolicyName, CacheMode } from "../engine/types.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 
@@ -19,6 +21,11 @@ export interface ServeTask {
   cache?: CacheMode;
   readOnly?: boolean;
   format?: "qcow2" | "raw";
+  /**
+   * Serve this internal snapshot (by id) instead of the active layer: the image file is only read, the
+   * snapshot is applied in a private in-memory view, and what is written to it is lost at close.
+   */
+  snapshotId?: string;
   /** Bounded spin of the serve loop, in µs. */
   spinUs?: number;
   /** Adapt the serve loop's spin to contention (default true). */
@@ -28,16 +35,26 @@ export interface ServeTask {
 }
 
 export function serve(task: ServeTask): ServeResult {
-  return serveRing(
-    task.ring,
-    () =>
-      openImagePath(task.path, {
-        scheme: task.scheme,
-        alloc: task.alloc,
-        cache: task.cache,
-        readOnly: task.readOnly,
-        format: task.format,
-      }),
-    { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin, sizedSpinCapUs: task.sizedSpinCapUs },
-  );
+  return serveRing(task.ring, () => open(task), { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin, sizedSpinCapUs: task.sizedSpinCapUs });
+}
+
+function open(task: ServeTask): OpenedImage {
+  if (task.snapshotId === undefined) {
+    return openImagePath(task.path, {
+      scheme: task.scheme,
+      alloc: task.alloc,
+      cache: task.cache,
+      readOnly: task.readOnly,
+      format: task.format,
+    });
+  }
+  const img = openImagePath(task.path, { format: task.format, cache: "unsafe", wrapFile: (f) => new OverlayFile(f) });
+  try {
+    if (!("snapshotApply" in img)) throw new RequestError(`${task.path} is not a qcow2 image: it has no snapshots`);
+    img.snapshotApply(task.snapshotId);
+    return img;
+  } catch (e) {
+    img.close();
+    throw e;
+  }
 }

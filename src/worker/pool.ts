@@ -1,9 +1,11 @@
 /**
- * The Node side of serving images from worker threads: a piscina pool with one long-running serve task
- * (one thread) per open image, and an in-process registry that gives each image one owner.
+ * The Node side of serving images from worker threads: one long-running serve task per open image, each in
+ * a piscina pool of its own with exactly one thread, and an in-process registry that gives each image one
+ * owner.
  *
- * Pool sizing: minThreads = maxThreads = the number of images open at the same time (grown as images open;
- * threads left over by closed images stay parked for reuse), idleTimeout Infinity, one task per worker.
+ * Pools: one per image open at the same time (minThreads = maxThreads = 1, idleTimeout Infinity, one task
+ * per worker). piscina sizes a pool only at construction, so the set grows by adding pools; the pool of a
+ * closed image stays parked, its thread alive, for the next image opened.
  *
  * An open image keeps the process alive (its serve task is running), as an open server socket would: close
  * each client, or call closeAllWorkers(), so that cached metadata is flushed before the process exits.
@@ -28,6 +30,8 @@ export interface ServedImageOptions {
   readOnly?: boolean;
   /** Image format; probed when absent. */
   format?: "qcow2" | "raw";
+  /** Serve this internal snapshot (id), read from a private in-memory view of the image (see ServeTask). */
+  snapshotId?: string;
   /** Ring geometry (slots, data share per slot). */
   ring?: RingOptions;
   /** Client-side spinning and waiting. */
@@ -63,11 +67,12 @@ interface LockEntry {
 }
 
 export class ImagePool {
-  private piscina: Piscina | undefined;
+  /** Every pool made and not yet destroyed: serving an image, or parked in `idle`. */
+  private readonly pools = new Set<Piscina>();
+  private readonly idle: Piscina[] = [];
   private readonly locks = new Map<string, LockEntry>();
-  private readonly clients = new Set<DiskClient>();
-  private opening = 0;
-  private threads = 0;
+  /** Open images, with the pool serving each. */
+  private readonly clients = new Map<DiskClient, Piscina>();
   private destroying: Promise<void> | undefined;
 
   /** Opens `file` in a worker thread and returns its client. */
@@ -82,9 +87,10 @@ export class ImagePool {
       released = true;
       this.unlock(key, readOnly);
     };
-    this.opening++;
+    let pool: Piscina | undefined;
+    let started = false;
     try {
-      const pool = this.grow();
+      pool = this.take();
       const ring = createRing(opts.ring);
       const task: ServeTask = {
         ring,
@@ -94,11 +100,19 @@ export class ImagePool {
         cache: opts.cache,
         readOnly,
         format: opts.format,
+        snapshotId: opts.snapshotId,
         spinUs: opts.serverSpinUs,
         adaptiveSpin: opts.serverAdaptiveSpin,
         sizedSpinCapUs: opts.serverSizedSpinCapUs,
       };
       const run = pool.run(task, { name: "serve" }) as Promise<unknown>;
+      started = true;
+      const served = pool;
+      // Whatever way the task ends, its pool's thread is free again (piscina replaces a thread that died).
+      run.then(
+        () => this.park(served),
+        () => this.park(served),
+      );
       const ended = run.then(
         () => new WorkerError(`the worker opening ${file} ended before the image was open`),
         (e: unknown) => new WorkerError(`the worker opening ${file} died: ${(e as Error)?.message ?? e}`),
@@ -113,7 +127,7 @@ export class ImagePool {
         throw e;
       }
       const client = new DiskClient(ring, file, opts.client);
-      this.clients.add(client);
+      this.clients.set(client, pool);
       run.then(
         () => {
           release();
@@ -129,15 +143,15 @@ export class ImagePool {
       return client;
     } catch (e) {
       release();
+      // A pool whose task never started is free at once (a started task parks its pool when it ends).
+      if (pool && !started) this.park(pool);
       throw e;
-    } finally {
-      this.opening--;
     }
   }
 
   /** The worker thread serving `client` (for diagnostics, or to kill a hung image). */
   workerOf(client: DiskClient): Worker | undefined {
-    return this.piscina?.threads.find((w) => w.threadId === client.serverId);
+    return this.clients.get(client)?.threads.find((w) => w.threadId === client.serverId);
   }
 
   /** Images open now. */
@@ -149,40 +163,39 @@ export class ImagePool {
   destroy(): Promise<void> {
     if (this.destroying) return this.destroying;
     this.destroying = (async () => {
-      await Promise.allSettled([...this.clients].map((c) => c.close()));
-      const p = this.piscina;
-      this.piscina = undefined;
-      this.threads = 0;
-      if (p) await p.destroy();
+      await Promise.allSettled([...this.clients.keys()].map((c) => c.close()));
+      const pools = [...this.pools];
+      this.pools.clear();
+      this.idle.length = 0;
+      await Promise.allSettled(pools.map((p) => p.destroy()));
     })().finally(() => {
       this.destroying = undefined;
     });
     return this.destroying;
   }
 
-  private grow(): Piscina {
-    const needed = this.clients.size + this.opening;
-    if (!this.piscina) {
-      this.threads = Math.max(1, needed);
-      this.piscina = new Piscina({
-        filename: workerFilename(),
-        minThreads: this.threads,
-        maxThreads: this.threads,
-        idleTimeout: Infinity,
-        concurrentTasksPerWorker: 1,
-        // Idle threads wait on piscina's own futex; the serve task never returns to piscina while open.
-        atomics: "sync",
-      });
-      // A worker that dies with no task reports here; the task's own rejection covers the rest.
-      this.piscina.on("error", () => {});
-    } else if (needed > this.threads) {
-      this.threads = needed;
-      // piscina has no resize call; its live options are read whenever it decides to spawn a worker.
-      const o = this.piscina.options as { minThreads: number; maxThreads: number };
-      o.maxThreads = needed;
-      o.minThreads = needed;
-    }
-    return this.piscina;
+  /** A parked pool, or a new one with one thread. */
+  private take(): Piscina {
+    const parked = this.idle.pop();
+    if (parked) return parked;
+    const pool = new Piscina({
+      filename: workerFilename(),
+      minThreads: 1,
+      maxThreads: 1,
+      idleTimeout: Infinity,
+      concurrentTasksPerWorker: 1,
+      // The idle thread waits on piscina's own futex; the serve task never returns to piscina while open.
+      atomics: "sync",
+    });
+    // A worker that dies with no task reports here; the task's own rejection covers the rest.
+    pool.on("error", () => {});
+    this.pools.add(pool);
+    return pool;
+  }
+
+  /** Parks a pool whose serve task has ended (unless the pool is being destroyed). */
+  private park(pool: Piscina): void {
+    if (this.pools.has(pool) && !this.idle.includes(pool)) this.idle.push(pool);
   }
 
   private lock(key: string, file: string, readOnly: boolean): void {

@@ -206,6 +206,11 @@ export const Op = {
   GET: 13,
   /** Read a snapshot's VM state (JSON args {id}); the result is the raw bytes. */
   READ_VMSTATE: 14,
+  /**
+   * Allocation status of a range (JSON args {offset, length, maxExtents}); the result is JSON: an array of
+   * [length, zero 0|1, data 0|1] extents from `offset` on, merged, covering at most `length` bytes.
+   */
+  BLOCK_STATUS: 15,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

@@ -382,6 +382,9 @@ export class RingServer {
         case Op.READ_VMSTATE:
           out = this.need("readVmState").call(this.disk, this.idArg(share, length));
           break;
+        case Op.BLOCK_STATUS:
+          out = json(this.blockStatus(this.args(share, length)));
+          break;
         case Op.STATS:
           out = json(typeof this.disk.stats === "function" ? (this.disk.stats() ?? null) : null);
           break;
@@ -471,13 +474,46 @@ export class RingServer {
     return all;
   }
 
-  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState">(
+  /** Op.BLOCK_STATUS: merged extents from `offset`, up to `length` bytes or `maxExtents` extents. */
+  private blockStatus(args: Record<string, unknown>): [number, number, number][] {
+    const { offset, length, maxExtents } = args;
+    if (!isCount(offset) || !isCount(length) || !isCount(maxExtents) || maxExtents < 1) {
+      throw new ProtocolError("block status needs an offset, a length and a number of extents");
+    }
+    const size = this.disk.size;
+    if (offset + length > size) {
+      throw new RequestError(`block status at offset ${offset}, length ${length} is past the end of the disk (${size} bytes)`);
+    }
+    const status = this.need("blockStatus");
+    const out: [number, number, number][] = [];
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const r = status.call(this.disk, pos, end - pos, 0);
+      const n = Math.min(r.length, end - pos);
+      if (!(n > 0)) throw new ProtocolError(`block status at ${pos} made no progress`);
+      const zero = r.status.zero ? 1 : 0;
+      const data = r.status.data ? 1 : 0;
+      const last = out[out.length - 1];
+      if (last && last[1] === zero && last[2] === data) last[0] += n;
+      else if (out.length === maxExtents) break;
+      else out.push([n, zero, data]);
+      pos += n;
+    }
+    return out;
+  }
+
+  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "blockStatus">(
     name: K,
   ): NonNullable<ServedDisk[K]> {
     const f = this.disk[name];
     if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name} (raw image?)`);
     return f as NonNullable<ServedDisk[K]>;
   }
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
 
 function json(v: unknown): Uint8Array {

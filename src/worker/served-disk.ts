@@ -24,6 +24,11 @@ export interface ServedDisk {
   snapshotDelete?(idOrName: string): void;
   snapshotList?(): SnapshotInfo[];
   readVmState?(idOrName: string): Uint8Array;
+  /**
+   * Status of the range at `offset` (at most `length` bytes, possibly fewer): whether it reads as zeroes and
+   * whether it holds data, looking down the backing chain (qemu-img map's zero and data).
+   */
+  blockStatus?(offset: number, length: number, depth: number): { status: { zero: boolean; data: boolean }; length: number };
   /** Per-request cost records (optional; the engine may expose it later). Must be JSON-serialisable. */
   stats?(): unknown;
 }

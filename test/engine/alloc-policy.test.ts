@@ -15,7 +15,7 @@ import { SCHEME_NAMES } from "../../src/schemes/index.js";
 const CS = 65536;
 const MIB = 1 << 20;
 
-/** A memory file that remembers where every write went. */
+/** A memory file that remembers where every write (and zeroing) went. */
 class RecordingFile implements BlockFile {
   readonly inner = new MemoryFile();
   readonly writes: { offset: number; length: number }[] = [];
@@ -27,6 +27,11 @@ class RecordingFile implements BlockFile {
   write(data: Uint8Array, offset: number, purpose?: IoPurpose): void {
     this.writes.push({ offset, length: data.length });
     this.inner.write(data, offset, purpose);
+  }
+  readonly zeroesWithoutWriting = true;
+  zeroRange(offset: number, length: number, purpose?: IoPurpose): void {
+    this.writes.push({ offset, length });
+    this.inner.zeroRange(offset, length, purpose);
   }
   flush(): void {}
   size(): number {

@@ -1,7 +1,8 @@
 /**
  * Crash consistency, quick run of the harness (src/harness/crash.ts): for every scheme and cache mode, three
  * seeded workloads (one per geometry), every crash state at every write recovered and verified; a sample of
- * states also checked and compared by QEMU. `npm run test:crash` runs the long version.
+ * states also checked and compared by QEMU, another repaired by check -r all under the scheme and compared with
+ * qemu-img check -r all. `npm run test:crash` runs the long version.
  */
 import { describe, expect, it } from "vitest";
 import type { CacheMode } from "../../src/engine/types.js";
@@ -20,6 +21,7 @@ describe("crash consistency", () => {
         expect(report.failures, formatCrashReport(report)).toBe(0);
         expect(cell.states).toBeGreaterThan(1000);
         expect(cell.qemuChecked).toBeGreaterThan(0);
+        expect(cell.checkRepaired).toBeGreaterThan(0);
       }, 300_000);
     }
   }

@@ -1,13 +1,15 @@
 /**
  * Valid images the fuzzer starts from, made by QEMU and by refcow: snapshots, compressed clusters (zlib and
  * zstd), zero clusters, extended L2, version 2, 1- and 64-bit refcounts, a backing file reference, and each
- * scheme's on-disk leftovers (a live journal, an owner table, dirty images of the lazy schemes).
+ * scheme's on-disk leftovers (a live journal, dirty images of the lazy schemes, an owner table as an earlier
+ * owner format left it).
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Qcow2Image } from "../../src/engine/qcow2-image.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
+import { withLegacyOwnerTable } from "../helpers/legacy-owner.js";
 
 export interface SeedImage {
   name: string;
@@ -86,7 +88,8 @@ export function buildSeedImages(dir: string): SeedImage[] {
   const g = { clusterSize: 4096, size: 1 << 20 };
   seeds.push(refcowSeed("refcow-eager", "eager", g, false));
   seeds.push(refcowSeed("refcow-journal-live", "journal", { clusterSize: 2048, size: 1 << 20 }, true));
-  seeds.push(refcowSeed("refcow-owner", "owner", g, false));
+  const owner = refcowSeed("refcow-owner", "owner", g, false);
+  seeds.push(owner, { name: "refcow-owner-legacy", bytes: withLegacyOwnerTable(owner.bytes) });
   seeds.push(refcowSeed("refcow-lazy-dirty", "lazy", g, true));
   seeds.push(refcowSeed("refcow-lazy-count-dirty", "lazy-count", { clusterSize: 1024, size: 256 << 10 }, true));
   // On disk too: `compare` takes a mutant and its seed.

@@ -14,14 +14,15 @@ import { CliError, UsageError } from "../errors.js";
 import { HELP_LONG, ioOf } from "./common.js";
 
 export const CRASH_TEST_USAGE =
-  "crash-test [--scheme S,...] [-t cache,...] [--seed N] [--seeds N] [--steps N] [--geometry G] [--alloc P] [--torn N|all] [--subsets N] [--qemu-sample N|all] [--at OP]";
+  "crash-test [--scheme S,...] [-t cache,...] [--seed N] [--seeds N] [--steps N] [--geometry G] [--alloc P] [--torn N|all] [--subsets N] [--qemu-sample N|all] [--check-sample N] [--at OP]";
 
 export const CRASH_TEST_HELP =
   "Runs seeded workloads (writes, zero writes, discards, flushes, snapshot create/apply/delete, checkpoints,\n" +
   "close and reopen) on a fault-injecting file and verifies every crash state at every write: recovery,\n" +
   "refcow check, acknowledged data, snapshot contents; a sample of states (or all) also by qemu-img check\n" +
-  "and compare. Defaults: every scheme, -t writeback,writethrough, --seed 1 --seeds 3 --steps 60,\n" +
-  `--qemu-sample 12, geometries rotating by seed (${CRASH_GEOMETRIES.map((g) => g.name).join(", ")}), --alloc append\n` +
+  "and compare; another sample repaired by check -r all under the scheme, against qemu-img check -r all.\n" +
+  "Defaults: every scheme, -t writeback,writethrough, --seed 1 --seeds 3 --steps 60,\n" +
+  `--qemu-sample 12, --check-sample 6, geometries rotating by seed (${CRASH_GEOMETRIES.map((g) => g.name).join(", ")}), --alloc append\n` +
   "for odd seeds and first-fit for even ones.\n" +
   "Exit code 1 when any state failed; each reported failure comes with the command line that reruns it.\n";
 
@@ -47,6 +48,7 @@ export async function crashTestCommand(argv: string[], io0?: CliIo): Promise<num
       { name: "torn", arg: true },
       { name: "subsets", arg: true },
       { name: "qemu-sample", arg: true },
+      { name: "check-sample", arg: true },
       { name: "at", arg: true },
     ],
   });
@@ -88,6 +90,8 @@ export async function crashTestCommand(argv: string[], io0?: CliIo): Promise<num
     opts.qemuSample = sample === "all" ? "all" : positive(sample, "--qemu-sample", 0);
     if (opts.qemuSample !== 0 && !qemuImgAvailable()) throw new CliError("qemu-img not found: install qemu-utils, or pass --qemu-sample 0");
   }
+  opts.checkSample = positive(lastValue(parsed, "check-sample"), "--check-sample", 0);
+  if (opts.checkSample && !qemuImgAvailable()) throw new CliError("qemu-img not found: install qemu-utils, or pass --check-sample 0");
   const started = Date.now();
   opts.onCell = (c) =>
     io.err(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${c.scheme}/${c.cache}: ${c.states} crash states, ${c.failures} failures\n`);

@@ -1,0 +1,121 @@
+/*
+ * refcow_fileops: the three file operations Node's fs module lacks and a disk-image engine needs, as a
+ * Node-API addon (built from this file by node-gyp at `npm install`; src/io/native-fileops.ts loads it and
+ * falls back to plain writes where it is not built).
+ *
+ *   fallocate(fd, mode, offset, length) -> 0, or -errno      Linux fallocate(2); -ENOSYS elsewhere
+ *   seekData(fd, offset)                -> offset, or -errno lseek(fd, offset, SEEK_DATA); -ENXIO: no data
+ *                                                             at or after offset (a hole up to the end)
+ *   seekHole(fd, offset)                -> offset, or -errno lseek(fd, offset, SEEK_HOLE)
+ *   modes: { zeroRange, punchHole, keepSize }                 the FALLOC_FL_* flags of <linux/falloc.h>
+ *                                                             (0 where the platform has none)
+ *   errno: { ENOSYS, ENOTSUP, EOPNOTSUPP, EINVAL, ENXIO }     this platform's numbers, to read the results
+ *
+ * Offsets and lengths travel as JS numbers (integers below 2^53). Failures are returned, not thrown: the
+ * caller decides which ones mean "not supported here" and falls back.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <node_api.h>
+#ifdef __linux__
+#include <linux/falloc.h>
+#endif
+
+/* -1: the platform has no such lseek (seek() then answers -ENOSYS). */
+#ifdef SEEK_DATA
+#define WHENCE_DATA SEEK_DATA
+#define WHENCE_HOLE SEEK_HOLE
+#else
+#define WHENCE_DATA -1
+#define WHENCE_HOLE -1
+#endif
+
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0
+#endif
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0
+#endif
+#ifndef FALLOC_FL_ZERO_RANGE
+#define FALLOC_FL_ZERO_RANGE 0
+#endif
+
+/* Reads argument i as an int64 into *out; on a wrong type throws a TypeError and returns 0. */
+static int int_arg(napi_env env, napi_value *argv, size_t argc, size_t i, int64_t *out) {
+  if (i >= argc || napi_get_value_int64(env, argv[i], out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "refcow_fileops: expected integer arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value number(napi_env env, int64_t v) {
+  napi_value r;
+  napi_create_int64(env, v, &r);
+  return r;
+}
+
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  int64_t fd, mode, offset, length;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!int_arg(env, argv, argc, 0, &fd) || !int_arg(env, argv, argc, 1, &mode) || !int_arg(env, argv, argc, 2, &offset) ||
+      !int_arg(env, argv, argc, 3, &length))
+    return NULL;
+#ifdef __linux__
+  int r;
+  do {
+    r = fallocate((int)fd, (int)mode, (off_t)offset, (off_t)length);
+  } while (r < 0 && errno == EINTR);
+  return number(env, r < 0 ? -errno : 0);
+#else
+  (void)fd, (void)mode, (void)offset, (void)length;
+  return number(env, -ENOSYS);
+#endif
+}
+
+static napi_value seek(napi_env env, napi_callback_info info, int whence) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t fd, offset;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!int_arg(env, argv, argc, 0, &fd) || !int_arg(env, argv, argc, 1, &offset)) return NULL;
+  if (whence < 0) return number(env, -ENOSYS);
+  off_t r = lseek((int)fd, (off_t)offset, whence);
+  return number(env, r < 0 ? -errno : (int64_t)r);
+}
+
+static napi_value js_seek_data(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_DATA); }
+static napi_value js_seek_hole(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_HOLE); }
+
+static void set(napi_env env, napi_value obj, const char *name, napi_value v) { napi_set_named_property(env, obj, name, v); }
+
+static void set_fn(napi_env env, napi_value obj, const char *name, napi_callback cb) {
+  napi_value fn;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  set(env, obj, name, fn);
+}
+
+NAPI_MODULE_INIT() {
+  set_fn(env, exports, "fallocate", js_fallocate);
+  set_fn(env, exports, "seekData", js_seek_data);
+  set_fn(env, exports, "seekHole", js_seek_hole);
+  napi_value modes, errnos;
+  napi_create_object(env, &modes);
+  set(env, modes, "zeroRange", number(env, FALLOC_FL_ZERO_RANGE));
+  set(env, modes, "punchHole", number(env, FALLOC_FL_PUNCH_HOLE));
+  set(env, modes, "keepSize", number(env, FALLOC_FL_KEEP_SIZE));
+  set(env, exports, "modes", modes);
+  napi_create_object(env, &errnos);
+  set(env, errnos, "ENOSYS", number(env, ENOSYS));
+  set(env, errnos, "ENOTSUP", number(env, ENOTSUP));
+  set(env, errnos, "EOPNOTSUPP", number(env, EOPNOTSUPP));
+  set(env, errnos, "EINVAL", number(env, EINVAL));
+  set(env, errnos, "ENXIO", number(env, ENXIO));
+  set(env, exports, "errno", errnos);
+  return exports;
+}

@@ -1,0 +1,177 @@
+/**
+ * An NBD server for one export, as qemu-nbd runs it: listens on a Unix socket or a TCP address, serves up to
+ * `shared` clients at once (later ones wait, unanswered, until one leaves, as they would in qemu-nbd's
+ * listen backlog), and — unless `persistent` — stops after the last client has gone. Each connection runs
+ * the handshake (handshake.ts) then transmission (transmission.ts); every connection shares the export's
+ * one DiskClient, so the image has one owner.
+ *
+ * stop(): stops accepting, answers requests already in flight (new ones get ESHUTDOWN), closes the
+ * connections; the caller then closes the image. A misbehaving client only loses its own connection.
+ */
+import * as fs from "node:fs";
+import * as net from "node:net";
+import { ByteReader } from "./byte-reader.js";
+import type { NbdExport } from "./export.js";
+import { negotiate } from "./handshake.js";
+import { Transmission } from "./transmission.js";
+
+export type ListenAddress = { socket: string } | { host: string; port: number };
+
+export interface NbdServerOptions {
+  /** Clients served at once (qemu-nbd -e; default 1). */
+  shared?: number;
+  /** Keep serving after the last client has gone (qemu-nbd -t). */
+  persistent?: boolean;
+  /** Diagnostics (one line each), e.g. a protocol violation by a client. */
+  log?: (message: string) => void;
+}
+
+interface Connection {
+  socket: net.Socket;
+  transmission?: Transmission;
+  /** Ends when the connection is closed and its requests answered. */
+  done: Promise<void>;
+}
+
+export class NbdServer {
+  private readonly server: net.Server;
+  private readonly shared: number;
+  private readonly persistent: boolean;
+  private readonly log: (message: string) => void;
+  private readonly active = new Set<Connection>();
+  private readonly waiting: net.Socket[] = [];
+  private servedAny = false;
+  private stopping: Promise<void> | undefined;
+  private stoppedResolve!: () => void;
+  /** Resolves when the server has stopped: stop() was called, or the last client left a non-persistent server. */
+  readonly stopped: Promise<void>;
+  private socketPath: string | undefined;
+
+  constructor(
+    private readonly exp: NbdExport,
+    opts: NbdServerOptions = {},
+  ) {
+    this.shared = Math.max(1, opts.shared ?? 1);
+    this.persistent = opts.persistent ?? false;
+    this.log = opts.log ?? (() => {});
+    this.stopped = new Promise((r) => (this.stoppedResolve = r));
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (s) => this.accepted(s));
+  }
+
+  /** Starts listening; resolves when the socket is bound. */
+  listen(addr: ListenAddress): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => reject(e);
+      this.server.once("error", onError);
+      const ready = (): void => {
+        this.server.off("error", onError);
+        this.server.on("error", (e) => this.log(`server socket: ${e.message}`));
+        resolve();
+      };
+      if ("socket" in addr) {
+        this.socketPath = addr.socket;
+        // A socket left by a server that died is replaced (QEMU unlinks it before binding too).
+        if (fs.statSync(addr.socket, { throwIfNoEntry: false })?.isSocket()) fs.rmSync(addr.socket);
+        this.server.listen(addr.socket, ready);
+      } else {
+        this.server.listen({ host: addr.host, port: addr.port }, ready);
+      }
+    });
+  }
+
+  /** The bound TCP port (after listen on a TCP address). */
+  get port(): number | undefined {
+    const a = this.server.address();
+    return a && typeof a === "object" ? a.port : undefined;
+  }
+
+  /** Clients connected now (in negotiation or transmission; not those waiting for a free place). */
+  get connections(): number {
+    return this.active.size;
+  }
+
+  /** Stops accepting, answers what is in flight, closes every connection. Idempotent. */
+  stop(): Promise<void> {
+    if (this.stopping) return this.stopping;
+    this.stopping = (async () => {
+      // close() stops accepting at once; its callback waits for the connections, closed below.
+      const closed = new Promise<void>((r) => this.server.close(() => r()));
+      if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
+      for (const s of this.waiting.splice(0)) s.destroy();
+      await Promise.all(
+        [...this.active].map(async (c) => {
+          if (c.transmission) await c.transmission.stop();
+          c.socket.destroy();
+          await c.done;
+        }),
+      );
+      await closed;
+      this.stoppedResolve();
+    })();
+    return this.stopping;
+  }
+
+  private accepted(socket: net.Socket): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    socket.on("error", () => {});
+    if (this.active.size >= this.shared) {
+      this.waiting.push(socket);
+      socket.once("close", () => {
+        const i = this.waiting.indexOf(socket);
+        if (i >= 0) this.waiting.splice(i, 1);
+      });
+      return;
+    }
+    this.start(socket);
+  }
+
+  private start(socket: net.Socket): void {
+    this.servedAny = true;
+    const conn: Connection = { socket, done: Promise.resolve() };
+    this.active.add(conn);
+    conn.done = this.serve(conn)
+      .catch((e: unknown) => this.log(`connection failed: ${(e as Error)?.message ?? e}`))
+      .finally(() => {
+        socket.destroy();
+        this.active.delete(conn);
+        this.left();
+      });
+    socket.resume();
+  }
+
+  private async serve(conn: Connection): Promise<void> {
+    const { socket } = conn;
+    const reader = new ByteReader(socket);
+    const session = await negotiate(socket, reader, this.exp, () => this.stopping !== undefined);
+    if ("end" in session) {
+      if (session.end === "protocol") this.log(`handshake: ${session.message}`);
+      return;
+    }
+    const t = new Transmission(socket, reader, this.exp, session, this.log);
+    conn.transmission = t;
+    if (this.stopping) void t.stop();
+    const end = await t.run();
+    if (end.end === "protocol") this.log(`transmission: ${end.message}`);
+    // Requests in flight are answered before the connection closes (DISC asks for exactly that).
+    await t.drained();
+    if (!socket.destroyed) {
+      await new Promise<void>((r) => {
+        socket.once("close", () => r());
+        socket.end(() => r());
+      });
+    }
+  }
+
+  private left(): void {
+    if (this.stopping) return;
+    const next = this.waiting.shift();
+    if (next) {
+      this.start(next);
+      return;
+    }
+    if (!this.persistent && this.servedAny && this.active.size === 0) void this.stop();
+  }
+}
