@@ -1,15 +1,31 @@
 /*
- * refcow-io: scattered direct I/O for the refcow test guest (i386 Linux, freestanding: no libc).
+ * refcow-io: scattered direct I/O for the refcow test guest (i386 Linux, freestanding: no libc), timed by the
+ * guest itself.
  *
- *   refcow-io write DEVICE BLOCKFILE < offsets     write BLOCKFILE's bytes at each offset
- *   refcow-io read  DEVICE BLOCKFILE < offsets     read as many bytes from each offset (and drop them)
+ *   refcow-io write DEVICE BLOCKFILE [sync] < offsets   write BLOCKFILE's bytes at each offset
+ *   refcow-io read  DEVICE BLOCKFILE < offsets          read as many bytes from each offset (and drop them)
  *
  * BLOCKFILE (1 byte to 1 MiB, a multiple of 512) is read into a page-aligned buffer; DEVICE is opened with
  * O_DIRECT; stdin holds decimal byte offsets, one per line (multiples of 512). The requests are issued one
  * at a time, back to back, in stdin's order (pwrite64 / pread64): queue depth 1, as fio or qemu-img bench
- * would, where busybox dd needs one process per request (about 25 ms apart under v86). Nothing is printed on
- * success; a failure prints "refcow-io: <what> failed at offset N (error E)" on stderr and exits 1; bad
- * usage exits 2.
+ * would, where busybox dd needs one process per request (about 25 ms apart under v86). With `sync`, one
+ * fdatasync of DEVICE follows the last write (the disk gets a FLUSH CACHE).
+ *
+ * Every request is timed with the guest's CLOCK_MONOTONIC (the clock_gettime system call) right before and
+ * right after its system call. After the last request, one line per kind of request goes to stdout:
+ *
+ *   REFCOW-IO <op> <count> <t0> <pairs>
+ *
+ *   op     write | read | fdatasync
+ *   count  requests timed (the first 65536 of a run are kept)
+ *   t0     CLOCK_MONOTONIC at the start of the first request, in ns (decimal)
+ *   pairs  for each request in order: the ns from the previous request's start (the first: from t0, i.e. 0)
+ *          and the ns its system call took, each as a varint of base-64 digits: least significant 5 bits
+ *          first, a digit's value is its index in [0-9A-Za-z._] and its bit 5 (value >= 32) says "more
+ *          digits follow". No separators (digits never include a space).
+ *
+ * Nothing else is printed on success; a failure prints "refcow-io: <what> failed at offset N (error E)" on
+ * stderr and exits 1; bad usage exits 2. The host side (parsing, clock check) is src/vm/guest-io-report.ts.
  *
  * Built by build.sh with the host's C compiler: cc -m32 -static -nostdlib -ffreestanding (no 32-bit libc
  * needed). System calls go through int $0x80 with the i386 numbers below.
@@ -22,6 +38,10 @@
 #define SYS_close 6
 #define SYS_pread64 180
 #define SYS_pwrite64 181
+#define SYS_fdatasync 148
+#define SYS_clock_gettime 265
+
+#define CLOCK_MONOTONIC 1
 
 #define O_RDONLY 0
 #define O_RDWR 2
@@ -29,11 +49,18 @@
 #define O_LARGEFILE 0100000
 
 #define MAX_BLOCK (1 << 20)
+#define MAX_TIMED 65536
 
 typedef unsigned long long u64;
 
 static unsigned char block[MAX_BLOCK] __attribute__((aligned(4096)));
 static char input[4096];
+
+/* Start (ns, CLOCK_MONOTONIC) and duration (ns) of each timed request; durations above 4 s saturate. */
+static u64 started[MAX_TIMED];
+static unsigned long took[MAX_TIMED];
+static unsigned long timed;
+static char line[64 + MAX_TIMED * 2 * 7];
 
 static long syscall5(long n, long a, long b, long c, long d, long e) {
   long r;
@@ -55,22 +82,86 @@ static unsigned long length_of(const char *s) {
 
 static void put(const char *s) { syscall3(SYS_write, 2, (long)s, (long)length_of(s)); }
 
-/* Decimal, by subtracting powers of ten: a 64-bit division would need libgcc, which is not linked. */
-static void put_u64(u64 v) {
+struct timespec32 {
+  long sec;
+  long nsec;
+};
+
+static u64 now_ns(void) {
+  struct timespec32 ts;
+  syscall3(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&ts, 0);
+  return (u64)(unsigned long)ts.sec * 1000000000ULL + (u64)(unsigned long)ts.nsec;
+}
+
+static void note(u64 start, u64 end) {
+  if (timed == MAX_TIMED) return;
+  u64 d = end - start;
+  started[timed] = start;
+  took[timed] = d > 0xffffffffULL ? 0xffffffffUL : (unsigned long)d;
+  timed++;
+}
+
+static const char digit64[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._";
+
+static unsigned long put_varint(char *at, u64 v) {
+  unsigned long n = 0;
+  do {
+    unsigned int d = (unsigned int)(v & 31);
+    v >>= 5;
+    at[n++] = digit64[d | (v ? 32 : 0)];
+  } while (v);
+  return n;
+}
+
+static unsigned long put_decimal(char *at, u64 v) {
   char digits[24];
   int n = 0;
-  u64 power = 1;
-  int exponent = 0;
-  while (exponent < 19 && power * 10 <= v) power *= 10, exponent++;
-  for (; exponent >= 0; exponent--) {
-    char d = '0';
-    while (v >= power) v -= power, d++;
-    digits[n++] = d;
-    u64 lower = 1;
-    for (int k = 1; k < exponent; k++) lower *= 10;
-    power = lower;
+  do {
+    /* v % 10 and v / 10 bit by bit: a 64-bit division would need libgcc, which is not linked. */
+    u64 q = 0, r = 0;
+    for (int bit = 63; bit >= 0; bit--) {
+      r = (r << 1) | ((v >> bit) & 1);
+      if (r >= 10) r -= 10, q |= 1ULL << bit;
+    }
+    digits[n++] = (char)('0' + (int)r);
+    v = q;
+  } while (v);
+  for (int i = 0; i < n; i++) at[i] = digits[n - 1 - i];
+  return (unsigned long)n;
+}
+
+static unsigned long put_text(char *at, const char *s) {
+  unsigned long n = 0;
+  while (s[n]) at[n] = s[n], n++;
+  return n;
+}
+
+/* One REFCOW-IO line for the requests timed so far (see the top of the file); then starts a new list. */
+static void report(const char *op) {
+  if (timed == 0) return;
+  unsigned long n = put_text(line, "REFCOW-IO ");
+  n += put_text(line + n, op);
+  line[n++] = ' ';
+  n += put_decimal(line + n, timed);
+  line[n++] = ' ';
+  n += put_decimal(line + n, started[0]);
+  line[n++] = ' ';
+  for (unsigned long i = 0; i < timed; i++) {
+    n += put_varint(line + n, i == 0 ? 0 : started[i] - started[i - 1]);
+    n += put_varint(line + n, took[i]);
   }
-  digits[n] = 0;
+  line[n++] = '\n';
+  for (unsigned long done = 0; done < n;) {
+    long w = syscall3(SYS_write, 1, (long)(line + done), (long)(n - done));
+    if (w <= 0) break;
+    done += (unsigned long)w;
+  }
+  timed = 0;
+}
+
+static void put_u64(u64 v) {
+  char digits[24];
+  digits[put_decimal(digits, v)] = 0;
   put(digits);
 }
 
@@ -88,7 +179,7 @@ static __attribute__((noreturn)) void fail(const char *what, u64 offset, long er
 static __attribute__((noreturn)) void usage(const char *why) {
   put("refcow-io: ");
   put(why);
-  put("\nusage: refcow-io write|read DEVICE BLOCKFILE < offsets\n");
+  put("\nusage: refcow-io write DEVICE BLOCKFILE [sync] < offsets | read DEVICE BLOCKFILE < offsets\n");
   exit_now(2);
 }
 
@@ -99,8 +190,10 @@ static int same(const char *a, const char *b) {
 
 /* One request of `length` bytes at `offset`, all of it or a failure. */
 static void transfer(int fd, int writing, unsigned long length, u64 offset) {
+  u64 t = now_ns();
   long n = syscall5(writing ? SYS_pwrite64 : SYS_pread64, fd, (long)block, (long)length, (long)(unsigned long)offset,
                     (long)(unsigned long)(offset >> 32));
+  note(t, now_ns());
   if (n < 0) fail(writing ? "write" : "read", offset, n);
   if ((unsigned long)n != length) fail(writing ? "short write" : "short read", offset, 0);
 }
@@ -108,9 +201,11 @@ static void transfer(int fd, int writing, unsigned long length, u64 offset) {
 __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
   long argc = stack[0];
   char **argv = (char **)(stack + 1);
-  if (argc != 4) usage("expected 3 arguments");
+  if (argc != 4 && argc != 5) usage("expected 3 or 4 arguments");
   int writing = same(argv[1], "write");
   if (!writing && !same(argv[1], "read")) usage("the first argument is write or read");
+  int sync = argc == 5;
+  if (sync && (!writing || !same(argv[4], "sync"))) usage("the fourth argument, for write only, is sync");
 
   long bf = syscall3(SYS_open, (long)argv[3], O_RDONLY | O_LARGEFILE, 0);
   if (bf < 0) fail("open of the block file", 0, bf);
@@ -149,6 +244,14 @@ __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
     if (n == 0) break;
   }
   if (digits) transfer((int)fd, writing, length, offset);
+  report(writing ? "write" : "read");
+  if (sync) {
+    u64 t = now_ns();
+    long r = syscall3(SYS_fdatasync, fd, 0, 0);
+    note(t, now_ns());
+    if (r < 0) fail("fdatasync", 0, r);
+    report("fdatasync");
+  }
   syscall3(SYS_close, fd, 0, 0);
   exit_now(0);
 }

@@ -5,6 +5,7 @@
 import { buildCharts, renderSvg } from "./charts.js";
 import { groupTimes, COST_GROUPS } from "./cost-groups.js";
 import type { GuestResult } from "./guest-results.js";
+import { guestClockTable, guestRanking, guestRatioTable, type TableModel } from "./guest-section.js";
 import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
 import { schemeLabel } from "./scheme-label.js";
 import { fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, rowName, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
@@ -87,15 +88,17 @@ function opsTable(rows: ResultRow[]): string {
   return htmlTable(["scheme", "allocated", ...names.map((n) => `${n} ms`)], body, 2);
 }
 
-function guestTable(guest: GuestResult[]): string {
-  if (!guest.length) return "";
-  const body: string[][] = [];
-  for (const g of guest) {
-    for (const p of g.phases) {
-      body.push([g.scheme, String(g.cache), g.workload, p.name, String(p.writes), num(p.write_median_us), num(p.write_p99_us), num(p.engine_write_median_us), String(p.flushes), num(p.flush_median_us), g.check ?? ""]);
-    }
-  }
-  return htmlTable(["scheme", "cache", "workload", "phase", "writes", "write median µs", "write p99 µs", "engine µs / write", "flushes", "flush median µs", "qemu-img check"], body, 4);
+function guestSection(guest: GuestResult[], rows: ResultRow[]): string {
+  const t = (m: TableModel) => (m.body.length ? htmlTable(m.head, m.body, m.numericFrom) : "");
+  const ranking = guestRanking(guest, rows).map((l) => `<li>${esc(l)}</li>`).join("");
+  const checks = guest.map((g) => `${g.scheme} ${g.cache}${g.rep ? ` #${g.rep}` : ""}: ${g.check ?? "not checked"}`).join("; ");
+  return [
+    "<p>app: the guest program's system call, timed by the guest itself; device: v86's disk request to its completion callback; ring: the request in the worker ring's client; engine: the worker's own time. app − engine is what the emulator adds. Median over the runs of each cell, min–max in brackets.</p>",
+    t(guestClockTable(guest)),
+    t(guestRatioTable(guest, rows)),
+    ranking ? `<ul>${ranking}</ul>` : "",
+    `<p class="meta">qemu-img check of the images the guest left: ${esc(checks)}</p>`,
+  ].join("\n");
 }
 
 const CSS = `
@@ -123,7 +126,7 @@ export async function renderHtml(results: ResultsFile, answerText: string): Prom
   const sections = [
     `<h2>Answer</h2><div class="answer">${answerText.split(/\n\n+/).map((p) => `<p>${esc(p)}</p>`).join("\n")}</div>`,
     `<h2>Charts</h2>${figures.join("\n")}`,
-    guest.length ? `<h2>Guest runs</h2>${guestTable(guest)}` : "",
+    guest.length ? `<h2>Guest runs</h2>${guestSection(guest, results.rows)}` : "",
     missingList(results.missing ?? []),
     `<h2>Write latency</h2><p>median and p99: per-request write latency, submission to completion, flushes excluded; per write, amortized: phase wall time ÷ writes, flush waits included. Each figure is the median over rounds with its min–max; ratios use the amortized figure, computed round by round between rows of the same workload, cache mode and transport.</p>${writeTable(results.rows)}`,
     flushSplitTable(results.rows),

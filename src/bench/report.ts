@@ -9,6 +9,7 @@ import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import { schemeLabel } from "./scheme-label.js";
 import { guestRows, type GuestResult } from "./guest-results.js";
+import { guestAnswer, guestSectionMarkdown } from "./guest-section.js";
 import { renderHtml, type ResultsFile } from "./report-html.js";
 import { baseRow, formatRatio, ratio, ratioOf } from "./ratios.js";
 import type { Spread } from "../stats/latency.js";
@@ -161,36 +162,6 @@ export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSo
   return paras.join("\n\n");
 }
 
-/** What the guest runs say, in one or two sentences per cache mode. */
-function guestAnswer(guest: GuestResult[]): string {
-  const parts: string[] = [];
-  for (const cache of [...new Set(guest.map((g) => g.cache))]) {
-    const runs = guest.filter((g) => g.cache === cache);
-    const post = runs
-      .map((g) => ({ g, inp: g.phases.find((p) => p.name === "in-place"), post: g.phases.find((p) => p.name === "post-snapshot") }))
-      .filter((x) => x.inp && x.post && x.inp.writes && x.post.writes);
-    if (!post.length) continue;
-    const desc = post
-      .map((x) => {
-        const engine = x.post!.engine_write_median_us !== undefined ? `; engine ${f1(x.post!.engine_write_median_us)} µs vs ${f1(x.inp!.engine_write_median_us)}` : "";
-        return `${x.g.scheme} ${f1(x.post!.write_median_us)} µs (in place ${f1(x.inp!.write_median_us)}${engine})`;
-      })
-      .join(", ");
-    parts.push(
-      `In the guest (${post[0].g.workload} workload through its own IDE driver, ${cache}), the median write after the snapshot took ${desc}; ` +
-        "what the guest sees adds the emulator's scheduling and the host's load to the engine's own time.",
-    );
-    const vm = runs.filter((g) => g.snapshot?.vmStateWriteMs !== undefined && g.snapshot?.diskSnapshotMs !== undefined);
-    if (vm.length) {
-      const v = vm[0].snapshot!;
-      parts.push(
-        `Saving the VM state (${((v.vmStateBytes ?? 0) / 2 ** 20).toFixed(1)} MiB) took ${f1((v.vmStateSerializeMs ?? 0) + (v.vmStateWriteMs ?? 0))} ms against ${f1(v.diskSnapshotMs)} ms for the disk snapshot itself (${vm[0].scheme}).`,
-      );
-    }
-  }
-  return parts.join(" ");
-}
-
 /** The whole answer paragraph: host benchmark first, then the guest runs. */
 export function fullAnswer(results: ReportInput): string {
   return [answer(results.rows, results.fio ?? [], results.missing ?? []), guestAnswer(results.guest ?? [])].filter(Boolean).join("\n\n");
@@ -214,6 +185,7 @@ function markdown(results: ResultsFile, answerText: string): string {
     table(allRows, results.fio ?? [], results.missing ?? []).trimEnd(),
     "```",
     "",
+    guestSectionMarkdown(results.guest ?? [], results.rows),
     "Charts: report.html.",
     "",
   ].join("\n");

@@ -33,4 +33,29 @@ export interface AsyncDisk {
 export interface ServiceTimedDisk extends AsyncDisk {
   /** Backend time of the last resolved operation in ms, or undefined when unknown. */
   readonly lastServiceMs: number | undefined;
+  /**
+   * Time of the last resolved operation on its transport to the backend, in ms: submission to completion
+   * at the caller's end of the worker's request ring (the backend's time included). Undefined when unknown.
+   */
+  readonly lastRingMs?: number | undefined;
+}
+
+/**
+ * Optional: a disk whose requests can complete through callbacks run synchronously when the caller polls
+ * (the worker-served disk: DiskClient.callbacks and DiskClient.poll). The hda adapter polls it from inside
+ * v86's run loop, so a completion reaches the guest without a trip through the event loop.
+ */
+export interface PollableDisk extends ServiceTimedDisk {
+  readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void): void;
+  writeCb(offset: number, data: Uint8Array, done: (err: Error | undefined) => void): void;
+  flushCb(done: (err: Error | undefined) => void): void;
+  /** Runs the callbacks of the completions published so far; spins up to `spinMs` for one when none is. */
+  poll(spinMs: number): number;
+  /** How long a wait for the request in flight is worth spinning, in ms (sized from observed service times). */
+  readonly spinBudgetMs: number;
+}
+
+export function isPollable(d: AsyncDisk): d is PollableDisk {
+  const p = d as Partial<PollableDisk>;
+  return typeof p.writeCb === "function" && typeof p.readCb === "function" && typeof p.flushCb === "function" && typeof p.poll === "function";
 }

@@ -17,7 +17,7 @@
 import { V86, type V86Image, type V86Options } from "v86";
 import type { AsyncDisk } from "./async-disk.js";
 import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
-import { installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
+import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
 import { DONE_LINE, SerialConsole } from "./serial-console.js";
 
 /**
@@ -45,6 +45,11 @@ export interface GuestMachineOptions {
   cmdline: string;
   /** Patch FLUSH CACHE to reach the disk (ide-flush.ts). */
   honestFlush: boolean;
+  /**
+   * Let the hda adapter reap disk completions from inside v86's run loop (see `hookRunLoop`). Default true;
+   * it matters only over a pollable disk (the worker-served image).
+   */
+  pollFromRunLoop?: boolean;
   /** A state from `saveState()`: v86 restores it at load instead of booting. */
   initialState?: ArrayBuffer;
   /** Label of the disk requests until a command or the caller sets another. */
@@ -115,6 +120,8 @@ export class GuestMachine {
     emulator.add_listener("emulator-ready", () => {
       // Before the CPU runs its first instruction (and before a state restore).
       if (opts.honestFlush) this.flushHandle = installHonestFlush(emulator, this.adapter);
+      this.attachDrive();
+      if (opts.pollFromRunLoop ?? true) this.hookRunLoop();
     });
     this.loaded = new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
   }
@@ -140,6 +147,34 @@ export class GuestMachine {
    */
   reattachFlush(): void {
     if (this.flushHandle) installHonestFlush(this.emulator, this.adapter);
+    this.attachDrive();
+  }
+
+  /**
+   * v86's main loop (cpu.rs `main_loop`) calls the CPU's JS method `run_hardware_timers` after every batch of
+   * instructions and as soon as the guest halts, then delivers pending interrupts. Wrapping that method on
+   * this emulator's CPU object lets the adapter complete disk requests there: the completion's interrupt is
+   * raised and taken in the same turn of the loop, halted or not, with no trip through the event loop.
+   */
+  private hookRunLoop(): void {
+    // in_hlt is a view on the wasm memory (v86 wraps it in a Proxy that follows memory growth).
+    const cpu = (this.emulator as unknown as { v86?: { cpu?: { run_hardware_timers?: unknown; in_hlt?: ArrayLike<number> } } }).v86?.cpu;
+    const original = cpu?.run_hardware_timers;
+    if (!cpu || typeof original !== "function" || typeof cpu.in_hlt !== "object" || cpu.in_hlt === null) {
+      throw new Error("v86 internals changed: cpu.run_hardware_timers / cpu.in_hlt not found");
+    }
+    const adapter = this.adapter;
+    const halted = cpu.in_hlt;
+    cpu.run_hardware_timers = function (this: unknown, acpi: boolean, now: number): number {
+      adapter.pollFromEmulator(halted[0] !== 0);
+      return (original as (a: boolean, n: number) => number).call(this, acpi, now);
+    };
+  }
+
+  /** Lets the adapter tell PIO writes (data in the drive's reusable buffer) from DMA ones. */
+  private attachDrive(): void {
+    const drive = hdaDrive(this.emulator, this.adapter);
+    this.adapter.reusedBuffer = (data) => data.buffer === drive.data.buffer;
   }
 
   /** Sends raw text to the guest's serial console. */

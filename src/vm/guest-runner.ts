@@ -53,6 +53,8 @@ export interface GuestRunnerOptions {
   cmdline?: string;
   /** Patch FLUSH CACHE to reach the disk (default true; see ide-flush.ts). */
   honestFlush?: boolean;
+  /** Reap disk completions from inside v86's run loop (default true; GuestMachine.pollFromRunLoop). */
+  pollFromRunLoop?: boolean;
   /** A state from `saveState()`: resume it instead of booting. */
   initialState?: ArrayBuffer;
   /** Time allowed to reach the command prompt, in ms (default 120 s). */
@@ -108,6 +110,7 @@ export class GuestRunner {
       memoryMiB: options.memoryMiB ?? DEFAULT_MEMORY_MIB,
       cmdline: options.cmdline ?? DEFAULT_CMDLINE,
       honestFlush: options.honestFlush ?? true,
+      pollFromRunLoop: options.pollFromRunLoop,
       initialState: options.initialState,
       phase: this.warm ? "resume" : "boot",
       commandTimeoutMs: 60_000,

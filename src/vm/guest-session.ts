@@ -39,6 +39,7 @@ import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import type { GuestImagePaths } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
+import { ALL_CUTS, SPIN_CAP_CLIENT_US, SPIN_CAP_SERVER_US, type LatencyCuts } from "./latency-cuts.js";
 import { ServedAsyncDisk } from "./served-async-disk.js";
 import { PHASE_LINE } from "./serial-console.js";
 import { obtainWarmState } from "./warm-state.js";
@@ -63,8 +64,10 @@ export interface GuestSessionOptions {
   cmdline?: string;
   /** Guest image files (default .cache/guest of the checkout, or $REFCOW_GUEST_DIR). */
   guestImage?: GuestImagePaths;
-  /** Ring and spin settings of the served image. */
+  /** Ring and spin settings of the served image (over those the cuts choose). */
   served?: Omit<ServedImageOptions, "scheme" | "cache" | "readOnly" | "format">;
+  /** Which cuts of the guest-to-engine delay are on (default all; latency-cuts.ts). */
+  cuts?: LatencyCuts;
   /** Progress lines (booting, snapshots). */
   onProgress?: (message: string) => void;
 }
@@ -197,7 +200,9 @@ export class GuestSession {
     let client: DiskClient | undefined;
     let guest: GuestRunner | undefined;
     try {
-      client = await pool.open(o.image, { ...o.served, scheme, cache, format: "qcow2" });
+      const cuts = o.cuts ?? ALL_CUTS;
+      const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : {};
+      client = await pool.open(o.image, { ...spin, ...o.served, scheme, cache, format: "qcow2" });
       const disk = new ServedAsyncDisk(client);
       let onLine: (line: string) => void = () => undefined;
       guest = await GuestRunner.boot({
@@ -206,6 +211,8 @@ export class GuestSession {
         memoryMiB: o.memoryMiB,
         cmdline: o.cmdline,
         initialState: warmState?.state,
+        pollFromRunLoop: cuts.wake,
+        adapter: { pollCompletions: cuts.wake, dmaWithoutCopy: cuts.nocopy },
         onProgress: progress,
         onConsoleLine: (line) => onLine(line),
       });

@@ -9,14 +9,22 @@
  *    reads the first sector in `get_and_cache` and keeps it for `get_from_cache`.
  *  - `get(start, len, cb, {signal})`: PIO and DMA reads. The IDE stays busy until `cb(data)`; `data` must be
  *    exactly `len` bytes. A read whose signal is aborted (device reset) before it starts is dropped.
- *  - `set(start, data, cb)`: DMA writes complete to the guest in `cb`. PIO writes are acknowledged to the
- *    guest *before* `set` is called, with `data` a view of a buffer the IDE reuses: the adapter copies
- *    `data` synchronously, always.
+ *  - `set(start, data, cb)`: DMA writes complete to the guest in `cb`, and `data` is a fresh array v86
+ *    gathered from the guest's PRDs for this request alone: the adapter keeps it as it is. PIO writes are
+ *    acknowledged to the guest *before* `set` is called, with `data` a view of the drive's PIO buffer,
+ *    which the IDE reuses at once: the adapter copies it synchronously. Which is which is told by
+ *    `reusedBuffer` (set by GuestMachine from the drive object); without it every write is copied.
  *  - `flush(cb)` is not a v86 member: ATA FLUSH CACHE never reaches a v86 disk object. `installHonestFlush`
  *    (ide-flush.ts) patches the IDE drive so the guest's flushes come here and complete in `cb`.
  *  - `get_state()` / `set_state()` are called synchronously by `save_state` / `restore_state`. The adapter
  *    keeps no disk data in the VM state (the disk lives in the AsyncDisk): its state is `[byteLength]`.
  *    Quiesce first: stop the emulator, then `await whenIdle()`.
+ *
+ * Completion: over a PollableDisk (the worker-served image) requests complete through callbacks, and
+ * `pollFromEmulator()` — which GuestMachine calls from inside v86's run loop, each time v86 runs its
+ * hardware timers, which it does as soon as the guest halts — reaps them synchronously, spinning (while the
+ * guest is halted only) for as long as the request in flight is expected to take. The guest's interrupt is
+ * then raised before v86 even leaves its loop. Over any other AsyncDisk, completions come through promises.
  *
  * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
  * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
@@ -24,10 +32,11 @@
  *
  * Latency: each request is timed from submission (v86's call) to completion (the callback), and from the
  * start of its service; it is recorded with the `phase` label current at submission (set by the runner).
- * When the disk reports its own service time (ServiceTimedDisk: the engine's time in its worker), that is
- * recorded too, so that the emulator's and the ring's share of the latency can be told apart.
+ * When the disk reports its own service time (ServiceTimedDisk: the engine's time in its worker) and its
+ * ring time (submission to completion at the DiskClient), those are recorded too, so that the emulator's,
+ * the adapter's and the ring's share of the latency can be told apart.
  */
-import type { AsyncDisk, ServiceTimedDisk } from "./async-disk.js";
+import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
 
 export type DiskOp = "read" | "write" | "flush";
 
@@ -47,6 +56,10 @@ export interface DiskRequestRecord {
   latencyMs: number;
   /** The backend's own time for the request, in ms, when the disk reports it (see ServiceTimedDisk). */
   serviceMs?: number;
+  /** Submission to completion at the disk's transport (the DiskClient), in ms, when the disk reports it. */
+  ringMs?: number;
+  /** A write whose data v86 passed in its reusable PIO buffer (absent: DMA, or not known). */
+  pio?: true;
 }
 
 export interface PhaseSummary {
@@ -66,6 +79,10 @@ export interface HdaAdapterOptions {
   record?: boolean;
   /** Stop keeping records after this many (counters go on; default 1,000,000). */
   maxRecords?: number;
+  /** Hand DMA writes' data to the disk without a copy (default true; see `reusedBuffer`). */
+  dmaWithoutCopy?: boolean;
+  /** Complete requests through the disk's callbacks and `pollFromEmulator()` when it is pollable (default true). */
+  pollCompletions?: boolean;
 }
 
 type ReadCb = (data: Uint8Array) => void;
@@ -76,6 +93,7 @@ interface Request {
   offset: number;
   length: number;
   data?: Uint8Array;
+  pio?: boolean;
   cb: ReadCb | DoneCb;
   phase: string;
   submitted: number;
@@ -100,10 +118,24 @@ export class HdaAdapter {
   failure: Error | undefined;
   /** Called on every failed disk operation. */
   onError?: (err: Error, op: DiskOp, offset: number, length: number) => void;
+  /**
+   * Tells whether `set()`'s data lies in a buffer v86 reuses (the drive's PIO buffer), which must be
+   * copied at once. Unset: every write is treated so.
+   */
+  reusedBuffer?: (data: Uint8Array) => boolean;
+  /** Writes v86 passed through its PIO buffer / as a DMA transfer (known only with `reusedBuffer`). */
+  pioWrites = 0;
+  dmaWrites = 0;
 
   private readonly queue: Request[] = [];
   private head = 0;
   private running = false;
+  private pumping = false;
+  /** The request being served and when its service started. */
+  private current: Request | undefined;
+  private currentStarted = 0;
+  private readonly pollable: PollableDisk | undefined;
+  private readonly copyDma: boolean;
   private idleWaiters: Array<() => void> = [];
   private generation = 0;
   private mbr: Uint8Array | undefined;
@@ -118,6 +150,8 @@ export class HdaAdapter {
     this.byteLength = disk.size;
     this.keepRecords = options.record ?? true;
     this.maxRecords = options.maxRecords ?? 1_000_000;
+    this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
+    this.copyDma = !(options.dmaWithoutCopy ?? true);
   }
 
   // ---- v86 interface --------------------------------------------------------------------------------
@@ -131,8 +165,14 @@ export class HdaAdapter {
   }
 
   set(start: number, data: Uint8Array, cb: DoneCb): void {
-    // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion. Copy now.
-    this.submit({ op: "write", offset: start, length: data.length, data: data.slice(), cb });
+    // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion: copy now.
+    // DMA: v86 gathered the guest's buffers into an array of this request's own, awaited through `cb`.
+    const pio = this.reusedBuffer ? this.reusedBuffer(data) : true;
+    if (this.reusedBuffer) {
+      if (pio) this.pioWrites++;
+      else this.dmaWrites++;
+    }
+    this.submit({ op: "write", offset: start, length: data.length, data: pio || this.copyDma ? data.slice() : data, pio, cb });
   }
 
   get_and_cache(start: number, len: number, cb: ReadCb): void {
@@ -187,6 +227,22 @@ export class HdaAdapter {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * Called by the emulator from inside its run loop (GuestMachine hooks v86's hardware-timer step): reaps the
+   * completions the disk has, running their callbacks now. With `halted` (the guest waits in HLT), spins up
+   * to the disk's spin budget, less what the request in flight has taken already, for its completion.
+   */
+  pollFromEmulator(halted: boolean): void {
+    const d = this.pollable;
+    if (!d || !this.current) return;
+    let spin = 0;
+    if (halted) {
+      const left = d.spinBudgetMs - (performance.now() - this.currentStarted);
+      if (left > 0) spin = left;
+    }
+    d.poll(spin);
+  }
+
   /** Drop the callbacks of every request submitted so far (they still run against the disk). */
   invalidateCallbacks(): void {
     this.generation++;
@@ -221,59 +277,78 @@ export class HdaAdapter {
       return;
     }
     this.queue.push(req);
-    if (!this.running) {
-      this.running = true;
-      void this.pump();
+    this.pump();
+  }
+
+  /** Starts queued requests, one at a time; a completion calls it again. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.running && this.head < this.queue.length) {
+        const req = this.queue[this.head]!;
+        this.queue[this.head++] = undefined as unknown as Request;
+        if (this.head > 1024 && this.head * 2 > this.queue.length) {
+          this.queue.splice(0, this.head);
+          this.head = 0;
+        }
+        if (req.op === "read" && req.signal?.aborted) continue; // the IDE was reset; nobody waits for it
+        this.running = true;
+        this.start(req);
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (!this.running && this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
     }
   }
 
-  private async pump(): Promise<void> {
-    while (this.head < this.queue.length) {
-      const req = this.queue[this.head]!;
-      this.queue[this.head++] = undefined as unknown as Request;
-      if (this.head > 1024 && this.head * 2 > this.queue.length) {
-        this.queue.splice(0, this.head);
-        this.head = 0;
-      }
-      await this.serve(req);
+  private start(req: Request): void {
+    this.current = req;
+    const started = (this.currentStarted = performance.now());
+    const d = this.pollable;
+    if (d) {
+      if (req.op === "read") d.readCb(req.offset, req.length, (err, data) => this.finish(req, started, err, data));
+      else if (req.op === "write") d.writeCb(req.offset, req.data!, (err) => this.finish(req, started, err));
+      else d.flushCb((err) => this.finish(req, started, err));
+      return;
     }
-    this.queue.length = 0;
-    this.head = 0;
+    const p = req.op === "read" ? this.disk.read(req.offset, req.length) : req.op === "write" ? this.disk.write(req.offset, req.data!) : this.disk.flush();
+    (p as Promise<Uint8Array | void>).then(
+      (v) => this.finish(req, started, undefined, v instanceof Uint8Array ? v : undefined),
+      (e: unknown) => this.finish(req, started, e instanceof Error ? e : new Error(String(e))),
+    );
+  }
+
+  private finish(req: Request, started: number, err: Error | undefined, result?: Uint8Array): void {
+    this.current = undefined;
+    if (!err && req.op === "read" && result?.length !== req.length) err = new Error(`disk read returned ${result?.length ?? 0} bytes, ${req.length} asked`);
+    if (err) {
+      // The guest sees a hung command (and, after its timeout, resets the drive); the queue goes on.
+      this.fail(err, req.op, req.offset, req.length);
+    } else {
+      const done = performance.now();
+      const timed = this.disk as Partial<ServiceTimedDisk>;
+      this.account(req, started, done, timed.lastServiceMs, timed.lastRingMs);
+      if (req.generation === this.generation) {
+        try {
+          if (req.op === "read") (req.cb as ReadCb)(result!);
+          else (req.cb as DoneCb)();
+        } catch (e) {
+          this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
+        }
+      }
+    }
     this.running = false;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const w of waiters) w();
+    this.pump();
   }
 
-  private async serve(req: Request): Promise<void> {
-    if (req.op === "read" && req.signal?.aborted) return; // the IDE was reset; nobody waits for it
-    const started = performance.now();
-    let result: Uint8Array | undefined;
-    try {
-      if (req.op === "read") {
-        result = await this.disk.read(req.offset, req.length);
-        if (result.length !== req.length) throw new Error(`disk read returned ${result.length} bytes, ${req.length} asked`);
-      } else if (req.op === "write") {
-        await this.disk.write(req.offset, req.data!);
-      } else {
-        await this.disk.flush();
-      }
-    } catch (e) {
-      this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
-      return; // the guest sees a hung command (and, after its timeout, resets the drive)
-    }
-    const done = performance.now();
-    this.account(req, started, done, (this.disk as Partial<ServiceTimedDisk>).lastServiceMs);
-    if (req.generation !== this.generation) return;
-    try {
-      if (req.op === "read") (req.cb as ReadCb)(result!);
-      else (req.cb as DoneCb)();
-    } catch (e) {
-      this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
-    }
-  }
-
-  private account(req: Request, started: number, done: number, serviceMs: number | undefined): void {
+  private account(req: Request, started: number, done: number, serviceMs: number | undefined, ringMs: number | undefined): void {
     const latency = done - req.submitted;
     const s = this.summary(req.phase);
     if (req.op === "read") {
@@ -298,6 +373,8 @@ export class HdaAdapter {
         queuedMs: started - req.submitted,
         latencyMs: latency,
         ...(serviceMs !== undefined ? { serviceMs } : {}),
+        ...(ringMs !== undefined ? { ringMs } : {}),
+        ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
       });
     }
   }

@@ -2,9 +2,13 @@
  * Per-phase latency summaries of the guest's disk requests (the hda adapter's records).
  *
  * Latency is submit→complete as the emulator sees it (v86 called the adapter → the adapter called back),
- * in µs. Percentiles use the nearest-rank method (p99 of 100 values is the 99th smallest); every figure is
- * 0 when `count` is 0. `service*` is the engine's own time for the same requests, when the disk reports it.
+ * in µs. Percentiles are src/stats/latency.ts's (nearest rank: p99 of 100 values is the 99th smallest); every
+ * figure is 0 when `count` is 0. `service*` is the engine's own time for the same requests, when the disk
+ * reports it. The four-clock decomposition of a phase (guest program, device, ring, engine) is
+ * decomposition.ts's; the workload runner adds it to the phase.
  */
+import { percentile as nearestRank, summarize } from "../stats/latency.js";
+import type { Decomposition } from "./decomposition.js";
 import type { DiskOp, DiskRequestRecord } from "./hda-adapter.js";
 
 export interface LatencyStats {
@@ -21,39 +25,43 @@ export interface LatencyStats {
   serviceP99Us?: number;
 }
 
-export interface PhaseStats {
+/**
+ * One phase: the adapter's view per op, and (set by the workload runner) the phase's duration and the
+ * decomposition of its main requests (writes; reads in a phase without writes) and of its flushes.
+ */
+export interface PhaseStats extends Partial<Decomposition> {
   reads: LatencyStats;
   writes: LatencyStats;
   flushes: LatencyStats;
   /** Host time from the phase's start to its end, in ms (set by the workload runner). */
   durationMs?: number;
+  /** The op the phase-level app_us / device_us / ring_us / engine_us describe. */
+  op?: "write" | "read";
+  /** The same decomposition for the phase's flushes (the guest's fdatasync). */
+  flush?: Decomposition;
 }
 
-/** Nearest-rank percentile of an ascending array (0 for an empty one). */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
+/** Nearest-rank percentile of an array (0 for an empty one): src/stats/latency.ts's. */
+export function percentile(samples: readonly number[], p: number): number {
+  return nearestRank(samples, p);
 }
 
 export function latencyStats(latenciesUs: readonly number[], bytes = 0, serviceUs: readonly number[] = []): LatencyStats {
-  const s = [...latenciesUs].sort((a, b) => a - b);
-  const n = s.length;
-  const median = percentile(s, 50);
+  const s = summarize(latenciesUs);
   const out: LatencyStats = {
-    count: n,
+    count: s.count,
     bytes,
-    meanUs: n ? s.reduce((a, b) => a + b, 0) / n : 0,
-    medianUs: median,
-    p50Us: median,
-    p90Us: percentile(s, 90),
-    p99Us: percentile(s, 99),
-    maxUs: n ? s[n - 1]! : 0,
+    meanUs: s.mean,
+    medianUs: s.median,
+    p50Us: s.median,
+    p90Us: s.p90,
+    p99Us: s.p99,
+    maxUs: s.max,
   };
   if (serviceUs.length > 0) {
-    const sv = [...serviceUs].sort((a, b) => a - b);
-    out.serviceMedianUs = percentile(sv, 50);
-    out.serviceP99Us = percentile(sv, 99);
+    const sv = summarize(serviceUs);
+    out.serviceMedianUs = sv.median;
+    out.serviceP99Us = sv.p99;
   }
   return out;
 }

@@ -18,6 +18,7 @@
  *     onProgress: (msg, transient) => process.stderr.write(msg + "\n"),
  *   });
  *   r.phases["post-snapshot"].writes.medianUs;   // per phase: reads / writes / flushes → LatencyStats
+ *   r.phases["post-snapshot"].app_us?.median;    // the four clocks: app_us, device_us, ring_us, engine_us
  *   r.snapshot?.diskSnapshotMs;                  // drainMs, flushMs, vmStateBytes, vmStateWriteMs, ...
  *   r.engineStats?.["post-snapshot"];            // the engine's per-purpose costs during the phase
  *
@@ -28,7 +29,9 @@
  * image's size and cluster size, and runs its phases one guest command each. When the guest announces a
  * phase, the host takes the snapshot if this is the phase to snapshot before, then reads the engine's cost
  * records and starts the phase's clock; when the command ends it stops the clock and reads the records
- * again. Every disk request's latency (submit→complete, as the emulator saw it) is kept with its phase.
+ * again. Every disk request's latency (submit→complete, as the emulator saw it) is kept with its phase, with
+ * its time in the DiskClient and in the engine; the guest program's own timing of each request (refcow-io's
+ * REFCOW-IO report) completes the decomposition of the phase (decomposition.ts).
  * The image is closed at the end (clean: `qemu-img check` passes), also when the run fails.
  */
 import { existsSync } from "node:fs";
@@ -36,9 +39,12 @@ import { loadavg } from "node:os";
 import { diffCosts } from "../io/accounting-file.js";
 import type { CacheMode, CostBreakdown } from "../engine/types.js";
 import { DEFAULT_CLUSTER_SIZE, DEFAULT_DISK_SIZE, GuestSession, type SnapshotTimings } from "./guest-session.js";
+import { decompose } from "./decomposition.js";
+import { parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
 import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
+import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
 
 export interface GuestWorkloadOptions {
   /** qcow2 image; created when missing. */
@@ -70,6 +76,8 @@ export interface GuestWorkloadOptions {
   engineStats?: boolean;
   memoryMiB?: number;
   cmdline?: string;
+  /** Which cuts of the guest-to-engine delay are on (default all; latency-cuts.ts). */
+  cuts?: LatencyCuts;
   /**
    * Aborting stops the run: the guest is stopped and the image closed cleanly, and the call rejects with
    * an Error "interrupted".
@@ -107,6 +115,13 @@ export interface GuestWorkloadResult {
   ioTool: "refcow-io" | "dd";
   /** FLUSH CACHE commands the guest sent during the workload. */
   guestFlushes: number;
+  /**
+   * How the guest kernel moves the disk's data: libata's transfer mode of the disk (e.g. "XFER_MW_DMA_2",
+   * "XFER_PIO_4"), and the writes v86 handed over as bus-master DMA transfers and through its PIO buffer.
+   */
+  transfer: { mode: string; dmaWrites: number; pioWrites: number };
+  /** The cuts of the guest-to-engine delay that were on ("all", "none" or a list; latency-cuts.ts). */
+  cuts: string;
   trace?: { file: string; events: number };
   /** ms from the first phase's start to the last one's end. */
   workloadMs: number;
@@ -140,6 +155,7 @@ export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWo
     warmStart: o.warmStart,
     memoryMiB: o.memoryMiB,
     cmdline: o.cmdline,
+    cuts: o.cuts,
     onProgress: (m) => progress(m),
   });
   const abort = () => void session.close().catch(() => undefined);
@@ -202,6 +218,10 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
   };
 
   const ioTool = (await s.guest.run("[ -x /bin/refcow-io ]")).exitCode === 0 ? "refcow-io" : "dd";
+  const mode = (await s.guest.run("cat /sys/class/ata_device/dev1.0/xfer_mode")).output.trim() || "unknown";
+  const dmaBefore = adapter.dmaWrites;
+  const pioBefore = adapter.pioWrites;
+  const reports: Record<string, GuestIoReport[]> = {};
   const flushesBefore = s.guest.guestFlushes;
   const t0 = performance.now();
   for (const [i, ph] of w.phases.entries()) {
@@ -216,7 +236,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     ticker.unref?.();
     phaseStart = 0;
     try {
-      await s.guest.check(ph.command, { timeoutMs: ph.timeoutMs });
+      reports[ph.name] = parseGuestIoReports(await s.guest.check(ph.command, { timeoutMs: ph.timeoutMs }));
     } catch (e) {
       throw s.phaseError ?? e;
     } finally {
@@ -239,7 +259,16 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
   const phaseOrder = w.phases.map((p) => p.name);
   const records = adapter.takeRecords().filter((r) => phaseOrder.includes(r.phase));
   const phases = phaseStats(records, phaseOrder);
-  for (const name of phaseOrder) phases[name]!.durationMs = durations[name];
+  for (const name of phaseOrder) {
+    const p = phases[name]!;
+    p.durationMs = durations[name];
+    const mine = records.filter((r) => r.phase === name);
+    const op = p.writes.count > 0 || p.reads.count === 0 ? "write" : "read";
+    const d = decompose(mine, reports[name] ?? [], op);
+    if (d) Object.assign(p, { op }, d);
+    const f = decompose(mine, reports[name] ?? [], "flush");
+    if (f) p.flush = f;
+  }
 
   let trace: GuestWorkloadResult["trace"];
   if (o.trace) {
@@ -276,6 +305,8 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     phases,
     ioTool,
     guestFlushes: s.guest.guestFlushes - flushesBefore,
+    transfer: { mode, dmaWrites: adapter.dmaWrites - dmaBefore, pioWrites: adapter.pioWrites - pioBefore },
+    cuts: formatCuts(o.cuts ?? ALL_CUTS),
     workloadMs,
     loadAverage: loadavg(),
   };

@@ -8,15 +8,20 @@
  * none in unsafe mode). Ordering comes from the hda adapter, which issues one request at a time in guest
  * order; the ring itself serves an image's requests in submission order too.
  *
+ * The callback form (PollableDisk) goes through DiskClient.callbacks: its completions run synchronously when
+ * the client reaps them, in `poll()` among others, which the hda adapter calls from inside v86's run loop.
+ *
  * The service time is `workerEnd - workerStart` of the ring request(s) (the worker's clock is mapped onto
  * this thread's `performance.now()` scale by the ring), i.e. the engine's time without the ring hand-off,
- * the worker's wake-up and this thread's event-loop delay.
+ * the worker's wake-up and this thread's event-loop delay. The ring time is `completed - called`: from the
+ * call on the DiskClient to the moment it settled the request, the service time included.
  */
 import type { DiskClient, RequestTiming } from "../worker/disk-client.js";
-import type { ServiceTimedDisk } from "./async-disk.js";
+import type { PollableDisk } from "./async-disk.js";
 
-export class ServedAsyncDisk implements ServiceTimedDisk {
+export class ServedAsyncDisk implements PollableDisk {
   lastServiceMs: number | undefined;
+  lastRingMs: number | undefined;
 
   constructor(readonly client: DiskClient) {}
 
@@ -40,7 +45,37 @@ export class ServedAsyncDisk implements ServiceTimedDisk {
     this.note(r.timing);
   }
 
+  readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void): void {
+    this.client.callbacks.read(offset, length, (err, value, timing) => {
+      if (timing) this.note(timing);
+      done(err, value);
+    });
+  }
+
+  writeCb(offset: number, data: Uint8Array, done: (err: Error | undefined) => void): void {
+    this.client.callbacks.write(offset, data, (err, _v, timing) => {
+      if (timing) this.note(timing);
+      done(err);
+    });
+  }
+
+  flushCb(done: (err: Error | undefined) => void): void {
+    this.client.callbacks.flush((err, _v, timing) => {
+      if (timing) this.note(timing);
+      done(err);
+    });
+  }
+
+  poll(spinMs: number): number {
+    return this.client.poll(spinMs);
+  }
+
+  get spinBudgetMs(): number {
+    return this.client.spinBudgetMs;
+  }
+
   private note(t: RequestTiming): void {
     this.lastServiceMs = t.workerEnd >= t.workerStart ? t.workerEnd - t.workerStart : undefined;
+    this.lastRingMs = t.completed >= t.called ? t.completed - t.called : undefined;
   }
 }

@@ -29,7 +29,9 @@
  *              and after the snapshot; then unmounted. Phases: mkfs, fill, in-place, post-snapshot, unmount.
  *
  * rand4k and overwrite issue their writes back to back with the guest's `refcow-io` (queue depth 1, as fio
- * or qemu-img bench would), or with one busybox dd per write in a guest image built without a C compiler.
+ * or qemu-img bench would), which also times each of them and its closing fdatasync with the guest's clock
+ * (`REFCOW-IO` lines in the phase's output, guest-io-report.ts), or with one busybox dd per write in a guest
+ * image built without a C compiler.
  *
  * Busybox dd (1.35): O_DIRECT stays on only with bs >= 4096 (else dd silently drops it); `oflag=seek_bytes`
  * / `iflag=skip_bytes` take byte offsets; `conv=fsync` is one fsync after the last block (an fsync of
@@ -108,12 +110,13 @@ const FSYNC = "dd if=/dev/null of=/dev/sda count=0 conv=notrunc,fsync 2>/dev/nul
 
 /**
  * A guest line writing /tmp/blk (4 KiB) at each byte offset listed in /tmp/order, with O_DIRECT, one request
- * at a time: back to back with refcow-io (guest-images/refcow-io.c) when the guest image has it, else with
- * one busybox dd process per request (about 25 ms apart under v86).
+ * at a time, then one fdatasync: back to back with refcow-io (guest-images/refcow-io.c), which times every
+ * request with the guest's clock and prints its REFCOW-IO report, when the guest image has it; else with one
+ * busybox dd process per request (about 25 ms apart under v86) and a dd fsync.
  */
-const WRITE_LISTED_OFFSETS =
-  "if [ -x /bin/refcow-io ]; then refcow-io write /dev/sda /tmp/blk </tmp/order || exit 1; " +
-  "else for o in $(cat /tmp/order); do dd if=/tmp/blk of=/dev/sda bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; fi";
+const WRITE_LISTED_OFFSETS_AND_SYNC =
+  "if [ -x /bin/refcow-io ]; then refcow-io write /dev/sda /tmp/blk sync </tmp/order || exit 1; " +
+  `else for o in $(cat /tmp/order); do dd if=/tmp/blk of=/dev/sda bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}; fi`;
 
 /** awk printing `n` values `scale * k`, k a random permutation of 0..n-1 (Fisher-Yates, seeded). */
 function shuffledOffsets(n: number, scale: number, seed: number): string {
@@ -245,7 +248,7 @@ function rand4k(p: WorkloadParams): Workload {
         ph,
         `${n} random-order 4 KiB writes at cluster starts; ${what[ph]}; fsync`,
         `yes refcow-rand4k-${ph} | head -c ${BLOCK} > /tmp/blk; ${shuffledOffsets(n, stride, seed + k)}`,
-        `${WRITE_LISTED_OFFSETS}; ${FSYNC}`,
+        WRITE_LISTED_OFFSETS_AND_SYNC,
         n + 1,
       ),
     ),
@@ -288,7 +291,7 @@ function overwrite(p: WorkloadParams): Workload {
       ph,
       `${m} random 4 KiB writes inside the region (repeats included); fsync`,
       `yes refcow-overwrite-${ph} | head -c ${BLOCK} > /tmp/blk; ${randomOffsets(m, r.blocks, seed + k)}`,
-      `${WRITE_LISTED_OFFSETS}; ${FSYNC}`,
+      WRITE_LISTED_OFFSETS_AND_SYNC,
       m + 1,
     );
   return {

@@ -4,13 +4,14 @@
  * closed, so it is plain qcow2), or to switch refcount scheme or cache mode — while the guest is paused.
  *
  * Each client is wrapped in the Node side's ServedAsyncDisk (src/vm/served-async-disk.ts), so the engine's
- * own time of the last request (`lastServiceMs`) reaches the hda adapter's records as in Node.
+ * own time of the last request (`lastServiceMs`) reaches the hda adapter's records as in Node, and its
+ * callback form and poll() (PollableDisk) let the adapter complete requests from inside v86's run loop.
  */
-import type { ServiceTimedDisk } from "../vm/async-disk.js";
+import type { PollableDisk } from "../vm/async-disk.js";
 import { ServedAsyncDisk } from "../vm/served-async-disk.js";
 import type { DiskClient } from "../worker/disk-client.js";
 
-export class ReopenableDisk implements ServiceTimedDisk {
+export class ReopenableDisk implements PollableDisk {
   readonly size: number;
   private current: ServedAsyncDisk | undefined;
 
@@ -27,6 +28,10 @@ export class ReopenableDisk implements ServiceTimedDisk {
   /** Engine time of the last resolved request, in ms. */
   get lastServiceMs(): number | undefined {
     return this.current?.lastServiceMs;
+  }
+
+  get lastRingMs(): number | undefined {
+    return this.current?.lastRingMs;
   }
 
   /** Closes the current client (flushing and closing the image cleanly). The guest must be paused. */
@@ -57,8 +62,38 @@ export class ReopenableDisk implements ServiceTimedDisk {
     return this.need().flush();
   }
 
+  readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void): void {
+    const d = this.current;
+    if (!d) return done(this.closedError(), undefined);
+    d.readCb(offset, length, done);
+  }
+
+  writeCb(offset: number, data: Uint8Array, done: (err: Error | undefined) => void): void {
+    const d = this.current;
+    if (!d) return done(this.closedError());
+    d.writeCb(offset, data, done);
+  }
+
+  flushCb(done: (err: Error | undefined) => void): void {
+    const d = this.current;
+    if (!d) return done(this.closedError());
+    d.flushCb(done);
+  }
+
+  poll(spinMs: number): number {
+    return this.current?.poll(spinMs) ?? 0;
+  }
+
+  get spinBudgetMs(): number {
+    return this.current?.spinBudgetMs ?? 0;
+  }
+
+  private closedError(): Error {
+    return new Error("the image is closed (being reopened): pause the guest before detaching it");
+  }
+
   private need(): ServedAsyncDisk {
-    if (!this.current) throw new Error("the image is closed (being reopened): pause the guest before detaching it");
+    if (!this.current) throw this.closedError();
     return this.current;
   }
 }

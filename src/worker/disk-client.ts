@@ -7,6 +7,15 @@
  * Any number of async callers may use one client at once. Requests are served in call order (per-image
  * FIFO); when all slots are in use, requests wait in a client-side queue (backpressure). Data passed to
  * write() is copied before write() returns, so the caller may reuse its buffer at once.
+ *
+ * Callback form (`callbacks`): the same requests with a completion callback that runs synchronously at the
+ * moment the client reaps the completion — inside `poll()` when the caller polls — instead of a promise
+ * settled a microtask later. An emulator that polls from inside its own run loop completes a guest request
+ * without going back to its event loop.
+ *
+ * Spinning: by default a bounded adaptive spin of `spinUs` (SpinPolicy, ring.ts). With `sizedSpinCapUs`, the
+ * spin is sized from the service times observed (SizedSpin): long enough for most requests to complete
+ * inside it, none when they mostly take longer than the cap, and never while nothing is in flight.
  */
 import { ClosedError, ImageFormatError, RequestError, SnapshotError, UnsupportedFeatureError } from "../engine/errors.js";
 import type { SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
@@ -22,6 +31,7 @@ import {
   ServerState,
   SF,
   S,
+  SizedSpin,
   SLOT_F64,
   SLOT_I32,
   SlotState,
@@ -80,6 +90,18 @@ export interface DiskClientOptions {
   spinTotalUs?: number;
   /** Timeout of each Atomics.waitAsync, after which the server state is checked. Default 1000 ms. */
   waitTimeoutMs?: number;
+  /** Size the spin from the observed service times, spinning at most this many µs (see SizedSpin). */
+  sizedSpinCapUs?: number;
+}
+
+/** Completion callback of the callback form: `err`, or the value and the request's timing. */
+export type Completion<T> = (err: Error | undefined, value: T | undefined, timing: RequestTiming | undefined) => void;
+
+/** The callback form of the data requests (see the module comment). */
+export interface CallbackApi {
+  read(offset: number, length: number, done: Completion<Uint8Array>): void;
+  write(offset: number, data: Uint8Array, done: Completion<void>): void;
+  flush(done: Completion<void>): void;
 }
 
 export const DEFAULT_CLIENT_SPIN_US = 50;
@@ -93,7 +115,7 @@ type WaitAsync = (
 const waitAsync: WaitAsync | undefined = (Atomics as unknown as { waitAsync?: WaitAsync }).waitAsync;
 
 /** One ring request. */
-interface Chunk {
+export interface Chunk {
   op: number;
   offset: number;
   length: number;
@@ -108,8 +130,8 @@ interface Chunk {
   done(status: number, out: Uint8Array, resultTotal: number, resultToken: number): void;
 }
 
-/** One caller request: one or more chunks, one promise. */
-class Operation {
+/** One caller request: one or more chunks, one promise (or one completion callback). */
+export class Operation {
   pending = 0;
   chunks = 0;
   error: Error | undefined;
@@ -138,6 +160,8 @@ export class DiskClient {
   onTiming: ((op: string, timing: RequestTiming) => void) | undefined;
   /** Same methods, resolving with `{ value, timing }`. */
   readonly timed: TimedApi;
+  /** Read, write and flush with synchronous completion callbacks (see the module comment). */
+  readonly callbacks: CallbackApi;
 
   private readonly ring: RingView;
   private readonly ctl: Int32Array;
@@ -151,6 +175,7 @@ export class DiskClient {
   private kickScheduled = false;
   private asyncWaiting = false;
   private readonly spin: SpinPolicy;
+  private readonly sized: SizedSpin | undefined;
   private readonly spinTotalMs: number;
   private readonly waitMs: number;
   private outstanding = 0;
@@ -179,12 +204,57 @@ export class DiskClient {
     this.sizeNow = this.ring.ctlF64[C.F64_IMAGE_SIZE];
     this.sqTail = Atomics.load(this.ctl, C.SQ_TAIL);
     this.cqHead = this.sqTail;
-    const spinUs = opts.spinUs ?? DEFAULT_CLIENT_SPIN_US;
+    const spinUs = opts.sizedSpinCapUs || (opts.spinUs ?? DEFAULT_CLIENT_SPIN_US);
     this.spin = new SpinPolicy(spinUs / 1000, opts.adaptiveSpin ?? true);
+    this.sized = opts.sizedSpinCapUs ? new SizedSpin(opts.sizedSpinCapUs / 1000) : undefined;
     this.spinTotalMs = (opts.spinTotalUs ?? spinUs * 4) / 1000;
     this.waitMs = opts.waitTimeoutMs ?? 1000;
     if (!waitAsync) throw new Error("Atomics.waitAsync is not available on this platform");
     this.timed = makeTimedApi(this);
+    this.callbacks = makeCallbackApi(this);
+  }
+
+  /** ms this client has spun waiting for completions (sized spins only; 0 otherwise). */
+  get spunMs(): number {
+    return this.sized?.spentMs ?? 0;
+  }
+
+  /** The spin a wait for the next completion would get now, ms (sized spins; the fixed budget otherwise). */
+  get spinBudgetMs(): number {
+    return this.sized ? Math.min(this.sized.budget(), this.spin.budget) : this.spin.budget;
+  }
+
+  /** The sized spin's budget less what the oldest request in flight has been waiting already, ms. */
+  private sizedLeft(): number {
+    const b = this.sized!.budget();
+    if (b <= 0 || this.sqTail === this.cqHead) return 0;
+    const waited = performance.now() - this.f64[(this.cqHead & this.ring.mask) * SLOT_F64 + SF.T_SUBMIT];
+    return Math.max(0, b - waited);
+  }
+
+  /**
+   * Reaps the completions published so far, running their callbacks (and settling their promises) now; with
+   * `spinMs` > 0 and requests in flight but none complete, spins up to `spinMs` for one first. Returns the
+   * completions reaped. Never blocks longer than `spinMs`.
+   */
+  poll(spinMs = 0): number {
+    if (this.dead) return 0;
+    let n = this.reap();
+    if (n > 0 || spinMs <= 0 || this.sqTail === this.cqHead) return n;
+    const ctl = this.ctl;
+    const from = performance.now();
+    const until = from + spinMs;
+    let got = false;
+    while (!(got = Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) && performance.now() < until) {
+      // spin
+    }
+    const end = performance.now();
+    this.sized?.spun(end - from);
+    // The same contention rule as drive()'s spin: a miss followed at once by the completion halves the budget.
+    if (got) this.spin.hit();
+    else this.spin.miss(end);
+    if (got) n = this.reap();
+    return n;
   }
 
   /** Virtual size of the image in bytes (may change when a snapshot is applied). */
@@ -348,31 +418,39 @@ export class DiskClient {
 
   /** @internal `flags`: Flag.VMSTATE reads the VM-state area (the server checks its range). */
   readIntoT(buf: Uint8Array, offset: number, flags = 0): Promise<Timed<void>> {
-    return this.start(Op.READ, "read", (op) => {
-      if (!(flags & Flag.VMSTATE)) this.checkRange(offset, buf.length);
-      const cap = this.ring.slotData;
-      return splitRange(offset, buf.length, cap).map(([off, len]) => {
-        const at = off - offset;
-        return this.chunk(op, Op.READ, { offset: off, length: len, flags }, (out) => buf.set(out, at));
-      });
-    }) as Promise<Timed<void>>;
+    return this.start(Op.READ, "read", (op) => this.readChunks(op, buf, offset, flags)) as Promise<Timed<void>>;
   }
 
   /** @internal `flags`: Flag.VMSTATE writes the VM-state area (the server checks its range). */
   writeT(offset: number, data: Uint8Array, flags = 0): Promise<Timed<void>> {
-    return this.start(Op.WRITE, "write", (op) => {
-      if (!(flags & Flag.VMSTATE)) this.checkRange(offset, data.length);
-      const cap = this.ring.slotData;
-      const pieces = splitRange(offset, data.length, cap);
-      // The chunks borrow the caller's buffer; start() copies what it cannot publish at once, since the
-      // caller may reuse its buffer as soon as write() returns (v86 PIO writes do).
-      return pieces.map(([off, len]) => {
-        const at = off - offset;
-        const c = this.chunk(op, Op.WRITE, { offset: off, length: len, input: data.subarray(at, at + len), flags });
-        c.borrowed = true;
-        return c;
-      });
-    }) as Promise<Timed<void>>;
+    return this.start(Op.WRITE, "write", (op) => this.writeChunks(op, offset, data, flags)) as Promise<Timed<void>>;
+  }
+
+  /** @internal */ readChunks(op: Operation, buf: Uint8Array, offset: number, flags = 0): Chunk[] {
+    if (!(flags & Flag.VMSTATE)) this.checkRange(offset, buf.length);
+    const cap = this.ring.slotData;
+    return splitRange(offset, buf.length, cap).map(([off, len]) => {
+      const at = off - offset;
+      return this.chunk(op, Op.READ, { offset: off, length: len, flags }, (out) => buf.set(out, at));
+    });
+  }
+
+  /** @internal */ writeChunks(op: Operation, offset: number, data: Uint8Array, flags = 0): Chunk[] {
+    if (!(flags & Flag.VMSTATE)) this.checkRange(offset, data.length);
+    const cap = this.ring.slotData;
+    const pieces = splitRange(offset, data.length, cap);
+    // The chunks borrow the caller's buffer; start() copies what it cannot publish at once, since the
+    // caller may reuse its buffer as soon as write() returns (v86 PIO writes do).
+    return pieces.map(([off, len]) => {
+      const at = off - offset;
+      const c = this.chunk(op, Op.WRITE, { offset: off, length: len, input: data.subarray(at, at + len), flags });
+      c.borrowed = true;
+      return c;
+    });
+  }
+
+  /** @internal */ flushChunks(op: Operation): Chunk[] {
+    return [this.chunk(op, Op.FLUSH)];
   }
 
   /** @internal */ writeZeroesT(offset: number, length: number, opts: { unmap?: boolean } = {}): Promise<Timed<void>> {
@@ -444,10 +522,24 @@ export class DiskClient {
    * promise resolves when every chunk (and every follow-up GET) has completed.
    */
   private start(code: number, name: string, build: (op: Operation) => Chunk[], isClose = false): Promise<Timed<unknown>> {
+    return new Promise<Timed<unknown>>((resolve, reject) => this.startWith(name, build, resolve, reject, isClose));
+  }
+
+  /** @internal The callback form: `done` runs synchronously when the request is reaped (or at once on refusal). */
+  startCb<T>(name: string, build: (op: Operation) => Chunk[], done: Completion<T>): void {
+    this.startWith(
+      name,
+      build,
+      (t) => done(undefined, t.value as T, t.timing),
+      (e) => done(e, undefined, undefined),
+    );
+  }
+
+  private startWith(name: string, build: (op: Operation) => Chunk[], resolve: (v: Timed<unknown>) => void, reject: (e: Error) => void, isClose = false): void {
     const called = performance.now();
-    if (this.dead) return Promise.reject(this.dead);
-    if (this.closing && !isClose) return Promise.reject(new ClosedError(`${this.name}: the image has been closed (${name} after close)`));
-    return new Promise<Timed<unknown>>((resolve, reject) => {
+    if (this.dead) return reject(this.dead);
+    if (this.closing && !isClose) return reject(new ClosedError(`${this.name}: the image has been closed (${name} after close)`));
+    {
       const op = new Operation(name, called, resolve, reject);
       let chunks: Chunk[];
       try {
@@ -473,7 +565,7 @@ export class DiskClient {
         }
       }
       this.schedule();
-    });
+    }
   }
 
   private chunk(
@@ -630,6 +722,8 @@ export class DiskClient {
         op.chunks++;
         const ts = f64[fb + SF.T_START];
         const te = f64[fb + SF.T_END];
+        // What a spin waits for: submission to completion of this ring request.
+        this.sized?.observe(te - f64[fb + SF.T_SUBMIT]);
         if (ts < op.workerStart) op.workerStart = ts;
         if (te > op.workerEnd) op.workerEnd = te;
         const status = i32[b + S.STATUS];
@@ -656,10 +750,11 @@ export class DiskClient {
     if (this.dead) return;
     this.reap();
     if (this.sqTail === this.cqHead) return;
-    const budget = this.spin.next();
+    const budget = this.sized ? Math.min(this.sizedLeft(), this.spin.next()) : this.spin.next();
     if (budget > 0) {
       const ctl = this.ctl;
-      const stopAt = performance.now() + Math.max(budget, this.spinTotalMs);
+      const spinFrom = performance.now();
+      const stopAt = spinFrom + Math.max(budget, this.spinTotalMs);
       for (;;) {
         const until = Math.min(performance.now() + budget, stopAt);
         let got = false;
@@ -672,9 +767,11 @@ export class DiskClient {
         }
         this.spin.hit();
         this.reap();
-        if (this.sqTail === this.cqHead || this.dead) return;
+        if (this.sqTail === this.cqHead || this.dead) break;
         if (performance.now() >= stopAt) break;
       }
+      this.sized?.spun(performance.now() - spinFrom);
+      if (this.sqTail === this.cqHead || this.dead) return;
     }
     this.waitForCompletions();
   }
@@ -780,6 +877,23 @@ export interface TimedApi {
   snapshotList(): Promise<Timed<SnapshotInfo[]>>;
   readVmState(idOrName: string): Promise<Timed<Uint8Array>>;
   stats(): Promise<Timed<unknown>>;
+}
+
+function makeCallbackApi(c: DiskClient): CallbackApi {
+  return {
+    read: (offset, length, done) => {
+      let buf: Uint8Array;
+      try {
+        buf = new Uint8Array(checkLen(length));
+      } catch (e) {
+        done(e as Error, undefined, undefined);
+        return;
+      }
+      c.startCb<void>("read", (op) => c.readChunks(op, buf, offset), (err, _v, timing) => done(err, err ? undefined : buf, timing));
+    },
+    write: (offset, data, done) => c.startCb("write", (op) => c.writeChunks(op, offset, data), done),
+    flush: (done) => c.startCb("flush", (op) => c.flushChunks(op), done),
+  };
 }
 
 function makeTimedApi(c: DiskClient): TimedApi {

@@ -31,10 +31,12 @@ export interface ServeTask {
   spinUs?: number;
   /** Adapt the serve loop's spin to contention (default true). */
   adaptiveSpin?: boolean;
+  /** Size the serve loop's spin from the observed gaps between requests, at most this many µs. */
+  sizedSpinCapUs?: number;
 }
 
 export function serve(task: ServeTask): ServeResult {
-  return serveRing(task.ring, () => open(task), { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin });
+  return serveRing(task.ring, () => open(task), { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin, sizedSpinCapUs: task.sizedSpinCapUs });
 }
 
 function open(task: ServeTask): OpenedImage {

@@ -42,6 +42,8 @@ export interface ServedImageOptions {
   serverSpinUs?: number;
   /** Adapt the serve loop's spin to contention (default true). */
   serverAdaptiveSpin?: boolean;
+  /** Size the serve loop's spin from the observed gaps between requests, at most this many µs (SizedSpin). */
+  serverSizedSpinCapUs?: number;
 }
 
 /** Refusal to open an image that this process already has open in a conflicting mode. */
@@ -104,6 +106,7 @@ export class ImagePool {
         snapshotId: opts.snapshotId,
         spinUs: opts.serverSpinUs,
         adaptiveSpin: opts.serverAdaptiveSpin,
+        sizedSpinCapUs: opts.serverSizedSpinCapUs,
       };
       const run = pool.run(task, { name: "serve" }) as Promise<unknown>;
       started = true;

@@ -11,6 +11,7 @@ import { createImagePath, openImagePath } from "../engine/open-path.js";
 import type { CacheMode } from "../engine/types.js";
 import { percentile } from "../stats/latency.js";
 import { ImagePool } from "./pool.js";
+import { SizedSpin } from "./ring.js";
 
 export interface RingBenchOptions {
   /** Requests per measurement (default 20000). */
@@ -23,6 +24,8 @@ export interface RingBenchOptions {
   serverSpinUs?: number;
   /** false: fixed spins instead of adaptive ones (both sides). */
   adaptiveSpin?: boolean;
+  /** Spins sized from observed times (SizedSpin) with these caps, µs: the client's and the server's. */
+  sized?: { clientCapUs: number; serverCapUs: number };
   /** Directory for the scratch image (default os.tmpdir()). */
   dir?: string;
 }
@@ -42,6 +45,9 @@ export interface RingBenchResult {
   /** Process CPU (all threads) while one image sat open and idle, in % of one core. */
   idleCpuPercent: number;
   idleSeconds: number;
+  /** ms the client spun while idle (sized spins only report it). */
+  idleClientSpinMs: number;
+  sized: boolean;
 }
 
 const IMAGE_SIZE = 256 * 1024 * 1024;
@@ -82,9 +88,10 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
     try {
       const client = await pool.open(file, {
         cache,
-        client: { spinUs: opts.clientSpinUs, adaptiveSpin: opts.adaptiveSpin },
+        client: { spinUs: opts.clientSpinUs, adaptiveSpin: opts.adaptiveSpin, sizedSpinCapUs: opts.sized?.clientCapUs },
         serverSpinUs: opts.serverSpinUs,
         serverAdaptiveSpin: opts.adaptiveSpin,
+        serverSizedSpinCapUs: opts.sized?.serverCapUs,
       });
       // Warm up (JIT, page cache).
       for (let i = 0; i < 2000; i++) await client.nop();
@@ -104,10 +111,12 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
       // Idle: the image stays open; nothing is asked of it.
       await new Promise((r) => setTimeout(r, 1000)); // let both sides' bounded spins and the GC after the loops end
       const cpu0 = process.cpuUsage();
+      const spun0 = client.spunMs;
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, idleSeconds * 1000));
       const cpu = process.cpuUsage(cpu0);
       const elapsedMs = performance.now() - t0;
+      const idleClientSpinMs = client.spunMs - spun0;
       await client.close();
       return {
         requests: n,
@@ -125,6 +134,8 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
         },
         idleCpuPercent: ((cpu.user + cpu.system) / 1000 / elapsedMs) * 100,
         idleSeconds,
+        idleClientSpinMs,
+        sized: opts.sized !== undefined,
       };
     } finally {
       await pool.destroy();
@@ -154,14 +165,16 @@ export function formatRingBench(r: RingBenchResult): string {
     `ring 4 KiB write: ${f(r.ringWrite4kUs)} us (in-process: ${f(r.inProcessWrite4kUs)} us)  [p90 ${f(r.ringWrite4kP90Us)} us]`,
     `  empty request stages (median us): submit ${f(r.nopStagesUs.submit)}, worker pick-up ${f(r.nopStagesUs.pickup)}, ` +
       `serve ${f(r.nopStagesUs.serve)}, completion to caller ${f(r.nopStagesUs.complete)}`,
-    `idle image CPU: ${r.idleCpuPercent.toFixed(2)} % of one core over ${r.idleSeconds} s (whole process)`,
+    `idle image CPU: ${r.idleCpuPercent.toFixed(2)} % of one core over ${r.idleSeconds} s (whole process)${r.sized ? `; the client spun ${r.idleClientSpinMs.toFixed(3)} ms of it` : ""}`,
+    `spins: ${r.sized ? "sized from observed times (SizedSpin)" : "fixed adaptive"}; host load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
     `(${r.requests} requests per measurement, median per request)`,
   ].join("\n");
 }
 
 /**
  * Command-line entry:
- * `node dist/worker/ring-bench.js [--requests N] [--idle S] [--cache MODE] [--client-spin US] [--server-spin US] [--fixed-spin]`.
+ * `node dist/worker/ring-bench.js [--requests N] [--idle S] [--cache MODE] [--client-spin US] [--server-spin US] [--fixed-spin] [--sized]`
+ * (`--sized`: spins sized from observed times, capped at SizedSpin's caps, as the guest runs them).
  */
 export async function ringBenchMain(argv: string[]): Promise<number> {
   const opts: RingBenchOptions = {};
@@ -179,6 +192,7 @@ export async function ringBenchMain(argv: string[]): Promise<number> {
     else if (a === "--client-spin") opts.clientSpinUs = num();
     else if (a === "--server-spin") opts.serverSpinUs = num();
     else if (a === "--fixed-spin") opts.adaptiveSpin = false;
+    else if (a === "--sized") opts.sized = { clientCapUs: SizedSpin.CLIENT_CAP_US, serverCapUs: SizedSpin.SERVER_CAP_US };
     else if (a === "--cache") {
       if (v !== "writeback" && v !== "writethrough" && v !== "unsafe") throw new Error("--cache must be writeback, writethrough or unsafe");
       opts.cache = v;

@@ -434,3 +434,53 @@ export class SpinPolicy {
     }
   }
 }
+
+/**
+ * A spin budget sized from what was observed: the client waits for the server's service time, the server
+ * for the gap until the client's next request. The budget is a high quantile of the last `window` samples
+ * plus a margin, so that most waits end inside the spin; when that exceeds `capMs`, the budget is 0: a spin
+ * that would mostly run out burns a core for nothing, so the waiting side sleeps at once. Nothing is spun
+ * before the first samples, nor once the side is idle (a spin only ever follows a request).
+ * Times are ms.
+ */
+export class SizedSpin {
+  /** The caps refcow uses: the client's spin for a completion (a v86 frame), the server's for the next request. */
+  static readonly CLIENT_CAP_US = 1000;
+  static readonly SERVER_CAP_US = 200;
+  static readonly MARGIN = 1.25;
+  static readonly SLACK_MS = 0.02;
+  private readonly samples: Float64Array;
+  private count = 0;
+  private next = 0;
+  /** Total ms spun by the owner (it adds what it spins: see `spun`). */
+  spentMs = 0;
+
+  constructor(
+    readonly capMs: number,
+    readonly quantile = 0.9,
+    window = 32,
+  ) {
+    this.samples = new Float64Array(window);
+  }
+
+  observe(ms: number): void {
+    if (!(ms >= 0) || !Number.isFinite(ms)) return;
+    this.samples[this.next] = ms;
+    this.next = (this.next + 1) % this.samples.length;
+    if (this.count < this.samples.length) this.count++;
+  }
+
+  /** The budget for the next spin, ms (0: do not spin). */
+  budget(): number {
+    if (this.count < 4 || this.capMs <= 0) return 0;
+    const s = Array.from(this.samples.subarray(0, this.count)).sort((a, b) => a - b);
+    const q = s[Math.min(s.length - 1, Math.ceil(this.quantile * s.length) - 1)]!;
+    const b = q * SizedSpin.MARGIN + SizedSpin.SLACK_MS;
+    return b > this.capMs ? 0 : b;
+  }
+
+  /** Records `ms` spun. */
+  spun(ms: number): void {
+    if (ms > 0) this.spentMs += ms;
+  }
+}

@@ -22,6 +22,7 @@ import {
   SLOT_F64,
   SLOT_I32,
   SlotState,
+  SizedSpin,
   SpinPolicy,
   Status,
   writeText,
@@ -38,6 +39,11 @@ export interface ServeOptions {
   waitTimeoutMs?: number;
   /** Identifier of the serving thread, published in SERVER_ID (Node: worker threadId). */
   serverId?: number;
+  /**
+   * Size the spin after each request from the observed gaps until the next request (SizedSpin), spinning
+   * at most this many µs; 0 or absent: the fixed adaptive spin of `spinUs`.
+   */
+  sizedSpinCapUs?: number;
 }
 
 export interface ServeResult {
@@ -147,6 +153,9 @@ export class RingServer {
   private readonly f64: Float64Array;
   private readonly now: () => number;
   private readonly spin: SpinPolicy;
+  private readonly sized: SizedSpin | undefined;
+  /** Ring clock when the last completion was published. */
+  private lastEnd = -1;
   private readonly waitMs: number;
   private readonly staged = new Map<number, Staged>();
   private readonly held = new Map<number, Uint8Array>();
@@ -167,7 +176,8 @@ export class RingServer {
     this.i32 = ring.slotI32;
     this.f64 = ring.slotF64;
     this.now = ringClock(ring);
-    this.spin = new SpinPolicy((opts.spinUs ?? DEFAULT_SERVER_SPIN_US) / 1000, opts.adaptiveSpin ?? true);
+    this.spin = new SpinPolicy((opts.sizedSpinCapUs || opts.spinUs || DEFAULT_SERVER_SPIN_US) / 1000, opts.adaptiveSpin ?? true);
+    this.sized = opts.sizedSpinCapUs ? new SizedSpin(opts.sizedSpinCapUs / 1000, 0.75) : undefined;
     this.waitMs = opts.waitTimeoutMs ?? 1000;
     const ctl = this.ctl;
     ctl[C.SERVER_ID] = opts.serverId ?? 0;
@@ -186,6 +196,11 @@ export class RingServer {
   /** Requests served so far. */
   get requests(): number {
     return this.served;
+  }
+
+  /** ms spent spinning for the next request (with a sized spin; 0 otherwise). */
+  get spunMs(): number {
+    return this.sized?.spentMs ?? 0;
   }
 
   /** Serves the requests submitted so far (at most `max`), without waiting; returns how many (stops after a CLOSE). */
@@ -207,12 +222,15 @@ export class RingServer {
     const next = (head + 1) | 0;
     Atomics.store(ctl, C.SQ_HEAD, next);
     // Tell the spin policy when this request was submitted (it judges the last missed spin by it).
-    this.spin.arrived(this.f64[(head & this.ring.mask) * SLOT_F64 + SF.T_SUBMIT]);
+    const submitted = this.f64[(head & this.ring.mask) * SLOT_F64 + SF.T_SUBMIT];
+    this.spin.arrived(submitted);
+    if (this.sized && this.lastEnd >= 0) this.sized.observe(submitted - this.lastEnd);
     const closing = this.serve(head & this.ring.mask, head);
     this.served++;
     // Publish the completion: every plain store of serve() happens-before this store.
     Atomics.store(ctl, C.CQ_TAIL, next);
     if (Atomics.load(ctl, C.CLIENT_WAITING) !== 0) Atomics.notify(ctl, C.CQ_TAIL);
+    this.lastEnd = this.now();
     if (closing) {
       Atomics.store(ctl, C.SERVER_STATE, ServerState.STOPPED);
       Atomics.notify(ctl, C.SERVER_STATE);
@@ -231,15 +249,17 @@ export class RingServer {
       if (tail === head) {
         if (Atomics.load(ctl, C.STOP) !== 0) break;
         // Bounded spin right after a request: back-to-back requests are picked up without a wake-up.
-        const budget = justServed ? this.spin.next() : 0;
+        const budget = justServed ? (this.sized ? Math.min(this.sized.budget(), this.spin.next()) : this.spin.next()) : 0;
         justServed = false;
         if (budget > 0) {
-          const until = this.now() + budget;
+          const from = this.now();
+          const until = from + budget;
           while ((tail = Atomics.load(ctl, C.SQ_TAIL)) === head && this.now() < until) {
             // spin
           }
           if (tail !== head) this.spin.hit();
           else this.spin.miss(this.now());
+          this.sized?.spun(this.now() - from);
         }
         if (tail === head) {
           Atomics.store(ctl, C.SERVER_SLEEPING, 1);

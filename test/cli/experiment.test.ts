@@ -20,12 +20,13 @@ describe("refcow experiment", () => {
     const out: string[] = [];
     const err: string[] = [];
     const code = await main(
-      ["experiment", "--schemes", "owner", "--cache", "writeback", "--clusters", "16", "--bench-clusters", "16", "--bench-reps", "1", "--no-fio", "--no-ops", "--out", path.join(dir, "report"), "--keep", path.join(dir, "work")],
+      ["experiment", "--schemes", "owner", "--cache", "writeback", "--clusters", "16", "--guest-reps", "2", "--bench-clusters", "16", "--bench-reps", "1", "--no-fio", "--no-ops", "--out", path.join(dir, "report"), "--keep", path.join(dir, "work")],
       { out: (t) => out.push(t), err: (t) => err.push(t) },
     );
     expect(code, err.join("")).toBe(0);
     const results = JSON.parse(fs.readFileSync(path.join(dir, "report", "results.json"), "utf8")) as ResultsFile;
-    expect(results.guest).toHaveLength(1);
+    // Every cell runs --guest-reps times.
+    expect(results.guest!.map((x) => x.rep)).toEqual([1, 2]);
     const g = results.guest![0]!;
     expect(g.scheme).toBe("owner");
     expect(g.check).toBe("clean");
@@ -34,7 +35,16 @@ describe("refcow experiment", () => {
       expect(p.writes).toBeGreaterThanOrEqual(16);
       expect(p.write_median_us).toBeGreaterThan(0);
       expect(p.write_cdf_us).toHaveLength(101);
+      // The four clocks around the same writes, outermost first: the guest's system call, v86's request,
+      // the ring's client, the engine. Each inner one is part of the outer one, request by request.
+      expect(p.app_us!.count).toBe(p.writes);
+      expect(p.device_us!.count).toBe(p.writes);
+      expect(p.ring_us!.count).toBe(p.writes);
+      expect(p.engine_us!.count).toBe(p.writes);
+      expect(p.app_us!.median).toBeGreaterThan(p.engine_us!.median);
+      expect(p.ring_us!.median).toBeGreaterThanOrEqual(p.engine_us!.median);
     }
+    expect(g.transferMode).toMatch(/^XFER_/);
     expect(g.snapshot!.vmStateBytes).toBeGreaterThan(1 << 20);
     // The guest's own trace, replayed on the scheme and on a raw file.
     for (const source of ["refcow", "raw"]) {
@@ -47,7 +57,12 @@ describe("refcow experiment", () => {
     for (const id of ["per-write", "guest-phases", "guest-cdf", "vm-state"]) expect(html).toContain(`<figure id="${id}">`);
     expect(out.join("")).toMatch(/In the guest \(rand4k workload/);
     // The images the guest left are plain qcow2 that refcow and QEMU agree on.
-    expect(fs.existsSync(path.join(dir, "work", "guest-owner-writeback.qcow2"))).toBe(true);
+    expect(fs.existsSync(path.join(dir, "work", "guest-owner-writeback-1.qcow2"))).toBe(true);
+    // The guest section: the four columns with the range over the two runs, and the host's ratio beside the guest's.
+    expect(html).toContain("app − engine µs");
+    expect(html).toContain("host post/in-place");
+    const md = fs.readFileSync(path.join(dir, "report", "report.md"), "utf8");
+    expect(md).toMatch(/owner\s+writeback\s+post-snapshot\s+2\s+\d+ \(\d+–\d+\)/);
   }, 600_000);
 
   it("refuses bad options before running anything", async () => {

@@ -4,7 +4,7 @@
  * (guest-session.test.ts uses the same disk size, so at most one of the two files prepares it).
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,24 +26,49 @@ function qemuCheckClean(image: string): void {
 }
 
 describe("refcow run", () => {
-  it("prints the per-phase table, the snapshot and the engine's I/O", async () => {
+  it("prints the per-phase table of the four clocks, the snapshot and the engine's I/O, and the same as JSON", async () => {
     const image = path.join(dir, "table.qcow2");
+    const json = path.join(dir, "table.json");
     const out: string[] = [];
     const err: string[] = [];
-    const code = await main(["run", "--workload", "rand4k", "--clusters", "8", "--size", "64M", "--snapshot-at", "in-place", "--scheme", "lazy", "-t", "writethrough", image], {
+    const code = await main(["run", "--workload", "rand4k", "--clusters", "8", "--size", "64M", "--snapshot-at", "in-place", "--scheme", "lazy", "-t", "writethrough", "--json-out", json, image], {
       out: (t) => out.push(t),
       err: (t) => err.push(t),
     });
     expect(code, err.join("")).toBe(0);
     const text = out.join("");
     expect(text).toMatch(/^rand4k on .*table\.qcow2: scheme lazy, cache writethrough, 64 MiB, 64 KiB clusters \(created\)\n/);
-    expect(text).toMatch(/\nphase +writes +median µs +p99 µs +engine µs +reads +median µs +p99 µs +flushes +median µs +p99 µs +time s\n/);
-    for (const ph of ["fill", "in-place", "post-snapshot"]) expect(text).toMatch(new RegExp(`\\n${ph} +8 +[0-9.]+ +[0-9.]+ +[0-9.]+ +0 +- +- +[1-9]`));
+    expect(text).toMatch(/\n +app µs +device µs +ring µs +engine µs +app−engine +fdatasync µs\n/);
+    expect(text).toMatch(/\nphase +op +count +median +p99 +median +p99 +median +p99 +median +p99 +median µs +app +engine +time s\n/);
+    const n = "-?[0-9.]+";
+    for (const ph of ["fill", "in-place", "post-snapshot"]) expect(text).toMatch(new RegExp(`\\n${ph} +write +8(?: +${n}){12}\\n`));
+    expect(text).toMatch(/\nIDE transfer: XFER_\S+; \d+ DMA writes, \d+ PIO writes; cuts: all\n/);
+    // --output json's form of the same run: per phase the four clocks, each {count, median, p90, p99, max}.
+    const r = JSON.parse(readFileSync(json, "utf8")) as { phases: Record<string, Record<string, Record<string, number>>> };
+    for (const ph of ["fill", "in-place", "post-snapshot"]) {
+      for (const clock of ["app_us", "device_us", "ring_us", "engine_us"]) {
+        expect(Object.keys(r.phases[ph]![clock]!).sort(), `${ph} ${clock}`).toEqual(["count", "max", "median", "p90", "p99"]);
+        expect(r.phases[ph]![clock]!.count).toBe(8);
+      }
+      expect(r.phases[ph]!.app_us!.median).toBeGreaterThan(r.phases[ph]!.engine_us!.median);
+    }
     expect(text).toMatch(/\nsnapshot 'refcow-run' \(id 1\) before in-place: guest paused [0-9.]+ ms = drain /);
     expect(text).toMatch(/\nengine I\/O per phase:\n {2}fill: .*guest-data 8w/);
     expect(err.join("")).toMatch(/\[run\] phase 3\/3 post-snapshot: done/);
     qemuCheckClean(image);
   }, 5 * 60_000);
+
+  it("says in one line what to run when the guest image cannot be built", () => {
+    const bin = path.join(repoRoot(), "dist", "cli", "bin.js");
+    const image = path.join(dir, "never.qcow2");
+    // A guest image folder that cannot exist (its parent is a file).
+    const r = spawnSync(process.execPath, [bin, "run", "--workload", "rand4k", image], { encoding: "utf8", env: { ...process.env, REFCOW_GUEST_DIR: path.join(bin, "guest") } });
+    expect(r.status).toBe(1);
+    // The build's own progress lines, then one error line saying what to run; no stack, no raw ENOENT.
+    expect(r.stderr).toMatch(/(?:^|\n)refcow: run: the guest image could not be built \(run 'bash guest-images\/build.sh' to see why\): [^\n]+\n$/);
+    expect(r.stderr).not.toMatch(/ENOENT|    at /);
+    expect(existsSync(image)).toBe(false);
+  });
 
   it("closes the image cleanly on Ctrl-C in the middle of a run", async () => {
     const bin = path.join(repoRoot(), "dist", "cli", "bin.js");

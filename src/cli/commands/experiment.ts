@@ -4,8 +4,10 @@
  *   1. builds the guest image when it is missing (guest-images/build.sh, Debian packages);
  *   2. for every cache mode and scheme, runs a guest workload (rand4k by default) in v86 on a fresh qcow2
  *      image served by refcow, with a snapshot taken by the host in the middle (with the VM state, as
- *      QEMU's savevm), recording every disk request's latency and a disk trace; `qemu-img check` judges
- *      every image the guest leaves;
+ *      QEMU's savevm), recording every disk request's latency (the guest program's own, the device's, the
+ *      ring's, the engine's) and a disk trace; each cell runs `--guest-reps` times (default 3), the
+ *      repetitions interleaved (every scheme once, then again) so that a change in the host's load spreads
+ *      over all of them; `qemu-img check` judges every image the guest leaves;
  *   3. runs the host-side matrix (every scheme, QEMU std and lazy_refcounts, a raw file, both cache modes,
  *      plus the replay of the guest's trace on every scheme) and the snapshot-operation timings;
  *   4. writes results.json, report.md and report.html.
@@ -32,7 +34,7 @@ import { progressPrinter } from "../progress.js";
 export const EXPERIMENT_SUMMARY = "the main job: guest runs on every scheme with a snapshot mid-run, the host matrix with QEMU and a raw file, report.html";
 
 export const EXPERIMENT_USAGE =
-  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--no-qemu] [--no-fio] [--keep DIR]";
+  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--guest-reps N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--no-qemu] [--no-fio] [--keep DIR]";
 
 export const EXPERIMENT_HELP = `
 Runs the whole comparison and writes DIR/report.html, DIR/report.md and DIR/results.json (default DIR:
@@ -44,6 +46,8 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
   --cache a,b        cache modes (default writethrough,writeback)
   --workload W       guest workload: ${WORKLOAD_NAMES.join(", ")} (default rand4k)
   --clusters N       guest workload scale (default 256 clusters)
+  --guest-reps N     runs of every guest cell, interleaved by scheme (default 3); the report gives
+                     their median with min–max
   --no-savevm        snapshot the disk only (default: with the VM state, as savevm)
   --no-guest         host-side matrix only
   --no-bench         guest runs only
@@ -68,6 +72,7 @@ interface ExperimentOptions {
   caches: CacheMode[];
   workload: string;
   clusters: number;
+  guestReps: number;
   savevm: boolean;
   guest: boolean;
   bench: boolean;
@@ -83,7 +88,7 @@ interface ExperimentOptions {
 }
 
 function parse(argv: string[]): ExperimentOptions {
-  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true };
+  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, guestReps: 3, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -96,6 +101,7 @@ function parse(argv: string[]): ExperimentOptions {
     else if (a === "--cache") o.caches = v().split(",") as CacheMode[];
     else if (a === "--workload") o.workload = v();
     else if (a === "--clusters") o.clusters = Number(v());
+    else if (a === "--guest-reps") o.guestReps = Number(v());
     else if (a === "--no-savevm") o.savevm = false;
     else if (a === "--no-guest") o.guest = false;
     else if (a === "--no-bench") o.bench = false;
@@ -112,6 +118,7 @@ function parse(argv: string[]): ExperimentOptions {
   for (const c of o.caches) if (!["writethrough", "writeback", "unsafe"].includes(c)) throw new UsageError(`unknown cache mode '${c}' (writethrough, writeback, unsafe)`);
   if (!(WORKLOAD_NAMES as readonly string[]).includes(o.workload)) throw new UsageError(`unknown workload '${o.workload}' (${WORKLOAD_NAMES.join(", ")})`);
   if (!Number.isInteger(o.clusters) || o.clusters < 1) throw new UsageError("--clusters needs a positive integer");
+  if (!Number.isInteger(o.guestReps) || o.guestReps < 1) throw new UsageError("--guest-reps needs a positive integer");
   for (const [flag, n] of [["--bench-clusters", o.benchClusters], ["--bench-reps", o.benchReps]] as const) {
     if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new UsageError(`${flag} needs a positive integer`);
   }
@@ -129,7 +136,7 @@ function hasQemu(): boolean {
 }
 
 /** The report's record of one guest run; write CDFs come from the run's trace. */
-function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, traceFile: string | undefined): GuestResult {
+function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, traceFile: string | undefined, rep: number): GuestResult {
   const latencies = new Map<string, number[]>();
   if (traceFile) {
     for (const e of readTrace(traceFile).events) {
@@ -152,6 +159,12 @@ function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, tra
       read_median_us: p.reads.count ? p.reads.medianUs : undefined,
       flush_median_us: p.flushes.count ? p.flushes.medianUs : undefined,
       write_cdf_us: latencies.get(name)?.length ? cdf(latencies.get(name)!) : undefined,
+      app_us: p.app_us,
+      device_us: p.device_us,
+      ring_us: p.ring_us,
+      engine_us: p.engine_us,
+      emulator_us: p.emulator_us,
+      clock_drift_ppm: p.clock?.driftPpm,
     };
   });
   const s = r.snapshot;
@@ -173,6 +186,9 @@ function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, tra
     },
     check,
     loadAverage: r.loadAverage,
+    rep,
+    transferMode: r.transfer.mode,
+    cuts: r.cuts,
   };
 }
 
@@ -205,39 +221,42 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
     if (o.guest) {
       progress(`[${clock()}] guest image`);
       await ensureGuestImage({ onProgress: (m) => progress(`[${clock()}] ${m}`, true) });
-      const total = o.caches.length * o.schemes.length;
+      const total = o.guestReps * o.caches.length * o.schemes.length;
       let step = 0;
-      for (const cache of o.caches) {
-        for (const scheme of o.schemes) {
-          step++;
-          const tag = `[${clock()}] guest ${step}/${total} ${scheme} ${cache}`;
-          progress(`${tag}: ${o.workload}, ${o.clusters} clusters, snapshot${o.savevm ? " with VM state" : ""} in the middle`);
-          const image = path.join(work, `guest-${scheme}-${cache}.qcow2`);
-          const trace = path.join(work, `guest-${scheme}-${cache}.trace`);
-          fs.rmSync(image, { force: true });
-          try {
-            const r = await runGuestWorkload({
-              image,
-              scheme,
-              cache,
-              workload: o.workload,
-              clusters: o.clusters,
-              snapshotAt: "middle",
-              savevm: o.savevm,
-              trace,
-              onProgress: (m) => progress(`${tag}: ${m}`, true),
-            });
-            const check = qemu ? qemuCheckVerdict(image) : "not checked (no qemu-img)";
-            if (qemu && check !== "clean") failures.push(`${scheme} ${cache}: qemu-img check: ${check}`);
-            const g = guestResult(r, o.savevm, check, trace);
-            guest.push(g);
-            const post = g.phases.find((p) => p.name === "post-snapshot") ?? g.phases[g.phases.length - 1];
-            progress(`${tag}: done; ${post ? `${post.name} write median ${post.write_median_us.toFixed(0)} µs, ` : ""}qemu-img check: ${check}`);
-            if (!traceForBench && cache === "writeback") traceForBench = trace;
-            traceForBench ??= trace;
-          } catch (e) {
-            failures.push(`${scheme} ${cache}: ${(e as Error).message}`);
-            progress(`${tag}: FAILED: ${(e as Error).message}`);
+      for (let rep = 1; rep <= o.guestReps; rep++) {
+        for (const cache of o.caches) {
+          for (const scheme of o.schemes) {
+            step++;
+            const tag = `[${clock()}] guest ${step}/${total} ${scheme} ${cache}${o.guestReps > 1 ? ` run ${rep}/${o.guestReps}` : ""}`;
+            progress(`${tag}: ${o.workload}, ${o.clusters} clusters, snapshot${o.savevm ? " with VM state" : ""} in the middle`);
+            const image = path.join(work, `guest-${scheme}-${cache}-${rep}.qcow2`);
+            const trace = path.join(work, `guest-${scheme}-${cache}-${rep}.trace`);
+            fs.rmSync(image, { force: true });
+            try {
+              const r = await runGuestWorkload({
+                image,
+                scheme,
+                cache,
+                workload: o.workload,
+                clusters: o.clusters,
+                snapshotAt: "middle",
+                savevm: o.savevm,
+                trace,
+                onProgress: (m) => progress(`${tag}: ${m}`, true),
+              });
+              const check = qemu ? qemuCheckVerdict(image) : "not checked (no qemu-img)";
+              if (qemu && check !== "clean") failures.push(`${scheme} ${cache} run ${rep}: qemu-img check: ${check}`);
+              const g = guestResult(r, o.savevm, check, trace, rep);
+              guest.push(g);
+              const post = g.phases.find((p) => p.name === "post-snapshot") ?? g.phases[g.phases.length - 1];
+              const seen = post?.app_us?.median ?? post?.write_median_us;
+              progress(`${tag}: done; ${post && seen !== undefined ? `${post.name} write median ${seen.toFixed(0)} µs in the guest, ` : ""}qemu-img check: ${check}`);
+              if (!traceForBench && cache === "writeback") traceForBench = trace;
+              traceForBench ??= trace;
+            } catch (e) {
+              failures.push(`${scheme} ${cache} run ${rep}: ${(e as Error).message}`);
+              progress(`${tag}: FAILED: ${(e as Error).message}`);
+            }
           }
         }
       }

@@ -11,14 +11,18 @@ import { parseCacheMode } from "../open.js";
 import { parseSize } from "../sizes.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
 import type { CostBreakdown } from "../../engine/types.js";
-import type { LatencyStats } from "../../vm/latency-stats.js";
+import type { LatencyColumn } from "../../vm/decomposition.js";
+import { ensureGuestImage } from "../../vm/guest-image.js";
+import { parseCuts, type LatencyCuts } from "../../vm/latency-cuts.js";
+import { DEFAULT_CMDLINE } from "../../vm/guest-runner.js";
+import type { PhaseStats } from "../../vm/latency-stats.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "../../vm/run-workload.js";
 import { WORKLOAD_NAMES } from "../../vm/workloads.js";
 
 export const RUN_SUMMARY = "boot the Linux guest (v86) on a refcow-served image, run a disk workload, print per-phase latency";
 
 export const RUN_USAGE =
-  "run [--scheme S] [-t CACHE] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--output human|json] IMAGE";
+  "run [--scheme S] [-t CACHE] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
 
 export const RUN_HELP = `
 Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its IDE
@@ -39,11 +43,19 @@ first run for a disk size prepares it with one cold boot), or boots cold with --
   --trace FILE        write every disk request of the workload to FILE (refcow-trace, src/vm/trace.ts)
   --cold              boot cold instead of resuming the warm-start state
   --memory MIB        guest RAM (default 128)
+  --kernel-args ARGS  appended to the guest kernel's command line (e.g. libata.force=pio4 to make the
+                      guest use PIO instead of bus-master DMA); a warm-start state is prepared for them
   --output FMT        human (default) or json; --json-out FILE also writes the JSON result to FILE
+  --cuts LIST         the cuts of the delay between guest and engine that are on: all (default), none,
+                      or a list of spin (spins sized from observed times), wake (completions delivered
+                      from inside v86's run loop), nocopy (DMA writes not copied); for measuring each
 
-Workloads announce their phases on the serial console; every disk request is timed from submission to
-completion as the emulator sees it and reported per phase (count, median, p99 in µs). Progress goes to
-stderr. The image is closed cleanly at the end ('qemu-img check' passes).
+Workloads announce their phases on the serial console. Every request is timed by four clocks, reported
+per phase (median and p99 in µs; --output json adds count, p90 and max): app, the guest program's system
+call (its own CLOCK_MONOTONIC); device, v86's disk request to its completion callback; ring, the request
+in the worker ring's client; engine, the worker's own time. app − engine is what the emulator adds.
+The guest image is built first when it is missing (guest-images/build.sh). Progress goes to stderr. The
+image is closed cleanly at the end ('qemu-img check' passes).
 `;
 
 const LONG = [
@@ -61,6 +73,8 @@ const LONG = [
   { name: "memory", arg: true },
   { name: "output", arg: true },
   { name: "json-out", arg: true },
+  { name: "cuts", arg: true },
+  { name: "kernel-args", arg: true },
 ];
 
 function positiveInt(name: string, s: string | undefined): number | undefined {
@@ -96,6 +110,14 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   const output = lastValue(parsed, "output") ?? "human";
   if (output !== "human" && output !== "json") throw new CliError("--output must be used with human or json as argument.");
   const jsonOut = lastValue(parsed, "json-out");
+  const kernelArgs = lastValue(parsed, "kernel-args");
+  if (kernelArgs !== undefined && (kernelArgs.trim() === "" || /[\n\r]/.test(kernelArgs))) throw new UsageError("--kernel-args needs one line of kernel arguments");
+  let cuts: LatencyCuts;
+  try {
+    cuts = parseCuts(lastValue(parsed, "cuts") ?? "all");
+  } catch (e) {
+    throw new UsageError(messageOf(e));
+  }
 
   const tty = Boolean(process.stderr.isTTY) && io === processIo;
   let transientShown = false;
@@ -125,6 +147,9 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   process.once("SIGINT", onSigint);
   let result: GuestWorkloadResult;
   try {
+    await ensureGuestImage({ onProgress: (m) => onProgress(`[guest image] ${m}`) }).catch((e: unknown) => {
+      throw new Error(`the guest image could not be built (run 'bash guest-images/build.sh' to see why): ${messageOf(e).split("\n")[0]}`);
+    });
     result = await runGuestWorkload({
       signal: interrupt.signal,
       image,
@@ -140,6 +165,8 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
       trace: lastValue(parsed, "trace"),
       warmStart: !hasFlag(parsed, "cold"),
       memoryMiB: positiveInt("--memory", lastValue(parsed, "memory")),
+      cmdline: kernelArgs === undefined ? undefined : `${DEFAULT_CMDLINE} ${kernelArgs}`,
+      cuts,
       onProgress,
     });
   } catch (e) {
@@ -160,9 +187,15 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
 const us = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(b % 2 ** 20 === 0 ? 0 : 1)} MiB`;
 
-function cells(s: LatencyStats, withService: boolean): string[] {
-  if (s.count === 0) return ["0", "-", "-", ...(withService ? ["-"] : [])];
-  return [String(s.count), us(s.medianUs), us(s.p99Us), ...(withService ? [s.serviceMedianUs !== undefined ? us(s.serviceMedianUs) : "-"] : [])];
+function cells(c: LatencyColumn | undefined): string[] {
+  if (!c || c.count === 0) return ["-", "-"];
+  return [us(c.median), us(c.p99)];
+}
+
+/** The phase's four clocks: median and p99 of app, device, ring and engine, and the emulator's share. */
+function decompositionCells(p: PhaseStats): string[] {
+  const share = p.emulator_us !== undefined ? us(p.emulator_us) : "-";
+  return [...cells(p.app_us), ...cells(p.device_us), ...cells(p.ring_us), ...cells(p.engine_us), share];
 }
 
 function table(rows: string[][], rightFrom = 1): string {
@@ -189,14 +222,33 @@ export function formatRunResult(r: GuestWorkloadResult): string {
   if (r.workload === "rand4k" || r.workload === "overwrite") out += `; writes issued by ${r.ioTool === "dd" ? "one busybox dd each" : "refcow-io, back to back"}`;
   out += `; workload ${(r.workloadMs / 1000).toFixed(1)} s; host load ${r.loadAverage.map((x) => x.toFixed(2)).join(" ")}\n\n`;
   const rows: string[][] = [
-    ["phase", "writes", "median µs", "p99 µs", "engine µs", "reads", "median µs", "p99 µs", "flushes", "median µs", "p99 µs", "time s"],
+    ["", "", "", "app µs", "", "device µs", "", "ring µs", "", "engine µs", "", "app−engine", "fdatasync µs", ""],
+    ["phase", "op", "count", "median", "p99", "median", "p99", "median", "p99", "median", "p99", "median µs", "app", "engine", "time s"],
   ];
   for (const name of r.phaseOrder) {
     const p = r.phases[name]!;
-    rows.push([name, ...cells(p.writes, true), ...cells(p.reads, false), ...cells(p.flushes, false), ((p.durationMs ?? 0) / 1000).toFixed(2)]);
+    const count = p.op === "read" ? p.reads.count : p.writes.count;
+    const f = p.flush;
+    rows.push([
+      name,
+      p.op ?? "-",
+      String(count),
+      ...decompositionCells(p),
+      f?.app_us?.count ? us(f.app_us.median) : "-",
+      f?.engine_us?.count ? us(f.engine_us.median) : "-",
+      ((p.durationMs ?? 0) / 1000).toFixed(2),
+    ]);
   }
+  rows[0]!.push("");
   out += table(rows);
-  out += "(latency: submission to completion as the emulator saw it; engine µs: median time the engine itself spent per write)\n";
+  out +=
+    "(app: the guest program's system call, timed in the guest; device: v86's disk request to its completion; ring: the\n" +
+    " worker ring's client; engine: the worker's own time. app−engine: the emulator's share of the median)\n";
+  const clocks = r.phaseOrder.map((n) => [n, r.phases[n]!.clock] as const).filter(([, c]) => c);
+  if (clocks.length) {
+    out += `guest clock vs host: ${clocks.map(([n, c]) => `${n} ${c!.driftUs >= 0 ? "+" : ""}${c!.driftUs.toFixed(0)} µs over ${(c!.hostSpanUs / 1e6).toFixed(2)} s (${c!.driftPpm.toFixed(0)} ppm)`).join(", ")}\n`;
+  }
+  out += `IDE transfer: ${r.transfer.mode}; ${r.transfer.dmaWrites} DMA writes, ${r.transfer.pioWrites} PIO writes; cuts: ${r.cuts}\n`;
   const s = r.snapshot;
   if (s) {
     out += `\nsnapshot '${s.name}' (id ${s.id}) before ${s.phase}: guest paused ${s.pauseMs.toFixed(1)} ms = drain ${s.drainMs.toFixed(1)} + flush ${s.flushMs.toFixed(1)}`;

@@ -1,0 +1,140 @@
+/**
+ * The DiskClient's callback form and poll(), and the spins sized from observed times (SizedSpin), with both
+ * ends of the ring in this thread on the real engine: the server is stepped with serveAvailable(), so when a
+ * completion becomes visible is under the test's control.
+ */
+import { describe, expect, it } from "vitest";
+import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { MemoryFile } from "../../src/io/memory-file.js";
+import { HdaAdapter } from "../../src/vm/hda-adapter.js";
+import { ServedAsyncDisk } from "../../src/vm/served-async-disk.js";
+import { DiskClient } from "../../src/worker/disk-client.js";
+import { createRing, SizedSpin } from "../../src/worker/ring.js";
+import { RingServer } from "../../src/worker/serve-loop.js";
+
+const MiB = 1 << 20;
+
+function pair(clientOpts = {}) {
+  const file = new MemoryFile();
+  Qcow2Image.create(file, { size: 4 * MiB, clusterSize: 65536 });
+  const sab = createRing();
+  const server = new RingServer(sab, Qcow2Image.open(file), { spinUs: 0 });
+  const client = new DiskClient(sab, "memory", { spinUs: 0, ...clientOpts });
+  return { server, client };
+}
+
+describe("DiskClient callbacks and poll()", () => {
+  it("run a completion's callback inside poll(), synchronously, and only once the server has published it", () => {
+    const { server, client } = pair();
+    const events: string[] = [];
+    client.callbacks.write(65536, new Uint8Array(4096).fill(7), (err, _v, timing) => {
+      events.push(err ? `error ${err.message}` : "write done");
+      expect(timing!.workerEnd).toBeGreaterThanOrEqual(timing!.workerStart);
+      expect(timing!.completed).toBeGreaterThanOrEqual(timing!.called);
+    });
+    expect(client.poll(0)).toBe(0);
+    expect(events).toEqual([]);
+    expect(server.serveAvailable()).toBe(1);
+    expect(events).toEqual([]); // published, not yet reaped
+    expect(client.poll(0)).toBe(1);
+    expect(events).toEqual(["write done"]);
+
+    let read: Uint8Array | undefined;
+    client.callbacks.read(65536, 4096, (err, data) => {
+      expect(err).toBeUndefined();
+      read = data;
+    });
+    client.callbacks.flush((err) => events.push(err ? "flush failed" : "flush done"));
+    server.serveAvailable();
+    expect(client.poll(0)).toBe(2);
+    expect(read).toEqual(new Uint8Array(4096).fill(7));
+    expect(events).toEqual(["write done", "flush done"]);
+  });
+
+  it("report a request the engine refuses through the callback, not by throwing", () => {
+    const { server, client } = pair();
+    let error: Error | undefined;
+    client.callbacks.write(4 * MiB, new Uint8Array(512), (err) => (error = err));
+    expect(error?.message).toMatch(/past the end of the disk/); // refused before it reaches the ring
+    client.callbacks.read(0, -1, (err) => (error = err));
+    expect(error?.message).toMatch(/invalid length/);
+    expect(server.serveAvailable()).toBe(0);
+  });
+
+  it("poll(spin) spins no longer than asked when nothing completes, and not at all with nothing in flight", () => {
+    const { client } = pair({ sizedSpinCapUs: 1000 });
+    const t = performance.now();
+    expect(client.poll(5)).toBe(0); // nothing in flight: returns at once
+    expect(client.spunMs).toBe(0);
+    client.callbacks.write(0, new Uint8Array(512), () => undefined);
+    expect(client.poll(2)).toBe(0); // the server never runs: the spin runs out
+    expect(client.spunMs).toBeGreaterThan(0);
+    expect(client.spunMs).toBeLessThan(performance.now() - t + 1);
+  });
+});
+
+describe("HdaAdapter over a pollable disk", () => {
+  it("completes v86's requests from pollFromEmulator(), in guest order, with the four clocks recorded", async () => {
+    const { server, client } = pair();
+    const adapter = new HdaAdapter(new ServedAsyncDisk(client));
+    const done: string[] = [];
+    adapter.set(0, new Uint8Array(4096).fill(1), () => done.push("w0"));
+    adapter.set(8192, new Uint8Array(4096).fill(2), () => done.push("w1"));
+    adapter.get(0, 4096, (d) => done.push(`r ${d[0]} ${d[4095]}`));
+    // One request at a time reaches the ring; each completion starts the next one.
+    for (let i = 0; i < 3; i++) {
+      expect(server.serveAvailable()).toBe(1);
+      adapter.pollFromEmulator(false);
+      expect(done).toHaveLength(i + 1);
+    }
+    expect(done).toEqual(["w0", "w1", "r 1 1"]);
+    expect(adapter.idle).toBe(true);
+    for (const r of adapter.records) {
+      expect(r.serviceMs).toBeGreaterThanOrEqual(0);
+      expect(r.ringMs!).toBeGreaterThanOrEqual(r.serviceMs!);
+      expect(r.latencyMs).toBeGreaterThanOrEqual(r.ringMs!);
+    }
+    await adapter.whenIdle();
+  });
+
+  it("hands DMA data over as it is and copies PIO data at once", () => {
+    const { server, client } = pair();
+    const adapter = new HdaAdapter(new ServedAsyncDisk(client));
+    const pioBuffer = new Uint8Array(8192);
+    adapter.reusedBuffer = (d) => d.buffer === pioBuffer.buffer;
+    pioBuffer.fill(5);
+    adapter.set(0, pioBuffer.subarray(0, 4096), () => undefined);
+    adapter.set(4096, new Uint8Array(4096).fill(6), () => undefined); // DMA: queued behind the first
+    pioBuffer.fill(9); // v86 reuses its PIO buffer at once
+    for (let i = 0; i < 2; i++) {
+      server.serveAvailable();
+      adapter.pollFromEmulator(false);
+    }
+    let back: Uint8Array | undefined;
+    adapter.get(0, 8192, (d) => (back = d));
+    server.serveAvailable();
+    adapter.pollFromEmulator(false);
+    expect(back!.subarray(0, 4096)).toEqual(new Uint8Array(4096).fill(5));
+    expect(back!.subarray(4096)).toEqual(new Uint8Array(4096).fill(6));
+    expect([adapter.pioWrites, adapter.dmaWrites]).toEqual([1, 1]);
+    expect(adapter.records.filter((r) => r.pio).length).toBe(1);
+  });
+});
+
+describe("SizedSpin", () => {
+  it("spins for most of the observed waits, not before it has seen some, and not when they are mostly longer than the cap", () => {
+    const s = new SizedSpin(1.0);
+    expect(s.budget()).toBe(0);
+    for (let i = 0; i < 3; i++) s.observe(0.1);
+    expect(s.budget()).toBe(0); // too few samples
+    for (let i = 0; i < 29; i++) s.observe(0.1);
+    expect(s.budget()).toBeCloseTo(0.1 * SizedSpin.MARGIN + SizedSpin.SLACK_MS, 9);
+    for (let i = 0; i < 4; i++) s.observe(0.4); // 4 of 32 longer: the 90th percentile covers them
+    expect(s.budget()).toBeCloseTo(0.4 * SizedSpin.MARGIN + SizedSpin.SLACK_MS, 9);
+    for (let i = 0; i < 32; i++) s.observe(2.0); // waits beyond the cap: sleep at once
+    expect(s.budget()).toBe(0);
+    s.observe(Number.NaN);
+    s.observe(-1);
+    expect(s.budget()).toBe(0);
+  });
+});
