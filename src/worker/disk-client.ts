@@ -92,6 +92,12 @@ export interface DiskClientOptions {
   waitTimeoutMs?: number;
   /** Size the spin from the observed service times, spinning at most this many µs (see SizedSpin). */
   sizedSpinCapUs?: number;
+  /**
+   * Spin only while at most this many ring slots are in flight (default: whatever the number). A server with
+   * other work on its event loop (the NBD export: more requests waiting on the socket) spins for a lone
+   * request, whose client is waiting for nothing else, and returns to its loop when several are queued.
+   */
+  spinMaxInFlight?: number;
 }
 
 /** Completion callback of the callback form: `err`, or the value and the request's timing. */
@@ -176,6 +182,7 @@ export class DiskClient {
   private asyncWaiting = false;
   private readonly spin: SpinPolicy;
   private readonly sized: SizedSpin | undefined;
+  private readonly spinMaxInFlight: number;
   private readonly spinTotalMs: number;
   private readonly waitMs: number;
   private outstanding = 0;
@@ -207,6 +214,7 @@ export class DiskClient {
     const spinUs = opts.sizedSpinCapUs || (opts.spinUs ?? DEFAULT_CLIENT_SPIN_US);
     this.spin = new SpinPolicy(spinUs / 1000, opts.adaptiveSpin ?? true);
     this.sized = opts.sizedSpinCapUs ? new SizedSpin(opts.sizedSpinCapUs / 1000) : undefined;
+    this.spinMaxInFlight = opts.spinMaxInFlight ?? Infinity;
     this.spinTotalMs = (opts.spinTotalUs ?? spinUs * 4) / 1000;
     this.waitMs = opts.waitTimeoutMs ?? 1000;
     if (!waitAsync) throw new Error("Atomics.waitAsync is not available on this platform");
@@ -750,7 +758,8 @@ export class DiskClient {
     if (this.dead) return;
     this.reap();
     if (this.sqTail === this.cqHead) return;
-    const budget = this.sized ? Math.min(this.sizedLeft(), this.spin.next()) : this.spin.next();
+    const alone = this.sqTail - this.cqHead <= this.spinMaxInFlight;
+    const budget = !alone ? 0 : this.sized ? Math.min(this.sizedLeft(), this.spin.next()) : this.spin.next();
     if (budget > 0) {
       const ctl = this.ctl;
       const spinFrom = performance.now();
