@@ -91,7 +91,8 @@ describe("zeroing on allocation, as QEMU does", () => {
     expect(at(100 * CS + 8 * KIB)).toMatchObject({ zero: true, data: true });
   }, 120_000);
 
-  it.skipIf(!native)("zeroes reused clusters inside the file with fallocate: 4 KiB of host data per write (64 KiB without the addon)", () => {
+  // Skipped only off CI when the prerequisite is missing; CI's setup provides it, so there a missing one fails.
+  it.skipIf(!native && !process.env.CI)("zeroes reused clusters inside the file with fallocate: 4 KiB of host data per write (64 KiB without the addon)", () => {
     const withAddon = path.join(dir, "reuse.qcow2");
     imageWithFreeClusters(withAddon);
     const size = fs.statSync(withAddon).size;

@@ -106,7 +106,8 @@ describe("zeroRange", () => {
     f.close();
   });
 
-  it.skipIf(!native)("zeroes inside a Node file without writing, and finds the holes the kernel made", () => {
+  // Skipped only off CI when the prerequisite is missing; CI's setup provides it, so there a missing one fails.
+  it.skipIf(!native && !process.env.CI)("zeroes inside a Node file without writing, and finds the holes the kernel made", () => {
     const p = path.join(dir, "inside.img");
     fs.writeFileSync(p, bytes(1 << 20, 0xaa));
     const f = NodeFile.open(p);
