@@ -39,6 +39,8 @@ export interface PhaseStats extends Partial<Decomposition> {
   op?: "write" | "read";
   /** The same decomposition for the phase's flushes (the guest's fdatasync). */
   flush?: Decomposition;
+  /** The most requests the disk device had outstanding at once during the phase (set by the workload runner). */
+  max_in_flight?: number;
 }
 
 /** Nearest-rank percentile of an array (0 for an empty one): src/stats/latency.ts's. */

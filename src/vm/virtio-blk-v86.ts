@@ -57,20 +57,20 @@ export function v86Cpu(emulator: unknown): V86Cpu {
   const cpu = (emulator as { v86?: { cpu?: V86Cpu } }).v86?.cpu;
   if (!cpu) throw new Error("v86 internals changed: emulator.v86.cpu not found");
   const pci = cpu.devices?.pci;
-  if (
-    typeof cpu.write_blob !== "function" ||
-    !(cpu.mem8 instanceof Uint8Array) ||
-    typeof cpu.memory_size?.[0] !== "number" ||
-    typeof cpu.io?.register_read !== "function" ||
-    typeof cpu.io?.register_write !== "function" ||
-    !Array.isArray(cpu.io?.ports) ||
-    typeof pci?.register_device !== "function" ||
-    typeof pci?.raise_irq !== "function" ||
-    typeof pci?.lower_irq !== "function" ||
-    !Array.isArray(pci?.device_spaces)
-  ) {
-    throw new Error("v86 internals changed: cpu.mem8 / write_blob / io / devices.pci not as expected");
-  }
+  const checks: Array<[string, boolean]> = [
+    ["cpu.write_blob", typeof cpu.write_blob === "function"],
+    ["cpu.mem8", typeof cpu.mem8?.subarray === "function"],
+    ["cpu.memory_size", typeof cpu.memory_size?.[0] === "number"],
+    ["cpu.io.register_read", typeof cpu.io?.register_read === "function"],
+    ["cpu.io.register_write", typeof cpu.io?.register_write === "function"],
+    ["cpu.io.ports", typeof cpu.io?.ports?.length === "number"],
+    ["pci.register_device", typeof pci?.register_device === "function"],
+    ["pci.raise_irq", typeof pci?.raise_irq === "function"],
+    ["pci.lower_irq", typeof pci?.lower_irq === "function"],
+    ["pci.device_spaces", typeof pci?.device_spaces?.length === "number"],
+  ];
+  const missing = checks.filter(([, ok]) => !ok).map(([n]) => n);
+  if (missing.length) throw new Error(`v86 internals changed: ${missing.join(", ")} not as expected`);
   return cpu;
 }
 

@@ -81,7 +81,7 @@
  * ignores the queue. Disk errors: IOERR (the error is kept in `failure` and given to `onError`).
  */
 import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
-import type { DiskOp, DiskRequestRecord, PhaseSummary } from "./hda-adapter.js";
+import type { DiskOp, DiskRequestRecord, GuestDiskDevice, PhaseSummary } from "./hda-adapter.js";
 
 // ---- constants (virtio 1.2 spec; Linux include/uapi/linux/virtio_blk.h, virtio_ring.h, virtio_pci.h) ----
 
@@ -233,7 +233,7 @@ interface Pending {
 const RAM_HOLE_START = 0xa0000;
 const RAM_HOLE_END = 0xc0000;
 
-export class VirtioBlk {
+export class VirtioBlk implements GuestDiskDevice {
   readonly name = "virtio-blk";
   readonly byteLength: number;
   /** Label recorded with each request (as the hda adapter's). */
@@ -693,7 +693,9 @@ export class VirtioBlk {
       s.flushMs += latency;
     } else if (req.type === T_DISCARD) s.discards++;
     else if (req.type === T_WRITE_ZEROES) s.writeZeroes++;
-    if (this.keepRecords && this.records.length < this.maxRecords) {
+    // Records (and so traces) hold the reads, writes and flushes that succeeded; the rest is counted above.
+    const recordable = status === S_OK && (req.type === T_FLUSH || ((req.type === T_IN || req.type === T_OUT) && req.length > 0));
+    if (recordable && this.keepRecords && this.records.length < this.maxRecords) {
       const timed = this.disk as Partial<ServiceTimedDisk>;
       const serviceMs = req.type === T_IN || req.type === T_OUT || req.type === T_FLUSH ? timed.lastServiceMs : undefined;
       this.records.push({

@@ -19,7 +19,7 @@
  */
 import type { AsyncDisk } from "../vm/async-disk.js";
 import { GuestMachine, type RunOptions, type RunResult } from "../vm/guest-machine.js";
-import type { HdaAdapter } from "../vm/hda-adapter.js";
+import type { GuestDiskDevice } from "../vm/hda-adapter.js";
 import { DONE_LINE, PHASE_LINE, READY_LINE, type SerialConsole } from "../vm/serial-console.js";
 
 export interface GuestFiles {
@@ -51,7 +51,7 @@ export class GuestRestoredError extends Error {
 }
 
 export class BrowserGuest {
-  readonly adapter: HdaAdapter;
+  readonly adapter: GuestDiskDevice;
   readonly console: SerialConsole;
   /** ms from building the emulator to the command prompt. */
   readyMs = 0;
