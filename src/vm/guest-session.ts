@@ -205,7 +205,11 @@ export class GuestSession {
     let guest: GuestRunner | undefined;
     try {
       const cuts = o.cuts ?? ALL_CUTS;
-      const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : {};
+      // With a virtio disk many requests are in flight and their completions are reaped from inside v86's run
+      // loop (cuts.wake): the client spins only for a lone request, and leaves the emulator's thread to the
+      // guest when several are queued.
+      const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
+      const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US, ...lone }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : { client: lone };
       client = await pool.open(o.image, { ...spin, ...o.served, scheme, cache, format: "qcow2" });
       const disk = new ServedAsyncDisk(client);
       let onLine: (line: string) => void = () => undefined;

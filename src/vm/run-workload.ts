@@ -282,6 +282,14 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     const f = decompose(mine, reports[name] ?? [], "flush");
     if (f) p.flush = f;
     p.max_in_flight = adapter.summary(name).maxInFlight;
+    // The guest program's own rate: its requests over the span from the first submission to the last
+    // completion, on the guest's clock (the closing fdatasync excluded).
+    const gr = (reports[name] ?? []).find((r) => r.op === op);
+    if (gr && gr.startsNs.length > 0) {
+      let end = 0;
+      for (let i = 0; i < gr.startsNs.length; i++) end = Math.max(end, gr.startsNs[i]! + gr.latenciesNs[i]!);
+      if (end > 0) p.guest_iops = gr.startsNs.length / (end / 1e9);
+    }
   }
 
   let trace: GuestWorkloadResult["trace"];
