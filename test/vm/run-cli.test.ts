@@ -37,7 +37,7 @@ describe("refcow run", () => {
     });
     expect(code, err.join("")).toBe(0);
     const text = out.join("");
-    expect(text).toMatch(/^rand4k on .*table\.qcow2: scheme lazy, cache writethrough, 64 MiB, 64 KiB clusters \(created\)\n/);
+    expect(text).toMatch(/^rand4k on .*table\.qcow2: scheme lazy, cache writethrough, 64 MiB, 64 KiB clusters \(created\); disk ide, iodepth 1\n/);
     expect(text).toMatch(/\n +app µs +device µs +ring µs +engine µs +app−engine +fdatasync µs\n/);
     expect(text).toMatch(/\nphase +op +count +median +p99 +median +p99 +median +p99 +median +p99 +median µs +app +engine +time s +in flight\n/);
     const n = "-?[0-9.]+";
