@@ -2,8 +2,9 @@
 # Builds the refcow test guest into .cache/guest/ (or $REFCOW_GUEST_DIR):
 #
 #   bzImage            Debian bookworm i386 linux-image-6.1.0-*-686 (/boot/vmlinuz-*)
-#   initramfs.cpio     busybox-static (i386) + the IDE modules (loaded by /init) and the ext4 ones (loaded on
-#                      demand) (uncompressed, signatures removed, dependency order) + /init + /bin/refcow-io
+#   initramfs.cpio     busybox-static (i386) + the IDE modules (loaded by /init), the virtio-blk ones (loaded
+#                      by /init when there is a virtio PCI device) and the ext4 ones (loaded on demand)
+#                      (uncompressed, signatures removed, dependency order) + /init + /bin/refcow-io
 #                      (refcow-io.c, when the host has a C compiler).
 #                      Not compressed: gunzip of ~4 MB costs the emulated CPU ~2.5 s of boot time; a local
 #                      4 MB file costs nothing.
@@ -46,6 +47,11 @@ MODULES=(scsi_common scsi_mod libata ata_piix crct10dif_common crc-t10dif crct10
 # ext4 and what it needs beyond those, loaded on demand (by the fs workload, src/vm/workloads.ts) from
 # /etc/modules-fs.order: loading them costs the boot over a second and only that workload mounts anything.
 FS_MODULES=(crc16 mbcache jbd2 crc32c_generic ext4)
+# The virtio-blk disk (refcow's own device, src/vm/virtio-blk.ts: a legacy virtio-pci device), loaded by /init
+# only when a virtio PCI device (vendor 0x1af4) is present -> /etc/modules-virtio.order. Debian's 686 kernel
+# builds virtio, virtio_ring, virtio_pci (with legacy support, CONFIG_VIRTIO_PCI_LEGACY=y) and virtio_blk as
+# modules.
+VIRTIO_MODULES=(virtio virtio_ring virtio_pci virtio_blk)
 
 RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/init" "$HERE/refcow-io.c" | sha256sum | cut -c1-16)
 OUTPUTS=(bzImage initramfs.cpio bios.bin vgabios.bin manifest.json)
@@ -209,6 +215,8 @@ add_module() { # name (dashes or underscores)
 for m in "${MODULES[@]}"; do add_module "$m"; done
 BOOT_COUNT=${#ORDER[@]}
 for m in "${FS_MODULES[@]}"; do add_module "$m"; done
+FS_END=${#ORDER[@]}
+for m in "${VIRTIO_MODULES[@]}"; do add_module "$m"; done
 
 # ---- initramfs ----------------------------------------------------------------------------------------------
 STAGE="$WORK/initramfs"
@@ -241,9 +249,11 @@ strip_module_signature() { # file.ko
 }
 
 log "modules at boot (${BOOT_COUNT}): ${ORDER[*]:0:$BOOT_COUNT}"
-log "modules on demand ($((${#ORDER[@]} - BOOT_COUNT))): ${ORDER[*]:$BOOT_COUNT}"
+log "modules on demand ($((FS_END - BOOT_COUNT))): ${ORDER[*]:$BOOT_COUNT:$((FS_END - BOOT_COUNT))}"
+log "modules for a virtio disk ($((${#ORDER[@]} - FS_END))): ${ORDER[*]:$FS_END}"
 : >"$STAGE/etc/modules.order"
 : >"$STAGE/etc/modules-fs.order"
+: >"$STAGE/etc/modules-virtio.order"
 for i in "${!ORDER[@]}"; do
   n=${ORDER[$i]}
   src="$MODROOT/${PATHOF[$n]}"
@@ -255,7 +265,9 @@ for i in "${!ORDER[@]}"; do
     *) die "unknown module format: $src" ;;
   esac
   strip_module_signature "$STAGE/lib/modules/$n.ko"
-  if [ "$i" -lt "$BOOT_COUNT" ]; then echo "$n" >>"$STAGE/etc/modules.order"; else echo "$n" >>"$STAGE/etc/modules-fs.order"; fi
+  if [ "$i" -lt "$BOOT_COUNT" ]; then echo "$n" >>"$STAGE/etc/modules.order"
+  elif [ "$i" -lt "$FS_END" ]; then echo "$n" >>"$STAGE/etc/modules-fs.order"
+  else echo "$n" >>"$STAGE/etc/modules-virtio.order"; fi
 done
 install -m 0755 "$HERE/init" "$STAGE/init"
 
@@ -307,7 +319,8 @@ file_json() { # name
   printf '    "%s": { "size": %s, "sha256": "%s" }' "$1" "$(stat -c %s "$TMP/$1")" "$(sha256sum "$TMP/$1" | cut -d' ' -f1)"
 }
 mods_json=$(printf '"%s", ' "${ORDER[@]:0:$BOOT_COUNT}")
-fs_mods_json=$(printf '"%s", ' "${ORDER[@]:$BOOT_COUNT}")
+fs_mods_json=$(printf '"%s", ' "${ORDER[@]:$BOOT_COUNT:$((FS_END - BOOT_COUNT))}")
+virtio_mods_json=$(printf '"%s", ' "${ORDER[@]:$FS_END}")
 {
   echo "{"
   echo "  \"recipe\": \"$RECIPE\","
@@ -326,6 +339,7 @@ fs_mods_json=$(printf '"%s", ' "${ORDER[@]:$BOOT_COUNT}")
   echo "  },"
   echo "  \"modules\": [${mods_json%, }],"
   echo "  \"fsModules\": [${fs_mods_json%, }],"
+  echo "  \"virtioModules\": [${virtio_mods_json%, }],"
   echo "  \"refcowIo\": $REFCOW_IO,"
   echo "  \"busyboxDdUsage\": \"$(json_str "$DD_USAGE")\""
   echo "}"

@@ -2,14 +2,20 @@
  * refcow-io: scattered direct I/O for the refcow test guest (i386 Linux, freestanding: no libc), timed by the
  * guest itself.
  *
- *   refcow-io write DEVICE BLOCKFILE [sync] < offsets   write BLOCKFILE's bytes at each offset
- *   refcow-io read  DEVICE BLOCKFILE < offsets          read as many bytes from each offset (and drop them)
+ *   refcow-io write DEVICE BLOCKFILE [sync] [depth=N] < offsets   write BLOCKFILE's bytes at each offset
+ *   refcow-io read  DEVICE BLOCKFILE [depth=N] < offsets          read as many bytes from each offset (dropped)
  *
  * BLOCKFILE (1 byte to 1 MiB, a multiple of 512) is read into a page-aligned buffer; DEVICE is opened with
  * O_DIRECT; stdin holds decimal byte offsets, one per line (multiples of 512). The requests are issued one
  * at a time, back to back, in stdin's order (pwrite64 / pread64): queue depth 1, as fio or qemu-img bench
  * would, where busybox dd needs one process per request (about 25 ms apart under v86). With `sync`, one
  * fdatasync of DEVICE follows the last write (the disk gets a FLUSH CACHE).
+ *
+ * With depth=N (2..64) the requests are kept N in flight with Linux AIO instead: io_setup(N), then one
+ * io_submit per request (one iocb, IOCB_CMD_PWRITE / PREAD on the O_DIRECT descriptor: truly asynchronous
+ * on a block device) while fewer than N are outstanding, and io_getevents(min 1) for completions. A request
+ * is timed from right before its io_submit to right after the io_getevents that returned it. All requests
+ * share the one buffer (the same bytes for writes; reads are dropped). At most 65536 offsets in this mode.
  *
  * Every request is timed with the guest's CLOCK_MONOTONIC (the clock_gettime system call) right before and
  * right after its system call. After the last request, one line per kind of request goes to stdout:
@@ -40,6 +46,13 @@
 #define SYS_pwrite64 181
 #define SYS_fdatasync 148
 #define SYS_clock_gettime 265
+#define SYS_io_setup 245
+#define SYS_io_destroy 246
+#define SYS_io_getevents 247
+#define SYS_io_submit 248
+#define IOCB_CMD_PREAD 0
+#define IOCB_CMD_PWRITE 1
+#define MAX_DEPTH 64
 
 #define CLOCK_MONOTONIC 1
 
@@ -60,6 +73,26 @@ static char input[4096];
 static u64 started[MAX_TIMED];
 static unsigned long took[MAX_TIMED];
 static unsigned long timed;
+static u64 offsets[MAX_TIMED];
+
+/* Linux AIO (include/uapi/linux/aio_abi.h), little-endian i386 layout. */
+struct iocb {
+  u64 data;
+  unsigned int key, rw_flags;
+  unsigned short opcode;
+  short reqprio;
+  unsigned int fildes;
+  u64 buf, nbytes;
+  long long offset;
+  u64 reserved2;
+  unsigned int flags, resfd;
+};
+struct io_event {
+  u64 data, obj;
+  long long res, res2;
+};
+static struct iocb cbs[MAX_DEPTH];
+static struct io_event events[MAX_DEPTH];
 static char line[64 + MAX_TIMED * 2 * 7];
 
 static long syscall5(long n, long a, long b, long c, long d, long e) {
@@ -179,7 +212,7 @@ static __attribute__((noreturn)) void fail(const char *what, u64 offset, long er
 static __attribute__((noreturn)) void usage(const char *why) {
   put("refcow-io: ");
   put(why);
-  put("\nusage: refcow-io write DEVICE BLOCKFILE [sync] < offsets | read DEVICE BLOCKFILE < offsets\n");
+  put("\nusage: refcow-io write DEVICE BLOCKFILE [sync] [depth=N] < offsets | read DEVICE BLOCKFILE [depth=N] < offsets\n");
   exit_now(2);
 }
 
@@ -198,14 +231,78 @@ static void transfer(int fd, int writing, unsigned long length, u64 offset) {
   if ((unsigned long)n != length) fail(writing ? "short write" : "short read", offset, 0);
 }
 
+/* The listed requests, `depth` in flight (see the top of the file); times them into started/took. */
+static void transfer_aio(int fd, int writing, unsigned long length, unsigned long n, unsigned long depth) {
+  unsigned long ctx = 0;
+  long r = syscall3(SYS_io_setup, (long)depth, (long)&ctx, 0);
+  if (r < 0) fail("io_setup", 0, r);
+  unsigned long free_slots[MAX_DEPTH], nfree = depth, next = 0, inflight = 0;
+  for (unsigned long k = 0; k < depth; k++) free_slots[k] = depth - 1 - k;
+  while (next < n || inflight) {
+    while (inflight < depth && next < n) {
+      struct iocb *cb = &cbs[free_slots[--nfree]];
+      struct iocb *list[1] = {cb};
+      cb->data = next;
+      cb->key = 0;
+      cb->rw_flags = 0;
+      cb->opcode = writing ? IOCB_CMD_PWRITE : IOCB_CMD_PREAD;
+      cb->reqprio = 0;
+      cb->fildes = (unsigned int)fd;
+      cb->buf = (u64)(unsigned long)block;
+      cb->nbytes = length;
+      cb->offset = (long long)offsets[next];
+      cb->reserved2 = 0;
+      cb->flags = 0;
+      cb->resfd = 0;
+      started[next] = now_ns();
+      r = syscall3(SYS_io_submit, (long)ctx, 1, (long)list);
+      if (r != 1) fail("io_submit", offsets[next], r < 0 ? r : -5);
+      next++;
+      inflight++;
+    }
+    long got = syscall5(SYS_io_getevents, (long)ctx, 1, (long)depth, (long)events, 0);
+    u64 t = now_ns();
+    if (got < 0) {
+      if (got == -4) continue; /* EINTR */
+      fail("io_getevents", 0, got);
+    }
+    for (long k = 0; k < got; k++) {
+      unsigned long i = (unsigned long)events[k].data;
+      u64 d = t - started[i];
+      took[i] = d > 0xffffffffULL ? 0xffffffffUL : (unsigned long)d;
+      if (events[k].res < 0) fail(writing ? "write" : "read", offsets[i], (long)events[k].res);
+      if ((u64)events[k].res != length) fail(writing ? "short write" : "short read", offsets[i], 0);
+      free_slots[nfree++] = (unsigned long)((struct iocb *)(unsigned long)events[k].obj - cbs);
+      inflight--;
+    }
+  }
+  timed = n;
+  syscall3(SYS_io_destroy, (long)ctx, 0, 0);
+}
+
 __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
   long argc = stack[0];
   char **argv = (char **)(stack + 1);
-  if (argc != 4 && argc != 5) usage("expected 3 or 4 arguments");
+  if (argc < 4 || argc > 6) usage("expected 3 to 5 arguments");
   int writing = same(argv[1], "write");
   if (!writing && !same(argv[1], "read")) usage("the first argument is write or read");
-  int sync = argc == 5;
-  if (sync && (!writing || !same(argv[4], "sync"))) usage("the fourth argument, for write only, is sync");
+  int sync = 0;
+  unsigned long depth = 1;
+  for (long a = 4; a < argc; a++) {
+    const char *w = argv[a];
+    if (same(w, "sync") && writing) {
+      sync = 1;
+    } else if (w[0] == 'd' && w[1] == 'e' && w[2] == 'p' && w[3] == 't' && w[4] == 'h' && w[5] == '=') {
+      depth = 0;
+      for (const char *c = w + 6; *c; c++) {
+        if (*c < '0' || *c > '9' || depth > MAX_DEPTH) usage("depth=N takes a number from 1 to 64");
+        depth = depth * 10 + (unsigned long)(*c - '0');
+      }
+      if (depth < 1 || depth > MAX_DEPTH) usage("depth=N takes a number from 1 to 64");
+    } else {
+      usage("the extra arguments are sync (write only) and depth=N");
+    }
+  }
 
   long bf = syscall3(SYS_open, (long)argv[3], O_RDONLY | O_LARGEFILE, 0);
   if (bf < 0) fail("open of the block file", 0, bf);
@@ -225,6 +322,13 @@ __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
 
   u64 offset = 0;
   int digits = 0;
+  unsigned long listed = 0;
+#define TAKE(off)                                                                                      \
+  do {                                                                                                 \
+    if (depth == 1) transfer((int)fd, writing, length, (off));                                         \
+    else if (listed == MAX_TIMED) usage("at most 65536 offsets with depth=N");                        \
+    else offsets[listed++] = (off);                                                                    \
+  } while (0)
   for (;;) {
     long n = syscall3(SYS_read, 0, (long)input, sizeof input);
     if (n < 0) fail("read of stdin", offset, n);
@@ -234,7 +338,7 @@ __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
         if (++digits > 19) usage("an offset has more than 19 digits");
         offset = offset * 10 + (u64)(c - '0');
       } else if (c == '\n' || c == ' ' || c == '\r' || c == '\t') {
-        if (digits) transfer((int)fd, writing, length, offset);
+        if (digits) TAKE(offset);
         offset = 0;
         digits = 0;
       } else {
@@ -243,7 +347,8 @@ __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
     }
     if (n == 0) break;
   }
-  if (digits) transfer((int)fd, writing, length, offset);
+  if (digits) TAKE(offset);
+  if (depth > 1 && listed > 0) transfer_aio((int)fd, writing, length, listed, depth);
   report(writing ? "write" : "read");
   if (sync) {
     u64 t = now_ns();

@@ -55,6 +55,9 @@ export interface GuestResult {
   cache: ResultRow["cache"];
   workload: string;
   savevm: boolean;
+  /** The guest's disk device ("ide" when absent) and the guest program's queue depth (1 when absent). */
+  disk?: string;
+  iodepth?: number;
   /** Host ms from constructing the emulator to the guest's prompt. */
   bootMs: number;
   warm: boolean;

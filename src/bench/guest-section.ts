@@ -184,7 +184,7 @@ export function guestAnswer(guest: GuestResult[]): string {
       .join(", ");
     const runs = Math.min(...post.map((x) => x.post.length));
     parts.push(
-      `In the guest (${post[0]!.c.workload} workload through its own IDE driver, ${cache}${runs > 1 ? `, median of ${runs} runs` : ""}), the median write after the snapshot took ${desc}; ` +
+      `In the guest (${post[0]!.c.workload} workload through its own ${diskWords(guest.find((g) => g.cache === cache))} driver, ${cache}${runs > 1 ? `, median of ${runs} runs` : ""}), the median write after the snapshot took ${desc}; ` +
         "what the guest sees adds the emulator's scheduling and the host's load to the engine's own time.",
     );
     const vm = guest.filter((g) => g.cache === cache && g.snapshot?.vmStateWriteMs !== undefined && g.snapshot?.diskSnapshotMs !== undefined);
@@ -222,4 +222,10 @@ export function guestSectionMarkdown(guest: GuestResult[], rows: ResultRow[]): s
     ...guestRanking(guest, rows).map((l) => `- ${l}`),
     "",
   ].join("\n");
+}
+
+/** "IDE" or "virtio-blk, queue depth 16": the disk the guest runs went through. */
+function diskWords(g: GuestResult | undefined): string {
+  if (!g || (g.disk ?? "ide") === "ide") return "IDE";
+  return `virtio-blk (queue depth ${g.iodepth ?? 1})`;
 }

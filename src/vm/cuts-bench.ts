@@ -85,7 +85,7 @@ export async function runFloor(passes = 3, onProgress?: (m: string) => void): Pr
     await g.check("yes floor | head -c 4096 > /tmp/blk; awk 'BEGIN{for(i=0;i<256;i++)print i*1048576}' > /tmp/order");
     for (let pass = 1; pass <= passes; pass++) {
       g.adapter.takeRecords();
-      const reports = parseGuestIoReports(await g.check("refcow-io write /dev/sda /tmp/blk </tmp/order"));
+      const reports = parseGuestIoReports(await g.check("refcow-io write $DISK /tmp/blk </tmp/order"));
       const app = reports.find((r) => r.op === "write")!.latenciesNs.map((n) => n / 1000);
       const device = g.adapter.takeRecords().filter((r) => r.op === "write").map((r) => r.latencyMs * 1000);
       const a = summarize(app);

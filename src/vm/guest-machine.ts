@@ -16,9 +16,16 @@
  */
 import { V86, type V86Image, type V86Options } from "v86";
 import type { AsyncDisk } from "./async-disk.js";
-import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
+import { HdaAdapter, type GuestDiskDevice, type HdaAdapterOptions } from "./hda-adapter.js";
 import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
 import { DONE_LINE, SerialConsole } from "./serial-console.js";
+import { VirtioBlk, type VirtioBlkOptions } from "./virtio-blk.js";
+import { attachVirtioBlk } from "./virtio-blk-v86.js";
+import { joinMachineState, splitMachineState } from "./machine-state.js";
+
+/** The guest's disk: v86's IDE (primary master, over HdaAdapter) or refcow's virtio-blk PCI device. */
+export type GuestDiskType = "ide" | "virtio";
+export const GUEST_DISK_TYPES: readonly GuestDiskType[] = ["ide", "virtio"];
 
 /**
  * Names the emulator settings GuestMachine fixes (VGA RAM, ACPI, devices, the honest-flush IDENTIFY bits).
@@ -26,6 +33,11 @@ import { DONE_LINE, SerialConsole } from "./serial-console.js";
  * settings change, so that cached warm-start states (warm-state.ts) are not reused across the change.
  */
 export const MACHINE_SETTINGS_ID = "v86 headless: vga 2 MiB, acpi off, no keyboard/mouse/speaker, hda = HdaAdapter [byteLength]";
+
+/** MACHINE_SETTINGS_ID for a disk type (the IDE one is unchanged, so that existing warm states stay valid). */
+export function machineSettingsId(disk: GuestDiskType = "ide"): string {
+  return disk === "ide" ? MACHINE_SETTINGS_ID : "v86 headless: vga 2 MiB, acpi off, no keyboard/mouse/speaker, no hda, virtio-blk legacy PCI (VirtioBlk v1 state)";
+}
 
 /** The guest's boot files: buffers the caller read, or URLs v86 fetches. */
 export interface GuestBootFiles {
@@ -37,7 +49,11 @@ export interface GuestBootFiles {
 
 export interface GuestMachineOptions {
   disk: AsyncDisk;
+  /** The guest's disk device (default "ide"). */
+  diskType?: GuestDiskType;
   adapter?: HdaAdapterOptions;
+  /** Options of the virtio-blk device (diskType "virtio"). */
+  virtio?: VirtioBlkOptions;
   /** v86's wasm: a file path in Node, a URL in the page. */
   wasmPath: string;
   files: GuestBootFiles;
@@ -77,7 +93,13 @@ export interface RunOptions {
 }
 
 export class GuestMachine {
-  readonly adapter: HdaAdapter;
+  /** The disk device (the IDE's hda adapter, or the virtio-blk device): records, phases, idle. */
+  readonly adapter: GuestDiskDevice;
+  readonly diskType: GuestDiskType;
+  /** The IDE disk's adapter (diskType "ide"). */
+  readonly hda: HdaAdapter | undefined;
+  /** The virtio-blk device (diskType "virtio"). */
+  readonly virtio: VirtioBlk | undefined;
   readonly console = new SerialConsole();
   readonly emulator: V86;
   /** Resolves when v86 has loaded (and restored `initialState`); the CPU runs from then on. */
@@ -90,7 +112,14 @@ export class GuestMachine {
 
   constructor(opts: GuestMachineOptions) {
     this.commandTimeoutMs = opts.commandTimeoutMs;
-    this.adapter = new HdaAdapter(opts.disk, opts.adapter);
+    this.diskType = opts.diskType ?? "ide";
+    if (this.diskType === "virtio") {
+      this.virtio = new VirtioBlk(opts.disk, opts.virtio);
+      this.adapter = this.virtio;
+    } else {
+      this.hda = new HdaAdapter(opts.disk, opts.adapter);
+      this.adapter = this.hda;
+    }
     this.adapter.phase = opts.phase;
     this.adapter.onError = (err) => this.console.close(new Error(`guest disk error: ${err.message}`));
     if (opts.onConsoleLine) this.console.onLine = opts.onConsoleLine;
@@ -103,14 +132,20 @@ export class GuestMachine {
       bzimage: opts.files.bzImage,
       initrd: opts.files.initrd,
       cmdline: opts.cmdline,
-      hda: this.adapter as unknown as V86Image,
       autostart: true,
       disable_keyboard: true,
       disable_mouse: true,
       disable_speaker: true,
       acpi: false,
     };
-    if (opts.initialState) settings.initial_state = { buffer: opts.initialState };
+    if (this.hda) settings.hda = this.hda as unknown as V86Image;
+    let deviceState: unknown;
+    if (opts.initialState) {
+      const st = splitMachineState(opts.initialState);
+      settings.initial_state = { buffer: st.v86 };
+      deviceState = st.device;
+      if ((deviceState !== undefined) !== (this.diskType === "virtio")) throw new Error(`saved state is not one of a guest with a ${this.diskType} disk`);
+    }
     const emulator = new V86(settings);
     this.emulator = emulator;
     emulator.add_listener("serial0-output-byte", (b: number) => {
@@ -119,16 +154,21 @@ export class GuestMachine {
     });
     emulator.add_listener("emulator-ready", () => {
       // Before the CPU runs its first instruction (and before a state restore).
-      if (opts.honestFlush) this.flushHandle = installHonestFlush(emulator, this.adapter);
-      this.attachDrive();
+      if (this.hda) {
+        if (opts.honestFlush) this.flushHandle = installHonestFlush(emulator, this.hda);
+        this.attachDrive();
+      } else {
+        attachVirtioBlk(emulator, this.virtio!);
+        if (deviceState !== undefined) this.virtio!.setState(deviceState as Parameters<VirtioBlk["setState"]>[0]);
+      }
       if (opts.pollFromRunLoop ?? true) this.hookRunLoop();
     });
     this.loaded = new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
   }
 
-  /** FLUSH CACHE commands the guest sent (0 when honest flushes are off). */
+  /** FLUSH CACHE commands (IDE; 0 when honest flushes are off) or virtio-blk FLUSH requests the guest sent. */
   get guestFlushes(): number {
-    return this.flushHandle?.guestFlushes ?? 0;
+    return this.virtio ? this.virtio.guestFlushes : (this.flushHandle?.guestFlushes ?? 0);
   }
 
   /** True while a command is running. */
@@ -146,7 +186,8 @@ export class GuestMachine {
    * drive object, but an old-format state makes it build a new IDE controller.
    */
   reattachFlush(): void {
-    if (this.flushHandle) installHonestFlush(this.emulator, this.adapter);
+    if (!this.hda) return;
+    if (this.flushHandle) installHonestFlush(this.emulator, this.hda);
     this.attachDrive();
   }
 
@@ -173,8 +214,9 @@ export class GuestMachine {
 
   /** Lets the adapter tell PIO writes (data in the drive's reusable buffer) from DMA ones. */
   private attachDrive(): void {
-    const drive = hdaDrive(this.emulator, this.adapter);
-    this.adapter.reusedBuffer = (data) => data.buffer === drive.data.buffer;
+    const hda = this.hda!;
+    const drive = hdaDrive(this.emulator, hda);
+    hda.reusedBuffer = (data) => data.buffer === drive.data.buffer;
   }
 
   /** Sends raw text to the guest's serial console. */
@@ -248,10 +290,15 @@ export class GuestMachine {
     await this.emulator.run();
   }
 
-  /** v86's machine state (CPU, RAM, devices; no disk data). Only with no disk request pending: see `stop()`. */
+  /**
+   * v86's machine state (CPU, RAM, devices; no disk data), with the virtio-blk device's registers when the
+   * disk is virtio (machine-state.ts). Only with no disk request pending: see `stop()`.
+   */
   async saveState(): Promise<ArrayBuffer> {
     if (!this.adapter.idle) throw new Error("save_state with disk requests in flight: stop the guest first");
-    return this.emulator.save_state();
+    const device = this.virtio?.getState();
+    const v86 = await this.emulator.save_state();
+    return device ? joinMachineState(v86, device) : v86;
   }
 
   /**
@@ -259,8 +306,11 @@ export class GuestMachine {
    * before it, and registers the honest flush again. The caller resumes.
    */
   async restoreState(state: ArrayBuffer): Promise<void> {
-    await this.emulator.restore_state(state);
+    const st = splitMachineState(state);
+    if ((st.device !== undefined) !== (this.diskType === "virtio")) throw new Error(`saved state is not one of a guest with a ${this.diskType} disk`);
+    await this.emulator.restore_state(st.v86);
     this.adapter.invalidateCallbacks();
+    if (this.virtio) this.virtio.setState(st.device as Parameters<VirtioBlk["setState"]>[0]);
     this.reattachFlush();
   }
 

@@ -22,8 +22,9 @@ import { readFileSync } from "node:fs";
 import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "./async-disk.js";
 import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
-import { GuestMachine, type RunOptions, type RunResult } from "./guest-machine.js";
-import type { HdaAdapter, HdaAdapterOptions } from "./hda-adapter.js";
+import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "./guest-machine.js";
+import type { GuestDiskDevice, HdaAdapterOptions } from "./hda-adapter.js";
+import type { VirtioBlkOptions } from "./virtio-blk.js";
 import { DONE_LINE, READY_LINE, type SerialConsole } from "./serial-console.js";
 
 export { MACHINE_SETTINGS_ID, type RunResult } from "./guest-machine.js";
@@ -64,11 +65,14 @@ export interface GuestRunnerOptions {
   /** Every complete console line, as it arrives. */
   onConsoleLine?: (line: string) => void;
   adapter?: HdaAdapterOptions;
+  /** The guest's disk device: v86's IDE (default) or refcow's virtio-blk (guest-machine.ts). */
+  diskType?: GuestDiskType;
+  virtio?: VirtioBlkOptions;
 }
 
 
 export class GuestRunner {
-  readonly adapter: HdaAdapter;
+  readonly adapter: GuestDiskDevice;
   readonly console: SerialConsole;
   /** Host ms from constructing the emulator to the command prompt (cold boot or warm start). */
   readyMs = 0;
@@ -105,6 +109,8 @@ export class GuestRunner {
     this.machine = new GuestMachine({
       disk: options.disk,
       adapter: options.adapter,
+      diskType: options.diskType,
+      virtio: options.virtio,
       wasmPath: v86WasmPath(),
       files,
       memoryMiB: options.memoryMiB ?? DEFAULT_MEMORY_MIB,

@@ -39,6 +39,7 @@ import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import type { GuestImagePaths } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
+import type { GuestDiskType } from "./guest-machine.js";
 import { ALL_CUTS, SPIN_CAP_CLIENT_US, SPIN_CAP_SERVER_US, type LatencyCuts } from "./latency-cuts.js";
 import { ServedAsyncDisk } from "./served-async-disk.js";
 import { PHASE_LINE } from "./serial-console.js";
@@ -68,6 +69,8 @@ export interface GuestSessionOptions {
   served?: Omit<ServedImageOptions, "scheme" | "cache" | "readOnly" | "format">;
   /** Which cuts of the guest-to-engine delay are on (default all; latency-cuts.ts). */
   cuts?: LatencyCuts;
+  /** The guest's disk: v86's IDE (default) or refcow's virtio-blk device. */
+  diskType?: GuestDiskType;
   /** Progress lines (booting, snapshots). */
   onProgress?: (message: string) => void;
 }
@@ -155,6 +158,7 @@ export class GuestSession {
   /** Virtual disk size in bytes. */
   readonly size: number;
   readonly clusterSize: number;
+  readonly diskType: GuestDiskType;
   /** The image was created by this session. */
   readonly created: boolean;
   /** True when the guest resumed a saved state, false after a cold boot. */
@@ -188,20 +192,24 @@ export class GuestSession {
     }
     const { clusterSize, size } = probeQcow2(o.image);
     if (!created && o.size !== undefined && o.size !== size) progress(`[run] ${o.image} exists (${size} bytes): the size asked (${o.size}) does not apply`);
-    if (size % 512 !== 0) throw new Error(`'${o.image}' has a virtual size of ${size} bytes, not a multiple of 512: the IDE disk cannot use it`);
+    if (size % 512 !== 0) throw new Error(`'${o.image}' has a virtual size of ${size} bytes, not a multiple of 512: the guest disk cannot use it`);
     const scheme = o.scheme ?? "eager";
     const cache = o.cache ?? "writeback";
     const warmStart = o.warmStart ?? true;
     // Prepare the warm state before the image is opened: its cold boot does not need the image.
     const warmState = warmStart
-      ? await obtainWarmState({ diskSize: size, image: o.guestImage, memoryMiB: o.memoryMiB, cmdline: o.cmdline, onProgress: progress })
+      ? await obtainWarmState({ diskSize: size, image: o.guestImage, memoryMiB: o.memoryMiB, cmdline: o.cmdline, diskType: o.diskType, onProgress: progress })
       : undefined;
     const pool = new ImagePool();
     let client: DiskClient | undefined;
     let guest: GuestRunner | undefined;
     try {
       const cuts = o.cuts ?? ALL_CUTS;
-      const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : {};
+      // With a virtio disk many requests are in flight and their completions are reaped from inside v86's run
+      // loop (cuts.wake): the client spins only for a lone request, and leaves the emulator's thread to the
+      // guest when several are queued.
+      const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
+      const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US, ...lone }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : { client: lone };
       client = await pool.open(o.image, { ...spin, ...o.served, scheme, cache, format: "qcow2" });
       const disk = new ServedAsyncDisk(client);
       let onLine: (line: string) => void = () => undefined;
@@ -213,6 +221,8 @@ export class GuestSession {
         initialState: warmState?.state,
         pollFromRunLoop: cuts.wake,
         adapter: { pollCompletions: cuts.wake, dmaWithoutCopy: cuts.nocopy },
+        diskType: o.diskType,
+        virtio: { pollCompletions: cuts.wake },
         onProgress: progress,
         onConsoleLine: (line) => onLine(line),
       });
@@ -220,7 +230,7 @@ export class GuestSession {
       onLine = (line) => session.consoleLine(line);
       if (session.warm) {
         // The saved guest read the (empty) disk it was booted on; this one may hold data.
-        await guest.check("blockdev --flushbufs /dev/sda && echo 3 > /proc/sys/vm/drop_caches");
+        await guest.check("blockdev --flushbufs $DISK && echo 3 > /proc/sys/vm/drop_caches");
       }
       return session;
     } catch (e) {
@@ -246,6 +256,7 @@ export class GuestSession {
     this.created = info.created;
     this.size = info.size;
     this.clusterSize = info.clusterSize;
+    this.diskType = o.diskType ?? "ide";
     this.scheme = info.scheme;
     this.cache = info.cache;
     this.warm = guest.warm;

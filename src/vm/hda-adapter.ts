@@ -60,6 +60,8 @@ export interface DiskRequestRecord {
   ringMs?: number;
   /** A write whose data v86 passed in its reusable PIO buffer (absent: DMA, or not known). */
   pio?: true;
+  /** Requests outstanding at the device when this one was submitted, itself included. */
+  depth?: number;
 }
 
 export interface PhaseSummary {
@@ -72,6 +74,28 @@ export interface PhaseSummary {
   readMs: number;
   writeMs: number;
   flushMs: number;
+  /** Most requests the device had outstanding at once (queued or running), in this phase. */
+  maxInFlight: number;
+}
+
+/**
+ * What the runner needs of the guest's disk device, whichever it is: the IDE disk's HdaAdapter or the
+ * virtio-blk device (virtio-blk.ts). Both keep the same records and per-phase summaries.
+ */
+export interface GuestDiskDevice {
+  readonly byteLength: number;
+  phase: string;
+  records: DiskRequestRecord[];
+  readonly phases: Map<string, PhaseSummary>;
+  failure: Error | undefined;
+  onError?: (err: Error, op: DiskOp, offset: number, length: number) => void;
+  summary(phase: string): PhaseSummary;
+  takeRecords(): DiskRequestRecord[];
+  readonly pending: number;
+  readonly idle: boolean;
+  whenIdle(): Promise<void>;
+  pollFromEmulator(halted: boolean): void;
+  invalidateCallbacks(): void;
 }
 
 export interface HdaAdapterOptions {
@@ -99,11 +123,12 @@ interface Request {
   submitted: number;
   generation: number;
   signal?: AbortSignal;
+  depth: number;
 }
 
 const SECTOR = 512;
 
-export class HdaAdapter {
+export class HdaAdapter implements GuestDiskDevice {
   readonly byteLength: number;
   /** Set by v86 before load(). */
   onload?: (e: object) => void;
@@ -258,7 +283,7 @@ export class HdaAdapter {
   summary(phase: string): PhaseSummary {
     let s = this.phases.get(phase);
     if (!s) {
-      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0 };
+      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0, maxInFlight: 0 };
       this.phases.set(phase, s);
     }
     return s;
@@ -266,7 +291,7 @@ export class HdaAdapter {
 
   // ---- queue ------------------------------------------------------------------------------------------
 
-  private submit(r: Omit<Request, "phase" | "submitted" | "generation">): void {
+  private submit(r: Omit<Request, "phase" | "submitted" | "generation" | "depth">): void {
     const req = r as Request;
     req.phase = this.phase;
     req.submitted = performance.now();
@@ -277,6 +302,9 @@ export class HdaAdapter {
       return;
     }
     this.queue.push(req);
+    req.depth = this.pending;
+    const s = this.summary(req.phase);
+    if (req.depth > s.maxInFlight) s.maxInFlight = req.depth;
     this.pump();
   }
 
@@ -375,6 +403,7 @@ export class HdaAdapter {
         ...(serviceMs !== undefined ? { serviceMs } : {}),
         ...(ringMs !== undefined ? { ringMs } : {}),
         ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
+        depth: req.depth,
       });
     }
   }

@@ -39,6 +39,13 @@ export interface PhaseStats extends Partial<Decomposition> {
   op?: "write" | "read";
   /** The same decomposition for the phase's flushes (the guest's fdatasync). */
   flush?: Decomposition;
+  /** The most requests the disk device had outstanding at once during the phase (set by the workload runner). */
+  max_in_flight?: number;
+  /**
+   * The guest program's requests per second in the phase (refcow-io's REFCOW-IO report): its requests over
+   * the time from the first one's submission to the last one's completion, on the guest's clock.
+   */
+  guest_iops?: number;
 }
 
 /** Nearest-rank percentile of an array (0 for an empty one): src/stats/latency.ts's. */

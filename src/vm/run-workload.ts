@@ -45,6 +45,8 @@ import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
 import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
+import type { HdaAdapter } from "./hda-adapter.js";
+import type { GuestDiskType } from "./guest-machine.js";
 
 export interface GuestWorkloadOptions {
   /** qcow2 image; created when missing. */
@@ -59,6 +61,10 @@ export interface GuestWorkloadOptions {
   clusters?: number;
   /** Seed of the guest's random orders (default 1). */
   seed?: number;
+  /** The guest's disk: v86's IDE (default) or refcow's virtio-blk device. */
+  disk?: GuestDiskType;
+  /** Requests the guest program keeps in flight (rand4k, overwrite; default 1). */
+  iodepth?: number;
   /** Snapshot before this phase; "middle" (default) = the workload's middle; "none" = no snapshot. */
   snapshotAt?: string;
   /**
@@ -96,6 +102,10 @@ export interface GuestWorkloadResult {
   clusterSize: number;
   /** The image was created by this run. */
   created: boolean;
+  /** The guest's disk device. */
+  disk: GuestDiskType;
+  /** Requests the guest program kept in flight (rand4k, overwrite). */
+  iodepth: number;
   /** ms to the command prompt (the warm start, or the cold boot with `warmStart: false`). */
   bootMs: number;
   warm: boolean;
@@ -142,7 +152,8 @@ export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWo
   const progress = o.onProgress ?? (() => undefined);
   // Checked before anything is booted or created.
   const newSize = existsSync(o.image) ? undefined : (o.size ?? DEFAULT_DISK_SIZE);
-  const probe = buildWorkload(o.workload ?? "smoke", { diskSize: newSize ?? 1 << 30, clusterSize: DEFAULT_CLUSTER_SIZE, clusters: o.clusters, seed: o.seed });
+  const probe = buildWorkload(o.workload ?? "smoke", { diskSize: newSize ?? 1 << 30, clusterSize: DEFAULT_CLUSTER_SIZE, clusters: o.clusters, seed: o.seed, iodepth: o.iodepth });
+  if (o.iodepth !== undefined && (!Number.isInteger(o.iodepth) || o.iodepth < 1 || o.iodepth > 64)) throw new RangeError(`--iodepth must be 1 to 64, got ${o.iodepth}`);
   if (resolveSnapshotPhase(probe, o.snapshotAt) === undefined && o.savevm) {
     throw new RangeError("savevm stores the VM state in a snapshot: it cannot go with --snapshot-at none");
   }
@@ -156,6 +167,7 @@ export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWo
     memoryMiB: o.memoryMiB,
     cmdline: o.cmdline,
     cuts: o.cuts,
+    diskType: o.disk,
     onProgress: (m) => progress(m),
   });
   const abort = () => void session.close().catch(() => undefined);
@@ -184,7 +196,7 @@ async function pickSnapshotName(s: GuestSession, wanted: string | undefined): Pr
 }
 
 async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: string, transient?: boolean) => void): Promise<GuestWorkloadResult> {
-  const w = buildWorkload(o.workload ?? "smoke", { diskSize: s.size, clusterSize: s.clusterSize, clusters: o.clusters, seed: o.seed });
+  const w = buildWorkload(o.workload ?? "smoke", { diskSize: s.size, clusterSize: s.clusterSize, clusters: o.clusters, seed: o.seed, iodepth: o.iodepth });
   const snapshotPhase = resolveSnapshotPhase(w, o.snapshotAt);
   const wantStats = o.engineStats ?? true;
   const adapter = s.guest.adapter;
@@ -218,9 +230,10 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
   };
 
   const ioTool = (await s.guest.run("[ -x /bin/refcow-io ]")).exitCode === 0 ? "refcow-io" : "dd";
-  const mode = (await s.guest.run("cat /sys/class/ata_device/dev1.0/xfer_mode")).output.trim() || "unknown";
-  const dmaBefore = adapter.dmaWrites;
-  const pioBefore = adapter.pioWrites;
+  const mode = s.diskType === "virtio" ? "virtio-blk" : (await s.guest.run("cat /sys/class/ata_device/dev1.0/xfer_mode")).output.trim() || "unknown";
+  const hda = adapter as Partial<HdaAdapter>;
+  const dmaBefore = hda.dmaWrites ?? 0;
+  const pioBefore = hda.pioWrites ?? 0;
   const reports: Record<string, GuestIoReport[]> = {};
   const flushesBefore = s.guest.guestFlushes;
   const t0 = performance.now();
@@ -268,6 +281,15 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     if (d) Object.assign(p, { op }, d);
     const f = decompose(mine, reports[name] ?? [], "flush");
     if (f) p.flush = f;
+    p.max_in_flight = adapter.summary(name).maxInFlight;
+    // The guest program's own rate: its requests over the span from the first submission to the last
+    // completion, on the guest's clock (the closing fdatasync excluded).
+    const gr = (reports[name] ?? []).find((r) => r.op === op);
+    if (gr && gr.startsNs.length > 0) {
+      let end = 0;
+      for (let i = 0; i < gr.startsNs.length; i++) end = Math.max(end, gr.startsNs[i]! + gr.latenciesNs[i]!);
+      if (end > 0) p.guest_iops = gr.startsNs.length / (end / 1e9);
+    }
   }
 
   let trace: GuestWorkloadResult["trace"];
@@ -299,13 +321,15 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     size: s.size,
     clusterSize: s.clusterSize,
     created: s.created,
+    disk: s.diskType,
+    iodepth: o.iodepth ?? 1,
     bootMs: s.bootMs,
     warm: s.warm,
     phaseOrder,
     phases,
     ioTool,
     guestFlushes: s.guest.guestFlushes - flushesBefore,
-    transfer: { mode, dmaWrites: adapter.dmaWrites - dmaBefore, pioWrites: adapter.pioWrites - pioBefore },
+    transfer: { mode, dmaWrites: (hda.dmaWrites ?? 0) - dmaBefore, pioWrites: (hda.pioWrites ?? 0) - pioBefore },
     cuts: formatCuts(o.cuts ?? ALL_CUTS),
     workloadMs,
     loadAverage: loadavg(),

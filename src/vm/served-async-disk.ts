@@ -45,6 +45,18 @@ export class ServedAsyncDisk implements PollableDisk {
     this.note(r.timing);
   }
 
+  /** The engine's discard (virtio-blk DISCARD). */
+  async discard(offset: number, length: number): Promise<void> {
+    const r = await this.client.timed.discard(offset, length);
+    this.note(r.timing);
+  }
+
+  /** The engine's write-zeroes (virtio-blk WRITE_ZEROES; `unmap` lets it deallocate). */
+  async writeZeroes(offset: number, length: number, opts: { unmap?: boolean } = {}): Promise<void> {
+    const r = await this.client.timed.writeZeroes(offset, length, opts);
+    this.note(r.timing);
+  }
+
   readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void): void {
     this.client.callbacks.read(offset, length, (err, value, timing) => {
       if (timing) this.note(timing);

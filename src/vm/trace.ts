@@ -24,9 +24,12 @@
  *       latency  µs from submission to completion as the guest saw it (number >= 0; optional). For "s":
  *                how long the guest was paused for the snapshot.
  *       service  µs the engine itself spent on the request (optional)
+ *       depth    requests outstanding at the disk device when this one was submitted, itself included
+ *                (integer >= 1; optional): 1 for an IDE disk served one command at a time, up to the
+ *                guest's queue depth for virtio-blk
  *       name     snapshot name ("s" only; optional)
- *     Other keys are ignored. Requests were served one at a time in this order (an IDE disk has one
- *     command in flight), so a replay issues them in order; write data is not recorded (replay any bytes).
+ *     Other keys are ignored. Requests are listed in submission order; an IDE disk serves them one at a
+ *     time, a virtio-blk disk many at once (see depth), so a replay issues them in order; write data is not recorded (replay any bytes).
  *
  * `readTrace` / `parseTrace` check all of this and fail with `TraceFormatError` naming the file and line.
  */
@@ -66,6 +69,8 @@ export interface TraceEvent {
   latency?: number;
   /** µs the engine spent on the request. */
   service?: number;
+  /** Requests outstanding at the disk device when this one was submitted, itself included. */
+  depth?: number;
   /** Snapshot name (op "s"). */
   name?: string;
 }
@@ -117,6 +122,7 @@ export function traceFromRecords(
       latency: round3(r.latencyMs * 1000),
     };
     if (r.serviceMs !== undefined) e.service = round3(r.serviceMs * 1000);
+    if (r.depth !== undefined) e.depth = r.depth;
     return e;
   });
   for (const s of snapshots) {
@@ -133,6 +139,7 @@ export function formatTrace(trace: Trace): string {
     const o: Record<string, unknown> = { t: e.t, op: e.op, offset: e.offset, length: e.length, phase: e.phase };
     if (e.latency !== undefined) o.latency = e.latency;
     if (e.service !== undefined) o.service = e.service;
+    if (e.depth !== undefined) o.depth = e.depth;
     if (e.name !== undefined) o.name = e.name;
     lines.push(JSON.stringify(o));
   }
@@ -227,6 +234,10 @@ export function parseTrace(text: string, source = "trace"): Trace {
       if (v === undefined) continue;
       if (!isNum(v) || v < 0) fail(n, `"${k}" must be a number of µs >= 0, got ${JSON.stringify(v)}`);
       e[k] = v as number;
+    }
+    if (o.depth !== undefined) {
+      if (!Number.isInteger(o.depth) || (o.depth as number) < 1) fail(n, `"depth" must be an integer >= 1, got ${JSON.stringify(o.depth)}`);
+      e.depth = o.depth as number;
     }
     if (o.name !== undefined) {
       if (typeof o.name !== "string") fail(n, `"name" must be a string, got ${JSON.stringify(o.name)}`);

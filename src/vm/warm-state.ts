@@ -21,7 +21,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync,
 import { createRequire } from "node:module";
 import path from "node:path";
 import { guestImagePaths, type GuestImagePaths } from "./guest-image.js";
-import { DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, GuestRunner, MACHINE_SETTINGS_ID } from "./guest-runner.js";
+import { DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, GuestRunner } from "./guest-runner.js";
+import { machineSettingsId, type GuestDiskType } from "./guest-machine.js";
 import { ZeroAsyncDisk } from "./zero-async-disk.js";
 
 /** What a warm-start state depends on. */
@@ -42,6 +43,8 @@ export interface WarmStateOptions {
   memoryMiB?: number;
   cmdline?: string;
   honestFlush?: boolean;
+  /** The guest's disk device (default "ide"). */
+  diskType?: GuestDiskType;
   onProgress?: (message: string) => void;
 }
 
@@ -62,7 +65,7 @@ export function warmStateInputs(o: WarmStateOptions): WarmStateInputs {
     cmdline: o.cmdline ?? DEFAULT_CMDLINE,
     honestFlush: o.honestFlush ?? true,
     v86Version: v86Version(),
-    machine: MACHINE_SETTINGS_ID,
+    machine: machineSettingsId(o.diskType),
     guestManifest: createHash("sha256").update(readFileSync(image.manifest)).digest("hex"),
   };
 }
@@ -142,6 +145,7 @@ export async function prepareWarmState(o: WarmStateOptions): Promise<{ state: Ar
     memoryMiB: o.memoryMiB,
     cmdline: o.cmdline,
     honestFlush: o.honestFlush,
+    diskType: o.diskType,
     onProgress: o.onProgress,
   });
   try {

@@ -56,6 +56,12 @@ export interface WorkloadParams {
   clusters?: number;
   /** Seed of the guest's random orders (busybox awk srand; default 1). */
   seed?: number;
+  /**
+   * Requests refcow-io keeps in flight (rand4k, overwrite; default 1: one at a time, pwrite64). Above 1 it
+   * submits them with Linux AIO (io_submit on O_DIRECT), which only a disk with a queue (virtio-blk) serves
+   * concurrently; IDE takes one command at a time.
+   */
+  iodepth?: number;
 }
 
 export interface WorkloadPhase {
@@ -106,17 +112,17 @@ function announce(phase: string): string {
   return `echo REFCOW-PHASE ${phase}; read -r _ </dev/ttyS0`;
 }
 
-const FSYNC = "dd if=/dev/null of=/dev/sda count=0 conv=notrunc,fsync 2>/dev/null || exit 1";
+const FSYNC = "dd if=/dev/null of=$DISK count=0 conv=notrunc,fsync 2>/dev/null || exit 1";
 
 /**
- * A guest line writing /tmp/blk (4 KiB) at each byte offset listed in /tmp/order, with O_DIRECT, one request
- * at a time, then one fdatasync: back to back with refcow-io (guest-images/refcow-io.c), which times every
+ * A guest line writing /tmp/blk (4 KiB) at each byte offset listed in /tmp/order, with O_DIRECT, `iodepth`
+ * requests at a time (Linux AIO; one at a time with pwrite64 when 1), then one fdatasync: back to back with refcow-io (guest-images/refcow-io.c), which times every
  * request with the guest's clock and prints its REFCOW-IO report, when the guest image has it; else with one
  * busybox dd process per request (about 25 ms apart under v86) and a dd fsync.
  */
-const WRITE_LISTED_OFFSETS_AND_SYNC =
-  "if [ -x /bin/refcow-io ]; then refcow-io write /dev/sda /tmp/blk sync </tmp/order || exit 1; " +
-  `else for o in $(cat /tmp/order); do dd if=/tmp/blk of=/dev/sda bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}; fi`;
+const writeListedOffsetsAndSync = (iodepth = 1): string =>
+  `if [ -x /bin/refcow-io ]; then refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth}` : ""} </tmp/order || exit 1; ` +
+  `else for o in $(cat /tmp/order); do dd if=/tmp/blk of=$DISK bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}; fi`;
 
 /** awk printing `n` values `scale * k`, k a random permutation of 0..n-1 (Fisher-Yates, seeded). */
 function shuffledOffsets(n: number, scale: number, seed: number): string {
@@ -185,7 +191,7 @@ function smoke(p: WorkloadParams): Workload {
   const patA = `yes ${a} | head -c ${L.length} > /tmp/a`;
   const patB = `yes ${b} | head -c ${L.overwriteLength} > /tmp/b`;
   const readCmp = (offs: number[], file: string) =>
-    `for o in ${offs.join(" ")}; do dd if=/dev/sda bs=${L.length} count=1 skip=$o iflag=skip_bytes,direct 2>/dev/null | cmp -s - ${file} || { echo "REFCOW-MISMATCH at byte $o"; exit 1; }; done`;
+    `for o in ${offs.join(" ")}; do dd if=$DISK bs=${L.length} count=1 skip=$o iflag=skip_bytes,direct 2>/dev/null | cmp -s - ${file} || { echo "REFCOW-MISMATCH at byte $o"; exit 1; }; done`;
   return {
     name: "smoke",
     description: "8 KiB patterns at 8 places (O_DIRECT, fsync), half of them partly overwritten, all read back and compared in the guest",
@@ -196,14 +202,14 @@ function smoke(p: WorkloadParams): Workload {
         "write",
         "8 KiB of pattern a at 8 places, each straddling a cluster boundary; fsync",
         patA,
-        `for o in ${L.offsets.join(" ")}; do dd if=/tmp/a of=/dev/sda bs=${L.length} count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}`,
+        `for o in ${L.offsets.join(" ")}; do dd if=/tmp/a of=$DISK bs=${L.length} count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}`,
         9,
       ),
       phase(
         "overwrite",
         "4 KiB of pattern b over the middle of every other one; fsync",
         patB,
-        `for o in ${odd.map((o) => o + L.overwriteDelta).join(" ")}; do dd if=/tmp/b of=/dev/sda bs=${L.overwriteLength} count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}`,
+        `for o in ${odd.map((o) => o + L.overwriteDelta).join(" ")}; do dd if=/tmp/b of=$DISK bs=${L.overwriteLength} count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}`,
         5,
       ),
       phase(
@@ -248,7 +254,7 @@ function rand4k(p: WorkloadParams): Workload {
         ph,
         `${n} random-order 4 KiB writes at cluster starts; ${what[ph]}; fsync`,
         `yes refcow-rand4k-${ph} | head -c ${BLOCK} > /tmp/blk; ${shuffledOffsets(n, stride, seed + k)}`,
-        WRITE_LISTED_OFFSETS_AND_SYNC,
+        writeListedOffsetsAndSync(p.iodepth),
         n + 1,
       ),
     ),
@@ -267,7 +273,7 @@ function region(p: WorkloadParams): { bytes: number; blocks: number; bs: number;
 }
 
 function sequentialWrite(word: string, r: ReturnType<typeof region>): string {
-  return `yes ${word} | dd of=/dev/sda bs=${r.bs} count=${r.count} iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null || exit 1`;
+  return `yes ${word} | dd of=$DISK bs=${r.bs} count=${r.count} iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null || exit 1`;
 }
 
 function seq(p: WorkloadParams): Workload {
@@ -291,7 +297,7 @@ function overwrite(p: WorkloadParams): Workload {
       ph,
       `${m} random 4 KiB writes inside the region (repeats included); fsync`,
       `yes refcow-overwrite-${ph} | head -c ${BLOCK} > /tmp/blk; ${randomOffsets(m, r.blocks, seed + k)}`,
-      WRITE_LISTED_OFFSETS_AND_SYNC,
+      writeListedOffsetsAndSync(p.iodepth),
       m + 1,
     );
   return {
@@ -329,7 +335,7 @@ function fs(p: WorkloadParams): Workload {
     description: `ext2 made by busybox mke2fs, mounted with the ext4 driver; ${n} files of 64 KiB written, then rewritten in place`,
     middle: "post-snapshot",
     phases: [
-      phase("mkfs", "mke2fs -b 4096 on /dev/sda (ext2), mounted on /mnt with the ext4 driver; sync", LOAD_EXT4, "mke2fs -F -b 4096 /dev/sda >/dev/null && mkdir -p /mnt && mount -t ext4 /dev/sda /mnt && sync", 2000),
+      phase("mkfs", "mke2fs -b 4096 on the test disk (ext2), mounted on /mnt with the ext4 driver; sync", LOAD_EXT4, "mke2fs -F -b 4096 $DISK >/dev/null && mkdir -p /mnt && mount -t ext4 $DISK /mnt && sync", 2000),
       phase("fill", `${n} files of 64 KiB written; sync`, `yes refcow-fs-fill | head -c ${fileSize} > /tmp/f64`, `${eachFile("cp /tmp/f64 /mnt/f$i")}; sync`, n * 20),
       rewrite("in-place"),
       rewrite("post-snapshot"),

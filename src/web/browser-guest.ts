@@ -18,8 +18,8 @@
  * marker command, and waits for the marker's echo before the next command goes out.
  */
 import type { AsyncDisk } from "../vm/async-disk.js";
-import { GuestMachine, type RunOptions, type RunResult } from "../vm/guest-machine.js";
-import type { HdaAdapter } from "../vm/hda-adapter.js";
+import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "../vm/guest-machine.js";
+import type { GuestDiskDevice } from "../vm/hda-adapter.js";
 import { DONE_LINE, PHASE_LINE, READY_LINE, type SerialConsole } from "../vm/serial-console.js";
 
 export interface GuestFiles {
@@ -33,6 +33,8 @@ export interface GuestFiles {
 
 export interface BrowserGuestOptions {
   disk: AsyncDisk;
+  /** The guest's disk device (default "ide"). */
+  diskType?: GuestDiskType;
   files: GuestFiles;
   cmdline: string;
   memoryMiB: number;
@@ -51,7 +53,7 @@ export class GuestRestoredError extends Error {
 }
 
 export class BrowserGuest {
-  readonly adapter: HdaAdapter;
+  readonly adapter: GuestDiskDevice;
   readonly console: SerialConsole;
   /** ms from building the emulator to the command prompt. */
   readyMs = 0;
@@ -70,6 +72,7 @@ export class BrowserGuest {
   private constructor(opts: BrowserGuestOptions) {
     this.machine = new GuestMachine({
       disk: opts.disk,
+      diskType: opts.diskType,
       wasmPath: opts.files.wasm,
       files: { bios: { url: opts.files.bios }, vgaBios: { url: opts.files.vgaBios }, bzImage: { url: opts.files.bzImage }, initrd: { url: opts.files.initrd } },
       memoryMiB: opts.memoryMiB,

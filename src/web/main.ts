@@ -50,6 +50,7 @@ const ui = {
   checkResult: $("check-result"),
   schemeSelect: $<HTMLSelectElement>("scheme-select"),
   cacheSelect: $<HTMLSelectElement>("cache-select"),
+  diskSelect: $<HTMLSelectElement>("disk-select"),
   reopenBtn: $<HTMLButtonElement>("reopen-btn"),
   engineInfo: $("engine-info"),
   snapName: $<HTMLInputElement>("snap-name"),
@@ -195,7 +196,7 @@ async function boot(file: string): Promise<void> {
   latency.clear();
   ui.console.textContent = "";
   const settings = engineSettings();
-  setState("booting", `booting the guest on ${file} (${settings.scheme}, ${settings.cache})…`);
+  setState("booting", `booting the guest on ${file} (${settings.scheme}, ${settings.cache}, ${ui.diskSelect.value} disk)…`);
   const t0 = performance.now();
   try {
     session = await PageSession.start({
@@ -205,6 +206,7 @@ async function boot(file: string): Promise<void> {
       files: config.files,
       cmdline: config.cmdline,
       memoryMiB: Number(params.get("mem")) || config.memoryMiB,
+      diskType: ui.diskSelect.value === "virtio" ? "virtio" : "ide",
       onConsoleByte: consoleByte,
     });
   } catch (e) {
@@ -613,6 +615,8 @@ async function start(): Promise<void> {
   const scheme = params.get("scheme");
   const cache = params.get("cache");
   if (scheme && SCHEMES.includes(scheme)) ui.schemeSelect.value = scheme;
+  const diskParam = params.get("disk");
+  if (diskParam === "ide" || diskParam === "virtio") ui.diskSelect.value = diskParam;
   if (cache && (CACHES as string[]).includes(cache)) ui.cacheSelect.value = cache;
   if (params.get("size")) ui.newSize.value = params.get("size")!;
   if (params.get("image")) ui.newName.value = params.get("image")!;

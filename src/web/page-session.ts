@@ -10,6 +10,7 @@
 import type { CacheMode, CheckResult, SnapshotInfo } from "../engine/types.js";
 import type { WebImageHost } from "../worker/web-host.js";
 import { BrowserGuest, type GuestFiles } from "./browser-guest.js";
+import type { GuestDiskType } from "../vm/guest-machine.js";
 import { readFile, readHead } from "./opfs-store.js";
 import { ReopenableDisk } from "./reopenable-disk.js";
 
@@ -25,6 +26,8 @@ export interface SessionOptions {
   files: GuestFiles;
   cmdline: string;
   memoryMiB: number;
+  /** The guest's disk: v86's IDE (default) or refcow's virtio-blk device. */
+  diskType?: GuestDiskType;
   onConsoleByte?: (byte: number) => void;
 }
 
@@ -59,7 +62,7 @@ export class PageSession {
     const disk = new ReopenableDisk(client);
     let guest: BrowserGuest;
     try {
-      guest = await BrowserGuest.boot({ disk, files: o.files, cmdline: o.cmdline, memoryMiB: o.memoryMiB, onConsoleByte: o.onConsoleByte });
+      guest = await BrowserGuest.boot({ disk, files: o.files, cmdline: o.cmdline, memoryMiB: o.memoryMiB, diskType: o.diskType, onConsoleByte: o.onConsoleByte });
     } catch (e) {
       await disk.detach().catch(() => undefined);
       throw e;

@@ -37,11 +37,11 @@ describe("refcow run", () => {
     });
     expect(code, err.join("")).toBe(0);
     const text = out.join("");
-    expect(text).toMatch(/^rand4k on .*table\.qcow2: scheme lazy, cache writethrough, 64 MiB, 64 KiB clusters \(created\)\n/);
+    expect(text).toMatch(/^rand4k on .*table\.qcow2: scheme lazy, cache writethrough, 64 MiB, 64 KiB clusters \(created\); disk ide, iodepth 1\n/);
     expect(text).toMatch(/\n +app µs +device µs +ring µs +engine µs +app−engine +fdatasync µs\n/);
-    expect(text).toMatch(/\nphase +op +count +median +p99 +median +p99 +median +p99 +median +p99 +median µs +app +engine +time s\n/);
+    expect(text).toMatch(/\nphase +op +count +median +p99 +median +p99 +median +p99 +median +p99 +median µs +app +engine +time s +in flight\n/);
     const n = "-?[0-9.]+";
-    for (const ph of ["fill", "in-place", "post-snapshot"]) expect(text).toMatch(new RegExp(`\\n${ph} +write +8(?: +${n}){12}\\n`));
+    for (const ph of ["fill", "in-place", "post-snapshot"]) expect(text).toMatch(new RegExp(`\\n${ph} +write +8(?: +${n}){13}\\n`));
     expect(text).toMatch(/\nIDE transfer: XFER_\S+; \d+ DMA writes, \d+ PIO writes; cuts: all\n/);
     // --output json's form of the same run: per phase the four clocks, each {count, median, p90, p99, max}.
     const r = JSON.parse(readFileSync(json, "utf8")) as { phases: Record<string, Record<string, Record<string, number>>> };

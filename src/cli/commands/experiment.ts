@@ -34,7 +34,7 @@ import { progressPrinter } from "../progress.js";
 export const EXPERIMENT_SUMMARY = "the main job: guest runs on every scheme with a snapshot mid-run, the host matrix with QEMU and a raw file, report.html";
 
 export const EXPERIMENT_USAGE =
-  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--guest-reps N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--no-qemu] [--no-fio] [--keep DIR]";
+  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--disk ide|virtio] [--iodepth N] [--guest-reps N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--no-qemu] [--no-fio] [--keep DIR]";
 
 export const EXPERIMENT_HELP = `
 Runs the whole comparison and writes DIR/report.html, DIR/report.md and DIR/results.json (default DIR:
@@ -46,6 +46,8 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
   --cache a,b        cache modes (default writethrough,writeback)
   --workload W       guest workload: ${WORKLOAD_NAMES.join(", ")} (default rand4k)
   --clusters N       guest workload scale (default 256 clusters)
+  --disk D           the guest's disk: ide (default) or virtio (refcow's virtio-blk device)
+  --iodepth N        requests the guest program keeps in flight (default 1; above 1 use --disk virtio)
   --guest-reps N     runs of every guest cell, interleaved by scheme (default 3); the report gives
                      their median with min–max
   --no-savevm        snapshot the disk only (default: with the VM state, as savevm)
@@ -72,6 +74,8 @@ interface ExperimentOptions {
   caches: CacheMode[];
   workload: string;
   clusters: number;
+  disk: "ide" | "virtio";
+  iodepth: number;
   guestReps: number;
   savevm: boolean;
   guest: boolean;
@@ -88,7 +92,7 @@ interface ExperimentOptions {
 }
 
 function parse(argv: string[]): ExperimentOptions {
-  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, guestReps: 3, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true };
+  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, disk: "ide", iodepth: 1, guestReps: 3, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -101,6 +105,11 @@ function parse(argv: string[]): ExperimentOptions {
     else if (a === "--cache") o.caches = v().split(",") as CacheMode[];
     else if (a === "--workload") o.workload = v();
     else if (a === "--clusters") o.clusters = Number(v());
+    else if (a === "--disk") {
+      const d = v();
+      if (d !== "ide" && d !== "virtio") throw new UsageError(`--disk must be ide or virtio, got '${d}'`);
+      o.disk = d;
+    } else if (a === "--iodepth") o.iodepth = Number(v());
     else if (a === "--guest-reps") o.guestReps = Number(v());
     else if (a === "--no-savevm") o.savevm = false;
     else if (a === "--no-guest") o.guest = false;
@@ -118,6 +127,7 @@ function parse(argv: string[]): ExperimentOptions {
   for (const c of o.caches) if (!["writethrough", "writeback", "unsafe"].includes(c)) throw new UsageError(`unknown cache mode '${c}' (writethrough, writeback, unsafe)`);
   if (!(WORKLOAD_NAMES as readonly string[]).includes(o.workload)) throw new UsageError(`unknown workload '${o.workload}' (${WORKLOAD_NAMES.join(", ")})`);
   if (!Number.isInteger(o.clusters) || o.clusters < 1) throw new UsageError("--clusters needs a positive integer");
+  if (!Number.isInteger(o.iodepth) || o.iodepth < 1 || o.iodepth > 64) throw new UsageError("--iodepth needs an integer from 1 to 64");
   if (!Number.isInteger(o.guestReps) || o.guestReps < 1) throw new UsageError("--guest-reps needs a positive integer");
   for (const [flag, n] of [["--bench-clusters", o.benchClusters], ["--bench-reps", o.benchReps]] as const) {
     if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new UsageError(`${flag} needs a positive integer`);
@@ -172,6 +182,8 @@ function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, tra
     scheme: r.scheme,
     cache: r.cache,
     workload: r.workload,
+    disk: r.disk,
+    iodepth: r.iodepth,
     savevm,
     bootMs: r.bootMs,
     warm: r.warm,
@@ -228,7 +240,7 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
           for (const scheme of o.schemes) {
             step++;
             const tag = `[${clock()}] guest ${step}/${total} ${scheme} ${cache}${o.guestReps > 1 ? ` run ${rep}/${o.guestReps}` : ""}`;
-            progress(`${tag}: ${o.workload}, ${o.clusters} clusters, snapshot${o.savevm ? " with VM state" : ""} in the middle`);
+            progress(`${tag}: ${o.workload}, ${o.clusters} clusters, ${o.disk} disk, depth ${o.iodepth}, snapshot${o.savevm ? " with VM state" : ""} in the middle`);
             const image = path.join(work, `guest-${scheme}-${cache}-${rep}.qcow2`);
             const trace = path.join(work, `guest-${scheme}-${cache}-${rep}.trace`);
             fs.rmSync(image, { force: true });
@@ -239,6 +251,8 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
                 cache,
                 workload: o.workload,
                 clusters: o.clusters,
+                disk: o.disk,
+                iodepth: o.iodepth,
                 snapshotAt: "middle",
                 savevm: o.savevm,
                 trace,

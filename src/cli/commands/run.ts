@@ -22,16 +22,20 @@ import { WORKLOAD_NAMES } from "../../vm/workloads.js";
 export const RUN_SUMMARY = "boot the Linux guest (v86) on a refcow-served image, run a disk workload, print per-phase latency";
 
 export const RUN_USAGE =
-  "run [--scheme S] [-t CACHE] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
+  "run [--scheme S] [-t CACHE] [--disk ide|virtio] [--iodepth N] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
 
 export const RUN_HELP = `
-Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its IDE
-disk, served by refcow from a worker thread, and runs a workload inside the guest. IMAGE is created when
+Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its disk
+(IDE, or refcow's virtio-blk PCI device with --disk virtio), served by refcow from a worker thread, and runs a workload inside the guest. IMAGE is created when
 missing (qcow2, 64 KiB clusters, --size). The guest resumes a cached warm-start state (about 0.3 s; the
 first run for a disk size prepares it with one cold boot), or boots cold with --cold.
 
   --scheme S          refcount scheme: ${SCHEME_NAMES.join(", ")} (default eager)
   -t CACHE            cache mode: writethrough, writeback (default), unsafe
+  --disk D            the guest's disk: ide (default; v86's IDE, one command at a time) or virtio
+                      (refcow's virtio-blk device, src/vm/virtio-blk.ts: many requests in flight)
+  --iodepth N         requests the guest program keeps in flight (rand4k, overwrite; 1-64, default 1;
+                      above 1 through Linux AIO; only a virtio disk serves them concurrently)
   --workload W        ${WORKLOAD_NAMES.join(", ")} (default smoke)
   --clusters N        workload scale: target clusters (rand4k), region clusters (seq, overwrite), files (fs)
   --seed N            seed of the guest's random orders (default 1)
@@ -62,6 +66,8 @@ const LONG = [
   { name: "help", arg: false, key: "h" },
   { name: "scheme", arg: true },
   { name: "workload", arg: true },
+  { name: "disk", arg: true },
+  { name: "iodepth", arg: true },
   { name: "clusters", arg: true },
   { name: "seed", arg: true },
   { name: "snapshot-at", arg: true },
@@ -107,6 +113,10 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
     size = Number(p.value);
     if (size % 512 !== 0) throw new UsageError(`--size must be a multiple of 512 bytes (the IDE disk's sector), got ${size}`);
   }
+  const disk = lastValue(parsed, "disk") ?? "ide";
+  if (disk !== "ide" && disk !== "virtio") throw new UsageError(`--disk must be ide or virtio, got '${disk}'`);
+  const iodepth = positiveInt("--iodepth", lastValue(parsed, "iodepth"));
+  if (iodepth !== undefined && iodepth > 64) throw new UsageError(`--iodepth must be 1 to 64, got ${iodepth}`);
   const output = lastValue(parsed, "output") ?? "human";
   if (output !== "human" && output !== "json") throw new CliError("--output must be used with human or json as argument.");
   const jsonOut = lastValue(parsed, "json-out");
@@ -159,6 +169,8 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
       workload,
       clusters: positiveInt("--clusters", lastValue(parsed, "clusters")),
       seed: positiveInt("--seed", lastValue(parsed, "seed")),
+      disk,
+      iodepth,
       snapshotAt: lastValue(parsed, "snapshot-at"),
       snapshotName: lastValue(parsed, "snapshot-name"),
       savevm: hasFlag(parsed, "savevm"),
@@ -216,14 +228,14 @@ function costLine(c: CostBreakdown): string {
 
 /** The human-readable report of one run. */
 export function formatRunResult(r: GuestWorkloadResult): string {
-  let out = `${r.workload} on ${r.image}: scheme ${r.scheme}, cache ${r.cache}, ${mib(r.size)}, ${r.clusterSize / 1024} KiB clusters${r.created ? " (created)" : ""}\n`;
+  let out = `${r.workload} on ${r.image}: scheme ${r.scheme}, cache ${r.cache}, ${mib(r.size)}, ${r.clusterSize / 1024} KiB clusters${r.created ? " (created)" : ""}; disk ${r.disk}, iodepth ${r.iodepth}\n`;
   out += `${r.warm ? "warm start" : "cold boot"} to the prompt: ${(r.bootMs / 1000).toFixed(2)} s`;
   if (r.warmStatePreparedMs !== undefined) out += ` (the warm-start state was prepared first: cold boot ${(r.warmStatePreparedMs / 1000).toFixed(1)} s)`;
   if (r.workload === "rand4k" || r.workload === "overwrite") out += `; writes issued by ${r.ioTool === "dd" ? "one busybox dd each" : "refcow-io, back to back"}`;
   out += `; workload ${(r.workloadMs / 1000).toFixed(1)} s; host load ${r.loadAverage.map((x) => x.toFixed(2)).join(" ")}\n\n`;
   const rows: string[][] = [
     ["", "", "", "app µs", "", "device µs", "", "ring µs", "", "engine µs", "", "app−engine", "fdatasync µs", ""],
-    ["phase", "op", "count", "median", "p99", "median", "p99", "median", "p99", "median", "p99", "median µs", "app", "engine", "time s"],
+    ["phase", "op", "count", "median", "p99", "median", "p99", "median", "p99", "median", "p99", "median µs", "app", "engine", "time s", "in flight"],
   ];
   for (const name of r.phaseOrder) {
     const p = r.phases[name]!;
@@ -237,9 +249,10 @@ export function formatRunResult(r: GuestWorkloadResult): string {
       f?.app_us?.count ? us(f.app_us.median) : "-",
       f?.engine_us?.count ? us(f.engine_us.median) : "-",
       ((p.durationMs ?? 0) / 1000).toFixed(2),
+      String(p.max_in_flight ?? "-"),
     ]);
   }
-  rows[0]!.push("");
+  rows[0]!.push("", "");
   out += table(rows);
   out +=
     "(app: the guest program's system call, timed in the guest; device: v86's disk request to its completion; ring: the\n" +
@@ -248,7 +261,7 @@ export function formatRunResult(r: GuestWorkloadResult): string {
   if (clocks.length) {
     out += `guest clock vs host: ${clocks.map(([n, c]) => `${n} ${c!.driftUs >= 0 ? "+" : ""}${c!.driftUs.toFixed(0)} µs over ${(c!.hostSpanUs / 1e6).toFixed(2)} s (${c!.driftPpm.toFixed(0)} ppm)`).join(", ")}\n`;
   }
-  out += `IDE transfer: ${r.transfer.mode}; ${r.transfer.dmaWrites} DMA writes, ${r.transfer.pioWrites} PIO writes; cuts: ${r.cuts}\n`;
+  out += r.disk === "virtio" ? `disk: virtio-blk; cuts: ${r.cuts}\n` : `IDE transfer: ${r.transfer.mode}; ${r.transfer.dmaWrites} DMA writes, ${r.transfer.pioWrites} PIO writes; cuts: ${r.cuts}\n`;
   const s = r.snapshot;
   if (s) {
     out += `\nsnapshot '${s.name}' (id ${s.id}) before ${s.phase}: guest paused ${s.pauseMs.toFixed(1)} ms = drain ${s.drainMs.toFixed(1)} + flush ${s.flushMs.toFixed(1)}`;
