@@ -29,7 +29,7 @@ import { parseSnapshotParam, selectSnapshot } from "./convert.js";
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
 
 export const NBD_USAGE =
-  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--alloc A] [--serve=inline|ring] IMAGE";
+  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--alloc A] [--serve=inline|ring] [--no-warm-up] IMAGE";
 
 export const NBD_HELP = `
 Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
@@ -55,6 +55,8 @@ Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
   --alloc A                allocation policy: first-fit (default) or append
   --serve=MODE             inline (default): one thread owns the sockets and the image and serves each
                            request as it is read; ring: the image in a worker thread behind the request ring
+  --no-warm-up             inline: accept clients at once, without first serving a scratch image (which
+                           compiles the request path before the first client)
   -v, --verbose            report protocol errors of clients on stderr
 `;
 
@@ -98,6 +100,7 @@ interface NbdOptions {
   scheme?: string;
   alloc?: ReturnType<typeof parseAllocPolicy>;
   serveMode: "inline" | "ring";
+  warmUp: boolean;
   verbose: boolean;
 }
 
@@ -129,6 +132,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
       { name: "pid-file", arg: true },
       { name: "verbose", arg: false, key: "v" },
       { name: "serve", arg: true },
+      { name: "no-warm-up", arg: false },
       { name: "offset", arg: true, key: "o" },
       { name: "connect", arg: true, key: "c" },
       { name: "disconnect", arg: false, key: "d" },
@@ -232,6 +236,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     scheme,
     alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
     serveMode,
+    warmUp: !hasFlag(parsed, "no-warm-up"),
     verbose: hasFlag(parsed, "v"),
   };
 }
@@ -443,7 +448,7 @@ async function serveInline(
     persistent: opts.persistent,
     address: opts.address,
     verbose: opts.verbose,
-    warmUp: process.env.REFCOW_NBD_WARMUP !== "0",
+    warmUp: opts.warmUp,
   };
   const worker = new Worker(exportWorkerFilename(), { workerData: data });
   let pidWritten = false;
