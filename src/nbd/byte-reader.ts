@@ -18,22 +18,41 @@ export class ByteReader {
     private readonly socket: Socket,
     private readonly highWater = 4 << 20,
   ) {
-    socket.on("data", (d: Buffer) => {
-      this.chunks.push(d);
-      this.queued += d.length;
-      if (this.queued > this.highWater && !this.paused && this.queued > this.want) {
-        this.paused = true;
-        socket.pause();
-      }
-      this.serve();
-    });
-    const end = (): void => {
-      this.ended = true;
-      this.serve();
-    };
-    socket.on("end", end);
-    socket.on("close", end);
-    socket.on("error", end);
+    socket.on("data", this.onData);
+    socket.on("end", this.onEnd);
+    socket.on("close", this.onEnd);
+    socket.on("error", this.onEnd);
+  }
+
+  private readonly onData = (d: Buffer): void => {
+    this.chunks.push(d);
+    this.queued += d.length;
+    if (this.queued > this.highWater && !this.paused && this.queued > this.want) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    this.serve();
+  };
+
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.serve();
+  };
+
+  /**
+   * Stops reading: removes this reader's listeners and returns the bytes received and not taken, for the
+   * next owner of the socket (which must listen for data itself; a socket this reader paused stays paused).
+   */
+  detach(): Buffer[] {
+    if (this.waiter) throw new Error("internal: detach during a read");
+    this.socket.off("data", this.onData);
+    this.socket.off("end", this.onEnd);
+    this.socket.off("close", this.onEnd);
+    this.socket.off("error", this.onEnd);
+    const rest = this.chunks;
+    this.chunks = [];
+    this.queued = 0;
+    return rest;
   }
 
   /** Bytes received and not yet taken. */

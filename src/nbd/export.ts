@@ -1,20 +1,38 @@
 /**
- * What one NBD export is: the served image (a DiskClient; the engine stays in its worker thread) and the
+ * What one NBD export is: the served image (a DiskClient, the engine in its worker thread behind the ring;
+ * or an InlineDisk, the engine in the thread that owns the sockets) and the
  * policies qemu-nbd's options set (read-only, cache mode, discard, detect-zeroes), plus the transmission
  * flags and block-size limits they imply, and the mapping of engine errors to the protocol's error numbers.
  */
 import type { CacheMode } from "../engine/types.js";
-import type { DiskClient } from "../worker/disk-client.js";
+import type { BlockExtent, DiskClient } from "../worker/disk-client.js";
 import { Err, MAX_REQUEST_LENGTH, TxFlag } from "./protocol.js";
 
 export type DiscardMode = "ignore" | "unmap";
 export type DetectZeroes = "off" | "on" | "unmap";
 
+/**
+ * An image opened by the engine in the thread that serves the sockets (inline-transmission.ts): every call
+ * is synchronous and fails by throwing the engine's errors, as the serve loop's ServedDisk does.
+ */
+export interface InlineDisk {
+  readonly inline: true;
+  readonly size: number;
+  readInto(buf: Uint8Array, offset: number): void;
+  /** `data` is only valid during the call (a view on the socket's buffer). */
+  write(offset: number, data: Uint8Array): void;
+  writeZeroes(offset: number, length: number, opts: { unmap: boolean }): void;
+  discard(offset: number, length: number): void;
+  flush(): void;
+  /** Merged extents from `offset`, up to `length` bytes or `maxExtents` extents (DiskClient.blockStatus). */
+  blockStatus(offset: number, length: number, maxExtents: number): BlockExtent[];
+}
+
 export interface NbdExport {
   /** Export name clients ask for ("" by default, as qemu-nbd). */
   name: string;
   description: string;
-  disk: DiskClient;
+  disk: DiskClient | InlineDisk;
   /** Writes refused with EPERM (-r, -l). */
   readOnly: boolean;
   cache: CacheMode;

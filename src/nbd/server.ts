@@ -2,8 +2,10 @@
  * An NBD server for one export, as qemu-nbd runs it: listens on a Unix socket or a TCP address, serves up to
  * `shared` clients at once (later ones wait, unanswered, until one leaves, as they would in qemu-nbd's
  * listen backlog), and — unless `persistent` — stops after the last client has gone. Each connection runs
- * the handshake (handshake.ts) then transmission (transmission.ts); every connection shares the export's
- * one DiskClient, so the image has one owner.
+ * the handshake (handshake.ts) then transmission; every connection shares the export's one disk, so the
+ * image has one owner. With a DiskClient (the engine in its worker thread behind the ring) transmission is
+ * transmission.ts, many requests in flight per connection; with an InlineDisk (the engine in this thread) it
+ * is inline-transmission.ts, each request served between two socket reads.
  *
  * stop(): stops accepting, answers requests already in flight (new ones get ESHUTDOWN), closes the
  * connections; the caller then closes the image. A misbehaving client only loses its own connection.
@@ -13,6 +15,7 @@ import * as net from "node:net";
 import { ByteReader } from "./byte-reader.js";
 import type { NbdExport } from "./export.js";
 import { negotiate } from "./handshake.js";
+import { InlineTransmission } from "./inline-transmission.js";
 import { Transmission } from "./transmission.js";
 
 export type ListenAddress = { socket: string } | { host: string; port: number };
@@ -28,7 +31,7 @@ export interface NbdServerOptions {
 
 interface Connection {
   socket: net.Socket;
-  transmission?: Transmission;
+  transmission?: Transmission | InlineTransmission;
   /** Ends when the connection is closed and its requests answered. */
   done: Promise<void>;
 }
@@ -150,7 +153,7 @@ export class NbdServer {
       if (session.end === "protocol") this.log(`handshake: ${session.message}`);
       return;
     }
-    const t = new Transmission(socket, reader, this.exp, session, this.log);
+    const t = "inline" in this.exp.disk ? new InlineTransmission(socket, reader, this.exp, session, this.log) : new Transmission(socket, reader, this.exp, session, this.log);
     conn.transmission = t;
     if (this.stopping) void t.stop();
     const end = await t.run();

@@ -18,6 +18,7 @@
  */
 import type { Socket } from "node:net";
 import type { ByteReader } from "./byte-reader.js";
+import type { BlockExtent, DiskClient } from "../worker/disk-client.js";
 import { errnoOf, type NbdExport } from "./export.js";
 import { BASE_ALLOCATION_ID, type Session } from "./handshake.js";
 import {
@@ -51,12 +52,12 @@ export const MAX_INFLIGHT_BYTES = 64 << 20;
 /** Bytes of replies queued on the socket above which no more requests are read. */
 const MAX_QUEUED_REPLY_BYTES = 32 << 20;
 /** Extents in one BLOCK_STATUS reply. */
-const MAX_EXTENTS = 1024;
+export const MAX_EXTENTS = 1024;
 /** Granularity of the zero runs a structured read may turn into holes. */
 const HOLE_GRANULE = 4096;
 
 /** Flags each command accepts. */
-const ALLOWED_FLAGS: Record<number, number> = {
+export const ALLOWED_FLAGS: Record<number, number> = {
   [Cmd.READ]: CmdFlag.DF,
   [Cmd.WRITE]: CmdFlag.FUA,
   [Cmd.DISC]: 0,
@@ -71,7 +72,7 @@ const ALLOWED_FLAGS: Record<number, number> = {
 export type TransmissionEnd = { end: "disconnect" } | { end: "closed" } | { end: "protocol"; message: string };
 
 /** A request refused before it reached the disk. */
-class Refusal {
+export class Refusal {
   constructor(
     readonly errno: number,
     readonly message: string,
@@ -96,6 +97,7 @@ export class Transmission {
   private wake: (() => void) | undefined;
   private drainWaiters: Array<() => void> = [];
   private stopping = false;
+  private readonly disk: DiskClient;
 
   constructor(
     private readonly socket: Socket,
@@ -104,6 +106,8 @@ export class Transmission {
     private readonly session: Session,
     private readonly log: (message: string) => void = () => {},
   ) {
+    if ("inline" in exp.disk) throw new Error("internal: an inline disk is served by InlineTransmission");
+    this.disk = exp.disk;
     socket.on("drain", () => this.signal());
     // A client that stops reading replies holds the loop below until its socket closes.
     socket.on("close", () => this.signal());
@@ -197,26 +201,15 @@ export class Transmission {
   private async serve(req: Request, payload: Buffer | undefined): Promise<void> {
     const { type, flags, offset, length } = req;
     const exp = this.exp;
-    const disk = exp.disk;
-    if (this.stopping) throw new Refusal(Err.ESHUTDOWN, "the server is shutting down");
-    const allowed = ALLOWED_FLAGS[type];
-    if (allowed === undefined) throw new Refusal(Err.EINVAL, `unknown command ${type}`);
-    if (flags & ~allowed) throw new Refusal(Err.EINVAL, `flags 0x${flags.toString(16)} are not valid for command ${type}`);
-    const writes = type === Cmd.WRITE || type === Cmd.WRITE_ZEROES || type === Cmd.TRIM;
-    if (writes && exp.readOnly) throw new Refusal(Err.EPERM, "the export is read-only");
-    const size = disk.size;
-    const pastEnd = !(offset + length <= size);
+    const disk = this.disk;
+    const refused = refusalOf(req, exp, this.session, disk.size, this.stopping);
+    if (refused) throw refused;
     const fua = (flags & CmdFlag.FUA) !== 0 && exp.cache !== "writethrough";
 
     switch (type) {
       case Cmd.READ:
-        if (length > MAX_REQUEST_LENGTH) {
-          throw new Refusal(this.session.structured ? Err.EOVERFLOW : Err.EINVAL, `read of ${length} bytes is over the limit`);
-        }
-        if (pastEnd) throw new Refusal(Err.EINVAL, "read past the end of the export");
         return this.session.structured ? this.structuredRead(req) : this.simpleRead(req);
       case Cmd.WRITE: {
-        if (pastEnd) throw new Refusal(Err.ENOSPC, "write past the end of the export");
         const data = payload!;
         const done =
           exp.detectZeroes !== "off" && isAllZero(data)
@@ -226,34 +219,21 @@ export class Transmission {
         return this.replyOk(req);
       }
       case Cmd.WRITE_ZEROES: {
-        if (pastEnd) throw new Refusal(Err.ENOSPC, "write zeroes past the end of the export");
-        if (flags & CmdFlag.FAST_ZERO && !(exp.fastZero?.(offset, length) ?? false)) {
-          throw new Refusal(Err.ENOTSUP, "zeroing this range would write data");
-        }
         const unmap = (flags & CmdFlag.NO_HOLE) === 0 && exp.discard === "unmap";
         await this.withFua(disk.writeZeroes(offset, length, { unmap }), fua);
         return this.replyOk(req);
       }
       case Cmd.TRIM:
-        if (pastEnd) throw new Refusal(Err.EINVAL, "trim past the end of the export");
         if (exp.discard === "unmap") await this.withFua(disk.discard(offset, length), fua);
         return this.replyOk(req);
       case Cmd.FLUSH:
         await disk.flush();
         return this.replyOk(req);
       case Cmd.CACHE:
-        if (pastEnd) throw new Refusal(Err.EINVAL, "cache past the end of the export");
         return this.replyOk(req);
       case Cmd.BLOCK_STATUS: {
-        if (!this.session.baseAllocation) throw new Refusal(Err.EINVAL, "no metadata context was negotiated");
-        if (length === 0) throw new Refusal(Err.EINVAL, "block status of an empty range");
-        if (pastEnd) throw new Refusal(Err.EINVAL, "block status past the end of the export");
         const extents = await disk.blockStatus(offset, length, flags & CmdFlag.REQ_ONE ? 1 : MAX_EXTENTS);
-        const wire = extents.map((e) => ({
-          length: e.length,
-          flags: (e.data ? 0 : BaseAllocation.STATE_HOLE) | (e.zero ? BaseAllocation.STATE_ZERO : 0),
-        }));
-        this.send(encodeBlockStatusChunk(req.handle, ReplyFlag.DONE, BASE_ALLOCATION_ID, wire));
+        this.send(blockStatusReply(req, extents));
         return;
       }
       default:
@@ -264,12 +244,12 @@ export class Transmission {
   private async withFua(op: Promise<void>, fua: boolean): Promise<void> {
     if (!fua) return op;
     // Submitted together: the flush runs right after the operation in the engine's FIFO order.
-    await Promise.all([op, this.exp.disk.flush()]);
+    await Promise.all([op, this.disk.flush()]);
   }
 
   private async simpleRead(req: Request): Promise<void> {
     const buf = Buffer.allocUnsafe(SIMPLE_REPLY_LENGTH + req.length);
-    await this.exp.disk.readInto(buf.subarray(SIMPLE_REPLY_LENGTH), req.offset);
+    await this.disk.readInto(buf.subarray(SIMPLE_REPLY_LENGTH), req.offset);
     writeSimpleReply(buf, 0, Err.OK, req.handle);
     this.send(buf);
   }
@@ -283,7 +263,7 @@ export class Transmission {
     const { handle, offset, length } = req;
     const buf = Buffer.allocUnsafe(OFFSET_DATA_PREFIX + length);
     const data = buf.subarray(OFFSET_DATA_PREFIX);
-    await this.exp.disk.readInto(data, offset);
+    await this.disk.readInto(data, offset);
     const df = (req.flags & CmdFlag.DF) !== 0;
     if (df || length === 0 || !hasZeroGranule(data, offset)) {
       if (length === 0) {
@@ -294,34 +274,8 @@ export class Transmission {
       this.send(buf);
       return;
     }
-    const extents = await this.exp.disk.blockStatus(offset, length, MAX_EXTENTS);
-    // Pieces of the reply: [start, end) relative to `offset`, hole or data; the part past the extents is data.
-    const pieces: { start: number; end: number; hole: boolean }[] = [];
-    const add = (start: number, end: number, hole: boolean): void => {
-      const last = pieces[pieces.length - 1];
-      if (last && last.hole === hole && last.end === start) last.end = end;
-      else pieces.push({ start, end, hole });
-    };
-    let at = 0;
-    for (const e of extents) {
-      const end = Math.min(length, at + e.length);
-      if (e.zero && isAllZero(data.subarray(at, end))) add(at, end, true);
-      else add(at, end, false);
-      at = end;
-    }
-    if (at < length) add(at, length, false);
-    const chunks: Uint8Array[] = [];
-    pieces.forEach((p, i) => {
-      const last = i === pieces.length - 1 ? ReplyFlag.DONE : 0;
-      if (p.hole) {
-        chunks.push(encodeOffsetHoleChunk(handle, last, offset + p.start, p.end - p.start));
-      } else {
-        const head = Buffer.allocUnsafe(OFFSET_DATA_PREFIX);
-        writeOffsetDataPrefix(head, 0, handle, last, offset + p.start, p.end - p.start);
-        chunks.push(head, data.subarray(p.start, p.end));
-      }
-    });
-    this.send(...chunks);
+    const extents = await this.disk.blockStatus(offset, length, MAX_EXTENTS);
+    this.send(...holeReadChunks(req, data, extents));
   }
 
   private replyOk(req: Request): void {
@@ -351,10 +305,103 @@ export class Transmission {
 }
 
 /** Whether `data` (at disk offset `offset`) has an all-zero aligned HOLE_GRANULE block. */
-function hasZeroGranule(data: Uint8Array, offset: number): boolean {
+export function hasZeroGranule(data: Uint8Array, offset: number): boolean {
   let at = (HOLE_GRANULE - (offset % HOLE_GRANULE)) % HOLE_GRANULE;
   for (; at + HOLE_GRANULE <= data.length; at += HOLE_GRANULE) {
     if (isAllZero(data.subarray(at, at + HOLE_GRANULE))) return true;
   }
   return false;
+}
+
+/**
+ * Why a request is refused before it reaches the disk (undefined: it is served). The checks, in this order:
+ * the server stopping, the command and its flags, a write to a read-only export, then each command's range
+ * and context rules.
+ */
+export function refusalOf(req: Request, exp: NbdExport, session: Session, size: number, stopping: boolean): Refusal | undefined {
+  const { type, flags, offset, length } = req;
+  if (stopping) return new Refusal(Err.ESHUTDOWN, "the server is shutting down");
+  const allowed = ALLOWED_FLAGS[type];
+  if (allowed === undefined) return new Refusal(Err.EINVAL, `unknown command ${type}`);
+  if (flags & ~allowed) return new Refusal(Err.EINVAL, `flags 0x${flags.toString(16)} are not valid for command ${type}`);
+  const writes = type === Cmd.WRITE || type === Cmd.WRITE_ZEROES || type === Cmd.TRIM;
+  if (writes && exp.readOnly) return new Refusal(Err.EPERM, "the export is read-only");
+  const pastEnd = !(offset + length <= size);
+  switch (type) {
+    case Cmd.READ:
+      if (length > MAX_REQUEST_LENGTH) {
+        return new Refusal(session.structured ? Err.EOVERFLOW : Err.EINVAL, `read of ${length} bytes is over the limit`);
+      }
+      if (pastEnd) return new Refusal(Err.EINVAL, "read past the end of the export");
+      return undefined;
+    case Cmd.WRITE:
+      if (pastEnd) return new Refusal(Err.ENOSPC, "write past the end of the export");
+      return undefined;
+    case Cmd.WRITE_ZEROES:
+      if (pastEnd) return new Refusal(Err.ENOSPC, "write zeroes past the end of the export");
+      if (flags & CmdFlag.FAST_ZERO && !(exp.fastZero?.(offset, length) ?? false)) {
+        return new Refusal(Err.ENOTSUP, "zeroing this range would write data");
+      }
+      return undefined;
+    case Cmd.TRIM:
+      if (pastEnd) return new Refusal(Err.EINVAL, "trim past the end of the export");
+      return undefined;
+    case Cmd.FLUSH:
+      return undefined;
+    case Cmd.CACHE:
+      if (pastEnd) return new Refusal(Err.EINVAL, "cache past the end of the export");
+      return undefined;
+    case Cmd.BLOCK_STATUS:
+      if (!session.baseAllocation) return new Refusal(Err.EINVAL, "no metadata context was negotiated");
+      if (length === 0) return new Refusal(Err.EINVAL, "block status of an empty range");
+      if (pastEnd) return new Refusal(Err.EINVAL, "block status past the end of the export");
+      return undefined;
+    default:
+      return new Refusal(Err.EINVAL, `command ${type} is not supported`);
+  }
+}
+
+/** The BLOCK_STATUS reply chunk for the extents of base:allocation. */
+export function blockStatusReply(req: Request, extents: readonly BlockExtent[]): Uint8Array {
+  const wire = extents.map((e) => ({
+    length: e.length,
+    flags: (e.data ? 0 : BaseAllocation.STATE_HOLE) | (e.zero ? BaseAllocation.STATE_ZERO : 0),
+  }));
+  return encodeBlockStatusChunk(req.handle, ReplyFlag.DONE, BASE_ALLOCATION_ID, wire);
+}
+
+/**
+ * The chunks of a structured read whose data (read at req.offset) has zero runs: ranges the extents report
+ * as reading zeroes, and that did read as zeroes, become OFFSET_HOLE chunks, the rest OFFSET_DATA chunks
+ * (views on `data`); the last has DONE.
+ */
+export function holeReadChunks(req: Request, data: Uint8Array, extents: readonly BlockExtent[]): Uint8Array[] {
+  const { handle, offset, length } = req;
+  // Pieces of the reply: [start, end) relative to `offset`, hole or data; the part past the extents is data.
+  const pieces: { start: number; end: number; hole: boolean }[] = [];
+  const add = (start: number, end: number, hole: boolean): void => {
+    const last = pieces[pieces.length - 1];
+    if (last && last.hole === hole && last.end === start) last.end = end;
+    else pieces.push({ start, end, hole });
+  };
+  let at = 0;
+  for (const e of extents) {
+    const end = Math.min(length, at + e.length);
+    if (e.zero && isAllZero(data.subarray(at, end))) add(at, end, true);
+    else add(at, end, false);
+    at = end;
+  }
+  if (at < length) add(at, length, false);
+  const chunks: Uint8Array[] = [];
+  pieces.forEach((p, i) => {
+    const last = i === pieces.length - 1 ? ReplyFlag.DONE : 0;
+    if (p.hole) {
+      chunks.push(encodeOffsetHoleChunk(handle, last, offset + p.start, p.end - p.start));
+    } else {
+      const head = Buffer.allocUnsafe(OFFSET_DATA_PREFIX);
+      writeOffsetDataPrefix(head, 0, handle, last, offset + p.start, p.end - p.start);
+      chunks.push(head, data.subarray(p.start, p.end));
+    }
+  });
+  return chunks;
 }

@@ -36,10 +36,11 @@ export interface ServeTask {
 }
 
 export function serve(task: ServeTask): ServeResult {
-  return serveRing(task.ring, () => open(task), { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin, sizedSpinCapUs: task.sizedSpinCapUs });
+  return serveRing(task.ring, () => openTaskImage(task), { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin, sizedSpinCapUs: task.sizedSpinCapUs });
 }
 
-function open(task: ServeTask): OpenedImage {
+/** Opens the image a task names, as its serve loop serves it (also used by the NBD export's own worker). */
+export function openTaskImage(task: Omit<ServeTask, "ring">): OpenedImage {
   if (task.snapshotId === undefined) {
     return openImagePath(task.path, {
       scheme: task.scheme,

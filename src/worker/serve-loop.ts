@@ -500,23 +500,8 @@ export class RingServer {
     if (offset + length > size) {
       throw new RequestError(`block status at offset ${offset}, length ${length} is past the end of the disk (${size} bytes)`);
     }
-    const status = this.need("blockStatus");
-    const out: [number, number, number][] = [];
-    let pos = offset;
-    const end = offset + length;
-    while (pos < end) {
-      const r = status.call(this.disk, pos, end - pos, 0);
-      const n = Math.min(r.length, end - pos);
-      if (!(n > 0)) throw new ProtocolError(`block status at ${pos} made no progress`);
-      const zero = r.status.zero ? 1 : 0;
-      const data = r.status.data ? 1 : 0;
-      const last = out[out.length - 1];
-      if (last && last[1] === zero && last[2] === data) last[0] += n;
-      else if (out.length === maxExtents) break;
-      else out.push([n, zero, data]);
-      pos += n;
-    }
-    return out;
+    this.need("blockStatus");
+    return mergedBlockStatus(this.disk, offset, length, maxExtents);
   }
 
   private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "blockStatus" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(
@@ -526,6 +511,31 @@ export class RingServer {
     if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name}`);
     return f as NonNullable<ServedDisk[K]>;
   }
+}
+
+/**
+ * The block status of [offset, offset + length) as merged extents `[length, zero, data]` (zero and data 0 or
+ * 1), at most `maxExtents` of them (the last may end before offset + length). The disk must have blockStatus.
+ */
+export function mergedBlockStatus(disk: ServedDisk, offset: number, length: number, maxExtents: number): [number, number, number][] {
+  const status = disk.blockStatus;
+  if (typeof status !== "function") throw new UnsupportedFeatureError("this image does not support blockStatus");
+  const out: [number, number, number][] = [];
+  let pos = offset;
+  const end = offset + length;
+  while (pos < end) {
+    const r = status.call(disk, pos, end - pos, 0);
+    const n = Math.min(r.length, end - pos);
+    if (!(n > 0)) throw new ProtocolError(`block status at ${pos} made no progress`);
+    const zero = r.status.zero ? 1 : 0;
+    const data = r.status.data ? 1 : 0;
+    const last = out[out.length - 1];
+    if (last && last[1] === zero && last[2] === data) last[0] += n;
+    else if (out.length === maxExtents) break;
+    else out.push([n, zero, data]);
+    pos += n;
+  }
+  return out;
 }
 
 function isCount(v: unknown): v is number {

@@ -8,8 +8,8 @@ import { fuzzNbd } from "./nbd-fuzzer.js";
 const runs = Number(process.env.NBD_FUZZ_RUNS ?? 20000);
 const seed = Number(process.env.NBD_FUZZ_SEED ?? Date.now() % 2 ** 31);
 
-it(`nbd fuzz: ${runs} cases from seed ${seed}`, async () => {
-  const summary = await fuzzNbd({ seed, runs, log: (l) => console.log(l) });
+it.each(["ring", "inline"] as const)(`%s: nbd fuzz: ${runs} cases from seed ${seed}`, async (mode) => {
+  const summary = await fuzzNbd({ seed, runs, mode, log: (l) => console.log(l) });
   console.log(`nbd fuzz seed ${seed}: ${summary.cases} cases run, ${(summary.bytesSent / 2 ** 20).toFixed(1)} MiB sent`);
   if (summary.failure) console.log(summary.failure);
   expect(summary.failure).toBeUndefined();

@@ -12,7 +12,8 @@
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
-import { createImagePath } from "../../src/engine/open-path.js";
+import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
+import { inlineDisk } from "../../src/nbd/inline-disk.js";
 import { NbdServer } from "../../src/nbd/server.js";
 import {
   BASE_ALLOCATION,
@@ -25,7 +26,7 @@ import {
   NBDMAGIC,
   Opt,
 } from "../../src/nbd/protocol.js";
-import { closeAllWorkers, openServedImage } from "../../src/worker/index.js";
+import { closeAllWorkers, type DiskClient, openServedImage } from "../../src/worker/index.js";
 import { WireClient } from "../helpers/nbd-wire.js";
 import { qemuCheck, tempDir } from "../helpers/qemu.js";
 
@@ -176,11 +177,16 @@ function runCase(sock: string, bytes: Uint8Array, r: Rng): Promise<string | unde
   });
 }
 
-export async function fuzzNbd(opts: { seed: number; runs: number; log?: (line: string) => void }): Promise<NbdFuzzSummary> {
+/**
+ * `mode`: the server's transmission over the ring (the engine in its worker, a DiskClient) or inline (the
+ * engine in this thread, an InlineDisk: refcow nbd's default).
+ */
+export async function fuzzNbd(opts: { seed: number; runs: number; mode?: "ring" | "inline"; log?: (line: string) => void }): Promise<NbdFuzzSummary> {
   const dir = tempDir("nbd-fuzz");
   const image = path.join(dir, "fuzz.qcow2");
   createImagePath(image, { size: SIZE, clusterSize: 65536 });
-  const disk = await openServedImage(image, { cache: "writeback" });
+  const inline = opts.mode === "inline" ? openImagePath(image, { cache: "writeback" }) : undefined;
+  const disk = inline ? inlineDisk(inline) : await openServedImage(image, { cache: "writeback" });
   const unexpected: string[] = [];
   const server = new NbdServer(
     { name: "", description: "fuzz", disk, readOnly: false, cache: "writeback", discard: "unmap", detectZeroes: "on", multiConn: true, fastZero: () => false },
@@ -233,7 +239,8 @@ export async function fuzzNbd(opts: { seed: number; runs: number; log?: (line: s
     }
   } finally {
     await server.stop();
-    await disk.close();
+    if (inline) inline.close();
+    else await (disk as DiskClient).close();
     await closeAllWorkers();
   }
   const check = qemuCheck(image);

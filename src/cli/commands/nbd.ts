@@ -1,21 +1,25 @@
 /**
  * refcow nbd — qemu-nbd: exports an image over NBD (src/nbd/) with qemu-nbd's command line, e.g.
- * `refcow nbd -k /tmp/disk.sock -f qcow2 --cache=writeback disk.qcow2`. The image is served by a worker
- * thread (openServedImage); every client shares that one owner. Like qemu-nbd it serves until the last
- * client has gone (or forever with -t), and on SIGINT/SIGTERM stops accepting, answers what is in flight and
- * closes the image cleanly.
+ * `refcow nbd -k /tmp/disk.sock -f qcow2 --cache=writeback disk.qcow2`. By default (--serve=inline) one
+ * worker thread owns the sockets and the image (src/nbd/export-worker.ts) and serves each request between
+ * two socket reads, as qemu-nbd does; --serve=ring keeps the sockets on this thread and the engine in a pool
+ * worker behind the request ring (openServedImage), many requests in flight. Either way every client shares
+ * the image's one owner. Like qemu-nbd it serves until the last client has gone (or forever with -t), and on
+ * SIGINT/SIGTERM stops accepting, answers what is in flight and closes the image cleanly.
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import { hasFlag, lastValue, parseArgs } from "../args.js";
 import type { CliIo } from "../command.js";
 import { type CacheMode, NodeFile, Qcow2Image } from "../engine.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { formatForOpen, openImage, parseAllocPolicy, parseCacheMode } from "../open.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
+import type { ExportWorkerData, ExportWorkerMessage } from "../../nbd/export-worker.js";
 import type { DetectZeroes, DiscardMode, NbdExport } from "../../nbd/export.js";
 import { type ListenAddress, NbdServer } from "../../nbd/server.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
@@ -25,7 +29,7 @@ import { parseSnapshotParam, selectSnapshot } from "./convert.js";
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
 
 export const NBD_USAGE =
-  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--alloc A] IMAGE";
+  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--alloc A] [--serve=inline|ring] [--no-warm-up] IMAGE";
 
 export const NBD_HELP = `
 Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
@@ -49,6 +53,10 @@ Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
   -f, --format=FMT         qcow2 or raw (probed when omitted)
   --scheme S               refcount scheme while the image is open (${SCHEME_NAMES.join(", ")})
   --alloc A                allocation policy: first-fit (default) or append
+  --serve=MODE             inline (default): one thread owns the sockets and the image and serves each
+                           request as it is read; ring: the image in a worker thread behind the request ring
+  --no-warm-up             inline: accept clients at once, without first serving a scratch image (which
+                           compiles the request path before the first client)
   -v, --verbose            report protocol errors of clients on stderr
 `;
 
@@ -91,6 +99,8 @@ interface NbdOptions {
   pidFile?: string;
   scheme?: string;
   alloc?: ReturnType<typeof parseAllocPolicy>;
+  serveMode: "inline" | "ring";
+  warmUp: boolean;
   verbose: boolean;
 }
 
@@ -121,6 +131,8 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
       { name: "fork", arg: false },
       { name: "pid-file", arg: true },
       { name: "verbose", arg: false, key: "v" },
+      { name: "serve", arg: true },
+      { name: "no-warm-up", arg: false },
       { name: "offset", arg: true, key: "o" },
       { name: "connect", arg: true, key: "c" },
       { name: "disconnect", arg: false, key: "d" },
@@ -197,6 +209,8 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
   const loadSnapshot = lastValue(parsed, "l");
   const snapshot = hasFlag(parsed, "s");
   if (loadSnapshot !== undefined && snapshot) throw new CliError("-l (--load-snapshot) and -s (--snapshot) cannot be used together");
+  const serveMode = lastValue(parsed, "serve") ?? "inline";
+  if (serveMode !== "inline" && serveMode !== "ring") throw new CliError(`invalid --serve mode '${serveMode}' (expecting inline or ring)`);
   const format = lastValue(parsed, "f");
   const scheme = lastValue(parsed, "scheme");
   if (scheme !== undefined && !SCHEME_NAMES.includes(scheme)) {
@@ -221,6 +235,8 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     pidFile: lastValue(parsed, "pid-file"),
     scheme,
     alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
+    serveMode,
+    warmUp: !hasFlag(parsed, "no-warm-up"),
     verbose: hasFlag(parsed, "v"),
   };
 }
@@ -308,6 +324,15 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
   const removeOverlay = (): void => {
     if (overlay) fs.rmSync(path.dirname(overlay), { recursive: true, force: true });
   };
+  // Whole clusters of a qcow2 v3 image (the -s overlay is one) are zeroed by their L2 entries alone.
+  const zeroClusters = overlay ? 65536 : p.format === "qcow2" && p.version >= 3 ? p.clusterSize : 0;
+  if (opts.serveMode === "inline") {
+    try {
+      return await serveInline(opts, io, ready, { path: overlay ?? opts.image, format: overlay ? "qcow2" : p.format, snapshotId: p.snapshotId, zeroClusters });
+    } finally {
+      removeOverlay();
+    }
+  }
   let disk;
   try {
     disk = await openServedImage(overlay ?? opts.image, {
@@ -329,8 +354,6 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
     await closeAllWorkers();
     throw new CliError(`Failed to blk_new_open '${opts.image}': ${messageOf(e)}`);
   }
-  // Whole clusters of a qcow2 v3 image (the -s overlay is one) are zeroed by their L2 entries alone.
-  const zeroClusters = overlay ? 65536 : p.format === "qcow2" && p.version >= 3 ? p.clusterSize : 0;
   const size = disk.size;
   const exp: NbdExport = {
     name: opts.exportName,
@@ -379,6 +402,104 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
       removeOverlay();
       if (pidWritten) fs.rmSync(opts.pidFile!, { force: true });
     }
+  }
+  return 0;
+}
+
+/** The compiled export worker: next to this module's build, or in dist/ when running from src/ (tests). */
+function exportWorkerFilename(): string {
+  const here = fileURLToPath(new URL("../../nbd/export-worker.js", import.meta.url));
+  if (fs.existsSync(here)) return here;
+  const dist = fileURLToPath(new URL("../../../dist/nbd/export-worker.js", import.meta.url));
+  if (fs.existsSync(dist)) return dist;
+  throw new Error(`the NBD export worker is not built (looked for ${here} and ${dist}): run 'npm run build'`);
+}
+
+function listenFailure(code: string | undefined, message: string): CliError {
+  const reason = code === "EADDRINUSE" ? "Address already in use" : code === "EACCES" ? "Permission denied" : message;
+  return new CliError(`Failed to bind socket: ${reason}`);
+}
+
+/**
+ * --serve=inline: the export worker (src/nbd/export-worker.ts) opens the image, listens and serves; this
+ * thread waits for it, handles the signals (a stop message: the worker stops accepting, answers, closes the
+ * image) and writes the pid file.
+ */
+async function serveInline(
+  opts: NbdOptions,
+  io: CliIo,
+  ready: () => void,
+  image: { path: string; format: "qcow2" | "raw"; snapshotId?: string; zeroClusters: number },
+): Promise<number> {
+  const data: ExportWorkerData = {
+    path: image.path,
+    format: image.format,
+    scheme: opts.scheme,
+    alloc: opts.alloc,
+    cache: opts.cache,
+    readOnly: opts.readOnly,
+    snapshotId: image.snapshotId,
+    name: opts.exportName,
+    description: opts.description,
+    discard: opts.discard,
+    detectZeroes: opts.detectZeroes,
+    zeroClusters: image.zeroClusters,
+    shared: opts.shared,
+    persistent: opts.persistent,
+    address: opts.address,
+    verbose: opts.verbose,
+    warmUp: opts.warmUp,
+  };
+  const worker = new Worker(exportWorkerFilename(), { workerData: data });
+  let pidWritten = false;
+  const onSignal = (): void => worker.postMessage({ type: "stop" });
+  let readyResolve!: () => void;
+  const isReady = new Promise<void>((r) => (readyResolve = r));
+  const finished = new Promise<void>((resolve, reject) => {
+    let closed = false;
+    let failure: Error | undefined;
+    worker.on("message", (m: ExportWorkerMessage) => {
+      switch (m.type) {
+        case "ready":
+          readyResolve();
+          break;
+        case "log":
+          io.err(`refcow nbd: ${m.message}\n`);
+          break;
+        case "error":
+          failure =
+            m.stage === "open"
+              ? new CliError(`Failed to blk_new_open '${opts.image}': ${m.message}`)
+              : m.stage === "listen"
+                ? listenFailure(m.code, m.message)
+                : new CliError(`closing '${opts.image}' failed: ${m.message}`);
+          break;
+        case "closed":
+          closed = true;
+          break;
+      }
+    });
+    worker.on("error", (e) => (failure ??= new CliError(`the NBD server thread failed: ${messageOf(e)}`)));
+    worker.on("exit", (code) => {
+      if (failure) reject(failure);
+      else if (!closed) reject(new CliError(`the NBD server thread ended (status ${code}) without closing the image`));
+      else resolve();
+    });
+  });
+  try {
+    await Promise.race([isReady, finished]);
+    if (opts.pidFile) {
+      fs.writeFileSync(opts.pidFile, `${process.pid}\n`);
+      pidWritten = true;
+    }
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    ready();
+    await finished;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    if (pidWritten) fs.rmSync(opts.pidFile!, { force: true });
   }
   return 0;
 }

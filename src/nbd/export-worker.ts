@@ -1,0 +1,106 @@
+/**
+ * The NBD export served from one worker thread that owns both the sockets and the image (refcow nbd's
+ * default): it opens the image with the engine itself, listens, runs every connection's handshake and
+ * transmission (inline-transmission.ts: each request read, served and answered in this thread, as qemu-nbd
+ * does), and closes the image when the server stops. The thread that started it keeps its event loop free
+ * for signals: it posts `{ type: "stop" }`, and this thread answers `ready`, `error`, `log` and `closed`
+ * messages (ExportWorkerMessage).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import type { AllocPolicyName, CacheMode } from "../engine/types.js";
+import { openTaskImage } from "../worker/node-worker.js";
+import type { DetectZeroes, DiscardMode, NbdExport } from "./export.js";
+import { inlineDisk } from "./inline-disk.js";
+import { type ListenAddress, NbdServer } from "./server.js";
+import { warmUp } from "./warm-up.js";
+
+export interface ExportWorkerData {
+  path: string;
+  format?: "qcow2" | "raw";
+  scheme?: string;
+  alloc?: AllocPolicyName;
+  cache: CacheMode;
+  readOnly: boolean;
+  snapshotId?: string;
+  name: string;
+  description: string;
+  discard: DiscardMode;
+  detectZeroes: DetectZeroes;
+  /** Whole clusters of this size are zeroed by metadata alone (NBD_CMD_FLAG_FAST_ZERO); 0: never. */
+  zeroClusters: number;
+  shared: number;
+  persistent: boolean;
+  address: ListenAddress;
+  verbose: boolean;
+  /** Serve a scratch image first, so that the request path is compiled before the first client (warm-up.ts). */
+  warmUp: boolean;
+}
+
+export type ExportWorkerMessage =
+  | { type: "ready" }
+  | { type: "error"; stage: "open" | "listen" | "close"; message: string; code?: string }
+  | { type: "log"; message: string }
+  | { type: "closed" };
+
+function post(m: ExportWorkerMessage): void {
+  parentPort!.postMessage(m);
+}
+
+async function main(d: ExportWorkerData): Promise<void> {
+  if (d.warmUp) {
+    try {
+      await warmUp({ format: d.format ?? "qcow2", scheme: d.scheme, alloc: d.alloc, cache: d.cache });
+    } catch (e) {
+      // Only a speed-up: a failure (say, no temporary directory) is reported with -v and serving goes on.
+      if (d.verbose) post({ type: "log", message: `warm-up failed: ${(e as Error)?.message ?? e}` });
+    }
+  }
+  let img;
+  try {
+    img = openTaskImage({ path: d.path, format: d.format, scheme: d.scheme, alloc: d.alloc, cache: d.cache, readOnly: d.readOnly, snapshotId: d.snapshotId });
+  } catch (e) {
+    post({ type: "error", stage: "open", message: (e as Error)?.message ?? String(e) });
+    return;
+  }
+  const disk = inlineDisk(img);
+  const z = d.zeroClusters;
+  const exp: NbdExport = {
+    name: d.name,
+    description: d.description,
+    disk,
+    readOnly: d.readOnly,
+    cache: d.cache,
+    discard: d.discard,
+    detectZeroes: d.detectZeroes,
+    multiConn: d.shared > 1,
+    fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === disk.size) : undefined,
+  };
+  const server = new NbdServer(exp, {
+    shared: d.shared,
+    persistent: d.persistent,
+    log: d.verbose ? (message) => post({ type: "log", message }) : undefined,
+  });
+  try {
+    await server.listen(d.address);
+  } catch (e) {
+    img.close();
+    post({ type: "error", stage: "listen", message: (e as Error)?.message ?? String(e), code: (e as NodeJS.ErrnoException).code });
+    return;
+  }
+  const onMessage = (m: { type?: string }): void => {
+    if (m?.type === "stop") void server.stop();
+  };
+  parentPort!.on("message", onMessage);
+  post({ type: "ready" });
+  await server.stopped;
+  parentPort!.off("message", onMessage);
+  try {
+    img.close();
+  } catch (e) {
+    post({ type: "error", stage: "close", message: (e as Error)?.message ?? String(e) });
+    return;
+  }
+  post({ type: "closed" });
+}
+
+if (parentPort) void main(workerData as ExportWorkerData);
