@@ -146,13 +146,40 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
   return out;
 }
 
+const USAGE = `usage: node dist/vm/virtio-bench.js [options]
+
+IDE at depth 1 against virtio-blk at depths 1 and 16: rand4k (4 KiB random O_DIRECT writes) in the guest,
+in place and after a snapshot, a fresh image per run, configurations interleaved.
+
+  --reps N          runs per configuration (default 3)
+  --clusters N      writes per phase (default 256)
+  --schemes a,b     refcount schemes (default: all)
+  --cache a,b       writeback, writethrough (default: both)
+  --configs a,b     ${DISK_CONFIGS.map((c) => c.name).join(", ")} (default: all)
+  --json FILE       also write every run's row as JSON
+  -h, --help        this text
+`;
+
 async function main(argv: string[]): Promise<void> {
   const arg = (name: string) => {
     const i = argv.indexOf(name);
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const list = (s: string | undefined) => (s ? s.split(",").filter(Boolean) : undefined);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const known = new Set(["--reps", "--clusters", "--schemes", "--cache", "--configs", "--json"]);
+  for (let i = 0; i < argv.length; i += 2) if (!known.has(argv[i]!)) throw new Error(`unknown option '${argv[i]}'\n${USAGE}`);
+  const configNames = list(arg("--configs"));
+  const configs = configNames?.map((n) => {
+    const c = DISK_CONFIGS.find((x) => x.name === n);
+    if (!c) throw new Error(`unknown configuration '${n}' (${DISK_CONFIGS.map((x) => x.name).join(", ")})`);
+    return c;
+  });
   const rows = await runVirtioBench({
+    configs,
     reps: arg("--reps") ? Number(arg("--reps")) : undefined,
     clusters: arg("--clusters") ? Number(arg("--clusters")) : undefined,
     schemes: list(arg("--schemes")),
