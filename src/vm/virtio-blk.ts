@@ -211,6 +211,9 @@ export interface VirtioRequestRecord extends DiskRequestRecord {
 export interface VirtioPhaseSummary extends PhaseSummary {
   /** Most requests outstanding at the device at once. */
   maxInFlight: number;
+  /** Interrupts raised, and used-ring publications (batches of completions), while this phase was current. */
+  interrupts: number;
+  batches: number;
   discards: number;
   writeZeroes: number;
   errors: number;
@@ -532,6 +535,8 @@ export class VirtioBlk implements GuestDiskDevice {
         const now = (old + k) & 0xffff;
         this.setU16(this.usedAddr + 2, now);
         this.batches++;
+        const ph = this.summary(this.phase);
+        ph.batches++;
         let signal: boolean;
         if (this.has(F_EVENT_IDX)) {
           const usedEvent = this.u16(this.availAddr + 4 + 2 * QUEUE_SIZE);
@@ -541,6 +546,7 @@ export class VirtioBlk implements GuestDiskDevice {
         if (!signal && this.has(F_NOTIFY_ON_EMPTY) && this.outstanding.length === 0 && this.u16(this.availAddr + 2) === this.lastAvail) signal = true;
         if (signal) {
           this.interrupts++;
+          ph.interrupts++;
           this.isr |= 1;
           this.irq?.raise();
           if (!this.inRunLoop) this.wakeEmulator?.();
@@ -824,7 +830,7 @@ export class VirtioBlk implements GuestDiskDevice {
   summary(phase: string): VirtioPhaseSummary {
     let s = this.phases.get(phase);
     if (!s) {
-      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0, maxInFlight: 0, discards: 0, writeZeroes: 0, errors: 0 };
+      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0, maxInFlight: 0, interrupts: 0, batches: 0, discards: 0, writeZeroes: 0, errors: 0 };
       this.phases.set(phase, s);
     }
     return s;
