@@ -47,6 +47,10 @@
  * writes avail_event = last_avail after each pass over the available ring (the driver then notifies only for
  * buffers added after the ones taken). A batch published from the event loop while v86's CPU is halted
  * wakes the emulator (`wakeEmulator`), so the interrupt is taken at once rather than at v86's next timer.
+ * Completions are reaped where v86's loop polls and in the event loop only: reaping the disk's ready ones
+ * at every notify and ISR read as well was tried (rand4k at depth 16, lazy, 1024 writes) and cut the
+ * device's latency but made batches smaller — 370-590 interrupts a phase instead of about 110 — with no
+ * more guest IOPS: the emulated CPU, not the completion path, bounds them.
  * INDIRECT is not offered.
  *
  * ## Device: virtio-blk (§5.2)
