@@ -15,6 +15,14 @@
  *     npm run build && node dist/vm/virtio-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
  *
  * (`npm run bench:virtio` runs it with the defaults: 3 reps, 256 clusters, every scheme, both cache modes.)
+ *
+ * Reading the figures: at depth 16 the guest's emulated CPU is the bottleneck (v86's thread is busy ~90 % of
+ * a phase while the engine's median time per in-place write is ~10 µs for every scheme: an in-place write is
+ * one data write, whatever the scheme, and rand4k's only flush closes the phase, outside its IOPS), so the
+ * ratio to IDE follows the CPU the host leaves to that thread. On a shared 2-core machine the same
+ * configuration varies by 2-4× between runs; a phase of 256 writes lasts well under a second and includes the
+ * guest's warm-up (a 4096-write phase ran at ~2300 IOPS where 256-write ones ran at ~1000). Compare runs of
+ * one invocation, with --clusters 1024 or more, on a quiet machine.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
