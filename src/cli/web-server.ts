@@ -94,7 +94,9 @@ export async function createBundler(outDir: string): Promise<Bundler> {
   };
   const page = await esbuild.context({
     ...common,
-    entryPoints: { main: path.join(web, "main.ts") },
+    // main: the page; refcow-v86: the `refcow/v86` entry (openV86DiskOpfs, ...) as one ES module, for a v86
+    // embedder's own page on this server (`await import("/refcow-v86.js")`).
+    entryPoints: { main: path.join(web, "main.ts"), "refcow-v86": path.join(root, "src", "v86.ts") },
     external: ["node:*", "crypto", "fs", "perf_hooks"],
   });
   const worker = await esbuild.context({
@@ -144,6 +146,8 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
     "/index.html": path.join(outDir, "index.html"),
     "/main.js": path.join(outDir, "main.js"),
     "/main.js.map": path.join(outDir, "main.js.map"),
+    "/refcow-v86.js": path.join(outDir, "refcow-v86.js"),
+    "/refcow-v86.js.map": path.join(outDir, "refcow-v86.js.map"),
     "/web-worker.js": path.join(outDir, "web-worker.js"),
     "/web-worker.js.map": path.join(outDir, "web-worker.js.map"),
     "/guest/bzImage": guest.bzImage,

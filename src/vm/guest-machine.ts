@@ -36,7 +36,7 @@ export const MACHINE_SETTINGS_ID = "v86 headless: vga 2 MiB, acpi off, no keyboa
 
 /** MACHINE_SETTINGS_ID for a disk type (the IDE one is unchanged, so that existing warm states stay valid). */
 export function machineSettingsId(disk: GuestDiskType = "ide"): string {
-  return disk === "ide" ? MACHINE_SETTINGS_ID : "v86 headless: vga 2 MiB, acpi off, no keyboard/mouse/speaker, no hda, virtio-blk legacy PCI (VirtioBlk v1 state)";
+  return disk === "ide" ? MACHINE_SETTINGS_ID : "v86 headless: vga 2 MiB, acpi off, no keyboard/mouse/speaker, no hda, virtio-blk legacy PCI (VirtioBlk v1 state, EVENT_IDX offered)";
 }
 
 /** The guest's boot files: buffers the caller read, or URLs v86 fetches. */

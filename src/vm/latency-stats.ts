@@ -41,6 +41,9 @@ export interface PhaseStats extends Partial<Decomposition> {
   flush?: Decomposition;
   /** The most requests the disk device had outstanding at once during the phase (set by the workload runner). */
   max_in_flight?: number;
+  /** virtio-blk: interrupts the device raised and used-ring publications (completion batches) in the phase. */
+  interrupts?: number;
+  batches?: number;
   /**
    * The guest program's requests per second in the phase (refcow-io's REFCOW-IO report): its requests over
    * the time from the first one's submission to the last one's completion, on the guest's clock.

@@ -47,6 +47,7 @@ import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js"
 import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
 import type { HdaAdapter } from "./hda-adapter.js";
 import type { GuestDiskType } from "./guest-machine.js";
+import type { VirtioPhaseSummary } from "./virtio-blk.js";
 
 export interface GuestWorkloadOptions {
   /** qcow2 image; created when missing. */
@@ -281,7 +282,13 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     if (d) Object.assign(p, { op }, d);
     const f = decompose(mine, reports[name] ?? [], "flush");
     if (f) p.flush = f;
-    p.max_in_flight = adapter.summary(name).maxInFlight;
+    const sum = adapter.summary(name);
+    p.max_in_flight = sum.maxInFlight;
+    const v = sum as Partial<VirtioPhaseSummary>;
+    if (v.interrupts !== undefined) {
+      p.interrupts = v.interrupts;
+      p.batches = v.batches;
+    }
     // The guest program's own rate: its requests over the span from the first submission to the last
     // completion, on the guest's clock (the closing fdatasync excluded).
     const gr = (reports[name] ?? []).find((r) => r.op === op);

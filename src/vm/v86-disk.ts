@@ -84,6 +84,16 @@ export class RefcowV86Disk {
       }
       if (this.options.pollFromRunLoop ?? true) hookDiskPolling(emulator, this.device);
     });
+    // After v86 has restored an `initial_state`: it normally restores into the same IDE drive object, but an
+    // old-format state makes it build a new controller; registering the drive again is idempotent.
+    emulator.add_listener("emulator-loaded", () => {
+      if (this.device instanceof HdaAdapter) {
+        const hda = this.device;
+        installHonestFlush(emulator, hda);
+        const drive = hdaDrive(emulator, hda);
+        hda.reusedBuffer = (data) => data.buffer === drive.data.buffer;
+      }
+    });
   }
 
   private pendingState: VirtioBlkState | undefined;

@@ -15,6 +15,14 @@
  *     npm run build && node dist/vm/virtio-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
  *
  * (`npm run bench:virtio` runs it with the defaults: 3 reps, 256 clusters, every scheme, both cache modes.)
+ *
+ * Reading the figures: at depth 16 the guest's emulated CPU is the bottleneck (v86's thread is busy ~90 % of
+ * a phase while the engine's median time per in-place write is ~10 µs for every scheme: an in-place write is
+ * one data write, whatever the scheme, and rand4k's only flush closes the phase, outside its IOPS), so the
+ * ratio to IDE follows the CPU the host leaves to that thread. On a shared 2-core machine the same
+ * configuration varies by 2-4× between runs; a phase of 256 writes lasts well under a second and includes the
+ * guest's warm-up (a 4096-write phase ran at ~2300 IOPS where 256-write ones ran at ~1000). Compare runs of
+ * one invocation, with --clusters 1024 or more, on a quiet machine.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -48,6 +56,8 @@ export interface VirtioBenchRow {
   p99Us: number;
   iops: number;
   maxInFlight: number;
+  /** virtio-blk: guest interrupts the device raised in the phase (all its requests, the fsync included). */
+  interrupts?: number;
   load1: number;
 }
 
@@ -97,6 +107,7 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
                 p99Us: p.app_us?.p99 ?? NaN,
                 iops: p.guest_iops ?? NaN,
                 maxInFlight: p.max_in_flight ?? 0,
+                ...(p.interrupts !== undefined ? { interrupts: p.interrupts } : {}),
                 load1,
               });
             }
@@ -132,19 +143,34 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
     l.push(r);
   }
   let out =
-    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight |\n" +
-    "|---|---|---|---|---|---|---|---|---|---|\n";
+    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts |\n" +
+    "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const [k, l] of keys) {
     const [cache, scheme, phase, config] = k.split("|");
     const ide = keys.get(`${cache}|${scheme}|${phase}|ide/1`);
     const iops = median(l.map((r) => r.iops));
     const ratio = ide ? iops / median(ide.map((r) => r.iops)) : NaN;
-    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} |\n`;
+    const irqs = l.filter((r) => r.interrupts !== undefined).map((r) => r.interrupts!);
+    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} |\n`;
   }
   const loads = rows.map((r) => r.load1);
-  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
+  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
 }
+
+const USAGE = `usage: node dist/vm/virtio-bench.js [options]
+
+IDE at depth 1 against virtio-blk at depths 1 and 16: rand4k (4 KiB random O_DIRECT writes) in the guest,
+in place and after a snapshot, a fresh image per run, configurations interleaved.
+
+  --reps N          runs per configuration (default 3)
+  --clusters N      writes per phase (default 256)
+  --schemes a,b     refcount schemes (default: all)
+  --cache a,b       writeback, writethrough (default: both)
+  --configs a,b     ${DISK_CONFIGS.map((c) => c.name).join(", ")} (default: all)
+  --json FILE       also write every run's row as JSON
+  -h, --help        this text
+`;
 
 async function main(argv: string[]): Promise<void> {
   const arg = (name: string) => {
@@ -152,7 +178,20 @@ async function main(argv: string[]): Promise<void> {
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const list = (s: string | undefined) => (s ? s.split(",").filter(Boolean) : undefined);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const known = new Set(["--reps", "--clusters", "--schemes", "--cache", "--configs", "--json"]);
+  for (let i = 0; i < argv.length; i += 2) if (!known.has(argv[i]!)) throw new Error(`unknown option '${argv[i]}'\n${USAGE}`);
+  const configNames = list(arg("--configs"));
+  const configs = configNames?.map((n) => {
+    const c = DISK_CONFIGS.find((x) => x.name === n);
+    if (!c) throw new Error(`unknown configuration '${n}' (${DISK_CONFIGS.map((x) => x.name).join(", ")})`);
+    return c;
+  });
   const rows = await runVirtioBench({
+    configs,
     reps: arg("--reps") ? Number(arg("--reps")) : undefined,
     clusters: arg("--clusters") ? Number(arg("--clusters")) : undefined,
     schemes: list(arg("--schemes")),

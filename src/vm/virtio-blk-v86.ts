@@ -10,7 +10,9 @@
  *  - `cpu.devices.pci`: `register_device({ pci_id, pci_space, pci_bars, name })` (PCI config space; the
  *    ports of an I/O BAR are those registered at the BAR's initial address: when the guest moves the BAR,
  *    v86 moves the port entries), `device_spaces[pci_id]`, `raise_irq(pci_id)` / `lower_irq(pci_id)`
- *    (INTA# through the PIIX3's PIRQ routing).
+ *    (INTA# through the PIIX3's PIRQ routing),
+ *  - `emulator.v86`: `running`, `idle` (true while a tick is scheduled: the CPU loop has yielded) and
+ *    `next_tick(ms)` (schedules the loop's next turn; a later call supersedes the pending one).
  *
  * Attach in the `emulator-ready` event (before the BIOS enumerates PCI, and before v86 restores an
  * `initial_state`: v86 saves and restores the device's PCI config space with its own, so BARs and the
@@ -99,6 +101,7 @@ export function attachVirtioBlk(emulator: unknown, dev: VirtioBlk, options: Virt
     write: (addr, data) => cpu.write_blob(data, addr),
   };
   dev.irq = { raise: () => pci.raise_irq(pciId), lower: () => pci.lower_irq(pciId) };
+  dev.wakeEmulator = wakeV86(emulator);
 
   for (let off = 0; off < IO_BAR_SIZE; off++) {
     cpu.io.register_read(port + off, dev, () => dev.ioRead(off, 1), () => dev.ioRead(off, 2), () => dev.ioRead(off, 4));
@@ -123,4 +126,17 @@ export function attachVirtioBlk(emulator: unknown, dev: VirtioBlk, options: Virt
   space[0x3d] = 1; // interrupt pin INTA#
   pci.register_device({ pci_id: pciId, pci_space: space, pci_bars: [{ size: IO_BAR_SIZE }], name: dev.name });
   return { pciId, port };
+}
+
+/**
+ * A function that makes v86's loop run at once when it has yielded (a halted guest waits for its next timer
+ * event, up to 100 ms): for an interrupt raised from outside the loop (a completion reaped in the event loop),
+ * so the guest takes it now. Does nothing while the loop runs or the emulator is stopped.
+ */
+export function wakeV86(emulator: unknown): () => void {
+  const v = (emulator as { v86?: { running?: boolean; idle?: boolean; next_tick?: (t: number) => void } }).v86;
+  if (!v || typeof v.next_tick !== "function" || typeof v.idle !== "boolean") return () => undefined;
+  return () => {
+    if (v.running && v.idle) v.next_tick!(0);
+  };
 }

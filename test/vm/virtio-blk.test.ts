@@ -4,6 +4,7 @@
  * gives virtio-blk status codes, never an exception.
  */
 import { describe, expect, it } from "vitest";
+import type { PollableDisk } from "../../src/vm/async-disk.js";
 import {
   DESC_F_NEXT,
   DESC_F_WRITE,
@@ -24,6 +25,9 @@ import {
   T_OUT,
   T_WRITE_ZEROES,
   VirtioBlk,
+  AVAIL_F_NO_INTERRUPT,
+  F_EVENT_IDX,
+  F_NOTIFY_ON_EMPTY,
   type GuestMemory,
   type VirtioBlkDisk,
 } from "../../src/vm/virtio-blk.js";
@@ -103,6 +107,53 @@ class ManualDisk implements VirtioBlkDisk {
 
 const settle = () => new Promise((r) => setTimeout(r, 0));
 
+/** A pollable disk (as the worker-served one): operations complete in `poll()`, `ready` at a time. */
+class PollDisk implements VirtioBlkDisk, PollableDisk {
+  readonly bytes: Uint8Array;
+  private pending: Array<() => void> = [];
+  /** How many waiting operations the next poll completes. */
+  ready = 0;
+  polls = 0;
+  readonly spinBudgetMs = 0;
+  lastServiceMs: number | undefined;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+  }
+  get size() {
+    return this.bytes.length;
+  }
+  get waiting() {
+    return this.pending.length;
+  }
+  read(offset: number, length: number) {
+    return Promise.resolve(this.bytes.slice(offset, offset + length));
+  }
+  write(offset: number, data: Uint8Array) {
+    this.bytes.set(data, offset);
+    return Promise.resolve();
+  }
+  flush() {
+    return Promise.resolve();
+  }
+  readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void) {
+    this.pending.push(() => done(undefined, this.bytes.slice(offset, offset + length)));
+  }
+  writeCb(offset: number, data: Uint8Array, done: (err: Error | undefined) => void) {
+    const copy = data.slice();
+    this.pending.push(() => (this.bytes.set(copy, offset), done(undefined)));
+  }
+  flushCb(done: (err: Error | undefined) => void) {
+    this.pending.push(() => done(undefined));
+  }
+  poll(): number {
+    this.polls++;
+    const n = Math.min(this.ready, this.pending.length);
+    for (const f of this.pending.splice(0, n)) f();
+    this.ready -= n;
+    return n;
+  }
+}
+
 /** A minimal legacy virtio driver over FakeRam. */
 class Driver {
   readonly ram = new FakeRam();
@@ -112,12 +163,16 @@ class Driver {
   private usedSeen = 0;
   private nextDesc = 0;
   private heap = 0x200000;
-  constructor(readonly disk: VirtioBlkDisk) {
+  /** `features`: the feature bits the driver accepts (default: every one offered). */
+  constructor(
+    readonly disk: VirtioBlkDisk,
+    features = 0xffffffff,
+  ) {
     this.dev = new VirtioBlk(disk);
     this.dev.memory = this.ram;
     this.dev.irq = { raise: () => this.irqs++, lower: () => undefined };
     this.dev.ioWrite(REG.STATUS, 1, 1 | 2);
-    this.dev.ioWrite(REG.DRIVER_FEATURES, 4, this.dev.ioRead(REG.DEVICE_FEATURES, 4));
+    this.dev.ioWrite(REG.DRIVER_FEATURES, 4, this.dev.ioRead(REG.DEVICE_FEATURES, 4) & features);
     this.dev.ioWrite(REG.QUEUE_SELECT, 2, 0);
     expect(this.dev.ioRead(REG.QUEUE_SIZE, 2)).toBe(QUEUE_SIZE);
     this.dev.ioWrite(REG.QUEUE_PFN, 4, QUEUE_AT / QUEUE_ALIGN);
@@ -185,6 +240,20 @@ class Driver {
       this.usedSeen = (this.usedSeen + 1) & 0xffff;
     }
     return out;
+  }
+  /** Avail ring flags (NO_INTERRUPT). */
+  set availFlags(v: number) {
+    new DataView(this.ram.bytes.buffer).setUint16(this.availAddr, v, true);
+  }
+  /** EVENT_IDX: the driver's used_event (after avail.ring) and the device's avail_event (after used.ring). */
+  set usedEvent(v: number) {
+    new DataView(this.ram.bytes.buffer).setUint16(this.availAddr + 4 + 2 * QUEUE_SIZE, v, true);
+  }
+  get availEvent(): number {
+    return new DataView(this.ram.bytes.buffer).getUint16(this.usedAddr + 4 + 8 * QUEUE_SIZE, true);
+  }
+  get usedIdx(): number {
+    return new DataView(this.ram.bytes.buffer).getUint16(this.usedAddr + 2, true);
   }
   fill(n: number, byte: number): { addr: number; len: number } {
     const a = this.alloc(n);
@@ -383,6 +452,114 @@ describe("virtio-blk device", () => {
       await settle();
       expect(d.ram.bytes[w.status]).toBe(S_IOERR);
       expect(errors).toEqual(["boom"]);
+    });
+  });
+
+  describe("completion batches and interrupt suppression", () => {
+    const NO_EVENT_IDX = ~(1 << F_EVENT_IDX) >>> 0;
+
+    it("publishes every completion one poll of the run loop reaps with one used.idx update and one interrupt", () => {
+      const disk = new PollDisk(MiB);
+      const d = new Driver(disk, NO_EVENT_IDX);
+      let wakes = 0;
+      d.dev.wakeEmulator = () => wakes++;
+      const reqs = [];
+      for (let k = 0; k < 8; k++) reqs.push(d.request(T_OUT, k * 8, [d.fill(4096, k + 1)]));
+      expect(disk.waiting).toBe(8);
+      disk.ready = 3;
+      d.dev.pollFromEmulator(false);
+      expect(d.reap().map((u) => u.id)).toEqual(reqs.slice(0, 3).map((r) => r.head));
+      expect(d.irqs).toBe(1);
+      disk.ready = 5;
+      d.dev.pollFromEmulator(true);
+      expect(d.reap().length).toBe(5);
+      expect(d.irqs).toBe(2);
+      expect(d.dev.interrupts).toBe(2);
+      expect(wakes).toBe(0); // inside the run loop: the interrupt is taken on return, nothing to wake
+      for (const r of reqs) expect(d.ram.bytes[r.status]).toBe(S_OK);
+      expect(d.dev.idle).toBe(true);
+    });
+
+    it("completions reaped in the event loop: one publication per reap, and the emulator is woken", async () => {
+      const disk = new ManualDisk(MiB);
+      const d = new Driver(disk, NO_EVENT_IDX);
+      let wakes = 0;
+      d.dev.wakeEmulator = () => wakes++;
+      for (let k = 0; k < 6; k++) d.request(T_OUT, k * 8, [d.fill(4096, 1)]);
+      await settle();
+      for (let k = 0; k < 4; k++) disk.release();
+      expect(d.usedIdx).toBe(0); // nothing published before the reap is over
+      expect(d.dev.idle).toBe(false);
+      await settle();
+      expect(d.reap().length).toBe(4);
+      expect(d.irqs).toBe(1);
+      expect(wakes).toBe(1);
+      disk.release();
+      disk.release();
+      const idle = d.dev.whenIdle();
+      await idle; // resolves once the last completions are published
+      expect(d.usedIdx).toBe(6);
+      expect(d.irqs).toBe(2);
+      expect(wakes).toBe(2);
+    });
+
+    it("bad requests a notify completes at once are published with it, after the whole available ring", () => {
+      const d = new Driver(new ManualDisk(MiB), NO_EVENT_IDX);
+      const heads = [];
+      for (let k = 0; k < 5; k++) heads.push(d.submit([{ addr: d.header(99, 0), len: 16 }, { addr: d.alloc(1), len: 1, write: true }], false));
+      d.kick();
+      expect(d.reap().map((u) => u.id)).toEqual(heads);
+      expect(d.irqs).toBe(1);
+    });
+
+    it("NO_INTERRUPT suppresses the interrupt; NOTIFY_ON_EMPTY still signals when the device runs dry", () => {
+      const disk = new PollDisk(MiB);
+      const d = new Driver(disk, NO_EVENT_IDX & ~(1 << F_NOTIFY_ON_EMPTY));
+      d.availFlags = AVAIL_F_NO_INTERRUPT;
+      d.request(T_OUT, 0, [d.fill(512, 1)]);
+      disk.ready = 1;
+      d.dev.pollFromEmulator(false);
+      expect(d.reap().length).toBe(1);
+      expect(d.irqs).toBe(0);
+
+      const disk2 = new PollDisk(MiB);
+      const e = new Driver(disk2, NO_EVENT_IDX);
+      e.availFlags = AVAIL_F_NO_INTERRUPT;
+      e.request(T_OUT, 0, [e.fill(512, 1)]);
+      e.request(T_OUT, 8, [e.fill(512, 1)]);
+      disk2.ready = 1;
+      e.dev.pollFromEmulator(false);
+      expect(e.irqs).toBe(0); // one still in flight
+      disk2.ready = 1;
+      e.dev.pollFromEmulator(false);
+      expect(e.irqs).toBe(1); // nothing left, available ring empty
+      expect(e.reap().length).toBe(2);
+    });
+
+    it("EVENT_IDX: interrupts only once used.idx passes used_event; avail_event follows the available ring", () => {
+      const disk = new PollDisk(MiB);
+      const d = new Driver(disk, ~(1 << F_NOTIFY_ON_EMPTY) >>> 0);
+      expect(d.dev.ioRead(REG.DRIVER_FEATURES, 4) & (1 << F_EVENT_IDX)).not.toBe(0);
+      d.usedEvent = 3; // interrupt me when the 4th completion is published
+      for (let k = 0; k < 6; k++) d.request(T_OUT, k * 8, [d.fill(512, 1)]);
+      expect(d.availEvent).toBe(6); // the device has taken 6: notify for the 7th
+      disk.ready = 2;
+      d.dev.pollFromEmulator(false);
+      expect(d.usedIdx).toBe(2);
+      expect(d.irqs).toBe(0);
+      disk.ready = 3;
+      d.dev.pollFromEmulator(false); // used.idx 2 -> 5 passes 3
+      expect(d.irqs).toBe(1);
+      disk.ready = 1;
+      d.dev.pollFromEmulator(false); // 5 -> 6: used_event is behind, no new interrupt
+      expect(d.irqs).toBe(1);
+      d.usedEvent = 6;
+      d.request(T_OUT, 64, [d.fill(512, 1)]);
+      expect(d.availEvent).toBe(7);
+      disk.ready = 1;
+      d.dev.pollFromEmulator(false); // 6 -> 7 passes 6
+      expect(d.irqs).toBe(2);
+      expect(d.reap().length).toBe(7);
     });
   });
 

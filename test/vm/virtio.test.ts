@@ -5,10 +5,12 @@
  *    had 16 requests in flight, `qemu-img check` is clean, `qemu-img convert` of the active layer and of the
  *    snapshot hold exactly the bytes the workload wrote, and each fsync (a virtio-blk FLUSH) completed only
  *    after the engine's flush and after every write submitted before it (from the trace's order);
- *  - the public embedder API (`openV86Disk` from the package root) on a plain `new V86({...})`.
+ *  - the public embedder API (`openV86Disk` from the package root) on a plain `new V86({...})`: virtio-blk
+ *    booted cold, IDE resumed from a saved state (`initial_state`).
  *
- * Boots: one cold boot to prepare the virtio warm-start state (unless cached) + two warm resumes, and one
- * cold boot through the public API.
+ * Boots: one cold boot to prepare the virtio warm-start state (unless cached) + two warm resumes, one cold
+ * boot through the public API (virtio), and one warm resume through it (IDE: `refcow run`'s IDE warm-start
+ * state, prepared by one cold boot when it is not cached).
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -21,6 +23,7 @@ import { ensureGuestImage, guestImagePaths, v86WasmPath } from "../../src/vm/gue
 import { DEFAULT_CMDLINE } from "../../src/vm/guest-runner.js";
 import { runGuestWorkload } from "../../src/vm/run-workload.js";
 import { readTrace } from "../../src/vm/trace.js";
+import { obtainWarmState } from "../../src/vm/warm-state.js";
 import { applyContent, buildWorkload, patternBytes } from "../../src/vm/workloads.js";
 
 const MiB = 1 << 20;
@@ -99,10 +102,15 @@ describe("virtio-blk guest disk", () => {
     }, 10 * 60_000);
   }
 
-  it("boots a plain new V86({...}) on a qcow2 through the public API (openV86Disk, virtio)", async () => {
-    const image = path.join(dir, "embed.qcow2");
+  /**
+   * A plain `new V86({...})` on a fresh qcow2 through the public API only, the guest writing a pattern to
+   * its disk with O_DIRECT + fsync; then the image is closed, checked by qemu-img and read back.
+   * `initialState`: resume a saved guest instead of booting it (v86's own `initial_state`).
+   */
+  async function publicApiRun(type: "virtio" | "ide", initialState?: ArrayBuffer): Promise<void> {
+    const image = path.join(dir, `embed-${type}.qcow2`);
     createImagePath(image, { size: SIZE });
-    const disk = await openV86Disk(image, { type: "virtio" });
+    const disk = await openV86Disk(image, { type });
     const g = guestImagePaths();
     const file = (p: string) => {
       const b = readFileSync(p);
@@ -123,6 +131,7 @@ describe("virtio-blk guest disk", () => {
       disable_mouse: true,
       disable_speaker: true,
       acpi: false,
+      ...(initialState ? { initial_state: { buffer: initialState } } : {}),
     });
     disk.attach(emulator);
     let text = "";
@@ -143,14 +152,25 @@ describe("virtio-blk guest disk", () => {
         });
       }
     };
+    const device = type === "virtio" ? "/dev/vda" : "/dev/sda";
     try {
-      await waitFor(/REFCOW-READY/, 0, 180_000);
+      if (initialState) {
+        // The saved guest sits at its prompt: an empty line is a ping.
+        await new Promise<void>((r) => emulator.add_listener("emulator-loaded", () => r()));
+        emulator.serial0_send("\n");
+        await waitFor(/REFCOW-DONE (\d+)/, 0, 60_000);
+      } else {
+        await waitFor(/REFCOW-READY/, 0, 180_000);
+      }
       const from = text.length;
       emulator.serial0_send("yes refcow-embed | head -c 65536 > /tmp/p && dd if=/tmp/p of=$DISK bs=4096 count=16 seek=32 oflag=direct conv=fsync 2>/dev/null && echo on $DISK\n");
       const m = await waitFor(/REFCOW-DONE (\d+)/, from, 60_000);
       expect(m[1], text.slice(from)).toBe("0");
-      expect(text.slice(from)).toContain("on /dev/vda");
-      expect(disk.device.summary("boot").flushes).toBeGreaterThanOrEqual(1);
+      expect(text.slice(from)).toContain(`on ${device}`);
+      // The guest's fsync reached the engine (virtio FLUSH, or IDE FLUSH CACHE through the honest-flush patch).
+      const phase = disk.device.phase;
+      expect(disk.device.summary(phase).flushes, phase).toBeGreaterThanOrEqual(1);
+      expect(disk.device.summary(phase).writes, phase).toBeGreaterThanOrEqual(1);
       await disk.quiesce(emulator);
     } finally {
       await emulator.destroy();
@@ -159,5 +179,16 @@ describe("virtio-blk guest disk", () => {
     qemuCheckClean(image);
     const raw = convert(image);
     expect(firstDiff(raw.subarray(32 * 4096, 48 * 4096), patternBytes("refcow-embed", 65536))).toBe(-1);
+  }
+
+  it("boots a plain new V86({...}) on a qcow2 through the public API (openV86Disk, virtio)", async () => {
+    await publicApiRun("virtio");
+  }, 10 * 60_000);
+
+  it("resumes a plain new V86({ initial_state }) on a qcow2 through the public API (openV86Disk, IDE)", async () => {
+    // The IDE warm-start state of `refcow run` (cached; one cold boot the first time only): a machine built
+    // as the public API's IDE disk builds it (hda = the adapter), at the guest's prompt, on an empty disk.
+    const warm = await obtainWarmState({ diskSize: SIZE, diskType: "ide", onProgress: log });
+    await publicApiRun("ide", warm.state);
   }, 10 * 60_000);
 });

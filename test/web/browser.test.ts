@@ -17,7 +17,7 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
@@ -205,4 +205,127 @@ describe("the browser page in Chromium", () => {
     const options = await page.$$eval("#image-select option", (os) => os.map((o) => (o as HTMLOptionElement).value));
     expect(options).toEqual(["broken.qcow2", "e2e.qcow2"]);
   }, 120_000);
+});
+
+/**
+ * The page's disk selector set to virtio-blk (one more boot): the guest sees /dev/vda, writes through it with
+ * O_DIRECT + fsync (virtio-blk FLUSH), the downloaded image is clean for `qemu-img check` and holds the bytes.
+ * Then, without a boot, the `refcow/v86` entry in Chromium (the dev server's /refcow-v86.js): `openV86DiskOpfs`
+ * serves a copy of that image from its own Web Worker as a virtio-blk disk, reads the guest's bytes, writes
+ * more, closes; that image is clean and holds both.
+ */
+describe("the browser page in Chromium, virtio-blk disk", () => {
+  let server: WebServer | undefined;
+  let context: BrowserContext | undefined;
+  let page: Page;
+  const work = mkdtempSync(path.join(tmpdir(), "refcow-web-virtio-"));
+  const image = path.join(work, "virtio.qcow2");
+  const V = yesPattern("refcow-virtio", 64 * 1024); // at 2 MiB
+  const W = yesPattern("refcow-embed-api", 8192); // at 3 MiB, by openV86DiskOpfs
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash test/setup/ensure-chromium.sh' (npm test does it as root)`);
+    server = await startWebServer({ port: 0, outDir: path.join(work, "web"), onLog: log });
+    context = await chromium.launchPersistentContext(path.join(work, "profile"), {
+      executablePath: CHROMIUM,
+      headless: true,
+      acceptDownloads: true,
+      args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    page.on("console", (m) => {
+      if (m.type() === "error" && !m.text().includes("Failed to load resource")) pageErrors.push(m.text());
+    });
+    // No autoboot: the disk is chosen in the page's selector, then the image created and booted with its button.
+    await page.goto(`${server.url}?image=virtio.qcow2&scheme=lazy&cache=writeback&size=${DISK_MIB}&autoboot=0`);
+    await page.waitForFunction(() => refcowPage?.state === "idle", null, { timeout: 60_000, polling: 250 });
+    await page.selectOption("#disk-select", "virtio");
+    const t0 = performance.now();
+    await page.click("#create-btn");
+    await page.waitForFunction(() => ["ready", "error"].includes(refcowPage?.state), null, { timeout: 240_000, polling: 250 });
+    const st = await page.evaluate(() => ({ state: refcowPage.state, error: refcowPage.error }));
+    expect(st.error).toBeUndefined();
+    expect(st.state).toBe("ready");
+    log(`[test] Chromium, virtio-blk: create + boot ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }, 300_000);
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    rmSync(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it("boots on the virtio-blk disk, writes through it, and downloads a clean image with the bytes", async () => {
+    expect(await guest(page, "echo $DISK")).toBe("/dev/vda\n");
+    expect(await guest(page, "cat /sys/block/vda/size")).toBe(`${(DISK_MIB * MiB) / 512}\n`);
+    expect(await guest(page, "ls /sys/block")).not.toMatch(/sda/); // no IDE disk
+    await guest(page, "yes refcow-virtio | head -c 65536 > /tmp/v && dd if=/tmp/v of=$DISK bs=4096 count=16 seek=512 oflag=direct conv=fsync");
+    const lat = await page.evaluate(() => refcowPage.latency("scripted"));
+    expect(lat.write?.count).toBeGreaterThanOrEqual(1);
+    expect(lat.flush?.count).toBeGreaterThanOrEqual(1); // the guest's fsync: a virtio-blk FLUSH, to the engine
+    const sum = await guest(page, "dd if=$DISK bs=4096 count=16 skip=512 iflag=direct 2>/dev/null | md5sum");
+    expect(sum.split(" ")[0]).toBe(md5(V));
+
+    const downloaded = page.waitForEvent("download", { timeout: 120_000 });
+    await page.click("#download-btn");
+    const dl = await downloaded;
+    expect(dl.suggestedFilename()).toBe("virtio.qcow2");
+    await dl.saveAs(image);
+    expect(await page.textContent("#check-result")).toContain("No errors were found on the image.");
+    const check = spawnSync("qemu-img", ["check", image], { encoding: "utf8" });
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    expect(check.stdout).toContain("No errors were found on the image.");
+    const raw = path.join(work, "virtio.raw");
+    execFileSync("qemu-img", ["convert", "-O", "raw", image, raw]);
+    const expected = Buffer.alloc(DISK_MIB * MiB);
+    V.copy(expected, 2 * MiB);
+    expect(md5(readFileSync(raw))).toBe(md5(expected));
+    // The guest goes on after the download (the image was reopened under it).
+    await guest(page, "dd if=$DISK bs=4096 count=1 skip=512 iflag=direct of=/dev/null");
+  }, 300_000);
+
+  it("serves an OPFS image as a virtio-blk disk through openV86DiskOpfs (the refcow/v86 entry)", async () => {
+    const bytes = readFileSync(image).toString("base64");
+    const out = await page.evaluate(
+      async ({ b64, wB64 }) => {
+        // A dynamic import written so that vitest's transform leaves it alone: it runs in the page.
+        const load = new Function("u", "return import(u)") as (u: string) => Promise<typeof import("../../src/v86.js")>;
+        const api = await load(new URL("refcow-v86.js", location.href).href);
+        const fromB64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+        const root = await navigator.storage.getDirectory();
+        const fh = await root.getFileHandle("api-copy.qcow2", { create: true });
+        const w = await fh.createWritable();
+        await w.write(fromB64(b64));
+        await w.close();
+        const disk = await api.openV86DiskOpfs("api-copy.qcow2", { type: "virtio", scheme: "eager", cache: "writeback", workerUrl: new URL("web-worker.js", location.href) });
+        const info = { type: disk.type, device: (disk.device as { name?: string }).name, hda: "hda" in disk.v86Options, size: disk.disk.size };
+        const guestBytes = await disk.disk.read(2 * 1024 * 1024, 65536);
+        await disk.disk.write(3 * 1024 * 1024, fromB64(wB64));
+        await disk.disk.flush();
+        await disk.close();
+        const file = new Uint8Array(await (await fh.getFile()).arrayBuffer());
+        let s = "";
+        for (let i = 0; i < file.length; i += 0x8000) s += String.fromCharCode(...file.subarray(i, i + 0x8000));
+        const g = Array.from(guestBytes.subarray(0, 64), (x) => String.fromCharCode(x)).join("");
+        return { info, guestHead: g, guestLen: guestBytes.length, image: btoa(s) };
+      },
+      { b64: bytes, wB64: W.toString("base64") },
+    );
+    expect(out.info).toEqual({ type: "virtio", device: "virtio-blk", hda: false, size: DISK_MIB * MiB });
+    expect(out.guestLen).toBe(65536);
+    expect(out.guestHead).toBe(V.subarray(0, 64).toString("latin1"));
+    const copy = path.join(work, "api-copy.qcow2");
+    writeFileSync(copy, Buffer.from(out.image, "base64"));
+    const check = spawnSync("qemu-img", ["check", copy], { encoding: "utf8" });
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    const raw = path.join(work, "api-copy.raw");
+    execFileSync("qemu-img", ["convert", "-O", "raw", copy, raw]);
+    const expected = Buffer.alloc(DISK_MIB * MiB);
+    V.copy(expected, 2 * MiB);
+    W.copy(expected, 3 * MiB);
+    expect(md5(readFileSync(raw))).toBe(md5(expected));
+    expect(pageErrors).toEqual([]);
+  }, 180_000);
 });
