@@ -56,7 +56,7 @@ function prepared(name: string, scheme: string, cache: "writeback" | "writethrou
 
 describe("refcount schemes", () => {
   it("registers the five schemes", () => {
-    expect(SCHEME_NAMES.sort()).toEqual(["eager", "journal", "lazy", "lazy-count", "owner"]);
+    expect([...SCHEME_NAMES].sort()).toEqual(["eager", "journal", "lazy", "lazy-count", "owner"]);
   });
 
   for (const scheme of SCHEME_NAMES) {
