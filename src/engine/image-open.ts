@@ -254,6 +254,10 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
       if (result.corruptions > 0) throw new ImageFormatError(`could not repair dirty image: ${result.messages.slice(-3).join("; ")}`);
     }
     img.attachScheme();
+    // Guest writes a data log holds, left by a process that stopped: replayed with the engine's own plans.
+    catalog.recoverAfterAttach?.(img.schemeHost);
+  } else if (!opts.forCheck) {
+    catalog.refuseReadOnly?.(h);
   }
 }
 

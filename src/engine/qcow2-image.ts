@@ -148,6 +148,31 @@ export class Qcow2Image implements VirtualDisk {
   attachScheme(): void {
     this.scheme.attach(this.schemeHost);
     this.schemeAttached = true;
+    this.writer.plans = !!this.scheme.carryOut;
+    this.reader.held = !!this.scheme.readHeld;
+  }
+
+  /** @internal The scheme finishes every plan it deferred (before a structural change: snapshots, zeroes, resize...). */
+  settleScheme(): void {
+    if (this.schemeAttached && this.scheme.settle) this.scheme.settle();
+  }
+
+  /**
+   * Idle time: the serve loop calls this once no request has come for a while; the scheme does deferred
+   * work (applies pending copies). Returns whether some remains.
+   */
+  idle(): boolean {
+    if (this.closed || this.readOnly || this.corruptError || !this.schemeAttached || !this.scheme.idle) return false;
+    try {
+      return this.scheme.idle();
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  /** Whether the scheme has deferred work for idle time. */
+  get hasIdleWork(): boolean {
+    return this.schemeAttached && !this.closed && !this.corruptError && (this.scheme.hasIdleWork?.() ?? false);
   }
 
   /** @internal An image found unusable while it opens (an open for check of a corrupt L1 table). */
@@ -296,6 +321,7 @@ export class Qcow2Image implements VirtualDisk {
     // QEMU's message (qcow2_grow_l1_table's EFBIG) for a size the largest L1 table cannot map.
     if (l1Entries * 8 > MAX_L1_BYTES) throw new RequestError("Failed to grow the L1 table: File too large");
     try {
+      this.settleScheme();
       if (newSize > old) {
         this.resizeL1(l1Entries, true);
         this.header.size = newSize;
@@ -341,6 +367,7 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal Writes cached metadata in dependency order (write-order.ts), then flushes. */
   flushMetadata(): void {
     if (this.readOnly || this.corruptError) return;
+    if (this.schemeAttached) this.scheme.beforeFlush?.();
     if (this.schemeAttached && this.scheme.flushMetadata) {
       this.scheme.flushMetadata();
       return;
@@ -447,6 +474,7 @@ export class Qcow2Image implements VirtualDisk {
    */
   detachScheme(): void {
     this.checkWritable();
+    this.settleScheme();
     this.flushMetadata();
     this.refcounts.cache.writeDirty();
     this.sync("refcount");
@@ -492,6 +520,7 @@ export class Qcow2Image implements VirtualDisk {
   snapshotCreate(name: string, opts: SnapshotCreateOptions = {}): SnapshotInfo {
     this.checkWritable();
     try {
+      this.settleScheme();
       return this.underDirtyBit(() => (this.scheme.snapshotCreate ? this.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this, name, opts)));
     } catch (e) {
       throw this.failed(e);
@@ -501,6 +530,7 @@ export class Qcow2Image implements VirtualDisk {
   snapshotApply(idOrName: string): void {
     this.checkWritable();
     try {
+      this.settleScheme();
       this.underDirtyBit(() => (this.scheme.snapshotApply ? this.scheme.snapshotApply(idOrName) : snapshots.applySnapshot(this, idOrName)));
     } catch (e) {
       throw this.failed(e);
@@ -510,6 +540,7 @@ export class Qcow2Image implements VirtualDisk {
   snapshotDelete(idOrName: string): void {
     this.checkWritable();
     try {
+      this.settleScheme();
       this.underDirtyBit(() => (this.scheme.snapshotDelete ? this.scheme.snapshotDelete(idOrName) : snapshots.deleteSnapshot(this, idOrName)));
     } catch (e) {
       throw this.failed(e);

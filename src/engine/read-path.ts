@@ -11,6 +11,8 @@ import type { Qcow2Image } from "./qcow2-image.js";
 export class ReadPath {
   /** The last compressed cluster read, decompressed (a COW of it reads it again at once). */
   private lastCompressed: { offset: number; data: Uint8Array } | null = null;
+  /** Whether the scheme serves reads of the active layer it holds elsewhere (readHeld). */
+  held = false;
 
   constructor(private readonly img: Qcow2Image) {}
 
@@ -24,6 +26,12 @@ export class ReadPath {
       const inCluster = pos - gc * cs;
       const n = Math.min(cs - inCluster, buf.length - done);
       const dst = buf.subarray(done, done + n);
+      // Data the scheme holds elsewhere (a pending copy, a log record) for the active layer: guest reads,
+      // the NBD export, convert, and every other reader of the active layer come through here.
+      if (this.held && l1 === this.img.tables.l1 && this.img.scheme.readHeld!(gc, inCluster, dst)) {
+        done += n;
+        continue;
+      }
       const m = this.img.tables.lookup(gc, l1);
       this.readMapped(m, gc, inCluster, dst, useBacking);
       done += n;

@@ -23,6 +23,12 @@ export function schemeHostOf(img: Qcow2Image): SchemeHost {
   };
   return {
     clusterSize: img.clusterSize,
+    cacheMode: img.cacheMode,
+    get diskSize() {
+      return img.size;
+    },
+    link: (gc, host) => img.writer.link(gc, host),
+    replayGuestWrite: (offset, data) => img.writer.writeGuestDirect(offset, data),
     tables: img.tables,
     get refcounts() {
       return img.refcounts;

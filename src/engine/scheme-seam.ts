@@ -14,6 +14,8 @@ import type { AllocationPolicy } from "./alloc-policy.js";
 import type { RefcountStore } from "./refcounts.js";
 import type { FlushOrder, SnapshotCreateOptions, SnapshotInfo } from "./types.js";
 import type { WriteOrder } from "./write-order.js";
+import type { WritePlan } from "./write-plan.js";
+import type { CacheMode } from "./types.js";
 
 export type ClusterKind = "data" | "l2" | "meta";
 
@@ -28,6 +30,16 @@ export type ClusterKind = "data" | "l2" | "meta";
  */
 export interface SchemeHost {
   readonly clusterSize: number;
+  readonly cacheMode: CacheMode;
+  /** The virtual disk's size in bytes. */
+  readonly diskSize: number;
+  /**
+   * The link of a plan the scheme deferred (write-plan.ts): guest cluster `gc` maps `host` from now on, with
+   * the engine's ordering (the cluster's data and count before the entry; the old reference dropped after it).
+   */
+  link(gc: number, host: number): void;
+  /** A guest write carried out with the engine's own plans, whatever the scheme (a log's replay). */
+  replayGuestWrite(offset: number, data: Uint8Array): void;
   readonly tables: ActiveTables;
   readonly refcounts: RefcountStore;
   readonly order: WriteOrder;
@@ -127,6 +139,22 @@ export interface RefcountScheme {
   snapshotCreate?(name: string, opts: SnapshotCreateOptions): SnapshotInfo;
   snapshotApply?(idOrName: string): void;
   snapshotDelete?(idOrName: string): void;
+  /**
+   * The plan of an allocating guest write (a new cluster, a copy on write; write-plan.ts): true when the
+   * scheme carried it out itself (deferred or redirected it), false when the engine is to carry it out as it
+   * stands. Absent: always the engine. What a scheme takes over it serves to reads (`readHeld`) and finishes
+   * at `settle`.
+   */
+  carryOut?(plan: WritePlan): boolean;
+  /** Reads of the active layer: true when the scheme holds guest cluster `gc` and has filled `dst` from it. */
+  readHeld?(gc: number, inCluster: number, dst: Uint8Array): boolean;
+  /** Before the engine writes its metadata at a flush (a guest flush, or one of its own). */
+  beforeFlush?(): void;
+  /** Finishes every deferred plan; the engine calls it before structural changes (snapshots, zeroes, discard, resize, compaction). */
+  settle?(): void;
+  /** Deferred work for idle time; returns whether some remains. */
+  idle?(): boolean;
+  hasIdleWork?(): boolean;
   /** Scheme-specific costs (conversion time, replayed records...), for reports. */
   report?(): Record<string, number>;
   /** Clean close: after the engine has flushed its tables; must leave standard refcounts on disk. */
@@ -146,6 +174,13 @@ export interface SchemeCatalog {
   recoverBeforeLoad(file: BlockFile, header: Qcow2Header, clusterSize: number, readOnly: boolean): void;
   /** Removes a replayed or empty log from a writable image (the header forgets it, its clusters are freed). */
   recoverAfterLoad(host: SchemeHost, opts: { freeJournalArea: boolean }): void;
+  /**
+   * Replays what a scheme's log holds that only the write path can put in place (a data log's guest writes),
+   * once the scheme is attached, and removes the log; `readOnly`: refuses an image that has such records.
+   */
+  recoverAfterAttach?(host: SchemeHost): void;
+  /** Refuses a read-only open of an image whose log only the write path can replay (a clear error). */
+  refuseReadOnly?(header: Qcow2Header): void;
 }
 
 export type { IoPurpose };

@@ -10,8 +10,12 @@ import { MAX_L1_BYTES } from "../format/header.js";
 import { ClusterType } from "../format/l1l2.js";
 import type { Mapping } from "./active-tables.js";
 import type { Qcow2Image } from "./qcow2-image.js";
+import type { CowSource, WritePlan } from "./write-plan.js";
 
 export class WritePath {
+  /** Whether allocating writes are offered to the scheme as plans (it has carryOut, and no replay runs). */
+  plans = false;
+
   constructor(private readonly img: Qcow2Image) {}
 
   /** Writes guest bytes (disk or VM-state area) through the active L1. */
@@ -31,15 +35,25 @@ export class WritePath {
   private writeCluster(gc: number, inCluster: number, src: Uint8Array): void {
     const img = this.img;
     const { file, scheme, tables, overlap } = img;
-    const m = this.l2ForWrite(gc);
-    const e = m.entry;
+    let m = this.l2ForWrite(gc);
+    let e = m.entry;
     const cs = img.clusterSize;
     const guestPos = gc * cs + inCluster;
     if (img.l2.extended && e.type !== ClusterType.Compressed) {
       this.writeSubclusters(gc, inCluster, src, m);
       return;
     }
-    if ((e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && scheme.mayWriteInPlace(e.copied, e.offset / cs, "data")) {
+    let inPlace = (e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && scheme.mayWriteInPlace(e.copied, e.offset / cs, "data");
+    if (!inPlace && this.plans) {
+      // The scheme may take over the plan of an allocating write (defer the copy and the link, redirect the
+      // guest's bytes); else the engine carries it out below.
+      if (scheme.carryOut!(this.plan(m, gc, inCluster, src))) return;
+      // Declined, possibly after the scheme applied what it held: the mapping is looked up again.
+      m = this.l2ForWrite(gc);
+      e = m.entry;
+      inPlace = (e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && scheme.mayWriteInPlace(e.copied, e.offset / cs, "data");
+    }
+    if (inPlace) {
       overlap.checkDataCluster(e.offset, guestPos);
       overlap.checkInFile(e.offset, guestPos);
       if (e.type === ClusterType.Normal) {
@@ -77,6 +91,61 @@ export class WritePath {
     img.order.dataBeforeL2();
     if (oldOffset > 0) scheme.release(oldOffset / cs, "data");
     if (compressedRange) for (let c = compressedRange[0]; c <= compressedRange[1]; c++) scheme.release(c, "data");
+  }
+
+  /** The plan of an allocating write to guest cluster `gc`, mapped by `m` (QEMU's QCowL2Meta; write-plan.ts). */
+  private plan(m: Mapping, gc: number, inCluster: number, src: Uint8Array): WritePlan {
+    const img = this.img;
+    const e = m.entry;
+    const cs = img.clusterSize;
+    const cowSource: CowSource =
+      e.type === ClusterType.Normal ? "cluster" : e.type === ClusterType.Compressed ? "compressed" : e.type === ClusterType.Unallocated && img.backing ? "backing" : "zeroes";
+    const end = inCluster + src.length;
+    return {
+      gc,
+      inCluster,
+      data: src,
+      action: "allocate",
+      oldHost: e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc ? e.offset : 0,
+      cowSource,
+      cowStart: { offset: 0, length: inCluster },
+      cowEnd: { offset: end, length: cs - end },
+      extended: img.l2.extended,
+    };
+  }
+
+  /**
+   * The link of a plan a scheme deferred (QEMU's qcow2_alloc_cluster_link_l2): guest cluster `gc` now maps
+   * `host`, whose contents the scheme has written. Rules as for a COW here: the new cluster's count and its
+   * data before the entry, the entry before the decrement of what it drops.
+   */
+  link(gc: number, host: number): void {
+    const img = this.img;
+    const { tables, scheme } = img;
+    const m = this.l2ForWrite(gc);
+    const e = m.entry;
+    const slice = m.slice;
+    const index = m.index;
+    scheme.referenced();
+    const buf = tables.l2Cache.get(slice);
+    img.l2.encodeStandard(viewOf(buf), index, host, { copied: true });
+    tables.l2Cache.markDirty(slice);
+    img.order.dataBeforeL2();
+    if (e.type === ClusterType.Compressed) {
+      const [a, b] = img.l2.compressedClusters(e);
+      for (let c = a; c <= b; c++) scheme.release(c, "data");
+    } else if (e.offset && e.offset !== host) scheme.release(e.offset / img.clusterSize, "data");
+  }
+
+  /** Writes guest bytes with the engine's own plans, whatever the scheme (a data log's replay). */
+  writeGuestDirect(offset: number, data: Uint8Array): void {
+    const was = this.plans;
+    this.plans = false;
+    try {
+      this.writeGuest(offset, data);
+    } finally {
+      this.plans = was;
+    }
   }
 
   /**

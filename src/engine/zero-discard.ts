@@ -11,6 +11,7 @@ export class ZeroDiscard {
 
   zeroRange(offset: number, length: number, unmap: boolean): void {
     const img = this.img;
+    img.settleScheme(); // nothing deferred under the clusters that change
     const cs = img.clusterSize;
     const end = offset + length;
     // The last cluster of a disk whose size is not cluster aligned counts as whole.
@@ -70,6 +71,7 @@ export class ZeroDiscard {
 
   /** Discards whole clusters [start, end) (byte offsets, cluster aligned). */
   discard(start: number, end: number): void {
+    this.img.settleScheme();
     const cs = this.img.clusterSize;
     for (let pos = start; pos < end; pos += cs) this.unmapCluster(pos / cs, true);
   }
