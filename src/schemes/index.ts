@@ -11,6 +11,8 @@ import { LazyScheme } from "./lazy.js";
 import { LazyCountScheme } from "./lazy-count.js";
 import { JournalScheme } from "./journal.js";
 import { OwnerScheme } from "./owner.js";
+import { LogScheme } from "./log.js";
+import { recoverDataLog, refuseReadOnlyDataLog } from "./log-recovery.js";
 import { hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";
 import type { RefcountScheme } from "./scheme.js";
 
@@ -21,6 +23,7 @@ const SCHEMES: Record<string, () => RefcountScheme> = {
   "lazy-count": () => new LazyCountScheme(),
   journal: () => new JournalScheme(),
   owner: () => new OwnerScheme(),
+  log: () => new LogScheme(),
 };
 
 export const SCHEME_NAMES: readonly string[] = Object.keys(SCHEMES);
@@ -45,6 +48,8 @@ export const SCHEME_CATALOG: SchemeCatalog = {
   hasLogToReplay: hasJournalToReplay,
   recoverBeforeLoad,
   recoverAfterLoad,
+  recoverAfterAttach: (host) => void recoverDataLog(host),
+  refuseReadOnly: refuseReadOnlyDataLog,
 };
 
 export type { RefcountScheme } from "./scheme.js";

@@ -223,31 +223,51 @@ export class PendingState {
 }
 
 /**
- * Carries out copy runs through `read`/`write`, reading sources that are neighbours on the host with one
- * read of up to `maxRead` bytes (the destinations may be apart: a written range sits between them).
+ * Carries out copy runs through `read`/`write`: the runs whose destinations are contiguous are assembled in
+ * memory and written with one write of up to `maxSpan` bytes (the new clusters of a batch are usually
+ * neighbours); the sources of a span are read with one read per group of neighbours on the host (a hole of
+ * up to 64 KiB between them is read too: one larger read is cheaper than two), such as the head and tail of
+ * one old cluster, or consecutive log records. A destination byte no run covers is never written.
  */
 export function performRuns(
   runs: readonly CopyRun[],
   read: (buf: Uint8Array, host: number) => void,
   write: (buf: Uint8Array, host: number) => void,
-  maxRead = 1 << 20,
+  maxSpan = 1 << 20,
 ): void {
-  const bySrc = [...runs].sort((a, b) => a.src - b.src);
-  for (let i = 0; i < bySrc.length; ) {
-    const start = bySrc[i]!.src;
-    let end = start + bySrc[i]!.length;
+  const byDst = [...runs].sort((a, b) => a.dst - b.dst);
+  for (let i = 0; i < byDst.length; ) {
+    const start = byDst[i]!.dst;
+    let end = start + byDst[i]!.length;
     let j = i + 1;
-    // Join sources separated by small holes (a read of up to 64 KiB more is cheaper than one more I/O).
-    while (j < bySrc.length && bySrc[j]!.src >= end && bySrc[j]!.src - end <= 65536 && bySrc[j]!.src + bySrc[j]!.length - start <= maxRead) {
-      end = bySrc[j]!.src + bySrc[j]!.length;
+    while (j < byDst.length && byDst[j]!.dst === end && end + byDst[j]!.length - start <= maxSpan) {
+      end += byDst[j]!.length;
       j++;
     }
-    const buf = new Uint8Array(end - start);
-    read(buf, start);
-    for (let k = i; k < j; k++) {
-      const r = bySrc[k]!;
-      write(buf.subarray(r.src - start, r.src - start + r.length), r.dst);
+    const span = new Uint8Array(end - start);
+    const bySrc = byDst.slice(i, j).sort((a, b) => a.src - b.src);
+    for (let k = 0; k < bySrc.length; ) {
+      const rs = bySrc[k]!.src;
+      let re = rs + bySrc[k]!.length;
+      let l = k + 1;
+      while (l < bySrc.length && bySrc[l]!.src >= re && bySrc[l]!.src - re <= 65536 && bySrc[l]!.src + bySrc[l]!.length - rs <= 2 * maxSpan) {
+        re = bySrc[l]!.src + bySrc[l]!.length;
+        l++;
+      }
+      if (l === k + 1) {
+        const r = bySrc[k]!;
+        read(span.subarray(r.dst - start, r.dst - start + r.length), r.src);
+      } else {
+        const buf = new Uint8Array(re - rs);
+        read(buf, rs);
+        for (let m = k; m < l; m++) {
+          const r = bySrc[m]!;
+          span.set(buf.subarray(r.src - rs, r.src - rs + r.length), r.dst - start);
+        }
+      }
+      k = l;
     }
+    write(span, start);
     i = j;
   }
 }

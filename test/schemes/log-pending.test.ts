@@ -114,9 +114,25 @@ describe("PendingState", () => {
     const runs = PendingState.fillRuns(st.all(), CS);
     expect(runs.length).toBe(9); // head of the first, tail+head between each pair, tail of the last
     let reads = 0;
-    performRuns(runs, () => reads++, () => {});
-    expect(reads).toBe(1);
+    let writes = 0;
+    performRuns(runs, () => reads++, () => writes++);
+    expect(writes).toBe(9); // never over the guest's bytes
+    expect(reads).toBe(9);
     expect(st.fillDebt()).toBe(8 * (CS - 512));
+  });
+
+  it("assembles the new clusters of logged writes in memory: one write per contiguous span, neighbouring sources read together", () => {
+    const st = new PendingState(CS);
+    for (let i = 0; i < 8; i++) {
+      st.begin(i, OLD + i * CS, NEW + i * CS);
+      st.written(i, 1024, 512, LOG + i * 1024 + 512); // records of 512 bytes with a 512-byte header each
+    }
+    const runs = PendingState.fillRuns(st.all(), CS);
+    const reads: number[] = [];
+    const writes: number[] = [];
+    performRuns(runs, (b) => reads.push(b.length), (b) => writes.push(b.length));
+    expect(writes).toEqual([8 * CS]);
+    expect(reads.length).toBe(2); // the old clusters, the log records
   });
 
   it("says when it is full", () => {
