@@ -144,7 +144,9 @@ export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: Scheme
   // staged and reaches the file only once the whole open has succeeded: a refused image is never written.
   // A read-only check of an image with a journal to replay replays it into a staged view that is never
   // committed: the check reports on the image as recovered, and the file stays as it is.
-  const replayInView = readOnly && opts.forCheck === true && catalog.hasLogToReplay(header);
+  // A data log (guest writes) is replayed through the write path: such a check opens writable on the view.
+  const writeReplayInView = readOnly && opts.forCheck === true && (catalog.hasWriteLogToReplay?.(header) ?? false);
+  const replayInView = readOnly && opts.forCheck === true && (catalog.hasLogToReplay(header) || writeReplayInView);
   const staged = readOnly && !replayInView ? undefined : new StagedFile(file.inner);
   if (staged) file.inner = staged;
   let keepView = false;
@@ -153,7 +155,7 @@ export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: Scheme
     // check compares and repairs standard counts, and a scheme's conventions while open (lazy-count's
     // uncounted active layer, the journal's area, owner's rebuilt counts at close) would read as errors to it.
     const requested = catalog.create(opts.scheme, opts.order);
-    const img = new Qcow2Image(file, header, { ...opts, readOnly }, opts.forCheck ? catalog.create("eager") : requested);
+    const img = new Qcow2Image(file, header, { ...opts, readOnly: readOnly && !writeReplayInView }, opts.forCheck ? catalog.create("eager") : requested);
     // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
     catalog.recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly && !replayInView);
     // The replay may have grown the file (records for tables past the old end).

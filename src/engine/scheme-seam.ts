@@ -179,6 +179,8 @@ export interface SchemeCatalog {
    * once the scheme is attached, and removes the log; `readOnly`: refuses an image that has such records.
    */
   recoverAfterAttach?(host: SchemeHost): void;
+  /** True when the image holds such a log (a read-only check then replays it into a view it never commits). */
+  hasWriteLogToReplay?(header: Qcow2Header): boolean;
   /** Refuses a read-only open of an image whose log only the write path can replay (a clear error). */
   refuseReadOnly?(header: Qcow2Header): void;
 }

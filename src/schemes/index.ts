@@ -12,7 +12,7 @@ import { LazyCountScheme } from "./lazy-count.js";
 import { JournalScheme } from "./journal.js";
 import { OwnerScheme } from "./owner.js";
 import { LogScheme } from "./log.js";
-import { recoverDataLog, refuseReadOnlyDataLog } from "./log-recovery.js";
+import { hasDataLogToReplay, recoverDataLog, refuseReadOnlyDataLog } from "./log-recovery.js";
 import { hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";
 import type { RefcountScheme } from "./scheme.js";
 
@@ -50,6 +50,7 @@ export const SCHEME_CATALOG: SchemeCatalog = {
   recoverAfterLoad,
   recoverAfterAttach: (host) => void recoverDataLog(host),
   refuseReadOnly: refuseReadOnlyDataLog,
+  hasWriteLogToReplay: hasDataLogToReplay,
 };
 
 export type { RefcountScheme } from "./scheme.js";

@@ -34,7 +34,9 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
 };
 
 const params = new URLSearchParams(location.search);
-const SCHEMES = ["eager", "lazy", "lazy-count", "owner", "journal"];
+// The page bundle does not include the engine (it runs in the worker), so the registry's names are listed here
+// and in index.html's select; the worker refuses a name it does not know.
+const SCHEMES = ["eager", "lazy", "lazy-count", "owner", "journal", "log"];
 const CACHES: CacheMode[] = ["writeback", "writethrough", "unsafe"];
 const MiB = 1024 * 1024;
 
