@@ -367,7 +367,6 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal Writes cached metadata in dependency order (write-order.ts), then flushes. */
   flushMetadata(): void {
     if (this.readOnly || this.corruptError) return;
-    if (this.schemeAttached) this.scheme.beforeFlush?.();
     if (this.schemeAttached && this.scheme.flushMetadata) {
       this.scheme.flushMetadata();
       return;

@@ -148,8 +148,6 @@ export interface RefcountScheme {
   carryOut?(plan: WritePlan): boolean;
   /** Reads of the active layer: true when the scheme holds guest cluster `gc` and has filled `dst` from it. */
   readHeld?(gc: number, inCluster: number, dst: Uint8Array): boolean;
-  /** Before the engine writes its metadata at a flush (a guest flush, or one of its own). */
-  beforeFlush?(): void;
   /** Finishes every deferred plan; the engine calls it before structural changes (snapshots, zeroes, discard, resize, compaction). */
   settle?(): void;
   /** Deferred work for idle time; returns whether some remains. */

@@ -1,30 +1,30 @@
 /**
  * `log`: no copy on write on the path of a guest write. A write to a cluster shared with a snapshot writes
- * only the guest's bytes and becomes a pending copy (log-pending.ts); the copy of the untouched ranges and the
- * L2 entry and refcount changes are deferred and done in batches ("apply"): when idle, when the data log or
- * the pending state fills, before any structural change (snapshot, zeroes, discard, resize), and at close.
- * Refcounts are eager's: exact on disk at each apply (a crash leaks at worst the new clusters of an apply in
- * progress, as eager's crashes do).
+ * only the guest's bytes, as one checksummed record appended to a data log inside the image (log-format.ts),
+ * and becomes a pending copy (log-pending.ts): old host cluster, new host cluster (allocated at the apply),
+ * written ranges with where their bytes are. Reads of the cluster merge the records' bytes over the old
+ * cluster, whatever reads (guest reads, the NBD export, convert, snapshot VM state: the engine's read path).
+ * The copy of the untouched ranges (the fill), the L2 entries and the refcounts are deferred and done in
+ * batches ("apply"): when idle, when the log or the pending state fills, before any structural change
+ * (snapshot create/apply/delete, zeroes, discard, resize, compaction), and at close.
  *
- * Where the guest's bytes go:
- *  - writeback (delayed COW): into the new cluster, allocated at the first write. At the guest's flush the
- *    bytes written since the last flush are appended to the data log (one write of consecutive records) and
- *    flushed with it, so the flush does not wait for fills; until the apply, nothing but the log makes them
- *    reachable after a crash.
- *  - writethrough: as one checksummed record in the data log, made durable by the write's one flush (the
- *    cost of an in-place write); the new cluster is allocated at the apply.
- * Reads of a cluster with a pending copy merge the guest's bytes (new cluster or record) over the old
- * cluster, whatever reads: guest reads, the NBD export, convert, map's data (the engine's read path).
+ * Cost: writethrough, one record write and the write's one flush — what an in-place write costs; writeback,
+ * one record write, made durable by the guest's next flush. The log area is written whole once when it is
+ * made, so appending to it never needs a file-system allocation at the flush (writing the guest's bytes into
+ * a new cluster instead was measured at 2.7× the in-place cost per write, amortized, on ext4: each new
+ * cluster is an allocation the flush must commit).
  *
- * Crash: the on-disk L2 entry points to the old cluster (the snapshot's data) until the apply, which copies
- * (fill: data before the entry), flushes, writes refcounts and tables in eager's order, then starts an empty
- * log. A crash before the end of an apply leaves the log's records, replayed at the next open through the
- * ordinary write path (replaying a record twice is harmless); the incompatible bit (log-format.ts) is set
- * while the log may hold records not applied, so QEMU refuses such an image. Unflushed writes are lost, as in
- * any writeback cache. In-place writes and writes to unallocated clusters keep the engine's path.
+ * Refcounts are eager's: exact on disk at each apply, which copies (fill: data before the entry), flushes,
+ * writes refcounts and tables in eager's order, then starts an empty log. A crash before the end of an apply
+ * leaves the log's records, replayed at the next open through the ordinary write path (a record applied twice
+ * leaves what once does); the incompatible bit (log-format.ts) is set while the log may hold records not
+ * applied, so QEMU refuses such an image. Until an apply the on-disk L2 entry points to the old cluster (the
+ * snapshot's data); a crash leaks at worst the new clusters of an apply in progress, as eager's crashes do.
+ * In-place writes and writes to unallocated clusters keep the engine's path.
  *
  * Memory: at most `maxPending` pending copies (default 1024: 64 MiB of fill debt with 64 KiB clusters), each
- * one object plus at most one segment per 512-byte sector written; beyond, the scheme applies early.
+ * one object plus at most one segment per 512-byte sector written; beyond, the scheme applies early. The log
+ * is 4 MiB (`logBytes`); it holds ~900 records of 4 KiB.
  */
 import { performance } from "node:perf_hooks";
 import { EagerScheme } from "./eager.js";
@@ -49,16 +49,10 @@ const LOG_BYTES = 4 * 1024 * 1024;
 const MAX_PENDING = 1024;
 
 export interface LogSchemeOptions {
+  /** Size of the log area in bytes (at least 2 clusters). */
   logBytes?: number;
+  /** How many pending copies may wait for an apply. */
   maxPending?: number;
-  /**
-   * Where the guest's bytes of a post-snapshot write go until the apply: "log" (default, both cache modes; a
-   * writeback record is made durable by the guest's next flush) or "cluster" (writeback only: the new
-   * cluster, logged at the guest's flush). "cluster" costs a file-system allocation per new cluster at each
-   * flush (measured: 2.7× the in-place cost per write, amortized, on ext4), "log" writes into the log area,
-   * allocated and written once when the log is made.
-   */
-  into?: "log" | "cluster";
 }
 
 export class LogScheme extends EagerScheme {
@@ -67,22 +61,17 @@ export class LogScheme extends EagerScheme {
   private seq = 1n;
   private pos = LOG_DATA_START;
   private pending!: PendingState;
-  /** Writes into new clusters not yet in the log (writeback): guest offset and length, in order. */
-  private unlogged: { gc: number; inCluster: number; length: number }[] = [];
   /** Whether the incompatible bit is set on disk (the log may hold records). */
   private bitSet = false;
   private applying = false;
   private readonly logBytes: number;
   private readonly maxPending: number;
-  private into: "log" | "cluster" = "log";
-  private readonly intoOption: "log" | "cluster";
   private readonly costs = { records: 0, logBytes: 0, applies: 0, applied: 0, fillBytes: 0, fillIos: 0, applyMs: 0, earlyApplies: 0 };
 
   constructor(opts: LogSchemeOptions = {}) {
     super();
     this.logBytes = opts.logBytes ?? LOG_BYTES;
     this.maxPending = opts.maxPending ?? MAX_PENDING;
-    this.intoOption = opts.into ?? "log";
   }
 
   override attach(host: SchemeHost): void {
@@ -91,7 +80,6 @@ export class LogScheme extends EagerScheme {
     }
     super.attach(host);
     this.pending = new PendingState(host.clusterSize, this.maxPending);
-    this.into = host.cacheMode === "writeback" ? this.intoOption : "log";
   }
 
   /**
@@ -127,28 +115,25 @@ export class LogScheme extends EagerScheme {
   // ------------------------------------------------------------------------------------------ the write plan
 
   carryOut(plan: WritePlan): boolean {
-    const img = this.host;
-    const cs = img.clusterSize;
-    let p = this.pending.get(plan.gc);
-    if (!p) {
-      if (plan.action !== "allocate" || plan.cowSource !== "cluster" || plan.extended || !plan.oldHost) return false;
-      // A write too large for the log takes the engine's path (its copy is small beside it), after the
-      // pending state, so that nothing it holds is older than what the engine writes.
-      if (recordBytes(plan.data.length) > this.room / 4) return false;
-    } else if (recordBytes(plan.data.length) > this.room / 4) {
+    const cs = this.host.clusterSize;
+    const held = this.pending.get(plan.gc);
+    if (!held && (plan.action !== "allocate" || plan.cowSource !== "cluster" || plan.extended || !plan.oldHost)) return false;
+    const bytes = recordBytes(plan.data.length);
+    // A write too large for the log takes the engine's path (its copy is small beside it), after what is
+    // pending, so that nothing held is older than what the engine writes.
+    if (bytes > this.room / 4) {
+      if (held) this.apply();
+      return false;
+    }
+    if (this.pos + bytes > this.room) {
+      // The log is full: everything is applied, and the engine plans this write again on the tables as
+      // they are now (the cluster it maps may be the new one, written in place).
       this.apply();
       return false;
     }
-    if (!p) p = this.pending.begin(plan.gc, plan.oldHost, this.into === "log" ? -1 : this.allocateNew());
-    if (this.into === "log") {
-      const at = this.append([{ guest: plan.gc * cs + plan.inCluster, data: plan.data }]);
-      this.pending.written(plan.gc, plan.inCluster, plan.data.length, at[0]!);
-    } else {
-      if (p.newHost < 0) p.newHost = this.allocateNew();
-      img.file.write(plan.data, p.newHost + plan.inCluster, "guest-data");
-      this.pending.written(plan.gc, plan.inCluster, plan.data.length, p.newHost + plan.inCluster);
-      this.unlogged.push({ gc: plan.gc, inCluster: plan.inCluster, length: plan.data.length });
-    }
+    if (!held) this.pending.begin(plan.gc, plan.oldHost, -1);
+    const at = this.append(plan.gc * cs + plan.inCluster, plan.data);
+    this.pending.written(plan.gc, plan.inCluster, plan.data.length, at);
     if (this.pending.size > this.maxPending) {
       this.costs.earlyApplies++;
       this.apply();
@@ -172,38 +157,25 @@ export class LogScheme extends EagerScheme {
   // ----------------------------------------------------------------------------------------------- the log
 
   /**
-   * Appends records (one write: they are consecutive) and returns the host offset of each one's data. Sets
-   * the incompatible bit first when the log was empty (both reach the disk with the caller's flush). A log
-   * too full to take them is applied and emptied first.
+   * Appends one record (the caller made sure it fits) and returns the host offset of its data. Sets the
+   * incompatible bit first when the log was empty (both reach the disk with the caller's flush).
    */
-  private append(items: { guest: number; data: Uint8Array }[]): number[] {
+  private append(guest: number, data: Uint8Array): number {
     const img = this.host;
-    let total = 0;
-    for (const it of items) total += recordBytes(it.data.length);
-    if (this.pos + total > this.room) {
-      this.apply();
-      if (this.pos + total > this.room) throw new Error(`data log records of ${total} bytes do not fit a log of ${this.room} bytes`);
-    }
     if (!this.bitSet) {
-      // The extension is durable since attach; the bit (8 bytes in the first sector) goes with this write's flush.
+      // The extension is durable since the log was made; the bit (8 bytes in the first sector) goes with
+      // this write's flush: a record is committed by the flush after it, and that flush carries the bit.
       img.header.incompatibleFeatures |= INCOMPAT_REFCOW_DATA_LOG;
       this.writeBits();
       this.bitSet = true;
     }
-    const buf = new Uint8Array(total);
-    const at: number[] = [];
-    let p = 0;
-    for (const it of items) {
-      const rec = encodeRecord(this.seq++, it.guest, it.data);
-      buf.set(rec, p);
-      at.push(this.loc!.offset + this.pos + p + RECORD_HEADER);
-      p += rec.length;
-    }
-    img.file.write(buf, this.loc!.offset + this.pos, "journal");
-    this.pos += total;
-    this.costs.records += items.length;
-    this.costs.logBytes += total;
-    return at;
+    const rec = encodeRecord(this.seq++, guest, data);
+    const at = this.loc!.offset + this.pos;
+    img.file.write(rec, at, "journal");
+    this.pos += rec.length;
+    this.costs.records++;
+    this.costs.logBytes += rec.length;
+    return at + RECORD_HEADER;
   }
 
   /** The incompatible feature field alone, not flushed (the caller's next flush carries it). */
@@ -211,31 +183,6 @@ export class LogScheme extends EagerScheme {
     const field = new Uint8Array(8);
     new DataView(field.buffer).setBigUint64(0, this.host.header.incompatibleFeatures);
     this.host.file.write(field, 72, "header");
-  }
-
-  /** At a guest flush (writeback): what was written into new clusters since the last one goes to the log. */
-  beforeFlush(): void {
-    if (this.applying || this.unlogged.length === 0) return;
-    const img = this.host;
-    const cs = img.clusterSize;
-    const items: { guest: number; data: Uint8Array }[] = [];
-    for (const u of this.unlogged) {
-      const p = this.pending.get(u.gc);
-      if (!p) continue; // applied since
-      const data = new Uint8Array(u.length);
-      img.file.read(data, p.newHost + u.inCluster, "journal");
-      items.push({ guest: u.gc * cs + u.inCluster, data });
-    }
-    this.unlogged = [];
-    if (!items.length) return;
-    let total = 0;
-    for (const it of items) total += recordBytes(it.data.length);
-    if (this.pos + total > this.room || total > this.room / 2) {
-      // More than the log takes: the flush waits for the apply instead.
-      this.apply();
-      return;
-    }
-    this.append(items);
   }
 
   // --------------------------------------------------------------------------------------------- the apply
@@ -270,7 +217,6 @@ export class LogScheme extends EagerScheme {
         // The links set the L2 cache's "data first" flag: the engine's flush syncs the fill before the tables.
         for (const p of copies) img.link(p.gc, p.newHost);
         this.pending.clear();
-        this.unlogged = [];
         img.flushMetadata();
         this.costs.applies++;
         this.costs.applied += copies.length;

@@ -215,6 +215,33 @@ describe("scheme log", () => {
     expect(qemu(["qemu-io", "-c", "read -P 0x79 131072 4096", file])).toMatch(/read 4096/);
   });
 
+  it("a full log is applied and the write that did not fit planned again; the bound on pending copies applies early", () => {
+    const file = path.join(dir, "full.qcow2");
+    const n = 1100; // more records than the 4 MiB log holds, more copies than the 1024 pending
+    createImagePath(file, { size: n * CS });
+    const w = openImagePath(file, { scheme: "eager" }) as Qcow2Image;
+    for (let i = 0; i < n; i++) w.write(i * CS, new Uint8Array(512).fill(1));
+    w.snapshotCreate("s");
+    w.close();
+    for (const cache of ["writeback", "writethrough"] as const) {
+      const img = openImagePath(file, { scheme: "log", cache }) as Qcow2Image;
+      for (let i = 0; i < n; i++) img.write(i * CS + 4096, new Uint8Array(4096).fill(cache === "writeback" ? 2 : 3));
+      const rep = img.scheme.report?.() ?? {};
+      expect(rep.applies).toBeGreaterThan(0);
+      for (let i = 0; i < n; i += 97) {
+        const b = img.read(i * CS, 8192);
+        expect(b[0]).toBe(1);
+        expect(b[4096]).toBe(cache === "writeback" ? 2 : 3);
+      }
+      img.close();
+      expect(qemu(["qemu-img", "check", file])).toMatch(/No errors/);
+      const again = openImagePath(file, { scheme: "eager" }) as Qcow2Image;
+      again.snapshotDelete("s");
+      again.snapshotCreate("s");
+      again.close();
+    }
+  });
+
   it("bounds its pending state: beyond maxPending it applies early", () => {
     const { img } = prepared("bound", "writeback");
     for (let i = 0; i < N; i++) img.write(i * CS, new Uint8Array(512).fill(5));
