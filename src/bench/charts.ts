@@ -23,8 +23,8 @@ export interface Chart {
 }
 
 const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
-/** The registry's schemes (eager with QEMU's flush order beside eager), then QEMU's and the raw file. */
-const SCHEME_ORDER = ["eager", "eager --order qemu", ...SCHEME_NAMES.filter((s) => s !== "eager"), "std", "lazy_refcounts", "none"];
+/** refcow's schemes in the registry's order (eager with QEMU's flush order beside eager), then QEMU's configurations. */
+const SCHEME_ORDER = [...SCHEME_NAMES.flatMap((n) => (n === "eager" ? [n, "eager --order qemu"] : [n])), "std", "lazy_refcounts", "none"];
 /** A refcow row's scheme with its allocation policy and flush order when they are not the default. */
 const refcowLabel = (r: ResultRow) => `${schemeLabel(r)}${r.order === "qemu" ? " --order qemu" : ""}`;
 const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "#ddd" }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelLimit: 320 } } };

@@ -276,6 +276,9 @@ export class WritePath {
       tables.setL1(l1i, fresh, true);
       scheme.referenced();
       if (old) scheme.release(old / img.clusterSize, "l2");
+      // The slice the write goes to is in memory already: the lookup below need not read it back.
+      const at = Math.floor((gc % tables.l2Entries) / tables.sliceEntries) * tables.sliceBytes;
+      tables.l2Cache.install(fresh + at, table.slice(at, at + tables.sliceBytes));
     }
     return tables.lookup(gc);
   }

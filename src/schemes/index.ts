@@ -16,13 +16,13 @@ import { hasDataLogToReplay, recoverDataLog, refuseReadOnlyDataLog } from "./log
 import { hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";
 import type { RefcountScheme } from "./scheme.js";
 
-/** The schemes; the first is the default. */
+/** The schemes, in the order help, reports and the page list them; the first is the default. */
 const SCHEMES: Record<string, () => RefcountScheme> = {
   eager: () => new EagerScheme(),
   lazy: () => new LazyScheme(),
   "lazy-count": () => new LazyCountScheme(),
-  journal: () => new JournalScheme(),
   owner: () => new OwnerScheme(),
+  journal: () => new JournalScheme(),
   log: () => new LogScheme(),
 };
 

@@ -70,6 +70,8 @@ export class OwnerScheme implements RefcountScheme {
   /** Highest cluster index ever handed out, plus one. */
   private allocatedEnd = 0;
   private pending: number[] = [];
+  /** A lower bound of the file's length in clusters (see allocate). */
+  private fileClustersSeen = 0;
   private readonly costs = { openMs: 0, openClusters: 0, closeMs: 0, mergedClusters: 0, freedClusters: 0 };
 
 
@@ -173,7 +175,9 @@ export class OwnerScheme implements RefcountScheme {
       }
     }
     const start = c - n + 1;
-    const inFile = Math.min(start + n, Math.ceil(host.file.size() / cs));
+    // The file never shrinks while the image is open: its length is asked again only past the one seen last.
+    if (start + n > this.fileClustersSeen) this.fileClustersSeen = Math.ceil(host.file.size() / cs);
+    const inFile = Math.min(start + n, this.fileClustersSeen);
     for (let i = start; i < inFile; i++) host.checkFree(i);
     for (let i = 0; i < n; i++) this.setOwner(start + i, id);
     if (start === this.freeIndex) this.freeIndex = start + n;
