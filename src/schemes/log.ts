@@ -24,7 +24,7 @@
  *
  * Memory: at most `maxPending` pending copies (default 1024: 64 MiB of fill debt with 64 KiB clusters), each
  * one object plus at most one segment per 512-byte sector written; beyond, the scheme applies early. The log
- * is 4 MiB (`logBytes`); it holds ~900 records of 4 KiB.
+ * is a 16th of the disk, between 64 KiB and 4 MiB (`logBytes`); 4 MiB holds ~900 records of 4 KiB.
  */
 import { performance } from "node:perf_hooks";
 import { EagerScheme } from "./eager.js";
@@ -46,6 +46,7 @@ import {
 
 /** Size of the data log area: 4 MiB, at least 2 clusters. */
 const LOG_BYTES = 4 * 1024 * 1024;
+const MIN_LOG_BYTES = 64 * 1024;
 const MAX_PENDING = 1024;
 
 export interface LogSchemeOptions {
@@ -64,13 +65,13 @@ export class LogScheme extends EagerScheme {
   /** Whether the incompatible bit is set on disk (the log may hold records). */
   private bitSet = false;
   private applying = false;
-  private readonly logBytes: number;
+  private readonly logBytes: number | undefined;
   private readonly maxPending: number;
   private readonly costs = { records: 0, logBytes: 0, applies: 0, applied: 0, fillBytes: 0, fillIos: 0, applyMs: 0, earlyApplies: 0 };
 
   constructor(opts: LogSchemeOptions = {}) {
     super();
-    this.logBytes = opts.logBytes ?? LOG_BYTES;
+    this.logBytes = opts.logBytes;
     this.maxPending = opts.maxPending ?? MAX_PENDING;
   }
 
@@ -90,7 +91,8 @@ export class LogScheme extends EagerScheme {
     if (this.loc) return;
     const img = this.host;
     const cs = img.clusterSize;
-    const clusters = Math.max(2, Math.ceil(this.logBytes / cs));
+    const bytes = this.logBytes ?? Math.min(LOG_BYTES, Math.max(MIN_LOG_BYTES, Math.floor(img.diskSize / 16)));
+    const clusters = Math.max(2, Math.ceil(bytes / cs));
     const offset = this.refcounts.allocate(clusters);
     this.loc = { offset, clusters };
     // A random first sequence number: records an earlier log left in these clusters never pass as this one's.
