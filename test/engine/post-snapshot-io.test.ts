@@ -89,6 +89,15 @@ const EXPECTED: Record<string, [Counts, Counts]> = {
     { reads: 2, readBytes: 128 * K, writes: 3, writeBytes: 132 * K + 512, flushes: 2 },
     { reads: 1, readBytes: 64 * K, writes: 2, writeBytes: 68 * K + 512, flushes: 2 },
   ],
+  // No COW: one record (a 512-byte header and the 4 KiB) and the write's one flush. The first write also copies
+  // the L2 table (read once, written whole, its L1 entry) and makes the data log: its 4 MiB area written once
+  // (4 writes of 1 MiB), its header, the refcount block, the header cluster with the extension, the 8-byte
+  // feature field. The second carries the decrement of the L2 table the first copied away from (the refcount
+  // block, as eager's second write does); later ones are the record alone.
+  log: [
+    { reads: 1, readBytes: 64 * K, writes: 11, writeBytes: 4 * 1024 * K + 512 + 3 * 64 * K + 8 + 4608 + 8, flushes: 4 },
+    { reads: 0, readBytes: 0, writes: 2, writeBytes: 4608 + 64 * K, flushes: 1 },
+  ],
 };
 
 describe("one 4 KiB write after a snapshot", () => {
