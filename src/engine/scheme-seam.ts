@@ -14,7 +14,7 @@ import type { AllocationPolicy } from "./alloc-policy.js";
 import type { RefcountStore } from "./refcounts.js";
 import type { FlushOrder, SnapshotCreateOptions, SnapshotInfo } from "./types.js";
 import type { WriteOrder } from "./write-order.js";
-import type { WritePlan } from "./write-plan.js";
+import type { PlanOutcome, WritePlan } from "./write-plan.js";
 import type { CacheMode } from "./types.js";
 
 export type ClusterKind = "data" | "l2" | "meta";
@@ -140,12 +140,12 @@ export interface RefcountScheme {
   snapshotApply?(idOrName: string): void;
   snapshotDelete?(idOrName: string): void;
   /**
-   * The plan of an allocating guest write (a new cluster, a copy on write; write-plan.ts): true when the
-   * scheme carried it out itself (deferred or redirected it), false when the engine is to carry it out as it
-   * stands. Absent: always the engine. What a scheme takes over it serves to reads (`readHeld`) and finishes
+   * The plan of an allocating guest write (a new cluster, a copy on write; write-plan.ts): "carried" when the
+   * scheme carried it out itself (deferred or redirected it), "declined" when the engine is to carry it out as
+   * it stands, "replan" when the scheme changed the tables first. Absent: always the engine. What a scheme takes over it serves to reads (`readHeld`) and finishes
    * at `settle`.
    */
-  carryOut?(plan: WritePlan): boolean;
+  carryOut?(plan: WritePlan): PlanOutcome;
   /** Reads of the active layer: true when the scheme holds guest cluster `gc` and has filled `dst` from it. */
   readHeld?(gc: number, inCluster: number, dst: Uint8Array): boolean;
   /** Finishes every deferred plan; the engine calls it before structural changes (snapshots, zeroes, discard, resize, compaction). */

@@ -47,11 +47,14 @@ export class WritePath {
     if (!inPlace && this.plans) {
       // The scheme may take over the plan of an allocating write (defer the copy and the link, redirect the
       // guest's bytes); else the engine carries it out below.
-      if (scheme.carryOut!(this.plan(m, gc, inCluster, src))) return;
-      // Declined, possibly after the scheme applied what it held: the mapping is looked up again.
-      m = this.l2ForWrite(gc);
-      e = m.entry;
-      inPlace = (e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && scheme.mayWriteInPlace(e.copied, e.offset / cs, "data");
+      const outcome = scheme.carryOut!(this.plan(m, gc, inCluster, src));
+      if (outcome === "carried") return;
+      if (outcome === "replan") {
+        // The scheme changed the tables first (applied what it held): the write is planned again.
+        m = this.l2ForWrite(gc);
+        e = m.entry;
+        inPlace = (e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && scheme.mayWriteInPlace(e.copied, e.offset / cs, "data");
+      }
     }
     if (inPlace) {
       overlap.checkDataCluster(e.offset, guestPos);

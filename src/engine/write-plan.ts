@@ -2,7 +2,7 @@
  * The plan of one guest write to one guest cluster, computed by the engine before it touches the disk, as
  * QEMU's QCowL2Meta is (block/qcow2.h: the clusters to allocate, the COW regions before and after the
  * guest's bytes, the L2 entry to link, the references the link drops). A scheme may carry a plan out as the
- * engine would (the default: `carryOut` absent or false), or take it over: defer the copy and the link, or
+ * engine would (the default: `carryOut` absent, or "declined"), or take it over ("carried"): defer the copy and the link, or
  * put the guest's bytes elsewhere. What it takes over it must serve to reads (`readHeld`) and finish before
  * any structural change (`settle`).
  *
@@ -20,6 +20,13 @@ export interface CowRegion {
 
 /** Where the bytes of a copied cluster that the guest does not write come from. */
 export type CowSource = "cluster" | "compressed" | "backing" | "zeroes";
+
+/**
+ * What a scheme did with a plan: "carried" it out itself; "declined" it, changing nothing (the engine carries
+ * it out as planned); or "replan": it changed the tables first (applied what it held), and the engine plans
+ * the write again on the tables as they are now.
+ */
+export type PlanOutcome = "carried" | "declined" | "replan";
 
 export interface WritePlan {
   /** Guest cluster index, and where the guest's bytes go inside it. */

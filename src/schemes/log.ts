@@ -28,7 +28,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { EagerScheme } from "./eager.js";
-import type { WritePlan } from "../engine/write-plan.js";
+import type { PlanOutcome, WritePlan } from "../engine/write-plan.js";
 import type { SchemeHost } from "./scheme.js";
 import { UnsupportedFeatureError } from "../format/errors.js";
 import { PendingState, performRuns } from "./log-pending.js";
@@ -116,22 +116,23 @@ export class LogScheme extends EagerScheme {
 
   // ------------------------------------------------------------------------------------------ the write plan
 
-  carryOut(plan: WritePlan): boolean {
+  carryOut(plan: WritePlan): PlanOutcome {
     const cs = this.host.clusterSize;
     const held = this.pending.get(plan.gc);
-    if (!held && (plan.action !== "allocate" || plan.cowSource !== "cluster" || plan.extended || !plan.oldHost)) return false;
+    if (!held && (plan.action !== "allocate" || plan.cowSource !== "cluster" || plan.extended || !plan.oldHost)) return "declined";
     const bytes = recordBytes(plan.data.length);
     // A write too large for the log takes the engine's path (its copy is small beside it), after what is
     // pending, so that nothing held is older than what the engine writes.
     if (bytes > this.room / 4) {
-      if (held) this.apply();
-      return false;
+      if (!held) return "declined";
+      this.apply();
+      return "replan";
     }
     if (this.pos + bytes > this.room) {
       // The log is full: everything is applied, and the engine plans this write again on the tables as
       // they are now (the cluster it maps may be the new one, written in place).
       this.apply();
-      return false;
+      return "replan";
     }
     if (!held) this.pending.begin(plan.gc, plan.oldHost, -1);
     const at = this.append(plan.gc * cs + plan.inCluster, plan.data);
@@ -140,7 +141,7 @@ export class LogScheme extends EagerScheme {
       this.costs.earlyApplies++;
       this.apply();
     }
-    return true;
+    return "carried";
   }
 
   private allocateNew(): number {
