@@ -309,7 +309,7 @@ describe("served images", () => {
     const cow = async () => ((await client.stats()) as Record<string, { writes: number } | undefined>)["cow-write"]?.writes ?? 0;
     const before = await cow();
     // Only idle time applies it: no request for a while.
-    for (let i = 0; i < 50 && (await cow()) === before; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && (await cow()) === before; i++) await new Promise((r) => setTimeout(r, 150));
     expect(await cow()).toBeGreaterThan(before);
     const expected = pattern(65536, 5);
     expected.set(pattern(4096, 6), 4096);
