@@ -5,6 +5,7 @@
  * Each builder returns undefined when the rows hold nothing for that chart (a run with --no-ops has no
  * snapshot-cost chart), so the report shows only what was measured.
  */
+import { SCHEME_NAMES } from "../schemes/index.js";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
@@ -22,7 +23,8 @@ export interface Chart {
 }
 
 const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
-const SCHEME_ORDER = ["eager", "eager --order qemu", "lazy", "lazy-count", "owner", "journal", "std", "lazy_refcounts", "none"];
+/** refcow's schemes in the registry's order (eager with QEMU's flush order beside eager), then QEMU's configurations. */
+const SCHEME_ORDER = [...SCHEME_NAMES.flatMap((n) => (n === "eager" ? [n, "eager --order qemu"] : [n])), "std", "lazy_refcounts", "none"];
 /** A refcow row's scheme with its allocation policy and flush order when they are not the default. */
 const refcowLabel = (r: ResultRow) => `${schemeLabel(r)}${r.order === "qemu" ? " --order qemu" : ""}`;
 const FONT = { config: { font: "Helvetica, Arial, sans-serif", view: { stroke: "#ddd" }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelLimit: 320 } } };

@@ -116,6 +116,12 @@ export interface ResultRow {
   cdf_us?: number[];
   /** `qemu-img check` of the images this source left, when not clean. */
   check?: string;
+  /** Close after the phase (µs), median over rounds: deferred work (a scheme's fills) done at close. */
+  close_us?: number;
+  /** (Phase wall time + close) ÷ writes, median over rounds: amortized with everything deferred included. */
+  amortized_close_us?: number;
+  /** Bytes written to the host file per guest write during the phase (refcow ring and in-process rows). */
+  host_write_bytes?: number;
 }
 
 /** fio's figures for one cell (the cross-check, or the queue-depth benchmark). */
@@ -164,6 +170,8 @@ interface PhaseRun {
   wallUs: number;
   writes: number;
   costs?: CostBreakdown;
+  /** Time to close the image after the phase (a scheme's deferred work done at close shows here). */
+  closeUs?: number;
 }
 
 function perWrite(costs: CostBreakdown, writes: number): Record<string, PurposeRow> {
@@ -230,11 +238,19 @@ function rowFromRuns(base: Omit<ResultRow, "median_us" | "p99_us" | "amortized_u
     cdf_us: cdf(pooled),
   };
   if (flushes.length) row.flush_median_us = percentile(flushes, 50);
+  const closed = runs.filter((r) => r.closeUs !== undefined);
+  if (closed.length) {
+    row.close_us = percentile(closed.map((r) => r.closeUs!), 50);
+    row.amortized_close_us = percentile(closed.map((r) => (r.wallUs + r.closeUs!) / r.writes), 50);
+  }
   const withCosts = runs.filter((r) => r.costs);
   if (withCosts.length) {
     const b: Record<string, PurposeRow> = {};
     for (const r of withCosts) addBreakdown(b, perWrite(r.costs!, r.writes), 1 / withCosts.length);
     row.breakdown = b;
+    let bytes = 0;
+    for (const r of withCosts) for (const c of Object.values(r.costs!)) if (c) bytes += c.writeBytes / r.writes / withCosts.length;
+    row.host_write_bytes = bytes;
   }
   return row;
 }
@@ -292,13 +308,17 @@ async function runSource(opts: BenchOptions, spec: SourceSpec, cache: CacheMode,
     if (ph === "after-delete") betweenPhases(spec, file, "delete");
     const offsets = writeOffsets(n, pattern, seed, ph === "after-delete" ? n : 0);
     const session = await openSession(spec, file, cache, socket);
+    let run: PhaseRun | undefined;
     try {
       const before = await session.stats?.();
       const r = await runWritePhase(session.target, cache, offsets, data);
       const after = await session.stats?.();
-      out.set(ph, { ...r, writes: offsets.length, costs: before && after ? diffCosts(after, before) : undefined });
+      run = { ...r, writes: offsets.length, costs: before && after ? diffCosts(after, before) : undefined };
+      out.set(ph, run);
     } finally {
+      const t = performance.now();
       await session.close();
+      if (run) run.closeUs = (performance.now() - t) * 1000;
     }
   }
   if (spec.source !== "raw" && tools.qemuImg) {

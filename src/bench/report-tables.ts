@@ -46,10 +46,12 @@ export function writeCells(rows: ResultRow[], r: ResultRow): string[] {
     ...RATIOS.map((k) => formatRatio(ratioOf(rows, r, k))),
     host ? (host.bytes / 1024).toFixed(1) : "",
     host ? host.flushes.toFixed(2) : "",
+    r.close_us !== undefined ? (r.close_us / 1000).toFixed(1) : "",
+    r.amortized_close_us !== undefined ? f1(r.amortized_close_us) : "",
   ];
 }
 
-export const WRITE_HEAD = ["source (transport)", "cache", "workload", "phase", "median µs (min–max)", "p99 µs (min–max)", "per write µs, amortized (min–max)", "runs", "vs in-place", "vs qemu", "vs raw", "host KiB/w", "flushes/w"];
+export const WRITE_HEAD = ["source (transport)", "cache", "workload", "phase", "median µs (min–max)", "p99 µs (min–max)", "per write µs, amortized (min–max)", "runs", "vs in-place", "vs qemu", "vs raw", "host KiB/w", "flushes/w", "close ms", "per write µs, with close"];
 
 /** The fio rows at queue depth 1 beside the bench's own figures for the same cell. */
 export function fioCrossCheck(rows: ResultRow[], fio: FioRow[]): Array<{ f: FioRow; bench?: ResultRow; agrees?: boolean }> {

@@ -1,4 +1,5 @@
 /** Synopses and help text of the qemu-img / qemu-io compatible commands. */
+import { SCHEME_NAMES } from "../schemes/index.js";
 
 export interface CommandHelp {
   summary: string;
@@ -9,7 +10,7 @@ export interface CommandHelp {
 const CACHE_HELP =
   "  -t cache       cache mode for writing: writeback, writethrough, unsafe, none (= writeback),\n" +
   "                 directsync (= writethrough)\n";
-const SCHEME_HELP = "  --scheme S     refcount scheme used while the image is open (eager, lazy, lazy-count, owner, journal)\n";
+const SCHEME_HELP = `  --scheme S     refcount scheme used while the image is open (${SCHEME_NAMES.join(", ")})\n`;
 const ALLOC_HELP =
   "  --alloc A      allocation policy while the image is open: first-fit (default: reuse the lowest free\n" +
   "                 clusters) or append (new clusters always at the end of the file; see compact)\n";

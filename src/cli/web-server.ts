@@ -18,6 +18,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { SCHEME_NAMES } from "../schemes/index.js";
 import { DEFAULT_CMDLINE } from "../vm/guest-runner.js";
 import { ensureGuestImage, guestImagePaths, readGuestManifest, repoRoot, v86WasmPath } from "../vm/guest-image.js";
 
@@ -98,6 +99,8 @@ export async function createBundler(outDir: string): Promise<Bundler> {
     // embedder's own page on this server (`await import("/refcow-v86.js")`).
     entryPoints: { main: path.join(web, "main.ts"), "refcow-v86": path.join(root, "src", "v86.ts") },
     external: ["node:*", "crypto", "fs", "perf_hooks"],
+    // The page lists the schemes of the registry without bundling the engine.
+    define: { REFCOW_SCHEME_NAMES: JSON.stringify(SCHEME_NAMES) },
   });
   const worker = await esbuild.context({
     ...common,

@@ -13,6 +13,7 @@ import { snapshotTableSize } from "../format/snapshot-table.js";
 import { ClusterType } from "../format/l1l2.js";
 import { ImageFormatError } from "./errors.js";
 import type { Qcow2Image } from "./qcow2-image.js";
+import { walkL2Entries, walkL2Slices } from "./l2-walk.js";
 import { recomputeCopied } from "./snapshots.js";
 import type { CheckResult, RepairMode } from "./types.js";
 
@@ -151,22 +152,21 @@ function fixCopied(img: Qcow2Image): string[] {
   const cs = img.clusterSize;
   const rc = img.refcounts;
   const out: string[] = [];
-  for (let i = 0; i < img.l1.length; i++) {
-    const l2 = img.l1[i];
-    if (!l2) continue;
-    const count = rc.get(l2 / cs);
-    if ((count === 1) !== img.l1Copied[i]) out.push(`OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hexEntry(l2, img.l1Copied[i])} refcount=${count}`);
-    for (let s = 0; s < cs; s += img.sliceBytes) {
-      const buf = img.l2Cache.get(l2 + s);
-      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-      for (let j = 0; j < img.sliceEntries; j++) {
-        const e = img.l2.decode(view, j);
-        if (e.type !== ClusterType.Normal && e.type !== ClusterType.ZeroAlloc) continue;
-        const n = rc.get(e.offset / cs);
-        if ((n === 1) !== e.copied) out.push(`OFLAG_COPIED data cluster: l2_entry=${hexEntry(e.offset, e.copied)} refcount=${n}`);
-      }
-    }
-  }
+  walkL2Entries(
+    img.tables,
+    img.l1,
+    (e) => {
+      if (e.type !== ClusterType.Normal && e.type !== ClusterType.ZeroAlloc) return;
+      const n = rc.get(e.offset / cs);
+      if ((n === 1) !== e.copied) out.push(`OFLAG_COPIED data cluster: l2_entry=${hexEntry(e.offset, e.copied)} refcount=${n}`);
+    },
+    {
+      beforeTable: (l2, i) => {
+        const count = rc.get(l2 / cs);
+        if ((count === 1) !== img.l1Copied[i]) out.push(`OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hexEntry(l2, img.l1Copied[i])} refcount=${count}`);
+      },
+    },
+  );
   recomputeCopied(img);
   return out;
 }
@@ -323,19 +323,12 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
   const fileSize = img.file.size();
   let nextContiguous = 0;
   const diskL1Entries = Math.ceil(img.size / (cs * img.l2Entries));
-  for (let i = 0; i < l1.length; i++) {
-    const l2Offset = l1[i];
-    if (!l2Offset) continue;
-    walk.refs.add(l2Offset / cs);
-    if (active) walk.copiedChecks.push([l2Offset / cs, img.l1Copied[i], `L2 cluster: l1_index=${i} l1_entry=${hexEntry(l2Offset, img.l1Copied[i])}`]);
-    for (let s = 0; s < cs; s += img.sliceBytes) {
-      // Entry by entry, as qemu-img check does: one bad entry does not hide the references of the others (a
-      // leak repair would lower their counts).
-      const buf = img.l2Cache.peek(l2Offset + s) ?? rawSlice(img, l2Offset + s);
-      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  walkL2Slices(
+    img.tables,
+    l1,
+    ({ l1Index: i, view }) => {
       for (let j = 0; j < img.sliceEntries; j++) {
         const e = img.l2.decode(view, j);
-        const guestCluster = i * img.l2Entries + s / img.l2.entryBytes + j;
         const inDisk = i < diskL1Entries;
         const bad = entryProblem(img, view, j);
         if (bad) {
@@ -377,10 +370,18 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
             }
           }
         }
-        void guestCluster;
       }
-    }
-  }
+    },
+    {
+      beforeTable: (l2Offset, i) => {
+        walk.refs.add(l2Offset / cs);
+        if (active) walk.copiedChecks.push([l2Offset / cs, img.l1Copied[i], `L2 cluster: l1_index=${i} l1_entry=${hexEntry(l2Offset, img.l1Copied[i])}`]);
+      },
+      // Entry by entry, as qemu-img check does: one bad entry does not hide the references of the others (a
+      // leak repair would lower their counts). Slices not cached are read raw, unvalidated.
+      load: (slice) => img.l2Cache.peek(slice) ?? rawSlice(img, slice),
+    },
+  );
 }
 
 /** An L2 slice as it is on disk, not validated (check reports bad entries one by one). */

@@ -84,9 +84,21 @@ export class MetadataCache {
     this.entries.delete(offset);
   }
 
-  /** Forgets every unit in [start, end) without writing. */
+  /**
+   * Forgets every unit in [start, end) without writing. Units lie at multiples of the unit size (slices of
+   * cluster-aligned tables, whole blocks), so only those offsets are looked up: a freed cluster costs a few
+   * lookups, not a scan of the whole cache.
+   */
   dropRange(start: number, end: number): void {
-    for (const key of [...this.entries.keys()]) if (key >= start && key < end) this.drop(key);
+    const first = Math.ceil(start / this.entrySize) * this.entrySize;
+    for (let offset = first; offset < end; offset += this.entrySize) this.drop(offset);
+  }
+
+  /** Installs a unit that is on disk as it is (a table just written whole), clean, without reading it. */
+  install(offset: number, buf: Uint8Array): void {
+    this.onLoad?.(offset, buf);
+    this.drop(offset);
+    this.insert(offset, { buf, dirty: false });
   }
 
   hasDirty(): boolean {

@@ -168,7 +168,7 @@ export class RefcountStore {
     const start = this.findFree(n);
     if (this.host.checkFree) {
       // Clusters inside the file may hold anything a damaged count lets through; past the end, nothing.
-      const inFile = Math.min(start + n, Math.ceil(this.host.file.size() / this.host.clusterSize));
+      const inFile = Math.min(start + n, this.fileClustersAtLeast(start + n));
       for (let c = start; c < inFile; c++) this.host.checkFree(c);
     }
     this.reservedStart = start;
@@ -191,6 +191,17 @@ export class RefcountStore {
     if (start + n > this.allocatedEnd) this.allocatedEnd = start + n;
     return start * this.host.clusterSize;
   }
+
+  /**
+   * The file's length in clusters, asked of the file (a syscall) only when `wanted` lies past the length seen
+   * last: the file never shrinks while an image is open (only compaction, on an open of its own, truncates),
+   * so a length seen once stays a lower bound. Returns at least min(wanted, the real length).
+   */
+  private fileClustersAtLeast(wanted: number): number {
+    if (wanted > this.fileClustersSeen) this.fileClustersSeen = Math.ceil(this.host.file.size() / this.host.clusterSize);
+    return this.fileClustersSeen;
+  }
+  private fileClustersSeen = 0;
 
   /** First cluster past the file end and past every cluster counted or handed out (where `append` allocates). */
   inUseEnd(): number {

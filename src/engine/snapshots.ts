@@ -11,12 +11,13 @@
  * The VM state (savevm) lives in the guest address space past the disk, at an L1-entry boundary, and belongs to
  * the snapshot only: the active layer drops it right after the snapshot is taken.
  */
-import { alignUp } from "../format/bytes.js";
+import { alignUp, viewOf } from "../format/bytes.js";
 import { ClusterType, type L2Entry } from "../format/l1l2.js";
 import { MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS } from "../format/header.js";
 import { serializeSnapshotTable, snapshotTableSize, type SnapshotEntry } from "../format/snapshot-table.js";
 import { encodeL1 } from "../format/l1l2.js";
 import { ImageFormatError, SnapshotError } from "./errors.js";
+import { walkL2Entries, walkL2Slices } from "./l2-walk.js";
 import type { Qcow2Image } from "./qcow2-image.js";
 import type { SnapshotCreateOptions, SnapshotInfo } from "./types.js";
 
@@ -201,22 +202,21 @@ function referencedClusters(img: Qcow2Image, e: L2Entry, fileClusters: number): 
 
 /** Calls `fn` for every host cluster an L1 view references: its L2 tables ("l2") and their data ("data"). */
 export function forEachReference(img: Qcow2Image, l1: number[], fn: (cluster: number, kind: "l2" | "data") => void): void {
-  const cs = img.clusterSize;
-  const fileClusters = Math.ceil(img.file.size() / cs);
-  for (const l2Offset of l1) {
-    if (!l2Offset) continue;
-    for (let s = 0; s < cs; s += img.sliceBytes) {
-      const buf = img.l2Cache.get(l2Offset + s);
-      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const fileClusters = Math.ceil(img.file.size() / img.clusterSize);
+  walkL2Slices(
+    img.tables,
+    l1,
+    ({ view }) => {
+      // A slice's references are all checked before any is reported.
       const found: number[] = [];
       for (let i = 0; i < img.sliceEntries; i++) {
         const r = referencedClusters(img, img.l2.decode(view, i), fileClusters);
         if (r) for (let c = r[0]; c <= r[1]; c++) found.push(c);
       }
       for (const c of found) fn(c, "data");
-    }
-    fn(l2Offset / cs, "l2");
-  }
+    },
+    { afterTable: (l2Offset) => fn(l2Offset / img.clusterSize, "l2") },
+  );
 }
 
 export function applySnapshot(img: Qcow2Image, idOrName: string): void {
@@ -273,18 +273,15 @@ export function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): voi
   const adds = new Map<number, number>();
   const bump = (c: number) => adds.set(c, (adds.get(c) ?? 0) + 1);
   const fileClusters = Math.ceil(img.file.size() / cs);
-  for (const l2Offset of l1) {
-    if (!l2Offset) continue;
-    bump(l2Offset / cs);
-    for (let s = 0; s < cs; s += img.sliceBytes) {
-      const buf = img.l2Cache.get(l2Offset + s);
-      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-      for (let i = 0; i < img.sliceEntries; i++) {
-        const r = referencedClusters(img, img.l2.decode(view, i), fileClusters);
-        if (r) for (let c = r[0]; c <= r[1]; c++) bump(c);
-      }
-    }
-  }
+  walkL2Entries(
+    img.tables,
+    l1,
+    (e) => {
+      const r = referencedClusters(img, e, fileClusters);
+      if (r) for (let c = r[0]; c <= r[1]; c++) bump(c);
+    },
+    { beforeTable: (l2Offset) => bump(l2Offset / cs) },
+  );
   const uncounted = img.scheme.uncountedReferences?.bind(img.scheme);
   for (const [c, n] of adds) {
     if (rc.get(c) + n + (uncounted ? uncounted(c) : 0) > rc.codec.max) {
@@ -301,12 +298,11 @@ export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCo
   const cs = img.clusterSize;
   const rc = img.refcounts;
   const fileClusters = Math.ceil(img.file.size() / cs);
-  for (const l2Offset of l1) {
-    if (!l2Offset) continue;
-    for (let s = 0; s < cs; s += img.sliceBytes) {
-      const slice = l2Offset + s;
-      let buf = img.l2Cache.get(slice);
-      let view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  walkL2Slices(
+    img.tables,
+    l1,
+    ({ slice }) => {
+      let view = viewOf(img.l2Cache.get(slice));
       let dirty = false;
       for (let i = 0; i < img.sliceEntries; i++) {
         const e = img.l2.decode(view, i);
@@ -317,17 +313,16 @@ export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCo
         } else if (e.offset) {
           rc.change(e.offset / cs, delta);
           if (clearCopied && e.copied) {
-            buf = img.l2Cache.get(slice); // the refcount update may have evicted nothing from this cache, but re-get
-            view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+            view = viewOf(img.l2Cache.get(slice)); // the refcount updates go through the other cache; re-got all the same
             img.l2.setCopied(view, i, false);
             dirty = true;
           }
         }
       }
       if (dirty) img.l2Cache.markDirty(slice);
-    }
-    rc.change(l2Offset / cs, delta);
-  }
+    },
+    { afterTable: (l2Offset) => rc.change(l2Offset / cs, delta) },
+  );
 }
 
 /** Sets COPIED on exactly the active entries whose cluster has a refcount of 1 (QEMU's addend-0 pass). */
@@ -335,20 +330,11 @@ export function recomputeCopied(img: Qcow2Image): number {
   const cs = img.clusterSize;
   const rc = img.refcounts;
   let changed = 0;
-  for (let i = 0; i < img.l1.length; i++) {
-    const l2Offset = img.l1[i];
-    if (!l2Offset) continue;
-    const exclusive = rc.get(l2Offset / cs) === 1;
-    if (img.l1Copied[i] !== exclusive) {
-      img.l1Copied[i] = exclusive;
-      img.dirtyL1.add(i);
-      changed++;
-    }
-    // Shared tables too: a scheme that does not keep COPIED exact while open leaves stale flags anywhere.
-    for (let s = 0; s < cs; s += img.sliceBytes) {
-      const slice = l2Offset + s;
-      const buf = img.l2Cache.get(slice);
-      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  // Shared tables too: a scheme that does not keep COPIED exact while open leaves stale flags anywhere.
+  walkL2Slices(
+    img.tables,
+    img.l1,
+    ({ slice, view }) => {
       const changes: [number, boolean][] = [];
       for (let j = 0; j < img.sliceEntries; j++) {
         const e = img.l2.decode(view, j);
@@ -357,14 +343,23 @@ export function recomputeCopied(img: Qcow2Image): number {
         if (want !== e.copied) changes.push([j, want]);
       }
       if (changes.length) {
-        const b2 = img.l2Cache.get(slice);
-        const v2 = new DataView(b2.buffer, b2.byteOffset, b2.byteLength);
+        const v2 = viewOf(img.l2Cache.get(slice));
         for (const [j, want] of changes) img.l2.setCopied(v2, j, want);
         img.l2Cache.markDirty(slice);
         changed += changes.length;
       }
-    }
-  }
+    },
+    {
+      beforeTable: (l2Offset, i) => {
+        const exclusive = rc.get(l2Offset / cs) === 1;
+        if (img.l1Copied[i] !== exclusive) {
+          img.l1Copied[i] = exclusive;
+          img.dirtyL1.add(i);
+          changed++;
+        }
+      },
+    },
+  );
   return changed;
 }
 

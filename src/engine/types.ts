@@ -2,6 +2,7 @@
  * Public types of the qcow2 engine: what callers (CLI, worker serve loop, tests, benchmarks) see.
  */
 import type { BlockFile, IoPurpose } from "../io/block-file.js";
+import type { SchemeCatalog } from "./scheme-seam.js";
 
 export type CacheMode = "writethrough" | "writeback" | "unsafe";
 export const CACHE_MODES: readonly CacheMode[] = ["writethrough", "writeback", "unsafe"];
@@ -37,6 +38,8 @@ export interface OpenOptions {
   cache?: CacheMode;
   /** Refcount scheme name; "eager" (default) is standard qcow2 with QEMU's ordering. */
   scheme?: string;
+  /** Where scheme names are looked up and schemes' leftovers recovered (default: the registry of src/schemes). */
+  schemes?: SchemeCatalog;
   /** Allocation policy (default "first-fit"); an open-time choice, not recorded in the image. */
   alloc?: AllocPolicyName;
   /** Flush ordering of the eager scheme (default "refcow"). */
@@ -148,18 +151,6 @@ export interface ImageInfo {
   snapshots: SnapshotInfo[];
 }
 
-/** Per-purpose cost counters, accumulated by the accounting wrapper. */
-export interface PurposeCost {
-  reads: number;
-  readBytes: number;
-  writes: number;
-  writeBytes: number;
-  flushes: number;
-  /** Time spent in I/O calls of this purpose, in nanoseconds (flushes included). */
-  timeNs: number;
-  /** The part of `timeNs` spent in flushes. */
-  flushNs: number;
-}
-export type CostBreakdown = Partial<Record<IoPurpose, PurposeCost>>;
+export type { CostBreakdown, PurposeCost } from "../io/purpose.js";
 
 export type { BlockFile, IoPurpose };

@@ -15,8 +15,10 @@ export const INCOMPAT_COMPRESSION = 1n << 3n;
 export const INCOMPAT_EXTL2 = 1n << 4n;
 /** refcow's journal holds records not yet written in place: QEMU must refuse the image. */
 export const INCOMPAT_REFCOW_JOURNAL = 1n << 32n;
+/** refcow's data log (scheme `log`) holds guest writes not yet in place: QEMU must refuse the image. */
+export const INCOMPAT_REFCOW_DATA_LOG = 1n << 33n;
 /** Incompatible bits refcow understands. */
-export const INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2 | INCOMPAT_REFCOW_JOURNAL;
+export const INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2 | INCOMPAT_REFCOW_JOURNAL | INCOMPAT_REFCOW_DATA_LOG;
 
 export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
 
@@ -50,6 +52,7 @@ export const STANDARD_FEATURE_NAMES: FeatureName[] = [
   { type: 2, bit: 0, name: "bitmaps" },
   { type: 2, bit: 1, name: "raw external data" },
   { type: 0, bit: 32, name: "refcow journal" },
+  { type: 0, bit: 33, name: "refcow data log" },
 ];
 
 export function bitsOf(mask: bigint): number[] {

@@ -16,7 +16,7 @@
  * ending with type 0. The backing file name (not NUL-terminated) sits at backing_file_offset, after them.
  * Fields past 112 that refcow does not know are kept verbatim and written back.
  */
-import { ImageFormatError, UnsupportedFeatureError } from "../engine/errors.js";
+import { ImageFormatError, UnsupportedFeatureError } from "./errors.js";
 import { alignUp, readU64, viewOf, writeU64 } from "./bytes.js";
 import { bitsOf, type FeatureName, INCOMPAT_KNOWN, STANDARD_FEATURE_NAMES } from "./features.js";
 

@@ -11,7 +11,7 @@
  * Version 3 images need extra data up to icount's start at least (16 bytes); QEMU writes 24 and keeps unknown
  * extra data (up to 1024 bytes) verbatim.
  */
-import { ImageFormatError } from "../engine/errors.js";
+import { ImageFormatError } from "./errors.js";
 import { alignUp, readU64, viewOf, writeU64 } from "./bytes.js";
 
 export const SNAPSHOT_EXTRA_SIZE = 24;
@@ -93,7 +93,7 @@ export function parseSnapshotTable(buf: Uint8Array, count: number): SnapshotEntr
 }
 
 /** Size in bytes of the serialized table. */
-export function snapshotTableSize(entries: SnapshotEntry[]): number {
+export function snapshotTableSize(entries: readonly SnapshotEntry[]): number {
   const enc = new TextEncoder();
   let size = 0;
   for (const e of entries) {

@@ -27,7 +27,10 @@
  * geometry, seed, steps and crash point (see reproducer()).
  */
 import { performance } from "node:perf_hooks";
-import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_REFCOW_DATA_LOG, INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
+
+/** refcow's own incompatible bits (its journal, its data log): QEMU refuses an image with one, refcow replays it. */
+const REFCOW_LOG_BITS = INCOMPAT_REFCOW_JOURNAL | INCOMPAT_REFCOW_DATA_LOG;
 import { SnapshotError } from "../engine/errors.js";
 import { Qcow2Image } from "../engine/qcow2-image.js";
 import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
@@ -423,7 +426,7 @@ function verifyRecovered(w: CrashWorkload, view: BlockFile, at: number, leaksAll
     return { message: `the image left by ${by} does not open: ${(e as Error).message}`, leaks: 0 };
   }
   try {
-    const bits = img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_REFCOW_JOURNAL);
+    const bits = img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | REFCOW_LOG_BITS);
     if (bits) return { message: `the image left by ${by} still has incompatible bits 0x${bits.toString(16)} set after a clean close`, leaks: 0 };
     // An autoclear bit QEMU does not know makes `qemu-img check -r` drop every snapshot: none may be left.
     if (img.header.autoclearFeatures) return { message: `the image left by ${by} has autoclear bits 0x${img.header.autoclearFeatures.toString(16)} set after a clean close`, leaks: 0 };
@@ -505,7 +508,7 @@ function qemuVerify(scratch: Scratch, raw: Uint8Array, recovered: Uint8Array): s
  */
 function qemuVerifyRepair(scratch: Scratch, raw: Uint8Array, exit: number, repaired: Uint8Array | undefined): string | undefined {
   let state = raw;
-  if (incompatibleBits(raw) & INCOMPAT_REFCOW_JOURNAL) {
+  if (incompatibleBits(raw) & REFCOW_LOG_BITS) {
     const copy = new MemoryFile(raw);
     Qcow2Image.open(new KeepOpen(copy), { forCheck: true, noRepairOnOpen: true, noBacking: true }).close();
     state = copy.contents();
@@ -602,9 +605,9 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
               const head = new Uint8Array(112);
               file.read(head, 0);
               const incompat = incompatibleBits(head);
-              // States QEMU can open (no journal bit) may go to QEMU: all of them, or a uniform sample.
+              // States QEMU can open (no journal or data log bit) may go to QEMU: all of them, or a uniform sample.
               let slot = -1;
-              if (qemu && !(incompat & INCOMPAT_REFCOW_JOURNAL)) {
+              if (qemu && !(incompat & REFCOW_LOG_BITS)) {
                 if (sample === "all") slot = 0;
                 else {
                   eligible++;

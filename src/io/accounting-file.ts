@@ -6,7 +6,7 @@
  * (fallocate, a hole), of its length where it writes the zeroes.
  */
 import type { BlockFile, FileExtent, IoPurpose } from "./block-file.js";
-import type { CostBreakdown, PurposeCost } from "../engine/types.js";
+import type { CostBreakdown, PurposeCost } from "./purpose.js";
 
 const now = (): bigint => process.hrtime.bigint();
 

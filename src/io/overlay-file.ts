@@ -4,7 +4,7 @@
  * of the source image (the engine's snapshotApply rewrites the active L1 and refcounts) without touching
  * the source on disk; `io -s` (qemu-io's snapshot mode) to discard what the session wrote.
  */
-import type { BlockFile, IoPurpose } from "../engine/types.js";
+import type { BlockFile, IoPurpose } from "./block-file.js";
 import { PageOverlay } from "./page-overlay.js";
 
 const CHUNK = 64 * 1024;

@@ -32,7 +32,7 @@ export class EagerScheme implements RefcountScheme {
   }
 
   protected get refcounts(): RefcountStore {
-    return this.host.image.refcounts;
+    return this.host.refcounts;
   }
 
   mayWriteInPlace(copied: boolean): boolean {
@@ -44,13 +44,10 @@ export class EagerScheme implements RefcountScheme {
   }
 
   referenced(): void {
-    const img = this.host.image;
-    if (this.order === "qemu") {
-      // QEMU's perform_cow marks the L2 cache depends_on_flush before the entry is linked, so a dependency
-      // flush of the L2 cache here fsyncs the data just written first (the engine sets the flag right after).
-      img.l2Cache.flushBeforeWrite = true;
-      img.l2Cache.setDependencyAsQemu(img.refcounts.cache);
-    } else img.l2Cache.dependsOn = img.refcounts.cache;
+    // QEMU's perform_cow marks the L2 cache depends_on_flush before the entry is linked, so a dependency
+    // flush of the L2 cache here fsyncs the data just written first (the engine sets the flag right after).
+    if (this.order === "qemu") this.host.order.refcountsBeforeL2AsQemu();
+    else this.host.order.refcountsBeforeL2();
   }
 
   release(cluster: number, kind?: ClusterKind): void {
@@ -66,12 +63,12 @@ export class EagerScheme implements RefcountScheme {
    * (a decrement to 0, whose cluster must not be reused while a table on disk still points to it).
    */
   private releaseAsQemu(cluster: number, kind?: ClusterKind): boolean {
-    const img = this.host.image;
+    const host = this.host;
     if (this.refcounts.get(cluster) <= 1) return false;
-    if (kind === "l2") img.flushMetadata();
-    else if (kind !== "data" || img.dirtyL1.size > 0) return false;
+    if (kind === "l2") host.flushMetadata();
+    else if (kind !== "data" || host.tables.dirtyL1.size > 0) return false;
     // As QEMU's update_refcount: the dependency first (its flush must not carry this decrement), then the change.
-    this.refcounts.cache.setDependencyAsQemu(img.l2Cache);
+    host.order.l2BeforeRefcountsAsQemu();
     this.refcounts.change(cluster, -1);
     return true;
   }

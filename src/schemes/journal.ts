@@ -50,28 +50,28 @@ export class JournalScheme extends EagerScheme {
 
   override attach(host: SchemeHost): void {
     super.attach(host);
-    const img = host.image;
-    const cs = img.clusterSize;
+    const cs = host.clusterSize;
     const clusters = Math.max(2, Math.ceil(JOURNAL_BYTES / cs));
     const offset = this.refcounts.allocate(clusters);
     this.loc = { offset, clusters };
     // A random first sequence number: bytes left in these clusters by an earlier journal can never pass as
     // transactions of this one.
-    this.seq = BigInt(Math.floor(img.random() * 2 ** 48)) + 1n;
-    img.file.write(journalHeader(this.seq), offset, "journal");
+    this.seq = BigInt(Math.floor(host.random() * 2 ** 48)) + 1n;
+    host.file.write(journalHeader(this.seq), offset, "journal");
     this.refcounts.cache.writeDirty();
-    img.sync("journal");
-    img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
-    img.header.extensions.push({ type: EXT_REFCOW_JOURNAL, data: encodeJournalExtension(this.loc) });
+    host.order.sync("journal");
+    host.header.extensions = host.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
+    host.header.extensions.push({ type: EXT_REFCOW_JOURNAL, data: encodeJournalExtension(this.loc) });
     // The extension is durable before the bit that makes it matter (the header cluster's write may tear).
-    img.writeHeader();
-    img.header.incompatibleFeatures |= INCOMPAT_REFCOW_JOURNAL;
-    img.writeIncompatibleFeatures();
-    img.l2Cache.onDirty = (o) => this.pendingL2.add(o);
+    host.writeHeader();
+    host.header.incompatibleFeatures |= INCOMPAT_REFCOW_JOURNAL;
+    host.writeIncompatibleFeatures();
+    const l2Cache = host.tables.l2Cache;
+    l2Cache.onDirty = (o) => this.pendingL2.add(o);
     this.refcounts.onChange = (o, len) => this.pendingRc.set(o, Math.max(len, this.pendingRc.get(o) ?? 0));
     this.refcounts.usedBy = (c) => this.journaled.has(c);
     // A table unit is written in place only once its latest change is committed.
-    img.l2Cache.beforeWriteHook = () => this.commit();
+    l2Cache.beforeWriteHook = () => this.commit();
     this.refcounts.cache.beforeWriteHook = () => this.commit();
   }
 
@@ -87,14 +87,15 @@ export class JournalScheme extends EagerScheme {
   /** Journals every pending change as one transaction and flushes once; a plain flush when nothing changed. */
   private commit(): void {
     if (this.busy) return;
-    const img = this.host.image;
-    for (const i of img.dirtyL1) this.l1Unwritten.add(i);
+    const host = this.host;
+    const tables = host.tables;
+    for (const i of tables.dirtyL1) this.l1Unwritten.add(i);
     const records = this.collect();
     if (records.length === 0) {
-      img.sync("guest-data");
+      host.order.sync("guest-data");
       return;
     }
-    const room = this.loc.clusters * img.clusterSize;
+    const room = this.loc.clusters * host.clusterSize;
     let txn = encodeTransaction(this.seq, records);
     if (this.pos + txn.length > room) {
       // Full. The tables in the cache mix committed and uncommitted changes, so they cannot go in place
@@ -107,18 +108,16 @@ export class JournalScheme extends EagerScheme {
       }
     }
     for (const r of records) {
-      for (let c = Math.floor(r.offset / img.clusterSize); c <= Math.floor((r.offset + r.data.length - 1) / img.clusterSize); c++) this.journaled.add(c);
+      for (let c = Math.floor(r.offset / host.clusterSize); c <= Math.floor((r.offset + r.data.length - 1) / host.clusterSize); c++) this.journaled.add(c);
     }
     // COW data must be durable before the transaction that maps it, and so must a new or copied L2 table
     // (written whole outside the cache, possibly over a reused cluster) before the L1 entry that links it: a
     // transaction that reached the disk counts as committed whatever else did.
-    if (img.l2Cache.flushBeforeWrite || img.dirtyL1.size > 0) {
-      img.l2Cache.flushBeforeWrite = false;
-      img.sync("guest-data");
-    }
-    img.l2Cache.dependsOn = null;
-    img.file.write(txn, this.loc.offset + this.pos, "journal");
-    img.sync("journal");
+    // The journal orders its commit itself: the caches' dependencies are taken over here.
+    const dataPending = host.order.takeDependencies();
+    if (dataPending || tables.dirtyL1.size > 0) host.order.sync("guest-data");
+    host.file.write(txn, this.loc.offset + this.pos, "journal");
+    host.order.sync("journal");
     this.committed.push(...records);
     this.pos += txn.length;
     this.seq++;
@@ -127,15 +126,14 @@ export class JournalScheme extends EagerScheme {
     this.costs.journalBytes += txn.length;
     this.pendingL2.clear();
     this.pendingRc.clear();
-    img.dirtyL1.clear();
+    tables.dirtyL1.clear();
   }
 
   private collect(): JournalRecord[] {
-    const img = this.host.image;
-    const cs = img.clusterSize;
+    const { tables, clusterSize: cs } = this.host;
     const records: JournalRecord[] = [];
     for (const slice of this.pendingL2) {
-      const buf = img.l2Cache.peek(slice);
+      const buf = tables.l2Cache.peek(slice);
       if (buf) records.push({ offset: slice, data: buf.slice() });
     }
     // Refcount entries, coalesced into runs of neighbouring bytes.
@@ -153,11 +151,11 @@ export class JournalScheme extends EagerScheme {
       if (buf) records.push({ offset: start, data: buf.slice(start - block, end - block) });
       i = j;
     }
-    if (img.dirtyL1.size) {
-      for (const i of [...img.dirtyL1].sort((a, b) => a - b)) {
+    if (tables.dirtyL1.size) {
+      for (const i of [...tables.dirtyL1].sort((a, b) => a - b)) {
         const e = new Uint8Array(8);
-        encodeL1(new DataView(e.buffer), 0, img.l1[i], img.l1Copied[i]);
-        records.push({ offset: img.header.l1TableOffset + i * 8, data: e });
+        encodeL1(new DataView(e.buffer), 0, tables.l1[i], tables.l1Copied[i]);
+        records.push({ offset: this.host.header.l1TableOffset + i * 8, data: e });
       }
     }
     return records;
@@ -168,11 +166,11 @@ export class JournalScheme extends EagerScheme {
    * Uncommitted changes stay in the cache, to be journaled next.
    */
   private emptyJournal(): void {
-    const img = this.host.image;
+    const host = this.host;
     this.busy = true;
     try {
-      for (const r of this.committed) img.file.write(r.data, r.offset, "journal");
-      img.sync("journal");
+      for (const r of this.committed) host.file.write(r.data, r.offset, "journal");
+      host.order.sync("journal");
       this.resetJournal();
     } finally {
       this.busy = false;
@@ -181,9 +179,8 @@ export class JournalScheme extends EagerScheme {
 
   /** A new journal header: transactions before `seq` are obsolete; clusters they held records for are free to go. */
   private resetJournal(): void {
-    const img = this.host.image;
-    img.file.write(journalHeader(this.seq), this.loc.offset, "journal");
-    img.sync("journal");
+    this.host.file.write(journalHeader(this.seq), this.loc.offset, "journal");
+    this.host.order.sync("journal");
     this.pos = JOURNAL_DATA_START;
     this.committed = [];
     const freed = [...this.journaled];
@@ -197,20 +194,19 @@ export class JournalScheme extends EagerScheme {
    * eager's ordering instead — COW data, then refcount blocks, then L2 tables, then L1 entries, each flushed.
    */
   private writeInPlaceOrdered(): void {
-    const img = this.host.image;
+    const { tables, order } = this.host;
     this.busy = true;
     try {
-      img.l2Cache.flushBeforeWrite = false;
-      img.l2Cache.dependsOn = null;
-      img.sync("guest-data");
+      order.takeDependencies();
+      order.sync("guest-data");
       this.refcounts.cache.writeDirty();
-      img.sync("refcount");
-      img.l2Cache.writeDirty();
-      img.sync("l2");
-      for (const i of this.l1Unwritten) img.dirtyL1.add(i);
+      order.sync("refcount");
+      tables.l2Cache.writeDirty();
+      order.sync("l2");
+      for (const i of this.l1Unwritten) tables.dirtyL1.add(i);
       this.l1Unwritten.clear();
-      img.writeDirtyL1();
-      img.sync("l1");
+      tables.writeDirtyL1();
+      order.sync("l1");
     } finally {
       this.busy = false;
     }
@@ -223,19 +219,18 @@ export class JournalScheme extends EagerScheme {
    * the middle replays to the state of the last transaction, whatever part of the in-place writes arrived.
    */
   checkpoint(): void {
-    const img = this.host.image;
+    const { tables, order } = this.host;
     const t = performance.now();
     this.commit();
     this.busy = true;
     try {
-      img.l2Cache.flushBeforeWrite = false;
-      img.l2Cache.dependsOn = null;
-      img.l2Cache.writeDirty();
+      order.takeDependencies();
+      tables.l2Cache.writeDirty();
       this.refcounts.cache.writeDirty();
-      for (const i of this.l1Unwritten) img.dirtyL1.add(i);
+      for (const i of this.l1Unwritten) tables.dirtyL1.add(i);
       this.l1Unwritten.clear();
-      img.writeDirtyL1();
-      img.sync("journal");
+      tables.writeDirtyL1();
+      order.sync("journal");
       this.resetJournal();
     } finally {
       this.busy = false;
@@ -248,21 +243,21 @@ export class JournalScheme extends EagerScheme {
   }
 
   override close(): void {
-    const img = this.host.image;
+    const host = this.host;
     this.checkpoint();
-    img.l2Cache.onDirty = null;
-    img.l2Cache.beforeWriteHook = null;
+    host.tables.l2Cache.onDirty = null;
+    host.tables.l2Cache.beforeWriteHook = null;
     this.refcounts.onChange = null;
     this.refcounts.cache.beforeWriteHook = null;
     this.refcounts.usedBy = null;
     // The journal goes away: the header forgets it first (a crash in between leaks the area, no worse), the
     // bit before the extension.
-    img.header.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
-    img.writeIncompatibleFeatures();
-    img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
-    img.writeHeader();
-    for (let i = 0; i < this.loc.clusters; i++) this.refcounts.change(this.loc.offset / img.clusterSize + i, -1);
+    host.header.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
+    host.writeIncompatibleFeatures();
+    host.header.extensions = host.header.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
+    host.writeHeader();
+    for (let i = 0; i < this.loc.clusters; i++) this.refcounts.change(this.loc.offset / host.clusterSize + i, -1);
     this.refcounts.cache.writeDirty();
-    img.sync("refcount");
+    host.order.sync("refcount");
   }
 }

@@ -15,7 +15,6 @@
  * COPIED flags recomputed) and clears the bit; the conversion's cost (both ways) is reported.
  */
 import { performance } from "node:perf_hooks";
-import { ensureHeadroom, forEachReference, findSnapshot, recomputeCopied, replaceActiveL1 } from "../engine/snapshots.js";
 import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
 
 export class LazyCountScheme implements RefcountScheme {
@@ -32,18 +31,17 @@ export class LazyCountScheme implements RefcountScheme {
 
   attach(host: SchemeHost): void {
     this.host = host;
-    const img = host.image;
     const t = performance.now();
     host.markDirty();
     // Standard counts → lazy-count: the active layer's references come off the on-disk counts.
     let n = 0;
-    forEachReference(img, img.l1, (c) => {
+    host.snapshots.forEachReference(host.tables.l1, (c) => {
       this.mark(c, true);
-      img.refcounts.change(c, -1);
+      host.refcounts.change(c, -1);
       n++;
     });
-    img.refcounts.usedBy = (c) => c < this.active.length && this.active[c] === 1;
-    img.flushMetadata();
+    host.refcounts.usedBy = (c) => c < this.active.length && this.active[c] === 1;
+    host.flushMetadata();
     this.costs.openConvertMs = performance.now() - t;
     this.costs.openConvertClusters = n;
   }
@@ -60,11 +58,11 @@ export class LazyCountScheme implements RefcountScheme {
   }
 
   mayWriteInPlace(_copied: boolean, hostCluster: number): boolean {
-    return this.host.image.refcounts.get(hostCluster) === 0;
+    return this.host.refcounts.get(hostCluster) === 0;
   }
 
   allocate(n: number, kind: ClusterKind): number {
-    const rc = this.host.image.refcounts;
+    const rc = this.host.refcounts;
     if (kind === "meta") return rc.allocate(n);
     return rc.allocate(n, (start, count) => {
       for (let i = 0; i < count; i++) this.mark(start + i, true);
@@ -78,12 +76,12 @@ export class LazyCountScheme implements RefcountScheme {
   }
 
   release(cluster: number, kind: ClusterKind): void {
-    if (kind === "meta") this.host.image.refcounts.releaseLater(cluster);
+    if (kind === "meta") this.host.refcounts.releaseLater(cluster);
     else this.pending.push(cluster);
   }
 
   releaseNow(cluster: number, kind: ClusterKind): void {
-    if (kind === "meta") this.host.image.refcounts.change(cluster, -1);
+    if (kind === "meta") this.host.refcounts.change(cluster, -1);
     else this.unmark(cluster);
   }
 
@@ -96,22 +94,22 @@ export class LazyCountScheme implements RefcountScheme {
   /** The active layer no longer uses `c`; with no snapshot reference left, it is free. */
   private unmark(c: number): void {
     this.mark(c, false);
-    const rc = this.host.image.refcounts;
+    const rc = this.host.refcounts;
     if (rc.get(c) === 0) rc.noteFreed(c);
   }
 
   snapshotApply(idOrName: string): void {
-    const img = this.host.image;
-    const sn = findSnapshot(img, idOrName);
-    const snL1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
+    const { snapshots, refcounts, tables } = this.host;
+    const sn = snapshots.find(idOrName);
+    const snL1 = snapshots.readL1(sn);
     // The new active layer's references will be counted at close: they must fit then.
-    ensureHeadroom(img, snL1.slice(0, img.vmStateOffset / (img.clusterSize * img.l2Entries)), "apply the snapshot");
-    replaceActiveL1(img, sn);
+    snapshots.ensureHeadroom(snL1.slice(0, snapshots.diskL1Entries()), "apply the snapshot");
+    snapshots.replaceActiveL1(sn);
     // Only now may the old active layer's clusters be reused.
     const old = this.active;
     this.active = new Uint8Array(old.length);
-    forEachReference(img, img.l1, (c) => this.mark(c, true));
-    for (let c = 0; c < old.length; c++) if (old[c] && !this.active[c] && img.refcounts.get(c) === 0) img.refcounts.noteFreed(c);
+    snapshots.forEachReference(tables.l1, (c) => this.mark(c, true));
+    for (let c = 0; c < old.length; c++) if (old[c] && !this.active[c] && refcounts.get(c) === 0) refcounts.noteFreed(c);
   }
 
   report(): Record<string, number> {
@@ -119,17 +117,17 @@ export class LazyCountScheme implements RefcountScheme {
   }
 
   close(): void {
-    const img = this.host.image;
+    const host = this.host;
     const t = performance.now();
     let n = 0;
-    forEachReference(img, img.l1, (c) => {
-      img.refcounts.change(c, +1);
+    host.snapshots.forEachReference(host.tables.l1, (c) => {
+      host.refcounts.change(c, +1);
       n++;
     });
-    img.refcounts.usedBy = null;
-    recomputeCopied(img);
-    img.flushMetadata();
-    img.refcounts.cache.writeDirty();
+    host.refcounts.usedBy = null;
+    host.snapshots.recomputeCopied();
+    host.flushMetadata();
+    host.refcounts.cache.writeDirty();
     this.host.markClean();
     this.costs.closeConvertMs = performance.now() - t;
     this.costs.closeConvertClusters = n;

@@ -41,20 +41,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { snapshotTableSize } from "../format/snapshot-table.js";
-import { referenceCounts } from "../engine/check.js";
-import { SnapshotError } from "../engine/errors.js";
-import type { Qcow2Image } from "../engine/qcow2-image.js";
-import {
-  copyActiveL1,
-  dropActiveVmState,
-  findSnapshot,
-  forEachReference,
-  newEntry,
-  recomputeCopied,
-  replaceActiveL1,
-  toInfo,
-  writeSnapshotTable,
-} from "../engine/snapshots.js";
+import { SnapshotError } from "../format/errors.js";
 import type { SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
 import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
 
@@ -83,19 +70,17 @@ export class OwnerScheme implements RefcountScheme {
   /** Highest cluster index ever handed out, plus one. */
   private allocatedEnd = 0;
   private pending: number[] = [];
+  /** A lower bound of the file's length in clusters (see allocate). */
+  private fileClustersSeen = 0;
   private readonly costs = { openMs: 0, openClusters: 0, closeMs: 0, mergedClusters: 0, freedClusters: 0 };
 
-  private get img(): Qcow2Image {
-    return this.host.image;
-  }
 
   attach(host: SchemeHost): void {
     this.host = host;
     const t = performance.now();
-    const img = host.image;
     host.markDirty();
     this.build();
-    img.refcounts.usedBy = (c) => this.ownerOf(c) !== 0;
+    host.refcounts.usedBy = (c) => this.ownerOf(c) !== 0;
     this.costs.openMs = performance.now() - t;
   }
 
@@ -123,17 +108,17 @@ export class OwnerScheme implements RefcountScheme {
 
   /** Metadata clusters (header, tables) and their owner: META. */
   private markMetadata(): void {
-    const img = this.img;
-    const cs = img.clusterSize;
+    const { header, tables, refcounts, snapshots, clusterSize: cs } = this.host;
     const range = (off: number, bytes: number) => {
       for (let c = Math.floor(off / cs); c < Math.ceil((off + bytes) / cs); c++) this.setOwner(c, META);
     };
     this.setOwner(0, META);
-    range(img.header.l1TableOffset, img.l1.length * 8);
-    range(img.refcounts.tableOffset, img.refcounts.tableClusters * cs);
-    for (const b of img.refcounts.table) if (b) this.setOwner(b / cs, META);
-    if (img.header.nbSnapshots) range(img.header.snapshotsOffset, snapshotTableSize(img.snapshots));
-    for (const sn of img.snapshots) range(sn.l1TableOffset, sn.l1Size * 8);
+    range(header.l1TableOffset, tables.l1.length * 8);
+    range(refcounts.tableOffset, refcounts.tableClusters * cs);
+    for (const b of refcounts.table) if (b) this.setOwner(b / cs, META);
+    const list = snapshots.list();
+    if (header.nbSnapshots) range(header.snapshotsOffset, snapshotTableSize(list));
+    for (const sn of list) range(sn.l1TableOffset, sn.l1Size * 8);
   }
 
   /**
@@ -141,21 +126,22 @@ export class OwnerScheme implements RefcountScheme {
    * snapshot or a second active reference shares is legacy (a write to it copies); metadata is META.
    */
   private build(): void {
-    const img = this.img;
-    this.owner = new Uint32Array(Math.max(1024, Math.ceil(img.file.size() / img.clusterSize)));
+    const host = this.host;
+    const views = host.snapshots;
+    this.owner = new Uint32Array(Math.max(1024, Math.ceil(host.file.size() / host.clusterSize)));
     this.nodes.clear();
     this.active = 2;
     this.nodes.set(this.active, { id: this.active, parent: 0, legacy: false, snapshot: "" });
-    img.snapshots.forEach((sn, i) => this.nodes.set(3 + i, { id: 3 + i, parent: 0, legacy: true, snapshot: sn.id }));
+    views.list().forEach((sn, i) => this.nodes.set(3 + i, { id: 3 + i, parent: 0, legacy: true, snapshot: sn.id }));
     this.markMetadata();
     let n = 0;
-    forEachReference(img, img.l1, (c) => {
+    views.forEachReference(host.tables.l1, (c) => {
       n++;
       const o = this.ownerOf(c);
       if (o !== META) this.setOwner(c, o === this.active ? LEGACY_OWNER : this.active);
     });
-    for (const sn of img.snapshots) {
-      forEachReference(img, this.snapshotL1(sn.id), (c) => {
+    for (const sn of views.list()) {
+      views.forEachReference(this.snapshotL1(sn.id), (c) => {
         n++;
         if (this.ownerOf(c) !== META) this.setOwner(c, LEGACY_OWNER);
       });
@@ -164,10 +150,10 @@ export class OwnerScheme implements RefcountScheme {
   }
 
   private snapshotL1(snapshotId: string): number[] {
-    const img = this.img;
-    const sn = img.snapshots.find((s) => s.id === snapshotId);
+    const views = this.host.snapshots;
+    const sn = views.list().find((s) => s.id === snapshotId);
     if (!sn) return [];
-    return img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
+    return views.readL1(sn);
   }
 
   mayWriteInPlace(_copied: boolean, hostCluster: number): boolean {
@@ -176,10 +162,11 @@ export class OwnerScheme implements RefcountScheme {
 
   allocate(n: number, kind: ClusterKind): number {
     const id = kind === "meta" ? META : this.active;
-    const img = this.img;
+    const host = this.host;
+    const cs = host.clusterSize;
     let run = 0;
     // The allocation policy says where the search starts (first-fit: the lowest free cluster; append: the end).
-    let c = img.allocPolicy.searchStart(this.freeIndex, () => Math.max(Math.ceil(img.file.size() / img.clusterSize), this.allocatedEnd));
+    let c = host.allocPolicy.searchStart(this.freeIndex, () => Math.max(Math.ceil(host.file.size() / cs), this.allocatedEnd));
     for (;; c++) {
       if (this.ownerOf(c) === 0) {
         if (++run === n) break;
@@ -188,12 +175,14 @@ export class OwnerScheme implements RefcountScheme {
       }
     }
     const start = c - n + 1;
-    const inFile = Math.min(start + n, Math.ceil(img.file.size() / img.clusterSize));
-    for (let i = start; i < inFile; i++) img.checkFree(i);
+    // The file never shrinks while the image is open: its length is asked again only past the one seen last.
+    if (start + n > this.fileClustersSeen) this.fileClustersSeen = Math.ceil(host.file.size() / cs);
+    const inFile = Math.min(start + n, this.fileClustersSeen);
+    for (let i = start; i < inFile; i++) host.checkFree(i);
     for (let i = 0; i < n; i++) this.setOwner(start + i, id);
     if (start === this.freeIndex) this.freeIndex = start + n;
     if (start + n > this.allocatedEnd) this.allocatedEnd = start + n;
-    return start * img.clusterSize;
+    return start * cs;
   }
 
   referenced(): void {}
@@ -216,25 +205,26 @@ export class OwnerScheme implements RefcountScheme {
   }
 
   snapshotCreate(name: string, opts: SnapshotCreateOptions): SnapshotInfo {
-    const img = this.img;
+    const host = this.host;
+    const views = host.snapshots;
     if (!name) throw new SnapshotError("snapshot name must not be empty");
     this.checkWidth();
     const vmState = opts.vmState;
-    if (vmState && vmState.length) img.writeGuest(img.vmStateOffset, vmState);
-    img.flushMetadata();
+    if (vmState && vmState.length) views.writeVmState(vmState);
+    host.flushMetadata();
     // The snapshot's copy of the active L1 table; no cluster count changes.
-    const { l1Offset, l1Size } = copyActiveL1(img);
-    const entry = newEntry(img, name, l1Offset, l1Size, opts);
-    img.sync("l1");
-    writeSnapshotTable(img, [...img.snapshots, entry]);
+    const { l1Offset, l1Size } = views.copyActiveL1();
+    const entry = views.newEntry(name, l1Offset, l1Size, opts);
+    host.order.sync("l1");
+    views.writeTable([...views.list(), entry]);
     // The active node freezes into the snapshot; a new child node becomes the active layer.
     const frozen = this.nodes.get(this.active)!;
     frozen.snapshot = entry.id;
     const child = this.newNodeId();
     this.nodes.set(child, { id: child, parent: frozen.id, legacy: false, snapshot: "" });
     this.active = child;
-    if (vmState && vmState.length) dropActiveVmState(img);
-    return toInfo(entry);
+    if (vmState && vmState.length) views.dropActiveVmState();
+    return views.toInfo(entry);
   }
 
   /**
@@ -243,27 +233,27 @@ export class OwnerScheme implements RefcountScheme {
    * many views as the width can count is a scan needed; otherwise creation stays O(1).
    */
   private checkWidth(): void {
-    const img = this.img;
-    const max = img.refcounts.codec.max;
-    if (img.snapshots.length + 2 <= max) return;
+    const { refcounts, snapshots: tools, tables } = this.host;
+    const max = refcounts.codec.max;
+    if (tools.list().length + 2 <= max) return;
     const views = new Map<number, number>();
     const count = (c: number) => views.set(c, (views.get(c) ?? 0) + 1);
-    forEachReference(img, img.l1, count);
-    for (const sn of img.snapshots) forEachReference(img, this.snapshotL1(sn.id), count);
+    tools.forEachReference(tables.l1, count);
+    for (const sn of tools.list()) tools.forEachReference(this.snapshotL1(sn.id), count);
     const active = new Set<number>();
-    forEachReference(img, img.l1, (c) => active.add(c));
+    tools.forEachReference(tables.l1, (c) => active.add(c));
     for (const c of active) {
       if ((views.get(c) ?? 0) + 1 > max) {
-        throw new SnapshotError(`cannot create the snapshot: cluster ${c} would have more references than ${img.refcounts.codec.bits}-bit refcounts can hold (${max})`);
+        throw new SnapshotError(`cannot create the snapshot: cluster ${c} would have more references than ${refcounts.codec.bits}-bit refcounts can hold (${max})`);
       }
     }
   }
 
   snapshotApply(idOrName: string): void {
-    const img = this.img;
-    const sn = findSnapshot(img, idOrName);
+    const views = this.host.snapshots;
+    const sn = views.find(idOrName);
     const node = [...this.nodes.values()].find((n) => n.snapshot === sn.id)!;
-    replaceActiveL1(img, sn);
+    views.replaceActiveL1(sn);
     // The old active layer is discarded: its own clusters are free now that nothing on disk points to them.
     const old = this.active;
     for (let c = 0; c < this.owner.length; c++) if (this.owner[c] === old) this.setOwner(c, 0);
@@ -274,20 +264,21 @@ export class OwnerScheme implements RefcountScheme {
   }
 
   snapshotDelete(idOrName: string): void {
-    const img = this.img;
-    const sn = findSnapshot(img, idOrName);
+    const host = this.host;
+    const views = host.snapshots;
+    const sn = views.find(idOrName);
     const node = [...this.nodes.values()].find((n) => n.snapshot === sn.id)!;
     const children = [...this.nodes.values()].filter((n) => n.parent === node.id);
     if (children.length > 1) {
-      const names = children.map((c) => (c.snapshot ? `snapshot '${img.snapshots.find((s) => s.id === c.snapshot)?.name ?? c.snapshot}'` : "the active layer"));
+      const names = children.map((c) => (c.snapshot ? `snapshot '${views.list().find((s) => s.id === c.snapshot)?.name ?? c.snapshot}'` : "the active layer"));
       throw new SnapshotError(
         `cannot delete snapshot '${sn.name}' with the owner scheme: it has ${children.length} children (${names.join(", ")}); a snapshot can only be merged into its only child`,
       );
     }
-    img.flushMetadata();
+    host.flushMetadata();
     const snL1 = this.snapshotL1(sn.id);
-    writeSnapshotTable(img, img.snapshots.filter((s) => s !== sn));
-    const cs = img.clusterSize;
+    views.writeTable(views.list().filter((s) => s !== sn));
+    const cs = host.clusterSize;
     for (let i = 0; i < Math.ceil((sn.l1Size * 8) / cs); i++) this.setOwner(sn.l1TableOffset / cs + i, 0);
     if (node.legacy) {
       this.deleteLegacy(snL1);
@@ -296,8 +287,8 @@ export class OwnerScheme implements RefcountScheme {
       const child = children[0];
       const keep = new Set<number>();
       if (child) {
-        const childL1 = child.snapshot ? this.snapshotL1(child.snapshot) : img.l1;
-        forEachReference(img, childL1, (c) => keep.add(c));
+        const childL1 = child.snapshot ? this.snapshotL1(child.snapshot) : host.tables.l1;
+        views.forEachReference(childL1, (c) => keep.add(c));
         child.parent = node.parent;
       }
       for (let c = 0; c < this.owner.length; c++) {
@@ -319,12 +310,12 @@ export class OwnerScheme implements RefcountScheme {
    * active layer still references (once) passes to the active node, so the next write to it is in place.
    */
   private deleteLegacy(snL1: number[]): void {
-    const img = this.img;
+    const views = this.host.snapshots;
     const inSnapshots = new Set<number>();
-    for (const sn of img.snapshots) forEachReference(img, this.snapshotL1(sn.id), (c) => inSnapshots.add(c));
+    for (const sn of views.list()) views.forEachReference(this.snapshotL1(sn.id), (c) => inSnapshots.add(c));
     const inActive = new Map<number, number>();
-    forEachReference(img, img.l1, (c) => inActive.set(c, (inActive.get(c) ?? 0) + 1));
-    forEachReference(img, snL1, (c) => {
+    views.forEachReference(this.host.tables.l1, (c) => inActive.set(c, (inActive.get(c) ?? 0) + 1));
+    views.forEachReference(snL1, (c) => {
       const o = this.ownerOf(c);
       if (o === META || o === this.active || o === 0 || inSnapshots.has(c)) return;
       const refs = inActive.get(c) ?? 0;
@@ -343,14 +334,14 @@ export class OwnerScheme implements RefcountScheme {
   }
 
   close(): void {
-    const img = this.img;
+    const host = this.host;
     const t = performance.now();
-    img.refcounts.usedBy = null;
+    host.refcounts.usedBy = null;
     // Standard refcounts and COPIED flags, rebuilt from the tables.
-    img.refcounts.rebuild(referenceCounts(img));
-    recomputeCopied(img);
-    img.flushMetadata();
-    img.refcounts.cache.writeDirty();
+    host.refcounts.rebuild(host.referenceCounts());
+    host.snapshots.recomputeCopied();
+    host.flushMetadata();
+    host.refcounts.cache.writeDirty();
     this.host.markClean();
     this.costs.closeMs = performance.now() - t;
   }

@@ -5,9 +5,8 @@
 import type { BlockFile } from "../io/block-file.js";
 import type { Qcow2Header } from "../format/header.js";
 import { INCOMPAT_DIRTY, INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
-import type { Qcow2Image } from "../engine/qcow2-image.js";
-import { ImageFormatError } from "../engine/errors.js";
-import { referenceCounts } from "../engine/check.js";
+import { ImageFormatError } from "../format/errors.js";
+import type { SchemeHost } from "../engine/scheme-seam.js";
 import { EXT_REFCOW_JOURNAL, findJournal, type JournalLocation, MAX_JOURNAL_BYTES, replayJournal } from "./journal-format.js";
 
 /** True when the image holds a journal a process left behind (its records may not all be in place yet). */
@@ -28,8 +27,8 @@ export function recoverBeforeLoad(file: BlockFile, header: Qcow2Header, clusterS
  * damaged one must not free live clusters. Without `freeJournalArea` (an open for check) they are left as
  * they are: check reports them as leaked clusters and repairs them as any other, with qemu-img's words.
  */
-export function recoverAfterLoad(img: Qcow2Image, opts: { freeJournalArea: boolean } = { freeJournalArea: true }): void {
-  const h = img.header;
+export function recoverAfterLoad(host: SchemeHost, opts: { freeJournalArea: boolean } = { freeJournalArea: true }): void {
+  const h = host.header;
   if (!h.extensions.some((e) => e.type === EXT_REFCOW_JOURNAL)) return;
   let loc: JournalLocation | undefined;
   try {
@@ -40,21 +39,21 @@ export function recoverAfterLoad(img: Qcow2Image, opts: { freeJournalArea: boole
   // The bit first, alone, then the extension (a rewrite of the header cluster can tear).
   if (h.incompatibleFeatures & INCOMPAT_REFCOW_JOURNAL) {
     h.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
-    img.writeIncompatibleFeatures();
+    host.writeIncompatibleFeatures();
   }
   h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_JOURNAL);
-  img.writeHeader();
+  host.writeHeader();
   // A dirty image is rebuilt from its tables next, and they do not reference the journal area.
   if (!loc || h.incompatibleFeatures & INCOMPAT_DIRTY || !opts.freeJournalArea) return;
-  const cs = img.clusterSize;
+  const cs = host.clusterSize;
   if (loc.offset % cs || !Number.isSafeInteger(loc.offset) || loc.clusters * cs > MAX_JOURNAL_BYTES) return;
   const first = loc.offset / cs;
-  const end = Math.min(first + loc.clusters, Math.ceil(img.file.size() / cs));
+  const end = Math.min(first + loc.clusters, Math.ceil(host.file.size() / cs));
   if (first >= end) return;
-  const refs = referenceCounts(img);
+  const refs = host.referenceCounts();
   for (let c = first; c < end; c++) {
-    if (img.refcounts.get(c) > 0 && !(refs[c] > 0)) img.refcounts.change(c, -1);
+    if (host.refcounts.get(c) > 0 && !(refs[c] > 0)) host.refcounts.change(c, -1);
   }
-  img.refcounts.cache.writeDirty();
-  img.sync("refcount");
+  host.refcounts.cache.writeDirty();
+  host.order.sync("refcount");
 }

@@ -3,7 +3,7 @@
  * Web Worker (src/worker/web-worker.ts), through the same request ring and DiskClient as in Node; the test
  * guest boots in v86 in the page with its IDE disk on that image (src/web/browser-guest.ts).
  *
- * URL parameters (all optional): image=NAME, scheme=eager|lazy|lazy-count|owner|journal,
+ * URL parameters (all optional): image=NAME, scheme=NAME (one of the registry's schemes),
  * cache=writeback|writethrough|unsafe, size=MiB (of a new image), fresh=1 (recreate the image), autoboot=0,
  * mem=MiB (guest RAM).
  *
@@ -34,7 +34,9 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
 };
 
 const params = new URLSearchParams(location.search);
-const SCHEMES = ["eager", "lazy", "lazy-count", "owner", "journal"];
+/** The registry's scheme names (src/schemes/index.ts), put in by the bundler (src/cli/web-server.ts). */
+declare const REFCOW_SCHEME_NAMES: readonly string[];
+const SCHEMES: readonly string[] = REFCOW_SCHEME_NAMES;
 const CACHES: CacheMode[] = ["writeback", "writethrough", "unsafe"];
 const MiB = 1024 * 1024;
 
@@ -70,6 +72,7 @@ const ui = {
   hist: $("hist"),
   histLabels: $("hist-labels"),
 };
+for (const name of SCHEMES) ui.schemeSelect.add(new Option(name));
 
 let state: PageState = "loading";
 let host: WebImageHost | undefined;

@@ -56,6 +56,12 @@ export interface ServeResult {
 }
 
 export const DEFAULT_SERVER_SPIN_US = 50;
+/**
+ * How long the ring must stay empty before the image's idle work runs, in ms. The work (an apply) blocks the
+ * next request while it runs: a guest's gaps between requests (a few ms) must not set it off. 5 ms did: in
+ * the guest's rand4k, 55 applies in 256 post-snapshot writes and a p99 of 50 ms at the device.
+ */
+export const IDLE_MS = 100;
 
 /** Maps an error thrown by the engine to a ring status code. */
 export function statusOf(e: unknown): number {
@@ -262,11 +268,22 @@ export class RingServer {
           this.sized?.spun(this.now() - from);
         }
         if (tail === head) {
+          // Deferred work of the image (a scheme's pending copies) is done once no request has come for
+          // IDLE_MS: the wait is that short while there is some.
+          const idleWork = this.disk.hasIdleWork === true;
           Atomics.store(ctl, C.SERVER_SLEEPING, 1);
+          let woke = "not-equal";
           if (Atomics.load(ctl, C.SQ_TAIL) === head && Atomics.load(ctl, C.STOP) === 0) {
-            Atomics.wait(ctl, C.SQ_TAIL, head, this.waitMs);
+            woke = Atomics.wait(ctl, C.SQ_TAIL, head, idleWork ? IDLE_MS : this.waitMs);
           }
           Atomics.store(ctl, C.SERVER_SLEEPING, 0);
+          if (idleWork && woke === "timed-out" && Atomics.load(ctl, C.SQ_TAIL) === head && !this.isClosed) {
+            try {
+              this.disk.idle?.();
+            } catch {
+              // The next request reports the image's state (a corrupt image refuses it).
+            }
+          }
           continue;
         }
       }

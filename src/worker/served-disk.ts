@@ -36,6 +36,9 @@ export interface ServedDisk {
    * whether it holds data, looking down the backing chain (qemu-img map's zero and data).
    */
   blockStatus?(offset: number, length: number, depth: number): { status: { zero: boolean; data: boolean }; length: number };
+  /** Deferred work (a scheme's pending copies) for idle time, and whether there is some. */
+  idle?(): boolean;
+  readonly hasIdleWork?: boolean;
   /** Per-request cost records (optional; the engine may expose it later). Must be JSON-serialisable. */
   stats?(): unknown;
 }

@@ -1,7 +1,7 @@
 /**
  * Structure-aware mutations of qcow2 images for the fuzzer: the layout of a valid image (header fields,
  * header extensions, L1/L2 entries, refcount table and block entries, snapshot table entries and their L1
- * tables, refcow journal records and owner table extension) is parsed once; a mutation then sets one of those
+ * tables, refcow journal records, data log records and owner table extension) is parsed once; a mutation then sets one of those
  * fields to an interesting value (0, off by one, unaligned, past the end of the file, pointing at another
  * structure, flag bits, huge, random), flips bits in a metadata cluster, or truncates / extends the file.
  * Mutations are plain numbers so that fast-check can shrink them.
@@ -9,8 +9,8 @@
 import fc from "fast-check";
 import { crc32 } from "node:zlib";
 
-export type FieldKind = "header" | "extension" | "l1" | "l2" | "reftable" | "refblock" | "snapshot" | "journal" | "owner";
-export const FIELD_KINDS: FieldKind[] = ["header", "extension", "l1", "l2", "reftable", "refblock", "snapshot", "journal", "owner"];
+export type FieldKind = "header" | "extension" | "l1" | "l2" | "reftable" | "refblock" | "snapshot" | "journal" | "owner" | "datalog";
+export const FIELD_KINDS: FieldKind[] = ["header", "extension", "l1", "l2", "reftable", "refblock", "snapshot", "journal", "owner", "datalog"];
 
 export interface Field {
   kind: FieldKind;
@@ -19,6 +19,8 @@ export interface Field {
   what: string;
   /** A journal transaction whose checksum must be recomputed after the change (start, payload length). */
   txn?: { start: number; payload: number };
+  /** A data log record whose header checksum must be recomputed after the change (its start). */
+  logRecord?: number;
 }
 
 export interface Layout {
@@ -43,8 +45,8 @@ export function parseLayout(b: Uint8Array): Layout {
   const fields: Field[] = [];
   const metadata = new Set<number>([0]);
   const landmarks = new Set<number>([0]);
-  const add = (kind: FieldKind, at: number, width: Field["width"], what: string, txn?: Field["txn"]) => {
-    if (at + width <= b.length) fields.push({ kind, at, width, what, txn });
+  const add = (kind: FieldKind, at: number, width: Field["width"], what: string, txn?: Field["txn"], logRecord?: number) => {
+    if (at + width <= b.length) fields.push({ kind, at, width, what, txn, logRecord });
   };
   const meta = (off: number, bytes: number) => {
     for (let c = Math.floor(off / cs); c < Math.ceil((off + bytes) / cs) && c * cs < b.length; c++) metadata.add(c);
@@ -60,6 +62,7 @@ export function parseLayout(b: Uint8Array): Layout {
   // Header extensions.
   let pos = version === 3 ? u32(100) : 72;
   let journal: { offset: number; clusters: number } | undefined;
+  let dataLog: { offset: number; clusters: number } | undefined;
   for (let n = 0; n < 16 && pos + 8 <= Math.min(cs, b.length); n++) {
     const type = u32(pos);
     const len = u32(pos + 4);
@@ -68,6 +71,7 @@ export function parseLayout(b: Uint8Array): Layout {
     if (type === 0) break;
     if (len >= 8) add("extension", pos + 8, 8, `extension 0x${type.toString(16)} data`);
     if (type === 0x52434a4c && len >= 12) journal = { offset: Number(u64(pos + 8)), clusters: u32(pos + 16) };
+    if (type === 0x5243444c && len >= 12) dataLog = { offset: Number(u64(pos + 8)), clusters: u32(pos + 16) };
     if (type === 0x52434f57 && len >= 20) {
       add("owner", pos + 8, 8, "owner table offset");
       add("owner", pos + 16, 4, "owner table entries");
@@ -179,6 +183,23 @@ export function parseLayout(b: Uint8Array): Layout {
     }
   }
 
+  // refcow data log (scheme log): the area header's sequence number, each record's length, sequence number
+  // and guest offset (its header checksum fixed after a change, so the record still passes it).
+  if (dataLog && dataLog.offset + 512 <= b.length) {
+    meta(dataLog.offset, dataLog.clusters * cs);
+    landmarks.add(dataLog.offset);
+    add("datalog", dataLog.offset + 8, 8, "data log first sequence number");
+    let p = dataLog.offset + 512;
+    const end = Math.min(b.length, dataLog.offset + dataLog.clusters * cs);
+    for (let r = 0; r < 32 && p + 512 <= end && u32(p) === 0x52434c52; r++) {
+      const len = u32(p + 4);
+      add("datalog", p + 4, 4, `data log record ${r} length`, undefined, p);
+      add("datalog", p + 8, 8, `data log record ${r} sequence number`, undefined, p);
+      add("datalog", p + 16, 8, `data log record ${r} guest offset`, undefined, p);
+      p += 512 + Math.ceil(len / 512) * 512;
+    }
+  }
+
   const byKind = new Map<FieldKind, Field[]>();
   for (const f of fields) byKind.set(f.kind, [...(byKind.get(f.kind) ?? []), f]);
   return { clusterSize: cs, fileSize: b.length, fields, byKind, metadata: [...metadata].sort((a, c) => a - c), landmarks: [...landmarks] };
@@ -270,6 +291,10 @@ export function applyMutations(seed: Uint8Array, layout: Layout, muts: Mutation[
       const value = m.choice % (c.length + 1) === c.length ? m.random : c[m.choice % (c.length + 1)];
       put(b, f, value < 0n ? 0n : value);
       if (f.txn) fixTxnChecksum(b, f.txn);
+      if (f.logRecord !== undefined && f.logRecord + 32 <= b.length) {
+        const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+        dv.setUint32(f.logRecord + 28, crc32(b.subarray(f.logRecord, f.logRecord + 28)) >>> 0);
+      }
       described.push(`${f.what} (at ${f.at}): ${orig} -> ${get(b, f)}`);
     } else if (m.kind === "flip") {
       const c = layout.metadata[m.cluster % layout.metadata.length];

@@ -40,7 +40,7 @@ function qemuSeed(dir: string, name: string, create: string[], steps: (string | 
 }
 
 /** An image made by refcow with a scheme, left open (`crashed`: its bytes as a dying process leaves them) or closed. */
-function refcowSeed(name: string, scheme: string, opts: { clusterSize: number; size: number }, crashed: boolean): SeedImage {
+function refcowSeed(name: string, scheme: string, opts: { clusterSize: number; size: number }, crashed: boolean, last?: (img: Qcow2Image) => void): SeedImage {
   const mem = new MemoryFile();
   Qcow2Image.create(mem, { size: opts.size, clusterSize: opts.clusterSize });
   const img = Qcow2Image.open(mem, { scheme, cache: "writeback" });
@@ -53,6 +53,7 @@ function refcowSeed(name: string, scheme: string, opts: { clusterSize: number; s
   img.snapshotCreate("two", { vmState: new Uint8Array(1000).fill(0x44) });
   img.write(cs / 2, new Uint8Array(cs).fill(0x55));
   img.discard(opts.size - cs, cs);
+  last?.(img);
   img.flush();
   if (crashed) return { name, bytes: mem.contents() };
   img.close();
@@ -88,6 +89,13 @@ export function buildSeedImages(dir: string): SeedImage[] {
   const g = { clusterSize: 4096, size: 1 << 20 };
   seeds.push(refcowSeed("refcow-eager", "eager", g, false));
   seeds.push(refcowSeed("refcow-journal-live", "journal", { clusterSize: 2048, size: 1 << 20 }, true));
+  // The data log with records a killed writer left (its writes after the last snapshot).
+  seeds.push(
+    refcowSeed("refcow-log-live", "log", g, true, (img) => {
+      img.snapshotCreate("three");
+      for (let i = 0; i < 4; i++) img.write(i * 4096 + 512 * i, new Uint8Array(1024 + 512 * i).fill(0x60 + i));
+    }),
+  );
   const owner = refcowSeed("refcow-owner", "owner", g, false);
   seeds.push(owner, { name: "refcow-owner-legacy", bytes: withLegacyOwnerTable(owner.bytes) });
   seeds.push(refcowSeed("refcow-lazy-dirty", "lazy", g, true));

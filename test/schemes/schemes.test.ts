@@ -55,8 +55,8 @@ function prepared(name: string, scheme: string, cache: "writeback" | "writethrou
 }
 
 describe("refcount schemes", () => {
-  it("registers the five schemes", () => {
-    expect(SCHEME_NAMES.sort()).toEqual(["eager", "journal", "lazy", "lazy-count", "owner"]);
+  it("registers the six schemes", () => {
+    expect([...SCHEME_NAMES].sort()).toEqual(["eager", "journal", "lazy", "lazy-count", "log", "owner"]);
   });
 
   for (const scheme of SCHEME_NAMES) {

@@ -300,6 +300,23 @@ describe("served images", () => {
     await client.close();
   });
 
+  it("the worker applies a log scheme's pending copies once the ring has been idle", async () => {
+    const p = newImageFile();
+    const client = await pool.open(p, { scheme: "log", cache: "writeback" });
+    await client.write(0, pattern(65536, 5));
+    await client.snapshotCreate("s");
+    await client.write(4096, pattern(4096, 6));
+    const cow = async () => ((await client.stats()) as Record<string, { writes: number } | undefined>)["cow-write"]?.writes ?? 0;
+    const before = await cow();
+    // Only idle time applies it: no request for a while.
+    for (let i = 0; i < 100 && (await cow()) === before; i++) await new Promise((r) => setTimeout(r, 150));
+    expect(await cow()).toBeGreaterThan(before);
+    const expected = pattern(65536, 5);
+    expected.set(pattern(4096, 6), 4096);
+    expect(Buffer.from(await client.read(0, 65536)).equals(Buffer.from(expected))).toBe(true);
+    await client.close();
+  });
+
   it("openServedImage / closeAllWorkers use a process-wide pool", async () => {
     const p = newImageFile();
     const c = await openServedImage(p, { scheme: "eager", cache: "writeback" });

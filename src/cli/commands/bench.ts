@@ -12,6 +12,34 @@ import { UsageError } from "../errors.js";
 export const BENCH_USAGE =
   "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-fio] [--fio-depths 1,16] [--no-order-qemu] [--no-ops] [--in-process] | --ring";
 
+export const BENCH_HELP = `usage: refcow ${BENCH_USAGE}
+
+The write-after-snapshot benchmark: each source (every refcow scheme, eager with QEMU's flush order, a raw
+file; with QEMU: qemu-nbd std and lazy_refcounts, refcow over NBD) writes 4 KiB per cluster at N clusters in
+three phases — in-place, post-snapshot (after an internal snapshot), after-delete — in each cache mode, on a
+freshly prepared image, round after round (sources rotated). Per row: per-write median and p99 (flushes
+excluded), amortized per write (phase wall time ÷ writes, flushes included), close time after the phase
+(deferred work done at close), amortized with the close, host bytes written per write, I/O by purpose.
+
+Options:
+  --quick                 fewer clusters and rounds
+  --schemes a,b           refcow schemes (default: every registered scheme)
+  --alloc first-fit,append  allocation policies
+  --cache a,b             cache modes (default writethrough,writeback)
+  --workloads a,b         rand4k-per-cluster, seq, trace
+  --trace FILE            a guest trace (refcow run --trace) replayed on every scheme
+  --clusters N            clusters written per phase (default 2000; --quick 200)
+  --reps N                rounds (repetitions of the whole matrix)
+  --no-qemu               leave out the QEMU sources
+  --no-fio                leave out the fio cross-check
+  --fio-depths 1,16       fio queue depths (writeback)
+  --no-order-qemu         leave out eager --order qemu
+  --no-ops                leave out the snapshot-operation timings
+  --in-process            call the engine in the same thread instead of through the request ring
+  --out DIR               write results.json, report.md and report.html to DIR
+  --ring                  the request ring's round trip against an in-process call
+`;
+
 /** A positive integer option value, or a usage error naming the option. */
 function positive(flag: string, v: string): number {
   const n = Number(v);
@@ -20,6 +48,10 @@ function positive(flag: string, v: string): number {
 }
 
 export async function benchCommand(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(BENCH_HELP);
+    return 0;
+  }
   if (argv.includes("--ring")) {
     process.stdout.write(formatRingBench(await runRingBench({ requests: argv.includes("--quick") ? 5000 : 20000 })) + "\n");
     return 0;

@@ -1,0 +1,101 @@
+/**
+ * Write ordering: every flush dependency of the engine is stated here.
+ *
+ * Metadata reaches the disk in this order on every flush (and before any out-of-order eviction):
+ *   1. guest data and COW copies (written at once, never cached)
+ *   2. refcount blocks holding the increments for new clusters       — then flush
+ *   3. L2 tables that point to the new clusters                        — then flush if the L1 changed
+ *   4. L1 entries that point to new or copied L2 tables                — then flush
+ *   5. decrements of clusters dropped by 3 and 4 (applied in memory now, written at the next flush)
+ * so a crash at any point leaves at worst leaked clusters, never a reference without a count.
+ *
+ * The rules between the caches are carried by the caches' hooks (MetadataCache.dependsOn, flushBeforeWrite),
+ * so that an eviction between flushes keeps them too; this module is the only place that sets them.
+ */
+import type { IoPurpose } from "../io/block-file.js";
+import type { AccountingFile } from "../io/accounting-file.js";
+import type { ActiveTables } from "./active-tables.js";
+import type { RefcountStore } from "./refcounts.js";
+import type { CacheMode } from "./types.js";
+
+export class WriteOrder {
+  constructor(
+    private readonly file: AccountingFile,
+    private readonly cacheMode: CacheMode,
+    private readonly tables: ActiveTables,
+    /** The refcount store exists only once the image's tables are loaded. */
+    private readonly refcounts: () => RefcountStore,
+  ) {}
+
+  /** Flushes the file unless cache=unsafe, tagged with the structure whose ordering (or durability) it provides. */
+  sync(purpose: IoPurpose = "other"): void {
+    if (this.cacheMode === "unsafe") return;
+    this.file.flush(purpose);
+  }
+
+  /** Rule 1 → 3: data just written (guest data, a COW copy, a zeroed cluster) before the L2 entry that maps it. */
+  dataBeforeL2(): void {
+    this.tables.l2Cache.flushBeforeWrite = true;
+  }
+
+  /** Rule 2 → 3: the refcount block counting a new cluster before the L2 (or L1) entry that references it. */
+  refcountsBeforeL2(): void {
+    this.tables.l2Cache.dependsOn = this.refcounts().cache;
+  }
+
+  /** Rule 2 → 3 stated as QEMU 7.2's perform_cow does (eager --order qemu): the data flag first, then QEMU's set_dependency. */
+  refcountsBeforeL2AsQemu(): void {
+    const l2 = this.tables.l2Cache;
+    l2.flushBeforeWrite = true;
+    l2.setDependencyAsQemu(this.refcounts().cache);
+  }
+
+  /** Rule 3 → 5 stated as QEMU 7.2 does: a decrement applied at once waits for the L2 table that dropped the reference. */
+  l2BeforeRefcountsAsQemu(): void {
+    this.refcounts().cache.setDependencyAsQemu(this.tables.l2Cache);
+  }
+
+  /** Whether data written since the last flush must become durable before the L2 entries that map it. */
+  get dataPending(): boolean {
+    return this.tables.l2Cache.flushBeforeWrite;
+  }
+
+  /**
+   * For a scheme that orders its commit itself (the journal): forgets the dependencies between the caches.
+   * Returns whether data was waiting to be made durable before the tables (the caller must flush it first).
+   */
+  takeDependencies(): boolean {
+    const l2 = this.tables.l2Cache;
+    const data = l2.flushBeforeWrite;
+    l2.flushBeforeWrite = false;
+    l2.dependsOn = null;
+    return data;
+  }
+
+  /**
+   * The standard write-out, steps 2 to 5 above. `writeRefcounts`: whether refcount blocks are written at a
+   * flush (false for schemes that keep them for eviction or close).
+   */
+  writeOut(writeRefcounts: boolean): void {
+    const rc = this.refcounts();
+    const l2 = this.tables.l2Cache;
+    let last: IoPurpose = "guest-data";
+    if (writeRefcounts && rc.cache.hasDirty()) {
+      rc.cache.writeDirty();
+      last = "refcount";
+    }
+    if (l2.hasDirty()) {
+      // The cache's hooks flush first when the tables depend on refcount blocks or on COW data.
+      l2.writeDirty();
+      last = "l2";
+    }
+    if (this.tables.dirtyL1.size > 0) {
+      this.sync(last); // the L2 tables (and their counts) before the L1 entries that point to them
+      this.tables.writeDirtyL1();
+      last = "l1";
+    }
+    this.sync(last);
+    // The tables that dropped references are durable now: the decrements may follow.
+    if (rc.hasPending()) rc.applyPending();
+  }
+}
