@@ -15,6 +15,7 @@ export type {
   MapExtent,
   OpenOptions,
   RepairMode,
+  SchemeOptionValues,
   SnapshotInfo,
   VirtualDisk,
 } from "../engine/types.js";

@@ -1,5 +1,5 @@
 /** Synopses and help text of the qemu-img / qemu-io compatible commands. */
-import { SCHEME_NAMES } from "../schemes/index.js";
+import { rangeText, SCHEME_NAMES, schemesWithOptions } from "../schemes/index.js";
 
 export interface CommandHelp {
   summary: string;
@@ -10,7 +10,23 @@ export interface CommandHelp {
 const CACHE_HELP =
   "  -t cache       cache mode for writing: writeback, writethrough, unsafe, none (= writeback),\n" +
   "                 directsync (= writethrough)\n";
-const SCHEME_HELP = `  --scheme S     refcount scheme used while the image is open (${SCHEME_NAMES.join(", ")})\n`;
+/**
+ * The --scheme-opt lines, from the options the schemes declare; `col` is the column the descriptions of the
+ * command's help start at.
+ */
+export function schemeOptHelp(col: number): string {
+  const pad = (s: string) => (s.length + 1 >= col ? `${s}\n${" ".repeat(col)}` : s.padEnd(col));
+  let out = `${pad("  --scheme-opt K=V,...")}options of the scheme (repeatable; the last value of a key wins):\n`;
+  for (const { scheme, options } of schemesWithOptions()) {
+    for (const o of options) {
+      const key = `${scheme}: ${o.name}=${o.kind === "size" ? "SIZE" : "N"}`.padEnd(20);
+      out += `${" ".repeat(col + 2)}${key} ${o.help} (${rangeText(o)}; default ${o.defaultText})\n`;
+    }
+  }
+  return out;
+}
+
+const SCHEME_HELP = `  --scheme S     refcount scheme used while the image is open (${SCHEME_NAMES.join(", ")})\n` + schemeOptHelp(17);
 const ALLOC_HELP =
   "  --alloc A      allocation policy while the image is open: first-fit (default: reuse the lowest free\n" +
   "                 clusters) or append (new clusters always at the end of the file; see compact)\n";
@@ -40,7 +56,7 @@ export const HELP: Record<string, CommandHelp> = {
   },
   check: {
     summary: "check an image for consistency, optionally repair it",
-    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [--alloc A] [-U] filename",
+    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [-U] filename",
     help:
       "  -r leaks|all   repair leaked clusters only, or every kind of error\n" +
       "  --output=ofmt  human (default) or json\n" +
@@ -52,7 +68,7 @@ export const HELP: Record<string, CommandHelp> = {
   },
   snapshot: {
     summary: "list, create, apply or delete internal snapshots",
-    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [--alloc A] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
+    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
     help:
       "  -l             list the snapshots\n" +
       "  -c name        create a snapshot\n" +
@@ -66,7 +82,7 @@ export const HELP: Record<string, CommandHelp> = {
     summary: "convert an image (or a snapshot of it) to another image",
     usage:
       "convert [-q] [-p] [-n] [-U] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] " +
-      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--scheme S] [--alloc A] filename [filename2 [...]] output_filename",
+      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--scheme S] [--scheme-opt K=V,...] [--alloc A] filename [filename2 [...]] output_filename",
     help:
       "  -O fmt          output format: raw (default) or qcow2\n" +
       "  -o options      output format options, as for create\n" +
@@ -95,7 +111,7 @@ export const HELP: Record<string, CommandHelp> = {
   },
   compact: {
     summary: "move every cluster down into the free space inside an image, then shrink the file",
-    usage: "compact [-q] [-f fmt] [--scheme S] filename",
+    usage: "compact [-q] [-f fmt] [--scheme S] [--scheme-opt K=V,...] filename",
     help:
       "  -f fmt         image format (qcow2; probed when omitted)\n" +
       SCHEME_HELP +
@@ -108,7 +124,7 @@ export const HELP: Record<string, CommandHelp> = {
   io: {
     summary: "run qemu-io commands (read, write, discard, flush...) on an image",
     usage:
-      "io [-f fmt] [-r] [-t cache] [-n] [--scheme S] [--alloc A] [--stats] [--in-process] [-c command]... filename",
+      "io [-f fmt] [-r] [-t cache] [-n] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--stats] [--in-process] [-c command]... filename",
     help:
       "  -c, --cmd CMD  run CMD (several -c run in order; without -c commands are read from stdin)\n" +
       "  -f fmt         image format (probed when omitted)\n" +

@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import { CliError, messageOf } from "./errors.js";
-import { ALLOC_POLICIES, type AllocPolicyName, type BlockFile, type CacheMode, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk } from "./engine.js";
+import { ALLOC_POLICIES, type AllocPolicyName, type BlockFile, type CacheMode, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk, type SchemeOptionValues } from "./engine.js";
 
 export type FormatName = "qcow2" | "raw";
 export type Disk = Qcow2Image | RawDisk;
@@ -111,6 +111,8 @@ export interface OpenRequest {
   readOnly: boolean;
   cache?: CacheMode;
   scheme?: string;
+  /** Options of that scheme (--scheme-opt), validated by the registry. */
+  schemeOptions?: SchemeOptionValues;
   /** Allocation policy (first-fit or append). */
   alloc?: AllocPolicyName;
   /** Do not open the backing chain (qemu-img info). */
@@ -154,6 +156,7 @@ function openLayer(req: OpenRequest, depth: number, layers: string[]): Disk {
       readOnly: req.wrapFile ? false : req.readOnly,
       cache: req.cache,
       scheme: req.scheme,
+      schemeOptions: req.schemeOptions,
       alloc: req.alloc,
       noBacking: req.noBacking,
       forCheck: req.forCheck,

@@ -34,10 +34,13 @@ import { snapshotTableSize } from "../format/snapshot-table.js";
 import { checkImage, referenceCounts } from "./check.js";
 import { ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
+import type { SchemeOptionValues } from "./types.js";
 
 export interface CompactOptions {
   /** Refcount scheme to open the image with (its close leaves plain qcow2 before anything moves). */
   scheme?: string;
+  /** Options of that scheme (OpenOptions.schemeOptions). */
+  schemeOptions?: SchemeOptionValues;
   /** Refused: an image opened read-only cannot be compacted. */
   readOnly?: boolean;
 }
@@ -94,7 +97,7 @@ export function compactImage(file: BlockFile, opts: CompactOptions = {}): Compac
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     // The first open is with the caller's scheme (which may have leftovers to recover); later passes find a
     // plain image.
-    const img = Qcow2Image.open(file, { scheme: pass === 0 ? opts.scheme : "eager", noBacking: true, cache: "writeback" });
+    const img = Qcow2Image.open(file, { scheme: pass === 0 ? opts.scheme : "eager", schemeOptions: pass === 0 ? opts.schemeOptions : undefined, noBacking: true, cache: "writeback" });
     let r: PassResult;
     try {
       clusterSize = img.clusterSize;

@@ -154,7 +154,7 @@ export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: Scheme
     // An open for check keeps standard refcounts whatever scheme was asked for (the name is still checked):
     // check compares and repairs standard counts, and a scheme's conventions while open (lazy-count's
     // uncounted active layer, the journal's area, owner's rebuilt counts at close) would read as errors to it.
-    const requested = catalog.create(opts.scheme, opts.order);
+    const requested = catalog.create(opts.scheme, opts.order, opts.schemeOptions);
     const img = new Qcow2Image(file, header, { ...opts, readOnly: readOnly && !writeReplayInView }, opts.forCheck ? catalog.create("eager") : requested);
     // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
     catalog.recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly && !replayInView);

@@ -15,7 +15,7 @@ import type { RefcountStore } from "./refcounts.js";
 import type { FlushOrder, SnapshotCreateOptions, SnapshotInfo } from "./types.js";
 import type { WriteOrder } from "./write-order.js";
 import type { PlanOutcome, WritePlan } from "./write-plan.js";
-import type { CacheMode } from "./types.js";
+import type { CacheMode, SchemeOptionValues } from "./types.js";
 
 export type ClusterKind = "data" | "l2" | "meta";
 
@@ -164,8 +164,11 @@ export interface RefcountScheme {
  * engine knowing the schemes: the registry (src/schemes/index.ts) implements it.
  */
 export interface SchemeCatalog {
-  /** The scheme called `name` (default "eager") with the given flush order; a clear error for an unknown one. */
-  create(name?: string, order?: FlushOrder): RefcountScheme;
+  /**
+   * The scheme called `name` (default "eager") with the given flush order and options; a clear error for an
+   * unknown name, or options the scheme does not take or values it refuses.
+   */
+  create(name?: string, order?: FlushOrder, options?: SchemeOptionValues): RefcountScheme;
   /** True when the image holds a scheme's log a process left behind (to replay before any table is read). */
   hasLogToReplay(header: Qcow2Header): boolean;
   /** Replays such a log into `file`; `readOnly`: it cannot be, and the open is refused. */

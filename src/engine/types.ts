@@ -33,11 +33,20 @@ export type BackingOpener = (name: string, format: string | undefined) => Virtua
  */
 export type FlushOrder = "refcow" | "qemu";
 
+/**
+ * Options of a refcount scheme, by the names the command line uses (`--scheme-opt pending=256,log-size=1M`):
+ * numbers, or strings as typed (sizes may carry a k/M/G suffix). The scheme catalog validates them: an
+ * unknown name, a bad value, or any option for a scheme that takes none is refused.
+ */
+export type SchemeOptionValues = Readonly<Record<string, string | number>>;
+
 export interface OpenOptions {
   readOnly?: boolean;
   cache?: CacheMode;
   /** Refcount scheme name; "eager" (default) is standard qcow2 with QEMU's ordering. */
   scheme?: string;
+  /** Options of that scheme (for `log`: `pending`, `log-size`); refused when the scheme takes none. */
+  schemeOptions?: SchemeOptionValues;
   /** Where scheme names are looked up and schemes' leftovers recovered (default: the registry of src/schemes). */
   schemes?: SchemeCatalog;
   /** Allocation policy (default "first-fit"); an open-time choice, not recorded in the image. */

@@ -7,7 +7,7 @@
  * messages (ExportWorkerMessage).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import type { AllocPolicyName, CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, SchemeOptionValues } from "../engine/types.js";
 import { openTaskImage } from "../worker/node-worker.js";
 import type { DetectZeroes, DiscardMode, NbdExport } from "./export.js";
 import { inlineDisk } from "./inline-disk.js";
@@ -18,6 +18,7 @@ export interface ExportWorkerData {
   path: string;
   format?: "qcow2" | "raw";
   scheme?: string;
+  schemeOptions?: SchemeOptionValues;
   alloc?: AllocPolicyName;
   cache: CacheMode;
   readOnly: boolean;
@@ -49,7 +50,7 @@ function post(m: ExportWorkerMessage): void {
 async function main(d: ExportWorkerData): Promise<void> {
   if (d.warmUp) {
     try {
-      await warmUp({ format: d.format ?? "qcow2", scheme: d.scheme, alloc: d.alloc, cache: d.cache });
+      await warmUp({ format: d.format ?? "qcow2", scheme: d.scheme, schemeOptions: d.schemeOptions, alloc: d.alloc, cache: d.cache });
     } catch (e) {
       // Only a speed-up: a failure (say, no temporary directory) is reported with -v and serving goes on.
       if (d.verbose) post({ type: "log", message: `warm-up failed: ${(e as Error)?.message ?? e}` });
@@ -57,7 +58,7 @@ async function main(d: ExportWorkerData): Promise<void> {
   }
   let img;
   try {
-    img = openTaskImage({ path: d.path, format: d.format, scheme: d.scheme, alloc: d.alloc, cache: d.cache, readOnly: d.readOnly, snapshotId: d.snapshotId });
+    img = openTaskImage({ path: d.path, format: d.format, scheme: d.scheme, schemeOptions: d.schemeOptions, alloc: d.alloc, cache: d.cache, readOnly: d.readOnly, snapshotId: d.snapshotId });
   } catch (e) {
     post({ type: "error", stage: "open", message: (e as Error)?.message ?? String(e) });
     return;

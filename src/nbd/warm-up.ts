@@ -11,7 +11,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { AllocPolicyName, CacheMode } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, SchemeOptionValues } from "../engine/types.js";
 import { createImagePath } from "../engine/open-path.js";
 import { openTaskImage } from "../worker/node-worker.js";
 import { NbdClient } from "./client.js";
@@ -24,6 +24,7 @@ const CLUSTERS = 256;
 export interface WarmUpOptions {
   format: "qcow2" | "raw";
   scheme?: string;
+  schemeOptions?: SchemeOptionValues;
   alloc?: AllocPolicyName;
   cache: CacheMode;
 }
@@ -37,7 +38,7 @@ export async function warmUp(opts: WarmUpOptions, rounds = 8): Promise<void> {
     else fs.writeFileSync(file, Buffer.alloc(CLUSTERS * CLUSTER));
     // Writethrough would fsync every write of the warm-up: writeback runs the same write path.
     const cache: CacheMode = opts.cache === "writethrough" ? "writeback" : opts.cache;
-    const img = openTaskImage({ path: file, format: opts.format, scheme: opts.scheme, alloc: opts.alloc, cache });
+    const img = openTaskImage({ path: file, format: opts.format, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache });
     try {
       const server = new NbdServer(
         { name: "", description: "", disk: inlineDisk(img), readOnly: false, cache, discard: "ignore", detectZeroes: "off", multiConn: false },

@@ -11,35 +11,66 @@ import { LazyScheme } from "./lazy.js";
 import { LazyCountScheme } from "./lazy-count.js";
 import { JournalScheme } from "./journal.js";
 import { OwnerScheme } from "./owner.js";
-import { LogScheme } from "./log.js";
+import { LOG_SCHEME_OPTIONS, LogScheme, logSchemeOptions } from "./log.js";
+import { resolveSchemeOptions, type ResolvedSchemeOptions, type SchemeOptionSpec, type SchemeOptionValues } from "./scheme-options.js";
 import { hasDataLogToReplay, recoverDataLog, refuseReadOnlyDataLog } from "./log-recovery.js";
 import { hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";
 import type { RefcountScheme } from "./scheme.js";
 
+interface SchemeEntry {
+  make(options: ResolvedSchemeOptions): RefcountScheme;
+  /** The options the scheme takes (scheme-options.ts); none when absent. */
+  options?: readonly SchemeOptionSpec[];
+}
+
 /** The schemes, in the order help, reports and the page list them; the first is the default. */
-const SCHEMES: Record<string, () => RefcountScheme> = {
-  eager: () => new EagerScheme(),
-  lazy: () => new LazyScheme(),
-  "lazy-count": () => new LazyCountScheme(),
-  owner: () => new OwnerScheme(),
-  journal: () => new JournalScheme(),
-  log: () => new LogScheme(),
+const SCHEMES: Record<string, SchemeEntry> = {
+  eager: { make: () => new EagerScheme() },
+  lazy: { make: () => new LazyScheme() },
+  "lazy-count": { make: () => new LazyCountScheme() },
+  owner: { make: () => new OwnerScheme() },
+  journal: { make: () => new JournalScheme() },
+  log: { make: (o) => new LogScheme(logSchemeOptions(o)), options: LOG_SCHEME_OPTIONS },
 };
 
 export const SCHEME_NAMES: readonly string[] = Object.keys(SCHEMES);
 
+function entryOf(name: string): SchemeEntry {
+  const entry = Object.hasOwn(SCHEMES, name) ? SCHEMES[name] : undefined;
+  if (!entry) throw new UnsupportedFeatureError(`unknown refcount scheme '${name}' (available: ${SCHEME_NAMES.join(", ")})`);
+  return entry;
+}
+
+/** The options scheme `name` takes (empty for most); throws for an unknown scheme. */
+export function schemeOptionSpecs(name: string): readonly SchemeOptionSpec[] {
+  return entryOf(name).options ?? [];
+}
+
+/** Every scheme that takes options, with them (for --help). */
+export function schemesWithOptions(): { scheme: string; options: readonly SchemeOptionSpec[] }[] {
+  return SCHEME_NAMES.filter((n) => SCHEMES[n]!.options?.length).map((n) => ({ scheme: n, options: SCHEMES[n]!.options! }));
+}
+
+/**
+ * Validates options for scheme `name` (default eager) without creating it: what the command line checks
+ * before it opens anything. Throws UnsupportedFeatureError with one line.
+ */
+export function validateSchemeOptions(name = "eager", options?: SchemeOptionValues): ResolvedSchemeOptions {
+  return resolveSchemeOptions(name, entryOf(name).options, options);
+}
+
 /** The flush orderings (`--order`): refcow's own, or QEMU 7.2's (eager only). */
 export const FLUSH_ORDERS: readonly FlushOrder[] = ["refcow", "qemu"];
 
-export function createScheme(name = "eager", order: FlushOrder = "refcow"): RefcountScheme {
-  const make = Object.hasOwn(SCHEMES, name) ? SCHEMES[name] : undefined;
-  if (!make) throw new UnsupportedFeatureError(`unknown refcount scheme '${name}' (available: ${SCHEME_NAMES.join(", ")})`);
+export function createScheme(name = "eager", order: FlushOrder = "refcow", options?: SchemeOptionValues): RefcountScheme {
+  const entry = entryOf(name);
   if (!FLUSH_ORDERS.includes(order)) throw new UnsupportedFeatureError(`unknown flush order '${order}' (available: ${FLUSH_ORDERS.join(", ")})`);
+  const resolved = resolveSchemeOptions(name, entry.options, options);
   if (order === "qemu") {
     if (name !== "eager") throw new UnsupportedFeatureError(`flush order 'qemu' applies to the eager scheme only, not '${name}'`);
     return new EagerScheme("qemu");
   }
-  return make();
+  return entry.make(resolved);
 }
 
 /** What an open uses to choose a scheme and recover schemes' leftovers (the engine's SchemeCatalog). */
@@ -54,5 +85,6 @@ export const SCHEME_CATALOG: SchemeCatalog = {
 };
 
 export type { RefcountScheme } from "./scheme.js";
+export { parseSchemeOptionText, rangeText, type SchemeOptionSpec, type SchemeOptionValues } from "./scheme-options.js";
 
 export { hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";

@@ -25,6 +25,8 @@
  * Memory: at most `maxPending` pending copies (default 1024: 64 MiB of fill debt with 64 KiB clusters), each
  * one object plus at most one segment per 512-byte sector written; beyond, the scheme applies early. The log
  * is a 16th of the disk, between 64 KiB and 4 MiB (`logBytes`); 4 MiB holds ~900 records of 4 KiB.
+ * Both are options of the scheme (LOG_SCHEME_OPTIONS: `pending`, `log-size`; `--scheme-opt` on the command
+ * line).
  */
 import { performance } from "node:perf_hooks";
 import { EagerScheme } from "./eager.js";
@@ -32,6 +34,7 @@ import type { PlanOutcome, WritePlan } from "../engine/write-plan.js";
 import type { SchemeHost } from "./scheme.js";
 import { UnsupportedFeatureError } from "../format/errors.js";
 import { PendingState, performRuns } from "./log-pending.js";
+import type { ResolvedSchemeOptions, SchemeOptionSpec } from "./scheme-options.js";
 import {
   encodeLogExtension,
   encodeLogHeader,
@@ -40,6 +43,7 @@ import {
   INCOMPAT_REFCOW_DATA_LOG,
   LOG_DATA_START,
   type LogLocation,
+  MAX_LOG_BYTES,
   RECORD_HEADER,
   recordBytes,
 } from "./log-format.js";
@@ -54,6 +58,18 @@ export interface LogSchemeOptions {
   logBytes?: number;
   /** How many pending copies may wait for an apply. */
   maxPending?: number;
+}
+
+/** The scheme's options by their command-line names (scheme-options.ts validates them). */
+export const LOG_SCHEME_OPTIONS: readonly SchemeOptionSpec[] = [
+  { name: "pending", kind: "count", min: 1, max: 1 << 20, help: "pending copies held before an early apply", defaultText: String(MAX_PENDING) },
+  // The largest log an open accepts (log-format.ts): a bigger one would make the image unreadable.
+  { name: "log-size", kind: "size", min: MIN_LOG_BYTES, max: MAX_LOG_BYTES, help: "size of the data log area", defaultText: "a 16th of the disk, 64 KiB to 4 MiB" },
+];
+
+/** LogScheme's constructor options from validated scheme options. */
+export function logSchemeOptions(o: ResolvedSchemeOptions): LogSchemeOptions {
+  return { maxPending: o["pending"], logBytes: o["log-size"] };
 }
 
 export class LogScheme extends EagerScheme {

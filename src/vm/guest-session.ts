@@ -32,7 +32,7 @@
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
 import { createImagePath } from "../engine/open-path.js";
-import type { CacheMode, CostBreakdown } from "../engine/types.js";
+import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
 import { parseHeader, QCOW_MAGIC } from "../format/header.js";
 import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
@@ -55,6 +55,8 @@ export interface GuestSessionOptions {
   size?: number;
   /** Refcount scheme (default "eager"). */
   scheme?: string;
+  /** Options of that scheme (for `log`: pending, log-size). */
+  schemeOptions?: SchemeOptionValues;
   /** Cache mode (default "writeback"). */
   cache?: CacheMode;
   /** Resume the cached warm-start state (default true); false boots cold on the image. */
@@ -210,7 +212,7 @@ export class GuestSession {
       // guest when several are queued.
       const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
       const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US, ...lone }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : { client: lone };
-      client = await pool.open(o.image, { ...spin, ...o.served, scheme, cache, format: "qcow2" });
+      client = await pool.open(o.image, { ...spin, ...o.served, scheme, schemeOptions: o.schemeOptions, cache, format: "qcow2" });
       const disk = new ServedAsyncDisk(client);
       let onLine: (line: string) => void = () => undefined;
       guest = await GuestRunner.boot({

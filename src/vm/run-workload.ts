@@ -37,7 +37,7 @@
 import { existsSync } from "node:fs";
 import { loadavg } from "node:os";
 import { diffCosts } from "../io/accounting-file.js";
-import type { CacheMode, CostBreakdown } from "../engine/types.js";
+import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
 import { DEFAULT_CLUSTER_SIZE, DEFAULT_DISK_SIZE, GuestSession, type SnapshotTimings } from "./guest-session.js";
 import { decompose } from "./decomposition.js";
 import { parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
@@ -55,6 +55,8 @@ export interface GuestWorkloadOptions {
   /** Virtual size in bytes when the image is created (default 256 MiB). */
   size?: number;
   scheme?: string;
+  /** Options of that scheme (for `log`: pending, log-size). */
+  schemeOptions?: SchemeOptionValues;
   cache?: CacheMode;
   /** Default "smoke". */
   workload?: WorkloadName | string;
@@ -163,6 +165,7 @@ export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWo
     image: o.image,
     size: o.size,
     scheme: o.scheme,
+    schemeOptions: o.schemeOptions,
     cache: o.cache,
     warmStart: o.warmStart,
     memoryMiB: o.memoryMiB,

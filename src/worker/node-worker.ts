@@ -10,13 +10,14 @@ import { threadId } from "node:worker_threads";
 import { openImagePath, type OpenedImage } from "../engine/open-path.js";
 import { RequestError } from "../engine/errors.js";
 import { OverlayFile } from "../io/overlay-file.js";
-import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, FlushOrder, SchemeOptionValues } from "../engine/types.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 
 export interface ServeTask {
   ring: SharedArrayBuffer;
   path: string;
   scheme?: string;
+  schemeOptions?: SchemeOptionValues;
   alloc?: AllocPolicyName;
   order?: FlushOrder;
   cache?: CacheMode;
@@ -44,6 +45,7 @@ export function openTaskImage(task: Omit<ServeTask, "ring">): OpenedImage {
   if (task.snapshotId === undefined) {
     return openImagePath(task.path, {
       scheme: task.scheme,
+      schemeOptions: task.schemeOptions,
       alloc: task.alloc,
       order: task.order,
       cache: task.cache,

@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Worker } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, FlushOrder, SchemeOptionValues } from "../engine/types.js";
 import { DiskClient, type DiskClientOptions, waitForServer, WorkerError } from "./disk-client.js";
 import type { ServeTask } from "./node-worker.js";
 import { C, createRing, type RingOptions } from "./ring.js";
@@ -23,6 +23,8 @@ import { C, createRing, type RingOptions } from "./ring.js";
 export interface ServedImageOptions {
   /** Refcount scheme (default "eager"). */
   scheme?: string;
+  /** Options of that scheme (for `log`: pending, log-size). */
+  schemeOptions?: SchemeOptionValues;
   /** Allocation policy (default "first-fit"). */
   alloc?: AllocPolicyName;
   /** Flush ordering of the eager scheme (default "refcow"). */
@@ -98,6 +100,7 @@ export class ImagePool {
         ring,
         path: file,
         scheme: opts.scheme,
+        schemeOptions: opts.schemeOptions,
         alloc: opts.alloc,
         order: opts.order,
         cache: opts.cache,

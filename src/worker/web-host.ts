@@ -12,7 +12,7 @@ import { C, createRing, type RingOptions } from "./ring.js";
 import type { ServeResult } from "./serve-loop.js";
 import type { WebServeRequest, WebWorkerHello, WebWorkerReply, WebWorkerRequest } from "./web-protocol.js";
 
-export interface WebImageOptions extends Pick<WebServeRequest, "scheme" | "alloc" | "cache" | "readOnly"> {
+export interface WebImageOptions extends Pick<WebServeRequest, "scheme" | "schemeOptions" | "alloc" | "cache" | "readOnly"> {
   /** Ring geometry (slots, data share per slot). */
   ring?: RingOptions;
   /** Client-side spinning and waiting. */
@@ -100,6 +100,7 @@ export class WebImageHost {
       ring,
       file,
       scheme: opts.scheme,
+      schemeOptions: opts.schemeOptions,
       alloc: opts.alloc,
       cache: opts.cache,
       readOnly: opts.readOnly,

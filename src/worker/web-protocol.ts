@@ -15,7 +15,7 @@
  * The serve loop blocks the worker's thread, so a worker serves one image at a time and handles no message
  * while serving; the host (web-host.ts) refuses to send one then.
  */
-import type { AllocPolicyName, CacheMode, CheckResult, CreateOptions } from "../engine/types.js";
+import type { AllocPolicyName, CacheMode, CheckResult, CreateOptions, SchemeOptionValues } from "../engine/types.js";
 import type { ServeResult } from "./serve-loop.js";
 
 export interface WebServeRequest {
@@ -25,6 +25,7 @@ export interface WebServeRequest {
   /** File name in the origin private file system. */
   file: string;
   scheme?: string;
+  schemeOptions?: SchemeOptionValues;
   alloc?: AllocPolicyName;
   cache?: CacheMode;
   readOnly?: boolean;

@@ -34,7 +34,7 @@ export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
   try {
     return serveRing(
       req.ring,
-      () => Qcow2Image.open(file, { scheme: req.scheme, alloc: req.alloc, cache: req.cache, readOnly: req.readOnly }),
+      () => Qcow2Image.open(file, { scheme: req.scheme, schemeOptions: req.schemeOptions, alloc: req.alloc, cache: req.cache, readOnly: req.readOnly }),
       { spinUs: req.spinUs, adaptiveSpin: req.adaptiveSpin },
     );
   } finally {

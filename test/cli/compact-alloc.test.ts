@@ -111,6 +111,6 @@ describe("refcow compact", () => {
   it("--help", async () => {
     const r = await run("refcow", ["compact", "--help"], dir);
     expect(r.status).toBe(0);
-    expect(r.stdout).toContain("usage: refcow compact [-q] [-f fmt] [--scheme S] filename");
+    expect(r.stdout).toContain("usage: refcow compact [-q] [-f fmt] [--scheme S] [--scheme-opt K=V,...] filename");
   });
 });

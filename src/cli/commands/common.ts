@@ -1,5 +1,6 @@
 /** Helpers shared by the command modules: option specs, --help, --output, operand checks. */
-import { type LongOption, type OptionSpec, type ParsedArgs, hasFlag, lastValue, parseArgs } from "../args.js";
+import { type LongOption, type OptionSpec, type ParsedArgs, allValues, hasFlag, lastValue, parseArgs } from "../args.js";
+import { parseSchemeOptionText, validateSchemeOptions } from "../../schemes/index.js";
 import { type CliIo, processIo } from "../command.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { commandHelpText, HELP } from "../help.js";
@@ -7,6 +8,7 @@ import { commandHelpText, HELP } from "../help.js";
 export const HELP_LONG: LongOption = { name: "help", arg: false, key: "h" };
 export const OUTPUT_LONG: LongOption = { name: "output", arg: true };
 export const SCHEME_LONG: LongOption = { name: "scheme", arg: true };
+export const SCHEME_OPT_LONG: LongOption = { name: "scheme-opt", arg: true };
 export const ALLOC_LONG: LongOption = { name: "alloc", arg: true };
 export const FORCE_SHARE_LONG: LongOption = { name: "force-share", arg: false, key: "U" };
 
@@ -18,6 +20,24 @@ export function parseCommandArgs(name: string, argv: string[], spec: OptionSpec,
     return undefined;
   }
   return parsed;
+}
+
+/**
+ * --scheme and every --scheme-opt K=V[,K=V...] (merged, the last value of a key wins), validated against the
+ * scheme (the default, eager, when --scheme is absent) before anything is opened: an unknown option, a bad
+ * value, or an option for a scheme that takes none is one line and exit 1.
+ */
+export function schemeChoice(parsed: ParsedArgs): { scheme?: string; schemeOptions?: Record<string, string> } {
+  const scheme = lastValue(parsed, "scheme");
+  const texts = allValues(parsed, "scheme-opt");
+  if (texts.length === 0) return { scheme };
+  try {
+    const schemeOptions = parseSchemeOptionText(texts);
+    validateSchemeOptions(scheme, schemeOptions);
+    return { scheme, schemeOptions };
+  } catch (e) {
+    throw new CliError(messageOf(e));
+  }
 }
 
 export type OutputFormat = "human" | "json";

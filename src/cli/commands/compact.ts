@@ -11,13 +11,14 @@ import { compactImage, type CompactResult, NodeFile, Qcow2Image } from "../engin
 import { CliError, messageOf } from "../errors.js";
 import { sizeToStr } from "../human-size.js";
 import { errnoText, formatForOpen, openImage } from "../open.js";
-import { HELP_LONG, ioOf, oneFilename, parseCommandArgs, SCHEME_LONG } from "./common.js";
+import { HELP_LONG, ioOf, oneFilename, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 
 export async function compactCommand(argv: string[], io0?: CliIo): Promise<number> {
   const io = ioOf(io0);
-  const parsed = parseCommandArgs("compact", argv, { short: "hqf:", long: [HELP_LONG, SCHEME_LONG] }, io);
+  const parsed = parseCommandArgs("compact", argv, { short: "hqf:", long: [HELP_LONG, SCHEME_LONG, SCHEME_OPT_LONG] }, io);
   if (!parsed) return 0;
   const filename = oneFilename(parsed);
+  const choice = schemeChoice(parsed);
   const quiet = hasFlag(parsed, "q");
   const format = formatForOpen(lastValue(parsed, "f"), filename);
   // Opened read-only first, with its backing chain: the same refusals as any other command (missing file,
@@ -35,7 +36,7 @@ export async function compactCommand(argv: string[], io0?: CliIo): Promise<numbe
   const t0 = performance.now();
   let result: CompactResult;
   try {
-    result = compactImage(file, { scheme: lastValue(parsed, "scheme") });
+    result = compactImage(file, choice);
   } catch (e) {
     throw new CliError(`Could not compact '${filename}': ${messageOf(e)}`);
   } finally {

@@ -21,7 +21,7 @@ import { CliError, messageOf } from "../errors.js";
 import { type Disk, formatForOpen, formatProblem, openImage, type OpenedImage, parseAllocPolicy, parseCacheMode, parseFormat } from "../open.js";
 import { OverlayFile } from "../overlay-file.js";
 import { imgNumber } from "../sizes.js";
-import { ALLOC_LONG, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG, FORCE_SHARE_LONG } from "./common.js";
+import { ALLOC_LONG, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice, FORCE_SHARE_LONG } from "./common.js";
 
 const IO_BUF_SIZE = 2 * 1024 * 1024;
 const MAX_SPARSE = 32768 * 512;
@@ -90,7 +90,7 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
     argv,
     {
       short: "hf:O:b:B:CcF:o:l:s:S:pt:T:qnm:WUr:",
-      long: [HELP_LONG, SCHEME_LONG, ALLOC_LONG, FORCE_SHARE_LONG, { name: "target-is-zero", arg: false }, { name: "salvage", arg: false }],
+      long: [HELP_LONG, SCHEME_LONG, SCHEME_OPT_LONG, ALLOC_LONG, FORCE_SHARE_LONG, { name: "target-is-zero", arg: false }, { name: "salvage", arg: false }],
     },
     io,
   );
@@ -127,6 +127,8 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
   const cache: CacheMode = cacheArg === undefined ? "unsafe" : parseCacheMode(cacheArg);
   const srcCacheArg = lastValue(parsed, "T");
   if (srcCacheArg !== undefined) parseCacheMode(srcCacheArg, "source cache");
+  // Checked before the output is created.
+  const scheme = schemeChoice(parsed);
 
   const snapshotParam = lastValue(parsed, "l") ?? lastValue(parsed, "s");
   const selector = snapshotParam === undefined ? undefined : parseSnapshotParam(snapshotParam);
@@ -199,7 +201,7 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
         throw new CliError(`${outName}: error while converting ${outFmt}: ${messageOf(e)}`);
       }
     }
-    const out = openImage({ path: outName, format: outFmt, readOnly: false, cache, scheme: lastValue(parsed, "scheme"), alloc: parseAllocPolicy(lastValue(parsed, "alloc")) });
+    const out = openImage({ path: outName, format: outFmt, readOnly: false, cache, ...scheme, alloc: parseAllocPolicy(lastValue(parsed, "alloc")) });
     target = out.disk;
     if (skipCreate && target.size < total) throw new CliError("output file is smaller than input file");
     const writeZeroes = skipCreate && !targetIsZero;

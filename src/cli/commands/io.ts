@@ -6,7 +6,7 @@
 import * as readline from "node:readline";
 import { allValues, hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
-import { type AllocPolicyName, type CacheMode, Qcow2Image } from "../engine.js";
+import { type AllocPolicyName, type CacheMode, Qcow2Image, type SchemeOptionValues } from "../engine.js";
 import type { CostBreakdown } from "../../engine/types.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
@@ -16,7 +16,7 @@ import { type IoContext, type IoFileOptions, type IoFiles, type IoTarget, runIoC
 import { type Disk, formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
 import { OverlayFile } from "../overlay-file.js";
 import { statsTable } from "../stats-output.js";
-import { ALLOC_LONG, closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG } from "./common.js";
+import { ALLOC_LONG, closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { qcow2Specific } from "./info.js";
 
 export interface IoOpenOptions {
@@ -24,6 +24,8 @@ export interface IoOpenOptions {
   readOnly: boolean;
   cache: CacheMode;
   scheme?: string;
+  /** Options of that scheme (--scheme-opt). */
+  schemeOptions?: SchemeOptionValues;
   /** Allocation policy (first-fit or append). */
   alloc?: AllocPolicyName;
   /** qemu-io -s: writes go to a private in-memory view and are dropped at exit. */
@@ -102,6 +104,7 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
     readOnly: opts.readOnly || opts.snapshot,
     cache: opts.cache,
     scheme: opts.scheme,
+    schemeOptions: opts.schemeOptions,
     alloc: opts.alloc,
     wrapFile: opts.snapshot ? (f) => new OverlayFile(f) : undefined,
   });
@@ -120,7 +123,7 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
  * for, as the worker would have opened it, and closed cleanly; then probed.
  */
 function probeForServing(path: string, opts: IoOpenOptions): ReturnType<typeof openImage> {
-  const open = (readOnly: boolean) => openImage({ path, format: opts.format, readOnly, cache: opts.cache, scheme: readOnly ? undefined : opts.scheme, alloc: opts.alloc });
+  const open = (readOnly: boolean) => openImage({ path, format: opts.format, readOnly, cache: opts.cache, scheme: readOnly ? undefined : opts.scheme, schemeOptions: readOnly ? undefined : opts.schemeOptions, alloc: opts.alloc });
   try {
     return open(true);
   } catch (e) {
@@ -144,7 +147,7 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
   const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.l2.extended;
   const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
   probe.disk.close();
-  const client = await openServedImage(path, { scheme: opts.scheme, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });
+  const client = await openServedImage(path, { scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });
   let lastStats: CostBreakdown | undefined;
   return {
     target: {
@@ -203,6 +206,7 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
       long: [
         HELP_LONG,
         SCHEME_LONG,
+        SCHEME_OPT_LONG,
         ALLOC_LONG,
         { name: "cmd", arg: true, key: "c" },
         { name: "format", arg: true, key: "f" },
@@ -240,12 +244,12 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
     if (o.key === "n") cache = parseCacheMode("none");
     if (o.key === "t") cache = parseCacheMode(o.value!);
   }
-  const scheme = lastValue(parsed, "scheme");
+  const { scheme, schemeOptions } = schemeChoice(parsed);
   const alloc = parseAllocPolicy(lastValue(parsed, "alloc"));
   const inProcess = hasFlag(parsed, "in-process");
   /** Opens `file` as the command line or an `open` command asks; the error is QEMU's "can't open device". */
   const openSession = (file: string, o: { format?: "qcow2" | "raw"; readOnly: boolean; snapshot: boolean; cache: CacheMode }) =>
-    openForIo(file, { format: o.format, readOnly: o.readOnly, cache: o.cache, scheme, alloc, snapshot: o.snapshot, inProcess }).catch((e: unknown) => {
+    openForIo(file, { format: o.format, readOnly: o.readOnly, cache: o.cache, scheme, schemeOptions, alloc, snapshot: o.snapshot, inProcess }).catch((e: unknown) => {
       throw new CliError(`can't open device ${file}: ${(e as Error).message.replace(`Could not open '${file}': `, "")}`);
     });
   let current: OpenedIoTarget | undefined = await openSession(path, {

@@ -23,13 +23,14 @@ import type { ExportWorkerData, ExportWorkerMessage } from "../../nbd/export-wor
 import type { DetectZeroes, DiscardMode, NbdExport } from "../../nbd/export.js";
 import { type ListenAddress, NbdServer } from "../../nbd/server.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
-import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG } from "./common.js";
+import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { schemeOptHelp } from "../help.js";
 import { parseSnapshotParam, selectSnapshot } from "./convert.js";
 
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
 
 export const NBD_USAGE =
-  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--alloc A] [--serve=inline|ring] [--no-warm-up] IMAGE";
+  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] IMAGE";
 
 export const NBD_HELP = `
 Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
@@ -52,7 +53,7 @@ Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
   --pid-file=FILE          write the server's process id to FILE (removed at exit)
   -f, --format=FMT         qcow2 or raw (probed when omitted)
   --scheme S               refcount scheme while the image is open (${SCHEME_NAMES.join(", ")})
-  --alloc A                allocation policy: first-fit (default) or append
+${schemeOptHelp(27)}  --alloc A                allocation policy: first-fit (default) or append
   --serve=MODE             inline (default): one thread owns the sockets and the image and serves each
                            request as it is read; ring: the image in a worker thread behind the request ring
   --no-warm-up             inline: accept clients at once, without first serving a scratch image (which
@@ -98,6 +99,7 @@ interface NbdOptions {
   fork: boolean;
   pidFile?: string;
   scheme?: string;
+  schemeOptions?: Record<string, string>;
   alloc?: ReturnType<typeof parseAllocPolicy>;
   serveMode: "inline" | "ring";
   warmUp: boolean;
@@ -110,6 +112,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     long: [
       HELP_LONG,
       SCHEME_LONG,
+      SCHEME_OPT_LONG,
       ALLOC_LONG,
       { name: "version", arg: false, key: "V" },
       { name: "bind", arg: true, key: "b" },
@@ -216,6 +219,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
   if (scheme !== undefined && !SCHEME_NAMES.includes(scheme)) {
     throw new CliError(`unknown refcount scheme '${scheme}' (expecting one of ${SCHEME_NAMES.join(", ")})`);
   }
+  const { schemeOptions } = schemeChoice(parsed);
   return {
     image,
     format: formatForOpen(format, image),
@@ -234,6 +238,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     fork: hasFlag(parsed, "fork"),
     pidFile: lastValue(parsed, "pid-file"),
     scheme,
+    schemeOptions,
     alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
     serveMode,
     warmUp: !hasFlag(parsed, "no-warm-up"),
@@ -343,6 +348,7 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
       client: { sizedSpinCapUs: 300, spinMaxInFlight: 1 },
       serverSizedSpinCapUs: 200,
       scheme: opts.scheme,
+      schemeOptions: opts.schemeOptions,
       alloc: opts.alloc,
       cache: opts.cache,
       readOnly: opts.readOnly,
@@ -435,6 +441,7 @@ async function serveInline(
     path: image.path,
     format: image.format,
     scheme: opts.scheme,
+    schemeOptions: opts.schemeOptions,
     alloc: opts.alloc,
     cache: opts.cache,
     readOnly: opts.readOnly,

@@ -10,6 +10,8 @@ import { CliError, messageOf, UsageError } from "../errors.js";
 import { parseCacheMode } from "../open.js";
 import { parseSize } from "../sizes.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
+import { schemeOptHelp } from "../help.js";
+import { SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import type { CostBreakdown } from "../../engine/types.js";
 import type { LatencyColumn } from "../../vm/decomposition.js";
 import { ensureGuestImage } from "../../vm/guest-image.js";
@@ -22,7 +24,7 @@ import { WORKLOAD_NAMES } from "../../vm/workloads.js";
 export const RUN_SUMMARY = "boot the Linux guest (v86) on a refcow-served image, run a disk workload, print per-phase latency";
 
 export const RUN_USAGE =
-  "run [--scheme S] [-t CACHE] [--disk ide|virtio] [--iodepth N] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
+  "run [--scheme S] [--scheme-opt K=V,...] [-t CACHE] [--disk ide|virtio] [--iodepth N] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
 
 export const RUN_HELP = `
 Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its disk
@@ -31,7 +33,7 @@ missing (qcow2, 64 KiB clusters, --size). The guest resumes a cached warm-start 
 first run for a disk size prepares it with one cold boot), or boots cold with --cold.
 
   --scheme S          refcount scheme: ${SCHEME_NAMES.join(", ")} (default eager)
-  -t CACHE            cache mode: writethrough, writeback (default), unsafe
+${schemeOptHelp(22)}  -t CACHE            cache mode: writethrough, writeback (default), unsafe
   --disk D            the guest's disk: ide (default; v86's IDE, one command at a time) or virtio
                       (refcow's virtio-blk device, src/vm/virtio-blk.ts: many requests in flight)
   --iodepth N         requests the guest program keeps in flight (rand4k, overwrite; 1-64, default 1;
@@ -65,6 +67,7 @@ image is closed cleanly at the end ('qemu-img check' passes).
 const LONG = [
   { name: "help", arg: false, key: "h" },
   { name: "scheme", arg: true },
+  SCHEME_OPT_LONG,
   { name: "workload", arg: true },
   { name: "disk", arg: true },
   { name: "iodepth", arg: true },
@@ -101,6 +104,7 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   const image = parsed.operands[0]!;
   const scheme = lastValue(parsed, "scheme") ?? "eager";
   if (!SCHEME_NAMES.includes(scheme)) throw new UsageError(`unknown refcount scheme '${scheme}' (available: ${SCHEME_NAMES.join(", ")})`);
+  const { schemeOptions } = schemeChoice(parsed);
   const cacheArg = lastValue(parsed, "t");
   const cache = cacheArg === undefined ? "writeback" : parseCacheMode(cacheArg);
   const workload = lastValue(parsed, "workload") ?? "smoke";
@@ -165,6 +169,7 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
       image,
       size,
       scheme,
+      schemeOptions,
       cache,
       workload,
       clusters: positiveInt("--clusters", lastValue(parsed, "clusters")),
