@@ -5,7 +5,8 @@
  * iolog replay of one 4 KiB write per 64 KiB cluster in random order with a flush every 64 writes), run
  * `--reps` times with the servers alternating inside each repetition, so that both see the same machine.
  * Prints, per phase and iodepth, each repetition's IOPS and clat p50/p99 and the ratio refcow / qemu-nbd, then
- * the median (min–max) of each, and the CPU time each server spent per request.
+ * the median (min–max) of each (of clat: the median p50 and the median p99), and the CPU time each server spent
+ * per request.
  *
  * CPU per request: the whole server process (every thread: the socket's, the engine's, V8's and libuv's), read
  * just before fio starts and just after it ends, divided by the requests fio completed (writes + flushes). Two
@@ -17,6 +18,9 @@
  *
  *   node bench/nbd-fio.mjs [--reps 3] [--clusters 2000] [--depths 1,16] [--cache writeback] [--dir DIR]
  *                          [--refcow-args "--serve=ring"]   (extra arguments for refcow nbd)
+ *                          [--compare-bin OTHER/dist/cli/bin.js [--compare-args "..."]]
+ *   --compare-bin: a second refcow nbd (another build, say the commit before a change) in the same
+ *                  repetitions, interleaved with the others; its tables follow (vs qemu-nbd, and refcow / it).
  *   --cache writeback | writethrough | unsafe   the servers' --cache (writeback: a flush every 64 writes;
  *                                               otherwise none)
  *
@@ -43,10 +47,14 @@ const cache = opt("--cache", "writeback");
 const refcowExtra = (opt("--refcow-args", "") ?? "").split(" ").filter(Boolean);
 const dir = opt("--dir", fs.mkdtempSync(path.join(os.tmpdir(), "nbd-fio-")));
 
+const compareBin = opt("--compare-bin", undefined);
+const compareExtra = (opt("--compare-args", "") ?? "").split(" ").filter(Boolean);
+
 const sources = [
   { label: "refcow nbd", spec: { source: "refcow", scheme: "eager", transport: "nbd" }, extra: refcowExtra },
   { label: "qemu-nbd", spec: { source: "qemu", scheme: "std", transport: "nbd" }, extra: [] },
 ];
+if (compareBin) sources.push({ label: "refcow nbd (compare)", spec: sources[0].spec, extra: compareExtra, bin: path.resolve(compareBin) });
 
 /** CPU time of process `pid` so far: scheduler run time summed over its threads (ns), and user/system ticks. */
 function cpuOf(pid) {
@@ -65,7 +73,8 @@ const TICK_MS = 1000 / 100; // sysconf(_SC_CLK_TCK) is 100 on Linux
 
 async function start(src, file, socket) {
   fs.rmSync(socket, { force: true });
-  const [cmd, a] = nbdServerCommand(src.spec, file, socket, cache);
+  const [cmd, a0] = nbdServerCommand(src.spec, file, socket, cache);
+  const a = src.bin ? [src.bin, ...a0.slice(1)] : a0; // refcow's command line starts with its bin.js
   const argv = src.extra.length ? [...a.slice(0, -1), ...src.extra, a[a.length - 1]] : a;
   const child = spawn(cmd, argv, { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
@@ -131,38 +140,50 @@ const med = (xs) => {
 const k = (x) => (x >= 1000 ? `${(x / 1000).toFixed(1)}k` : x.toFixed(0));
 console.log(`fio randwrite 4k (iolog, one write per 64 KiB cluster${cache === "writeback" ? ", flush every 64" : ""}), ${cache}, ${n} writes per phase, ${reps} interleaved repetitions${refcowExtra.length ? `, refcow nbd ${refcowExtra.join(" ")}` : ""}; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
 console.log("CPU: the server process's run time over all its threads during the fio run, per request (writes + flushes)");
-console.log("| phase | iodepth | rep | refcow IOPS | p50/p99 µs | CPU µs/req | qemu-nbd IOPS | p50/p99 µs | CPU µs/req | IOPS ratio | CPU ratio |");
-console.log("|---|---|---|---|---|---|---|---|---|---|---|");
-for (const phase of ["in-place", "post-snapshot"]) {
-  for (const depth of depths) {
-    const ratios = [];
-    const rf = [];
-    const qm = [];
-    const rc = [];
-    const qc = [];
-    const cr = [];
-    const lat = { r50: [], r99: [], q50: [], q99: [] };
-    for (let rep = 1; rep <= reps; rep++) {
-      const r = results.find((x) => x.rep === rep && x.depth === depth && x.phase === phase && x.source === "refcow nbd");
-      const q = results.find((x) => x.rep === rep && x.depth === depth && x.phase === phase && x.source === "qemu-nbd");
-      ratios.push(r.iops / q.iops);
-      rf.push(r.iops);
-      qm.push(q.iops);
-      rc.push(r.cpu);
-      qc.push(q.cpu);
-      cr.push(r.cpu / q.cpu);
-      lat.r50.push(r.p50);
-      lat.r99.push(r.p99);
-      lat.q50.push(q.p50);
-      lat.q99.push(q.p99);
+table("refcow nbd", "qemu-nbd");
+if (compareBin) {
+  console.log(`\nrefcow nbd (compare): ${compareBin}${compareExtra.length ? ` ${compareExtra.join(" ")}` : ""}`);
+  table("refcow nbd (compare)", "qemu-nbd");
+  console.log("");
+  table("refcow nbd", "refcow nbd (compare)");
+}
+
+function table(a, b) {
+  console.log(`| phase | iodepth | rep | ${a} IOPS | p50/p99 µs | CPU µs/req | ${b} IOPS | p50/p99 µs | CPU µs/req | IOPS ratio | CPU ratio |`);
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const phase of ["in-place", "post-snapshot"]) {
+    for (const depth of depths) {
+      const ratios = [];
+      const rf = [];
+      const qm = [];
+      const rc = [];
+      const qc = [];
+      const cr = [];
+      const lat = { r50: [], r99: [], q50: [], q99: [] };
+      for (let rep = 1; rep <= reps; rep++) {
+        const r = results.find((x) => x.rep === rep && x.depth === depth && x.phase === phase && x.source === a);
+        const q = results.find((x) => x.rep === rep && x.depth === depth && x.phase === phase && x.source === b);
+        ratios.push(r.iops / q.iops);
+        rf.push(r.iops);
+        qm.push(q.iops);
+        rc.push(r.cpu);
+        qc.push(q.cpu);
+        cr.push(r.cpu / q.cpu);
+        lat.r50.push(r.p50);
+        lat.r99.push(r.p99);
+        lat.q50.push(q.p50);
+        lat.q99.push(q.p99);
+        console.log(
+          `| ${phase} | ${depth} | ${rep} | ${k(r.iops)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${r.cpu.toFixed(1)} | ${k(q.iops)} | ${q.p50.toFixed(0)}/${q.p99.toFixed(0)} | ${q.cpu.toFixed(1)} | ${(r.iops / q.iops).toFixed(2)} | ${(r.cpu / q.cpu).toFixed(2)} |`,
+        );
+      }
+      const mm = (xs, f) => `${f(med(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
+      const f1 = (x) => x.toFixed(1);
+      const f2 = (x) => x.toFixed(2);
       console.log(
-        `| ${phase} | ${depth} | ${rep} | ${k(r.iops)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${r.cpu.toFixed(1)} | ${k(q.iops)} | ${q.p50.toFixed(0)}/${q.p99.toFixed(0)} | ${q.cpu.toFixed(1)} | ${(r.iops / q.iops).toFixed(2)} | ${(r.cpu / q.cpu).toFixed(2)} |`,
+        `| ${phase} | ${depth} | median (min–max) | ${mm(rf, k)} | ${med(lat.r50).toFixed(0)}/${med(lat.r99).toFixed(0)} | ${mm(rc, f1)} | ${mm(qm, k)} | ${med(lat.q50).toFixed(0)}/${med(lat.q99).toFixed(0)} | ${mm(qc, f1)} | ${mm(ratios, f2)} | ${mm(cr, f2)} |`,
       );
     }
-    const mm = (xs, f) => `${f(med(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
-    const f1 = (x) => x.toFixed(1);
-    const f2 = (x) => x.toFixed(2);
-    console.log(`| ${phase} | ${depth} | median (min–max) | ${mm(rf, k)} | ${med(lat.r50).toFixed(0)}/${med(lat.r99).toFixed(0)} | ${mm(rc, f1)} | ${mm(qm, k)} | ${med(lat.q50).toFixed(0)}/${med(lat.q99).toFixed(0)} | ${mm(qc, f1)} | ${mm(ratios, f2)} | ${mm(cr, f2)} |`);
   }
 }
 fs.rmSync(dir, { recursive: true, force: true });
