@@ -150,6 +150,20 @@ export class NbdClient {
     return this.request(Cmd.READ, offset, length, undefined, length);
   }
 
+  /**
+   * Calls `issue` with the socket corked: the requests it makes leave in one write, as they do from a client
+   * that keeps many in flight (fio, libnbd), so that the server reads them in socket-buffer-sized pieces
+   * that cut requests in two.
+   */
+  corked<T>(issue: () => T): T {
+    this.socket.cork();
+    try {
+      return issue();
+    } finally {
+      this.socket.uncork();
+    }
+  }
+
   /** Sends NBD_CMD_DISC after the requests in flight have their replies, then closes the socket. */
   async close(): Promise<void> {
     if (this.closed) return;

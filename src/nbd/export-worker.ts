@@ -9,7 +9,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import type { AllocPolicyName, CacheMode, SchemeOptionValues } from "../engine/types.js";
 import { openTaskImage } from "../worker/node-worker.js";
-import type { DetectZeroes, DiscardMode, NbdExport } from "./export.js";
+import { type DetectZeroes, type DiscardMode, inlineExport, type InlineExportSettings } from "./export.js";
 import { inlineDisk } from "./inline-disk.js";
 import { type ListenAddress, NbdServer } from "./server.js";
 import { warmUp } from "./warm-up.js";
@@ -48,9 +48,19 @@ function post(m: ExportWorkerMessage): void {
 }
 
 async function main(d: ExportWorkerData): Promise<void> {
+  const settings: InlineExportSettings = {
+    name: d.name,
+    description: d.description,
+    readOnly: d.readOnly,
+    cache: d.cache,
+    discard: d.discard,
+    detectZeroes: d.detectZeroes,
+    multiConn: d.shared > 1,
+    zeroClusters: d.zeroClusters,
+  };
   if (d.warmUp) {
     try {
-      await warmUp({ format: d.format ?? "qcow2", scheme: d.scheme, schemeOptions: d.schemeOptions, alloc: d.alloc, cache: d.cache });
+      await warmUp({ format: d.format ?? "qcow2", scheme: d.scheme, schemeOptions: d.schemeOptions, alloc: d.alloc, cache: d.cache, export: settings });
     } catch (e) {
       // Only a speed-up: a failure (say, no temporary directory) is reported with -v and serving goes on.
       if (d.verbose) post({ type: "log", message: `warm-up failed: ${(e as Error)?.message ?? e}` });
@@ -63,19 +73,7 @@ async function main(d: ExportWorkerData): Promise<void> {
     post({ type: "error", stage: "open", message: (e as Error)?.message ?? String(e) });
     return;
   }
-  const disk = inlineDisk(img);
-  const z = d.zeroClusters;
-  const exp: NbdExport = {
-    name: d.name,
-    description: d.description,
-    disk,
-    readOnly: d.readOnly,
-    cache: d.cache,
-    discard: d.discard,
-    detectZeroes: d.detectZeroes,
-    multiConn: d.shared > 1,
-    fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === disk.size) : undefined,
-  };
+  const exp = inlineExport(inlineDisk(img), settings);
   const server = new NbdServer(exp, {
     shared: d.shared,
     persistent: d.persistent,

@@ -50,6 +50,39 @@ export interface NbdExport {
   multiConn: boolean;
 }
 
+/** What qemu-nbd's options say about an export served from an InlineDisk (export-worker.ts, warm-up.ts). */
+export interface InlineExportSettings {
+  name: string;
+  description: string;
+  readOnly: boolean;
+  cache: CacheMode;
+  discard: DiscardMode;
+  detectZeroes: DetectZeroes;
+  multiConn: boolean;
+  /** Whole clusters of this size are zeroed by metadata alone (NBD_CMD_FLAG_FAST_ZERO); 0: never. */
+  zeroClusters: number;
+}
+
+/**
+ * The NBD export of an InlineDisk. The real export and the warm-up's scratch export are both built here, so
+ * that they are objects of one shape: code V8 optimised on the scratch export stays valid on the real one
+ * (an object of another shape would deoptimise every function that reads the export, at the first request).
+ */
+export function inlineExport(disk: InlineDisk, s: InlineExportSettings): NbdExport {
+  const z = s.zeroClusters;
+  return {
+    name: s.name,
+    description: s.description,
+    disk,
+    readOnly: s.readOnly,
+    cache: s.cache,
+    discard: s.discard,
+    detectZeroes: s.detectZeroes,
+    multiConn: s.multiConn,
+    fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === disk.size) : undefined,
+  };
+}
+
 /** Transmission flags of an export. Structured-reply-only features are added by the connection. */
 export function transmissionFlags(exp: NbdExport): number {
   let f = TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_FUA | TxFlag.SEND_CACHE;

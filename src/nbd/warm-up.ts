@@ -7,16 +7,27 @@
  * directory opened with the same format, scheme, allocation policy and cache mode: the same code (socket,
  * handshake, transmission, engine, file) is then compiled when the real image is served. The served image is
  * never touched; the scratch image and its directory are removed.
+ *
+ * What makes the compiled code last (each point was a deoptimisation and a recompilation, 20-35 functions and
+ * 50-190 ms of compiler time, on the first real client's requests: its tail, at iodepth 1, on two cores):
+ * - the client runs in a thread of its own (warm-up-client.ts), so this thread's type feedback is that of a
+ *   server alone, as it is when the real clients (other processes) connect;
+ * - the scratch export is built by the same function as the real one (inlineExport) from the same settings,
+ *   so it is an object of the same shape;
+ * - several connections and several lifecycles of the scratch image (warmUp's comment).
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { AllocPolicyName, CacheMode, SchemeOptionValues } from "../engine/types.js";
 import { createImagePath } from "../engine/open-path.js";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import { openTaskImage } from "../worker/node-worker.js";
-import { NbdClient } from "./client.js";
+import { inlineExport, type InlineExportSettings } from "./export.js";
 import { inlineDisk } from "./inline-disk.js";
 import { NbdServer } from "./server.js";
+import type { WarmUpClientData } from "./warm-up-client.js";
 
 const CLUSTER = 65536;
 const CLUSTERS = 256;
@@ -27,44 +38,45 @@ export interface WarmUpOptions {
   schemeOptions?: SchemeOptionValues;
   alloc?: AllocPolicyName;
   cache: CacheMode;
+  /**
+   * The settings of the export that will be served: the scratch export takes them (writable, and with
+   * fast zeroes iff the real export has them), so that the code compiled here meets the same objects and
+   * branches when the real clients come.
+   */
+  export: InlineExportSettings;
 }
 
-/** Serves `rounds` passes of 4 KiB writes (and reads, flushes) over NBD to a scratch image. */
-export async function warmUp(opts: WarmUpOptions, rounds = 8): Promise<void> {
+/**
+ * Serves the warm-up's load over NBD to a scratch image, in `cycles` lifecycles of the scratch image (create,
+ * open, serve, close), each with `connections` client connections (handshake, `rounds` passes of writes,
+ * reads and flushes, disconnect). One lifecycle is not enough: the first disconnect and the first close take
+ * branches and store values the hot code has not seen, and V8 throws away what it compiled for the requests
+ * (a deoptimisation, then a recompilation on the first real requests, on a background thread that competes
+ * with the server for the CPU). Such changes happen once per process, so a later lifecycle compiles the
+ * request path for good.
+ */
+export async function warmUp(opts: WarmUpOptions, cycles = 3, connections = 2, rounds = 4): Promise<void> {
+  for (let c = 0; c < cycles; c++) await warmUpCycle(opts, connections, rounds);
+}
+
+async function warmUpCycle(opts: WarmUpOptions, connections: number, rounds: number): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-nbd-warm-"));
   try {
     const file = path.join(dir, "scratch.img");
     if (opts.format === "qcow2") createImagePath(file, { size: CLUSTERS * CLUSTER });
     else fs.writeFileSync(file, Buffer.alloc(CLUSTERS * CLUSTER));
-    // Writethrough would fsync every write of the warm-up: writeback runs the same write path.
+    // Writethrough would fsync every write of the warm-up: the engine in writeback runs the same write path
+    // (the export keeps the real cache mode, which only decides how FUA is answered).
     const cache: CacheMode = opts.cache === "writethrough" ? "writeback" : opts.cache;
     const img = openTaskImage({ path: file, format: opts.format, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache });
     try {
-      const server = new NbdServer(
-        { name: "", description: "", disk: inlineDisk(img), readOnly: false, cache, discard: "ignore", detectZeroes: "off", multiConn: false },
-        { shared: 1 },
-      );
+      const settings = { ...opts.export, readOnly: false, zeroClusters: opts.export.zeroClusters && opts.format === "qcow2" ? CLUSTER : 0 };
+      const server = new NbdServer(inlineExport(inlineDisk(img), settings), { shared: 1, persistent: true });
       const socket = path.join(dir, "warm.sock");
       await server.listen({ socket });
       try {
-        const client = await NbdClient.connect(socket);
-        const data = new Uint8Array(4096).fill(0xa5);
-        let x = 12345;
-        const next = (): number => {
-          x = (x * 1103515245 + 12345) >>> 0;
-          return (x >>> 8) % CLUSTERS;
-        };
-        for (let r = 0; r < rounds; r++) {
-          const depth = r % 2 === 0 ? 1 : 16;
-          for (let i = 0; i < CLUSTERS; i += depth) {
-            const batch: Promise<unknown>[] = [];
-            for (let k = 0; k < depth; k++) batch.push(client.write(next() * CLUSTER, data));
-            if (i % 64 === 0) batch.push(client.read(next() * CLUSTER, 4096));
-            await Promise.all(batch);
-            if (i % 64 === 64 - depth) await client.flush();
-          }
-        }
-        await client.close();
+        const load = { socket, connections, rounds, clusters: CLUSTERS, clusterSize: CLUSTER };
+        await runClientThread(load);
       } finally {
         await server.stop();
       }
@@ -74,4 +86,28 @@ export async function warmUp(opts: WarmUpOptions, rounds = 8): Promise<void> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Runs the warm-up's client in a thread of its own (warm-up-client.ts) and waits for it to finish. */
+function runClientThread(load: WarmUpClientData): Promise<void> {
+  const file = clientFilename();
+  return new Promise((resolve, reject) => {
+    const w = new Worker(file, { workerData: { warmUpClient: load } });
+    let outcome: { done?: true; error?: string } | undefined;
+    w.once("message", (m: { done?: true; error?: string }) => (outcome = m));
+    w.once("error", (e) => (outcome ??= { error: e.message }));
+    w.once("exit", (code) => {
+      if (outcome?.done) resolve();
+      else reject(new Error(`the warm-up client failed: ${outcome?.error ?? `status ${code}`}`));
+    });
+  });
+}
+
+/** The compiled warm-up client: next to this module's build, or in dist/ when running from src/ (tests). */
+function clientFilename(): string {
+  const here = fileURLToPath(new URL("./warm-up-client.js", import.meta.url));
+  if (fs.existsSync(here)) return here;
+  const dist = fileURLToPath(new URL("../../dist/nbd/warm-up-client.js", import.meta.url));
+  if (fs.existsSync(dist)) return dist;
+  throw new Error(`the warm-up client is not built (looked for ${here} and ${dist}): run 'npm run build'`);
 }
