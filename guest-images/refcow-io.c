@@ -17,8 +17,16 @@
  * is timed from right before its io_submit to right after the io_getevents that returned it. All requests
  * share the one buffer (the same bytes for writes; reads are dropped). At most 65536 offsets in this mode.
  *
- * Every request is timed with the guest's CLOCK_MONOTONIC (the clock_gettime system call) right before and
- * right after its system call. After the last request, one line per kind of request goes to stdout:
+ * Every request is timed with the CPU's time-stamp counter (rdtsc: one instruction, no system call) right
+ * before and right after its system call; the ticks become CLOCK_MONOTONIC ns at report time. The tick rate
+ * is learnt from the clock itself: CLOCK_MONOTONIC (the clock_gettime system call) is read beside the TSC
+ * once at the start and once before each report, and each report converts with the rate over the whole
+ * span since the start, counted from the previous reading (the first report's times run from the first
+ * reading to where CLOCK_MONOTONIC was when it was made, and a later report never goes back in time). Under v86 the guest's TSC runs at a fixed
+ * nominal 1 GHz of host time, and the kernel's CLOCK_MONOTONIC runs on that TSC: the two only differ by the
+ * rate the kernel calibrated. Two clock_gettime calls per phase instead of two per request: on v86 each
+ * costs the emulated CPU a kernel entry and exit. After the last request, one line per kind of request goes
+ * to stdout:
  *
  *   REFCOW-IO <op> <count> <t0> <pairs>
  *
@@ -69,9 +77,9 @@ typedef unsigned long long u64;
 static unsigned char block[MAX_BLOCK] __attribute__((aligned(4096)));
 static char input[4096];
 
-/* Start (ns, CLOCK_MONOTONIC) and duration (ns) of each timed request; durations above 4 s saturate. */
+/* Start and duration of each timed request, in TSC ticks (converted to ns by report()). */
 static u64 started[MAX_TIMED];
-static unsigned long took[MAX_TIMED];
+static u64 took[MAX_TIMED];
 static unsigned long timed;
 static u64 offsets[MAX_TIMED];
 
@@ -120,17 +128,59 @@ struct timespec32 {
   long nsec;
 };
 
-static u64 now_ns(void) {
+static u64 clock_ns(void) {
   struct timespec32 ts;
   syscall3(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&ts, 0);
   return (u64)(unsigned long)ts.sec * 1000000000ULL + (u64)(unsigned long)ts.nsec;
 }
 
+static inline u64 ticks(void) {
+  unsigned int lo, hi;
+  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return ((u64)hi << 32) | lo;
+}
+
+/* A reading of CLOCK_MONOTONIC beside the TSC (the TSC at the middle of the system call). */
+struct reading {
+  u64 tsc, ns;
+};
+
+static struct reading read_clocks(void) {
+  struct reading r;
+  u64 before = ticks();
+  r.ns = clock_ns();
+  u64 after = ticks();
+  r.tsc = before + ((after - before) >> 1);
+  return r;
+}
+
+/* The program's first reading, and the one the next report's times are anchored at. */
+static struct reading first_reading, anchor;
+
+/* (hi * 2^32) / d for d > 0, bit by bit (a 64-bit division would need libgcc, which is not linked);
+ * saturates at 2^64 - 1. */
+static u64 div_shifted(u64 hi, u64 d) {
+  u64 q = 0, r = 0;
+  for (int bit = 95; bit >= 0; bit--) {
+    int top = r >> 63;
+    r = (r << 1) | (bit >= 32 ? (hi >> (bit - 32)) & 1 : 0);
+    q <<= 1;
+    if (top || r >= d) r -= d, q |= 1;
+    if (bit >= 64 && q) return ~0ULL;
+  }
+  return q;
+}
+
+/* x * scale / 2^32, without losing the high bits of the product. */
+static u64 scale_ticks(u64 x, u64 scale) {
+  u64 xh = x >> 32, xl = x & 0xffffffffULL, sh = scale >> 32, sl = scale & 0xffffffffULL;
+  return ((xh * sh) << 32) + xh * sl + xl * sh + ((xl * sl) >> 32);
+}
+
 static void note(u64 start, u64 end) {
   if (timed == MAX_TIMED) return;
-  u64 d = end - start;
   started[timed] = start;
-  took[timed] = d > 0xffffffffULL ? 0xffffffffUL : (unsigned long)d;
+  took[timed] = end - start;
   timed++;
 }
 
@@ -169,9 +219,20 @@ static unsigned long put_text(char *at, const char *s) {
   return n;
 }
 
-/* One REFCOW-IO line for the requests timed so far (see the top of the file); then starts a new list. */
+/* One REFCOW-IO line for the requests timed so far (see the top of the file); then starts a new list. The
+ * ticks become ns at the rate CLOCK_MONOTONIC ran at against the TSC since the program started (2^32 * ns
+ * per tick), counted from the previous reading. */
 static void report(const char *op) {
   if (timed == 0) return;
+  struct reading now = read_clocks();
+  u64 span = now.tsc - first_reading.tsc;
+  u64 scale = span ? div_shifted(now.ns - first_reading.ns, span) : 1ULL << 32;
+  for (unsigned long i = 0; i < timed; i++) {
+    u64 d = scale_ticks(took[i], scale);
+    started[i] = anchor.ns + scale_ticks(started[i] - anchor.tsc, scale);
+    took[i] = d > 0xffffffffULL ? 0xffffffffULL : d; /* durations above 4 s saturate */
+  }
+  anchor = now;
   unsigned long n = put_text(line, "REFCOW-IO ");
   n += put_text(line + n, op);
   line[n++] = ' ';
@@ -223,10 +284,10 @@ static int same(const char *a, const char *b) {
 
 /* One request of `length` bytes at `offset`, all of it or a failure. */
 static void transfer(int fd, int writing, unsigned long length, u64 offset) {
-  u64 t = now_ns();
+  u64 t = ticks();
   long n = syscall5(writing ? SYS_pwrite64 : SYS_pread64, fd, (long)block, (long)length, (long)(unsigned long)offset,
                     (long)(unsigned long)(offset >> 32));
-  note(t, now_ns());
+  note(t, ticks());
   if (n < 0) fail(writing ? "write" : "read", offset, n);
   if ((unsigned long)n != length) fail(writing ? "short write" : "short read", offset, 0);
 }
@@ -254,22 +315,21 @@ static void transfer_aio(int fd, int writing, unsigned long length, unsigned lon
       cb->reserved2 = 0;
       cb->flags = 0;
       cb->resfd = 0;
-      started[next] = now_ns();
+      started[next] = ticks();
       r = syscall3(SYS_io_submit, (long)ctx, 1, (long)list);
       if (r != 1) fail("io_submit", offsets[next], r < 0 ? r : -5);
       next++;
       inflight++;
     }
     long got = syscall5(SYS_io_getevents, (long)ctx, 1, (long)depth, (long)events, 0);
-    u64 t = now_ns();
+    u64 t = ticks();
     if (got < 0) {
       if (got == -4) continue; /* EINTR */
       fail("io_getevents", 0, got);
     }
     for (long k = 0; k < got; k++) {
       unsigned long i = (unsigned long)events[k].data;
-      u64 d = t - started[i];
-      took[i] = d > 0xffffffffULL ? 0xffffffffUL : (unsigned long)d;
+      took[i] = t - started[i];
       if (events[k].res < 0) fail(writing ? "write" : "read", offsets[i], (long)events[k].res);
       if ((u64)events[k].res != length) fail(writing ? "short write" : "short read", offsets[i], 0);
       free_slots[nfree++] = (unsigned long)((struct iocb *)(unsigned long)events[k].obj - cbs);
@@ -304,6 +364,7 @@ __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
     }
   }
 
+  first_reading = anchor = read_clocks();
   long bf = syscall3(SYS_open, (long)argv[3], O_RDONLY | O_LARGEFILE, 0);
   if (bf < 0) fail("open of the block file", 0, bf);
   unsigned long length = 0;
@@ -351,9 +412,9 @@ __attribute__((used, noreturn)) void refcow_io_main(long *stack) {
   if (depth > 1 && listed > 0) transfer_aio((int)fd, writing, length, listed, depth);
   report(writing ? "write" : "read");
   if (sync) {
-    u64 t = now_ns();
+    u64 t = ticks();
     long r = syscall3(SYS_fdatasync, fd, 0, 0);
-    note(t, now_ns());
+    note(t, ticks());
     if (r < 0) fail("fdatasync", 0, r);
     report("fdatasync");
   }

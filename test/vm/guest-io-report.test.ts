@@ -45,12 +45,39 @@ describe.skipIf(!runnable && !process.env.CI)("refcow-io's report, from the real
     const w = reports[0]!;
     expect(w.startsNs[0]).toBe(0);
     for (let i = 1; i < w.startsNs.length; i++) expect(w.startsNs[i]!).toBeGreaterThanOrEqual(w.startsNs[i - 1]! + w.latenciesNs[i - 1]!);
-    // The same clock as the host's CLOCK_MONOTONIC: t0 lies within the run, every time inside its wall time.
+    // The same clock as the host's CLOCK_MONOTONIC (TSC ticks at the rate learnt against it): t0 lies within
+    // the run, every time inside its wall time.
     const lastEnd = w.startsNs.at(-1)! + w.latenciesNs.at(-1)!;
     expect(lastEnd).toBeLessThanOrEqual(wall);
     expect(reports[1]!.t0Ns).toBeGreaterThanOrEqual(w.t0Ns + lastEnd);
     const data = fs.readFileSync(dev);
     for (const o of offsets) expect(data.subarray(o, o + 4096).every((b) => b === 0xab)).toBe(true);
+  });
+
+  it("times requests kept in flight with Linux AIO on the host's CLOCK_MONOTONIC, from the TSC", () => {
+    const dev = path.join(dir, "dev3");
+    fs.writeFileSync(dev, Buffer.alloc(1 << 20));
+    const blk = path.join(dir, "blk3");
+    fs.writeFileSync(blk, Buffer.alloc(4096, 0x5a));
+    const offsets = Array.from({ length: 64 }, (_, i) => ((i * 37) % 256) * 4096);
+    // process.hrtime reads CLOCK_MONOTONIC: the program's times, converted from TSC ticks at the rate it
+    // learnt against that clock, lie between the host's readings before and after the run.
+    const before = Number(process.hrtime.bigint());
+    const out = execFileSync(binary, ["write", dev, blk, "sync", "depth=4"], { input: offsets.join("\n") + "\n" }).toString();
+    const after = Number(process.hrtime.bigint());
+    const [w, f] = parseGuestIoReports(out);
+    expect(w!.op).toBe("write");
+    expect(w!.latenciesNs).toHaveLength(offsets.length);
+    expect(w!.t0Ns).toBeGreaterThanOrEqual(before);
+    for (let i = 0; i < offsets.length; i++) {
+      expect(w!.latenciesNs[i]!).toBeGreaterThan(0);
+      expect(w!.t0Ns + w!.startsNs[i]! + w!.latenciesNs[i]!).toBeLessThanOrEqual(after);
+    }
+    expect(f!.op).toBe("fdatasync");
+    expect(f!.t0Ns).toBeGreaterThanOrEqual(w!.t0Ns + w!.startsNs.at(-1)!);
+    expect(f!.t0Ns + f!.latenciesNs[0]!).toBeLessThanOrEqual(after);
+    const data = fs.readFileSync(dev);
+    for (const o of offsets) expect(data.subarray(o, o + 4096).every((b) => b === 0x5a)).toBe(true);
   });
 
   it("reads report as reads, and failures are one line on stderr with nothing reported", () => {
