@@ -291,6 +291,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     if (v.interrupts !== undefined) {
       p.interrupts = v.interrupts;
       p.batches = v.batches;
+      p.notifies = v.notifies;
     }
     // The guest program's own rate: its requests over the span from the first submission to the last
     // completion, on the guest's clock (the closing fdatasync excluded).

@@ -58,6 +58,8 @@ export interface VirtioBenchRow {
   maxInFlight: number;
   /** virtio-blk: guest interrupts the device raised in the phase (all its requests, the fsync included). */
   interrupts?: number;
+  /** virtio-blk: the driver's queue notifications (kicks) in the phase. */
+  notifies?: number;
   load1: number;
 }
 
@@ -108,6 +110,7 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
                 iops: p.guest_iops ?? NaN,
                 maxInFlight: p.max_in_flight ?? 0,
                 ...(p.interrupts !== undefined ? { interrupts: p.interrupts } : {}),
+                ...(p.notifies !== undefined ? { notifies: p.notifies } : {}),
                 load1,
               });
             }
@@ -143,18 +146,19 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
     l.push(r);
   }
   let out =
-    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts |\n" +
-    "|---|---|---|---|---|---|---|---|---|---|---|\n";
+    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts | notifies |\n" +
+    "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const [k, l] of keys) {
     const [cache, scheme, phase, config] = k.split("|");
     const ide = keys.get(`${cache}|${scheme}|${phase}|ide/1`);
     const iops = median(l.map((r) => r.iops));
     const ratio = ide ? iops / median(ide.map((r) => r.iops)) : NaN;
     const irqs = l.filter((r) => r.interrupts !== undefined).map((r) => r.interrupts!);
-    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} |\n`;
+    const kicks = l.filter((r) => r.notifies !== undefined).map((r) => r.notifies!);
+    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} | ${kicks.length ? median(kicks).toFixed(0) : "-"} |\n`;
   }
   const loads = rows.map((r) => r.load1);
-  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
+  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs; notifies: the guest driver's queue notifications in the phase, median over the runs. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
 }
 
