@@ -60,6 +60,8 @@ export interface VirtioBenchRow {
   interrupts?: number;
   /** virtio-blk: the driver's queue notifications (kicks) in the phase. */
   notifies?: number;
+  /** Emulated instructions in the phase (its writes, its fsync and the program's report) ÷ its writes. */
+  instructionsPerWrite?: number;
   load1: number;
 }
 
@@ -111,6 +113,7 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
                 maxInFlight: p.max_in_flight ?? 0,
                 ...(p.interrupts !== undefined ? { interrupts: p.interrupts } : {}),
                 ...(p.notifies !== undefined ? { notifies: p.notifies } : {}),
+                ...(p.guest_instructions !== undefined && p.writes.count > 0 ? { instructionsPerWrite: p.guest_instructions / p.writes.count } : {}),
                 load1,
               });
             }
@@ -146,8 +149,8 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
     l.push(r);
   }
   let out =
-    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts | notifies |\n" +
-    "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts | notifies | guest instructions / write |\n" +
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const [k, l] of keys) {
     const [cache, scheme, phase, config] = k.split("|");
     const ide = keys.get(`${cache}|${scheme}|${phase}|ide/1`);
@@ -155,10 +158,11 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
     const ratio = ide ? iops / median(ide.map((r) => r.iops)) : NaN;
     const irqs = l.filter((r) => r.interrupts !== undefined).map((r) => r.interrupts!);
     const kicks = l.filter((r) => r.notifies !== undefined).map((r) => r.notifies!);
-    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} | ${kicks.length ? median(kicks).toFixed(0) : "-"} |\n`;
+    const ipw = l.filter((r) => r.instructionsPerWrite !== undefined).map((r) => r.instructionsPerWrite!);
+    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} | ${kicks.length ? median(kicks).toFixed(0) : "-"} | ${ipw.length ? median(ipw).toFixed(0) : "-"} |\n`;
   }
   const loads = rows.map((r) => r.load1);
-  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs; notifies: the guest driver's queue notifications in the phase, median over the runs. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
+  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs; notifies: the guest driver's queue notifications in the phase, median over the runs; guest instructions / write: v86's count of emulated instructions over the phase (its writes, its fsync, the program's report) ÷ its writes, median over the runs — the guest's CPU cost, which the host's load does not move. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
 }
 
