@@ -10,7 +10,8 @@
  * configuration once, then again). Per configuration and phase it prints the median over the runs of:
  * the guest program's per-request latency (its own CLOCK_MONOTONIC from io_submit/pwrite64 to completion:
  * the median and the p99 of each run), its IOPS (requests over first submission → last completion, guest
- * clock) and the most requests the device had in flight.
+ * clock), the most requests the device had in flight, virtio-blk's interrupts and queue notifications, and
+ * the guest instructions per write.
  *
  *     npm run build && node dist/vm/virtio-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
  *
@@ -22,7 +23,9 @@
  * ratio to IDE follows the CPU the host leaves to that thread. On a shared 2-core machine the same
  * configuration varies by 2-4× between runs; a phase of 256 writes lasts well under a second and includes the
  * guest's warm-up (a 4096-write phase ran at ~2300 IOPS where 256-write ones ran at ~1000). Compare runs of
- * one invocation, with --clusters 1024 or more, on a quiet machine.
+ * one invocation, with --clusters 1024 or more, on a quiet machine. The guest instructions per write (v86's
+ * instruction counter over the phase) are the guest's CPU cost per request, which the host's load does not
+ * move: the figure to compare guest-side changes by on a busy machine.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
