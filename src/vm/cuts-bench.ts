@@ -9,7 +9,7 @@
  * an in-memory raw disk whose requests complete at once (MemoryAsyncDisk), `reps` passes in one guest: what
  * the emulated guest kernel and v86's disk path cost with no engine, no ring and no worker at all; through
  * v86's IDE disk (`--disk ide`, the default) or refcow's virtio-blk device (`--disk virtio`), one request
- * at a time unless `--iodepth N` (virtio only: refcow-io's Linux AIO). Besides the latencies, each pass
+ * at a time unless `--iodepth N` (virtio only: refcow-io's io_uring, as the workloads). Besides the latencies, each pass
  * gives the emulated instructions per write (v86's instruction counter over the pass, less that of the
  * same command with no offsets: the program's start and exit), a figure the host's load does not move.
  *
@@ -113,7 +113,7 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
   const warm = await obtainWarmState({ diskSize: size, diskType: disk, onProgress: o.onProgress });
   const g = await GuestRunner.boot({ disk: new MemoryAsyncDisk(size), diskType: disk, initialState: warm.state, onProgress: o.onProgress });
   const out: FloorPass[] = [];
-  const depth = iodepth > 1 ? ` depth=${iodepth}` : "";
+  const depth = iodepth > 1 ? ` depth=${iodepth} uring` : ""; // as the workloads queue requests (workloads.ts)
   // v86's counter is a u32 that wraps; a pass is far below 2^32 instructions.
   const counted = async (command: string): Promise<{ output: string; instructions: number }> => {
     const c0 = g.v86.get_instruction_counter();

@@ -4,11 +4,11 @@
  *
  *   ide/1      v86's IDE disk, one request at a time (pwrite64)
  *   virtio/1   refcow's virtio-blk device, one request at a time (pwrite64)
- *   virtio/16  refcow's virtio-blk device, 16 requests in flight (Linux AIO)
+ *   virtio/16  refcow's virtio-blk device, 16 requests in flight (io_uring)
  *
  * for every scheme and cache mode asked; every configuration is run `reps` times, interleaved (each
  * configuration once, then again). Per configuration and phase it prints the median over the runs of:
- * the guest program's per-request latency (its own CLOCK_MONOTONIC from io_submit/pwrite64 to completion:
+ * the guest program's per-request latency (its own CLOCK_MONOTONIC from io_uring_enter/pwrite64 to completion:
  * the median and the p99 of each run), its IOPS (requests over first submission → last completion, guest
  * clock), the most requests the device had in flight, virtio-blk's interrupts and queue notifications, and
  * the guest instructions per write.
