@@ -7,9 +7,14 @@
  *
  * `--floor`: instead, the guest's floor — the same 4 KiB O_DIRECT writes (refcow-io, 256 cluster starts) on
  * an in-memory raw disk whose requests complete at once (MemoryAsyncDisk), `reps` passes in one guest: what
- * the emulated guest kernel and v86's IDE path cost with no engine, no ring and no worker at all.
+ * the emulated guest kernel and v86's disk path cost with no engine, no ring and no worker at all; through
+ * v86's IDE disk (`--disk ide`, the default) or refcow's virtio-blk device (`--disk virtio`), one request
+ * at a time unless `--iodepth N` (virtio only: refcow-io's io_uring, as the workloads). Besides the latencies, each pass
+ * gives the emulated instructions per write (v86's instruction counter over the pass, less that of the
+ * same command with no offsets: the program's start and exit), a figure the host's load does not move.
  *
- *     npm run build && node dist/vm/cuts-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE] [--floor]
+ *     npm run build && node dist/vm/cuts-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
+ *     npm run build && node dist/vm/cuts-bench.js --floor [--disk ide|virtio] [--iodepth N] [--reps N]
  *
  * (bench/guest-cuts.ts is the typed entry; `npm run bench:guest-cuts` runs it with the defaults.)
  */
@@ -22,6 +27,7 @@ import { spread, summarize } from "../stats/latency.js";
 import type { LatencyColumn } from "./decomposition.js";
 import { ensureGuestImage } from "./guest-image.js";
 import { parseGuestIoReports } from "./guest-io-report.js";
+import type { GuestDiskType } from "./guest-machine.js";
 import { GuestRunner } from "./guest-runner.js";
 import { MemoryAsyncDisk } from "./memory-async-disk.js";
 import { obtainWarmState } from "./warm-state.js";
@@ -74,28 +80,84 @@ export async function runCutsBench(o: CutsBenchOptions = {}): Promise<CutsBenchR
   return runs;
 }
 
-/** The floor (see the module comment): per pass, the median and p99 of app and device, µs, and the load. */
-export async function runFloor(passes = 3, onProgress?: (m: string) => void): Promise<string> {
-  await ensureGuestImage({ onProgress });
+export interface FloorOptions {
+  passes?: number;
+  /** The guest's disk device (default ide). */
+  disk?: GuestDiskType;
+  /** Requests in flight (default 1; above 1 needs the virtio disk). */
+  iodepth?: number;
+  onProgress?: (m: string) => void;
+}
+
+export interface FloorPass {
+  pass: number;
+  writes: number;
+  appMedianUs: number;
+  appP99Us: number;
+  deviceMedianUs: number;
+  deviceP99Us: number;
+  /** Emulated instructions per write: the pass's count less that of the same command with no offsets, ÷ writes. */
+  instructionsPerWrite: number;
+  load1: number;
+}
+
+/** The floor (see the module comment): per pass, the median and p99 of app and device (µs), the instructions per write and the load. */
+export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
+  const disk = o.disk ?? "ide";
+  const iodepth = o.iodepth ?? 1;
+  if (!Number.isInteger(iodepth) || iodepth < 1 || iodepth > 64) throw new Error("--iodepth needs an integer from 1 to 64");
+  if (iodepth > 1 && disk !== "virtio") throw new Error("--iodepth above 1 needs --disk virtio (IDE has one command at a time)");
+  const passes = o.passes ?? 3;
+  await ensureGuestImage({ onProgress: o.onProgress });
   const size = 256 << 20;
-  const warm = await obtainWarmState({ diskSize: size, onProgress });
-  const g = await GuestRunner.boot({ disk: new MemoryAsyncDisk(size), initialState: warm.state, onProgress });
-  const lines: string[] = [];
+  const warm = await obtainWarmState({ diskSize: size, diskType: disk, onProgress: o.onProgress });
+  const g = await GuestRunner.boot({ disk: new MemoryAsyncDisk(size), diskType: disk, initialState: warm.state, onProgress: o.onProgress });
+  const out: FloorPass[] = [];
+  const depth = iodepth > 1 ? ` depth=${iodepth} uring` : ""; // as the workloads queue requests (workloads.ts)
+  // v86's counter is a u32 that wraps; a pass is far below 2^32 instructions.
+  const counted = async (command: string): Promise<{ output: string; instructions: number }> => {
+    const c0 = g.v86.get_instruction_counter();
+    const output = await g.check(command);
+    return { output, instructions: (g.v86.get_instruction_counter() - c0) >>> 0 };
+  };
   try {
     await g.check("yes floor | head -c 4096 > /tmp/blk; awk 'BEGIN{for(i=0;i<256;i++)print i*1048576}' > /tmp/order");
     for (let pass = 1; pass <= passes; pass++) {
+      const empty = await counted(`refcow-io write $DISK /tmp/blk${depth} </dev/null`);
       g.adapter.takeRecords();
-      const reports = parseGuestIoReports(await g.check("refcow-io write $DISK /tmp/blk </tmp/order"));
-      const app = reports.find((r) => r.op === "write")!.latenciesNs.map((n) => n / 1000);
+      const run = await counted(`refcow-io write $DISK /tmp/blk${depth} </tmp/order`);
+      const app = parseGuestIoReports(run.output).find((r) => r.op === "write")!.latenciesNs.map((n) => n / 1000);
       const device = g.adapter.takeRecords().filter((r) => r.op === "write").map((r) => r.latencyMs * 1000);
       const a = summarize(app);
       const d = summarize(device);
-      lines.push(`pass ${pass}: app median ${a.median.toFixed(0)} p99 ${a.p99.toFixed(0)} µs; device median ${d.median.toFixed(0)} p99 ${d.p99.toFixed(0)} µs; ${app.length} writes; load ${os.loadavg()[0]!.toFixed(2)}`);
+      out.push({
+        pass,
+        writes: app.length,
+        appMedianUs: a.median,
+        appP99Us: a.p99,
+        deviceMedianUs: d.median,
+        deviceP99Us: d.p99,
+        instructionsPerWrite: (run.instructions - empty.instructions) / app.length,
+        load1: os.loadavg()[0]!,
+      });
     }
   } finally {
     await g.destroy();
   }
-  return `guest floor: 4 KiB O_DIRECT writes on an in-memory disk completing at once (no engine, no ring)\n${lines.join("\n")}\n`;
+  return out;
+}
+
+export function formatFloor(passes: FloorPass[], disk: GuestDiskType = "ide", iodepth = 1): string {
+  const lines = passes.map(
+    (p) =>
+      `pass ${p.pass}: app median ${p.appMedianUs.toFixed(0)} p99 ${p.appP99Us.toFixed(0)} µs; device median ${p.deviceMedianUs.toFixed(0)} p99 ${p.deviceP99Us.toFixed(0)} µs; ${p.instructionsPerWrite.toFixed(0)} instructions/write; ${p.writes} writes; load ${p.load1.toFixed(2)}`,
+  );
+  return `guest floor (${disk}, depth ${iodepth}): 4 KiB O_DIRECT writes on an in-memory disk completing at once (no engine, no ring)\n${lines.join("\n")}\n`;
+}
+
+/** The floor as text (see measureFloor). */
+export async function runFloor(passes = 3, onProgress?: (m: string) => void, disk: GuestDiskType = "ide", iodepth = 1): Promise<string> {
+  return formatFloor(await measureFloor({ passes, onProgress, disk, iodepth }), disk, iodepth);
 }
 
 export function formatCutsBench(runs: CutsBenchRun[]): string {
@@ -143,8 +205,23 @@ export async function cutsBenchMain(argv: string[]): Promise<number> {
   const o: CutsBenchOptions = { onProgress: (m) => process.stderr.write(m + "\n") };
   let json: string | undefined;
   if (argv.includes("--floor")) {
-    const i = argv.indexOf("--reps");
-    process.stdout.write(await runFloor(i >= 0 ? Number(argv[i + 1]) : 3, o.onProgress));
+    const rest = argv.filter((a) => a !== "--floor");
+    let passes = 3;
+    let disk: GuestDiskType = "ide";
+    let iodepth = 1;
+    for (let i = 0; i < rest.length; i++) {
+      const a = rest[i]!;
+      const v = rest[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      if (a === "--reps") passes = Number(v);
+      else if (a === "--disk") {
+        if (v !== "ide" && v !== "virtio") throw new Error(`--disk takes ide or virtio, not '${v}'`);
+        disk = v;
+      } else if (a === "--iodepth") iodepth = Number(v);
+      else throw new Error(`unknown option ${a} with --floor (--reps, --disk, --iodepth)`);
+    }
+    if (!(Number.isInteger(passes) && passes > 0)) throw new Error("--reps needs a positive integer");
+    process.stdout.write(await runFloor(passes, o.onProgress, disk, iodepth));
     return 0;
   }
   for (let i = 0; i < argv.length; i++) {

@@ -13,6 +13,9 @@
  *          each a varint of base-64 digits [0-9A-Za-z._]: 5 value bits per digit, least significant first;
  *          a digit whose index is >= 32 says more digits follow.
  *
+ * The program takes its times from the TSC (rdtsc) and converts them to CLOCK_MONOTONIC ns at the rate it
+ * learnt against clock_gettime over the run (refcow-io.c), so the times here are CLOCK_MONOTONIC's.
+ *
  * Clock check: v86 drives the guest's TSC from the host's performance.now(), and the kernel's
  * CLOCK_MONOTONIC runs on that TSC at the frequency it calibrated. For each request, the guest's start time
  * minus the host's submission time of the same request at the disk adapter is the clocks' offset less the

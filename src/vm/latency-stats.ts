@@ -44,6 +44,13 @@ export interface PhaseStats extends Partial<Decomposition> {
   /** virtio-blk: interrupts the device raised and used-ring publications (completion batches) in the phase. */
   interrupts?: number;
   batches?: number;
+  /** virtio-blk: the driver's queue notifications (kicks) in the phase. */
+  notifies?: number;
+  /**
+   * Instructions the emulated CPU executed from the phase's announcement to the end of its command (v86's
+   * instruction counter: the guest's own work for the phase's requests, whatever the host's load).
+   */
+  guest_instructions?: number;
   /**
    * The guest program's requests per second in the phase (refcow-io's REFCOW-IO report): its requests over
    * the time from the first one's submission to the last one's completion, on the guest's clock.

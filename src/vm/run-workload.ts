@@ -209,6 +209,10 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
 
   let expected = "";
   let phaseStart = 0;
+  // v86's count of emulated instructions (a u32 that wraps) at the phase's announcement.
+  const instructionCount = () => s.guest.v86.get_instruction_counter();
+  let instructionsAtStart = 0;
+  const instructions: Record<string, number> = {};
   let statsAtStart: CostBreakdown | null = null;
   let snapshot: SnapshotTimings | undefined;
   const snapshotEvents: TraceSnapshotEvent[] = [];
@@ -231,6 +235,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
       if (statsAtStart === null) haveStats = false;
     }
     phaseStart = performance.now();
+    instructionsAtStart = instructionCount();
   };
 
   const ioTool = (await s.guest.run("[ -x /bin/refcow-io ]")).exitCode === 0 ? "refcow-io" : "dd";
@@ -260,10 +265,12 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
       clearInterval(ticker);
     }
     const end = performance.now();
+    const instructionsAtEnd = instructionCount();
     adapter.phase = "idle";
     if (s.phaseError) throw s.phaseError;
     if (phaseStart === 0) throw new Error(`phase ${ph.name}: the guest never announced it (REFCOW-PHASE ${ph.name})`);
     durations[ph.name] = end - phaseStart;
+    instructions[ph.name] = (instructionsAtEnd - instructionsAtStart) >>> 0;
     if (haveStats && statsAtStart) {
       const after = await s.engineStats();
       if (after) engineStats[ph.name] = diffCosts(after, statsAtStart);
@@ -279,6 +286,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
   for (const name of phaseOrder) {
     const p = phases[name]!;
     p.durationMs = durations[name];
+    p.guest_instructions = instructions[name];
     const mine = records.filter((r) => r.phase === name);
     const op = p.writes.count > 0 || p.reads.count === 0 ? "write" : "read";
     const d = decompose(mine, reports[name] ?? [], op);
@@ -291,6 +299,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     if (v.interrupts !== undefined) {
       p.interrupts = v.interrupts;
       p.batches = v.batches;
+      p.notifies = v.notifies;
     }
     // The guest program's own rate: its requests over the span from the first submission to the last
     // completion, on the guest's clock (the closing fdatasync excluded).

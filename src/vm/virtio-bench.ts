@@ -4,13 +4,14 @@
  *
  *   ide/1      v86's IDE disk, one request at a time (pwrite64)
  *   virtio/1   refcow's virtio-blk device, one request at a time (pwrite64)
- *   virtio/16  refcow's virtio-blk device, 16 requests in flight (Linux AIO)
+ *   virtio/16  refcow's virtio-blk device, 16 requests in flight (io_uring)
  *
  * for every scheme and cache mode asked; every configuration is run `reps` times, interleaved (each
  * configuration once, then again). Per configuration and phase it prints the median over the runs of:
- * the guest program's per-request latency (its own CLOCK_MONOTONIC from io_submit/pwrite64 to completion:
+ * the guest program's per-request latency (its own CLOCK_MONOTONIC from io_uring_enter/pwrite64 to completion:
  * the median and the p99 of each run), its IOPS (requests over first submission → last completion, guest
- * clock) and the most requests the device had in flight.
+ * clock), the most requests the device had in flight, virtio-blk's interrupts and queue notifications, and
+ * the guest instructions per write.
  *
  *     npm run build && node dist/vm/virtio-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
  *
@@ -22,7 +23,9 @@
  * ratio to IDE follows the CPU the host leaves to that thread. On a shared 2-core machine the same
  * configuration varies by 2-4× between runs; a phase of 256 writes lasts well under a second and includes the
  * guest's warm-up (a 4096-write phase ran at ~2300 IOPS where 256-write ones ran at ~1000). Compare runs of
- * one invocation, with --clusters 1024 or more, on a quiet machine.
+ * one invocation, with --clusters 1024 or more, on a quiet machine. The guest instructions per write (v86's
+ * instruction counter over the phase) are the guest's CPU cost per request, which the host's load does not
+ * move: the figure to compare guest-side changes by on a busy machine.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -58,6 +61,10 @@ export interface VirtioBenchRow {
   maxInFlight: number;
   /** virtio-blk: guest interrupts the device raised in the phase (all its requests, the fsync included). */
   interrupts?: number;
+  /** virtio-blk: the driver's queue notifications (kicks) in the phase. */
+  notifies?: number;
+  /** Emulated instructions in the phase (its writes, its fsync and the program's report) ÷ its writes. */
+  instructionsPerWrite?: number;
   load1: number;
 }
 
@@ -108,6 +115,8 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
                 iops: p.guest_iops ?? NaN,
                 maxInFlight: p.max_in_flight ?? 0,
                 ...(p.interrupts !== undefined ? { interrupts: p.interrupts } : {}),
+                ...(p.notifies !== undefined ? { notifies: p.notifies } : {}),
+                ...(p.guest_instructions !== undefined && p.writes.count > 0 ? { instructionsPerWrite: p.guest_instructions / p.writes.count } : {}),
                 load1,
               });
             }
@@ -143,18 +152,20 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
     l.push(r);
   }
   let out =
-    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts |\n" +
-    "|---|---|---|---|---|---|---|---|---|---|---|\n";
+    "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts | notifies | guest instructions / write |\n" +
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const [k, l] of keys) {
     const [cache, scheme, phase, config] = k.split("|");
     const ide = keys.get(`${cache}|${scheme}|${phase}|ide/1`);
     const iops = median(l.map((r) => r.iops));
     const ratio = ide ? iops / median(ide.map((r) => r.iops)) : NaN;
     const irqs = l.filter((r) => r.interrupts !== undefined).map((r) => r.interrupts!);
-    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} |\n`;
+    const kicks = l.filter((r) => r.notifies !== undefined).map((r) => r.notifies!);
+    const ipw = l.filter((r) => r.instructionsPerWrite !== undefined).map((r) => r.instructionsPerWrite!);
+    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} | ${kicks.length ? median(kicks).toFixed(0) : "-"} | ${ipw.length ? median(ipw).toFixed(0) : "-"} |\n`;
   }
   const loads = rows.map((r) => r.load1);
-  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
+  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs; notifies: the guest driver's queue notifications in the phase, median over the runs; guest instructions / write: v86's count of emulated instructions over the phase (its writes, its fsync, the program's report) ÷ its writes, median over the runs — the guest's CPU cost, which the host's load does not move. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
 }
 

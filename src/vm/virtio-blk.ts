@@ -218,6 +218,8 @@ export interface VirtioPhaseSummary extends PhaseSummary {
   /** Interrupts raised, and used-ring publications (batches of completions), while this phase was current. */
   interrupts: number;
   batches: number;
+  /** The driver's queue notifications (writes of queue notify) while this phase was current. */
+  notifies: number;
   discards: number;
   writeZeroes: number;
   errors: number;
@@ -280,6 +282,8 @@ export class VirtioBlk implements GuestDiskDevice {
   /** Interrupts raised (batches that signalled the guest), and used-ring publications (batches). */
   interrupts = 0;
   batches = 0;
+  /** Queue notifications from the driver. */
+  notifies = 0;
 
   // registers
   private readonly deviceFeatures: number;
@@ -406,6 +410,8 @@ export class VirtioBlk implements GuestDiskDevice {
         return;
       case REG.QUEUE_NOTIFY:
         // From the guest's OUT instruction: inside v86's run loop, the interrupt is taken on return.
+        this.notifies++;
+        this.summary(this.phase).notifies++;
         if ((value & 0xffff) === 0) this.inLoop(() => this.processQueue());
         return;
       case REG.STATUS:
@@ -834,7 +840,7 @@ export class VirtioBlk implements GuestDiskDevice {
   summary(phase: string): VirtioPhaseSummary {
     let s = this.phases.get(phase);
     if (!s) {
-      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0, maxInFlight: 0, interrupts: 0, batches: 0, discards: 0, writeZeroes: 0, errors: 0 };
+      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0, maxInFlight: 0, interrupts: 0, batches: 0, notifies: 0, discards: 0, writeZeroes: 0, errors: 0 };
       this.phases.set(phase, s);
     }
     return s;

@@ -58,7 +58,7 @@ export interface WorkloadParams {
   seed?: number;
   /**
    * Requests refcow-io keeps in flight (rand4k, overwrite; default 1: one at a time, pwrite64). Above 1 it
-   * submits them with Linux AIO (io_submit on O_DIRECT), which only a disk with a queue (virtio-blk) serves
+   * submits them with io_uring (O_DIRECT), which only a disk with a queue (virtio-blk) serves
    * concurrently; IDE takes one command at a time.
    */
   iodepth?: number;
@@ -116,12 +116,12 @@ const FSYNC = "dd if=/dev/null of=$DISK count=0 conv=notrunc,fsync 2>/dev/null |
 
 /**
  * A guest line writing /tmp/blk (4 KiB) at each byte offset listed in /tmp/order, with O_DIRECT, `iodepth`
- * requests at a time (Linux AIO; one at a time with pwrite64 when 1), then one fdatasync: back to back with refcow-io (guest-images/refcow-io.c), which times every
+ * requests at a time (io_uring with a registered buffer and file; one at a time with pwrite64 when 1), then one fdatasync: back to back with refcow-io (guest-images/refcow-io.c), which times every
  * request with the guest's clock and prints its REFCOW-IO report, when the guest image has it; else with one
  * busybox dd process per request (about 25 ms apart under v86) and a dd fsync.
  */
 const writeListedOffsetsAndSync = (iodepth = 1): string =>
-  `if [ -x /bin/refcow-io ]; then refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth}` : ""} </tmp/order || exit 1; ` +
+  `if [ -x /bin/refcow-io ]; then refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth} uring` : ""} </tmp/order || exit 1; ` +
   `else for o in $(cat /tmp/order); do dd if=/tmp/blk of=$DISK bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}; fi`;
 
 /** awk printing `n` values `scale * k`, k a random permutation of 0..n-1 (Fisher-Yates, seeded). */

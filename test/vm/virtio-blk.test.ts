@@ -507,9 +507,16 @@ describe("virtio-blk device", () => {
       const d = new Driver(new ManualDisk(MiB), NO_EVENT_IDX);
       const heads = [];
       for (let k = 0; k < 5; k++) heads.push(d.submit([{ addr: d.header(99, 0), len: 16 }, { addr: d.alloc(1), len: 1, write: true }], false));
+      const before = d.dev.notifies;
       d.kick();
       expect(d.reap().map((u) => u.id)).toEqual(heads);
       expect(d.irqs).toBe(1);
+      // One notify for the five: counted for the device and for its phase.
+      expect(d.dev.notifies - before).toBe(1);
+      d.dev.phase = "p";
+      d.submit([{ addr: d.header(99, 0), len: 16 }, { addr: d.alloc(1), len: 1, write: true }]);
+      d.kick();
+      expect(d.dev.summary("p").notifies).toBe(2);
     });
 
     it("NO_INTERRUPT suppresses the interrupt; NOTIFY_ON_EMPTY still signals when the device runs dry", () => {

@@ -73,6 +73,11 @@ describe("virtio-blk guest disk", () => {
         if (iodepth === 1) expect(r.phases[ph]!.max_in_flight, ph).toBe(1);
         else expect(r.phases[ph]!.max_in_flight, ph).toBeGreaterThan(1);
         expect(r.phases[ph]!.max_in_flight, ph).toBeLessThanOrEqual(iodepth);
+        // Every notify carries at least one new request; the phase's emulated instructions are counted.
+        const p = r.phases[ph]!;
+        expect(p.notifies, ph).toBeGreaterThan(0);
+        expect(p.notifies!, ph).toBeLessThanOrEqual(p.writes.count + p.flushes.count);
+        expect(p.guest_instructions, ph).toBeGreaterThan(0);
       }
       expect(r.guestFlushes).toBeGreaterThanOrEqual(3);
       qemuCheckClean(image);

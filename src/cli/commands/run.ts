@@ -37,7 +37,7 @@ ${schemeOptHelp(22)}  -t CACHE            cache mode: writethrough, writeback (d
   --disk D            the guest's disk: ide (default; v86's IDE, one command at a time) or virtio
                       (refcow's virtio-blk device, src/vm/virtio-blk.ts: many requests in flight)
   --iodepth N         requests the guest program keeps in flight (rand4k, overwrite; 1-64, default 1;
-                      above 1 through Linux AIO; only a virtio disk serves them concurrently)
+                      above 1 through io_uring; only a virtio disk serves them concurrently)
   --workload W        ${WORKLOAD_NAMES.join(", ")} (default smoke)
   --clusters N        workload scale: target clusters (rand4k), region clusters (seq, overwrite), files (fs)
   --seed N            seed of the guest's random orders (default 1)
