@@ -42,7 +42,7 @@ import type { ResolvedSchemeOptions, SchemeOptionSpec } from "./scheme-options.j
 import {
   encodeLogExtension,
   encodeLogHeader,
-  encodeRecord,
+  encodeRecordInto,
   EXT_REFCOW_DATA_LOG,
   INCOMPAT_REFCOW_DATA_LOG,
   LOG_DATA_START,
@@ -87,6 +87,7 @@ export class LogScheme extends EagerScheme {
   private applying = false;
   private readonly logBytes: number | undefined;
   private readonly maxPending: number;
+  private scratch = new Uint8Array(0);
   private readonly costs = { records: 0, logBytes: 0, applies: 0, applied: 0, fillBytes: 0, fillIos: 0, applyMs: 0, earlyApplies: 0 };
 
   constructor(opts: LogSchemeOptions = {}) {
@@ -203,7 +204,9 @@ export class LogScheme extends EagerScheme {
       this.writeBits();
       this.bitSet = true;
     }
-    const rec = encodeRecord(this.seq++, guest, data);
+    // One buffer for every record (written at once, never kept): no allocation of a zeroed record per write.
+    if (this.scratch.length < recordBytes(data.length)) this.scratch = new Uint8Array(recordBytes(data.length));
+    const rec = encodeRecordInto(this.scratch, this.seq++, guest, data);
     const at = this.loc!.offset + this.pos;
     img.file.write(rec, at, "journal");
     this.pos += rec.length;
