@@ -277,6 +277,7 @@ export class WritePath {
       img.file.write(table, fresh, "l2");
       tables.l2Cache.dropRange(fresh, fresh + img.clusterSize);
       tables.setL1(l1i, fresh, true);
+      tables.madeTable(l1i, fresh);
       scheme.referenced();
       if (old) scheme.release(old / img.clusterSize, "l2");
       // The slice the write goes to is in memory already: the lookup below need not read it back.

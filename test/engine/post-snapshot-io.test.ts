@@ -75,20 +75,22 @@ const K = 1024;
 const EXPECTED: Record<string, [Counts, Counts]> = {
   // COW read of the 60 KiB the write leaves (one 64 KiB read), the old L2 table read once (64 KiB); data
   // written whole (64 KiB), the new L2 table (64 KiB), the refcount block (64 KiB), then the L2 slice and the L1 entry (8 bytes).
+  // Two flushes in the first write, not three: the slice lies in the copied table, which no L1 entry on the
+  // disk points to yet, so the flush before the L1 entry orders data, count and slice at once (write-order.ts).
   eager: [
-    { reads: 2, readBytes: 128 * K, writes: 5, writeBytes: 196 * K + 8, flushes: 3 },
+    { reads: 2, readBytes: 128 * K, writes: 5, writeBytes: 196 * K + 8, flushes: 2 },
     { reads: 1, readBytes: 64 * K, writes: 3, writeBytes: 132 * K, flushes: 2 },
   ],
   lazy: [
-    { reads: 2, readBytes: 128 * K, writes: 4, writeBytes: 132 * K + 8, flushes: 3 },
+    { reads: 2, readBytes: 128 * K, writes: 4, writeBytes: 132 * K + 8, flushes: 2 },
     { reads: 1, readBytes: 64 * K, writes: 2, writeBytes: 68 * K, flushes: 2 },
   ],
   "lazy-count": [
-    { reads: 2, readBytes: 128 * K, writes: 4, writeBytes: 132 * K + 8, flushes: 3 },
+    { reads: 2, readBytes: 128 * K, writes: 4, writeBytes: 132 * K + 8, flushes: 2 },
     { reads: 1, readBytes: 64 * K, writes: 2, writeBytes: 68 * K, flushes: 2 },
   ],
   owner: [
-    { reads: 2, readBytes: 128 * K, writes: 4, writeBytes: 132 * K + 8, flushes: 3 },
+    { reads: 2, readBytes: 128 * K, writes: 4, writeBytes: 132 * K + 8, flushes: 2 },
     { reads: 1, readBytes: 64 * K, writes: 2, writeBytes: 68 * K, flushes: 2 },
   ],
   // One transaction (512 bytes here) instead of the L2 slice, L1 entry and refcount block.
