@@ -83,7 +83,7 @@ export class WritePath {
     // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
     // A cluster past the end of the file reads as zeroes until it is written.
     if (isCow) file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
-    else this.writeFresh(m, gc, inCluster, src, newOffset, newOffset < file.size());
+    else this.writeFresh(m, gc, inCluster, src, newOffset, overlap.insideFile(newOffset));
     // The scheme states its ordering before the entry is set (QEMU's set_dependency precedes the link): a
     // dependency flush it makes must not carry this entry to the disk ahead of the new cluster's count.
     scheme.referenced();
