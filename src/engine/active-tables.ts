@@ -24,13 +24,30 @@ export interface Mapping {
 
 export const EMPTY_ENTRY: L2Entry = { type: ClusterType.Unallocated, copied: false, offset: 0, compressedSize: 0, reservedBits: false };
 
+/** The set of dirty L1 entries: clearing it (any path that writes the L1 table) also clears `onClear`'s state. */
+class DirtyL1 extends Set<number> {
+  constructor(private readonly onClear: () => void) {
+    super();
+  }
+  override clear(): void {
+    super.clear();
+    this.onClear();
+  }
+}
+
 export class ActiveTables {
   /** L2 table offsets of the active L1 table (0: none). */
   l1: number[] = [];
   /** The COPIED flags of the active L1 entries. */
   l1Copied: boolean[] = [];
-  /** L1 entries changed in memory and not yet written. */
-  readonly dirtyL1 = new Set<number>();
+  /** L1 entries changed in memory and not yet written (whoever clears it forgets the unlinked tables too). */
+  readonly dirtyL1: Set<number> = new DirtyL1(() => this.made.clear());
+  /**
+   * L2 tables the write path made (new, or copies of shared ones) since the last write of the L1 entries:
+   * table offset → its L1 index. One is unlinked while that entry is still dirty and points to it: the L1
+   * table on the disk does not point to it (it was a free cluster until then).
+   */
+  private readonly made = new Map<number, number>();
   /** Entries per L2 table. */
   readonly l2Entries: number;
   /** Bytes and entries of one cached L2 slice. */
@@ -81,6 +98,19 @@ export class ActiveTables {
     r.slice = slice;
     r.index = index;
     return r;
+  }
+
+  /** L1 entry `i` points to `table`, a cluster the write path just allocated for it (new or copied). */
+  madeTable(i: number, table: number): void {
+    this.made.set(table, i);
+  }
+
+  /** True when the L2 slice at `slice` lies in a table no L1 entry on the disk points to yet (see `made`). */
+  unlinked(slice: number): boolean {
+    if (this.made.size === 0) return false;
+    const table = slice - (slice % this.clusterSize);
+    const i = this.made.get(table);
+    return i !== undefined && this.dirtyL1.has(i) && this.l1[i] === table;
   }
 
   /** Points L1 entry `i` at an L2 table (0: none), to be written at the next flush. */

@@ -97,7 +97,7 @@ export function compactImage(file: BlockFile, opts: CompactOptions = {}): Compac
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     // The first open is with the caller's scheme (which may have leftovers to recover); later passes find a
     // plain image.
-    const img = Qcow2Image.open(file, { scheme: pass === 0 ? opts.scheme : "eager", schemeOptions: pass === 0 ? opts.schemeOptions : undefined, noBacking: true, cache: "writeback" });
+    const img = Qcow2Image.open(file, { scheme: pass === 0 ? opts.scheme : "eager", schemeOptions: pass === 0 ? opts.schemeOptions : undefined, noBacking: true, noPrepare: true, cache: "writeback" });
     let r: PassResult;
     try {
       clusterSize = img.clusterSize;
@@ -304,7 +304,9 @@ function place(img: Qcow2Image, layout: Layout): Plan {
     lowest.set(len, Math.max(1, c - run));
     return -1;
   };
-  for (const u of [...units].sort((a, b) => b.start - a.start)) {
+  // Longer units first (first-fit decreasing): a run of several clusters placed after the single clusters
+  // could be left above a gap too short for it, and nothing above to fill the gap. Ties from the top down.
+  for (const u of [...units].sort((a, b) => b.len - a.len || b.start - a.start)) {
     if (u.role === "header") continue;
     const t = freeRun(u.len, u.start);
     if (t < 0) continue;

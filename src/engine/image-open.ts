@@ -258,6 +258,7 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
     img.attachScheme();
     // Guest writes a data log holds, left by a process that stopped: replayed with the engine's own plans.
     catalog.recoverAfterAttach?.(img.schemeHost);
+    if (!opts.forCheck && !opts.noPrepare) img.prepareScheme();
   } else if (!opts.forCheck) {
     catalog.refuseReadOnly?.(h);
   }

@@ -25,6 +25,14 @@ export class MetadataCache {
   onDirty: ((offset: number) => void) | null = null;
   /** Called before any unit is written in place (a journaling scheme commits first). */
   beforeWriteHook: (() => void) | null = null;
+  /**
+   * Set by WriteOrder, which states when it holds (write-order.ts): true when the unit at `offset` lies in a
+   * table that no structure on the disk points to yet. Writing only such units needs no flush first: the
+   * flush is owed to the write that makes them reachable, and the hooks stay set for it.
+   */
+  unreachable: ((offset: number) => boolean) | null = null;
+  /** A dependency stated as QEMU 7.2 does (eager --order qemu): its flushes are kept as QEMU makes them. */
+  private asQemu = false;
   private dirtyCount = 0;
 
   constructor(
@@ -124,6 +132,7 @@ export class MetadataCache {
    * ping-pong of about two fsyncs per post-snapshot write that QEMU pays even in writeback.
    */
   setDependencyAsQemu(dep: MetadataCache): void {
+    this.asQemu = true;
     if (dep.dependsOn) dep.flushDependency();
     if (this.dependsOn && this.dependsOn !== dep) this.flushDependency();
     this.dependsOn = dep;
@@ -151,8 +160,16 @@ export class MetadataCache {
     this.dirtyCount = 0;
   }
 
-  private beforeWrite(): void {
+  /** The ordering hooks before units are written: `victim` alone (an eviction), or every dirty unit. */
+  private beforeWrite(victim?: number): void {
     this.beforeWriteHook?.();
+    if ((this.dependsOn || this.flushBeforeWrite) && this.allUnreachable(victim)) {
+      // Nothing on the disk reaches these units yet: what they depend on is written, not flushed, and the
+      // hooks stay set; the write that makes them reachable flushes first (write-order.ts, writeOut).
+      const dep = this.dependsOn;
+      if (dep && (dep.hasDirty() || dep.dependsOn || dep.flushBeforeWrite)) dep.writeDirty();
+      return;
+    }
     const dep = this.dependsOn;
     if (dep) {
       this.dependsOn = null;
@@ -168,11 +185,19 @@ export class MetadataCache {
     }
   }
 
+  private allUnreachable(victim: number | undefined): boolean {
+    const f = this.unreachable;
+    if (!f || this.asQemu) return false;
+    if (victim !== undefined) return f(victim);
+    for (const [offset, e] of this.entries) if (e.dirty && !f(offset)) return false;
+    return true;
+  }
+
   private insert(offset: number, e: Entry): void {
     while (this.entries.size >= this.capacity) {
       const [victim, ve] = this.entries.entries().next().value as [number, Entry];
       if (ve.dirty) {
-        this.beforeWrite();
+        this.beforeWrite(victim);
         this.file.write(ve.buf, victim, this.purpose);
         this.dirtyCount--;
       }

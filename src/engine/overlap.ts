@@ -57,6 +57,17 @@ export class OverlapChecks {
    * A cluster written in place must lie inside the file: an entry pointing past its end is a corruption (no
    * write of refcow's leaves one), and writing there would grow the file to wherever the entry points.
    */
+  /**
+   * Whether `hostOffset` lies inside the file, asking the file (a syscall) only beyond the size seen last.
+   * A stale answer can only be "inside" for a file cut back at a scheme's close, after which nothing writes,
+   * and "inside" is the safe one (a fresh cluster is then zeroed before its bytes are written).
+   */
+  insideFile(hostOffset: number): boolean {
+    if (hostOffset < this.fileEndSeen) return true;
+    this.fileEndSeen = this.img.file.size();
+    return hostOffset < this.fileEndSeen;
+  }
+
   checkInFile(hostOffset: number, guestOffset: number): void {
     // The file only grows while an image is open (only compaction, on its own open, shrinks it), so a size
     // seen once stays a lower bound: the size is asked again (a syscall) only for an offset beyond it, not

@@ -152,6 +152,11 @@ export class Qcow2Image implements VirtualDisk {
     this.reader.held = !!this.scheme.readHeld;
   }
 
+  /** @internal The active layer may share clusters with a snapshot: the scheme's structures for it, off the write path. */
+  prepareScheme(): void {
+    if (this.schemeAttached && this.scheme.prepare) this.scheme.prepare();
+  }
+
   /** @internal The scheme finishes every plan it deferred (before a structural change: snapshots, zeroes, resize...). */
   settleScheme(): void {
     if (this.schemeAttached && this.scheme.settle) this.scheme.settle();
@@ -520,7 +525,9 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     try {
       this.settleScheme();
-      return this.underDirtyBit(() => (this.scheme.snapshotCreate ? this.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this, name, opts)));
+      const info = this.underDirtyBit(() => (this.scheme.snapshotCreate ? this.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this, name, opts)));
+      this.prepareScheme();
+      return info;
     } catch (e) {
       throw this.failed(e);
     }

@@ -44,6 +44,7 @@ export function schemeHostOf(img: Qcow2Image): SchemeHost {
     flushMetadata: () => img.flushMetadata(),
     writeHeader: () => img.writeHeader(),
     writeIncompatibleFeatures: () => img.writeIncompatibleFeatures(),
+    truncateFile: (size) => img.file.truncate(size),
     checkFree: (c) => img.overlap.checkFree(c),
     referenceCounts: () => referenceCounts(img),
   };

@@ -61,6 +61,11 @@ export interface SchemeHost {
   writeHeader(): void;
   /** Writes the incompatible feature bits alone (an 8-byte write that cannot tear) and flushes. */
   writeIncompatibleFeatures(): void;
+  /**
+   * Cuts the file back to `size` bytes (a scheme's own area that ends the file, freed durably): only at the
+   * scheme's close, when nothing may be written past `size` any more.
+   */
+  truncateFile(size: number): void;
   /** QEMU's overlap check for a cluster about to be handed out (throws when it holds metadata). */
   checkFree(cluster: number): void;
   /** The standard reference count of every host cluster, computed from the tables (what a rebuild writes). */
@@ -148,6 +153,12 @@ export interface RefcountScheme {
   carryOut?(plan: WritePlan): PlanOutcome;
   /** Reads of the active layer: true when the scheme holds guest cluster `gc` and has filled `dst` from it. */
   readHeld?(gc: number, inCluster: number, dst: Uint8Array): boolean;
+  /**
+   * The active layer may share clusters with a snapshot from now on: called once a writable open has recovered
+   * what the image held (not for an open for check) and after each snapshot create. A scheme makes ready here,
+   * off the write path, what writes to shared clusters will need (the data log's area).
+   */
+  prepare?(): void;
   /** Finishes every deferred plan; the engine calls it before structural changes (snapshots, zeroes, discard, resize, compaction). */
   settle?(): void;
   /** Deferred work for idle time; returns whether some remains. */

@@ -62,6 +62,11 @@ export interface OpenOptions {
   /** Do not repair a dirty image at open (used by check, which reports instead). */
   noRepairOnOpen?: boolean;
   /**
+   * The open serves a whole-file restructuring (compaction), not guest writes: the scheme recovers what the
+   * image holds but prepares nothing for writes (no data log is made).
+   */
+  noPrepare?: boolean;
+  /**
    * Where a scheme draws the random numbers it needs (the journal's first sequence number); Math.random when
    * absent. The crash harness passes a seeded one, so that a run repeats byte for byte.
    */

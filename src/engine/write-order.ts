@@ -9,6 +9,19 @@
  *   5. decrements of clusters dropped by 3 and 4 (applied in memory now, written at the next flush)
  * so a crash at any point leaves at worst leaked clusters, never a reference without a count.
  *
+ * The flush before 3 is left out when every L2 slice to be written lies in a table no L1 entry on the disk
+ * points to yet (ActiveTables.unlinked: a table the write path just allocated or copied from a shared one,
+ * whose L1 entry is still dirty) — the first write into a freshly copied L2 table after a snapshot. Why a
+ * crash stays safe: until step 4 the L1 table on the disk points to the old table (the snapshot's, or none),
+ * so whatever part of 1–3 reached the disk, torn or not, is unreachable: the image reads as before the write,
+ * and a count the disk already holds for the new data cluster or table is a leak at worst, as before. Step 4
+ * is always preceded by a flush (writeOut below; resizeL1, the snapshot operations and the journal's commit
+ * flush before they write L1 entries, and they clear the dirty entries, which ends "unlinked"), so 1–3 are
+ * durable before anything points to them; the decrements of 5 still wait for the flush after 4. The
+ * refcount blocks 3 depends on are still written before it (only their flush is deferred), so a scheme that
+ * does not write them at a flush cannot leave the L1 entry's flush without them. eager --order qemu keeps
+ * QEMU's flushes (MetadataCache.setDependencyAsQemu turns the shortcut off).
+ *
  * The rules between the caches are carried by the caches' hooks (MetadataCache.dependsOn, flushBeforeWrite),
  * so that an eviction between flushes keeps them too; this module is the only place that sets them.
  */
@@ -25,7 +38,10 @@ export class WriteOrder {
     private readonly tables: ActiveTables,
     /** The refcount store exists only once the image's tables are loaded. */
     private readonly refcounts: () => RefcountStore,
-  ) {}
+  ) {
+    // Slices of tables nothing on the disk reaches yet are written without the flush before 3 (see above).
+    tables.l2Cache.unreachable = (slice) => tables.unlinked(slice);
+  }
 
   /** Flushes the file unless cache=unsafe, tagged with the structure whose ordering (or durability) it provides. */
   sync(purpose: IoPurpose = "other"): void {

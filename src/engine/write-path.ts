@@ -83,7 +83,7 @@ export class WritePath {
     // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
     // A cluster past the end of the file reads as zeroes until it is written.
     if (isCow) file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
-    else this.writeFresh(m, gc, inCluster, src, newOffset, newOffset < file.size());
+    else this.writeFresh(m, gc, inCluster, src, newOffset, overlap.insideFile(newOffset));
     // The scheme states its ordering before the entry is set (QEMU's set_dependency precedes the link): a
     // dependency flush it makes must not carry this entry to the disk ahead of the new cluster's count.
     scheme.referenced();
@@ -277,6 +277,7 @@ export class WritePath {
       img.file.write(table, fresh, "l2");
       tables.l2Cache.dropRange(fresh, fresh + img.clusterSize);
       tables.setL1(l1i, fresh, true);
+      tables.madeTable(l1i, fresh);
       scheme.referenced();
       if (old) scheme.release(old / img.clusterSize, "l2");
       // The slice the write goes to is in memory already: the lookup below need not read it back.

@@ -125,9 +125,18 @@ export function recordBytes(length: number): number {
 
 /** Serializes one record (header sector, data, zero padding), ready to be written with one I/O. */
 export function encodeRecord(seq: bigint, guestOffset: number, data: Uint8Array): Uint8Array {
+  return encodeRecordInto(new Uint8Array(recordBytes(data.length)), seq, guestOffset, data);
+}
+
+/**
+ * encodeRecord into `into` (at least recordBytes(data.length) bytes, reused from record to record: only the
+ * header's fields, the data and the padding are written, so the rest of the header sector must stay zero).
+ * Returns the record's bytes, a view of `into`.
+ */
+export function encodeRecordInto(into: Uint8Array, seq: bigint, guestOffset: number, data: Uint8Array): Uint8Array {
   if (data.length === 0 || data.length > MAX_RECORD_DATA) throw new RangeError(`log record of ${data.length} bytes`);
-  const b = new Uint8Array(recordBytes(data.length));
-  const v = new DataView(b.buffer);
+  const b = into.subarray(0, recordBytes(data.length));
+  const v = new DataView(b.buffer, b.byteOffset, RECORD_HEADER);
   v.setUint32(0, RECORD_MAGIC);
   v.setUint32(4, data.length);
   v.setBigUint64(8, seq);
@@ -135,6 +144,7 @@ export function encodeRecord(seq: bigint, guestOffset: number, data: Uint8Array)
   v.setUint32(24, crc32(data) >>> 0);
   v.setUint32(28, crc32(b.subarray(0, 28)) >>> 0);
   b.set(data, RECORD_HEADER);
+  b.fill(0, RECORD_HEADER + data.length);
   return b;
 }
 

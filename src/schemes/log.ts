@@ -12,7 +12,11 @@
  * one record write, made durable by the guest's next flush. The log area is written whole once when it is
  * made, so appending to it never needs a file-system allocation at the flush (writing the guest's bytes into
  * a new cluster instead was measured at 2.7× the in-place cost per write, amortized, on ext4: each new
- * cluster is an allocation the flush must commit).
+ * cluster is an allocation the flush must commit). It is made off the write path (`prepare`): when a
+ * snapshot is created, and when a writable open finds snapshots (after it has replayed any log left
+ * behind); an image without snapshots has no shared cluster to write and never gets one. A read-only open
+ * attaches no scheme and writes nothing. The close frees it again, and cuts the file back when the area ends
+ * it, so an open and a close without writes leave the file as QEMU expects it and as long as it was.
  *
  * Refcounts are eager's: exact on disk at each apply, which copies (fill: data before the entry), flushes,
  * writes refcounts and tables in eager's order, then starts an empty log. A crash before the end of an apply
@@ -38,7 +42,7 @@ import type { ResolvedSchemeOptions, SchemeOptionSpec } from "./scheme-options.j
 import {
   encodeLogExtension,
   encodeLogHeader,
-  encodeRecord,
+  encodeRecordInto,
   EXT_REFCOW_DATA_LOG,
   INCOMPAT_REFCOW_DATA_LOG,
   LOG_DATA_START,
@@ -83,6 +87,7 @@ export class LogScheme extends EagerScheme {
   private applying = false;
   private readonly logBytes: number | undefined;
   private readonly maxPending: number;
+  private scratch = new Uint8Array(0);
   private readonly costs = { records: 0, logBytes: 0, applies: 0, applied: 0, fillBytes: 0, fillIos: 0, applyMs: 0, earlyApplies: 0 };
 
   constructor(opts: LogSchemeOptions = {}) {
@@ -100,8 +105,19 @@ export class LogScheme extends EagerScheme {
   }
 
   /**
-   * Creates the log at the first write that needs it (after the open has replayed any log left behind):
-   * its clusters counted, its header written, the extension durable before any record relies on it.
+   * The active layer may share clusters from now on (a snapshot was created, or the open found snapshots and
+   * has replayed any log left behind): the log is made now, so that the first write to a shared cluster
+   * costs a record like any other.
+   */
+  prepare(): void {
+    if (this.host.snapshots.list().length) this.ensureLog();
+  }
+
+  /**
+   * Creates the log (at `prepare`; at a write only if nothing prepared it): its clusters counted, its header
+   * written, the extension durable before any record relies on it. A crash before the extension is durable
+   * leaks the area (counted, referenced by nothing), as an allocation of eager's does; after it, the next
+   * open finds the extension without the bit and frees the area (log-recovery.ts).
    */
   private ensureLog(): void {
     if (this.loc) return;
@@ -188,7 +204,9 @@ export class LogScheme extends EagerScheme {
       this.writeBits();
       this.bitSet = true;
     }
-    const rec = encodeRecord(this.seq++, guest, data);
+    // One buffer for every record (written at once, never kept): no allocation of a zeroed record per write.
+    if (this.scratch.length < recordBytes(data.length)) this.scratch = new Uint8Array(recordBytes(data.length));
+    const rec = encodeRecordInto(this.scratch, this.seq++, guest, data);
     const at = this.loc!.offset + this.pos;
     img.file.write(rec, at, "journal");
     this.pos += rec.length;
@@ -302,8 +320,15 @@ export class LogScheme extends EagerScheme {
     }
     img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_DATA_LOG);
     img.writeHeader();
-    for (let i = 0; i < this.loc.clusters; i++) this.refcounts.change(this.loc!.offset / img.clusterSize + i, -1);
+    const { offset, clusters } = this.loc;
+    for (let i = 0; i < clusters; i++) this.refcounts.change(offset / img.clusterSize + i, -1);
     this.refcounts.cache.writeDirty();
     img.order.sync("refcount");
+    this.loc = undefined;
+    // An area that ends the file (made at the end, nothing allocated after it) goes with the file's tail, once
+    // its counts are durably zero: a crash before the cut leaves free clusters at the end, which QEMU accepts.
+    if (offset + clusters * img.clusterSize >= img.file.size()) {
+      img.truncateFile(offset);
+    }
   }
 }

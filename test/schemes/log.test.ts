@@ -12,6 +12,7 @@ import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
 import { Qcow2Image } from "../../src/engine/qcow2-image.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import type { CostBreakdown } from "../../src/engine/types.js";
+import { EXT_REFCOW_DATA_LOG } from "../../src/schemes/log-format.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-log-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -140,6 +141,49 @@ describe("scheme log", () => {
       }
     });
   }
+
+  it("the log is made off the write path: at snapshot create and at a writable open that finds snapshots; none without snapshots, none read-only", () => {
+    const hasLog = (img: Qcow2Image) => img.header.extensions.some((e) => e.type === EXT_REFCOW_DATA_LOG);
+    const file = path.join(dir, "made.qcow2");
+    createImagePath(file, { size: 64 * CS });
+    let img = openImagePath(file, { scheme: "log", cache: "writethrough" }) as Qcow2Image;
+    expect(hasLog(img)).toBe(false); // no snapshot: no shared cluster to write
+    for (let i = 0; i < N; i++) img.write(i * CS, new Uint8Array(CS).fill(i + 1));
+    expect(hasLog(img)).toBe(false);
+    img.snapshotCreate("s");
+    expect(hasLog(img)).toBe(true);
+    img.close();
+    expect(qemuCheckStatus(file)).toBe(0);
+    // An open and a close without writes: the file is as long as before and plain qcow2 again.
+    const before = fs.readFileSync(file);
+    img = openImagePath(file, { scheme: "log", cache: "writethrough" }) as Qcow2Image;
+    expect(hasLog(img)).toBe(true);
+    expect(fs.statSync(file).size).toBeGreaterThan(before.length);
+    img.close();
+    const after = fs.readFileSync(file);
+    expect(after.length).toBe(before.length);
+    expect(qemuCheckStatus(file)).toBe(0);
+    expect(JSON.parse(qemu(["qemu-img", "info", "--output=json", file]))["format-specific"].data["incompatible-features"] ?? []).toEqual([]);
+    // Read-only: nothing is made, nothing written.
+    const ro = openImagePath(file, { scheme: "log", readOnly: true }) as Qcow2Image;
+    expect(hasLog(ro)).toBe(false);
+    ro.close();
+    expectSame(new Uint8Array(fs.readFileSync(file)), new Uint8Array(after));
+    // The first post-snapshot write of this open is a record (and the copy of the shared L2 table), no log made.
+    img = openImagePath(file, { scheme: "log", cache: "writethrough" }) as Qcow2Image;
+    img.resetStats();
+    img.write(CS + 4096, new Uint8Array(4096).fill(0xee));
+    const st = img.stats();
+    expect(writes(st, "journal")).toBe(1);
+    expect(reads(st, "cow-read")).toBe(0);
+    img.close();
+    const m = model();
+    m.fill(0xee, CS + 4096, CS + 8192);
+    const raw = path.join(dir, "made.raw");
+    qemu(["qemu-img", "convert", "-O", "raw", file, raw]);
+    expectSame(new Uint8Array(fs.readFileSync(raw)), m);
+    expect(qemuCheckStatus(file)).toBe(0);
+  });
 
   it("check: a read-only check replays the data log into a view (the file unchanged); refcow check passes, read-only opens are refused", () => {
     const { file, img } = prepared("check-view", "writethrough");
