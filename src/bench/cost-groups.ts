@@ -19,6 +19,8 @@ export type CostGroup = (typeof COST_GROUPS)[number];
 
 const GROUP_OF: Record<string, CostGroup> = {
   "guest-data": "guest data",
+  // The record of a post-snapshot write under log holds the guest's bytes: it is the guest write, made elsewhere.
+  "data-log": "guest data",
   "cow-read": "data COW (read-modify-write)",
   "cow-write": "data COW (read-modify-write)",
   l1: "L2/L1 tables",

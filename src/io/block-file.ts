@@ -24,6 +24,8 @@ export const IO_PURPOSES = [
   "refcount",
   "owner",
   "journal",
+  /** A data log's records (scheme log): the guest's bytes, written to the log instead of their cluster. */
+  "data-log",
   "header",
   "snapshot-table",
   "vm-state",

@@ -208,7 +208,7 @@ export class LogScheme extends EagerScheme {
     if (this.scratch.length < recordBytes(data.length)) this.scratch = new Uint8Array(recordBytes(data.length));
     const rec = encodeRecordInto(this.scratch, this.seq++, guest, data);
     const at = this.loc!.offset + this.pos;
-    img.file.write(rec, at, "journal");
+    img.file.write(rec, at, "data-log");
     this.pos += rec.length;
     this.costs.records++;
     this.costs.logBytes += rec.length;

@@ -73,7 +73,7 @@ describe("--scheme-opt", () => {
     const r = await run("refcow", ["run", "--scheme", "log", "--scheme-opt", "pending=-1", path.join(dir, "guest.qcow2")], dir);
     expect(r).toMatchObject({ status: 1, stderr: "refcow: scheme 'log' option pending=-1: expecting a whole number\n" });
     expect(fs.existsSync(path.join(dir, "guest.qcow2"))).toBe(false);
-  });
+  }, T);
 
   it("good options are accepted by every command that takes --scheme", async () => {
     const opts = ["--scheme", "log", "--scheme-opt", "pending=8", "--scheme-opt", "log-size=128k"];
@@ -96,5 +96,5 @@ describe("--scheme-opt", () => {
       expect(r.stdout).toMatch(/log: pending=N +pending copies held before an early apply \(1 to 1048576; default 1024\)/);
       expect(r.stdout).toMatch(/log: log-size=SIZE +size of the data log area \(64 KiB to 256 MiB; default a 16th of the disk, 64 KiB to 4 MiB\)/);
     }
-  });
+  }, T);
 });

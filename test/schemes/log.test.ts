@@ -174,7 +174,7 @@ describe("scheme log", () => {
     img.resetStats();
     img.write(CS + 4096, new Uint8Array(4096).fill(0xee));
     const st = img.stats();
-    expect(writes(st, "journal")).toBe(1);
+    expect(writes(st, "data-log")).toBe(1);
     expect(reads(st, "cow-read")).toBe(0);
     img.close();
     const m = model();
@@ -218,7 +218,7 @@ describe("scheme log", () => {
     img.flush();
     const st = img.stats();
     expect(writes(st, "cow-write")).toBe(0);
-    expect(writes(st, "journal")).toBe(8);
+    expect(writes(st, "data-log")).toBe(8);
     expect(flushes(st)).toBe(1);
     img.close();
   });
