@@ -14,7 +14,10 @@
  * same command with no offsets: the program's start and exit), a figure the host's load does not move.
  *
  *     npm run build && node dist/vm/cuts-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
- *     npm run build && node dist/vm/cuts-bench.js --floor [--disk ide|virtio] [--iodepth N] [--reps N]
+ *     npm run build && node dist/vm/cuts-bench.js --floor [--disk ide|virtio] [--iodepth N] [--reps N] [--warm-up]
+ *
+ * `--warm-up` first runs the writes the workloads issue before their in-place phase (workloads.ts
+ * warmUpWrites): pass 1 then shows whether they bring the write path to its settled cost.
  *
  * (bench/guest-cuts.ts is the typed entry; `npm run bench:guest-cuts` runs it with the defaults.)
  */
@@ -33,6 +36,7 @@ import { MemoryAsyncDisk } from "./memory-async-disk.js";
 import { obtainWarmState } from "./warm-state.js";
 import { parseCuts } from "./latency-cuts.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "./run-workload.js";
+import { GUEST_WARM_UP_REQUESTS, warmUpWrites } from "./workloads.js";
 
 export const CUT_STEPS = ["none", "nocopy", "nocopy,spin", "all"] as const;
 
@@ -86,6 +90,8 @@ export interface FloorOptions {
   disk?: GuestDiskType;
   /** Requests in flight (default 1; above 1 needs the virtio disk). */
   iodepth?: number;
+  /** First the workloads' warm-up writes (workloads.ts warmUpWrites), as rand4k and overwrite do before their phases. */
+  warmUp?: boolean;
   onProgress?: (m: string) => void;
 }
 
@@ -122,6 +128,13 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
   };
   try {
     await g.check("yes floor | head -c 4096 > /tmp/blk; awk 'BEGIN{for(i=0;i<256;i++)print i*1048576}' > /tmp/order");
+    if (o.warmUp) {
+      g.adapter.takeRecords();
+      await g.check(warmUpWrites(256, iodepth));
+      const writes = g.adapter.takeRecords().filter((r) => r.op === "write").length;
+      if (writes < GUEST_WARM_UP_REQUESTS) throw new Error(`the warm-up reached the disk with ${writes} writes, not ${GUEST_WARM_UP_REQUESTS}`);
+      o.onProgress?.(`warm-up: ${writes} writes`);
+    }
     for (let pass = 1; pass <= passes; pass++) {
       const empty = await counted(`refcow-io write $DISK /tmp/blk${depth} </dev/null`);
       g.adapter.takeRecords();
@@ -147,17 +160,17 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
   return out;
 }
 
-export function formatFloor(passes: FloorPass[], disk: GuestDiskType = "ide", iodepth = 1): string {
+export function formatFloor(passes: FloorPass[], disk: GuestDiskType = "ide", iodepth = 1, warmUp = false): string {
   const lines = passes.map(
     (p) =>
       `pass ${p.pass}: app median ${p.appMedianUs.toFixed(0)} p99 ${p.appP99Us.toFixed(0)} µs; device median ${p.deviceMedianUs.toFixed(0)} p99 ${p.deviceP99Us.toFixed(0)} µs; ${p.instructionsPerWrite.toFixed(0)} instructions/write; ${p.writes} writes; load ${p.load1.toFixed(2)}`,
   );
-  return `guest floor (${disk}, depth ${iodepth}): 4 KiB O_DIRECT writes on an in-memory disk completing at once (no engine, no ring)\n${lines.join("\n")}\n`;
+  return `guest floor (${disk}, depth ${iodepth}${warmUp ? `, after ${GUEST_WARM_UP_REQUESTS} warm-up writes` : ""}): 4 KiB O_DIRECT writes on an in-memory disk completing at once (no engine, no ring)\n${lines.join("\n")}\n`;
 }
 
 /** The floor as text (see measureFloor). */
-export async function runFloor(passes = 3, onProgress?: (m: string) => void, disk: GuestDiskType = "ide", iodepth = 1): Promise<string> {
-  return formatFloor(await measureFloor({ passes, onProgress, disk, iodepth }), disk, iodepth);
+export async function runFloor(passes = 3, onProgress?: (m: string) => void, disk: GuestDiskType = "ide", iodepth = 1, warmUp = false): Promise<string> {
+  return formatFloor(await measureFloor({ passes, onProgress, disk, iodepth, warmUp }), disk, iodepth, warmUp);
 }
 
 export function formatCutsBench(runs: CutsBenchRun[]): string {
@@ -205,7 +218,8 @@ export async function cutsBenchMain(argv: string[]): Promise<number> {
   const o: CutsBenchOptions = { onProgress: (m) => process.stderr.write(m + "\n") };
   let json: string | undefined;
   if (argv.includes("--floor")) {
-    const rest = argv.filter((a) => a !== "--floor");
+    const warmUp = argv.includes("--warm-up");
+    const rest = argv.filter((a) => a !== "--floor" && a !== "--warm-up");
     let passes = 3;
     let disk: GuestDiskType = "ide";
     let iodepth = 1;
@@ -218,10 +232,10 @@ export async function cutsBenchMain(argv: string[]): Promise<number> {
         if (v !== "ide" && v !== "virtio") throw new Error(`--disk takes ide or virtio, not '${v}'`);
         disk = v;
       } else if (a === "--iodepth") iodepth = Number(v);
-      else throw new Error(`unknown option ${a} with --floor (--reps, --disk, --iodepth)`);
+      else throw new Error(`unknown option ${a} with --floor (--reps, --disk, --iodepth, --warm-up)`);
     }
     if (!(Number.isInteger(passes) && passes > 0)) throw new Error("--reps needs a positive integer");
-    process.stdout.write(await runFloor(passes, o.onProgress, disk, iodepth));
+    process.stdout.write(await runFloor(passes, o.onProgress, disk, iodepth, warmUp));
     return 0;
   }
   for (let i = 0; i < argv.length; i++) {

@@ -31,7 +31,9 @@
  * rand4k and overwrite issue their writes back to back with the guest's `refcow-io` (queue depth 1, as fio
  * or qemu-img bench would), which also times each of them and its closing fdatasync with the guest's clock
  * (`REFCOW-IO` lines in the phase's output, guest-io-report.ts), or with one busybox dd per write in a guest
- * image built without a C compiler.
+ * image built without a C compiler. Before their in-place phase is announced (untimed, counted by no phase),
+ * refcow-io writes that phase's pattern at its offsets GUEST_WARM_UP_REQUESTS times over, so that v86 has
+ * compiled the guest's write path before the two compared phases (see GUEST_WARM_UP_REQUESTS).
  *
  * Busybox dd (1.35): O_DIRECT stays on only with bs >= 4096 (else dd silently drops it); `oflag=seek_bytes`
  * / `iflag=skip_bytes` take byte offsets; `conv=fsync` is one fsync after the last block (an fsync of
@@ -123,6 +125,32 @@ const FSYNC = "dd if=/dev/null of=$DISK count=0 conv=notrunc,fsync 2>/dev/null |
 const writeListedOffsetsAndSync = (iodepth = 1): string =>
   `if [ -x /bin/refcow-io ]; then refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth} uring` : ""} </tmp/order || exit 1; ` +
   `else for o in $(cat /tmp/order); do dd if=/tmp/blk of=$DISK bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}; fi`;
+
+/**
+ * Writes issued before a workload's in-place phase, outside every phase: v86 compiles the guest code it runs
+ * often (its JIT) only after it has run it many times, and a fresh emulator (a warm start restores memory,
+ * not compiled code) ran the guest's write path at about 3× its settled cost for its first ~1800 requests
+ * (cuts-bench --floor: 650 µs → 200 µs per 4 KiB write over 12 passes of 256; reads first do not bring it
+ * down: they take other code). Without them the two phases a workload compares (in-place, post-snapshot)
+ * would meet the guest at different stages of that warm-up, the earlier phase at the slower one.
+ */
+export const GUEST_WARM_UP_REQUESTS = 2048;
+
+/**
+ * A guest line writing /tmp/blk at each offset of /tmp/order, over and over, GUEST_WARM_UP_REQUESTS times in
+ * all, with O_DIRECT and the refcow-io path (depth, io_uring) the phases use, then one fdatasync; its report
+ * discarded. It runs in the prep of the in-place phase, before the phase is announced (no phase counts it:
+ * the host labels its requests idle), on clusters the fill has allocated, with that phase's pattern and
+ * offsets: the phase then writes the same bytes at the same places, so no byte of the disk ends otherwise.
+ * Nothing when the guest image has no refcow-io (its dd fallback is not timed per request).
+ */
+export const warmUpWrites = (listed: number, iodepth = 1): string => {
+  const passes = Math.ceil(GUEST_WARM_UP_REQUESTS / Math.max(1, listed));
+  return (
+    `if [ -x /bin/refcow-io ]; then i=0; while [ $i -lt ${passes} ]; do cat /tmp/order; i=$((i+1)); done > /tmp/warm; ` +
+    `refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth} uring` : ""} </tmp/warm >/dev/null || exit 1; rm -f /tmp/warm; fi`
+  );
+};
 
 /** awk printing `n` values `scale * k`, k a random permutation of 0..n-1 (Fisher-Yates, seeded). */
 function shuffledOffsets(n: number, scale: number, seed: number): string {
@@ -253,7 +281,7 @@ function rand4k(p: WorkloadParams): Workload {
       phase(
         ph,
         `${n} random-order 4 KiB writes at cluster starts; ${what[ph]}; fsync`,
-        `yes refcow-rand4k-${ph} | head -c ${BLOCK} > /tmp/blk; ${shuffledOffsets(n, stride, seed + k)}`,
+        `yes refcow-rand4k-${ph} | head -c ${BLOCK} > /tmp/blk; ${shuffledOffsets(n, stride, seed + k)}${ph === "in-place" ? `; ${warmUpWrites(n, p.iodepth)}` : ""}`,
         writeListedOffsetsAndSync(p.iodepth),
         n + 1,
       ),
@@ -296,7 +324,7 @@ function overwrite(p: WorkloadParams): Workload {
     phase(
       ph,
       `${m} random 4 KiB writes inside the region (repeats included); fsync`,
-      `yes refcow-overwrite-${ph} | head -c ${BLOCK} > /tmp/blk; ${randomOffsets(m, r.blocks, seed + k)}`,
+      `yes refcow-overwrite-${ph} | head -c ${BLOCK} > /tmp/blk; ${randomOffsets(m, r.blocks, seed + k)}${ph === "in-place" ? `; ${warmUpWrites(m, p.iodepth)}` : ""}`,
       writeListedOffsetsAndSync(p.iodepth),
       m + 1,
     );

@@ -7,7 +7,7 @@ import { latencyStats, percentile, phaseStats } from "../../src/vm/latency-stats
 import { resolveSnapshotPhase } from "../../src/vm/run-workload.js";
 import { PHASE_LINE } from "../../src/vm/serial-console.js";
 import { warmStateKey, type WarmStateInputs } from "../../src/vm/warm-state.js";
-import { applyContent, buildWorkload, patternBytes, rand4kTargets, smokeLayout, WORKLOAD_NAMES } from "../../src/vm/workloads.js";
+import { applyContent, buildWorkload, GUEST_WARM_UP_REQUESTS, patternBytes, rand4kTargets, smokeLayout, warmUpWrites, WORKLOAD_NAMES } from "../../src/vm/workloads.js";
 
 const MiB = 1 << 20;
 const P = { diskSize: 256 * MiB, clusterSize: 65536 };
@@ -23,8 +23,13 @@ describe("workloads", () => {
         expect(PHASE_LINE.test(`REFCOW-PHASE ${ph.name}`)).toBe(true);
         const announce = ph.command.indexOf(`echo REFCOW-PHASE ${ph.name}; read -r _ </dev/ttyS0`);
         expect(announce, `${name}/${ph.name}`).toBeGreaterThanOrEqual(0);
-        // no disk access before the announcement
-        expect(ph.command.slice(0, announce)).not.toMatch(/\/dev\/sda|\/mnt/);
+        // No disk access before the announcement, but for the warm-up writes of the in-place phase (warmUpWrites),
+        // which no phase counts.
+        const prep = ph.command.slice(0, announce);
+        const warm = warmUpWrites(name === "rand4k" ? rand4kTargets(P).length : 2 * 256, 1);
+        const hasWarmUp = ph.name === "in-place" && (name === "rand4k" || name === "overwrite");
+        expect(prep.includes(warm), `${name}/${ph.name} warm-up`).toBe(hasWarmUp);
+        expect(prep.replace(warm, "")).not.toMatch(/\/dev\/sda|\/dev\/vda|\/mnt|\$DISK/);
         expect(ph.timeoutMs).toBeGreaterThan(0);
       }
     }
@@ -42,6 +47,14 @@ describe("workloads", () => {
     expect(byPhase("fill")).toHaveLength(64);
     expect(byPhase("in-place")).toEqual(byPhase("fill"));
     expect(byPhase("post-snapshot")).toEqual(byPhase("fill"));
+  });
+
+  it("the warm-up writes the listed offsets over and over, at least GUEST_WARM_UP_REQUESTS in all, then syncs, at the phases' depth", () => {
+    const line = warmUpWrites(300, 1);
+    expect(line).toContain(`while [ $i -lt ${Math.ceil(GUEST_WARM_UP_REQUESTS / 300)} ]; do cat /tmp/order;`);
+    expect(line).toContain("refcow-io write $DISK /tmp/blk sync </tmp/warm >/dev/null || exit 1");
+    expect(warmUpWrites(256, 16)).toContain("refcow-io write $DISK /tmp/blk sync depth=16 uring </tmp/warm");
+    expect(buildWorkload("rand4k", { ...P, iodepth: 16 }).phases[1]!.command).toContain(warmUpWrites(256, 16));
   });
 
   it("rand4k targets are cluster starts spread over the whole disk, one per cluster", () => {
