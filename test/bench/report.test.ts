@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { fullAnswer, loadResults, writeReport } from "../../src/bench/report.js";
+import { answer, fullAnswer, loadResults, writeReport } from "../../src/bench/report.js";
 import type { ResultsFile } from "../../src/bench/report-html.js";
 import type { ResultRow } from "../../src/bench/matrix.js";
 import { main } from "../../src/cli/main.js";
@@ -117,6 +117,15 @@ describe("report rendering", () => {
     expect(md).toContain("guest-rand4k");
     expect(loadResults(path.join(out, "results.json")).rows.length).toBe(results.rows.length);
   }, 60_000);
+
+  it("the answer counts the close of a scheme that defers work to it, and says nothing when the close is small", () => {
+    const rows = [refcowRow("eager", "writeback", "in-place", 20), refcowRow("eager", "writeback", "post-snapshot", 120), refcowRow("log", "writeback", "in-place", 20), refcowRow("log", "writeback", "post-snapshot", 22)];
+    for (const r of rows) r.amortized_close_us = r.amortized_us * 1.01;
+    expect(answer(rows)).not.toContain("counting its close");
+    rows[3]!.amortized_close_us = 180;
+    expect(answer(rows)).toContain("is log at 24.2 µs");
+    expect(answer(rows)).toContain("counting its close, which carries work it deferred, 180 µs per write against 22.2 µs in place (8.10×, ratio of the medians)");
+  });
 
   it("leaves out the charts the results have nothing for", async () => {
     const results = sample();
