@@ -105,9 +105,13 @@ export class ActiveTables {
     this.made.set(table, i);
   }
 
+  /** Whether any table may be unlinked (see `made`): false on every write but those into a just-made table. */
+  hasUnlinked(): boolean {
+    return this.made.size > 0;
+  }
+
   /** True when the L2 slice at `slice` lies in a table no L1 entry on the disk points to yet (see `made`). */
   unlinked(slice: number): boolean {
-    if (this.made.size === 0) return false;
     const table = slice - (slice % this.clusterSize);
     const i = this.made.get(table);
     return i !== undefined && this.dirtyL1.has(i) && this.l1[i] === table;

@@ -30,7 +30,7 @@ export class MetadataCache {
    * table that no structure on the disk points to yet. Writing only such units needs no flush first: the
    * flush is owed to the write that makes them reachable, and the hooks stay set for it.
    */
-  unreachable: ((offset: number) => boolean) | null = null;
+  unreachable: { any(): boolean; at(offset: number): boolean } | null = null;
   /** A dependency stated as QEMU 7.2 does (eager --order qemu): its flushes are kept as QEMU makes them. */
   private asQemu = false;
   private dirtyCount = 0;
@@ -187,9 +187,10 @@ export class MetadataCache {
 
   private allUnreachable(victim: number | undefined): boolean {
     const f = this.unreachable;
-    if (!f || this.asQemu) return false;
-    if (victim !== undefined) return f(victim);
-    for (const [offset, e] of this.entries) if (e.dirty && !f(offset)) return false;
+    // `any` first: the walk over the cache below runs only while some table is unreachable at all.
+    if (!f || this.asQemu || !f.any()) return false;
+    if (victim !== undefined) return f.at(victim);
+    for (const [offset, e] of this.entries) if (e.dirty && !f.at(offset)) return false;
     return true;
   }
 

@@ -40,7 +40,7 @@ export class WriteOrder {
     private readonly refcounts: () => RefcountStore,
   ) {
     // Slices of tables nothing on the disk reaches yet are written without the flush before 3 (see above).
-    tables.l2Cache.unreachable = (slice) => tables.unlinked(slice);
+    tables.l2Cache.unreachable = { any: () => tables.hasUnlinked(), at: (slice) => tables.unlinked(slice) };
   }
 
   /** Flushes the file unless cache=unsafe, tagged with the structure whose ordering (or durability) it provides. */
