@@ -82,8 +82,7 @@ const fig = (r: ResultRow) => `${f1(r.amortized_us)} µs (${f1(r.amortized_us_mi
  */
 function closeNote(rows: ResultRow[], r: ResultRow): string {
   if (r.amortized_close_us === undefined || r.amortized_close_us < 1.2 * r.amortized_us) return "";
-  const inPlace = rows.find((x) => x.source === r.source && x.scheme === r.scheme && x.alloc === r.alloc && x.order === r.order && x.transport === r.transport && x.cache === r.cache && x.workload === r.workload && x.phase === "in-place");
-  const base = inPlace?.amortized_close_us;
+  const base = baseRow(rows, r, "vs in-place")?.amortized_close_us;
   return `; counting its close, which carries work it deferred, ${f1(r.amortized_close_us)} µs per write${base ? ` against ${f1(base)} µs in place (${(r.amortized_close_us / base).toFixed(2)}×, ratio of the medians)` : ""}`;
 }
 
