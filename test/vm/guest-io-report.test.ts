@@ -26,6 +26,17 @@ function build(): boolean {
 }
 const runnable = process.platform === "linux" && os.arch() === "x64" && build();
 
+/** A write report of `n` requests, each timed inside [before, after] of the host's CLOCK_MONOTONIC. */
+function expectWritesTimedWithin(w: GuestIoReport | undefined, n: number, before: number, after: number): void {
+  expect(w!.op).toBe("write");
+  expect(w!.latenciesNs).toHaveLength(n);
+  expect(w!.t0Ns).toBeGreaterThanOrEqual(before);
+  for (let i = 0; i < n; i++) {
+    expect(w!.latenciesNs[i]!).toBeGreaterThan(0);
+    expect(w!.t0Ns + w!.startsNs[i]! + w!.latenciesNs[i]!).toBeLessThanOrEqual(after);
+  }
+}
+
 // Skipped only off CI when the prerequisite is missing; CI's setup provides it, so there a missing one fails.
 describe.skipIf(!runnable && !process.env.CI)("refcow-io's report, from the real program", () => {
   it("times every write and the fdatasync, and reports them in a form the host decodes", () => {
@@ -66,13 +77,7 @@ describe.skipIf(!runnable && !process.env.CI)("refcow-io's report, from the real
     const out = execFileSync(binary, ["write", dev, blk, "sync", "depth=4"], { input: offsets.join("\n") + "\n" }).toString();
     const after = Number(process.hrtime.bigint());
     const [w, f] = parseGuestIoReports(out);
-    expect(w!.op).toBe("write");
-    expect(w!.latenciesNs).toHaveLength(offsets.length);
-    expect(w!.t0Ns).toBeGreaterThanOrEqual(before);
-    for (let i = 0; i < offsets.length; i++) {
-      expect(w!.latenciesNs[i]!).toBeGreaterThan(0);
-      expect(w!.t0Ns + w!.startsNs[i]! + w!.latenciesNs[i]!).toBeLessThanOrEqual(after);
-    }
+    expectWritesTimedWithin(w, offsets.length, before, after);
     expect(f!.op).toBe("fdatasync");
     expect(f!.t0Ns).toBeGreaterThanOrEqual(w!.t0Ns + w!.startsNs.at(-1)!);
     expect(f!.t0Ns + f!.latenciesNs[0]!).toBeLessThanOrEqual(after);
@@ -94,13 +99,7 @@ describe.skipIf(!runnable && !process.env.CI)("refcow-io's report, from the real
     expect(r.stderr.toString()).toBe("");
     expect(r.status).toBe(0);
     const [w, f] = parseGuestIoReports(r.stdout.toString());
-    expect(w!.op).toBe("write");
-    expect(w!.latenciesNs).toHaveLength(offsets.length);
-    expect(w!.t0Ns).toBeGreaterThanOrEqual(before);
-    for (let i = 0; i < offsets.length; i++) {
-      expect(w!.latenciesNs[i]!).toBeGreaterThan(0);
-      expect(w!.t0Ns + w!.startsNs[i]! + w!.latenciesNs[i]!).toBeLessThanOrEqual(after);
-    }
+    expectWritesTimedWithin(w, offsets.length, before, after);
     expect(f!.op).toBe("fdatasync");
     const data = fs.readFileSync(dev);
     for (const o of offsets) expect(data.subarray(o, o + 4096).every((b) => b === 0x3c)).toBe(true);
