@@ -24,7 +24,8 @@
  *   --cache writeback | writethrough | unsafe   the servers' --cache (writeback: a flush every 64 writes;
  *                                               otherwise none)
  *
- * Needs `npm run build`, qemu-nbd and fio with its nbd engine.
+ * Every image is checked with qemu-img check after each phase, once its server has closed it; a run stops at
+ * the first that is not clean. Needs `npm run build`, qemu-img, qemu-nbd and fio with its nbd engine.
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -32,6 +33,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { runFio } from "../dist/bench/fio.js";
 import { writeOffsets, WRITE } from "../dist/bench/load.js";
+import { qemuCheckVerdict } from "../dist/bench/matrix.js";
 import { betweenPhases, nbdServerCommand, prepareFile } from "../dist/bench/sources.js";
 import { NbdClient } from "../dist/nbd/client.js";
 
@@ -100,6 +102,7 @@ async function start(src, file, socket) {
 }
 
 const results = []; // { rep, depth, phase, source, iops, p50, p99 }
+const checks = []; // qemu-img check of each image after each phase
 for (let rep = 1; rep <= reps; rep++) {
   for (const depth of depths) {
     const order = rep % 2 ? sources : [...sources].reverse();
@@ -127,6 +130,10 @@ for (let rep = 1; rep <= reps; rep++) {
         } finally {
           await stop();
         }
+        // The figures count only from an image qemu-img finds clean once its server has closed it.
+        const verdict = qemuCheckVerdict(file);
+        checks.push(`${src.label} rep ${rep} qd${depth} ${phase}: ${verdict}`);
+        if (verdict !== "clean") throw new Error(`qemu-img check of ${src.label}'s image after rep ${rep} qd${depth} ${phase}: ${verdict}`);
       }
       fs.rmSync(file, { force: true });
     }
@@ -186,4 +193,5 @@ function table(a, b) {
     }
   }
 }
+console.log(`\nqemu-img check after every phase: ${checks.length} images, all clean`);
 fs.rmSync(dir, { recursive: true, force: true });

@@ -17,6 +17,8 @@
  *
  * (`npm run bench:virtio` runs it with the defaults: 3 reps, 256 clusters, every scheme, both cache modes.)
  *
+ * Every run's image must pass qemu-img check once the run has closed it, or the bench stops there.
+ *
  * Reading the figures: at depth 16 the guest's emulated CPU is the bottleneck (v86's thread is busy ~90 % of
  * a phase while the engine's median time per in-place write is ~10 µs for every scheme: an in-place write is
  * one data write, whatever the scheme, and rand4k's only flush closes the phase, outside its IOPS), so the
@@ -33,6 +35,9 @@ import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { CacheMode } from "../engine/types.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
+import { qemuCheckVerdict } from "../bench/matrix.js";
+import { formatRatio } from "../bench/ratios.js";
+import { spread } from "../stats/latency.js";
 import { ensureGuestImage } from "./guest-image.js";
 import type { GuestDiskType } from "./guest-machine.js";
 import { runGuestWorkload } from "./run-workload.js";
@@ -100,6 +105,9 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
               iodepth: c.iodepth,
               engineStats: false,
             });
+            // The figures count only from an image qemu-img finds clean after the run has closed it.
+            const verdict = qemuCheckVerdict(image);
+            if (verdict !== "clean") throw new Error(`qemu-img check of ${scheme}/${cache}/${c.name} rep ${rep}: ${verdict}`);
             fs.rmSync(image, { force: true });
             const load1 = os.loadavg()[0]!;
             for (const phase of PHASES) {
@@ -135,11 +143,10 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
   return rows;
 }
 
+/** The median of the finite values (the statistics module's), NaN when there are none. */
 function median(xs: number[]): number {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  const finite = xs.filter((x) => Number.isFinite(x));
+  return finite.length ? spread(finite).median : NaN;
 }
 
 /** Markdown table: one line per cache, scheme, phase and configuration (medians over the runs). */
@@ -158,14 +165,15 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
     const [cache, scheme, phase, config] = k.split("|");
     const ide = keys.get(`${cache}|${scheme}|${phase}|ide/1`);
     const iops = median(l.map((r) => r.iops));
-    const ratio = ide ? iops / median(ide.map((r) => r.iops)) : NaN;
+    // Per repetition: run k of this configuration against run k of ide/1 (interleaved, so the same machine).
+    const perRep = ide ? l.flatMap((r) => ide.filter((x) => x.rep === r.rep && x.iops > 0).map((x) => r.iops / x.iops)).filter((x) => Number.isFinite(x)) : [];
     const irqs = l.filter((r) => r.interrupts !== undefined).map((r) => r.interrupts!);
     const kicks = l.filter((r) => r.notifies !== undefined).map((r) => r.notifies!);
     const ipw = l.filter((r) => r.instructionsPerWrite !== undefined).map((r) => r.instructionsPerWrite!);
-    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} | ${kicks.length ? median(kicks).toFixed(0) : "-"} | ${ipw.length ? median(ipw).toFixed(0) : "-"} |\n`;
+    out += `| ${cache} | ${scheme} | ${phase} | ${config} | ${l.length} | ${median(l.map((r) => r.medianUs)).toFixed(0)} | ${median(l.map((r) => r.p99Us)).toFixed(0)} | ${iops.toFixed(0)} | ${perRep.length ? formatRatio(spread(perRep)) : "-"} | ${Math.max(...l.map((r) => r.maxInFlight))} | ${irqs.length ? median(irqs).toFixed(0) : "-"} | ${kicks.length ? median(kicks).toFixed(0) : "-"} | ${ipw.length ? median(ipw).toFixed(0) : "-"} |\n`;
   }
   const loads = rows.map((r) => r.load1);
-  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs; notifies: the guest driver's queue notifications in the phase, median over the runs; guest instructions / write: v86's count of emulated instructions over the phase (its writes, its fsync, the program's report) ÷ its writes, median over the runs — the guest's CPU cost, which the host's load does not move. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
+  out += `\nlatency: the guest program's own timing of each 4 KiB O_DIRECT write (CLOCK_MONOTONIC, submission to completion), median and p99 of each run, then the median over the runs; IOPS: writes / (first submission → last completion), guest clock, median over the runs; × ide/1 IOPS: the ratio of each run to the ide/1 run of the same repetition, median (min–max) over the repetitions; interrupts: virtio-blk interrupts raised in the phase (its writes and its fsync), median over the runs; notifies: the guest driver's queue notifications in the phase, median over the runs; guest instructions / write: v86's count of emulated instructions over the phase (its writes, its fsync, the program's report) ÷ its writes, median over the runs — the guest's CPU cost, which the host's load does not move. Every run's image passed qemu-img check. Host load average (1 min) during the runs: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
 }
 
