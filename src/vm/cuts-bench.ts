@@ -36,7 +36,7 @@ import { MemoryAsyncDisk } from "./memory-async-disk.js";
 import { obtainWarmState } from "./warm-state.js";
 import { parseCuts } from "./latency-cuts.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "./run-workload.js";
-import { GUEST_WARM_UP_REQUESTS, warmUpWrites } from "./workloads.js";
+import { guestWarmUpRequests, warmUpWrites } from "./workloads.js";
 
 export const CUT_STEPS = ["none", "nocopy", "nocopy,spin", "all"] as const;
 
@@ -132,7 +132,7 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
       g.adapter.takeRecords();
       await g.check(warmUpWrites(256, iodepth));
       const writes = g.adapter.takeRecords().filter((r) => r.op === "write").length;
-      if (writes < GUEST_WARM_UP_REQUESTS) throw new Error(`the warm-up reached the disk with ${writes} writes, not ${GUEST_WARM_UP_REQUESTS}`);
+      if (writes < guestWarmUpRequests(iodepth)) throw new Error(`the warm-up reached the disk with ${writes} writes, not ${guestWarmUpRequests(iodepth)}`);
       o.onProgress?.(`warm-up: ${writes} writes`);
     }
     for (let pass = 1; pass <= passes; pass++) {
@@ -165,7 +165,7 @@ export function formatFloor(passes: FloorPass[], disk: GuestDiskType = "ide", io
     (p) =>
       `pass ${p.pass}: app median ${p.appMedianUs.toFixed(0)} p99 ${p.appP99Us.toFixed(0)} µs; device median ${p.deviceMedianUs.toFixed(0)} p99 ${p.deviceP99Us.toFixed(0)} µs; ${p.instructionsPerWrite.toFixed(0)} instructions/write; ${p.writes} writes; load ${p.load1.toFixed(2)}`,
   );
-  return `guest floor (${disk}, depth ${iodepth}${warmUp ? `, after ${GUEST_WARM_UP_REQUESTS} warm-up writes` : ""}): 4 KiB O_DIRECT writes on an in-memory disk completing at once (no engine, no ring)\n${lines.join("\n")}\n`;
+  return `guest floor (${disk}, depth ${iodepth}${warmUp ? `, after ${guestWarmUpRequests(iodepth)} warm-up writes` : ""}): 4 KiB O_DIRECT writes on an in-memory disk completing at once (no engine, no ring)\n${lines.join("\n")}\n`;
 }
 
 /** The floor as text (see measureFloor). */

@@ -32,8 +32,8 @@
  * or qemu-img bench would), which also times each of them and its closing fdatasync with the guest's clock
  * (`REFCOW-IO` lines in the phase's output, guest-io-report.ts), or with one busybox dd per write in a guest
  * image built without a C compiler. Before their in-place phase is announced (untimed, counted by no phase),
- * refcow-io writes that phase's pattern at its offsets GUEST_WARM_UP_REQUESTS times over, so that v86 has
- * compiled the guest's write path before the two compared phases (see GUEST_WARM_UP_REQUESTS).
+ * refcow-io writes that phase's pattern at its offsets, thousands of times in all, so that v86 has
+ * compiled the guest's write path before the two compared phases (see guestWarmUpRequests).
  *
  * Busybox dd (1.35): O_DIRECT stays on only with bs >= 4096 (else dd silently drops it); `oflag=seek_bytes`
  * / `iflag=skip_bytes` take byte offsets; `conv=fsync` is one fsync after the last block (an fsync of
@@ -126,26 +126,51 @@ const writeListedOffsetsAndSync = (iodepth = 1): string =>
   `if [ -x /bin/refcow-io ]; then refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth} uring` : ""} </tmp/order || exit 1; ` +
   `else for o in $(cat /tmp/order); do dd if=/tmp/blk of=$DISK bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}; fi`;
 
-/**
- * Writes issued before a workload's in-place phase, outside every phase: v86 compiles the guest code it runs
- * often (its JIT) only after it has run it many times, and a fresh emulator (a warm start restores memory,
- * not compiled code) ran the guest's write path at about 3× its settled cost for its first ~1800 requests
- * (cuts-bench --floor: 650 µs → 200 µs per 4 KiB write over 12 passes of 256; reads first do not bring it
- * down: they take other code). Without them the two phases a workload compares (in-place, post-snapshot)
- * would meet the guest at different stages of that warm-up, the earlier phase at the slower one.
- */
-export const GUEST_WARM_UP_REQUESTS = 2048;
+/** The most offsets refcow-io takes in one run at a depth above 1 (guest-images/refcow-io.c). */
+const REFCOW_IO_MAX_QUEUED = 65536;
 
 /**
- * A guest line writing /tmp/blk at each offset of /tmp/order, over and over, GUEST_WARM_UP_REQUESTS times in
- * all, with O_DIRECT and the refcow-io path (depth, io_uring) the phases use, then one fdatasync; its report
- * discarded. It runs in the prep of the in-place phase, before the phase is announced (no phase counts it:
- * the host labels its requests idle), on clusters the fill has allocated, with that phase's pattern and
+ * Writes issued before a workload's in-place phase, outside every phase: v86 compiles a page of guest code
+ * (its JIT) only once it has interpreted 200,000 instructions on it (jit.rs JIT_THRESHOLD), and a fresh
+ * emulator (a warm start restores memory, not compiled code) interprets the guest's write path until then, at
+ * a third to a tenth of its compiled speed. Without these writes the two phases a workload compares
+ * (in-place, post-snapshot) would meet the guest at different stages of that warm-up, the earlier phase at
+ * the slower one, and a queue depth would be compared with another at different stages too.
+ *
+ * How many: the heat is counted in instructions, so the count needed does not depend on the host's speed or
+ * load. Code run once per request (the system call's per-request part, the driver's queue_rq, the completion
+ * of one request) heats with every request; code run once per batch (the io_uring_enter, the driver's
+ * notify, the interrupt) once per `iodepth` requests. Measured on an in-memory disk that completes at once
+ * (guest-clock IOPS of successive runs of 2048 writes after a warm start, the floor's path; the write count
+ * before each run in thousands):
+ *
+ *   IDE             2k 1300, 4k 3000, 6k 5000, then 4900-5900 up to 40k      settled after ~8000 writes
+ *   virtio depth 1  2k 1500, 4k 3700, 6k 5500, 8k 8200, then 7500-9300       ~8000
+ *   virtio depth 4  2k 1700, 4k 2900, 6k 5400, 10k 10500, 14k 16000, 20k 19400 ~14000
+ *   virtio depth 16 2k 3600, 4k 5600, 8k 8200, 10k 15400, 12k-32k 12000-33000, 36k-80k 29000-43000
+ *
+ * and, behind the worker-served engine (eager, writeback, in place, 2048 writes), depth 16 ran at 8000-18000
+ * IOPS (52-118 million guest instructions a second) after 16384 warm-up writes and at 20600-30600 (121-161)
+ * after 32768. So 16384 requests, and 2048 batches of `iodepth` where that is more, up to the 65536 offsets
+ * refcow-io takes in one run at a depth.
+ */
+export function guestWarmUpRequests(iodepth = 1): number {
+  return Math.min(REFCOW_IO_MAX_QUEUED, Math.max(16384, 2048 * Math.max(1, iodepth)));
+}
+
+/**
+ * A guest line writing /tmp/blk at each offset of /tmp/order, over and over, guestWarmUpRequests(iodepth)
+ * times in all, with O_DIRECT and the refcow-io path (depth, io_uring) the phases use, then one fdatasync; its
+ * report discarded. It runs in the prep of the in-place phase, before the phase is announced (no phase counts
+ * it: the host labels its requests idle), on clusters the fill has allocated, with that phase's pattern and
  * offsets: the phase then writes the same bytes at the same places, so no byte of the disk ends otherwise.
  * Nothing when the guest image has no refcow-io (its dd fallback is not timed per request).
  */
 export const warmUpWrites = (listed: number, iodepth = 1): string => {
-  const passes = Math.ceil(GUEST_WARM_UP_REQUESTS / Math.max(1, listed));
+  const per = Math.max(1, listed);
+  let passes = Math.ceil(guestWarmUpRequests(iodepth) / per);
+  // refcow-io holds at most REFCOW_IO_MAX_QUEUED offsets at a depth above 1.
+  if (iodepth > 1) passes = Math.max(1, Math.min(passes, Math.floor(REFCOW_IO_MAX_QUEUED / per)));
   return (
     `if [ -x /bin/refcow-io ]; then i=0; while [ $i -lt ${passes} ]; do cat /tmp/order; i=$((i+1)); done > /tmp/warm; ` +
     `refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth} uring` : ""} </tmp/warm >/dev/null || exit 1; rm -f /tmp/warm; fi`

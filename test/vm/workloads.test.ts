@@ -7,7 +7,7 @@ import { latencyStats, percentile, phaseStats } from "../../src/vm/latency-stats
 import { resolveSnapshotPhase } from "../../src/vm/run-workload.js";
 import { PHASE_LINE } from "../../src/vm/serial-console.js";
 import { warmStateKey, type WarmStateInputs } from "../../src/vm/warm-state.js";
-import { applyContent, buildWorkload, GUEST_WARM_UP_REQUESTS, patternBytes, rand4kTargets, smokeLayout, warmUpWrites, WORKLOAD_NAMES } from "../../src/vm/workloads.js";
+import { applyContent, buildWorkload, guestWarmUpRequests, patternBytes, rand4kTargets, smokeLayout, warmUpWrites, WORKLOAD_NAMES } from "../../src/vm/workloads.js";
 
 const MiB = 1 << 20;
 const P = { diskSize: 256 * MiB, clusterSize: 65536 };
@@ -49,12 +49,22 @@ describe("workloads", () => {
     expect(byPhase("post-snapshot")).toEqual(byPhase("fill"));
   });
 
-  it("the warm-up writes the listed offsets over and over, at least GUEST_WARM_UP_REQUESTS in all, then syncs, at the phases' depth", () => {
+  it("the warm-up writes the listed offsets over and over, at least guestWarmUpRequests(depth) in all, then syncs, at the phases' depth", () => {
     const line = warmUpWrites(300, 1);
-    expect(line).toContain(`while [ $i -lt ${Math.ceil(GUEST_WARM_UP_REQUESTS / 300)} ]; do cat /tmp/order;`);
+    expect(line).toContain(`while [ $i -lt ${Math.ceil(guestWarmUpRequests(1) / 300)} ]; do cat /tmp/order;`);
     expect(line).toContain("refcow-io write $DISK /tmp/blk sync </tmp/warm >/dev/null || exit 1");
     expect(warmUpWrites(256, 16)).toContain("refcow-io write $DISK /tmp/blk sync depth=16 uring </tmp/warm");
     expect(buildWorkload("rand4k", { ...P, iodepth: 16 }).phases[1]!.command).toContain(warmUpWrites(256, 16));
+  });
+
+  it("the warm-up is 16384 requests at least and 2048 batches of the queue depth, within what refcow-io takes at a depth", () => {
+    expect([1, 2, 8, 16, 32, 64, 128].map((d) => guestWarmUpRequests(d))).toEqual([16384, 16384, 16384, 32768, 65536, 65536, 65536]);
+    // 300 offsets: 55 passes (16500 writes) at depth 1, 110 (33000) at depth 16; at depth 64, 218 (65400), not 219.
+    expect(warmUpWrites(300, 1)).toContain("while [ $i -lt 55 ]");
+    expect(warmUpWrites(300, 16)).toContain("while [ $i -lt 110 ]");
+    expect(warmUpWrites(300, 64)).toContain("while [ $i -lt 218 ]");
+    // More offsets than refcow-io queues: the phase's own list once (the phase itself runs it so).
+    expect(warmUpWrites(70000, 16)).toContain("while [ $i -lt 1 ]");
   });
 
   it("rand4k targets are cluster starts spread over the whole disk, one per cluster", () => {
