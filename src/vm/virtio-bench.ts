@@ -15,19 +15,20 @@
  *
  *     npm run build && node dist/vm/virtio-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
  *
- * (`npm run bench:virtio` runs it with the defaults: 3 reps, 256 clusters, every scheme, both cache modes.)
+ * (`npm run bench:virtio` runs it with the defaults: 3 reps, 2048 clusters, every scheme, both cache modes.)
  *
  * Every run's image must pass qemu-img check once the run has closed it, or the bench stops there.
  *
- * Reading the figures: at depth 16 the guest's emulated CPU is the bottleneck (v86's thread is busy ~90 % of
- * a phase while the engine's median time per in-place write is ~10 µs for every scheme: an in-place write is
- * one data write, whatever the scheme, and rand4k's only flush closes the phase, outside its IOPS), so the
- * ratio to IDE follows the CPU the host leaves to that thread. On a shared 2-core machine the same
- * configuration varies by 2-4× between runs; a phase of 256 writes lasts well under a second and includes the
- * guest's warm-up (a 4096-write phase ran at ~2300 IOPS where 256-write ones ran at ~1000). Compare runs of
- * one invocation, with --clusters 1024 or more, on a quiet machine. The guest instructions per write (v86's
- * instruction counter over the phase) are the guest's CPU cost per request, which the host's load does not
- * move: the figure to compare guest-side changes by on a busy machine.
+ * Reading the figures: every run first makes the workloads' warm-up writes (workloads.ts guestWarmUpRequests:
+ * 16384 at depth 1, 32768 at depth 16), so that each configuration meets v86's JIT settled: code the guest
+ * runs once per batch heats `iodepth` times slower, and with the 2048 writes once used, depth 16 was still
+ * largely interpreted (about a fifth of its time in compiled code against two fifths for IDE) and ran at
+ * 20-60 million guest instructions a second where IDE ran at ~100. Behind the engine, in place, the guest's
+ * emulated CPU is then the bottleneck (an in-place write is one data write, whatever the scheme), so the ratio
+ * to IDE still follows the CPU the host leaves to v86's thread: a phase of 2048 writes at depth 16 lasts about
+ * 0.1 s, and one stall of the host moves it. The guest instructions per write (v86's instruction counter over
+ * the phase) are the guest's CPU cost per request, which the host's load does not move: the figure to compare
+ * guest-side changes by on a busy machine. Compare runs of one invocation, on a quiet machine.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -100,7 +101,7 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
               scheme,
               cache,
               workload: "rand4k",
-              clusters: o.clusters ?? 256,
+              clusters: o.clusters ?? 2048,
               disk: c.disk,
               iodepth: c.iodepth,
               engineStats: false,
@@ -183,7 +184,7 @@ IDE at depth 1 against virtio-blk at depths 1 and 16: rand4k (4 KiB random O_DIR
 in place and after a snapshot, a fresh image per run, configurations interleaved.
 
   --reps N          runs per configuration (default 3)
-  --clusters N      writes per phase (default 256)
+  --clusters N      writes per phase (default 2048)
   --schemes a,b     refcount schemes (default: all)
   --cache a,b       writeback, writethrough (default: both)
   --configs a,b     ${DISK_CONFIGS.map((c) => c.name).join(", ")} (default: all)
