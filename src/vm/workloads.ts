@@ -133,7 +133,7 @@ const REFCOW_IO_MAX_QUEUED = 65536;
  * Writes issued before a workload's in-place phase, outside every phase: v86 compiles a page of guest code
  * (its JIT) only once it has interpreted 200,000 instructions on it (jit.rs JIT_THRESHOLD), and a fresh
  * emulator (a warm start restores memory, not compiled code) interprets the guest's write path until then, at
- * a third to a tenth of its compiled speed. Without these writes the two phases a workload compares
+ * a quarter to a tenth of its compiled speed (the floors below). Without these writes the two phases a workload compares
  * (in-place, post-snapshot) would meet the guest at different stages of that warm-up, the earlier phase at
  * the slower one, and a queue depth would be compared with another at different stages too.
  *
