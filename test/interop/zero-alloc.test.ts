@@ -91,8 +91,10 @@ describe("zeroing on allocation, as QEMU does", () => {
     expect(at(100 * CS + 8 * KIB)).toMatchObject({ zero: true, data: true });
   }, 120_000);
 
-  // Skipped only off CI when the prerequisite is missing; CI's setup provides it, so there a missing one fails.
-  it.skipIf(!native && !process.env.CI)("zeroes reused clusters inside the file with fallocate: 4 KiB of host data per write (64 KiB without the addon)", () => {
+  // The addon is optional (refcow works without it); under CI, where it is built, a missing one fails.
+  it("zeroes reused clusters inside the file with fallocate: 4 KiB of host data per write (64 KiB without the addon)", (ctx) => {
+    if (!native && !process.env.CI) ctx.skip("the native file addon was not built on this machine (npm install printed why; it needs a C compiler, make and python3): refcow then writes zeroes instead of making holes, the path the other tests here cover");
+    expect(native, "the native file addon (native/build)").toBe(true);
     const withAddon = path.join(dir, "reuse.qcow2");
     imageWithFreeClusters(withAddon);
     const size = fs.statSync(withAddon).size;
