@@ -23,7 +23,7 @@
  * 16384 at depth 1, 32768 at depth 16), so that each configuration meets v86's JIT settled: code the guest
  * runs once per batch heats `iodepth` times slower, and with the 2048 writes once used, depth 16 was still
  * largely interpreted (about a fifth of its time in compiled code against two fifths for IDE) and ran at
- * 20-60 million guest instructions a second where IDE ran at ~100. Behind the engine, in place, the guest's
+ * 16-60 million guest instructions a second where IDE ran at 43-114. Behind the engine, in place, the guest's
  * emulated CPU is then the bottleneck (an in-place write is one data write, whatever the scheme), so the ratio
  * to IDE still follows the CPU the host leaves to v86's thread: a phase of 2048 writes at depth 16 lasts about
  * 0.1 s, and one stall of the host moves it. The guest instructions per write (v86's instruction counter over
