@@ -17,7 +17,7 @@ import { mapCommand } from "./commands/map.js";
 import { snapshotCommand } from "./commands/snapshot.js";
 import { BENCH_USAGE, benchCommand } from "./commands/bench.js";
 import { RUN_HELP, RUN_SUMMARY, RUN_USAGE, runCommand } from "./commands/run.js";
-import { REPORT_USAGE, reportCommand } from "./commands/report.js";
+import { REPORT_HELP, REPORT_SUMMARY, REPORT_USAGE, reportCommand } from "./commands/report.js";
 import { EXPERIMENT_HELP, EXPERIMENT_SUMMARY, EXPERIMENT_USAGE, experimentCommand } from "./commands/experiment.js";
 import { CRASH_TEST_HELP, CRASH_TEST_USAGE, crashTestCommand } from "./commands/crash-test.js";
 import { NBD_HELP, NBD_SUMMARY, NBD_USAGE, nbdCommand } from "./commands/nbd.js";
@@ -46,13 +46,12 @@ export const commands: Record<string, Command> = {
   map: builtin("map", mapCommand),
   compact: builtin("compact", compactCommand),
   io: builtin("io", ioCommand),
-  bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv) => benchCommand(argv) },
+  bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv, io) => benchCommand(argv, io ?? processIo) },
   experiment: { summary: EXPERIMENT_SUMMARY, usage: EXPERIMENT_USAGE, help: EXPERIMENT_HELP, run: (argv, io) => experimentCommand(argv, io ?? processIo) },
-  report: { summary: "render report.html and report.md again from a results.json", usage: REPORT_USAGE, run: (argv, io) => reportCommand(argv, io ?? processIo) },
+  report: { summary: REPORT_SUMMARY, usage: REPORT_USAGE, help: REPORT_HELP, run: (argv, io) => reportCommand(argv, io ?? processIo) },
   run: { summary: RUN_SUMMARY, usage: RUN_USAGE, help: RUN_HELP, run: (argv, io) => runCommand(argv, io) },
   nbd: { summary: NBD_SUMMARY, usage: NBD_USAGE, help: NBD_HELP, run: nbdCommand },
   "crash-test": { summary: "crash-consistency harness: every crash state of seeded workloads, recovered and verified", usage: CRASH_TEST_USAGE, help: CRASH_TEST_HELP, run: crashTestCommand },
-  // experiment: registered by its owner.
 };
 
 export function registerCommand(name: string, command: Command): void {

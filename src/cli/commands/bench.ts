@@ -7,6 +7,7 @@ import type { CacheMode } from "../../engine/types.js";
 import { benchExitStatus, defaultOptions, machine, parseAllocList, runMatrix } from "../../bench/matrix.js";
 import { table, writeOutputs, answer } from "../../bench/report.js";
 import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
+import { type CliIo, processIo } from "../command.js";
 import { UsageError } from "../errors.js";
 
 export const BENCH_USAGE =
@@ -47,13 +48,13 @@ function positive(flag: string, v: string): number {
   return n;
 }
 
-export async function benchCommand(argv: string[]): Promise<number> {
+export async function benchCommand(argv: string[], io: CliIo = processIo): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(BENCH_HELP);
+    io.out(BENCH_HELP);
     return 0;
   }
   if (argv.includes("--ring")) {
-    process.stdout.write(formatRingBench(await runRingBench({ requests: argv.includes("--quick") ? 5000 : 20000 })) + "\n");
+    io.out(formatRingBench(await runRingBench({ requests: argv.includes("--quick") ? 5000 : 20000 })) + "\n");
     return 0;
   }
   const opts = defaultOptions(argv.includes("--quick"));
@@ -98,14 +99,14 @@ export async function benchCommand(argv: string[]): Promise<number> {
   }
   if (opts.workloads.includes("trace") && !opts.traceFile) throw new UsageError("the trace workload needs --trace FILE (written by `refcow run --trace FILE`)");
   const started = Date.now();
-  opts.progress = (m) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
+  opts.progress = (m) => io.err(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
   const results = await runMatrix(opts);
-  process.stdout.write(table(results.rows, results.fio, results.missing));
-  process.stdout.write(`\n${answer(results.rows, results.fio, results.missing)}\n`);
+  io.out(table(results.rows, results.fio, results.missing));
+  io.out(`\n${answer(results.rows, results.fio, results.missing)}\n`);
   if (out) {
     await writeOutputs(out, results, machine(opts.dir), { ...opts, progress: undefined });
-    process.stderr.write(`results written to ${out}/results.json, ${out}/report.md and ${out}/report.html\n`);
+    io.err(`results written to ${out}/results.json, ${out}/report.md and ${out}/report.html\n`);
   }
   fs.rmSync(opts.dir, { recursive: true, force: true });
-  return benchExitStatus(results, (m) => process.stderr.write(m));
+  return benchExitStatus(results, (m) => io.err(m));
 }

@@ -91,7 +91,8 @@ interface ExperimentOptions {
   fio: boolean;
 }
 
-function parse(argv: string[]): ExperimentOptions {
+/** The options, or "help" for -h/--help. */
+function parse(argv: string[]): ExperimentOptions | "help" {
   const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, disk: "ide", iodepth: 1, guestReps: 3, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -100,7 +101,8 @@ function parse(argv: string[]): ExperimentOptions {
       if (x === undefined) throw new UsageError(`${a} needs a value`);
       return x;
     };
-    if (a === "--out") o.out = v();
+    if (a === "--help" || a === "-h") return "help";
+    else if (a === "--out") o.out = v();
     else if (a === "--schemes") o.schemes = v().split(",");
     else if (a === "--cache") o.caches = v().split(",") as CacheMode[];
     else if (a === "--workload") o.workload = v();
@@ -215,6 +217,10 @@ function v86Version(): string {
 
 export async function experimentCommand(argv: string[], io: CliIo = processIo): Promise<number> {
   const o = parse(argv);
+  if (o === "help") {
+    io.out(`usage: refcow ${EXPERIMENT_USAGE}\n${EXPERIMENT_SUMMARY}\n${EXPERIMENT_HELP}`);
+    return 0;
+  }
   const progress = progressPrinter(io);
   const t0 = Date.now();
   const clock = () => {

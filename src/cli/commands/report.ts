@@ -7,12 +7,25 @@ import { loadResults, writeReport } from "../../bench/report.js";
 import { CliError, UsageError } from "../errors.js";
 import type { CliIo } from "../command.js";
 
+export const REPORT_SUMMARY = "render report.html and report.md again from a results.json";
+
 export const REPORT_USAGE = "report RESULTS.json [--out DIR]";
+
+export const REPORT_HELP = `
+Renders report.html and report.md from a results.json written by \`refcow bench --out\` or
+\`refcow experiment\`, without running anything again.
+
+  --out DIR   where the report goes (default: the folder of RESULTS.json)
+`;
 
 export async function reportCommand(argv: string[], io: CliIo): Promise<number> {
   let out: string | undefined;
   const files: string[] = [];
   for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--help" || argv[i] === "-h") {
+      io.out(`usage: refcow ${REPORT_USAGE}\n${REPORT_SUMMARY}\n${REPORT_HELP}`);
+      return 0;
+    }
     if (argv[i] === "--out") {
       out = argv[++i];
       if (out === undefined) throw new UsageError("--out needs a value");
