@@ -124,20 +124,37 @@ export const HELP: Record<string, CommandHelp> = {
   io: {
     summary: "run qemu-io commands (read, write, discard, flush...) on an image",
     usage:
-      "io [-f fmt] [-r] [-t cache] [-n] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--stats] [--in-process] [-c command]... filename",
+      "io [-f fmt] [-r] [-s] [-t cache] [-n] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--stats] [--in-process] [-c command]... filename",
     help:
       "  -c, --cmd CMD  run CMD (several -c run in order; without -c commands are read from stdin)\n" +
       "  -f fmt         image format (probed when omitted)\n" +
       "  -r             open read-only\n" +
+      "  -s             snapshot mode: writes go to a private in-memory view and are dropped at exit\n" +
       "  -t cache       writethrough (default, as qemu-io), writeback, unsafe, none (= writeback),\n" +
       "                 directsync (= writethrough); -n is -t none\n" +
       SCHEME_HELP +
       ALLOC_HELP +
       "  --stats        print the engine's I/O cost breakdown by purpose at the end\n" +
-      "  --in-process   serve the image in this thread (the default for now)\n" +
-      "Commands: read [-Cqv] [-P pattern [-s off] [-l len]] off len; write [-Cfquz] [-P pattern | -s file] off len;\n" +
-      "discard [-Cq] off len; flush; length; info; help [cmd]; quit. Exit status 1 when any command failed\n" +
-      "(a pattern mismatch in read -P included).\n",
+      "  --in-process   serve the image in this thread; by default a worker thread serves it through the\n" +
+      "                 request ring (-s always serves it in this thread)\n" +
+      "  -V             print the version\n" +
+      "  -U, -k, -m, -i mode, -d mode, -T trace\n" +
+      "                 accepted as qemu-io accepts them, without effect\n" +
+      "Commands (help CMD describes one; most have a one-letter alias):\n" +
+      "  read, readv            read bytes (-P checks a pattern, -v dumps them)\n" +
+      "  write, writev          write bytes (-P pattern, -s file, -z zeroes, -u unmap, -f FUA)\n" +
+      "  aio_read, aio_write    queue a request; the queue starts at the next other command and\n" +
+      "  aio_flush              completions print as they come; aio_flush waits for them all\n" +
+      "  discard                discard a range\n" +
+      "  flush                  flush the image to its storage\n" +
+      "  alloc, map             which ranges are allocated\n" +
+      "  truncate               resize the image\n" +
+      "  length, info           the image's size; its format, cluster size and format details\n" +
+      "  open, close, reopen    open another image, close it, reopen it with other options\n" +
+      "  sleep                  wait a number of milliseconds\n" +
+      "  sigraise, abort        raise a signal, or abort(3) the process (crash tests)\n" +
+      "  help [cmd], quit\n" +
+      "Exit status 1 when any command failed (a pattern mismatch in read -P included).\n",
   },
 };
 

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { commands, main } from "../../src/cli/main.js";
+import { COMMANDS } from "../../src/cli/io-commands.js";
 
 async function runCli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = "";
@@ -31,4 +32,26 @@ describe("refcow <command> --help", () => {
       });
     }
   }
+});
+
+describe("refcow io --help", () => {
+  it("lists every command the qemu-io command table implements", async () => {
+    const r = await runCli(["io", "--help"]);
+    expect(r.code).toBe(0);
+    const listed = r.out.slice(r.out.indexOf("\nCommands"));
+    expect(listed.length).toBeGreaterThan(0);
+    // Every name, as a whole word in the command list (aio_read must not pass on "read" alone).
+    const words = new Set(listed.split(/[^A-Za-z0-9_]+/));
+    const names = COMMANDS.map((c) => c.name);
+    expect(names.length).toBeGreaterThan(20);
+    expect(names.filter((n) => !words.has(n))).toEqual([]);
+  });
+
+  it("says what the code does: a worker thread serves the image unless --in-process", async () => {
+    const { out } = await runCli(["io", "--help"]);
+    const line = out.slice(out.indexOf("--in-process   "));
+    expect(line).toMatch(/^--in-process +serve the image in this thread; by default a worker thread serves it/);
+    expect(out).not.toMatch(/in-process[^\n]*the default/);
+    expect(out).toMatch(/\n  -s +snapshot mode/);
+  });
 });
