@@ -36,6 +36,7 @@ import { writeOffsets, WRITE } from "../dist/bench/load.js";
 import { qemuCheckVerdict } from "../dist/bench/matrix.js";
 import { betweenPhases, nbdServerCommand, prepareFile } from "../dist/bench/sources.js";
 import { NbdClient } from "../dist/nbd/client.js";
+import { spread } from "../dist/stats/latency.js";
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -140,10 +141,8 @@ for (let rep = 1; rep <= reps; rep++) {
   }
 }
 
-const med = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+// Over the repetitions: src/stats's median (nearest rank: the lower middle of an even count).
+const med = (xs) => spread(xs).median;
 const k = (x) => (x >= 1000 ? `${(x / 1000).toFixed(1)}k` : x.toFixed(0));
 console.log(`fio randwrite 4k (iolog, one write per 64 KiB cluster${cache === "writeback" ? ", flush every 64" : ""}), ${cache}, ${n} writes per phase, ${reps} interleaved repetitions${refcowExtra.length ? `, refcow nbd ${refcowExtra.join(" ")}` : ""}; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
 console.log("CPU: the server process's run time over all its threads during the fio run, per request (writes + flushes)");
@@ -184,7 +183,10 @@ function table(a, b) {
           `| ${phase} | ${depth} | ${rep} | ${k(r.iops)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${r.cpu.toFixed(1)} | ${k(q.iops)} | ${q.p50.toFixed(0)}/${q.p99.toFixed(0)} | ${q.cpu.toFixed(1)} | ${(r.iops / q.iops).toFixed(2)} | ${(r.cpu / q.cpu).toFixed(2)} |`,
         );
       }
-      const mm = (xs, f) => `${f(med(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
+      const mm = (xs, f) => {
+        const s = spread(xs);
+        return `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
+      };
       const f1 = (x) => x.toFixed(1);
       const f2 = (x) => x.toFixed(2);
       console.log(

@@ -31,6 +31,7 @@ if (!(size > 0) || !(clusterSize >= 512) || !(snapshots >= 0) || !(opens >= 1)) 
   console.error("owner-open: --size, --cluster, --snapshots and --opens take positive numbers");
   process.exit(1);
 }
+const { spread } = await import(new URL("../dist/stats/latency.js", import.meta.url).href);
 const { createImagePath, openImagePath } = await import(pathToFileURL(path.join(path.resolve(values.dist), "index.js")).href);
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "owner-open-"));
@@ -63,7 +64,8 @@ try {
     scheme.push(r.openMs ?? NaN);
     whole.push(ms);
   }
-  const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  // src/stats's median (nearest rank: the lower middle of an even count), from this checkout's build.
+  const median = (a) => spread(a).median;
   const clusters = size / clusterSize;
   console.log(
     `owner open, ${values.size} MiB fully written, ${values.cluster} KiB clusters (${clusters} clusters), ${snapshots} snapshots, ` +

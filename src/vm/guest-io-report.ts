@@ -25,8 +25,9 @@
  * (positive: the guest clock runs fast). The medians keep the odd slow way (a page fault, the host's
  * scheduler) out of it. The pairing needs the guest's requests and the disk requests to correspond one to
  * one (one IDE command per system call, as O_DIRECT requests of up to max_sectors_kb are); otherwise there
- * is no check.
+ * is no check. (Medians are src/stats's: nearest rank, the lower middle of an even count.)
  */
+import { percentile } from "../stats/latency.js";
 
 export type GuestIoOp = "write" | "read" | "fdatasync";
 
@@ -106,11 +107,6 @@ export interface ClockCheck {
   driftPpm: number;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)]!;
-}
-
 /**
  * Compares the guest's clock with the host's over the requests of `report` (see the module comment);
  * `hostSubmitMs` are the adapter's submission times of the same requests, in order. Undefined when the
@@ -124,6 +120,7 @@ export function checkClock(report: GuestIoReport, hostSubmitMs: readonly number[
   const last = Array.from({ length: q }, (_, i) => n - q + i);
   const guestUs = (i: number) => report.startsNs[i]! / 1000;
   const hostUs = (i: number) => hostSubmitMs[i]! * 1000;
+  const median = (xs: number[]) => percentile(xs, 50);
   const guestSpanUs = median(last.map(guestUs)) - median(first.map(guestUs));
   const hostSpanUs = median(last.map(hostUs)) - median(first.map(hostUs));
   if (hostSpanUs <= 0) return undefined;

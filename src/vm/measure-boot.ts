@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { ensureGuestImage } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
 import { MemoryAsyncDisk } from "./memory-async-disk.js";
+import { spread } from "../stats/latency.js";
 
 export interface BootMeasurement {
   coldMs: number;
@@ -49,12 +50,6 @@ export async function measureBoot(options: { runs?: number; memoryMiB?: number; 
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -74,12 +69,16 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(ms, null, 2) + "\n");
     return;
   }
-  const fmt = (xs: number[], unit: (x: number) => string) => `median ${unit(median(xs))} (min ${unit(Math.min(...xs))}, max ${unit(Math.max(...xs))})`;
+  // Over the runs: src/stats's median (nearest rank: the lower middle of an even count) with min and max.
+  const fmt = (xs: number[], unit: (x: number) => string) => {
+    const s = spread(xs);
+    return `median ${unit(s.median)} (min ${unit(s.min)}, max ${unit(s.max)})`;
+  };
   process.stdout.write(
     [
       `cold boot to REFCOW-READY: ${fmt(ms.map((m) => m.coldMs), (x) => `${(x / 1000).toFixed(2)} s`)}`,
       `  host CPU time of the cold boot: ${fmt(ms.map((m) => m.coldCpuMs), (x) => `${(x / 1000).toFixed(2)} s`)}`,
-      `save_state (stopped, drained): ${fmt(ms.map((m) => m.saveMs), (x) => `${x.toFixed(0)} ms`)}, ${(median(ms.map((m) => m.stateBytes)) / 2 ** 20).toFixed(1)} MiB`,
+      `save_state (stopped, drained): ${fmt(ms.map((m) => m.saveMs), (x) => `${x.toFixed(0)} ms`)}, ${(spread(ms.map((m) => m.stateBytes)).median / 2 ** 20).toFixed(1)} MiB`,
       `warm start to the prompt: ${fmt(ms.map((m) => m.warmMs), (x) => `${x.toFixed(0)} ms`)}`,
       `host load average: ${ms.map((m) => m.load.toFixed(2)).join(", ")}`,
     ].join("\n") + "\n",

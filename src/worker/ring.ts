@@ -117,6 +117,7 @@
  * `performance.now() + (performance.timeOrigin - CLOCK_BASE)`; the two origins come from the same system
  * clock, so the skew between threads is at most a few microseconds.
  */
+import { percentile as percentileOf } from "../stats/latency.js";
 
 export const RING_MAGIC = 0x776f6372;
 export const RING_VERSION = 1;
@@ -457,7 +458,8 @@ export class SizedSpin {
 
   constructor(
     readonly capMs: number,
-    readonly quantile = 0.9,
+    /** The percentile of the samples the budget covers (src/stats's nearest rank), 0..100. */
+    readonly percentile = 90,
     window = 32,
   ) {
     this.samples = new Float64Array(window);
@@ -473,8 +475,7 @@ export class SizedSpin {
   /** The budget for the next spin, ms (0: do not spin). */
   budget(): number {
     if (this.count < 4 || this.capMs <= 0) return 0;
-    const s = Array.from(this.samples.subarray(0, this.count)).sort((a, b) => a - b);
-    const q = s[Math.min(s.length - 1, Math.ceil(this.quantile * s.length) - 1)]!;
+    const q = percentileOf(Array.from(this.samples.subarray(0, this.count)), this.percentile);
     const b = q * SizedSpin.MARGIN + SizedSpin.SLACK_MS;
     return b > this.capMs ? 0 : b;
   }

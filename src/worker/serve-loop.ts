@@ -183,7 +183,7 @@ export class RingServer {
     this.f64 = ring.slotF64;
     this.now = ringClock(ring);
     this.spin = new SpinPolicy((opts.sizedSpinCapUs || opts.spinUs || DEFAULT_SERVER_SPIN_US) / 1000, opts.adaptiveSpin ?? true);
-    this.sized = opts.sizedSpinCapUs ? new SizedSpin(opts.sizedSpinCapUs / 1000, 0.75) : undefined;
+    this.sized = opts.sizedSpinCapUs ? new SizedSpin(opts.sizedSpinCapUs / 1000, 75) : undefined;
     this.waitMs = opts.waitTimeoutMs ?? 1000;
     const ctl = this.ctl;
     ctl[C.SERVER_ID] = opts.serverId ?? 0;
