@@ -98,6 +98,11 @@ export interface DiskClientOptions {
    * request, whose client is waiting for nothing else, and returns to its loop when several are queued.
    */
   spinMaxInFlight?: number;
+  /**
+   * The clock spins are timed by, ms (default `performance.now`; it must share that clock's origin, as the
+   * spin's adaptation compares it with the ring's timestamps). Tests step one to bound a spin exactly.
+   */
+  spinClock?: () => number;
 }
 
 /** Completion callback of the callback form: `err`, or the value and the request's timing. */
@@ -184,6 +189,7 @@ export class DiskClient {
   private readonly sized: SizedSpin | undefined;
   private readonly spinMaxInFlight: number;
   private readonly spinTotalMs: number;
+  private readonly spinClock: () => number;
   private readonly waitMs: number;
   private outstanding = 0;
   private idleWaiters: Array<() => void> = [];
@@ -216,6 +222,7 @@ export class DiskClient {
     this.sized = opts.sizedSpinCapUs ? new SizedSpin(opts.sizedSpinCapUs / 1000) : undefined;
     this.spinMaxInFlight = opts.spinMaxInFlight ?? Infinity;
     this.spinTotalMs = (opts.spinTotalUs ?? spinUs * 4) / 1000;
+    this.spinClock = opts.spinClock ?? (() => performance.now());
     this.waitMs = opts.waitTimeoutMs ?? 1000;
     if (!waitAsync) throw new Error("Atomics.waitAsync is not available on this platform");
     this.timed = makeTimedApi(this);
@@ -250,13 +257,14 @@ export class DiskClient {
     let n = this.reap();
     if (n > 0 || spinMs <= 0 || this.sqTail === this.cqHead) return n;
     const ctl = this.ctl;
-    const from = performance.now();
+    const now = this.spinClock;
+    const from = now();
     const until = from + spinMs;
     let got = false;
-    while (!(got = Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) && performance.now() < until) {
+    while (!(got = Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) && now() < until) {
       // spin
     }
-    const end = performance.now();
+    const end = now();
     this.sized?.spun(end - from);
     // The same contention rule as drive()'s spin: a miss followed at once by the completion halves the budget.
     if (got) this.spin.hit();
@@ -762,24 +770,25 @@ export class DiskClient {
     const budget = !alone ? 0 : this.sized ? Math.min(this.sizedLeft(), this.spin.next()) : this.spin.next();
     if (budget > 0) {
       const ctl = this.ctl;
-      const spinFrom = performance.now();
+      const now = this.spinClock;
+      const spinFrom = now();
       const stopAt = spinFrom + Math.max(budget, this.spinTotalMs);
       for (;;) {
-        const until = Math.min(performance.now() + budget, stopAt);
+        const until = Math.min(now() + budget, stopAt);
         let got = false;
-        while (!(got = Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) && performance.now() < until) {
+        while (!(got = Atomics.load(ctl, C.CQ_TAIL) !== (this.cqHead | 0)) && now() < until) {
           // spin
         }
         if (!got) {
-          this.spin.miss(performance.now());
+          this.spin.miss(now());
           break;
         }
         this.spin.hit();
         this.reap();
         if (this.sqTail === this.cqHead || this.dead) break;
-        if (performance.now() >= stopAt) break;
+        if (now() >= stopAt) break;
       }
-      this.sized?.spun(performance.now() - spinFrom);
+      this.sized?.spun(now() - spinFrom);
       if (this.sqTail === this.cqHead || this.dead) return;
     }
     this.waitForCompletions();

@@ -61,15 +61,55 @@ describe("DiskClient callbacks and poll()", () => {
     expect(server.serveAvailable()).toBe(0);
   });
 
+  /** A clock that moves `step` ms at every reading (and runs `onRead` with the reading's number). */
+  function steppingClock(step: number, onRead?: (n: number) => void) {
+    const clock = { t: 1000, reads: 0, now: () => 0 };
+    clock.now = () => {
+      clock.reads++;
+      onRead?.(clock.reads);
+      return (clock.t += step);
+    };
+    return clock;
+  }
+
   it("poll(spin) spins no longer than asked when nothing completes, and not at all with nothing in flight", () => {
-    const { client } = pair({ sizedSpinCapUs: 1000 });
-    const t = performance.now();
+    const clock = steppingClock(0.25);
+    const { client } = pair({ sizedSpinCapUs: 1000, spinClock: clock.now });
     expect(client.poll(5)).toBe(0); // nothing in flight: returns at once
+    expect(clock.reads).toBe(0);
     expect(client.spunMs).toBe(0);
     client.callbacks.write(0, new Uint8Array(512), () => undefined);
     expect(client.poll(2)).toBe(0); // the server never runs: the spin runs out
-    expect(client.spunMs).toBeGreaterThan(0);
-    expect(client.spunMs).toBeLessThan(performance.now() - t + 1);
+    // The start, then one reading per turn of the spin until the first at the deadline (2 ms = 8 steps),
+    // then the end: the spin stopped at its deadline, not a turn later, and not before.
+    expect(clock.reads).toBe(1 + 8 + 1);
+    expect(client.spunMs).toBeCloseTo(2 + 0.25, 9);
+    // A step that does not divide the spin: it still ends at the first reading past the deadline.
+    const odd = steppingClock(0.3);
+    const other = pair({ sizedSpinCapUs: 1000, spinClock: odd.now }).client;
+    other.callbacks.write(0, new Uint8Array(512), () => undefined);
+    expect(other.poll(2)).toBe(0);
+    expect(odd.reads).toBe(1 + Math.ceil(2 / 0.3) + 1);
+    expect(other.spunMs).toBeGreaterThanOrEqual(2);
+    expect(other.spunMs).toBeLessThan(2 + 2 * 0.3);
+  });
+
+  it("poll(spin) stops spinning as soon as the completion is published", () => {
+    let server: RingServer | undefined;
+    // The server publishes the completion while the client's spin reads the clock the 4th time.
+    const clock = steppingClock(0.25, (n) => {
+      if (n === 4) expect(server!.serveAvailable()).toBe(1);
+    });
+    const p = pair({ sizedSpinCapUs: 1000, spinClock: clock.now });
+    server = p.server;
+    let done = false;
+    p.client.callbacks.write(0, new Uint8Array(512), () => (done = true));
+    expect(p.client.poll(2)).toBe(1);
+    expect(done).toBe(true);
+    // The start (reading 1), the turns reading 2 to 4 (the completion appears during the 4th reading and the
+    // next look at the ring sees it), then the end: 4 steps, 1 ms of the 2 ms allowed.
+    expect(clock.reads).toBe(5);
+    expect(p.client.spunMs).toBeCloseTo(4 * 0.25, 9);
   });
 });
 
