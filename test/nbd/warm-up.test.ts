@@ -1,16 +1,48 @@
 /**
  * The inline export's warm-up (src/nbd/warm-up.ts): it serves its scratch images to a client in another
- * thread and leaves nothing behind, for qcow2 and raw; and the export it serves has the shape of the real
+ * thread — every request of the client's load reaches the scratch image, counted where the server calls the
+ * engine — and leaves nothing behind, for qcow2 and raw; and the export it serves has the shape of the real
  * export whatever the settings (one construction, inlineExport), so that code compiled on it stays valid.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
 import { inlineExport, type InlineExportSettings } from "../../src/nbd/export.js";
 import { inlineDisk } from "../../src/nbd/inline-disk.js";
 import { warmUp } from "../../src/nbd/warm-up.js";
 import { tempDir } from "../helpers/qemu.js";
+
+/** What the scratch images opened by the warm-up were asked, in this (the serving) thread. */
+const served = { opens: 0, writes: 0, writeBytes: 0, foreignWrites: 0, reads: 0, readBytes: 0, flushes: 0 };
+
+vi.mock("../../src/worker/node-worker.js", async (importOriginal) => {
+  const real = await importOriginal<typeof import("../../src/worker/node-worker.js")>();
+  return {
+    ...real,
+    openTaskImage: (...args: Parameters<typeof real.openTaskImage>) => {
+      const img = real.openTaskImage(...args);
+      served.opens++;
+      const { write, readInto, flush } = img;
+      img.write = (offset: number, data: Uint8Array) => {
+        served.writes++;
+        served.writeBytes += data.length;
+        if (data.some((b) => b !== 0xa5)) served.foreignWrites++;
+        return write.call(img, offset, data);
+      };
+      img.readInto = (buf: Uint8Array, offset: number) => {
+        served.reads++;
+        served.readBytes += buf.length;
+        return readInto.call(img, buf, offset);
+      };
+      img.flush = () => {
+        served.flushes++;
+        return flush.call(img);
+      };
+      return img;
+    },
+  };
+});
 
 const settings: InlineExportSettings = {
   name: "",
@@ -31,13 +63,20 @@ describe("warm-up", () => {
     const tmp = fs.mkdtempSync(path.join(dir, `tmp-${format}-`));
     const saved = process.env.TMPDIR;
     process.env.TMPDIR = tmp;
+    Object.assign(served, { opens: 0, writes: 0, writeBytes: 0, foreignWrites: 0, reads: 0, readBytes: 0, flushes: 0 });
     try {
-      await warmUp({ format, scheme: format === "qcow2" ? "eager" : undefined, cache: "writethrough", export: { ...settings, readOnly: true } }, 2, 2, 1);
+      // 2 lifecycles × 2 connections × 2 rounds (one at queue depth 1, one at 16).
+      await warmUp({ format, scheme: format === "qcow2" ? "eager" : undefined, cache: "writethrough", export: { ...settings, readOnly: true } }, 2, 2, 2);
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;
     }
     expect(fs.readdirSync(tmp)).toEqual([]);
+    // The client's load (warm-up-client.ts), counted by hand: a round writes 4 KiB of 0xa5 once per cluster of
+    // the 256-cluster scratch image, reads 4 KiB with the batch starting at cluster 0, 64, 128 and 192, and
+    // flushes after the batch ending at cluster 63, 127, 191 and 255: per round 256 writes, 4 reads and 4
+    // flushes; 8 rounds in all, on 2 scratch images.
+    expect(served).toEqual({ opens: 2, writes: 8 * 256, writeBytes: 8 * 256 * 4096, foreignWrites: 0, reads: 8 * 4, readBytes: 8 * 4 * 4096, flushes: 8 * 4 });
   }, 60000);
 
   it("builds exports of one shape, with or without fast zeroes", () => {
