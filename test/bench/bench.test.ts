@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { defaultOptions, machine, runMatrix, type ResultRow } from "../../src/bench/matrix.js";
-import { answer, table, writeOutputs } from "../../src/bench/report.js";
+import { table, writeOutputs } from "../../src/bench/report.js";
 import { nativeFileOps } from "../../src/io/native-fileops.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { assertLikeForLike, baseRow, ratio } from "../../src/bench/ratios.js";
@@ -17,6 +17,16 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-benchtest-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const quiet = { progress: () => {}, fio: false, fioDepths: [] as number[] };
+
+// Figures over rounds, worked out by hand from the per-round values: with two rounds the nearest-rank median
+// is the lower of the two; a ratio is taken round by round. Printed as the report prints them: µs with one
+// decimal below 100 and none from 100; ratios with two decimals below 10, else one.
+const lower = (xs: number[]) => Math.min(...xs);
+const us = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const times = (xs: number[]) => {
+  const d = lower(xs) < 10 ? 2 : 1;
+  return `${lower(xs).toFixed(d)}× (${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)})`;
+};
 
 describe("benchmark matrix", () => {
   it("drives every source with the same load, with per-request statistics, and writes results.json", async () => {
@@ -47,8 +57,11 @@ describe("benchmark matrix", () => {
           expect(r!.reps, what).toHaveLength(2);
           expect(r!.cdf_us, what).toHaveLength(101);
           for (const k of ["median_us", "median_us_min", "median_us_max", "p90_us", "p99_us", "p999_us", "max_us", "amortized_us"] as const) expect(r![k], `${what} ${k}`).toBeGreaterThan(0);
-          expect(r!.median_us_min!).toBeLessThanOrEqual(r!.median_us);
-          expect(r!.median_us_max!).toBeGreaterThanOrEqual(r!.median_us);
+          // The row's figures are those of its two rounds: the lower as the median, with their range.
+          const medians = r!.reps!.map((x) => x.median_us);
+          const amortized = r!.reps!.map((x) => x.amortized_us);
+          expect([r!.median_us, r!.median_us_min, r!.median_us_max], what).toEqual([lower(medians), Math.min(...medians), Math.max(...medians)]);
+          expect([r!.amortized_us, r!.amortized_us_min, r!.amortized_us_max], what).toEqual([lower(amortized), Math.min(...amortized), Math.max(...amortized)]);
           expect(r!.p99_us!).toBeGreaterThanOrEqual(r!.median_us);
           if (source === "refcow" && transport === "ring") expect(r!.breakdown!["guest-data"] ?? r!.breakdown!["cow-write"], what).toBeDefined();
         }
@@ -71,9 +84,23 @@ describe("benchmark matrix", () => {
     for (const op of ["open", "snapshot-create", "snapshot-apply", "snapshot-delete", "close", "recovery"]) {
       expect(saved.rows.some((r) => r.scheme === "eager" && r.phase === op)).toBe(true);
     }
+    // The answer in report.md gives, per cache mode, eager's post-snapshot write through the ring against the
+    // same write in place and against the raw file through the ring: each figure worked out here from the
+    // rounds of the rows in results.json.
     const md = fs.readFileSync(path.join(dir, "out", "report.md"), "utf8");
-    expect(md).toContain(answer(results.rows, results.fio, results.missing));
-    expect(answer(results.rows, results.fio, results.missing)).toMatch(/through the ring/);
+    for (const cache of ["writethrough", "writeback"]) {
+      const find = (source: string, phase: string) => write.find((x) => x.source === source && x.transport === "ring" && !x.order && x.cache === cache && x.phase === phase)!;
+      const post = find("refcow", "post-snapshot");
+      const inPlace = find("refcow", "in-place");
+      const raw = find("raw", "post-snapshot");
+      const rounds = (r: ResultRow) => r.reps!.map((x) => x.amortized_us);
+      const perRound = (base: ResultRow) => rounds(post).map((x, i) => x / rounds(base)[i]!);
+      const figure = `${us(lower(rounds(post)))} µs (${us(Math.min(...rounds(post)))}–${us(Math.max(...rounds(post)))})`;
+      expect(md).toContain(
+        `In ${cache}, a random 4 KiB write right after a snapshot costs ${figure} per write with eager refcounts through the ring, ` +
+          `${times(perRound(inPlace))} the same write in place and ${times(perRound(raw))} the raw file through the ring;`,
+      );
+    }
     const html = fs.readFileSync(path.join(dir, "out", "report.html"), "utf8");
     for (const id of ["per-write", "cdf", "breakdown", "host-io", "snapshot-ops"]) expect(html).toMatch(new RegExp(`<figure id="${id}">[\\s\\S]*?<svg`));
     expect(html).toContain("Flush policy");
@@ -155,13 +182,10 @@ describe("trace replay", () => {
 
 describe("allocation policies in the matrix", () => {
   it("after a snapshot delete, first-fit reuses freed clusters (zeroing them) and append writes only the guest's bytes at the end", async () => {
-    const { hostTotals } = await import("../../src/bench/cost-groups.js");
     const opts = { ...defaultOptions(true), ...quiet, clusters: 24, reps: 1, schemes: ["eager", "owner"], allocs: ["first-fit" as const, "append" as const], caches: ["writeback" as const], workloads: ["seq" as const], qemu: false, qemuOrder: false, opSizes: [], dir: path.join(dir, "alloc-images") };
     const { rows } = await runMatrix(opts);
     for (const scheme of ["eager", "owner"]) {
       const get = (alloc: string) => rows.find((r) => r.source === "refcow" && r.scheme === scheme && r.alloc === alloc && r.phase === "after-delete")!;
-      const ff = hostTotals(get("first-fit").breakdown);
-      const ap = hostTotals(get("append").breakdown);
       // A reused cluster must not show its old bytes: first-fit zeroes it with fallocate where the native
       // addon is built (then writes 4 KiB, as append does into the zeroes past the end of the file), else
       // writes the whole cluster.
@@ -169,8 +193,7 @@ describe("allocation policies in the matrix", () => {
         expect(get("first-fit").breakdown!["guest-data"]!.bytes, scheme).toBe(4096);
         expect(get("first-fit").breakdown!["guest-data"]!.ops, scheme).toBe(2); // the zeroing, the write
       } else {
-        expect(ff.bytes, scheme).toBeGreaterThanOrEqual(ap.bytes + 60 * 1024 - 1);
-        expect(get("first-fit").breakdown!["guest-data"]!.bytes).toBeGreaterThanOrEqual(65536);
+        expect(get("first-fit").breakdown!["guest-data"]!.bytes, scheme).toBeGreaterThanOrEqual(65536);
       }
       expect(get("append").breakdown!["guest-data"]!.bytes, scheme).toBe(4096);
     }
