@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { defaultOptions, machine, runMatrix, type ResultRow } from "../../src/bench/matrix.js";
-import { answer, table, writeOutputs } from "../../src/bench/report.js";
+import { fullAnswer, table, writeOutputs } from "../../src/bench/report.js";
 import { nativeFileOps } from "../../src/io/native-fileops.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { assertLikeForLike, baseRow, ratio } from "../../src/bench/ratios.js";
@@ -22,7 +22,7 @@ describe("benchmark matrix", () => {
   it("drives every source with the same load, with per-request statistics, and writes results.json", async () => {
     const opts = { ...defaultOptions(true), ...quiet, clusters: 12, reps: 2, schemes: ["eager"], workloads: ["rand4k-per-cluster" as const], opSizes: [8 << 20], dir: path.join(dir, "images") };
     const results = await runMatrix(opts);
-    expect(results.failures).toEqual([]);
+    expect(results.failed).toEqual([]);
     await writeOutputs(path.join(dir, "out"), results, machine(dir), { clusters: 12 });
     const saved = JSON.parse(fs.readFileSync(path.join(dir, "out", "results.json"), "utf8")) as { rows: ResultRow[]; machine: object };
     expect(Object.keys(saved.machine).sort()).toEqual(["cpu", "filesystem", "kernel", "node", "qemu"]);
@@ -72,8 +72,8 @@ describe("benchmark matrix", () => {
       expect(saved.rows.some((r) => r.scheme === "eager" && r.phase === op)).toBe(true);
     }
     const md = fs.readFileSync(path.join(dir, "out", "report.md"), "utf8");
-    expect(md).toContain(answer(results.rows, results.fio, results.missing));
-    expect(answer(results.rows, results.fio, results.missing)).toMatch(/through the ring/);
+    expect(md).toContain(fullAnswer(results, "markdown"));
+    expect(fullAnswer(results)).toMatch(/through the ring/);
     const html = fs.readFileSync(path.join(dir, "out", "report.html"), "utf8");
     for (const id of ["per-write", "cdf", "breakdown", "host-io", "snapshot-ops"]) expect(html).toMatch(new RegExp(`<figure id="${id}">[\\s\\S]*?<svg`));
     expect(html).toContain("Flush policy");

@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import type { CacheMode } from "../../engine/types.js";
 import { benchExitStatus, defaultOptions, machine, parseAllocList, runMatrix } from "../../bench/matrix.js";
-import { table, writeOutputs, answer } from "../../bench/report.js";
+import { fullAnswer, table, writeOutputs } from "../../bench/report.js";
 import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
 import { UsageError } from "../errors.js";
 
@@ -100,8 +100,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const started = Date.now();
   opts.progress = (m) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
   const results = await runMatrix(opts);
-  process.stdout.write(table(results.rows, results.fio, results.missing));
-  process.stdout.write(`\n${answer(results.rows, results.fio, results.missing)}\n`);
+  process.stdout.write(table(results.rows, results.fio, results.missing, results.failed));
+  process.stdout.write(`\n${fullAnswer({ ...results, options: { schemes: opts.schemes } })}\n`);
   if (out) {
     await writeOutputs(out, results, machine(opts.dir), { ...opts, progress: undefined });
     process.stderr.write(`results written to ${out}/results.json, ${out}/report.md and ${out}/report.html\n`);
