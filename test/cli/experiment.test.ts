@@ -63,7 +63,7 @@ describe("refcow experiment", () => {
     expect(fs.existsSync(path.join(dir, "work", "guest-owner-writeback-1.qcow2"))).toBe(true);
     // The guest section: the four columns with the range over the two runs, and the host's ratio beside the guest's.
     expect(html).toContain("app − engine µs");
-    expect(html).toContain("host post/in-place");
+    expect(html).toContain("host post ÷ in-place (ring, amortized");
     const md = fs.readFileSync(path.join(dir, "report", "report.md"), "utf8");
     expect(md).toMatch(/owner\s+writeback\s+post-snapshot\s+2\s+\d+ \(\d+–\d+\)/);
     // The answer leads with its table: the scheme and the baselines, the scheme beside QEMU through NBD.
