@@ -15,11 +15,13 @@ export const BENCH_USAGE =
 export const BENCH_HELP = `usage: refcow ${BENCH_USAGE}
 
 The write-after-snapshot benchmark: each source (every refcow scheme, eager with QEMU's flush order, a raw
-file; with QEMU: qemu-nbd std and lazy_refcounts, refcow over NBD) writes 4 KiB per cluster at N clusters in
+file; with QEMU: qemu-nbd std and lazy_refcounts, every scheme through refcow's NBD export) writes 4 KiB per cluster at N clusters in
 three phases — in-place, post-snapshot (after an internal snapshot), after-delete — in each cache mode, on a
 freshly prepared image, round after round (sources rotated). Per row: per-write median and p99 (flushes
 excluded), amortized per write (phase wall time ÷ writes, flushes included), close time after the phase
 (deferred work done at close), amortized with the close, host bytes written per write, I/O by purpose.
+Every ratio is computed within each round, then shown as the median with min–max. A source that throws or
+leaves an image qemu-img check does not pass is reported as failed, with its reason, and the run exits 1.
 
 Options:
   --quick                 fewer clusters and rounds

@@ -70,7 +70,9 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
 
 QEMU's rows need qemu-img and qemu-nbd (Debian's qemu-utils), the fio check needs fio (with its nbd
 engine), refcow's NBD rows need \`refcow nbd\`: a missing source is named in the report and the run exits
-non-zero, unless --no-qemu left those sources out on purpose.
+non-zero, unless --no-qemu left those sources out on purpose. A source or guest run that throws, or leaves an
+image \`qemu-img check\` does not pass, is named in all three files with its reason (no figure of its is
+used), the run goes on and writes the report, and exits non-zero.
 `;
 
 interface ExperimentOptions {
@@ -220,6 +222,10 @@ function v86Version(): string {
 }
 
 export async function experimentCommand(argv: string[], io: CliIo = processIo): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    io.out(`usage: refcow ${EXPERIMENT_USAGE}\n${EXPERIMENT_HELP}`);
+    return 0;
+  }
   const o = parse(argv);
   const progress = progressPrinter(io);
   const t0 = Date.now();
