@@ -65,6 +65,7 @@ export function table(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSou
     const lines = [["scheme", "allocated", ...names]];
     for (const size of sizes) for (const s of schemes) lines.push([s, `${Math.round(size / 2 ** 20)} MiB`, ...names.map((n) => f1((ops.find((r) => schemeLabel(r) === s && r.size_bytes === size && r.phase === n)?.median_us ?? NaN) / 1000))]);
     out += padTable(lines);
+    for (const r of ops.filter((x) => x.check)) out += `  ${schemeLabel(r)}, ${Math.round(r.size_bytes! / 2 ** 20)} MiB: ${r.check} (qemu-img check; a crash may leak clusters, as under QEMU)\n`;
   }
   if (failed.length) out += "\nfailed sources (no figures of theirs are used):\n" + failed.map((f) => `  ${failureLine(f)}\n`).join("");
   if (missing.length) out += "\nmissing sources (their rows are absent):\n" + missing.map((m) => `  ${m.source}: ${m.reason}\n`).join("");

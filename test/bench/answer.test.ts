@@ -192,3 +192,19 @@ describe("the guest section", () => {
     expect(guestRanking(guest, rows, failed).join(" ")).toBe("writeback: no ranking of the schemes in the guest: owner (every run failed).");
   });
 });
+
+describe("the answer's verdict", () => {
+  it("says a scheme removes the slowdown only when its post-snapshot write costs no more than in place, its close counted", () => {
+    const rows = matrix(["writeback"]).map((r) =>
+      r.scheme === "log" && r.transport === "ring" && r.phase === "post-snapshot" ? row("refcow", "log", "ring", "writeback", "post-snapshot", [41, 82, 52], [42, 83, 53]) : r,
+    );
+    const text = buildAnswer({ rows }).summary.join(" ");
+    // Per round 41/40, 82/80, 52/50 = 1.025, 1.025, 1.04; with the close 42/41, 83/81, 53/51.
+    expect(text).toContain(`The scheme that removes it is log, with the lowest post-snapshot amortized cost per write of the schemes: in writeback ${byRounds([41, 82, 52], IN)} its in-place cost.`);
+    const deferring = rows.map((r) => (r.scheme === "log" && r.transport === "ring" && r.phase === "post-snapshot" ? row("refcow", "log", "ring", "writeback", "post-snapshot", [41, 82, 52], [90, 160, 100]) : r));
+    const t2 = buildAnswer({ rows: deferring }).summary.join(" ");
+    expect(t2).not.toContain("removes it");
+    expect(t2).toContain(`log in writeback (${byRounds([41, 82, 52], IN)} its in-place cost, ${byRounds([90, 160, 100], [41, 81, 51])} counting its close, which carries work it deferred)`);
+    expect(sentences(t2)).toHaveLength(3);
+  });
+});
