@@ -5,7 +5,7 @@
  * and the timing of the snapshot taken mid-run. `guestRows` flattens them into result rows (`workload` =
  * "guest-<name>"), one per scheme, cache mode and phase, over the repetitions.
  */
-import { spread } from "../stats/latency.js";
+import { amortized, spread } from "../stats/latency.js";
 import type { ResultRow } from "./matrix.js";
 
 /** One latency column of a phase, µs (src/vm/decomposition.ts). */
@@ -39,6 +39,8 @@ export interface GuestPhase {
   emulator_us?: number;
   /** The guest clock's rate error against the host's over the phase, ppm. */
   clock_drift_ppm?: number;
+  /** Host wall time of the phase, ms, from the guest announcing it to its end (its fsync included). */
+  duration_ms?: number;
 }
 
 export interface GuestSnapshotTiming {
@@ -80,6 +82,14 @@ export function guestSeen(p: GuestPhase): { median: number; p99: number } {
   return p.app_us?.count ? { median: p.app_us.median, p99: p.app_us.p99 } : { median: p.write_median_us, p99: p.write_p99_us };
 }
 
+/**
+ * A phase's amortized cost per write (µs): its wall time ÷ its writes, flush waits included — the statistic
+ * the host rows are ranked by. Undefined when the run did not record the phase's wall time.
+ */
+export function guestAmortized(p: GuestPhase): number | undefined {
+  return p.duration_ms !== undefined && p.writes > 0 ? amortized(p.duration_ms * 1000, p.writes) : undefined;
+}
+
 export function guestRows(guest: GuestResult[]): ResultRow[] {
   const rows: ResultRow[] = [];
   const cells = new Map<string, { g: GuestResult; phase: string; runs: GuestPhase[] }>();
@@ -94,6 +104,9 @@ export function guestRows(guest: GuestResult[]): ResultRow[] {
   }
   for (const { g, phase, runs } of cells.values()) {
     const median = spread(runs.map((p) => guestSeen(p).median)).median;
+    const perRun = runs.map(guestAmortized);
+    // No stand-in: without every run's wall time the amortized figure is absent (NaN prints as "-").
+    const am = perRun.every((x): x is number => x !== undefined) ? spread(perRun as number[]) : undefined;
     rows.push({
       source: "refcow",
       scheme: g.scheme,
@@ -102,7 +115,8 @@ export function guestRows(guest: GuestResult[]): ResultRow[] {
       phase,
       median_us: median,
       p99_us: spread(runs.map((p) => guestSeen(p).p99)).median,
-      amortized_us: median,
+      amortized_us: am ? am.median : NaN,
+      ...(am ? { amortized_us_min: am.min, amortized_us_max: am.max } : {}),
       runs: runs.length,
       cdf_us: runs[0]!.write_cdf_us,
     });

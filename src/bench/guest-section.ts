@@ -5,12 +5,21 @@
  * the post-snapshot / in-place ratio beside the host benchmark's for the same scheme and cache mode, and the
  * ranking of the schemes after the snapshot in the guest and on the host.
  *
- * Every figure over repetitions is the median of the per-run medians with their min–max (src/stats/latency.ts
- * `spread`). The models here are tables of strings; report-html.ts and report.ts render them.
+ * Every figure over repetitions is the median of the per-run figures with their min–max (src/stats/latency.ts
+ * `spread`); every ratio is computed within each run (the guest's) or round (the host's), then the median with
+ * min–max (`ratioByRounds`). Schemes are ranked by the statistic the whole report ranks by: amortized cost per
+ * write (phase wall time ÷ writes, flush waits included). The host figure beside a guest one is always the
+ * host twin's row through the worker ring (what the guest's disk goes through), refcow's own flush order,
+ * first-fit: when that row is missing it is shown missing, never another row in its place. A run that failed
+ * is listed with its reason, and a scheme with no run left is named and the schemes are not ranked.
+ *
+ * The models here are tables of strings; report-html.ts and report.ts render them.
  */
-import { spread, type Spread } from "../stats/latency.js";
-import { guestSeen, type GuestLatencyColumn, type GuestPhase, type GuestResult } from "./guest-results.js";
+import { ratioByRounds, spread, type Spread } from "../stats/latency.js";
+import type { FailedSource } from "./failures.js";
+import { guestAmortized, guestSeen, type GuestLatencyColumn, type GuestPhase, type GuestResult } from "./guest-results.js";
 import type { ResultRow } from "./matrix.js";
+import { formatRatio, ratioOf } from "./ratios.js";
 
 /** The host workload whose ratio the guest's rand4k is compared with (one 4 KiB write per cluster). */
 export const HOST_TWIN_WORKLOAD = "rand4k-per-cluster";
@@ -54,25 +63,34 @@ function columnSpread(ps: GuestPhase[], pick: (p: GuestPhase) => GuestLatencyCol
   return v.length ? spread(v) : undefined;
 }
 
-/** Per run, post-snapshot over in-place of what the guest saw (medians). */
+/** Per run, post-snapshot ÷ in-place of the guest's amortized cost per write, then over runs. */
 function guestRatio(c: Cell): Spread | undefined {
-  const v: number[] = [];
+  const post: Array<number | undefined> = [];
+  const inPlace: Array<number | undefined> = [];
   for (const g of c.runs) {
     const a = g.phases.find((p) => p.name === "in-place");
     const b = g.phases.find((p) => p.name === "post-snapshot");
-    if (a?.writes && b?.writes && guestSeen(a).median > 0) v.push(guestSeen(b).median / guestSeen(a).median);
+    post.push(b ? guestAmortized(b) : undefined);
+    inPlace.push(a ? guestAmortized(a) : undefined);
   }
-  return v.length ? spread(v) : undefined;
+  const s = ratioByRounds(post, inPlace);
+  return s.runs ? s : undefined;
 }
 
-function hostRow(rows: ResultRow[], scheme: string, cache: string, phase: string): ResultRow | undefined {
-  return rows.find((r) => r.source === "refcow" && r.workload === HOST_TWIN_WORKLOAD && r.scheme === scheme && r.cache === cache && r.phase === phase && (r.alloc ?? "first-fit") === "first-fit");
+/** The guest's host twin: the same scheme's row through the ring, refcow's flush order, first-fit; or undefined. */
+export function hostRow(rows: ResultRow[], scheme: string, cache: string, phase: string): ResultRow | undefined {
+  return rows.find((r) => r.source === "refcow" && r.workload === HOST_TWIN_WORKLOAD && r.transport === "ring" && !r.order && r.scheme === scheme && r.cache === cache && r.phase === phase && (r.alloc ?? "first-fit") === "first-fit");
 }
 
-function hostRatio(rows: ResultRow[], scheme: string, cache: string): number | undefined {
-  const a = hostRow(rows, scheme, cache, "in-place");
+function hostRatio(rows: ResultRow[], scheme: string, cache: string): Spread | undefined {
   const b = hostRow(rows, scheme, cache, "post-snapshot");
-  return a && b && a.median_us > 0 ? b.median_us / a.median_us : undefined;
+  return b ? ratioOf(rows, b, "vs in-place", "amortized_us") : undefined;
+}
+
+/** The guest's amortized cost per write over the runs of a cell's phase (runs without a wall time left out). */
+function amortizedSpread(ps: GuestPhase[]): Spread | undefined {
+  const v = ps.map(guestAmortized).filter((x): x is number => x !== undefined);
+  return v.length ? spread(v) : undefined;
 }
 
 /** The table of the four clocks, per scheme, cache mode and phase, with ranges over the repetitions. */
@@ -93,6 +111,7 @@ export function guestClockTable(guest: GuestResult[]): TableModel {
         String(ps.length),
         ps.some((p) => p.app_us?.count) ? range(columnSpread(ps, (p) => p.app_us, "median")) : `${range(seen)} (device)`,
         range(columnSpread(ps, (p) => p.app_us, "p99")),
+        range(amortizedSpread(ps)),
         range(columnSpread(ps, (p) => p.device_us ?? { count: p.writes, median: p.write_median_us, p90: 0, p99: p.write_p99_us, max: 0 }, "median")),
         range(columnSpread(ps, (p) => p.ring_us, "median")),
         range(columnSpread(ps, (p) => p.engine_us ?? (p.engine_write_median_us !== undefined ? { count: p.writes, median: p.engine_write_median_us, p90: 0, p99: 0, max: 0 } : undefined), "median")),
@@ -102,59 +121,81 @@ export function guestClockTable(guest: GuestResult[]): TableModel {
     }
   }
   return {
-    head: ["scheme", "cache", "phase", "runs", "app median µs", "app p99 µs", "device median µs", "ring median µs", "engine median µs", "app − engine µs", "load (1 min)"],
+    head: ["scheme", "cache", "phase", "runs", "app median µs", "app p99 µs", "amortized µs/write (wall ÷ writes)", "device median µs", "ring median µs", "engine median µs", "app − engine µs", "load (1 min)"],
     body,
     numericFrom: 3,
   };
 }
 
-/** Post-snapshot / in-place as the guest saw it beside the host benchmark's, per scheme and cache mode. */
+/** Post-snapshot ÷ in-place as the guest saw it beside the host benchmark's, per scheme and cache mode (amortized). */
 export function guestRatioTable(guest: GuestResult[], rows: ResultRow[]): TableModel {
   const body: string[][] = [];
   for (const c of cells(guest)) {
     const g = guestRatio(c);
     if (!g) continue;
+    const twin = hostRow(rows, c.scheme, c.cache, "post-snapshot");
     const h = hostRatio(rows, c.scheme, c.cache);
-    const off = h !== undefined ? g.median / h - 1 : undefined;
+    const off = h ? g.median / h.median - 1 : undefined;
     body.push([
       c.scheme,
       c.cache,
-      `${g.median.toFixed(2)}× (${g.min.toFixed(2)}–${g.max.toFixed(2)})`,
-      h !== undefined ? `${h.toFixed(2)}×` : "–",
+      formatRatio(g),
+      h ? formatRatio(h) : twin ? "no in-place row" : "missing (no ring row)",
       off !== undefined ? `${off >= 0 ? "+" : ""}${(off * 100).toFixed(0)}%` : "–",
       off !== undefined ? (Math.abs(off) <= RATIO_TOLERANCE ? "yes" : "no") : "–",
     ]);
   }
-  return { head: ["scheme", "cache", "guest post/in-place", "host post/in-place", "guest vs host", `within ${RATIO_TOLERANCE * 100}%`], body, numericFrom: 2 };
+  return {
+    head: ["scheme", "cache", "guest post ÷ in-place (amortized, per run: median (min–max))", "host post ÷ in-place (ring, amortized, per round: median (min–max))", "guest vs host (of the two medians)", `within ${RATIO_TOLERANCE * 100}%`],
+    body,
+    numericFrom: 2,
+  };
 }
 
-/** Schemes after the snapshot, fastest first, in the guest and on the host, per cache mode; and where they differ. */
-export function guestRanking(guest: GuestResult[], rows: ResultRow[]): string[] {
+/** The guest runs that failed, one line each with the reason. */
+export function guestFailures(failed: readonly FailedSource[]): string[] {
+  return failed.filter((f) => f.part === "guest").map((f) => `${f.name} ${f.cache ?? ""}${f.round !== undefined ? ` run ${f.round}` : ""} failed: ${f.reason}`);
+}
+
+/**
+ * Schemes after the snapshot, cheapest first by amortized cost per write, in the guest and on the host (ring),
+ * per cache mode; where they differ, and whether the guest's ranges overlap. A scheme with no guest run left
+ * (every run failed) or without a wall time refuses the ranking, naming it.
+ */
+export function guestRanking(guest: GuestResult[], rows: ResultRow[], failed: readonly FailedSource[] = []): string[] {
   const out: string[] = [];
-  for (const cache of [...new Set(guest.map((g) => String(g.cache)))]) {
+  const guestFailed = failed.filter((f) => f.part === "guest");
+  const caches = [...new Set([...guest.map((g) => String(g.cache)), ...guestFailed.map((f) => String(f.cache))])];
+  for (const cache of caches) {
     const mine = cells(guest).filter((c) => c.cache === cache);
-    const guestOrder = mine
-      .map((c) => ({ s: c.scheme, v: spread(phaseRuns(c, "post-snapshot").map((p) => guestSeen(p).median)) }))
-      .filter((x) => x.v.runs > 0)
-      .sort((a, b) => a.v.median - b.v.median);
-    if (guestOrder.length < 2) continue;
-    const hostOrder = guestOrder
-      .map((x) => ({ s: x.s, v: hostRow(rows, x.s, cache, "post-snapshot")?.median_us }))
-      .filter((x): x is { s: string; v: number } => x.v !== undefined)
-      .sort((a, b) => a.v - b.v);
-    let text = `${cache}, after the snapshot, fastest first — guest: ${guestOrder.map((x) => `${x.s} ${n1(x.v.median)} µs`).join(", ")}`;
-    if (hostOrder.length === guestOrder.length) {
-      text += `; host: ${hostOrder.map((x) => `${x.s} ${n1(x.v)} µs`).join(", ")}`;
+    const schemes = [...new Set([...mine.map((c) => c.scheme), ...guestFailed.filter((f) => f.cache === cache && f.scheme).map((f) => f.scheme!)])];
+    const measured = mine
+      .map((c) => ({ s: c.scheme, v: amortizedSpread(phaseRuns(c, "post-snapshot")) }))
+      .filter((x): x is { s: string; v: Spread } => x.v !== undefined);
+    const absent = schemes.filter((s) => !measured.some((x) => x.s === s));
+    if (schemes.length < 2) continue;
+    if (absent.length) {
+      const why = absent.map((s) => (guestFailed.some((f) => f.cache === cache && f.scheme === s) ? `${s} (every run failed)` : `${s} (no amortized figure)`));
+      out.push(`${cache}: no ranking of the schemes in the guest: ${why.join(", ")}.`);
+      continue;
+    }
+    const guestOrder = [...measured].sort((a, b) => a.v.median - b.v.median);
+    const host = guestOrder.map((x) => ({ s: x.s, v: hostRow(rows, x.s, cache, "post-snapshot")?.amortized_us }));
+    const hostMissing = host.filter((x) => x.v === undefined).map((x) => x.s);
+    const hostOrder = host.filter((x): x is { s: string; v: number } => x.v !== undefined).sort((a, b) => a.v - b.v);
+    let text = `${cache}, after the snapshot, cheapest first by amortized µs per write — guest: ${guestOrder.map((x) => `${x.s} ${n1(x.v.median)}`).join(", ")}`;
+    if (!hostMissing.length) {
+      text += `; host (ring): ${hostOrder.map((x) => `${x.s} ${n1(x.v)}`).join(", ")}`;
       const differ = guestOrder.map((x, i) => [x.s, hostOrder[i]!.s] as const).filter(([a, b]) => a !== b);
       if (!differ.length) text += ". Same ranking.";
       else {
         // Where the guest's order differs, say whether the guest could tell the schemes apart at all: overlapping
         // min–max ranges over the repetitions mean the emulator's noise is larger than the difference.
-        const overlaps = guestOrder.slice(1).filter((x, i) => x.v.min <= guestOrder[i]!.v.max).map((x, i) => `${guestOrder[i]!.s}/${x.s}`);
+        const overlaps = guestOrder.slice(1).filter((x, i) => x.v.min <= guestOrder[i]!.v.max).map((x) => `${guestOrder[guestOrder.indexOf(x) - 1]!.s}/${x.s}`);
         text += `. The ranking differs at ${differ.map(([a, b]) => `${a} (host: ${b})`).join(", ")}`;
         text += overlaps.length ? `; the guest's ranges overlap for ${overlaps.join(", ")}, so the guest cannot tell those apart.` : ".";
       }
-    } else text += "; no host figures to compare with.";
+    } else text += `; the host's ring row is missing for ${hostMissing.join(", ")}, so no host ranking is set beside it.`;
     out.push(text);
   }
   return out;
@@ -184,7 +225,7 @@ export function guestAnswer(guest: GuestResult[]): string {
       .join(", ");
     const runs = Math.min(...post.map((x) => x.post.length));
     parts.push(
-      `In the guest (${post[0]!.c.workload} workload through its own ${diskWords(guest.find((g) => g.cache === cache))} driver, ${cache}${runs > 1 ? `, median of ${runs} runs` : ""}), the median write after the snapshot took ${desc}; ` +
+      `In the guest (${post[0]!.c.workload} workload through its own ${diskWords(guest.find((g) => g.cache === cache))} driver, ${cache}${runs > 1 ? `, median of ${runs} runs` : ""}), the per-request median write time after the snapshot was ${desc}; ` +
         "what the guest sees adds the emulator's scheduling and the host's load to the engine's own time.",
     );
     const vm = guest.filter((g) => g.cache === cache && g.snapshot?.vmStateWriteMs !== undefined && g.snapshot?.diskSnapshotMs !== undefined);
@@ -206,20 +247,22 @@ export function textTable(t: TableModel): string {
 }
 
 /** The guest section of report.md. */
-export function guestSectionMarkdown(guest: GuestResult[], rows: ResultRow[]): string {
-  if (!guest.length) return "";
+export function guestSectionMarkdown(guest: GuestResult[], rows: ResultRow[], failed: readonly FailedSource[] = []): string {
+  const failures = guestFailures(failed);
+  if (!guest.length && !failures.length) return "";
   const ratio = guestRatioTable(guest, rows);
   return [
     "## The guest's writes",
     "",
-    "app: the guest program's system call (its own clock); device: v86's disk request to its completion; ring: the worker ring's client; engine: the worker's own time. Median over the runs of each cell, min–max in brackets.",
+    "app: the guest program's system call (its own clock); device: v86's disk request to its completion; ring: the worker ring's client; engine: the worker's own time; each a per-request median. amortized: the phase's wall time ÷ its writes (the statistic schemes are ranked by). Median over the runs of each cell, min–max in brackets.",
     "",
     "```",
     textTable(guestClockTable(guest)).trimEnd(),
     "```",
     "",
     ...(ratio.body.length ? ["```", textTable(ratio).trimEnd(), "```", ""] : []),
-    ...guestRanking(guest, rows).map((l) => `- ${l}`),
+    ...guestRanking(guest, rows, failed).map((l) => `- ${l}`),
+    ...failures.map((l) => `- ${l}`),
     "",
   ].join("\n");
 }

@@ -24,13 +24,15 @@ import type { Qcow2Image } from "../engine/qcow2-image.js";
 import { ALLOC_POLICIES, type AllocPolicyName, type CacheMode, type CostBreakdown, type FlushOrder } from "../engine/types.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
 import { amortized, cdf, percentile, spread, summarize } from "../stats/latency.js";
+import { type FailedSource, failureLine, failureOf, requireCleanImage, requireNoCorruption } from "./failures.js";
 import { closeAllWorkers } from "../worker/index.js";
 import { readTrace, type Trace } from "../vm/trace.js";
-import { runFio } from "./fio.js";
+import { type FioResult, runFio } from "./fio.js";
 import { CLUSTER, nowUs, type Pattern, runWritePhase, WRITE, writeOffsets } from "./load.js";
 import { betweenPhases, detectTools, openSession, prepareFile, type SourceSpec, sourceName, sourceUnavailable, startNbdServer, type Tools, type Transport } from "./sources.js";
 
 export { CLUSTER, FLUSH_EVERY, WRITE } from "./load.js";
+export { type FailedSource, qemuCheckVerdict } from "./failures.js";
 
 export type Workload = Pattern | "trace";
 
@@ -59,6 +61,11 @@ export interface BenchOptions {
   opSizes: number[];
   dir: string;
   progress: (msg: string) => void;
+  /**
+   * Called after the host operation between two phases of the write matrix (the snapshot, its delete), before
+   * the next phase opens the file: a hook for fault injection (the tests corrupt an image here).
+   */
+  onPhaseBoundary?: (e: { spec: SourceSpec; cache: CacheMode; workload: Pattern; phase: string; file: string }) => void;
 }
 
 export interface PurposeRow {
@@ -75,6 +82,8 @@ export interface RepFigures {
   median_us: number;
   p99_us: number;
   amortized_us: number;
+  /** (Phase wall time + close) ÷ writes. */
+  amortized_close_us?: number;
 }
 
 export interface ResultRow {
@@ -118,13 +127,25 @@ export interface ResultRow {
   check?: string;
   /** Close after the phase (µs), median over rounds: deferred work (a scheme's fills) done at close. */
   close_us?: number;
-  /** (Phase wall time + close) ÷ writes, median over rounds: amortized with everything deferred included. */
+  /** (Phase wall time + close) ÷ writes, median over rounds, and its range: amortized with everything deferred included. */
   amortized_close_us?: number;
+  amortized_close_us_min?: number;
+  amortized_close_us_max?: number;
   /** Bytes written to the host file per guest write during the phase (refcow ring and in-process rows). */
   host_write_bytes?: number;
 }
 
-/** fio's figures for one cell (the cross-check, or the queue-depth benchmark). */
+/** One round of fio on one cell. */
+export interface FioRep {
+  iops: number;
+  clat_p50_us: number;
+  clat_p99_us: number;
+}
+
+/**
+ * fio's figures for one cell (the cross-check, or the queue-depth benchmark): each the median over rounds of
+ * the per-round figure, with its range; `reps` keeps the rounds, in round order, for ratios by round.
+ */
 export interface FioRow {
   source: "refcow" | "qemu" | "raw";
   scheme: string;
@@ -135,8 +156,14 @@ export interface FioRow {
   iodepth: number;
   writes: number;
   iops: number;
+  iops_min?: number;
+  iops_max?: number;
   clat_p50_us: number;
+  clat_p50_us_min?: number;
+  clat_p50_us_max?: number;
   clat_p99_us: number;
+  runs?: number;
+  reps?: FioRep[];
 }
 
 /** A source the run left out, and why. */
@@ -151,8 +178,8 @@ export interface BenchResults {
   rows: ResultRow[];
   fio: FioRow[];
   missing: MissingSource[];
-  /** Images a source left that qemu-img check did not pass, and sources that failed. */
-  failures: string[];
+  /** Sources that threw, or left an image qemu-img check did not pass: their figures are not used. */
+  failed: FailedSource[];
 }
 
 /**
@@ -234,14 +261,17 @@ function rowFromRuns(base: Omit<ResultRow, "median_us" | "p99_us" | "amortized_u
     amortized_us_min: am.min,
     amortized_us_max: am.max,
     runs: runs.length,
-    reps: per.map((p) => ({ median_us: p.s.median, p99_us: p.s.p99, amortized_us: p.amortized })),
+    reps: runs.map((r, i) => ({ median_us: per[i]!.s.median, p99_us: per[i]!.s.p99, amortized_us: per[i]!.amortized, ...(r.closeUs !== undefined ? { amortized_close_us: amortized(r.wallUs + r.closeUs, r.writes) } : {}) })),
     cdf_us: cdf(pooled),
   };
   if (flushes.length) row.flush_median_us = percentile(flushes, 50);
   const closed = runs.filter((r) => r.closeUs !== undefined);
   if (closed.length) {
-    row.close_us = percentile(closed.map((r) => r.closeUs!), 50);
-    row.amortized_close_us = percentile(closed.map((r) => (r.wallUs + r.closeUs!) / r.writes), 50);
+    row.close_us = spread(closed.map((r) => r.closeUs!)).median;
+    const withClose = spread(closed.map((r) => amortized(r.wallUs + r.closeUs!, r.writes)));
+    row.amortized_close_us = withClose.median;
+    row.amortized_close_us_min = withClose.min;
+    row.amortized_close_us_max = withClose.max;
   }
   const withCosts = runs.filter((r) => r.costs);
   if (withCosts.length) {
@@ -264,7 +294,8 @@ export function benchSources(opts: BenchOptions): SourceSpec[] {
   out.push({ source: "raw", scheme: "none", transport: local });
   out.push({ source: "raw", scheme: "none", transport: "direct" });
   if (opts.qemu) {
-    for (const scheme of ["eager", "lazy"]) if (opts.schemes.includes(scheme)) out.push({ source: "refcow", scheme, transport: "nbd" });
+    // Every scheme through refcow's NBD export, beside qemu-nbd: the like-for-like comparison with QEMU.
+    for (const scheme of opts.schemes) out.push({ source: "refcow", scheme, transport: "nbd" });
     out.push({ source: "qemu", scheme: "std", transport: "nbd" });
     out.push({ source: "qemu", scheme: "lazy_refcounts", transport: "nbd" });
     out.push({ source: "raw", scheme: "none", transport: "nbd" });
@@ -272,27 +303,13 @@ export function benchSources(opts: BenchOptions): SourceSpec[] {
   return out;
 }
 
+/** The fields of a failed entry that say which source it was. */
+function specFields(s: SourceSpec): Pick<FailedSource, "name" | "source" | "scheme" | "order" | "alloc" | "transport"> {
+  return { name: sourceName(s), source: s.source, scheme: s.scheme, ...(s.order ? { order: s.order } : {}), ...(s.alloc ? { alloc: s.alloc } : {}), transport: s.transport };
+}
+
 const specKey = (s: SourceSpec) => `${s.source}/${s.scheme}/${s.order ?? ""}/${s.alloc ?? ""}/${s.transport}`;
 const slug = (s: SourceSpec) => specKey(s).replace(/[^a-z0-9_-]+/gi, "-");
-
-/** qemu-img check's verdict on an image: "clean", or what it found. */
-export function qemuCheckVerdict(image: string): string {
-  let out: string;
-  try {
-    out = execFileSync("qemu-img", ["check", "--output=json", image], { stdio: ["ignore", "pipe", "pipe"] }).toString();
-  } catch (e) {
-    const err = e as { stdout?: Buffer; stderr?: Buffer };
-    out = err.stdout?.toString() ?? "";
-    if (!out.trim()) return `check failed: ${err.stderr?.toString().trim() ?? "no output"}`;
-  }
-  try {
-    const r = JSON.parse(out) as { corruptions?: number; leaks?: number; "check-errors"?: number };
-    const issues = [r.corruptions ? `${r.corruptions} corruptions` : "", r.leaks ? `${r.leaks} leaked clusters` : "", r["check-errors"] ? `${r["check-errors"]} check errors` : ""].filter(Boolean);
-    return issues.length ? issues.join(", ") : "clean";
-  } catch {
-    return `unreadable check output: ${out.slice(0, 200)}`;
-  }
-}
 
 /** One source through the three phases on a freshly prepared file; the file is checked, then removed. */
 async function runSource(opts: BenchOptions, spec: SourceSpec, cache: CacheMode, pattern: Pattern, round: number, tools: Tools): Promise<Map<string, PhaseRun>> {
@@ -306,6 +323,7 @@ async function runSource(opts: BenchOptions, spec: SourceSpec, cache: CacheMode,
   for (const ph of PHASES) {
     if (ph === "post-snapshot") betweenPhases(spec, file, "snapshot");
     if (ph === "after-delete") betweenPhases(spec, file, "delete");
+    if (ph !== "in-place") opts.onPhaseBoundary?.({ spec, cache, workload: pattern, phase: ph, file });
     const offsets = writeOffsets(n, pattern, seed, ph === "after-delete" ? n : 0);
     const session = await openSession(spec, file, cache, socket);
     let run: PhaseRun | undefined;
@@ -321,10 +339,7 @@ async function runSource(opts: BenchOptions, spec: SourceSpec, cache: CacheMode,
       if (run) run.closeUs = (performance.now() - t) * 1000;
     }
   }
-  if (spec.source !== "raw" && tools.qemuImg) {
-    const verdict = qemuCheckVerdict(file);
-    if (verdict !== "clean") throw new Error(`${sourceName(spec)} ${cache} ${pattern}: the image it left fails qemu-img check: ${verdict}`);
-  }
+  if (spec.source !== "raw" && tools.qemuImg) requireCleanImage(file);
   fs.rmSync(file, { force: true });
   return out;
 }
@@ -360,8 +375,9 @@ async function writeMatrix(opts: BenchOptions, tools: Tools, results: BenchResul
             phases = await runSource(opts, spec, cache, pattern, round, tools);
           } catch (e) {
             failed.add(key);
-            results.failures.push(`${sourceName(spec)} ${cache} ${pattern}: ${(e as Error).message}`);
-            opts.progress(`  FAILED: ${(e as Error).message}`);
+            const f = failureOf(e, { part: "write matrix", ...specFields(spec), cache, workload: pattern, round: round + 1 });
+            results.failed.push(f);
+            opts.progress(`  FAILED: ${f.reason}`);
             continue;
           }
           for (const [phase, run] of phases) {
@@ -385,10 +401,17 @@ async function writeMatrix(opts: BenchOptions, tools: Tools, results: BenchResul
   }
 }
 
+/** Rounds of the fio runs: at least three, so that every fio figure and ratio has a median and a range. */
+export const FIO_MIN_ROUNDS = 3;
+
 /**
- * fio against the NBD sources on freshly prepared files: the cross-check (queue depth 1, every cache mode
- * and pattern, refcow's export and qemu-nbd on the qcow2 and on the raw file) and the queue-depth benchmark
- * (random writes in writeback at `fioDepths`, refcow's export against qemu-nbd std).
+ * fio against the NBD sources on freshly prepared files: the cross-check (queue depth 1, every cache mode and
+ * pattern, refcow's export under every scheme, qemu-nbd on the qcow2 and on the raw file, the same iolog for
+ * all) and the queue-depth benchmark (random writes in writeback at `fioDepths`, the same sources but the raw
+ * file). Rounds as the write matrix's: each round runs every source once per cell, the sources alternating
+ * (an order rotated from round to round, reversed every other round), round i of every source on the same
+ * requests; at least FIO_MIN_ROUNDS rounds. A source's rows are used only when every image it left passed
+ * qemu-img check; a source that throws or fails the check is a failed entry for that cell.
  */
 async function fioMatrix(opts: BenchOptions, tools: Tools, results: BenchResults): Promise<void> {
   if (!opts.fio && !opts.fioDepths.length) return;
@@ -396,43 +419,84 @@ async function fioMatrix(opts: BenchOptions, tools: Tools, results: BenchResults
     results.missing.push({ source: "fio cross-check", reason: "fio with its nbd engine not found (install fio)" });
     return;
   }
-  const specs: SourceSpec[] = [
-    { source: "refcow", scheme: "eager", transport: "nbd" },
-    { source: "qemu", scheme: "std", transport: "nbd" },
-    { source: "raw", scheme: "none", transport: "nbd" },
-  ].filter((s) => !sourceUnavailable(s as SourceSpec, tools)) as SourceSpec[];
+  const candidates: SourceSpec[] = [...opts.schemes.map((scheme): SourceSpec => ({ source: "refcow", scheme, transport: "nbd" })), { source: "qemu", scheme: "std", transport: "nbd" }, { source: "raw", scheme: "none", transport: "nbd" }];
+  const specs: SourceSpec[] = [];
+  for (const s of candidates) {
+    const why = sourceUnavailable(s, tools);
+    if (!why) specs.push(s);
+    else if (!results.missing.some((m) => m.source === `fio: ${sourceName(s)}`)) results.missing.push({ source: `fio: ${sourceName(s)}`, reason: why });
+  }
   const cells: Array<{ cache: CacheMode; pattern: Pattern; depth: number; phases: string[] }> = [];
   if (opts.fio) for (const cache of opts.caches) for (const pattern of opts.workloads.filter((w): w is Pattern => w !== "trace")) cells.push({ cache, pattern, depth: 1, phases: ["in-place", "post-snapshot"] });
   for (const depth of opts.fioDepths) if (!cells.some((c) => c.cache === "writeback" && c.pattern === "rand4k-per-cluster" && c.depth === depth)) cells.push({ cache: "writeback", pattern: "rand4k-per-cluster", depth, phases: ["in-place", "post-snapshot"] });
   const n = opts.clusters;
-  for (const cell of cells) {
-    for (const spec of specs) {
-      if (cell.depth !== 1 && spec.source === "raw") continue;
-      opts.progress(`fio: ${cell.cache}, ${cell.pattern}, iodepth ${cell.depth}, ${sourceName(spec)}`);
-      const file = path.join(opts.dir, `fio-${slug(spec)}.img`);
-      const socket = path.join(opts.dir, "fio.sock");
-      try {
-        prepareFile(spec, file, n);
-        for (const phase of cell.phases) {
-          if (phase === "post-snapshot") betweenPhases(spec, file, "snapshot");
-          const server = await startNbdServer(spec, file, cell.cache, socket);
-          try {
-            const r = await runFio(socket, writeOffsets(n, cell.pattern, 1234), WRITE, cell.cache, cell.depth, path.join(opts.dir, "fio"));
-            results.fio.push({ source: spec.source, scheme: spec.scheme, transport: "nbd", cache: cell.cache, workload: cell.pattern, phase, iodepth: cell.depth, writes: r.writes, iops: r.iops, clat_p50_us: r.clat_p50_us, clat_p99_us: r.clat_p99_us });
-          } finally {
-            await server.stop();
+  const rounds = Math.max(FIO_MIN_ROUNDS, opts.reps);
+  const acc = new Map<string, { spec: SourceSpec; cell: (typeof cells)[number]; phases: Map<string, FioResult[]> }>();
+  const failed = new Set<string>();
+  for (let round = 0; round < rounds; round++) {
+    for (const cell of cells) {
+      const here = specs.filter((s) => cell.depth === 1 || s.source !== "raw");
+      const k = here.length ? round % here.length : 0;
+      const ordered = [...here.slice(k), ...here.slice(0, k)];
+      if (round % 2 === 1) ordered.reverse();
+      for (const spec of ordered) {
+        const key = `${specKey(spec)}|${cell.cache}|${cell.pattern}|${cell.depth}`;
+        if (failed.has(key)) continue;
+        opts.progress(`fio round ${round + 1}/${rounds}: ${cell.cache}, ${cell.pattern}, iodepth ${cell.depth}, ${sourceName(spec)}`);
+        const file = path.join(opts.dir, `fio-${slug(spec)}.img`);
+        const socket = path.join(opts.dir, "fio.sock");
+        const got = new Map<string, FioResult>();
+        try {
+          prepareFile(spec, file, n);
+          for (const phase of cell.phases) {
+            if (phase === "post-snapshot") betweenPhases(spec, file, "snapshot");
+            const server = await startNbdServer(spec, file, cell.cache, socket);
+            try {
+              got.set(phase, await runFio(socket, writeOffsets(n, cell.pattern, 1234 + round), WRITE, cell.cache, cell.depth, path.join(opts.dir, "fio")));
+            } finally {
+              await server.stop();
+            }
           }
+          // Checked before any of its figures is kept.
+          if (spec.source !== "raw" && tools.qemuImg) requireCleanImage(file);
+          const a = acc.get(key) ?? { spec, cell, phases: new Map<string, FioResult[]>() };
+          for (const [phase, r] of got) a.phases.set(phase, [...(a.phases.get(phase) ?? []), r]);
+          acc.set(key, a);
+        } catch (e) {
+          failed.add(key);
+          const f = failureOf(e, { part: "fio", ...specFields(spec), cache: cell.cache, workload: cell.pattern, iodepth: cell.depth, round: round + 1 });
+          results.failed.push(f);
+          opts.progress(`  FAILED: ${f.reason}`);
+        } finally {
+          fs.rmSync(file, { force: true });
         }
-        if (spec.source !== "raw" && tools.qemuImg) {
-          const verdict = qemuCheckVerdict(file);
-          if (verdict !== "clean") results.failures.push(`fio ${sourceName(spec)} ${cell.cache}: the image fails qemu-img check: ${verdict}`);
-        }
-      } catch (e) {
-        results.failures.push(`fio ${sourceName(spec)} ${cell.cache} ${cell.pattern} iodepth ${cell.depth}: ${(e as Error).message}`);
-        opts.progress(`  FAILED: ${(e as Error).message}`);
-      } finally {
-        fs.rmSync(file, { force: true });
       }
+    }
+  }
+  for (const [key, a] of acc) {
+    if (failed.has(key)) continue;
+    for (const [phase, runs] of a.phases) {
+      const iops = spread(runs.map((r) => r.iops));
+      const p50 = spread(runs.map((r) => r.clat_p50_us));
+      results.fio.push({
+        source: a.spec.source,
+        scheme: a.spec.scheme,
+        transport: "nbd",
+        cache: a.cell.cache,
+        workload: a.cell.pattern,
+        phase,
+        iodepth: a.cell.depth,
+        writes: runs[0]!.writes,
+        iops: iops.median,
+        iops_min: iops.min,
+        iops_max: iops.max,
+        clat_p50_us: p50.median,
+        clat_p50_us_min: p50.min,
+        clat_p50_us_max: p50.max,
+        clat_p99_us: spread(runs.map((r) => r.clat_p99_us)).median,
+        runs: runs.length,
+        reps: runs.map((r) => ({ iops: r.iops, clat_p50_us: r.clat_p50_us, clat_p99_us: r.clat_p99_us })),
+      });
     }
   }
 }
@@ -470,7 +534,7 @@ async function openReplayDisk(file: string, spec: SourceSpec, cache: CacheMode):
  * transport. A host event (the snapshot) runs outside every phase's clock and cost counters: the phase's
  * clock and counters stop for the flush and the snapshot and start again after them.
  */
-async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cache: CacheMode, round: number): Promise<Map<string, PhaseRun>> {
+async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cache: CacheMode, round: number, tools: Tools): Promise<Map<string, PhaseRun>> {
   const maxLen = Math.max(512, ...trace.events.map((e) => e.length));
   const data = new Uint8Array(maxLen).fill(0x5a);
   const file = path.join(opts.dir, `trace-${slug(spec)}-${cache}-${round}.img`);
@@ -527,12 +591,17 @@ async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cach
   } finally {
     await disk.close();
   }
-  fs.rmSync(file, { force: true });
+  try {
+    if (spec.source !== "raw" && tools.qemuImg) requireCleanImage(file);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
   for (const [k, v] of out) if (!v.writes) out.delete(k);
   return out;
 }
 
-async function traceMatrix(opts: BenchOptions, results: BenchResults): Promise<void> {
+/** The trace replay, round after round (sources rotated); a source that throws or fails qemu-img check is a failed entry. */
+async function traceMatrix(opts: BenchOptions, tools: Tools, results: BenchResults): Promise<void> {
   if (!opts.workloads.includes("trace")) return;
   if (!opts.traceFile) throw new Error("the trace workload needs a trace file (--trace FILE, written by `refcow run --trace`)");
   const trace = readTrace(opts.traceFile);
@@ -541,13 +610,26 @@ async function traceMatrix(opts: BenchOptions, results: BenchResults): Promise<v
   for (const scheme of opts.schemes) for (const alloc of opts.allocs) specs.push({ source: "refcow", scheme, alloc, transport });
   specs.push({ source: "raw", scheme: "none", transport });
   const acc = new Map<string, { spec: SourceSpec; cache: CacheMode; phase: string; runs: PhaseRun[] }>();
+  const failed = new Set<string>();
   for (let round = 0; round < opts.reps; round++) {
     for (const cache of opts.caches) {
       const k = (round * 3) % specs.length;
       for (const spec of [...specs.slice(k), ...specs.slice(0, k)]) {
+        const cell = `${specKey(spec)}|${cache}`;
+        if (failed.has(cell)) continue;
         opts.progress(`trace replay, round ${round + 1}/${opts.reps}, ${cache}, ${sourceName(spec)} (${trace.events.length} requests)`);
-        for (const [phase, run] of await traceRun(opts, trace, spec, cache, round)) {
-          const key = `${specKey(spec)}|${cache}|${phase}`;
+        let phases: Map<string, PhaseRun>;
+        try {
+          phases = await traceRun(opts, trace, spec, cache, round, tools);
+        } catch (e) {
+          failed.add(cell);
+          const f = failureOf(e, { part: "trace replay", ...specFields(spec), cache, workload: "trace", round: round + 1 });
+          results.failed.push(f);
+          opts.progress(`  FAILED: ${f.reason}`);
+          continue;
+        }
+        for (const [phase, run] of phases) {
+          const key = `${cell}|${phase}`;
           const a = acc.get(key) ?? { spec, cache, phase, runs: [] };
           a.runs.push(run);
           acc.set(key, a);
@@ -557,14 +639,16 @@ async function traceMatrix(opts: BenchOptions, results: BenchResults): Promise<v
   }
   for (const a of acc.values()) {
     const { spec } = a;
+    if (failed.has(`${specKey(spec)}|${a.cache}`)) continue;
     results.rows.push(rowFromRuns({ source: spec.source, scheme: spec.scheme, ...(spec.alloc ? { alloc: spec.alloc } : {}), transport: spec.transport, cache: a.cache, workload: "trace", phase: a.phase }, a.runs));
   }
 }
 
 /** Snapshot create/apply/delete, open, close and recovery (open of an image left dirty) per scheme and size. */
-function opRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, size: number): ResultRow[] {
+function opRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, size: number, tools: Tools): ResultRow[] {
   const rows: ResultRow[] = [];
   const times: Record<string, number[]> = {};
+  const recovered = new Set<string>();
   const time = (name: string, f: () => void) => {
     const t = nowUs();
     f();
@@ -572,49 +656,84 @@ function opRows(opts: BenchOptions, scheme: string, alloc: AllocPolicyName, size
   };
   for (let rep = 0; rep < opts.reps; rep++) {
     const file = path.join(opts.dir, `ops-${scheme}-${alloc}-${size}-${rep}.qcow2`);
-    createImagePath(file, { size });
-    const prep = openImagePath(file, { cache: "unsafe" });
-    const sector = new Uint8Array(512).fill(3);
-    for (let off = 0; off < size; off += CLUSTER) prep.write(off, sector); // every cluster allocated
-    prep.close();
-    let img!: Qcow2Image;
-    time("open", () => (img = openImagePath(file, { scheme, alloc }) as Qcow2Image));
-    time("snapshot-create", () => img.snapshotCreate("a"));
-    img.write(0, new Uint8Array(WRITE));
-    time("snapshot-apply", () => img.snapshotApply("a"));
-    img.snapshotCreate("b");
-    time("snapshot-delete", () => img.snapshotDelete("b"));
-    img.write(CLUSTER, new Uint8Array(WRITE));
-    img.flush();
     const crashed = `${file}.crashed`;
-    execFileSync("cp", ["--sparse=always", file, crashed]); // what a killed process leaves after its last flush
-    time("close", () => img.close());
-    time("recovery", () => openImagePath(crashed, { scheme, alloc }).close());
-    fs.rmSync(file, { force: true });
-    fs.rmSync(crashed, { force: true });
+    try {
+      createImagePath(file, { size });
+      const prep = openImagePath(file, { cache: "unsafe" });
+      const sector = new Uint8Array(512).fill(3);
+      for (let off = 0; off < size; off += CLUSTER) prep.write(off, sector); // every cluster allocated
+      prep.close();
+      let img!: Qcow2Image;
+      time("open", () => (img = openImagePath(file, { scheme, alloc }) as Qcow2Image));
+      try {
+        time("snapshot-create", () => img.snapshotCreate("a"));
+        img.write(0, new Uint8Array(WRITE));
+        time("snapshot-apply", () => img.snapshotApply("a"));
+        img.snapshotCreate("b");
+        time("snapshot-delete", () => img.snapshotDelete("b"));
+        img.write(CLUSTER, new Uint8Array(WRITE));
+        img.flush();
+        execFileSync("cp", ["--sparse=always", file, crashed]); // what a killed process leaves after its last flush
+      } catch (e) {
+        try {
+          img.close();
+        } catch {
+          /* the first error says why */
+        }
+        throw e;
+      }
+      time("close", () => img.close());
+      time("recovery", () => openImagePath(crashed, { scheme, alloc }).close());
+      // The timings count only when both images are sound: the closed one clean, the recovered one with at
+      // most leaked clusters (what a crash may cost), which its row names.
+      if (tools.qemuImg) {
+        requireCleanImage(file, "the image after the snapshot operations and close");
+        recovered.add(requireNoCorruption(crashed, "the image recovered after the crash"));
+      }
+    } finally {
+      fs.rmSync(file, { force: true });
+      fs.rmSync(crashed, { force: true });
+    }
   }
   for (const [name, t] of Object.entries(times)) {
     const s = spread(t);
-    rows.push({ source: "refcow", scheme, alloc, transport: "in-process", cache: "writeback", workload: "snapshot-ops", phase: name, median_us: s.median, median_us_min: s.min, median_us_max: s.max, p99_us: null, amortized_us: s.median, runs: s.runs, size_bytes: size });
+    const leaks = name === "recovery" ? [...recovered].filter((v) => v !== "clean") : [];
+    rows.push({ source: "refcow", scheme, alloc, transport: "in-process", cache: "writeback", workload: "snapshot-ops", phase: name, median_us: s.median, median_us_min: s.min, median_us_max: s.max, p99_us: null, amortized_us: s.median, runs: s.runs, size_bytes: size, ...(leaks.length ? { check: `recovered image: ${leaks.join("; ")}` } : {}) });
   }
   return rows;
 }
 
 export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()): Promise<BenchResults> {
-  const results: BenchResults = { rows: [], fio: [], missing: [], failures: [] };
+  const results: BenchResults = { rows: [], fio: [], missing: [], failed: [] };
   fs.mkdirSync(opts.dir, { recursive: true });
   if (!opts.qemu) results.missing.push({ source: "QEMU (qemu-nbd), the raw file through qemu-nbd, refcow's NBD export and fio", reason: "left out (--no-qemu)", asked: true });
+  // Each part records what fails in it and the run goes on: an exception never costs the figures already taken.
+  const part = async (name: FailedSource["part"], run: () => Promise<void>) => {
+    try {
+      await run();
+    } catch (e) {
+      const f = failureOf(e, { part: name, name });
+      results.failed.push(f);
+      opts.progress(`  FAILED: ${failureLine(f)}`);
+    }
+  };
   try {
-    await writeMatrix(opts, tools, results);
-    await traceMatrix(opts, results);
-    if (opts.qemu) await fioMatrix(opts, tools, results);
+    await part("write matrix", () => writeMatrix(opts, tools, results));
+    await part("trace replay", () => traceMatrix(opts, tools, results));
+    if (opts.qemu) await part("fio", () => fioMatrix(opts, tools, results));
     // Snapshot operations allocate little (an L1 copy, refcount blocks, a table): timed under the first
     // allocation policy asked for only, which keeps the 16 GiB runs of the full matrix to one per scheme.
     const opAlloc = opts.allocs[0] ?? "first-fit";
     for (const size of opts.opSizes) {
       for (const scheme of opts.schemes) {
         opts.progress(`snapshot/open/close timings: ${scheme} ${opAlloc}, ${Math.round(size / 2 ** 20)} MiB allocated`);
-        results.rows.push(...opRows(opts, scheme, opAlloc, size));
+        try {
+          results.rows.push(...opRows(opts, scheme, opAlloc, size, tools));
+        } catch (e) {
+          const f = failureOf(e, { part: "snapshot-ops", name: `${scheme} (in-process)`, source: "refcow", scheme, alloc: opAlloc, transport: "in-process", workload: `snapshot-ops ${Math.round(size / 2 ** 20)} MiB` });
+          results.failed.push(f);
+          opts.progress(`  FAILED: ${f.reason}`);
+        }
       }
     }
   } finally {
@@ -630,9 +749,9 @@ export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()
 export function benchExitStatus(results: BenchResults, err: (line: string) => void): number {
   const unasked = results.missing.filter((m) => !m.asked);
   for (const m of unasked) err(`refcow: ${m.source} not measured: ${m.reason}\n`);
-  for (const f of results.failures) err(`refcow: ${f}\n`);
-  if (unasked.length && !results.failures.length) err("refcow: sources are missing (pass --no-qemu to leave QEMU's and the NBD sources out on purpose)\n");
-  return unasked.length || results.failures.length ? 1 : 0;
+  for (const f of results.failed) err(`refcow: failed: ${failureLine(f)}\n`);
+  if (unasked.length && !results.failed.length) err("refcow: sources are missing (pass --no-qemu to leave QEMU's and the NBD sources out on purpose)\n");
+  return unasked.length || results.failed.length ? 1 : 0;
 }
 
 export function defaultOptions(quick: boolean): BenchOptions {

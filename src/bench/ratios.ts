@@ -4,19 +4,19 @@
  * same interleaved round on the same request sequence — then shown as the median with its min–max.
  *
  *   vs in-place   this phase / in-place of the same source (same scheme, order, allocation policy)
- *   vs qemu       refcow / QEMU on the same phase (eager and eager --order qemu against std, lazy against
- *                 lazy_refcounts); only through the same transport, so in practice NBD against NBD
+ *   vs qemu       refcow (every scheme) / QEMU std on the same phase, and QEMU lazy_refcounts / QEMU std; only
+ *                 through the same transport, so in practice refcow's NBD export against qemu-nbd
  *   vs raw        this source / the raw file on the same phase through the same transport (ring / ring,
  *                 nbd / nbd, in-process / in-process)
  */
 import type { ResultRow } from "./matrix.js";
-import { spread, type Spread } from "../stats/latency.js";
+import { ratioByRounds, type Spread } from "../stats/latency.js";
 
 export type RatioKind = "vs in-place" | "vs qemu" | "vs raw";
-export type RatioStat = "amortized_us" | "median_us" | "p99_us";
+export type RatioStat = "amortized_us" | "median_us" | "p99_us" | "amortized_close_us";
 
-/** The QEMU flavour a refcow scheme is compared with. */
-export const QEMU_PEER: Record<string, string> = { eager: "std", lazy: "lazy_refcounts" };
+/** The QEMU configuration every refcow scheme (and QEMU lazy_refcounts) is compared with: QEMU's default. */
+export const QEMU_BASE = "std";
 
 /** Throws unless two rows may form a ratio: same workload, cache mode and transport. */
 export function assertLikeForLike(a: ResultRow, b: ResultRow): void {
@@ -28,15 +28,7 @@ export function assertLikeForLike(a: ResultRow, b: ResultRow): void {
 /** Round-by-round ratio of a statistic of two like-for-like rows. */
 export function ratio(a: ResultRow, b: ResultRow, stat: RatioStat = "amortized_us"): Spread {
   assertLikeForLike(a, b);
-  const ra = a.reps ?? [];
-  const rb = b.reps ?? [];
-  const n = Math.min(ra.length, rb.length);
-  const values: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const den = rb[i]![stat];
-    if (den > 0) values.push(ra[i]![stat] / den);
-  }
-  return spread(values);
+  return ratioByRounds((a.reps ?? []).map((x) => x[stat]), (b.reps ?? []).map((x) => x[stat]));
 }
 
 const same = (a: ResultRow, b: ResultRow, keys: Array<keyof ResultRow>) => keys.every((k) => a[k] === b[k]);
@@ -49,14 +41,19 @@ export function baseRow(rows: readonly ResultRow[], r: ResultRow, kind: RatioKin
       if (r.phase === "in-place") return undefined;
       return rows.find((x) => cell(x) && x.phase === "in-place" && same(x, r, ["source", "scheme", "order", "alloc"]));
     case "vs qemu": {
-      if (r.source !== "refcow" || (r.alloc && r.alloc !== "first-fit")) return undefined;
-      const peer = QEMU_PEER[r.scheme];
-      return peer ? rows.find((x) => cell(x) && x.source === "qemu" && x.scheme === peer && x.phase === r.phase) : undefined;
+      if (r.source === "raw" || (r.source === "qemu" && r.scheme === QEMU_BASE) || (r.alloc && r.alloc !== "first-fit")) return undefined;
+      return rows.find((x) => cell(x) && x.source === "qemu" && x.scheme === QEMU_BASE && x.phase === r.phase);
     }
     case "vs raw":
       if (r.source === "raw") return undefined;
       return rows.find((x) => cell(x) && x.source === "raw" && x.phase === r.phase);
   }
+}
+
+/** A figure's row, the same source through another transport: refcow's NBD export beside its ring row. */
+export function sameSourceVia(rows: readonly ResultRow[], r: ResultRow, transport: string): ResultRow | undefined {
+  const alloc = (x: ResultRow) => x.alloc ?? "first-fit";
+  return rows.find((x) => x.transport === transport && x.workload === r.workload && x.cache === r.cache && x.phase === r.phase && same(x, r, ["source", "scheme", "order"]) && alloc(x) === alloc(r));
 }
 
 /** The ratio of `kind` for row `r`, when a like-for-like base exists. */

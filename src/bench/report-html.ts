@@ -1,14 +1,17 @@
 /**
  * report.html: one self-contained page (inline CSS and SVG, no script, no external resource) that opens
- * offline: the answer paragraph, the charts, the full table and the machine the figures come from.
+ * offline: the answer (a table per cache mode, at most three sentences, then the figures behind it), what
+ * failed or is missing with its reason, the charts, the full tables and the machine the figures come from.
  */
+import type { AnswerModel } from "./answer.js";
+import { type FailedSource, failureLine } from "./failures.js";
 import { buildCharts, renderSvg } from "./charts.js";
 import { groupTimes, COST_GROUPS } from "./cost-groups.js";
 import type { GuestResult } from "./guest-results.js";
-import { guestClockTable, guestRanking, guestRatioTable, type TableModel } from "./guest-section.js";
+import { guestClockTable, guestFailures, guestRanking, guestRatioTable, type TableModel } from "./guest-section.js";
 import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
 import { schemeLabel } from "./scheme-label.js";
-import { fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, rowName, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
+import { failedWriteCells, failedWriteEntries, fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, rowName, STATISTICS_NOTE, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
 
 export interface ResultsFile {
   generated: string;
@@ -19,6 +22,8 @@ export interface ResultsFile {
   fio?: FioRow[];
   /** Sources the run left out, and why. */
   missing?: MissingSource[];
+  /** Sources that threw or left an image qemu-img check did not pass, and why (their figures are not used). */
+  failed?: FailedSource[];
   guest?: GuestResult[];
 }
 
@@ -31,15 +36,37 @@ function htmlTable(head: string[], body: string[][], numericFrom = 0): string {
   return `<table><thead><tr>${th}</tr></thead><tbody>\n${tr}\n</tbody></table>`;
 }
 
-function writeTable(rows: ResultRow[]): string {
+function writeTable(rows: ResultRow[], failed: FailedSource[]): string {
   const w = writeRowsOf(rows);
-  if (!w.length) return "";
-  return htmlTable(WRITE_HEAD, w.map((r) => writeCells(rows, r)), 4);
+  const f = failedWriteEntries(failed);
+  if (!w.length && !f.length) return "";
+  return htmlTable(WRITE_HEAD, [...w.map((r) => writeCells(rows, r)), ...f.map(failedWriteCells)], 4);
 }
 
-function missingList(missing: MissingSource[]): string {
-  if (!missing.length) return "";
-  return `<h2>Missing sources</h2><p>These sources were not measured, so their rows and every ratio against them are absent:</p><ul>${missing.map((m) => `<li><b>${esc(m.source)}</b>: ${esc(m.reason)}</li>`).join("")}</ul>`;
+function failedAndMissing(failed: FailedSource[], missing: MissingSource[]): string {
+  const out: string[] = [];
+  if (failed.length) out.push(`<p>These sources failed, so none of their figures is used (every other figure and ratio stands without them):</p><ul>${failed.map((f) => `<li class="failed">${esc(failureLine(f))}</li>`).join("")}</ul>`);
+  if (missing.length) out.push(`<p>These sources were not measured, so their rows and every ratio against them are absent:</p><ul>${missing.map((m) => `<li><b>${esc(m.source)}</b>: ${esc(m.reason)}</li>`).join("")}</ul>`);
+  return out.length ? `<h2>Failed and missing sources</h2>${out.join("\n")}` : "";
+}
+
+/** The answer: a table per cache mode (a failed or missing row marked), its legend, the sentences, the figures behind it. */
+function answerHtml(a: AnswerModel, details: string[]): string {
+  const tables = a.tables.map((t) => {
+    const th = t.head.map((h) => `<th>${esc(h)}</th>`).join("");
+    const tr = t.rows
+      .map((r) => `<tr class="${r.kind}${r.status === "measured" ? "" : ` ${r.status}`}">${r.cells.map((c, i) => `<td${i >= 1 && r.status === "measured" ? ' class="n"' : ""}${i === 1 && r.status !== "measured" ? ` colspan="${r.cells.length - 1}"` : ""}>${esc(c)}</td>`).filter((_, i) => r.status === "measured" || i <= 1).join("")}</tr>`)
+      .join("\n");
+    return `<h3>${esc(t.cache)}, ${esc(t.workload)}: a write in place and after an internal snapshot</h3><table class="answer-table"><thead><tr>${th}</tr></thead><tbody>\n${tr}\n</tbody></table>`;
+  });
+  return [
+    ...tables,
+    a.tables.length ? `<p class="meta">${esc(a.legend)}</p>` : "",
+    a.summary.length ? `<div class="answer"><p>${esc(a.summary.join(" "))}</p></div>` : "",
+    details.length ? `<h3>The figures behind it</h3>${details.map((p) => `<p>${esc(p)}</p>`).join("\n")}` : "",
+  ]
+    .filter(Boolean)
+    .join("\n");
 }
 
 function fioSections(rows: ResultRow[], fio: FioRow[]): string {
@@ -85,15 +112,17 @@ function opsTable(rows: ResultRow[]): string {
     const cell = (n: string) => num((ops.find((r) => schemeLabel(r) === scheme && String(r.size_bytes) === size && r.phase === n)?.median_us ?? NaN) / 1000, 2);
     return [scheme, `${Math.round(Number(size) / 2 ** 20)} MiB`, ...names.map(cell)];
   });
-  return htmlTable(["scheme", "allocated", ...names.map((n) => `${n} ms`)], body, 2);
+  const leaks = ops.filter((r) => r.check).map((r) => `${schemeLabel(r)}, ${Math.round(r.size_bytes! / 2 ** 20)} MiB: ${r.check}`);
+  const note = leaks.length ? `<p class="meta">qemu-img check of the images a simulated crash left, after recovery (a crash may leak clusters, as under QEMU): ${esc(leaks.join("; "))}</p>` : "";
+  return htmlTable(["scheme", "allocated", ...names.map((n) => `${n} ms (median)`)], body, 2) + note;
 }
 
-function guestSection(guest: GuestResult[], rows: ResultRow[]): string {
+function guestSection(guest: GuestResult[], rows: ResultRow[], failed: FailedSource[]): string {
   const t = (m: TableModel) => (m.body.length ? htmlTable(m.head, m.body, m.numericFrom) : "");
-  const ranking = guestRanking(guest, rows).map((l) => `<li>${esc(l)}</li>`).join("");
+  const ranking = [...guestRanking(guest, rows, failed), ...guestFailures(failed)].map((l) => `<li>${esc(l)}</li>`).join("");
   const checks = guest.map((g) => `${g.scheme} ${g.cache}${g.rep ? ` #${g.rep}` : ""}: ${g.check ?? "not checked"}`).join("; ");
   return [
-    "<p>app: the guest program's system call, timed by the guest itself; device: v86's disk request to its completion callback; ring: the request in the worker ring's client; engine: the worker's own time. app − engine is what the emulator adds. Median over the runs of each cell, min–max in brackets.</p>",
+    "<p>app: the guest program's system call, timed by the guest itself; device: v86's disk request to its completion callback; ring: the request in the worker ring's client; engine: the worker's own time; each a per-request median. app − engine is what the emulator adds. amortized: the phase's wall time ÷ its writes, the statistic the schemes are ranked by. Median over the runs of each cell, min–max in brackets.</p>",
     t(guestClockTable(guest)),
     t(guestRatioTable(guest, rows)),
     ranking ? `<ul>${ranking}</ul>` : "",
@@ -111,9 +140,10 @@ figure svg { max-width: 100%; height: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; } th { background: #f0f0f0; text-align: left; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.baseline td { background: #fafafa; } tr.failed td, li.failed { color: #a4161a; } tr.missing td { color: #777; }
 `;
 
-export async function renderHtml(results: ResultsFile, answerText: string): Promise<string> {
+export async function renderHtml(results: ResultsFile, answer: AnswerModel, details: string[]): Promise<string> {
   const guest = results.guest ?? [];
   const charts = buildCharts(results.rows, guest);
   const figures: string[] = [];
@@ -124,11 +154,11 @@ export async function renderHtml(results: ResultsFile, answerText: string): Prom
   const m = results.machine;
   const machineRows = Object.entries(m).map(([k, v]) => [k, v]);
   const sections = [
-    `<h2>Answer</h2><div class="answer">${answerText.split(/\n\n+/).map((p) => `<p>${esc(p)}</p>`).join("\n")}</div>`,
+    `<h2>Answer</h2>${answerHtml(answer, details)}`,
+    failedAndMissing(results.failed ?? [], results.missing ?? []),
     `<h2>Charts</h2>${figures.join("\n")}`,
-    guest.length ? `<h2>Guest runs</h2>${guestSection(guest, results.rows)}` : "",
-    missingList(results.missing ?? []),
-    `<h2>Write latency</h2><p>median and p99: per-request write latency, submission to completion, flushes excluded; per write, amortized: phase wall time ÷ writes, flush waits included. Each figure is the median over rounds with its min–max; ratios use the amortized figure, computed round by round between rows of the same workload, cache mode and transport.</p>${writeTable(results.rows)}`,
+    guest.length || guestFailures(results.failed ?? []).length ? `<h2>Guest runs</h2>${guestSection(guest, results.rows, results.failed ?? [])}` : "",
+    `<h2>Write latency</h2><p>${esc(STATISTICS_NOTE)}.</p>${writeTable(results.rows, results.failed ?? [])}`,
     flushSplitTable(results.rows),
     fioSections(results.rows, results.fio ?? []),
     `<h2>Cost breakdown per write (µs of I/O)</h2>${breakdownTable(results.rows)}`,

@@ -5,10 +5,11 @@
  */
 import type { FioRow, ResultRow } from "./matrix.js";
 import { hostTotals } from "./cost-groups.js";
+import type { FailedSource } from "./failures.js";
 import { schemeLabel } from "./scheme-label.js";
-import { baseRow, formatRatio, ratioOf, type RatioKind } from "./ratios.js";
+import { baseRow, formatRatio, QEMU_BASE, ratioOf, type RatioKind } from "./ratios.js";
 import { sourceName } from "./sources.js";
-import { spread, type Spread } from "../stats/latency.js";
+import { ratioByRounds, spread, type Spread } from "../stats/latency.js";
 
 export const f1 = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
@@ -47,11 +48,49 @@ export function writeCells(rows: ResultRow[], r: ResultRow): string[] {
     host ? (host.bytes / 1024).toFixed(1) : "",
     host ? host.flushes.toFixed(2) : "",
     r.close_us !== undefined ? (r.close_us / 1000).toFixed(1) : "",
-    r.amortized_close_us !== undefined ? f1(r.amortized_close_us) : "",
+    r.amortized_close_us !== undefined ? withRange(r.amortized_close_us, r.amortized_close_us_min, r.amortized_close_us_max) : "",
   ];
 }
 
-export const WRITE_HEAD = ["source (transport)", "cache", "workload", "phase", "median µs (min–max)", "p99 µs (min–max)", "per write µs, amortized (min–max)", "runs", "vs in-place", "vs qemu", "vs raw", "host KiB/w", "flushes/w", "close ms", "per write µs, with close"];
+export const WRITE_HEAD = [
+  "source (transport)",
+  "cache",
+  "workload",
+  "phase",
+  "median µs per request (min–max)",
+  "p99 µs per request (min–max)",
+  "amortized µs/write (min–max)",
+  "runs",
+  "vs in-place (amortized)",
+  "vs QEMU std (amortized)",
+  "vs raw (amortized)",
+  "host KiB/w (mean)",
+  "flushes/w (mean)",
+  "close ms (median)",
+  "amortized µs/write with close (min–max)",
+];
+
+/** What every column's statistic is, under the full table. */
+export const STATISTICS_NOTE =
+  "median and p99: per-request write latency, submission to completion, flushes excluded; amortized: phase wall time ÷ writes, flush waits included; " +
+  "with close: (phase wall time + close) ÷ writes; host KiB/w and flushes/w: means over rounds; each other figure is the median over rounds with its min–max; " +
+  "ratios use the amortized figure, computed within each round between rows of the same workload, cache mode and transport, then the median with min–max; writeback flushes every 64 writes";
+
+/** A failed source's reason, short enough for a table cell (the failed-sources list has it whole). */
+export function shortReason(f: FailedSource, max = 90): string {
+  const text = f.check ? `qemu-img check: ${f.check}` : (f.reason.split("\n")[0] ?? f.reason);
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** The failed entries that stand where write-table rows would be (write matrix and trace replay). */
+export const failedWriteEntries = (failed: readonly FailedSource[]) => failed.filter((f) => f.part === "write matrix" || f.part === "trace replay");
+
+/** The write table's cells of a source that failed: its name, where, and why, in place of its figures. */
+export function failedWriteCells(f: FailedSource): string[] {
+  const cells = [f.name, f.cache ?? "", f.workload ?? "", "every phase", `FAILED${f.round !== undefined ? ` in round ${f.round}` : ""}: ${shortReason(f, 60)}`];
+  while (cells.length < WRITE_HEAD.length) cells.push("");
+  return cells;
+}
 
 /** The fio rows at queue depth 1 beside the bench's own figures for the same cell. */
 export function fioCrossCheck(rows: ResultRow[], fio: FioRow[]): Array<{ f: FioRow; bench?: ResultRow; agrees?: boolean }> {
@@ -65,7 +104,7 @@ export function fioCrossCheck(rows: ResultRow[], fio: FioRow[]): Array<{ f: FioR
     });
 }
 
-export const FIO_CHECK_HEAD = ["source (transport)", "cache", "workload", "phase", "fio clat p50 µs", "bench median µs (min–max)", "fio clat p99 µs", "bench p99 µs", "within the spread"];
+export const FIO_CHECK_HEAD = ["source (transport)", "cache", "workload", "phase", "fio clat p50 µs (min–max)", "bench median µs per request (min–max)", "fio clat p99 µs (median)", "bench p99 µs (median)", "rounds", "fio p50 within the bench's spread"];
 
 export function fioCheckCells(x: ReturnType<typeof fioCrossCheck>[number]): string[] {
   const { f, bench } = x;
@@ -74,31 +113,53 @@ export function fioCheckCells(x: ReturnType<typeof fioCrossCheck>[number]): stri
     f.cache,
     f.workload,
     f.phase,
-    f1(f.clat_p50_us),
+    withRange(f.clat_p50_us, f.clat_p50_us_min, f.clat_p50_us_max),
     bench ? withRange(bench.median_us, bench.median_us_min, bench.median_us_max) : "-",
     f1(f.clat_p99_us),
     bench ? f1(bench.p99_us) : "-",
+    `${f.runs ?? 1} / ${bench?.runs ?? "-"}`,
     x.agrees === undefined ? "no bench row" : x.agrees ? "yes" : "no",
   ];
 }
 
-/** The queue-depth benchmark: refcow's export against qemu-nbd std, random writes in writeback. */
+/** A fio row's rounds (one round for a results file written before fio ran in rounds). */
+const fioReps = (f: FioRow) => f.reps ?? [{ iops: f.iops, clat_p50_us: f.clat_p50_us, clat_p99_us: f.clat_p99_us }];
+
+/** refcow's export / qemu-nbd std IOPS of two fio rows, computed within each round, then median (min–max). */
+export function fioIopsRatio(r: FioRow, q: FioRow): Spread {
+  return ratioByRounds(fioReps(r).map((x) => x.iops), fioReps(q).map((x) => x.iops));
+}
+
+/**
+ * The queue-depth benchmark: random 4 KiB writes in writeback, every source through NBD (refcow's export under
+ * each scheme, qemu-nbd std), per phase and queue depth; each IOPS figure with its ratio to qemu-nbd's.
+ */
 export function fioDepthRows(fio: FioRow[]): string[][] {
   const out: string[][] = [];
-  const depths = [...new Set(fio.filter((f) => f.workload === "rand4k-per-cluster" && f.cache === "writeback").map((f) => f.iodepth))].sort((a, b) => a - b);
+  const mine = fio.filter((f) => f.workload === "rand4k-per-cluster" && f.cache === "writeback" && f.source !== "raw");
+  const depths = [...new Set(mine.map((f) => f.iodepth))].sort((a, b) => a - b);
   for (const phase of ["in-place", "post-snapshot"]) {
     for (const d of depths) {
-      const get = (source: string) => fio.find((f) => f.source === source && f.cache === "writeback" && f.workload === "rand4k-per-cluster" && f.phase === phase && f.iodepth === d && f.source !== "raw");
-      const r = get("refcow");
-      const q = get("qemu");
-      if (!r && !q) continue;
-      out.push([phase, String(d), r ? r.iops.toFixed(0) : "-", r ? f1(r.clat_p50_us) : "-", r ? f1(r.clat_p99_us) : "-", q ? q.iops.toFixed(0) : "-", q ? f1(q.clat_p50_us) : "-", q ? f1(q.clat_p99_us) : "-", r && q ? `${(r.iops / q.iops).toFixed(2)}×` : "-"]);
+      const here = mine.filter((f) => f.phase === phase && f.iodepth === d);
+      const q = here.find((f) => f.source === "qemu" && f.scheme === QEMU_BASE);
+      for (const r of [...here.filter((f) => f.source === "refcow"), ...(q ? [q] : [])]) {
+        out.push([
+          phase,
+          String(d),
+          r.source === "qemu" ? "qemu-nbd (QEMU std)" : `refcow nbd, ${r.scheme}`,
+          withRange(r.iops, r.iops_min, r.iops_max),
+          f1(r.clat_p50_us),
+          f1(r.clat_p99_us),
+          String(r.runs ?? 1),
+          r === q ? "1 (base)" : q ? formatRatio(fioIopsRatio(r, q)) : "no qemu-nbd row",
+        ]);
+      }
     }
   }
   return out;
 }
 
-export const FIO_DEPTH_HEAD = ["phase", "iodepth", "refcow nbd IOPS", "clat p50 µs", "clat p99 µs", "qemu-nbd IOPS", "clat p50 µs", "clat p99 µs", "refcow / qemu-nbd IOPS"];
+export const FIO_DEPTH_HEAD = ["phase", "iodepth", "source (nbd)", "IOPS, median (min–max)", "clat p50 µs (median)", "clat p99 µs (median)", "rounds", "IOPS ÷ qemu-nbd's, per round: median (min–max)"];
 
 /**
  * The flush-policy split, per cache mode and pattern, post-snapshot: each source's cost per write above the

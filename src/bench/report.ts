@@ -1,25 +1,33 @@
 /**
  * Benchmark output: the printed table (every figure with its min–max over rounds, every ratio like for like
- * and computed round by round, see ratios.ts), results.json, and report.md with a paragraph whose every
- * number comes from the rows and names the transport it was measured through.
+ * and computed round by round, see ratios.ts), results.json, and report.md. Each report leads with the answer
+ * (answer.ts: a table per cache mode and at most three sentences), then the figures behind it in prose, every
+ * number from the rows with the transport it was measured through; then the sources that failed or are
+ * missing, each with its reason, and the full tables.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
+import { type AnswerModel, answerText, buildAnswer } from "./answer.js";
+import { type FailedSource, failureLine } from "./failures.js";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import { schemeLabel } from "./scheme-label.js";
 import { guestRows, type GuestResult } from "./guest-results.js";
 import { guestAnswer, guestSectionMarkdown } from "./guest-section.js";
 import { renderHtml, type ResultsFile } from "./report-html.js";
-import { baseRow, formatRatio, ratio, ratioOf } from "./ratios.js";
+import { baseRow, formatRatio, QEMU_BASE, ratioOf } from "./ratios.js";
 import type { Spread } from "../stats/latency.js";
 import {
   f1,
   FIO_CHECK_HEAD,
   FIO_DEPTH_HEAD,
   fioCheckCells,
+  failedWriteCells,
+  failedWriteEntries,
   fioCrossCheck,
   fioDepthRows,
+  fioIopsRatio,
+  STATISTICS_NOTE,
   FLUSH_SPLIT_HEAD,
   flushSplitCells,
   flushSplits,
@@ -31,12 +39,12 @@ import {
   writeRowsOf,
 } from "./report-tables.js";
 
-/** Everything the tables and the paragraph are drawn from. */
-export type ReportInput = Pick<ResultsFile, "rows" | "guest" | "fio" | "missing">;
+/** Everything the tables and the paragraphs are drawn from. */
+export type ReportInput = Pick<ResultsFile, "rows" | "guest" | "fio" | "missing" | "failed" | "options">;
 
-export function table(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSource[] = []): string {
+export function table(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSource[] = [], failed: FailedSource[] = []): string {
   const write = writeRowsOf(rows);
-  let out = padTable([WRITE_HEAD, ...write.map((r) => writeCells(rows, r))]);
+  let out = padTable([WRITE_HEAD, ...write.map((r) => writeCells(rows, r)), ...failedWriteEntries(failed).map(failedWriteCells)]);
   const broken = write.filter((r) => r.breakdown);
   if (broken.length) {
     out += "\nwhere a write's I/O time goes (µs per write; flush time taken out of each purpose):\n";
@@ -57,13 +65,15 @@ export function table(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSou
     const lines = [["scheme", "allocated", ...names]];
     for (const size of sizes) for (const s of schemes) lines.push([s, `${Math.round(size / 2 ** 20)} MiB`, ...names.map((n) => f1((ops.find((r) => schemeLabel(r) === s && r.size_bytes === size && r.phase === n)?.median_us ?? NaN) / 1000))]);
     out += padTable(lines);
+    for (const r of ops.filter((x) => x.check)) out += `  ${schemeLabel(r)}, ${Math.round(r.size_bytes! / 2 ** 20)} MiB: ${r.check} (qemu-img check; a crash may leak clusters, as under QEMU)\n`;
   }
+  if (failed.length) out += "\nfailed sources (no figures of theirs are used):\n" + failed.map((f) => `  ${failureLine(f)}\n`).join("");
   if (missing.length) out += "\nmissing sources (their rows are absent):\n" + missing.map((m) => `  ${m.source}: ${m.reason}\n`).join("");
-  out +=
-    "\n(median and p99: per-request write latency, submission to completion, flushes excluded; per write, amortized: phase wall time / writes, flush waits included; " +
-    "each figure is the median over rounds with its min–max; ratios use the amortized figure, round by round, between rows of the same workload, cache mode and transport; writeback flushes every 64 writes.)\n";
+  out += `\n(${STATISTICS_NOTE})\n`;
   return out;
 }
+
+
 
 /** Where a write's I/O time goes, by cost group, as shares of the accounted time. */
 function shares(r: ResultRow): Record<string, number> {
@@ -72,22 +82,16 @@ function shares(r: ResultRow): Record<string, number> {
   return Object.fromEntries(Object.entries(g).map(([k, v]) => [k, total ? v / total : 0]));
 }
 
-const rt = (s: Spread | undefined) => (s ? formatRatio(s) : "?");
+const rt = (s: Spread | undefined) => (s && s.runs ? formatRatio(s) : "?");
 const fig = (r: ResultRow) => `${f1(r.amortized_us)} µs (${f1(r.amortized_us_min ?? r.amortized_us)}–${f1(r.amortized_us_max ?? r.amortized_us)})`;
 
 /**
- * When a row's close costs much of what its phase did (a scheme that defers work, as log's copies, until the
- * log fills, the idle time or the close: a phase too short to fill the log pays none of it), the figure
- * with the close counted, beside the in-place row's, so the deferred work is not read as removed.
+ * The figures behind the answer, in prose, one paragraph per subject: per cache mode eager's post-snapshot
+ * write and where its time goes, and every source through NBD; the flush policy; fio; allocation after a
+ * delete, snapshot creation, and what failed or is missing. Every figure is amortized per write (median over
+ * rounds, min–max) unless it says otherwise, every ratio computed within each round.
  */
-function closeNote(rows: ResultRow[], r: ResultRow): string {
-  if (r.amortized_close_us === undefined || r.amortized_close_us < 1.2 * r.amortized_us) return "";
-  const base = baseRow(rows, r, "vs in-place")?.amortized_close_us;
-  return `; counting its close, which carries work it deferred, ${f1(r.amortized_close_us)} µs per write${base ? ` against ${f1(base)} µs in place (${(r.amortized_close_us / base).toFixed(2)}×, ratio of the medians)` : ""}`;
-}
-
-export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSource[] = []): string {
-  // Paragraphs: one per cache mode, then the flush policy, fio, and the rest.
+export function details(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSource[] = [], failed: FailedSource[] = []): string[] {
   const paras: string[] = [];
   let parts: string[] = [];
   const paragraph = () => {
@@ -96,39 +100,23 @@ export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSo
   };
   const firstFit = (r: ResultRow) => !r.alloc || r.alloc === "first-fit";
   const workload = "rand4k-per-cluster";
-  const post = rows.filter((r) => r.source === "refcow" && r.phase === "post-snapshot" && r.workload === workload && firstFit(r) && !r.order);
-  for (const cache of [...new Set(post.map((r) => r.cache))]) {
-    const local = post.filter((r) => r.cache === cache && (r.transport === "ring" || r.transport === "in-process"));
-    const eager = local.find((r) => r.scheme === "eager");
+  const post = rows.filter((r) => r.phase === "post-snapshot" && r.workload === workload && firstFit(r) && !r.order);
+  for (const cache of [...new Set(post.map((r) => String(r.cache)))]) {
+    const eager = post.find((r) => r.source === "refcow" && r.scheme === "eager" && r.cache === cache && (r.transport === "ring" || r.transport === "in-process"));
     if (eager) {
       const sh = shares(eager);
       const top = Object.entries(sh).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${k} ${(v * 100).toFixed(0)} %`).join(", ");
       parts.push(
-        `In ${cache}, a random 4 KiB write right after a snapshot costs ${fig(eager)} per write with eager refcounts through the ${eager.transport}, ` +
+        `In ${cache}, a random 4 KiB write right after a snapshot costs ${fig(eager)} amortized per write with eager refcounts through the ${eager.transport}, ` +
           `${rt(ratioOf(rows, eager, "vs in-place"))} the same write in place and ${rt(ratioOf(rows, eager, "vs raw"))} the raw file through the ${eager.transport}; ` +
-          `its I/O time goes to ${top}, with ${hostTotals(eager.breakdown).flushes.toFixed(2)} flushes per write.`,
+          `its I/O time goes to ${top}, with ${hostTotals(eager.breakdown).flushes.toFixed(2)} flushes per write (mean over rounds).`,
       );
-    }
-    if (local.length > 1) {
-      const best = [...local].sort((a, b) => a.amortized_us - b.amortized_us)[0]!;
-      const worst = [...local].sort((a, b) => b.amortized_us - a.amortized_us)[0]!;
-      parts.push(`The fastest scheme after a snapshot in ${cache} (${best.transport}) is ${best.scheme} at ${fig(best)} (${rt(ratioOf(rows, best, "vs in-place"))} its in-place cost)${closeNote(rows, best)}, the slowest ${worst.scheme} at ${fig(worst)}.`);
     }
     const nbd = post.filter((r) => r.cache === cache && r.transport === "nbd");
-    for (const r of nbd) {
-      const q = baseRow(rows, r, "vs qemu");
-      if (!q) continue;
-      const rin = baseRow(rows, r, "vs in-place");
-      const qin = rin && baseRow(rows, rin, "vs qemu");
-      parts.push(
-        `Through NBD (${cache}), refcow ${r.scheme} costs ${fig(r)} per post-snapshot write against ${fig(q)} for ${rowName(q)}: ${rt(ratio(r, q))}; ` +
-          `QEMU's own post-snapshot write is ${rt(ratioOf(rows, q, "vs in-place"))} its in-place one and ${rt(ratioOf(rows, q, "vs raw"))} the raw file through qemu-nbd` +
-          (rin && qin ? `; in place refcow ${r.scheme} through NBD costs ${fig(rin)} against ${fig(qin)} (${rt(ratio(rin, qin))}).` : "."),
-      );
-    }
-    if (!nbd.length) {
-      const q = rows.find((r) => r.source === "qemu" && r.scheme === "std" && r.cache === cache && r.phase === "post-snapshot" && r.workload === workload);
-      if (q) parts.push(`QEMU std through qemu-nbd (${cache}) pays ${fig(q)} per post-snapshot write, ${rt(ratioOf(rows, q, "vs in-place"))} its in-place cost and ${rt(ratioOf(rows, q, "vs raw"))} the raw file through qemu-nbd; refcow's own NBD export was not measured, so no refcow/QEMU ratio is given.`);
+    if (nbd.length) {
+      parts.push(`Through NBD (${cache}) a post-snapshot write costs, amortized: ${nbd.map((r) => `${rowName(r).replace(/ \(nbd\)$/, "")} ${fig(r)}`).join(", ")}.`);
+      const q = nbd.find((r) => r.source === "qemu" && r.scheme === QEMU_BASE);
+      if (q) parts.push(`QEMU std's own post-snapshot write through qemu-nbd is ${rt(ratioOf(rows, q, "vs in-place"))} its in-place one and ${rt(ratioOf(rows, q, "vs raw"))} the raw file through qemu-nbd.`);
     }
     paragraph();
   }
@@ -140,15 +128,21 @@ export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSo
     );
   }
   paragraph();
-  const depth = fioDepthRows(fio);
-  if (depth.length) parts.push(`fio (random 4 KiB writes, writeback, refcow nbd / qemu-nbd IOPS): ${depth.map((d) => `${d[0]} at iodepth ${d[1]} ${d[8]}`).join(", ")}.`);
-  const check = fioCrossCheck(rows, fio).filter((c) => c.agrees === false);
-  if (check.length) parts.push(`fio's clat p50 falls outside the bench's spread in ${check.length} of ${fioCrossCheck(rows, fio).length} cells (see the fio table).`);
+  const depthCells = fio.filter((f) => f.workload === workload && f.cache === "writeback" && f.phase === "post-snapshot" && f.source === "refcow");
+  const depths = [...new Set(depthCells.map((f) => f.iodepth))].sort((a, b) => a - b);
+  for (const d of depths) {
+    const q = fio.find((f) => f.source === "qemu" && f.scheme === QEMU_BASE && f.workload === workload && f.cache === "writeback" && f.phase === "post-snapshot" && f.iodepth === d);
+    if (!q) continue;
+    parts.push(`fio at iodepth ${d} (random 4 KiB writes after the snapshot, writeback), refcow's export ÷ qemu-nbd's IOPS, per round: ${depthCells.filter((f) => f.iodepth === d).map((f) => `${f.scheme} ${formatRatio(fioIopsRatio(f, q))}`).join(", ")}.`);
+  }
+  const cross = fioCrossCheck(rows, fio);
+  const check = cross.filter((c) => c.agrees === false);
+  if (check.length) parts.push(`fio's clat p50 falls outside the bench's per-request median spread in ${check.length} of ${cross.length} cells (see the fio table).`);
   // The load generator's own NBD client against fio's (libnbd), where the server adds least: the raw file.
-  const floor = fioCrossCheck(rows, fio).filter((c) => c.f.source === "raw" && c.f.cache === "writeback" && c.bench);
+  const floor = cross.filter((c) => c.f.source === "raw" && c.f.cache === "writeback" && c.bench);
   if (floor.length) {
     parts.push(
-      `On the raw file through qemu-nbd in writeback, where the server adds least, the bench's median against fio's clat p50 is ` +
+      `On the raw file through qemu-nbd in writeback, where the server adds least, the bench's per-request median against fio's clat p50 is ` +
         `${floor.map((c) => `${f1(c.bench!.median_us)} / ${f1(c.f.clat_p50_us)} µs (${c.f.workload}, ${c.f.phase})`).join(", ")}: the difference is the two clients' own cost (Node against libnbd), the same for every NBD source.`,
     );
   }
@@ -160,25 +154,58 @@ export function answer(rows: ResultRow[], fio: FioRow[] = [], missing: MissingSo
       .map((a) => ({ a, ff: afterDelete.find((r) => firstFit(r) && !r.order && r.scheme === a.scheme && r.cache === a.cache && r.transport === a.transport) }))
       .filter((x) => x.ff)
       .map((x) => `${x.a.scheme} ${x.a.cache} ${f1(x.a.amortized_us)} µs appending vs ${f1(x.ff!.amortized_us)} µs reusing (${x.a.transport})`);
-    if (pairs.length) parts.push(`Allocating writes after the snapshot is deleted (free clusters inside the file): ${pairs.join("; ")}.`);
+    if (pairs.length) parts.push(`Allocating writes after the snapshot is deleted (free clusters inside the file), amortized: ${pairs.join("; ")}.`);
   }
   const ops = rows.filter((r) => r.workload === "snapshot-ops" && r.phase === "snapshot-create" && firstFit(r));
   if (ops.length) {
     const largest = Math.max(...ops.map((r) => r.size_bytes!));
     const at = ops.filter((r) => r.size_bytes === largest).sort((a, b) => a.median_us - b.median_us);
-    parts.push(`Snapshot creation with ${Math.round(largest / 2 ** 20)} MiB allocated takes ${at.map((r) => `${f1(r.median_us / 1000)} ms (${r.scheme})`).join(", ")}.`);
+    parts.push(`Snapshot creation with ${Math.round(largest / 2 ** 20)} MiB allocated takes (median over rounds) ${at.map((r) => `${f1(r.median_us / 1000)} ms (${r.scheme})`).join(", ")}.`);
   }
+  if (failed.length) parts.push(`Failed, so not used: ${failed.map((f) => `${f.name}${f.cache ? ` ${f.cache}` : ""} (${f.part})`).join("; ")}.`);
   if (missing.length) parts.push(`Not measured: ${missing.map((m) => `${m.source} (${m.reason})`).join("; ")}.`);
   paragraph();
-  return paras.join("\n\n");
+  return paras;
 }
 
-/** The whole answer paragraph: host benchmark first, then the guest runs. */
-export function fullAnswer(results: ReportInput): string {
-  return [answer(results.rows, results.fio ?? [], results.missing ?? []), guestAnswer(results.guest ?? [])].filter(Boolean).join("\n\n");
+/** The schemes a results file's options asked for, when it says. */
+function askedSchemes(options: unknown): string[] | undefined {
+  const o = options as { schemes?: unknown; bench?: { schemes?: unknown } } | undefined;
+  const s = o?.schemes ?? o?.bench?.schemes;
+  return Array.isArray(s) && s.every((x) => typeof x === "string") ? (s as string[]) : undefined;
 }
 
-function markdown(results: ResultsFile, answerText: string): string {
+/** The answer's tables and sentences. */
+export function answerOf(results: ReportInput): AnswerModel {
+  return buildAnswer({ rows: results.rows, missing: results.missing ?? [], failed: results.failed ?? [], schemes: askedSchemes(results.options) });
+}
+
+/** The paragraphs below the answer: the host figures, then the guest runs. */
+export function detailParagraphs(results: ReportInput): string[] {
+  const guest = guestAnswer(results.guest ?? []);
+  return [...details(results.rows, results.fio ?? [], results.missing ?? [], results.failed ?? []), ...(guest ? [guest] : [])];
+}
+
+/** The whole answer as text (a terminal, or markdown): the tables, the sentences, then the figures in prose. */
+export function fullAnswer(results: ReportInput, style: "markdown" | "text" = "text"): string {
+  const d = detailParagraphs(results);
+  const lead = answerText(answerOf(results), style, padTable);
+  if (!d.length) return lead;
+  return `${lead}\n\n${style === "markdown" ? "### The figures behind it\n\n" : ""}${d.join("\n\n")}`;
+}
+
+/** report.md's list of what failed and what is missing, each with its reason. */
+function failedMarkdown(failed: FailedSource[], missing: MissingSource[]): string {
+  if (!failed.length && !missing.length) return "";
+  return [
+    "## Failed and missing sources",
+    "",
+    ...(failed.length ? ["Failed (their figures are not used; every other figure and ratio stands without them):", "", ...failed.map((f) => `- ${failureLine(f)}`), ""] : []),
+    ...(missing.length ? ["Missing (not measured):", "", ...missing.map((m) => `- ${m.source}: ${m.reason}`), ""] : []),
+  ].join("\n");
+}
+
+function markdown(results: ResultsFile): string {
   const m = results.machine;
   const allRows = [...results.rows, ...guestRows(results.guest ?? [])];
   return [
@@ -188,33 +215,39 @@ function markdown(results: ResultsFile, answerText: string): string {
     "",
     "## Answer",
     "",
-    answerText,
+    fullAnswer(results, "markdown"),
     "",
+    failedMarkdown(results.failed ?? [], results.missing ?? []),
     "## Figures",
     "",
     "```",
-    table(allRows, results.fio ?? [], results.missing ?? []).trimEnd(),
+    table(allRows, results.fio ?? [], [], results.failed ?? []).trimEnd(),
     "```",
     "",
-    guestSectionMarkdown(results.guest ?? [], results.rows),
+    guestSectionMarkdown(results.guest ?? [], results.rows, results.failed ?? []),
     "Charts: report.html.",
     "",
   ].join("\n");
 }
 
 /** Writes results.json, report.md and report.html into `dir`. */
-export async function writeOutputs(dir: string, bench: { rows: ResultRow[]; fio?: FioRow[]; missing?: MissingSource[] }, machineInfo: Record<string, string>, options: unknown, guest: GuestResult[] = []): Promise<void> {
-  const results: ResultsFile = { generated: new Date().toISOString(), machine: machineInfo, options, rows: bench.rows, fio: bench.fio ?? [], missing: bench.missing ?? [], guest };
+export async function writeOutputs(
+  dir: string,
+  bench: { rows: ResultRow[]; fio?: FioRow[]; missing?: MissingSource[]; failed?: FailedSource[] },
+  machineInfo: Record<string, string>,
+  options: unknown,
+  guest: GuestResult[] = [],
+): Promise<void> {
+  const results: ResultsFile = { generated: new Date().toISOString(), machine: machineInfo, options, rows: bench.rows, fio: bench.fio ?? [], missing: bench.missing ?? [], failed: bench.failed ?? [], guest };
   await writeReport(dir, results, true);
 }
 
 /** Renders the report files of a results object (also used to re-render a saved results.json). */
 export async function writeReport(dir: string, results: ResultsFile, writeJson: boolean): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
-  const answerText = fullAnswer(results);
   if (writeJson) fs.writeFileSync(path.join(dir, "results.json"), JSON.stringify(results, null, 2));
-  fs.writeFileSync(path.join(dir, "report.md"), markdown(results, answerText));
-  fs.writeFileSync(path.join(dir, "report.html"), await renderHtml(results, answerText));
+  fs.writeFileSync(path.join(dir, "report.md"), markdown(results));
+  fs.writeFileSync(path.join(dir, "report.html"), await renderHtml(results, answerOf(results), detailParagraphs(results)));
 }
 
 /** Reads a results.json, with a clear error when it is not one. */
@@ -239,6 +272,7 @@ export function loadResults(file: string): ResultsFile {
     rows: r.rows,
     fio: Array.isArray(r.fio) ? r.fio : [],
     missing: Array.isArray(r.missing) ? r.missing : [],
+    failed: Array.isArray(r.failed) ? r.failed : [],
     guest: Array.isArray(r.guest) ? r.guest : [],
   };
 }

@@ -9,6 +9,8 @@
  * - `summarize`: count, mean, median, p90, p99, p99.9, min and max of one set of request latencies.
  * - `amortized`: wall time of a phase divided by its writes (flush waits included: that is the point).
  * - `spread`: the median of per-repetition figures with their min and max (a figure over repetitions).
+ * - `ratioByRounds`: the ratio of two sources' figures computed within each round, then `spread` over rounds
+ *   (never a ratio of two medians: a slow round of one source is divided by the same round of the other).
  * - `cdf`: the latency at every whole percentile 0..100, for CDF plots.
  */
 
@@ -74,6 +76,22 @@ export function spread(values: readonly number[]): Spread {
   const s = ascending(values);
   if (s.length === 0) return { median: 0, min: 0, max: 0, runs: 0 };
   return { median: percentileOfSorted(s, 50), min: s[0]!, max: s[s.length - 1]!, runs: s.length };
+}
+
+/**
+ * Round-by-round ratio: numerators[i] / denominators[i] for every round i both have (a round whose
+ * denominator is not positive, or either figure missing, is skipped), then the median with min–max over rounds.
+ */
+export function ratioByRounds(numerators: ReadonlyArray<number | undefined>, denominators: ReadonlyArray<number | undefined>): Spread {
+  const n = Math.min(numerators.length, denominators.length);
+  const perRound: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = numerators[i];
+    const b = denominators[i];
+    if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b <= 0) continue;
+    perRound.push(a / b);
+  }
+  return spread(perRound);
 }
 
 /** Latency at every whole percentile 0..100 (101 values; empty for no samples). */

@@ -45,7 +45,7 @@ describe("raw file baseline", () => {
         const o = { ...defaultOptions(true), clusters: 8, reps: 1, schemes: [], caches: [${JSON.stringify(cache)}], workloads: ["seq"],
           qemu: false, qemuOrder: false, fio: false, fioDepths: [], opSizes: [], dir: ${JSON.stringify(path.join(dir, `m-${cache}`))} };
         const r = await runMatrix(o);
-        if (r.failures.length) { console.error(r.failures.join("\\n")); process.exit(1); }`;
+        if (r.failed.length) { console.error(r.failed.map((f) => f.reason).join("\\n")); process.exit(1); }`;
       const r = spawnSync("strace", ["-f", "-y", "-qq", "-e", "trace=pwrite64,fdatasync", "-o", log, process.execPath, "--input-type=module", "-e", script], { encoding: "utf8" });
       expect(r.status, r.stderr).toBe(0);
       const calls = straceCalls(log);
@@ -159,7 +159,7 @@ describe("missing sources", () => {
     expect(r.stderr).toMatch(/QEMU \(nbd\) not measured: qemu-img not found/);
     expect(r.stderr).toMatch(/raw file \(nbd\) not measured: qemu-nbd not found/);
     const html = fs.readFileSync(path.join(out, "report.html"), "utf8");
-    expect(html).toContain("Missing sources");
+    expect(html).toContain("Failed and missing sources");
     expect(html).toMatch(/QEMU lazy_refcounts \(nbd\)<\/b>: qemu-img not found/);
     const asked = path.join(dir, "asked");
     const ok = bench(["--no-qemu"], asked);

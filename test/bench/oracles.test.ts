@@ -78,7 +78,7 @@ describe("bench numbers against independent oracles", () => {
     // The qcow2 files among them (the raw baselines are .img files too).
     const isQcow2 = (f: string) => fs.readFileSync(path.join(keep, f)).subarray(0, 4).toString("latin1") === "QFI\xfb";
     const images = fs.readdirSync(keep).filter((f) => /\.(qcow2|img)(\.crashed)?$/.test(f) && isQcow2(f));
-    // Every refcow row image (5 schemes × 2 policies × 2 cache modes) and the snapshot-ops pairs.
+    // Every refcow row image (six schemes × 2 policies × 2 cache modes: at least 20) and the snapshot-ops pairs.
     expect(images.length).toBeGreaterThanOrEqual(20 + 10);
     for (const f of images) {
       const r = spawnSync("qemu-img", ["check", "-f", "qcow2", path.join(keep, f)], { encoding: "utf8" });

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { answer, fullAnswer, loadResults, writeReport } from "../../src/bench/report.js";
+import { answerOf, detailParagraphs, fullAnswer, loadResults, writeReport } from "../../src/bench/report.js";
 import type { ResultsFile } from "../../src/bench/report-html.js";
 import type { ResultRow } from "../../src/bench/matrix.js";
 import { main } from "../../src/cli/main.js";
@@ -77,8 +77,8 @@ function sample(): ResultsFile {
         warm: true,
         check: "clean",
         phases: [
-          { name: "in-place", reads: 0, writes: 256, flushes: 1, write_median_us: 310, write_p99_us: 900 },
-          { name: "post-snapshot", reads: 0, writes: 256, flushes: 1, write_median_us: 1400, write_p99_us: 5100 },
+          { name: "in-place", reads: 0, writes: 256, flushes: 1, write_median_us: 310, write_p99_us: 900, duration_ms: 90 },
+          { name: "post-snapshot", reads: 0, writes: 256, flushes: 1, write_median_us: 1400, write_p99_us: 5100, duration_ms: 400 },
         ],
         snapshot: { drainMs: 0.5, flushMs: 3, diskSnapshotMs: 12, vmStateBytes: 9 << 20, vmStateSerializeMs: 80, vmStateWriteMs: 45 },
       },
@@ -111,20 +111,32 @@ describe("report rendering", () => {
     expect(answer).toMatch(/eager/);
     expect(answer).toContain("440 µs"); // eager writethrough post-snapshot per write: 400 × 1.1
     expect(answer).toContain("1400 µs (in place 310)");
-    for (const p of answer.split("\n\n")) expect(html).toContain(`<p>${p.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")}</p>`);
+    const esc = (p: string) => p.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+    for (const p of detailParagraphs(results)) expect(html).toContain(`<p>${esc(p)}</p>`);
+    expect(html).toContain(`<p>${esc(answerOf(results).summary.join(" "))}</p>`);
     const md = fs.readFileSync(path.join(out, "report.md"), "utf8");
     expect(md).toContain("## Answer");
+    expect(md).toContain(fullAnswer(results, "markdown"));
     expect(md).toContain("guest-rand4k");
     expect(loadResults(path.join(out, "results.json")).rows.length).toBe(results.rows.length);
   }, 60_000);
 
-  it("the answer counts the close of a scheme that defers work to it, and says nothing when the close is small", () => {
+  it("the answer counts the close of a scheme that defers work to it, by rounds, and says nothing when the close is small", () => {
     const rows = [refcowRow("eager", "writeback", "in-place", 20), refcowRow("eager", "writeback", "post-snapshot", 120), refcowRow("log", "writeback", "in-place", 20), refcowRow("log", "writeback", "post-snapshot", 22)];
-    for (const r of rows) r.amortized_close_us = r.amortized_us * 1.01;
-    expect(answer(rows)).not.toContain("counting its close");
-    rows[3]!.amortized_close_us = 180;
-    expect(answer(rows)).toContain("is log at 24.2 µs");
-    expect(answer(rows)).toContain("counting its close, which carries work it deferred, 180 µs per write against 22.2 µs in place (8.10×, ratio of the medians)");
+    const withClose = (r: ResultRow, perRound: number[]) => {
+      r.reps = r.reps!.map((x, i) => ({ ...x, amortized_close_us: perRound[i]! }));
+      r.amortized_close_us = [...perRound].sort((a, b) => a - b)[1];
+    };
+    for (const r of rows) withClose(r, r.reps!.map((x) => x.amortized_us * 1.01));
+    const summary = () => answerOf({ rows }).summary.join(" ");
+    expect(summary()).not.toContain("counting its close");
+    // log's in-place rounds amortize 19.8, 22, 26.4 µs; with the close 22, 22.2, 26.6; after the snapshot with
+    // the close 180, 90, 300: per round 180/22, 90/22.2, 300/26.6.
+    withClose(rows[2]!, [22, 22.2, 26.6]);
+    withClose(rows[3]!, [180, 90, 300]);
+    const perRound = [180 / 22, 90 / 22.2, 300 / 26.6].sort((a, b) => a - b);
+    expect(summary()).toContain("log in writeback");
+    expect(summary()).toContain(`${perRound[1]!.toFixed(2)}× (${perRound[0]!.toFixed(2)}–${perRound[2]!.toFixed(2)}) counting its close, which carries work it deferred`);
   });
 
   it("leaves out the charts the results have nothing for", async () => {

@@ -25,8 +25,9 @@ describe("refcow experiment", () => {
     );
     expect(code, err.join("")).toBe(0);
     const results = JSON.parse(fs.readFileSync(path.join(dir, "report", "results.json"), "utf8")) as ResultsFile;
-    // Every cell runs --guest-reps times.
+    // Every cell runs --guest-reps times; nothing failed, and the results say so.
     expect(results.guest!.map((x) => x.rep)).toEqual([1, 2]);
+    expect(results.failed).toEqual([]);
     const g = results.guest![0]!;
     expect(g.scheme).toBe("owner");
     expect(g.check).toBe("clean");
@@ -35,6 +36,8 @@ describe("refcow experiment", () => {
       expect(p.writes).toBeGreaterThanOrEqual(16);
       expect(p.write_median_us).toBeGreaterThan(0);
       expect(p.write_cdf_us).toHaveLength(101);
+      // The phase's wall time: what the guest's amortized cost per write (the ranking statistic) is drawn from.
+      expect(p.duration_ms).toBeGreaterThan(0);
       // The four clocks around the same writes, outermost first: the guest's system call, v86's request,
       // the ring's client, the engine. Each inner one is part of the outer one, request by request.
       expect(p.app_us!.count).toBe(p.writes);
@@ -60,9 +63,14 @@ describe("refcow experiment", () => {
     expect(fs.existsSync(path.join(dir, "work", "guest-owner-writeback-1.qcow2"))).toBe(true);
     // The guest section: the four columns with the range over the two runs, and the host's ratio beside the guest's.
     expect(html).toContain("app − engine µs");
-    expect(html).toContain("host post/in-place");
+    expect(html).toContain("host post ÷ in-place (ring, amortized");
     const md = fs.readFileSync(path.join(dir, "report", "report.md"), "utf8");
     expect(md).toMatch(/owner\s+writeback\s+post-snapshot\s+2\s+\d+ \(\d+–\d+\)/);
+    // The answer leads with its table: the scheme and the baselines, the scheme beside QEMU through NBD.
+    expect(md).toMatch(/\*\*writeback, rand4k-per-cluster: a write in place and after an internal snapshot\*\*\n\n\| source \(transport\) \| in place: amortized µs\/write/);
+    for (const name of ["owner (ring)", "raw file (ring)", "QEMU (nbd)", "QEMU lazy_refcounts (nbd)"]) expect(md).toMatch(new RegExp(`\\| ${name.replace(/[()]/g, "\\$&")} \\| [\\d.]+`));
+    expect(results.rows.some((r) => r.scheme === "owner" && r.transport === "nbd" && r.phase === "post-snapshot")).toBe(true);
+    expect(html).toContain('<table class="answer-table">');
   }, 600_000);
 
   it("refuses bad options before running anything", async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { amortized, cdf, percentile, spread, summarize } from "../../src/stats/latency.js";
+import { amortized, cdf, percentile, ratioByRounds, spread, summarize } from "../../src/stats/latency.js";
 
 describe("latency statistics", () => {
   it("nearest rank on hand-counted sets", () => {
@@ -41,5 +41,13 @@ describe("latency statistics", () => {
         if (distinct) expect(xs.filter((x) => x <= s.median).length).toBe(Math.ceil(0.5 * xs.length));
       }),
     );
+  });
+
+  it("ratios by rounds divide round i by round i, then take the median and range over rounds", () => {
+    // Rounds: 30/10 = 3, 20/20 = 1, 100/20 = 5 (the ratio of the medians would be 30/20 = 1.5).
+    expect(ratioByRounds([30, 20, 100], [10, 20, 20])).toEqual({ median: 3, min: 1, max: 5, runs: 3 });
+    // A round missing on either side, or with nothing to divide by, is left out, never counted as 0.
+    expect(ratioByRounds([30, undefined, 100, 8], [10, 20, 0, 4])).toEqual({ median: 2, min: 2, max: 3, runs: 2 });
+    expect(ratioByRounds([], [])).toEqual({ median: 0, min: 0, max: 0, runs: 0 });
   });
 });

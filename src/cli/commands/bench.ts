@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import type { CacheMode } from "../../engine/types.js";
 import { benchExitStatus, defaultOptions, machine, parseAllocList, runMatrix } from "../../bench/matrix.js";
-import { table, writeOutputs, answer } from "../../bench/report.js";
+import { fullAnswer, table, writeOutputs } from "../../bench/report.js";
 import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
 import { type CliIo, processIo } from "../command.js";
 import { UsageError } from "../errors.js";
@@ -16,11 +16,13 @@ export const BENCH_USAGE =
 export const BENCH_HELP = `usage: refcow ${BENCH_USAGE}
 
 The write-after-snapshot benchmark: each source (every refcow scheme, eager with QEMU's flush order, a raw
-file; with QEMU: qemu-nbd std and lazy_refcounts, refcow over NBD) writes 4 KiB per cluster at N clusters in
+file; with QEMU: qemu-nbd std and lazy_refcounts, every scheme through refcow's NBD export) writes 4 KiB per cluster at N clusters in
 three phases — in-place, post-snapshot (after an internal snapshot), after-delete — in each cache mode, on a
 freshly prepared image, round after round (sources rotated). Per row: per-write median and p99 (flushes
 excluded), amortized per write (phase wall time ÷ writes, flushes included), close time after the phase
 (deferred work done at close), amortized with the close, host bytes written per write, I/O by purpose.
+Every ratio is computed within each round, then shown as the median with min–max. A source that throws or
+leaves an image qemu-img check does not pass is reported as failed, with its reason, and the run exits 1.
 
 Options:
   --quick                 fewer clusters and rounds
@@ -101,8 +103,8 @@ export async function benchCommand(argv: string[], io: CliIo = processIo): Promi
   const started = Date.now();
   opts.progress = (m) => io.err(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
   const results = await runMatrix(opts);
-  io.out(table(results.rows, results.fio, results.missing));
-  io.out(`\n${answer(results.rows, results.fio, results.missing)}\n`);
+  io.out(table(results.rows, results.fio, results.missing, results.failed));
+  io.out(`\n${fullAnswer({ ...results, options: { schemes: opts.schemes } })}\n`);
   if (out) {
     await writeOutputs(out, results, machine(opts.dir), { ...opts, progress: undefined });
     io.err(`results written to ${out}/results.json, ${out}/report.md and ${out}/report.html\n`);

@@ -11,13 +11,18 @@
  *   3. runs the host-side matrix (every scheme, QEMU std and lazy_refcounts, a raw file, both cache modes,
  *      plus the replay of the guest's trace on every scheme) and the snapshot-operation timings;
  *   4. writes results.json, report.md and report.html.
+ *
+ * Nothing that fails is dropped: a guest run that throws or leaves an image qemu-img check does not pass, and
+ * any source of the host matrix that does, is a failed entry with its reason in all three files, and the run
+ * goes on to write them (then exits 1).
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import * as os from "node:os";
 import * as path from "node:path";
-import { benchExitStatus, type BenchResults, defaultOptions, machine, qemuCheckVerdict, runMatrix } from "../../bench/matrix.js";
+import { benchExitStatus, type BenchResults, defaultOptions, machine, runMatrix } from "../../bench/matrix.js";
+import { type FailedSource, failureLine, failureOf, qemuCheckVerdict } from "../../bench/failures.js";
 import { cdf } from "../../stats/latency.js";
 import { fullAnswer, table, writeOutputs } from "../../bench/report.js";
 import type { GuestPhase, GuestResult } from "../../bench/guest-results.js";
@@ -65,7 +70,9 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
 
 QEMU's rows need qemu-img and qemu-nbd (Debian's qemu-utils), the fio check needs fio (with its nbd
 engine), refcow's NBD rows need \`refcow nbd\`: a missing source is named in the report and the run exits
-non-zero, unless --no-qemu left those sources out on purpose.
+non-zero, unless --no-qemu left those sources out on purpose. A source or guest run that throws, or leaves an
+image \`qemu-img check\` does not pass, is named in all three files with its reason (no figure of its is
+used), the run goes on and writes the report, and exits non-zero.
 `;
 
 interface ExperimentOptions {
@@ -177,6 +184,7 @@ function guestResult(r: GuestWorkloadResult, savevm: boolean, check: string, tra
       engine_us: p.engine_us,
       emulator_us: p.emulator_us,
       clock_drift_ppm: p.clock?.driftPpm,
+      duration_ms: p.durationMs,
     };
   });
   const s = r.snapshot;
@@ -216,6 +224,10 @@ function v86Version(): string {
 }
 
 export async function experimentCommand(argv: string[], io: CliIo = processIo): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    io.out(`usage: refcow ${EXPERIMENT_USAGE}\n${EXPERIMENT_HELP}`);
+    return 0;
+  }
   const o = parse(argv);
   if (o === "help") {
     io.out(`usage: refcow ${EXPERIMENT_USAGE}\n${EXPERIMENT_SUMMARY}\n${EXPERIMENT_HELP}`);
@@ -232,13 +244,22 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
   const work = o.keep ?? fs.mkdtempSync(path.join(os.tmpdir(), "refcow-experiment-"));
   fs.mkdirSync(work, { recursive: true });
   const guest: GuestResult[] = [];
-  const failures: string[] = [];
+  const guestFailed: FailedSource[] = [];
   let traceForBench: string | undefined;
   let benchStatus = 0;
+  let guestReady = o.guest;
   try {
     if (o.guest) {
       progress(`[${clock()}] guest image`);
-      await ensureGuestImage({ onProgress: (m) => progress(`[${clock()}] ${m}`, true) });
+      try {
+        await ensureGuestImage({ onProgress: (m) => progress(`[${clock()}] ${m}`, true) });
+      } catch (e) {
+        guestReady = false;
+        guestFailed.push(failureOf(e, { part: "guest", name: "the guest image" }));
+        progress(`[${clock()}] guest image: FAILED: ${(e as Error).message}`);
+      }
+    }
+    if (guestReady) {
       const total = o.guestReps * o.caches.length * o.schemes.length;
       let step = 0;
       for (let rep = 1; rep <= o.guestReps; rep++) {
@@ -265,7 +286,13 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
                 onProgress: (m) => progress(`${tag}: ${m}`, true),
               });
               const check = qemu ? qemuCheckVerdict(image) : "not checked (no qemu-img)";
-              if (qemu && check !== "clean") failures.push(`${scheme} ${cache} run ${rep}: qemu-img check: ${check}`);
+              const where = { part: "guest" as const, name: `${scheme} (guest)`, source: "refcow" as const, scheme, cache, workload: `guest-${o.workload}`, round: rep };
+              if (qemu && check !== "clean") {
+                // Its figures are not used: the image it left is not sound.
+                guestFailed.push({ ...where, reason: `the image it left fails qemu-img check: ${check}`, check });
+                progress(`${tag}: FAILED: qemu-img check: ${check}`);
+                continue;
+              }
               const g = guestResult(r, o.savevm, check, trace, rep);
               guest.push(g);
               const post = g.phases.find((p) => p.name === "post-snapshot") ?? g.phases[g.phases.length - 1];
@@ -274,14 +301,14 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
               if (!traceForBench && cache === "writeback") traceForBench = trace;
               traceForBench ??= trace;
             } catch (e) {
-              failures.push(`${scheme} ${cache} run ${rep}: ${(e as Error).message}`);
+              guestFailed.push(failureOf(e, { part: "guest", name: `${scheme} (guest)`, source: "refcow", scheme, cache, workload: `guest-${o.workload}`, round: rep }));
               progress(`${tag}: FAILED: ${(e as Error).message}`);
             }
           }
         }
       }
     }
-    let bench: BenchResults = { rows: [], fio: [], missing: [], failures: [] };
+    let bench: BenchResults = { rows: [], fio: [], missing: [], failed: [] };
     const opts = defaultOptions(!o.full);
     opts.schemes = o.schemes;
     opts.caches = o.caches;
@@ -301,9 +328,15 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
     if (o.bench) {
       progress(`[${clock()}] host matrix (${o.full ? "full" : "quick"}): ${opts.workloads.join(", ")}; ${opts.schemes.length} schemes, ${opts.caches.join(" and ")}, ${opts.reps} rounds of ${opts.clusters} clusters${o.qemu ? "; QEMU, refcow and the raw file through NBD; fio" : ""}; the raw file through the ring and pwrite`);
       opts.progress = (m) => progress(`[${clock()}] ${m}`);
-      bench = await runMatrix(opts);
+      try {
+        bench = await runMatrix(opts);
+      } catch (e) {
+        // The guest runs already taken still go into the report, with the reason the matrix stopped.
+        bench.failed.push(failureOf(e, { part: "host matrix", name: "host matrix" }));
+      }
       benchStatus = benchExitStatus(bench, (m) => io.err(m));
     }
+    bench.failed.unshift(...guestFailed);
     const info = machine(work);
     info.v86 = v86Version();
     if (o.guest) {
@@ -313,18 +346,20 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
         /* no manifest: the guest never ran */
       }
     }
-    await writeOutputs(o.out, bench, info, { ...o, bench: o.bench ? { ...opts, progress: undefined } : false }, guest);
+    const options = { ...o, bench: o.bench ? { ...opts, progress: undefined, onPhaseBoundary: undefined } : false };
+    await writeOutputs(o.out, bench, info, options, guest);
     progress.done();
-    io.out(table(bench.rows, bench.fio, bench.missing));
-    io.out(`\n${fullAnswer({ ...bench, guest })}\n\n`);
+    io.out(table(bench.rows, bench.fio, bench.missing, bench.failed));
+    io.out(`\n${fullAnswer({ ...bench, guest, options })}\n\n`);
     io.out(`${path.join(o.out, "report.html")}\n${path.join(o.out, "report.md")}\n${path.join(o.out, "results.json")}\n`);
   } finally {
     progress.done();
     if (!o.keep) fs.rmSync(work, { recursive: true, force: true });
   }
+  const failures = guestFailed.map(failureLine);
   if (benchStatus) failures.push("host matrix: missing or failed sources (see above)");
   if (failures.length) {
-    io.err(`refcow: experiment finished with ${failures.length} failure(s):\n${failures.map((f) => `  ${f}\n`).join("")}`);
+    io.err(`refcow: experiment finished with ${failures.length} failure(s) (named in the report with their reasons):\n${failures.map((f) => `  ${f}\n`).join("")}`);
     return 1;
   }
   io.err(`[${clock()}] done\n`);
