@@ -10,12 +10,12 @@
  * each write is durable when it completes and no flush is sent. A phase's wall time runs from the first
  * submission until the last request (a flush in writeback) has completed.
  */
+import type { Pattern } from "../report/results.js";
 
 export const CLUSTER = 65536;
 export const WRITE = 4096;
 export const FLUSH_EVERY = 64;
 
-export type Pattern = "rand4k-per-cluster" | "seq";
 export const PATTERNS: readonly Pattern[] = ["rand4k-per-cluster", "seq"];
 
 /** What the load generator needs of a source: a write and a flush, synchronous or not. */

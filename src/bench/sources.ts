@@ -21,35 +21,11 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createImagePath, openImagePath } from "../engine/open-path.js";
 import type { Qcow2Image } from "../engine/qcow2-image.js";
-import type { AllocPolicyName, CacheMode, CostBreakdown, FlushOrder } from "../engine/types.js";
+import type { CacheMode, CostBreakdown } from "../engine/types.js";
 import { NbdClient } from "../nbd/client.js";
+import type { SourceSpec } from "../report/results.js";
 import { openServedImage } from "../worker/index.js";
 import { CLUSTER, type WriteTarget } from "./load.js";
-
-export type Transport = "ring" | "in-process" | "nbd" | "direct";
-
-export interface SourceSpec {
-  source: "refcow" | "qemu" | "raw";
-  /** refcow's scheme; QEMU's `std` or `lazy_refcounts`; `none` for the raw file. */
-  scheme: string;
-  /** The eager scheme's flush order, when not refcow's own. */
-  order?: FlushOrder;
-  alloc?: AllocPolicyName;
-  transport: Transport;
-}
-
-/** One line naming a source, as the progress and the report print it. */
-export function sourceName(s: Pick<SourceSpec, "source" | "scheme" | "order" | "alloc" | "transport">): string {
-  const who =
-    s.source === "qemu"
-      ? s.scheme === "std"
-        ? "QEMU"
-        : "QEMU lazy_refcounts"
-      : s.source === "raw"
-        ? "raw file"
-        : `${s.scheme}${s.order === "qemu" ? " --order qemu" : ""}${s.alloc && s.alloc !== "first-fit" ? `+${s.alloc}` : ""}`;
-  return `${who} (${s.transport})`;
-}
 
 /** A source opened on a file for one phase. */
 export interface Session {

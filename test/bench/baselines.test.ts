@@ -12,7 +12,8 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { runFio } from "../../src/bench/fio.js";
 import { CLUSTER, WRITE, writeOffsets, runWritePhase } from "../../src/bench/load.js";
-import { betweenPhases, prepareFile, type SourceSpec } from "../../src/bench/sources.js";
+import { betweenPhases, prepareFile } from "../../src/bench/sources.js";
+import type { SourceSpec } from "../../src/report/results.js";
 import { NbdClient } from "../../src/nbd/client.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-baselines-"));
@@ -41,7 +42,8 @@ describe("raw file baseline", () => {
     it(`is synced before the clock starts, and flushed where the load generator says (${cache})`, () => {
       const log = path.join(dir, `raw-${cache}.strace`);
       const script = `
-        import { defaultOptions, runMatrix } from ${JSON.stringify(dist("bench/matrix.js"))};
+        import { runMatrix } from ${JSON.stringify(dist("bench/matrix.js"))};
+        import { defaultOptions } from ${JSON.stringify(dist("bench/options.js"))};
         const o = { ...defaultOptions(true), clusters: 8, reps: 1, schemes: [], caches: [${JSON.stringify(cache)}], workloads: ["seq"],
           qemu: false, qemuOrder: false, fio: false, fioDepths: [], opSizes: [], dir: ${JSON.stringify(path.join(dir, `m-${cache}`))} };
         const r = await runMatrix(o);

@@ -7,11 +7,14 @@ import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { defaultOptions, machine, runMatrix, type ResultRow } from "../../src/bench/matrix.js";
-import { fullAnswer, table, writeOutputs } from "../../src/bench/report.js";
+import { machine } from "../../src/bench/machine.js";
+import { runMatrix } from "../../src/bench/matrix.js";
+import { defaultOptions } from "../../src/bench/options.js";
+import { fullAnswer, table, writeOutputs } from "../../src/report/report.js";
+import type { ResultRow } from "../../src/report/results.js";
 import { nativeFileOps } from "../../src/io/native-fileops.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
-import { assertLikeForLike, baseRow, ratio } from "../../src/bench/ratios.js";
+import { assertLikeForLike, baseRow, ratio } from "../../src/report/ratios.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-benchtest-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

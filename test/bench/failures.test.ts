@@ -8,9 +8,10 @@ import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { defaultOptions, type FailedSource, runMatrix } from "../../src/bench/matrix.js";
-import { writeOutputs } from "../../src/bench/report.js";
-import type { ResultsFile } from "../../src/bench/report-html.js";
+import { runMatrix } from "../../src/bench/matrix.js";
+import { defaultOptions } from "../../src/bench/options.js";
+import { writeOutputs } from "../../src/report/report.js";
+import type { FailedSource, ResultsFile } from "../../src/report/results.js";
 import { writeTrace } from "../../src/vm/trace.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-failures-"));

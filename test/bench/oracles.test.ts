@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { ResultRow } from "../../src/bench/matrix.js";
+import type { ResultRow } from "../../src/report/results.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-bench-oracles-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -11,7 +11,8 @@ import path from "node:path";
 
 const [dist, out, keep] = process.argv.slice(2);
 const { Qcow2Image } = await import(path.resolve(dist, "engine/qcow2-image.js"));
-const { defaultOptions, runMatrix } = await import(path.resolve(dist, "bench/matrix.js"));
+const { runMatrix } = await import(path.resolve(dist, "bench/matrix.js"));
+const { defaultOptions } = await import(path.resolve(dist, "bench/options.js"));
 
 let marks = 0;
 const stats = Qcow2Image.prototype.stats;

@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { main } from "../../src/cli/main.js";
 import { ensureGuestImage } from "../../src/vm/guest-image.js";
-import type { ResultsFile } from "../../src/bench/report-html.js";
+import type { ResultsFile } from "../../src/report/results.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-experiment-test-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

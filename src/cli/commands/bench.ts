@@ -4,9 +4,11 @@
  */
 import * as fs from "node:fs";
 import type { CacheMode } from "../../engine/types.js";
-import { benchExitStatus, defaultOptions, machine, parseAllocList, runMatrix } from "../../bench/matrix.js";
-import { fullAnswer, table, writeOutputs } from "../../bench/report.js";
-import { formatRingBench, runRingBench } from "../../worker/ring-bench.js";
+import { machine } from "../../bench/machine.js";
+import { benchExitStatus, runMatrix } from "../../bench/matrix.js";
+import { defaultOptions, parseAllocList } from "../../bench/options.js";
+import { formatRingBench, runRingBench } from "../../bench/ring.js";
+import { fullAnswer, table, writeOutputs } from "../../report/report.js";
 import { type CliIo, processIo } from "../command.js";
 import { UsageError } from "../errors.js";
 

@@ -3,7 +3,7 @@
  * written by `refcow bench --out` or `refcow experiment` (by default next to it).
  */
 import * as path from "node:path";
-import { loadResults, writeReport } from "../../bench/report.js";
+import { loadResults, writeReport } from "../../report/report.js";
 import { CliError, UsageError } from "../errors.js";
 import type { CliIo } from "../command.js";
 

@@ -13,7 +13,7 @@
  * clock), the most requests the device had in flight, virtio-blk's interrupts and queue notifications, and
  * the guest instructions per write.
  *
- *     npm run build && node dist/vm/virtio-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
+ *     npm run build && node dist/bench/virtio.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
  *
  * (`npm run bench:virtio` runs it with the defaults: 3 reps, 2048 clusters, every scheme, both cache modes.)
  *
@@ -33,15 +33,15 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { pathToFileURL } from "node:url";
 import type { CacheMode } from "../engine/types.js";
+import { formatRatio } from "../report/ratios.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
-import { qemuCheckVerdict } from "../bench/matrix.js";
-import { formatRatio } from "../bench/ratios.js";
 import { spread } from "../stats/latency.js";
-import { ensureGuestImage } from "./guest-image.js";
-import type { GuestDiskType } from "./guest-machine.js";
-import { runGuestWorkload } from "./run-workload.js";
+import { ensureGuestImage } from "../vm/guest-image.js";
+import type { GuestDiskType } from "../vm/guest-machine.js";
+import { runGuestWorkload } from "../vm/run-workload.js";
+import { BenchUsageError, integerOption, listOption, progress, runProgram } from "./entry.js";
+import { qemuCheckVerdict } from "./image-check.js";
 
 export interface DiskConfig {
   name: string;
@@ -178,7 +178,7 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
   return out;
 }
 
-const USAGE = `usage: node dist/vm/virtio-bench.js [options]
+const USAGE = `usage: node dist/bench/virtio.js [options]
 
 IDE at depth 1 against virtio-blk at depths 1 and 16: rand4k (4 KiB random O_DIRECT writes) in the guest,
 in place and after a snapshot, a fresh image per run, configurations interleaved.
@@ -192,43 +192,35 @@ in place and after a snapshot, a fresh image per run, configurations interleaved
   -h, --help        this text
 `;
 
-async function main(argv: string[]): Promise<void> {
-  const arg = (name: string) => {
-    const i = argv.indexOf(name);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
-  const list = (s: string | undefined) => (s ? s.split(",").filter(Boolean) : undefined);
-  if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(USAGE);
-    return;
-  }
-  const known = new Set(["--reps", "--clusters", "--schemes", "--cache", "--configs", "--json"]);
-  for (let i = 0; i < argv.length; i += 2) if (!known.has(argv[i]!)) throw new Error(`unknown option '${argv[i]}'\n${USAGE}`);
-  const configNames = list(arg("--configs"));
-  const configs = configNames?.map((n) => {
-    const c = DISK_CONFIGS.find((x) => x.name === n);
-    if (!c) throw new Error(`unknown configuration '${n}' (${DISK_CONFIGS.map((x) => x.name).join(", ")})`);
-    return c;
-  });
-  const rows = await runVirtioBench({
-    configs,
-    reps: arg("--reps") ? Number(arg("--reps")) : undefined,
-    clusters: arg("--clusters") ? Number(arg("--clusters")) : undefined,
-    schemes: list(arg("--schemes")),
-    caches: list(arg("--cache")) as CacheMode[] | undefined,
-    onProgress: (m) => process.stderr.write(m + "\n"),
-  });
-  const json = arg("--json");
-  if (json) fs.writeFileSync(json, JSON.stringify(rows, null, 2) + "\n");
-  process.stdout.write(formatVirtioBench(rows));
-}
-
-if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
-  main(process.argv.slice(2)).then(
-    () => process.exit(0),
-    (e: unknown) => {
-      process.stderr.write(`virtio-bench: ${e instanceof Error ? e.stack : String(e)}\n`);
-      process.exit(1);
+runProgram(
+  import.meta.url,
+  {
+    name: "virtio bench",
+    usage: USAGE,
+    options: {
+      reps: { type: "string" },
+      clusters: { type: "string" },
+      schemes: { type: "string" },
+      cache: { type: "string" },
+      configs: { type: "string" },
+      json: { type: "string" },
     },
-  );
-}
+  },
+  async (v) => {
+    const configs = listOption(v.configs)?.map((n) => {
+      const c = DISK_CONFIGS.find((x) => x.name === n);
+      if (!c) throw new BenchUsageError(`unknown configuration '${n}' (${DISK_CONFIGS.map((x) => x.name).join(", ")})`);
+      return c;
+    });
+    const rows = await runVirtioBench({
+      configs,
+      reps: integerOption("reps", v.reps),
+      clusters: integerOption("clusters", v.clusters),
+      schemes: listOption(v.schemes),
+      caches: listOption(v.cache) as CacheMode[] | undefined,
+      onProgress: progress,
+    });
+    if (v.json) fs.writeFileSync(v.json, JSON.stringify(rows, null, 2) + "\n");
+    process.stdout.write(formatVirtioBench(rows));
+  },
+);

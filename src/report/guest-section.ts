@@ -16,9 +16,9 @@
  * The models here are tables of strings; report-html.ts and report.ts render them.
  */
 import { ratioByRounds, spread, type Spread } from "../stats/latency.js";
-import type { FailedSource } from "./failures.js";
-import { guestAmortized, guestSeen, type GuestLatencyColumn, type GuestPhase, type GuestResult } from "./guest-results.js";
-import type { ResultRow } from "./matrix.js";
+import { guestAmortized, guestSeen } from "./guest-results.js";
+import type { FailedSource, GuestLatencyColumn, GuestPhase, GuestResult } from "./results.js";
+import type { ResultRow } from "./results.js";
 import { formatRatio, ratioOf } from "./ratios.js";
 
 /** The host workload whose ratio the guest's rand4k is compared with (one 4 KiB write per cluster). */

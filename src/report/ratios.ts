@@ -9,7 +9,7 @@
  *   vs raw        this source / the raw file on the same phase through the same transport (ring / ring,
  *                 nbd / nbd, in-process / in-process)
  */
-import type { ResultRow } from "./matrix.js";
+import type { ResultRow } from "./results.js";
 import { ratioByRounds, type Spread } from "../stats/latency.js";
 
 export type RatioKind = "vs in-place" | "vs qemu" | "vs raw";

@@ -1,4 +1,4 @@
-import type { ResultRow } from "./matrix.js";
+import type { ResultRow } from "./results.js";
 
 /** A refcow scheme with its allocation policy when that is not the default ("eager+append"). */
 export function schemeLabel(r: Pick<ResultRow, "scheme" | "alloc">): string {

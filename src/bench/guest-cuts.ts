@@ -13,30 +13,30 @@
  * gives the emulated instructions per write (v86's instruction counter over the pass, less that of the
  * same command with no offsets: the program's start and exit), a figure the host's load does not move.
  *
- *     npm run build && node dist/vm/cuts-bench.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
- *     npm run build && node dist/vm/cuts-bench.js --floor [--disk ide|virtio] [--iodepth N] [--reps N] [--warm-up]
+ *     npm run build && node dist/bench/guest-cuts.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
+ *     npm run build && node dist/bench/guest-cuts.js --floor [--disk ide|virtio] [--iodepth N] [--reps N] [--warm-up]
  *
  * `--warm-up` first runs the writes the workloads issue before their in-place phase (workloads.ts
  * warmUpWrites): pass 1 then shows whether they bring the write path to its settled cost.
  *
- * (bench/guest-cuts.ts is the typed entry; `npm run bench:guest-cuts` runs it with the defaults.)
+ * (`npm run bench:guest-cuts` runs it in both cache modes, with the other defaults.)
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { pathToFileURL } from "node:url";
 import type { CacheMode } from "../engine/types.js";
 import { spread, summarize } from "../stats/latency.js";
-import type { LatencyColumn } from "./decomposition.js";
-import { ensureGuestImage } from "./guest-image.js";
-import { parseGuestIoReports } from "./guest-io-report.js";
-import type { GuestDiskType } from "./guest-machine.js";
-import { GuestRunner } from "./guest-runner.js";
-import { MemoryAsyncDisk } from "./memory-async-disk.js";
-import { obtainWarmState } from "./warm-state.js";
-import { parseCuts } from "./latency-cuts.js";
-import { runGuestWorkload, type GuestWorkloadResult } from "./run-workload.js";
-import { guestWarmUpRequests, warmUpWrites } from "./workloads.js";
+import type { LatencyColumn } from "../vm/decomposition.js";
+import { ensureGuestImage } from "../vm/guest-image.js";
+import { parseGuestIoReports } from "../vm/guest-io-report.js";
+import type { GuestDiskType } from "../vm/guest-machine.js";
+import { GuestRunner } from "../vm/guest-runner.js";
+import { parseCuts } from "../vm/latency-cuts.js";
+import { MemoryAsyncDisk } from "../vm/memory-async-disk.js";
+import { runGuestWorkload, type GuestWorkloadResult } from "../vm/run-workload.js";
+import { obtainWarmState } from "../vm/warm-state.js";
+import { guestWarmUpRequests, warmUpWrites } from "../vm/workloads.js";
+import { BenchUsageError, integerOption, listOption, progress, runProgram } from "./entry.js";
 
 export const CUT_STEPS = ["none", "nocopy", "nocopy,spin", "all"] as const;
 
@@ -214,56 +214,65 @@ export function formatCutsBench(runs: CutsBenchRun[]): string {
   return `${text}\n(µs; median over the runs of each run's median / p99; load: 1-minute load average after each run, min–max; ${os.cpus().length} CPUs)\n`;
 }
 
-export async function cutsBenchMain(argv: string[]): Promise<number> {
-  const o: CutsBenchOptions = { onProgress: (m) => process.stderr.write(m + "\n") };
-  let json: string | undefined;
-  if (argv.includes("--floor")) {
-    const warmUp = argv.includes("--warm-up");
-    const rest = argv.filter((a) => a !== "--floor" && a !== "--warm-up");
-    let passes = 3;
-    let disk: GuestDiskType = "ide";
-    let iodepth = 1;
-    for (let i = 0; i < rest.length; i++) {
-      const a = rest[i]!;
-      const v = rest[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      if (a === "--reps") passes = Number(v);
-      else if (a === "--disk") {
-        if (v !== "ide" && v !== "virtio") throw new Error(`--disk takes ide or virtio, not '${v}'`);
-        disk = v;
-      } else if (a === "--iodepth") iodepth = Number(v);
-      else throw new Error(`unknown option ${a} with --floor (--reps, --disk, --iodepth, --warm-up)`);
-    }
-    if (!(Number.isInteger(passes) && passes > 0)) throw new Error("--reps needs a positive integer");
-    process.stdout.write(await runFloor(passes, o.onProgress, disk, iodepth, warmUp));
-    return 0;
-  }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = argv[++i];
-    if (v === undefined) throw new Error(`${a} needs a value`);
-    if (a === "--reps") o.reps = Number(v);
-    else if (a === "--clusters") o.clusters = Number(v);
-    else if (a === "--schemes") o.schemes = v.split(",");
-    else if (a === "--cache") o.caches = v.split(",") as CacheMode[];
-    else if (a === "--steps") o.steps = v.split(";");
-    else if (a === "--json") json = v;
-    else throw new Error(`unknown option ${a}`);
-  }
-  if (o.reps !== undefined && !(Number.isInteger(o.reps) && o.reps > 0)) throw new Error("--reps needs a positive integer");
-  if (o.clusters !== undefined && !(Number.isInteger(o.clusters) && o.clusters > 0)) throw new Error("--clusters needs a positive integer");
-  const runs = await runCutsBench(o);
-  if (json) fs.writeFileSync(json, JSON.stringify(runs.map((r) => ({ ...r, result: { phases: r.result.phases, loadAverage: r.result.loadAverage, cuts: r.result.cuts } })), null, 2));
-  process.stdout.write(formatCutsBench(runs));
-  return 0;
-}
+const USAGE = `usage: node dist/bench/guest-cuts.js [options]
+       node dist/bench/guest-cuts.js --floor [--disk ide|virtio] [--iodepth N] [--reps N] [--warm-up]
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  cutsBenchMain(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code),
-    (e: unknown) => {
-      process.stderr.write(`cuts bench: ${e instanceof Error ? e.message : String(e)}\n`);
-      process.exitCode = 1;
+The rand4k guest workload with the cuts of the guest-to-engine delay added one after the other
+(${CUT_STEPS.join(" → ")}), each clock's median and p99 per configuration, runs interleaved.
+
+  --reps N          runs per configuration (default 3); with --floor, passes (default 3)
+  --clusters N      writes per phase (default 256)
+  --schemes a,b     refcount schemes (default eager)
+  --cache a,b       writeback, writethrough (default writeback)
+  --steps a;b       the cut sets to run, separated by ';' (default ${CUT_STEPS.join(";")})
+  --json FILE       also write every run as JSON
+  --floor           instead, the guest's floor: 4 KiB O_DIRECT writes on an in-memory disk completing at once
+  --disk ide|virtio with --floor: the guest's disk device (default ide)
+  --iodepth N       with --floor: requests in flight (default 1; above 1 needs --disk virtio)
+  --warm-up         with --floor: first the writes the workloads make before their in-place phase
+  -h, --help        this text
+`;
+
+const FLOOR_ONLY = ["disk", "iodepth", "warm-up"] as const;
+const WORKLOAD_ONLY = ["clusters", "schemes", "cache", "steps", "json"] as const;
+
+runProgram(
+  import.meta.url,
+  {
+    name: "cuts bench",
+    usage: USAGE,
+    options: {
+      reps: { type: "string" },
+      clusters: { type: "string" },
+      schemes: { type: "string" },
+      cache: { type: "string" },
+      steps: { type: "string" },
+      json: { type: "string" },
+      floor: { type: "boolean" },
+      disk: { type: "string" },
+      iodepth: { type: "string" },
+      "warm-up": { type: "boolean" },
     },
-  );
-}
+  },
+  async (v) => {
+    const reps = integerOption("reps", v.reps);
+    if (v.floor) {
+      for (const k of WORKLOAD_ONLY) if (v[k] !== undefined) throw new BenchUsageError(`--${k} does not go with --floor (--reps, --disk, --iodepth, --warm-up)`);
+      const disk = v.disk ?? "ide";
+      if (disk !== "ide" && disk !== "virtio") throw new BenchUsageError(`--disk takes ide or virtio, not '${disk}'`);
+      process.stdout.write(await runFloor(reps ?? 3, progress, disk, integerOption("iodepth", v.iodepth) ?? 1, v["warm-up"] ?? false));
+      return;
+    }
+    for (const k of FLOOR_ONLY) if (v[k] !== undefined) throw new BenchUsageError(`--${k} goes with --floor only`);
+    const runs = await runCutsBench({
+      reps,
+      clusters: integerOption("clusters", v.clusters),
+      schemes: listOption(v.schemes),
+      caches: listOption(v.cache) as CacheMode[] | undefined,
+      steps: v.steps?.split(";"),
+      onProgress: progress,
+    });
+    if (v.json) fs.writeFileSync(v.json, JSON.stringify(runs.map((r) => ({ ...r, result: { phases: r.result.phases, loadAverage: r.result.loadAverage, cuts: r.result.cuts } })), null, 2));
+    process.stdout.write(formatCutsBench(runs));
+  },
+);

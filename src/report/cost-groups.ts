@@ -4,7 +4,7 @@
  * Flush time is taken out of every purpose and shown as its own group, so "flushes" is what waiting for the
  * disk to make things durable cost, whatever was being made durable.
  */
-import type { PurposeRow } from "./matrix.js";
+import type { PurposeRow } from "./results.js";
 
 export const COST_GROUPS = [
   "guest data",

@@ -7,14 +7,14 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
+import type { FailedSource, FioRow, GuestResult, MissingSource, ResultRow, ResultsFile } from "./results.js";
 import { type AnswerModel, answerText, buildAnswer } from "./answer.js";
-import { type FailedSource, failureLine } from "./failures.js";
+import { failureLine } from "./failures.js";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import { schemeLabel } from "./scheme-label.js";
-import { guestRows, type GuestResult } from "./guest-results.js";
+import { guestRows } from "./guest-results.js";
 import { guestAnswer, guestSectionMarkdown } from "./guest-section.js";
-import { renderHtml, type ResultsFile } from "./report-html.js";
+import { renderHtml } from "./report-html.js";
 import { baseRow, formatRatio, QEMU_BASE, ratioOf } from "./ratios.js";
 import type { Spread } from "../stats/latency.js";
 import {

@@ -7,9 +7,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { answerOf, detailParagraphs, fullAnswer, loadResults, writeReport } from "../../src/bench/report.js";
-import type { ResultsFile } from "../../src/bench/report-html.js";
-import type { ResultRow } from "../../src/bench/matrix.js";
+import { answerOf, detailParagraphs, fullAnswer, loadResults, writeReport } from "../../src/report/report.js";
+import type { ResultRow, ResultsFile } from "../../src/report/results.js";
 import { main } from "../../src/cli/main.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-report-"));

@@ -13,11 +13,9 @@
  */
 import { SCHEME_NAMES } from "../schemes/index.js";
 import type { Spread } from "../stats/latency.js";
-import type { FailedSource } from "./failures.js";
-import type { MissingSource, ResultRow } from "./matrix.js";
 import { formatRatio, QEMU_BASE, ratio, sameSourceVia } from "./ratios.js";
 import { shortReason, withRange } from "./report-tables.js";
-import { sourceName, type Transport } from "./sources.js";
+import { type FailedSource, type MissingSource, type ResultRow, sourceName, type Transport } from "./results.js";
 
 /** The workload the answer is about: one 4 KiB write per 64 KiB cluster, random order. */
 export const ANSWER_WORKLOAD = "rand4k-per-cluster";

@@ -3,12 +3,10 @@
  * their min–max over rounds, like-for-like ratios), the fio cross-check and queue-depth tables, and the
  * flush-policy split.
  */
-import type { FioRow, ResultRow } from "./matrix.js";
+import { type FailedSource, type FioRow, type ResultRow, sourceName } from "./results.js";
 import { hostTotals } from "./cost-groups.js";
-import type { FailedSource } from "./failures.js";
 import { schemeLabel } from "./scheme-label.js";
 import { baseRow, formatRatio, QEMU_BASE, ratioOf, type RatioKind } from "./ratios.js";
-import { sourceName } from "./sources.js";
 import { ratioByRounds, spread, type Spread } from "../stats/latency.js";
 
 export const f1 = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));

@@ -4,28 +4,13 @@
  * failed or is missing with its reason, the charts, the full tables and the machine the figures come from.
  */
 import type { AnswerModel } from "./answer.js";
-import { type FailedSource, failureLine } from "./failures.js";
+import { failureLine } from "./failures.js";
 import { buildCharts, renderSvg } from "./charts.js";
 import { groupTimes, COST_GROUPS } from "./cost-groups.js";
-import type { GuestResult } from "./guest-results.js";
 import { guestClockTable, guestFailures, guestRanking, guestRatioTable, type TableModel } from "./guest-section.js";
-import type { FioRow, MissingSource, ResultRow } from "./matrix.js";
+import type { FailedSource, FioRow, GuestResult, MissingSource, ResultRow, ResultsFile } from "./results.js";
 import { schemeLabel } from "./scheme-label.js";
 import { failedWriteCells, failedWriteEntries, fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, rowName, STATISTICS_NOTE, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
-
-export interface ResultsFile {
-  generated: string;
-  machine: Record<string, string>;
-  options?: unknown;
-  rows: ResultRow[];
-  /** fio's figures: the cross-check and the queue-depth benchmark. */
-  fio?: FioRow[];
-  /** Sources the run left out, and why. */
-  missing?: MissingSource[];
-  /** Sources that threw or left an image qemu-img check did not pass, and why (their figures are not used). */
-  failed?: FailedSource[];
-  guest?: GuestResult[];
-}
 
 const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
 const num = (x: number | null | undefined, digits = 1) => (x === null || x === undefined || !Number.isFinite(x) ? "–" : x >= 100 ? x.toFixed(0) : x.toFixed(digits));

@@ -5,12 +5,10 @@
  * test from the per-round inputs it builds, not by the code under test.
  */
 import { describe, expect, it } from "vitest";
-import { ANSWER_HEAD, buildAnswer } from "../../src/bench/answer.js";
-import type { FailedSource } from "../../src/bench/failures.js";
-import type { GuestResult } from "../../src/bench/guest-results.js";
-import { guestRanking, guestRatioTable } from "../../src/bench/guest-section.js";
-import type { FioRow, ResultRow } from "../../src/bench/matrix.js";
-import { fioDepthRows } from "../../src/bench/report-tables.js";
+import { ANSWER_HEAD, buildAnswer } from "../../src/report/answer.js";
+import { guestRanking, guestRatioTable } from "../../src/report/guest-section.js";
+import type { FailedSource, FioRow, GuestResult, ResultRow } from "../../src/report/results.js";
+import { fioDepthRows } from "../../src/report/report-tables.js";
 
 type Cache = "writethrough" | "writeback";
 

@@ -1,17 +1,21 @@
 /**
  * Ring micro-benchmark (Node): the round trip of an empty request and of a 4 KiB write through the request
  * ring to a worker thread, against calling the engine in-process; plus the CPU an idle open image costs.
- * Run with `npm run build && node dist/worker/ring-bench.js` (bench/ring.ts is the typed entry for other code).
+ *
+ *     npm run build && node dist/bench/ring.js [--requests N] [--idle S] [--cache MODE] [--client-spin US]
+ *                                              [--server-spin US] [--fixed-spin] [--sized]
+ *
+ * `refcow bench --ring` runs it with the defaults.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { pathToFileURL } from "node:url";
 import { createImagePath, openImagePath } from "../engine/open-path.js";
 import type { CacheMode } from "../engine/types.js";
 import { percentile } from "../stats/latency.js";
-import { ImagePool } from "./pool.js";
-import { SizedSpin } from "./ring.js";
+import { ImagePool } from "../worker/pool.js";
+import { SizedSpin } from "../worker/ring.js";
+import { BenchUsageError, nonNegativeOption, runProgram } from "./entry.js";
 
 export interface RingBenchOptions {
   /** Requests per measurement (default 20000). */
@@ -171,44 +175,49 @@ export function formatRingBench(r: RingBenchResult): string {
   ].join("\n");
 }
 
-/**
- * Command-line entry:
- * `node dist/worker/ring-bench.js [--requests N] [--idle S] [--cache MODE] [--client-spin US] [--server-spin US] [--fixed-spin] [--sized]`
- * (`--sized`: spins sized from observed times, capped at SizedSpin's caps, as the guest runs them).
- */
-export async function ringBenchMain(argv: string[]): Promise<number> {
-  const opts: RingBenchOptions = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = argv[i + 1];
-    const num = (): number => {
-      const n = Number(v);
-      if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
-      i++;
-      return n;
-    };
-    if (a === "--requests") opts.requests = Math.max(1, Math.floor(num()));
-    else if (a === "--idle") opts.idleSeconds = num();
-    else if (a === "--client-spin") opts.clientSpinUs = num();
-    else if (a === "--server-spin") opts.serverSpinUs = num();
-    else if (a === "--fixed-spin") opts.adaptiveSpin = false;
-    else if (a === "--sized") opts.sized = { clientCapUs: SizedSpin.CLIENT_CAP_US, serverCapUs: SizedSpin.SERVER_CAP_US };
-    else if (a === "--cache") {
-      if (v !== "writeback" && v !== "writethrough" && v !== "unsafe") throw new Error("--cache must be writeback, writethrough or unsafe");
-      opts.cache = v;
-      i++;
-    } else throw new Error(`unknown option ${a}`);
-  }
-  process.stdout.write(formatRingBench(await runRingBench(opts)) + "\n");
-  return 0;
-}
+const USAGE = `usage: node dist/bench/ring.js [options]
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  ringBenchMain(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code),
-    (e: unknown) => {
-      process.stderr.write(`ring bench: ${e instanceof Error ? e.message : String(e)}\n`);
-      process.exitCode = 1;
+The round trip of an empty request and of a 4 KiB write through the request ring to a worker thread, against
+calling the engine in-process; then the CPU an open, idle image costs.
+
+  --requests N        requests per measurement (default 20000)
+  --idle S            seconds over which idle CPU is measured (default 3)
+  --cache MODE        writeback, writethrough or unsafe (default writeback)
+  --client-spin US    the client's spin before it sleeps, µs
+  --server-spin US    the serve loop's spin before it sleeps, µs
+  --fixed-spin        fixed spins instead of adaptive ones (both sides)
+  --sized             spins sized from observed times, capped at SizedSpin's caps, as the guest runs them
+  -h, --help          this text
+`;
+
+runProgram(
+  import.meta.url,
+  {
+    name: "ring bench",
+    usage: USAGE,
+    options: {
+      requests: { type: "string" },
+      idle: { type: "string" },
+      cache: { type: "string" },
+      "client-spin": { type: "string" },
+      "server-spin": { type: "string" },
+      "fixed-spin": { type: "boolean" },
+      sized: { type: "boolean" },
     },
-  );
-}
+  },
+  async (v) => {
+    const cache = v.cache;
+    if (cache !== undefined && cache !== "writeback" && cache !== "writethrough" && cache !== "unsafe") throw new BenchUsageError("--cache must be writeback, writethrough or unsafe");
+    const requests = nonNegativeOption("requests", v.requests);
+    const opts: RingBenchOptions = {
+      requests: requests === undefined ? undefined : Math.max(1, Math.floor(requests)),
+      idleSeconds: nonNegativeOption("idle", v.idle),
+      cache,
+      clientSpinUs: nonNegativeOption("client-spin", v["client-spin"]),
+      serverSpinUs: nonNegativeOption("server-spin", v["server-spin"]),
+      adaptiveSpin: v["fixed-spin"] ? false : undefined,
+      sized: v.sized ? { clientCapUs: SizedSpin.CLIENT_CAP_US, serverCapUs: SizedSpin.SERVER_CAP_US } : undefined,
+    };
+    process.stdout.write(formatRingBench(await runRingBench(opts)) + "\n");
+  },
+);

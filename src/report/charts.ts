@@ -9,9 +9,9 @@ import { SCHEME_NAMES } from "../schemes/index.js";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
-import { PHASES, type ResultRow } from "./matrix.js";
+import { type GuestResult, PHASES, type ResultRow } from "./results.js";
 import { rowName } from "./report-tables.js";
-import { guestSeen, type GuestResult } from "./guest-results.js";
+import { guestSeen } from "./guest-results.js";
 import { schemeLabel } from "./scheme-label.js";
 
 export interface Chart {
