@@ -33,7 +33,7 @@
  * every view, and costs the refusal of a delete with two children: not worth a format. The build's cost is one
  * read of every L2 table of every view at open (the `openMs` and `openClusters` of report()): on a 1 GiB image
  * written in full with 4 snapshots, about 23 ms with 64 KiB clusters and 0.4 s with 4 KiB clusters, where
- * loading and validating the earlier format's table took about 20 ms and 0.9 s (bench/owner-open.mjs).
+ * loading and validating the earlier format's table took about 20 ms and 0.9 s (src/bench/owner-open.ts).
  *
  * Images the earlier format left (autoclear bit 32, extension 0x52434f57 "RCOW", the table in clusters past
  * the end that refcounts call free) open under every scheme: the engine clears the bit and drops the
