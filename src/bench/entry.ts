@@ -11,6 +11,7 @@
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { CACHE_MODES, type CacheMode } from "../engine/types.js";
 
 type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
 
@@ -80,6 +81,22 @@ export function nonNegativeOption(flag: string, v: string | undefined): number |
 /** A comma-separated list option ("a,b"): undefined when absent. */
 export function listOption(v: string | undefined): string[] | undefined {
   return v === undefined ? undefined : v.split(",").filter(Boolean);
+}
+
+/** The options of the runners that repeat a guest workload over schemes and cache modes (virtio, guest-cuts). */
+export const GUEST_MATRIX_OPTIONS = {
+  reps: { type: "string" },
+  clusters: { type: "string" },
+  schemes: { type: "string" },
+  cache: { type: "string" },
+  json: { type: "string" },
+} as const;
+
+/** GUEST_MATRIX_OPTIONS' values, checked: each undefined when absent (the runner's default). */
+export function guestMatrixValues(v: OptionValues<typeof GUEST_MATRIX_OPTIONS>): { reps?: number; clusters?: number; schemes?: string[]; caches?: CacheMode[] } {
+  const caches = listOption(v.cache);
+  for (const c of caches ?? []) if (!(CACHE_MODES as readonly string[]).includes(c)) throw new BenchUsageError(`--cache takes ${CACHE_MODES.join(", ")}, not '${c}'`);
+  return { reps: integerOption("reps", v.reps), clusters: integerOption("clusters", v.clusters), schemes: listOption(v.schemes), caches: caches as CacheMode[] | undefined };
 }
 
 /** Runs `main` with the parsed options when the calling module is the process's script; see the top. */

@@ -36,7 +36,7 @@ import { MemoryAsyncDisk } from "../vm/memory-async-disk.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "../vm/run-workload.js";
 import { obtainWarmState } from "../vm/warm-state.js";
 import { guestWarmUpRequests, warmUpWrites } from "../vm/workloads.js";
-import { BenchUsageError, integerOption, listOption, progress, runProgram } from "./entry.js";
+import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, integerOption, progress, runProgram } from "./entry.js";
 
 export const CUT_STEPS = ["none", "nocopy", "nocopy,spin", "all"] as const;
 
@@ -242,12 +242,8 @@ runProgram(
     name: "cuts bench",
     usage: USAGE,
     options: {
-      reps: { type: "string" },
-      clusters: { type: "string" },
-      schemes: { type: "string" },
-      cache: { type: "string" },
+      ...GUEST_MATRIX_OPTIONS,
       steps: { type: "string" },
-      json: { type: "string" },
       floor: { type: "boolean" },
       disk: { type: "string" },
       iodepth: { type: "string" },
@@ -255,8 +251,8 @@ runProgram(
     },
   },
   async (v) => {
-    const reps = integerOption("reps", v.reps);
     if (v.floor) {
+      const reps = integerOption("reps", v.reps);
       for (const k of WORKLOAD_ONLY) if (v[k] !== undefined) throw new BenchUsageError(`--${k} does not go with --floor (--reps, --disk, --iodepth, --warm-up)`);
       const disk = v.disk ?? "ide";
       if (disk !== "ide" && disk !== "virtio") throw new BenchUsageError(`--disk takes ide or virtio, not '${disk}'`);
@@ -265,10 +261,7 @@ runProgram(
     }
     for (const k of FLOOR_ONLY) if (v[k] !== undefined) throw new BenchUsageError(`--${k} goes with --floor only`);
     const runs = await runCutsBench({
-      reps,
-      clusters: integerOption("clusters", v.clusters),
-      schemes: listOption(v.schemes),
-      caches: listOption(v.cache) as CacheMode[] | undefined,
+      ...guestMatrixValues(v),
       steps: v.steps?.split(";"),
       onProgress: progress,
     });

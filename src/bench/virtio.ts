@@ -40,7 +40,7 @@ import { spread } from "../stats/latency.js";
 import { ensureGuestImage } from "../vm/guest-image.js";
 import type { GuestDiskType } from "../vm/guest-machine.js";
 import { runGuestWorkload } from "../vm/run-workload.js";
-import { BenchUsageError, integerOption, listOption, progress, runProgram } from "./entry.js";
+import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, listOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
 
 export interface DiskConfig {
@@ -197,14 +197,7 @@ runProgram(
   {
     name: "virtio bench",
     usage: USAGE,
-    options: {
-      reps: { type: "string" },
-      clusters: { type: "string" },
-      schemes: { type: "string" },
-      cache: { type: "string" },
-      configs: { type: "string" },
-      json: { type: "string" },
-    },
+    options: { ...GUEST_MATRIX_OPTIONS, configs: { type: "string" } },
   },
   async (v) => {
     const configs = listOption(v.configs)?.map((n) => {
@@ -212,14 +205,7 @@ runProgram(
       if (!c) throw new BenchUsageError(`unknown configuration '${n}' (${DISK_CONFIGS.map((x) => x.name).join(", ")})`);
       return c;
     });
-    const rows = await runVirtioBench({
-      configs,
-      reps: integerOption("reps", v.reps),
-      clusters: integerOption("clusters", v.clusters),
-      schemes: listOption(v.schemes),
-      caches: listOption(v.cache) as CacheMode[] | undefined,
-      onProgress: progress,
-    });
+    const rows = await runVirtioBench({ configs, ...guestMatrixValues(v), onProgress: progress });
     if (v.json) fs.writeFileSync(v.json, JSON.stringify(rows, null, 2) + "\n");
     process.stdout.write(formatVirtioBench(rows));
   },

@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { BenchUsageError, integerOption, listOption, nonNegativeOption, parseOptions } from "../../src/bench/entry.js";
+import { BenchUsageError, guestMatrixValues, integerOption, listOption, nonNegativeOption, parseOptions } from "../../src/bench/entry.js";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const RUNNERS = ["ring", "nbd-fio", "owner-open", "virtio", "guest-cuts", "boot"];
@@ -37,6 +37,8 @@ describe("parseOptions", () => {
     expect(() => nonNegativeOption("idle", "-1")).toThrow(/--idle needs a non-negative number/);
     expect(() => nonNegativeOption("idle", "")).toThrow(BenchUsageError);
     expect(listOption("eager,,owner")).toEqual(["eager", "owner"]);
+    expect(guestMatrixValues({ reps: "2", cache: "writeback,writethrough", schemes: "eager" })).toEqual({ reps: 2, clusters: undefined, schemes: ["eager"], caches: ["writeback", "writethrough"] });
+    expect(() => guestMatrixValues({ cache: "writeback,none" })).toThrow(/--cache takes writethrough, writeback, unsafe, not 'none'/);
   });
 });
 
