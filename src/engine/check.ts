@@ -2,7 +2,8 @@
  * Consistency check and repair, with qemu-img check's semantics:
  *  - the expected count of each host cluster is the number of references reaching it: the header, the active
  *    L1 table and each L2 table and data cluster it reaches, the same for every snapshot, the snapshot table,
- *    the refcount table and the refcount blocks (compressed data counts once per host cluster it touches);
+ *    the refcount table and the refcount blocks (compressed data counts once per host cluster it touches), the
+ *    persistent bitmaps' directory, tables and data clusters;
  *  - on-disk count > references is a leak (harmless), < references a corruption;
  *  - a COPIED flag in the active tables that disagrees with "refcount == 1" is a corruption.
  * Repair: "leaks" lowers over-counts; "all" also rebuilds the refcount structures when a count is too low and
@@ -191,7 +192,7 @@ interface Scan extends CheckResult {
 
 /**
  * The standard reference count of every host cluster, computed from the tables (what a rebuild writes):
- * header, L1 tables, L2 tables and data of every view, snapshot table, refcount table and blocks.
+ * header, L1 tables, L2 tables and data of every view, snapshot table, refcount table and blocks, bitmaps.
  */
 export function referenceCounts(img: Qcow2Image): Uint32Array {
   const refs = scan(img, false).walk.refs;
@@ -242,6 +243,17 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
     }
   }
   if (h.nbSnapshots) addRange(h.snapshotsOffset, snapshotTableSize(img.snapshots));
+  // Persistent bitmaps: directory, tables and data clusters (as QEMU's check counts them). A table that cannot
+  // be read hides references: nothing may be freed on its account.
+  img.bitmaps.forEachReference(
+    addRange,
+    (c) => walk.refs.add(c),
+    (message) => {
+      walk.messages.push(message);
+      walk.corruptions++;
+      walk.unfixable++;
+    },
+  );
   const rc = img.refcounts;
   addRange(rc.tableOffset, rc.tableClusters * cs);
   for (const block of rc.table) if (block) walk.refs.add(block / cs);

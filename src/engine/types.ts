@@ -148,6 +148,25 @@ export interface MapExtent {
   present: boolean;
 }
 
+/** A persistent dirty bitmap (QEMU's, kept in the image). */
+export interface BitmapInfo {
+  name: string;
+  /** Bytes of disk per bit. */
+  granularity: number;
+  /** Records guest writes (the auto flag). */
+  enabled: boolean;
+  /** Found in-use at open (not saved cleanly): its contents are unusable; it can only be removed. */
+  inUse: boolean;
+}
+
+/** A bitmap as the image's directory holds it (what qemu-img info lists). */
+export interface StoredBitmapInfo {
+  name: string;
+  granularity: number;
+  /** qemu-img info's flags: "in-use", "auto". */
+  flags: ("in-use" | "auto")[];
+}
+
 export interface ImageInfo {
   virtualSize: number;
   actualSize: number;
@@ -163,6 +182,8 @@ export interface ImageInfo {
   backingFile?: string;
   backingFormat?: string;
   snapshots: SnapshotInfo[];
+  /** Persistent dirty bitmaps on disk, in directory order (absent when there are none). */
+  bitmaps?: StoredBitmapInfo[];
 }
 
 export type { CostBreakdown, PurposeCost } from "../io/purpose.js";
