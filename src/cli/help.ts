@@ -78,6 +78,21 @@ export const HELP: Record<string, CommandHelp> = {
       SCHEME_HELP +
       ALLOC_HELP,
   },
+  bitmap: {
+    summary: "add, remove, clear, enable, disable or merge persistent dirty bitmaps",
+    usage: "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--disabled] [-f fmt] filename bitmap",
+    help:
+      "  --add          add the bitmap (enabled; '--add --disable' adds it disabled)\n" +
+      "  --remove       remove the bitmap and free its clusters\n" +
+      "  --clear        clear every bit\n" +
+      "  --enable       record guest writes from now on (the auto flag)\n" +
+      "  --disable      stop recording guest writes\n" +
+      "  --merge SOURCE set every bit dirty in bitmap SOURCE (of this image, or of -b source_file)\n" +
+      "  -b file        the image holding the --merge source bitmap (-F: its format)\n" +
+      "  -g size        granularity of an added bitmap (default: the cluster size within 4 KiB..64 KiB)\n" +
+      "  --disabled     every --add of this call adds a disabled bitmap\n" +
+      "The operations run in the order given; the first that fails ends the command.\n",
+  },
   convert: {
     summary: "convert an image (or a snapshot of it) to another image",
     usage:
