@@ -526,6 +526,37 @@ export class PersistentBitmaps {
     for (let c = 0; c < Math.ceil((t.tableSize * 8) / cs); c++) img.scheme.releaseNow(t.tableOffset / cs + c, "meta");
   }
 
+  // -------------------------------------------------------------------------------------------- compaction
+
+  /**
+   * The bitmaps' structures as they are on disk (trusted extension only), raw, for a restructuring that moves
+   * them: the directory and each table with its offset.
+   */
+  rawLayout(): { directory: { offset: number; raw: Uint8Array }; tables: { offset: number; raw: Uint8Array }[] } | undefined {
+    if (!this.consistentExtension()) return undefined;
+    const img = this.img;
+    const ext = parseBitmapsExtension(this.extension()!, img.clusterSize);
+    const raw = new Uint8Array(ext.directorySize);
+    img.file.read(raw, ext.directoryOffset, "bitmap");
+    const entries = parseBitmapDirectory(raw, ext.count, { clusterSize: img.clusterSize, diskSize: img.size });
+    const tables = entries.map((e) => {
+      const t = new Uint8Array(e.tableSize * 8);
+      img.file.read(t, e.tableOffset, "bitmap");
+      parseBitmapTable(t, img.clusterSize, `bitmap '${e.name}' table`);
+      return { offset: e.tableOffset, raw: t };
+    });
+    return { directory: { offset: ext.directoryOffset, raw }, tables };
+  }
+
+  /** The header extension now says the directory lies at `offset` (a restructuring moved it; header not written). */
+  directoryMoved(offset: number): void {
+    const h = this.img.header;
+    const i = h.extensions.findIndex((e) => e.type === EXT_BITMAPS);
+    const ext = parseBitmapsExtension(h.extensions[i]!.data, this.img.clusterSize);
+    h.extensions[i] = { type: EXT_BITMAPS, data: serializeBitmapsExtension({ ...ext, directoryOffset: offset }) };
+    this.directory = { offset, bytes: ext.directorySize };
+  }
+
   // -------------------------------------------------------------------------------------------- references
 
   /**
