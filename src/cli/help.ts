@@ -97,12 +97,14 @@ export const HELP: Record<string, CommandHelp> = {
     summary: "convert an image (or a snapshot of it) to another image",
     usage:
       "convert [-q] [-p] [-n] [-U] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] " +
-      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--scheme S] [--scheme-opt K=V,...] [--alloc A] filename [filename2 [...]] output_filename",
+      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--bitmaps [--skip-broken-bitmaps]] [--scheme S] [--scheme-opt K=V,...] [--alloc A] filename [filename2 [...]] output_filename",
     help:
       "  -O fmt          output format: raw (default) or qcow2\n" +
       "  -o options      output format options, as for create\n" +
       "  -l param        read from an internal snapshot: snapshot.id=ID,snapshot.name=NAME or ID_OR_NAME\n" +
       "  -s name         same as -l name (older qemu-img)\n" +
+      "  --bitmaps       copy the source's persistent bitmaps (one qcow2 source, qcow2 v3 output)\n" +
+      "  --skip-broken-bitmaps  with --bitmaps: leave out inconsistent (in-use) bitmaps instead of failing\n" +
       "  -n              do not create the output image; write into an existing one\n" +
       "  -S size         runs of zeroes at least this long are not written (default 4k; 0 writes everything)\n" +
       "  -t cache        cache mode of the output (default unsafe)\n" +

@@ -56,7 +56,7 @@ export async function bitmapCommand(argv: string[], io0?: CliIo): Promise<number
   if (granularityText !== undefined) {
     const n = imgNumber("granularity", granularityText);
     if (!n.ok) throw new CliError(n.message);
-    if (n.warning) io.err(n.warning);
+    if (n.warning) io.err(`refcow: ${n.warning}\n`);
     // 0 asks for the default, as in qemu-img.
     granularity = n.value === 0n ? undefined : Number(n.value);
   }
