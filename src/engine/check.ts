@@ -9,6 +9,7 @@
  * Repair: "leaks" lowers over-counts; "all" also rebuilds the refcount structures when a count is too low and
  * fixes COPIED flags; either clears the dirty and corrupt bits when no corruption is left.
  */
+import { alignUp } from "../format/bytes.js";
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
 import { snapshotTableSize } from "../format/snapshot-table.js";
 import { ClusterType } from "../format/l1l2.js";
@@ -245,15 +246,19 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
   if (h.nbSnapshots) addRange(h.snapshotsOffset, snapshotTableSize(img.snapshots));
   // Persistent bitmaps: directory, tables and data clusters (as QEMU's check counts them). A table that cannot
   // be read hides references: nothing may be freed on its account.
-  img.bitmaps.forEachReference(
-    addRange,
-    (c) => walk.refs.add(c),
-    (message) => {
-      walk.messages.push(message);
-      walk.corruptions++;
-      walk.unfixable++;
-    },
-  );
+  const bitmapProblem = (message: string) => {
+    walk.messages.push(message);
+    walk.corruptions++;
+    walk.unfixable++;
+  };
+  const fileEnd = img.file.size();
+  const bitmapRange = (offset: number, bytes: number) => {
+    // As for L2 entries: a reference past the end of the file is a corruption no repair can fix.
+    if (offset + bytes > alignUp(fileEnd, cs)) {
+      bitmapProblem(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${bytes.toString(16)}`);
+    } else addRange(offset, bytes);
+  };
+  img.bitmaps.forEachReference(bitmapRange, (c) => bitmapRange(c * cs, cs), bitmapProblem);
   const rc = img.refcounts;
   addRange(rc.tableOffset, rc.tableClusters * cs);
   for (const block of rc.table) if (block) walk.refs.add(block / cs);
