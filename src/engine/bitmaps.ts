@@ -437,6 +437,8 @@ export class PersistentBitmaps {
     const cs = img.clusterSize;
     const h = img.header;
     const oldExt = this.consistentExtension() ? parseBitmapsExtension(this.extension()!, cs) : null;
+    // An image that had no bitmaps and has none now: nothing to write.
+    if (!oldExt && !this.list.length) return;
     const kept = new Set(this.list.map((b) => b.name));
     // What the old directory referenced and the new one will not: freed once the header has switched.
     const drop: { name: string; tableOffset: number; tableSize: number }[] = [];
