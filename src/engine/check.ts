@@ -55,7 +55,7 @@ interface Walk {
 }
 
 export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
-  if (!repair) return publicResult(scan(img, true));
+  if (!repair) return { ...publicResult(scan(img, true)), ...inUseBitmaps(img) };
   // Repair follows qemu-img: counts first (a count of 0 for a referenced cluster means a rebuild, other
   // mismatches are fixed in place when the mode allows), then COPIED flags against the repaired counts.
   const first = scan(img, false);
@@ -127,7 +127,7 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
     img.header.incompatibleFeatures &= ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT);
     img.writeHeader();
   }
-  return { ...publicResult(after), corruptionsFixed, leaksFixed, messages };
+  return { ...publicResult(after), corruptionsFixed, leaksFixed, messages, ...inUseBitmaps(img) };
 }
 
 /** Zeroes the counts of unreferenced clusters past the end of the file; returns how many. */
@@ -181,6 +181,15 @@ function hexEntry(offset: number, copied: boolean): string {
 function publicResult(s: Scan): CheckResult {
   const { walk: _w, mismatches: _m, copiedErrors: _c, structureErrors: _s, unfixable: _u, ...result } = s;
   return result;
+}
+
+/** The names of the bitmaps found in-use (inconsistent) when the image was opened, when there are some. */
+function inUseBitmaps(img: Qcow2Image): { inUseBitmaps?: string[] } {
+  const names = img.bitmaps
+    .infos()
+    .filter((b) => b.inUse)
+    .map((b) => b.name);
+  return names.length ? { inUseBitmaps: names } : {};
 }
 
 interface Scan extends CheckResult {

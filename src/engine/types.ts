@@ -128,6 +128,12 @@ export interface CheckResult {
   failure?: string;
   /** Set when a repair was asked for and refused (nothing changed): why. */
   refused?: string;
+  /**
+   * Persistent bitmaps marked in-use (a writer died before storing them): inconsistent, kept as they are by
+   * any repair, only removable. qemu-img 7.2's check says nothing of them (its counts and exit code ignore
+   * them), and neither does refcow's output; the library reports them here.
+   */
+  inUseBitmaps?: string[];
 }
 
 export type RepairMode = "leaks" | "all";

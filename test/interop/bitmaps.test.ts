@@ -202,6 +202,10 @@ describe("a writer killed mid-write", () => {
         fs.copyFileSync(f, r);
         const qs = qemuCheck(q, mode);
         const rs = refcow(["check", ...mode, r]);
+        // The library names them (the CLI prints what qemu-img prints: nothing).
+        const lib = openImagePath(`${f}`, { readOnly: true, forCheck: true }) as Qcow2Image;
+        expect(lib.check().inUseBitmaps).toEqual(["k0", "k1"]);
+        lib.close();
         expect(rs.status, `refcow check ${mode.join(" ")}:\n${rs.stdout}${rs.stderr}\nqemu-img:\n${qs.out}`).toBe(qs.status);
         expect(qemuBitmaps(r)).toEqual(qemuBitmaps(q));
         // And what is left is what QEMU's repair leaves (a leak repair cannot fix a dirty image's counts).
