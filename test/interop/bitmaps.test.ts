@@ -229,6 +229,26 @@ describe("a writer killed mid-write", () => {
   }
 });
 
+// ------------------------------------------------------------------------------------------------ refcow info
+
+describe("refcow info lists bitmaps as qemu-img info does", () => {
+  it("human and JSON output, byte for byte (flags in-use and auto, a disabled bitmap's empty list)", async () => {
+    const f = path.join(dir, "info.qcow2");
+    qemuImg(["create", "-q", "-f", "qcow2", f, "64M"]);
+    qemuImg(["bitmap", "--add", f, "b0"]);
+    qemuImg(["bitmap", "--add", "--disable", "-g", "4k", f, "b é"]);
+    await runAndKill(f, "eager", 3);
+    qemuImg(["bitmap", "--add", f, "after"]);
+    for (const output of ["human", "json"]) {
+      const q = execFileSync("qemu-img", ["info", `--output=${output}`, f]).toString();
+      const r = refcow(["info", `--output=${output}`, f]);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toBe(q);
+    }
+    expect(qemuBitmaps(f).map((b) => b.flags)).toEqual([["in-use", "auto"], ["in-use"], ["auto"]]);
+  }, 30_000);
+});
+
 // ----------------------------------------------------------------------------------------- the bitmap command
 
 describe("refcow bitmap as qemu-img bitmap", () => {
