@@ -263,11 +263,6 @@ export class PersistentBitmaps {
     return this.list.length;
   }
 
-  /** Whether this image has a bitmap that cannot be used (in-use when opened). */
-  get hasInconsistent(): boolean {
-    return this.list.some((b) => b.inconsistent);
-  }
-
   /** The directory as it is on disk. */
   storedList(): StoredBitmap[] {
     return this.stored.map((s) => ({ ...s }));
