@@ -78,16 +78,33 @@ export const HELP: Record<string, CommandHelp> = {
       SCHEME_HELP +
       ALLOC_HELP,
   },
+  bitmap: {
+    summary: "add, remove, clear, enable, disable or merge persistent dirty bitmaps",
+    usage: "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--disabled] [-f fmt] filename bitmap",
+    help:
+      "  --add          add the bitmap (enabled; '--add --disable' adds it disabled)\n" +
+      "  --remove       remove the bitmap and free its clusters\n" +
+      "  --clear        clear every bit\n" +
+      "  --enable       record guest writes from now on (the auto flag)\n" +
+      "  --disable      stop recording guest writes\n" +
+      "  --merge SOURCE set every bit dirty in bitmap SOURCE (of this image, or of -b source_file)\n" +
+      "  -b file        the image holding the --merge source bitmap (-F: its format)\n" +
+      "  -g size        granularity of an added bitmap (default: the cluster size within 4 KiB..64 KiB)\n" +
+      "  --disabled     every --add of this call adds a disabled bitmap\n" +
+      "The operations run in the order given; the first that fails ends the command.\n",
+  },
   convert: {
     summary: "convert an image (or a snapshot of it) to another image",
     usage:
       "convert [-q] [-p] [-n] [-U] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] " +
-      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--scheme S] [--scheme-opt K=V,...] [--alloc A] filename [filename2 [...]] output_filename",
+      "[-l snapshot_param | -s snapshot] [-S sparse_size] [--bitmaps [--skip-broken-bitmaps]] [--scheme S] [--scheme-opt K=V,...] [--alloc A] filename [filename2 [...]] output_filename",
     help:
       "  -O fmt          output format: raw (default) or qcow2\n" +
       "  -o options      output format options, as for create\n" +
       "  -l param        read from an internal snapshot: snapshot.id=ID,snapshot.name=NAME or ID_OR_NAME\n" +
       "  -s name         same as -l name (older qemu-img)\n" +
+      "  --bitmaps       copy the source's persistent bitmaps (one qcow2 source, qcow2 v3 output)\n" +
+      "  --skip-broken-bitmaps  with --bitmaps: leave out inconsistent (in-use) bitmaps instead of failing\n" +
       "  -n              do not create the output image; write into an existing one\n" +
       "  -S size         runs of zeroes at least this long are not written (default 4k; 0 writes everything)\n" +
       "  -t cache        cache mode of the output (default unsafe)\n" +

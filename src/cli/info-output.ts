@@ -14,6 +14,8 @@ export interface Qcow2SpecificInfo {
   lazyRefcounts?: boolean;
   corrupt?: boolean;
   refcountBits: number;
+  /** Persistent dirty bitmaps (Qcow2BitmapInfo), present only when the image has some. */
+  bitmaps?: { name: string; granularity: number; flags: string[] }[];
   compressionType: string;
 }
 
@@ -52,6 +54,7 @@ function qcow2SpecificToQDict(s: Qcow2SpecificInfo): QDict {
     .putOptional("lazy-refcounts", s.lazyRefcounts)
     .putOptional("corrupt", s.corrupt)
     .put("refcount-bits", s.refcountBits)
+    .putOptional("bitmaps", s.bitmaps?.map((b) => new QDict().put("name", b.name).put("granularity", b.granularity).put("flags", b.flags)))
     .put("compression-type", s.compressionType);
 }
 

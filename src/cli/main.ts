@@ -1,11 +1,12 @@
 /**
- * refcow's command line: qemu-img compatible commands (create, info, check, snapshot, convert, compare,
- * map), qemu-io as `refcow io`, and the commands other layers register (bench, run, experiment).
+ * refcow's command line: qemu-img compatible commands (create, info, check, snapshot, bitmap, convert,
+ * compare, map), qemu-io as `refcow io`, and the commands other layers register (bench, run, experiment).
  *
  * Every failure ends as one line on stderr, "refcow: <message>", and an exit code (1 unless the command
  * defines its own, as check and compare do); never a stack trace.
  */
 import { type CliIo, type Command, type CommandRun, processIo } from "./command.js";
+import { bitmapCommand } from "./commands/bitmap.js";
 import { checkCommand } from "./commands/check.js";
 import { compactCommand } from "./commands/compact.js";
 import { compareCommand } from "./commands/compare.js";
@@ -41,6 +42,7 @@ export const commands: Record<string, Command> = {
   info: builtin("info", infoCommand),
   check: builtin("check", checkCommand),
   snapshot: builtin("snapshot", snapshotCommand),
+  bitmap: builtin("bitmap", bitmapCommand),
   convert: builtin("convert", convertCommand),
   compare: builtin("compare", compareCommand),
   map: builtin("map", mapCommand),

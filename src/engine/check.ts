@@ -2,12 +2,14 @@
  * Consistency check and repair, with qemu-img check's semantics:
  *  - the expected count of each host cluster is the number of references reaching it: the header, the active
  *    L1 table and each L2 table and data cluster it reaches, the same for every snapshot, the snapshot table,
- *    the refcount table and the refcount blocks (compressed data counts once per host cluster it touches);
+ *    the refcount table and the refcount blocks (compressed data counts once per host cluster it touches), the
+ *    persistent bitmaps' directory, tables and data clusters;
  *  - on-disk count > references is a leak (harmless), < references a corruption;
  *  - a COPIED flag in the active tables that disagrees with "refcount == 1" is a corruption.
  * Repair: "leaks" lowers over-counts; "all" also rebuilds the refcount structures when a count is too low and
  * fixes COPIED flags; either clears the dirty and corrupt bits when no corruption is left.
  */
+import { alignUp } from "../format/bytes.js";
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
 import { snapshotTableSize } from "../format/snapshot-table.js";
 import { ClusterType } from "../format/l1l2.js";
@@ -53,7 +55,7 @@ interface Walk {
 }
 
 export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
-  if (!repair) return publicResult(scan(img, true));
+  if (!repair) return { ...publicResult(scan(img, true)), ...inUseBitmaps(img) };
   // Repair follows qemu-img: counts first (a count of 0 for a referenced cluster means a rebuild, other
   // mismatches are fixed in place when the mode allows), then COPIED flags against the repaired counts.
   const first = scan(img, false);
@@ -125,7 +127,7 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
     img.header.incompatibleFeatures &= ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT);
     img.writeHeader();
   }
-  return { ...publicResult(after), corruptionsFixed, leaksFixed, messages };
+  return { ...publicResult(after), corruptionsFixed, leaksFixed, messages, ...inUseBitmaps(img) };
 }
 
 /** Zeroes the counts of unreferenced clusters past the end of the file; returns how many. */
@@ -181,6 +183,15 @@ function publicResult(s: Scan): CheckResult {
   return result;
 }
 
+/** The names of the bitmaps found in-use (inconsistent) when the image was opened, when there are some. */
+function inUseBitmaps(img: Qcow2Image): { inUseBitmaps?: string[] } {
+  const names = img.bitmaps
+    .infos()
+    .filter((b) => b.inUse)
+    .map((b) => b.name);
+  return names.length ? { inUseBitmaps: names } : {};
+}
+
 interface Scan extends CheckResult {
   walk: Walk;
   mismatches: [cluster: number, onDisk: number, ref: number][];
@@ -191,7 +202,7 @@ interface Scan extends CheckResult {
 
 /**
  * The standard reference count of every host cluster, computed from the tables (what a rebuild writes):
- * header, L1 tables, L2 tables and data of every view, snapshot table, refcount table and blocks.
+ * header, L1 tables, L2 tables and data of every view, snapshot table, refcount table and blocks, bitmaps.
  */
 export function referenceCounts(img: Qcow2Image): Uint32Array {
   const refs = scan(img, false).walk.refs;
@@ -242,6 +253,21 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
     }
   }
   if (h.nbSnapshots) addRange(h.snapshotsOffset, snapshotTableSize(img.snapshots));
+  // Persistent bitmaps: directory, tables and data clusters (as QEMU's check counts them). A table that cannot
+  // be read hides references: nothing may be freed on its account.
+  const bitmapProblem = (message: string) => {
+    walk.messages.push(message);
+    walk.corruptions++;
+    walk.unfixable++;
+  };
+  const fileEnd = img.file.size();
+  const bitmapRange = (offset: number, bytes: number) => {
+    // As for L2 entries: a reference past the end of the file is a corruption no repair can fix.
+    if (offset + bytes > alignUp(fileEnd, cs)) {
+      bitmapProblem(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${bytes.toString(16)}`);
+    } else addRange(offset, bytes);
+  };
+  img.bitmaps.forEachReference(bitmapRange, (c) => bitmapRange(c * cs, cs), bitmapProblem);
   const rc = img.refcounts;
   addRange(rc.tableOffset, rc.tableClusters * cs);
   for (const block of rc.table) if (block) walk.refs.add(block / cs);

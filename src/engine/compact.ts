@@ -3,7 +3,8 @@
  * below the last one in use, rewrites every reference, then truncates the file.
  *
  * What moves: guest data (normal, preallocated-zero and compressed clusters, VM state), L2 tables, L1 tables
- * (active and of every snapshot), the snapshot table, refcount blocks and the refcount table. The header
+ * (active and of every snapshot), the snapshot table, refcount blocks and the refcount table, the persistent
+ * bitmaps' directory, tables and data clusters. The header
  * cluster stays. Structures spanning several clusters (L1 tables, refcount and snapshot tables, compressed
  * data that crosses a cluster boundary) move as one unit into a free run of their length.
  *
@@ -11,7 +12,8 @@
  *   1. plan: the units in use, from the top of the file down, each into the lowest free run below it. Only
  *      clusters no structure on disk references are targets; a unit's old place is never a target in the
  *      same pass, so nothing still referenced is ever overwritten;
- *   2. set the dirty bit (and clear the autoclear bits: the structures they vouch for are about to move);
+ *   2. set the dirty bit (and clear the autoclear bits refcow does not maintain; the bitmaps' stays: they move
+ *      like the tables, consistent at every step);
  *   3. write every moved unit at its target: data copied, tables rewritten with the new offsets, refcount
  *      blocks with the counts of the new layout — then flush;
  *   4. rewrite in place the tables that stay where they are but point to moved clusters — then flush. Each
@@ -27,7 +29,8 @@
  */
 import type { BlockFile, IoPurpose } from "../io/block-file.js";
 import { readU64, viewOf, writeU64 } from "../format/bytes.js";
-import { INCOMPAT_DIRTY } from "../format/features.js";
+import { parseBitmapTable } from "../format/bitmaps.js";
+import { AUTOCLEAR_BITMAPS, INCOMPAT_DIRTY } from "../format/features.js";
 import { ClusterType, decodeL1, encodeL1 } from "../format/l1l2.js";
 import { encodeReftableEntry } from "../format/refcount-block.js";
 import { snapshotTableSize } from "../format/snapshot-table.js";
@@ -52,6 +55,8 @@ export interface MovedClusters {
   l1: number;
   refcount: number;
   snapshotTable: number;
+  /** The persistent bitmaps' directory, tables and data. */
+  bitmaps: number;
 }
 
 export interface CompactResult {
@@ -68,7 +73,7 @@ export interface CompactResult {
   clustersInUse: number;
 }
 
-type Role = "header" | "reftable" | "refblock" | "l1" | "l2" | "data" | "snaptable";
+type Role = "header" | "reftable" | "refblock" | "l1" | "l2" | "data" | "snaptable" | "bitmapdir" | "bitmaptable" | "bitmapdata";
 
 /** Clusters that move together, with their place after the pass (-1: they stay). */
 interface Unit {
@@ -90,7 +95,7 @@ const COPY_BYTES = 4 * 1024 * 1024;
 export function compactImage(file: BlockFile, opts: CompactOptions = {}): CompactResult {
   if (opts.readOnly || file.readOnly) throw new RequestError("cannot compact an image opened read-only");
   const bytesBefore = file.size();
-  const moved: MovedClusters = { data: 0, l2: 0, l1: 0, refcount: 0, snapshotTable: 0 };
+  const moved: MovedClusters = emptyMoved();
   let passes = 0;
   let clusterSize = 0;
   let inUse = 0;
@@ -145,14 +150,15 @@ function compactPass(img: Qcow2Image, first: boolean): PassResult {
   const moved = emptyMoved();
   for (const u of plan.units) {
     if (u.target < 0) continue;
-    const key: keyof MovedClusters = u.role === "data" ? "data" : u.role === "l2" ? "l2" : u.role === "l1" ? "l1" : u.role === "snaptable" ? "snapshotTable" : "refcount";
+    const key: keyof MovedClusters =
+      u.role === "data" ? "data" : u.role === "l2" ? "l2" : u.role === "l1" ? "l1" : u.role === "snaptable" ? "snapshotTable" : u.role.startsWith("bitmap") ? "bitmaps" : "refcount";
     moved[key] += u.len;
   }
   return { changed: true, moved, clustersInUse: plan.end };
 }
 
 function emptyMoved(): MovedClusters {
-  return { data: 0, l2: 0, l1: 0, refcount: 0, snapshotTable: 0 };
+  return { data: 0, l2: 0, l1: 0, refcount: 0, snapshotTable: 0, bitmaps: 0 };
 }
 
 // ------------------------------------------------------------------------------------------------ catalog
@@ -166,6 +172,8 @@ interface Layout {
   /** L1 tables: active first, then one per snapshot (in snapshot-table order). */
   l1: { offset: number; raw: Uint8Array }[];
   snapshotTable: { offset: number; raw: Uint8Array } | null;
+  /** The bitmaps' directory and tables (raw), when the image has bitmaps. */
+  bitmaps: ReturnType<Qcow2Image["bitmaps"]["rawLayout"]>;
   units: Unit[];
   fileClusters: number;
 }
@@ -230,7 +238,15 @@ function catalog(img: Qcow2Image): Layout {
       }
     }
   }
-  return { refs: referenceCounts(img), l2, l1, snapshotTable, units: mergeRanges(ranges), fileClusters };
+  const bitmaps = img.bitmaps.rawLayout();
+  if (bitmaps) {
+    add(bitmaps.directory.offset / cs, Math.ceil(bitmaps.directory.raw.length / cs), "bitmapdir");
+    for (const t of bitmaps.tables) {
+      add(t.offset / cs, Math.ceil(t.raw.length / cs), "bitmaptable");
+      for (const e of parseBitmapTable(t.raw, cs)) if (e.offset) add(e.offset / cs, 1, "bitmapdata");
+    }
+  }
+  return { refs: referenceCounts(img), l2, l1, snapshotTable, bitmaps, units: mergeRanges(ranges), fileClusters };
 }
 
 function describe(role: Role): string {
@@ -242,6 +258,9 @@ function describe(role: Role): string {
     l2: "an L2 table",
     data: "guest data",
     snaptable: "the snapshot table",
+    bitmapdir: "the bitmap directory",
+    bitmaptable: "a bitmap table",
+    bitmapdata: "bitmap data",
   }[role];
 }
 
@@ -388,12 +407,12 @@ function execute(img: Qcow2Image, layout: Layout, plan: Plan): void {
   };
 
   // 2. From here until the header switch, refcounts on disk may disagree with the tables.
-  h.autoclearFeatures = 0n;
+  h.autoclearFeatures &= AUTOCLEAR_BITMAPS;
   h.incompatibleFeatures |= INCOMPAT_DIRTY;
   img.writeHeader();
 
   // 3. Moved data first, in runs of neighbouring clusters.
-  copyData(img, plan.units.filter((u) => u.role === "data" && u.target >= 0));
+  copyData(img, plan.units.filter((u) => (u.role === "data" || u.role === "bitmapdata") && u.target >= 0));
   // L2 tables with the new offsets of what they map.
   for (const [off, raw] of layout.l2) {
     const changed = remapL2(img, raw, move);
@@ -435,6 +454,36 @@ function execute(img: Qcow2Image, layout: Layout, plan: Plan): void {
     }
     put(layout.snapshotTable.offset, raw, changed, "snapshot-table");
   }
+  // Bitmap tables with the new places of their data clusters, and the directory with those of the tables.
+  if (layout.bitmaps) {
+    for (const t of layout.bitmaps.tables) {
+      const v = viewOf(t.raw);
+      let changed = false;
+      for (let i = 0; i < t.raw.length / 8; i++) {
+        const off = Number(v.getBigUint64(i * 8) & 0x00fffffffffffe00n);
+        if (!off) continue;
+        const n = move(off / cs) * cs;
+        if (n !== off) {
+          writeU64(v, i * 8, n);
+          changed = true;
+        }
+      }
+      put(t.offset, t.raw, changed, "bitmap");
+    }
+    const dir = layout.bitmaps.directory.raw;
+    const v = viewOf(dir);
+    let changed = false;
+    for (let pos = 0; pos < dir.length; ) {
+      const old = readU64(v, pos, "bitmap table offset");
+      const n = move(old / cs) * cs;
+      if (n !== old) {
+        writeU64(v, pos, n);
+        changed = true;
+      }
+      pos += Math.ceil((24 + v.getUint32(pos + 20) + v.getUint16(pos + 18)) / 8) * 8;
+    }
+    put(layout.bitmaps.directory.offset, dir, changed, "bitmap");
+  }
   // Refcount blocks holding the counts of the new layout, and the table pointing to them.
   const rc = img.refcounts;
   const epb = rc.entriesPerBlock;
@@ -466,6 +515,7 @@ function execute(img: Qcow2Image, layout: Layout, plan: Plan): void {
   h.l1TableOffset = h.l1Size ? move(h.l1TableOffset / cs) * cs : h.l1TableOffset;
   if (h.nbSnapshots) h.snapshotsOffset = move(h.snapshotsOffset / cs) * cs;
   h.refcountTableOffset = move(rc.tableOffset / cs) * cs;
+  if (layout.bitmaps) img.bitmaps.directoryMoved(move(layout.bitmaps.directory.offset / cs) * cs);
   img.writeHeader();
 
   // 6. Nothing references the old places any more.

@@ -219,6 +219,9 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
     if (sn.l1Size * 8 > MAX_L1_BYTES) throw new ImageFormatError(`snapshot '${sn.name}' L1 table too large (${sn.l1Size} entries)`);
     checkTableLocation(img, `snapshot '${sn.name}' L1 table`, sn.l1TableOffset, sn.l1Size * 8, fileSize);
   }
+  // Persistent bitmaps: the directory and the tables of consistent bitmaps, validated (as QEMU, an image whose
+  // bitmaps cannot be read does not open).
+  img.bitmaps.load();
   // Backing file.
   if (h.backingFile && !opts.noBacking) {
     if (!opts.openBacking) throw new RequestError(`image has a backing file '${h.backingFile}' and no way to open it was given`);
@@ -240,6 +243,8 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
       h.autoclearFeatures &= AUTOCLEAR_KNOWN;
       rewrite = true;
     }
+    // A bitmaps extension another writer stopped vouching for is dropped (its clusters leak, as in QEMU).
+    if (img.bitmaps.normalizeHeader()) rewrite = true;
     if (h.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)) {
       // An earlier owner scheme's table, vouched for by the autoclear bit just cleared: dead from now on.
       h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_OWNER_LEGACY);
@@ -256,6 +261,8 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
       if (result.corruptions > 0) throw new ImageFormatError(`could not repair dirty image: ${result.messages.slice(-3).join("; ")}`);
     }
     img.attachScheme();
+    // Bitmaps marked in-use before any guest write (a data log's replay below included); stored at close.
+    if (!opts.forCheck && !opts.noPrepare) img.bitmaps.startTracking();
     // Guest writes a data log holds, left by a process that stopped: replayed with the engine's own plans.
     catalog.recoverAfterAttach?.(img.schemeHost);
     if (!opts.forCheck && !opts.noPrepare) img.prepareScheme();

@@ -23,6 +23,8 @@ export class OverlapChecks {
     if (off >= h.l1TableOffset && off < h.l1TableOffset + alignUp(h.l1Size * 8, cs)) return "the active L1 table";
     if (off >= img.refcounts.tableOffset && off < img.refcounts.tableOffset + img.refcounts.tableClusters * cs) return "the refcount table";
     if (h.nbSnapshots && off >= h.snapshotsOffset && off < h.snapshotsOffset + cs) return "the snapshot table";
+    const dir = img.bitmaps.directory;
+    if (dir && off >= dir.offset && off < dir.offset + alignUp(dir.bytes, cs)) return "the bitmap directory";
     return undefined;
   }
 

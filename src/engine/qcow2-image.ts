@@ -10,6 +10,7 @@
  *   overlap.ts       metadata overlap checks
  *   l2-walk.ts       the walk over a view's L2 tables (snapshots, check, schemes)
  *   scheme-seam.ts   the scheme interface, the SchemeHost handle, the scheme catalog
+ *   bitmaps.ts       QEMU's persistent dirty bitmaps: loaded at open, fed every guest write, stored at close
  */
 import type { BlockFile, IoPurpose } from "../io/block-file.js";
 import type { AccountingFile } from "../io/accounting-file.js";
@@ -20,6 +21,7 @@ import { MAX_L1_BYTES, type Qcow2Header, serializeHeader } from "../format/heade
 import { L2Codec } from "../format/l1l2.js";
 import type { SnapshotEntry } from "../format/snapshot-table.js";
 import { ActiveTables, type Mapping } from "./active-tables.js";
+import { PersistentBitmaps } from "./bitmaps.js";
 import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
 import { checkImage } from "./check.js";
 import { defaultSchemeCatalog } from "./default-schemes.js";
@@ -33,6 +35,7 @@ import { schemeHostOf } from "./scheme-host.js";
 import type { RefcountScheme, SchemeHost } from "./scheme-seam.js";
 import * as snapshots from "./snapshots.js";
 import type {
+  BitmapInfo,
   CacheMode,
   CheckResult,
   CostBreakdown,
@@ -74,6 +77,8 @@ export class Qcow2Image implements VirtualDisk {
   /** @internal */ readonly reader: ReadPath;
   /** @internal */ readonly writer: WritePath;
   private readonly zeroes: ZeroDiscard;
+  /** @internal QEMU's persistent dirty bitmaps (bitmaps.ts). */
+  readonly bitmaps: PersistentBitmaps;
   /** Where new clusters go (first-fit or append), whatever the scheme. */
   readonly allocPolicy: AllocationPolicy;
   /** @internal Random numbers for the scheme (OpenOptions.random). */
@@ -121,6 +126,7 @@ export class Qcow2Image implements VirtualDisk {
     this.reader = new ReadPath(this);
     this.writer = new WritePath(this);
     this.zeroes = new ZeroDiscard(this);
+    this.bitmaps = new PersistentBitmaps(this);
   }
 
   // ---------------------------------------------------------------------------------------------- create/open
@@ -256,6 +262,8 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     this.checkRange(offset, data.length);
     try {
+      // Recorded first: a write that fails half-way may still have changed the disk.
+      this.bitmaps.record(offset, data.length);
       this.writer.writeGuest(offset, data);
       if (this.cacheMode === "writethrough") this.flushMetadata();
     } catch (e) {
@@ -282,6 +290,7 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     this.checkRange(offset, length);
     try {
+      this.bitmaps.record(offset, length);
       this.zeroes.zeroRange(offset, length, !!opts.unmap);
     } catch (e) {
       throw this.failed(e);
@@ -297,6 +306,8 @@ export class Qcow2Image implements VirtualDisk {
     let end = Math.floor((offset + length) / cs) * cs;
     if (offset + length === this.size && this.size % cs) end = alignUp(this.size, cs);
     try {
+      // The whole range asked for is recorded, partial clusters too (as QEMU's block layer does).
+      this.bitmaps.record(offset, length);
       this.zeroes.discard(start, end);
       if (this.cacheMode === "writethrough") this.flushMetadata();
     } catch (e) {
@@ -325,6 +336,7 @@ export class Qcow2Image implements VirtualDisk {
     const l1Entries = Math.ceil(newSize / (cs * this.l2Entries));
     // QEMU's message (qcow2_grow_l1_table's EFBIG) for a size the largest L1 table cannot map.
     if (l1Entries * 8 > MAX_L1_BYTES) throw new RequestError("Failed to grow the L1 table: File too large");
+    this.bitmaps.checkResize();
     try {
       this.settleScheme();
       if (newSize > old) {
@@ -350,6 +362,8 @@ export class Qcow2Image implements VirtualDisk {
         this.size = newSize;
         this.writeHeader();
       }
+      // Bitmaps follow the new size in memory (stored at close), as QEMU's do.
+      this.bitmaps.resized(newSize);
       if (this.cacheMode === "writethrough") this.flushMetadata();
     } catch (e) {
       throw this.failed(e);
@@ -480,6 +494,7 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     this.settleScheme();
     this.flushMetadata();
+    this.bitmaps.store();
     this.refcounts.cache.writeDirty();
     this.sync("refcount");
     if (this.schemeAttached) {
@@ -503,6 +518,8 @@ export class Qcow2Image implements VirtualDisk {
     try {
       if (!this.readOnly && !this.corruptError) {
         this.flushMetadata();
+        // Bitmaps are stored while the scheme is attached: their clusters come from it like any metadata.
+        this.bitmaps.store();
         // Deferred decrements were applied in memory by the last flush; write them too.
         this.refcounts.cache.writeDirty();
         this.sync("refcount");
@@ -535,6 +552,8 @@ export class Qcow2Image implements VirtualDisk {
 
   snapshotApply(idOrName: string): void {
     this.checkWritable();
+    // As QEMU: the bitmaps could not say what the switch changed.
+    if (this.bitmaps.count) throw new RequestError("Device has active dirty bitmaps");
     try {
       this.settleScheme();
       this.underDirtyBit(() => (this.scheme.snapshotApply ? this.scheme.snapshotApply(idOrName) : snapshots.applySnapshot(this, idOrName)));
@@ -688,6 +707,7 @@ export class Qcow2Image implements VirtualDisk {
   info(): ImageInfo {
     this.checkOpen();
     const h = this.header;
+    const stored = this.bitmaps.storedList();
     return {
       virtualSize: this.size,
       actualSize: this.file.size(),
@@ -703,7 +723,63 @@ export class Qcow2Image implements VirtualDisk {
       backingFile: h.backingFile,
       backingFormat: h.backingFormat,
       snapshots: this.snapshotList(),
+      ...(stored.length ? { bitmaps: stored.map((b) => ({ name: b.name, granularity: b.granularity, flags: [...(b.inUse ? (["in-use"] as const) : []), ...(b.auto ? (["auto"] as const) : [])] })) } : {}),
     };
+  }
+
+  // ------------------------------------------------------------------------------------------------ bitmaps
+
+  /** The persistent dirty bitmaps, in directory order. */
+  bitmapList(): BitmapInfo[] {
+    this.checkOpen();
+    return this.bitmaps.infos();
+  }
+
+  /** Adds a persistent bitmap (granularity by default as QEMU's: the cluster size within 4 KiB..64 KiB). */
+  bitmapAdd(name: string, opts: { granularity?: number; disabled?: boolean } = {}): void {
+    this.checkWritable();
+    this.bitmaps.add(name, opts);
+  }
+
+  bitmapRemove(name: string): void {
+    this.checkWritable();
+    this.bitmaps.remove(name);
+  }
+
+  bitmapClear(name: string): void {
+    this.checkWritable();
+    this.bitmaps.clear(name);
+  }
+
+  bitmapEnable(name: string): void {
+    this.checkWritable();
+    this.bitmaps.setEnabled(name, true);
+  }
+
+  bitmapDisable(name: string): void {
+    this.checkWritable();
+    this.bitmaps.setEnabled(name, false);
+  }
+
+  /** Sets in `target` every bit dirty in `source` (a bitmap of this image, or of `sourceImage`). */
+  bitmapMerge(target: string, source: string, sourceImage?: Qcow2Image): void {
+    this.checkWritable();
+    sourceImage?.checkUsable();
+    try {
+      this.bitmaps.merge(target, source, sourceImage?.bitmaps);
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  /** Runs covering [offset, offset+length) exactly, adjacent equal runs merged; dirty per granularity chunk. */
+  bitmapExtents(name: string, offset: number, length: number): { length: number; dirty: boolean }[] {
+    this.checkUsable();
+    try {
+      return this.bitmaps.extents(name, offset, length);
+    } catch (e) {
+      throw this.failed(e);
+    }
   }
 
   /** Cost counters of every I/O since open (or the last resetStats), by purpose. */
@@ -728,8 +804,8 @@ export class Qcow2Image implements VirtualDisk {
     if (this.closed) throw new ClosedError();
   }
 
-  /** Open, and not found corrupt since. */
-  private checkUsable(): void {
+  /** Open, and not found corrupt since. @internal */
+  checkUsable(): void {
     this.checkOpen();
     const e = this.corruptError;
     if (e) {

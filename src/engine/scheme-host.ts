@@ -28,7 +28,11 @@ export function schemeHostOf(img: Qcow2Image): SchemeHost {
       return img.size;
     },
     link: (gc, host) => img.writer.link(gc, host),
-    replayGuestWrite: (offset, data) => img.writer.writeGuestDirect(offset, data),
+    replayGuestWrite: (offset, data) => {
+      // A guest write all the same: the bitmaps record it.
+      img.bitmaps.record(offset, data.length);
+      img.writer.writeGuestDirect(offset, data);
+    },
     tables: img.tables,
     get refcounts() {
       return img.refcounts;
@@ -47,5 +51,19 @@ export function schemeHostOf(img: Qcow2Image): SchemeHost {
     truncateFile: (size) => img.file.truncate(size),
     checkFree: (c) => img.overlap.checkFree(c),
     referenceCounts: () => referenceCounts(img),
+    forEachBitmapCluster: (fn) => {
+      // Only clusters inside the file: an in-use bitmap's table is not validated, and may point anywhere.
+      const end = Math.ceil(img.file.size() / img.clusterSize);
+      const one = (c: number) => {
+        if (c < end) fn(c);
+      };
+      img.bitmaps.forEachReference(
+        (offset, bytes) => {
+          for (let c = Math.floor(offset / img.clusterSize); c < Math.min(end, Math.ceil((offset + bytes) / img.clusterSize)); c++) fn(c);
+        },
+        one,
+        () => {},
+      );
+    },
   };
 }

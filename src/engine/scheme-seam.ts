@@ -70,6 +70,11 @@ export interface SchemeHost {
   checkFree(cluster: number): void;
   /** The standard reference count of every host cluster, computed from the tables (what a rebuild writes). */
   referenceCounts(): Uint32Array;
+  /**
+   * Every cluster of QEMU's persistent bitmaps on disk (directory, tables, data): metadata the scheme's views
+   * of the tables do not show. Stored at close through `allocate(n, "meta")` and freed with `releaseNow`.
+   */
+  forEachBitmapCluster(fn: (cluster: number) => void): void;
 }
 
 /** Snapshot building blocks (src/engine/snapshots.ts) bound to the image, for schemes with their own snapshot operations. */

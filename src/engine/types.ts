@@ -128,6 +128,12 @@ export interface CheckResult {
   failure?: string;
   /** Set when a repair was asked for and refused (nothing changed): why. */
   refused?: string;
+  /**
+   * Persistent bitmaps marked in-use (a writer died before storing them): inconsistent, kept as they are by
+   * any repair, only removable. qemu-img 7.2's check says nothing of them (its counts and exit code ignore
+   * them), and neither does refcow's output; the library reports them here.
+   */
+  inUseBitmaps?: string[];
 }
 
 export type RepairMode = "leaks" | "all";
@@ -148,6 +154,25 @@ export interface MapExtent {
   present: boolean;
 }
 
+/** A persistent dirty bitmap (QEMU's, kept in the image). */
+export interface BitmapInfo {
+  name: string;
+  /** Bytes of disk per bit. */
+  granularity: number;
+  /** Records guest writes (the auto flag). */
+  enabled: boolean;
+  /** Found in-use at open (not saved cleanly): its contents are unusable; it can only be removed. */
+  inUse: boolean;
+}
+
+/** A bitmap as the image's directory holds it (what qemu-img info lists). */
+export interface StoredBitmapInfo {
+  name: string;
+  granularity: number;
+  /** qemu-img info's flags: "in-use", "auto". */
+  flags: ("in-use" | "auto")[];
+}
+
 export interface ImageInfo {
   virtualSize: number;
   actualSize: number;
@@ -163,6 +188,8 @@ export interface ImageInfo {
   backingFile?: string;
   backingFormat?: string;
   snapshots: SnapshotInfo[];
+  /** Persistent dirty bitmaps on disk, in directory order (absent when there are none). */
+  bitmaps?: StoredBitmapInfo[];
 }
 
 export type { CostBreakdown, PurposeCost } from "../io/purpose.js";

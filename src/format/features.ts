@@ -30,8 +30,8 @@ export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
  * QEMU does not know. A writable open clears it, like every autoclear bit.
  */
 export const AUTOCLEAR_REFCOW_OWNER_LEGACY = 1n << 32n;
-/** Autoclear bits the engine keeps on a writable open: none (QEMU's bitmaps are not maintained). */
-export const AUTOCLEAR_KNOWN = 0n;
+/** Autoclear bits the engine keeps on a writable open: the bitmaps bit (src/engine/bitmaps.ts maintains them). */
+export const AUTOCLEAR_KNOWN = AUTOCLEAR_BITMAPS;
 
 export type FeatureType = 0 | 1 | 2; // incompatible, compatible, autoclear
 

@@ -28,6 +28,8 @@ export const IO_PURPOSES = [
   "data-log",
   "header",
   "snapshot-table",
+  /** Persistent dirty bitmaps: their directory, tables and data. */
+  "bitmap",
   "vm-state",
   "backing",
   /** File growth and shrinking (truncate); recorded by the accounting wrapper, never passed by the engine. */

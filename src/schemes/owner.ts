@@ -119,6 +119,7 @@ export class OwnerScheme implements RefcountScheme {
     const list = snapshots.list();
     if (header.nbSnapshots) range(header.snapshotsOffset, snapshotTableSize(list));
     for (const sn of list) range(sn.l1TableOffset, sn.l1Size * 8);
+    this.host.forEachBitmapCluster((c) => this.setOwner(c, META));
   }
 
   /**

@@ -50,7 +50,7 @@ export async function compactCommand(argv: string[], io0?: CliIo): Promise<numbe
 /** What compaction did, for people. */
 export function compactReport(r: CompactResult, ms: number): string {
   const m = r.moved;
-  const parts = [`${m.data} data`, `${m.l2} L2`, `${m.l1} L1`, `${m.refcount} refcount`, `${m.snapshotTable} snapshot table`];
+  const parts = [`${m.data} data`, `${m.l2} L2`, `${m.l1} L1`, `${m.refcount} refcount`, `${m.snapshotTable} snapshot table`, ...(m.bitmaps ? [`${m.bitmaps} bitmap`] : [])];
   const saved = r.bytesBefore - r.bytesAfter;
   const pct = r.bytesBefore ? (100 * saved) / r.bytesBefore : 0;
   let out =

@@ -4,6 +4,9 @@
  * skips ranges the source reports as zero and, inside data, runs of at least -S bytes (default 4 KiB) of
  * zeroes, so the output stays sparse; with -n it writes into an existing image and zeroes those ranges
  * explicitly instead. The output is written with cache=unsafe unless -t says otherwise and flushed at close.
+ * With --bitmaps (one qcow2 source, a qcow2 v3 output) the source's persistent bitmaps are copied once the
+ * data is: same names, granularity, enabled state and dirty bits; an inconsistent one stops the convert
+ * before anything is written unless --skip-broken-bitmaps leaves it out.
  */
 import * as fs from "node:fs";
 import { allValues, hasFlag, lastValue } from "../args.js";
@@ -90,7 +93,7 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
     argv,
     {
       short: "hf:O:b:B:CcF:o:l:s:S:pt:T:qnm:WUr:",
-      long: [HELP_LONG, SCHEME_LONG, SCHEME_OPT_LONG, ALLOC_LONG, FORCE_SHARE_LONG, { name: "target-is-zero", arg: false }, { name: "salvage", arg: false }],
+      long: [HELP_LONG, SCHEME_LONG, SCHEME_OPT_LONG, ALLOC_LONG, FORCE_SHARE_LONG, { name: "target-is-zero", arg: false }, { name: "salvage", arg: false }, { name: "bitmaps", arg: false }, { name: "skip-broken-bitmaps", arg: false }],
     },
     io,
   );
@@ -110,6 +113,9 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
   if (hasFlag(parsed, "B") || hasFlag(parsed, "b")) throw new CliError("refcow convert does not support a backing file for the output (-B)");
   // -q, -p, -U, -W, -m, -C, -r are accepted: convert prints nothing but errors and writes in order.
   const skipCreate = hasFlag(parsed, "n");
+  const bitmaps = hasFlag(parsed, "bitmaps");
+  const skipBroken = hasFlag(parsed, "skip-broken-bitmaps");
+  if (skipBroken && !bitmaps) throw new CliError("Use of --skip-broken-bitmaps requires --bitmaps");
   const targetIsZero = hasFlag(parsed, "target-is-zero");
   let sparse = 4096;
   const S = lastValue(parsed, "S");
@@ -154,6 +160,8 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
   const srcFmt = lastValue(parsed, "f");
   const sources: Source[] = [];
   let target: Disk | undefined;
+  /** The source as it is on disk, when -l made the source a private view: where --bitmaps reads. */
+  let bitmapView: Disk | undefined;
   try {
     for (const name of srcNames) {
       const format = formatForOpen(srcFmt, name);
@@ -166,6 +174,9 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
         const sn = img instanceof Qcow2Image ? selectSnapshot(img.snapshotList(), selector) : undefined;
         if (!(img instanceof Qcow2Image) || !sn) throw new CliError("Failed to load snapshot: Can't find snapshot");
         try {
+          // The view is private: its bitmaps go first (the engine, as QEMU, applies no snapshot under
+          // bitmaps); --bitmaps copies them from the source as it is on disk.
+          for (const b of img.bitmapList()) img.bitmapRemove(b.name);
           img.snapshotApply(sn.id);
         } catch (e) {
           throw new CliError(`Failed to load snapshot: ${messageOf(e)}`);
@@ -176,6 +187,21 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
       }
     }
     const total = sources.reduce((sum, s) => sum + s.disk.size, 0);
+    // qemu-img's checks of --bitmaps, before the output exists.
+    let bitmapSource: Qcow2Image | undefined;
+    if (bitmaps) {
+      if (sources.length > 1) throw new CliError("Copying bitmaps only possible with single source");
+      const src = sources[0]!;
+      bitmapSource = selector ? (openImage({ path: src.name, format: formatForOpen(srcFmt, src.name), readOnly: true, noBacking: true }).disk as Qcow2Image) : (src.disk as Qcow2Image);
+      if (selector) bitmapView = bitmapSource;
+      if (!(bitmapSource instanceof Qcow2Image) || bitmapSource.info().version !== 3) throw new CliError("Source lacks bitmap support");
+      // QEMU walks them newest first.
+      for (const b of [...bitmapSource.bitmapList()].reverse()) {
+        if (!b.inUse) continue;
+        if (!skipBroken) throw new CliError(`Cannot copy inconsistent bitmap '${b.name}'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it`);
+        io.err(`refcow: warning: Skipping inconsistent bitmap '${b.name}'\n`);
+      }
+    }
 
     // The output image.
     if (!skipCreate) {
@@ -206,6 +232,7 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
     if (skipCreate && target.size < total) throw new CliError("output file is smaller than input file");
     const writeZeroes = skipCreate && !targetIsZero;
     const t = target;
+    if (bitmaps && !(t instanceof Qcow2Image && t.info().version === 3)) throw new CliError(`Format driver '${out.format}' does not support bitmaps`);
 
     let base = 0;
     for (const src of sources) {
@@ -241,6 +268,22 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
       }
       base += d.size;
     }
+    if (bitmapSource && t instanceof Qcow2Image) {
+      // Created once the data is in, so the copy's own writes leave no mark; then filled from the source.
+      for (const b of bitmapSource.bitmapList()) {
+        if (b.inUse) continue;
+        try {
+          t.bitmapAdd(b.name, { granularity: b.granularity, disabled: !b.enabled });
+        } catch (err) {
+          throw new CliError(`Failed to create bitmap ${b.name}: ${messageOf(err)}`);
+        }
+        try {
+          t.bitmapMerge(b.name, b.name, bitmapSource);
+        } catch (err) {
+          throw new CliError(`Failed to populate bitmap ${b.name}: ${messageOf(err)}`);
+        }
+      }
+    }
     try {
       t.flush();
     } catch (err) {
@@ -254,6 +297,7 @@ export async function convertCommand(argv: string[], io0?: CliIo): Promise<numbe
         // read-only sources (or private views): nothing of value is lost
       }
     }
+    bitmapView?.close();
     if (target) target.close();
   }
   return 0;

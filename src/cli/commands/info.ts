@@ -29,6 +29,7 @@ export function qcow2Specific(info: ImageInfo): Qcow2SpecificInfo {
     lazyRefcounts: info.lazyRefcounts,
     corrupt: info.corrupt,
     refcountBits: info.refcountBits,
+    ...(info.bitmaps?.length ? { bitmaps: info.bitmaps.map((b) => ({ name: b.name, granularity: b.granularity, flags: [...b.flags] })) } : {}),
     compressionType: info.compressionType,
   };
 }
