@@ -21,6 +21,8 @@ const settings: InlineExportSettings = {
   detectZeroes: "off",
   multiConn: false,
   zeroClusters: 65536,
+  allocationDepth: false,
+  bitmaps: [],
 };
 
 describe("warm-up", () => {
