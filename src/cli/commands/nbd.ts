@@ -250,7 +250,8 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     warmUp: !hasFlag(parsed, "no-warm-up"),
     verbose: hasFlag(parsed, "v"),
     allocationDepth: hasFlag(parsed, "A"),
-    bitmaps: [...new Set(allValues(parsed, "B"))],
+    // qemu-nbd offers the bitmaps (and numbers their contexts) last given first.
+    bitmaps: [...new Set(allValues(parsed, "B").reverse())],
   };
 }
 
