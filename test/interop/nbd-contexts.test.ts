@@ -26,7 +26,7 @@ import {
 } from "../../src/nbd/protocol.js";
 import { NbdServer } from "../../src/nbd/server.js";
 import type { ServedDisk } from "../../src/worker/served-disk.js";
-import { killLeftoverServers, nbdUri, refcow, run, socketIn, startNbd } from "../helpers/nbd.js";
+import { accepts, killLeftoverServers, nbdUri, refcow, run, socketIn, startNbd } from "../helpers/nbd.js";
 import { WireClient } from "../helpers/nbd-wire.js";
 import { qemuImg, qemuIo, tempDir } from "../helpers/qemu.js";
 
@@ -64,7 +64,7 @@ function makeChain(): string {
 async function waitForSocket(socket: string, child: ChildProcess, what: string): Promise<void> {
   for (let i = 0; i < 400; i++) {
     if (child.exitCode !== null) throw new Error(`${what} exited before serving`);
-    if (fs.existsSync(socket)) return;
+    if (await accepts(socket)) return;
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`${what} did not create ${socket}`);
