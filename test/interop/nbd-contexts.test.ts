@@ -216,6 +216,9 @@ describe("-B of a bitmap the image does not have", () => {
       expect(mine.stderr).toBe("refcow: Bitmap 'nope' is not found\n");
     }
     expect(fs.existsSync(socketIn(dir, "nope-r"))).toBe(false);
+    const withSnapshot = await refcow(["nbd", "-l", "s1", "-B", "b0", "-k", socketIn(dir, "nope-r"), image]);
+    expect(withSnapshot.status).toBe(1);
+    expect(withSnapshot.stderr).toBe("refcow: -B (--bitmap) cannot be used with -l (--load-snapshot) by refcow nbd\n");
   }, 60_000);
 });
 

@@ -218,6 +218,8 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
   const loadSnapshot = lastValue(parsed, "l");
   const snapshot = hasFlag(parsed, "s");
   if (loadSnapshot !== undefined && snapshot) throw new CliError("-l (--load-snapshot) and -s (--snapshot) cannot be used together");
+  // The engine's view of a snapshot has no bitmaps (they record the active layer's writes).
+  if (loadSnapshot !== undefined && hasFlag(parsed, "B")) throw new CliError("-B (--bitmap) cannot be used with -l (--load-snapshot) by refcow nbd");
   const serveMode = lastValue(parsed, "serve") ?? "inline";
   if (serveMode !== "inline" && serveMode !== "ring") throw new CliError(`invalid --serve mode '${serveMode}' (expecting inline or ring)`);
   const format = lastValue(parsed, "f");
