@@ -9,6 +9,9 @@
  * clusters of the file have a non-zero refcount, allocated being the bytes the file occupies (st_blocks).
  * A file whose untouched cluster parts are holes qualifies; one whose zeroes were allocated (fallocate
  * ZERO_RANGE, as QEMU itself zeroes) mostly does not, and QEMU then reports data throughout.
+ *
+ * Also the allocation depth of each range (the NBD context qemu:allocation-depth): which layer of the chain
+ * maps it, counting from 1 for the image itself, 0 where no layer does (allocationDepthRuns).
  */
 import { ClusterType } from "../format/l1l2.js";
 import type { BlockFile } from "../io/block-file.js";
@@ -33,15 +36,21 @@ function isStatusSource(d: VirtualDisk | null): d is BlockStatusSource {
   return !!d && typeof (d as Partial<BlockStatusSource>).blockStatus === "function";
 }
 
-/** Status of the range starting at `offset` (at most `length` bytes, within one cluster or subcluster). */
-export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number, depth: number): { status: Status; length: number } {
+/** What one layer's own mapping says of a range (before looking at its backing file). */
+type LayerKind = "data" | "zero" | "unalloc" | "compressed";
+
+/**
+ * The kind of mapping of the range at `offset` in this image alone: at most `length` bytes, within one
+ * cluster (or subcluster of an extended-L2 image), with the host offset of its data where it has some.
+ */
+function layerMapping(img: Qcow2Image, offset: number, length: number): { kind: LayerKind; host: number; length: number } {
   const cs = img.clusterSize;
   const gc = Math.floor(offset / cs);
   const inCluster = offset - gc * cs;
   let n = Math.min(length, cs - inCluster);
   const m = img.lookup(gc);
   const e = m.entry;
-  let kind: "data" | "zero" | "unalloc" | "compressed";
+  let kind: LayerKind;
   let host = 0;
   if (img.l2.extended && e.type !== ClusterType.Compressed) {
     const sc = cs / 32;
@@ -71,6 +80,14 @@ export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number
         kind = "unalloc";
     }
   }
+  return { kind, host, length: n };
+}
+
+/** Status of the range starting at `offset` (at most `length` bytes, within one cluster or subcluster). */
+export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number, depth: number): { status: Status; length: number } {
+  const mapping = layerMapping(img, offset, length);
+  const { kind, host } = mapping;
+  let n = mapping.length;
   if (kind === "unalloc") {
     const b = img.backing;
     if (b && offset < b.size && isStatusSource(b)) {
@@ -168,6 +185,74 @@ export function allocationRuns(src: BlockStatusSource, offset: number, length: n
     if (prev && prev.allocated === allocated) prev.length += n;
     else out.push({ allocated, length: n });
     pos += n;
+  }
+  return out;
+}
+
+/** A layer of a backing chain that knows what it maps itself (a qcow2 image); any other disk is data throughout. */
+export interface ChainLayer extends VirtualDisk {
+  readonly backing: VirtualDisk | null;
+  /** Whether the range at `offset` is allocated in this layer itself: at most `length` bytes, at least one. */
+  allocatedHere(offset: number, length: number): AllocationRun;
+}
+
+function isChainLayer(d: VirtualDisk): d is ChainLayer {
+  return typeof (d as Partial<ChainLayer>).allocatedHere === "function";
+}
+
+/** ChainLayer.allocatedHere of a qcow2 image: data, zero or compressed clusters are its own. */
+export function qcow2AllocatedHere(img: Qcow2Image, offset: number, length: number): AllocationRun {
+  const m = layerMapping(img, offset, length);
+  return { allocated: m.kind !== "unalloc", length: m.length };
+}
+
+/** A run of the virtual disk whose data comes from one layer of the backing chain. */
+export interface DepthRun {
+  /** 0: allocated in no layer; 1: the image itself; 2: its backing file; 3: that one's backing file... */
+  depth: number;
+  length: number;
+}
+
+/**
+ * The layer the range at `offset` comes from (at most `length` bytes), as QEMU's bdrv_is_allocated_above
+ * counts it for the NBD context qemu:allocation-depth. A disk that is not a ChainLayer (a raw file) is
+ * allocated throughout, holes included. A range past the end of a shorter backing file reads as zeroes that
+ * QEMU counts as allocated in that backing file (block/io.c: "any zeroes that we synthesize beyond EOF behave
+ * as if they were allocated at this layer"); only a range no layer maps, down to the last, has depth 0.
+ */
+function depthAt(disk: VirtualDisk, offset: number, length: number): DepthRun {
+  let layer = disk;
+  let depth = 1;
+  let n = length;
+  for (;;) {
+    if (!isChainLayer(layer)) return { depth, length: n };
+    const here = layer.allocatedHere(offset, n);
+    n = Math.min(n, here.length);
+    if (here.allocated) return { depth, length: n };
+    const b = layer.backing;
+    if (!b) return { depth: 0, length: n };
+    if (offset >= b.size) return { depth: depth + 1, length: n };
+    n = Math.min(n, b.size - offset);
+    layer = b;
+    depth++;
+  }
+}
+
+/**
+ * qemu:allocation-depth of [offset, offset + length) (clipped to the disk's end): runs of one depth, adjacent
+ * runs of the same depth merged, at most `maxRuns` of them (the last may then end before the range does).
+ */
+export function allocationDepthRuns(disk: VirtualDisk, offset: number, length: number, maxRuns = Infinity): DepthRun[] {
+  const out: DepthRun[] = [];
+  const end = Math.min(offset + length, disk.size);
+  for (let pos = offset; pos < end; ) {
+    const r = depthAt(disk, pos, end - pos);
+    if (!(r.length > 0)) throw new Error(`internal: allocation depth at ${pos} made no progress`);
+    const prev = out[out.length - 1];
+    if (prev && prev.depth === r.depth) prev.length += r.length;
+    else if (out.length === maxRuns) break;
+    else out.push(r);
+    pos += r.length;
   }
   return out;
 }

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
 import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
-import { type AllocationRun, allocationRuns, fileStatus } from "./map.js";
+import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "./map.js";
 import { ImageFormatError, RequestError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
 import type { CacheMode, MapExtent, OpenOptions, VirtualDisk } from "./types.js";
@@ -97,6 +97,11 @@ export class RawDisk implements VirtualDisk {
   /** A raw file is allocated throughout, holes included (as file-posix reports them to bdrv_is_allocated). */
   allocation(offset: number, length: number): AllocationRun[] {
     return allocationRuns(this, offset, length);
+  }
+
+  /** qemu:allocation-depth: a raw file is its own data throughout (depth 1). */
+  allocationDepth(offset: number, length: number, maxRuns?: number): DepthRun[] {
+    return allocationDepthRuns(this, offset, length, maxRuns);
   }
 
   map(): MapExtent[] {

@@ -26,7 +26,7 @@ import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
 import { checkImage } from "./check.js";
 import { defaultSchemeCatalog } from "./default-schemes.js";
 import { createImage, openImage, readL1Table, validateL2Slice } from "./image-open.js";
-import { type AllocationRun, allocationRuns, detectMetadataPreallocation, mapImage, qcow2BlockStatus } from "./map.js";
+import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, detectMetadataPreallocation, mapImage, qcow2AllocatedHere, qcow2BlockStatus } from "./map.js";
 import { MetadataCache } from "./metadata-cache.js";
 import { OverlapChecks } from "./overlap.js";
 import { ReadPath } from "./read-path.js";
@@ -699,6 +699,24 @@ export class Qcow2Image implements VirtualDisk {
     this.checkUsable();
     try {
       return allocationRuns(this, offset, length);
+    } catch (e) {
+      throw this.failed(e);
+    }
+  }
+
+  /** @internal Whether the range at `offset` is mapped by this image itself (map.ts ChainLayer). */
+  allocatedHere(offset: number, length: number): AllocationRun {
+    return qcow2AllocatedHere(this, offset, length);
+  }
+
+  /**
+   * Which layer of the backing chain each part of [offset, offset + length) comes from (the NBD context
+   * qemu:allocation-depth): merged runs, at most `maxRuns`; 1 is this image, 0 no layer.
+   */
+  allocationDepth(offset: number, length: number, maxRuns?: number): DepthRun[] {
+    this.checkUsable();
+    try {
+      return allocationDepthRuns(this, offset, length, maxRuns);
     } catch (e) {
       throw this.failed(e);
     }

@@ -35,6 +35,10 @@ export interface ExportWorkerData {
   verbose: boolean;
   /** Serve a scratch image first, so that the request path is compiled before the first client (warm-up.ts). */
   warmUp: boolean;
+  /** Offer qemu:allocation-depth (-A). */
+  allocationDepth: boolean;
+  /** Offer these bitmaps as qemu:dirty-bitmap:NAME (-B), checked to be in the image. */
+  bitmaps: string[];
 }
 
 export type ExportWorkerMessage =
@@ -57,6 +61,8 @@ async function main(d: ExportWorkerData): Promise<void> {
     detectZeroes: d.detectZeroes,
     multiConn: d.shared > 1,
     zeroClusters: d.zeroClusters,
+    allocationDepth: d.allocationDepth,
+    bitmaps: d.bitmaps,
   };
   if (d.warmUp) {
     try {

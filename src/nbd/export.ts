@@ -5,7 +5,7 @@
  * flags and block-size limits they imply, and the mapping of engine errors to the protocol's error numbers.
  */
 import type { CacheMode } from "../engine/types.js";
-import type { BlockExtent, DiskClient } from "../worker/disk-client.js";
+import type { BlockExtent, DepthExtent, DirtyExtent, DiskClient } from "../worker/disk-client.js";
 import { Err, MAX_REQUEST_LENGTH, TxFlag } from "./protocol.js";
 
 export type DiscardMode = "ignore" | "unmap";
@@ -26,6 +26,10 @@ export interface InlineDisk {
   flush(): void;
   /** Merged extents from `offset`, up to `length` bytes or `maxExtents` extents (DiskClient.blockStatus). */
   blockStatus(offset: number, length: number, maxExtents: number): BlockExtent[];
+  /** Merged allocation-depth extents, as blockStatus (DiskClient.allocationDepth). */
+  allocationDepth(offset: number, length: number, maxExtents: number): DepthExtent[];
+  /** Merged extents of a persistent dirty bitmap, as blockStatus (DiskClient.dirtyExtents). */
+  dirtyExtents(bitmap: string, offset: number, length: number, maxExtents: number): DirtyExtent[];
 }
 
 export interface NbdExport {
@@ -48,6 +52,10 @@ export interface NbdExport {
    * does; with one, a client that opens several connections would wait for ever on the second.
    */
   multiConn: boolean;
+  /** Offer the metadata context qemu:allocation-depth (qemu-nbd -A). */
+  allocationDepth: boolean;
+  /** Persistent dirty bitmaps offered as qemu:dirty-bitmap:NAME (qemu-nbd -B), found in the image beforehand. */
+  bitmaps: readonly string[];
 }
 
 /** What qemu-nbd's options say about an export served from an InlineDisk (export-worker.ts, warm-up.ts). */
@@ -61,6 +69,8 @@ export interface InlineExportSettings {
   multiConn: boolean;
   /** Whole clusters of this size are zeroed by metadata alone (NBD_CMD_FLAG_FAST_ZERO); 0: never. */
   zeroClusters: number;
+  allocationDepth: boolean;
+  bitmaps: readonly string[];
 }
 
 /**
@@ -79,6 +89,8 @@ export function inlineExport(disk: InlineDisk, s: InlineExportSettings): NbdExpo
     discard: s.discard,
     detectZeroes: s.detectZeroes,
     multiConn: s.multiConn,
+    allocationDepth: s.allocationDepth,
+    bitmaps: s.bitmaps,
     fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === disk.size) : undefined,
   };
 }

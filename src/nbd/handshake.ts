@@ -3,7 +3,8 @@
  * flags, then options until EXPORT_NAME or a successful GO moves the connection to transmission.
  *
  * Options served: EXPORT_NAME, GO, INFO, LIST, ABORT, STRUCTURED_REPLY, LIST_META_CONTEXT and
- * SET_META_CONTEXT (the one context `base:allocation`). STARTTLS is refused by policy (no TLS), every other
+ * SET_META_CONTEXT (base:allocation, and qemu:allocation-depth and qemu:dirty-bitmap:NAME when the export
+ * offers them: meta-context.ts). STARTTLS is refused by policy (no TLS), every other
  * option with ERR_UNSUP. Malformed option data gets ERR_INVALID and negotiation goes on; a bad magic, option
  * data larger than MAX_OPTION_LENGTH, unknown client flags, too many options or a truncated message end the
  * connection (the protocol leaves no way to resynchronise).
@@ -11,8 +12,8 @@
 import type { Socket } from "node:net";
 import type { ByteReader } from "./byte-reader.js";
 import { BLOCK_SIZE, type NbdExport, transmissionFlags } from "./export.js";
+import { matchContexts, type MetaContext, offeredContexts } from "./meta-context.js";
 import {
-  BASE_ALLOCATION,
   ClientFlag,
   decodeClientFlags,
   decodeString,
@@ -40,17 +41,14 @@ import {
   TxFlag,
 } from "./protocol.js";
 
-/** The context id refcow gives base:allocation. */
-export const BASE_ALLOCATION_ID = 1;
-
 /** Options a client may send before the server gives up on it (each is answered; a loop is an attack). */
 const MAX_OPTIONS = 4096;
 
 /** What negotiation settled for the transmission phase. */
 export interface Session {
   structured: boolean;
-  /** base:allocation was selected with SET_META_CONTEXT (and structured replies are on). */
-  baseAllocation: boolean;
+  /** The contexts the last SET_META_CONTEXT selected, in id order (none without structured replies). */
+  contexts: readonly MetaContext[];
   /** Transmission flags sent to the client. */
   txFlags: number;
 }
@@ -85,7 +83,8 @@ export async function negotiate(
   const fixed = (clientFlags & ClientFlag.C_FIXED_NEWSTYLE) !== 0;
   const noZeroes = (clientFlags & ClientFlag.C_NO_ZEROES) !== 0;
   let structured = false;
-  let baseAllocation = false;
+  let selected: MetaContext[] = [];
+  const offered = offeredContexts(exp);
 
   for (let count = 0; count < MAX_OPTIONS; count++) {
     const hb = await reader.exact(OPTION_HEADER_LENGTH);
@@ -121,7 +120,7 @@ export async function negotiate(
       if (name !== exp.name) return { end: "protocol", message: `export '${name}' not found` };
       const txFlags = sessionFlags(exp, structured);
       socket.write(encodeExportNameReply(exp.disk.size, txFlags, noZeroes));
-      return { structured, baseAllocation: structured && baseAllocation, txFlags };
+      return { structured, contexts: structured ? selected : [], txFlags };
     }
     // Without fixed newstyle the server cannot send an error reply for an option it does not support.
     if (!fixed) return { end: "protocol", message: `${OPT_NAMES[option] ?? `option ${option}`} from a client without fixed newstyle` };
@@ -150,7 +149,7 @@ export async function negotiate(
           }
           reply(Rep.INFO, encodeInfoBlockSize(BLOCK_SIZE.minimum, BLOCK_SIZE.preferred, BLOCK_SIZE.maximum));
           reply(Rep.ACK);
-          if (option === Opt.GO) return { structured, baseAllocation: structured && baseAllocation, txFlags };
+          if (option === Opt.GO) return { structured, contexts: structured ? selected : [], txFlags };
           break;
         }
         case Opt.LIST:
@@ -172,6 +171,8 @@ export async function negotiate(
         case Opt.LIST_META_CONTEXT:
         case Opt.SET_META_CONTEXT: {
           const set = option === Opt.SET_META_CONTEXT;
+          // A SET replaces the selection even when it fails.
+          if (set) selected = [];
           // Listing is allowed at any time; selecting only once BLOCK_STATUS can be answered.
           if (set && !structured) {
             fail(Rep.ERR_INVALID, `${OPT_NAMES[option]} before NBD_OPT_STRUCTURED_REPLY`);
@@ -182,10 +183,10 @@ export async function negotiate(
             fail(Rep.ERR_UNKNOWN, `export '${req.exportName}' not present`);
             break;
           }
-          const matches = req.queries.length === 0 ? !set : req.queries.some((q) => matchesBaseAllocation(q, set));
-          if (set) baseAllocation = matches;
-          if (matches) reply(Rep.META_CONTEXT, encodeMetaContextReply(BASE_ALLOCATION_ID, BASE_ALLOCATION));
+          const matches = matchContexts(offered, req.queries, !set);
+          for (const c of matches) reply(Rep.META_CONTEXT, encodeMetaContextReply(set ? c.id : 0, c.name));
           reply(Rep.ACK);
+          if (set) selected = matches;
           break;
         }
         case Opt.STARTTLS:
@@ -205,10 +206,4 @@ export async function negotiate(
 function decodeName(data: Uint8Array): string {
   if (data.byteLength > MAX_STRING_LENGTH) throw new ProtocolError(`export name of ${data.byteLength} bytes`);
   return decodeString(data, "export name");
-}
-
-/** A query for base:allocation: the exact name, or (LIST only) the namespace "base:". */
-function matchesBaseAllocation(query: string, set: boolean): boolean {
-  if (query === BASE_ALLOCATION) return true;
-  return !set && query === "base:";
 }

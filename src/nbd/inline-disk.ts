@@ -1,10 +1,10 @@
 /**
  * An image the engine has open in this thread (the serve loop's ServedDisk: Qcow2Image or a raw disk) as an
- * NBD export's InlineDisk: the same synchronous calls, block status merged into extents as the ring's
- * BLOCK_STATUS request merges them.
+ * NBD export's InlineDisk: the same synchronous calls, the extents of block status, allocation depth and
+ * dirty bitmaps merged as the ring's requests merge them (worker/extents.ts).
  */
-import type { BlockExtent } from "../worker/disk-client.js";
-import { mergedBlockStatus } from "../worker/serve-loop.js";
+import type { BlockExtent, DepthExtent, DirtyExtent } from "../worker/disk-client.js";
+import { depthExtents, dirtyExtents, mergedBlockStatus } from "../worker/extents.js";
 import type { ServedDisk } from "../worker/served-disk.js";
 import type { InlineDisk } from "./export.js";
 
@@ -21,5 +21,9 @@ export function inlineDisk(disk: ServedDisk): InlineDisk {
     flush: () => disk.flush(),
     blockStatus: (offset, length, maxExtents): BlockExtent[] =>
       mergedBlockStatus(disk, offset, length, maxExtents).map(([n, zero, data]) => ({ length: n, zero: zero === 1, data: data === 1 })),
+    allocationDepth: (offset, length, maxExtents): DepthExtent[] =>
+      depthExtents(disk, offset, length, maxExtents).map(([n, depth]) => ({ length: n, depth })),
+    dirtyExtents: (bitmap, offset, length, maxExtents): DirtyExtent[] =>
+      dirtyExtents(disk, bitmap, offset, length, maxExtents).map(([n, dirty]) => ({ length: n, dirty: dirty === 1 })),
   };
 }

@@ -41,7 +41,7 @@ import {
   SIMPLE_REPLY_MAGIC,
   writeOffsetDataPrefix,
 } from "./protocol.js";
-import { blockStatusReply, hasZeroGranule, holeReadChunks, isAllZero, MAX_EXTENTS, refusalOf, type TransmissionEnd } from "./transmission.js";
+import { blockStatusChunks, contextExtents, hasZeroGranule, holeReadChunks, isAllZero, MAX_EXTENTS, refusalOf, type TransmissionEnd } from "./transmission.js";
 
 /** Bytes of replies queued on the socket above which it is no longer read. */
 const MAX_QUEUED_REPLY_BYTES = 32 << 20;
@@ -245,9 +245,13 @@ export class InlineTransmission {
           break;
         case Cmd.CACHE:
           break;
-        case Cmd.BLOCK_STATUS:
-          this.push(blockStatusReply(req, disk.blockStatus(offset, length, flags & CmdFlag.REQ_ONE ? 1 : MAX_EXTENTS)));
+        case Cmd.BLOCK_STATUS: {
+          const contexts = this.session.contexts;
+          const max = flags & CmdFlag.REQ_ONE ? 1 : MAX_EXTENTS;
+          const answers = contexts.map((c) => contextExtents(disk, c, offset, length, max));
+          for (const chunk of blockStatusChunks(req, contexts, answers)) this.push(chunk);
           return;
+        }
         default:
           this.replyError(req, Err.EINVAL, `command ${type} is not supported`);
           return;

@@ -27,7 +27,11 @@
  *   replies.
  * - LIST_META_CONTEXT / SET_META_CONTEXT: `u32 export name length, name, u32 n queries, n × (u32 length,
  *   query)`. Replies: one META_CONTEXT (`u32 context id, context name`) per matching context, then ACK. SET
- *   selects the contexts for BLOCK_STATUS; LIST with no query lists all contexts.
+ *   selects the contexts for BLOCK_STATUS (and replaces the previous selection, even when it fails), each
+ *   with an id unique in the connection; LIST with no query lists all contexts, its ids are 0. A query is
+ *   `namespace:leaf`; an empty leaf is a wildcard for LIST and selects nothing in SET; a query of an
+ *   unknown namespace or leaf matches nothing and is no error. Contexts (meta-context.ts): `base:allocation`,
+ *   and QEMU's (docs/interop/nbd.rst) `qemu:allocation-depth` and `qemu:dirty-bitmap:NAME`.
  * Error replies have bit 31 set and carry an optional UTF-8 message.
  *
  * ## Transmission
@@ -41,10 +45,16 @@
  * ```
  *
  * Structured payloads: OFFSET_DATA `u64 offset, data`; OFFSET_HOLE `u64 offset, u32 hole size` (reads as
- * zeroes); BLOCK_STATUS `u32 context id, n × (u32 extent length, u32 status flags)`; ERROR `u32 error,
+ * zeroes); BLOCK_STATUS `u32 context id, n × (u32 extent length, u32 status flags)`, one chunk per selected
+ * context, its extents consecutive from the request's offset (with REQ_ONE exactly one, no longer than the
+ * request; else the last may pass the request's end, which refcow never does); ERROR `u32 error,
  * u16 message length, message`; ERROR_OFFSET `u32 error, u16 message length, message, u64 offset`; NONE
  * (empty, only with DONE). The last chunk of a reply has the DONE flag. Replies to different requests may be
  * interleaved and come in any order; the handle (cookie) pairs them with requests.
+ *
+ * Status flags of BLOCK_STATUS extents: base:allocation HOLE 1 (no data allocated), ZERO 2 (reads as
+ * zeroes); qemu:dirty-bitmap:NAME DIRTY 1; qemu:allocation-depth the depth itself (0 unallocated, 1 the
+ * image, 2 its backing file, ...).
  *
  * Errors are the protocol's numbers (Linux errno values): EPERM 1, EIO 5, ENOMEM 12, EINVAL 22, ENOSPC 28,
  * EOVERFLOW 75, ENOTSUP 95, ESHUTDOWN 108.
@@ -207,11 +217,19 @@ export const Err = {
 
 export const ERR_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Err).map(([k, v]) => [v, k]));
 
-/** The one metadata context refcow serves, and its status flags. */
+/** The metadata context of the protocol itself, and its status flags. */
 export const BASE_ALLOCATION = "base:allocation";
 export const BaseAllocation = {
   STATE_HOLE: 1 << 0,
   STATE_ZERO: 1 << 1,
+} as const;
+
+/** QEMU's context: the status is the whole u32, the layer of the backing chain the data comes from. */
+export const QEMU_ALLOCATION_DEPTH = "qemu:allocation-depth";
+/** QEMU's contexts of persistent dirty bitmaps: this prefix, then the bitmap's name. */
+export const QEMU_DIRTY_BITMAP = "qemu:dirty-bitmap:";
+export const DirtyBitmap = {
+  STATE_DIRTY: 1 << 0,
 } as const;
 
 /** Largest payload a request may carry or ask for (qemu-nbd's limit, and the protocol's advice). */

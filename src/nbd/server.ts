@@ -1,9 +1,9 @@
 /**
  * An NBD server for one export, as qemu-nbd runs it: listens on a Unix socket or a TCP address, serves up to
  * `shared` clients at once (later ones wait, unanswered, until one leaves, as they would in qemu-nbd's
- * listen backlog), and — unless `persistent` — stops after the last client has gone. Each connection runs
- * the handshake (handshake.ts) then transmission; every connection shares the export's one disk, so the
- * image has one owner. With a DiskClient (the engine in its worker thread behind the ring) transmission is
+ * listen backlog), and — unless `persistent` — stops after the last client has gone, counting only clients
+ * that reached transmission. Each connection runs the handshake (handshake.ts) then transmission; every
+ * connection shares the export's one disk, so the image has one owner. With a DiskClient (the engine in its worker thread behind the ring) transmission is
  * transmission.ts, many requests in flight per connection; with an InlineDisk (the engine in this thread) it
  * is inline-transmission.ts, each request served between two socket reads.
  *
@@ -132,7 +132,6 @@ export class NbdServer {
   }
 
   private start(socket: net.Socket): void {
-    this.servedAny = true;
     const conn: Connection = { socket, done: Promise.resolve() };
     this.active.add(conn);
     conn.done = this.serve(conn)
@@ -153,6 +152,9 @@ export class NbdServer {
       if (session.end === "protocol") this.log(`handshake: ${session.message}`);
       return;
     }
+    // Only a client that got to transmission counts (as in qemu-nbd): one that listed exports or contexts and
+    // left (nbdinfo --list) does not end a server that is not persistent.
+    this.servedAny = true;
     const t = "inline" in this.exp.disk ? new InlineTransmission(socket, reader, this.exp, session, this.log) : new Transmission(socket, reader, this.exp, session, this.log);
     conn.transmission = t;
     if (this.stopping) void t.stop();

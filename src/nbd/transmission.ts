@@ -19,10 +19,12 @@
 import type { Socket } from "node:net";
 import type { ByteReader } from "./byte-reader.js";
 import type { BlockExtent, DiskClient } from "../worker/disk-client.js";
-import { errnoOf, type NbdExport } from "./export.js";
-import { BASE_ALLOCATION_ID, type Session } from "./handshake.js";
+import { errnoOf, type InlineDisk, type NbdExport } from "./export.js";
+import type { Session } from "./handshake.js";
+import type { MetaContext } from "./meta-context.js";
 import {
   BaseAllocation,
+  DirtyBitmap,
   Cmd,
   CmdFlag,
   decodeRequest,
@@ -32,6 +34,7 @@ import {
   encodeSimpleReply,
   encodeStructuredChunk,
   Err,
+  type Extent,
   ERR_NAMES,
   type Handle,
   MAX_REQUEST_LENGTH,
@@ -232,8 +235,11 @@ export class Transmission {
       case Cmd.CACHE:
         return this.replyOk(req);
       case Cmd.BLOCK_STATUS: {
-        const extents = await disk.blockStatus(offset, length, flags & CmdFlag.REQ_ONE ? 1 : MAX_EXTENTS);
-        this.send(blockStatusReply(req, extents));
+        const contexts = this.session.contexts;
+        const max = flags & CmdFlag.REQ_ONE ? 1 : MAX_EXTENTS;
+        // Submitted together, answered in the engine's order; the reply goes out when all have come.
+        const answers = await Promise.all(contexts.map((c) => contextExtents(disk, c, offset, length, max)));
+        this.send(...blockStatusChunks(req, contexts, answers));
         return;
       }
       default:
@@ -352,7 +358,7 @@ export function refusalOf(req: Request, exp: NbdExport, session: Session, size: 
       if (pastEnd) return new Refusal(Err.EINVAL, "cache past the end of the export");
       return undefined;
     case Cmd.BLOCK_STATUS:
-      if (!session.baseAllocation) return new Refusal(Err.EINVAL, "no metadata context was negotiated");
+      if (session.contexts.length === 0) return new Refusal(Err.EINVAL, "no metadata context was negotiated");
       if (length === 0) return new Refusal(Err.EINVAL, "block status of an empty range");
       if (pastEnd) return new Refusal(Err.EINVAL, "block status past the end of the export");
       return undefined;
@@ -361,13 +367,36 @@ export function refusalOf(req: Request, exp: NbdExport, session: Session, size: 
   }
 }
 
-/** The BLOCK_STATUS reply chunk for the extents of base:allocation. */
-export function blockStatusReply(req: Request, extents: readonly BlockExtent[]): Uint8Array {
-  const wire = extents.map((e) => ({
-    length: e.length,
-    flags: (e.data ? 0 : BaseAllocation.STATE_HOLE) | (e.zero ? BaseAllocation.STATE_ZERO : 0),
-  }));
-  return encodeBlockStatusChunk(req.handle, ReplyFlag.DONE, BASE_ALLOCATION_ID, wire);
+/**
+ * The extents of one metadata context for [offset, offset + length), at most `maxExtents`, as they go on the
+ * wire. Asked of either kind of disk: an InlineDisk answers at once, a DiskClient with a promise.
+ */
+export function contextExtents(disk: InlineDisk, ctx: MetaContext, offset: number, length: number, maxExtents: number): Extent[];
+export function contextExtents(disk: DiskClient, ctx: MetaContext, offset: number, length: number, maxExtents: number): Promise<Extent[]>;
+export function contextExtents(disk: InlineDisk | DiskClient, ctx: MetaContext, offset: number, length: number, maxExtents: number): Extent[] | Promise<Extent[]> {
+  switch (ctx.kind) {
+    case "base:allocation":
+      return mapAnswer(disk.blockStatus(offset, length, maxExtents), (es) => es.map(allocationExtent));
+    case "qemu:allocation-depth":
+      return mapAnswer(disk.allocationDepth(offset, length, maxExtents), (es) => es.map((e) => ({ length: e.length, flags: e.depth })));
+    case "qemu:dirty-bitmap":
+      return mapAnswer(disk.dirtyExtents(ctx.bitmap, offset, length, maxExtents), (es) =>
+        es.map((e) => ({ length: e.length, flags: e.dirty ? DirtyBitmap.STATE_DIRTY : 0 })),
+      );
+  }
+}
+
+function allocationExtent(e: BlockExtent): Extent {
+  return { length: e.length, flags: (e.data ? 0 : BaseAllocation.STATE_HOLE) | (e.zero ? BaseAllocation.STATE_ZERO : 0) };
+}
+
+function mapAnswer<T, U>(v: T | Promise<T>, f: (t: T) => U): U | Promise<U> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
+/** The reply to a BLOCK_STATUS: one chunk per selected context (`answers[i]` the extents of `contexts[i]`), the last with DONE. */
+export function blockStatusChunks(req: Request, contexts: readonly MetaContext[], answers: readonly Extent[][]): Uint8Array[] {
+  return contexts.map((c, i) => encodeBlockStatusChunk(req.handle, i === contexts.length - 1 ? ReplyFlag.DONE : 0, c.id, answers[i]!));
 }
 
 /**

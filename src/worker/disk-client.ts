@@ -49,6 +49,18 @@ export interface BlockExtent {
   data: boolean;
 }
 
+/** One extent of DiskClient.allocationDepth: 0 unallocated, 1 the image itself, 2 its backing file... */
+export interface DepthExtent {
+  length: number;
+  depth: number;
+}
+
+/** One extent of DiskClient.dirtyExtents. */
+export interface DirtyExtent {
+  length: number;
+  dirty: boolean;
+}
+
 /** When a request went through each stage, in ms on this thread's `performance.now()` scale. */
 export interface RequestTiming {
   /** The caller called the method. */
@@ -359,6 +371,23 @@ export class DiskClient {
   async blockStatus(offset: number, length: number, maxExtents = 1024): Promise<BlockExtent[]> {
     const raw = (await this.jsonT(Op.BLOCK_STATUS, { offset, length, maxExtents }, true)).value as [number, number, number][];
     return raw.map(([n, zero, data]) => ({ length: n, zero: zero === 1, data: data === 1 }));
+  }
+
+  /**
+   * Which layer of the backing chain each part of the range comes from (qemu:allocation-depth): merged
+   * extents from `offset`, covering at most `length` bytes and at most `maxExtents` extents.
+   */
+  async allocationDepth(offset: number, length: number, maxExtents = 1024): Promise<DepthExtent[]> {
+    const raw = (await this.jsonT(Op.ALLOCATION_DEPTH, { offset, length, maxExtents }, true)).value as [number, number][];
+    return raw.map(([n, depth]) => ({ length: n, depth }));
+  }
+  /**
+   * The persistent dirty bitmap `bitmap` over the range (qemu:dirty-bitmap:NAME): merged extents from
+   * `offset`, covering at most `length` bytes and at most `maxExtents` extents.
+   */
+  async dirtyExtents(bitmap: string, offset: number, length: number, maxExtents = 1024): Promise<DirtyExtent[]> {
+    const raw = (await this.jsonT(Op.DIRTY_EXTENTS, { bitmap, offset, length, maxExtents }, true)).value as [number, number][];
+    return raw.map(([n, dirty]) => ({ length: n, dirty: dirty === 1 }));
   }
 
   /** The engine's cost records (`stats()`), or null when the engine has none. */

@@ -216,6 +216,16 @@ export const Op = {
   RESIZE: 16,
   /** Which parts of a range the image allocates itself (JSON args {offset, length}); JSON [{allocated, length}]. */
   ALLOCATION: 17,
+  /**
+   * Allocation depth of a range (JSON args {offset, length, maxExtents}); JSON [length, depth] extents from
+   * `offset` on, merged: 0 unallocated, 1 the image, 2 its backing file... (qemu:allocation-depth).
+   */
+  ALLOCATION_DEPTH: 18,
+  /**
+   * A persistent dirty bitmap over a range (JSON args {bitmap, offset, length, maxExtents}); JSON
+   * [length, dirty 0|1] extents from `offset` on, merged (qemu:dirty-bitmap:NAME).
+   */
+  DIRTY_EXTENTS: 19,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

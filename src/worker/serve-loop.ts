@@ -28,6 +28,7 @@ import {
   writeText,
   readText,
 } from "./ring.js";
+import { depthExtents, dirtyExtents, mergedBlockStatus } from "./extents.js";
 import type { ServedDisk } from "./served-disk.js";
 
 export interface ServeOptions {
@@ -416,7 +417,9 @@ export class RingServer {
           break;
         }
         case Op.BLOCK_STATUS:
-          out = json(this.blockStatus(this.args(share, length)));
+        case Op.ALLOCATION_DEPTH:
+        case Op.DIRTY_EXTENTS:
+          out = json(this.extents(op, this.args(share, length)));
           break;
         case Op.STATS:
           out = json(typeof this.disk.stats === "function" ? (this.disk.stats() ?? null) : null);
@@ -507,52 +510,35 @@ export class RingServer {
     return all;
   }
 
-  /** Op.BLOCK_STATUS: merged extents from `offset`, up to `length` bytes or `maxExtents` extents. */
-  private blockStatus(args: Record<string, unknown>): [number, number, number][] {
-    const { offset, length, maxExtents } = args;
+  /**
+   * Op.BLOCK_STATUS, Op.ALLOCATION_DEPTH, Op.DIRTY_EXTENTS: merged extents from `offset`, up to `length`
+   * bytes or `maxExtents` extents (extents.ts).
+   */
+  private extents(op: number, args: Record<string, unknown>): unknown[] {
+    const { offset, length, maxExtents, bitmap } = args;
+    const what = OP_NAMES[op] ?? `op ${op}`;
     if (!isCount(offset) || !isCount(length) || !isCount(maxExtents) || maxExtents < 1) {
-      throw new ProtocolError("block status needs an offset, a length and a number of extents");
+      throw new ProtocolError(`${what} needs an offset, a length and a number of extents`);
     }
     const size = this.disk.size;
     if (offset + length > size) {
-      throw new RequestError(`block status at offset ${offset}, length ${length} is past the end of the disk (${size} bytes)`);
+      throw new RequestError(`${what} at offset ${offset}, length ${length} is past the end of the disk (${size} bytes)`);
     }
-    this.need("blockStatus");
+    if (op === Op.ALLOCATION_DEPTH) return depthExtents(this.disk, offset, length, maxExtents);
+    if (op === Op.DIRTY_EXTENTS) {
+      if (typeof bitmap !== "string") throw new ProtocolError(`${what} needs a bitmap name`);
+      return dirtyExtents(this.disk, bitmap, offset, length, maxExtents);
+    }
     return mergedBlockStatus(this.disk, offset, length, maxExtents);
   }
 
-  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "blockStatus" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(
+  private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(
     name: K,
   ): NonNullable<ServedDisk[K]> {
     const f = this.disk[name];
     if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name}`);
     return f as NonNullable<ServedDisk[K]>;
   }
-}
-
-/**
- * The block status of [offset, offset + length) as merged extents `[length, zero, data]` (zero and data 0 or
- * 1), at most `maxExtents` of them (the last may end before offset + length). The disk must have blockStatus.
- */
-export function mergedBlockStatus(disk: ServedDisk, offset: number, length: number, maxExtents: number): [number, number, number][] {
-  const status = disk.blockStatus;
-  if (typeof status !== "function") throw new UnsupportedFeatureError("this image does not support blockStatus");
-  const out: [number, number, number][] = [];
-  let pos = offset;
-  const end = offset + length;
-  while (pos < end) {
-    const r = status.call(disk, pos, end - pos, 0);
-    const n = Math.min(r.length, end - pos);
-    if (!(n > 0)) throw new ProtocolError(`block status at ${pos} made no progress`);
-    const zero = r.status.zero ? 1 : 0;
-    const data = r.status.data ? 1 : 0;
-    const last = out[out.length - 1];
-    if (last && last[1] === zero && last[2] === data) last[0] += n;
-    else if (out.length === maxExtents) break;
-    else out.push([n, zero, data]);
-    pos += n;
-  }
-  return out;
 }
 
 function isCount(v: unknown): v is number {

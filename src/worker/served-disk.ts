@@ -5,6 +5,15 @@
  */
 import type { SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
 
+/** A persistent dirty bitmap of a qcow2 image, as the engine lists it. */
+export interface BitmapInfo {
+  name: string;
+  granularity: number;
+  enabled: boolean;
+  /** Left in use by a program that did not close the image: inconsistent, not to be trusted. */
+  inUse: boolean;
+}
+
 export interface ServedDisk {
   /** Virtual size in bytes. */
   readonly size: number;
@@ -36,6 +45,15 @@ export interface ServedDisk {
    * whether it holds data, looking down the backing chain (qemu-img map's zero and data).
    */
   blockStatus?(offset: number, length: number, depth: number): { status: { zero: boolean; data: boolean }; length: number };
+  /**
+   * Which layer of the backing chain each part of [offset, offset + length) comes from (qemu:allocation-depth):
+   * merged runs up to the disk's end, at most `maxRuns`; 1 is the image itself, 2 its backing file, 0 none.
+   */
+  allocationDepth?(offset: number, length: number, maxRuns?: number): { depth: number; length: number }[];
+  /** The image's persistent dirty bitmaps (qcow2). */
+  bitmapList?(): BitmapInfo[];
+  /** Dirty and clean runs of bitmap `name` covering [offset, offset + length) exactly, adjacent equal runs merged. */
+  bitmapExtents?(name: string, offset: number, length: number): { length: number; dirty: boolean }[];
   /** Deferred work (a scheme's pending copies) for idle time, and whether there is some. */
   idle?(): boolean;
   readonly hasIdleWork?: boolean;

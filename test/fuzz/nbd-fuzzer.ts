@@ -17,6 +17,7 @@ import { inlineDisk } from "../../src/nbd/inline-disk.js";
 import { NbdServer } from "../../src/nbd/server.js";
 import {
   BASE_ALLOCATION,
+  QEMU_ALLOCATION_DEPTH,
   Cmd,
   encodeClientFlags,
   encodeInfoRequest,
@@ -93,7 +94,7 @@ function clientStream(r: Rng): Uint8Array[] {
         data = encodeInfoRequest({ name: r.chance(0.8) ? "" : "x", infos: [r.int(5), r.int(5)] });
         break;
       case 1:
-        data = encodeMetaContextRequest({ exportName: "", queries: r.chance(0.5) ? [BASE_ALLOCATION] : ["base:", "qemu:x"] });
+        data = encodeMetaContextRequest({ exportName: "", queries: r.chance(0.5) ? [BASE_ALLOCATION] : ["base:", "qemu:", "qemu:x"] });
         break;
       case 2:
         data = new Uint8Array(0);
@@ -106,7 +107,7 @@ function clientStream(r: Rng): Uint8Array[] {
   // Into transmission: GO (or the old EXPORT_NAME) most of the time.
   if (r.chance(0.8)) {
     if (r.chance(0.3)) parts.push(encodeOption(Opt.STRUCTURED_REPLY));
-    if (r.chance(0.3)) parts.push(encodeOption(Opt.SET_META_CONTEXT, encodeMetaContextRequest({ exportName: "", queries: [BASE_ALLOCATION] })));
+    if (r.chance(0.3)) parts.push(encodeOption(Opt.SET_META_CONTEXT, encodeMetaContextRequest({ exportName: "", queries: [BASE_ALLOCATION, QEMU_ALLOCATION_DEPTH] })));
     parts.push(r.chance(0.8) ? encodeOption(Opt.GO, encodeInfoRequest({ name: "", infos: [] })) : encodeOption(Opt.EXPORT_NAME));
     const requests = r.int(12);
     for (let i = 0; i < requests; i++) {
@@ -189,7 +190,7 @@ export async function fuzzNbd(opts: { seed: number; runs: number; mode?: "ring" 
   const disk = inline ? inlineDisk(inline) : await openServedImage(image, { cache: "writeback" });
   const unexpected: string[] = [];
   const server = new NbdServer(
-    { name: "", description: "fuzz", disk, readOnly: false, cache: "writeback", discard: "unmap", detectZeroes: "on", multiConn: true, fastZero: () => false },
+    { name: "", description: "fuzz", disk, readOnly: false, cache: "writeback", discard: "unmap", detectZeroes: "on", multiConn: true, allocationDepth: true, bitmaps: [], fastZero: () => false },
     {
       shared: PARALLEL,
       persistent: true,

@@ -46,7 +46,10 @@ export interface Reply {
   message?: string;
   data?: { offset: number; bytes: Buffer }[];
   holes?: { offset: number; length: number }[];
+  /** The extents of the last BLOCK_STATUS chunk. */
   extents?: Extent[];
+  /** Every BLOCK_STATUS chunk, in the order received. */
+  statuses?: { contextId: number; extents: Extent[] }[];
 }
 
 export class WireClient {
@@ -108,7 +111,8 @@ export class WireClient {
   }
 
   /** Full handshake to transmission with NBD_OPT_GO. */
-  async open(opts: { structured?: boolean; meta?: boolean; name?: string } = {}): Promise<void> {
+  /** With `meta`, selects base:allocation; with `queries`, sends those to SET_META_CONTEXT instead. */
+  async open(opts: { structured?: boolean; meta?: boolean; queries?: string[]; name?: string } = {}): Promise<void> {
     await this.greeting();
     this.send(encodeClientFlags(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES));
     if (opts.structured ?? true) {
@@ -116,8 +120,9 @@ export class WireClient {
       if (r[0]!.type !== Rep.ACK) throw new Error("structured replies refused");
       this.structured = true;
     }
-    if (opts.meta) {
-      const r = await this.option(Opt.SET_META_CONTEXT, encodeMetaContextRequest({ exportName: opts.name ?? "", queries: [BASE_ALLOCATION] }));
+    if (opts.meta || opts.queries) {
+      const queries = opts.queries ?? [BASE_ALLOCATION];
+      const r = await this.option(Opt.SET_META_CONTEXT, encodeMetaContextRequest({ exportName: opts.name ?? "", queries }));
       if (r[r.length - 1]!.type !== Rep.ACK) throw new Error("SET_META_CONTEXT failed");
     }
     const replies = await this.option(Opt.GO, encodeInfoRequest({ name: opts.name ?? "", infos: [Info.BLOCK_SIZE] }));
@@ -169,9 +174,12 @@ export class WireClient {
         case ReplyType.OFFSET_HOLE:
           (r.holes ??= []).push(decodeOffsetHole(payload));
           break;
-        case ReplyType.BLOCK_STATUS:
-          r.extents = decodeBlockStatus(payload).extents;
+        case ReplyType.BLOCK_STATUS: {
+          const bs = decodeBlockStatus(payload);
+          r.extents = bs.extents;
+          (r.statuses ??= []).push(bs);
           break;
+        }
         case ReplyType.ERROR:
         case ReplyType.ERROR_OFFSET: {
           const e = decodeErrorChunk(payload);

@@ -1,6 +1,7 @@
 /** Running `refcow nbd` (the built CLI) as its own process from tests, and the URIs clients connect to. */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -26,6 +27,21 @@ export function killLeftoverServers(): void {
   started.clear();
 }
 
+/**
+ * Whether `socket` accepts a connection now (closed at once, before the handshake). The socket's file
+ * exists from bind() on, but connections are refused until listen().
+ */
+export function accepts(socket: string): Promise<boolean> {
+  if (!fs.existsSync(socket)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const c = net.createConnection(socket, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+  });
+}
+
 /** Starts `refcow nbd -k SOCKET ...args` and resolves once the socket accepts connections. */
 export async function startNbd(socket: string, args: string[]): Promise<RunningNbd> {
   fs.rmSync(socket, { force: true });
@@ -40,7 +56,7 @@ export async function startNbd(socket: string, args: string[]): Promise<RunningN
   void exited.then(() => (gone = true));
   for (let i = 0; i < 400; i++) {
     if (gone) throw new Error(`refcow nbd ${args.join(" ")} exited before serving: ${(await exited).stderr}`);
-    if (fs.existsSync(socket)) return { child, socket, uri: nbdUri(socket), exited };
+    if (await accepts(socket)) return { child, socket, uri: nbdUri(socket), exited };
     await new Promise((r) => setTimeout(r, 25));
   }
   child.kill("SIGKILL");

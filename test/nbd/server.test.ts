@@ -55,6 +55,8 @@ describe.each(["ring", "inline"] as const)("%s", (mode) => {
       discard: "unmap",
       detectZeroes: "off",
       multiConn: true,
+      allocationDepth: true,
+      bitmaps: [],
       fastZero: (o, l) => o % 65536 === 0 && (o + l) % 65536 === 0,
     };
   }

@@ -53,6 +53,8 @@ const settings: InlineExportSettings = {
   detectZeroes: "off",
   multiConn: false,
   zeroClusters: 65536,
+  allocationDepth: false,
+  bitmaps: [],
 };
 
 describe("warm-up", () => {

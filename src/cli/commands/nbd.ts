@@ -13,16 +13,18 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { hasFlag, lastValue, parseArgs } from "../args.js";
+import { allValues, hasFlag, lastValue, parseArgs } from "../args.js";
 import type { CliIo } from "../command.js";
 import { type CacheMode, NodeFile, Qcow2Image } from "../engine.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { formatForOpen, openImage, parseAllocPolicy, parseCacheMode } from "../open.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
+import { findBitmap } from "../../worker/extents.js";
 import type { ExportWorkerData, ExportWorkerMessage } from "../../nbd/export-worker.js";
 import type { DetectZeroes, DiscardMode, NbdExport } from "../../nbd/export.js";
 import { type ListenAddress, NbdServer } from "../../nbd/server.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
+import type { ServedDisk } from "../../worker/served-disk.js";
 import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { schemeOptHelp } from "../help.js";
 import { parseSnapshotParam, selectSnapshot } from "./convert.js";
@@ -30,7 +32,7 @@ import { parseSnapshotParam, selectSnapshot } from "./convert.js";
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
 
 export const NBD_USAGE =
-  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] IMAGE";
+  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-A] [-B BITMAP]... [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] IMAGE";
 
 export const NBD_HELP = `
 Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
@@ -47,6 +49,10 @@ Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
   -n, --nocache            --cache=none
   --discard=MODE           ignore (default) or unmap: what a trim does
   --detect-zeroes=MODE     off (default), on, unmap (needs --discard=unmap): writes of zeroes become zero writes
+  -A, --allocation-depth   also offer the metadata context qemu:allocation-depth (which layer of the backing
+                           chain each range comes from: 0 none, 1 the image, 2 its backing file...)
+  -B, --bitmap=NAME        also offer the persistent dirty bitmap NAME as the context qemu:dirty-bitmap:NAME
+                           (status 1: dirty); repeatable
   -l, --load-snapshot=SN   export internal snapshot SN (ID or name, or snapshot.id=ID,snapshot.name=NAME), read-only
   -s, --snapshot           writes go to a temporary qcow2 overlay (deleted at exit); IMAGE is not modified
   --fork                   return once the export is ready; the server goes on in the background
@@ -67,8 +73,6 @@ const UNSUPPORTED: Record<string, string> = {
   c: "-c/--connect",
   d: "-d/--disconnect",
   T: "-T/--trace",
-  A: "-A/--allocation-depth",
-  B: "-B/--bitmap",
   L: "-L/--list",
   "image-opts": "--image-opts",
   object: "--object",
@@ -104,6 +108,8 @@ interface NbdOptions {
   serveMode: "inline" | "ring";
   warmUp: boolean;
   verbose: boolean;
+  allocationDepth: boolean;
+  bitmaps: string[];
 }
 
 function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
@@ -212,6 +218,8 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
   const loadSnapshot = lastValue(parsed, "l");
   const snapshot = hasFlag(parsed, "s");
   if (loadSnapshot !== undefined && snapshot) throw new CliError("-l (--load-snapshot) and -s (--snapshot) cannot be used together");
+  // The engine's view of a snapshot has no bitmaps (they record the active layer's writes).
+  if (loadSnapshot !== undefined && hasFlag(parsed, "B")) throw new CliError("-B (--bitmap) cannot be used with -l (--load-snapshot) by refcow nbd");
   const serveMode = lastValue(parsed, "serve") ?? "inline";
   if (serveMode !== "inline" && serveMode !== "ring") throw new CliError(`invalid --serve mode '${serveMode}' (expecting inline or ring)`);
   const format = lastValue(parsed, "f");
@@ -243,6 +251,9 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     serveMode,
     warmUp: !hasFlag(parsed, "no-warm-up"),
     verbose: hasFlag(parsed, "v"),
+    allocationDepth: hasFlag(parsed, "A"),
+    // qemu-nbd offers the bitmaps (and numbers their contexts) last given first.
+    bitmaps: [...new Set(allValues(parsed, "B").reverse())],
   };
 }
 
@@ -293,6 +304,7 @@ function probe(opts: NbdOptions): Probe {
   }
   const disk = opened.disk;
   try {
+    checkBitmaps(disk, opts.bitmaps);
     if (!(disk instanceof Qcow2Image)) {
       if (opts.loadSnapshot !== undefined) throw new CliError("Failed to load snapshot: the image is raw and has no snapshots");
       return { format: "raw", size: disk.size, version: 0, clusterSize: 0 };
@@ -307,6 +319,18 @@ function probe(opts: NbdOptions): Probe {
     return { format: "qcow2", size: disk.size, version: info.version, clusterSize: info.clusterSize, snapshotId };
   } finally {
     disk.close();
+  }
+}
+
+/**
+ * -B: each bitmap must be in the image or its backing chain, and consistent (not left in use by a program
+ * that did not close the image), as qemu-nbd requires, in its words.
+ */
+function checkBitmaps(disk: ServedDisk, names: readonly string[]): void {
+  for (const name of names) {
+    const found = findBitmap(disk, name);
+    if (!found) throw new CliError(`Bitmap '${name}' is not found`);
+    if (found.bitmap.inUse) throw new CliError(`Bitmap '${name}' is inconsistent and cannot be used`);
   }
 }
 
@@ -370,6 +394,8 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
     discard: opts.discard,
     detectZeroes: opts.detectZeroes,
     multiConn: opts.shared > 1,
+    allocationDepth: opts.allocationDepth,
+    bitmaps: opts.bitmaps,
     fastZero: zeroClusters
       ? (offset, length) => offset % zeroClusters === 0 && ((offset + length) % zeroClusters === 0 || offset + length === size)
       : undefined,
@@ -456,6 +482,8 @@ async function serveInline(
     address: opts.address,
     verbose: opts.verbose,
     warmUp: opts.warmUp,
+    allocationDepth: opts.allocationDepth,
+    bitmaps: opts.bitmaps,
   };
   const worker = new Worker(exportWorkerFilename(), { workerData: data });
   let pidWritten = false;
