@@ -3,16 +3,9 @@
  * a raw disk. Every method is synchronous and reports failure by throwing one of the engine's errors
  * (src/engine/errors.ts) or an IoError; the serve loop turns those into a status code and a message.
  */
-import type { SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
+import type { BitmapInfo, SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
 
-/** A persistent dirty bitmap of a qcow2 image, as the engine lists it. */
-export interface BitmapInfo {
-  name: string;
-  granularity: number;
-  enabled: boolean;
-  /** Left in use by a program that did not close the image: inconsistent, not to be trusted. */
-  inUse: boolean;
-}
+export type { BitmapInfo };
 
 export interface ServedDisk {
   /** Virtual size in bytes. */
