@@ -15,7 +15,7 @@ export const BIOS_DEBUG_PORT = 0x402;
 const DEBUGCON_READBACK = 0xe9;
 
 /** Lines SeaBIOS prints on the screen as well (printf rather than dprintf), as they start. */
-const SCREEN_LINE = /^(SeaBIOS \(version|Booting from |Boot failed|No bootable device|enter your choice|Select boot device)/;
+const SCREEN_LINE = /^(SeaBIOS \(version|Booting from (?![0-9a-f]{4}:)|Boot failed|No bootable device|Select boot device)/;
 export const NO_BOOTABLE_DEVICE = /^No bootable device/;
 
 export interface BiosMessageHandlers {
@@ -26,6 +26,7 @@ export interface BiosMessageHandlers {
 /** Collects the debug port's bytes into lines and sorts them. */
 export class BiosMessages {
   private line = "";
+  private lastScreenLine: string | undefined;
   /** The last lines, screen and debug alike (for error messages). */
   readonly recent: string[] = [];
 
@@ -37,7 +38,9 @@ export class BiosMessages {
       this.line = "";
       this.recent.push(line);
       if (this.recent.length > 50) this.recent.shift();
-      if (SCREEN_LINE.test(line)) this.handlers.onScreenLine?.(line);
+      // SeaBIOS logs its banner once early and prints it again on the screen: shown once.
+      if (SCREEN_LINE.test(line) && line !== this.lastScreenLine) this.handlers.onScreenLine?.(line);
+      if (SCREEN_LINE.test(line)) this.lastScreenLine = line;
       if (NO_BOOTABLE_DEVICE.test(line)) this.handlers.onNoBootableDevice?.(line);
     } else if (this.line.length < 4096) {
       this.line += String.fromCharCode(byte);
