@@ -10,9 +10,11 @@
  *   await m.restoreState(state); await m.cont();
  *   await m.destroy();                   // the disk stays open: its owner closes it
  *
- * It reports what ends a machine from the inside: the kernel's "reboot: Power down" line on the console
- * (the guest powered off: v86 has no ACPI power button to press, so the line is the signal) and SeaBIOS's
- * "No bootable device" (bios-messages.ts), whose screen lines reach the console through `onBiosLine`.
+ * It reports what ends a machine from the inside: the kernel's last line on the console when the guest
+ * powers off — "reboot: Power down", or "reboot: System halted", which is what a poweroff becomes on a PC
+ * without ACPI (kernel/reboot.c turns LINUX_REBOOT_CMD_POWER_OFF into a halt when nothing can cut the
+ * power; v86 is run without ACPI), the CPU then stopped for good — and SeaBIOS's "No bootable device"
+ * (bios-messages.ts), whose screen lines reach the console through `onBiosLine`.
  *
  * Saved states are wrapped with what the emulator was built with (machine-state.ts): RAM size and disk
  * type, so that a state is restored only into a machine built the same way.
@@ -22,8 +24,8 @@ import { attachBiosMessages, BiosMessages } from "./bios-messages.js";
 import { joinMachineState, splitMachineState } from "./machine-state.js";
 import type { RefcowV86Disk } from "./v86-disk.js";
 
-/** The kernel's last line when the guest powers off (kernel/reboot.c: pr_emerg("Power down\n"), prefixed "reboot: "). */
-export const POWER_DOWN_LINE = /(^|\s)reboot: Power down\s*$/;
+/** The kernel's last line when the guest powers off or halts (kernel/reboot.c, pr_emerg, prefixed "reboot: "). */
+export const POWER_DOWN_LINE = /(^|\s)reboot: (Power down|System halted)\s*$/;
 /** VGA RAM: text consoles and SeaBIOS's modes need little; a smaller one keeps the saved states smaller. */
 const VGA_MEMORY_MIB = 8;
 /** v86's boot order word: hard disk first, then CD, then floppy (CMOS 0x3D/0x38 nibbles 2, 3, 1). */

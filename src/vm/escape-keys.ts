@@ -29,7 +29,7 @@ const COMMAND_KEYS: Record<string, EscapeCommand> = {
   s: "sync",
 };
 
-/** The text Ctrl-A h prints, lines ending in "\r\n" (the terminal is in raw mode). */
+/** The text Ctrl-A h prints. */
 export const ESCAPE_HELP =
   [
     "C-a h    print this help",
@@ -37,7 +37,7 @@ export const ESCAPE_HELP =
     "C-a s    flush the image",
     "C-a c    switch between console and monitor",
     "C-a C-a  sends C-a",
-  ].join("\r\n") + "\r\n";
+  ].join("\n") + "\n";
 
 export class EscapeParser {
   private pending = false;

@@ -4,7 +4,8 @@
  * commands of monitor-commands.ts run against a `MonitorTarget` (the boot session), one at a time; what is
  * typed while one runs waits for it.
  *
- * Output lines end in "\r\n" (the terminal is raw). Errors are printed as QEMU's HMP prints them,
+ * Output lines end in "\n": a terminal in Node's raw mode keeps its output processing (libuv leaves ONLCR on),
+ * so "\n" shows as a new line there and in a file alike. Errors are printed as QEMU's HMP prints them,
  * "Error: <message>".
  */
 import type { SnapshotInfo } from "../engine/types.js";
@@ -32,8 +33,6 @@ export interface MonitorOptions {
   formatSnapshots: (list: SnapshotInfo[]) => string;
 }
 
-const CRLF = (text: string) => text.replace(/\r?\n/g, "\r\n");
-
 export class Monitor {
   private line = "";
   private queue: Promise<void> = Promise.resolve();
@@ -45,7 +44,7 @@ export class Monitor {
   enter(): void {
     if (!this.greeted) {
       this.greeted = true;
-      this.o.write(CRLF("refcow monitor - type 'help' for more information\n"));
+      this.o.write("refcow monitor - type 'help' for more information\n");
     }
     this.o.write(MONITOR_PROMPT + this.line);
   }
@@ -56,7 +55,7 @@ export class Monitor {
       if (b === 0x0d || b === 0x0a) {
         const line = this.line;
         this.line = "";
-        this.o.write("\r\n");
+        this.o.write("\n");
         this.queue = this.queue.then(() => this.run(line));
       } else if (b === 0x7f || b === 0x08) {
         if (this.line.length > 0) {
@@ -84,14 +83,14 @@ export class Monitor {
     const parsed = parseMonitorCommand(line);
     let quit = false;
     if (!parsed.ok) {
-      this.o.write(CRLF(parsed.error + "\n"));
+      this.o.write(parsed.error + "\n");
     } else {
       quit = parsed.command.kind === "quit";
       try {
         const text = await this.execute(parsed.command);
-        if (text) this.o.write(CRLF(text));
+        if (text) this.o.write(text);
       } catch (e) {
-        this.o.write(CRLF(`Error: ${e instanceof Error ? e.message : String(e)}\n`));
+        this.o.write(`Error: ${e instanceof Error ? e.message : String(e)}\n`);
       }
     }
     if (!quit) this.o.write(MONITOR_PROMPT + this.line);

@@ -1,8 +1,10 @@
 """Runs a command on a new pseudo-terminal, as a person at a terminal would: the relay's stdin is typed
 into the terminal, what the command writes to it comes out on the relay's stdout. The command's pid is
 written first to stderr ("PID <n>"); the relay exits with the command's exit status (128 + signal when a
-signal ended it). Used by test/helpers/pty.ts (python3's pty module: no npm package needed)."""
-import os, pty, select, sys
+signal ended it). When the relay's stdin closes (the test that drives it is gone), the command is killed,
+so that no machine outlives its test. Used by test/helpers/pty.ts (python3's pty module: no npm package
+needed)."""
+import os, pty, select, signal, sys
 
 pid, master = pty.fork()
 if pid == 0:
@@ -20,6 +22,7 @@ while True:
             os.write(master, data)
         else:
             stdin_open = False
+            os.kill(pid, signal.SIGKILL)
     if master in r:
         try:
             data = os.read(master, 65536)

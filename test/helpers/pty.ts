@@ -83,7 +83,8 @@ export class PtySession {
     }
   }
 
-  kill(signal: NodeJS.Signals = "SIGKILL"): void {
-    this.child.kill(signal);
+  /** Ends the relay's stdin: the relay kills the command (a test's clean-up). */
+  end(): void {
+    this.child.stdin!.end();
   }
 }

@@ -20,7 +20,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { repoRoot } from "../../src/vm/guest-image.js";
 import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/vm/os-image.js";
@@ -50,6 +50,16 @@ beforeAll(async () => {
 }, 20 * 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** Machines of the running test: a failed test's machine is killed before the next one opens the image. */
+const live = new Set<PtySession>();
+afterEach(async () => {
+  for (const s of live) {
+    s.end();
+    await s.exited;
+  }
+  live.clear();
+});
+
 function qemuCheckClean(file: string): void {
   const r = spawnSync("qemu-img", ["check", file], { encoding: "utf8" });
   expect(r.status, r.stdout + r.stderr).toBe(0);
@@ -57,7 +67,10 @@ function qemuCheckClean(file: string): void {
 }
 
 function boot(args: string[]): PtySession {
-  return new PtySession(process.execPath, [bin, "boot", ...args], { env: { ...process.env, TERM: "xterm" } });
+  const s = new PtySession(process.execPath, [bin, "boot", ...args], { env: { ...process.env, TERM: "xterm" } });
+  live.add(s);
+  void s.exited.then(() => live.delete(s));
+  return s;
 }
 
 /** Runs a shell line at the guest's prompt and resolves with the output position after the next prompt. */
@@ -152,10 +165,13 @@ describe("refcow boot: the demo OS from a QEMU-made compressed qcow2", () => {
     const code = await main(["check", "-r", "all", "--scheme", "lazy", image], { out: (t) => out.push(t), err: (t) => out.push(t) });
     expect(code, out.join("")).toBe(0);
     qemuCheckClean(image);
-    // The root file system's file, read by e2fsprogs from the image's bytes as QEMU reads them.
+    // The root file system, from the image's bytes as QEMU reads them: e2fsck replays its journal (the
+    // guest's sync committed the file there) and finds it consistent; debugfs reads the file.
     const raw = path.join(dir, "after-kill.raw");
     execFileSync("qemu-img", ["convert", "-O", "raw", image, raw]);
     const rootStart = readOsManifest(os).partitions.find((p) => p.number === 2)!.start;
+    const fsck = spawnSync("e2fsck", ["-fy", `${raw}?offset=${rootStart}`], { encoding: "utf8" });
+    expect(fsck.status, fsck.stdout + fsck.stderr).toBeLessThanOrEqual(1);
     const kept = spawnSync("debugfs", ["-R", "cat /root/kept", `${raw}?offset=${rootStart}`], { encoding: "utf8" });
     expect(kept.stdout, kept.stderr).toBe("synced-before-kill\n");
     rmSync(raw);

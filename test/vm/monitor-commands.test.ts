@@ -71,11 +71,11 @@ describe("Monitor", () => {
   it("echoes, edits the line (backspace, Ctrl-U) and runs it on Enter", async () => {
     const h = harness();
     h.m.enter();
-    expect(h.out()).toBe("refcow monitor - type 'help' for more information\r\n(refcow) ");
+    expect(h.out()).toBe("refcow monitor - type 'help' for more information\n(refcow) ");
     h.clear();
     await h.type("savevx\x7fm s1\r");
     expect(h.calls).toEqual(["savevm s1"]);
-    expect(h.out()).toBe("savevx\b \bm s1\r\n(refcow) ");
+    expect(h.out()).toBe("savevx\b \bm s1\n(refcow) ");
     await h.type("garbage\x15delvm s1\r");
     expect(h.calls).toEqual(["savevm s1", "delvm s1"]);
   });
@@ -83,19 +83,19 @@ describe("Monitor", () => {
   it("prints results, QEMU-style errors, and stops prompting after quit", async () => {
     const h = harness();
     await h.type("info snapshots\r");
-    expect(h.out()).toContain("List of snapshots present on all disks:\r\n-- s1\r\n(refcow) ");
+    expect(h.out()).toContain("List of snapshots present on all disks:\n-- s1\n(refcow) ");
     h.clear();
     await h.type("loadvm missing\r");
-    expect(h.out()).toBe("loadvm missing\r\nError: Snapshot 'missing' does not exist in one or more devices\r\n(refcow) ");
+    expect(h.out()).toBe("loadvm missing\nError: Snapshot 'missing' does not exist in one or more devices\n(refcow) ");
     h.clear();
     await h.type("stop\rinfo status\r");
-    expect(h.out()).toContain("VM status: paused\r\n");
+    expect(h.out()).toContain("VM status: paused\n");
     h.clear();
     await h.type("nope\r");
-    expect(h.out()).toBe("nope\r\nunknown command: 'nope'\r\n(refcow) ");
+    expect(h.out()).toBe("nope\nunknown command: 'nope'\n(refcow) ");
     h.clear();
     await h.type("quit\r");
     expect(h.calls).toContain("quit");
-    expect(h.out()).toBe("quit\r\n");
+    expect(h.out()).toBe("quit\n");
   });
 });

@@ -149,9 +149,9 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
   const err = safeWriter(process.stderr);
   const stdin = process.stdin;
   const raw = Boolean(stdin.isTTY);
-  // Lines to stderr end in "\r\n" once the terminal is raw.
-  let nl = "\n";
-  const note = (message: string) => err(`refcow: ${message}${nl}`);
+  // Lines end in "\n" alone, even with the terminal raw: Node's raw mode leaves the terminal's output
+  // processing (ONLCR) on.
+  const note = (message: string) => err(`refcow: ${message}\n`);
 
   let firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   try {
@@ -187,7 +187,7 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
       wasmPath: v86WasmPath(),
       onProgress: note,
       onSerial: (bytes) => out(bytes),
-      onBiosLine: (line) => out(`${line}\r\n`),
+      onBiosLine: (line) => out(`${line}\n`),
       onNoBootableDevice: () => finish(1, `boot: no bootable device: the BIOS found nothing to boot on ${opts.image}`),
       onPowerOff: () => finish(0),
     });
@@ -232,11 +232,11 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
           break;
         case "switch":
           inMonitor = !inMonitor;
-          out("\r\n");
+          out("\n");
           if (inMonitor) monitor.enter();
           break;
         case "help":
-          out("\r\n" + ESCAPE_HELP);
+          out("\n" + ESCAPE_HELP);
           break;
         case "sync":
           session.flush().catch((e: unknown) => note(`flush failed: ${messageOf(e)}`));
@@ -248,10 +248,7 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
   const onSignal = (sig: NodeJS.Signals) => finish(0, `terminating on signal ${sig}`);
   for (const s of signals) process.on(s, onSignal);
 
-  if (raw) {
-    stdin.setRawMode(true);
-    nl = "\r\n";
-  }
+  if (raw) stdin.setRawMode(true);
   stdin.on("data", onInput);
   stdin.resume();
 
@@ -265,7 +262,6 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
       // the terminal is gone (SIGHUP)
     }
   }
-  nl = "\n";
   err("\n");
   if (message) note(message);
   let closeError: unknown;
