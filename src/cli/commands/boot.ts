@@ -8,7 +8,7 @@
  * QEMU); SeaBIOS finds nothing to boot (exit 1). Every end stops the CPU, waits for the disk's requests,
  * and closes the image cleanly ('qemu-img check' passes).
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { hasFlag, lastValue, parseArgs } from "../args.js";
 import type { CliIo } from "../command.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
@@ -153,9 +153,11 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
   // processing (ONLCR) on.
   const note = (message: string) => err(`refcow: ${message}\n`);
 
+  if (!existsSync(opts.image)) throw new CliError(`boot: Could not open '${opts.image}': No such file or directory`);
   let firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   try {
-    const guest = await ensureGuestImage({ onProgress: (m) => note(m) });
+    // Its progress only when it builds something.
+    const guest = await ensureGuestImage({ onProgress: (m) => /up to date/.test(m) || note(m) });
     firmware = { bios: readBuffer(guest.bios), vgaBios: readBuffer(guest.vgaBios) };
   } catch (e) {
     throw new CliError(`boot: the firmware (SeaBIOS, built by guest-images/build.sh) is missing: ${messageOf(e).split("\n")[0]}`);
