@@ -13,7 +13,8 @@
  * It reports what ends a machine from the inside: the kernel's last line on the console when the guest
  * powers off — "reboot: Power down", or "reboot: System halted", which is what a poweroff becomes on a PC
  * without ACPI (kernel/reboot.c turns LINUX_REBOOT_CMD_POWER_OFF into a halt when nothing can cut the
- * power; v86 is run without ACPI), the CPU then stopped for good — and SeaBIOS's "No bootable device"
+ * power; v86 is run without ACPI), once the CPU has then stopped for good (halted with interrupts off: a
+ * program printing that line does not end the machine) — and SeaBIOS's "No bootable device"
  * (bios-messages.ts), whose screen lines reach the console through `onBiosLine`.
  *
  * Saved states are wrapped with what the emulator was built with (machine-state.ts): RAM size and disk
@@ -26,6 +27,8 @@ import type { RefcowV86Disk } from "./v86-disk.js";
 
 /** The kernel's last line when the guest powers off or halts (kernel/reboot.c, pr_emerg, prefixed "reboot: "). */
 export const POWER_DOWN_LINE = /(^|\s)reboot: (Power down|System halted)\s*$/;
+/** EFLAGS.IF. */
+const FLAG_INTERRUPT = 0x200;
 /** VGA RAM: text consoles and SeaBIOS's modes need little; a smaller one keeps the saved states smaller. */
 const VGA_MEMORY_MIB = 8;
 /** v86's boot order word: hard disk first, then CD, then floppy (CMOS 0x3D/0x38 nibbles 2, 3, 1). */
@@ -174,13 +177,28 @@ export class DiskBootMachine {
     if (b === 0x0a) {
       const line = this.line.replace(/\r$/, "");
       this.line = "";
-      if (POWER_DOWN_LINE.test(line)) {
-        this.flushSerial();
-        this.opts.onPowerOff?.();
-      }
+      if (POWER_DOWN_LINE.test(line)) this.confirmPowerOff();
     } else if (this.line.length < 256) {
       this.line += String.fromCharCode(b);
     }
+  }
+
+  /** Reports the power-off once the CPU is halted with interrupts off (checked for a few seconds). */
+  private confirmPowerOff(): void {
+    const cpu = (this.emulator as unknown as { v86?: { cpu?: { in_hlt?: ArrayLike<number>; flags?: ArrayLike<number> } } }).v86?.cpu;
+    let tries = 0;
+    const check = () => {
+      if (this.destroyed) return;
+      // Without those internals (another v86), the kernel's line is taken at its word.
+      const dead = !cpu?.in_hlt || !cpu.flags ? true : cpu.in_hlt[0] !== 0 && (cpu.flags[0]! & FLAG_INTERRUPT) === 0;
+      if (dead) {
+        this.flushSerial();
+        this.opts.onPowerOff?.();
+      } else if (++tries < 100) {
+        setTimeout(check, 30);
+      }
+    };
+    setTimeout(check, 30);
   }
 
   private flushSerial(): void {
