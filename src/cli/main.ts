@@ -22,6 +22,8 @@ import { REPORT_HELP, REPORT_SUMMARY, REPORT_USAGE, reportCommand } from "./comm
 import { EXPERIMENT_HELP, EXPERIMENT_SUMMARY, EXPERIMENT_USAGE, experimentCommand } from "./commands/experiment.js";
 import { CRASH_TEST_HELP, CRASH_TEST_USAGE, crashTestCommand } from "./commands/crash-test.js";
 import { NBD_HELP, NBD_SUMMARY, NBD_USAGE, nbdCommand } from "./commands/nbd.js";
+import { BOOT_HELP, BOOT_SUMMARY, BOOT_USAGE, bootCommand } from "./commands/boot.js";
+import { OS_IMAGE_HELP, OS_IMAGE_SUMMARY, OS_IMAGE_USAGE, osImageCommand } from "./commands/os-image.js";
 import { CliError, messageOf, UsageError } from "./errors.js";
 import { HELP } from "./help.js";
 
@@ -53,6 +55,8 @@ export const commands: Record<string, Command> = {
   report: { summary: REPORT_SUMMARY, usage: REPORT_USAGE, help: REPORT_HELP, run: (argv, io) => reportCommand(argv, io ?? processIo) },
   run: { summary: RUN_SUMMARY, usage: RUN_USAGE, help: RUN_HELP, run: (argv, io) => runCommand(argv, io) },
   nbd: { summary: NBD_SUMMARY, usage: NBD_USAGE, help: NBD_HELP, run: nbdCommand },
+  boot: { summary: BOOT_SUMMARY, usage: BOOT_USAGE, help: BOOT_HELP, run: bootCommand },
+  "os-image": { summary: OS_IMAGE_SUMMARY, usage: OS_IMAGE_USAGE, help: OS_IMAGE_HELP, run: osImageCommand },
   "crash-test": { summary: "crash-consistency harness: every crash state of seeded workloads, recovered and verified", usage: CRASH_TEST_USAGE, help: CRASH_TEST_HELP, run: crashTestCommand },
 };
 

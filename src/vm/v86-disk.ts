@@ -24,7 +24,7 @@
  */
 import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "./async-disk.js";
-import { HdaAdapter, type GuestDiskDevice } from "./hda-adapter.js";
+import { HdaAdapter, type GuestDiskDevice, type HdaAdapterOptions } from "./hda-adapter.js";
 import { hdaDrive, installHonestFlush } from "./ide-flush.js";
 import { joinMachineState, splitMachineState } from "./machine-state.js";
 import { VirtioBlk, type VirtioBlkDisk, type VirtioBlkOptions, type VirtioBlkState } from "./virtio-blk.js";
@@ -39,6 +39,8 @@ export interface V86DiskOptions {
   pollFromRunLoop?: boolean;
   /** virtio-blk device options (feature limits, serial). */
   virtio?: VirtioBlkOptions & VirtioAttachOptions;
+  /** IDE adapter options (per-request records: off for a long-running machine). */
+  ide?: HdaAdapterOptions;
 }
 
 /** One disk for one emulator. */
@@ -61,7 +63,7 @@ export class RefcowV86Disk {
       this.device = new VirtioBlk(disk, options.virtio);
       this.v86Options = {};
     } else {
-      const hda = new HdaAdapter(disk);
+      const hda = new HdaAdapter(disk, options.ide);
       this.device = hda;
       this.v86Options = { hda: hda as unknown as V86Image };
     }

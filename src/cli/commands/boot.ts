@@ -1,0 +1,279 @@
+/**
+ * refcow boot — boots the OS installed on IMAGE (qcow2 or raw) in v86, the image served by refcow from a
+ * worker thread, with the machine's serial console on the terminal, as `qemu-system-i386 -nographic` does:
+ * the terminal in raw mode (keys to the guest, its output to stdout; stdin may be a pipe), Ctrl-A escapes
+ * (escape-keys.ts) and a monitor (monitor.ts) with savevm / loadvm / delvm / info / stop / cont / quit.
+ *
+ * Ends: the guest powers off (exit 0); Ctrl-A x, the monitor's quit, SIGTERM, SIGHUP or SIGINT (exit 0, as
+ * QEMU); SeaBIOS finds nothing to boot (exit 1). Every end stops the CPU, waits for the disk's requests,
+ * and closes the image cleanly ('qemu-img check' passes).
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { hasFlag, lastValue, parseArgs } from "../args.js";
+import type { CliIo } from "../command.js";
+import { CliError, messageOf, UsageError } from "../errors.js";
+import { sizeToStr } from "../human-size.js";
+import { parseCacheMode } from "../open.js";
+import { snapshotHeader, snapshotRow } from "../snapshot-output.js";
+import { SCHEME_NAMES } from "../../schemes/index.js";
+import { schemeOptHelp } from "../help.js";
+import { SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { BootSession, type BlockInfo } from "../../vm/boot-session.js";
+import { ESCAPE_HELP, EscapeParser } from "../../vm/escape-keys.js";
+import { ensureGuestImage, v86WasmPath } from "../../vm/guest-image.js";
+import { Monitor } from "../../vm/monitor.js";
+
+export const BOOT_SUMMARY = "boot the OS installed on an image (v86), its serial console on the terminal";
+
+export const BOOT_USAGE = "boot [--disk ide|virtio] [-t CACHE] [--scheme S] [--scheme-opt K=V,...] [-m MIB] [-snapshot] [--loadvm NAME] IMAGE";
+
+export const BOOT_HELP = `
+Boots IMAGE (qcow2 — any QEMU writes — or raw) as the disk of a v86 PC: SeaBIOS boots the disk's own
+boot loader, as a real machine would; no kernel is handed to the emulator. The image is served by refcow
+from a worker thread. The machine's serial console (COM1) is the terminal, in raw mode: keys go to the
+guest, its output to stdout (stdin may be a pipe). 'refcow os-image' writes a demo OS to boot.
+
+  --disk D        the disk's device: ide (default; v86's IDE primary master) or virtio (refcow's
+                  virtio-blk PCI device; SeaBIOS boots it)
+  -t CACHE        cache mode: writeback (default), writethrough, unsafe, none (= writeback),
+                  directsync (= writethrough)
+  --scheme S      refcount scheme while the image is open: ${SCHEME_NAMES.join(", ")} (default eager)
+${schemeOptHelp(18)}  -m MIB          guest RAM in MiB (default 128)
+  -snapshot       writes go to a temporary qcow2 overlay, dropped at exit; IMAGE is only read
+  --loadvm NAME   start from snapshot NAME (one savevm made: disk and machine state) instead of booting
+
+Escapes (Ctrl-A, then a key), as QEMU's -nographic:
+  Ctrl-A x        quit: the CPU stops, the disk's requests complete, the image is closed cleanly
+  Ctrl-A c        switch between the console and the monitor (prompt '(refcow) ')
+  Ctrl-A h        list the escapes
+  Ctrl-A s        flush the image
+  Ctrl-A Ctrl-A   send Ctrl-A to the guest
+
+Monitor commands (QEMU's HMP): savevm [NAME], loadvm NAME, delvm NAME, info snapshots, info block,
+info status, stop, cont, quit, help.
+
+The program ends when the guest powers off (status 0), on Ctrl-A x or the monitor's quit (0), on
+SIGTERM, SIGHUP or SIGINT (0, as QEMU), and with status 1 when the BIOS finds nothing to boot (its
+message is shown). The image is closed cleanly in every case. Progress goes to stderr.
+`;
+
+const LONG = [
+  { name: "help", arg: false, key: "h" },
+  { name: "disk", arg: true },
+  { name: "cache", arg: true, key: "t" },
+  { name: "scheme", arg: true },
+  SCHEME_OPT_LONG,
+  { name: "memory", arg: true, key: "m" },
+  { name: "snapshot", arg: false },
+  { name: "loadvm", arg: true },
+];
+
+export interface BootOptions {
+  image: string;
+  disk: "ide" | "virtio";
+  cache: ReturnType<typeof parseCacheMode>;
+  scheme: string;
+  schemeOptions?: Record<string, string>;
+  memoryMiB: number;
+  snapshot: boolean;
+  loadvm?: string;
+}
+
+/** The options of `refcow boot` (QEMU's single-dash -snapshot is taken as --snapshot). */
+export function parseBootArgs(argv: string[]): BootOptions | "help" {
+  const parsed = parseArgs(
+    argv.map((a) => (a === "-snapshot" ? "--snapshot" : a)),
+    { short: "ht:m:", long: LONG },
+  );
+  if (hasFlag(parsed, "h")) return "help";
+  if (parsed.operands.length !== 1) throw new UsageError("Expecting one image file name");
+  const disk = lastValue(parsed, "disk") ?? "ide";
+  if (disk !== "ide" && disk !== "virtio") throw new UsageError(`--disk must be ide or virtio, got '${disk}'`);
+  const scheme = lastValue(parsed, "scheme") ?? "eager";
+  if (!SCHEME_NAMES.includes(scheme)) throw new UsageError(`unknown refcount scheme '${scheme}' (available: ${SCHEME_NAMES.join(", ")})`);
+  const { schemeOptions } = schemeChoice(parsed);
+  const memArg = lastValue(parsed, "m") ?? "128";
+  const memoryMiB = Number(memArg);
+  if (!/^\d+$/.test(memArg) || memoryMiB < 16 || memoryMiB > 3072) throw new UsageError(`-m takes the guest RAM in MiB, 16 to 3072; got '${memArg}'`);
+  const cacheArg = lastValue(parsed, "t");
+  return {
+    image: parsed.operands[0]!,
+    disk,
+    cache: cacheArg === undefined ? "writeback" : parseCacheMode(cacheArg),
+    scheme,
+    schemeOptions,
+    memoryMiB,
+    snapshot: hasFlag(parsed, "snapshot"),
+    loadvm: lastValue(parsed, "loadvm"),
+  };
+}
+
+/** `info block`, in QEMU's layout. */
+export function formatBlockInfo(b: BlockInfo): string {
+  let out = `${b.device}: ${b.file} (${b.format})\n`;
+  out += `    Cache mode:       ${b.cache}\n`;
+  if (b.backingFile) out += `    Backing file:     ${b.backingFile} (chain depth: 1)\n`;
+  out += `    Refcount scheme:  ${b.scheme}\n`;
+  out += `    Virtual size:     ${sizeToStr(b.size)} (${b.size} bytes)\n`;
+  return out;
+}
+
+/** Writes to a stream that may be gone (a closed terminal): errors are dropped, the close goes on. */
+function safeWriter(stream: NodeJS.WriteStream): (data: string | Uint8Array) => void {
+  let broken = false;
+  stream.on("error", () => {
+    broken = true;
+  });
+  return (data) => {
+    if (broken) return;
+    try {
+      stream.write(data);
+    } catch {
+      broken = true;
+    }
+  };
+}
+
+function readBuffer(file: string): ArrayBuffer {
+  const b = readFileSync(file);
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+}
+
+export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
+  const opts = parseBootArgs(argv);
+  if (opts === "help") {
+    (io?.out ?? ((t: string) => process.stdout.write(t)))(`usage: refcow ${BOOT_USAGE}\n${BOOT_HELP}`);
+    return 0;
+  }
+  const out = safeWriter(process.stdout);
+  const err = safeWriter(process.stderr);
+  const stdin = process.stdin;
+  const raw = Boolean(stdin.isTTY);
+  // Lines end in "\n" alone, even with the terminal raw: Node's raw mode leaves the terminal's output
+  // processing (ONLCR) on.
+  const note = (message: string) => err(`refcow: ${message}\n`);
+
+  if (!existsSync(opts.image)) throw new CliError(`boot: Could not open '${opts.image}': No such file or directory`);
+  let firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
+  try {
+    // Its progress only when it builds something.
+    const guest = await ensureGuestImage({ onProgress: (m) => /up to date/.test(m) || note(m) });
+    firmware = { bios: readBuffer(guest.bios), vgaBios: readBuffer(guest.vgaBios) };
+  } catch (e) {
+    throw new CliError(`boot: the firmware (SeaBIOS, built by guest-images/build.sh) is missing: ${messageOf(e).split("\n")[0]}`);
+  }
+
+  let finish!: (code: number, message?: string) => void;
+  const finished = new Promise<{ code: number; message?: string }>((resolve) => {
+    let done = false;
+    finish = (code, message) => {
+      if (done) return;
+      done = true;
+      resolve({ code, message });
+    };
+  });
+
+  note(`opening ${opts.image}${opts.snapshot ? " (-snapshot)" : ""}: scheme ${opts.scheme}, cache ${opts.cache}...`);
+  let session: BootSession;
+  try {
+    session = await BootSession.open({
+      image: opts.image,
+      diskType: opts.disk,
+      cache: opts.cache,
+      scheme: opts.scheme,
+      schemeOptions: opts.schemeOptions,
+      memoryMiB: opts.memoryMiB,
+      snapshotMode: opts.snapshot,
+      loadvm: opts.loadvm,
+      firmware,
+      wasmPath: v86WasmPath(),
+      onProgress: note,
+      onSerial: (bytes) => out(bytes),
+      onBiosLine: (line) => out(`${line}\n`),
+      onNoBootableDevice: () => finish(1, `boot: no bootable device: the BIOS found nothing to boot on ${opts.image}`),
+      onPowerOff: () => finish(0),
+    });
+  } catch (e) {
+    throw new CliError(`boot: ${messageOf(e)}`);
+  }
+  const b = session.block;
+  note(
+    `${opts.loadvm !== undefined ? "resuming" : "booting"} ${opts.image} (${b.format}, ${sizeToStr(b.size)}) on its ${opts.disk === "virtio" ? "virtio-blk" : "IDE"} disk, ` +
+      `${opts.memoryMiB} MiB RAM; Ctrl-A h: help, Ctrl-A x: quit`,
+  );
+
+  const monitor = new Monitor({
+    write: (text) => out(text),
+    formatSnapshots: (list) => `${snapshotHeader()}\n${list.map((s) => snapshotRow({ ...s, id: "--" })).join("\n")}\n`,
+    target: {
+      savevm: (name) => session.savevm(name),
+      loadvm: (name) => session.loadvm(name),
+      delvm: (name) => session.delvm(name),
+      snapshots: () => session.snapshots(),
+      blockInfo: () => formatBlockInfo(session.block),
+      get stopped() {
+        return session.machine.stopped;
+      },
+      stop: () => session.machine.stop(),
+      cont: () => session.machine.cont(),
+      quit: () => finish(0),
+    },
+  });
+  const escapes = new EscapeParser();
+  let inMonitor = false;
+  const onInput = (chunk: Buffer) => {
+    for (const ev of escapes.feed(chunk)) {
+      if (ev.type === "data") {
+        if (inMonitor) monitor.input(ev.bytes);
+        else session.machine.sendSerial(ev.bytes);
+        continue;
+      }
+      switch (ev.command) {
+        case "quit":
+          finish(0, "Terminated");
+          break;
+        case "switch":
+          inMonitor = !inMonitor;
+          out("\n");
+          if (inMonitor) monitor.enter();
+          break;
+        case "help":
+          out("\n" + ESCAPE_HELP);
+          break;
+        case "sync":
+          session.flush().catch((e: unknown) => note(`flush failed: ${messageOf(e)}`));
+          break;
+      }
+    }
+  };
+  const signals: NodeJS.Signals[] = ["SIGTERM", "SIGHUP", "SIGINT"];
+  const onSignal = (sig: NodeJS.Signals) => finish(0, `terminating on signal ${sig}`);
+  for (const s of signals) process.on(s, onSignal);
+
+  if (raw) stdin.setRawMode(true);
+  stdin.on("data", onInput);
+  stdin.resume();
+
+  const { code, message } = await finished;
+  stdin.removeListener("data", onInput);
+  stdin.pause();
+  if (raw) {
+    try {
+      stdin.setRawMode(false);
+    } catch {
+      // the terminal is gone (SIGHUP)
+    }
+  }
+  err("\n");
+  if (message) note(message);
+  let closeError: unknown;
+  try {
+    await session.close();
+  } catch (e) {
+    closeError = e;
+  } finally {
+    for (const s of signals) process.removeListener(s, onSignal);
+  }
+  if (closeError) throw new CliError(`boot: closing ${opts.image}: ${messageOf(closeError)}`);
+  return code;
+}
