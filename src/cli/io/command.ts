@@ -3,7 +3,6 @@
  * table; and what the commands share: qemu-io's value readers (cvtnum, parse_pattern), its request checks and
  * its statuses.
  */
-import { messageOf } from "../errors.js";
 import { ioNumber } from "../sizes.js";
 import type { IoContext, IoTarget } from "./context.js";
 import { type CommandNames, EINVAL, type OptionDecls, type OptionTable, type ParsedCommand, parseCommand, usageLine } from "./getopt.js";
@@ -142,11 +141,6 @@ export async function timed<T>(ctx: IoContext, fn: () => T | Promise<T>): Promis
 export function unsupported(ctx: IoContext, what: string): number {
   ctx.io.err(`refcow: qemu-io command "${what}" is not supported by refcow\n`);
   return ENOTSUP_STATUS;
-}
-
-/** A request's failure line ("read failed: ..."), with the exception's text. */
-export function failed(ctx: IoContext, op: string, e: unknown): void {
-  ctx.io.out(`${op} failed: ${messageOf(e)}\n`);
 }
 
 export const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);

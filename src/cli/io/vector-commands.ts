@@ -43,6 +43,17 @@ export function vectorRange(ctx: IoContext, operands: readonly string[]): { offs
   return { offset, count: sum(sizes) };
 }
 
+/** A synchronous vectored request's range: read from its operands and inside the disk, else the status after the complaint. */
+function checkedRange(ctx: IoContext, op: string, operands: readonly string[]): { offset: number; count: number } | number {
+  const r = vectorRange(ctx, operands);
+  if (!r) return EINVAL;
+  if (!inRange(ctx.target, r.offset, r.count)) {
+    ctx.io.out(`${op} failed: ${EIO}\n`);
+    return EIO_STATUS;
+  }
+  return r;
+}
+
 /** Whether every byte is `pattern`. */
 function allPattern(buf: Uint8Array, pattern: number): boolean {
   for (const b of buf) if (b !== pattern) return false;
@@ -85,12 +96,8 @@ export const readvCmd = ioCommand({
     " -q, -- quiet mode, do not show I/O statistics\n\n",
   options: { options: { C: flag(), P: value(pattern), q: flag(), v: flag() }, operands: { min: 2 } },
   async run(ctx, p) {
-    const r = vectorRange(ctx, p.operands);
-    if (!r) return EINVAL;
-    if (!inRange(ctx.target, r.offset, r.count)) {
-      ctx.io.out(`readv failed: ${EIO}\n`);
-      return EIO_STATUS;
-    }
+    const r = checkedRange(ctx, "readv", p.operands);
+    if (typeof r === "number") return r;
     let buf: Uint8Array;
     let t;
     try {
@@ -123,12 +130,8 @@ export const writevCmd = ioCommand({
     " -q, -- quiet mode, do not show I/O statistics\n\n",
   options: { options: { C: flag(), f: flag(), q: flag(), P: value(pattern) }, operands: { min: 2 } },
   async run(ctx, p) {
-    const r = vectorRange(ctx, p.operands);
-    if (!r) return EINVAL;
-    if (!inRange(ctx.target, r.offset, r.count)) {
-      ctx.io.out(`writev failed: ${EIO}\n`);
-      return EIO_STATUS;
-    }
+    const r = checkedRange(ctx, "writev", p.operands);
+    if (typeof r === "number") return r;
     const buf = new Uint8Array(r.count).fill(p.opts.P ?? 0xcd);
     let t;
     try {
