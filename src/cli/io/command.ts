@@ -51,13 +51,13 @@ export function ioCommand<F extends OptionDecls = Record<string, never>>(def: Io
     async invoke(ctx, argv) {
       if (options) {
         const p = parseCommand(ctx, info, argv, options);
-        return typeof p === "number" ? p : run.call(def, ctx, p);
+        return typeof p === "number" ? p : run(ctx, p);
       }
       const usage = (): number => {
         ctx.io.out(usageLine(info));
         return EINVAL;
       };
-      return run.call(def, ctx, { opts: {}, given: [], operands: argv.slice(1), usage, refused: () => undefined });
+      return run(ctx, { opts: {}, given: [], operands: argv.slice(1), usage, refused: () => undefined });
     },
   };
 }
