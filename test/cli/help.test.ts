@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { commands, main } from "../../src/cli/main.js";
-import { COMMANDS } from "../../src/cli/io-commands.js";
+import { COMMANDS } from "../../src/cli/io/table.js";
 
 async function runCli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = "";

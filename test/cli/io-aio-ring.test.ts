@@ -8,8 +8,9 @@ import * as path from "node:path";
 import { afterAll, expect, it } from "vitest";
 import type { CliIo } from "../../src/cli/command.js";
 import { openForIo } from "../../src/cli/commands/io.js";
-import { AioRequests } from "../../src/cli/io-aio.js";
-import { type IoContext, runIoCommand } from "../../src/cli/io-commands.js";
+import { AioRequests } from "../../src/cli/io/aio-requests.js";
+import type { IoContext } from "../../src/cli/io/context.js";
+import { runIoCommand } from "../../src/cli/io/table.js";
 import { qemuCheck, qemuImg, qemuIo, tempDir } from "../helpers/qemu.js";
 
 const dir = tempDir("io-aio-ring");

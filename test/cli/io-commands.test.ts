@@ -4,9 +4,11 @@
  */
 import { describe, expect, it } from "vitest";
 import type { CliIo } from "../../src/cli/command.js";
-import { dumpBuffer, printReport, timestr } from "../../src/cli/io-report.js";
-import { AioRequests } from "../../src/cli/io-aio.js";
-import { type IoContext, type IoTarget, parsePattern, parseWholeLong, runIoCommand, splitCommandLine } from "../../src/cli/io-commands.js";
+import { dumpBuffer, printReport, timestr } from "../../src/cli/io/report.js";
+import { AioRequests } from "../../src/cli/io/aio-requests.js";
+import { parsePattern, parseWholeLong } from "../../src/cli/io/command.js";
+import type { IoContext, IoTarget } from "../../src/cli/io/context.js";
+import { runIoCommand, splitCommandLine } from "../../src/cli/io/table.js";
 
 /** A disk in memory; a 512-byte sector is "allocated" once written, zeroed or discarded. */
 function memoryTarget(size: number, readOnly = false): IoTarget & { bytes: Uint8Array; flushes: number } {

@@ -6,9 +6,9 @@
  *
  * or with -C "bytes,ops,h:mm:ss.ss,bytes/sec,ops/sec".
  */
-import { cvtstr } from "./human-size.js";
-import { fixed, fixedZeroPad } from "./printf.js";
-import { zeroPad } from "./text.js";
+import { cvtstr } from "../human-size.js";
+import { fixed, fixedZeroPad } from "../printf.js";
+import { zeroPad } from "../text.js";
 
 /** An elapsed time split like a struct timespec. */
 export interface Elapsed {

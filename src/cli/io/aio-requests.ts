@@ -9,7 +9,7 @@
  * while the session waits for the next command. A completion never changes the
  * exit status (qemu-io's callbacks cannot).
  */
-import type { CliIo } from "./command.js";
+import type { CliIo } from "../command.js";
 
 export class AioRequests {
   /** Requests of the aio commands run since the last start(). */
