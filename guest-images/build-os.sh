@@ -57,44 +57,21 @@ for arg in "$@"; do
   esac
 done
 
-log() { echo "[os] $*" >&2; }
-die() { echo "[os] error: $*" >&2; exit 1; }
+TAG=os
+# shellcheck source=guest-images/lib.sh
+source "$HERE/lib.sh"
 
 # The test guest first (its packages and outputs are this image's inputs); a no-op when it is current.
 REFCOW_GUEST_DIR="$GUEST" bash "$HERE/build.sh" $([ "$FORCE" = 1 ] && echo --force) >&2 ||
   die "the test guest (guest-images/build.sh) did not build"
 
-RECIPE=$( (cat "${BASH_SOURCE[0]}" "$OSFILES"/*; cat "$GUEST/manifest.json") | sha256sum | cut -c1-16)
+RECIPE=$( (cat "${BASH_SOURCE[0]}" "$HERE/lib.sh" "$OSFILES"/*; cat "$GUEST/manifest.json") | sha256sum | cut -c1-16)
 up_to_date() {
   [ -s "$OUT/os.img" ] && [ -s "$OUT/manifest.json" ] && grep -q "\"recipe\": \"$RECIPE\"" "$OUT/manifest.json"
 }
-if [ "$FORCE" = 0 ] && up_to_date; then
-  log "demo OS image up to date in $OUT"
-  exit 0
-fi
-mkdir -p "$OUT"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$OUT/.lock"
-  flock 9
-  if [ "$FORCE" = 0 ] && up_to_date; then
-    log "demo OS image up to date in $OUT (built by a concurrent run)"
-    exit 0
-  fi
-fi
+exit_if_up_to_date "demo OS image"
 
 # ---- host tools ----------------------------------------------------------------------------------------
-need_tool() { # command package
-  command -v "$1" >/dev/null 2>&1 && return 0
-  [ -x "/sbin/$1" ] || [ -x "/usr/sbin/$1" ] && return 0
-  [ "$(id -u)" = 0 ] || die "'$1' not found and not root: install the '$2' package (apt-get install $2)"
-  log "installing $2 (for $1)..."
-  if [ -z "${APT_UPDATED:-}" ]; then
-    apt-get update -qq >/dev/null 2>&1 || true # may fail on one mirror mid-sync; judged by the install
-    APT_UPDATED=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null ||
-    die "could not install $2"
-}
 export PATH="$PATH:/sbin:/usr/sbin"
 need_tool syslinux syslinux
 need_tool mcopy mtools
@@ -106,7 +83,9 @@ SYSLINUX_VERSION=$(syslinux --version 2>&1 | sed -n 1p || true)
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 LDLINUX_C32=/usr/lib/syslinux/modules/bios/ldlinux.c32
 if [ ! -f "$MBR_BIN" ] || [ ! -f "$LDLINUX_C32" ]; then
-  need_tool __syslinux_common_files syslinux-common
+  [ "$(id -u)" = 0 ] || die "syslinux's boot files are missing and not root: install the 'syslinux-common' package"
+  log "installing syslinux-common..."
+  apt_install syslinux-common || die "could not install syslinux-common"
 fi
 [ -f "$MBR_BIN" ] || die "no $MBR_BIN (package syslinux-common)"
 # mke2fs -d (fill from a folder) came with e2fsprogs 1.43.

@@ -36,8 +36,9 @@ for arg in "$@"; do
   esac
 done
 
-log() { echo "[guest] $*" >&2; }
-die() { echo "[guest] error: $*" >&2; exit 1; }
+TAG=guest
+# shellcheck source=guest-images/lib.sh
+source "$HERE/lib.sh"
 
 # The modules /init loads at boot, in this order (each preceded by its missing dependencies from modules.dep):
 # the IDE stack (libata + ata_piix + sd_mod and the CRC/T10-PI helpers sd_mod needs; the crc64-rocksoft and
@@ -53,7 +54,7 @@ FS_MODULES=(crc16 mbcache jbd2 crc32c_generic ext4)
 # modules.
 VIRTIO_MODULES=(virtio virtio_ring virtio_pci virtio_blk)
 
-RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/init" "$HERE/refcow-io.c" | sha256sum | cut -c1-16)
+RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/lib.sh" "$HERE/init" "$HERE/refcow-io.c" | sha256sum | cut -c1-16)
 OUTPUTS=(bzImage initramfs.cpio bios.bin vgabios.bin manifest.json)
 
 up_to_date() {
@@ -62,35 +63,9 @@ up_to_date() {
   grep -q "\"recipe\": \"$RECIPE\"" "$OUT/manifest.json"
 }
 
-if [ "$FORCE" = 0 ] && up_to_date; then
-  log "guest image up to date in $OUT"
-  exit 0
-fi
-
-mkdir -p "$OUT"
-# One build at a time (a test and an experiment may both ask for the image).
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$OUT/.lock"
-  flock 9
-  if [ "$FORCE" = 0 ] && up_to_date; then
-    log "guest image up to date in $OUT (built by a concurrent run)"
-    exit 0
-  fi
-fi
+exit_if_up_to_date "guest image"
 
 # ---- host tools ----------------------------------------------------------------------------------------
-need_tool() { # command package
-  command -v "$1" >/dev/null 2>&1 && return 0
-  [ "$(id -u)" = 0 ] || die "'$1' not found and not root: install the '$2' package (apt-get install $2)"
-  log "installing $2 (for $1)..."
-  if [ -z "${APT_UPDATED:-}" ]; then
-    apt-get update -qq >/dev/null 2>&1 || true # may fail on one mirror mid-sync; judged by the install
-    APT_UPDATED=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null ||
-    die "could not install $2"
-  command -v "$1" >/dev/null 2>&1 || die "$2 installed but '$1' still not found"
-}
 command -v apt-get >/dev/null 2>&1 || die "apt-get not found: the guest build needs a Debian/Ubuntu host"
 need_tool dpkg-deb dpkg
 need_tool xz xz-utils
@@ -105,12 +80,7 @@ DEPMOD=$(command -v depmod || echo /sbin/depmod)
 # installed when we can, and only missed (busybox dd fallback) when we cannot.
 if ! command -v cc >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   log "installing gcc (for refcow-io)..."
-  if [ -z "${APT_UPDATED:-}" ]; then
-    apt-get update -qq >/dev/null 2>&1 || true
-    APT_UPDATED=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc >/dev/null 2>&1 ||
-    log "warning: could not install gcc: refcow-io will not be built"
+  apt_install gcc 2>/dev/null || log "warning: could not install gcc: refcow-io will not be built"
 fi
 
 # ---- fetch the .debs (i386, private apt state) -------------------------------------------------------------
