@@ -438,6 +438,9 @@ function wire(): void {
 
 async function start(): Promise<void> {
   wire();
+  // Leaving the page ends the worker at once, so that its access handle on the image does not outlive the
+  // page (the next load opens the image again). Whatever the guest synced is in the file already.
+  addEventListener("pagehide", () => host?.terminate());
   const disk = params.get("disk");
   if (disk === "ide" || disk === "virtio") ui.diskSelect.value = disk;
   if (params.get("mem")) ui.memInput.value = params.get("mem")!;

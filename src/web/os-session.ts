@@ -201,7 +201,7 @@ export function findSnapshot(list: readonly SnapshotInfo[], idOrName: string): S
 
 /**
  * Opens the image in the worker. Right after a reload the previous page's worker may still hold the file's
- * access handle for a moment: that one error is retried for a few seconds.
+ * access handle for a moment: that one error is retried for up to 15 s.
  */
 async function openRetrying(o: OsSessionOptions): Promise<DiskClient> {
   // With virtio many requests are in flight, reaped from inside v86's run loop: spin only for a lone one.
@@ -210,8 +210,8 @@ async function openRetrying(o: OsSessionOptions): Promise<DiskClient> {
     try {
       return await o.host.open(o.file, { scheme: o.scheme ?? "eager", cache: o.cache ?? "writeback", client });
     } catch (e) {
-      const busy = /access handle|NoModificationAllowed/i.test(String((e as Error)?.message ?? e));
-      if (!busy || attempt >= 20) throw e;
+      const busy = /open elsewhere|holds its lock|access handle|NoModificationAllowed/i.test(String((e as Error)?.message ?? e));
+      if (!busy || attempt >= 60) throw e;
       await new Promise((r) => setTimeout(r, 250));
     }
   }

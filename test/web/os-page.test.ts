@@ -66,7 +66,6 @@ describe("os.html in Chromium: the demo OS booted from OPFS", () => {
       args: ["--no-sandbox", "--disable-dev-shm-usage"],
     });
     page = context.pages()[0] ?? (await context.newPage());
-    page.on("pageerror", (e) => pageErrors.push(e.message));
     page.on("dialog", (d) => void d.accept());
   }, 20 * 60_000);
 
@@ -77,7 +76,13 @@ describe("os.html in Chromium: the demo OS booted from OPFS", () => {
   }, 60_000);
 
   async function waitState(states: string[], timeout = 60_000): Promise<void> {
-    await page.waitForFunction((s) => s.includes(refcowOs?.state) && !refcowOs.busy, states, { timeout, polling: 200 });
+    try {
+      await page.waitForFunction((s) => s.includes(refcowOs?.state) && !refcowOs.busy, states, { timeout, polling: 200 });
+    } catch (e) {
+      // What the page said, for the failure's message.
+      const said = await page.evaluate(() => `state ${refcowOs.state}, status '${document.getElementById("status")?.textContent}', log:\n${document.getElementById("log")?.textContent}`);
+      throw new Error(`${(e as Error).message}\n${said}`);
+    }
   }
 
   /** Types a line into the serial console and waits for the next prompt; returns what the line printed. */
