@@ -13,7 +13,7 @@
  * Routes: `/` (index.html; the bundles are rebuilt on each load of it or of os.html), `/main.js`,
  * `/os-main.js`, `/web-worker.js` (+ .map),
  * `/guest/config.json` (kernel command line, RAM, file URLs), `/guest/{bzImage,initramfs.cpio,bios.bin,
- * vgabios.bin}`, `/v86/v86.wasm`. OPFS needs a secure context: http on localhost / 127.0.0.1 is one, a LAN
+ * vgabios.bin}`, `/v86/v86.wasm`, `/v86/libv86.mjs`. OPFS needs a secure context: http on localhost / 127.0.0.1 is one, a LAN
  * address is not.
  */
 import { createReadStream, existsSync, mkdirSync, copyFileSync, renameSync, rmSync, statSync } from "node:fs";
@@ -53,6 +53,7 @@ const CONTENT_TYPES: Record<string, string> = {
   ".js": "text/javascript; charset=utf-8",
   ".map": "application/json; charset=utf-8",
   ".json": "application/json; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
   ".wasm": "application/wasm",
 };
 
@@ -172,6 +173,8 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
     ...(demoOs ? { "/os/demo-os.qcow2": demoOs.file } : {}),
     "/v86/v86.wasm": path.join(wasmDir, "v86.wasm"),
     "/v86/v86-fallback.wasm": path.join(wasmDir, "v86-fallback.wasm"),
+    // v86 itself as an ES module, for a page of this origin that embeds it (README's example).
+    "/v86/libv86.mjs": path.join(wasmDir, "libv86.mjs"),
   };
 
   const send = (res: ServerResponse, status: number, type: string, body: string) => {

@@ -11,17 +11,21 @@
  *   3. a raw disk over 4 GiB with data past 4 GiB is uploaded (streamed, written into qcow2 by the engine),
  *      nothing on it boots (the BIOS's message is reported), and the download is the same disk as the raw
  *      file for `qemu-img compare`.
+ *   4. README's page program for v86 embedders (taken from README.md as it is) boots the demo OS from
+ *      OPFS through `openV86DiskOpfs` to the shell prompt on its serial port.
  *
- * Two cold boots of the demo OS (tens of seconds each). The OS disk is built when missing; under CI=true a
+ * Three cold boots of the demo OS (tens of seconds each). The OS disk is built when missing; under CI=true a
  * build failure fails the file, elsewhere it skips it with the reason.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { readFileSync } from "node:fs";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWebServer, type WebServer } from "../../src/cli/web-server.js";
+import { repoRoot } from "../../src/vm/guest-image.js";
 import { ensureOsImage } from "../../src/vm/os-image.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -201,5 +205,40 @@ describe("os.html in Chromium: the demo OS booted from OPFS", () => {
     expect(cmp.status, cmp.stdout + cmp.stderr).toBe(0);
     expect(cmp.stdout).toContain("Images are identical.");
     expect(spawnSync("qemu-img", ["check", image]).status).toBe(0);
+  }, 10 * 60_000);
+  it("README's page program boots the demo OS from OPFS through openV86DiskOpfs", async (ctx) => {
+    if (skipReason) ctx.skip(skipReason);
+    const readme = readFileSync(path.join(repoRoot(), "README.md"), "utf8");
+    const program = /```js\n(\/\/ <script type="module">[^\n]*\n[\s\S]*?)```/.exec(readme)?.[1];
+    expect(program, "README.md's ```js block starting with '// <script type=\"module\">'").toBeDefined();
+    await page.goto(`${server!.url}os.html`);
+    await waitState(["idle"]);
+    // The program's image name: a copy of the demo OS the earlier tests left in OPFS (closed).
+    await page.evaluate(async () => {
+      const dir = await navigator.storage.getDirectory();
+      const from = await (await dir.getFileHandle("demo-os.qcow2")).getFile();
+      const to = await (await dir.getFileHandle("os.qcow2", { create: true })).createWritable();
+      await from.stream().pipeTo(to);
+    });
+    const t0 = performance.now();
+    await page.addScriptTag({
+      type: "module",
+      content: `${program}\nwindow.readmeSerial = "";\nemulator.add_listener("serial0-output-byte", (b) => (window.readmeSerial += String.fromCharCode(b)));\nwindow.readme = { emulator, disk };\n`,
+    });
+    const serial = () => page.evaluate(() => (globalThis as unknown as { readmeSerial?: string }).readmeSerial ?? "");
+    await page.waitForFunction(
+      (re) => new RegExp(re).test(((globalThis as unknown as { readmeSerial?: string }).readmeSerial ?? "").replace(/\r/g, "").replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")),
+      PROMPT.source,
+      { timeout: BOOT_MS, polling: 250 },
+    );
+    log(`[os-page] README's page program: virtio-blk boot to the shell prompt in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    expect(await serial()).toContain("BusyBox");
+    await page.evaluate(async () => {
+      const { emulator, disk } = (globalThis as unknown as { readme: { emulator: { destroy(): Promise<void> }; disk: { quiesce(e: unknown): Promise<void>; close(): Promise<void> } } }).readme;
+      await disk.quiesce(emulator);
+      await emulator.destroy();
+      await disk.close();
+    });
+    expect(pageErrors).toEqual([]);
   }, 10 * 60_000);
 });
