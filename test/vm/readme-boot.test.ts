@@ -1,11 +1,11 @@
 /**
  * README's program for v86 embedders ("Booting an installed OS from its qcow2 disk"), taken from README.md as
  * it is, run with Node on the demo OS (guest-images/build-os.sh, written as qcow2 by QEMU): SeaBIOS boots
- * the disk from virtio-blk, the shell prompt comes on the serial port, a command typed on stdin runs, and
+ * the disk from virtio-blk, then (the writes of the first boot in the image) from IDE; the shell prompt comes on the serial port, a command typed on stdin runs, and
  * SIGINT leaves the image `qemu-img check` clean.
  *
  * The program imports "refcow": it is written into a folder of this checkout, where Node resolves the
- * package's own name to its exports (dist/, so `npm run build` first). One cold boot (tens of seconds).
+ * package's own name to its exports (dist/, so `npm run build` first). Two cold boots (tens of seconds each).
  */
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -49,10 +49,10 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("README: booting an installed OS from its qcow2 disk through the public API", () => {
-  it("boots the demo OS from virtio-blk to a shell on the serial port; SIGINT closes the image cleanly", async (ctx) => {
+  for (const type of ["virtio", "ide"] as const) it(`boots the demo OS from ${type} to a shell on the serial port; SIGINT closes the image cleanly`, async (ctx) => {
     if (skipReason) ctx.skip(skipReason);
     const image = path.join(dir, "os.qcow2");
-    const child = spawn(process.execPath, [path.join(dir, "boot.mjs"), image, "virtio"], {
+    const child = spawn(process.execPath, [path.join(dir, "boot.mjs"), image, type], {
       cwd: dir,
       env: { ...process.env, SEABIOS_DIR: path.join(dir, "seabios") },
       stdio: ["pipe", "pipe", "pipe"],
@@ -74,11 +74,11 @@ describe("README: booting an installed OS from its qcow2 disk through the public
     try {
       const t0 = performance.now();
       await waitFor(PROMPT, 0, 300_000);
-      process.stderr.write(`[readme-boot] virtio-blk: cold boot to the shell prompt in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+      process.stderr.write(`[readme-boot] ${type}: cold boot to the shell prompt in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
       const at = out.length;
       child.stdin.write("grep ' / ' /proc/mounts; echo answer-$((6 * 7))\n");
       await waitFor(/answer-42\n[\s\S]*# $/, at, 60_000);
-      expect(out.slice(at)).toMatch(/\/dev\/vda2 \/ ext4 rw/);
+      expect(out.slice(at)).toMatch(type === "virtio" ? /\/dev\/vda2 \/ ext4 rw/ : /\/dev\/sda2 \/ ext4 rw/);
       child.kill("SIGINT");
       expect(await exited).toBe(0);
     } finally {
