@@ -192,6 +192,8 @@ async function boot(file: string): Promise<void> {
   });
   session = s;
   resolveOpened(s);
+  // The PS/2 keyboard takes keys only while the screen has the focus (v86 would take them page-wide).
+  s.machine.emulator.keyboard_set_enabled(document.activeElement === ui.screenWrap);
   bootMs = performance.now() - t0;
   localStorage.setItem(LAST_KEY, JSON.stringify({ file, diskType, memoryMiB }));
   ui.resume.hidden = true;
@@ -234,8 +236,9 @@ async function bootDemo(): Promise<void> {
 async function upload(file: File): Promise<void> {
   if (!host) return;
   const name = checkFileName(/\.qcow2$/i.test(file.name) ? file.name : `${file.name.replace(/\.(img|raw|bin)$/i, "")}.qcow2`);
-  if (session?.file === name) await closeSession();
   if ((await fileExists(name)) && !confirm(`Replace ${name} in the browser's storage?`)) return;
+  // The worker serves one image at a time, and the upload is booted next anyway.
+  await closeSession();
   const t0 = performance.now();
   const format = await importImage(host, file, name, (p) => progress(`importing ${file.name}: ${mib(p.done)} of ${mib(p.total)}`));
   const s = (performance.now() - t0) / 1000;

@@ -6,7 +6,8 @@
  *      loader; the savevm below holds the device's state too); keys typed
  *      into the serial console reach the shell; the guest writes a file and syncs; a shell variable set
  *      before savevm (the button) is back after loadvm (the snapshot's button); delvm removes it;
- *   2. the page reloads, offers to boot the stored image again, boots it: the file is there; the machine
+ *   2. the page reloads, offers to boot the stored image again, boots it: the file is there; keys typed on
+ *      the screen reach the VGA console's shell (tty1); the machine
  *      is stopped (image closed cleanly) and the image downloaded: qemu-img check is clean;
  *   3. a raw disk over 4 GiB with data past 4 GiB is uploaded (streamed, written into qcow2 by the engine),
  *      nothing on it boots (the BIOS's message is reported), and the download is the same disk as the raw
@@ -155,6 +156,15 @@ describe("os.html in Chromium: the demo OS booted from OPFS", () => {
     await waitState(["running"], 120_000);
     await waitPrompt();
     expect(await shell("cat /root/f")).toBe("hello-42\n");
+    // Keys on the screen go to the PS/2 keyboard: tty1's shell; on the serial console they do not.
+    await page.click("#screen-wrap");
+    // Playwright types "$" or "(" without a Shift key down, which a PS/2 keyboard needs: no shifted characters.
+    await page.keyboard.type("expr 123400 - 1");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => refcowOs.screenText().includes("123399"), null, { timeout: 60_000, polling: 250 }).catch(async (e: Error) => {
+      throw new Error(`${e.message}\nthe screen:\n${await page.evaluate(() => refcowOs.screenText())}`);
+    });
+    expect(await page.evaluate(() => refcowOs.serialText())).not.toContain("123400");
 
     // A download of the running machine's image: closed cleanly, copied, reopened; the guest goes on.
     const downloaded = page.waitForEvent("download", { timeout: 120_000 });
