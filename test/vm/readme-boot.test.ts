@@ -16,7 +16,8 @@ import { ensureOsImage } from "../../src/vm/os-image.js";
 
 const PROMPT = /refcow:[^\n]*# $/;
 const root = repoRoot();
-const dir = mkdtempSync(path.join(root, ".readme-boot-"));
+/** Made in beforeAll (not at import: listing the tests leaves nothing behind). */
+let dir = "";
 let skipReason: string | undefined;
 
 /** The README's fenced block that starts with `// boot.mjs`. */
@@ -29,6 +30,7 @@ export function readmeBootProgram(): string {
 
 beforeAll(async () => {
   if (!existsSync(path.join(root, "dist", "index.js"))) throw new Error("dist/ is missing: run 'npm run build' first");
+  dir = mkdtempSync(path.join(root, ".readme-boot-"));
   let os;
   try {
     os = await ensureOsImage({ onProgress: (m) => process.stderr.write(m + "\n") });
@@ -46,7 +48,9 @@ beforeAll(async () => {
   writeFileSync(path.join(dir, "boot.mjs"), readmeBootProgram());
 }, 20 * 60_000);
 
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
 
 describe("README: booting an installed OS from its qcow2 disk through the public API", () => {
   for (const type of ["virtio", "ide"] as const) it(`boots the demo OS from ${type} to a shell on the serial port; SIGINT closes the image cleanly`, async (ctx) => {
