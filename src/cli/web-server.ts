@@ -7,12 +7,16 @@
  *
  *   node dist/cli/web-server.js [--port 8086] [--host 127.0.0.1]
  *
- * Routes: `/` (index.html; the bundles are rebuilt on each load of it), `/main.js`, `/web-worker.js` (+ .map),
+ * `/os.html` boots an installed OS from its own disk (os-main.ts): the demo OS (guest-images/build-os.sh,
+ * built when missing and served as `/os/demo-os.qcow2`) or an uploaded image.
+ *
+ * Routes: `/` (index.html; the bundles are rebuilt on each load of it or of os.html), `/main.js`,
+ * `/os-main.js`, `/web-worker.js` (+ .map),
  * `/guest/config.json` (kernel command line, RAM, file URLs), `/guest/{bzImage,initramfs.cpio,bios.bin,
- * vgabios.bin}`, `/v86/v86.wasm`. OPFS needs a secure context: http on localhost / 127.0.0.1 is one, a LAN
+ * vgabios.bin}`, `/v86/v86.wasm`, `/v86/libv86.mjs`. OPFS needs a secure context: http on localhost / 127.0.0.1 is one, a LAN
  * address is not.
  */
-import { createReadStream, existsSync, mkdirSync, copyFileSync, statSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, copyFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -21,6 +25,7 @@ import { parseArgs } from "node:util";
 import { SCHEME_NAMES } from "../schemes/index.js";
 import { DEFAULT_CMDLINE } from "../vm/guest-runner.js";
 import { ensureGuestImage, guestImagePaths, readGuestManifest, repoRoot, v86WasmPath } from "../vm/guest-image.js";
+import { ensureOsImage, readOsManifest, writeOsImage } from "../vm/os-image.js";
 
 export interface WebServerOptions {
   /** TCP port (default 8086; 0 = any free port). */
@@ -33,6 +38,8 @@ export interface WebServerOptions {
   memoryMiB?: number;
   /** Progress lines (guest image build, bundle build). */
   onLog?: (line: string) => void;
+  /** Serve the demo OS disk to os.html (default true; built when missing, as the test guest is). */
+  demoOs?: boolean;
 }
 
 export interface WebServer {
@@ -46,6 +53,7 @@ const CONTENT_TYPES: Record<string, string> = {
   ".js": "text/javascript; charset=utf-8",
   ".map": "application/json; charset=utf-8",
   ".json": "application/json; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
   ".wasm": "application/wasm",
 };
 
@@ -97,7 +105,7 @@ export async function createBundler(outDir: string): Promise<Bundler> {
     ...common,
     // main: the page; refcow-v86: the `refcow/v86` entry (openV86DiskOpfs, ...) as one ES module, for a v86
     // embedder's own page on this server (`await import("/refcow-v86.js")`).
-    entryPoints: { main: path.join(web, "main.ts"), "refcow-v86": path.join(root, "src", "v86.ts") },
+    entryPoints: { main: path.join(web, "main.ts"), "os-main": path.join(web, "os-main.ts"), "refcow-v86": path.join(root, "src", "v86.ts") },
     external: ["node:*", "crypto", "fs", "perf_hooks"],
     // The page lists the schemes of the registry without bundling the engine.
     define: { REFCOW_SCHEME_NAMES: JSON.stringify(SCHEME_NAMES) },
@@ -118,7 +126,7 @@ export async function createBundler(outDir: string): Promise<Bundler> {
       }
       throw e;
     }
-    copyFileSync(path.join(web, "index.html"), path.join(outDir, "index.html"));
+    for (const html of ["index.html", "os.html"]) copyFileSync(path.join(web, html), path.join(outDir, html));
   };
   await rebuild();
   return {
@@ -138,15 +146,20 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
   const bundler = await createBundler(outDir);
   log(`[web] page built into ${outDir} in ${(performance.now() - t0).toFixed(0)} ms`);
   const manifest = readGuestManifest(guestImagePaths(guest.dir));
+  const demoOs = opts.demoOs === false ? undefined : await prepareDemoOs(outDir, log);
   const config = JSON.stringify({
     cmdline: DEFAULT_CMDLINE,
     memoryMiB: opts.memoryMiB ?? 128,
     kernelRelease: manifest.kernelRelease,
     files: { bios: "guest/bios.bin", vgaBios: "guest/vgabios.bin", bzImage: "guest/bzImage", initrd: "guest/initramfs.cpio", wasm: "v86/v86.wasm" },
+    os: demoOs && { url: "os/demo-os.qcow2", name: "demo-os.qcow2", fileSize: statSync(demoOs.file).size, virtualSize: demoOs.virtualSize, kernelRelease: demoOs.kernelRelease },
   });
   const wasmDir = path.dirname(v86WasmPath());
   const files: Record<string, string> = {
     "/index.html": path.join(outDir, "index.html"),
+    "/os.html": path.join(outDir, "os.html"),
+    "/os-main.js": path.join(outDir, "os-main.js"),
+    "/os-main.js.map": path.join(outDir, "os-main.js.map"),
     "/main.js": path.join(outDir, "main.js"),
     "/main.js.map": path.join(outDir, "main.js.map"),
     "/refcow-v86.js": path.join(outDir, "refcow-v86.js"),
@@ -157,8 +170,11 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
     "/guest/initramfs.cpio": guest.initrd,
     "/guest/bios.bin": guest.bios,
     "/guest/vgabios.bin": guest.vgaBios,
+    ...(demoOs ? { "/os/demo-os.qcow2": demoOs.file } : {}),
     "/v86/v86.wasm": path.join(wasmDir, "v86.wasm"),
     "/v86/v86-fallback.wasm": path.join(wasmDir, "v86-fallback.wasm"),
+    // v86 itself as an ES module, for a page of this origin that embeds it (README's example).
+    "/v86/libv86.mjs": path.join(wasmDir, "libv86.mjs"),
   };
 
   const send = (res: ServerResponse, status: number, type: string, body: string) => {
@@ -169,14 +185,14 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
     if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, "text/plain", "method not allowed\n");
     const url = new URL(req.url ?? "/", "http://localhost");
     let route = url.pathname;
-    if (route === "/" || route === "/index.html") {
+    if (route === "/" || route === "/index.html" || route === "/os.html") {
       try {
         await bundler.rebuild();
       } catch (e) {
         log(`[web] ${(e as Error).message}`);
         return send(res, 500, "text/plain; charset=utf-8", `${(e as Error).message}\n`);
       }
-      route = "/index.html";
+      if (route === "/") route = "/index.html";
     }
     if (route === "/guest/config.json") return send(res, 200, CONTENT_TYPES[".json"]!, config);
     const file = files[route];
@@ -215,6 +231,30 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
   };
 }
 
+/**
+ * The demo OS disk (guest-images/build-os.sh, built when missing) as a qcow2 for os.html to copy into OPFS:
+ * written through the engine into `outDir` (tens of MiB: only the clusters that hold data), again when the
+ * raw disk is newer. Without it (the build failed) os.html offers uploads only.
+ */
+async function prepareDemoOs(outDir: string, log: (line: string) => void): Promise<{ file: string; virtualSize: number; kernelRelease: string } | undefined> {
+  try {
+    const paths = await ensureOsImage({ onProgress: log });
+    const manifest = readOsManifest(paths);
+    const file = path.join(outDir, "demo-os.qcow2");
+    if (!existsSync(file) || statSync(file).mtimeMs < statSync(paths.image).mtimeMs) {
+      const tmp = `${file}.tmp`;
+      rmSync(tmp, { force: true });
+      writeOsImage(paths.image, tmp, { format: "qcow2" });
+      renameSync(tmp, file);
+      log(`[web] demo OS disk written to ${file}`);
+    }
+    return { file, virtualSize: manifest.size, kernelRelease: manifest.kernelRelease };
+  } catch (e) {
+    log(`[web] no demo OS disk (os.html offers uploads only): ${(e as Error).message.split("\n")[0]}`);
+    return undefined;
+  }
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -236,7 +276,7 @@ async function main(): Promise<void> {
     memoryMiB: values.mem ? Number(values.mem) : undefined,
     onLog: (l) => process.stderr.write(l + "\n"),
   });
-  process.stdout.write(`refcow page: ${server.url}\n`);
+  process.stdout.write(`refcow page: ${server.url}\nboot an OS from its disk: ${server.url}os.html\n`);
   if (values.host !== "127.0.0.1" && values.host !== "localhost" && values.host !== "::1") {
     process.stdout.write("(OPFS and SharedArrayBuffer need a secure context: open it as http://localhost or http://127.0.0.1, or over https)\n");
   }

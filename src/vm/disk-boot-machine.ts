@@ -56,6 +56,8 @@ export interface DiskBootMachineOptions {
   onNoBootableDevice?: (line: string) => void;
   /** The guest powered off. */
   onPowerOff?: () => void;
+  /** More v86 settings, over the ones above (in a page: `screen_container`, `disable_keyboard: false`). */
+  v86Options?: Partial<V86Options>;
 }
 
 export class DiskBootMachine {
@@ -87,6 +89,7 @@ export class DiskBootMachine {
       disable_mouse: true,
       disable_speaker: true,
       acpi: false,
+      ...opts.v86Options,
       ...opts.disk.v86Options,
     };
     if (opts.initialState) {
@@ -172,7 +175,7 @@ export class DiskBootMachine {
     if (!this.outScheduled) {
       // A burst of output arrives within one emulator slice: hand it on once per burst.
       this.outScheduled = true;
-      setImmediate(() => this.flushSerial());
+      nextTurn(() => this.flushSerial());
     }
     if (b === 0x0a) {
       const line = this.line.replace(/\r$/, "");
@@ -209,6 +212,9 @@ export class DiskBootMachine {
     this.opts.onSerial?.(bytes);
   }
 }
+
+/** After the current task (Node's setImmediate; a page has none). */
+const nextTurn: (fn: () => void) => void = typeof setImmediate === "function" ? (fn) => setImmediate(fn) : (fn) => setTimeout(fn, 0);
 
 /** Refuses a state saved by a machine built otherwise (RAM size, disk type, VGA RAM). */
 export function checkSettings(saved: unknown, current: MachineSettings): void {

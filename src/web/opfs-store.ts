@@ -12,7 +12,7 @@ interface DirectoryHandle {
 
 interface FileHandle {
   getFile(): Promise<File>;
-  createWritable(): Promise<{ write(data: Blob | BufferSource): Promise<void>; close(): Promise<void> }>;
+  createWritable(): Promise<WritableStream<Uint8Array> & { write(data: Blob | BufferSource): Promise<void>; close(): Promise<void> }>;
 }
 
 async function root(): Promise<DirectoryHandle> {
@@ -64,6 +64,45 @@ export async function writeFile(name: string, data: Blob | Uint8Array): Promise<
   const w = await fh.createWritable();
   await w.write(data instanceof Uint8Array ? (data as Uint8Array<ArrayBuffer>) : data);
   await w.close();
+}
+
+/**
+ * Writes the bytes of `source` as file `name` (replacing it) a chunk at a time, never whole in memory: a
+ * file picked by the person (`file.stream()`) or a download (`response.body`). `onProgress` gets the bytes
+ * written so far. A failed copy leaves no partial file behind.
+ */
+export async function writeStream(name: string, source: ReadableStream<Uint8Array>, onProgress?: (bytes: number) => void): Promise<number> {
+  const dir = await root();
+  const w = await (await dir.getFileHandle(name, { create: true })).createWritable();
+  let bytes = 0;
+  const counter = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, ctl) {
+      bytes += chunk.byteLength;
+      onProgress?.(bytes);
+      ctl.enqueue(chunk);
+    },
+  });
+  try {
+    // pipeTo closes the writable at the end (the file's new contents appear then) and aborts it on error.
+    await source.pipeThrough(counter).pipeTo(w);
+  } catch (e) {
+    await dir.removeEntry(name).catch(() => undefined);
+    throw e;
+  }
+  return bytes;
+}
+
+/**
+ * File `name` as a File: disk-backed, read only when used (a download of any size takes no memory). It
+ * becomes unreadable once the file changes, so it must not be written meanwhile.
+ */
+export async function fileBlob(name: string): Promise<File> {
+  return (await (await root()).getFileHandle(name)).getFile();
+}
+
+/** Copies file `from` to `to` (replacing it), streamed. */
+export async function copyFile(from: string, to: string): Promise<number> {
+  return writeStream(to, (await fileBlob(from)).stream());
 }
 
 export async function removeFile(name: string): Promise<void> {

@@ -1,0 +1,478 @@
+/**
+ * os.html: boot an installed OS from its own disk in the page. The image lives in the origin private file
+ * system (OPFS) and is served by refcow's Web Worker (src/worker/web-worker.ts); the PC is v86 with SeaBIOS,
+ * which boots the disk from IDE or virtio-blk (os-session.ts). Its VGA screen and its serial console are on
+ * the page; savevm / loadvm / delvm are buttons.
+ *
+ * Disks: the demo OS (`npm run web` builds it and serves it as qcow2; the page copies it into OPFS) or an
+ * upload (import-image.ts: qcow2 copied, raw written into qcow2; streamed, any size). The image stays in
+ * OPFS: after a reload the page offers to boot it again, with the guest's writes in it. Download streams
+ * the image from OPFS (a disk-backed File; nothing is held in memory).
+ *
+ * URL parameters (optional): disk=ide|virtio, mem=MiB.
+ * `window.refcowOs` exposes the page's state for scripted use (the end-to-end test).
+ */
+import type { SnapshotInfo } from "../engine/types.js";
+import { WebImageHost } from "../worker/web-host.js";
+import { importImage } from "./import-image.js";
+import { checkFileName, fileBlob, fileExists, listFiles, removeFile, writeStream } from "./opfs-store.js";
+import { OsSession } from "./os-session.js";
+import { SerialTerminal } from "./serial-terminal.js";
+
+interface ServerConfig {
+  files: { bios: string; vgaBios: string; wasm: string };
+  /** The demo OS disk, when the server has one. */
+  os?: { url: string; name: string; fileSize: number; virtualSize: number; kernelRelease: string };
+}
+
+type PageState = "loading" | "idle" | "busy" | "running" | "error";
+
+/** localStorage key: what was booted last (offered again after a reload). */
+const LAST_KEY = "refcow-os:last";
+/** OPFS file holding the copy being downloaded (hidden from the list by its leading dot). */
+const DOWNLOAD_COPY = ".download.qcow2";
+const MiB = 1024 * 1024;
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`page element #${id} is missing`);
+  return el as T;
+};
+
+const ui = {
+  status: $("status"),
+  resume: $("resume"),
+  resumeText: $("resume-text"),
+  resumeBtn: $<HTMLButtonElement>("resume-btn"),
+  demoBtn: $<HTMLButtonElement>("demo-btn"),
+  demoInfo: $("demo-info"),
+  upload: $<HTMLInputElement>("upload-input"),
+  imageSelect: $<HTMLSelectElement>("image-select"),
+  bootBtn: $<HTMLButtonElement>("boot-btn"),
+  removeBtn: $<HTMLButtonElement>("remove-btn"),
+  downloadBtn: $<HTMLButtonElement>("download-btn"),
+  closeBtn: $<HTMLButtonElement>("close-btn"),
+  progress: $("progress"),
+  diskSelect: $<HTMLSelectElement>("disk-select"),
+  memInput: $<HTMLInputElement>("mem-input"),
+  snapName: $<HTMLInputElement>("snap-name"),
+  savevmBtn: $<HTMLButtonElement>("savevm-btn"),
+  snapBody: $("snap-table").querySelector("tbody")!,
+  log: $("log"),
+  screenWrap: $("screen-wrap"),
+  screen: $("screen"),
+  serial: $<HTMLTextAreaElement>("serial"),
+};
+
+const params = new URLSearchParams(location.search);
+let state: PageState = "loading";
+let busy = false;
+let lastError: string | undefined;
+let host: WebImageHost | undefined;
+let config: ServerConfig | undefined;
+let firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer } | undefined;
+let session: OsSession | undefined;
+let bootMs = 0;
+let bootCount = 0;
+const terminal = new SerialTerminal(ui.serial, (bytes) => session?.machine.sendSerial(bytes));
+
+// ------------------------------------------------------------------------------------------------ status/log
+
+function setState(s: PageState, text: string): void {
+  state = s;
+  ui.status.textContent = text;
+  ui.status.className = s === "error" ? "error" : "";
+  refresh();
+}
+
+function log(line: string): void {
+  ui.log.textContent += `${new Date().toLocaleTimeString()} ${line}\n`;
+  ui.log.scrollTop = ui.log.scrollHeight;
+}
+
+function fail(what: string, e: unknown): void {
+  const msg = e instanceof Error ? e.message : String(e);
+  lastError = `${what}: ${msg}`;
+  log(`error: ${lastError}`);
+  console.error(what, e);
+}
+
+function refresh(): void {
+  const ready = state !== "loading" && !!host && !busy;
+  const running = !!session;
+  ui.demoBtn.disabled = !ready || !config?.os;
+  ui.upload.disabled = !ready;
+  ui.bootBtn.disabled = !ready || !ui.imageSelect.value;
+  ui.removeBtn.disabled = !ready || !ui.imageSelect.value || session?.file === ui.imageSelect.value;
+  ui.resumeBtn.disabled = !ready;
+  ui.downloadBtn.disabled = !ready || !(running || ui.imageSelect.value);
+  ui.closeBtn.disabled = !ready || !running;
+  ui.savevmBtn.disabled = !ready || !running;
+  ui.snapBody.querySelectorAll("button").forEach((b) => (b.disabled = !ready || !running));
+}
+
+/** One page operation at a time; errors are logged and shown. */
+async function operation<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
+  if (busy) {
+    log(`busy: ${what} waits for the running operation`);
+    return undefined;
+  }
+  busy = true;
+  refresh();
+  try {
+    return await fn();
+  } catch (e) {
+    fail(what, e);
+    if (!session) setState("error", lastError!);
+    return undefined;
+  } finally {
+    busy = false;
+    refresh();
+  }
+}
+
+function progress(text: string): void {
+  ui.progress.textContent = text;
+}
+
+function mib(bytes: number): string {
+  return bytes >= 10 * 1024 * MiB ? `${(bytes / 1024 / MiB).toFixed(1)} GiB` : `${(bytes / MiB).toFixed(1)} MiB`;
+}
+
+// --------------------------------------------------------------------------------------------------- images
+
+async function refreshImages(select?: string): Promise<void> {
+  const files = (await listFiles()).filter((f) => !f.name.startsWith("."));
+  const current = select ?? ui.imageSelect.value;
+  ui.imageSelect.replaceChildren(...files.map((f) => new Option(`${f.name} (${mib(f.size)})`, f.name)));
+  if (files.some((f) => f.name === current)) ui.imageSelect.value = current;
+  refresh();
+}
+
+async function closeSession(): Promise<void> {
+  const s = session;
+  if (!s) return;
+  session = undefined;
+  await s.close();
+  ui.snapBody.replaceChildren();
+}
+
+async function boot(file: string): Promise<void> {
+  if (!host || !firmware || !config) throw new Error("the page has not started");
+  await closeSession();
+  const diskType = ui.diskSelect.value === "virtio" ? "virtio" : "ide";
+  const memoryMiB = Math.round(Number(ui.memInput.value)) || 128;
+  terminal.clear();
+  const n = ++bootCount;
+  setState("busy", `booting ${file} (${diskType === "virtio" ? "virtio-blk" : "IDE"}, ${memoryMiB} MiB RAM)…`);
+  const t0 = performance.now();
+  // The machine, once open (its end may be reported before open() has returned).
+  let resolveOpened!: (s: OsSession) => void;
+  const s0 = new Promise<OsSession>((r) => (resolveOpened = r));
+  const s = await OsSession.open({
+    host,
+    file,
+    diskType,
+    memoryMiB,
+    firmware,
+    wasmUrl: config.files.wasm,
+    screen: ui.screen,
+    onSerial: (bytes) => terminal.output(bytes),
+    onBiosLine: (line) => log(`BIOS: ${line}`),
+    onNoBootableDevice: (line) => {
+      if (bootCount !== n) return;
+      fail("boot", new Error(`the BIOS found nothing to boot on ${file} ("${line.trim()}")`));
+      void machineEnded(s0, "error", lastError!);
+    },
+    onPowerOff: () => {
+      if (bootCount !== n) return;
+      log(`the guest powered off; ${file} closed`);
+      void machineEnded(s0, "idle", `the guest powered off; ${file} is closed`);
+    },
+  });
+  session = s;
+  resolveOpened(s);
+  // The PS/2 keyboard takes keys only while the screen has the focus (v86 would take them page-wide).
+  s.machine.emulator.keyboard_set_enabled(document.activeElement === ui.screenWrap);
+  bootMs = performance.now() - t0;
+  localStorage.setItem(LAST_KEY, JSON.stringify({ file, diskType, memoryMiB }));
+  ui.resume.hidden = true;
+  setState("running", `running ${file}: ${mib(s.size)} disk on ${diskType === "virtio" ? "virtio-blk" : "IDE"}, ${memoryMiB} MiB RAM`);
+  log(`booting ${file} (${diskType}, ${memoryMiB} MiB RAM)`);
+  await refreshImages(file);
+  await refreshSnapshots();
+}
+
+/** The guest ended its machine (power off, nothing to boot): it is closed, the page says why. */
+async function machineEnded(which: Promise<OsSession>, st: PageState, text: string): Promise<void> {
+  const s = await which;
+  while (busy) await new Promise((r) => setTimeout(r, 50)); // the boot's own operation ends first
+  busy = true;
+  try {
+    if (session === s) session = undefined;
+    await s.close().catch((e) => fail("closing the machine", e));
+    ui.snapBody.replaceChildren();
+  } finally {
+    busy = false;
+  }
+  setState(st, text);
+  await offerResume();
+}
+
+async function bootDemo(): Promise<void> {
+  const os = config?.os;
+  if (!os || !host) return;
+  await closeSession();
+  const res = await fetch(os.url);
+  if (!res.ok || !res.body) throw new Error(`${os.url}: HTTP ${res.status}`);
+  const t0 = performance.now();
+  const bytes = await writeStream(os.name, res.body, (done) => progress(`copying the demo OS into the browser: ${mib(done)} of ${mib(os.fileSize)}`));
+  progress(`demo OS copied: ${mib(bytes)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  log(`demo OS written to ${os.name} (${mib(bytes)} qcow2, ${mib(os.virtualSize)} virtual)`);
+  await refreshImages(os.name);
+  await boot(os.name);
+}
+
+async function upload(file: File): Promise<void> {
+  if (!host) return;
+  const name = checkFileName(/\.qcow2$/i.test(file.name) ? file.name : `${file.name.replace(/\.(img|raw|bin)$/i, "")}.qcow2`);
+  if ((await fileExists(name)) && !confirm(`Replace ${name} in the browser's storage?`)) return;
+  // The worker serves one image at a time, and the upload is booted next anyway.
+  await closeSession();
+  const t0 = performance.now();
+  const format = await importImage(host, file, name, (p) => progress(`importing ${file.name}: ${mib(p.done)} of ${mib(p.total)}`));
+  const s = (performance.now() - t0) / 1000;
+  progress(`${file.name} imported as ${name} in ${s.toFixed(1)} s`);
+  log(format === "qcow2" ? `uploaded ${name} (qcow2, ${mib(file.size)})` : `uploaded ${file.name} (raw, ${mib(file.size)}) into ${name} (qcow2)`);
+  await refreshImages(name);
+  await boot(name);
+}
+
+/**
+ * Downloads an image without reading it into memory: a disk-backed File from OPFS behind an object URL.
+ * The running machine's image is first closed cleanly and copied (it changes again once the guest resumes,
+ * and a File of a changed file cannot be read).
+ */
+async function download(): Promise<void> {
+  const name = session?.file ?? ui.imageSelect.value;
+  if (!name) return;
+  let from = name;
+  if (session) {
+    const t0 = performance.now();
+    const n = await session.copyImage(DOWNLOAD_COPY);
+    from = DOWNLOAD_COPY;
+    log(`download: ${name} closed cleanly and copied (${mib(n)}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  const blob = await fileBlob(from);
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // Revoked later: the browser reads the file while the download runs.
+  setTimeout(() => URL.revokeObjectURL(url), 10 * 60_000);
+  log(`download: ${name}, ${mib(blob.size)}`);
+}
+
+async function remove(): Promise<void> {
+  const name = ui.imageSelect.value;
+  if (!name || session?.file === name) return;
+  if (!confirm(`Delete ${name} from the browser's storage?`)) return;
+  await removeFile(name);
+  log(`deleted ${name}`);
+  await refreshImages();
+  await offerResume();
+}
+
+// ------------------------------------------------------------------------------------------------ snapshots
+
+async function refreshSnapshots(): Promise<SnapshotInfo[]> {
+  const s = session;
+  if (!s) {
+    ui.snapBody.replaceChildren();
+    return [];
+  }
+  const list = await s.snapshots();
+  ui.snapBody.replaceChildren(
+    ...list.map((sn) => {
+      const tr = document.createElement("tr");
+      const cells = [sn.id, sn.name, sn.vmStateSize ? mib(sn.vmStateSize) : "–", new Date(sn.dateSec * 1000).toLocaleTimeString()];
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i === 2) td.className = "num";
+        tr.append(td);
+      });
+      const td = document.createElement("td");
+      const load = document.createElement("button");
+      load.textContent = "loadvm";
+      load.dataset.loadvm = sn.name;
+      load.disabled = !sn.vmStateSize;
+      load.addEventListener("click", () => void operation(`loadvm ${sn.name}`, () => loadvm(sn.name)));
+      const del = document.createElement("button");
+      del.textContent = "delvm";
+      del.dataset.delvm = sn.name;
+      del.addEventListener("click", () => void operation(`delvm ${sn.name}`, () => delvm(sn.name)));
+      td.append(load, " ", del);
+      tr.append(td);
+      return tr;
+    }),
+  );
+  refresh();
+  return list;
+}
+
+async function savevm(): Promise<void> {
+  const s = session;
+  const name = ui.snapName.value.trim();
+  if (!s || !name) return;
+  const t0 = performance.now();
+  const info = await s.savevm(name);
+  log(`savevm ${info.name}: id ${info.id}, VM state ${mib(info.vmStateSize)}, in ${(performance.now() - t0).toFixed(0)} ms`);
+  const m = /^(.*?)(\d+)$/.exec(name);
+  ui.snapName.value = m ? `${m[1]}${Number(m[2]) + 1}` : `${name}2`;
+  await refreshSnapshots();
+}
+
+async function loadvm(name: string): Promise<void> {
+  const s = session;
+  if (!s) return;
+  const t0 = performance.now();
+  await s.loadvm(name);
+  log(`loadvm ${name}: disk and machine state restored in ${(performance.now() - t0).toFixed(0)} ms`);
+  await refreshSnapshots();
+}
+
+async function delvm(name: string): Promise<void> {
+  const s = session;
+  if (!s) return;
+  await s.delvm(name);
+  log(`delvm ${name}`);
+  await refreshSnapshots();
+}
+
+// -------------------------------------------------------------------------------------------------- startup
+
+function lastBooted(): { file: string; diskType?: string; memoryMiB?: number } | undefined {
+  try {
+    const v = JSON.parse(localStorage.getItem(LAST_KEY) ?? "null") as { file?: unknown; diskType?: string; memoryMiB?: number } | null;
+    return v && typeof v.file === "string" ? { file: v.file, diskType: v.diskType, memoryMiB: v.memoryMiB } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Offers to boot the image booted last, when it is still stored. */
+async function offerResume(): Promise<void> {
+  const last = lastBooted();
+  if (!last || !(await fileExists(last.file).catch(() => false))) {
+    ui.resume.hidden = true;
+    return;
+  }
+  const size = (await fileBlob(last.file)).size;
+  ui.resumeText.textContent = `${last.file} (${mib(size)}), booted last${last.diskType ? ` from ${last.diskType === "virtio" ? "virtio-blk" : "IDE"}` : ""}: the guest's writes are in it.`;
+  ui.resume.hidden = false;
+}
+
+const pageApi = {
+  get state(): PageState {
+    return state;
+  },
+  get busy(): boolean {
+    return busy;
+  },
+  get error(): string | undefined {
+    return lastError;
+  },
+  get file(): string | undefined {
+    return session?.file;
+  },
+  get bootMs(): number {
+    return bootMs;
+  },
+  /** Everything the serial console showed since the last boot. */
+  serialText: () => terminal.text,
+  /** The text on the VGA screen (text modes). */
+  screenText: () => (ui.screen.firstElementChild as HTMLElement | null)?.innerText ?? "",
+  snapshots: () => refreshSnapshots(),
+};
+(globalThis as unknown as { refcowOs: typeof pageApi }).refcowOs = pageApi;
+
+function wire(): void {
+  ui.demoBtn.addEventListener("click", () => void operation("demo OS", bootDemo));
+  ui.upload.addEventListener("change", () => {
+    const f = ui.upload.files?.[0];
+    ui.upload.value = "";
+    if (f) void operation(`upload ${f.name}`, () => upload(f));
+  });
+  ui.bootBtn.addEventListener("click", () => void operation("boot", () => boot(ui.imageSelect.value)));
+  ui.resumeBtn.addEventListener("click", () =>
+    void operation("boot", async () => {
+      const last = lastBooted();
+      if (!last) return;
+      if (last.diskType === "ide" || last.diskType === "virtio") ui.diskSelect.value = last.diskType;
+      if (last.memoryMiB) ui.memInput.value = String(last.memoryMiB);
+      await boot(last.file);
+    }),
+  );
+  ui.imageSelect.addEventListener("change", refresh);
+  ui.removeBtn.addEventListener("click", () => void operation("delete", remove));
+  ui.downloadBtn.addEventListener("click", () => void operation("download", download));
+  ui.closeBtn.addEventListener("click", () =>
+    void operation("stop", async () => {
+      const file = session?.file;
+      await closeSession();
+      setState("idle", `machine stopped; ${file} closed cleanly`);
+      log(`machine stopped, ${file} closed`);
+      await offerResume();
+    }),
+  );
+  ui.savevmBtn.addEventListener("click", () => void operation("savevm", savevm));
+  ui.snapName.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !ui.savevmBtn.disabled) void operation("savevm", savevm);
+  });
+  // v86's PS/2 keyboard takes keys only while the screen has the focus; the serial console has its own.
+  ui.screenWrap.addEventListener("focus", () => session?.machine.emulator.keyboard_set_enabled(true));
+  ui.screenWrap.addEventListener("blur", () => session?.machine.emulator.keyboard_set_enabled(false));
+  ui.screenWrap.addEventListener("mousedown", () => ui.screenWrap.focus());
+}
+
+async function start(): Promise<void> {
+  wire();
+  // Leaving the page ends the worker at once, so that its access handle on the image does not outlive the
+  // page (the next load opens the image again). Whatever the guest synced is in the file already.
+  addEventListener("pagehide", () => host?.terminate());
+  const disk = params.get("disk");
+  if (disk === "ide" || disk === "virtio") ui.diskSelect.value = disk;
+  if (params.get("mem")) ui.memInput.value = params.get("mem")!;
+  if (!globalThis.crossOriginIsolated) {
+    setState("error", "This page is not cross-origin isolated, so SharedArrayBuffer is unavailable: serve it with `npm run web` (COOP same-origin + COEP require-corp).");
+    return;
+  }
+  try {
+    const res = await fetch("guest/config.json");
+    if (!res.ok) throw new Error(`guest/config.json: HTTP ${res.status}`);
+    config = (await res.json()) as ServerConfig;
+    const get = async (url: string) => {
+      const r = await fetch(url);
+      if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+      return r.arrayBuffer();
+    };
+    firmware = { bios: await get(config.files.bios), vgaBios: await get(config.files.vgaBios) };
+    host = await WebImageHost.start(new URL("web-worker.js", location.href));
+  } catch (e) {
+    fail("starting", e);
+    setState("error", `cannot start: ${lastError}`);
+    return;
+  }
+  ui.demoInfo.textContent = config.os ? `Debian ${config.os.kernelRelease}, ${mib(config.os.virtualSize)} disk` : "(the server has no demo OS disk)";
+  // A download copy left by an earlier visit.
+  await removeFile(DOWNLOAD_COPY).catch(() => undefined);
+  await refreshImages(lastBooted()?.file);
+  await offerResume();
+  setState("idle", "ready: boot the demo OS, upload a disk image, or boot a stored one");
+}
+
+void start();
