@@ -6,8 +6,8 @@
 import { describe, expect, it } from "vitest";
 import { Qcow2Image } from "../../src/engine/qcow2-image.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { HdaAdapter } from "../../src/vm/hda-adapter.js";
-import { ServedAsyncDisk } from "../../src/vm/served-async-disk.js";
+import { HdaAdapter } from "../../src/v86/hda-adapter.js";
+import { ServedAsyncDisk } from "../../src/v86/served-async-disk.js";
 import { DiskClient } from "../../src/worker/disk-client.js";
 import { createRing, SizedSpin } from "../../src/worker/ring.js";
 import { RingServer } from "../../src/worker/serve-loop.js";

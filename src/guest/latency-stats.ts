@@ -9,7 +9,7 @@
  */
 import { percentile as nearestRank, summarize } from "../stats/latency.js";
 import type { Decomposition } from "./decomposition.js";
-import type { DiskOp, DiskRequestRecord } from "./hda-adapter.js";
+import type { DiskOp, DiskRequestRecord } from "../v86/hda-adapter.js";
 
 export interface LatencyStats {
   count: number;

@@ -1,13 +1,13 @@
 /**
- * Disk traces (src/vm/trace.ts): records → file → records, and clear errors for malformed files.
+ * Disk traces (src/guest/trace.ts): records → file → records, and clear errors for malformed files.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import type { DiskRequestRecord } from "../../src/vm/hda-adapter.js";
-import { formatTrace, parseTrace, readTrace, traceFromRecords, TraceFormatError, writeTrace } from "../../src/vm/trace.js";
+import type { DiskRequestRecord } from "../../src/v86/hda-adapter.js";
+import { formatTrace, parseTrace, readTrace, traceFromRecords, TraceFormatError, writeTrace } from "../../src/guest/trace.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-trace-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

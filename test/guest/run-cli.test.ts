@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
-import { ensureGuestImage, repoRoot } from "../../src/vm/guest-image.js";
+import { ensureGuestImage, repoRoot } from "../../src/guest/guest-image.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-run-cli-"));
 const log = (m: string) => process.stderr.write(m);

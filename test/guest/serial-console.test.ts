@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DONE_LINE, READY_LINE, SerialConsole } from "../../src/vm/serial-console.js";
+import { DONE_LINE, READY_LINE, SerialConsole } from "../../src/guest/serial-console.js";
 
 function feed(c: SerialConsole, s: string) {
   for (const ch of s) c.push(ch.charCodeAt(0));

@@ -9,11 +9,11 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { latencyStats, percentile, phaseStats } from "../../src/vm/latency-stats.js";
-import { resolveSnapshotPhase } from "../../src/vm/run-workload.js";
-import { PHASE_LINE } from "../../src/vm/serial-console.js";
-import { warmStateKey, type WarmStateInputs } from "../../src/vm/warm-state.js";
-import { applyContent, buildWorkload, guestWarmUpRequests, patternBytes, rand4kTargets, smokeLayout, warmUpWrites, WORKLOAD_NAMES } from "../../src/vm/workloads.js";
+import { latencyStats, percentile, phaseStats } from "../../src/guest/latency-stats.js";
+import { resolveSnapshotPhase } from "../../src/guest/run-workload.js";
+import { PHASE_LINE } from "../../src/guest/serial-console.js";
+import { warmStateKey, type WarmStateInputs } from "../../src/guest/warm-state.js";
+import { applyContent, buildWorkload, guestWarmUpRequests, patternBytes, rand4kTargets, smokeLayout, warmUpWrites, WORKLOAD_NAMES } from "../../src/guest/workloads.js";
 
 const MiB = 1 << 20;
 const P = { diskSize: 256 * MiB, clusterSize: 65536 };

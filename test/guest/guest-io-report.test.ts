@@ -1,5 +1,5 @@
 /**
- * The guest program's timing report (guest-images/refcow-io.c → src/vm/guest-io-report.ts): the program is
+ * The guest program's timing report (guest-images/refcow-io.c → src/guest/guest-io-report.ts): the program is
  * built for i386 with the host's compiler, as build.sh builds it, and run on the host against a plain file
  * (an x86-64 Linux runs i386 binaries), so the parser reads what the real program prints. Also the
  * decomposition of a phase and the clock check on constructed inputs.
@@ -9,10 +9,10 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { decompose } from "../../src/vm/decomposition.js";
-import { checkClock, decodeVarints, parseGuestIoLine, parseGuestIoReports, type GuestIoReport } from "../../src/vm/guest-io-report.js";
-import type { DiskRequestRecord } from "../../src/vm/hda-adapter.js";
-import { formatCuts, parseCuts } from "../../src/vm/latency-cuts.js";
+import { decompose } from "../../src/guest/decomposition.js";
+import { checkClock, decodeVarints, parseGuestIoLine, parseGuestIoReports, type GuestIoReport } from "../../src/guest/guest-io-report.js";
+import type { DiskRequestRecord } from "../../src/v86/hda-adapter.js";
+import { formatCuts, parseCuts } from "../../src/guest/latency-cuts.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-io-test-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -9,9 +9,9 @@
  */
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ensureGuestImage, readGuestManifest } from "../../src/vm/guest-image.js";
-import { GuestRunner } from "../../src/vm/guest-runner.js";
-import { MemoryAsyncDisk } from "../../src/vm/memory-async-disk.js";
+import { ensureGuestImage, readGuestManifest } from "../../src/guest/guest-image.js";
+import { GuestRunner } from "../../src/guest/guest-runner.js";
+import { MemoryAsyncDisk } from "../../src/v86/memory-async-disk.js";
 
 const MiB = 1024 * 1024;
 const log = (m: string) => process.stderr.write(m + "\n");

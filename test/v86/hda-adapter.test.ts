@@ -1,11 +1,11 @@
 /**
  * The v86 hda adapter on its own (no emulator): copying, ordering, flush ordering, latency records,
- * quiescing, errors — the rules v86's IDE code imposes (see src/vm/hda-adapter.ts).
+ * quiescing, errors — the rules v86's IDE code imposes (see src/v86/hda-adapter.ts).
  */
 import { describe, expect, it } from "vitest";
-import type { AsyncDisk } from "../../src/vm/async-disk.js";
-import { HdaAdapter } from "../../src/vm/hda-adapter.js";
-import { MemoryAsyncDisk } from "../../src/vm/memory-async-disk.js";
+import type { AsyncDisk } from "../../src/v86/async-disk.js";
+import { HdaAdapter } from "../../src/v86/hda-adapter.js";
+import { MemoryAsyncDisk } from "../../src/v86/memory-async-disk.js";
 
 const KiB = 1024;
 

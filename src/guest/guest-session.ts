@@ -30,18 +30,18 @@
  * (DiskClient.snapshotApply), restores the emulator from the state and resumes: guest RAM and disk go back to
  * the same instant.
  */
-import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createImagePath } from "../engine/open-path.js";
 import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
-import { parseHeader, QCOW_MAGIC } from "../format/header.js";
 import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
+import { probeQcow2 } from "../v86/qcow2-probe.js";
+import { ServedAsyncDisk } from "../v86/served-async-disk.js";
 import type { GuestImagePaths } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
 import type { GuestDiskType } from "./guest-machine.js";
 import { ALL_CUTS, SPIN_CAP_CLIENT_US, SPIN_CAP_SERVER_US, type LatencyCuts } from "./latency-cuts.js";
-import { ServedAsyncDisk } from "./served-async-disk.js";
 import { PHASE_LINE } from "./serial-console.js";
 import { obtainWarmState } from "./warm-state.js";
 
@@ -127,27 +127,6 @@ export interface LoadvmTimings {
   pauseMs: number;
 }
 
-/** Cluster size and virtual size of an existing qcow2 image (a clear error for anything else). */
-export function probeQcow2(file: string): { clusterSize: number; size: number } {
-  const fd = openSync(file, "r");
-  try {
-    const fileSize = fstatSync(fd).size;
-    const first = Buffer.alloc(Math.min(512, fileSize));
-    readSync(fd, first, 0, first.length, 0);
-    if (first.length < 72 || first.readUInt32BE(0) !== QCOW_MAGIC) throw new Error(`'${file}' is not a qcow2 image (refcow run needs qcow2 for its snapshots)`);
-    const bits = first.readUInt32BE(20);
-    let buf: Uint8Array = first;
-    if (bits >= 9 && bits <= 21) {
-      buf = Buffer.alloc(Math.min(2 ** bits, fileSize));
-      readSync(fd, buf, 0, buf.length, 0);
-    }
-    const h = parseHeader(buf, fileSize);
-    return { clusterSize: 2 ** h.clusterBits, size: h.size };
-  } finally {
-    closeSync(fd);
-  }
-}
-
 const ms = (t: number) => performance.now() - t;
 
 export class GuestSession {
@@ -192,7 +171,7 @@ export class GuestSession {
       created = true;
       progress(`[run] created ${o.image}: qcow2, ${size} bytes, ${DEFAULT_CLUSTER_SIZE / 1024} KiB clusters`);
     }
-    const { clusterSize, size } = probeQcow2(o.image);
+    const { clusterSize, size } = probeQcow2(o.image, "refcow run needs qcow2 for its snapshots");
     if (!created && o.size !== undefined && o.size !== size) progress(`[run] ${o.image} exists (${size} bytes): the size asked (${o.size}) does not apply`);
     if (size % 512 !== 0) throw new Error(`'${o.image}' has a virtual size of ${size} bytes, not a multiple of 512: the guest disk cannot use it`);
     const scheme = o.scheme ?? "eager";

@@ -34,7 +34,7 @@
  * `readTrace` / `parseTrace` check all of this and fail with `TraceFormatError` naming the file and line.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import type { DiskRequestRecord } from "./hda-adapter.js";
+import type { DiskRequestRecord } from "../v86/hda-adapter.js";
 
 export const TRACE_FORMAT = "refcow-trace";
 export const TRACE_VERSION = 1;

@@ -4,7 +4,7 @@
  * gives virtio-blk status codes, never an exception.
  */
 import { describe, expect, it } from "vitest";
-import type { PollableDisk } from "../../src/vm/async-disk.js";
+import type { PollableDisk } from "../../src/v86/async-disk.js";
 import {
   DESC_F_NEXT,
   DESC_F_WRITE,
@@ -30,7 +30,7 @@ import {
   F_NOTIFY_ON_EMPTY,
   type GuestMemory,
   type VirtioBlkDisk,
-} from "../../src/vm/virtio-blk.js";
+} from "../../src/v86/virtio-blk.js";
 
 const MiB = 1 << 20;
 const RAM = 4 * MiB;

@@ -1,8 +1,8 @@
 /** The monitor of `refcow boot`: its command parser (QEMU HMP names and messages) and its line editor. */
 import { describe, expect, it } from "vitest";
 import type { SnapshotInfo } from "../../src/engine/types.js";
-import { defaultSnapshotName, monitorHelp, parseMonitorCommand } from "../../src/vm/monitor-commands.js";
-import { Monitor, type MonitorTarget } from "../../src/vm/monitor.js";
+import { defaultSnapshotName, monitorHelp, parseMonitorCommand } from "../../src/v86/monitor-commands.js";
+import { Monitor, type MonitorTarget } from "../../src/v86/monitor.js";
 
 describe("parseMonitorCommand", () => {
   it("parses the commands and their arguments", () => {

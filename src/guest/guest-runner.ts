@@ -20,11 +20,11 @@
  */
 import { readFileSync } from "node:fs";
 import type { V86, V86Image } from "v86";
-import type { AsyncDisk } from "./async-disk.js";
+import type { AsyncDisk } from "../v86/async-disk.js";
 import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
 import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "./guest-machine.js";
-import type { GuestDiskDevice, HdaAdapterOptions } from "./hda-adapter.js";
-import type { VirtioBlkOptions } from "./virtio-blk.js";
+import type { GuestDiskDevice, HdaAdapterOptions } from "../v86/hda-adapter.js";
+import type { VirtioBlkOptions } from "../v86/virtio-blk.js";
 import { DONE_LINE, READY_LINE, type SerialConsole } from "./serial-console.js";
 
 export { MACHINE_SETTINGS_ID, type RunResult } from "./guest-machine.js";

@@ -31,7 +31,7 @@ import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool } from "../worker/pool.js";
 import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
 import { splitMachineState } from "./machine-state.js";
-import { probeQcow2 } from "./guest-session.js";
+import { probeQcow2 } from "./qcow2-probe.js";
 import { ServedAsyncDisk } from "./served-async-disk.js";
 import { RefcowV86Disk } from "./v86-disk.js";
 
@@ -240,12 +240,12 @@ export function findSnapshot(list: readonly SnapshotInfo[], idOrName: string): S
   return list.find((s) => s.id === idOrName) ?? list.find((s) => s.name === idOrName);
 }
 
-/** probeQcow2 with its message for a file that is not qcow2 at all made right for this command. */
+/** probeQcow2 with the file named first in every error. */
 function probeQcow2Clean(file: string): { clusterSize: number; size: number } {
   try {
     return probeQcow2(file);
   } catch (e) {
-    throw new Error(`'${file}': ${e instanceof Error ? e.message.replace(/ \(refcow run needs qcow2 for its snapshots\)$/, "") : String(e)}`);
+    throw new Error(`'${file}': ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 

@@ -2,7 +2,7 @@
  * runGuestWorkload: one run of a guest workload on one image — the programmatic form of `refcow run`, and
  * what the experiment calls once per scheme and cache mode.
  *
- *   import { runGuestWorkload } from "../vm/run-workload.js";   // dist/vm/run-workload.js once built
+ *   import { runGuestWorkload } from "./run-workload.js";   // dist/guest/run-workload.js once built
  *
  *   const r = await runGuestWorkload({
  *     image: "/tmp/eager.qcow2",      // created when missing (qcow2, 64 KiB clusters, `size`)
@@ -45,9 +45,9 @@ import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
 import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
-import type { HdaAdapter } from "./hda-adapter.js";
+import type { HdaAdapter } from "../v86/hda-adapter.js";
 import type { GuestDiskType } from "./guest-machine.js";
-import type { VirtioPhaseSummary } from "./virtio-blk.js";
+import type { VirtioPhaseSummary } from "../v86/virtio-blk.js";
 
 export interface GuestWorkloadOptions {
   /** qcow2 image; created when missing. */

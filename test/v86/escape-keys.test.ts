@@ -1,6 +1,6 @@
 /** The Ctrl-A escape parser of `refcow boot` (QEMU's -nographic mux keys). */
 import { describe, expect, it } from "vitest";
-import { EscapeParser, type EscapeEvent } from "../../src/vm/escape-keys.js";
+import { EscapeParser, type EscapeEvent } from "../../src/v86/escape-keys.js";
 
 const bytes = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 /** Events with data shown as strings. */

@@ -23,7 +23,7 @@ import path from "node:path";
 import { guestImagePaths, type GuestImagePaths } from "./guest-image.js";
 import { DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, GuestRunner } from "./guest-runner.js";
 import { machineSettingsId, type GuestDiskType } from "./guest-machine.js";
-import { ZeroAsyncDisk } from "./zero-async-disk.js";
+import { ZeroAsyncDisk } from "../v86/zero-async-disk.js";
 
 /** What a warm-start state depends on. */
 export interface WarmStateInputs {

@@ -1,11 +1,8 @@
 /**
- * v86 integration: the real Linux guest whose IDE disk is an AsyncDisk (a worker-served qcow2 image, or a
- * raw disk in memory).
+ * The research harness: the refcow test guest (guest-images/) on v86 with its disk on an AsyncDisk (a
+ * worker-served qcow2 image, or a raw disk in memory), its workloads, and the measurement of its disk
+ * requests. The devices and disks it runs on are src/v86's.
  */
-export type { AsyncDisk, ServiceTimedDisk } from "./async-disk.js";
-export { MemoryAsyncDisk } from "./memory-async-disk.js";
-export { HdaAdapter, type DiskOp, type DiskRequestRecord, type HdaAdapterOptions, type PhaseSummary } from "./hda-adapter.js";
-export { installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
 export { SerialConsole, READY_MARKER, DONE_MARKER, PHASE_MARKER, type ConsoleMatch } from "./serial-console.js";
 export { GuestRunner, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, MACHINE_SETTINGS_ID, type GuestRunnerOptions, type RunResult } from "./guest-runner.js";
 export {
@@ -18,9 +15,7 @@ export {
   type GuestManifest,
 } from "./guest-image.js";
 export { measureBoot, type BootMeasurement } from "./measure-boot.js";
-export { ServedAsyncDisk } from "./served-async-disk.js";
-export { ZeroAsyncDisk } from "./zero-async-disk.js";
-export { GuestSession, DEFAULT_DISK_SIZE, DEFAULT_CLUSTER_SIZE, probeQcow2, type GuestSessionOptions, type SnapshotTimings, type LoadvmTimings } from "./guest-session.js";
+export { GuestSession, DEFAULT_DISK_SIZE, DEFAULT_CLUSTER_SIZE, type GuestSessionOptions, type SnapshotTimings, type LoadvmTimings } from "./guest-session.js";
 export { runGuestWorkload, resolveSnapshotPhase, type GuestWorkloadOptions, type GuestWorkloadResult } from "./run-workload.js";
 export { buildWorkload, patternBytes, applyContent, smokeLayout, rand4kTargets, WORKLOAD_NAMES, type Workload, type WorkloadName, type WorkloadParams, type WorkloadPhase, type ContentExtent } from "./workloads.js";
 export { latencyStats, phaseStats, percentile, type LatencyStats, type PhaseStats } from "./latency-stats.js";

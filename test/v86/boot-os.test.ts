@@ -24,8 +24,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
-import { repoRoot } from "../../src/vm/guest-image.js";
-import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/vm/os-image.js";
+import { repoRoot } from "../../src/guest/guest-image.js";
+import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
 import { PtySession } from "../helpers/pty.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-os-"));

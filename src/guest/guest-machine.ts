@@ -15,13 +15,13 @@
  * data: restore it over a disk in the state it had when the state was saved.
  */
 import { V86, type V86Image, type V86Options } from "v86";
-import type { AsyncDisk } from "./async-disk.js";
-import { HdaAdapter, type GuestDiskDevice, type HdaAdapterOptions } from "./hda-adapter.js";
-import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "./ide-flush.js";
+import type { AsyncDisk } from "../v86/async-disk.js";
+import { HdaAdapter, type GuestDiskDevice, type HdaAdapterOptions } from "../v86/hda-adapter.js";
+import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "../v86/ide-flush.js";
 import { DONE_LINE, SerialConsole } from "./serial-console.js";
-import { VirtioBlk, type VirtioBlkOptions } from "./virtio-blk.js";
-import { attachVirtioBlk } from "./virtio-blk-v86.js";
-import { joinMachineState, splitMachineState } from "./machine-state.js";
+import { VirtioBlk, type VirtioBlkOptions } from "../v86/virtio-blk.js";
+import { attachVirtioBlk } from "../v86/virtio-blk-v86.js";
+import { joinMachineState, splitMachineState } from "../v86/machine-state.js";
 
 /** The guest's disk: v86's IDE (primary master, over HdaAdapter) or refcow's virtio-blk PCI device. */
 export type GuestDiskType = "ide" | "virtio";

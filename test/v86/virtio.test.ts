@@ -1,5 +1,5 @@
 /**
- * The guest on refcow's virtio-blk disk (src/vm/virtio-blk.ts), booted for real:
+ * The guest on refcow's virtio-blk disk (src/v86/virtio-blk.ts), booted for real:
  *
  *  - rand4k at queue depth 16 and 1 on a worker-served qcow2, snapshotted by the host mid-run: the device
  *    had 16 requests in flight, `qemu-img check` is clean, `qemu-img convert` of the active layer and of the
@@ -19,12 +19,12 @@ import path from "node:path";
 import { V86 } from "v86";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createImagePath, openV86Disk } from "../../src/index.js";
-import { ensureGuestImage, guestImagePaths, v86WasmPath } from "../../src/vm/guest-image.js";
-import { DEFAULT_CMDLINE } from "../../src/vm/guest-runner.js";
-import { runGuestWorkload } from "../../src/vm/run-workload.js";
-import { readTrace } from "../../src/vm/trace.js";
-import { obtainWarmState } from "../../src/vm/warm-state.js";
-import { applyContent, buildWorkload, patternBytes } from "../../src/vm/workloads.js";
+import { ensureGuestImage, guestImagePaths, v86WasmPath } from "../../src/guest/guest-image.js";
+import { DEFAULT_CMDLINE } from "../../src/guest/guest-runner.js";
+import { runGuestWorkload } from "../../src/guest/run-workload.js";
+import { readTrace } from "../../src/guest/trace.js";
+import { obtainWarmState } from "../../src/guest/warm-state.js";
+import { applyContent, buildWorkload, patternBytes } from "../../src/guest/workloads.js";
 
 const MiB = 1 << 20;
 const SIZE = 64 * MiB;

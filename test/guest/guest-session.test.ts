@@ -18,11 +18,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CacheMode } from "../../src/engine/types.js";
-import { ensureGuestImage } from "../../src/vm/guest-image.js";
-import { GuestSession } from "../../src/vm/guest-session.js";
-import { runGuestWorkload } from "../../src/vm/run-workload.js";
-import { readTrace } from "../../src/vm/trace.js";
-import { applyContent, buildWorkload, patternBytes } from "../../src/vm/workloads.js";
+import { ensureGuestImage } from "../../src/guest/guest-image.js";
+import { GuestSession } from "../../src/guest/guest-session.js";
+import { runGuestWorkload } from "../../src/guest/run-workload.js";
+import { readTrace } from "../../src/guest/trace.js";
+import { applyContent, buildWorkload, patternBytes } from "../../src/guest/workloads.js";
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;

@@ -10,7 +10,7 @@
 import { loadavg } from "node:os";
 import { ensureGuestImage } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
-import { MemoryAsyncDisk } from "./memory-async-disk.js";
+import { MemoryAsyncDisk } from "../v86/memory-async-disk.js";
 
 export interface BootMeasurement {
   coldMs: number;
