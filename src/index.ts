@@ -23,5 +23,8 @@ export type { ServedImageOptions, RequestTiming, Timed } from "./worker/index.js
 export { RefcowV86Disk, hookDiskPolling, type V86DiskOptions, type V86DiskType } from "./v86/v86-disk.js";
 export { openV86Disk, type OpenV86DiskOptions } from "./v86/v86-disk-node.js";
 export { openV86DiskOpfs, type OpenV86DiskOpfsOptions } from "./v86/v86-disk-web.js";
-export { VirtioBlk, type VirtioBlkOptions, type VirtioBlkDisk, type VirtioRequestRecord } from "./v86/virtio-blk.js";
+export { VirtioBlk, type VirtioBlkOptions, type VirtioBlkDisk } from "./v86/virtio-blk.js";
+export type { DiskDevice, DiskOp, DiskRequestObserver, RequestCompletion, RequestSubmission } from "./v86/disk-device.js";
+// What the research harness measures the guest's requests with, for an embedder who wants the same.
+export { RequestRecorder, type RequestRecorderOptions, type DiskRequestRecord, type VirtioRequestRecord, type PhaseSummary, type VirtioPhaseSummary } from "./guest/request-recorder.js";
 export { attachVirtioBlk, type VirtioAttachOptions } from "./v86/virtio-blk-v86.js";

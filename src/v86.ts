@@ -6,3 +6,4 @@ export { RefcowV86Disk, hookDiskPolling, type V86DiskOptions, type V86DiskType }
 export { openV86DiskOpfs, type OpenV86DiskOpfsOptions } from "./v86/v86-disk-web.js";
 export { VirtioBlk, type VirtioBlkOptions, type VirtioBlkDisk } from "./v86/virtio-blk.js";
 export { attachVirtioBlk } from "./v86/virtio-blk-v86.js";
+export type { DiskDevice, DiskOp, DiskRequestObserver, RequestCompletion, RequestSubmission } from "./v86/disk-device.js";

@@ -13,7 +13,7 @@
  * requests and the disk requests pair one to one (same count, in order).
  */
 import { summarize } from "../stats/latency.js";
-import type { DiskOp, DiskRequestRecord } from "../v86/hda-adapter.js";
+import type { DiskOp, DiskRequestRecord } from "./request-recorder.js";
 import { checkClock, type ClockCheck, type GuestIoOp, type GuestIoReport } from "./guest-io-report.js";
 
 /** One latency column, µs. */

@@ -16,12 +16,14 @@
  */
 import { V86, type V86Image, type V86Options } from "v86";
 import type { AsyncDisk } from "../v86/async-disk.js";
-import { HdaAdapter, type GuestDiskDevice, type HdaAdapterOptions } from "../v86/hda-adapter.js";
+import { HdaAdapter, type HdaAdapterOptions } from "../v86/hda-adapter.js";
 import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "../v86/ide-flush.js";
 import { DONE_LINE, SerialConsole } from "./serial-console.js";
 import { VirtioBlk, type VirtioBlkOptions } from "../v86/virtio-blk.js";
 import { attachVirtioBlk } from "../v86/virtio-blk-v86.js";
 import { joinMachineState, splitMachineState } from "../v86/machine-state.js";
+import { GuestDiskDevice } from "./guest-disk-device.js";
+import { RequestRecorder } from "./request-recorder.js";
 
 /** The guest's disk: v86's IDE (primary master, over HdaAdapter) or refcow's virtio-blk PCI device. */
 export type GuestDiskType = "ide" | "virtio";
@@ -93,7 +95,7 @@ export interface RunOptions {
 }
 
 export class GuestMachine {
-  /** The disk device (the IDE's hda adapter, or the virtio-blk device): records, phases, idle. */
+  /** The disk device (the IDE's hda adapter, or the virtio-blk device) with its recorder: records, phases, idle. */
   readonly adapter: GuestDiskDevice;
   readonly diskType: GuestDiskType;
   /** The IDE disk's adapter (diskType "ide"). */
@@ -113,13 +115,9 @@ export class GuestMachine {
   constructor(opts: GuestMachineOptions) {
     this.commandTimeoutMs = opts.commandTimeoutMs;
     this.diskType = opts.diskType ?? "ide";
-    if (this.diskType === "virtio") {
-      this.virtio = new VirtioBlk(opts.disk, opts.virtio);
-      this.adapter = this.virtio;
-    } else {
-      this.hda = new HdaAdapter(opts.disk, opts.adapter);
-      this.adapter = this.hda;
-    }
+    if (this.diskType === "virtio") this.virtio = new VirtioBlk(opts.disk, opts.virtio);
+    else this.hda = new HdaAdapter(opts.disk, opts.adapter);
+    this.adapter = new GuestDiskDevice(this.virtio ?? this.hda!, new RequestRecorder({ virtio: this.diskType === "virtio" }));
     this.adapter.phase = opts.phase;
     this.adapter.onError = (err) => this.console.close(new Error(`guest disk error: ${err.message}`));
     if (opts.onConsoleLine) this.console.onLine = opts.onConsoleLine;
@@ -204,7 +202,7 @@ export class GuestMachine {
     if (!cpu || typeof original !== "function" || typeof cpu.in_hlt !== "object" || cpu.in_hlt === null) {
       throw new Error("v86 internals changed: cpu.run_hardware_timers / cpu.in_hlt not found");
     }
-    const adapter = this.adapter;
+    const adapter = this.adapter.device;
     const halted = cpu.in_hlt;
     cpu.run_hardware_timers = function (this: unknown, acpi: boolean, now: number): number {
       adapter.pollFromEmulator(halted[0] !== 0);

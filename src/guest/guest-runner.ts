@@ -10,7 +10,7 @@
  *   await g.destroy();
  *   const g2 = await GuestRunner.boot({ disk, initialState: state }); // resumes at the command prompt
  *
- * Time: v86's guest clock is host wall-clock time, so the latencies the adapter records (submit→complete of
+ * Time: v86's guest clock is host wall-clock time, so the latencies the recorder keeps (submit→complete of
  * each disk request) are real host latencies; `phase` labels them.
  *
  * Warm start: v86's state holds CPU, RAM and devices but no disk data; restore it over a disk in the same
@@ -23,7 +23,8 @@ import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "../v86/async-disk.js";
 import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
 import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "./guest-machine.js";
-import type { GuestDiskDevice, HdaAdapterOptions } from "../v86/hda-adapter.js";
+import type { HdaAdapterOptions } from "../v86/hda-adapter.js";
+import type { GuestDiskDevice } from "./guest-disk-device.js";
 import type { VirtioBlkOptions } from "../v86/virtio-blk.js";
 import { DONE_LINE, READY_LINE, type SerialConsole } from "./serial-console.js";
 

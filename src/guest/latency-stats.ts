@@ -1,5 +1,5 @@
 /**
- * Per-phase latency summaries of the guest's disk requests (the hda adapter's records).
+ * Per-phase latency summaries of the guest's disk requests (the request recorder's records).
  *
  * Latency is submit→complete as the emulator sees it (v86 called the adapter → the adapter called back),
  * in µs. Percentiles are src/stats/latency.ts's (nearest rank: p99 of 100 values is the 99th smallest); every
@@ -9,7 +9,7 @@
  */
 import { percentile as nearestRank, summarize } from "../stats/latency.js";
 import type { Decomposition } from "./decomposition.js";
-import type { DiskOp, DiskRequestRecord } from "../v86/hda-adapter.js";
+import type { DiskOp, DiskRequestRecord } from "./request-recorder.js";
 
 export interface LatencyStats {
   count: number;

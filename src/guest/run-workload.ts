@@ -45,9 +45,8 @@ import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
 import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
-import type { HdaAdapter } from "../v86/hda-adapter.js";
 import type { GuestDiskType } from "./guest-machine.js";
-import type { VirtioPhaseSummary } from "../v86/virtio-blk.js";
+import type { VirtioPhaseSummary } from "./request-recorder.js";
 
 export interface GuestWorkloadOptions {
   /** qcow2 image; created when missing. */
@@ -240,9 +239,9 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
 
   const ioTool = (await s.guest.run("[ -x /bin/refcow-io ]")).exitCode === 0 ? "refcow-io" : "dd";
   const mode = s.diskType === "virtio" ? "virtio-blk" : (await s.guest.run("cat /sys/class/ata_device/dev1.0/xfer_mode")).output.trim() || "unknown";
-  const hda = adapter as Partial<HdaAdapter>;
-  const dmaBefore = hda.dmaWrites ?? 0;
-  const pioBefore = hda.pioWrites ?? 0;
+  const recorder = adapter.recorder;
+  const dmaBefore = recorder.dmaWrites;
+  const pioBefore = recorder.pioWrites;
   const reports: Record<string, GuestIoReport[]> = {};
   const flushesBefore = s.guest.guestFlushes;
   const t0 = performance.now();
@@ -348,7 +347,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     phases,
     ioTool,
     guestFlushes: s.guest.guestFlushes - flushesBefore,
-    transfer: { mode, dmaWrites: (hda.dmaWrites ?? 0) - dmaBefore, pioWrites: (hda.pioWrites ?? 0) - pioBefore },
+    transfer: { mode, dmaWrites: recorder.dmaWrites - dmaBefore, pioWrites: recorder.pioWrites - pioBefore },
     cuts: formatCuts(o.cuts ?? ALL_CUTS),
     workloadMs,
     loadAverage: loadavg(),

@@ -34,7 +34,7 @@
  * `readTrace` / `parseTrace` check all of this and fail with `TraceFormatError` naming the file and line.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import type { DiskRequestRecord } from "../v86/hda-adapter.js";
+import type { DiskRequestRecord } from "./request-recorder.js";
 
 export const TRACE_FORMAT = "refcow-trace";
 export const TRACE_VERSION = 1;
@@ -103,7 +103,7 @@ export interface TraceSnapshotEvent {
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 /**
- * Builds a trace from the hda adapter's records (and the host's snapshots), with `t0` (performance.now()
+ * Builds a trace from the request recorder's records (and the host's snapshots), with `t0` (performance.now()
  * ms) as time zero. Events come out in submission order.
  */
 export function traceFromRecords(

@@ -129,7 +129,7 @@ export class BootSession {
     info: { format: "qcow2" | "raw"; size: number; served: string },
     initialState: ArrayBuffer | undefined,
   ) {
-    const disk = new RefcowV86Disk(new ServedAsyncDisk(client), { type: o.diskType, ide: { record: false }, virtio: { record: false } });
+    const disk = new RefcowV86Disk(new ServedAsyncDisk(client), { type: o.diskType });
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",
       file: info.served,

@@ -30,79 +30,18 @@
  * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
  * ATA has one command per drive (no NCQ), so this costs nothing a real drive would do in parallel.
  *
- * Latency: each request is timed from submission (v86's call) to completion (the callback), and from the
- * start of its service; it is recorded with the `phase` label current at submission (set by the runner).
- * When the disk reports its own service time (ServiceTimedDisk: the engine's time in its worker) and its
- * ring time (submission to completion at the DiskClient), those are recorded too, so that the emulator's,
- * the adapter's and the ring's share of the latency can be told apart.
+ * Measurement: the adapter keeps none. Its `observer` (disk-device.ts), when set, is told of each request
+ * at submission (v86's call) and at completion (the disk's callback, before the guest's), with the start
+ * of its service, the queue depth it met, whether its data came through the PIO buffer, and the service
+ * and ring times the disk reports (ServiceTimedDisk: the engine's time in its worker; submission to
+ * completion at the DiskClient).
  */
 import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
-
-export type DiskOp = "read" | "write" | "flush";
-
-export interface DiskRequestRecord {
-  op: DiskOp;
-  /** Byte offset (0 for a flush). */
-  offset: number;
-  /** Byte length (0 for a flush). */
-  length: number;
-  /** The adapter's `phase` when the request was submitted. */
-  phase: string;
-  /** performance.now() at submission, in ms. */
-  submitted: number;
-  /** Time spent queued behind earlier requests, in ms. */
-  queuedMs: number;
-  /** Submission to completion, in ms (queue wait included). */
-  latencyMs: number;
-  /** The backend's own time for the request, in ms, when the disk reports it (see ServiceTimedDisk). */
-  serviceMs?: number;
-  /** Submission to completion at the disk's transport (the DiskClient), in ms, when the disk reports it. */
-  ringMs?: number;
-  /** A write whose data v86 passed in its reusable PIO buffer (absent: DMA, or not known). */
-  pio?: true;
-  /** Requests outstanding at the device when this one was submitted, itself included. */
-  depth?: number;
-}
-
-export interface PhaseSummary {
-  reads: number;
-  writes: number;
-  flushes: number;
-  bytesRead: number;
-  bytesWritten: number;
-  /** Sum of submit→complete latencies per op, in ms. */
-  readMs: number;
-  writeMs: number;
-  flushMs: number;
-  /** Most requests the device had outstanding at once (queued or running), in this phase. */
-  maxInFlight: number;
-}
-
-/**
- * What the runner needs of the guest's disk device, whichever it is: the IDE disk's HdaAdapter or the
- * virtio-blk device (virtio-blk.ts). Both keep the same records and per-phase summaries.
- */
-export interface GuestDiskDevice {
-  readonly byteLength: number;
-  phase: string;
-  records: DiskRequestRecord[];
-  readonly phases: Map<string, PhaseSummary>;
-  failure: Error | undefined;
-  onError?: (err: Error, op: DiskOp, offset: number, length: number) => void;
-  summary(phase: string): PhaseSummary;
-  takeRecords(): DiskRequestRecord[];
-  readonly pending: number;
-  readonly idle: boolean;
-  whenIdle(): Promise<void>;
-  pollFromEmulator(halted: boolean): void;
-  invalidateCallbacks(): void;
-}
+import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
 
 export interface HdaAdapterOptions {
-  /** Keep per-request records in `records` (default true). */
-  record?: boolean;
-  /** Stop keeping records after this many (counters go on; default 1,000,000). */
-  maxRecords?: number;
+  /** Told of every request (see disk-device.ts); settable later as `observer`. */
+  observer?: DiskRequestObserver;
   /** Hand DMA writes' data to the disk without a copy (default true; see `reusedBuffer`). */
   dmaWithoutCopy?: boolean;
   /** Complete requests through the disk's callbacks and `pollFromEmulator()` when it is pollable (default true). */
@@ -119,7 +58,8 @@ interface Request {
   data?: Uint8Array;
   pio?: boolean;
   cb: ReadCb | DoneCb;
-  phase: string;
+  /** The observer's token for the request. */
+  token: unknown;
   submitted: number;
   generation: number;
   signal?: AbortSignal;
@@ -128,17 +68,13 @@ interface Request {
 
 const SECTOR = 512;
 
-export class HdaAdapter implements GuestDiskDevice {
+export class HdaAdapter implements DiskDevice {
   readonly byteLength: number;
   /** Set by v86 before load(). */
   onload?: (e: object) => void;
   onprogress?: (e: object) => void;
 
-  /** Label recorded with each request (the runner sets it: "boot", "workload", ...). */
-  phase = "boot";
-  /** Per-request records (see `takeRecords`). */
-  records: DiskRequestRecord[] = [];
-  readonly phases = new Map<string, PhaseSummary>();
+  observer: DiskRequestObserver | undefined;
   /** The first error an operation of the disk raised; the request's callback was not called. */
   failure: Error | undefined;
   /** Called on every failed disk operation. */
@@ -148,9 +84,6 @@ export class HdaAdapter implements GuestDiskDevice {
    * copied at once. Unset: every write is treated so.
    */
   reusedBuffer?: (data: Uint8Array) => boolean;
-  /** Writes v86 passed through its PIO buffer / as a DMA transfer (known only with `reusedBuffer`). */
-  pioWrites = 0;
-  dmaWrites = 0;
 
   private readonly queue: Request[] = [];
   private head = 0;
@@ -164,8 +97,6 @@ export class HdaAdapter implements GuestDiskDevice {
   private idleWaiters: Array<() => void> = [];
   private generation = 0;
   private mbr: Uint8Array | undefined;
-  private readonly keepRecords: boolean;
-  private readonly maxRecords: number;
 
   constructor(
     readonly disk: AsyncDisk,
@@ -173,8 +104,7 @@ export class HdaAdapter implements GuestDiskDevice {
   ) {
     if (disk.size % SECTOR !== 0) throw new RangeError(`disk size ${disk.size} is not a multiple of ${SECTOR}`);
     this.byteLength = disk.size;
-    this.keepRecords = options.record ?? true;
-    this.maxRecords = options.maxRecords ?? 1_000_000;
+    this.observer = options.observer;
     this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
     this.copyDma = !(options.dmaWithoutCopy ?? true);
   }
@@ -193,10 +123,6 @@ export class HdaAdapter implements GuestDiskDevice {
     // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion: copy now.
     // DMA: v86 gathered the guest's buffers into an array of this request's own, awaited through `cb`.
     const pio = this.reusedBuffer ? this.reusedBuffer(data) : true;
-    if (this.reusedBuffer) {
-      if (pio) this.pioWrites++;
-      else this.dmaWrites++;
-    }
     this.submit({ op: "write", offset: start, length: data.length, data: pio || this.copyDma ? data.slice() : data, pio, cb });
   }
 
@@ -273,27 +199,10 @@ export class HdaAdapter implements GuestDiskDevice {
     this.generation++;
   }
 
-  /** Returns the records kept so far and starts a new list. */
-  takeRecords(): DiskRequestRecord[] {
-    const r = this.records;
-    this.records = [];
-    return r;
-  }
-
-  summary(phase: string): PhaseSummary {
-    let s = this.phases.get(phase);
-    if (!s) {
-      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0, maxInFlight: 0 };
-      this.phases.set(phase, s);
-    }
-    return s;
-  }
-
   // ---- queue ------------------------------------------------------------------------------------------
 
-  private submit(r: Omit<Request, "phase" | "submitted" | "generation" | "depth">): void {
+  private submit(r: Omit<Request, "token" | "submitted" | "generation" | "depth">): void {
     const req = r as Request;
-    req.phase = this.phase;
     req.submitted = performance.now();
     req.generation = this.generation;
     if (req.op !== "flush" && (req.offset % SECTOR !== 0 || req.length % SECTOR !== 0 || req.offset < 0 || req.offset + req.length > this.byteLength)) {
@@ -303,8 +212,10 @@ export class HdaAdapter implements GuestDiskDevice {
     }
     this.queue.push(req);
     req.depth = this.pending;
-    const s = this.summary(req.phase);
-    if (req.depth > s.maxInFlight) s.maxInFlight = req.depth;
+    if (this.observer) {
+      const pio = req.op === "write" && this.reusedBuffer ? req.pio : undefined;
+      req.token = this.observer.submitted({ op: req.op, submitted: req.submitted, depth: req.depth, ...(pio !== undefined ? { pio } : {}) });
+    }
     this.pump();
   }
 
@@ -360,9 +271,7 @@ export class HdaAdapter implements GuestDiskDevice {
       // The guest sees a hung command (and, after its timeout, resets the drive); the queue goes on.
       this.fail(err, req.op, req.offset, req.length);
     } else {
-      const done = performance.now();
-      const timed = this.disk as Partial<ServiceTimedDisk>;
-      this.account(req, started, done, timed.lastServiceMs, timed.lastRingMs);
+      if (this.observer) this.report(this.observer, req, started);
       if (req.generation === this.generation) {
         try {
           if (req.op === "read") (req.cb as ReadCb)(result!);
@@ -376,36 +285,22 @@ export class HdaAdapter implements GuestDiskDevice {
     this.pump();
   }
 
-  private account(req: Request, started: number, done: number, serviceMs: number | undefined, ringMs: number | undefined): void {
-    const latency = done - req.submitted;
-    const s = this.summary(req.phase);
-    if (req.op === "read") {
-      s.reads++;
-      s.bytesRead += req.length;
-      s.readMs += latency;
-    } else if (req.op === "write") {
-      s.writes++;
-      s.bytesWritten += req.length;
-      s.writeMs += latency;
-    } else {
-      s.flushes++;
-      s.flushMs += latency;
-    }
-    if (this.keepRecords && this.records.length < this.maxRecords) {
-      this.records.push({
-        op: req.op,
-        offset: req.offset,
-        length: req.length,
-        phase: req.phase,
-        submitted: req.submitted,
-        queuedMs: started - req.submitted,
-        latencyMs: latency,
-        ...(serviceMs !== undefined ? { serviceMs } : {}),
-        ...(ringMs !== undefined ? { ringMs } : {}),
-        ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
-        depth: req.depth,
-      });
-    }
+  private report(observer: DiskRequestObserver, req: Request, started: number): void {
+    const done = performance.now();
+    const timed = this.disk as Partial<ServiceTimedDisk>;
+    observer.completed(req.token, {
+      op: req.op,
+      offset: req.offset,
+      length: req.length,
+      submitted: req.submitted,
+      depth: req.depth,
+      started,
+      diskDone: done,
+      completed: done,
+      ...(timed.lastServiceMs !== undefined ? { serviceMs: timed.lastServiceMs } : {}),
+      ...(timed.lastRingMs !== undefined ? { ringMs: timed.lastRingMs } : {}),
+      ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
+    });
   }
 
   private fail(err: Error, op: DiskOp, offset: number, length: number): void {

@@ -21,10 +21,14 @@
  * `saveState(emulator)` / `restoreState(emulator, state)` here (v86's state plus the device's registers,
  * machine-state.ts); for IDE they are v86's own. The guest sees the disk as /dev/sda (IDE) or /dev/vda
  * (virtio: Linux's virtio_pci — legacy interface — and virtio_blk drivers).
+ *
+ * Measurement: the devices keep none. Give an `observer` (disk-device.ts) to be told of each request —
+ * the package root's RequestRecorder (src/guest/request-recorder.ts) keeps records and per-phase sums.
  */
 import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "./async-disk.js";
-import { HdaAdapter, type GuestDiskDevice, type HdaAdapterOptions } from "./hda-adapter.js";
+import type { DiskDevice, DiskRequestObserver } from "./disk-device.js";
+import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
 import { hdaDrive, installHonestFlush } from "./ide-flush.js";
 import { joinMachineState, splitMachineState } from "./machine-state.js";
 import { VirtioBlk, type VirtioBlkDisk, type VirtioBlkOptions, type VirtioBlkState } from "./virtio-blk.js";
@@ -39,15 +43,17 @@ export interface V86DiskOptions {
   pollFromRunLoop?: boolean;
   /** virtio-blk device options (feature limits, serial). */
   virtio?: VirtioBlkOptions & VirtioAttachOptions;
-  /** IDE adapter options (per-request records: off for a long-running machine). */
+  /** IDE adapter options. */
   ide?: HdaAdapterOptions;
+  /** Told of every guest request (disk-device.ts); none by default. */
+  observer?: DiskRequestObserver;
 }
 
 /** One disk for one emulator. */
 export class RefcowV86Disk {
   readonly type: V86DiskType;
-  /** The device: records and per-phase summaries of the guest's requests. */
-  readonly device: GuestDiskDevice;
+  /** The device: its idle state and errors; set `device.observer` to be told of the guest's requests. */
+  readonly device: DiskDevice;
   /** Spread into `new V86({...})`: `{ hda }` for IDE, nothing for virtio (the device is added by `attach`). */
   readonly v86Options: { hda?: V86Image };
   private attached: unknown;
@@ -59,11 +65,12 @@ export class RefcowV86Disk {
   ) {
     this.type = options.type ?? "ide";
     if (this.type !== "ide" && this.type !== "virtio") throw new RangeError(`disk type must be ide or virtio, got '${String(this.type)}'`);
+    const observer = options.observer ? { observer: options.observer } : {};
     if (this.type === "virtio") {
-      this.device = new VirtioBlk(disk, options.virtio);
+      this.device = new VirtioBlk(disk, { ...options.virtio, ...observer });
       this.v86Options = {};
     } else {
-      const hda = new HdaAdapter(disk, options.ide);
+      const hda = new HdaAdapter(disk, { ...options.ide, ...observer });
       this.device = hda;
       this.v86Options = { hda: hda as unknown as V86Image };
     }
@@ -148,7 +155,7 @@ export class RefcowV86Disk {
  * Wraps the CPU's `run_hardware_timers` (v86's main loop calls it after every batch of instructions and as
  * soon as the guest halts) so that `device.pollFromEmulator` reaps the disk's completions there.
  */
-export function hookDiskPolling(emulator: unknown, device: Pick<GuestDiskDevice, "pollFromEmulator">): void {
+export function hookDiskPolling(emulator: unknown, device: Pick<DiskDevice, "pollFromEmulator">): void {
   const cpu = (emulator as { v86?: { cpu?: { run_hardware_timers?: unknown; in_hlt?: ArrayLike<number> } } }).v86?.cpu;
   const original = cpu?.run_hardware_timers;
   if (!cpu || typeof original !== "function" || typeof cpu.in_hlt !== "object" || cpu.in_hlt === null) {

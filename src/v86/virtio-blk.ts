@@ -94,7 +94,7 @@
  * ignores the queue. Disk errors: IOERR (the error is kept in `failure` and given to `onError`).
  */
 import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
-import type { DiskOp, DiskRequestRecord, GuestDiskDevice, PhaseSummary } from "./hda-adapter.js";
+import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
 
 // ---- constants (virtio 1.2 spec; Linux include/uapi/linux/virtio_blk.h, virtio_ring.h, virtio_pci.h) ----
 
@@ -179,9 +179,8 @@ export interface VirtioBlkDisk extends AsyncDisk {
 }
 
 export interface VirtioBlkOptions {
-  /** Keep per-request records (default true). */
-  record?: boolean;
-  maxRecords?: number;
+  /** Told of every request, notification and used-ring publication (disk-device.ts); settable later as `observer`. */
+  observer?: DiskRequestObserver;
   /** Largest data segment the driver may use, bytes (SIZE_MAX; default 1 MiB). */
   sizeMax?: number;
   /** Most data segments per request (SEG_MAX; default QUEUE_SIZE - 2). */
@@ -196,33 +195,6 @@ export interface VirtioBlkOptions {
   pollCompletions?: boolean;
   /** Offer VIRTIO_RING_F_EVENT_IDX (default true). */
   eventIdx?: boolean;
-}
-
-/** A virtio-blk request record: the hda adapter's record plus the queue depth it met. */
-export interface VirtioRequestRecord extends DiskRequestRecord {
-  /** Requests outstanding at the device when this one was submitted, itself included. */
-  depth: number;
-  /** performance.now() when the disk resolved the request (for a flush: the engine's flush done), ms. */
-  diskDone: number;
-  /** performance.now() when the guest was told (used ring written), ms. */
-  completed: number;
-  /** Virtio request type (see T_*), for the record kinds DiskOp cannot name (discard, write-zeroes, get-id). */
-  type: number;
-  /** Status the guest got. */
-  status: number;
-}
-
-export interface VirtioPhaseSummary extends PhaseSummary {
-  /** Most requests outstanding at the device at once. */
-  maxInFlight: number;
-  /** Interrupts raised, and used-ring publications (batches of completions), while this phase was current. */
-  interrupts: number;
-  batches: number;
-  /** The driver's queue notifications (writes of queue notify) while this phase was current. */
-  notifies: number;
-  discards: number;
-  writeZeroes: number;
-  errors: number;
 }
 
 interface Segment {
@@ -243,7 +215,8 @@ interface Pending {
   op: DiskOp;
   offset: number;
   length: number;
-  phase: string;
+  /** The observer's token for the request. */
+  token: unknown;
   submitted: number;
   depth: number;
   generation: number;
@@ -257,13 +230,10 @@ interface Pending {
 const RAM_HOLE_START = 0xa0000;
 const RAM_HOLE_END = 0xc0000;
 
-export class VirtioBlk implements GuestDiskDevice {
+export class VirtioBlk implements DiskDevice {
   readonly name = "virtio-blk";
   readonly byteLength: number;
-  /** Label recorded with each request (as the hda adapter's). */
-  phase = "boot";
-  records: VirtioRequestRecord[] = [];
-  readonly phases = new Map<string, VirtioPhaseSummary>();
+  observer: DiskRequestObserver | undefined;
   failure: Error | undefined;
   onError?: (err: Error, op: DiskOp, offset: number, length: number) => void;
   /** Requests submitted to the disk and not yet completed to the guest. */
@@ -301,8 +271,6 @@ export class VirtioBlk implements GuestDiskDevice {
   private readonly waitingFlushes: Array<{ req: Pending; before: Set<Pending> }> = [];
   private idleWaiters: Array<() => void> = [];
   private readonly pollable: PollableDisk | undefined;
-  private readonly keepRecords: boolean;
-  private readonly maxRecords: number;
   private readonly serial: Uint8Array;
   private oldestStarted = 0;
   /** Completions written to the used ring but not yet published (used.idx not advanced). */
@@ -318,8 +286,7 @@ export class VirtioBlk implements GuestDiskDevice {
   ) {
     if (disk.size % SECTOR !== 0) throw new RangeError(`disk size ${disk.size} is not a multiple of ${SECTOR}`);
     this.byteLength = disk.size;
-    this.keepRecords = options.record ?? true;
-    this.maxRecords = options.maxRecords ?? 1_000_000;
+    this.observer = options.observer;
     this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
     this.serial = new TextEncoder().encode((options.serial ?? "refcow").slice(0, GET_ID_BYTES));
     const hasDiscard = typeof disk.discard === "function";
@@ -411,7 +378,7 @@ export class VirtioBlk implements GuestDiskDevice {
       case REG.QUEUE_NOTIFY:
         // From the guest's OUT instruction: inside v86's run loop, the interrupt is taken on return.
         this.notifies++;
-        this.summary(this.phase).notifies++;
+        this.observer?.notified?.();
         if ((value & 0xffff) === 0) this.inLoop(() => this.processQueue());
         return;
       case REG.STATUS:
@@ -545,8 +512,6 @@ export class VirtioBlk implements GuestDiskDevice {
         const now = (old + k) & 0xffff;
         this.setU16(this.usedAddr + 2, now);
         this.batches++;
-        const ph = this.summary(this.phase);
-        ph.batches++;
         let signal: boolean;
         if (this.has(F_EVENT_IDX)) {
           const usedEvent = this.u16(this.availAddr + 4 + 2 * QUEUE_SIZE);
@@ -554,9 +519,9 @@ export class VirtioBlk implements GuestDiskDevice {
           signal = ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
         } else signal = (this.u16(this.availAddr) & AVAIL_F_NO_INTERRUPT) === 0;
         if (!signal && this.has(F_NOTIFY_ON_EMPTY) && this.outstanding.length === 0 && this.u16(this.availAddr + 2) === this.lastAvail) signal = true;
+        this.observer?.published?.(signal);
         if (signal) {
           this.interrupts++;
-          ph.interrupts++;
           this.isr |= 1;
           this.irq?.raise();
           if (!this.inRunLoop) this.wakeEmulator?.();
@@ -626,7 +591,7 @@ export class VirtioBlk implements GuestDiskDevice {
       op: type === T_IN ? "read" : type === T_FLUSH ? "flush" : "write",
       offset: type === T_IN || type === T_OUT ? sector * SECTOR : 0,
       length: 0,
-      phase: this.phase,
+      token: undefined,
       submitted: performance.now(),
       depth: 0,
       generation: this.generation,
@@ -637,8 +602,7 @@ export class VirtioBlk implements GuestDiskDevice {
     this.outstanding.push(req);
     this.inFlight++;
     req.depth = this.inFlight;
-    const s = this.summary(req.phase);
-    if (req.depth > s.maxInFlight) s.maxInFlight = req.depth;
+    if (this.observer) req.token = this.observer.submitted({ op: req.op, submitted: req.submitted, depth: req.depth });
     if (this.inFlight === 1) this.oldestStarted = req.submitted;
 
     if (chain.bad || !hdr || !statusAt) return this.complete(req, S_IOERR, 0);
@@ -752,7 +716,8 @@ export class VirtioBlk implements GuestDiskDevice {
   private complete(req: Pending, status: number, written: number): void {
     if (req.done) return;
     req.done = true;
-    const diskDone = performance.now();
+    const observer = this.observer;
+    const diskDone = observer ? performance.now() : 0;
     const mem = this.memory;
     let len = written;
     if (req.generation === this.generation && mem && this.queuePfn !== 0 && this.queueInRam()) {
@@ -773,12 +738,12 @@ export class VirtioBlk implements GuestDiskDevice {
         queueMicrotask(() => this.publish());
       }
     }
-    const completed = performance.now();
+    const completed = observer ? performance.now() : 0;
     const i = this.outstanding.indexOf(req);
     if (i >= 0) this.outstanding.splice(i, 1);
     if (req.generation === this.generation) this.inFlight--;
     if (this.outstanding.length > 0) this.oldestStarted = this.outstanding[0]!.submitted;
-    this.account(req, status, diskDone, completed);
+    if (observer) this.report(observer, req, status, diskDone, completed);
     // Flushes waiting for this request.
     for (let k = 0; k < this.waitingFlushes.length; ) {
       const w = this.waitingFlushes[k]!;
@@ -795,62 +760,24 @@ export class VirtioBlk implements GuestDiskDevice {
     }
   }
 
-  private account(req: Pending, status: number, diskDone: number, completed: number): void {
-    const s = this.summary(req.phase);
-    const latency = completed - req.submitted;
-    if (status !== S_OK) s.errors++;
-    else if (req.type === T_IN) {
-      s.reads++;
-      s.bytesRead += req.length;
-      s.readMs += latency;
-    } else if (req.type === T_OUT) {
-      s.writes++;
-      s.bytesWritten += req.length;
-      s.writeMs += latency;
-    } else if (req.type === T_FLUSH) {
-      s.flushes++;
-      s.flushMs += latency;
-    } else if (req.type === T_DISCARD) s.discards++;
-    else if (req.type === T_WRITE_ZEROES) s.writeZeroes++;
-    // Records (and so traces) hold the reads, writes and flushes that succeeded; the rest is counted above.
-    const recordable = status === S_OK && (req.type === T_FLUSH || ((req.type === T_IN || req.type === T_OUT) && req.length > 0));
-    if (recordable && this.keepRecords && this.records.length < this.maxRecords) {
-      const timed = this.disk as Partial<ServiceTimedDisk>;
-      const serviceMs = req.type === T_IN || req.type === T_OUT || req.type === T_FLUSH ? timed.lastServiceMs : undefined;
-      this.records.push({
-        op: req.op,
-        offset: req.offset,
-        length: req.length,
-        phase: req.phase,
-        submitted: req.submitted,
-        queuedMs: 0,
-        latencyMs: latency,
-        ...(serviceMs !== undefined && this.pollable ? { serviceMs } : {}),
-        depth: req.depth,
-        diskDone,
-        completed,
-        type: req.type,
-        status,
-      });
-    }
+  private report(observer: DiskRequestObserver, req: Pending, status: number, diskDone: number, completed: number): void {
+    const timed = this.disk as Partial<ServiceTimedDisk>;
+    const serviceMs = this.pollable && (req.type === T_IN || req.type === T_OUT || req.type === T_FLUSH) ? timed.lastServiceMs : undefined;
+    observer.completed(req.token, {
+      op: req.op,
+      offset: req.offset,
+      length: req.length,
+      submitted: req.submitted,
+      depth: req.depth,
+      started: req.submitted,
+      diskDone,
+      completed,
+      ...(serviceMs !== undefined ? { serviceMs } : {}),
+      virtio: { type: req.type, status },
+    });
   }
 
-  // ---- the hda adapter's bookkeeping interface -------------------------------------------------------
-
-  summary(phase: string): VirtioPhaseSummary {
-    let s = this.phases.get(phase);
-    if (!s) {
-      s = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readMs: 0, writeMs: 0, flushMs: 0, maxInFlight: 0, interrupts: 0, batches: 0, notifies: 0, discards: 0, writeZeroes: 0, errors: 0 };
-      this.phases.set(phase, s);
-    }
-    return s;
-  }
-
-  takeRecords(): VirtioRequestRecord[] {
-    const r = this.records;
-    this.records = [];
-    return r;
-  }
+  // ---- the embedder's interface (disk-device.ts) ---------------------------------------------------
 
   get pending(): number {
     return this.outstanding.length;

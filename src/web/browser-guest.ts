@@ -19,7 +19,7 @@
  */
 import type { AsyncDisk } from "../v86/async-disk.js";
 import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "../guest/guest-machine.js";
-import type { GuestDiskDevice } from "../v86/hda-adapter.js";
+import type { GuestDiskDevice } from "../guest/guest-disk-device.js";
 import { DONE_LINE, PHASE_LINE, READY_LINE, type SerialConsole } from "../guest/serial-console.js";
 
 export interface GuestFiles {

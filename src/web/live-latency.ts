@@ -4,7 +4,7 @@
  * when the disk reported it). Percentiles are nearest-rank, as in the Node summaries (src/guest/latency-stats.ts);
  * histogram buckets are powers of two in µs.
  */
-import type { DiskOp, DiskRequestRecord } from "../v86/hda-adapter.js";
+import type { DiskOp, DiskRequestRecord } from "../guest/request-recorder.js";
 import { percentileOfSorted as percentile } from "../stats/latency.js";
 
 export interface OpSummary {

@@ -10,7 +10,7 @@
  * `window.refcowPage` exposes the page's state and a few calls for scripted use (the end-to-end test).
  */
 import type { CacheMode, SnapshotInfo } from "../engine/types.js";
-import type { DiskOp } from "../v86/hda-adapter.js";
+import type { DiskOp } from "../v86/disk-device.js";
 import { buildWorkload, WORKLOAD_NAMES, type Workload } from "../guest/workloads.js";
 import { WebImageHost } from "../worker/web-host.js";
 import { GuestRestoredError, type GuestFiles } from "./browser-guest.js";

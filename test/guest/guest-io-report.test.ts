@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { decompose } from "../../src/guest/decomposition.js";
 import { checkClock, decodeVarints, parseGuestIoLine, parseGuestIoReports, type GuestIoReport } from "../../src/guest/guest-io-report.js";
-import type { DiskRequestRecord } from "../../src/v86/hda-adapter.js";
+import type { DiskRequestRecord } from "../../src/guest/request-recorder.js";
 import { formatCuts, parseCuts } from "../../src/guest/latency-cuts.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-io-test-"));

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import type { DiskRequestRecord } from "../../src/v86/hda-adapter.js";
+import type { DiskRequestRecord } from "../../src/guest/request-recorder.js";
 import { formatTrace, parseTrace, readTrace, traceFromRecords, TraceFormatError, writeTrace } from "../../src/guest/trace.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-trace-"));

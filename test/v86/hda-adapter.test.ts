@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { AsyncDisk } from "../../src/v86/async-disk.js";
+import { RequestRecorder } from "../../src/guest/request-recorder.js";
 import { HdaAdapter } from "../../src/v86/hda-adapter.js";
 import { MemoryAsyncDisk } from "../../src/v86/memory-async-disk.js";
 
@@ -124,16 +125,17 @@ describe("HdaAdapter", () => {
     expect(disk.inner.writesBeforeLastFlush).toBe(2);
   });
 
-  it("records per-request latency with the phase current at submission", async () => {
+  it("reports per-request latency to its observer, recorded with the phase current at submission", async () => {
     const mem = new MemoryAsyncDisk(64 * KiB, 3);
-    const a = new HdaAdapter(mem);
-    a.phase = "warmup";
+    const rec = new RequestRecorder();
+    const a = new HdaAdapter(mem, { observer: rec });
+    rec.phase = "warmup";
     a.set(0, sectorOf(1), () => undefined);
-    a.phase = "measure";
+    rec.phase = "measure";
     a.set(512, sectorOf(1), () => undefined);
     a.flush(() => undefined);
     await readP(a, 0, 512);
-    const recs = a.takeRecords();
+    const recs = rec.takeRecords();
     expect(recs.map((r) => [r.op, r.phase, r.offset, r.length])).toEqual([
       ["write", "warmup", 0, 512],
       ["write", "measure", 512, 512],
@@ -146,8 +148,8 @@ describe("HdaAdapter", () => {
     }
     // later requests waited behind earlier ones
     expect(recs[3]!.queuedMs).toBeGreaterThan(recs[0]!.queuedMs);
-    expect(a.records).toEqual([]);
-    const m = a.summary("measure");
+    expect(rec.records).toEqual([]);
+    const m = rec.summary("measure");
     expect([m.writes, m.flushes, m.reads, m.bytesWritten, m.bytesRead]).toEqual([1, 1, 1, 512, 512]);
   });
 
@@ -171,22 +173,24 @@ describe("HdaAdapter", () => {
         timed.lastServiceMs = 0.25;
       },
     };
-    const a = new HdaAdapter(timed);
+    const rec = new RequestRecorder();
+    const a = new HdaAdapter(timed, { observer: rec });
     a.set(0, sectorOf(1), () => undefined);
     a.set(512, sectorOf(2), () => undefined);
     a.flush(() => undefined);
     await readP(a, 0, 512);
-    expect(a.takeRecords().map((r) => [r.op, r.serviceMs])).toEqual([
+    expect(rec.takeRecords().map((r) => [r.op, r.serviceMs])).toEqual([
       ["write", 1],
       ["write", 2],
       ["flush", 0.25],
       ["read", 0.5],
     ]);
     // a disk that does not report it: no serviceMs
-    const plain = new HdaAdapter(new MemoryAsyncDisk(64 * KiB));
+    const plainRec = new RequestRecorder();
+    const plain = new HdaAdapter(new MemoryAsyncDisk(64 * KiB), { observer: plainRec });
     plain.set(0, sectorOf(1), () => undefined);
     await plain.whenIdle();
-    expect(plain.takeRecords()[0]!.serviceMs).toBeUndefined();
+    expect(plainRec.takeRecords()[0]!.serviceMs).toBeUndefined();
   });
 
   it("whenIdle resolves once the queue drained; get_state is synchronous and holds no disk data", async () => {
