@@ -45,7 +45,7 @@ export interface RequestCompletion {
   ringMs?: number;
   /** An IDE write whose data came in v86's reusable PIO buffer (known only when the device can tell). */
   pio?: true;
-  /** virtio-blk only: the request type (T_* of virtio-blk-protocol.ts) and the status the guest got. */
+  /** virtio-blk only: the request type (T_* of virtio-blk.ts) and the status the guest got. */
   virtio?: { type: number; status: number };
 }
 

@@ -18,7 +18,8 @@
  * `initial_state`: v86 saves and restores the device's PCI config space with its own, so BARs and the
  * interrupt line come back; the device's registers are `VirtioBlk.getState()` and go next to v86's state).
  */
-import { IO_BAR_SIZE, VIRTIO_BLK_LEGACY_DEVICE, VIRTIO_ID_BLOCK, VIRTIO_VENDOR, type VirtioBlk } from "./virtio-blk.js";
+import type { VirtioBlk } from "./virtio-blk.js";
+import { IO_BAR_SIZE, VIRTIO_BLK_LEGACY_DEVICE, VIRTIO_ID_BLOCK, VIRTIO_VENDOR } from "./virtio-blk-pci.js";
 
 interface PortEntry {
   device?: unknown;

@@ -2,45 +2,15 @@
  * VirtioBlk: a virtio-blk disk for the v86 guest, with many requests in flight, over an AsyncDisk (the
  * worker-served qcow2 image). The device model lives here, free of v86: guest memory, the interrupt line
  * and the I/O registers are reached through small interfaces, so that the unit tests drive it with crafted
- * virtqueues and no emulator. `virtio-blk-v86.ts` plugs it into v86's PCI bus.
+ * virtqueues and no emulator. `virtio-blk-v86.ts` plugs it into v86's PCI bus; its PCI side (identity,
+ * registers, features, configuration space) is specified in virtio-blk-pci.ts, its queue in virtqueue.ts.
  *
- * Why a transport of its own: v86 0.5.462 has a virtio-pci implementation (src/virtio.js, used by its
- * virtio-net, virtio-console, virtio-balloon and 9p devices), but its release build neither exports it nor
- * keeps its name; it is reachable only through an instance of one of those devices. So this module
- * implements the small legacy ("transitional") virtio-pci interface of the virtio 1.x spec, §4.1.4.8, on
- * v86's PCI device interface (`cpu.devices.pci.register_device`, I/O ports), which Linux's virtio_pci
- * drives when a device has no virtio capabilities (virtio_pci_legacy.c).
+ * ## Completions
  *
- * ## Transport: legacy virtio over PCI (virtio 1.2 §4.1.4.8)
- *
- * PCI: vendor 0x1AF4, device 0x1001 (transitional block device), revision 0, subsystem vendor 0x1AF4,
- * subsystem id 2 (block), class 0x010000, interrupt pin INTA#, no capabilities, no MSI-X. BAR0 is an I/O
- * BAR of `IO_BAR_SIZE` bytes, little-endian:
- *
- *   off size  register
- *   0   4     device features (bits 0-31; read only)
- *   4   4     driver features (what the driver accepted)
- *   8   4     queue address: guest-physical page frame number (address >> 12) of the selected queue; 0 = off
- *   12  2     queue size (read only: QUEUE_SIZE)
- *   14  2     queue select
- *   16  2     queue notify: the driver writes a queue index after adding buffers
- *   18  1     device status (ACKNOWLEDGE 1, DRIVER 2, DRIVER_OK 4, FEATURES_OK 8, FAILED 128); 0 = reset
- *   19  1     ISR status: bit 0 = used buffers, bit 1 = config change; reading it clears it and lowers
- *             the interrupt line
- *   20  ...   device configuration (below)
- *
- * Legacy queue layout (§2.7, alignment 4096) for a queue of N descriptors at address A = pfn << 12:
- *
- *   A                  descriptor table  N × { addr u64, len u32, flags u16 (NEXT 1, WRITE 2, INDIRECT 4), next u16 }
- *   A + 16N            available ring    { flags u16 (NO_INTERRUPT 1), idx u16, ring[N] u16, used_event u16 }
- *   align4096(A+16N+6+2N) used ring      { flags u16, idx u16, ring[N] { id u32, len u32 }, avail_event u16 }
- *
- * Indices are free-running u16. On each notify the device takes every head from avail.ring[last_avail % N]
- * while last_avail != avail.idx; it completes a chain by writing used.ring[used.idx % N] = { head, bytes
- * written }. Completions may come in any order, and are published in batches: every completion ready at
- * one moment (all those one reap of the disk's ring delivers, from inside v86's run loop or from the event
- * loop, and those a notify completes at once) is written to the used ring, then used.idx is advanced once
- * and the interrupt raised once for the batch — unless the driver suppressed it: with EVENT_IDX
+ * On each notify the device takes every available chain (virtqueue.ts). Completions may come in any order,
+ * and are published in batches: every completion ready at one moment (all those one reap of the disk's
+ * ring delivers, from inside v86's run loop or from the event loop, and those a notify completes at once)
+ * is written to the used ring, then used.idx is advanced once and the interrupt raised once for the batch — unless the driver suppressed it: with EVENT_IDX
  * (VIRTIO_RING_F_EVENT_IDX, 29) negotiated, only when the new used.idx passes the driver's used_event
  * (vring_need_event, §2.7.10), else unless the driver set NO_INTERRUPT; with NOTIFY_ON_EMPTY (24) negotiated,
  * also whenever the device is left with no request and the available ring is empty. With EVENT_IDX the device
@@ -51,21 +21,8 @@
  * at every notify and ISR read as well was tried (rand4k at depth 16, lazy, 1024 writes) and cut the
  * device's latency but made batches smaller — 370-590 interrupts a phase instead of about 110 — with no
  * more guest IOPS: the emulated CPU, not the completion path, bounds them.
- * INDIRECT is not offered.
  *
- * ## Device: virtio-blk (§5.2)
- *
- * Configuration at BAR0 + 20 (the fields this device fills; the rest reads 0):
- *
- *   0  capacity u64 (512-byte sectors)    8  size_max u32 (SIZE_MAX)      12 seg_max u32 (SEG_MAX)
- *   16 geometry { cyl u16, heads u8, sectors u8 }                          20 blk_size u32 (BLK_SIZE)
- *   24 physical_block_exp u8, alignment_offset u8, min_io_size u16         28 opt_io_size u32
- *   32 writeback u8   34 num_queues u16
- *   36 max_discard_sectors u32  40 max_discard_seg u32  44 discard_sector_alignment u32 (DISCARD)
- *   48 max_write_zeroes_sectors u32  52 max_write_zeroes_seg u32  56 write_zeroes_may_unmap u8 (WRITE_ZEROES)
- *
- * Features offered: SIZE_MAX (1), SEG_MAX (2), BLK_SIZE (6), FLUSH (9), and, when the disk has them,
- * DISCARD (13) and WRITE_ZEROES (14).
+ * ## Requests (virtio 1.2 §5.2.6)
  *
  * A request is one descriptor chain: the device-readable header { type u32, reserved u32, sector u64 },
  * then the data (device-readable for OUT, DISCARD, WRITE_ZEROES; device-writable for IN, GET_ID), then one
@@ -95,38 +52,10 @@
  */
 import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
 import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
+import { configSpace, CONFIG_SIZE, F_EVENT_IDX, F_NOTIFY_ON_EMPTY, offeredFeatures, REG, STATUS_NEEDS_RESET } from "./virtio-blk-pci.js";
+import { gather, QUEUE_SIZE, scatter, segmentBytes, Virtqueue, type Chain, type GuestMemory, type Segment } from "./virtqueue.js";
 
-// ---- constants (virtio 1.2 spec; Linux include/uapi/linux/virtio_blk.h, virtio_ring.h, virtio_pci.h) ----
-
-export const VIRTIO_VENDOR = 0x1af4;
-export const VIRTIO_BLK_LEGACY_DEVICE = 0x1001;
-export const VIRTIO_ID_BLOCK = 2;
-
-/** Register offsets in BAR0. */
-export const REG = {
-  DEVICE_FEATURES: 0,
-  DRIVER_FEATURES: 4,
-  QUEUE_PFN: 8,
-  QUEUE_SIZE: 12,
-  QUEUE_SELECT: 14,
-  QUEUE_NOTIFY: 16,
-  STATUS: 18,
-  ISR: 19,
-  CONFIG: 20,
-} as const;
-
-export const CONFIG_SIZE = 60;
-/** BAR0 size: a power of two >= 20 + CONFIG_SIZE. */
-export const IO_BAR_SIZE = 128;
-export const QUEUE_SIZE = 128;
-export const QUEUE_ALIGN = 4096;
-
-export const F_SIZE_MAX = 1;
-export const F_SEG_MAX = 2;
-export const F_BLK_SIZE = 6;
-export const F_FLUSH = 9;
-export const F_DISCARD = 13;
-export const F_WRITE_ZEROES = 14;
+// ---- request types and status (virtio 1.2 §5.2.6; Linux include/uapi/linux/virtio_blk.h) ----------------
 
 export const T_IN = 0;
 export const T_OUT = 1;
@@ -139,32 +68,10 @@ export const S_OK = 0;
 export const S_IOERR = 1;
 export const S_UNSUPP = 2;
 
-export const STATUS_DRIVER_OK = 4;
-export const STATUS_NEEDS_RESET = 64;
-
-export const DESC_F_NEXT = 1;
-export const DESC_F_WRITE = 2;
-export const DESC_F_INDIRECT = 4;
-export const AVAIL_F_NO_INTERRUPT = 1;
-/** Legacy: interrupt when the available ring runs empty, even with interrupts suppressed. */
-export const F_NOTIFY_ON_EMPTY = 24;
-/** used_event / avail_event (§2.7.7, §2.7.10). */
-export const F_EVENT_IDX = 29;
-
 const SECTOR = 512;
 const GET_ID_BYTES = 20;
 const SEGMENT_BYTES = 16;
 const WZ_F_UNMAP = 1;
-
-/** Guest-physical memory, as the device sees it. */
-export interface GuestMemory {
-  /** Bytes of RAM: addresses [0, size) except `holes` are RAM. */
-  readonly size: number;
-  /** A view (or copy) of [addr, addr + length); called only for ranges `inRam` accepted. */
-  read(addr: number, length: number): Uint8Array;
-  /** Copies `data` to addr; called only for ranges `inRam` accepted. */
-  write(addr: number, data: Uint8Array): void;
-}
 
 /** The device's interrupt line (level-triggered INTx). */
 export interface InterruptLine {
@@ -197,18 +104,6 @@ export interface VirtioBlkOptions {
   eventIdx?: boolean;
 }
 
-interface Segment {
-  addr: number;
-  len: number;
-}
-
-interface Chain {
-  head: number;
-  readable: Segment[];
-  writable: Segment[];
-  bad: boolean;
-}
-
 interface Pending {
   head: number;
   type: number;
@@ -227,9 +122,6 @@ interface Pending {
   done: boolean;
 }
 
-const RAM_HOLE_START = 0xa0000;
-const RAM_HOLE_END = 0xc0000;
-
 export class VirtioBlk implements DiskDevice {
   readonly name = "virtio-blk";
   readonly byteLength: number;
@@ -242,7 +134,6 @@ export class VirtioBlk implements DiskDevice {
   requests = 0;
   guestFlushes = 0;
 
-  memory: GuestMemory | undefined;
   irq: InterruptLine | undefined;
   /**
    * Called after a batch of completions published outside v86's run loop raised the interrupt (the embedder
@@ -258,12 +149,11 @@ export class VirtioBlk implements DiskDevice {
   // registers
   private readonly deviceFeatures: number;
   private driverFeatures = 0;
-  private queuePfn = 0;
   private queueSelect = 0;
   private status = 0;
   private isr = 0;
-  private lastAvail = 0;
   private readonly config: Uint8Array;
+  private readonly queue = new Virtqueue();
 
   private generation = 0;
   private readonly outstanding: Pending[] = [];
@@ -289,40 +179,26 @@ export class VirtioBlk implements DiskDevice {
     this.observer = options.observer;
     this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
     this.serial = new TextEncoder().encode((options.serial ?? "refcow").slice(0, GET_ID_BYTES));
-    const hasDiscard = typeof disk.discard === "function";
-    const hasWz = typeof disk.writeZeroes === "function";
-    let f = (1 << F_SIZE_MAX) | (1 << F_SEG_MAX) | (1 << F_BLK_SIZE) | (1 << F_FLUSH);
-    if (hasDiscard) f |= 1 << F_DISCARD;
-    if (hasWz) f |= 1 << F_WRITE_ZEROES;
-    if (options.eventIdx ?? true) f |= 1 << F_EVENT_IDX;
-    f |= 1 << F_NOTIFY_ON_EMPTY;
-    this.deviceFeatures = f >>> 0;
+    const layout = {
+      size: disk.size,
+      hasDiscard: typeof disk.discard === "function",
+      hasWriteZeroes: typeof disk.writeZeroes === "function",
+      eventIdx: options.eventIdx,
+      sizeMax: options.sizeMax,
+      segMax: options.segMax ?? QUEUE_SIZE - 2,
+      blockSize: options.blockSize,
+      discardGranularity: options.discardGranularity,
+    };
+    this.deviceFeatures = offeredFeatures(layout);
+    this.config = configSpace(layout);
+  }
 
-    const c = new DataView(new ArrayBuffer(CONFIG_SIZE));
-    const sectors = disk.size / SECTOR;
-    c.setUint32(0, sectors % 2 ** 32, true);
-    c.setUint32(4, Math.floor(sectors / 2 ** 32), true);
-    c.setUint32(8, options.sizeMax ?? 1 << 20, true);
-    c.setUint32(12, options.segMax ?? QUEUE_SIZE - 2, true);
-    const cyl = Math.min(65535, Math.floor(sectors / (16 * 63)));
-    c.setUint16(16, cyl, true);
-    c.setUint8(18, 16);
-    c.setUint8(19, 63);
-    c.setUint32(20, options.blockSize ?? SECTOR, true);
-    c.setUint8(32, 1); // writeback (informative without CONFIG_WCE)
-    c.setUint16(34, 1, true);
-    const maxSectors = 0x400000; // 2 GiB per discard / write-zeroes request
-    if (hasDiscard) {
-      c.setUint32(36, maxSectors, true);
-      c.setUint32(40, 1, true);
-      c.setUint32(44, Math.max(1, (options.discardGranularity ?? 4096) / SECTOR), true);
-    }
-    if (hasWz) {
-      c.setUint32(48, maxSectors, true);
-      c.setUint32(52, 1, true);
-      c.setUint8(56, 1);
-    }
-    this.config = new Uint8Array(c.buffer);
+  /** Guest memory, where the queue and the requests' buffers are. */
+  get memory(): GuestMemory | undefined {
+    return this.queue.memory;
+  }
+  set memory(m: GuestMemory | undefined) {
+    this.queue.memory = m;
   }
 
   // ---- registers (BAR0) -------------------------------------------------------------------------------
@@ -349,7 +225,7 @@ export class VirtioBlk implements DiskDevice {
     if (off >= REG.CONFIG) return off - REG.CONFIG < CONFIG_SIZE ? this.config[off - REG.CONFIG]! : 0;
     if (off < 4) return (this.deviceFeatures >>> (8 * off)) & 0xff;
     if (off < 8) return (this.driverFeatures >>> (8 * (off - 4))) & 0xff;
-    if (off < 12) return this.queueSelect === 0 ? (this.queuePfn >>> (8 * (off - 8))) & 0xff : 0;
+    if (off < 12) return this.queueSelect === 0 ? (this.queue.pfn >>> (8 * (off - 8))) & 0xff : 0;
     if (off < 14) return this.queueSelect === 0 ? (QUEUE_SIZE >>> (8 * (off - 12))) & 0xff : 0;
     if (off < 16) return (this.queueSelect >>> (8 * (off - 14))) & 0xff;
     if (off < 18) return 0;
@@ -368,9 +244,9 @@ export class VirtioBlk implements DiskDevice {
         return;
       case REG.QUEUE_PFN:
         if (this.queueSelect !== 0) return;
-        this.queuePfn = value;
-        this.lastAvail = 0;
-        if (value !== 0 && !this.queueInRam()) this.status |= STATUS_NEEDS_RESET;
+        this.queue.pfn = value;
+        this.queue.lastAvail = 0;
+        if (value !== 0 && !this.queue.inRam()) this.status |= STATUS_NEEDS_RESET;
         return;
       case REG.QUEUE_SELECT:
         this.queueSelect = value & 0xffff;
@@ -395,10 +271,10 @@ export class VirtioBlk implements DiskDevice {
   reset(): void {
     this.generation++;
     this.driverFeatures = 0;
-    this.queuePfn = 0;
+    this.queue.pfn = 0;
     this.queueSelect = 0;
     this.status = 0;
-    this.lastAvail = 0;
+    this.queue.lastAvail = 0;
     this.isr = 0;
     this.unpublished = 0;
     this.irq?.lower();
@@ -410,52 +286,17 @@ export class VirtioBlk implements DiskDevice {
 
   // ---- queue ------------------------------------------------------------------------------------------
 
-  private get queueBase(): number {
-    return this.queuePfn * QUEUE_ALIGN;
-  }
-  private get availAddr(): number {
-    return this.queueBase + 16 * QUEUE_SIZE;
-  }
-  private get usedAddr(): number {
-    const end = this.availAddr + 6 + 2 * QUEUE_SIZE;
-    return Math.ceil(end / QUEUE_ALIGN) * QUEUE_ALIGN;
-  }
-  private queueInRam(): boolean {
-    return this.inRam(this.queueBase, this.usedAddr + 6 + 8 * QUEUE_SIZE - this.queueBase);
-  }
-
-  /** True when [addr, addr + len) is guest RAM the device may touch. */
-  inRam(addr: number, len: number): boolean {
-    const m = this.memory;
-    if (!m || !Number.isSafeInteger(addr) || addr < 0 || len < 0) return false;
-    const end = addr + len;
-    if (end > m.size) return false;
-    if (len > 0 && addr < RAM_HOLE_END && end > RAM_HOLE_START) return false;
-    return true;
-  }
-
-  private u16(addr: number): number {
-    const b = this.memory!.read(addr, 2);
-    return b[0]! | (b[1]! << 8);
-  }
-  private setU16(addr: number, v: number): void {
-    this.memory!.write(addr, new Uint8Array([v & 0xff, (v >>> 8) & 0xff]));
-  }
-  private setU32(addr: number, v: number): void {
-    this.memory!.write(addr, new Uint8Array([v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, (v >>> 24) & 0xff]));
-  }
-
   /** Takes every new chain from the available ring and submits it. */
   processQueue(): void {
-    if (this.queuePfn === 0 || !this.memory || this.status & STATUS_NEEDS_RESET) return;
-    if (!this.queueInRam()) {
+    const q = this.queue;
+    if (q.pfn === 0 || !this.memory || this.status & STATUS_NEEDS_RESET) return;
+    if (!q.inRam()) {
       this.status |= STATUS_NEEDS_RESET;
       return;
     }
     const eventIdx = this.has(F_EVENT_IDX);
     for (;;) {
-      const availIdx = this.u16(this.availAddr + 2);
-      let n = (availIdx - this.lastAvail) & 0xffff;
+      let n = (q.availIdx() - q.lastAvail) & 0xffff;
       if (n > QUEUE_SIZE) {
         // The driver claims more new buffers than the ring holds: a broken queue.
         this.status |= STATUS_NEEDS_RESET;
@@ -463,15 +304,13 @@ export class VirtioBlk implements DiskDevice {
       }
       if (n === 0) return;
       while (n-- > 0) {
-        const head = this.u16(this.availAddr + 4 + 2 * (this.lastAvail % QUEUE_SIZE));
-        this.lastAvail = (this.lastAvail + 1) & 0xffff;
-        this.startRequest(this.readChain(head));
-        if (this.queuePfn === 0 || this.status & STATUS_NEEDS_RESET) return;
+        this.startRequest(q.readChain(q.nextHead()));
+        if (q.pfn === 0 || this.status & STATUS_NEEDS_RESET) return;
       }
       if (!eventIdx) return;
       // avail_event: notify me for the next buffer after these; then look again (the driver may have added
       // one before it saw the new avail_event).
-      this.setU16(this.usedAddr + 4 + 8 * QUEUE_SIZE, this.lastAvail);
+      q.writeAvailEvent();
     }
   }
 
@@ -507,18 +346,12 @@ export class VirtioBlk implements DiskDevice {
     if (k > 0) {
       this.unpublished = 0;
       const mem = this.memory;
-      if (mem && this.queuePfn !== 0 && this.queueInRam()) {
-        const old = this.u16(this.usedAddr + 2);
-        const now = (old + k) & 0xffff;
-        this.setU16(this.usedAddr + 2, now);
+      const q = this.queue;
+      if (mem && q.pfn !== 0 && q.inRam()) {
+        const { old, now } = q.advanceUsed(k);
         this.batches++;
-        let signal: boolean;
-        if (this.has(F_EVENT_IDX)) {
-          const usedEvent = this.u16(this.availAddr + 4 + 2 * QUEUE_SIZE);
-          // vring_need_event(event, new, old): the driver asked for an interrupt once used.idx passes event.
-          signal = ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
-        } else signal = (this.u16(this.availAddr) & AVAIL_F_NO_INTERRUPT) === 0;
-        if (!signal && this.has(F_NOTIFY_ON_EMPTY) && this.outstanding.length === 0 && this.u16(this.availAddr + 2) === this.lastAvail) signal = true;
+        let signal = q.wantsInterrupt(old, now, this.has(F_EVENT_IDX));
+        if (!signal && this.has(F_NOTIFY_ON_EMPTY) && this.outstanding.length === 0 && q.availIdx() === q.lastAvail) signal = true;
         this.observer?.published?.(signal);
         if (signal) {
           this.interrupts++;
@@ -532,36 +365,6 @@ export class VirtioBlk implements DiskDevice {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const f of waiters) f();
-    }
-  }
-
-  private readChain(head: number): Chain {
-    const chain: Chain = { head, readable: [], writable: [], bad: false };
-    if (head >= QUEUE_SIZE) {
-      chain.bad = true;
-      return chain;
-    }
-    const mem = this.memory!;
-    let i = head;
-    for (let count = 0; ; count++) {
-      if (count >= QUEUE_SIZE || i >= QUEUE_SIZE) {
-        chain.bad = true; // a loop, or a next index past the table
-        return chain;
-      }
-      const d = mem.read(this.queueBase + 16 * i, 16);
-      const dv = new DataView(d.buffer, d.byteOffset, 16);
-      const lo = dv.getUint32(0, true);
-      const hi = dv.getUint32(4, true);
-      const len = dv.getUint32(8, true);
-      const flags = dv.getUint16(12, true);
-      const next = dv.getUint16(14, true);
-      const addr = hi * 2 ** 32 + lo;
-      if (flags & DESC_F_INDIRECT || !this.inRam(addr, len)) chain.bad = true;
-      else if (flags & DESC_F_WRITE) chain.writable.push({ addr, len });
-      else if (chain.writable.length > 0) chain.bad = true; // readable after writable
-      else chain.readable.push({ addr, len });
-      if (!(flags & DESC_F_NEXT)) return chain;
-      i = next;
     }
   }
 
@@ -606,7 +409,7 @@ export class VirtioBlk implements DiskDevice {
     if (this.inFlight === 1) this.oldestStarted = req.submitted;
 
     if (chain.bad || !hdr || !statusAt) return this.complete(req, S_IOERR, 0);
-    const dataBytes = sum(dataOut);
+    const dataBytes = segmentBytes(dataOut);
     const inDisk = (off: number, len: number) => Number.isSafeInteger(off) && off >= 0 && len >= 0 && off + len <= this.byteLength;
 
     switch (type) {
@@ -720,16 +523,14 @@ export class VirtioBlk implements DiskDevice {
     const diskDone = observer ? performance.now() : 0;
     const mem = this.memory;
     let len = written;
-    if (req.generation === this.generation && mem && this.queuePfn !== 0 && this.queueInRam()) {
+    const q = this.queue;
+    if (req.generation === this.generation && mem && q.pfn !== 0 && q.inRam()) {
       if (req.statusAt) {
         mem.write(req.statusAt.addr, new Uint8Array([status]));
         len += 1;
       }
       // The element goes in now; used.idx moves (and the interrupt is raised) when the batch is published.
-      const usedIdx = (this.u16(this.usedAddr + 2) + this.unpublished) & 0xffff;
-      const e = this.usedAddr + 4 + 8 * (usedIdx % QUEUE_SIZE);
-      this.setU32(e, req.head);
-      this.setU32(e + 4, len);
+      q.writeUsed((q.usedIdx() + this.unpublished) & 0xffff, req.head, len);
       this.unpublished++;
       if (this.batchDepth === 0 && !this.publishScheduled) {
         // Outside a batch (a completion reaped in the event loop): publish after every completion that the
@@ -818,18 +619,18 @@ export class VirtioBlk implements DiskDevice {
   /** The registers, for a saved machine state. Only when idle (stop the guest and await whenIdle()). */
   getState(): VirtioBlkState {
     if (!this.idle) throw new Error("virtio-blk state with requests in flight: stop the guest and await whenIdle() first");
-    return { version: 1, size: this.byteLength, driverFeatures: this.driverFeatures, queuePfn: this.queuePfn, queueSelect: this.queueSelect, status: this.status, isr: this.isr, lastAvail: this.lastAvail };
+    return { version: 1, size: this.byteLength, driverFeatures: this.driverFeatures, queuePfn: this.queue.pfn, queueSelect: this.queueSelect, status: this.status, isr: this.isr, lastAvail: this.queue.lastAvail };
   }
 
   setState(s: VirtioBlkState): void {
     if (s.version !== 1 || s.size !== this.byteLength) throw new Error(`virtio-blk state: version ${s.version}, size ${s.size} (this disk: ${this.byteLength})`);
     this.invalidateCallbacks();
     this.driverFeatures = s.driverFeatures & this.deviceFeatures;
-    this.queuePfn = s.queuePfn;
+    this.queue.pfn = s.queuePfn;
     this.queueSelect = s.queueSelect;
     this.status = s.status;
     this.isr = s.isr;
-    this.lastAvail = s.lastAvail;
+    this.queue.lastAvail = s.lastAvail;
     if (this.isr) this.irq?.raise();
   }
 
@@ -852,34 +653,4 @@ export interface VirtioBlkState {
 
 function asError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
-}
-
-function sum(segs: Segment[]): number {
-  let n = 0;
-  for (const s of segs) n += s.len;
-  return n;
-}
-
-/** The readable segments as one array (a view when there is one segment). */
-function gather(mem: GuestMemory, segs: Segment[]): Uint8Array {
-  if (segs.length === 1) return mem.read(segs[0]!.addr, segs[0]!.len).slice();
-  const out = new Uint8Array(sum(segs));
-  let o = 0;
-  for (const s of segs) {
-    out.set(mem.read(s.addr, s.len), o);
-    o += s.len;
-  }
-  return out;
-}
-
-/** Copies `data` over the segments in order; returns the bytes written. */
-function scatter(mem: GuestMemory, segs: Segment[], data: Uint8Array): number {
-  let o = 0;
-  for (const s of segs) {
-    if (o >= data.length) break;
-    const n = Math.min(s.len, data.length - o);
-    mem.write(s.addr, data.subarray(o, o + n));
-    o += n;
-  }
-  return o;
 }

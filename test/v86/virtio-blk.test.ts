@@ -6,32 +6,9 @@
 import { describe, expect, it } from "vitest";
 import { RequestRecorder, type VirtioPhaseSummary, type VirtioRequestRecord } from "../../src/guest/request-recorder.js";
 import type { PollableDisk } from "../../src/v86/async-disk.js";
-import {
-  DESC_F_NEXT,
-  DESC_F_WRITE,
-  F_DISCARD,
-  F_FLUSH,
-  F_WRITE_ZEROES,
-  QUEUE_ALIGN,
-  QUEUE_SIZE,
-  REG,
-  STATUS_NEEDS_RESET,
-  S_IOERR,
-  S_OK,
-  S_UNSUPP,
-  T_DISCARD,
-  T_FLUSH,
-  T_GET_ID,
-  T_IN,
-  T_OUT,
-  T_WRITE_ZEROES,
-  VirtioBlk,
-  AVAIL_F_NO_INTERRUPT,
-  F_EVENT_IDX,
-  F_NOTIFY_ON_EMPTY,
-  type GuestMemory,
-  type VirtioBlkDisk,
-} from "../../src/v86/virtio-blk.js";
+import { F_DISCARD, F_EVENT_IDX, F_FLUSH, F_NOTIFY_ON_EMPTY, F_WRITE_ZEROES, REG, STATUS_NEEDS_RESET } from "../../src/v86/virtio-blk-pci.js";
+import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, VirtioBlk, type VirtioBlkDisk } from "../../src/v86/virtio-blk.js";
+import { AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE, QUEUE_ALIGN, QUEUE_SIZE, type GuestMemory } from "../../src/v86/virtqueue.js";
 
 const MiB = 1 << 20;
 const RAM = 4 * MiB;
