@@ -3,6 +3,8 @@
  * worker-served qcow2 image, or a raw disk in memory), its workloads, and the measurement of its disk
  * requests. The devices and disks it runs on are src/v86's.
  */
+export { RequestRecorder, type RequestRecorderOptions, type DiskRequestRecord, type VirtioRequestRecord, type PhaseSummary, type VirtioPhaseSummary } from "./request-recorder.js";
+export { GuestDiskDevice } from "./guest-disk-device.js";
 export { SerialConsole, READY_MARKER, DONE_MARKER, PHASE_MARKER, type ConsoleMatch } from "./serial-console.js";
 export { GuestRunner, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, MACHINE_SETTINGS_ID, type GuestRunnerOptions, type RunResult } from "./guest-runner.js";
 export {
