@@ -45,10 +45,10 @@ source "$HERE/lib.sh"
 # crct10dif "generic" modules register the crypto algorithms the libraries look up) -> /etc/modules.order.
 MODULES=(scsi_common scsi_mod libata ata_piix crct10dif_common crc-t10dif crct10dif_generic crc64
   crc64-rocksoft crc64_rocksoft_generic t10-pi sd_mod)
-# ext4 and what it needs beyond those, loaded on demand (by the fs workload, src/vm/workloads.ts) from
+# ext4 and what it needs beyond those, loaded on demand (by the fs workload, src/guest/workloads.ts) from
 # /etc/modules-fs.order: loading them costs the boot over a second and only that workload mounts anything.
 FS_MODULES=(crc16 mbcache jbd2 crc32c_generic ext4)
-# The virtio-blk disk (refcow's own device, src/vm/virtio-blk.ts: a legacy virtio-pci device), loaded by /init
+# The virtio-blk disk (refcow's own device, src/v86/virtio-blk.ts: a legacy virtio-pci device), loaded by /init
 # only when a virtio PCI device (vendor 0x1af4) is present -> /etc/modules-virtio.order. Debian's 686 kernel
 # builds virtio, virtio_ring, virtio_pci (with legacy support, CONFIG_VIRTIO_PCI_LEGACY=y) and virtio_blk as
 # modules.

@@ -48,7 +48,7 @@
  *          digits follow". No separators (digits never include a space).
  *
  * Nothing else is printed on success; a failure prints "refcow-io: <what> failed at offset N (error E)" on
- * stderr and exits 1; bad usage exits 2. The host side (parsing, clock check) is src/vm/guest-io-report.ts.
+ * stderr and exits 1; bad usage exits 2. The host side (parsing, clock check) is src/guest/guest-io-report.ts.
  *
  * Built by build.sh with the host's C compiler: cc -m32 -static -nostdlib -ffreestanding (no 32-bit libc
  * needed). System calls go through int $0x80 with the i386 numbers below.

@@ -19,9 +19,12 @@ export { AccountingFile, diffCosts } from "./io/accounting-file.js";
 export { SCHEME_NAMES, createScheme, type RefcountScheme } from "./schemes/index.js";
 export { openServedImage, closeAllWorkers, ImagePool, ImageLockError, DiskClient, WorkerError } from "./worker/index.js";
 export type { ServedImageOptions, RequestTiming, Timed } from "./worker/index.js";
-// v86: a refcow-served image as the IDE or virtio-blk disk of any `new V86({...})` (src/vm/v86-disk.ts).
-export { RefcowV86Disk, hookDiskPolling, type V86DiskOptions, type V86DiskType } from "./vm/v86-disk.js";
-export { openV86Disk, type OpenV86DiskOptions } from "./vm/v86-disk-node.js";
-export { openV86DiskOpfs, type OpenV86DiskOpfsOptions } from "./vm/v86-disk-web.js";
-export { VirtioBlk, type VirtioBlkOptions, type VirtioBlkDisk, type VirtioRequestRecord } from "./vm/virtio-blk.js";
-export { attachVirtioBlk, type VirtioAttachOptions } from "./vm/virtio-blk-v86.js";
+// v86: a refcow-served image as the IDE or virtio-blk disk of any `new V86({...})` (src/v86/v86-disk.ts).
+export { RefcowV86Disk, hookDiskPolling, type V86DiskOptions, type V86DiskType } from "./v86/v86-disk.js";
+export { openV86Disk, type OpenV86DiskOptions } from "./v86/v86-disk-node.js";
+export { openV86DiskOpfs, type OpenV86DiskOpfsOptions } from "./v86/v86-disk-web.js";
+export { VirtioBlk, type VirtioBlkOptions, type VirtioBlkDisk } from "./v86/virtio-blk.js";
+export type { DiskDevice, DiskOp, DiskRequestObserver, RequestCompletion, RequestSubmission } from "./v86/disk-device.js";
+// What the research harness measures the guest's requests with, for an embedder who wants the same.
+export { RequestRecorder, type RequestRecorderOptions, type DiskRequestRecord, type VirtioRequestRecord, type PhaseSummary, type VirtioPhaseSummary } from "./guest/request-recorder.js";
+export { attachVirtioBlk, type VirtioAttachOptions } from "./v86/virtio-blk-v86.js";

@@ -1,10 +1,10 @@
 /**
- * The guest's cold boot and warm start (src/vm/measure-boot.ts measureBoot), several runs, as medians with
+ * The guest's cold boot and warm start (src/guest/measure-boot.ts measureBoot), several runs, as medians with
  * their range, or every run as JSON:
  *
  *     npm run build && node dist/bench/boot.js [--runs 3] [--memory 128] [--cmdline "..."] [--json]
  */
-import { measureBoot } from "../vm/measure-boot.js";
+import { measureBoot } from "../guest/measure-boot.js";
 import { spread } from "../stats/latency.js";
 import { integerOption, progress, runProgram } from "./entry.js";
 

@@ -19,7 +19,7 @@ export interface BenchOptions {
   allocs: AllocPolicyName[];
   caches: CacheMode[];
   workloads: Workload[];
-  /** The guest disk trace the `trace` workload replays (src/vm/trace.ts format). */
+  /** The guest disk trace the `trace` workload replays (src/guest/trace.ts format). */
   traceFile?: string;
   /** QEMU's and the NBD sources (qemu-nbd std and lazy_refcounts, the raw file through qemu-nbd, refcow's export). */
   qemu: boolean;

@@ -1,5 +1,5 @@
 /**
- * The trace replay: a guest disk trace (`refcow run --trace`, src/vm/trace.ts) replayed request by request on
+ * The trace replay: a guest disk trace (`refcow run --trace`, src/guest/trace.ts) replayed request by request on
  * every scheme and on the raw file, round after round, its phases timed like the write matrix's.
  */
 import * as fs from "node:fs";
@@ -9,7 +9,7 @@ import type { CacheMode, CostBreakdown } from "../engine/types.js";
 import { diffCosts } from "../io/accounting-file.js";
 import { failureOf } from "../report/failures.js";
 import { type BenchResults, type SourceSpec, sourceName, type Transport } from "../report/results.js";
-import { readTrace, type Trace } from "../vm/trace.js";
+import { readTrace, type Trace } from "../guest/trace.js";
 import { requireCleanImage } from "./image-check.js";
 import { nowUs } from "./load.js";
 import type { BenchOptions } from "./options.js";

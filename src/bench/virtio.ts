@@ -37,9 +37,9 @@ import type { CacheMode } from "../engine/types.js";
 import { formatRatio } from "../report/ratios.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
 import { spread } from "../stats/latency.js";
-import { ensureGuestImage } from "../vm/guest-image.js";
-import type { GuestDiskType } from "../vm/guest-machine.js";
-import { runGuestWorkload } from "../vm/run-workload.js";
+import { ensureGuestImage } from "../guest/guest-image.js";
+import type { GuestDiskType } from "../guest/guest-machine.js";
+import { runGuestWorkload } from "../guest/run-workload.js";
 import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, listOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
 

@@ -36,7 +36,7 @@ function builtin(name: string, run: CommandRun): Command {
 
 /**
  * The dispatch table. Other layers add their commands here — `bench`, `run` and `experiment` belong to
- * bench/ and vm/ — either by an entry below or by calling registerCommand() from a module main.ts imports.
+ * bench/ and guest/ — either by an entry below or by calling registerCommand() from a module main.ts imports.
  * A command receives the arguments after its name and returns its exit code.
  */
 export const commands: Record<string, Command> = {

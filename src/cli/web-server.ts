@@ -23,9 +23,9 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { SCHEME_NAMES } from "../schemes/index.js";
-import { DEFAULT_CMDLINE } from "../vm/guest-runner.js";
-import { ensureGuestImage, guestImagePaths, readGuestManifest, repoRoot, v86WasmPath } from "../vm/guest-image.js";
-import { ensureOsImage, readOsManifest, writeOsImage } from "../vm/os-image.js";
+import { DEFAULT_CMDLINE } from "../guest/guest-runner.js";
+import { ensureGuestImage, guestImagePaths, readGuestManifest, repoRoot, v86WasmPath } from "../guest/guest-image.js";
+import { ensureOsImage, readOsManifest, writeOsImage } from "../guest/os-image.js";
 
 export interface WebServerOptions {
   /** TCP port (default 8086; 0 = any free port). */

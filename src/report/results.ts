@@ -181,7 +181,7 @@ export interface FailedSource {
   check?: string;
 }
 
-/** One latency column of a phase, µs (src/vm/decomposition.ts). */
+/** One latency column of a phase, µs (src/guest/decomposition.ts). */
 export interface GuestLatencyColumn {
   count: number;
   median: number;
@@ -246,7 +246,7 @@ export interface GuestResult {
   rep?: number;
   /** The IDE transfer mode the guest kernel used (libata's, e.g. XFER_MW_DMA_2). */
   transferMode?: string;
-  /** The cuts of the guest-to-engine delay that were on (src/vm/latency-cuts.ts). */
+  /** The cuts of the guest-to-engine delay that were on (src/guest/latency-cuts.ts). */
   cuts?: string;
 }
 

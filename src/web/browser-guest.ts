@@ -1,15 +1,15 @@
 /**
  * BrowserGuest: the refcow test guest (guest-images/) booted by v86 in the page, its IDE disk on an
- * `AsyncDisk` through the same hda adapter and honest-flush patch as in Node (src/vm), and driven over the
+ * `AsyncDisk` through the same hda adapter and honest-flush patch as in Node (src/v86), and driven over the
  * same serial-console protocol (REFCOW-READY, one command line, REFCOW-DONE <code>).
  *
- * The emulator control is shared with the Node runner (src/vm/guest-machine.ts); what differs is how the
+ * The emulator control is shared with the Node runner (src/guest/guest-machine.ts); what differs is how the
  * emulator is built (the kernel, initramfs and BIOS come from URLs of the dev server, v86's browser
  * scheduling is used) and the pause/restore rules below.
  *
- * Workload phases (src/vm/workloads.ts): a command announces each phase with `REFCOW-PHASE <name>` and waits
+ * Workload phases (src/guest/workloads.ts): a command announces each phase with `REFCOW-PHASE <name>` and waits
  * for an empty line; the guest labels the disk requests that follow with `phaseLabel(name)`, runs `onPhase`
- * (a snapshot before the phase, say) and then answers, as the Node session does (src/vm/guest-session.ts).
+ * (a snapshot before the phase, say) and then answers, as the Node session does (src/guest/guest-session.ts).
  *
  * Snapshots with VM state: `pause()` stops the CPU and drains the disk queue, `saveState()` / `restoreState()`
  * then work between or in the middle of commands. A restore interrupts the command the host was waiting for
@@ -17,10 +17,10 @@
  * running when the state was saved (or wait in a phase announcement), so the host sends an empty line and a
  * marker command, and waits for the marker's echo before the next command goes out.
  */
-import type { AsyncDisk } from "../vm/async-disk.js";
-import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "../vm/guest-machine.js";
-import type { GuestDiskDevice } from "../vm/hda-adapter.js";
-import { DONE_LINE, PHASE_LINE, READY_LINE, type SerialConsole } from "../vm/serial-console.js";
+import type { AsyncDisk } from "../v86/async-disk.js";
+import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "../guest/guest-machine.js";
+import type { GuestDiskDevice } from "../guest/guest-disk-device.js";
+import { DONE_LINE, PHASE_LINE, READY_LINE, type SerialConsole } from "../guest/serial-console.js";
 
 export interface GuestFiles {
   bios: string;

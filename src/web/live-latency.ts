@@ -1,10 +1,10 @@
 /**
  * Live latency of the guest's disk requests, per phase: what the page shows while a workload runs.
  * Fed with the hda adapter's records (submit → complete as the emulator saw it, and the engine's own time
- * when the disk reported it). Percentiles are nearest-rank, as in the Node summaries (src/vm/latency-stats.ts);
+ * when the disk reported it). Percentiles are nearest-rank, as in the Node summaries (src/guest/latency-stats.ts);
  * histogram buckets are powers of two in µs.
  */
-import type { DiskOp, DiskRequestRecord } from "../vm/hda-adapter.js";
+import type { DiskOp, DiskRequestRecord } from "../guest/request-recorder.js";
 import { percentileOfSorted as percentile } from "../stats/latency.js";
 
 export interface OpSummary {

@@ -10,8 +10,8 @@
  * `window.refcowPage` exposes the page's state and a few calls for scripted use (the end-to-end test).
  */
 import type { CacheMode, SnapshotInfo } from "../engine/types.js";
-import type { DiskOp } from "../vm/hda-adapter.js";
-import { buildWorkload, WORKLOAD_NAMES, type Workload } from "../vm/workloads.js";
+import type { DiskOp } from "../v86/disk-device.js";
+import { buildWorkload, WORKLOAD_NAMES, type Workload } from "../guest/workloads.js";
 import { WebImageHost } from "../worker/web-host.js";
 import { GuestRestoredError, type GuestFiles } from "./browser-guest.js";
 import { formatUs, LiveLatency } from "./live-latency.js";
@@ -397,7 +397,7 @@ async function runCommand(command: string, phase: string, timeoutMs?: number): P
 }
 
 /**
- * Runs a workload of src/vm/workloads.ts phase by phase. The guest announces each phase (REFCOW-PHASE) and
+ * Runs a workload of src/guest/workloads.ts phase by phase. The guest announces each phase (REFCOW-PHASE) and
  * waits; the page labels the requests that follow `<workload> #<n> <phase>` and, when asked to, takes a
  * snapshot before the workload's middle phase (so the phases before and after it compare in-place writes
  * with writes to shared clusters).

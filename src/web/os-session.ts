@@ -1,6 +1,6 @@
 /**
  * OsSession: an installed OS booting in the page from its own disk — an image in the origin private file
- * system served by refcow's Web Worker, a DiskBootMachine (src/vm/disk-boot-machine.ts: SeaBIOS boots the
+ * system served by refcow's Web Worker, a DiskBootMachine (src/v86/disk-boot-machine.ts: SeaBIOS boots the
  * disk, no kernel is handed to v86) with its VGA screen in the page and its serial console — and what the
  * page's buttons do with both: savevm / loadvm / delvm (internal snapshots with the machine state, as
  * `refcow boot`'s monitor does), a copy of the image for a download, a clean close.
@@ -16,9 +16,9 @@
  * apply the snapshot to the disk, restore the state, resume. Operations run one at a time.
  */
 import type { CacheMode, SnapshotInfo } from "../engine/types.js";
-import { checkSettings, DiskBootMachine } from "../vm/disk-boot-machine.js";
-import { splitMachineState } from "../vm/machine-state.js";
-import { RefcowV86Disk, type V86DiskType } from "../vm/v86-disk.js";
+import { checkSettings, DiskBootMachine } from "../v86/disk-boot-machine.js";
+import { splitMachineState } from "../v86/machine-state.js";
+import { RefcowV86Disk, type V86DiskType } from "../v86/v86-disk.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import type { WebImageHost } from "../worker/web-host.js";
 import { copyFile } from "./opfs-store.js";
@@ -67,7 +67,7 @@ export class OsSession {
     private readonly disk: ReopenableDisk,
   ) {
     this.size = disk.size;
-    const v86Disk = new RefcowV86Disk(disk, { type: o.diskType, ide: { record: false }, virtio: { record: false } });
+    const v86Disk = new RefcowV86Disk(disk, { type: o.diskType });
     this.machine = new DiskBootMachine({
       disk: v86Disk,
       firmware: o.firmware,

@@ -10,7 +10,7 @@
 import type { CacheMode, CheckResult, SnapshotInfo } from "../engine/types.js";
 import type { WebImageHost } from "../worker/web-host.js";
 import { BrowserGuest, type GuestFiles } from "./browser-guest.js";
-import type { GuestDiskType } from "../vm/guest-machine.js";
+import type { GuestDiskType } from "../guest/guest-machine.js";
 import { readFile, readHead } from "./opfs-store.js";
 import { ReopenableDisk } from "./reopenable-disk.js";
 

@@ -3,12 +3,12 @@
  * image, which the page may close and reopen underneath the emulator — to download the image (cleanly
  * closed, so it is plain qcow2), or to switch refcount scheme or cache mode — while the guest is paused.
  *
- * Each client is wrapped in the Node side's ServedAsyncDisk (src/vm/served-async-disk.ts), so the engine's
+ * Each client is wrapped in the Node side's ServedAsyncDisk (src/v86/served-async-disk.ts), so the engine's
  * own time of the last request (`lastServiceMs`) reaches the hda adapter's records as in Node, and its
  * callback form and poll() (PollableDisk) let the adapter complete requests from inside v86's run loop.
  */
-import type { PollableDisk } from "../vm/async-disk.js";
-import { ServedAsyncDisk } from "../vm/served-async-disk.js";
+import type { PollableDisk } from "../v86/async-disk.js";
+import { ServedAsyncDisk } from "../v86/served-async-disk.js";
 import type { DiskClient } from "../worker/disk-client.js";
 
 export class ReopenableDisk implements PollableDisk {

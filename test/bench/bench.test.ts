@@ -149,7 +149,7 @@ describe("ratios", () => {
 
 describe("trace replay", () => {
   it("replays a guest trace per scheme and on a raw file through the same transport, host snapshots outside the clock", async () => {
-    const { writeTrace } = await import("../../src/vm/trace.js");
+    const { writeTrace } = await import("../../src/guest/trace.js");
     const file = path.join(dir, "t.trace");
     const events = [];
     let t = 0;

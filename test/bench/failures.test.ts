@@ -12,7 +12,7 @@ import { runMatrix } from "../../src/bench/matrix.js";
 import { defaultOptions } from "../../src/bench/options.js";
 import { writeOutputs } from "../../src/report/report.js";
 import type { FailedSource, ResultsFile } from "../../src/report/results.js";
-import { writeTrace } from "../../src/vm/trace.js";
+import { writeTrace } from "../../src/guest/trace.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-failures-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

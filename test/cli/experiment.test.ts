@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { main } from "../../src/cli/main.js";
-import { ensureGuestImage } from "../../src/vm/guest-image.js";
+import { ensureGuestImage } from "../../src/guest/guest-image.js";
 import type { ResultsFile } from "../../src/report/results.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-experiment-test-"));

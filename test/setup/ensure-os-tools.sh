@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo OS disk (guest-images/build-os.sh, booted by test/vm/boot-os.test.ts) is made with syslinux,
+# The demo OS disk (guest-images/build-os.sh, booted by test/v86/boot-os.test.ts) is made with syslinux,
 # mtools, dosfstools (mkfs.fat), fdisk (sfdisk) and e2fsprogs (mke2fs -d; the test reads the guest's file
 # system back with e2fsck and debugfs). Install the Debian packages that are missing.
 set -u

@@ -5,7 +5,7 @@
  *
  *   1. the guest writes pattern A with O_DIRECT + fsync; a marker file goes into its RAM;
  *   2. a snapshot is taken with the page's button (disk + VM state);
- *   3. the guest overwrites part of A with B, changes the marker; the smoke workload (src/vm/workloads.ts)
+ *   3. the guest overwrites part of A with B, changes the marker; the smoke workload (src/guest/workloads.ts)
  *      runs from the page, which snapshots before its middle phase; the latency panel counts its writes;
  *   4. the image is downloaded with the page's button (closed cleanly, checked, reopened);
  *   5. on the host, `qemu-img check` is clean, and `qemu-img convert -l snapshot.name=...` of both
@@ -23,7 +23,7 @@ import path from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWebServer, type WebServer } from "../../src/cli/web-server.js";
-import { applyContent, buildWorkload } from "../../src/vm/workloads.js";
+import { applyContent, buildWorkload } from "../../src/guest/workloads.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const MiB = 1024 * 1024;

@@ -1,6 +1,6 @@
 /** The page's live latency summaries: power-of-two histogram buckets, percentiles per phase and op. */
 import { describe, expect, it } from "vitest";
-import type { DiskRequestRecord } from "../../src/vm/hda-adapter.js";
+import type { DiskRequestRecord } from "../../src/guest/request-recorder.js";
 import { bucketOf, formatUs, HISTOGRAM_BUCKETS, LiveLatency } from "../../src/web/live-latency.js";
 
 const rec = (phase: string, op: DiskRequestRecord["op"], latencyMs: number, serviceMs?: number): DiskRequestRecord => ({

@@ -26,8 +26,8 @@ import { readFileSync } from "node:fs";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWebServer, type WebServer } from "../../src/cli/web-server.js";
-import { repoRoot } from "../../src/vm/guest-image.js";
-import { ensureOsImage } from "../../src/vm/os-image.js";
+import { repoRoot } from "../../src/guest/guest-image.js";
+import { ensureOsImage } from "../../src/guest/os-image.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const BOOT_MS = 240_000;

@@ -6,8 +6,9 @@
 import { describe, expect, it } from "vitest";
 import { Qcow2Image } from "../../src/engine/qcow2-image.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { HdaAdapter } from "../../src/vm/hda-adapter.js";
-import { ServedAsyncDisk } from "../../src/vm/served-async-disk.js";
+import { RequestRecorder } from "../../src/guest/request-recorder.js";
+import { HdaAdapter } from "../../src/v86/hda-adapter.js";
+import { ServedAsyncDisk } from "../../src/v86/served-async-disk.js";
 import { DiskClient } from "../../src/worker/disk-client.js";
 import { createRing, SizedSpin } from "../../src/worker/ring.js";
 import { RingServer } from "../../src/worker/serve-loop.js";
@@ -116,7 +117,8 @@ describe("DiskClient callbacks and poll()", () => {
 describe("HdaAdapter over a pollable disk", () => {
   it("completes v86's requests from pollFromEmulator(), in guest order, with the four clocks recorded", async () => {
     const { server, client } = pair();
-    const adapter = new HdaAdapter(new ServedAsyncDisk(client));
+    const rec = new RequestRecorder();
+    const adapter = new HdaAdapter(new ServedAsyncDisk(client), { observer: rec });
     const done: string[] = [];
     adapter.set(0, new Uint8Array(4096).fill(1), () => done.push("w0"));
     adapter.set(8192, new Uint8Array(4096).fill(2), () => done.push("w1"));
@@ -129,7 +131,8 @@ describe("HdaAdapter over a pollable disk", () => {
     }
     expect(done).toEqual(["w0", "w1", "r 1 1"]);
     expect(adapter.idle).toBe(true);
-    for (const r of adapter.records) {
+    expect(rec.records).toHaveLength(3);
+    for (const r of rec.records) {
       expect(r.serviceMs).toBeGreaterThanOrEqual(0);
       expect(r.ringMs!).toBeGreaterThanOrEqual(r.serviceMs!);
       expect(r.latencyMs).toBeGreaterThanOrEqual(r.ringMs!);
@@ -139,7 +142,8 @@ describe("HdaAdapter over a pollable disk", () => {
 
   it("hands DMA data over as it is and copies PIO data at once", () => {
     const { server, client } = pair();
-    const adapter = new HdaAdapter(new ServedAsyncDisk(client));
+    const rec = new RequestRecorder();
+    const adapter = new HdaAdapter(new ServedAsyncDisk(client), { observer: rec });
     const pioBuffer = new Uint8Array(8192);
     adapter.reusedBuffer = (d) => d.buffer === pioBuffer.buffer;
     pioBuffer.fill(5);
@@ -156,8 +160,8 @@ describe("HdaAdapter over a pollable disk", () => {
     adapter.pollFromEmulator(false);
     expect(back!.subarray(0, 4096)).toEqual(new Uint8Array(4096).fill(5));
     expect(back!.subarray(4096)).toEqual(new Uint8Array(4096).fill(6));
-    expect([adapter.pioWrites, adapter.dmaWrites]).toEqual([1, 1]);
-    expect(adapter.records.filter((r) => r.pio).length).toBe(1);
+    expect([rec.pioWrites, rec.dmaWrites]).toEqual([1, 1]);
+    expect(rec.records.filter((r) => r.pio).length).toBe(1);
   });
 });
 

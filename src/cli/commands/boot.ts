@@ -18,10 +18,10 @@ import { snapshotHeader, snapshotRow } from "../snapshot-output.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
 import { schemeOptHelp } from "../help.js";
 import { SCHEME_OPT_LONG, schemeChoice } from "./common.js";
-import { BootSession, type BlockInfo } from "../../vm/boot-session.js";
-import { ESCAPE_HELP, EscapeParser } from "../../vm/escape-keys.js";
-import { ensureGuestImage, v86WasmPath } from "../../vm/guest-image.js";
-import { Monitor } from "../../vm/monitor.js";
+import { BootSession, type BlockInfo } from "../../v86/boot-session.js";
+import { ESCAPE_HELP, EscapeParser } from "../../v86/escape-keys.js";
+import { ensureGuestImage, v86WasmPath } from "../../guest/guest-image.js";
+import { Monitor } from "../../v86/monitor.js";
 
 export const BOOT_SUMMARY = "boot the OS installed on an image (v86), its serial console on the terminal";
 

@@ -31,10 +31,10 @@ import type { BenchResults, FailedSource, GuestPhase, GuestResult } from "../../
 import { cdf } from "../../stats/latency.js";
 import type { CacheMode } from "../../engine/types.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
-import { ensureGuestImage, readGuestManifest } from "../../vm/guest-image.js";
-import { runGuestWorkload, type GuestWorkloadResult } from "../../vm/run-workload.js";
-import { readTrace } from "../../vm/trace.js";
-import { WORKLOAD_NAMES } from "../../vm/workloads.js";
+import { ensureGuestImage, readGuestManifest } from "../../guest/guest-image.js";
+import { runGuestWorkload, type GuestWorkloadResult } from "../../guest/run-workload.js";
+import { readTrace } from "../../guest/trace.js";
+import { WORKLOAD_NAMES } from "../../guest/workloads.js";
 import { type CliIo, processIo } from "../command.js";
 import { UsageError } from "../errors.js";
 import { progressPrinter } from "../progress.js";

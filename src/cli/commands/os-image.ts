@@ -7,7 +7,7 @@ import { hasFlag, lastValue, parseArgs } from "../args.js";
 import { type CliIo, processIo } from "../command.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { parseSize } from "../sizes.js";
-import { ensureOsImage, readOsManifest, writeOsImage } from "../../vm/os-image.js";
+import { ensureOsImage, readOsManifest, writeOsImage } from "../../guest/os-image.js";
 
 export const OS_IMAGE_SUMMARY = "write the demo OS (Debian i386 kernel, busybox, syslinux) into a new bootable image";
 

@@ -1,7 +1,7 @@
 /**
  * refcow run — boots the real Linux guest in v86 on a qcow2 image served by refcow from a worker thread,
  * runs a disk workload in it (optionally with a host-driven snapshot in the middle), and prints the
- * per-phase latency of the guest's disk requests and the snapshot's timings. See src/vm/run-workload.ts.
+ * per-phase latency of the guest's disk requests and the snapshot's timings. See src/guest/run-workload.ts.
  */
 import { writeFileSync } from "node:fs";
 import { hasFlag, lastValue, parseArgs } from "../args.js";
@@ -13,13 +13,13 @@ import { SCHEME_NAMES } from "../../schemes/index.js";
 import { schemeOptHelp } from "../help.js";
 import { SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import type { CostBreakdown } from "../../engine/types.js";
-import type { LatencyColumn } from "../../vm/decomposition.js";
-import { ensureGuestImage } from "../../vm/guest-image.js";
-import { parseCuts, type LatencyCuts } from "../../vm/latency-cuts.js";
-import { DEFAULT_CMDLINE } from "../../vm/guest-runner.js";
-import type { PhaseStats } from "../../vm/latency-stats.js";
-import { runGuestWorkload, type GuestWorkloadResult } from "../../vm/run-workload.js";
-import { WORKLOAD_NAMES } from "../../vm/workloads.js";
+import type { LatencyColumn } from "../../guest/decomposition.js";
+import { ensureGuestImage } from "../../guest/guest-image.js";
+import { parseCuts, type LatencyCuts } from "../../guest/latency-cuts.js";
+import { DEFAULT_CMDLINE } from "../../guest/guest-runner.js";
+import type { PhaseStats } from "../../guest/latency-stats.js";
+import { runGuestWorkload, type GuestWorkloadResult } from "../../guest/run-workload.js";
+import { WORKLOAD_NAMES } from "../../guest/workloads.js";
 
 export const RUN_SUMMARY = "boot the Linux guest (v86) on a refcow-served image, run a disk workload, print per-phase latency";
 
@@ -35,7 +35,7 @@ first run for a disk size prepares it with one cold boot), or boots cold with --
   --scheme S          refcount scheme: ${SCHEME_NAMES.join(", ")} (default eager)
 ${schemeOptHelp(22)}  -t CACHE            cache mode: writethrough, writeback (default), unsafe
   --disk D            the guest's disk: ide (default; v86's IDE, one command at a time) or virtio
-                      (refcow's virtio-blk device, src/vm/virtio-blk.ts: many requests in flight)
+                      (refcow's virtio-blk device, src/v86/virtio-blk.ts: many requests in flight)
   --iodepth N         requests the guest program keeps in flight (rand4k, overwrite; 1-64, default 1;
                       above 1 through io_uring; only a virtio disk serves them concurrently)
   --workload W        ${WORKLOAD_NAMES.join(", ")} (default smoke)
@@ -46,7 +46,7 @@ ${schemeOptHelp(22)}  -t CACHE            cache mode: writethrough, writeback (d
   --snapshot-name N   snapshot name (default refcow-run, made unique)
   --savevm            store the guest's machine state in the snapshot too (as QEMU's savevm)
   --size SIZE         virtual size when IMAGE is created (default 256M)
-  --trace FILE        write every disk request of the workload to FILE (refcow-trace, src/vm/trace.ts)
+  --trace FILE        write every disk request of the workload to FILE (refcow-trace, src/guest/trace.ts)
   --cold              boot cold instead of resuming the warm-start state
   --memory MIB        guest RAM (default 128)
   --kernel-args ARGS  appended to the guest kernel's command line (e.g. libata.force=pio4 to make the

@@ -1,0 +1,254 @@
+/**
+ * BootSession: an installed OS booting from its own disk image — the image served by refcow from a worker
+ * thread, a DiskBootMachine (disk-boot-machine.ts) on it — and what a person at the machine's monitor does
+ * with both: savevm / loadvm / delvm (internal snapshots with the machine state), stop / cont, and a clean
+ * close.
+ *
+ *   const s = await BootSession.open({ image: "os.qcow2", diskType: "virtio", onSerial, onPowerOff, ... });
+ *   s.machine.sendSerial(keys);
+ *   await s.savevm("before");  ...  await s.loadvm("before");
+ *   await s.close();            // quiesced, flushed, closed: qemu-img check clean
+ *
+ * Opening: the image is probed (qcow2 or raw) and opened by the worker before the emulator exists, so a
+ * corrupt or unsupported image is one error and nothing boots. With `snapshotMode` (QEMU's -snapshot) a
+ * qcow2 overlay backed by the image is made in a temporary folder and opened instead: the guest's writes
+ * (and savevm's snapshots) go there and are dropped with it at close; the image is only read. With
+ * `loadvm` the snapshot's disk is applied and the machine resumes its saved state instead of booting.
+ *
+ * savevm, as QEMU's: stop the CPU and wait for the disk's requests (quiesce), flush, save the machine
+ * state, create the snapshot with the state in its VM-state area (replacing one of the same name), resume
+ * unless the machine was stopped. loadvm: stop, read the snapshot's VM state (nothing is changed if that
+ * fails), apply the snapshot to the disk, restore the state, resume.
+ */
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Qcow2Image } from "../engine/qcow2-image.js";
+import { probeFormat } from "../engine/open-path.js";
+import type { CacheMode, SchemeOptionValues, SnapshotInfo } from "../engine/types.js";
+import { NodeFile } from "../io/node-file.js";
+import type { DiskClient } from "../worker/disk-client.js";
+import { ImagePool } from "../worker/pool.js";
+import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
+import { splitMachineState } from "./machine-state.js";
+import { probeQcow2 } from "./qcow2-probe.js";
+import { ServedAsyncDisk } from "./served-async-disk.js";
+import { RefcowV86Disk } from "./v86-disk.js";
+
+export type BootDiskType = "ide" | "virtio";
+
+export interface BootSessionOptions {
+  image: string;
+  diskType: BootDiskType;
+  cache: CacheMode;
+  scheme: string;
+  schemeOptions?: SchemeOptionValues;
+  memoryMiB: number;
+  /** Writes go to a temporary overlay, dropped at close (QEMU's -snapshot). */
+  snapshotMode?: boolean;
+  /** Start from this snapshot (its disk and machine state) instead of booting. */
+  loadvm?: string;
+  firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
+  wasmPath: string;
+  onProgress?: (message: string) => void;
+  onSerial?: (bytes: Uint8Array) => void;
+  onBiosLine?: (line: string) => void;
+  onNoBootableDevice?: (line: string) => void;
+  onPowerOff?: () => void;
+}
+
+export interface BlockInfo {
+  device: string;
+  file: string;
+  format: "qcow2" | "raw";
+  cache: CacheMode;
+  scheme: string;
+  size: number;
+  /** -snapshot: the image the temporary overlay reads from. */
+  backingFile?: string;
+}
+
+export class BootSession {
+  readonly machine: DiskBootMachine;
+  readonly block: BlockInfo;
+  private closing: Promise<void> | undefined;
+
+  static async open(o: BootSessionOptions): Promise<BootSession> {
+    const progress = o.onProgress ?? (() => undefined);
+    const format = probeFormat(o.image);
+    let size: number;
+    if (format === "qcow2") size = probeQcow2Clean(o.image).size;
+    else size = statSync(o.image).size;
+    if (size % 512 !== 0) throw new Error(`'${o.image}' has a virtual size of ${size} bytes, not whole 512-byte sectors: a disk cannot use it`);
+    let overlayDir: string | undefined;
+    let served = o.image;
+    if (o.snapshotMode) {
+      overlayDir = mkdtempSync(path.join(os.tmpdir(), "refcow-boot-"));
+      served = path.join(overlayDir, "overlay.qcow2");
+      const file = NodeFile.open(served, { create: true });
+      try {
+        Qcow2Image.create(file, { size, backingFile: path.resolve(o.image), backingFormat: format });
+      } finally {
+        file.close();
+      }
+      progress(`writes go to a temporary overlay (${served}), dropped at exit`);
+    }
+    const pool = new ImagePool();
+    let client: DiskClient | undefined;
+    try {
+      // With virtio many requests are in flight, reaped from inside v86's run loop: spin only for a lone one.
+      const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
+      client = await pool.open(served, { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlayDir ? "qcow2" : format, client: lone });
+      let initialState: ArrayBuffer | undefined;
+      if (o.loadvm !== undefined) {
+        if (format !== "qcow2" && !overlayDir) throw new Error(`--loadvm: '${o.image}' is a raw image: it has no snapshots`);
+        const sn = findSnapshot(await client.snapshotList(), o.loadvm);
+        if (!sn) throw new Error(`Snapshot '${o.loadvm}' does not exist in ${o.image}`);
+        if (!sn.vmStateSize) throw new Error(`snapshot '${o.loadvm}' is a disk-only snapshot (no VM state): revert to it offline with 'refcow snapshot -a'`);
+        progress(`loading snapshot '${sn.name}' (${(sn.vmStateSize / 2 ** 20).toFixed(1)} MiB of machine state)...`);
+        const blob = await client.readVmState(sn.id);
+        await client.snapshotApply(sn.id);
+        initialState = ownBuffer(blob);
+      }
+      const session = new BootSession(o, pool, client, overlayDir, { format, size, served }, initialState);
+      await session.machine.loaded;
+      return session;
+    } catch (e) {
+      await client?.close().catch(() => undefined);
+      await pool.destroy().catch(() => undefined);
+      if (overlayDir) rmSync(overlayDir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  private constructor(
+    private readonly o: BootSessionOptions,
+    private readonly pool: ImagePool,
+    private readonly client: DiskClient,
+    private readonly overlayDir: string | undefined,
+    info: { format: "qcow2" | "raw"; size: number; served: string },
+    initialState: ArrayBuffer | undefined,
+  ) {
+    const disk = new RefcowV86Disk(new ServedAsyncDisk(client), { type: o.diskType });
+    this.block = {
+      device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",
+      file: info.served,
+      format: overlayDir ? "qcow2" : info.format,
+      cache: o.cache,
+      scheme: o.scheme,
+      size: info.size,
+      backingFile: overlayDir ? path.resolve(o.image) : undefined,
+    };
+    this.machine = new DiskBootMachine({
+      disk,
+      firmware: o.firmware,
+      wasmPath: o.wasmPath,
+      memoryMiB: o.memoryMiB,
+      initialState,
+      onSerial: o.onSerial,
+      onBiosLine: o.onBiosLine,
+      onNoBootableDevice: o.onNoBootableDevice,
+      onPowerOff: o.onPowerOff,
+    });
+  }
+
+  /** The disk has snapshots (qcow2, or the -snapshot overlay). */
+  get snapshotsSupported(): boolean {
+    return this.block.format === "qcow2";
+  }
+
+  async snapshots(): Promise<SnapshotInfo[]> {
+    return this.snapshotsSupported ? this.client.snapshotList() : [];
+  }
+
+  /** QEMU's savevm: the disk and the machine state, as snapshot `name` (one of that name is replaced). */
+  async savevm(name: string): Promise<SnapshotInfo> {
+    this.needSnapshots();
+    const wasStopped = this.machine.stopped;
+    await this.machine.stop();
+    try {
+      await this.client.flush();
+      const state = new Uint8Array(await this.machine.saveState());
+      for (const old of (await this.client.snapshotList()).filter((s) => s.name === name)) await this.client.snapshotDelete(old.id);
+      return await this.client.snapshotCreate(name, { vmState: state, vmClockNsec: Math.round(this.machine.runMs * 1e6), date: new Date() });
+    } finally {
+      if (!wasStopped) await this.machine.cont();
+    }
+  }
+
+  /** QEMU's loadvm: disk and machine back to snapshot `name` (id or name). */
+  async loadvm(name: string): Promise<void> {
+    this.needSnapshots();
+    const sn = findSnapshot(await this.client.snapshotList(), name);
+    if (!sn) throw new Error(`Snapshot '${name}' does not exist in one or more devices`);
+    if (!sn.vmStateSize) throw new Error("This is a disk-only snapshot. Revert to it offline using qemu-img");
+    const wasStopped = this.machine.stopped;
+    await this.machine.stop();
+    let blob: Uint8Array;
+    try {
+      blob = await this.client.readVmState(sn.id);
+      const state = ownBuffer(blob);
+      // Refused here, before the disk changes, when the state is not one this machine can take.
+      checkSettings(splitMachineState(state).machine, this.machine.settings);
+      await this.client.snapshotApply(sn.id);
+      await this.machine.restoreState(state);
+    } finally {
+      if (!wasStopped) await this.machine.cont();
+    }
+  }
+
+  /** QEMU's delvm. */
+  async delvm(name: string): Promise<void> {
+    this.needSnapshots();
+    const sn = findSnapshot(await this.client.snapshotList(), name);
+    if (!sn) throw new Error(`Could not delete snapshot '${name}' on '${this.block.device}': Can't find the snapshot`);
+    await this.client.snapshotDelete(sn.id);
+  }
+
+  /** The engine's flush (Ctrl-A s). */
+  async flush(): Promise<void> {
+    await this.client.flush();
+  }
+
+  /**
+   * Stops the machine (its disk requests complete), frees the emulator, closes the image (flushed and
+   * marked clean) and the worker, and removes -snapshot's overlay. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      let first: unknown;
+      for (const step of [() => this.machine.destroy(), () => this.client.close(), () => this.pool.destroy()]) {
+        try {
+          await step();
+        } catch (e) {
+          first ??= e;
+        }
+      }
+      if (this.overlayDir) rmSync(this.overlayDir, { recursive: true, force: true });
+      if (first) throw first;
+    })();
+    return this.closing;
+  }
+
+  private needSnapshots(): void {
+    if (!this.snapshotsSupported) throw new Error(`Device '${this.block.device}' is writable but does not support snapshots (a raw image)`);
+  }
+}
+
+/** By id first, then by name (QEMU's bdrv_snapshot_find). */
+export function findSnapshot(list: readonly SnapshotInfo[], idOrName: string): SnapshotInfo | undefined {
+  return list.find((s) => s.id === idOrName) ?? list.find((s) => s.name === idOrName);
+}
+
+/** probeQcow2 with the file named first in every error. */
+function probeQcow2Clean(file: string): { clusterSize: number; size: number } {
+  try {
+    return probeQcow2(file);
+  } catch (e) {
+    throw new Error(`'${file}': ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+function ownBuffer(b: Uint8Array): ArrayBuffer {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? (b.buffer as ArrayBuffer) : (b.slice().buffer as ArrayBuffer);
+}

@@ -1,0 +1,310 @@
+/**
+ * HdaAdapter: the custom disk object v86 gets as `hda`, over an `AsyncDisk`.
+ *
+ * What v86 (0.5.462) expects of it and how the adapter answers:
+ *
+ *  - v86 takes an object as a custom disk when it has `get`, `set` and `load`; it calls `load()` and waits
+ *    for `onload`, reads `byteLength` (sector count = byteLength / 512), awaits `get_and_cache(0, 512, cb)`
+ *    before init, then calls `get_from_cache(0, 512)` synchronously for the disk geometry. The adapter
+ *    reads the first sector in `get_and_cache` and keeps it for `get_from_cache`.
+ *  - `get(start, len, cb, {signal})`: PIO and DMA reads. The IDE stays busy until `cb(data)`; `data` must be
+ *    exactly `len` bytes. A read whose signal is aborted (device reset) before it starts is dropped.
+ *  - `set(start, data, cb)`: DMA writes complete to the guest in `cb`, and `data` is a fresh array v86
+ *    gathered from the guest's PRDs for this request alone: the adapter keeps it as it is. PIO writes are
+ *    acknowledged to the guest *before* `set` is called, with `data` a view of the drive's PIO buffer,
+ *    which the IDE reuses at once: the adapter copies it synchronously. Which is which is told by
+ *    `reusedBuffer` (set by GuestMachine from the drive object); without it every write is copied.
+ *  - `flush(cb)` is not a v86 member: ATA FLUSH CACHE never reaches a v86 disk object. `installHonestFlush`
+ *    (ide-flush.ts) patches the IDE drive so the guest's flushes come here and complete in `cb`.
+ *  - `get_state()` / `set_state()` are called synchronously by `save_state` / `restore_state`. The adapter
+ *    keeps no disk data in the VM state (the disk lives in the AsyncDisk): its state is `[byteLength]`.
+ *    Quiesce first: stop the emulator, then `await whenIdle()`.
+ *
+ * Completion: over a PollableDisk (the worker-served image) requests complete through callbacks, and
+ * `pollFromEmulator()` — which GuestMachine calls from inside v86's run loop, each time v86 runs its
+ * hardware timers, which it does as soon as the guest halts — reaps them synchronously, spinning (while the
+ * guest is halted only) for as long as the request in flight is expected to take. The guest's interrupt is
+ * then raised before v86 even leaves its loop. Over any other AsyncDisk, completions come through promises.
+ *
+ * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
+ * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
+ * ATA has one command per drive (no NCQ), so this costs nothing a real drive would do in parallel.
+ *
+ * Measurement: the adapter keeps none. Its `observer` (disk-device.ts), when set, is told of each request
+ * at submission (v86's call) and at completion (the disk's callback, before the guest's), with the start
+ * of its service, the queue depth it met, whether its data came through the PIO buffer, and the service
+ * and ring times the disk reports (ServiceTimedDisk: the engine's time in its worker; submission to
+ * completion at the DiskClient).
+ */
+import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
+import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
+
+export interface HdaAdapterOptions {
+  /** Told of every request (see disk-device.ts); settable later as `observer`. */
+  observer?: DiskRequestObserver;
+  /** Hand DMA writes' data to the disk without a copy (default true; see `reusedBuffer`). */
+  dmaWithoutCopy?: boolean;
+  /** Complete requests through the disk's callbacks and `pollFromEmulator()` when it is pollable (default true). */
+  pollCompletions?: boolean;
+}
+
+type ReadCb = (data: Uint8Array) => void;
+type DoneCb = () => void;
+
+interface Request {
+  op: DiskOp;
+  offset: number;
+  length: number;
+  data?: Uint8Array;
+  pio?: boolean;
+  cb: ReadCb | DoneCb;
+  /** The observer's token for the request. */
+  token: unknown;
+  submitted: number;
+  generation: number;
+  signal?: AbortSignal;
+  depth: number;
+}
+
+const SECTOR = 512;
+
+export class HdaAdapter implements DiskDevice {
+  readonly byteLength: number;
+  /** Set by v86 before load(). */
+  onload?: (e: object) => void;
+  onprogress?: (e: object) => void;
+
+  observer: DiskRequestObserver | undefined;
+  /** The first error an operation of the disk raised; the request's callback was not called. */
+  failure: Error | undefined;
+  /** Called on every failed disk operation. */
+  onError?: (err: Error, op: DiskOp, offset: number, length: number) => void;
+  /**
+   * Tells whether `set()`'s data lies in a buffer v86 reuses (the drive's PIO buffer), which must be
+   * copied at once. Unset: every write is treated so.
+   */
+  reusedBuffer?: (data: Uint8Array) => boolean;
+
+  private readonly queue: Request[] = [];
+  private head = 0;
+  private running = false;
+  private pumping = false;
+  /** The request being served and when its service started. */
+  private current: Request | undefined;
+  private currentStarted = 0;
+  private readonly pollable: PollableDisk | undefined;
+  private readonly copyDma: boolean;
+  private idleWaiters: Array<() => void> = [];
+  private generation = 0;
+  private mbr: Uint8Array | undefined;
+
+  constructor(
+    readonly disk: AsyncDisk,
+    options: HdaAdapterOptions = {},
+  ) {
+    if (disk.size % SECTOR !== 0) throw new RangeError(`disk size ${disk.size} is not a multiple of ${SECTOR}`);
+    this.byteLength = disk.size;
+    this.observer = options.observer;
+    this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
+    this.copyDma = !(options.dmaWithoutCopy ?? true);
+  }
+
+  // ---- v86 interface --------------------------------------------------------------------------------
+
+  load(): void {
+    this.onload?.({});
+  }
+
+  get(start: number, len: number, cb: ReadCb, options?: { signal?: AbortSignal }): void {
+    this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
+  }
+
+  set(start: number, data: Uint8Array, cb: DoneCb): void {
+    // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion: copy now.
+    // DMA: v86 gathered the guest's buffers into an array of this request's own, awaited through `cb`.
+    const pio = this.reusedBuffer ? this.reusedBuffer(data) : true;
+    this.submit({ op: "write", offset: start, length: data.length, data: pio || this.copyDma ? data.slice() : data, pio, cb });
+  }
+
+  get_and_cache(start: number, len: number, cb: ReadCb): void {
+    this.get(start, len, (data) => {
+      if (start === 0 && len === SECTOR) this.mbr = data.slice();
+      cb(data);
+    });
+  }
+
+  get_from_cache(start: number, len: number): Uint8Array | undefined {
+    return start === 0 && len === SECTOR ? this.mbr : undefined;
+  }
+
+  get_buffer(cb: (buffer?: ArrayBuffer) => void): void {
+    cb(undefined); // the disk is not one buffer; v86 only asks for it from its browser UI
+  }
+
+  get_state(): unknown[] {
+    if (!this.idle) {
+      this.fail(new Error("hda get_state() while disk requests are in flight: stop the emulator and await whenIdle() first"), "read", 0, 0);
+    }
+    return [this.byteLength];
+  }
+
+  set_state(state: unknown[]): void {
+    // Completions of requests issued before the restore belong to a machine state that no longer exists.
+    this.generation++;
+    if (!Array.isArray(state) || state[0] !== this.byteLength) {
+      this.fail(new Error(`hda set_state: saved disk size ${String(Array.isArray(state) ? state[0] : state)} != ${this.byteLength}`), "read", 0, 0);
+    }
+  }
+
+  // ---- refcow extensions ----------------------------------------------------------------------------
+
+  /** Queue a flush behind every request submitted so far; `cb` runs when `AsyncDisk.flush()` resolved. */
+  flush(cb: DoneCb): void {
+    this.submit({ op: "flush", offset: 0, length: 0, cb });
+  }
+
+  /** Requests queued or running. */
+  get pending(): number {
+    return this.queue.length - this.head + (this.running ? 1 : 0);
+  }
+
+  get idle(): boolean {
+    return !this.running && this.queue.length === this.head;
+  }
+
+  /** Resolves when no request is queued or running. */
+  whenIdle(): Promise<void> {
+    if (this.idle) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Called by the emulator from inside its run loop (GuestMachine hooks v86's hardware-timer step): reaps the
+   * completions the disk has, running their callbacks now. With `halted` (the guest waits in HLT), spins up
+   * to the disk's spin budget, less what the request in flight has taken already, for its completion.
+   */
+  pollFromEmulator(halted: boolean): void {
+    const d = this.pollable;
+    if (!d || !this.current) return;
+    let spin = 0;
+    if (halted) {
+      const left = d.spinBudgetMs - (performance.now() - this.currentStarted);
+      if (left > 0) spin = left;
+    }
+    d.poll(spin);
+  }
+
+  /** Drop the callbacks of every request submitted so far (they still run against the disk). */
+  invalidateCallbacks(): void {
+    this.generation++;
+  }
+
+  // ---- queue ------------------------------------------------------------------------------------------
+
+  private submit(r: Omit<Request, "token" | "submitted" | "generation" | "depth">): void {
+    const req = r as Request;
+    req.submitted = performance.now();
+    req.generation = this.generation;
+    if (req.op !== "flush" && (req.offset % SECTOR !== 0 || req.length % SECTOR !== 0 || req.offset < 0 || req.offset + req.length > this.byteLength)) {
+      // v86 checks bounds before calling us; this would be a bug in the caller.
+      this.fail(new RangeError(`hda ${req.op} [${req.offset}, +${req.length}) is unaligned or outside the ${this.byteLength}-byte disk`), req.op, req.offset, req.length);
+      return;
+    }
+    this.queue.push(req);
+    req.depth = this.pending;
+    if (this.observer) {
+      const pio = req.op === "write" && this.reusedBuffer ? req.pio : undefined;
+      req.token = this.observer.submitted({ op: req.op, submitted: req.submitted, depth: req.depth, ...(pio !== undefined ? { pio } : {}) });
+    }
+    this.pump();
+  }
+
+  /** Starts queued requests, one at a time; a completion calls it again. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.running && this.head < this.queue.length) {
+        const req = this.queue[this.head]!;
+        this.queue[this.head++] = undefined as unknown as Request;
+        if (this.head > 1024 && this.head * 2 > this.queue.length) {
+          this.queue.splice(0, this.head);
+          this.head = 0;
+        }
+        if (req.op === "read" && req.signal?.aborted) continue; // the IDE was reset; nobody waits for it
+        this.running = true;
+        this.start(req);
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (!this.running && this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private start(req: Request): void {
+    this.current = req;
+    const started = (this.currentStarted = performance.now());
+    const d = this.pollable;
+    if (d) {
+      if (req.op === "read") d.readCb(req.offset, req.length, (err, data) => this.finish(req, started, err, data));
+      else if (req.op === "write") d.writeCb(req.offset, req.data!, (err) => this.finish(req, started, err));
+      else d.flushCb((err) => this.finish(req, started, err));
+      return;
+    }
+    const p = req.op === "read" ? this.disk.read(req.offset, req.length) : req.op === "write" ? this.disk.write(req.offset, req.data!) : this.disk.flush();
+    (p as Promise<Uint8Array | void>).then(
+      (v) => this.finish(req, started, undefined, v instanceof Uint8Array ? v : undefined),
+      (e: unknown) => this.finish(req, started, e instanceof Error ? e : new Error(String(e))),
+    );
+  }
+
+  private finish(req: Request, started: number, err: Error | undefined, result?: Uint8Array): void {
+    this.current = undefined;
+    if (!err && req.op === "read" && result?.length !== req.length) err = new Error(`disk read returned ${result?.length ?? 0} bytes, ${req.length} asked`);
+    if (err) {
+      // The guest sees a hung command (and, after its timeout, resets the drive); the queue goes on.
+      this.fail(err, req.op, req.offset, req.length);
+    } else {
+      if (this.observer) this.report(this.observer, req, started);
+      if (req.generation === this.generation) {
+        try {
+          if (req.op === "read") (req.cb as ReadCb)(result!);
+          else (req.cb as DoneCb)();
+        } catch (e) {
+          this.fail(e instanceof Error ? e : new Error(String(e)), req.op, req.offset, req.length);
+        }
+      }
+    }
+    this.running = false;
+    this.pump();
+  }
+
+  private report(observer: DiskRequestObserver, req: Request, started: number): void {
+    const done = performance.now();
+    const timed = this.disk as Partial<ServiceTimedDisk>;
+    observer.completed(req.token, {
+      op: req.op,
+      offset: req.offset,
+      length: req.length,
+      submitted: req.submitted,
+      depth: req.depth,
+      started,
+      diskDone: done,
+      completed: done,
+      ...(timed.lastServiceMs !== undefined ? { serviceMs: timed.lastServiceMs } : {}),
+      ...(timed.lastRingMs !== undefined ? { ringMs: timed.lastRingMs } : {}),
+      ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
+    });
+  }
+
+  private fail(err: Error, op: DiskOp, offset: number, length: number): void {
+    this.failure ??= err;
+    this.onError?.(err, op, offset, length);
+  }
+}

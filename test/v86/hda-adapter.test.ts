@@ -1,0 +1,266 @@
+/**
+ * The v86 hda adapter on its own (no emulator): copying, ordering, flush ordering, latency records,
+ * quiescing, errors — the rules v86's IDE code imposes (see src/v86/hda-adapter.ts).
+ */
+import { describe, expect, it } from "vitest";
+import type { AsyncDisk } from "../../src/v86/async-disk.js";
+import { RequestRecorder } from "../../src/guest/request-recorder.js";
+import { HdaAdapter } from "../../src/v86/hda-adapter.js";
+import { MemoryAsyncDisk } from "../../src/v86/memory-async-disk.js";
+
+const KiB = 1024;
+
+function sectorOf(byte: number, len = 512): Uint8Array {
+  return new Uint8Array(len).fill(byte);
+}
+
+function readP(a: HdaAdapter, off: number, len: number): Promise<Uint8Array> {
+  return new Promise((resolve) => a.get(off, len, resolve));
+}
+
+/** Logs the order in which operations reach the disk. */
+class LoggingDisk implements AsyncDisk {
+  log: string[] = [];
+  constructor(
+    readonly inner: MemoryAsyncDisk,
+    private readonly delays: { read?: number; write?: number; flush?: number } = {},
+  ) {}
+  get size() {
+    return this.inner.size;
+  }
+  private wait(ms = 0) {
+    return ms ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+  }
+  async read(o: number, l: number) {
+    this.log.push(`read ${o}+${l} start`);
+    await this.wait(this.delays.read);
+    const d = await this.inner.read(o, l);
+    this.log.push(`read ${o}+${l} done`);
+    return d;
+  }
+  async write(o: number, d: Uint8Array) {
+    this.log.push(`write ${o}+${d.length} start`);
+    await this.wait(this.delays.write);
+    await this.inner.write(o, d);
+    this.log.push(`write ${o}+${d.length} done`);
+  }
+  async flush() {
+    this.log.push("flush start");
+    await this.wait(this.delays.flush);
+    await this.inner.flush();
+    this.log.push("flush done");
+  }
+}
+
+describe("HdaAdapter", () => {
+  it("exposes what v86 needs: byteLength, load/onload, get_and_cache + get_from_cache for the MBR", async () => {
+    const mem = new MemoryAsyncDisk(1024 * KiB);
+    mem.bytes[510] = 0x55;
+    mem.bytes[511] = 0xaa;
+    const a = new HdaAdapter(mem);
+    expect(a.byteLength).toBe(1024 * KiB);
+    let loaded = false;
+    a.onload = () => (loaded = true);
+    a.load();
+    expect(loaded).toBe(true);
+    expect(a.get_from_cache(0, 512)).toBeUndefined();
+    const mbr = await new Promise<Uint8Array>((r) => a.get_and_cache(0, 512, r));
+    expect(mbr[511]).toBe(0xaa);
+    expect(a.get_from_cache(0, 512)?.[510]).toBe(0x55);
+    expect(a.get_from_cache(512, 512)).toBeUndefined();
+    let buf: unknown = "not called";
+    a.get_buffer((b) => (buf = b));
+    expect(buf).toBeUndefined();
+  });
+
+  it("rejects a disk whose size is not a multiple of 512", () => {
+    expect(() => new HdaAdapter(new MemoryAsyncDisk(1000))).toThrow(/multiple of 512/);
+  });
+
+  it("copies write data synchronously (v86 reuses its PIO buffer at once)", async () => {
+    const mem = new MemoryAsyncDisk(64 * KiB, 5);
+    const a = new HdaAdapter(mem);
+    const pio = sectorOf(0xab);
+    a.set(4096, pio, () => undefined);
+    pio.fill(0xcd); // the IDE reuses its buffer for the next command
+    await a.whenIdle();
+    expect(mem.bytes[4096]).toBe(0xab);
+    expect(mem.bytes[4096 + 511]).toBe(0xab);
+  });
+
+  it("serves requests one at a time in submission order: a read after a write sees the write", async () => {
+    const disk = new LoggingDisk(new MemoryAsyncDisk(64 * KiB), { write: 20, read: 1 });
+    const a = new HdaAdapter(disk);
+    a.set(0, sectorOf(1, 1024), () => undefined); // fire-and-forget, like a PIO write
+    a.set(1024, sectorOf(2), () => undefined);
+    const got = await readP(a, 512, 1024);
+    expect(got.subarray(0, 512).every((b) => b === 1)).toBe(true);
+    expect(got.subarray(512).every((b) => b === 2)).toBe(true);
+    expect(disk.log).toEqual([
+      "write 0+1024 start",
+      "write 0+1024 done",
+      "write 1024+512 start",
+      "write 1024+512 done",
+      "read 512+1024 start",
+      "read 512+1024 done",
+    ]);
+  });
+
+  it("completes a flush only after the disk's flush, behind every earlier write", async () => {
+    const disk = new LoggingDisk(new MemoryAsyncDisk(64 * KiB), { write: 10, flush: 30 });
+    const a = new HdaAdapter(disk);
+    a.set(0, sectorOf(7), () => undefined);
+    a.set(512, sectorOf(8), () => undefined);
+    let flushedAt = -1;
+    const t0 = performance.now();
+    await new Promise<void>((resolve) =>
+      a.flush(() => {
+        flushedAt = performance.now() - t0;
+        resolve();
+      }),
+    );
+    expect(disk.log.at(-1)).toBe("flush done");
+    expect(disk.log.indexOf("flush start")).toBeGreaterThan(disk.log.indexOf("write 512+512 done"));
+    expect(flushedAt).toBeGreaterThanOrEqual(45); // 2 writes + the flush, not an instant acknowledgement
+    expect(disk.inner.writesBeforeLastFlush).toBe(2);
+  });
+
+  it("reports per-request latency to its observer, recorded with the phase current at submission", async () => {
+    const mem = new MemoryAsyncDisk(64 * KiB, 3);
+    const rec = new RequestRecorder();
+    const a = new HdaAdapter(mem, { observer: rec });
+    rec.phase = "warmup";
+    a.set(0, sectorOf(1), () => undefined);
+    rec.phase = "measure";
+    a.set(512, sectorOf(1), () => undefined);
+    a.flush(() => undefined);
+    await readP(a, 0, 512);
+    const recs = rec.takeRecords();
+    expect(recs.map((r) => [r.op, r.phase, r.offset, r.length])).toEqual([
+      ["write", "warmup", 0, 512],
+      ["write", "measure", 512, 512],
+      ["flush", "measure", 0, 0],
+      ["read", "measure", 0, 512],
+    ]);
+    for (const r of recs) {
+      expect(r.latencyMs).toBeGreaterThanOrEqual(r.queuedMs);
+      expect(r.latencyMs).toBeGreaterThan(2); // each op waits for the disk's 3 ms
+    }
+    // later requests waited behind earlier ones
+    expect(recs[3]!.queuedMs).toBeGreaterThan(recs[0]!.queuedMs);
+    expect(rec.records).toEqual([]);
+    const m = rec.summary("measure");
+    expect([m.writes, m.flushes, m.reads, m.bytesWritten, m.bytesRead]).toEqual([1, 1, 1, 512, 512]);
+  });
+
+  it("records the backend's own service time when the disk reports it (ServiceTimedDisk)", async () => {
+    const mem = new MemoryAsyncDisk(64 * KiB, 2);
+    let n = 0;
+    const timed = {
+      size: mem.size,
+      lastServiceMs: undefined as number | undefined,
+      read: async (o: number, l: number) => {
+        const d = await mem.read(o, l);
+        timed.lastServiceMs = 0.5;
+        return d;
+      },
+      write: async (o: number, d: Uint8Array) => {
+        await mem.write(o, d);
+        timed.lastServiceMs = ++n;
+      },
+      flush: async () => {
+        await mem.flush();
+        timed.lastServiceMs = 0.25;
+      },
+    };
+    const rec = new RequestRecorder();
+    const a = new HdaAdapter(timed, { observer: rec });
+    a.set(0, sectorOf(1), () => undefined);
+    a.set(512, sectorOf(2), () => undefined);
+    a.flush(() => undefined);
+    await readP(a, 0, 512);
+    expect(rec.takeRecords().map((r) => [r.op, r.serviceMs])).toEqual([
+      ["write", 1],
+      ["write", 2],
+      ["flush", 0.25],
+      ["read", 0.5],
+    ]);
+    // a disk that does not report it: no serviceMs
+    const plainRec = new RequestRecorder();
+    const plain = new HdaAdapter(new MemoryAsyncDisk(64 * KiB), { observer: plainRec });
+    plain.set(0, sectorOf(1), () => undefined);
+    await plain.whenIdle();
+    expect(plainRec.takeRecords()[0]!.serviceMs).toBeUndefined();
+  });
+
+  it("whenIdle resolves once the queue drained; get_state is synchronous and holds no disk data", async () => {
+    const a = new HdaAdapter(new MemoryAsyncDisk(64 * KiB, 5));
+    expect(a.idle).toBe(true);
+    await a.whenIdle();
+    a.set(0, sectorOf(1), () => undefined);
+    a.set(512, sectorOf(1), () => undefined);
+    expect(a.pending).toBe(2);
+    await a.whenIdle();
+    expect(a.pending).toBe(0);
+    expect(a.get_state()).toEqual([64 * KiB]);
+    expect(a.failure).toBeUndefined();
+  });
+
+  it("reports get_state while busy and set_state of another disk size as failures", () => {
+    const a = new HdaAdapter(new MemoryAsyncDisk(64 * KiB, 5));
+    const errors: string[] = [];
+    a.onError = (e) => errors.push(e.message);
+    a.set(0, sectorOf(1), () => undefined);
+    a.get_state();
+    a.set_state([128 * KiB]);
+    expect(errors[0]).toMatch(/in flight/);
+    expect(errors[1]).toMatch(/saved disk size/);
+  });
+
+  it("drops a read aborted before it started, and completions from before invalidateCallbacks", async () => {
+    const mem = new MemoryAsyncDisk(64 * KiB, 5);
+    const a = new HdaAdapter(mem);
+    const calls: string[] = [];
+    a.set(0, sectorOf(1), () => calls.push("write"));
+    const ac = new AbortController();
+    a.get(0, 512, () => calls.push("aborted read"), { signal: ac.signal });
+    ac.abort(); // device reset while the read is queued
+    a.set(512, sectorOf(2), () => calls.push("stale write"));
+    a.invalidateCallbacks(); // e.g. a state restore
+    a.get(512, 512, () => calls.push("fresh read"));
+    await a.whenIdle();
+    expect(calls).toEqual(["fresh read"]);
+    expect(mem.counts.reads).toBe(1);
+    expect(mem.bytes[512]).toBe(2); // a dropped callback still wrote
+  });
+
+  it("reports disk errors without calling the callback, and keeps serving later requests", async () => {
+    const mem = new MemoryAsyncDisk(64 * KiB);
+    const failing: AsyncDisk = {
+      size: mem.size,
+      read: (o, l) => (o === 0 ? Promise.reject(new Error("EIO at 0")) : mem.read(o, l)),
+      write: (o, d) => mem.write(o, d),
+      flush: () => mem.flush(),
+    };
+    const a = new HdaAdapter(failing);
+    const seen: string[] = [];
+    a.onError = (e, op, off) => seen.push(`${op}@${off}: ${e.message}`);
+    let called = false;
+    a.get(0, 512, () => (called = true));
+    const later = await readP(a, 512, 512);
+    expect(later.length).toBe(512);
+    expect(called).toBe(false);
+    expect(seen).toEqual(["read@0: EIO at 0"]);
+    expect(a.failure?.message).toBe("EIO at 0");
+  });
+
+  it("refuses unaligned or out-of-range requests", () => {
+    const a = new HdaAdapter(new MemoryAsyncDisk(64 * KiB));
+    const errors: string[] = [];
+    a.onError = (e) => errors.push(e.message);
+    a.get(100, 512, () => undefined);
+    a.set(64 * KiB, sectorOf(1), () => undefined);
+    expect(errors).toHaveLength(2);
+    expect(a.idle).toBe(true);
+  });
+});

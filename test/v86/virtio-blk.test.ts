@@ -1,0 +1,571 @@
+/**
+ * The virtio-blk device on its own (no emulator): a test driver builds legacy virtqueues in a fake guest
+ * memory and checks requests in flight, flush ordering, discard / write-zeroes mapping, and that bad input
+ * gives virtio-blk status codes, never an exception.
+ */
+import { describe, expect, it } from "vitest";
+import { RequestRecorder, type VirtioPhaseSummary, type VirtioRequestRecord } from "../../src/guest/request-recorder.js";
+import type { PollableDisk } from "../../src/v86/async-disk.js";
+import { F_DISCARD, F_EVENT_IDX, F_FLUSH, F_NOTIFY_ON_EMPTY, F_WRITE_ZEROES, REG, STATUS_NEEDS_RESET } from "../../src/v86/virtio-blk-pci.js";
+import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, VirtioBlk, type VirtioBlkDisk } from "../../src/v86/virtio-blk.js";
+import { AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE, QUEUE_ALIGN, QUEUE_SIZE, type GuestMemory } from "../../src/v86/virtqueue.js";
+
+const MiB = 1 << 20;
+const RAM = 4 * MiB;
+const QUEUE_AT = 0x100000;
+
+class FakeRam implements GuestMemory {
+  readonly bytes = new Uint8Array(RAM);
+  get size() {
+    return RAM;
+  }
+  read(addr: number, length: number) {
+    if (addr < 0 || addr + length > RAM) throw new Error("read outside RAM");
+    return this.bytes.subarray(addr, addr + length);
+  }
+  write(addr: number, data: Uint8Array) {
+    if (addr < 0 || addr + data.length > RAM) throw new Error("write outside RAM");
+    this.bytes.set(data, addr);
+  }
+}
+
+/** A disk whose operations complete only when the test says so. */
+class ManualDisk implements VirtioBlkDisk {
+  readonly bytes: Uint8Array;
+  log: string[] = [];
+  private waiting: Array<{ what: string; go: () => void }> = [];
+  auto = false;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+  }
+  get size() {
+    return this.bytes.length;
+  }
+  private gate(what: string, run: () => void): Promise<void> {
+    this.log.push(`start ${what}`);
+    return new Promise((resolve) => {
+      const go = () => {
+        run();
+        this.log.push(`done ${what}`);
+        resolve();
+      };
+      if (this.auto) queueMicrotask(go);
+      else this.waiting.push({ what, go });
+    });
+  }
+  get queued(): string[] {
+    return this.waiting.map((w) => w.what);
+  }
+  /** Completes the waiting operation named `what` (or the first). */
+  release(what?: string): void {
+    const i = what === undefined ? 0 : this.waiting.findIndex((w) => w.what === what);
+    if (i < 0) throw new Error(`nothing waiting named ${what}; waiting: ${this.queued.join(", ")}`);
+    const [w] = this.waiting.splice(i, 1);
+    w!.go();
+  }
+  async read(offset: number, length: number) {
+    let out = new Uint8Array(0);
+    await this.gate(`r${offset}`, () => (out = this.bytes.slice(offset, offset + length)));
+    return out;
+  }
+  write(offset: number, data: Uint8Array) {
+    const copy = data.slice();
+    return this.gate(`w${offset}`, () => this.bytes.set(copy, offset));
+  }
+  flush() {
+    return this.gate("flush", () => undefined);
+  }
+  discard(offset: number, length: number) {
+    return this.gate(`d${offset}+${length}`, () => this.bytes.fill(0, offset, offset + length));
+  }
+  writeZeroes(offset: number, length: number, opts?: { unmap?: boolean }) {
+    return this.gate(`z${offset}+${length}${opts?.unmap ? "u" : ""}`, () => this.bytes.fill(0, offset, offset + length));
+  }
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 0));
+
+/** A pollable disk (as the worker-served one): operations complete in `poll()`, `ready` at a time. */
+class PollDisk implements VirtioBlkDisk, PollableDisk {
+  readonly bytes: Uint8Array;
+  private pending: Array<() => void> = [];
+  /** How many waiting operations the next poll completes. */
+  ready = 0;
+  polls = 0;
+  readonly spinBudgetMs = 0;
+  lastServiceMs: number | undefined;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+  }
+  get size() {
+    return this.bytes.length;
+  }
+  get waiting() {
+    return this.pending.length;
+  }
+  read(offset: number, length: number) {
+    return Promise.resolve(this.bytes.slice(offset, offset + length));
+  }
+  write(offset: number, data: Uint8Array) {
+    this.bytes.set(data, offset);
+    return Promise.resolve();
+  }
+  flush() {
+    return Promise.resolve();
+  }
+  readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void) {
+    this.pending.push(() => done(undefined, this.bytes.slice(offset, offset + length)));
+  }
+  writeCb(offset: number, data: Uint8Array, done: (err: Error | undefined) => void) {
+    const copy = data.slice();
+    this.pending.push(() => (this.bytes.set(copy, offset), done(undefined)));
+  }
+  flushCb(done: (err: Error | undefined) => void) {
+    this.pending.push(() => done(undefined));
+  }
+  poll(): number {
+    this.polls++;
+    const n = Math.min(this.ready, this.pending.length);
+    for (const f of this.pending.splice(0, n)) f();
+    this.ready -= n;
+    return n;
+  }
+}
+
+/** A minimal legacy virtio driver over FakeRam. */
+class Driver {
+  readonly ram = new FakeRam();
+  readonly dev: VirtioBlk;
+  /** What the device reports of its requests (the harness's recorder). */
+  readonly rec = new RequestRecorder({ virtio: true });
+  irqs = 0;
+  private availIdx = 0;
+  private usedSeen = 0;
+  private nextDesc = 0;
+  private heap = 0x200000;
+  /** `features`: the feature bits the driver accepts (default: every one offered). */
+  constructor(
+    readonly disk: VirtioBlkDisk,
+    features = 0xffffffff,
+  ) {
+    this.dev = new VirtioBlk(disk, { observer: this.rec });
+    this.dev.memory = this.ram;
+    this.dev.irq = { raise: () => this.irqs++, lower: () => undefined };
+    this.dev.ioWrite(REG.STATUS, 1, 1 | 2);
+    this.dev.ioWrite(REG.DRIVER_FEATURES, 4, this.dev.ioRead(REG.DEVICE_FEATURES, 4) & features);
+    this.dev.ioWrite(REG.QUEUE_SELECT, 2, 0);
+    expect(this.dev.ioRead(REG.QUEUE_SIZE, 2)).toBe(QUEUE_SIZE);
+    this.dev.ioWrite(REG.QUEUE_PFN, 4, QUEUE_AT / QUEUE_ALIGN);
+    this.dev.ioWrite(REG.STATUS, 1, 1 | 2 | 4);
+  }
+  get availAddr() {
+    return QUEUE_AT + 16 * QUEUE_SIZE;
+  }
+  get usedAddr() {
+    return Math.ceil((this.availAddr + 6 + 2 * QUEUE_SIZE) / QUEUE_ALIGN) * QUEUE_ALIGN;
+  }
+  alloc(n: number): number {
+    const a = this.heap;
+    this.heap += Math.ceil(n / 16) * 16;
+    return a;
+  }
+  /** Writes descriptors for `bufs` and makes the chain available; returns the head index. */
+  submit(bufs: Array<{ addr: number; len: number; write?: boolean }>, kick = true): number {
+    const dv = new DataView(this.ram.bytes.buffer);
+    const head = this.nextDesc % QUEUE_SIZE;
+    bufs.forEach((b, k) => {
+      const i = (this.nextDesc + k) % QUEUE_SIZE;
+      const at = QUEUE_AT + 16 * i;
+      dv.setUint32(at, b.addr % 2 ** 32, true);
+      dv.setUint32(at + 4, Math.floor(b.addr / 2 ** 32), true);
+      dv.setUint32(at + 8, b.len, true);
+      const last = k === bufs.length - 1;
+      dv.setUint16(at + 12, (last ? 0 : DESC_F_NEXT) | (b.write ? DESC_F_WRITE : 0), true);
+      dv.setUint16(at + 14, (i + 1) % QUEUE_SIZE, true);
+    });
+    this.nextDesc += bufs.length;
+    dv.setUint16(this.availAddr + 4 + 2 * (this.availIdx % QUEUE_SIZE), head, true);
+    this.availIdx = (this.availIdx + 1) & 0xffff;
+    dv.setUint16(this.availAddr + 2, this.availIdx, true);
+    if (kick) this.kick();
+    return head;
+  }
+  kick() {
+    this.dev.ioWrite(REG.QUEUE_NOTIFY, 2, 0);
+  }
+  header(type: number, sector: number): number {
+    const a = this.alloc(16);
+    const dv = new DataView(this.ram.bytes.buffer, a, 16);
+    dv.setUint32(0, type, true);
+    dv.setUint32(8, sector % 2 ** 32, true);
+    dv.setUint32(12, Math.floor(sector / 2 ** 32), true);
+    return a;
+  }
+  /** A full request: header, data, status; returns the status address and head. */
+  request(type: number, sector: number, data?: { addr: number; len: number; write?: boolean }[]) {
+    const hdr = this.header(type, sector);
+    const status = this.alloc(1);
+    this.ram.bytes[status] = 0xee;
+    const head = this.submit([{ addr: hdr, len: 16 }, ...(data ?? []), { addr: status, len: 1, write: true }]);
+    return { head, status };
+  }
+  /** Used elements published since the last call. */
+  reap(): Array<{ id: number; len: number }> {
+    const dv = new DataView(this.ram.bytes.buffer);
+    const idx = dv.getUint16(this.usedAddr + 2, true);
+    const out: Array<{ id: number; len: number }> = [];
+    while (this.usedSeen !== idx) {
+      const e = this.usedAddr + 4 + 8 * (this.usedSeen % QUEUE_SIZE);
+      out.push({ id: dv.getUint32(e, true), len: dv.getUint32(e + 4, true) });
+      this.usedSeen = (this.usedSeen + 1) & 0xffff;
+    }
+    return out;
+  }
+  /** Avail ring flags (NO_INTERRUPT). */
+  set availFlags(v: number) {
+    new DataView(this.ram.bytes.buffer).setUint16(this.availAddr, v, true);
+  }
+  /** EVENT_IDX: the driver's used_event (after avail.ring) and the device's avail_event (after used.ring). */
+  set usedEvent(v: number) {
+    new DataView(this.ram.bytes.buffer).setUint16(this.availAddr + 4 + 2 * QUEUE_SIZE, v, true);
+  }
+  get availEvent(): number {
+    return new DataView(this.ram.bytes.buffer).getUint16(this.usedAddr + 4 + 8 * QUEUE_SIZE, true);
+  }
+  get usedIdx(): number {
+    return new DataView(this.ram.bytes.buffer).getUint16(this.usedAddr + 2, true);
+  }
+  fill(n: number, byte: number): { addr: number; len: number } {
+    const a = this.alloc(n);
+    this.ram.bytes.fill(byte, a, a + n);
+    return { addr: a, len: n };
+  }
+}
+
+describe("virtio-blk device", () => {
+  it("offers FLUSH, DISCARD and WRITE_ZEROES and reports the capacity", () => {
+    const d = new Driver(new ManualDisk(8 * MiB));
+    const f = d.dev.ioRead(REG.DEVICE_FEATURES, 4);
+    expect(f & (1 << F_FLUSH)).not.toBe(0);
+    expect(f & (1 << F_DISCARD)).not.toBe(0);
+    expect(f & (1 << F_WRITE_ZEROES)).not.toBe(0);
+    let cap = 0;
+    for (let i = 7; i >= 0; i--) cap = cap * 256 + d.dev.ioRead(REG.CONFIG + i, 1);
+    expect(cap).toBe((8 * MiB) / 512);
+    expect(d.dev.ioRead(REG.CONFIG + 20, 4)).toBe(512); // blk_size
+  });
+
+  it("keeps many requests in flight and completes them in any order", async () => {
+    const disk = new ManualDisk(8 * MiB);
+    const d = new Driver(disk);
+    const reqs = [];
+    for (let k = 0; k < 16; k++) reqs.push(d.request(T_OUT, k * 8, [d.fill(4096, k + 1)]));
+    await settle();
+    expect(disk.queued.length).toBe(16); // all at the disk at once
+    expect(d.dev.inFlight).toBe(16);
+    expect(d.rec.summary("boot").maxInFlight).toBe(16);
+    disk.release("w" + 15 * 4096);
+    await settle();
+    const first = d.reap();
+    expect(first).toEqual([{ id: reqs[15]!.head, len: 1 }]);
+    expect(d.ram.bytes[reqs[15]!.status]).toBe(S_OK);
+    while (disk.queued.length) disk.release();
+    await settle();
+    expect(d.reap().length).toBe(15);
+    for (let k = 0; k < 16; k++) expect(disk.bytes[k * 4096]).toBe(k + 1);
+    const recs = d.rec.takeRecords() as VirtioRequestRecord[];
+    expect(recs.map((r) => r.depth)).toContain(16);
+    expect(recs.every((r) => r.op === "write" && r.status === S_OK)).toBe(true);
+    expect(d.irqs).toBeGreaterThan(0);
+  });
+
+  it("reads into the guest's buffers, split over descriptors", async () => {
+    const disk = new ManualDisk(8 * MiB);
+    disk.auto = true;
+    disk.bytes.fill(7, 1024, 2048);
+    disk.bytes.fill(9, 2048, 3072);
+    const d = new Driver(disk);
+    const a = d.alloc(1024);
+    const b = d.alloc(1024);
+    const { head, status } = d.request(T_IN, 2, [
+      { addr: a, len: 1024, write: true },
+      { addr: b, len: 1024, write: true },
+    ]);
+    await settle();
+    expect(d.reap()).toEqual([{ id: head, len: 2049 }]);
+    expect(d.ram.bytes[status]).toBe(S_OK);
+    expect(d.ram.bytes[a]).toBe(7);
+    expect(d.ram.bytes[b + 1023]).toBe(9);
+  });
+
+  it("issues a flush only after every request submitted before it completed", async () => {
+    const disk = new ManualDisk(8 * MiB);
+    const d = new Driver(disk);
+    d.request(T_OUT, 0, [d.fill(512, 1)]);
+    d.request(T_OUT, 8, [d.fill(512, 2)]);
+    const fl = d.request(T_FLUSH, 0);
+    await settle();
+    expect(disk.queued).toEqual(["w0", "w4096"]); // the flush waits
+    disk.release("w4096");
+    await settle();
+    expect(disk.queued).toEqual(["w0"]);
+    disk.release("w0");
+    await settle();
+    expect(disk.queued).toEqual(["flush"]);
+    expect(d.reap().map((u) => u.id)).not.toContain(fl.head);
+    disk.release("flush");
+    await settle();
+    expect(d.reap().map((u) => u.id)).toContain(fl.head);
+    expect(d.ram.bytes[fl.status]).toBe(S_OK);
+    const flush = (d.rec.takeRecords() as VirtioRequestRecord[]).find((r) => r.op === "flush")!;
+    expect(flush.diskDone).toBeLessThanOrEqual(flush.completed);
+    expect(disk.log.indexOf("done flush")).toBeGreaterThan(disk.log.indexOf("done w0"));
+    expect(d.dev.guestFlushes).toBe(1);
+  });
+
+  it("maps DISCARD and WRITE_ZEROES to the disk's discard and write-zeroes", async () => {
+    const disk = new ManualDisk(8 * MiB);
+    disk.auto = true;
+    disk.bytes.fill(5);
+    const d = new Driver(disk);
+    const seg = (sector: number, n: number, flags: number) => {
+      const a = d.alloc(16);
+      const dv = new DataView(d.ram.bytes.buffer, a, 16);
+      dv.setUint32(0, sector, true);
+      dv.setUint32(8, n, true);
+      dv.setUint32(12, flags, true);
+      return { addr: a, len: 16 };
+    };
+    const a = d.request(T_DISCARD, 0, [seg(128, 128, 0)]);
+    const b = d.request(T_WRITE_ZEROES, 0, [seg(1024, 8, 1)]);
+    await settle();
+    expect(disk.log).toContain("start d65536+65536");
+    expect(disk.log).toContain("start z524288+4096u");
+    expect(d.ram.bytes[a.status]).toBe(S_OK);
+    expect(d.ram.bytes[b.status]).toBe(S_OK);
+    expect(disk.bytes[65536]).toBe(0);
+    expect(disk.bytes[524288 + 4095]).toBe(0);
+    expect(disk.bytes[524288 + 4096]).toBe(5);
+  });
+
+  it("answers GET_ID", async () => {
+    const d = new Driver(new ManualDisk(MiB));
+    const buf = d.alloc(20);
+    const { status } = d.request(T_GET_ID, 0, [{ addr: buf, len: 20, write: true }]);
+    expect(d.ram.bytes[status]).toBe(S_OK);
+    expect(new TextDecoder().decode(d.ram.bytes.subarray(buf, buf + 6))).toBe("refcow");
+  });
+
+  describe("bad input from the guest", () => {
+    it("unknown request type: UNSUPP", () => {
+      const d = new Driver(new ManualDisk(MiB));
+      const { head, status } = d.request(99, 0);
+      expect(d.ram.bytes[status]).toBe(S_UNSUPP);
+      expect(d.reap()).toEqual([{ id: head, len: 1 }]);
+    });
+
+    it("a request past the end of the disk: IOERR, the disk never sees it", async () => {
+      const disk = new ManualDisk(MiB);
+      const d = new Driver(disk);
+      const w = d.request(T_OUT, MiB / 512 - 1, [d.fill(1024, 1)]);
+      const r = d.request(T_IN, 2 ** 40, [{ addr: d.alloc(512), len: 512, write: true }]);
+      expect(d.ram.bytes[w.status]).toBe(S_IOERR);
+      expect(d.ram.bytes[r.status]).toBe(S_IOERR);
+      await settle();
+      expect(disk.log).toEqual([]);
+    });
+
+    it("a data descriptor past guest memory, or in the VGA hole: IOERR", async () => {
+      const disk = new ManualDisk(MiB);
+      const d = new Driver(disk);
+      const a = d.request(T_OUT, 0, [{ addr: RAM - 256, len: 512 }]);
+      const b = d.request(T_IN, 0, [{ addr: 2 ** 33, len: 512, write: true }]);
+      const c = d.request(T_IN, 0, [{ addr: 0xa0000, len: 512, write: true }]);
+      for (const x of [a, b, c]) expect(d.ram.bytes[x.status]).toBe(S_IOERR);
+      await settle();
+      expect(disk.log).toEqual([]);
+      expect(d.reap().length).toBe(3);
+    });
+
+    it("a data length that is not a multiple of 512, a missing header, a read-only status: no exception", () => {
+      const d = new Driver(new ManualDisk(MiB));
+      const a = d.request(T_OUT, 0, [d.fill(100, 1)]);
+      expect(d.ram.bytes[a.status]).toBe(S_IOERR);
+      const st = d.alloc(1);
+      d.ram.bytes[st] = 0xee;
+      d.submit([{ addr: d.alloc(8), len: 8 }, { addr: st, len: 1, write: true }]);
+      expect(d.ram.bytes[st]).toBe(S_IOERR);
+      d.submit([{ addr: d.header(T_OUT, 0), len: 16 }, { addr: d.alloc(1), len: 1 }]); // no writable status
+      expect(d.reap().at(-1)!.len).toBe(0);
+    });
+
+    it("a descriptor loop, a head past the table, a queue past memory: no exception", () => {
+      const d = new Driver(new ManualDisk(MiB));
+      const dv = new DataView(d.ram.bytes.buffer);
+      // A chain whose last descriptor points back to its first.
+      const hdr = d.header(T_IN, 0);
+      const head = d.submit([{ addr: hdr, len: 16 }, { addr: d.alloc(512), len: 512, write: true }], false);
+      const second = QUEUE_AT + 16 * ((head + 1) % QUEUE_SIZE);
+      dv.setUint16(second + 12, DESC_F_NEXT | DESC_F_WRITE, true);
+      dv.setUint16(second + 14, head, true);
+      expect(() => d.kick()).not.toThrow();
+      expect(d.reap()).toEqual([{ id: head, len: 1 }]); // IOERR in the last writable byte
+      expect(d.ram.bytes[hdr + 16 + 511]).toBe(S_IOERR);
+      // An available entry naming a descriptor past the table.
+      dv.setUint16(d.availAddr + 4 + 2 * 1, 5000, true);
+      dv.setUint16(d.availAddr + 2, 2, true);
+      expect(() => d.kick()).not.toThrow();
+      expect(d.reap()).toEqual([{ id: 5000, len: 0 }]);
+      // A queue whose rings lie past guest memory.
+      expect(() => d.dev.ioWrite(REG.QUEUE_PFN, 4, RAM / QUEUE_ALIGN)).not.toThrow();
+      expect(d.dev.ioRead(REG.STATUS, 1) & STATUS_NEEDS_RESET).not.toBe(0);
+      expect(() => d.kick()).not.toThrow();
+    });
+
+    it("a disk error: IOERR, reported through onError", async () => {
+      const disk = new ManualDisk(MiB);
+      disk.write = () => Promise.reject(new Error("boom"));
+      const d = new Driver(disk);
+      const errors: string[] = [];
+      d.dev.onError = (e) => errors.push(e.message);
+      const w = d.request(T_OUT, 0, [d.fill(512, 1)]);
+      await settle();
+      expect(d.ram.bytes[w.status]).toBe(S_IOERR);
+      expect(errors).toEqual(["boom"]);
+    });
+  });
+
+  describe("completion batches and interrupt suppression", () => {
+    const NO_EVENT_IDX = ~(1 << F_EVENT_IDX) >>> 0;
+
+    it("publishes every completion one poll of the run loop reaps with one used.idx update and one interrupt", () => {
+      const disk = new PollDisk(MiB);
+      const d = new Driver(disk, NO_EVENT_IDX);
+      let wakes = 0;
+      d.dev.wakeEmulator = () => wakes++;
+      const reqs = [];
+      for (let k = 0; k < 8; k++) reqs.push(d.request(T_OUT, k * 8, [d.fill(4096, k + 1)]));
+      expect(disk.waiting).toBe(8);
+      disk.ready = 3;
+      d.dev.pollFromEmulator(false);
+      expect(d.reap().map((u) => u.id)).toEqual(reqs.slice(0, 3).map((r) => r.head));
+      expect(d.irqs).toBe(1);
+      disk.ready = 5;
+      d.dev.pollFromEmulator(true);
+      expect(d.reap().length).toBe(5);
+      expect(d.irqs).toBe(2);
+      expect(d.dev.interrupts).toBe(2);
+      expect(wakes).toBe(0); // inside the run loop: the interrupt is taken on return, nothing to wake
+      for (const r of reqs) expect(d.ram.bytes[r.status]).toBe(S_OK);
+      expect(d.dev.idle).toBe(true);
+    });
+
+    it("completions reaped in the event loop: one publication per reap, and the emulator is woken", async () => {
+      const disk = new ManualDisk(MiB);
+      const d = new Driver(disk, NO_EVENT_IDX);
+      let wakes = 0;
+      d.dev.wakeEmulator = () => wakes++;
+      for (let k = 0; k < 6; k++) d.request(T_OUT, k * 8, [d.fill(4096, 1)]);
+      await settle();
+      for (let k = 0; k < 4; k++) disk.release();
+      expect(d.usedIdx).toBe(0); // nothing published before the reap is over
+      expect(d.dev.idle).toBe(false);
+      await settle();
+      expect(d.reap().length).toBe(4);
+      expect(d.irqs).toBe(1);
+      expect(wakes).toBe(1);
+      disk.release();
+      disk.release();
+      const idle = d.dev.whenIdle();
+      await idle; // resolves once the last completions are published
+      expect(d.usedIdx).toBe(6);
+      expect(d.irqs).toBe(2);
+      expect(wakes).toBe(2);
+    });
+
+    it("bad requests a notify completes at once are published with it, after the whole available ring", () => {
+      const d = new Driver(new ManualDisk(MiB), NO_EVENT_IDX);
+      const heads = [];
+      for (let k = 0; k < 5; k++) heads.push(d.submit([{ addr: d.header(99, 0), len: 16 }, { addr: d.alloc(1), len: 1, write: true }], false));
+      const before = d.dev.notifies;
+      d.kick();
+      expect(d.reap().map((u) => u.id)).toEqual(heads);
+      expect(d.irqs).toBe(1);
+      // One notify for the five: counted for the device and for its phase.
+      expect(d.dev.notifies - before).toBe(1);
+      d.rec.phase = "p";
+      d.submit([{ addr: d.header(99, 0), len: 16 }, { addr: d.alloc(1), len: 1, write: true }]);
+      d.kick();
+      expect((d.rec.summary("p") as VirtioPhaseSummary).notifies).toBe(2);
+    });
+
+    it("NO_INTERRUPT suppresses the interrupt; NOTIFY_ON_EMPTY still signals when the device runs dry", () => {
+      const disk = new PollDisk(MiB);
+      const d = new Driver(disk, NO_EVENT_IDX & ~(1 << F_NOTIFY_ON_EMPTY));
+      d.availFlags = AVAIL_F_NO_INTERRUPT;
+      d.request(T_OUT, 0, [d.fill(512, 1)]);
+      disk.ready = 1;
+      d.dev.pollFromEmulator(false);
+      expect(d.reap().length).toBe(1);
+      expect(d.irqs).toBe(0);
+
+      const disk2 = new PollDisk(MiB);
+      const e = new Driver(disk2, NO_EVENT_IDX);
+      e.availFlags = AVAIL_F_NO_INTERRUPT;
+      e.request(T_OUT, 0, [e.fill(512, 1)]);
+      e.request(T_OUT, 8, [e.fill(512, 1)]);
+      disk2.ready = 1;
+      e.dev.pollFromEmulator(false);
+      expect(e.irqs).toBe(0); // one still in flight
+      disk2.ready = 1;
+      e.dev.pollFromEmulator(false);
+      expect(e.irqs).toBe(1); // nothing left, available ring empty
+      expect(e.reap().length).toBe(2);
+    });
+
+    it("EVENT_IDX: interrupts only once used.idx passes used_event; avail_event follows the available ring", () => {
+      const disk = new PollDisk(MiB);
+      const d = new Driver(disk, ~(1 << F_NOTIFY_ON_EMPTY) >>> 0);
+      expect(d.dev.ioRead(REG.DRIVER_FEATURES, 4) & (1 << F_EVENT_IDX)).not.toBe(0);
+      d.usedEvent = 3; // interrupt me when the 4th completion is published
+      for (let k = 0; k < 6; k++) d.request(T_OUT, k * 8, [d.fill(512, 1)]);
+      expect(d.availEvent).toBe(6); // the device has taken 6: notify for the 7th
+      disk.ready = 2;
+      d.dev.pollFromEmulator(false);
+      expect(d.usedIdx).toBe(2);
+      expect(d.irqs).toBe(0);
+      disk.ready = 3;
+      d.dev.pollFromEmulator(false); // used.idx 2 -> 5 passes 3
+      expect(d.irqs).toBe(1);
+      disk.ready = 1;
+      d.dev.pollFromEmulator(false); // 5 -> 6: used_event is behind, no new interrupt
+      expect(d.irqs).toBe(1);
+      d.usedEvent = 6;
+      d.request(T_OUT, 64, [d.fill(512, 1)]);
+      expect(d.availEvent).toBe(7);
+      disk.ready = 1;
+      d.dev.pollFromEmulator(false); // 6 -> 7 passes 6
+      expect(d.irqs).toBe(2);
+      expect(d.reap().length).toBe(7);
+    });
+  });
+
+  it("a reset drops requests in flight; state saves and restores the registers", async () => {
+    const disk = new ManualDisk(MiB);
+    const d = new Driver(disk);
+    d.request(T_OUT, 0, [d.fill(512, 1)]);
+    expect(() => d.dev.getState()).toThrow(/in flight/);
+    d.dev.ioWrite(REG.STATUS, 1, 0);
+    expect(d.dev.idle).toBe(true);
+    disk.release();
+    await settle();
+    expect(d.reap()).toEqual([]); // the completion belongs to the queue that was reset
+    const d2 = new Driver(new ManualDisk(MiB));
+    const st = d2.dev.getState();
+    const fresh = new VirtioBlk(new ManualDisk(MiB));
+    fresh.memory = d2.ram;
+    fresh.setState(st);
+    expect(fresh.ioRead(REG.QUEUE_PFN, 4)).toBe(QUEUE_AT / QUEUE_ALIGN);
+    expect(fresh.ioRead(REG.STATUS, 1)).toBe(7);
+  });
+});
