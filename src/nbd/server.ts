@@ -43,6 +43,8 @@ export interface NbdServerOptions {
 }
 
 export const DEFAULT_HANDSHAKE_LIMIT_MS = 10_000;
+/** How long a refused client that does not read has to take the server's last replies. */
+const LINGER_MS = 2_000;
 export const DEFAULT_MAX_WAITING = 16;
 
 interface Connection {
@@ -206,6 +208,8 @@ export class NbdServer {
     if ("end" in session) {
       // A connection the deadline ended was logged then.
       if (!conn.timedOut && (session.end === "protocol" || session.end === "refused")) this.log(`handshake: ${session.message}`);
+      // The replies already written (the refusal, ABORT's ACK) reach the client before the connection closes.
+      if (session.end !== "refused") await closeAfterFlush(conn.tlsSocket ?? conn.socket);
       return;
     }
     negotiated();
@@ -237,4 +241,19 @@ export class NbdServer {
     }
     if (!this.persistent && this.servedAny && this.active.size === 0) void this.stop();
   }
+}
+
+/** Ends the connection once what is queued on it is sent; a peer that does not read is cut after LINGER_MS. */
+function closeAfterFlush(s: net.Socket): Promise<void> {
+  if (s.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve();
+    };
+    const timer = setTimeout(done, LINGER_MS);
+    s.once("close", done);
+    s.end(done);
+  });
 }
