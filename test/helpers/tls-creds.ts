@@ -8,6 +8,7 @@
  *   nocert/       ca-cert.pem only                                  (a client without a certificate)
  *   rogue/        ca-cert.pem (the CA and a rogue CA of the same name), client-cert.pem signed by the rogue
  *   psk/keys.psk, psk-bad/keys.psk   `PSK_USER:hexkey`, the same user with another key
+ *   psk-stranger/keys.psk            `STRANGER:hexkey` (the right key, for a user the server does not know)
  *
  * The server certificate names localhost and 127.0.0.1 (QEMU's client checks the name it connected to).
  */
@@ -19,6 +20,7 @@ import * as path from "node:path";
 export const CLIENT_DN = "C=GB,O=Example Org,CN=client.example";
 export const OTHER_DN = "C=GB,O=Example Org,CN=someone.else";
 export const PSK_USER = "refcow-test";
+export const STRANGER = "mallory";
 
 export interface TestCredentials {
   root: string;
@@ -29,6 +31,7 @@ export interface TestCredentials {
   rogue: string;
   psk: string;
   pskBad: string;
+  pskStranger: string;
   /** The PSK itself (hex), as in psk/keys.psk. */
   pskKey: string;
 }
@@ -89,10 +92,13 @@ export function makeTestCredentials(root: string): TestCredentials {
     rogue: dir("rogue", { "ca-cert.pem": ["ca-cert.pem", "rogue-ca-cert.pem"], "client-cert.pem": ["rogue-cert.pem"], "client-key.pem": ["rogue-key.pem"] }),
     psk: path.join(root, "psk"),
     pskBad: path.join(root, "psk-bad"),
+    pskStranger: path.join(root, "psk-stranger"),
     pskKey,
   };
   fs.mkdirSync(creds.psk, { recursive: true });
   fs.mkdirSync(creds.pskBad, { recursive: true });
+  fs.mkdirSync(creds.pskStranger, { recursive: true });
+  fs.writeFileSync(path.join(creds.pskStranger, "keys.psk"), `${STRANGER}:${pskKey}\n`, { mode: 0o600 });
   fs.writeFileSync(path.join(creds.psk, "keys.psk"), `${PSK_USER}:${pskKey}\n`, { mode: 0o600 });
   fs.writeFileSync(path.join(creds.pskBad, "keys.psk"), `${PSK_USER}:${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
   fs.rmSync(work, { recursive: true, force: true });
