@@ -30,6 +30,12 @@ const PROPERTIES: Record<string, readonly string[]> = {
   "authz-list-file": ["filename", "refresh"],
 };
 
+/** Properties QEMU's TLS objects have that refcow nbd does not take, with the reason. */
+const UNSUPPORTED_PROPERTIES: Record<string, string> = {
+  priority: "a GnuTLS priority string (refcow's TLS is Node's OpenSSL)",
+  passwordid: "keys protected by a password (use an unencrypted server-key.pem)",
+};
+
 /** Types QEMU has that refcow nbd does not take, with a word on what to use instead. */
 const UNSUPPORTED_TYPES: Record<string, string> = {
   "tls-creds-anon": "anonymous TLS authenticates no one; use tls-creds-x509 or tls-creds-psk",
@@ -53,6 +59,7 @@ export function parseObject(text: string): QemuObject {
     if (v === undefined) throw new CliError(`Invalid parameter '${k}'`);
     if (k === "id") id = v;
     else if (allowed.includes(k)) props.set(k, v);
+    else if (type.startsWith("tls-creds-") && UNSUPPORTED_PROPERTIES[k]) throw new CliError(`property '${type}.${k}' is not supported by refcow nbd: ${UNSUPPORTED_PROPERTIES[k]}`);
     else throw new CliError(`Property '${type}.${k}' not found`);
   }
   if (!id) throw new CliError("Parameter 'id' is missing");

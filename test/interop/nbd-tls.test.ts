@@ -280,6 +280,7 @@ describe("refcow nbd's TLS options", () => {
       [["--object", `tls-creds-x509,id=t,dir=${creds.psk},endpoint=server`, "--tls-creds=t"], /Unable to access credentials .*ca-cert\.pem: No such file or directory/],
       [["--object", `tls-creds-psk,id=t,dir=${creds.server},endpoint=server`, "--tls-creds=t"], /keys\.psk: No such file or directory/],
       [["--object", `tls-creds-x509,id=t,dir=${creds.server},endpoint=server,bogus=1`, "--tls-creds=t"], /Property 'tls-creds-x509.bogus' not found/],
+      [["--object", `tls-creds-x509,id=t,dir=${creds.server},endpoint=server,priority=NORMAL`, "--tls-creds=t"], /property 'tls-creds-x509.priority' is not supported by refcow nbd/],
       [["--object", "authz-simple,id=a,identity=x", "--tls-authz=a"], /--tls-authz is not permitted without --tls-creds/],
       [["--object", `tls-creds-psk,id=t,dir=${creds.psk},endpoint=server`, "--tls-creds=t", "--tls-authz=t"], /Object with id 't' is not an authorization object/],
       [["--object", "tls-creds-anon,id=t,endpoint=server", "--tls-creds=t"], /object type 'tls-creds-anon' is not supported/],

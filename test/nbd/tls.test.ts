@@ -334,6 +334,18 @@ describe("abuse", () => {
     await bystanderStillServed();
   });
 
+  it("plaintext options after STARTTLS's reply, instead of a TLS handshake, fail the handshake: connection closed", async () => {
+    const before = logs.length;
+    const c = await WireClient.connect(sock);
+    await c.greeting();
+    c.send(encodeClientFlags(3));
+    expect((await c.option(Opt.STARTTLS))[0]!.type).toBe(Rep.ACK);
+    c.send(encodeOption(Opt.GO, encodeInfoRequest({ name: "", infos: [] })));
+    await c.closed();
+    expect(await nextLog(before)).toMatch(/TLS handshake failed/);
+    await bystanderStillServed();
+  });
+
   it("a write payload sent before negotiating is refused before it is buffered", async () => {
     for (const flags of [false, true]) {
       const before = logs.length;
