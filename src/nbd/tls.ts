@@ -127,7 +127,8 @@ export type TlsUpgrade =
 /**
  * The server's TLS. Each upgrade hands the accepted socket to a `tls.Server` that listens nowhere (Node's way
  * to run its server-side handshake, certificate verification included, on a socket it did not accept); one
- * such server runs one handshake at a time and is kept for the next (building one parses the credentials).
+ * such server runs one handshake at a time and is kept for the next (building one parses the credentials),
+ * so that its events can only be of the connection being upgraded.
  */
 export class TlsServer {
   private readonly idle: tls.Server[] = [];
@@ -157,18 +158,20 @@ export class TlsServer {
     const server = this.idle.pop() ?? tls.createServer(this.options);
     return new Promise((resolve) => {
       let settled = false;
-      const settle = (u: TlsUpgrade): void => {
+      // After 'secureConnection' or 'tlsClientError' the server says no more of this socket, and may take the
+      // next one; after the socket closed first, it may yet report it: that server is dropped.
+      const settle = (u: TlsUpgrade, reusable: boolean): void => {
         if (settled) return;
         settled = true;
         server.off("secureConnection", onSecure);
         server.off("tlsClientError", onError);
         raw.off("close", onClose);
-        this.idle.push(server);
+        if (reusable) this.idle.push(server);
         resolve(u);
       };
-      const onSecure = (socket: tls.TLSSocket): void => settle(this.check(socket));
-      const onError = (e: Error, socket: tls.TLSSocket): void => settle({ ok: false, socket, reason: `TLS handshake failed: ${tlsMessage(e)}` });
-      const onClose = (): void => settle({ ok: false, reason: "the client closed the connection during the TLS handshake" });
+      const onSecure = (socket: tls.TLSSocket): void => settle(this.check(socket), true);
+      const onError = (e: Error, socket: tls.TLSSocket): void => settle({ ok: false, socket, reason: `TLS handshake failed: ${tlsMessage(e)}` }, true);
+      const onClose = (): void => settle({ ok: false, reason: "the client closed the connection during the TLS handshake" }, false);
       server.on("secureConnection", onSecure);
       server.on("tlsClientError", onError);
       raw.once("close", onClose);

@@ -179,6 +179,17 @@ describe("x509", () => {
     await c.closed();
   });
 
+  it("handshakes at once, good and bad mixed: each client gets its own verdict", async () => {
+    const good = Array.from({ length: 4 }, () => opened(sock, x509Client(creds.client)));
+    const bad = Array.from({ length: 3 }, (_, i) => expectRefusedAfterTls(sock, x509Client([creds.nocert, creds.rogue, creds.other][i]!)));
+    const clients = await Promise.all(good);
+    await Promise.all(bad);
+    for (const [i, c] of clients.entries()) {
+      expect((await readBack(c, MiB, 4096, BigInt(i + 1))).length).toBe(4096);
+      c.destroy();
+    }
+  });
+
   it("ABORT is answered in the clear; EXPORT_NAME in the clear closes the connection", async () => {
     const a = await WireClient.connect(sock);
     await a.greeting();
