@@ -217,7 +217,10 @@ export class NbdServer {
     // left (nbdinfo --list) does not end a server that is not persistent.
     this.servedAny = true;
     const { socket, reader: txReader } = session;
-    const t = "inline" in this.exp.disk ? new InlineTransmission(socket, txReader, this.exp, session, this.log) : new Transmission(socket, txReader, this.exp, session, this.log);
+    const t =
+      "inline" in this.exp.disk
+        ? new InlineTransmission(socket, txReader, this.exp, session, this.log, conn.tlsSocket !== undefined)
+        : new Transmission(socket, txReader, this.exp, session, this.log);
     conn.transmission = t;
     if (this.stopping) void t.stop();
     const end = await t.run();
