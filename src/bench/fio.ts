@@ -33,11 +33,12 @@ export function fioIolog(offsets: readonly number[], length: number, cache: stri
 }
 
 /** The fio command line that replays `iolog` against the export on `socket`. */
-export function fioArgs(socket: string, iolog: string, iodepth: number, output: string): string[] {
+/** `uri`: another NBD URI than the plain one of `socket` (say nbds+unix://USER@/?socket=...&tls-psk-file=...). */
+export function fioArgs(socket: string, iolog: string, iodepth: number, output: string, uri?: string): string[] {
   return [
     "--name=refcow-check",
     "--ioengine=nbd",
-    `--uri=nbd+unix:///?socket=${socket}`,
+    `--uri=${uri ?? `nbd+unix:///?socket=${socket}`}`,
     `--read_iolog=${iolog}`,
     "--replay_no_stall=1",
     `--iodepth=${iodepth}`,
@@ -68,12 +69,12 @@ export function parseFioJson(text: string): FioResult {
 }
 
 /** Runs fio on the iolog against the export on `socket`; `work` is a file prefix for its log and output. */
-export async function runFio(socket: string, offsets: readonly number[], length: number, cache: string, iodepth: number, work: string): Promise<FioResult> {
+export async function runFio(socket: string, offsets: readonly number[], length: number, cache: string, iodepth: number, work: string, uri?: string): Promise<FioResult> {
   const iolog = `${work}.iolog`;
   const output = `${work}.json`;
   fs.writeFileSync(iolog, fioIolog(offsets, length, cache));
   await new Promise<void>((resolve, reject) => {
-    execFile("fio", fioArgs(socket, iolog, iodepth, output), { timeout: 600000 }, (err, _stdout, stderr) => {
+    execFile("fio", fioArgs(socket, iolog, iodepth, output, uri), { timeout: 600000 }, (err, _stdout, stderr) => {
       if (err) reject(new Error(`fio failed: ${stderr.toString().trim().split("\n").pop() || err.message}`));
       else resolve();
     });

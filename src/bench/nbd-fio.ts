@@ -22,12 +22,21 @@
  *                  repetitions, interleaved with the others; its tables follow (vs qemu-nbd, and refcow / it).
  *   --cache writeback | writethrough | unsafe   the servers' --cache (writeback: a flush every 64 writes;
  *                                               otherwise none)
+ *   --tls on | both    the servers with TLS: the same --object tls-creds-x509,...,verify-peer=off for both,
+ *                      with a CA and a server certificate made by openssl for the run; fio's URI
+ *                      nbds+unix:///?socket=...&tls-verify-peer=false (fio's nbd engine does not let libnbd
+ *                      read local files, so no tls-psk-file= or tls-certificates=: the client neither shows
+ *                      a certificate nor checks the server's, the data is encrypted all the same: both
+ *                      servers negotiate TLS 1.3 with AES-256-GCM). both: each server with and without TLS in
+ *                      the same repetitions, with tables of refcow vs qemu-nbd over TLS and of each server's
+ *                      TLS against its plaintext
  *
  * Every image is checked with qemu-img check after each phase, once its server has closed it; a run stops at
  * the first that is not clean. Needs `npm run build`, qemu-img, qemu-nbd and fio with its nbd engine.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { CacheMode } from "../engine/types.js";
@@ -55,6 +64,7 @@ request, each repetition and the median (min–max). Every image is checked with
   --refcow-args "..."      extra arguments for refcow nbd (as --refcow-args "--serve=ring")
   --compare-bin FILE       a second refcow (OTHER/dist/cli/bin.js) in the same repetitions, interleaved
   --compare-args "..."     extra arguments for it
+  --tls on|both            serve over TLS (X.509; both: with and without, interleaved)
   -h, --help               this text
 `;
 
@@ -66,6 +76,42 @@ interface Server {
   spec: SourceSpec;
   extra: string[];
   bin?: string;
+  /** Served over TLS: the x509 credentials directory. */
+  tlsDir?: string;
+}
+
+/** A credentials directory for tls-creds-x509,endpoint=server: a CA and a server certificate it signed. */
+function x509Dir(dir: string): string {
+  const d = path.join(dir, "tls");
+  fs.mkdirSync(d, { recursive: true });
+  const openssl = (args: string[]): void => {
+    execFileSync("openssl", args, { cwd: d, stdio: ["ignore", "ignore", "pipe"] });
+  };
+  openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", "2", "-subj", "/CN=bench CA",
+    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+  openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server-key.pem", "-out", "server.csr", "-subj", "/CN=localhost"]);
+  fs.writeFileSync(path.join(d, "server.ext"), "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n");
+  openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-out", "server-cert.pem", "-days", "2", "-extfile", "server.ext"]);
+  return d;
+}
+
+function tlsServerArgs(tlsDir: string): string[] {
+  return ["--object", `tls-creds-x509,id=tls0,dir=${tlsDir},endpoint=server,verify-peer=off`, "--tls-creds=tls0"];
+}
+
+function fioUri(socket: string, tlsDir?: string): string | undefined {
+  return tlsDir ? `nbds+unix:///?socket=${socket}&tls-verify-peer=false` : undefined;
+}
+
+/** Whether a Unix socket accepts a connection (closed at once: a TLS server would refuse a plaintext client). */
+function accepts(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.createConnection(socket, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+  });
 }
 
 /** One fio run of one server. */
@@ -103,7 +149,8 @@ async function start(src: Server, file: string, socket: string, cache: CacheMode
   fs.rmSync(socket, { force: true });
   const [cmd, a0] = nbdServerCommand(src.spec, file, socket, cache);
   const a = src.bin ? [src.bin, ...a0.slice(1)] : a0; // refcow's command line starts with its bin.js
-  const argv = src.extra.length ? [...a.slice(0, -1), ...src.extra, a[a.length - 1]!] : a;
+  const extra = [...src.extra, ...(src.tlsDir ? tlsServerArgs(src.tlsDir) : [])];
+  const argv = extra.length ? [...a.slice(0, -1), ...extra, a[a.length - 1]!] : a;
   const child: ChildProcess = spawn(cmd, argv, { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
@@ -111,11 +158,15 @@ async function start(src: Server, file: string, socket: string, cache: CacheMode
   for (let t0 = Date.now(); ; ) {
     if (child.exitCode !== null) throw new Error(`${cmd} exited: ${err}`);
     if (fs.existsSync(socket)) {
-      try {
-        await (await NbdClient.connect(socket)).close();
-        break;
-      } catch {
-        // not listening yet
+      if (src.tlsDir) {
+        if (await accepts(socket)) break;
+      } else {
+        try {
+          await (await NbdClient.connect(socket)).close();
+          break;
+        } catch {
+          // not listening yet
+        }
       }
     }
     if (Date.now() - t0 > 30000) throw new Error(`${cmd} did not start: ${err}`);
@@ -143,6 +194,7 @@ runProgram(
       "refcow-args": { type: "string" },
       "compare-bin": { type: "string" },
       "compare-args": { type: "string" },
+      tls: { type: "string" },
     },
   },
   async (values) => {
@@ -156,9 +208,15 @@ runProgram(
     const compareBin = values["compare-bin"];
     const compareExtra = (values["compare-args"] ?? "").split(" ").filter(Boolean);
 
+    const tlsMode = values.tls;
+    if (tlsMode !== undefined && tlsMode !== "on" && tlsMode !== "both") throw new BenchUsageError("--tls takes on or both");
+    const tlsDir = tlsMode ? x509Dir(dir) : undefined;
+
     const refcow: Server = { label: "refcow nbd", spec: { source: "refcow", scheme: "eager", transport: "nbd" }, extra: refcowExtra };
-    const sources: Server[] = [refcow, { label: "qemu-nbd", spec: { source: "qemu", scheme: "std", transport: "nbd" }, extra: [] }];
-    if (compareBin) sources.push({ label: "refcow nbd (compare)", spec: refcow.spec, extra: compareExtra, bin: path.resolve(compareBin) });
+    const qemu: Server = { label: "qemu-nbd", spec: { source: "qemu", scheme: "std", transport: "nbd" }, extra: [] };
+    const sources: Server[] = tlsMode === "on" ? [] : [refcow, qemu];
+    if (tlsDir) sources.push({ ...refcow, label: "refcow nbd TLS", tlsDir }, { ...qemu, label: "qemu-nbd TLS", tlsDir });
+    if (compareBin) sources.push({ label: "refcow nbd (compare)", spec: refcow.spec, extra: compareExtra, bin: path.resolve(compareBin), tlsDir: tlsMode === "on" ? tlsDir : undefined });
 
     const results: FioFigures[] = [];
     const checks: string[] = []; // qemu-img check of each image after each phase
@@ -175,7 +233,7 @@ runProgram(
             try {
               const offsets = writeOffsets(n, "rand4k-per-cluster", 1234);
               const c0 = cpuOf(pid);
-              const r = await runFio(socket, offsets, WRITE, cache, depth, path.join(dir, "fio"));
+              const r = await runFio(socket, offsets, WRITE, cache, depth, path.join(dir, "fio"), fioUri(socket, src.tlsDir));
               const c1 = cpuOf(pid);
               const reqs = r.writes + r.syncs;
               const cpu = (c1.runNs - c0.runNs) / 1000 / reqs;
@@ -245,12 +303,24 @@ runProgram(
     };
     console.log(`fio randwrite 4k (iolog, one write per 64 KiB cluster${cache === "writeback" ? ", flush every 64" : ""}), ${cache}, ${n} writes per phase, ${reps} interleaved repetitions${refcowExtra.length ? `, refcow nbd ${refcowExtra.join(" ")}` : ""}; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
     console.log("CPU: the server process's run time over all its threads during the fio run, per request (writes + flushes)");
-    table("refcow nbd", "qemu-nbd");
+    if (tlsMode !== "on") table("refcow nbd", "qemu-nbd");
+    if (tlsMode) {
+      console.log(`\nOver TLS (X.509, TLS 1.3 AES-256-GCM as fio's libnbd negotiates it with each server):`);
+      table("refcow nbd TLS", "qemu-nbd TLS");
+    }
+    if (tlsMode === "both") {
+      console.log("\nThe cost of TLS, refcow nbd (ratio: with TLS / without):");
+      table("refcow nbd TLS", "refcow nbd");
+      console.log("\nThe cost of TLS, qemu-nbd (ratio: with TLS / without):");
+      table("qemu-nbd TLS", "qemu-nbd");
+    }
     if (compareBin) {
+      const base = tlsMode === "on" ? "refcow nbd TLS" : "refcow nbd";
+      const other = tlsMode === "on" ? "qemu-nbd TLS" : "qemu-nbd";
       console.log(`\nrefcow nbd (compare): ${compareBin}${compareExtra.length ? ` ${compareExtra.join(" ")}` : ""}`);
-      table("refcow nbd (compare)", "qemu-nbd");
+      table("refcow nbd (compare)", other);
       console.log("");
-      table("refcow nbd", "refcow nbd (compare)");
+      table(base, "refcow nbd (compare)");
     }
     console.log(`\nqemu-img check after every phase: ${checks.length} images, all clean`);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -12,6 +12,7 @@ import { openTaskImage } from "../worker/node-worker.js";
 import { type DetectZeroes, type DiscardMode, inlineExport, type InlineExportSettings } from "./export.js";
 import { inlineDisk } from "./inline-disk.js";
 import { type ListenAddress, NbdServer } from "./server.js";
+import type { TlsSettings } from "./tls.js";
 import { warmUp } from "./warm-up.js";
 
 export interface ExportWorkerData {
@@ -39,6 +40,10 @@ export interface ExportWorkerData {
   allocationDepth: boolean;
   /** Offer these bitmaps as qemu:dirty-bitmap:NAME (-B), checked to be in the image. */
   bitmaps: string[];
+  /** TLS required with these credentials (--tls-creds, --tls-authz). */
+  tls?: TlsSettings;
+  /** --handshake-limit, in milliseconds (0: none). */
+  handshakeLimitMs: number;
 }
 
 export type ExportWorkerMessage =
@@ -84,6 +89,8 @@ async function main(d: ExportWorkerData): Promise<void> {
     shared: d.shared,
     persistent: d.persistent,
     log: d.verbose ? (message) => post({ type: "log", message }) : undefined,
+    tls: d.tls,
+    handshakeLimitMs: d.handshakeLimitMs,
   });
   try {
     await server.listen(d.address);

@@ -4,13 +4,21 @@
  *
  * Options served: EXPORT_NAME, GO, INFO, LIST, ABORT, STRUCTURED_REPLY, LIST_META_CONTEXT and
  * SET_META_CONTEXT (base:allocation, and qemu:allocation-depth and qemu:dirty-bitmap:NAME when the export
- * offers them: meta-context.ts). STARTTLS is refused by policy (no TLS), every other
- * option with ERR_UNSUP. Malformed option data gets ERR_INVALID and negotiation goes on; a bad magic, option
- * data larger than MAX_OPTION_LENGTH, unknown client flags, too many options or a truncated message end the
- * connection (the protocol leaves no way to resynchronise).
+ * offers them: meta-context.ts), and STARTTLS when the server has TLS credentials (tls.ts); every other
+ * option gets ERR_UNSUP. Malformed option data gets ERR_INVALID and negotiation goes on; a bad magic,
+ * unknown client flags, too many options or a truncated message end the connection (the protocol leaves no
+ * way to resynchronise), and so does option data larger than MAX_OPTION_LENGTH, after an ERR_TOO_BIG reply
+ * and before a byte of that data is read.
+ *
+ * With TLS (the server was given credentials, as qemu-nbd with --tls-creds) TLS is required: until
+ * STARTTLS has succeeded every option gets ERR_TLS_REQD but ABORT (answered) and EXPORT_NAME (which cannot
+ * be refused but by closing the connection), so nothing of the export is told in the clear. STARTTLS is
+ * answered in the clear, then the TLS handshake runs on the same socket and negotiation starts over inside
+ * it (what was negotiated before is forgotten; a second STARTTLS gets ERR_INVALID). A client whose TLS
+ * handshake, certificate or authorization fails is refused: the connection is closed.
  */
 import type { Socket } from "node:net";
-import type { ByteReader } from "./byte-reader.js";
+import { ByteReader } from "./byte-reader.js";
 import { BLOCK_SIZE, type NbdExport, transmissionFlags } from "./export.js";
 import { matchContexts, type MetaContext, offeredContexts } from "./meta-context.js";
 import {
@@ -40,12 +48,18 @@ import {
   Rep,
   TxFlag,
 } from "./protocol.js";
+import type { TlsServer } from "./tls.js";
 
 /** Options a client may send before the server gives up on it (each is answered; a loop is an attack). */
 const MAX_OPTIONS = 4096;
 
 /** What negotiation settled for the transmission phase. */
 export interface Session {
+  /** The connection to serve: the accepted socket, or the TLS socket over it after STARTTLS. */
+  socket: Socket;
+  reader: ByteReader;
+  /** With TLS: the client's verified certificate DN or PSK identity ("" when the server verifies no peer). */
+  peer?: string;
   structured: boolean;
   /** The contexts the last SET_META_CONTEXT selected, in id order (none without structured replies). */
   contexts: readonly MetaContext[];
@@ -54,7 +68,16 @@ export interface Session {
 }
 
 /** Why negotiation ended without a session. */
-export type HandshakeEnd = { end: "closed" | "aborted" } | { end: "protocol"; message: string };
+export type HandshakeEnd = { end: "closed" | "aborted" } | { end: "protocol" | "refused"; message: string };
+
+export interface NegotiateOptions {
+  /** True makes every option but ABORT fail with ERR_SHUTDOWN (the server is stopping). */
+  shuttingDown: () => boolean;
+  /** TLS credentials: TLS is then required (STARTTLS before anything else). */
+  tls?: TlsServer;
+  /** Called with the TLS socket as soon as it wraps the accepted one (the server closes it on stop). */
+  upgraded?: (socket: Socket) => void;
+}
 
 const KNOWN_CLIENT_FLAGS = ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES;
 
@@ -65,16 +88,12 @@ export function sessionFlags(exp: NbdExport, structured: boolean): number {
   return f;
 }
 
-/**
- * Runs the handshake. `shuttingDown()` true makes every option but ABORT fail with ERR_SHUTDOWN (the
- * server is stopping).
- */
-export async function negotiate(
-  socket: Socket,
-  reader: ByteReader,
-  exp: NbdExport,
-  shuttingDown: () => boolean,
-): Promise<Session | HandshakeEnd> {
+/** Runs the handshake on an accepted connection. */
+export async function negotiate(rawSocket: Socket, rawReader: ByteReader, exp: NbdExport, opts: NegotiateOptions): Promise<Session | HandshakeEnd> {
+  const { shuttingDown, tls } = opts;
+  let socket = rawSocket;
+  let reader = rawReader;
+  let peer: string | undefined;
   socket.write(encodeServerGreeting(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES));
   const cf = await reader.exact(4);
   if (!cf) return { end: "closed" };
@@ -82,6 +101,8 @@ export async function negotiate(
   if (clientFlags & ~KNOWN_CLIENT_FLAGS) return { end: "protocol", message: `unknown client flags 0x${clientFlags.toString(16)}` };
   const fixed = (clientFlags & ClientFlag.C_FIXED_NEWSTYLE) !== 0;
   const noZeroes = (clientFlags & ClientFlag.C_NO_ZEROES) !== 0;
+  /** Whether options may be served: no TLS required, or TLS established. */
+  let secure = tls === undefined;
   let structured = false;
   let selected: MetaContext[] = [];
   const offered = offeredContexts(exp);
@@ -97,6 +118,8 @@ export async function negotiate(
       return { end: "protocol", message: (e as Error).message };
     }
     if (length > MAX_OPTION_LENGTH) {
+      // Refused before its data is read: the reply, then the connection closes (the data is never buffered).
+      if (fixed) socket.write(encodeOptionError(option, Rep.ERR_TOO_BIG, `option data of ${length} bytes (at most ${MAX_OPTION_LENGTH})`));
       return { end: "protocol", message: `${OPT_NAMES[option] ?? `option ${option}`} with ${length} bytes of data` };
     }
     const data = await reader.exact(length);
@@ -110,6 +133,7 @@ export async function negotiate(
 
     if (option === Opt.EXPORT_NAME) {
       // No way to report an error here but closing the connection.
+      if (!secure) return { end: "refused", message: "NBD_OPT_EXPORT_NAME before TLS (TLS is required)" };
       let name: string;
       try {
         name = decodeName(data);
@@ -120,7 +144,7 @@ export async function negotiate(
       if (name !== exp.name) return { end: "protocol", message: `export '${name}' not found` };
       const txFlags = sessionFlags(exp, structured);
       socket.write(encodeExportNameReply(exp.disk.size, txFlags, noZeroes));
-      return { structured, contexts: structured ? selected : [], txFlags };
+      return { socket, reader, peer, structured, contexts: structured ? selected : [], txFlags };
     }
     // Without fixed newstyle the server cannot send an error reply for an option it does not support.
     if (!fixed) return { end: "protocol", message: `${OPT_NAMES[option] ?? `option ${option}`} from a client without fixed newstyle` };
@@ -130,6 +154,39 @@ export async function negotiate(
     }
     if (shuttingDown()) {
       fail(Rep.ERR_SHUTDOWN, "Server is shutting down");
+      continue;
+    }
+    if (option === Opt.STARTTLS) {
+      if (!tls) {
+        fail(Rep.ERR_POLICY, "TLS not configured");
+        continue;
+      }
+      if (secure) {
+        fail(Rep.ERR_INVALID, "TLS is already in use");
+        continue;
+      }
+      if (length !== 0) {
+        fail(Rep.ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+        continue;
+      }
+      // Whatever the client sent after STARTTLS, before this reply, is plaintext it had no right to send.
+      if (reader.buffered > 0 || socket.readableLength > 0) return { end: "refused", message: "plaintext data after NBD_OPT_STARTTLS" };
+      reply(Rep.ACK);
+      reader.detach();
+      const up = await tls.upgrade(socket);
+      if (up.socket) opts.upgraded?.(up.socket);
+      if (!up.ok) return { end: "refused", message: up.reason };
+      socket = up.socket;
+      reader = new ByteReader(socket);
+      peer = up.peer;
+      secure = true;
+      // Negotiation starts over inside TLS.
+      structured = false;
+      selected = [];
+      continue;
+    }
+    if (!secure) {
+      fail(Rep.ERR_TLS_REQD, `Option 0x${option.toString(16)} not permitted before TLS`);
       continue;
     }
     try {
@@ -149,7 +206,7 @@ export async function negotiate(
           }
           reply(Rep.INFO, encodeInfoBlockSize(BLOCK_SIZE.minimum, BLOCK_SIZE.preferred, BLOCK_SIZE.maximum));
           reply(Rep.ACK);
-          if (option === Opt.GO) return { structured, contexts: structured ? selected : [], txFlags };
+          if (option === Opt.GO) return { socket, reader, peer, structured, contexts: structured ? selected : [], txFlags };
           break;
         }
         case Opt.LIST:
@@ -189,9 +246,6 @@ export async function negotiate(
           if (set) selected = matches;
           break;
         }
-        case Opt.STARTTLS:
-          fail(Rep.ERR_POLICY, "TLS not configured");
-          break;
         default:
           fail(Rep.ERR_UNSUP, `Unsupported option ${option} (${OPT_NAMES[option] ?? "unknown"})`);
       }

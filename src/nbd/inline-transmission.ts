@@ -76,6 +76,12 @@ export class InlineTransmission {
     private readonly exp: NbdExport,
     private readonly session: Session,
     private readonly log: (message: string) => void = () => {},
+    /**
+     * Write the replies once every read of this turn of the event loop has been served, not after each
+     * read. For a TLS socket, which hands over each TLS record as a read of its own (a client's request
+     * header and its payload are often two), so that the replies of one socket read still go out together.
+     */
+    private readonly coalesceReplies = false,
   ) {
     if (!("inline" in exp.disk)) throw new Error("internal: a DiskClient is served by Transmission");
     this.disk = exp.disk;
@@ -204,8 +210,19 @@ export class InlineTransmission {
       }
       this.execute(req, payload);
     }
-    this.flushReplies();
+    if (!this.coalesceReplies) this.flushReplies();
+    else if (!this.flushScheduled && this.out.length > 0) {
+      this.flushScheduled = true;
+      // The check phase follows the poll phase whose reads queued these replies: no added wait.
+      setImmediate(this.scheduledFlush);
+    }
   }
+
+  private flushScheduled = false;
+  private readonly scheduledFlush = (): void => {
+    this.flushScheduled = false;
+    this.flushReplies();
+  };
 
   private execute(req: Request, payload: Buffer | undefined): void {
     const exp = this.exp;

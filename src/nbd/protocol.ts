@@ -23,6 +23,9 @@
  *   BLOCK_SIZE `u32 minimum, u32 preferred, u32 maximum`. EXPORT is sent whatever was asked.
  * - LIST: no data. One SERVER reply per export (`u32 name length, name, [description]`), then ACK.
  * - ABORT: no data. The server may ACK, then closes.
+ * - STARTTLS: no data. ACK (in the clear), then a TLS handshake on the same stream and the options start
+ *   over inside TLS (tls.ts). A server that requires TLS answers every other option but ABORT with
+ *   ERR_TLS_REQD until then.
  * - STRUCTURED_REPLY: no data. ACK; from then on the server may (and for BLOCK_STATUS must) send structured
  *   replies.
  * - LIST_META_CONTEXT / SET_META_CONTEXT: `u32 export name length, name, u32 n queries, n × (u32 length,

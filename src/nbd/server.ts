@@ -1,14 +1,20 @@
 /**
  * An NBD server for one export, as qemu-nbd runs it: listens on a Unix socket or a TCP address, serves up to
  * `shared` clients at once (later ones wait, unanswered, until one leaves, as they would in qemu-nbd's
- * listen backlog), and — unless `persistent` — stops after the last client has gone, counting only clients
- * that reached transmission. Each connection runs the handshake (handshake.ts) then transmission; every
- * connection shares the export's one disk, so the image has one owner. With a DiskClient (the engine in its worker thread behind the ring) transmission is
- * transmission.ts, many requests in flight per connection; with an InlineDisk (the engine in this thread) it
- * is inline-transmission.ts, each request served between two socket reads.
+ * listen backlog; past `maxWaiting` of those, new connections are closed at once), and — unless
+ * `persistent` — stops after the last client has gone, counting only clients that reached transmission. Each
+ * connection runs the handshake (handshake.ts; with `tls`, STARTTLS and the TLS upgrade first: tls.ts) then
+ * transmission; every connection shares the export's one disk, so the image has one owner. With a
+ * DiskClient (the engine in its worker thread behind the ring) transmission is transmission.ts, many
+ * requests in flight per connection; with an InlineDisk (the engine in this thread) it is
+ * inline-transmission.ts, each request served between two socket reads.
+ *
+ * A client that has not reached transmission `handshakeLimitMs` after it was let in (qemu-nbd's
+ * --handshake-limit, 10 s by default) is disconnected, so idle or slow connections cannot hold the places.
  *
  * stop(): stops accepting, answers requests already in flight (new ones get ESHUTDOWN), closes the
- * connections; the caller then closes the image. A misbehaving client only loses its own connection.
+ * connections; the caller then closes the image. A misbehaving client only loses its own connection; each
+ * refusal is logged once.
  */
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -16,6 +22,7 @@ import { ByteReader } from "./byte-reader.js";
 import type { NbdExport } from "./export.js";
 import { negotiate } from "./handshake.js";
 import { InlineTransmission } from "./inline-transmission.js";
+import { TlsServer, type TlsSettings } from "./tls.js";
 import { Transmission } from "./transmission.js";
 
 export type ListenAddress = { socket: string } | { host: string; port: number };
@@ -27,11 +34,26 @@ export interface NbdServerOptions {
   persistent?: boolean;
   /** Diagnostics (one line each), e.g. a protocol violation by a client. */
   log?: (message: string) => void;
+  /** TLS credentials (and authorization): TLS is then required of every client. */
+  tls?: TlsSettings;
+  /** Time a client has from being let in to reaching transmission; 0: no limit. Default 10 s. */
+  handshakeLimitMs?: number;
+  /** Connections kept waiting for a free place (beyond `shared`); later ones are closed. Default 16. */
+  maxWaiting?: number;
 }
+
+export const DEFAULT_HANDSHAKE_LIMIT_MS = 10_000;
+/** How long a refused client that does not read has to take the server's last replies. */
+const LINGER_MS = 2_000;
+export const DEFAULT_MAX_WAITING = 16;
 
 interface Connection {
   socket: net.Socket;
+  /** The TLS socket over `socket`, once STARTTLS began. */
+  tlsSocket?: net.Socket;
   transmission?: Transmission | InlineTransmission;
+  /** Set when the handshake deadline closed the connection. */
+  timedOut?: boolean;
   /** Ends when the connection is closed and its requests answered. */
   done: Promise<void>;
 }
@@ -41,6 +63,11 @@ export class NbdServer {
   private readonly shared: number;
   private readonly persistent: boolean;
   private readonly log: (message: string) => void;
+  private readonly tls: TlsServer | undefined;
+  private readonly handshakeLimitMs: number;
+  private readonly maxWaiting: number;
+  /** Refused for want of a place since the last time it was logged (one line per burst, not per client). */
+  private refusedBurst = 0;
   private readonly active = new Set<Connection>();
   private readonly waiting: net.Socket[] = [];
   private servedAny = false;
@@ -57,6 +84,9 @@ export class NbdServer {
     this.shared = Math.max(1, opts.shared ?? 1);
     this.persistent = opts.persistent ?? false;
     this.log = opts.log ?? (() => {});
+    this.tls = opts.tls ? new TlsServer(opts.tls) : undefined;
+    this.handshakeLimitMs = opts.handshakeLimitMs ?? DEFAULT_HANDSHAKE_LIMIT_MS;
+    this.maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
     this.stopped = new Promise((r) => (this.stoppedResolve = r));
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (s) => this.accepted(s));
   }
@@ -104,6 +134,7 @@ export class NbdServer {
       await Promise.all(
         [...this.active].map(async (c) => {
           if (c.transmission) await c.transmission.stop();
+          c.tlsSocket?.destroy();
           c.socket.destroy();
           await c.done;
         }),
@@ -121,6 +152,11 @@ export class NbdServer {
     }
     socket.on("error", () => {});
     if (this.active.size >= this.shared) {
+      if (this.waiting.length >= this.maxWaiting) {
+        socket.destroy();
+        if (this.refusedBurst++ === 0) this.log(`refusing connections: ${this.active.size} served and ${this.waiting.length} waiting`);
+        return;
+      }
       this.waiting.push(socket);
       socket.once("close", () => {
         const i = this.waiting.indexOf(socket);
@@ -134,9 +170,23 @@ export class NbdServer {
   private start(socket: net.Socket): void {
     const conn: Connection = { socket, done: Promise.resolve() };
     this.active.add(conn);
-    conn.done = this.serve(conn)
+    // A place is free again: the next connection refused for want of one gets its own log line.
+    this.refusedBurst = 0;
+    const deadline =
+      this.handshakeLimitMs > 0
+        ? setTimeout(() => {
+            if (conn.transmission) return;
+            this.log(`handshake: not finished within ${this.handshakeLimitMs / 1000} s; disconnecting the client`);
+            conn.timedOut = true;
+            conn.tlsSocket?.destroy();
+            socket.destroy();
+          }, this.handshakeLimitMs)
+        : undefined;
+    conn.done = this.serve(conn, () => clearTimeout(deadline))
       .catch((e: unknown) => this.log(`connection failed: ${(e as Error)?.message ?? e}`))
       .finally(() => {
+        clearTimeout(deadline);
+        conn.tlsSocket?.destroy();
         socket.destroy();
         this.active.delete(conn);
         this.left();
@@ -144,18 +194,33 @@ export class NbdServer {
     socket.resume();
   }
 
-  private async serve(conn: Connection): Promise<void> {
-    const { socket } = conn;
-    const reader = new ByteReader(socket);
-    const session = await negotiate(socket, reader, this.exp, () => this.stopping !== undefined);
+  private async serve(conn: Connection, negotiated: () => void): Promise<void> {
+    const reader = new ByteReader(conn.socket);
+    const session = await negotiate(conn.socket, reader, this.exp, {
+      shuttingDown: () => this.stopping !== undefined,
+      tls: this.tls,
+      upgraded: (s) => {
+        conn.tlsSocket = s;
+        s.on("error", () => {});
+        if (this.stopping || conn.timedOut) s.destroy();
+      },
+    });
     if ("end" in session) {
-      if (session.end === "protocol") this.log(`handshake: ${session.message}`);
+      // A connection the deadline ended was logged then.
+      if (!conn.timedOut && (session.end === "protocol" || session.end === "refused")) this.log(`handshake: ${session.message}`);
+      // The replies already written (the refusal, ABORT's ACK) reach the client before the connection closes.
+      if (session.end !== "refused") await closeAfterFlush(conn.tlsSocket ?? conn.socket);
       return;
     }
+    negotiated();
     // Only a client that got to transmission counts (as in qemu-nbd): one that listed exports or contexts and
     // left (nbdinfo --list) does not end a server that is not persistent.
     this.servedAny = true;
-    const t = "inline" in this.exp.disk ? new InlineTransmission(socket, reader, this.exp, session, this.log) : new Transmission(socket, reader, this.exp, session, this.log);
+    const { socket, reader: txReader } = session;
+    const t =
+      "inline" in this.exp.disk
+        ? new InlineTransmission(socket, txReader, this.exp, session, this.log, conn.tlsSocket !== undefined)
+        : new Transmission(socket, txReader, this.exp, session, this.log);
     conn.transmission = t;
     if (this.stopping) void t.stop();
     const end = await t.run();
@@ -179,4 +244,19 @@ export class NbdServer {
     }
     if (!this.persistent && this.servedAny && this.active.size === 0) void this.stop();
   }
+}
+
+/** Ends the connection once what is queued on it is sent; a peer that does not read is cut after LINGER_MS. */
+function closeAfterFlush(s: net.Socket): Promise<void> {
+  if (s.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve();
+    };
+    const timer = setTimeout(done, LINGER_MS);
+    s.once("close", done);
+    s.end(done);
+  });
 }

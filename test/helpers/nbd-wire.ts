@@ -3,6 +3,7 @@
  * the wire format of src/nbd/protocol.ts and can send anything, well-formed or not.
  */
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { ByteReader } from "../../src/nbd/byte-reader.js";
 import {
   BASE_ALLOCATION,
@@ -53,7 +54,9 @@ export interface Reply {
 }
 
 export class WireClient {
-  readonly reader: ByteReader;
+  /** The connection: the accepted socket, then the TLS socket over it after startTls(). */
+  reader: ByteReader;
+  socket: net.Socket;
   private closedPromise: Promise<void>;
   structured = false;
   /** Structured replies whose DONE chunk has not come yet, by handle. */
@@ -61,7 +64,8 @@ export class WireClient {
   size = 0;
   txFlags = 0;
 
-  private constructor(readonly socket: net.Socket) {
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
     this.reader = new ByteReader(socket);
     this.closedPromise = new Promise((r) => socket.once("close", () => r()));
     socket.on("error", () => {});
@@ -72,6 +76,34 @@ export class WireClient {
       const s = net.createConnection(path, () => resolve(new WireClient(s)));
       s.once("error", reject);
     });
+  }
+
+  static connectTcp(port: number, host = "127.0.0.1"): Promise<WireClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.createConnection({ port, host }, () => resolve(new WireClient(s)));
+      s.once("error", reject);
+    });
+  }
+
+  /**
+   * NBD_OPT_STARTTLS, then the client's side of the TLS handshake on the same socket (`options` as for
+   * tls.connect: ca/cert/key, or pskCallback). Rejects when the server refuses STARTTLS or the handshake fails.
+   */
+  async startTls(options: tls.ConnectionOptions): Promise<void> {
+    const r = await this.option(Opt.STARTTLS);
+    if (r[0]!.type !== Rep.ACK) throw new Error(`STARTTLS refused (reply 0x${r[0]!.type.toString(16)}: ${r[0]!.data.toString()})`);
+    const leftover = this.reader.detach();
+    if (leftover.length) throw new Error("the server sent data after its STARTTLS reply");
+    const s = tls.connect({ ...options, socket: this.socket });
+    s.on("error", () => {});
+    await new Promise<void>((resolve, reject) => {
+      s.once("secureConnect", () => resolve());
+      s.once("error", reject);
+      s.once("close", () => reject(new Error("closed during the TLS handshake")));
+    });
+    this.socket = s;
+    this.reader = new ByteReader(s);
+    this.closedPromise = new Promise((r) => s.once("close", () => r()));
   }
 
   send(b: Uint8Array): void {
@@ -112,9 +144,11 @@ export class WireClient {
 
   /** Full handshake to transmission with NBD_OPT_GO. */
   /** With `meta`, selects base:allocation; with `queries`, sends those to SET_META_CONTEXT instead. */
-  async open(opts: { structured?: boolean; meta?: boolean; queries?: string[]; name?: string } = {}): Promise<void> {
+  /** With `tls`, STARTTLS and the TLS handshake come first. */
+  async open(opts: { structured?: boolean; meta?: boolean; queries?: string[]; name?: string; tls?: tls.ConnectionOptions } = {}): Promise<void> {
     await this.greeting();
     this.send(encodeClientFlags(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES));
+    if (opts.tls) await this.startTls(opts.tls);
     if (opts.structured ?? true) {
       const r = await this.option(Opt.STRUCTURED_REPLY);
       if (r[0]!.type !== Rep.ACK) throw new Error("structured replies refused");

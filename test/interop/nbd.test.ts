@@ -317,7 +317,8 @@ describe("command line", () => {
     const image = path.join(dir, "cli.qcow2");
     createImage(image, 1 << 20, 65536);
     const cases: [string[], RegExp][] = [
-      [["--tls-creds", "x", image], /^refcow: qemu-nbd option --tls-creds is not supported by refcow nbd$/],
+      [["--tls-hostname", "x", image], /^refcow: qemu-nbd option --tls-hostname is not supported by refcow nbd$/],
+      [["--tls-creds", "x", image], /^refcow: No TLS credentials with id 'x'$/],
       [["-c", "/dev/nbd0", image], /^refcow: qemu-nbd option -c\/--connect is not supported/],
       [["--cache=bogus", image], /^refcow: Invalid cache option: bogus$/],
       [["--detect-zeroes=unmap", image], /^refcow: --detect-zeroes=unmap can only be used if --discard=unmap$/],

@@ -22,7 +22,9 @@ import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { findBitmap } from "../../worker/extents.js";
 import type { ExportWorkerData, ExportWorkerMessage } from "../../nbd/export-worker.js";
 import type { DetectZeroes, DiscardMode, NbdExport } from "../../nbd/export.js";
-import { type ListenAddress, NbdServer } from "../../nbd/server.js";
+import { DEFAULT_HANDSHAKE_LIMIT_MS, type ListenAddress, NbdServer } from "../../nbd/server.js";
+import type { TlsSettings } from "../../nbd/tls.js";
+import { tlsSettingsOf } from "../tls-objects.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
 import type { ServedDisk } from "../../worker/served-disk.js";
 import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
@@ -32,7 +34,7 @@ import { parseSnapshotParam, selectSnapshot } from "./convert.js";
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
 
 export const NBD_USAGE =
-  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-A] [-B BITMAP]... [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] IMAGE";
+  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-A] [-B BITMAP]... [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] [--object OBJ]... [--tls-creds=ID [--tls-authz=ID]] [--handshake-limit=N] IMAGE";
 
 export const NBD_HELP = `
 Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
@@ -64,7 +66,19 @@ ${schemeOptHelp(27)}  --alloc A                allocation policy: first-fit (def
                            request as it is read; ring: the image in a worker thread behind the request ring
   --no-warm-up             inline: accept clients at once, without first serving a scratch image (which
                            compiles the request path before the first client)
-  -v, --verbose            report protocol errors of clients on stderr
+  --object OBJ             define an object for the TLS options (QEMU's syntax, a literal comma as ",,"):
+                             tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off]
+                               DIR holds ca-cert.pem, server-cert.pem, server-key.pem [, ca-crl.pem];
+                               verify-peer (default on): clients must show a certificate the CA signed
+                             tls-creds-psk,id=ID,dir=DIR,endpoint=server
+                               DIR holds keys.psk: one 'identity:hexkey' a line (psktool's format)
+                             authz-simple,id=ID,identity=DN
+                             authz-list-file,id=ID,filename=FILE[,refresh=on|off]   (QEMU's JSON rules)
+  --tls-creds=ID           require TLS (NBD_OPT_STARTTLS) with the credentials object ID
+  --tls-authz=ID           admit only the client certificates whose distinguished name (as
+                           C=GB,O=Example,CN=client) the authorization object ID allows
+  --handshake-limit=N      disconnect a client not past the handshake after N seconds (default 10; 0: never)
+  -v, --verbose            report protocol errors and refused clients on stderr
 `;
 
 /** qemu-nbd options refcow does not implement, by the name a message shows. */
@@ -75,11 +89,7 @@ const UNSUPPORTED: Record<string, string> = {
   T: "-T/--trace",
   L: "-L/--list",
   "image-opts": "--image-opts",
-  object: "--object",
-  "tls-creds": "--tls-creds",
   "tls-hostname": "--tls-hostname",
-  "tls-authz": "--tls-authz",
-  "handshake-limit": "--handshake-limit",
   "selinux-label": "--selinux-label",
 };
 
@@ -110,6 +120,8 @@ interface NbdOptions {
   verbose: boolean;
   allocationDepth: boolean;
   bitmaps: string[];
+  tls?: TlsSettings;
+  handshakeLimitMs: number;
 }
 
 function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
@@ -228,6 +240,10 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     throw new CliError(`unknown refcount scheme '${scheme}' (expecting one of ${SCHEME_NAMES.join(", ")})`);
   }
   const { schemeOptions } = schemeChoice(parsed);
+  const tls = tlsSettingsOf(allValues(parsed, "object"), lastValue(parsed, "tls-creds"), lastValue(parsed, "tls-authz"));
+  const limitText = lastValue(parsed, "handshake-limit");
+  if (limitText !== undefined && !/^\d+$/.test(limitText)) throw new CliError(`Invalid handshake limit '${limitText}'`);
+  const handshakeLimitMs = limitText === undefined ? DEFAULT_HANDSHAKE_LIMIT_MS : Number(limitText) * 1000;
   return {
     image,
     format: formatForOpen(format, image),
@@ -254,6 +270,8 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     allocationDepth: hasFlag(parsed, "A"),
     // qemu-nbd offers the bitmaps (and numbers their contexts) last given first.
     bitmaps: [...new Set(allValues(parsed, "B").reverse())],
+    tls,
+    handshakeLimitMs,
   };
 }
 
@@ -404,6 +422,8 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
     shared: opts.shared,
     persistent: opts.persistent,
     log: opts.verbose ? (m) => io.err(`refcow nbd: ${m}\n`) : undefined,
+    tls: opts.tls,
+    handshakeLimitMs: opts.handshakeLimitMs,
   });
   let pidWritten = false;
   const onSignal = (): void => void server.stop();
@@ -484,6 +504,8 @@ async function serveInline(
     warmUp: opts.warmUp,
     allocationDepth: opts.allocationDepth,
     bitmaps: opts.bitmaps,
+    tls: opts.tls,
+    handshakeLimitMs: opts.handshakeLimitMs,
   };
   const worker = new Worker(exportWorkerFilename(), { workerData: data });
   let pidWritten = false;
