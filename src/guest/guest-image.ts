@@ -94,25 +94,31 @@ export async function ensureGuestImage(
     if (guestImageExists(paths)) return paths;
     throw new Error(`guest image missing in ${paths.dir} and no build script at ${script}`);
   }
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn("bash", [script, ...(options.refetch ? ["--force"] : [])], {
-      env: { ...process.env, REFCOW_GUEST_DIR: paths.dir },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+  await runBuildScript(script, options.refetch ? ["--force"] : [], { REFCOW_GUEST_DIR: paths.dir }, options.onProgress);
+  if (!guestImageExists(paths)) throw new Error(`guest-images/build.sh succeeded but ${paths.dir} is incomplete`);
+  return paths;
+}
+
+/**
+ * Runs one of guest-images/'s build scripts (bash), each output line to `onProgress`; rejects with the last
+ * 4000 characters of its output when it fails.
+ */
+export function runBuildScript(script: string, args: string[], env: Record<string, string>, onProgress?: (line: string) => void): Promise<void> {
+  const name = `guest-images/${path.basename(script)}`;
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn("bash", [script, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let tail = "";
     const onData = (chunk: Buffer) => {
       const text = chunk.toString("utf8");
       tail = (tail + text).slice(-4000);
-      for (const line of text.split("\n")) if (line.trim()) options.onProgress?.(line);
+      for (const line of text.split("\n")) if (line.trim()) onProgress?.(line);
     };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
     child.on("error", reject);
     child.on("close", (code) => {
       if (code === 0) resolve();
-      else reject(new Error(`guest-images/build.sh failed (exit ${code}):\n${tail}`));
+      else reject(new Error(`${name} failed (exit ${code}):\n${tail}`));
     });
   });
-  if (!guestImageExists(paths)) throw new Error(`guest-images/build.sh succeeded but ${paths.dir} is incomplete`);
-  return paths;
 }

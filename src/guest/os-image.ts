@@ -7,11 +7,10 @@
  * (or `$REFCOW_OS_DIR`). The copy skips the blocks of zeroes, so the result stays sparse: a qcow2 written
  * through the engine allocates only the clusters that hold data; a raw file gets holes.
  */
-import { spawn } from "node:child_process";
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from "node:fs";
 import path from "node:path";
 import { createImagePath, openImagePath } from "../engine/open-path.js";
-import { repoRoot } from "./guest-image.js";
+import { repoRoot, runBuildScript } from "./guest-image.js";
 
 export interface OsImagePaths {
   dir: string;
@@ -51,22 +50,7 @@ export async function ensureOsImage(options: { onProgress?: (line: string) => vo
     if (existsSync(paths.image) && existsSync(paths.manifest)) return paths;
     throw new Error(`demo OS disk missing in ${paths.dir} and no build script at ${script}`);
   }
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn("bash", [script], { env: { ...process.env, REFCOW_OS_DIR: paths.dir }, stdio: ["ignore", "pipe", "pipe"] });
-    let tail = "";
-    const onData = (chunk: Buffer) => {
-      const text = chunk.toString("utf8");
-      tail = (tail + text).slice(-4000);
-      for (const line of text.split("\n")) if (line.trim()) options.onProgress?.(line);
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      if (code === 0) resolve();
-      else reject(new Error(`guest-images/build-os.sh failed (exit ${code}):\n${tail}`));
-    });
-  });
+  await runBuildScript(script, [], { REFCOW_OS_DIR: paths.dir }, options.onProgress);
   if (!existsSync(paths.image) || !existsSync(paths.manifest)) throw new Error(`guest-images/build-os.sh succeeded but ${paths.dir} is incomplete`);
   return paths;
 }
