@@ -12,7 +12,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import type { Qcow2Image } from "../engine/qcow2-image.js";
+import type { Qcow2Image } from "../open/qcow2.js";
 import { spread } from "../stats/latency.js";
 import { BenchUsageError, runProgram } from "./entry.js";
 

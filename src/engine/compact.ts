@@ -37,15 +37,13 @@ import { snapshotTableSize } from "../format/snapshot-table.js";
 import { checkImage, referenceCounts } from "./check.js";
 import { ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
 import { Qcow2Image } from "./qcow2-image.js";
-import type { SchemeOptionValues } from "./types.js";
+import type { SchemeCatalog } from "./scheme-seam.js";
+import type { ImageOpenOptions } from "./types.js";
 
-export interface CompactOptions {
-  /** Refcount scheme to open the image with (its close leaves plain qcow2 before anything moves). */
-  scheme?: string;
-  /** Options of that scheme (OpenOptions.schemeOptions). */
-  schemeOptions?: SchemeOptionValues;
-  /** Refused: an image opened read-only cannot be compacted. */
-  readOnly?: boolean;
+/** The scheme to open the image with (its close leaves plain qcow2 before anything moves); read-only is refused. */
+export interface CompactOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "readOnly"> {
+  /** The scheme catalog the image is opened with (OpenOptions.schemes). */
+  schemes: SchemeCatalog;
 }
 
 /** Clusters moved, by what they hold. */
@@ -92,7 +90,7 @@ const COPY_BYTES = 4 * 1024 * 1024;
  * Throws before moving anything for a read-only open, a version 2 image or an image that fails the check (the
  * open and close of a scheme other than eager may still have rewritten its own structures by then).
  */
-export function compactImage(file: BlockFile, opts: CompactOptions = {}): CompactResult {
+export function compactImage(file: BlockFile, opts: CompactOptions): CompactResult {
   if (opts.readOnly || file.readOnly) throw new RequestError("cannot compact an image opened read-only");
   const bytesBefore = file.size();
   const moved: MovedClusters = emptyMoved();
@@ -102,7 +100,7 @@ export function compactImage(file: BlockFile, opts: CompactOptions = {}): Compac
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     // The first open is with the caller's scheme (which may have leftovers to recover); later passes find a
     // plain image.
-    const img = Qcow2Image.open(file, { scheme: pass === 0 ? opts.scheme : "eager", schemeOptions: pass === 0 ? opts.schemeOptions : undefined, noBacking: true, noPrepare: true, cache: "writeback" });
+    const img = Qcow2Image.open(file, { schemes: opts.schemes, scheme: pass === 0 ? opts.scheme : "eager", schemeOptions: pass === 0 ? opts.schemeOptions : undefined, noBacking: true, noPrepare: true, cache: "writeback" });
     let r: PassResult;
     try {
       clusterSize = img.clusterSize;

@@ -37,7 +37,8 @@ import { checkImage } from "./check.js";
 import { Qcow2Image } from "./qcow2-image.js";
 import { RefcountStore } from "./refcounts.js";
 import type { SchemeCatalog } from "./scheme-seam.js";
-import type { CreateOptions, OpenOptions } from "./types.js";
+import type { OpenOptions } from "./open-options.js";
+import type { CreateOptions } from "./types.js";
 
 const REFCOUNT_CACHE_BLOCKS = 64;
 
@@ -104,7 +105,7 @@ export function createImage(file: BlockFile, opts: CreateOptions, catalog: Schem
     throw new RequestError("refcount block too small to describe the image's own header (cluster size too small for this refcount width)");
   }
   // Then an L1 table large enough for the virtual size, allocated like any other metadata.
-  const img = openImage(file, { noBacking: true, cache: "writeback" }, catalog);
+  const img = openImage(file, { schemes: catalog, noBacking: true, cache: "writeback" }, catalog);
   try {
     img.resizeL1(Math.ceil(opts.size / (img.clusterSize * img.l2Entries)));
     // Whole sectors, as qemu-img create rounds it.

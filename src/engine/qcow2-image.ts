@@ -24,7 +24,6 @@ import { ActiveTables, type Mapping } from "./active-tables.js";
 import { PersistentBitmaps } from "./bitmaps.js";
 import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
 import { checkImage } from "./check.js";
-import { defaultSchemeCatalog } from "./default-schemes.js";
 import { createImage, openImage, readL1Table, validateL2Slice } from "./image-open.js";
 import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, detectMetadataPreallocation, mapImage, qcow2AllocatedHere, qcow2BlockStatus } from "./map.js";
 import { MetadataCache } from "./metadata-cache.js";
@@ -32,7 +31,8 @@ import { OverlapChecks } from "./overlap.js";
 import { ReadPath } from "./read-path.js";
 import type { RefcountStore } from "./refcounts.js";
 import { schemeHostOf } from "./scheme-host.js";
-import type { RefcountScheme, SchemeHost } from "./scheme-seam.js";
+import type { RefcountScheme, SchemeCatalog, SchemeHost } from "./scheme-seam.js";
+import type { OpenOptions } from "./open-options.js";
 import * as snapshots from "./snapshots.js";
 import type {
   BitmapInfo,
@@ -42,7 +42,6 @@ import type {
   CreateOptions,
   ImageInfo,
   MapExtent,
-  OpenOptions,
   RepairMode,
   SnapshotCreateOptions,
   SnapshotInfo,
@@ -132,16 +131,17 @@ export class Qcow2Image implements VirtualDisk {
   // ---------------------------------------------------------------------------------------------- create/open
 
   /** Writes a new, empty qcow2 image into `file` (which should be empty). */
-  static create(file: BlockFile, opts: CreateOptions): void {
-    createImage(file, opts, defaultSchemeCatalog);
+  static create(file: BlockFile, opts: CreateOptions, schemes: SchemeCatalog): void {
+    createImage(file, opts, schemes);
   }
 
   /**
    * Opens a qcow2 image. Throws ImageFormatError / UnsupportedFeatureError with a clear message when it
-   * cannot. The scheme is looked up by name in `opts.schemes` (the registry of src/schemes by default).
+   * cannot. The scheme is looked up by name in `opts.schemes` (the composition roots pass the registry of
+   * src/schemes: src/open/qcow2.ts).
    */
-  static open(rawFile: BlockFile, opts: OpenOptions = {}): Qcow2Image {
-    return openImage(rawFile, opts, opts.schemes ?? defaultSchemeCatalog);
+  static open(rawFile: BlockFile, opts: OpenOptions): Qcow2Image {
+    return openImage(rawFile, opts, opts.schemes);
   }
 
   /** @internal The handle the scheme gets (scheme-seam.ts); recovery at open uses it too. */

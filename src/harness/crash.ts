@@ -32,7 +32,7 @@ import { AUTOCLEAR_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_REFCOW_DA
 /** refcow's own incompatible bits (its journal, its data log): QEMU refuses an image with one, refcow replays it. */
 const REFCOW_LOG_BITS = INCOMPAT_REFCOW_JOURNAL | INCOMPAT_REFCOW_DATA_LOG;
 import { SnapshotError } from "../engine/errors.js";
-import { Qcow2Image } from "../engine/qcow2-image.js";
+import { Qcow2Image } from "../open/qcow2.js";
 import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
 import { type CrashState, FaultFile } from "../io/fault-file.js";
 import type { BlockFile } from "../io/block-file.js";

@@ -20,7 +20,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { AllocPolicyName, CacheMode, SchemeOptionValues } from "../engine/types.js";
-import { createImagePath } from "../engine/open-path.js";
+import { createImagePath } from "../open/open-path.js";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { openTaskImage } from "../worker/node-worker.js";

@@ -31,7 +31,7 @@
  * the same instant.
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
-import { createImagePath } from "../engine/open-path.js";
+import { createImagePath } from "../open/open-path.js";
 import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
 import { parseHeader, QCOW_MAGIC } from "../format/header.js";
 import { diffCosts } from "../io/accounting-file.js";

@@ -10,7 +10,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from "node:fs";
 import path from "node:path";
-import { createImagePath, openImagePath } from "../engine/open-path.js";
+import { createImagePath, openImagePath } from "../open/open-path.js";
 import { repoRoot } from "./guest-image.js";
 
 export interface OsImagePaths {

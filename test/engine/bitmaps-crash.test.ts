@@ -13,7 +13,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";

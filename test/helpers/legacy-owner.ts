@@ -9,7 +9,7 @@
 import { alignUp } from "../../src/format/bytes.js";
 import { AUTOCLEAR_REFCOW_OWNER_LEGACY } from "../../src/format/features.js";
 import { EXT_REFCOW_OWNER_LEGACY, serializeHeader } from "../../src/format/header.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 
 export function withLegacyOwnerTable(image: Uint8Array): Uint8Array {

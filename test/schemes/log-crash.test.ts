@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { seededRandom } from "../../src/harness/crash.js";
 import { EXT_REFCOW_DATA_LOG, INCOMPAT_REFCOW_DATA_LOG } from "../../src/schemes/log-format.js";
 

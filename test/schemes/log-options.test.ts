@@ -7,8 +7,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { parseHeader } from "../../src/format/header.js";
 import { INCOMPAT_REFCOW_DATA_LOG, findLog } from "../../src/schemes/log-format.js";
 import { createScheme, validateSchemeOptions } from "../../src/schemes/index.js";

@@ -7,8 +7,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import type { CostBreakdown } from "../../src/engine/types.js";
 

@@ -4,7 +4,7 @@
  * completion becomes visible is under the test's control.
  */
 import { describe, expect, it } from "vitest";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { HdaAdapter } from "../../src/vm/hda-adapter.js";
 import { ServedAsyncDisk } from "../../src/vm/served-async-disk.js";

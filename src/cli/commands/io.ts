@@ -7,7 +7,7 @@ import * as readline from "node:readline";
 import { allValues, hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
 import { type AllocPolicyName, type CacheMode, Qcow2Image, type SchemeOptionValues } from "../engine.js";
-import type { CostBreakdown } from "../../engine/types.js";
+import type { CostBreakdown, ImageOpenOptions } from "../../engine/types.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
 import { qcow2SpecificHuman } from "../info-output.js";
@@ -19,15 +19,11 @@ import { statsTable } from "../stats-output.js";
 import { ALLOC_LONG, closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { qcow2Specific } from "./info.js";
 
-export interface IoOpenOptions {
+/** qemu-io's open: the open options (ImageOpenOptions) and its own. */
+export interface IoOpenOptions extends Omit<ImageOpenOptions, "order"> {
   format?: "qcow2" | "raw";
   readOnly: boolean;
   cache: CacheMode;
-  scheme?: string;
-  /** Options of that scheme (--scheme-opt). */
-  schemeOptions?: SchemeOptionValues;
-  /** Allocation policy (first-fit or append). */
-  alloc?: AllocPolicyName;
   /** qemu-io -s: writes go to a private in-memory view and are dropped at exit. */
   snapshot: boolean;
   /** --in-process: serve the image in this thread even when a worker could serve it. */
