@@ -14,7 +14,8 @@ export { allocationPolicy, type AllocationPolicy } from "./engine/alloc-policy.j
 export * from "./engine/types.js";
 export * from "./engine/errors.js";
 export type { BlockFile, IoPurpose } from "./io/block-file.js";
-export { IO_PURPOSES, IoError } from "./io/block-file.js";
+export { IoError } from "./io/block-file.js";
+export { IO_PURPOSES } from "./open/qcow2.js";
 export { MemoryFile } from "./io/memory-file.js";
 export { NodeFile } from "./io/node-file.js";
 export { AccountingFile, diffCosts } from "./io/accounting-file.js";

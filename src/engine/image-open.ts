@@ -17,10 +17,8 @@ import {
   INCOMPAT_DATA_FILE,
   INCOMPAT_DIRTY,
   INCOMPAT_EXTL2,
-  STANDARD_FEATURE_NAMES,
 } from "../format/features.js";
 import {
-  EXT_REFCOW_OWNER_LEGACY,
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
   MAX_SNAPSHOT_TABLE_BYTES,
@@ -88,11 +86,11 @@ export function createImage(file: BlockFile, opts: CreateOptions, catalog: Schem
     extensions: [],
     backingFile: opts.backingFile,
     backingFormat: opts.backingFormat,
-    featureNames: STANDARD_FEATURE_NAMES,
+    featureNames: [...catalog.featureNames],
   };
   // Header, a one-cluster refcount table and one refcount block counting the first three clusters.
   file.truncate(0);
-  file.write(serializeHeader(header, clusterSize), 0, "header");
+  file.write(serializeHeader(header, clusterSize, { featureNames: catalog.featureNames }), 0, "header");
   const table = new Uint8Array(clusterSize);
   encodeReftableEntry(viewOf(table), 0, 2 * clusterSize);
   file.write(table, clusterSize, "refcount");
@@ -129,7 +127,7 @@ export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: Scheme
     headerBuf = new Uint8Array(Math.min(2 ** clusterBits, fileSize));
     file.read(headerBuf, 0, "header");
   }
-  const header = parseHeader(headerBuf, fileSize);
+  const header = parseHeader(headerBuf, fileSize, catalog.knownIncompatible);
   if (header.cryptMethod !== 0) throw new UnsupportedFeatureError("encrypted qcow2 images are not supported");
   if (header.incompatibleFeatures & INCOMPAT_DATA_FILE) throw new UnsupportedFeatureError("qcow2 images with an external data file are not supported");
   if (header.compressionType > 1) throw new UnsupportedFeatureError(`unknown compression type ${header.compressionType}`);
@@ -246,11 +244,6 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
     }
     // A bitmaps extension another writer stopped vouching for is dropped (its clusters leak, as in QEMU).
     if (img.bitmaps.normalizeHeader()) rewrite = true;
-    if (h.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)) {
-      // An earlier owner scheme's table, vouched for by the autoclear bit just cleared: dead from now on.
-      h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_OWNER_LEGACY);
-      rewrite = true;
-    }
     if (rewrite) {
       img.writeHeader();
     }

@@ -16,7 +16,7 @@ import type { BlockFile, IoPurpose } from "../io/block-file.js";
 import type { AccountingFile } from "../io/accounting-file.js";
 import { alignUp, writeU64 } from "../format/bytes.js";
 import { ClosedError, ImageFormatError, RequestError } from "../format/errors.js";
-import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_EXTL2, STANDARD_FEATURE_NAMES } from "../format/features.js";
+import { COMPAT_LAZY_REFCOUNTS, type FeatureName, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_EXTL2 } from "../format/features.js";
 import { MAX_L1_BYTES, type Qcow2Header, serializeHeader } from "../format/header.js";
 import { L2Codec } from "../format/l1l2.js";
 import type { SnapshotEntry } from "../format/snapshot-table.js";
@@ -80,6 +80,8 @@ export class Qcow2Image implements VirtualDisk {
   readonly bitmaps: PersistentBitmaps;
   /** Where new clusters go (first-fit or append), whatever the scheme. */
   readonly allocPolicy: AllocationPolicy;
+  /** The feature name table the header is written with (the scheme catalog's). */
+  private readonly featureNames: readonly FeatureName[];
   /** @internal Random numbers for the scheme (OpenOptions.random). */
   readonly random: () => number;
   /** @internal */ snapshots: SnapshotEntry[];
@@ -118,6 +120,7 @@ export class Qcow2Image implements VirtualDisk {
     this.scheme = scheme;
     this.allocPolicy = allocationPolicy(opts.alloc);
     this.random = opts.random ?? Math.random;
+    this.featureNames = opts.schemes.featureNames;
     // Filled in by the open once the tables are validated.
     this.refcounts = undefined as unknown as RefcountStore;
     this.order = new WriteOrder(file, this.cacheMode, this.tables, () => this.refcounts);
@@ -440,8 +443,8 @@ export class Qcow2Image implements VirtualDisk {
 
   /** @internal Rewrites the header cluster and flushes (the header is the switch point of every structural change). */
   writeHeader(): void {
-    this.header.featureNames = STANDARD_FEATURE_NAMES;
-    const buf = serializeHeader(this.header, this.clusterSize);
+    this.header.featureNames = [...this.featureNames];
+    const buf = serializeHeader(this.header, this.clusterSize, { featureNames: this.featureNames });
     this.file.write(buf, 0, "header");
     this.sync("header");
   }

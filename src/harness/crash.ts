@@ -27,17 +27,17 @@
  * geometry, seed, steps and crash point (see reproducer()).
  */
 import { performance } from "node:perf_hooks";
-import { AUTOCLEAR_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_REFCOW_DATA_LOG, INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
+import { AUTOCLEAR_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_STANDARD } from "../format/features.js";
 
 /** refcow's own incompatible bits (its journal, its data log): QEMU refuses an image with one, refcow replays it. */
-const REFCOW_LOG_BITS = INCOMPAT_REFCOW_JOURNAL | INCOMPAT_REFCOW_DATA_LOG;
+const REFCOW_LOG_BITS = SCHEME_CATALOG.knownIncompatible & ~INCOMPAT_STANDARD;
 import { SnapshotError } from "../engine/errors.js";
 import { Qcow2Image } from "../open/qcow2.js";
 import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
 import { type CrashState, FaultFile } from "../io/fault-file.js";
 import type { BlockFile } from "../io/block-file.js";
 import { MemoryFile } from "../io/memory-file.js";
-import { SCHEME_NAMES } from "../schemes/index.js";
+import { SCHEME_CATALOG, SCHEME_NAMES } from "../schemes/index.js";
 import { QEMU_CHECK, qemuImg, qemuImgAvailable, Scratch } from "./qemu-tools.js";
 
 /** Image shape of a workload: small disks, so that crash states are cheap and structures fill up quickly. */

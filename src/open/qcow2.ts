@@ -4,13 +4,13 @@
  * the registry in. `Qcow2Image.open` / `create` / `compactImage` here take the engine's options without the
  * catalog, and `instanceof Qcow2Image` holds for every image the engine opens.
  */
-import type { BlockFile } from "../io/block-file.js";
+import { type BlockFile, ENGINE_IO_PURPOSES, type IoPurpose } from "../io/block-file.js";
 import { compactImage as compactWith, type CompactOptions, type CompactResult } from "../engine/compact.js";
 import type { OpenOptions } from "../engine/open-options.js";
 import { Qcow2Image as EngineImage } from "../engine/qcow2-image.js";
 import type { SchemeCatalog } from "../engine/scheme-seam.js";
 import type { CreateOptions } from "../engine/types.js";
-import { SCHEME_CATALOG } from "../schemes/index.js";
+import { SCHEME_CATALOG, SCHEME_IO_PURPOSES } from "../schemes/index.js";
 
 /** Open options with the catalog optional (the registry when absent). */
 export type LibraryOpenOptions = Omit<OpenOptions, "schemes"> & { schemes?: SchemeCatalog };
@@ -36,3 +36,9 @@ export function compactImage(file: BlockFile, opts: Omit<CompactOptions, "scheme
 }
 
 export { SCHEME_CATALOG };
+
+/** Every I/O purpose (the accounting wrapper's keys): the engine's, with the schemes' after its refcount purpose. */
+export const IO_PURPOSES: readonly IoPurpose[] = (() => {
+  const at = ENGINE_IO_PURPOSES.indexOf("refcount") + 1;
+  return [...ENGINE_IO_PURPOSES.slice(0, at), ...SCHEME_IO_PURPOSES.keys(), ...ENGINE_IO_PURPOSES.slice(at)];
+})();

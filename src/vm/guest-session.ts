@@ -34,6 +34,7 @@ import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
 import { createImagePath } from "../open/open-path.js";
 import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
 import { parseHeader, QCOW_MAGIC } from "../format/header.js";
+import { SCHEME_CATALOG } from "../schemes/index.js";
 import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
@@ -141,7 +142,7 @@ export function probeQcow2(file: string): { clusterSize: number; size: number } 
       buf = Buffer.alloc(Math.min(2 ** bits, fileSize));
       readSync(fd, buf, 0, buf.length, 0);
     }
-    const h = parseHeader(buf, fileSize);
+    const h = parseHeader(buf, fileSize, SCHEME_CATALOG.knownIncompatible);
     return { clusterSize: 2 ** h.clusterBits, size: h.size };
   } finally {
     closeSync(fd);

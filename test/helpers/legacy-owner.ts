@@ -7,8 +7,9 @@
  * snapshots it could not place (one legacy node per snapshot), which its loader accepted.
  */
 import { alignUp } from "../../src/format/bytes.js";
-import { AUTOCLEAR_REFCOW_OWNER_LEGACY } from "../../src/format/features.js";
-import { EXT_REFCOW_OWNER_LEGACY, serializeHeader } from "../../src/format/header.js";
+import { serializeHeader } from "../../src/format/header.js";
+import { AUTOCLEAR_REFCOW_OWNER_LEGACY, EXT_REFCOW_OWNER_LEGACY } from "../../src/schemes/owner.js";
+import { SCHEME_CATALOG } from "../../src/schemes/index.js";
 import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 
@@ -50,7 +51,7 @@ export function withLegacyOwnerTable(image: Uint8Array): Uint8Array {
     h.autoclearFeatures |= AUTOCLEAR_REFCOW_OWNER_LEGACY;
     const out = new Uint8Array(offset + table.length);
     out.set(image);
-    out.set(serializeHeader(h, cs), 0);
+    out.set(serializeHeader(h, cs, { featureNames: SCHEME_CATALOG.featureNames }), 0);
     out.set(table, offset);
     return out;
   } finally {

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { main } from "../../src/cli/main.js";
 import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import type { Qcow2Image } from "../../src/open/qcow2.js";
-import { EXT_REFCOW_OWNER_LEGACY } from "../../src/format/header.js";
+import { EXT_REFCOW_OWNER_LEGACY } from "../../src/schemes/owner.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { withLegacyOwnerTable } from "../helpers/legacy-owner.js";
 import { qemuCheck, qemuImg, qemuRaw, tempDir } from "../helpers/qemu.js";
