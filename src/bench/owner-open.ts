@@ -80,7 +80,7 @@ runProgram(
         const t = performance.now();
         const im = openImagePath(file, { scheme: "owner" }) as Qcow2Image;
         const ms = performance.now() - t;
-        const r = im.scheme.report?.() ?? {};
+        const r = im.core.scheme.report?.() ?? {};
         im.close();
         // The first open converts from eager's close (and, for a build that persisted its table, writes it).
         if (i === 0) continue;

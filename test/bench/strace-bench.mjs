@@ -10,7 +10,7 @@ import { syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 
 const [dist, out, keep] = process.argv.slice(2);
-const { Qcow2Image } = await import(path.resolve(dist, "open/qcow2.js"));
+const { Qcow2Image } = await import(path.resolve(dist, "engine/qcow2-image.js"));
 const { runMatrix } = await import(path.resolve(dist, "bench/matrix.js"));
 const { defaultOptions } = await import(path.resolve(dist, "bench/options.js"));
 

@@ -95,7 +95,7 @@ describe("crash states around persistent bitmaps", () => {
           // Recovered as a user's next open recovers it (a dirty image's counts rebuilt), the image checks
           // clean but for leaks, and its bitmaps are as they were.
           const first = new MemoryFile(bytes.slice());
-          Qcow2Image.open(first).shutdown(false);
+          Qcow2Image.open(first).core.shutdown(false);
           const c = Qcow2Image.open(new MemoryFile(first.contents()), { readOnly: true, forCheck: true });
           const check = c.check();
           expect(check.corruptions, `${where}: ${check.messages.join("; ")}`).toBe(0);

@@ -162,7 +162,7 @@ function engineReadWrite(run: Run, c: FuzzCase): void {
   op("discard", () => size >= 2 * cs && i.discard(0, cs));
   op("snapshot create", () => i.snapshotCreate("fuzz"));
   op("snapshot list", () => i.snapshotList());
-  const first = i.snapshots[0];
+  const first = i.core.snapshots[0];
   op("snapshot apply", () => first && i.snapshotApply(first.id));
   op("snapshot delete", () => i.snapshotDelete("fuzz"));
   op("write after snapshots", () => size >= 8192 && i.write(size - 8192, fill(8192, 0x7c)));

@@ -37,7 +37,7 @@ function contents(file: string): Map<string, Buffer> {
 function freeInside(file: string): number {
   const img = openImagePath(file, { readOnly: true }) as Qcow2Image;
   try {
-    const refs = referenceCounts(img);
+    const refs = referenceCounts(img.core);
     const end = Math.ceil(fs.statSync(file).size / img.clusterSize);
     let n = 0;
     for (let c = 0; c < end; c++) if (c >= refs.length || refs[c] === 0) n++;
@@ -211,8 +211,8 @@ describe("compact", () => {
       const file = fragmented("corrupt.qcow2");
       // Zero the refcount of the first L2 table: qemu-img check reports it as an error.
       const img = openImagePath(file, { readOnly: true }) as Qcow2Image;
-      const l2 = img.l1[0];
-      const block = img.refcounts.table[0];
+      const l2 = img.core.l1[0];
+      const block = img.core.refcounts.table[0];
       img.close();
       const fd = fs.openSync(file, "r+");
       fs.writeSync(fd, Buffer.alloc(2), 0, 2, block + (l2 / 65536) * 2);

@@ -82,7 +82,7 @@ describe("pending: the memory bound", () => {
     const seen: Record<string, number>[] = [];
     for (let c = 0; c < 5; c++) {
       img.write(c * CS + 4096, new Uint8Array(4096).fill(0xa0 + c));
-      seen.push(img.scheme.report!());
+      seen.push(img.core.scheme.report!());
     }
     return { img, seen };
   }

@@ -140,7 +140,7 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
   const probe = probeForServing(path, opts);
   const warning = probedRawWarning(probe, opts.readOnly);
   const description = diskTarget(probe.disk, true).describe();
-  const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.l2.extended;
+  const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.extendedL2;
   const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
   probe.disk.close();
   const client = await openServedImage(path, { scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });
