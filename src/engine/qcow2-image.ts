@@ -78,6 +78,11 @@ export class Qcow2Image implements VirtualDisk {
     return this.core.vmStateOffset;
   }
 
+  /** The backing file's disk, if one is open (a layer of the chain: map.ts ChainLayer). */
+  get backing(): VirtualDisk | null {
+    return this.core.backing;
+  }
+
   /** @internal The handle the scheme gets (scheme-seam.ts). */
   get schemeHost(): SchemeHost {
     this.core.host ??= schemeHostOf(this.core);
