@@ -5,14 +5,17 @@
  *    `openImagePath` / `createImagePath` on paths (format probing, backing chains).
  *  - The worker-served images (`openServedImage`, `DiskClient`), for callers that must not block.
  */
-export { Qcow2Image } from "./engine/qcow2-image.js";
-export { openImagePath, createImagePath, compactImagePath, probeFormat, RawDisk, type OpenedImage, type ImageFormat } from "./engine/open-path.js";
-export { compactImage, type CompactOptions, type CompactResult, type MovedClusters } from "./engine/compact.js";
+export { Qcow2Image } from "./open/qcow2.js";
+export { openImagePath, createImagePath, compactImagePath, probeFormat, RawDisk, type OpenedImage, type ImageFormat } from "./open/open-path.js";
+export { compactImage } from "./open/qcow2.js";
+export type { CompactOptions, CompactResult, MovedClusters } from "./engine/compact.js";
+export type { OpenOptions } from "./engine/open-options.js";
 export { allocationPolicy, type AllocationPolicy } from "./engine/alloc-policy.js";
 export * from "./engine/types.js";
 export * from "./engine/errors.js";
 export type { BlockFile, IoPurpose } from "./io/block-file.js";
-export { IO_PURPOSES, IoError } from "./io/block-file.js";
+export { IoError } from "./io/block-file.js";
+export { IO_PURPOSES } from "./open/qcow2.js";
 export { MemoryFile } from "./io/memory-file.js";
 export { NodeFile } from "./io/node-file.js";
 export { AccountingFile, diffCosts } from "./io/accounting-file.js";

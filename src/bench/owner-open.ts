@@ -12,7 +12,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import type { Qcow2Image } from "../engine/qcow2-image.js";
+import type { Qcow2Image } from "../open/qcow2.js";
 import { spread } from "../stats/latency.js";
 import { BenchUsageError, runProgram } from "./entry.js";
 
@@ -80,7 +80,7 @@ runProgram(
         const t = performance.now();
         const im = openImagePath(file, { scheme: "owner" }) as Qcow2Image;
         const ms = performance.now() - t;
-        const r = im.scheme.report?.() ?? {};
+        const r = im.core.scheme.report?.() ?? {};
         im.close();
         // The first open converts from eager's close (and, for a build that persisted its table, writes it).
         if (i === 0) continue;

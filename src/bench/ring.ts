@@ -10,7 +10,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../engine/open-path.js";
+import { createImagePath, openImagePath } from "../open/open-path.js";
 import type { CacheMode } from "../engine/types.js";
 import { percentile } from "../stats/latency.js";
 import { ImagePool } from "../worker/pool.js";

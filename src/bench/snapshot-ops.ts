@@ -5,8 +5,8 @@
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../engine/open-path.js";
-import type { Qcow2Image } from "../engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../open/open-path.js";
+import type { Qcow2Image } from "../open/qcow2.js";
 import type { AllocPolicyName } from "../engine/types.js";
 import type { ResultRow } from "../report/results.js";
 import { spread } from "../stats/latency.js";

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../engine/open-path.js";
+import { createImagePath, openImagePath } from "../open/open-path.js";
 import type { CacheMode, CostBreakdown } from "../engine/types.js";
 import { diffCosts } from "../io/accounting-file.js";
 import { failureOf } from "../report/failures.js";

@@ -2,9 +2,10 @@
  * The CLI's one door into the engine: every command imports the engine from here, so the CLI depends on
  * exactly this surface (Qcow2Image, RawDisk via openImagePath, probeFormat, the engine's types).
  */
-export { Qcow2Image } from "../engine/qcow2-image.js";
-export { openImagePath, probeFormat, RawDisk } from "../engine/open-path.js";
+export { Qcow2Image } from "../open/qcow2.js";
+export { openImagePath, probeFormat, RawDisk } from "../open/open-path.js";
 export type {
+  ImageOpenOptions,
   AllocPolicyName,
   BlockFile,
   CacheMode,
@@ -13,12 +14,13 @@ export type {
   CreateOptions,
   ImageInfo,
   MapExtent,
-  OpenOptions,
   RepairMode,
   SchemeOptionValues,
   SnapshotInfo,
   VirtualDisk,
 } from "../engine/types.js";
+export type { OpenOptions } from "../engine/open-options.js";
 export { NodeFile } from "../io/node-file.js";
 export { ALLOC_POLICIES } from "../engine/types.js";
-export { compactImage, type CompactResult } from "../engine/compact.js";
+export { compactImage } from "../open/qcow2.js";
+export type { CompactResult } from "../engine/compact.js";

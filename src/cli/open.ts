@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import { CliError, messageOf } from "./errors.js";
-import { ALLOC_POLICIES, type AllocPolicyName, type BlockFile, type CacheMode, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk, type SchemeOptionValues } from "./engine.js";
+import { ALLOC_POLICIES, type AllocPolicyName, type BlockFile, type CacheMode, type ImageOpenOptions, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk, type SchemeOptionValues } from "./engine.js";
 
 export type FormatName = "qcow2" | "raw";
 export type Disk = Qcow2Image | RawDisk;
@@ -104,17 +104,12 @@ function accessProblem(path: string, readOnly: boolean): string | undefined {
   }
 }
 
-export interface OpenRequest {
+/** An open from the command line: the open options (ImageOpenOptions, scheme options validated by the registry) and the CLI's own. */
+export interface OpenRequest extends Omit<ImageOpenOptions, "order"> {
   path: string;
   /** -f; probed when absent. */
   format?: FormatName;
   readOnly: boolean;
-  cache?: CacheMode;
-  scheme?: string;
-  /** Options of that scheme (--scheme-opt), validated by the registry. */
-  schemeOptions?: SchemeOptionValues;
-  /** Allocation policy (first-fit or append). */
-  alloc?: AllocPolicyName;
   /** Do not open the backing chain (qemu-img info). */
   noBacking?: boolean;
   /** Open for check / repair: corrupt images allowed, no repair at open. */

@@ -39,7 +39,7 @@ import {
   serializeBitmapsExtension,
   serializeBitmapTable,
 } from "../format/bitmaps.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageState } from "./image-state.js";
 import type { BitmapInfo } from "./types.js";
 
 /** One bitmap as this open knows it. */
@@ -83,7 +83,7 @@ export class PersistentBitmaps {
   /** Where the trusted directory lies (the overlap checks guard it), or undefined. */
   directory: { offset: number; bytes: number } | undefined;
 
-  constructor(private readonly img: Qcow2Image) {}
+  constructor(private readonly img: ImageState) {}
 
   // ------------------------------------------------------------------------------------------------- open
 

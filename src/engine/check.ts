@@ -14,7 +14,7 @@ import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
 import { snapshotTableSize } from "../format/snapshot-table.js";
 import { ClusterType } from "../format/l1l2.js";
 import { ImageFormatError } from "./errors.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageCore } from "./image-core.js";
 import { walkL2Entries, walkL2Slices } from "./l2-walk.js";
 import { recomputeCopied } from "./snapshots.js";
 import type { CheckResult, RepairMode } from "./types.js";
@@ -54,7 +54,7 @@ interface Walk {
   unfixable: number;
 }
 
-export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
+export function checkImage(img: ImageCore, repair?: RepairMode): CheckResult {
   if (!repair) return { ...publicResult(scan(img, true)), ...inUseBitmaps(img) };
   // Repair follows qemu-img: counts first (a count of 0 for a referenced cluster means a rebuild, other
   // mismatches are fixed in place when the mode allows), then COPIED flags against the repaired counts.
@@ -131,7 +131,7 @@ export function checkImage(img: Qcow2Image, repair?: RepairMode): CheckResult {
 }
 
 /** Zeroes the counts of unreferenced clusters past the end of the file; returns how many. */
-function clearCountsPastEnd(img: Qcow2Image, refs: References, messages: string[]): number {
+function clearCountsPastEnd(img: ImageCore, refs: References, messages: string[]): number {
   const rc = img.refcounts;
   const epb = rc.entriesPerBlock;
   const fileClusters = Math.ceil(img.file.size() / img.clusterSize);
@@ -150,7 +150,7 @@ function clearCountsPastEnd(img: Qcow2Image, refs: References, messages: string[
 }
 
 /** Sets the COPIED flags of the active tables from the counts; returns a description of each change. */
-function fixCopied(img: Qcow2Image): string[] {
+function fixCopied(img: ImageCore): string[] {
   const cs = img.clusterSize;
   const rc = img.refcounts;
   const out: string[] = [];
@@ -184,7 +184,7 @@ function publicResult(s: Scan): CheckResult {
 }
 
 /** The names of the bitmaps found in-use (inconsistent) when the image was opened, when there are some. */
-function inUseBitmaps(img: Qcow2Image): { inUseBitmaps?: string[] } {
+function inUseBitmaps(img: ImageCore): { inUseBitmaps?: string[] } {
   const names = img.bitmaps
     .infos()
     .filter((b) => b.inUse)
@@ -204,7 +204,7 @@ interface Scan extends CheckResult {
  * The standard reference count of every host cluster, computed from the tables (what a rebuild writes):
  * header, L1 tables, L2 tables and data of every view, snapshot table, refcount table and blocks, bitmaps.
  */
-export function referenceCounts(img: Qcow2Image): Uint32Array {
+export function referenceCounts(img: ImageCore): Uint32Array {
   const refs = scan(img, false).walk.refs;
   return refs.counts.slice(0, refs.max + 1);
 }
@@ -213,7 +213,7 @@ export function referenceCounts(img: Qcow2Image): Uint32Array {
  * One pass over the image. `withCopied` (a report, not a repair pass): print each count mismatch and also
  * compare COPIED flags with the on-disk counts.
  */
-function scan(img: Qcow2Image, withCopied: boolean): Scan {
+function scan(img: ImageCore, withCopied: boolean): Scan {
   const cs = img.clusterSize;
   const h = img.header;
   const walk: Walk = { refs: new References(), messages: [], corruptions: 0, allocated: 0, fragmented: 0, compressed: 0, copiedChecks: [], unfixable: 0 };
@@ -344,7 +344,7 @@ function scan(img: Qcow2Image, withCopied: boolean): Scan {
 }
 
 /** Counts the references of one L1 view. `active`: also collect COPIED checks and allocation statistics. */
-function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): void {
+function walkTree(img: ImageCore, l1: number[], walk: Walk, active: boolean): void {
   const cs = img.clusterSize;
   const fileSize = img.file.size();
   let nextContiguous = 0;
@@ -411,14 +411,14 @@ function walkTree(img: Qcow2Image, l1: number[], walk: Walk, active: boolean): v
 }
 
 /** An L2 slice as it is on disk, not validated (check reports bad entries one by one). */
-function rawSlice(img: Qcow2Image, offset: number): Uint8Array {
+function rawSlice(img: ImageCore, offset: number): Uint8Array {
   const buf = new Uint8Array(img.sliceBytes);
   img.file.read(buf, offset, "l2");
   return buf;
 }
 
 /** What is wrong with L2 entry `j` of a slice, in qemu-img check's words, or undefined. */
-function entryProblem(img: Qcow2Image, view: DataView, j: number): string | undefined {
+function entryProblem(img: ImageCore, view: DataView, j: number): string | undefined {
   const e = img.l2.decode(view, j);
   const raw = view.getBigUint64(j * img.l2.entryBytes).toString(16);
   if (e.reservedBits) return `ERROR found l2 entry with reserved bits set: ${raw}`;

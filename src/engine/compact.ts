@@ -36,16 +36,15 @@ import { encodeReftableEntry } from "../format/refcount-block.js";
 import { snapshotTableSize } from "../format/snapshot-table.js";
 import { checkImage, referenceCounts } from "./check.js";
 import { ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
-import { Qcow2Image } from "./qcow2-image.js";
-import type { SchemeOptionValues } from "./types.js";
+import type { ImageCore } from "./image-core.js";
+import { openImage } from "./image-open.js";
+import type { SchemeCatalog } from "./scheme-seam.js";
+import type { ImageOpenOptions } from "./types.js";
 
-export interface CompactOptions {
-  /** Refcount scheme to open the image with (its close leaves plain qcow2 before anything moves). */
-  scheme?: string;
-  /** Options of that scheme (OpenOptions.schemeOptions). */
-  schemeOptions?: SchemeOptionValues;
-  /** Refused: an image opened read-only cannot be compacted. */
-  readOnly?: boolean;
+/** The scheme to open the image with (its close leaves plain qcow2 before anything moves); read-only is refused. */
+export interface CompactOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "readOnly"> {
+  /** The scheme catalog the image is opened with (OpenOptions.schemes). */
+  schemes: SchemeCatalog;
 }
 
 /** Clusters moved, by what they hold. */
@@ -92,7 +91,7 @@ const COPY_BYTES = 4 * 1024 * 1024;
  * Throws before moving anything for a read-only open, a version 2 image or an image that fails the check (the
  * open and close of a scheme other than eager may still have rewritten its own structures by then).
  */
-export function compactImage(file: BlockFile, opts: CompactOptions = {}): CompactResult {
+export function compactImage(file: BlockFile, opts: CompactOptions): CompactResult {
   if (opts.readOnly || file.readOnly) throw new RequestError("cannot compact an image opened read-only");
   const bytesBefore = file.size();
   const moved: MovedClusters = emptyMoved();
@@ -102,7 +101,7 @@ export function compactImage(file: BlockFile, opts: CompactOptions = {}): Compac
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     // The first open is with the caller's scheme (which may have leftovers to recover); later passes find a
     // plain image.
-    const img = Qcow2Image.open(file, { scheme: pass === 0 ? opts.scheme : "eager", schemeOptions: pass === 0 ? opts.schemeOptions : undefined, noBacking: true, noPrepare: true, cache: "writeback" });
+    const img = openImage(file, { schemes: opts.schemes, scheme: pass === 0 ? opts.scheme : "eager", schemeOptions: pass === 0 ? opts.schemeOptions : undefined, noBacking: true, noPrepare: true, cache: "writeback" }, opts.schemes);
     let r: PassResult;
     try {
       clusterSize = img.clusterSize;
@@ -127,7 +126,7 @@ interface PassResult {
   clustersInUse: number;
 }
 
-function compactPass(img: Qcow2Image, first: boolean): PassResult {
+function compactPass(img: ImageCore, first: boolean): PassResult {
   const h = img.header;
   const cs = img.clusterSize;
   if (h.version !== 3) {
@@ -173,12 +172,12 @@ interface Layout {
   l1: { offset: number; raw: Uint8Array }[];
   snapshotTable: { offset: number; raw: Uint8Array } | null;
   /** The bitmaps' directory and tables (raw), when the image has bitmaps. */
-  bitmaps: ReturnType<Qcow2Image["bitmaps"]["rawLayout"]>;
+  bitmaps: ReturnType<ImageCore["bitmaps"]["rawLayout"]>;
   units: Unit[];
   fileClusters: number;
 }
 
-function catalog(img: Qcow2Image): Layout {
+function catalog(img: ImageCore): Layout {
   const cs = img.clusterSize;
   const h = img.header;
   const file = img.file;
@@ -296,7 +295,7 @@ interface Plan {
   countsDiffer: boolean;
 }
 
-function place(img: Qcow2Image, layout: Layout): Plan {
+function place(img: ImageCore, layout: Layout): Plan {
   const rc = img.refcounts;
   const cs = img.clusterSize;
   const epb = rc.entriesPerBlock;
@@ -390,7 +389,7 @@ function place(img: Qcow2Image, layout: Layout): Plan {
 
 // ---------------------------------------------------------------------------------------------- execute
 
-function execute(img: Qcow2Image, layout: Layout, plan: Plan): void {
+function execute(img: ImageCore, layout: Layout, plan: Plan): void {
   const cs = img.clusterSize;
   const h = img.header;
   const file = img.file;
@@ -528,7 +527,7 @@ function execute(img: Qcow2Image, layout: Layout, plan: Plan): void {
 }
 
 /** Copies moved data units to their targets, coalescing neighbours into larger reads and writes. */
-function copyData(img: Qcow2Image, units: Unit[]): void {
+function copyData(img: ImageCore, units: Unit[]): void {
   const cs = img.clusterSize;
   const runs: { src: number; dst: number; len: number }[] = [];
   for (const u of [...units].sort((a, b) => a.start - b.start)) {
@@ -544,7 +543,7 @@ function copyData(img: Qcow2Image, units: Unit[]): void {
 }
 
 /** Rewrites the host offsets of an L2 table's entries; returns whether any changed. */
-function remapL2(img: Qcow2Image, raw: Uint8Array, move: (c: number) => number): boolean {
+function remapL2(img: ImageCore, raw: Uint8Array, move: (c: number) => number): boolean {
   const cs = img.clusterSize;
   const codec = img.l2;
   const v = viewOf(raw);

@@ -17,10 +17,8 @@ import {
   INCOMPAT_DATA_FILE,
   INCOMPAT_DIRTY,
   INCOMPAT_EXTL2,
-  STANDARD_FEATURE_NAMES,
 } from "../format/features.js";
 import {
-  EXT_REFCOW_OWNER_LEGACY,
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
   MAX_SNAPSHOT_TABLE_BYTES,
@@ -34,10 +32,13 @@ import { ClusterType, decodeL1 } from "../format/l1l2.js";
 import { encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
 import { parseSnapshotTable, type SnapshotEntry } from "../format/snapshot-table.js";
 import { checkImage } from "./check.js";
-import { Qcow2Image } from "./qcow2-image.js";
+import { ImageCore } from "./image-core.js";
+import { schemeHostOf } from "./scheme-host.js";
+import { readL1Table } from "./table-checks.js";
 import { RefcountStore } from "./refcounts.js";
-import type { SchemeCatalog } from "./scheme-seam.js";
-import type { CreateOptions, OpenOptions } from "./types.js";
+import type { SchemeCatalog, SchemeHost } from "./scheme-seam.js";
+import type { OpenOptions } from "./open-options.js";
+import type { CreateOptions } from "./types.js";
 
 const REFCOUNT_CACHE_BLOCKS = 64;
 
@@ -87,11 +88,11 @@ export function createImage(file: BlockFile, opts: CreateOptions, catalog: Schem
     extensions: [],
     backingFile: opts.backingFile,
     backingFormat: opts.backingFormat,
-    featureNames: STANDARD_FEATURE_NAMES,
+    featureNames: [...catalog.featureNames],
   };
   // Header, a one-cluster refcount table and one refcount block counting the first three clusters.
   file.truncate(0);
-  file.write(serializeHeader(header, clusterSize), 0, "header");
+  file.write(serializeHeader(header, clusterSize, { featureNames: catalog.featureNames }), 0, "header");
   const table = new Uint8Array(clusterSize);
   encodeReftableEntry(viewOf(table), 0, 2 * clusterSize);
   file.write(table, clusterSize, "refcount");
@@ -104,7 +105,7 @@ export function createImage(file: BlockFile, opts: CreateOptions, catalog: Schem
     throw new RequestError("refcount block too small to describe the image's own header (cluster size too small for this refcount width)");
   }
   // Then an L1 table large enough for the virtual size, allocated like any other metadata.
-  const img = openImage(file, { noBacking: true, cache: "writeback" }, catalog);
+  const img = openImage(file, { schemes: catalog, noBacking: true, cache: "writeback" }, catalog);
   try {
     img.resizeL1(Math.ceil(opts.size / (img.clusterSize * img.l2Entries)));
     // Whole sectors, as qemu-img create rounds it.
@@ -116,7 +117,7 @@ export function createImage(file: BlockFile, opts: CreateOptions, catalog: Schem
 }
 
 /** Opens a qcow2 image. Throws ImageFormatError / UnsupportedFeatureError with a clear message when it cannot. */
-export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: SchemeCatalog): Qcow2Image {
+export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: SchemeCatalog): ImageCore {
   const file = rawFile instanceof AccountingFile ? rawFile : new AccountingFile(rawFile);
   const fileSize = file.size();
   const first = new Uint8Array(Math.min(512, Math.max(fileSize, 0)));
@@ -128,7 +129,7 @@ export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: Scheme
     headerBuf = new Uint8Array(Math.min(2 ** clusterBits, fileSize));
     file.read(headerBuf, 0, "header");
   }
-  const header = parseHeader(headerBuf, fileSize);
+  const header = parseHeader(headerBuf, fileSize, catalog.knownIncompatible);
   if (header.cryptMethod !== 0) throw new UnsupportedFeatureError("encrypted qcow2 images are not supported");
   if (header.incompatibleFeatures & INCOMPAT_DATA_FILE) throw new UnsupportedFeatureError("qcow2 images with an external data file are not supported");
   if (header.compressionType > 1) throw new UnsupportedFeatureError(`unknown compression type ${header.compressionType}`);
@@ -155,7 +156,7 @@ export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: Scheme
     // check compares and repairs standard counts, and a scheme's conventions while open (lazy-count's
     // uncounted active layer, the journal's area, owner's rebuilt counts at close) would read as errors to it.
     const requested = catalog.create(opts.scheme, opts.order, opts.schemeOptions);
-    const img = new Qcow2Image(file, header, { ...opts, readOnly: readOnly && !writeReplayInView }, opts.forCheck ? catalog.create("eager") : requested);
+    const img = new ImageCore(file, header, { ...opts, readOnly: readOnly && !writeReplayInView }, opts.forCheck ? catalog.create("eager") : requested);
     // A scheme's crash leftovers (an un-checkpointed journal) are applied before any table is read.
     catalog.recoverBeforeLoad(file, header, 2 ** header.clusterBits, readOnly && !replayInView);
     // The replay may have grown the file (records for tables past the old end).
@@ -171,7 +172,7 @@ export function openImage(rawFile: BlockFile, opts: OpenOptions, catalog: Scheme
   }
 }
 
-function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: SchemeCatalog): void {
+function load(img: ImageCore, fileSize: number, opts: OpenOptions, catalog: SchemeCatalog): void {
   const h = img.header;
   const cs = img.clusterSize;
   if (img.l2.extended && img.clusterBits < 14) throw new ImageFormatError("extended L2 entries need clusters of at least 16 KiB");
@@ -180,7 +181,7 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
   if (h.l1Size * 8 > MAX_L1_BYTES) throw new ImageFormatError(`active L1 table too large (${h.l1Size} entries)`);
   if (h.l1Size < needL1) throw new ImageFormatError(`L1 table is too small (${h.l1Size} entries for ${needL1} needed)`);
   checkTableLocation(img, "L1 table", h.l1TableOffset, h.l1Size * 8, fileSize);
-  const { offsets, copied } = readL1Table(img, h.l1TableOffset, h.l1Size, fileSize, "active L1 table", opts.forCheck ? img.l1Problems : undefined);
+  const { offsets, copied } = readL1Table(img.file, cs, h.l1TableOffset, h.l1Size, fileSize, "active L1 table", opts.forCheck ? img.l1Problems : undefined);
   img.tables.l1 = offsets;
   img.tables.l1Copied = copied;
   // Refcount table.
@@ -245,73 +246,35 @@ function load(img: Qcow2Image, fileSize: number, opts: OpenOptions, catalog: Sch
     }
     // A bitmaps extension another writer stopped vouching for is dropped (its clusters leak, as in QEMU).
     if (img.bitmaps.normalizeHeader()) rewrite = true;
-    if (h.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)) {
-      // An earlier owner scheme's table, vouched for by the autoclear bit just cleared: dead from now on.
-      h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_OWNER_LEGACY);
-      rewrite = true;
-    }
     if (rewrite) {
       img.writeHeader();
     }
     // Check frees nothing at recovery: what the journal's area leaves is its to report and repair.
-    catalog.recoverAfterLoad(img.schemeHost, { freeJournalArea: !opts.forCheck });
+    catalog.recoverAfterLoad(hostOf(img), { freeJournalArea: !opts.forCheck });
     if (h.incompatibleFeatures & INCOMPAT_DIRTY && !opts.noRepairOnOpen && !opts.forCheck) {
       // Refcounts may be stale (a lazy writer died): rebuild them from the L1/L2 tables, as QEMU does.
       const result = checkImage(img, "all");
       if (result.corruptions > 0) throw new ImageFormatError(`could not repair dirty image: ${result.messages.slice(-3).join("; ")}`);
     }
-    img.attachScheme();
+    img.attachScheme(hostOf(img));
     // Bitmaps marked in-use before any guest write (a data log's replay below included); stored at close.
     if (!opts.forCheck && !opts.noPrepare) img.bitmaps.startTracking();
     // Guest writes a data log holds, left by a process that stopped: replayed with the engine's own plans.
-    catalog.recoverAfterAttach?.(img.schemeHost);
+    catalog.recoverAfterAttach?.(hostOf(img));
     if (!opts.forCheck && !opts.noPrepare) img.prepareScheme();
   } else if (!opts.forCheck) {
     catalog.refuseReadOnly?.(h);
   }
 }
 
-function checkTableLocation(img: Qcow2Image, what: string, offset: number, bytes: number, fileSize: number): void {
+function checkTableLocation(img: ImageCore, what: string, offset: number, bytes: number, fileSize: number): void {
   if (bytes === 0) return;
   if (offset % img.clusterSize) throw new ImageFormatError(`${what} offset 0x${offset.toString(16)} is not cluster aligned`);
   if (offset === 0) throw new ImageFormatError(`${what} overlaps the image header`);
   if (offset + bytes > fileSize) throw new ImageFormatError(`${what} (offset 0x${offset.toString(16)}, ${bytes} bytes) lies past the end of the image (${fileSize} bytes)`);
 }
 
-/**
- * Reads and validates an L1 table. With `problems` (an open for check), an invalid entry is noted there, as
- * qemu-img check words it, and reads as empty instead of failing the whole table.
- */
-export function readL1Table(img: Qcow2Image, offset: number, entries: number, fileSize: number, what: string, problems?: string[]): { offsets: number[]; copied: boolean[] } {
-  const raw = new Uint8Array(entries * 8);
-  if (entries) img.file.read(raw, offset, "l1");
-  const v = viewOf(raw);
-  const offsets: number[] = new Array(entries);
-  const copied: boolean[] = new Array(entries);
-  const cs = img.clusterSize;
-  for (let i = 0; i < entries; i++) {
-    const e = decodeL1(v, i * 8);
-    offsets[i] = 0;
-    copied[i] = false;
-    const bad = (message: string, forCheck: string) => {
-      if (!problems) throw new ImageFormatError(message);
-      problems.push(forCheck);
-    };
-    const hex = e.l2Offset.toString(16);
-    if (e.reservedBits) bad(`${what} entry ${i} has reserved bits set`, `ERROR found L1 entry with reserved bits set: ${viewOf(raw).getBigUint64(i * 8).toString(16)}`);
-    else if (e.l2Offset % cs) bad(`${what} entry ${i}: L2 table offset 0x${hex} is not cluster aligned`, `ERROR l2_offset=${hex}: Table is not cluster aligned; L1 entry corrupted`);
-    else if (e.l2Offset && e.l2Offset + cs > fileSize) {
-      bad(`${what} entry ${i}: L2 table offset 0x${hex} is past the end of the image`, `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex} size 0x${cs.toString(16)}`);
-    } else if (e.l2Offset === 0 && e.copied) bad(`${what} entry ${i} has the COPIED flag without an L2 table`, `ERROR ${what} entry ${i} has the COPIED flag without an L2 table`);
-    else {
-      offsets[i] = e.l2Offset;
-      copied[i] = e.copied;
-    }
-  }
-  return { offsets, copied };
-}
-
-function readSnapshotTable(img: Qcow2Image, offset: number, count: number, fileSize: number): SnapshotEntry[] {
+function readSnapshotTable(img: ImageCore, offset: number, count: number, fileSize: number): SnapshotEntry[] {
   if (offset % img.clusterSize) throw new ImageFormatError(`snapshot table offset 0x${offset.toString(16)} is not cluster aligned`);
   if (offset === 0 || offset >= fileSize) throw new ImageFormatError(`snapshot table offset 0x${offset.toString(16)} is invalid`);
   let len = Math.min(fileSize - offset, Math.max(img.clusterSize, 64 * 1024));
@@ -330,26 +293,9 @@ function readSnapshotTable(img: Qcow2Image, offset: number, count: number, fileS
   }
 }
 
-/** Validates an L2 slice as the cache loads it. */
-export function validateL2Slice(img: Qcow2Image, offset: number, buf: Uint8Array): void {
-  const v = viewOf(buf);
-  const l2 = img.l2;
-  for (let i = 0; i < img.sliceEntries; i++) {
-    const e = l2.decode(v, i);
-    if (e.reservedBits) throw new ImageFormatError(`L2 table entry at host offset 0x${(offset + i * l2.entryBytes).toString(16)} has reserved bits set`);
-    if ((e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc) && e.offset % img.clusterSize) {
-      throw new ImageFormatError(`L2 table entry at host offset 0x${(offset + i * l2.entryBytes).toString(16)} points to unaligned host offset 0x${e.offset.toString(16)}`);
-    }
-    if (e.type === ClusterType.Unallocated && e.copied && !l2.extended) {
-      throw new ImageFormatError(`L2 table entry at host offset 0x${(offset + i * l2.entryBytes).toString(16)} has the COPIED flag without a cluster`);
-    }
-    if (e.type === ClusterType.Compressed && e.copied) {
-      throw new ImageFormatError(`compressed L2 entry at host offset 0x${(offset + i * l2.entryBytes).toString(16)} has the COPIED flag`);
-    }
-    if (l2.extended && e.type !== ClusterType.Compressed) {
-      const [alloc, zero] = l2.bitmap(v, i);
-      if (alloc & zero) throw new ImageFormatError(`extended L2 entry at host offset 0x${(offset + i * 16).toString(16)} has subclusters both allocated and zero`);
-      if (alloc && !e.offset) throw new ImageFormatError(`extended L2 entry at host offset 0x${(offset + i * 16).toString(16)} has allocated subclusters without a host cluster`);
-    }
-  }
+
+/** The handle the scheme gets (scheme-seam.ts), made once per open; recovery at open uses it too. */
+function hostOf(img: ImageCore): SchemeHost {
+  img.host ??= schemeHostOf(img);
+  return img.host;
 }

@@ -15,7 +15,7 @@
  */
 import { ClusterType } from "../format/l1l2.js";
 import type { BlockFile } from "../io/block-file.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageCore } from "./image-core.js";
 import type { MapExtent, VirtualDisk } from "./types.js";
 
 interface Status {
@@ -43,7 +43,7 @@ type LayerKind = "data" | "zero" | "unalloc" | "compressed";
  * The kind of mapping of the range at `offset` in this image alone: at most `length` bytes, within one
  * cluster (or subcluster of an extended-L2 image), with the host offset of its data where it has some.
  */
-function layerMapping(img: Qcow2Image, offset: number, length: number): { kind: LayerKind; host: number; length: number } {
+function layerMapping(img: ImageCore, offset: number, length: number): { kind: LayerKind; host: number; length: number } {
   const cs = img.clusterSize;
   const gc = Math.floor(offset / cs);
   const inCluster = offset - gc * cs;
@@ -84,7 +84,7 @@ function layerMapping(img: Qcow2Image, offset: number, length: number): { kind: 
 }
 
 /** Status of the range starting at `offset` (at most `length` bytes, within one cluster or subcluster). */
-export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number, depth: number): { status: Status; length: number } {
+export function qcow2BlockStatus(img: ImageCore, offset: number, length: number, depth: number): { status: Status; length: number } {
   const mapping = layerMapping(img, offset, length);
   const { kind, host } = mapping;
   let n = mapping.length;
@@ -102,7 +102,7 @@ export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number
   if (kind === "zero") return { status: { depth, present: true, zero: true, data: false, compressed: false, offset: host || undefined }, length: n };
   if (kind === "compressed") return { status: { depth, present: true, zero: false, data: true, compressed: true }, length: n };
   let zero = false;
-  if (img.looksPreallocated()) {
+  if (looksPreallocated(img)) {
     const under = fileStatus(img.file, host, n);
     zero = under.zero;
     n = under.length;
@@ -114,6 +114,12 @@ export function qcow2BlockStatus(img: Qcow2Image, offset: number, length: number
  * What the image file holds at `offset` (at most `length` bytes): a hole or the end of the file reads as zero.
  * Past the end, the whole range is zero; a hole that reaches the end counts to the end of the range.
  */
+/** Whether map asks the file for holes under data clusters (decided once per open, as QEMU does). */
+function looksPreallocated(img: ImageCore): boolean {
+  img.preallocationLook ??= detectMetadataPreallocation(img.file, img.clusterSize, (c) => img.refcounts.get(c));
+  return img.preallocationLook;
+}
+
 export function fileStatus(file: BlockFile, offset: number, length: number): { zero: boolean; length: number } {
   const size = file.size();
   if (offset >= size) return { zero: true, length };
@@ -136,7 +142,7 @@ export function detectMetadataPreallocation(file: BlockFile, clusterSize: number
   return count >= threshold;
 }
 
-export function mapImage(img: Qcow2Image): MapExtent[] {
+export function mapImage(img: ImageCore): MapExtent[] {
   const out: MapExtent[] = [];
   let pos = 0;
   while (pos < img.size) {
@@ -201,7 +207,7 @@ function isChainLayer(d: VirtualDisk): d is ChainLayer {
 }
 
 /** ChainLayer.allocatedHere of a qcow2 image: data, zero or compressed clusters are its own. */
-export function qcow2AllocatedHere(img: Qcow2Image, offset: number, length: number): AllocationRun {
+export function qcow2AllocatedHere(img: ImageCore, offset: number, length: number): AllocationRun {
   const m = layerMapping(img, offset, length);
   return { allocated: m.kind !== "unalloc", length: m.length };
 }

@@ -12,6 +12,14 @@
  */
 import type { BlockFile, IoPurpose } from "../io/block-file.js";
 
+/** What a scheme may subscribe to of a cache (a journal records what changed, and commits before a write in place). */
+export interface CacheEvents {
+  /** A unit became (or stays) dirty. */
+  dirtied?(offset: number): void;
+  /** Units are about to be written in place. */
+  beforeWrite?(): void;
+}
+
 interface Entry {
   buf: Uint8Array;
   dirty: boolean;
@@ -21,10 +29,9 @@ export class MetadataCache {
   private readonly entries = new Map<number, Entry>();
   dependsOn: MetadataCache | null = null;
   flushBeforeWrite = false;
-  /** Called whenever a unit becomes (or stays) dirty: a scheme that journals changes tracks them here. */
-  onDirty: ((offset: number) => void) | null = null;
-  /** Called before any unit is written in place (a journaling scheme commits first). */
-  beforeWriteHook: (() => void) | null = null;
+  /** The one subscriber's events (subscribe), if any. */
+  private dirtied: ((offset: number) => void) | undefined;
+  private beforeWriteEvent: (() => void) | undefined;
   /**
    * Set by WriteOrder, which states when it holds (write-order.ts): true when the unit at `offset` lies in a
    * table that no structure on the disk points to yet. Writing only such units needs no flush first: the
@@ -66,7 +73,18 @@ export class MetadataCache {
     this.drop(offset);
     this.insert(offset, { buf, dirty: true });
     this.dirtyCount++;
-    this.onDirty?.(offset);
+    this.dirtied?.(offset);
+  }
+
+  /** Subscribes to the cache's events (one subscriber at a time); returns the unsubscribe. */
+  subscribe(events: CacheEvents): () => void {
+    if (this.dirtied || this.beforeWriteEvent) throw new Error("internal: the metadata cache has a subscriber already");
+    this.dirtied = events.dirtied?.bind(events);
+    this.beforeWriteEvent = events.beforeWrite?.bind(events);
+    return () => {
+      this.dirtied = undefined;
+      this.beforeWriteEvent = undefined;
+    };
   }
 
   markDirty(offset: number): void {
@@ -76,7 +94,7 @@ export class MetadataCache {
       e.dirty = true;
       this.dirtyCount++;
     }
-    this.onDirty?.(offset);
+    this.dirtied?.(offset);
   }
 
   /** The cached unit at `offset`, or undefined; does not read or reorder. */
@@ -162,7 +180,7 @@ export class MetadataCache {
 
   /** The ordering hooks before units are written: `victim` alone (an eviction), or every dirty unit. */
   private beforeWrite(victim?: number): void {
-    this.beforeWriteHook?.();
+    this.beforeWriteEvent?.();
     if ((this.dependsOn || this.flushBeforeWrite) && this.allUnreachable(victim)) {
       // Nothing on the disk reaches these units yet: what they depend on is written, not flushed, and the
       // hooks stay set; the write that makes them reachable flushes first (write-order.ts, writeOut).

@@ -5,13 +5,17 @@
  */
 import { alignUp } from "../format/bytes.js";
 import { ImageFormatError } from "../format/errors.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { PersistentBitmaps } from "./bitmaps.js";
+import type { ImageState } from "./image-state.js";
 
 export class OverlapChecks {
   /** A lower bound of the file's size (see checkInFile). */
   private fileEndSeen = 0;
 
-  constructor(private readonly img: Qcow2Image) {}
+  constructor(
+    private readonly img: ImageState,
+    private readonly bitmaps: PersistentBitmaps,
+  ) {}
 
   /** What a host cluster holds if it is image metadata (for overlap checks), else undefined. */
   metadataAt(hostCluster: number): string | undefined {
@@ -23,7 +27,7 @@ export class OverlapChecks {
     if (off >= h.l1TableOffset && off < h.l1TableOffset + alignUp(h.l1Size * 8, cs)) return "the active L1 table";
     if (off >= img.refcounts.tableOffset && off < img.refcounts.tableOffset + img.refcounts.tableClusters * cs) return "the refcount table";
     if (h.nbSnapshots && off >= h.snapshotsOffset && off < h.snapshotsOffset + cs) return "the snapshot table";
-    const dir = img.bitmaps.directory;
+    const dir = this.bitmaps.directory;
     if (dir && off >= dir.offset && off < dir.offset + alignUp(dir.bytes, cs)) return "the bitmap directory";
     return undefined;
   }

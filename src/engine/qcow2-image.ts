@@ -1,38 +1,28 @@
 /**
- * Qcow2Image: a qcow2 image opened on a BlockFile, the engine's public facade. Synchronous; reads top to
- * bottom. The work is done by one module per concern:
- *   image-open.ts    create, open and validation, scheme recovery and attachment
- *   active-tables.ts the active L1 table and the L2 cache (what schemes get of the mapping)
- *   read-path.ts     guest reads through any L1 view, compressed clusters, backing files
- *   write-path.ts    guest writes, copy-on-write, L2 allocation and copy, L1 growth
- *   zero-discard.ts  write-zeroes, discard, the crop of a shrinking resize
- *   write-order.ts   every flush dependency between data, L2, L1 and refcount writes
- *   overlap.ts       metadata overlap checks
- *   l2-walk.ts       the walk over a view's L2 tables (snapshots, check, schemes)
- *   scheme-seam.ts   the scheme interface, the SchemeHost handle, the scheme catalog
- *   bitmaps.ts       QEMU's persistent dirty bitmaps: loaded at open, fed every guest write, stored at close
+ * Qcow2Image: a qcow2 image opened on a BlockFile, the engine's public facade over the image's internal
+ * state (image-core.ts). Synchronous; reads top to bottom. Every method checks the request, then hands it to
+ * the part that does the work, and turns a corruption found on the way into a corrupt image (QEMU's rule):
+ *   open/           image-open.ts (create, open, validation, scheme recovery and attachment), table-checks.ts
+ *   state           image-state.ts (header, tables, refcounts, scheme, flush), image-core.ts (with its parts)
+ *   tables          active-tables.ts (the active L1 table and the L2 cache), metadata-cache.ts, l2-walk.ts
+ *   data path       read-path.ts, write-path.ts, write-plan.ts, zero-discard.ts, compression.ts, overlap.ts
+ *   refcounts       refcounts.ts, alloc-policy.ts, write-order.ts (every flush dependency)
+ *   scheme seam     scheme-seam.ts (the scheme interface and the views it gets), scheme-host.ts
+ *   snapshots.ts, check.ts, map.ts (qemu-img map, block status), bitmaps.ts (persistent dirty bitmaps)
+ *   tools           compact.ts
  */
-import type { BlockFile, IoPurpose } from "../io/block-file.js";
-import type { AccountingFile } from "../io/accounting-file.js";
-import { alignUp, writeU64 } from "../format/bytes.js";
+import type { BlockFile } from "../io/block-file.js";
 import { ClosedError, ImageFormatError, RequestError } from "../format/errors.js";
-import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_EXTL2, STANDARD_FEATURE_NAMES } from "../format/features.js";
-import { MAX_L1_BYTES, type Qcow2Header, serializeHeader } from "../format/header.js";
-import { L2Codec } from "../format/l1l2.js";
-import type { SnapshotEntry } from "../format/snapshot-table.js";
-import { ActiveTables, type Mapping } from "./active-tables.js";
-import { PersistentBitmaps } from "./bitmaps.js";
-import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
+import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
+import { MAX_L1_BYTES } from "../format/header.js";
+import { alignUp } from "../format/bytes.js";
 import { checkImage } from "./check.js";
-import { defaultSchemeCatalog } from "./default-schemes.js";
-import { createImage, openImage, readL1Table, validateL2Slice } from "./image-open.js";
-import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, detectMetadataPreallocation, mapImage, qcow2AllocatedHere, qcow2BlockStatus } from "./map.js";
-import { MetadataCache } from "./metadata-cache.js";
-import { OverlapChecks } from "./overlap.js";
-import { ReadPath } from "./read-path.js";
-import type { RefcountStore } from "./refcounts.js";
+import type { ImageCore } from "./image-core.js";
+import { createImage, openImage } from "./image-open.js";
+import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, mapImage, qcow2AllocatedHere, qcow2BlockStatus } from "./map.js";
+import type { OpenOptions } from "./open-options.js";
 import { schemeHostOf } from "./scheme-host.js";
-import type { RefcountScheme, SchemeHost } from "./scheme-seam.js";
+import type { SchemeCatalog, SchemeHost } from "./scheme-seam.js";
 import * as snapshots from "./snapshots.js";
 import type {
   BitmapInfo,
@@ -42,130 +32,77 @@ import type {
   CreateOptions,
   ImageInfo,
   MapExtent,
-  OpenOptions,
   RepairMode,
   SnapshotCreateOptions,
   SnapshotInfo,
   VirtualDisk,
 } from "./types.js";
-import { WritePath } from "./write-path.js";
-import { WriteOrder } from "./write-order.js";
-import { ZeroDiscard } from "./zero-discard.js";
 
-const L2_SLICE_BYTES = 4096;
-const L2_CACHE_BYTES = 32 * 1024 * 1024;
-
-export type { Mapping };
+export type { Mapping } from "./active-tables.js";
 
 export class Qcow2Image implements VirtualDisk {
-  /** @internal */ readonly file: AccountingFile;
-  /** @internal */ header: Qcow2Header;
-  readonly clusterSize: number;
-  readonly clusterBits: number;
-  /** @internal */ readonly l2: L2Codec;
-  /** Virtual disk size in bytes (changed only by resize). */
-  size: number;
-  readonly readOnly: boolean;
-  readonly cacheMode: CacheMode;
-  /** @internal */ backing: VirtualDisk | null = null;
-  /** @internal The active L1 table and the L2 cache. */
-  readonly tables: ActiveTables;
-  /** @internal */ refcounts: RefcountStore;
-  /** @internal */ readonly scheme: RefcountScheme;
-  /** @internal */ readonly order: WriteOrder;
-  /** @internal */ readonly overlap: OverlapChecks;
-  /** @internal */ readonly reader: ReadPath;
-  /** @internal */ readonly writer: WritePath;
-  private readonly zeroes: ZeroDiscard;
-  /** @internal QEMU's persistent dirty bitmaps (bitmaps.ts). */
-  readonly bitmaps: PersistentBitmaps;
-  /** Where new clusters go (first-fit or append), whatever the scheme. */
-  readonly allocPolicy: AllocationPolicy;
-  /** @internal Random numbers for the scheme (OpenOptions.random). */
-  readonly random: () => number;
-  /** @internal */ snapshots: SnapshotEntry[];
-  private closed = false;
-  /**
-   * @internal An open for check only: invalid entries of the active L1 table (they read as empty) and of the
-   * refcount table (they read as missing blocks), as qemu-img check words them. Check reports them; the L1 ones
-   * cannot be repaired, the refcount ones are repaired by a rebuild.
-   */
-  readonly l1Problems: string[] = [];
-  readonly refcountProblems: { message: string; rebuild: boolean }[] = [];
-  /** The corruption found while the image was open for writing; from then on it is refused (QEMU's behaviour). */
-  private corruptError: ImageFormatError | null = null;
-  /** The scheme's hooks apply only once it is attached (after any repair at open). */
-  private schemeAttached = false;
-  private host: SchemeHost | undefined;
+  /** @internal The image's state and the parts that work on it (image-core.ts). */
+  readonly core: ImageCore;
 
   /** @internal Use Qcow2Image.open. */
-  constructor(file: AccountingFile, header: Qcow2Header, opts: OpenOptions, scheme: RefcountScheme) {
-    this.file = file;
-    this.header = header;
-    this.clusterBits = header.clusterBits;
-    this.clusterSize = 2 ** header.clusterBits;
-    const extended = (header.incompatibleFeatures & INCOMPAT_EXTL2) !== 0n;
-    this.l2 = new L2Codec(header.clusterBits, extended);
-    this.tables = new ActiveTables(file, this.l2, this.clusterSize, L2_SLICE_BYTES, () => this.header.l1TableOffset);
-    // The disk is whole sectors, as QEMU sees it (total_sectors = size / 512): a header size that is not a
-    // multiple of 512 loses its tail, in QEMU and here.
-    this.size = Math.floor(header.size / 512) * 512;
-    this.readOnly = opts.readOnly ?? file.readOnly;
-    this.cacheMode = opts.cache ?? "writeback";
-    this.snapshots = [];
-    const sliceBytes = this.tables.sliceBytes;
-    const l2CacheSlices = Math.max(16, Math.min(L2_CACHE_BYTES / sliceBytes, Math.ceil(header.l1Size * this.clusterSize / sliceBytes) + 16));
-    this.tables.l2Cache = new MetadataCache(file, sliceBytes, l2CacheSlices, "l2", (purpose) => this.sync(purpose), (off, buf) => validateL2Slice(this, off, buf));
-    this.scheme = scheme;
-    this.allocPolicy = allocationPolicy(opts.alloc);
-    this.random = opts.random ?? Math.random;
-    // Filled in by the open once the tables are validated.
-    this.refcounts = undefined as unknown as RefcountStore;
-    this.order = new WriteOrder(file, this.cacheMode, this.tables, () => this.refcounts);
-    this.overlap = new OverlapChecks(this);
-    this.reader = new ReadPath(this);
-    this.writer = new WritePath(this);
-    this.zeroes = new ZeroDiscard(this);
-    this.bitmaps = new PersistentBitmaps(this);
+  constructor(core: ImageCore) {
+    this.core = core;
+  }
+
+  get clusterSize(): number {
+    return this.core.clusterSize;
+  }
+  get clusterBits(): number {
+    return this.core.clusterBits;
+  }
+  /** Virtual disk size in bytes (changed only by resize). */
+  get size(): number {
+    return this.core.size;
+  }
+  get readOnly(): boolean {
+    return this.core.readOnly;
+  }
+  get cacheMode(): CacheMode {
+    return this.core.cacheMode;
+  }
+  /** Entries per L2 table. */
+  get l2Entries(): number {
+    return this.core.l2Entries;
+  }
+  /** Whether the image has extended L2 entries (subclusters). */
+  get extendedL2(): boolean {
+    return this.core.l2.extended;
+  }
+  /** Guest offset where the VM-state area starts (past the disk, at an L1-entry boundary, as in QEMU). */
+  get vmStateOffset(): number {
+    return this.core.vmStateOffset;
+  }
+
+  /** The backing file's disk, if one is open (a layer of the chain: map.ts ChainLayer). */
+  get backing(): VirtualDisk | null {
+    return this.core.backing;
+  }
+
+  /** @internal The handle the scheme gets (scheme-seam.ts). */
+  get schemeHost(): SchemeHost {
+    this.core.host ??= schemeHostOf(this.core);
+    return this.core.host;
   }
 
   // ---------------------------------------------------------------------------------------------- create/open
 
   /** Writes a new, empty qcow2 image into `file` (which should be empty). */
-  static create(file: BlockFile, opts: CreateOptions): void {
-    createImage(file, opts, defaultSchemeCatalog);
+  static create(file: BlockFile, opts: CreateOptions, schemes: SchemeCatalog): void {
+    createImage(file, opts, schemes);
   }
 
   /**
    * Opens a qcow2 image. Throws ImageFormatError / UnsupportedFeatureError with a clear message when it
-   * cannot. The scheme is looked up by name in `opts.schemes` (the registry of src/schemes by default).
+   * cannot. The scheme is looked up by name in `opts.schemes` (the composition roots pass the registry of
+   * src/schemes: src/open/qcow2.ts).
    */
-  static open(rawFile: BlockFile, opts: OpenOptions = {}): Qcow2Image {
-    return openImage(rawFile, opts, opts.schemes ?? defaultSchemeCatalog);
-  }
-
-  /** @internal The handle the scheme gets (scheme-seam.ts); recovery at open uses it too. */
-  get schemeHost(): SchemeHost {
-    this.host ??= schemeHostOf(this);
-    return this.host;
-  }
-
-  /** @internal Called by the open once the image is loaded (and repaired), for a writable open. */
-  attachScheme(): void {
-    this.scheme.attach(this.schemeHost);
-    this.schemeAttached = true;
-    this.writer.plans = !!this.scheme.carryOut;
-    this.reader.held = !!this.scheme.readHeld;
-  }
-
-  /** @internal The active layer may share clusters with a snapshot: the scheme's structures for it, off the write path. */
-  prepareScheme(): void {
-    if (this.schemeAttached && this.scheme.prepare) this.scheme.prepare();
-  }
-
-  /** @internal The scheme finishes every plan it deferred (before a structural change: snapshots, zeroes, resize...). */
-  settleScheme(): void {
-    if (this.schemeAttached && this.scheme.settle) this.scheme.settle();
+  static open(rawFile: BlockFile, opts: OpenOptions): Qcow2Image {
+    return new Qcow2Image(openImage(rawFile, opts, opts.schemes));
   }
 
   /**
@@ -173,64 +110,17 @@ export class Qcow2Image implements VirtualDisk {
    * work (applies pending copies). Returns whether some remains.
    */
   idle(): boolean {
-    if (this.closed || this.readOnly || this.corruptError || !this.schemeAttached || !this.scheme.idle) return false;
+    if (this.core.closed || this.readOnly || this.core.corruptError || !this.core.schemeAttached || !this.core.scheme.idle) return false;
     try {
-      return this.scheme.idle();
+      return this.core.scheme.idle();
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
   /** Whether the scheme has deferred work for idle time. */
   get hasIdleWork(): boolean {
-    return this.schemeAttached && !this.closed && !this.corruptError && (this.scheme.hasIdleWork?.() ?? false);
-  }
-
-  /** @internal An image found unusable while it opens (an open for check of a corrupt L1 table). */
-  markCorrupt(e: ImageFormatError): void {
-    this.corruptError = e;
-  }
-
-  // ------------------------------------------------------------------- the active tables (internal views)
-
-  /** Entries per L2 table. */
-  get l2Entries(): number {
-    return this.tables.l2Entries;
-  }
-  /** @internal */ get sliceBytes(): number {
-    return this.tables.sliceBytes;
-  }
-  /** @internal */ get sliceEntries(): number {
-    return this.tables.sliceEntries;
-  }
-  /** Active L1 table: L2 table offsets. @internal */
-  get l1(): number[] {
-    return this.tables.l1;
-  }
-  /** @internal */ get l1Copied(): boolean[] {
-    return this.tables.l1Copied;
-  }
-  /** L1 entries changed in memory and not yet written. @internal */
-  get dirtyL1(): Set<number> {
-    return this.tables.dirtyL1;
-  }
-  /** @internal */ get l2Cache(): MetadataCache {
-    return this.tables.l2Cache;
-  }
-
-  /** @internal Finds where guest cluster `gc` is mapped through the L1 table `l1`. The result is reused. */
-  lookup(gc: number, l1: number[] = this.tables.l1): Mapping {
-    return this.tables.lookup(gc, l1);
-  }
-
-  /** @internal Reads and validates an L1 table (see image-open.ts). */
-  readL1Table(offset: number, entries: number, fileSize: number, what: string, problems?: string[]): { offsets: number[]; copied: boolean[] } {
-    return readL1Table(this, offset, entries, fileSize, what, problems);
-  }
-
-  /** @internal QEMU's metadata overlap check, for a cluster about to be allocated (overlap.ts). */
-  checkFree(cluster: number): void {
-    this.overlap.checkFree(cluster);
+    return this.core.schemeAttached && !this.core.closed && !this.core.corruptError && (this.core.scheme.hasIdleWork?.() ?? false);
   }
 
   // ---------------------------------------------------------------------------------------------------- read
@@ -245,15 +135,10 @@ export class Qcow2Image implements VirtualDisk {
     this.checkUsable();
     this.checkRange(offset, buf.length);
     try {
-      this.reader.readThrough(this.tables.l1, buf, offset, true);
+      this.core.reader.readThrough(this.core.tables.l1, buf, offset, true);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
-  }
-
-  /** @internal Reads guest bytes through any L1 table (the active one, a snapshot's). */
-  readThrough(l1: number[], buf: Uint8Array, offset: number, useBacking: boolean): void {
-    this.reader.readThrough(l1, buf, offset, useBacking);
   }
 
   // --------------------------------------------------------------------------------------------------- write
@@ -263,25 +148,12 @@ export class Qcow2Image implements VirtualDisk {
     this.checkRange(offset, data.length);
     try {
       // Recorded first: a write that fails half-way may still have changed the disk.
-      this.bitmaps.record(offset, data.length);
-      this.writer.writeGuest(offset, data);
-      if (this.cacheMode === "writethrough") this.flushMetadata();
+      this.core.bitmaps.record(offset, data.length);
+      this.core.writer.writeGuest(offset, data);
+      if (this.cacheMode === "writethrough") this.core.flushMetadata();
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
-  }
-
-  /** @internal Writes guest bytes (disk or VM-state area) through the active L1. */
-  writeGuest(offset: number, data: Uint8Array): void {
-    this.writer.writeGuest(offset, data);
-  }
-
-  /**
-   * Grows (or creates) the active L1 table to at least `entries` entries, moving it to new clusters. `exact`:
-   * exactly that many (a resize, as QEMU's truncate), else 50% more when an existing table grows.
-   */
-  resizeL1(entries: number, exact = false): void {
-    this.writer.resizeL1(entries, exact);
   }
 
   // ------------------------------------------------------------------------------------ zeroes and discard
@@ -290,10 +162,10 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     this.checkRange(offset, length);
     try {
-      this.bitmaps.record(offset, length);
-      this.zeroes.zeroRange(offset, length, !!opts.unmap);
+      this.core.bitmaps.record(offset, length);
+      this.core.zeroes.zeroRange(offset, length, !!opts.unmap);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -307,11 +179,11 @@ export class Qcow2Image implements VirtualDisk {
     if (offset + length === this.size && this.size % cs) end = alignUp(this.size, cs);
     try {
       // The whole range asked for is recorded, partial clusters too (as QEMU's block layer does).
-      this.bitmaps.record(offset, length);
-      this.zeroes.discard(start, end);
-      if (this.cacheMode === "writethrough") this.flushMetadata();
+      this.core.bitmaps.record(offset, length);
+      this.core.zeroes.discard(start, end);
+      if (this.cacheMode === "writethrough") this.core.flushMetadata();
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -329,44 +201,44 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     if (!Number.isSafeInteger(newSize) || newSize < 0) throw new RequestError(`invalid size ${newSize}`);
     if (newSize % 512) throw new RequestError("The new size must be a multiple of 512");
-    if (this.header.version < 3 && this.snapshots.length) throw new RequestError("Can't resize a v2 image which has snapshots");
+    if (this.core.header.version < 3 && this.core.snapshots.length) throw new RequestError("Can't resize a v2 image which has snapshots");
     const old = this.size;
     if (newSize === old) return;
     const cs = this.clusterSize;
     const l1Entries = Math.ceil(newSize / (cs * this.l2Entries));
     // QEMU's message (qcow2_grow_l1_table's EFBIG) for a size the largest L1 table cannot map.
     if (l1Entries * 8 > MAX_L1_BYTES) throw new RequestError("Failed to grow the L1 table: File too large");
-    this.bitmaps.checkResize();
+    this.core.bitmaps.checkResize();
     try {
-      this.settleScheme();
+      this.core.settleScheme();
       if (newSize > old) {
-        this.resizeL1(l1Entries, true);
-        this.header.size = newSize;
-        this.size = newSize;
-        this.writeHeader();
-        const b = this.backing;
-        if (b && b.size > old) this.zeroes.zeroRange(old, newSize - old, false);
+        this.core.resizeL1(l1Entries, true);
+        this.core.header.size = newSize;
+        this.core.size = newSize;
+        this.core.writeHeader();
+        const b = this.core.backing;
+        if (b && b.size > old) this.core.zeroes.zeroRange(old, newSize - old, false);
       } else {
-        for (let gc = Math.ceil(newSize / cs); gc < Math.ceil(old / cs); gc++) this.zeroes.cropCluster(gc);
-        for (let i = l1Entries; i < this.l1.length; i++) {
-          if (!this.l1[i]) continue;
+        for (let gc = Math.ceil(newSize / cs); gc < Math.ceil(old / cs); gc++) this.core.zeroes.cropCluster(gc);
+        for (let i = l1Entries; i < this.core.l1.length; i++) {
+          if (!this.core.l1[i]) continue;
           // What the table maps past the old end (the active VM-state area) goes with it. QEMU 7.2 drops
           // only the table and leaks those clusters.
-          for (let gc = Math.max(i * this.l2Entries, Math.ceil(old / cs)); gc < (i + 1) * this.l2Entries; gc++) this.zeroes.cropCluster(gc);
-          const table = this.l1[i]!;
-          this.tables.setL1(i, 0, false);
-          this.scheme.release(table / cs, "l2");
+          for (let gc = Math.max(i * this.l2Entries, Math.ceil(old / cs)); gc < (i + 1) * this.l2Entries; gc++) this.core.zeroes.cropCluster(gc);
+          const table = this.core.l1[i]!;
+          this.core.tables.setL1(i, 0, false);
+          this.core.scheme.release(table / cs, "l2");
         }
-        this.flushMetadata();
-        this.header.size = newSize;
-        this.size = newSize;
-        this.writeHeader();
+        this.core.flushMetadata();
+        this.core.header.size = newSize;
+        this.core.size = newSize;
+        this.core.writeHeader();
       }
       // Bitmaps follow the new size in memory (stored at close), as QEMU's do.
-      this.bitmaps.resized(newSize);
-      if (this.cacheMode === "writethrough") this.flushMetadata();
+      this.core.bitmaps.resized(newSize);
+      if (this.cacheMode === "writethrough") this.core.flushMetadata();
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -377,163 +249,19 @@ export class Qcow2Image implements VirtualDisk {
     this.checkUsable();
     if (this.readOnly) return;
     try {
-      this.flushMetadata();
+      this.core.flushMetadata();
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
-  }
-
-  /** @internal Writes cached metadata in dependency order (write-order.ts), then flushes. */
-  flushMetadata(): void {
-    if (this.readOnly || this.corruptError) return;
-    if (this.schemeAttached && this.scheme.flushMetadata) {
-      this.scheme.flushMetadata();
-      return;
-    }
-    this.order.writeOut(!this.schemeAttached || this.scheme.flushesRefcounts);
-    if (this.schemeAttached) this.scheme.afterFlush?.();
-  }
-
-  /** @internal Writes the 512-byte-aligned pieces of the L1 table that hold changed entries. */
-  writeDirtyL1(): void {
-    this.tables.writeDirtyL1();
-  }
-
-  /** @internal Flushes the file unless cache=unsafe. */
-  sync(purpose: IoPurpose = "other"): void {
-    this.order.sync(purpose);
-  }
-
-  /**
-   * Sets or clears the dirty bit (incompatible bit 0) with one durable 8-byte write, as QEMU's
-   * qcow2_mark_dirty/qcow2_mark_clean do. Only v3 images have the bit.
-   */
-  /** @internal */
-  setDirtyBit(dirty: boolean): void {
-    const h = this.header;
-    if (h.version !== 3) throw new RequestError("this refcount scheme needs a version 3 (compat=1.1) image: version 2 has no dirty bit");
-    const isDirty = (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n;
-    if (isDirty === dirty) return;
-    if (dirty) {
-      h.incompatibleFeatures |= INCOMPAT_DIRTY;
-    } else {
-      this.sync("refcount"); // every refcount block is on disk before the bit goes
-      h.incompatibleFeatures &= ~INCOMPAT_DIRTY;
-    }
-    const field = new Uint8Array(8);
-    new DataView(field.buffer).setBigUint64(0, h.incompatibleFeatures);
-    this.file.write(field, 72, "header");
-    this.sync("header");
-  }
-
-  /**
-   * @internal Writes the incompatible feature bits alone (8 bytes in the first sector, so a crash leaves the
-   * old bits or the new ones) and flushes. A bit whose meaning lives in a header extension is set only once
-   * the extension is durable, and cleared before it goes: a rewrite of the whole header cluster can be torn.
-   */
-  writeIncompatibleFeatures(): void {
-    const field = new Uint8Array(8);
-    new DataView(field.buffer).setBigUint64(0, this.header.incompatibleFeatures);
-    this.file.write(field, 72, "header");
-    this.sync("header");
-  }
-
-  /** @internal Rewrites the header cluster and flushes (the header is the switch point of every structural change). */
-  writeHeader(): void {
-    this.header.featureNames = STANDARD_FEATURE_NAMES;
-    const buf = serializeHeader(this.header, this.clusterSize);
-    this.file.write(buf, 0, "header");
-    this.sync("header");
-  }
-
-  /** @internal A cluster's count dropped to 0: caches holding it forget it. */
-  onClusterFreed(cluster: number): void {
-    const off = cluster * this.clusterSize;
-    this.tables.l2Cache.dropRange(off, off + this.clusterSize);
-    this.refcounts?.cache.drop(off);
-    this.reader.forget(cluster);
   }
 
   close(): void {
-    this.shutdown(true);
+    this.core.shutdown(true);
   }
 
   /** True once the engine has found this image corrupt while it was open for writing (it is refused since). */
   get corrupt(): boolean {
-    return this.corruptError !== null;
-  }
-
-  /**
-   * What to throw for an error met while serving a request. A corruption found in an image open for writing
-   * makes it corrupt, as QEMU's qcow2_signal_corruption does: the header's corrupt bit is set (version 3),
-   * cached metadata is dropped unwritten, and every later request is refused, so that nothing more is written
-   * to an image whose tables cannot be trusted. `check -r all` repairs it.
-   */
-  private failed(e: unknown): unknown {
-    if (!(e instanceof ImageFormatError) || !e.corruption || this.readOnly || this.corruptError || this.closed) return e;
-    this.corruptError = e;
-    this.tables.l2Cache.reset();
-    this.refcounts?.cache.reset();
-    if (this.header.version === 3) {
-      this.header.incompatibleFeatures |= INCOMPAT_CORRUPT;
-      try {
-        this.writeIncompatibleFeatures();
-      } catch {
-        // The request's own error is the one to report.
-      }
-    }
-    return e;
-  }
-
-  /**
-   * @internal Ends the scheme's part while the image stays open: everything is flushed and the scheme's
-   * close runs, so the file is plain qcow2 with exact refcounts and a clear dirty bit. From then on only
-   * whole-file restructuring (compaction) may follow, then abandon().
-   */
-  detachScheme(): void {
-    this.checkWritable();
-    this.settleScheme();
-    this.flushMetadata();
-    this.bitmaps.store();
-    this.refcounts.cache.writeDirty();
-    this.sync("refcount");
-    if (this.schemeAttached) {
-      this.scheme.close();
-      this.schemeAttached = false;
-    }
-  }
-
-  /**
-   * @internal Forgets the image without writing anything (its in-memory tables are stale after a
-   * restructuring that wrote the file directly). The file itself stays open for the caller.
-   */
-  abandon(): void {
-    this.closed = true;
-    this.backing?.close();
-  }
-
-  /** @internal Flushes everything; with `closeFile`, also closes the file and the backing chain. */
-  shutdown(closeFile: boolean): void {
-    if (this.closed) return;
-    try {
-      if (!this.readOnly && !this.corruptError) {
-        this.flushMetadata();
-        // Bitmaps are stored while the scheme is attached: their clusters come from it like any metadata.
-        this.bitmaps.store();
-        // Deferred decrements were applied in memory by the last flush; write them too.
-        this.refcounts.cache.writeDirty();
-        this.sync("refcount");
-        this.scheme.close();
-      }
-    } catch (e) {
-      throw this.failed(e);
-    } finally {
-      this.closed = true;
-      if (closeFile) {
-        this.backing?.close();
-        this.file.close();
-      }
-    }
+    return this.core.corruptError !== null;
   }
 
   // ----------------------------------------------------------------------------------------------- snapshots
@@ -541,34 +269,34 @@ export class Qcow2Image implements VirtualDisk {
   snapshotCreate(name: string, opts: SnapshotCreateOptions = {}): SnapshotInfo {
     this.checkWritable();
     try {
-      this.settleScheme();
-      const info = this.underDirtyBit(() => (this.scheme.snapshotCreate ? this.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this, name, opts)));
-      this.prepareScheme();
+      this.core.settleScheme();
+      const info = this.underDirtyBit(() => (this.core.scheme.snapshotCreate ? this.core.scheme.snapshotCreate(name, opts) : snapshots.createSnapshot(this.core, name, opts)));
+      this.core.prepareScheme();
       return info;
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
   snapshotApply(idOrName: string): void {
     this.checkWritable();
     // As QEMU: the bitmaps could not say what the switch changed.
-    if (this.bitmaps.count) throw new RequestError("Device has active dirty bitmaps");
+    if (this.core.bitmaps.count) throw new RequestError("Device has active dirty bitmaps");
     try {
-      this.settleScheme();
-      this.underDirtyBit(() => (this.scheme.snapshotApply ? this.scheme.snapshotApply(idOrName) : snapshots.applySnapshot(this, idOrName)));
+      this.core.settleScheme();
+      this.underDirtyBit(() => (this.core.scheme.snapshotApply ? this.core.scheme.snapshotApply(idOrName) : snapshots.applySnapshot(this.core, idOrName)));
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
   snapshotDelete(idOrName: string): void {
     this.checkWritable();
     try {
-      this.settleScheme();
-      this.underDirtyBit(() => (this.scheme.snapshotDelete ? this.scheme.snapshotDelete(idOrName) : snapshots.deleteSnapshot(this, idOrName)));
+      this.core.settleScheme();
+      this.underDirtyBit(() => (this.core.scheme.snapshotDelete ? this.core.scheme.snapshotDelete(idOrName) : snapshots.deleteSnapshot(this.core, idOrName)));
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -579,38 +307,38 @@ export class Qcow2Image implements VirtualDisk {
    * there the operations keep QEMU's ordering and a crash can leave what QEMU's would.
    */
   private underDirtyBit<T>(op: () => T): T {
-    if (this.header.version !== 3) return op();
-    const wasDirty = (this.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n;
+    if (this.core.header.version !== 3) return op();
+    const wasDirty = (this.core.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n;
     // Nothing cached may reach the disk before the bit is durable... and nothing pending may be lost.
-    this.flushMetadata();
-    this.setDirtyBit(true);
+    this.core.flushMetadata();
+    this.core.setDirtyBit(true);
     try {
       return op();
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     } finally {
       // Also when the operation was refused (an unknown snapshot...): it changed nothing. Not when it found
       // the image corrupt: nothing more is written then.
-      this.flushMetadata();
-      if (!wasDirty && !this.scheme.keepsDirty && !this.corruptError) {
-        this.refcounts.cache.writeDirty();
-        this.setDirtyBit(false);
+      this.core.flushMetadata();
+      if (!wasDirty && !this.core.scheme.keepsDirty && !this.core.corruptError) {
+        this.core.refcounts.cache.writeDirty();
+        this.core.setDirtyBit(false);
       }
     }
   }
 
   snapshotList(): SnapshotInfo[] {
     this.checkOpen();
-    return this.snapshots.map((s) => snapshots.toInfo(s));
+    return this.core.snapshots.map((s) => snapshots.toInfo(s));
   }
 
   /** Reads the VM state stored with a snapshot. */
   readVmState(idOrName: string): Uint8Array {
     this.checkUsable();
     try {
-      return snapshots.readVmState(this, idOrName);
+      return snapshots.readVmState(this.core, idOrName);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -622,9 +350,9 @@ export class Qcow2Image implements VirtualDisk {
     this.checkUsable();
     this.checkVmStateRange(pos, buf.length);
     try {
-      this.readThrough(this.l1, buf, this.vmStateOffset + pos, false);
+      this.core.readThrough(this.core.l1, buf, this.vmStateOffset + pos, false);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -633,10 +361,10 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     this.checkVmStateRange(pos, data.length);
     try {
-      this.writeGuest(this.vmStateOffset + pos, data);
-      if (this.cacheMode === "writethrough") this.flushMetadata();
+      this.core.writeGuest(this.vmStateOffset + pos, data);
+      if (this.cacheMode === "writethrough") this.core.flushMetadata();
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -653,9 +381,9 @@ export class Qcow2Image implements VirtualDisk {
     this.checkUsable();
     this.checkRange(offset, buf.length);
     try {
-      snapshots.readSnapshotData(this, idOrName, buf, offset);
+      snapshots.readSnapshotData(this.core, idOrName, buf, offset);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -663,35 +391,28 @@ export class Qcow2Image implements VirtualDisk {
 
   check(repair?: RepairMode): CheckResult {
     // A report is still possible on an image found corrupt (it reads the tables as they are on disk).
-    if (repair && !this.l1Problems.length) this.checkUsable();
+    if (repair && !this.core.l1Problems.length) this.checkUsable();
     else this.checkOpen();
     if (repair && this.readOnly) throw new RequestError("cannot repair an image opened read-only");
     try {
-      return checkImage(this, repair);
+      return checkImage(this.core, repair);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
   map(): MapExtent[] {
     this.checkUsable();
     try {
-      return mapImage(this);
+      return mapImage(this.core);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
-  /** @internal Whether map asks the file for holes under data clusters (decided once per open, as QEMU does). */
-  looksPreallocated(): boolean {
-    this.preallocationLook ??= detectMetadataPreallocation(this.file, this.clusterSize, (c) => this.refcounts.get(c));
-    return this.preallocationLook;
-  }
-  private preallocationLook: boolean | undefined;
-
   /** Block status of the range at `offset` (used by map and by images that have this one as backing). */
   blockStatus(offset: number, length: number, depth: number): ReturnType<typeof qcow2BlockStatus> {
-    return qcow2BlockStatus(this, offset, length, depth);
+    return qcow2BlockStatus(this.core, offset, length, depth);
   }
 
   /** Which parts of [offset, offset + length) this image allocates itself (qemu-io's alloc and map). */
@@ -700,13 +421,13 @@ export class Qcow2Image implements VirtualDisk {
     try {
       return allocationRuns(this, offset, length);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
   /** @internal Whether the range at `offset` is mapped by this image itself (map.ts ChainLayer). */
   allocatedHere(offset: number, length: number): AllocationRun {
-    return qcow2AllocatedHere(this, offset, length);
+    return qcow2AllocatedHere(this.core, offset, length);
   }
 
   /**
@@ -718,23 +439,23 @@ export class Qcow2Image implements VirtualDisk {
     try {
       return allocationDepthRuns(this, offset, length, maxRuns);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
   info(): ImageInfo {
     this.checkOpen();
-    const h = this.header;
-    const stored = this.bitmaps.storedList();
+    const h = this.core.header;
+    const stored = this.core.bitmaps.storedList();
     return {
       virtualSize: this.size,
-      actualSize: this.file.size(),
+      actualSize: this.core.file.size(),
       clusterSize: this.clusterSize,
       version: h.version,
       compat: h.version === 3 ? "1.1" : "0.10",
       refcountBits: 1 << h.refcountOrder,
       lazyRefcounts: (h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n,
-      extendedL2: this.l2.extended,
+      extendedL2: this.core.l2.extended,
       compressionType: h.compressionType === 1 ? "zstd" : "zlib",
       corrupt: (h.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n,
       dirty: (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n,
@@ -750,33 +471,33 @@ export class Qcow2Image implements VirtualDisk {
   /** The persistent dirty bitmaps, in directory order. */
   bitmapList(): BitmapInfo[] {
     this.checkOpen();
-    return this.bitmaps.infos();
+    return this.core.bitmaps.infos();
   }
 
   /** Adds a persistent bitmap (granularity by default as QEMU's: the cluster size within 4 KiB..64 KiB). */
   bitmapAdd(name: string, opts: { granularity?: number; disabled?: boolean } = {}): void {
     this.checkWritable();
-    this.bitmaps.add(name, opts);
+    this.core.bitmaps.add(name, opts);
   }
 
   bitmapRemove(name: string): void {
     this.checkWritable();
-    this.bitmaps.remove(name);
+    this.core.bitmaps.remove(name);
   }
 
   bitmapClear(name: string): void {
     this.checkWritable();
-    this.bitmaps.clear(name);
+    this.core.bitmaps.clear(name);
   }
 
   bitmapEnable(name: string): void {
     this.checkWritable();
-    this.bitmaps.setEnabled(name, true);
+    this.core.bitmaps.setEnabled(name, true);
   }
 
   bitmapDisable(name: string): void {
     this.checkWritable();
-    this.bitmaps.setEnabled(name, false);
+    this.core.bitmaps.setEnabled(name, false);
   }
 
   /** Sets in `target` every bit dirty in `source` (a bitmap of this image, or of `sourceImage`). */
@@ -784,9 +505,9 @@ export class Qcow2Image implements VirtualDisk {
     this.checkWritable();
     sourceImage?.checkUsable();
     try {
-      this.bitmaps.merge(target, source, sourceImage?.bitmaps);
+      this.core.bitmaps.merge(target, source, sourceImage?.core.bitmaps);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
@@ -794,38 +515,32 @@ export class Qcow2Image implements VirtualDisk {
   bitmapExtents(name: string, offset: number, length: number): { length: number; dirty: boolean }[] {
     this.checkUsable();
     try {
-      return this.bitmaps.extents(name, offset, length);
+      return this.core.bitmaps.extents(name, offset, length);
     } catch (e) {
-      throw this.failed(e);
+      throw this.core.failed(e);
     }
   }
 
   /** Cost counters of every I/O since open (or the last resetStats), by purpose. */
   stats(): CostBreakdown {
-    return this.file.snapshot();
+    return this.core.file.snapshot();
   }
 
   resetStats(): void {
-    this.file.reset();
-  }
-
-  /** Guest offset where the VM-state area starts (past the disk, at an L1-entry boundary, as in QEMU). */
-  get vmStateOffset(): number {
-    const perL1 = this.clusterSize * this.l2Entries;
-    return Math.ceil(this.header.size / perL1) * perL1;
+    this.core.file.reset();
   }
 
   // ---------------------------------------------------------------------------------------------- checks
 
   /** @internal */
   checkOpen(): void {
-    if (this.closed) throw new ClosedError();
+    if (this.core.closed) throw new ClosedError();
   }
 
   /** Open, and not found corrupt since. @internal */
   checkUsable(): void {
     this.checkOpen();
-    const e = this.corruptError;
+    const e = this.core.corruptError;
     if (e) {
       throw new ImageFormatError(`image is corrupt (${e.message}): it is refused until repaired ('check -r all'); it can be opened read-only`, { corruption: false });
     }
@@ -846,5 +561,3 @@ export class Qcow2Image implements VirtualDisk {
   }
 }
 
-export { writeU64 };
-export type { IoPurpose };

@@ -6,7 +6,8 @@ import { ImageFormatError } from "../format/errors.js";
 import { ClusterType, type L2Entry } from "../format/l1l2.js";
 import type { Mapping } from "./active-tables.js";
 import { decompressCluster } from "./compression.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageState } from "./image-state.js";
+import type { OverlapChecks } from "./overlap.js";
 
 export class ReadPath {
   /** The last compressed cluster read, decompressed (a COW of it reads it again at once). */
@@ -14,7 +15,12 @@ export class ReadPath {
   /** Whether the scheme serves reads of the active layer it holds elsewhere (readHeld). */
   held = false;
 
-  constructor(private readonly img: Qcow2Image) {}
+  constructor(
+    private readonly img: ImageState,
+    private readonly overlap: OverlapChecks,
+  ) {
+    img.onFreed((c) => this.forget(c));
+  }
 
   /** Reads guest bytes through the L1 table `l1`. */
   readThrough(l1: number[], buf: Uint8Array, offset: number, useBacking: boolean): void {
@@ -59,7 +65,7 @@ export class ReadPath {
       }
       case ClusterType.Normal:
         if (!img.l2.extended) {
-          img.overlap.checkDataCluster(e.offset, guestPos);
+          this.overlap.checkDataCluster(e.offset, guestPos);
           img.file.read(dst, e.offset + inCluster, "guest-data");
           return;
         }
@@ -67,7 +73,7 @@ export class ReadPath {
     }
     // Extended L2: each subcluster is allocated, zero, or unallocated (backing).
     const sc = img.clusterSize / 32;
-    if (e.offset) img.overlap.checkDataCluster(e.offset, guestPos);
+    if (e.offset) this.overlap.checkDataCluster(e.offset, guestPos);
     let done = 0;
     while (done < dst.length) {
       const p = inCluster + done;

@@ -30,6 +30,17 @@ export interface RefcountHost {
   checkFree?(cluster: number): void;
 }
 
+/** What a scheme may subscribe to of the refcounts. */
+export interface RefcountEvents {
+  /**
+   * Whether a cluster is in use although its count is 0 (schemes whose on-disk counts leave out the active
+   * layer; a journal's records). The free-cluster search and the placement of new refcount blocks skip it.
+   */
+  inUse?(cluster: number): boolean;
+  /** The host byte range of a refcount entry just changed (a journaling scheme records it). */
+  changed?(offset: number, length: number): void;
+}
+
 export class RefcountStore {
   readonly codec: RefcountCodec;
   readonly cache: MetadataCache;
@@ -48,13 +59,9 @@ export class RefcountStore {
   private countedEnd = 0;
   /** Highest cluster index ever handed out by allocate(), plus one (claimed clusters may stay uncounted). */
   private allocatedEnd = 0;
-  /**
-   * Clusters in use although their count is 0 (schemes whose on-disk counts leave out the active layer).
-   * The free-cluster search and the placement of new refcount blocks skip them.
-   */
-  usedBy: ((cluster: number) => boolean) | null = null;
-  /** Called with the host byte range of every refcount entry changed (for a journaling scheme). */
-  onChange: ((offset: number, length: number) => void) | null = null;
+  /** The one subscriber's events (subscribe), if any. */
+  private usedBy: ((cluster: number) => boolean) | undefined;
+  private onChange: ((offset: number, length: number) => void) | undefined;
 
   constructor(
     private readonly host: RefcountHost,
@@ -131,6 +138,17 @@ export class RefcountStore {
     if (cluster >= this.countedEnd) this.countedEnd = cluster + 1;
     if (next === 0 && !this.usedBy?.(cluster)) this.noteFreed(cluster);
     return next;
+  }
+
+  /** Subscribes to the store's events (one subscriber at a time); returns the unsubscribe. */
+  subscribe(events: RefcountEvents): () => void {
+    if (this.usedBy || this.onChange) throw new Error("internal: the refcount store has a subscriber already");
+    this.usedBy = events.inUse?.bind(events);
+    this.onChange = events.changed?.bind(events);
+    return () => {
+      this.usedBy = undefined;
+      this.onChange = undefined;
+    };
   }
 
   /** A cluster became free (count 0 and not in use): the search may reuse it, caches must forget it. */

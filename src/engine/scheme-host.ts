@@ -1,10 +1,10 @@
 /** Builds the SchemeHost (scheme-seam.ts) of an image: the only parts of the engine a scheme may use. */
 import { referenceCounts } from "./check.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageCore } from "./image-core.js";
 import type { SchemeHost, SnapshotTools } from "./scheme-seam.js";
 import * as snapshots from "./snapshots.js";
 
-export function schemeHostOf(img: Qcow2Image): SchemeHost {
+export function schemeHostOf(img: ImageCore): SchemeHost {
   const tools: SnapshotTools = {
     list: () => img.snapshots,
     find: (idOrName) => snapshots.findSnapshot(img, idOrName),

@@ -7,9 +7,11 @@
  * other structure: L1 tables, snapshot table, refcount structures, scheme-private structures).
  */
 import type { BlockFile, IoPurpose } from "../io/block-file.js";
+import type { FeatureName } from "../format/features.js";
 import type { Qcow2Header } from "../format/header.js";
 import type { SnapshotEntry } from "../format/snapshot-table.js";
 import type { ActiveTables } from "./active-tables.js";
+import type { MetadataCache } from "./metadata-cache.js";
 import type { AllocationPolicy } from "./alloc-policy.js";
 import type { RefcountStore } from "./refcounts.js";
 import type { FlushOrder, SnapshotCreateOptions, SnapshotInfo } from "./types.js";
@@ -19,9 +21,27 @@ import type { CacheMode, SchemeOptionValues } from "./types.js";
 
 export type ClusterKind = "data" | "l2" | "meta";
 
+/** What a scheme may do with a metadata cache: read a cached unit, write the dirty ones, subscribe to its events. */
+export type CacheView = Pick<MetadataCache, "peek" | "writeDirty" | "subscribe">;
+
+/** The active tables as a scheme sees them: the L1 entries (changed ones written with writeDirtyL1) and the L2 cache. */
+export type TableView = Pick<ActiveTables, "l1" | "l1Copied" | "dirtyL1" | "writeDirtyL1"> & { readonly l2Cache: CacheView };
+
+/**
+ * The refcounts as a scheme sees them: counts and their changes, allocation, deferred decrements, a rebuild,
+ * the table's place, events to subscribe to, and the block cache.
+ */
+export type RefcountView = Pick<
+  RefcountStore,
+  "allocate" | "applyPending" | "change" | "get" | "hasPending" | "noteFreed" | "rebuild" | "releaseLater" | "table" | "tableClusters" | "tableOffset" | "codec" | "subscribe"
+> & { readonly cache: CacheView };
+
+/** The ordering rules a scheme states or relies on (write-order.ts). */
+export type OrderView = Pick<WriteOrder, "sync" | "takeDependencies" | "refcountsBeforeL2" | "refcountsBeforeL2AsQemu" | "l2BeforeRefcountsAsQemu">;
+
 /**
  * What the engine exposes to a scheme, and all it exposes: a scheme reaches the image through nothing else.
- *  - `tables`: the active L1 table and the L2 cache (lookup, entries, the cache's hooks for a journal);
+ *  - `tables`: the active L1 table and the L2 cache (entries, write-out, events a journal subscribes to);
  *  - `refcounts`: the refcount table and blocks, the free-cluster search (allocate, change, releaseLater...);
  *  - `order`: the write-ordering rules (dependencies between data, L2 and refcount writes) and sync(purpose);
  *  - `header`, `writeHeader`, `writeIncompatibleFeatures`: feature bits and header extensions;
@@ -40,9 +60,9 @@ export interface SchemeHost {
   link(gc: number, host: number): void;
   /** A guest write carried out with the engine's own plans, whatever the scheme (a log's replay). */
   replayGuestWrite(offset: number, data: Uint8Array): void;
-  readonly tables: ActiveTables;
-  readonly refcounts: RefcountStore;
-  readonly order: WriteOrder;
+  readonly tables: TableView;
+  readonly refcounts: RefcountView;
+  readonly order: OrderView;
   /** The in-memory header; change it, then write it with writeHeader or writeIncompatibleFeatures. */
   readonly header: Qcow2Header;
   readonly file: Pick<BlockFile, "read" | "write" | "size">;
@@ -185,6 +205,10 @@ export interface SchemeCatalog {
    * unknown name, or options the scheme does not take or values it refuses.
    */
   create(name?: string, order?: FlushOrder, options?: SchemeOptionValues): RefcountScheme;
+  /** The incompatible bits an open accepts: the standard ones and every scheme's (the others refuse the image). */
+  readonly knownIncompatible: bigint;
+  /** The feature name table written into the header: QEMU's names and every scheme's bits. */
+  readonly featureNames: readonly FeatureName[];
   /** True when the image holds a scheme's log a process left behind (to replay before any table is read). */
   hasLogToReplay(header: Qcow2Header): boolean;
   /** Replays such a log into `file`; `readOnly`: it cannot be, and the open is refused. */

@@ -18,7 +18,7 @@ import { serializeSnapshotTable, snapshotTableSize, type SnapshotEntry } from ".
 import { encodeL1 } from "../format/l1l2.js";
 import { ImageFormatError, SnapshotError } from "./errors.js";
 import { walkL2Entries, walkL2Slices } from "./l2-walk.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageCore } from "./image-core.js";
 import type { SnapshotCreateOptions, SnapshotInfo } from "./types.js";
 
 export function toInfo(s: SnapshotEntry): SnapshotInfo {
@@ -37,17 +37,17 @@ export function toInfo(s: SnapshotEntry): SnapshotInfo {
 }
 
 /** Finds a snapshot by id, then by name (as QEMU's find_snapshot_by_id_or_name). */
-export function findSnapshot(img: Qcow2Image, idOrName: string): SnapshotEntry {
+export function findSnapshot(img: ImageCore, idOrName: string): SnapshotEntry {
   const sn = img.snapshots.find((s) => s.id === idOrName) ?? img.snapshots.find((s) => s.name === idOrName);
   if (!sn) throw new SnapshotError(`snapshot '${idOrName}' does not exist`);
   return sn;
 }
 
-function vmStateIndex(img: Qcow2Image): number {
+function vmStateIndex(img: ImageCore): number {
   return img.vmStateOffset / (img.clusterSize * img.l2Entries);
 }
 
-export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCreateOptions): SnapshotInfo {
+export function createSnapshot(img: ImageCore, name: string, opts: SnapshotCreateOptions): SnapshotInfo {
   if (!name) throw new SnapshotError("snapshot name must not be empty");
   if (img.snapshots.length >= MAX_SNAPSHOTS) throw new SnapshotError(`too many snapshots (at most ${MAX_SNAPSHOTS})`);
   if (img.refcounts.codec.max < 2) throw new SnapshotError(`internal snapshots need refcounts of at least 2 bits (image has ${img.refcounts.codec.bits})`);
@@ -80,7 +80,7 @@ export function createSnapshot(img: Qcow2Image, name: string, opts: SnapshotCrea
 }
 
 /** Writes a copy of the active L1 table (COPIED flags clear) to new clusters, for a snapshot entry. */
-export function copyActiveL1(img: Qcow2Image): { l1Offset: number; l1Size: number } {
+export function copyActiveL1(img: ImageCore): { l1Offset: number; l1Size: number } {
   const l1Size = img.l1.length;
   const l1Bytes = l1Size * 8;
   const l1Offset = l1Size ? img.scheme.allocate(Math.ceil(l1Bytes / img.clusterSize), "meta") : 0;
@@ -92,7 +92,7 @@ export function copyActiveL1(img: Qcow2Image): { l1Offset: number; l1Size: numbe
 }
 
 /** A snapshot table entry for a snapshot taken now. */
-export function newEntry(img: Qcow2Image, name: string, l1Offset: number, l1Size: number, opts: SnapshotCreateOptions): SnapshotEntry {
+export function newEntry(img: ImageCore, name: string, l1Offset: number, l1Size: number, opts: SnapshotCreateOptions): SnapshotEntry {
   const ms = (opts.date ?? new Date()).getTime();
   return {
     l1TableOffset: l1Offset,
@@ -114,7 +114,7 @@ export function newEntry(img: Qcow2Image, name: string, l1Offset: number, l1Size
  * writing its L1 entries (up to the VM-state area) over the active L1 table, durably, COPIED flags clear.
  * Reference counts are the caller's business.
  */
-export function replaceActiveL1(img: Qcow2Image, sn: SnapshotEntry): void {
+export function replaceActiveL1(img: ImageCore, sn: SnapshotEntry): void {
   if (sn.diskSize !== undefined && sn.diskSize !== img.size) {
     throw new SnapshotError(`snapshot '${sn.name}' has a different disk size (${sn.diskSize} bytes, image has ${img.size}); resizing on apply is not supported`);
   }
@@ -134,7 +134,7 @@ export function replaceActiveL1(img: Qcow2Image, sn: SnapshotEntry): void {
   img.sync("l1");
 }
 
-export function nextId(img: Qcow2Image): number {
+export function nextId(img: ImageCore): number {
   let max = 0;
   for (const s of img.snapshots) {
     const n = Number.parseInt(s.id, 10);
@@ -144,7 +144,7 @@ export function nextId(img: Qcow2Image): number {
 }
 
 /** Writes a new snapshot table (copy on write), switches the header to it and frees the old one. */
-export function writeSnapshotTable(img: Qcow2Image, entries: SnapshotEntry[]): void {
+export function writeSnapshotTable(img: ImageCore, entries: SnapshotEntry[]): void {
   const cs = img.clusterSize;
   const size = snapshotTableSize(entries);
   if (size > MAX_SNAPSHOT_TABLE_BYTES) throw new SnapshotError("snapshot table would be too large");
@@ -167,7 +167,7 @@ export function writeSnapshotTable(img: Qcow2Image, entries: SnapshotEntry[]): v
 }
 
 /** Removes the VM-state area from the active L1 (its tables stay with the snapshot). */
-export function dropActiveVmState(img: Qcow2Image): void {
+export function dropActiveVmState(img: ImageCore): void {
   const first = vmStateIndex(img);
   const dropped: number[] = [];
   for (let i = first; i < img.l1.length; i++) {
@@ -189,7 +189,7 @@ export function dropActiveVmState(img: Qcow2Image): void {
  * more past its end is a corruption (QEMU's check calls it one), and counting it would create refcount
  * structures out there.
  */
-function referencedClusters(img: Qcow2Image, e: L2Entry, fileClusters: number): [number, number] | undefined {
+function referencedClusters(img: ImageCore, e: L2Entry, fileClusters: number): [number, number] | undefined {
   let range: [number, number];
   if (e.type === ClusterType.Compressed) range = img.l2.compressedClusters(e);
   else if (e.offset) range = [e.offset / img.clusterSize, e.offset / img.clusterSize];
@@ -201,7 +201,7 @@ function referencedClusters(img: Qcow2Image, e: L2Entry, fileClusters: number): 
 }
 
 /** Calls `fn` for every host cluster an L1 view references: its L2 tables ("l2") and their data ("data"). */
-export function forEachReference(img: Qcow2Image, l1: number[], fn: (cluster: number, kind: "l2" | "data") => void): void {
+export function forEachReference(img: ImageCore, l1: number[], fn: (cluster: number, kind: "l2" | "data") => void): void {
   const fileClusters = Math.ceil(img.file.size() / img.clusterSize);
   walkL2Slices(
     img.tables,
@@ -219,7 +219,7 @@ export function forEachReference(img: Qcow2Image, l1: number[], fn: (cluster: nu
   );
 }
 
-export function applySnapshot(img: Qcow2Image, idOrName: string): void {
+export function applySnapshot(img: ImageCore, idOrName: string): void {
   const sn = findSnapshot(img, idOrName);
   if (sn.diskSize !== undefined && sn.diskSize !== img.size) {
     throw new SnapshotError(`snapshot '${sn.name}' has a different disk size (${sn.diskSize} bytes, image has ${img.size}); resizing on apply is not supported`);
@@ -251,7 +251,7 @@ export function applySnapshot(img: Qcow2Image, idOrName: string): void {
   img.flushMetadata();
 }
 
-export function deleteSnapshot(img: Qcow2Image, idOrName: string): void {
+export function deleteSnapshot(img: ImageCore, idOrName: string): void {
   const sn = findSnapshot(img, idOrName);
   img.flushMetadata();
   const snL1 = img.readL1Table(sn.l1TableOffset, sn.l1Size, img.file.size(), `snapshot '${sn.name}' L1 table`).offsets;
@@ -267,7 +267,7 @@ export function deleteSnapshot(img: Qcow2Image, idOrName: string): void {
  * Refuses, before anything is written, an operation that would push a refcount past what the refcount width
  * can hold (QEMU fails there too, but has to undo half-done updates).
  */
-export function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): void {
+export function ensureHeadroom(img: ImageCore, l1: number[], what: string): void {
   const cs = img.clusterSize;
   const rc = img.refcounts;
   const adds = new Map<number, number>();
@@ -294,7 +294,7 @@ export function ensureHeadroom(img: Qcow2Image, l1: number[], what: string): voi
  * Adds `delta` to the count of every L2 table in `l1` and every host cluster those tables reference.
  * With `clearCopied`, also clears the COPIED flag of the L2 entries (they become shared).
  */
-export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCopied: boolean): void {
+export function adjustTree(img: ImageCore, l1: number[], delta: number, clearCopied: boolean): void {
   const cs = img.clusterSize;
   const rc = img.refcounts;
   const fileClusters = Math.ceil(img.file.size() / cs);
@@ -326,7 +326,7 @@ export function adjustTree(img: Qcow2Image, l1: number[], delta: number, clearCo
 }
 
 /** Sets COPIED on exactly the active entries whose cluster has a refcount of 1 (QEMU's addend-0 pass). */
-export function recomputeCopied(img: Qcow2Image): number {
+export function recomputeCopied(img: ImageCore): number {
   const cs = img.clusterSize;
   const rc = img.refcounts;
   let changed = 0;
@@ -363,9 +363,9 @@ export function recomputeCopied(img: Qcow2Image): number {
   return changed;
 }
 
-const snapshotL1Cache = new WeakMap<Qcow2Image, Map<SnapshotEntry, number[]>>();
+const snapshotL1Cache = new WeakMap<ImageCore, Map<SnapshotEntry, number[]>>();
 
-function snapshotL1(img: Qcow2Image, sn: SnapshotEntry): number[] {
+function snapshotL1(img: ImageCore, sn: SnapshotEntry): number[] {
   let m = snapshotL1Cache.get(img);
   if (!m) {
     m = new Map();
@@ -379,12 +379,12 @@ function snapshotL1(img: Qcow2Image, sn: SnapshotEntry): number[] {
   return l1;
 }
 
-export function readSnapshotData(img: Qcow2Image, idOrName: string, buf: Uint8Array, offset: number): void {
+export function readSnapshotData(img: ImageCore, idOrName: string, buf: Uint8Array, offset: number): void {
   const sn = findSnapshot(img, idOrName);
   img.readThrough(snapshotL1(img, sn), buf, offset, true);
 }
 
-export function readVmState(img: Qcow2Image, idOrName: string): Uint8Array {
+export function readVmState(img: ImageCore, idOrName: string): Uint8Array {
   const sn = findSnapshot(img, idOrName);
   const buf = new Uint8Array(sn.vmStateSize);
   if (sn.vmStateSize) img.readThrough(snapshotL1(img, sn), buf, img.vmStateOffset, false);

@@ -2,7 +2,6 @@
  * Public types of the qcow2 engine: what callers (CLI, worker serve loop, tests, benchmarks) see.
  */
 import type { BlockFile, IoPurpose } from "../io/block-file.js";
-import type { SchemeCatalog } from "./scheme-seam.js";
 
 export type CacheMode = "writethrough" | "writeback" | "unsafe";
 export const CACHE_MODES: readonly CacheMode[] = ["writethrough", "writeback", "unsafe"];
@@ -40,37 +39,22 @@ export type FlushOrder = "refcow" | "qemu";
  */
 export type SchemeOptionValues = Readonly<Record<string, string | number>>;
 
-export interface OpenOptions {
+/**
+ * The options of an open that travel as data: from the command line and the library into every worker
+ * message. Interfaces that carry them extend this one (or pick from it) instead of declaring them again;
+ * OpenOptions (open-options.ts) adds what only an in-process open can take (the scheme catalog, callbacks).
+ */
+export interface ImageOpenOptions {
   readOnly?: boolean;
   cache?: CacheMode;
   /** Refcount scheme name; "eager" (default) is standard qcow2 with QEMU's ordering. */
   scheme?: string;
   /** Options of that scheme (for `log`: `pending`, `log-size`); refused when the scheme takes none. */
   schemeOptions?: SchemeOptionValues;
-  /** Where scheme names are looked up and schemes' leftovers recovered (default: the registry of src/schemes). */
-  schemes?: SchemeCatalog;
   /** Allocation policy (default "first-fit"); an open-time choice, not recorded in the image. */
   alloc?: AllocPolicyName;
   /** Flush ordering of the eager scheme (default "refcow"). */
   order?: FlushOrder;
-  /** How to open the backing file. Default: none, and an image with a backing file fails to open. */
-  openBacking?: BackingOpener;
-  /** Do not open the backing file even if there is one (reads of unallocated clusters return zeroes). */
-  noBacking?: boolean;
-  /** Open even an image marked corrupt, read-only or for repair (like qemu-img check -r). */
-  forCheck?: boolean;
-  /** Do not repair a dirty image at open (used by check, which reports instead). */
-  noRepairOnOpen?: boolean;
-  /**
-   * The open serves a whole-file restructuring (compaction), not guest writes: the scheme recovers what the
-   * image holds but prepares nothing for writes (no data log is made).
-   */
-  noPrepare?: boolean;
-  /**
-   * Where a scheme draws the random numbers it needs (the journal's first sequence number); Math.random when
-   * absent. The crash harness passes a seeded one, so that a run repeats byte for byte.
-   */
-  random?: () => number;
 }
 
 export interface CreateOptions {

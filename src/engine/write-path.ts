@@ -9,14 +9,20 @@ import { RequestError } from "../format/errors.js";
 import { MAX_L1_BYTES } from "../format/header.js";
 import { ClusterType } from "../format/l1l2.js";
 import type { Mapping } from "./active-tables.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageState } from "./image-state.js";
+import type { OverlapChecks } from "./overlap.js";
+import type { ReadPath } from "./read-path.js";
 import type { CowSource, WritePlan } from "./write-plan.js";
 
 export class WritePath {
   /** Whether allocating writes are offered to the scheme as plans (it has carryOut, and no replay runs). */
   plans = false;
 
-  constructor(private readonly img: Qcow2Image) {}
+  constructor(
+    private readonly img: ImageState,
+    private readonly overlap: OverlapChecks,
+    private readonly reader: ReadPath,
+  ) {}
 
   /** Writes guest bytes (disk or VM-state area) through the active L1. */
   writeGuest(offset: number, data: Uint8Array): void {
@@ -34,7 +40,8 @@ export class WritePath {
 
   private writeCluster(gc: number, inCluster: number, src: Uint8Array): void {
     const img = this.img;
-    const { file, scheme, tables, overlap } = img;
+    const { file, scheme, tables } = img;
+    const overlap = this.overlap;
     let m = this.l2ForWrite(gc);
     let e = m.entry;
     const cs = img.clusterSize;
@@ -187,7 +194,7 @@ export class WritePath {
     if (inCluster > 0) parts.push([0, inCluster]);
     if (inCluster + src.length < cs) parts.push([inCluster + src.length, cs]);
     if (e.type === ClusterType.Normal) {
-      img.overlap.checkDataCluster(e.offset, guestPos);
+      this.overlap.checkDataCluster(e.offset, guestPos);
       // One read of the whole gap when it is small (as QEMU does for gaps up to 16 KiB), else head and tail.
       if (parts.length === 2 && src.length <= 16384) {
         img.file.read(full, e.offset, "cow-read");
@@ -195,9 +202,9 @@ export class WritePath {
         for (const [a, b] of parts) img.file.read(full.subarray(a, b), e.offset + a, "cow-read");
       }
     } else if (e.type === ClusterType.Compressed) {
-      full.set(img.reader.decompressed(e, guestPos));
+      full.set(this.reader.decompressed(e, guestPos));
     } else if (e.type === ClusterType.Unallocated && img.backing) {
-      for (const [a, b] of parts) img.reader.readBacking(full.subarray(a, b), guestPos + a, true);
+      for (const [a, b] of parts) this.reader.readBacking(full.subarray(a, b), guestPos + a, true);
     }
     full.set(src, inCluster);
     return full;
@@ -206,7 +213,8 @@ export class WritePath {
   /** Extended L2: writes at subcluster granularity; untouched subclusters keep their state. */
   private writeSubclusters(gc: number, inCluster: number, src: Uint8Array, m: Mapping): void {
     const img = this.img;
-    const { scheme, tables, overlap } = img;
+    const { scheme, tables } = img;
+    const overlap = this.overlap;
     const cs = img.clusterSize;
     const sc = cs / 32;
     const e = m.entry;
@@ -240,7 +248,7 @@ export class WritePath {
     } else {
       out = new Uint8Array(spanEnd - spanStart);
       // Current view of the span: allocated subclusters from the host, zero ones as zeros, the rest from backing.
-      img.reader.readMapped({ entry: e, alloc: oldAlloc, zero: oldZero, slice, index }, gc, spanStart, out, true);
+      this.reader.readMapped({ entry: e, alloc: oldAlloc, zero: oldZero, slice, index }, gc, spanStart, out, true);
       out.set(src, inCluster - spanStart);
     }
     let target = e.offset;

@@ -4,10 +4,14 @@
  */
 import { alignUp, viewOf } from "../format/bytes.js";
 import { ClusterType, type L2Entry } from "../format/l1l2.js";
-import type { Qcow2Image } from "./qcow2-image.js";
+import type { ImageState } from "./image-state.js";
+import type { WritePath } from "./write-path.js";
 
 export class ZeroDiscard {
-  constructor(private readonly img: Qcow2Image) {}
+  constructor(
+    private readonly img: ImageState,
+    private readonly writer: WritePath,
+  ) {}
 
   zeroRange(offset: number, length: number, unmap: boolean): void {
     const img = this.img;
@@ -20,11 +24,11 @@ export class ZeroDiscard {
     const b = Math.floor(fullEnd / cs) * cs;
     const canFlag = img.header.version === 3;
     if (a >= b) {
-      if (length) img.writer.writeGuest(offset, new Uint8Array(length));
+      if (length) this.writer.writeGuest(offset, new Uint8Array(length));
     } else {
-      if (offset < a) img.writer.writeGuest(offset, new Uint8Array(a - offset));
+      if (offset < a) this.writer.writeGuest(offset, new Uint8Array(a - offset));
       for (let pos = a; pos < b; pos += cs) this.zeroCluster(pos / cs, unmap, canFlag);
-      if (b < end) img.writer.writeGuest(b, new Uint8Array(end - b));
+      if (b < end) this.writer.writeGuest(b, new Uint8Array(end - b));
     }
     if (img.cacheMode === "writethrough") img.flushMetadata();
   }
@@ -34,11 +38,11 @@ export class ZeroDiscard {
     const cs = img.clusterSize;
     if (!canFlag) {
       // v2 has no zero flag: deallocate when nothing shows through, else write zeroes.
-      if (img.backing) img.writer.writeGuest(gc * cs, new Uint8Array(cs));
+      if (img.backing) this.writer.writeGuest(gc * cs, new Uint8Array(cs));
       else this.unmapCluster(gc, false);
       return;
     }
-    const m = img.writer.l2ForWrite(gc);
+    const m = this.writer.l2ForWrite(gc);
     const e = m.entry;
     const l2Cache = img.tables.l2Cache;
     const buf = l2Cache.get(m.slice);
@@ -93,7 +97,7 @@ export class ZeroDiscard {
     } else if (!allocated && e0.type === ClusterType.Unallocated) {
       return;
     }
-    const m = img.writer.l2ForWrite(gc);
+    const m = this.writer.l2ForWrite(gc);
     const e = m.entry;
     const buf = img.tables.l2Cache.get(m.slice);
     const v = viewOf(buf);
@@ -111,7 +115,7 @@ export class ZeroDiscard {
     if (l1i >= tables.l1.length || !tables.l1[l1i]) return;
     const pre = tables.lookup(gc);
     if (pre.entry.type === ClusterType.Unallocated && !pre.entry.offset && !pre.alloc && !pre.zero) return;
-    const m = img.writer.l2ForWrite(gc);
+    const m = this.writer.l2ForWrite(gc);
     const e = m.entry;
     const v = viewOf(tables.l2Cache.get(m.slice));
     img.l2.encodeStandard(v, m.index, 0);

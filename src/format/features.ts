@@ -3,6 +3,7 @@
  *
  *   incompatible_features (72): bit 0 dirty, 1 corrupt, 2 external data file, 3 compression type,
  *                               4 extended L2 entries. An unknown bit set means the image must not be opened.
+ *                               Bits 32 and up are refcow's schemes' (each declares its own: src/schemes).
  *   compatible_features   (80): bit 0 lazy refcounts. Unknown bits may be ignored.
  *   autoclear_features    (88): bit 0 bitmaps extension consistent, 1 raw external data. A writer that does not
  *                               know a bit must clear it when it opens the image for writing.
@@ -13,23 +14,16 @@ export const INCOMPAT_CORRUPT = 1n << 1n;
 export const INCOMPAT_DATA_FILE = 1n << 2n;
 export const INCOMPAT_COMPRESSION = 1n << 3n;
 export const INCOMPAT_EXTL2 = 1n << 4n;
-/** refcow's journal holds records not yet written in place: QEMU must refuse the image. */
-export const INCOMPAT_REFCOW_JOURNAL = 1n << 32n;
-/** refcow's data log (scheme `log`) holds guest writes not yet in place: QEMU must refuse the image. */
-export const INCOMPAT_REFCOW_DATA_LOG = 1n << 33n;
-/** Incompatible bits refcow understands. */
-export const INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2 | INCOMPAT_REFCOW_JOURNAL | INCOMPAT_REFCOW_DATA_LOG;
+/**
+ * The standard incompatible bits (the engine refuses the external data file at open). The schemes' bits are
+ * added by the scheme catalog (SchemeCatalog.knownIncompatible).
+ */
+export const INCOMPAT_STANDARD = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
 
 export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
 
 export const AUTOCLEAR_BITMAPS = 1n << 0n;
 export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
-/**
- * Set by an earlier refcow at a clean close of an `owner` image (its owner table, header extension "RCOW",
- * was current). Never set now: `qemu-img check -r` drops the snapshots of an image with an autoclear bit
- * QEMU does not know. A writable open clears it, like every autoclear bit.
- */
-export const AUTOCLEAR_REFCOW_OWNER_LEGACY = 1n << 32n;
 /** Autoclear bits the engine keeps on a writable open: the bitmaps bit (src/engine/bitmaps.ts maintains them). */
 export const AUTOCLEAR_KNOWN = AUTOCLEAR_BITMAPS;
 
@@ -41,8 +35,8 @@ export interface FeatureName {
   name: string;
 }
 
-/** The feature name table QEMU writes (8 entries, 48 bytes each). */
-export const STANDARD_FEATURE_NAMES: FeatureName[] = [
+/** The feature name table QEMU writes (8 entries, 48 bytes each); refcow adds its schemes' bits (SchemeCatalog.featureNames). */
+export const QEMU_FEATURE_NAMES: readonly FeatureName[] = [
   { type: 0, bit: 0, name: "dirty bit" },
   { type: 0, bit: 1, name: "corrupt bit" },
   { type: 0, bit: 2, name: "external data file" },
@@ -51,8 +45,6 @@ export const STANDARD_FEATURE_NAMES: FeatureName[] = [
   { type: 1, bit: 0, name: "lazy refcounts" },
   { type: 2, bit: 0, name: "bitmaps" },
   { type: 2, bit: 1, name: "raw external data" },
-  { type: 0, bit: 32, name: "refcow journal" },
-  { type: 0, bit: 33, name: "refcow data log" },
 ];
 
 export function bitsOf(mask: bigint): number[] {

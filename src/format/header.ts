@@ -18,7 +18,7 @@
  */
 import { ImageFormatError, UnsupportedFeatureError } from "./errors.js";
 import { alignUp, readU64, viewOf, writeU64 } from "./bytes.js";
-import { bitsOf, type FeatureName, INCOMPAT_KNOWN, STANDARD_FEATURE_NAMES } from "./features.js";
+import { bitsOf, type FeatureName, INCOMPAT_STANDARD, QEMU_FEATURE_NAMES } from "./features.js";
 
 export const QCOW_MAGIC = 0x514649fb;
 export const V2_HEADER_LENGTH = 72;
@@ -31,11 +31,6 @@ export const EXT_FEATURE_TABLE = 0x6803f857;
 export const EXT_BITMAPS = 0x23852875;
 export const EXT_CRYPTO = 0x0537be77;
 export const EXT_DATA_FILE = 0x44415441;
-/**
- * refcow's owner table as an earlier refcow left it at a clean close ("RCOW": u64 table offset, u32 entries,
- * the node tree), meaningful only while autoclear bit 32 was set. Nothing reads it now; a writable open drops it.
- */
-export const EXT_REFCOW_OWNER_LEGACY = 0x52434f57;
 
 export const MIN_CLUSTER_BITS = 9;
 export const MAX_CLUSTER_BITS = 21;
@@ -78,8 +73,11 @@ export interface Qcow2Header {
   featureNames: FeatureName[];
 }
 
-/** Parses and validates a header from the first cluster (or at least the first bytes) of an image. */
-export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
+/**
+ * Parses and validates a header from the first cluster (or at least the first bytes) of an image. An incompatible bit outside `knownIncompatible` (the
+ * standard ones, unless the caller adds its schemes': SchemeCatalog.knownIncompatible) refuses the image.
+ */
+export function parseHeader(buf: Uint8Array, fileSize: number, knownIncompatible: bigint = INCOMPAT_STANDARD): Qcow2Header {
   if (buf.length < V2_HEADER_LENGTH || fileSize < V2_HEADER_LENGTH) {
     throw new ImageFormatError(`file is too short for a qcow2 header (${fileSize} bytes)`);
   }
@@ -174,7 +172,7 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
     h.backingFile = new TextDecoder().decode(buf.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize));
   }
 
-  const unknownIncompat = h.incompatibleFeatures & ~INCOMPAT_KNOWN;
+  const unknownIncompat = h.incompatibleFeatures & ~knownIncompatible;
   if (unknownIncompat) {
     const names = bitsOf(unknownIncompat).map((bit) => {
       const f = h.featureNames.find((n) => n.type === 0 && n.bit === bit);
@@ -186,7 +184,7 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
 }
 
 /** Serializes the whole header cluster, as QEMU's qcow2_update_header does (zero-filled after the content). */
-export function serializeHeader(h: Qcow2Header, clusterSize: number, opts: { writeFeatureTable?: boolean } = {}): Uint8Array {
+export function serializeHeader(h: Qcow2Header, clusterSize: number, opts: { writeFeatureTable?: boolean; featureNames?: readonly FeatureName[] } = {}): Uint8Array {
   const buf = new Uint8Array(clusterSize);
   const v = viewOf(buf);
   v.setUint32(0, QCOW_MAGIC);
@@ -228,8 +226,8 @@ export function serializeHeader(h: Qcow2Header, clusterSize: number, opts: { wri
   const crypto = h.extensions.find((e) => e.type === EXT_CRYPTO);
   if (crypto) putExt(crypto.type, crypto.data);
   if (h.version === 3 && (opts.writeFeatureTable ?? clusterSize > 4096)) {
-    // QEMU always writes its own standard table, whatever the image had.
-    const names = STANDARD_FEATURE_NAMES;
+    // QEMU always writes its own standard table, whatever the image had; refcow adds its schemes' bits.
+    const names = opts.featureNames ?? QEMU_FEATURE_NAMES;
     const table = new Uint8Array(48 * names.length);
     names.forEach((f, i) => {
       table[i * 48] = f.type;

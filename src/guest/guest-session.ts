@@ -31,7 +31,7 @@
  * the same instant.
  */
 import { existsSync } from "node:fs";
-import { createImagePath } from "../engine/open-path.js";
+import { createImagePath } from "../open/open-path.js";
 import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
 import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";

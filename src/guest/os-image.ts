@@ -9,7 +9,7 @@
  */
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from "node:fs";
 import path from "node:path";
-import { createImagePath, openImagePath } from "../engine/open-path.js";
+import { createImagePath, openImagePath } from "../open/open-path.js";
 import { repoRoot, runBuildScript } from "./guest-image.js";
 
 export interface OsImagePaths {

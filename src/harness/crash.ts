@@ -27,17 +27,17 @@
  * geometry, seed, steps and crash point (see reproducer()).
  */
 import { performance } from "node:perf_hooks";
-import { AUTOCLEAR_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_REFCOW_DATA_LOG, INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
+import { AUTOCLEAR_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_STANDARD } from "../format/features.js";
 
 /** refcow's own incompatible bits (its journal, its data log): QEMU refuses an image with one, refcow replays it. */
-const REFCOW_LOG_BITS = INCOMPAT_REFCOW_JOURNAL | INCOMPAT_REFCOW_DATA_LOG;
+const REFCOW_LOG_BITS = SCHEME_CATALOG.knownIncompatible & ~INCOMPAT_STANDARD;
 import { SnapshotError } from "../engine/errors.js";
-import { Qcow2Image } from "../engine/qcow2-image.js";
+import { Qcow2Image } from "../open/qcow2.js";
 import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
 import { type CrashState, FaultFile } from "../io/fault-file.js";
 import type { BlockFile } from "../io/block-file.js";
 import { MemoryFile } from "../io/memory-file.js";
-import { SCHEME_NAMES } from "../schemes/index.js";
+import { SCHEME_CATALOG, SCHEME_NAMES } from "../schemes/index.js";
 import { QEMU_CHECK, qemuImg, qemuImgAvailable, Scratch } from "./qemu-tools.js";
 
 /** Image shape of a workload: small disks, so that crash states are cheap and structures fill up quickly. */
@@ -312,8 +312,8 @@ export function runCrashWorkload(scheme: string, cache: CacheMode, seed: number,
         what = "nothing (no snapshot to delete)";
       }
     } else if (r < 0.93) {
-      if (img.scheme.checkpoint) {
-        img.scheme.checkpoint();
+      if (img.core.scheme.checkpoint) {
+        img.core.scheme.checkpoint();
         what = "checkpoint";
       } else {
         img.flush();
@@ -426,11 +426,11 @@ function verifyRecovered(w: CrashWorkload, view: BlockFile, at: number, leaksAll
     return { message: `the image left by ${by} does not open: ${(e as Error).message}`, leaks: 0 };
   }
   try {
-    const bits = img.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | REFCOW_LOG_BITS);
+    const bits = img.core.header.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | REFCOW_LOG_BITS);
     if (bits) return { message: `the image left by ${by} still has incompatible bits 0x${bits.toString(16)} set after a clean close`, leaks: 0 };
     // An autoclear bit QEMU does not know makes `qemu-img check -r` drop every snapshot: none may be left
     // (bit 0, QEMU's own "bitmaps consistent", belongs to an image with persistent bitmaps).
-    if (img.header.autoclearFeatures & ~AUTOCLEAR_BITMAPS) return { message: `the image left by ${by} has autoclear bits 0x${img.header.autoclearFeatures.toString(16)} set after a clean close (only bit 0, bitmaps, may be)`, leaks: 0 };
+    if (img.core.header.autoclearFeatures & ~AUTOCLEAR_BITMAPS) return { message: `the image left by ${by} has autoclear bits 0x${img.core.header.autoclearFeatures.toString(16)} set after a clean close (only bit 0, bitmaps, may be)`, leaks: 0 };
     const check = img.check();
     if (check.corruptions || check.checkErrors) {
       return { message: `refcow check after ${by}: ${check.corruptions} corruptions, ${check.checkErrors} errors: ${check.messages.slice(0, 4).join("; ")}`, leaks: check.leaks };

@@ -15,17 +15,14 @@
  * lacks them or returns undefined, and everything in it then counts as data.
  */
 
-export const IO_PURPOSES = [
+/** The engine's I/O purposes. Schemes declare their own (SchemeDefinition.ioPurposes: "journal", "owner"...). */
+export const ENGINE_IO_PURPOSES = [
   "guest-data",
   "cow-read",
   "cow-write",
   "l1",
   "l2",
   "refcount",
-  "owner",
-  "journal",
-  /** A data log's records (scheme log): the guest's bytes, written to the log instead of their cluster. */
-  "data-log",
   "header",
   "snapshot-table",
   /** Persistent dirty bitmaps: their directory, tables and data. */
@@ -36,7 +33,9 @@ export const IO_PURPOSES = [
   "growth",
   "other",
 ] as const;
-export type IoPurpose = (typeof IO_PURPOSES)[number];
+export type EngineIoPurpose = (typeof ENGINE_IO_PURPOSES)[number];
+/** What an I/O was for: one of the engine's purposes, or one a scheme declares. */
+export type IoPurpose = EngineIoPurpose | (string & {});
 
 export interface BlockFile {
   /** Reads `buf.length` bytes at `offset`. Bytes past the end of the file read as zero. Returns bytes actually read from the file. */

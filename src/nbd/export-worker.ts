@@ -7,7 +7,7 @@
  * messages (ExportWorkerMessage).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import type { AllocPolicyName, CacheMode, SchemeOptionValues } from "../engine/types.js";
+import type { CacheMode, ImageOpenOptions } from "../engine/types.js";
 import { openTaskImage } from "../worker/node-worker.js";
 import { type DetectZeroes, type DiscardMode, inlineExport, type InlineExportSettings } from "./export.js";
 import { inlineDisk } from "./inline-disk.js";
@@ -15,12 +15,10 @@ import { type ListenAddress, NbdServer } from "./server.js";
 import type { TlsSettings } from "./tls.js";
 import { warmUp } from "./warm-up.js";
 
-export interface ExportWorkerData {
+/** The export a worker serves: the open options (ImageOpenOptions, cache and read-only required) and the export's. */
+export interface ExportWorkerData extends Omit<ImageOpenOptions, "order"> {
   path: string;
   format?: "qcow2" | "raw";
-  scheme?: string;
-  schemeOptions?: SchemeOptionValues;
-  alloc?: AllocPolicyName;
   cache: CacheMode;
   readOnly: boolean;
   snapshotId?: string;

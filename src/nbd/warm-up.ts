@@ -19,8 +19,8 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { AllocPolicyName, CacheMode, SchemeOptionValues } from "../engine/types.js";
-import { createImagePath } from "../engine/open-path.js";
+import type { CacheMode, ImageOpenOptions } from "../engine/types.js";
+import { createImagePath } from "../open/open-path.js";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { openTaskImage } from "../worker/node-worker.js";
@@ -32,11 +32,8 @@ import type { WarmUpClientData } from "./warm-up-client.js";
 const CLUSTER = 65536;
 const CLUSTERS = 256;
 
-export interface WarmUpOptions {
+export interface WarmUpOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "alloc"> {
   format: "qcow2" | "raw";
-  scheme?: string;
-  schemeOptions?: SchemeOptionValues;
-  alloc?: AllocPolicyName;
   cache: CacheMode;
   /**
    * The settings of the export that will be served: the scratch export takes them (writable, and with

@@ -4,6 +4,7 @@
  * Flush time is taken out of every purpose and shown as its own group, so "flushes" is what waiting for the
  * disk to make things durable cost, whatever was being made durable.
  */
+import { SCHEME_IO_PURPOSES } from "../schemes/index.js";
 import type { PurposeRow } from "./results.js";
 
 export const COST_GROUPS = [
@@ -17,17 +18,15 @@ export const COST_GROUPS = [
 ] as const;
 export type CostGroup = (typeof COST_GROUPS)[number];
 
+/** The engine's purposes by group; the schemes' come from the registry (SchemeDefinition.ioPurposes). */
 const GROUP_OF: Record<string, CostGroup> = {
+  ...Object.fromEntries(SCHEME_IO_PURPOSES),
   "guest-data": "guest data",
-  // The record of a post-snapshot write under log holds the guest's bytes: it is the guest write, made elsewhere.
-  "data-log": "guest data",
   "cow-read": "data COW (read-modify-write)",
   "cow-write": "data COW (read-modify-write)",
   l1: "L2/L1 tables",
   l2: "L2/L1 tables",
   refcount: "refcount/owner/journal metadata",
-  owner: "refcount/owner/journal metadata",
-  journal: "refcount/owner/journal metadata",
   growth: "allocation/growth",
 };
 

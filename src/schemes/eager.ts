@@ -14,9 +14,9 @@
  * decrement to 0 still waits for the next flush (a freed cluster must not be reused while a table on disk
  * points to it).
  */
-import type { RefcountStore } from "../engine/refcounts.js";
+import type { RefcountView } from "../engine/scheme-seam.js";
 import type { FlushOrder } from "../engine/types.js";
-import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
+import type { ClusterKind, RefcountScheme, SchemeDefinition, SchemeHost } from "./scheme.js";
 
 export class EagerScheme implements RefcountScheme {
   readonly name: string = "eager";
@@ -31,7 +31,7 @@ export class EagerScheme implements RefcountScheme {
     this.host = host;
   }
 
-  protected get refcounts(): RefcountStore {
+  protected get refcounts(): RefcountView {
     return this.host.refcounts;
   }
 
@@ -79,3 +79,6 @@ export class EagerScheme implements RefcountScheme {
 
   close(): void {}
 }
+
+/** The default scheme; the only one that takes QEMU's flush order. */
+export const EAGER_SCHEME: SchemeDefinition = { name: "eager", make: (_o, order) => new EagerScheme(order) };

@@ -20,8 +20,9 @@ import { crc32 } from "node:zlib";
 import type { BlockFile } from "../io/block-file.js";
 import { ImageFormatError } from "../engine/errors.js";
 import type { Qcow2Header } from "../format/header.js";
-import { INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
-
+/** Incompatible bit 32: the journal holds records not yet written in place, so QEMU must refuse the image. */
+export const INCOMPAT_REFCOW_JOURNAL = 1n << 32n;
+/** Header extension "RCJL": where the journal lies (u64 offset, u32 clusters). */
 export const EXT_REFCOW_JOURNAL = 0x52434a4c;
 export const JOURNAL_MAGIC = 0x52434a48;
 export const TXN_MAGIC = 0x52435458;

@@ -12,18 +12,19 @@
  */
 import { performance } from "node:perf_hooks";
 import { encodeL1 } from "../format/l1l2.js";
-import { INCOMPAT_REFCOW_JOURNAL } from "../format/features.js";
 import { EagerScheme } from "./eager.js";
 import {
   encodeJournalExtension,
   encodeTransaction,
   EXT_REFCOW_JOURNAL,
+  INCOMPAT_REFCOW_JOURNAL,
   JOURNAL_DATA_START,
   journalHeader,
   type JournalLocation,
   type JournalRecord,
 } from "./journal-format.js";
-import type { SchemeHost } from "./scheme.js";
+import { hasJournalToReplay, recoverAfterLoad, recoverBeforeLoad } from "./recovery.js";
+import type { SchemeDefinition, SchemeHost } from "./scheme.js";
 
 /** Journal size: 1 MiB, at least 2 clusters. */
 const JOURNAL_BYTES = 1024 * 1024;
@@ -39,6 +40,8 @@ export class JournalScheme extends EagerScheme {
   /** L1 entries journaled but not yet written in place. */
   private readonly l1Unwritten = new Set<number>();
   private busy = false;
+  /** The table events subscribed to at attach, dropped at close. */
+  private unsubscribe: (() => void)[] = [];
   /**
    * Clusters the journal holds records for since the last checkpoint. Were one freed and reused, a replay
    * would write the old record over whatever it held next: they stay in use until the checkpoint.
@@ -66,13 +69,15 @@ export class JournalScheme extends EagerScheme {
     host.writeHeader();
     host.header.incompatibleFeatures |= INCOMPAT_REFCOW_JOURNAL;
     host.writeIncompatibleFeatures();
-    const l2Cache = host.tables.l2Cache;
-    l2Cache.onDirty = (o) => this.pendingL2.add(o);
-    this.refcounts.onChange = (o, len) => this.pendingRc.set(o, Math.max(len, this.pendingRc.get(o) ?? 0));
-    this.refcounts.usedBy = (c) => this.journaled.has(c);
     // A table unit is written in place only once its latest change is committed.
-    l2Cache.beforeWriteHook = () => this.commit();
-    this.refcounts.cache.beforeWriteHook = () => this.commit();
+    this.unsubscribe = [
+      host.tables.l2Cache.subscribe({ dirtied: (o) => this.pendingL2.add(o), beforeWrite: () => this.commit() }),
+      this.refcounts.subscribe({
+        changed: (o, len) => this.pendingRc.set(o, Math.max(len, this.pendingRc.get(o) ?? 0)),
+        inUse: (c) => this.journaled.has(c),
+      }),
+      this.refcounts.cache.subscribe({ beforeWrite: () => this.commit() }),
+    ];
   }
 
   override referenced(): void {}
@@ -245,11 +250,8 @@ export class JournalScheme extends EagerScheme {
   override close(): void {
     const host = this.host;
     this.checkpoint();
-    host.tables.l2Cache.onDirty = null;
-    host.tables.l2Cache.beforeWriteHook = null;
-    this.refcounts.onChange = null;
-    this.refcounts.cache.beforeWriteHook = null;
-    this.refcounts.usedBy = null;
+    for (const off of this.unsubscribe) off();
+    this.unsubscribe = [];
     // The journal goes away: the header forgets it first (a crash in between leaks the area, no worse), the
     // bit before the extension.
     host.header.incompatibleFeatures &= ~INCOMPAT_REFCOW_JOURNAL;
@@ -261,3 +263,12 @@ export class JournalScheme extends EagerScheme {
     host.order.sync("refcount");
   }
 }
+
+export const JOURNAL_SCHEME: SchemeDefinition = {
+  name: "journal",
+  make: () => new JournalScheme(),
+  features: [{ type: 0, bit: 32, name: "refcow journal" }],
+  extensions: [{ type: EXT_REFCOW_JOURNAL, name: "refcow journal" }],
+  ioPurposes: [{ purpose: "journal", costGroup: "refcount/owner/journal metadata" }],
+  recovery: { pendingBeforeLoad: hasJournalToReplay, beforeLoad: recoverBeforeLoad, afterLoad: recoverAfterLoad },
+};

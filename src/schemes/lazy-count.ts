@@ -15,7 +15,7 @@
  * COPIED flags recomputed) and clears the bit; the conversion's cost (both ways) is reported.
  */
 import { performance } from "node:perf_hooks";
-import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
+import type { ClusterKind, RefcountScheme, SchemeDefinition, SchemeHost } from "./scheme.js";
 
 export class LazyCountScheme implements RefcountScheme {
   readonly name = "lazy-count";
@@ -23,6 +23,8 @@ export class LazyCountScheme implements RefcountScheme {
   readonly keepsDirty: boolean = true;
   readonly maintainsCopied = false;
   private host!: SchemeHost;
+  /** Drops the refcount subscription taken at attach. */
+  private unsubscribe: () => void = () => {};
   /** One byte per host cluster: 1 = referenced by the active layer. */
   private active = new Uint8Array(1024);
   /** Active-layer references dropped by tables not yet on disk. */
@@ -40,7 +42,7 @@ export class LazyCountScheme implements RefcountScheme {
       host.refcounts.change(c, -1);
       n++;
     });
-    host.refcounts.usedBy = (c) => c < this.active.length && this.active[c] === 1;
+    this.unsubscribe = host.refcounts.subscribe({ inUse: (c) => c < this.active.length && this.active[c] === 1 });
     host.flushMetadata();
     this.costs.openConvertMs = performance.now() - t;
     this.costs.openConvertClusters = n;
@@ -124,7 +126,7 @@ export class LazyCountScheme implements RefcountScheme {
       host.refcounts.change(c, +1);
       n++;
     });
-    host.refcounts.usedBy = null;
+    this.unsubscribe();
     host.snapshots.recomputeCopied();
     host.flushMetadata();
     host.refcounts.cache.writeDirty();
@@ -133,3 +135,5 @@ export class LazyCountScheme implements RefcountScheme {
     this.costs.closeConvertClusters = n;
   }
 }
+
+export const LAZY_COUNT_SCHEME: SchemeDefinition = { name: "lazy-count", make: () => new LazyCountScheme() };

@@ -9,6 +9,7 @@
  * dropped the reference to be flushed, so a freed cluster is never reused while an on-disk table points to it.
  */
 import { EagerScheme } from "./eager.js";
+import type { SchemeDefinition } from "./scheme.js";
 
 export class LazyScheme extends EagerScheme {
   override readonly name = "lazy";
@@ -24,3 +25,5 @@ export class LazyScheme extends EagerScheme {
     this.host.markClean();
   }
 }
+
+export const LAZY_SCHEME: SchemeDefinition = { name: "lazy", make: () => new LazyScheme() };

@@ -37,9 +37,8 @@
 import { crc32 } from "node:zlib";
 import { ImageFormatError } from "../engine/errors.js";
 import type { Qcow2Header } from "../format/header.js";
-import { INCOMPAT_REFCOW_DATA_LOG } from "../format/features.js";
-
-export { INCOMPAT_REFCOW_DATA_LOG };
+/** Incompatible bit 33: the data log holds guest writes not yet in place, so QEMU must refuse the image. */
+export const INCOMPAT_REFCOW_DATA_LOG = 1n << 33n;
 
 export const EXT_REFCOW_DATA_LOG = 0x5243444c;
 export const LOG_MAGIC = 0x52434c48;

@@ -35,7 +35,8 @@
 import { performance } from "node:perf_hooks";
 import { EagerScheme } from "./eager.js";
 import type { PlanOutcome, WritePlan } from "../engine/write-plan.js";
-import type { SchemeHost } from "./scheme.js";
+import type { SchemeDefinition, SchemeHost } from "./scheme.js";
+import { hasDataLogToReplay, recoverDataLog, refuseReadOnlyDataLog } from "./log-recovery.js";
 import { UnsupportedFeatureError } from "../format/errors.js";
 import { PendingState, performRuns } from "./log-pending.js";
 import type { ResolvedSchemeOptions, SchemeOptionSpec } from "./scheme-options.js";
@@ -332,3 +333,18 @@ export class LogScheme extends EagerScheme {
     }
   }
 }
+
+export const LOG_SCHEME: SchemeDefinition = {
+  name: "log",
+  make: (o) => new LogScheme(logSchemeOptions(o)),
+  options: LOG_SCHEME_OPTIONS,
+  features: [{ type: 0, bit: 33, name: "refcow data log" }],
+  extensions: [{ type: EXT_REFCOW_DATA_LOG, name: "refcow data log" }],
+  // The record of a post-snapshot write holds the guest's bytes: it is the guest write, made elsewhere. The
+  // log's area is read and made with the journal's purpose.
+  ioPurposes: [
+    { purpose: "data-log", costGroup: "guest data" },
+    { purpose: "journal", costGroup: "refcount/owner/journal metadata" },
+  ],
+  recovery: { pendingAfterAttach: hasDataLogToReplay, afterAttach: (host) => void recoverDataLog(host), refuseReadOnly: refuseReadOnlyDataLog },
+};

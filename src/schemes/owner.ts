@@ -36,14 +36,14 @@
  * loading and validating the earlier format's table took about 20 ms and 0.9 s (src/bench/owner-open.ts).
  *
  * Images the earlier format left (autoclear bit 32, extension 0x52434f57 "RCOW", the table in clusters past
- * the end that refcounts call free) open under every scheme: the engine clears the bit and drops the
- * extension at any writable open, the table's clusters are free space, and nothing reads them.
+ * the end that refcounts call free) open under every scheme: the engine clears the bit (as any autoclear bit
+ * it does not maintain) and the recovery below drops the extension at any writable open, the table's clusters are free space, and nothing reads them.
  */
 import { performance } from "node:perf_hooks";
 import { snapshotTableSize } from "../format/snapshot-table.js";
 import { SnapshotError } from "../format/errors.js";
 import type { SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
-import type { ClusterKind, RefcountScheme, SchemeHost } from "./scheme.js";
+import type { ClusterKind, RefcountScheme, SchemeDefinition, SchemeHost } from "./scheme.js";
 
 const META = 0xffffffff;
 /** Owner of clusters the build found shared by snapshots it could not place (no node has this id). */
@@ -63,6 +63,8 @@ export class OwnerScheme implements RefcountScheme {
   readonly keepsDirty = true;
   readonly maintainsCopied = false;
   private host!: SchemeHost;
+  /** Drops the refcount subscription taken at attach. */
+  private unsubscribe: () => void = () => {};
   private owner = new Uint32Array(1024);
   private nodes = new Map<number, OwnerNode>();
   private active = 0;
@@ -80,7 +82,7 @@ export class OwnerScheme implements RefcountScheme {
     const t = performance.now();
     host.markDirty();
     this.build();
-    host.refcounts.usedBy = (c) => this.ownerOf(c) !== 0;
+    this.unsubscribe = host.refcounts.subscribe({ inUse: (c) => this.ownerOf(c) !== 0 });
     this.costs.openMs = performance.now() - t;
   }
 
@@ -337,7 +339,7 @@ export class OwnerScheme implements RefcountScheme {
   close(): void {
     const host = this.host;
     const t = performance.now();
-    host.refcounts.usedBy = null;
+    this.unsubscribe();
     // Standard refcounts and COPIED flags, rebuilt from the tables.
     host.refcounts.rebuild(host.referenceCounts());
     host.snapshots.recomputeCopied();
@@ -347,3 +349,27 @@ export class OwnerScheme implements RefcountScheme {
     this.costs.closeMs = performance.now() - t;
   }
 }
+
+/**
+ * refcow's owner table as an earlier refcow left it at a clean close ("RCOW": u64 table offset, u32 entries,
+ * the node tree), meaningful only while autoclear bit 32 was set. Nothing reads it now; a writable open drops it.
+ */
+export const EXT_REFCOW_OWNER_LEGACY = 0x52434f57;
+/** The autoclear bit an earlier refcow set at a clean close of an owner image. Never set now. */
+export const AUTOCLEAR_REFCOW_OWNER_LEGACY = 1n << 32n;
+
+export const OWNER_SCHEME: SchemeDefinition = {
+  name: "owner",
+  make: () => new OwnerScheme(),
+  extensions: [{ type: EXT_REFCOW_OWNER_LEGACY, name: "refcow owner table (legacy)" }],
+  ioPurposes: [{ purpose: "owner", costGroup: "refcount/owner/journal metadata" }],
+  recovery: {
+    afterLoad(host) {
+      // The earlier format's table, vouched for by the autoclear bit the open just cleared: dead from now on.
+      const h = host.header;
+      if (!h.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)) return;
+      h.extensions = h.extensions.filter((e) => e.type !== EXT_REFCOW_OWNER_LEGACY);
+      host.writeHeader();
+    },
+  },
+};

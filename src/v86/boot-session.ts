@@ -23,8 +23,8 @@
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Qcow2Image } from "../engine/qcow2-image.js";
-import { probeFormat } from "../engine/open-path.js";
+import { Qcow2Image } from "../open/qcow2.js";
+import { probeFormat } from "../open/open-path.js";
 import type { CacheMode, SchemeOptionValues, SnapshotInfo } from "../engine/types.js";
 import { NodeFile } from "../io/node-file.js";
 import type { DiskClient } from "../worker/disk-client.js";

@@ -4,6 +4,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { parseHeader, QCOW_MAGIC } from "../format/header.js";
+import { SCHEME_CATALOG } from "../schemes/index.js";
 
 /**
  * Cluster size and virtual size of an existing qcow2 image (a clear error for anything else). `why`, when
@@ -22,7 +23,7 @@ export function probeQcow2(file: string, why?: string): { clusterSize: number; s
       buf = Buffer.alloc(Math.min(2 ** bits, fileSize));
       readSync(fd, buf, 0, buf.length, 0);
     }
-    const h = parseHeader(buf, fileSize);
+    const h = parseHeader(buf, fileSize, SCHEME_CATALOG.knownIncompatible);
     return { clusterSize: 2 ** h.clusterBits, size: h.size };
   } finally {
     closeSync(fd);

@@ -7,21 +7,15 @@
  * Node 20 cannot load .ts in a worker: the pool points piscina at the compiled copy of this file in dist/.
  */
 import { threadId } from "node:worker_threads";
-import { openImagePath, type OpenedImage } from "../engine/open-path.js";
+import { openImagePath, type OpenedImage } from "../open/open-path.js";
 import { RequestError } from "../engine/errors.js";
 import { OverlayFile } from "../io/overlay-file.js";
-import type { AllocPolicyName, CacheMode, FlushOrder, SchemeOptionValues } from "../engine/types.js";
+import type { ImageOpenOptions } from "../engine/types.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 
-export interface ServeTask {
+export interface ServeTask extends ImageOpenOptions {
   ring: SharedArrayBuffer;
   path: string;
-  scheme?: string;
-  schemeOptions?: SchemeOptionValues;
-  alloc?: AllocPolicyName;
-  order?: FlushOrder;
-  cache?: CacheMode;
-  readOnly?: boolean;
   format?: "qcow2" | "raw";
   /**
    * Serve this internal snapshot (by id) instead of the active layer: the image file is only read, the

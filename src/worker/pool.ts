@@ -15,23 +15,13 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Worker } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { AllocPolicyName, CacheMode, FlushOrder, SchemeOptionValues } from "../engine/types.js";
+import type { ImageOpenOptions } from "../engine/types.js";
 import { DiskClient, type DiskClientOptions, waitForServer, WorkerError } from "./disk-client.js";
 import type { ServeTask } from "./node-worker.js";
 import { C, createRing, type RingOptions } from "./ring.js";
 
-export interface ServedImageOptions {
-  /** Refcount scheme (default "eager"). */
-  scheme?: string;
-  /** Options of that scheme (for `log`: pending, log-size). */
-  schemeOptions?: SchemeOptionValues;
-  /** Allocation policy (default "first-fit"). */
-  alloc?: AllocPolicyName;
-  /** Flush ordering of the eager scheme (default "refcow"). */
-  order?: FlushOrder;
-  /** Cache mode (default "writeback"). */
-  cache?: CacheMode;
-  readOnly?: boolean;
+/** How to serve an image: the open options (ImageOpenOptions: scheme default eager, cache default writeback...) and the ring's. */
+export interface ServedImageOptions extends ImageOpenOptions {
   /** Image format; probed when absent. */
   format?: "qcow2" | "raw";
   /** Serve this internal snapshot (id), read from a private in-memory view of the image (see ServeTask). */

@@ -15,20 +15,16 @@
  * The serve loop blocks the worker's thread, so a worker serves one image at a time and handles no message
  * while serving; the host (web-host.ts) refuses to send one then.
  */
-import type { AllocPolicyName, CacheMode, CheckResult, CreateOptions, SchemeOptionValues } from "../engine/types.js";
+import type { CheckResult, CreateOptions, ImageOpenOptions } from "../engine/types.js";
 import type { ServeResult } from "./serve-loop.js";
 
-export interface WebServeRequest {
+/** Serves an image: the open options as the library takes them (ImageOpenOptions), but for the flush order. */
+export interface WebServeRequest extends Omit<ImageOpenOptions, "order"> {
   id: number;
   kind: "serve";
   ring: SharedArrayBuffer;
   /** File name in the origin private file system. */
   file: string;
-  scheme?: string;
-  schemeOptions?: SchemeOptionValues;
-  alloc?: AllocPolicyName;
-  cache?: CacheMode;
-  readOnly?: boolean;
   /** Bounded spin of the serve loop, in µs. */
   spinUs?: number;
   adaptiveSpin?: boolean;

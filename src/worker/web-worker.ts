@@ -6,7 +6,7 @@
  * so the file is opened first and the synchronous `serveRing` gets an `open` that only parses the image. The
  * worker must be a dedicated worker of a cross-origin isolated page (SharedArrayBuffer, sync access handles).
  */
-import { Qcow2Image } from "../engine/qcow2-image.js";
+import { Qcow2Image } from "../open/qcow2.js";
 import { OpfsFile } from "../io/opfs-file.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 import type { WebCheckRequest, WebCreateRequest, WebServeRequest, WebWorkerReply, WebWorkerRequest, WebWorkerResult } from "./web-protocol.js";

@@ -106,7 +106,7 @@ describe("QEMU's flush policy", () => {
       betweenPhases(rspec, image, "snapshot");
       const log = path.join(dir, `r-${order}.strace`);
       const script = `
-        import { openImagePath } from ${JSON.stringify(dist("engine/open-path.js"))};
+        import { openImagePath } from ${JSON.stringify(dist("open/open-path.js"))};
         const img = openImagePath(${JSON.stringify(image)}, { scheme: "eager", order: ${JSON.stringify(order)}, cache: "writeback" });
         const offsets = ${JSON.stringify(offsets)};
         const data = new Uint8Array(${WRITE}).fill(3);

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import type { BlockFile, IoPurpose } from "../../src/io/block-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { allocationPolicy } from "../../src/engine/alloc-policy.js";
 import { RequestError } from "../../src/engine/errors.js";
 import type { AllocPolicyName } from "../../src/engine/types.js";
@@ -170,10 +170,10 @@ describe("allocation policy", () => {
 function liveMetadata(img: Qcow2Image): number[] {
   const cs = img.clusterSize;
   const out: number[] = [];
-  const h = img.header;
+  const h = img.core.header;
   for (let c = h.l1TableOffset / cs; c < Math.ceil((h.l1TableOffset + h.l1Size * 8) / cs); c++) out.push(c);
-  for (let i = 0; i < img.refcounts.tableClusters; i++) out.push(img.refcounts.tableOffset / cs + i);
-  for (const b of img.refcounts.table) if (b) out.push(b / cs);
-  for (const l2 of img.l1) if (l2) out.push(l2 / cs);
+  for (let i = 0; i < img.core.refcounts.tableClusters; i++) out.push(img.core.refcounts.tableOffset / cs + i);
+  for (const b of img.core.refcounts.table) if (b) out.push(b / cs);
+  for (const l2 of img.core.l1) if (l2) out.push(l2 / cs);
   return out;
 }

@@ -10,9 +10,9 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { referenceCounts } from "../../src/engine/check.js";
-import { compactImage } from "../../src/engine/compact.js";
+import { compactImage } from "../../src/open/qcow2.js";
 import type { CreateOptions } from "../../src/engine/types.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { ioOps, ModelledImage, type IoOpMix } from "../helpers/random-io.js";
@@ -32,8 +32,8 @@ const MIX: IoOpMix = {
 
 /** Clusters no table references, below the end of the file. */
 function unreferenced(img: Qcow2Image): number[] {
-  const refs = referenceCounts(img);
-  const end = Math.ceil(img.file.size() / img.clusterSize);
+  const refs = referenceCounts(img.core);
+  const end = Math.ceil(img.core.file.size() / img.clusterSize);
   const out: number[] = [];
   for (let c = 0; c < end; c++) if (c >= refs.length || refs[c] === 0) out.push(c);
   return out;
@@ -52,7 +52,7 @@ describe("random I/O under append matches a byte array, never reuses free space,
             const holes = new Set<number>();
             const noteHoles = (step: string) => {
               for (const c of unreferenced(m.img)) holes.add(c);
-              const refs = referenceCounts(m.img);
+              const refs = referenceCounts(m.img.core);
               for (const c of holes) {
                 if (c < refs.length && refs[c] > 0) throw new Error(`cluster ${c}, seen free inside the file, is referenced again after ${step}`);
               }

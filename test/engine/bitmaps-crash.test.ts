@@ -13,7 +13,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
@@ -95,7 +95,7 @@ describe("crash states around persistent bitmaps", () => {
           // Recovered as a user's next open recovers it (a dirty image's counts rebuilt), the image checks
           // clean but for leaks, and its bitmaps are as they were.
           const first = new MemoryFile(bytes.slice());
-          Qcow2Image.open(first).shutdown(false);
+          Qcow2Image.open(first).core.shutdown(false);
           const c = Qcow2Image.open(new MemoryFile(first.contents()), { readOnly: true, forCheck: true });
           const check = c.check();
           expect(check.corruptions, `${where}: ${check.messages.join("; ")}`).toBe(0);

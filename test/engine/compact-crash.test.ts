@@ -9,11 +9,12 @@
 import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { compactImage } from "../../src/engine/compact.js";
+import { compactImage } from "../../src/open/qcow2.js";
 import { SnapshotError } from "../../src/engine/errors.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import type { CreateOptions } from "../../src/engine/types.js";
-import { INCOMPAT_DIRTY, INCOMPAT_REFCOW_JOURNAL } from "../../src/format/features.js";
+import { INCOMPAT_DIRTY } from "../../src/format/features.js";
+import { INCOMPAT_REFCOW_JOURNAL } from "../../src/schemes/journal-format.js";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { qemuCheck, qemuImg, qemuRaw, tempDir } from "../helpers/qemu.js";

@@ -9,7 +9,7 @@
 import { describe, expect, it } from "vitest";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import type { CacheMode } from "../../src/engine/types.js";
 import { seededRandom } from "../../src/harness/crash.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";

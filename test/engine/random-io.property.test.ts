@@ -8,7 +8,7 @@ import fc from "fast-check";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import type { CreateOptions } from "../../src/engine/types.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { qemuCheck, tempDir } from "../helpers/qemu.js";

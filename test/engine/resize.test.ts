@@ -8,9 +8,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { openImagePath } from "../../src/engine/open-path.js";
+import { openImagePath } from "../../src/open/open-path.js";
 import { RequestError } from "../../src/engine/errors.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { qemuCheck, qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
 

@@ -20,7 +20,7 @@ import {
   serializeBitmapTable,
 } from "../../src/format/bitmaps.js";
 import { ImageFormatError, RequestError, UnsupportedFeatureError } from "../../src/format/errors.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { qemuImg, qemuIo, tempDir } from "../helpers/qemu.js";
 

@@ -1,14 +1,14 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { parseHeader, serializeHeader, type Qcow2Header } from "../../src/format/header.js";
-import { STANDARD_FEATURE_NAMES } from "../../src/format/features.js";
+import { QEMU_FEATURE_NAMES } from "../../src/format/features.js";
 
 function header(over: Partial<Qcow2Header> = {}): Qcow2Header {
   return {
     version: 3, backingFileOffset: 0, backingFileSize: 0, clusterBits: 16, size: 1 << 30, cryptMethod: 0, l1Size: 2,
     l1TableOffset: 3 << 16, refcountTableOffset: 1 << 16, refcountTableClusters: 1, nbSnapshots: 0, snapshotsOffset: 0,
     incompatibleFeatures: 0n, compatibleFeatures: 0n, autoclearFeatures: 0n, refcountOrder: 4, headerLength: 112,
-    compressionType: 0, unknownTail: new Uint8Array(0), extensions: [], featureNames: STANDARD_FEATURE_NAMES, ...over,
+    compressionType: 0, unknownTail: new Uint8Array(0), extensions: [], featureNames: [...QEMU_FEATURE_NAMES], ...over,
   };
 }
 

@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import { inlineDisk } from "../../src/nbd/inline-disk.js";
 import { NbdServer } from "../../src/nbd/server.js";
 import {

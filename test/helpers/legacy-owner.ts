@@ -7,9 +7,10 @@
  * snapshots it could not place (one legacy node per snapshot), which its loader accepted.
  */
 import { alignUp } from "../../src/format/bytes.js";
-import { AUTOCLEAR_REFCOW_OWNER_LEGACY } from "../../src/format/features.js";
-import { EXT_REFCOW_OWNER_LEGACY, serializeHeader } from "../../src/format/header.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { serializeHeader } from "../../src/format/header.js";
+import { AUTOCLEAR_REFCOW_OWNER_LEGACY, EXT_REFCOW_OWNER_LEGACY } from "../../src/schemes/owner.js";
+import { SCHEME_CATALOG } from "../../src/schemes/index.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 
 export function withLegacyOwnerTable(image: Uint8Array): Uint8Array {
@@ -21,14 +22,14 @@ export function withLegacyOwnerTable(image: Uint8Array): Uint8Array {
     const entries = Math.ceil(image.length / cs);
     const table = new Uint8Array(entries * 4);
     const tv = new DataView(table.buffer);
-    const meta = new Set<number>([0, img.header.l1TableOffset / cs, img.refcounts.tableOffset / cs]);
-    for (const b of img.refcounts.table) if (b) meta.add(b / cs);
+    const meta = new Set<number>([0, img.core.header.l1TableOffset / cs, img.core.refcounts.tableOffset / cs]);
+    for (const b of img.core.refcounts.table) if (b) meta.add(b / cs);
     for (let c = 0; c < entries; c++) {
-      if (img.refcounts.get(c) === 0) continue;
-      tv.setUint32(c * 4, meta.has(c) ? 0xffffffff : img.snapshots.length ? 1 : 2);
+      if (img.core.refcounts.get(c) === 0) continue;
+      tv.setUint32(c * 4, meta.has(c) ? 0xffffffff : img.core.snapshots.length ? 1 : 2);
     }
     const enc = new TextEncoder();
-    const nodes = [{ id: 2, parent: 0, flags: 0, snapshot: "" }, ...img.snapshots.map((sn, i) => ({ id: 3 + i, parent: 0, flags: 1, snapshot: sn.id }))];
+    const nodes = [{ id: 2, parent: 0, flags: 0, snapshot: "" }, ...img.core.snapshots.map((sn, i) => ({ id: 3 + i, parent: 0, flags: 1, snapshot: sn.id }))];
     const ext = new Uint8Array(20 + nodes.reduce((a, n) => a + alignUp(14 + enc.encode(n.snapshot).length, 4), 0));
     const v = new DataView(ext.buffer);
     const offset = alignUp(image.length, cs);
@@ -46,11 +47,11 @@ export function withLegacyOwnerTable(image: Uint8Array): Uint8Array {
       ext.set(id, p + 14);
       p = alignUp(p + 14 + id.length, 4);
     }
-    const h = { ...img.header, extensions: [...img.header.extensions, { type: EXT_REFCOW_OWNER_LEGACY, data: ext }] };
+    const h = { ...img.core.header, extensions: [...img.core.header.extensions, { type: EXT_REFCOW_OWNER_LEGACY, data: ext }] };
     h.autoclearFeatures |= AUTOCLEAR_REFCOW_OWNER_LEGACY;
     const out = new Uint8Array(offset + table.length);
     out.set(image);
-    out.set(serializeHeader(h, cs), 0);
+    out.set(serializeHeader(h, cs, { featureNames: SCHEME_CATALOG.featureNames }), 0);
     out.set(table, offset);
     return out;
   } finally {

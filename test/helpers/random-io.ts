@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import { expect } from "vitest";
 import { SnapshotError } from "../../src/engine/errors.js";
-import type { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import type { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 
 export type IoOp =

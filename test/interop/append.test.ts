@@ -6,8 +6,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import type { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import type { Qcow2Image } from "../../src/open/qcow2.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { qemuCheck, qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
 

@@ -16,7 +16,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { main } from "../../src/cli/main.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { NodeFile } from "../../src/io/node-file.js";

@@ -8,11 +8,11 @@
 import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { compactImage } from "../../src/engine/compact.js";
+import { compactImage } from "../../src/open/qcow2.js";
 import { referenceCounts } from "../../src/engine/check.js";
 import { ImageFormatError, RequestError, UnsupportedFeatureError } from "../../src/engine/errors.js";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import type { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import type { Qcow2Image } from "../../src/open/qcow2.js";
 import { NodeFile } from "../../src/io/node-file.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { qemuCheck, qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
@@ -37,7 +37,7 @@ function contents(file: string): Map<string, Buffer> {
 function freeInside(file: string): number {
   const img = openImagePath(file, { readOnly: true }) as Qcow2Image;
   try {
-    const refs = referenceCounts(img);
+    const refs = referenceCounts(img.core);
     const end = Math.ceil(fs.statSync(file).size / img.clusterSize);
     let n = 0;
     for (let c = 0; c < end; c++) if (c >= refs.length || refs[c] === 0) n++;
@@ -211,8 +211,8 @@ describe("compact", () => {
       const file = fragmented("corrupt.qcow2");
       // Zero the refcount of the first L2 table: qemu-img check reports it as an error.
       const img = openImagePath(file, { readOnly: true }) as Qcow2Image;
-      const l2 = img.l1[0];
-      const block = img.refcounts.table[0];
+      const l2 = img.core.l1[0];
+      const block = img.core.refcounts.table[0];
       img.close();
       const fd = fs.openSync(file, "r+");
       fs.writeSync(fd, Buffer.alloc(2), 0, 2, block + (l2 / 65536) * 2);

@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openImagePath } from "../../src/engine/open-path.js";
+import { openImagePath } from "../../src/open/open-path.js";
 import { Qcow2Image } from "../../src/engine/qcow2-image.js";
 import { inlineExport } from "../../src/nbd/export.js";
 import { inlineDisk } from "../../src/nbd/inline-disk.js";

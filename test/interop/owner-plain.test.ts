@@ -9,9 +9,9 @@ import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { main } from "../../src/cli/main.js";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import type { Qcow2Image } from "../../src/engine/qcow2-image.js";
-import { EXT_REFCOW_OWNER_LEGACY } from "../../src/format/header.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import type { Qcow2Image } from "../../src/open/qcow2.js";
+import { EXT_REFCOW_OWNER_LEGACY } from "../../src/schemes/owner.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { withLegacyOwnerTable } from "../helpers/legacy-owner.js";
 import { qemuCheck, qemuImg, qemuRaw, tempDir } from "../helpers/qemu.js";
@@ -65,7 +65,7 @@ function expectPlain(file: string): void {
   expect(b.readBigUInt64BE(80) & ~0x1n, "compatible features").toBe(0n);
   expect(b.readBigUInt64BE(88), "autoclear features").toBe(0n);
   const img = openImagePath(file, { readOnly: true }) as Qcow2Image;
-  expect(img.header.extensions.map((e) => `0x${e.type.toString(16)}`)).toEqual([]);
+  expect(img.core.header.extensions.map((e) => `0x${e.type.toString(16)}`)).toEqual([]);
   img.close();
   // QEMU's own report (7.2 lists no feature bits; what it does say must be clean).
   const info = JSON.parse(qemuImg(["info", "--output=json", file]));
@@ -120,7 +120,7 @@ describe("owner images and QEMU's tools", () => {
       fs.writeFileSync(file, legacy);
       // A read-only open reads every view as it was, and changes nothing.
       const ro = openImagePath(file, { readOnly: true }) as Qcow2Image;
-      expect(ro.header.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)).toBe(true);
+      expect(ro.core.header.extensions.some((e) => e.type === EXT_REFCOW_OWNER_LEGACY)).toBe(true);
       for (const [name, want] of views) {
         const got = new Uint8Array(SIZE);
         if (name) ro.readSnapshot(name, got, 0);

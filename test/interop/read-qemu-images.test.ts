@@ -5,8 +5,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { openImagePath } from "../../src/engine/open-path.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { openImagePath } from "../../src/open/open-path.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
 
 const dir = tempDir("read");

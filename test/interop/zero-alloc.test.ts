@@ -13,8 +13,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import type { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import type { Qcow2Image } from "../../src/open/qcow2.js";
 import { nativeFileOps } from "../../src/io/native-fileops.js";
 import { qemuCheck, qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
 

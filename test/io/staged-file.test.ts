@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { StagedFile } from "../../src/io/staged-file.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 
 const bytes = (n: number, v: number) => new Uint8Array(n).fill(v);
 

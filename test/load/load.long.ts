@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import type { CacheMode } from "../../src/engine/types.js";
 import { NodeFile } from "../../src/io/node-file.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";

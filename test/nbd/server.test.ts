@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import type { NbdExport } from "../../src/nbd/export.js";
 import { Cmd, CmdFlag, encodeClientFlags, encodeInfoRequest, encodeOption, Err, IHAVEOPT, Info, Opt, Rep, TxFlag, BaseAllocation } from "../../src/nbd/protocol.js";
 import { NbdServer } from "../../src/nbd/server.js";

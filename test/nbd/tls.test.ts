@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import type { NbdExport } from "../../src/nbd/export.js";
 import { inlineDisk } from "../../src/nbd/inline-disk.js";
 import { Cmd, encodeClientFlags, encodeInfoRequest, encodeMetaContextRequest, encodeOption, encodeRequest, Info, Opt, Rep } from "../../src/nbd/protocol.js";

@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import { inlineExport, type InlineExportSettings } from "../../src/nbd/export.js";
 import { inlineDisk } from "../../src/nbd/inline-disk.js";
 import { warmUp } from "../../src/nbd/warm-up.js";

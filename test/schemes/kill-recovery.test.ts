@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import { qemuCheck, tempDir } from "../helpers/qemu.js";
 

@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { FaultFile } from "../../src/io/fault-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { seededRandom } from "../../src/harness/crash.js";
 import { EXT_REFCOW_DATA_LOG, INCOMPAT_REFCOW_DATA_LOG } from "../../src/schemes/log-format.js";
 
@@ -40,7 +40,7 @@ describe("log crash states", () => {
       model.set(data, off);
       acked.push({ at: fault.log.length, model: model.slice() });
     }
-    const report = img.scheme.report?.() ?? {};
+    const report = img.core.scheme.report?.() ?? {};
     expect(report.applies).toBeGreaterThan(2);
     img.close();
     let states = 0;
@@ -87,7 +87,7 @@ describe("log crash states", () => {
       for (let c = 0; c < 8; c++) model.fill(c + 1, c * CS, (c + 1) * CS);
       img = Qcow2Image.open(fault, { scheme: "log", cache: "writethrough", random: seededRandom(3) });
       if (at === "snapshot create") img.snapshotCreate("s");
-      expect(img.header.extensions.some((e) => e.type === EXT_REFCOW_DATA_LOG)).toBe(true);
+      expect(img.core.header.extensions.some((e) => e.type === EXT_REFCOW_DATA_LOG)).toBe(true);
       const from = fault.log.length;
       const data = new Uint8Array(1024).fill(0xab);
       img.write(2 * CS + 512, data);
@@ -115,8 +115,8 @@ describe("log crash states", () => {
               expect(ok, `${scheme} state ${fault.describe(st)}`).toBe(true);
             } else expect(same(model), `${scheme} state ${fault.describe(st)}`).toBe(true);
             const again = Qcow2Image.open(new MemoryFile(f.contents()), { readOnly: true });
-            expect(again.header.extensions.some((e) => e.type === EXT_REFCOW_DATA_LOG), `${scheme} state ${fault.describe(st)}`).toBe(false);
-            expect(again.header.incompatibleFeatures & INCOMPAT_REFCOW_DATA_LOG).toBe(0n);
+            expect(again.core.header.extensions.some((e) => e.type === EXT_REFCOW_DATA_LOG), `${scheme} state ${fault.describe(st)}`).toBe(false);
+            expect(again.core.header.incompatibleFeatures & INCOMPAT_REFCOW_DATA_LOG).toBe(0n);
             again.close();
           }
         }

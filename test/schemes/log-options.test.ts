@@ -7,11 +7,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { parseHeader } from "../../src/format/header.js";
 import { INCOMPAT_REFCOW_DATA_LOG, findLog } from "../../src/schemes/log-format.js";
-import { createScheme, validateSchemeOptions } from "../../src/schemes/index.js";
+import { createScheme, SCHEME_CATALOG, validateSchemeOptions } from "../../src/schemes/index.js";
 import type { CostBreakdown } from "../../src/engine/types.js";
 import { assertBuilt, run, tempDir } from "../cli/qemu-harness.js";
 
@@ -82,7 +82,7 @@ describe("pending: the memory bound", () => {
     const seen: Record<string, number>[] = [];
     for (let c = 0; c < 5; c++) {
       img.write(c * CS + 4096, new Uint8Array(4096).fill(0xa0 + c));
-      seen.push(img.scheme.report!());
+      seen.push(img.core.scheme.report!());
     }
     return { img, seen };
   }
@@ -153,7 +153,7 @@ describe("log-size: the data log area", () => {
     const r = await run("refcow", ["io", "--scheme", "log", ...opts, "-t", "writethrough", "-c", "write -P 2 4k 4k", "-c", "write -P 3 68k 4k", "-c", "abort", file], dir);
     expect(r.status).not.toBe(0);
     const bytes = new Uint8Array(fs.readFileSync(file));
-    const header = parseHeader(bytes.subarray(0, CS), bytes.length);
+    const header = parseHeader(bytes.subarray(0, CS), bytes.length, SCHEME_CATALOG.knownIncompatible);
     expect(header.incompatibleFeatures & INCOMPAT_REFCOW_DATA_LOG).toBe(INCOMPAT_REFCOW_DATA_LOG);
     const loc = findLog(header)!;
     expect(loc).toBeDefined();

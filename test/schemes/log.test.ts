@@ -8,8 +8,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import type { CostBreakdown } from "../../src/engine/types.js";
 import { EXT_REFCOW_DATA_LOG } from "../../src/schemes/log-format.js";
@@ -110,7 +110,7 @@ describe("scheme log", () => {
       const info = JSON.parse(qemu(["qemu-img", "info", "--output=json", file]));
       expect(info["format-specific"].data["incompatible-features"] ?? []).toEqual([]);
       const ro = openImagePath(file, { readOnly: true }) as Qcow2Image;
-      expect(ro.header.extensions.length).toBe(0);
+      expect(ro.core.header.extensions.length).toBe(0);
       ro.close();
     });
 
@@ -143,7 +143,7 @@ describe("scheme log", () => {
   }
 
   it("the log is made off the write path: at snapshot create and at a writable open that finds snapshots; none without snapshots, none read-only", () => {
-    const hasLog = (img: Qcow2Image) => img.header.extensions.some((e) => e.type === EXT_REFCOW_DATA_LOG);
+    const hasLog = (img: Qcow2Image) => img.core.header.extensions.some((e) => e.type === EXT_REFCOW_DATA_LOG);
     const file = path.join(dir, "made.qcow2");
     createImagePath(file, { size: 64 * CS });
     let img = openImagePath(file, { scheme: "log", cache: "writethrough" }) as Qcow2Image;
@@ -270,7 +270,7 @@ describe("scheme log", () => {
     for (const cache of ["writeback", "writethrough"] as const) {
       const img = openImagePath(file, { scheme: "log", cache }) as Qcow2Image;
       for (let i = 0; i < n; i++) img.write(i * CS + 4096, new Uint8Array(4096).fill(cache === "writeback" ? 2 : 3));
-      const rep = img.scheme.report?.() ?? {};
+      const rep = img.core.scheme.report?.() ?? {};
       expect(rep.applies).toBeGreaterThan(0);
       for (let i = 0; i < n; i += 97) {
         const b = img.read(i * CS, 8192);
@@ -289,7 +289,7 @@ describe("scheme log", () => {
   it("bounds its pending state: beyond maxPending it applies early", () => {
     const { img } = prepared("bound", "writeback");
     for (let i = 0; i < N; i++) img.write(i * CS, new Uint8Array(512).fill(5));
-    const rep = img.scheme.report?.() ?? {};
+    const rep = img.core.scheme.report?.() ?? {};
     expect(rep.pending).toBe(N); // under the default bound
     img.close();
   });

@@ -7,8 +7,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createImagePath, openImagePath } from "../../src/engine/open-path.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { createImagePath, openImagePath } from "../../src/open/open-path.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";
 import type { CostBreakdown } from "../../src/engine/types.js";
 
@@ -36,7 +36,7 @@ function expectPlain(file: string): void {
   expect(b.readBigUInt64BE(80) & ~0x1n).toBe(0n);
   expect(b.readBigUInt64BE(88)).toBe(0n);
   const ro = openImagePath(file, { readOnly: true }) as Qcow2Image;
-  expect(ro.header.extensions.map((e) => e.type.toString(16))).toEqual([]);
+  expect(ro.core.header.extensions.map((e) => e.type.toString(16))).toEqual([]);
   ro.close();
 }
 
@@ -114,7 +114,7 @@ describe("refcount schemes", () => {
     expect(writes(img.stats(), "refcount")).toBe(0);
     expect(writes(img.stats(), "cow-write")).toBe(32);
     img.close();
-    const report = img.scheme.report?.() ?? {};
+    const report = img.core.scheme.report?.() ?? {};
     expect(report.openConvertClusters).toBeGreaterThan(0);
     expect(report.closeConvertClusters).toBeGreaterThan(32);
   });
@@ -130,7 +130,7 @@ describe("refcount schemes", () => {
     expect(writes(st, "refcount")).toBe(0);
     expect(writes(st, "l2")).toBe(1); // the copy of the shared L2 table, written whole when it is made
     img.close();
-    expect((img.scheme.report?.() ?? {}).transactions).toBeGreaterThan(0);
+    expect((img.core.scheme.report?.() ?? {}).transactions).toBeGreaterThan(0);
   });
 
   it("journal: QEMU refuses an image whose journal was not checkpointed, and refcow replays it", () => {

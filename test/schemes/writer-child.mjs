@@ -1,7 +1,7 @@
 // A writer process for the kill test: random 4 KiB writes with flushes (and a snapshot), printing
 // "ISSUE <off> <byte>" before each write and "ACK <off> <byte>" once it is covered by a completed flush.
 // It never closes: the test kills it.
-import { openImagePath } from "../../dist/engine/open-path.js";
+import { openImagePath } from "../../dist/open/open-path.js";
 
 const [file, scheme, cache, seedArg] = process.argv.slice(2);
 const img = openImagePath(file, { scheme, cache });

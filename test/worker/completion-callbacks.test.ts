@@ -4,7 +4,7 @@
  * completion becomes visible is under the test's control.
  */
 import { describe, expect, it } from "vitest";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { RequestRecorder } from "../../src/guest/request-recorder.js";
 import { HdaAdapter } from "../../src/v86/hda-adapter.js";

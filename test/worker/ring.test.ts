@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RequestError, SnapshotError } from "../../src/engine/errors.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { DiskClient, type RequestTiming, waitForServer } from "../../src/worker/disk-client.js";
 import {

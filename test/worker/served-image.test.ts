@@ -7,7 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClosedError, RequestError } from "../../src/engine/errors.js";
-import { Qcow2Image } from "../../src/engine/qcow2-image.js";
+import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { NodeFile } from "../../src/io/node-file.js";
 import { closeAllWorkers, DiskClient, ImageLockError, ImagePool, openServedImage, WorkerError } from "../../src/worker/index.js";

@@ -9,6 +9,7 @@
  * and closes the image cleanly ('qemu-img check' passes).
  */
 import { existsSync, readFileSync } from "node:fs";
+import type { ImageOpenOptions } from "../engine.js";
 import { hasFlag, lastValue, parseArgs } from "../args.js";
 import type { CliIo } from "../command.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
@@ -73,7 +74,7 @@ export interface BootOptions {
   disk: "ide" | "virtio";
   cache: ReturnType<typeof parseCacheMode>;
   scheme: string;
-  schemeOptions?: Record<string, string>;
+  schemeOptions?: ImageOpenOptions["schemeOptions"];
   memoryMiB: number;
   snapshot: boolean;
   loadvm?: string;

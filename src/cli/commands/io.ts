@@ -7,7 +7,7 @@ import * as readline from "node:readline";
 import { allValues, hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
 import { type AllocPolicyName, type CacheMode, Qcow2Image, type SchemeOptionValues } from "../engine.js";
-import type { CostBreakdown } from "../../engine/types.js";
+import type { CostBreakdown, ImageOpenOptions } from "../../engine/types.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
 import { CliError, UsageError } from "../errors.js";
 import { qcow2SpecificHuman } from "../info-output.js";
@@ -20,15 +20,11 @@ import { statsTable } from "../stats-output.js";
 import { ALLOC_LONG, closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { qcow2Specific } from "./info.js";
 
-export interface IoOpenOptions {
+/** qemu-io's open: the open options (ImageOpenOptions) and its own. */
+export interface IoOpenOptions extends Omit<ImageOpenOptions, "order"> {
   format?: "qcow2" | "raw";
   readOnly: boolean;
   cache: CacheMode;
-  scheme?: string;
-  /** Options of that scheme (--scheme-opt). */
-  schemeOptions?: SchemeOptionValues;
-  /** Allocation policy (first-fit or append). */
-  alloc?: AllocPolicyName;
   /** qemu-io -s: writes go to a private in-memory view and are dropped at exit. */
   snapshot: boolean;
   /** --in-process: serve the image in this thread even when a worker could serve it. */
@@ -145,7 +141,7 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
   const probe = probeForServing(path, opts);
   const warning = probedRawWarning(probe, opts.readOnly);
   const description = diskTarget(probe.disk, true).describe();
-  const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.l2.extended;
+  const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.extendedL2;
   const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
   probe.disk.close();
   const client = await openServedImage(path, { scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });

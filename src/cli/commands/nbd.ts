@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { allValues, hasFlag, lastValue, parseArgs } from "../args.js";
 import type { CliIo } from "../command.js";
-import { type CacheMode, NodeFile, Qcow2Image } from "../engine.js";
+import { type CacheMode, type ImageOpenOptions, NodeFile, Qcow2Image } from "../engine.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { formatForOpen, openImage, parseAllocPolicy, parseCacheMode } from "../open.js";
 import { closeAllWorkers, openServedImage } from "../../worker/index.js";
@@ -96,7 +96,8 @@ const UNSUPPORTED: Record<string, string> = {
 /** Set in the background server that --fork starts; it reports readiness (or its error) over IPC. */
 const FORKED_ENV = "REFCOW_NBD_FORKED";
 
-interface NbdOptions {
+/** `refcow nbd`: the open options (ImageOpenOptions: scheme, scheme options, alloc) and the export's. */
+interface NbdOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "alloc"> {
   image: string;
   format?: "qcow2" | "raw";
   address: ListenAddress;
@@ -112,9 +113,6 @@ interface NbdOptions {
   snapshot: boolean;
   fork: boolean;
   pidFile?: string;
-  scheme?: string;
-  schemeOptions?: Record<string, string>;
-  alloc?: ReturnType<typeof parseAllocPolicy>;
   serveMode: "inline" | "ring";
   warmUp: boolean;
   verbose: boolean;

@@ -6,11 +6,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
-import { compactImage, type CompactOptions, type CompactResult } from "./compact.js";
-import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "./map.js";
-import { ImageFormatError, RequestError } from "./errors.js";
-import { Qcow2Image } from "./qcow2-image.js";
-import type { CacheMode, MapExtent, OpenOptions, VirtualDisk } from "./types.js";
+import type { CompactOptions, CompactResult } from "../engine/compact.js";
+import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/map.js";
+import { ImageFormatError, RequestError } from "../engine/errors.js";
+import { compactImage, Qcow2Image, type LibraryOpenOptions } from "./qcow2.js";
+import type { CacheMode, MapExtent, VirtualDisk } from "../engine/types.js";
 
 export type ImageFormat = "qcow2" | "raw";
 
@@ -127,7 +127,7 @@ export type OpenedImage = Qcow2Image | RawDisk;
 
 const MAX_CHAIN = 64;
 
-export interface PathOpenOptions extends OpenOptions {
+export interface PathOpenOptions extends LibraryOpenOptions {
   format?: ImageFormat;
   /**
    * Wraps the top image's file before the engine opens it: the file itself is then opened read-only and
@@ -165,7 +165,7 @@ export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 
 }
 
 /** Compacts the qcow2 image file at `file` (see compact.ts); it must not be open anywhere else. */
-export function compactImagePath(file: string, opts: CompactOptions = {}): CompactResult {
+export function compactImagePath(file: string, opts: Omit<CompactOptions, "schemes"> = {}): CompactResult {
   if (!fs.existsSync(file)) throw new RequestError(`Could not open '${file}': No such file or directory`);
   const bf = NodeFile.open(file, { readOnly: opts.readOnly });
   try {
