@@ -101,13 +101,14 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
       for (let i = 0; i < 2000; i++) await client.nop();
       for (let i = 0; i < 2000; i++) await client.write(offsets[i], block);
       const stages = { submit: [] as number[], pickup: [] as number[], serve: [] as number[], complete: [] as number[] };
-      const ringNop = await timeEach(n, async () => {
-        const { timing: t } = await client.timed.nop();
+      client.onTiming = (_op, t) => {
         stages.submit.push(t.submitted - t.called);
         stages.pickup.push(t.workerStart - t.submitted);
         stages.serve.push(t.workerEnd - t.workerStart);
         stages.complete.push(t.completed - t.workerEnd);
-      });
+      };
+      const ringNop = await timeEach(n, () => client.nop());
+      client.onTiming = undefined;
       const ringWrite = await timeEach(n, async (i) => {
         await client.write(offsets[i], block);
       });
@@ -115,12 +116,12 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
       // Idle: the image stays open; nothing is asked of it.
       await new Promise((r) => setTimeout(r, 1000)); // let both sides' bounded spins and the GC after the loops end
       const cpu0 = process.cpuUsage();
-      const spun0 = client.spunMs;
+      const spun0 = client.ring.spunMs;
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, idleSeconds * 1000));
       const cpu = process.cpuUsage(cpu0);
       const elapsedMs = performance.now() - t0;
-      const idleClientSpinMs = client.spunMs - spun0;
+      const idleClientSpinMs = client.ring.spunMs - spun0;
       await client.close();
       return {
         requests: n,

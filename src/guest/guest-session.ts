@@ -37,7 +37,7 @@ import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { probeQcow2 } from "../v86/qcow2-probe.js";
-import { ServedAsyncDisk } from "../v86/served-async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import type { GuestImagePaths } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
 import type { GuestDiskType } from "./guest-machine.js";
@@ -192,7 +192,7 @@ export class GuestSession {
       const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
       const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US, ...lone }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : { client: lone };
       client = await pool.open(o.image, { ...spin, ...o.served, scheme, schemeOptions: o.schemeOptions, cache, format: "qcow2" });
-      const disk = new ServedAsyncDisk(client);
+      const disk = new ServedAsyncDisk(client.ring);
       let onLine: (line: string) => void = () => undefined;
       guest = await GuestRunner.boot({
         disk,

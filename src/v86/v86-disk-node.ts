@@ -4,7 +4,7 @@
  */
 import type { CacheMode } from "../engine/types.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
-import { ServedAsyncDisk } from "./served-async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 
 export interface OpenV86DiskOptions extends V86DiskOptions {
@@ -29,7 +29,7 @@ export async function openV86Disk(path: string, options: OpenV86DiskOptions = {}
     });
     const size = client.size;
     if (size % 512 !== 0) throw new Error(`'${path}' has a virtual size of ${size} bytes, not a multiple of 512`);
-    return new RefcowV86Disk(new ServedAsyncDisk(client), options, async () => {
+    return new RefcowV86Disk(new ServedAsyncDisk(client.ring), options, async () => {
       await client.close();
       await pool.destroy();
     });

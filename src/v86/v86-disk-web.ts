@@ -6,7 +6,7 @@
  */
 import type { CacheMode } from "../engine/types.js";
 import { WebImageHost, type WebImageOptions } from "../worker/web-host.js";
-import { ServedAsyncDisk } from "./served-async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 
 export interface OpenV86DiskOpfsOptions extends V86DiskOptions {
@@ -27,7 +27,7 @@ export async function openV86DiskOpfs(file: string, options: OpenV86DiskOpfsOpti
     scheme: options.scheme ?? "eager",
     cache: options.cache ?? "writeback",
   });
-  return new RefcowV86Disk(new ServedAsyncDisk(client), options, async () => {
+  return new RefcowV86Disk(new ServedAsyncDisk(client.ring), options, async () => {
     await client.close();
     host.terminate();
   });

@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureGuestImage, readGuestManifest } from "../../src/guest/guest-image.js";
 import { GuestRunner } from "../../src/guest/guest-runner.js";
+import type { DiskDone } from "../../src/disk/async-disk.js";
 import { MemoryAsyncDisk } from "../../src/v86/memory-async-disk.js";
 
 const MiB = 1024 * 1024;
@@ -31,15 +32,13 @@ class GatedDisk extends MemoryAsyncDisk {
     return { entered: enteredP, release };
   }
 
-  override async flush(): Promise<void> {
+  override flush(done: DiskDone): void {
     this.flushLog.push({ writesBefore: this.counts.writes });
     const g = this.gate;
-    if (g) {
-      this.gate = undefined;
-      g.entered();
-      await g.release;
-    }
-    await super.flush();
+    if (!g) return super.flush(done);
+    this.gate = undefined;
+    g.entered();
+    void g.release.then(() => super.flush(done));
   }
 }
 
