@@ -10,4 +10,4 @@ export { serveRing } from "./serve-loop.js";
 export type { ServeOptions, ServeResult } from "./serve-loop.js";
 export { createRing } from "./ring.js";
 export type { RingOptions } from "./ring.js";
-export type { ServedDisk } from "./served-disk.js";
+export type { SyncDisk } from "../disk/sync-disk.js";

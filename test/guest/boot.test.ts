@@ -114,7 +114,7 @@ describe("real guest on v86", () => {
     expect(out.split(" ")[0]).toBe(md5(pattern));
   }, 60_000);
 
-  it("completes the guest's fsync only after AsyncDisk.flush() resolved, with the data written before it", async () => {
+  it("completes the guest's fsync only after the disk's flush completed, with the data written before it", async () => {
     const g = guest!;
     await g.check("yes refcow-flush | head -c 4096 > /tmp/f");
     const flushesBefore = disk.counts.flushes;
