@@ -32,7 +32,7 @@
  */
 import { existsSync } from "node:fs";
 import { createImagePath } from "../open/open-path.js";
-import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
+import type { CacheMode, CostBreakdown, ImageOpenOptions } from "../engine/types.js";
 import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
@@ -48,17 +48,15 @@ import { obtainWarmState } from "./warm-state.js";
 export const DEFAULT_DISK_SIZE = 256 << 20;
 export const DEFAULT_CLUSTER_SIZE = 65536;
 
-export interface GuestSessionOptions {
+/**
+ * The image's open options are ImageOpenOptions' (defaults here: scheme "eager", cache "writeback"); the
+ * session serves the image read-write in the flush order of its scheme's default.
+ */
+export interface GuestSessionOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "cache"> {
   /** qcow2 image path; created when missing. */
   image: string;
   /** Virtual size when the image is created (default 256 MiB). An existing image keeps its own. */
   size?: number;
-  /** Refcount scheme (default "eager"). */
-  scheme?: string;
-  /** Options of that scheme (for `log`: pending, log-size). */
-  schemeOptions?: SchemeOptionValues;
-  /** Cache mode (default "writeback"). */
-  cache?: CacheMode;
   /** Resume the cached warm-start state (default true); false boots cold on the image. */
   warmStart?: boolean;
   /** Guest RAM in MiB (default 128). */
