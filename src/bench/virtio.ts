@@ -159,15 +159,21 @@ function median(xs: number[]): number {
   return finite.length ? spread(finite).median : NaN;
 }
 
-/** Markdown table: one line per cache, scheme, phase and configuration (medians over the runs). */
-export function formatVirtioBench(rows: VirtioBenchRow[]): string {
-  const keys = new Map<string, VirtioBenchRow[]>();
+/** The rows by table line: "cache|scheme|phase|config". */
+function rowsByCell(rows: VirtioBenchRow[]): Map<string, VirtioBenchRow[]> {
+  const cells = new Map<string, VirtioBenchRow[]>();
   for (const r of rows) {
     const k = `${r.cache}|${r.scheme}|${r.phase}|${r.config}`;
-    let l = keys.get(k);
-    if (!l) keys.set(k, (l = []));
+    let l = cells.get(k);
+    if (!l) cells.set(k, (l = []));
     l.push(r);
   }
+  return cells;
+}
+
+/** Markdown table: one line per cache, scheme, phase and configuration (medians over the runs). */
+export function formatVirtioBench(rows: VirtioBenchRow[]): string {
+  const keys = rowsByCell(rows);
   let out =
     "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts | notifies | guest instructions / write |\n" +
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
@@ -193,13 +199,7 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
  * JavaScript copies per write request on each build (virtio-copies.ts).
  */
 export function formatVirtioCompare(rows: VirtioBenchRow[], copies: Map<string, number[]>): string {
-  const groups = new Map<string, VirtioBenchRow[]>();
-  for (const r of rows) {
-    const k = `${r.cache}|${r.scheme}|${r.phase}|${r.config}`;
-    let l = groups.get(k);
-    if (!l) groups.set(k, (l = []));
-    l.push(r);
-  }
+  const groups = rowsByCell(rows);
   let out =
     "| cache | scheme | phase | disk/depth | IOPS this | IOPS other | IOPS this/other | per repetition | latency median µs this | other | latency this/other | per repetition |\n" +
     "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
