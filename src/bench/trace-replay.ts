@@ -22,9 +22,9 @@ import type { Tools } from "./sources.js";
  * The image a replay runs on: the engine in this thread (the synchronous disk contract) or in its worker
  * (the ring client's promises). The replay awaits every call, so both are driven the same way.
  */
-type ReplayDisk = SyncDisk | DiskClient;
+type ReplayImage = SyncDisk | DiskClient;
 
-async function openReplayDisk(file: string, spec: SourceSpec, cache: CacheMode): Promise<ReplayDisk> {
+async function openReplayImage(file: string, spec: SourceSpec, cache: CacheMode): Promise<ReplayImage> {
   const format = spec.source === "raw" ? "raw" : "qcow2";
   const scheme = spec.source === "raw" ? undefined : spec.scheme;
   if (spec.transport === "in-process") return openImagePath(file, { scheme, alloc: spec.alloc, order: spec.order, cache, format });
@@ -33,7 +33,7 @@ async function openReplayDisk(file: string, spec: SourceSpec, cache: CacheMode):
 }
 
 /** The image's cost records so far: undefined from a disk that keeps none, empty from a served raw file. */
-async function costsOf(disk: ReplayDisk): Promise<CostBreakdown | undefined> {
+async function costsOf(disk: ReplayImage): Promise<CostBreakdown | undefined> {
   const costs = await disk.stats?.();
   return costs === undefined ? undefined : ((costs ?? {}) as CostBreakdown);
 }
@@ -56,7 +56,7 @@ async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cach
     fs.writeFileSync(file, "");
     fs.truncateSync(file, trace.header.size);
   } else createImagePath(file, { size: trace.header.size, clusterSize: trace.header.clusterSize });
-  const disk = await openReplayDisk(file, spec, cache);
+  const disk = await openReplayImage(file, spec, cache);
   const out = new Map<string, PhaseRun>();
   let current: PhaseRun | undefined;
   let currentName: string | undefined;
