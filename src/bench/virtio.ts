@@ -42,7 +42,7 @@ import { ensureGuestImage } from "../guest/guest-image.js";
 import type { GuestDiskType } from "../guest/guest-machine.js";
 import { runGuestWorkload } from "../guest/run-workload.js";
 import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
-import { virtioCopiesPerWrite } from "./virtio-copies.js";
+import { measureVirtioWritePath, type VirtioWritePath } from "./virtio-copies.js";
 import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, listOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
 
@@ -195,10 +195,11 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
 
 /**
  * Markdown table of a --compare-bin run: per cache, scheme, phase and configuration, each build's IOPS and
- * latency median (median, min–max over the repetitions) and this/other per repetition; then the bytes
- * JavaScript copies per write request on each build (virtio-copies.ts).
+ * latency median (median, min–max over the repetitions) and this/other per repetition; then, per build, the
+ * device's write path without a guest (virtio-copies.ts): bytes JavaScript copies per write request and the
+ * amortized time per write.
  */
-export function formatVirtioCompare(rows: VirtioBenchRow[], copies: Map<string, number[]>): string {
+export function formatVirtioCompare(rows: VirtioBenchRow[], paths: Map<string, VirtioWritePath[]>): string {
   const groups = rowsByCell(rows);
   let out =
     "| cache | scheme | phase | disk/depth | IOPS this | IOPS other | IOPS this/other | per repetition | latency median µs this | other | latency this/other | per repetition |\n" +
@@ -209,8 +210,13 @@ export function formatVirtioCompare(rows: VirtioBenchRow[], copies: Map<string, 
     const [la, lb] = [byRep("this", (r) => r.medianUs), byRep("other", (r) => r.medianUs)];
     out += `| ${k.split("|").join(" | ")} | ${formatSpread(a, 0)} | ${formatSpread(b, 0)} | ${formatPerRepRatios(a, b)} | ${formatSpread(la, 0)} | ${formatSpread(lb, 0)} | ${formatPerRepRatios(la, lb)} |\n`;
   }
-  out += "\nBytes copied in JavaScript per 4 KiB virtio-blk write request (driver at depth 16, every Uint8Array set/slice on the emulator's thread counted):\n";
-  for (const [build, v] of copies) out += `- ${build} build: ${v.map((x) => x.toFixed(1)).join(", ")} (each repetition)\n`;
+  const us = (b: string) => paths.get(b)?.map((x) => x.usPerWrite) ?? [];
+  out += "\nThe device's write path without a guest (virtio-copies.ts: a minimal driver, 4 KiB writes at depth 16, every Uint8Array set/slice on this thread counted):\n\n";
+  out += "| build | bytes copied in JavaScript per write, each repetition | amortized µs per write, median (min–max) | this/other | per repetition |\n|---|---|---|---|---|\n";
+  for (const [build, v] of paths) {
+    const ratio = build === "this" ? formatPerRepRatios(us("this"), us("other")) : "- | -";
+    out += `| ${build} | ${v.map((x) => x.bytesCopiedPerWrite.toFixed(1)).join(", ")} | ${formatSpread(us(build))} | ${ratio} |\n`;
+  }
   const loads = rows.map((r) => r.load1);
   out += `\nIOPS: the guest's writes / (first submission → last completion), guest clock; latency: the guest program's median per-request time of each run; per repetition: this/other of the same repetition, builds alternating first. Every run's image passed qemu-img check. Host load average (1 min): ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
@@ -228,7 +234,7 @@ in place and after a snapshot, a fresh image per run, configurations interleaved
   --configs a,b     ${DISK_CONFIGS.map((c) => c.name).join(", ")} (default: all)
   --json FILE       also write every run's row as JSON
   --compare-bin DIR another build (its dist/) in the same repetitions, alternating first: this/other per
-                    repetition, and the bytes JavaScript copies per write request on each
+                    repetition; and each build's write path without a guest (bytes copied, time per write)
   -h, --help        this text
 `;
 
@@ -248,11 +254,11 @@ runProgram(
     if (v["compare-bin"] !== undefined) {
       const builds = buildsToCompare(v["compare-bin"]);
       const matrix = guestMatrixValues(v);
-      const copies = new Map<string, number[]>(builds.map((b) => [b.label, []]));
-      for (let rep = 0; rep < (matrix.reps ?? 3); rep++) for (const b of orderFor(builds, rep)) copies.get(b.label)!.push(await virtioCopiesPerWrite(b));
+      const paths = new Map<string, VirtioWritePath[]>(builds.map((b) => [b.label, []]));
+      for (let rep = 0; rep < (matrix.reps ?? 3); rep++) for (const b of orderFor(builds, rep)) paths.get(b.label)!.push(await measureVirtioWritePath(b));
       const rows = await runVirtioBench({ configs, ...matrix, builds, onProgress: progress });
-      if (v.json) fs.writeFileSync(v.json, JSON.stringify({ rows, copies: Object.fromEntries(copies) }, null, 2) + "\n");
-      process.stdout.write(formatVirtioCompare(rows, copies));
+      if (v.json) fs.writeFileSync(v.json, JSON.stringify({ rows, writePath: Object.fromEntries(paths) }, null, 2) + "\n");
+      process.stdout.write(formatVirtioCompare(rows, paths));
       return;
     }
     const rows = await runVirtioBench({ configs, ...guestMatrixValues(v), onProgress: progress });
