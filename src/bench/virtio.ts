@@ -202,8 +202,10 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
 export function formatVirtioCompare(rows: VirtioBenchRow[], paths: Map<string, VirtioWritePath[]>): string {
   const groups = rowsByCell(rows);
   let out =
-    "| cache | scheme | phase | disk/depth | IOPS this | IOPS other | IOPS this/other | per repetition | latency median µs this | other | latency this/other | per repetition |\n" +
-    "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    rows.length === 0
+      ? ""
+      : "| cache | scheme | phase | disk/depth | IOPS this | IOPS other | IOPS this/other | per repetition | latency median µs this | other | latency this/other | per repetition |\n" +
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const [k, l] of groups) {
     const byRep = (build: string, f: (r: VirtioBenchRow) => number) => l.filter((r) => r.build === build).sort((a, b) => a.rep - b.rep).map(f);
     const [a, b] = [byRep("this", (r) => r.iops), byRep("other", (r) => r.iops)];
@@ -211,12 +213,16 @@ export function formatVirtioCompare(rows: VirtioBenchRow[], paths: Map<string, V
     out += `| ${k.split("|").join(" | ")} | ${formatSpread(a, 0)} | ${formatSpread(b, 0)} | ${formatPerRepRatios(a, b)} | ${formatSpread(la, 0)} | ${formatSpread(lb, 0)} | ${formatPerRepRatios(la, lb)} |\n`;
   }
   const us = (b: string) => paths.get(b)?.map((x) => x.usPerWrite) ?? [];
+  const cpu = (b: string) => paths.get(b)?.map((x) => x.cpuUsPerWrite) ?? [];
   out += "\nThe device's write path without a guest (virtio-copies.ts: a minimal driver, 4 KiB writes at depth 16, every Uint8Array set/slice on this thread counted):\n\n";
-  out += "| build | bytes copied in JavaScript per write, each repetition | amortized µs per write, median (min–max) | this/other | per repetition |\n|---|---|---|---|---|\n";
+  out +=
+    "| build | bytes copied in JavaScript per write, each repetition | amortized µs per write, median (min–max) | this/other | per repetition | CPU µs per write | this/other | per repetition |\n" +
+    "|---|---|---|---|---|---|---|---|\n";
   for (const [build, v] of paths) {
-    const ratio = build === "this" ? formatPerRepRatios(us("this"), us("other")) : "- | -";
-    out += `| ${build} | ${v.map((x) => x.bytesCopiedPerWrite.toFixed(1)).join(", ")} | ${formatSpread(us(build))} | ${ratio} |\n`;
+    const ratios = build === "this" ? `${formatPerRepRatios(us("this"), us("other"))} | ${formatSpread(cpu(build))} | ${formatPerRepRatios(cpu("this"), cpu("other"))}` : `- | - | ${formatSpread(cpu(build))} | - | -`;
+    out += `| ${build} | ${v.map((x) => x.bytesCopiedPerWrite.toFixed(1)).join(", ")} | ${formatSpread(us(build))} | ${ratios} |\n`;
   }
+  if (rows.length === 0) return out + `\nWrite path: the driver's 4 KiB writes after a warm-up, counted then timed; per repetition: this/other of the same repetition, builds alternating first. Host load average (1 min): ${os.loadavg()[0]!.toFixed(2)}.\n`;
   const loads = rows.map((r) => r.load1);
   out += `\nIOPS: the guest's writes / (first submission → last completion), guest clock; latency: the guest program's median per-request time of each run; per repetition: this/other of the same repetition, builds alternating first. Every run's image passed qemu-img check. Host load average (1 min): ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
@@ -235,6 +241,7 @@ in place and after a snapshot, a fresh image per run, configurations interleaved
   --json FILE       also write every run's row as JSON
   --compare-bin DIR another build (its dist/) in the same repetitions, alternating first: this/other per
                     repetition; and each build's write path without a guest (bytes copied, time per write)
+  --write-path-only with --compare-bin: only the write path without a guest (no guest runs)
   -h, --help        this text
 `;
 
@@ -243,7 +250,7 @@ runProgram(
   {
     name: "virtio bench",
     usage: USAGE,
-    options: { ...GUEST_MATRIX_OPTIONS, configs: { type: "string" }, "compare-bin": { type: "string" } },
+    options: { ...GUEST_MATRIX_OPTIONS, configs: { type: "string" }, "compare-bin": { type: "string" }, "write-path-only": { type: "boolean" } },
   },
   async (v) => {
     const configs = listOption(v.configs)?.map((n) => {
@@ -256,7 +263,7 @@ runProgram(
       const matrix = guestMatrixValues(v);
       const paths = new Map<string, VirtioWritePath[]>(builds.map((b) => [b.label, []]));
       for (let rep = 0; rep < (matrix.reps ?? 3); rep++) for (const b of orderFor(builds, rep)) paths.get(b.label)!.push(await measureVirtioWritePath(b));
-      const rows = await runVirtioBench({ configs, ...matrix, builds, onProgress: progress });
+      const rows = v["write-path-only"] ? [] : await runVirtioBench({ configs, ...matrix, builds, onProgress: progress });
       if (v.json) fs.writeFileSync(v.json, JSON.stringify({ rows, writePath: Object.fromEntries(paths) }, null, 2) + "\n");
       process.stdout.write(formatVirtioCompare(rows, paths));
       return;
