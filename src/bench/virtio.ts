@@ -42,7 +42,7 @@ import { ensureGuestImage } from "../guest/guest-image.js";
 import type { GuestDiskType } from "../guest/guest-machine.js";
 import { runGuestWorkload } from "../guest/run-workload.js";
 import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
-import { measureVirtioWritePath, type VirtioWritePath } from "./virtio-copies.js";
+import { countVirtioWritePathCopies, timeVirtioWritePath, type VirtioWritePathTime } from "./virtio-copies.js";
 import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, listOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
 
@@ -199,7 +199,13 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
  * device's write path without a guest (virtio-copies.ts): bytes JavaScript copies per write request and the
  * amortized time per write.
  */
-export function formatVirtioCompare(rows: VirtioBenchRow[], paths: Map<string, VirtioWritePath[]>): string {
+/** One build's write path without a guest: each repetition's timing and copy count. */
+export interface WritePathRuns {
+  times: VirtioWritePathTime[];
+  copies: number[];
+}
+
+export function formatVirtioCompare(rows: VirtioBenchRow[], paths: Map<string, WritePathRuns>): string {
   const groups = rowsByCell(rows);
   let out =
     rows.length === 0
@@ -212,17 +218,17 @@ export function formatVirtioCompare(rows: VirtioBenchRow[], paths: Map<string, V
     const [la, lb] = [byRep("this", (r) => r.medianUs), byRep("other", (r) => r.medianUs)];
     out += `| ${k.split("|").join(" | ")} | ${formatSpread(a, 0)} | ${formatSpread(b, 0)} | ${formatPerRepRatios(a, b)} | ${formatSpread(la, 0)} | ${formatSpread(lb, 0)} | ${formatPerRepRatios(la, lb)} |\n`;
   }
-  const us = (b: string) => paths.get(b)?.map((x) => x.usPerWrite) ?? [];
-  const cpu = (b: string) => paths.get(b)?.map((x) => x.cpuUsPerWrite) ?? [];
+  const us = (b: string) => paths.get(b)?.times.map((x) => x.usPerWrite) ?? [];
+  const cpu = (b: string) => paths.get(b)?.times.map((x) => x.cpuUsPerWrite) ?? [];
   out += "\nThe device's write path without a guest (virtio-copies.ts: a minimal driver, 4 KiB writes at depth 16, every Uint8Array set/slice on this thread counted):\n\n";
   out +=
     "| build | bytes copied in JavaScript per write, each repetition | amortized µs per write, median (min–max) | this/other | per repetition | CPU µs per write | this/other | per repetition |\n" +
     "|---|---|---|---|---|---|---|---|\n";
   for (const [build, v] of paths) {
     const ratios = build === "this" ? `${formatPerRepRatios(us("this"), us("other"))} | ${formatSpread(cpu(build))} | ${formatPerRepRatios(cpu("this"), cpu("other"))}` : `- | - | ${formatSpread(cpu(build))} | - | -`;
-    out += `| ${build} | ${v.map((x) => x.bytesCopiedPerWrite.toFixed(1)).join(", ")} | ${formatSpread(us(build))} | ${ratios} |\n`;
+    out += `| ${build} | ${v.copies.map((x) => x.toFixed(1)).join(", ")} | ${formatSpread(us(build))} | ${ratios} |\n`;
   }
-  if (rows.length === 0) return out + `\nWrite path: the driver's 4 KiB writes after a warm-up, counted then timed; per repetition: this/other of the same repetition, builds alternating first. Host load average (1 min): ${os.loadavg()[0]!.toFixed(2)}.\n`;
+  if (rows.length === 0) return out + `\nWrite path: the driver's 4 KiB writes after a warm-up, every build's timings first, then the copy counts in passes of their own; per repetition: this/other of the same repetition, builds alternating first. Host load average (1 min): ${os.loadavg()[0]!.toFixed(2)}.\n`;
   const loads = rows.map((r) => r.load1);
   out += `\nIOPS: the guest's writes / (first submission → last completion), guest clock; latency: the guest program's median per-request time of each run; per repetition: this/other of the same repetition, builds alternating first. Every run's image passed qemu-img check. Host load average (1 min): ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
   return out;
@@ -261,8 +267,11 @@ runProgram(
     if (v["compare-bin"] !== undefined) {
       const builds = buildsToCompare(v["compare-bin"]);
       const matrix = guestMatrixValues(v);
-      const paths = new Map<string, VirtioWritePath[]>(builds.map((b) => [b.label, []]));
-      for (let rep = 0; rep < (matrix.reps ?? 3); rep++) for (const b of orderFor(builds, rep)) paths.get(b.label)!.push(await measureVirtioWritePath(b));
+      const reps = matrix.reps ?? 3;
+      const paths = new Map<string, WritePathRuns>(builds.map((b) => [b.label, { times: [], copies: [] }]));
+      // Every timing first: the copy count replaces Uint8Array methods, which may slow what runs after it.
+      for (let rep = 0; rep < reps; rep++) for (const b of orderFor(builds, rep)) paths.get(b.label)!.times.push(await timeVirtioWritePath(b));
+      for (let rep = 0; rep < reps; rep++) for (const b of orderFor(builds, rep)) paths.get(b.label)!.copies.push(await countVirtioWritePathCopies(b));
       const rows = v["write-path-only"] ? [] : await runVirtioBench({ configs, ...matrix, builds, onProgress: progress });
       if (v.json) fs.writeFileSync(v.json, JSON.stringify({ rows, writePath: Object.fromEntries(paths) }, null, 2) + "\n");
       process.stdout.write(formatVirtioCompare(rows, paths));
