@@ -21,12 +21,13 @@ export { NodeFile } from "./io/node-file.js";
 export { AccountingFile, diffCosts } from "./io/accounting-file.js";
 export { SCHEME_NAMES, createScheme, type RefcountScheme } from "./schemes/index.js";
 export { openServedImage, closeAllWorkers, ImagePool, ImageLockError, DiskClient, WorkerError } from "./worker/index.js";
-export type { ServedImageOptions, RequestTiming, Timed } from "./worker/index.js";
+export type { ServedImageOptions, RequestTiming } from "./worker/index.js";
+export { asPromise, type AsyncDisk, type DiskDone, type DiskTiming, type WriteData } from "./disk/async-disk.js";
 // v86: a refcow-served image as the IDE or virtio-blk disk of any `new V86({...})` (src/v86/v86-disk.ts).
 export { RefcowV86Disk, hookDiskPolling, type V86DiskOptions, type V86DiskType } from "./v86/v86-disk.js";
 export { openV86Disk, type OpenV86DiskOptions } from "./v86/v86-disk-node.js";
 export { openV86DiskOpfs, type OpenV86DiskOpfsOptions } from "./v86/v86-disk-web.js";
-export { VirtioBlk, type VirtioBlkOptions, type VirtioBlkDisk } from "./v86/virtio-blk.js";
+export { VirtioBlk, type VirtioBlkOptions } from "./v86/virtio-blk.js";
 export type { DiskDevice, DiskOp, DiskRequestObserver, RequestCompletion, RequestSubmission } from "./v86/disk-device.js";
 // What the research harness measures the guest's requests with, for an embedder who wants the same.
 export { RequestRecorder, type RequestRecorderOptions, type DiskRequestRecord, type VirtioRequestRecord, type PhaseSummary, type VirtioPhaseSummary } from "./guest/request-recorder.js";

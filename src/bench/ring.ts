@@ -4,6 +4,7 @@
  *
  *     npm run build && node dist/bench/ring.js [--requests N] [--idle S] [--cache MODE] [--client-spin US]
  *                                              [--server-spin US] [--fixed-spin] [--sized]
+ *                                              [--compare-bin OTHER/dist [--reps N]]
  *
  * `refcow bench --ring` runs it with the defaults.
  */
@@ -15,7 +16,9 @@ import type { CacheMode } from "../engine/types.js";
 import { percentile } from "../stats/latency.js";
 import { ImagePool } from "../worker/pool.js";
 import { SizedSpin } from "../worker/ring.js";
-import { BenchUsageError, nonNegativeOption, runProgram } from "./entry.js";
+import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
+import { BenchUsageError, integerOption, nonNegativeOption, runProgram } from "./entry.js";
+import { qemuCheckVerdict } from "./image-check.js";
 
 export interface RingBenchOptions {
   /** Requests per measurement (default 20000). */
@@ -101,13 +104,14 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
       for (let i = 0; i < 2000; i++) await client.nop();
       for (let i = 0; i < 2000; i++) await client.write(offsets[i], block);
       const stages = { submit: [] as number[], pickup: [] as number[], serve: [] as number[], complete: [] as number[] };
-      const ringNop = await timeEach(n, async () => {
-        const { timing: t } = await client.timed.nop();
+      client.onTiming = (_op, t) => {
         stages.submit.push(t.submitted - t.called);
         stages.pickup.push(t.workerStart - t.submitted);
         stages.serve.push(t.workerEnd - t.workerStart);
         stages.complete.push(t.completed - t.workerEnd);
-      });
+      };
+      const ringNop = await timeEach(n, () => client.nop());
+      client.onTiming = undefined;
       const ringWrite = await timeEach(n, async (i) => {
         await client.write(offsets[i], block);
       });
@@ -115,12 +119,12 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
       // Idle: the image stays open; nothing is asked of it.
       await new Promise((r) => setTimeout(r, 1000)); // let both sides' bounded spins and the GC after the loops end
       const cpu0 = process.cpuUsage();
-      const spun0 = client.spunMs;
+      const spun0 = client.ring.spunMs;
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, idleSeconds * 1000));
       const cpu = process.cpuUsage(cpu0);
       const elapsedMs = performance.now() - t0;
-      const idleClientSpinMs = client.spunMs - spun0;
+      const idleClientSpinMs = client.ring.spunMs - spun0;
       await client.close();
       return {
         requests: n,
@@ -147,6 +151,80 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** One build's figures in one repetition of the comparison. */
+export interface RingCompareRun {
+  build: string;
+  rep: number;
+  /** Median µs per request. */
+  nopUs: number;
+  write4kUs: number;
+  /** qemu-img check of the image after the build's run. */
+  check: string;
+}
+
+/**
+ * This build against another (`--compare-bin`): in each repetition both open the same pre-allocated image
+ * in a worker of their own, in alternating order, and make the same requests — `requests` empty requests,
+ * then `requests` 4 KiB in-place writes, each awaited — after the same warm-up. qemu-img check then reads
+ * the image the build closed.
+ */
+export async function runRingCompare(opts: RingBenchOptions & { reps: number; builds: Build[] }): Promise<RingCompareRun[]> {
+  const n = opts.requests ?? 20000;
+  const cache = opts.cache ?? "writeback";
+  const dir = fs.mkdtempSync(path.join(opts.dir ?? os.tmpdir(), "refcow-ring-compare-"));
+  const file = path.join(dir, "bench.qcow2");
+  const runs: RingCompareRun[] = [];
+  try {
+    createImagePath(file, { size: IMAGE_SIZE });
+    const block = new Uint8Array(4096).fill(0xa5);
+    const offsets = Array.from({ length: n }, (_, i) => ((i * 4099) % (REGION / 4096)) * 4096);
+    {
+      const disk = openImagePath(file, { cache });
+      const mb = new Uint8Array(1 << 20);
+      for (let off = 0; off < REGION; off += mb.length) disk.write(off, mb);
+      disk.close();
+    }
+    for (let rep = 0; rep < opts.reps; rep++) {
+      for (const build of orderFor(opts.builds, rep)) {
+        const { ImagePool: Pool } = await build.load<{ ImagePool: typeof ImagePool }>("worker/pool.js");
+        const pool = new Pool();
+        try {
+          const client = await pool.open(file, { cache, client: { spinUs: opts.clientSpinUs }, serverSpinUs: opts.serverSpinUs });
+          for (let i = 0; i < 2000; i++) await client.nop();
+          for (let i = 0; i < 2000; i++) await client.write(offsets[i]!, block);
+          const nop = await timeEach(n, () => client.nop());
+          const write = await timeEach(n, (i) => client.write(offsets[i]!, block));
+          await client.close();
+          runs.push({ build: build.label, rep, nopUs: median(nop), write4kUs: median(write), check: qemuCheckVerdict(file) });
+        } finally {
+          await pool.destroy();
+        }
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return runs;
+}
+
+export function formatRingCompare(runs: RingCompareRun[], builds: Build[]): string {
+  const of = (label: string, k: "nopUs" | "write4kUs") => runs.filter((r) => r.build === label).sort((a, b) => a.rep - b.rep).map((r) => r[k]);
+  const lines = ["| figure | this build µs | other build µs | this/other | per repetition |", "|---|---|---|---|---|"];
+  for (const [k, name] of [["nopUs", "ring round trip (empty request)"], ["write4kUs", "4 KiB in-place write"]] as const) {
+    const a = of("this", k);
+    const b = of("other", k);
+    lines.push(`| ${name} | ${formatSpread(a)} | ${formatSpread(b)} | ${formatPerRepRatios(a, b)} |`);
+  }
+  const checks = [...new Set(runs.map((r) => r.check))];
+  return [
+    `this: ${builds[0]!.dist}`,
+    `other: ${builds[1]!.dist}`,
+    ...lines,
+    `(median µs per request of each repetition, then the median (min–max) over ${Math.max(...runs.map((r) => r.rep)) + 1} repetitions; ` +
+      `ratios per repetition, builds alternating first; qemu-img check after every run: ${checks.join(", ")}; host load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")})`,
+  ].join("\n");
 }
 
 /** µs per call of `f(i)`, each awaited. */
@@ -187,6 +265,9 @@ calling the engine in-process; then the CPU an open, idle image costs.
   --server-spin US    the serve loop's spin before it sleeps, µs
   --fixed-spin        fixed spins instead of adaptive ones (both sides)
   --sized             spins sized from observed times, capped at SizedSpin's caps, as the guest runs them
+  --compare-bin DIR   also run another build (its dist/), repetitions interleaved: round trip and 4 KiB
+                      write, this/other per repetition (no idle or in-process figures)
+  --reps N            repetitions of the comparison (default 3)
   -h, --help          this text
 `;
 
@@ -203,6 +284,8 @@ runProgram(
       "server-spin": { type: "string" },
       "fixed-spin": { type: "boolean" },
       sized: { type: "boolean" },
+      "compare-bin": { type: "string" },
+      reps: { type: "string" },
     },
   },
   async (v) => {
@@ -218,6 +301,12 @@ runProgram(
       adaptiveSpin: v["fixed-spin"] ? false : undefined,
       sized: v.sized ? { clientCapUs: SizedSpin.CLIENT_CAP_US, serverCapUs: SizedSpin.SERVER_CAP_US } : undefined,
     };
+    if (v["compare-bin"] !== undefined) {
+      const builds = buildsToCompare(v["compare-bin"]);
+      const runs = await runRingCompare({ ...opts, reps: integerOption("reps", v.reps) ?? 3, builds });
+      process.stdout.write(formatRingCompare(runs, builds) + "\n");
+      return;
+    }
     process.stdout.write(formatRingBench(await runRingBench(opts)) + "\n");
   },
 );

@@ -4,7 +4,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { SyncDisk } from "../disk/sync-disk.js";
 import { createImagePath, openImagePath } from "../open/open-path.js";
+import type { DiskClient } from "../worker/disk-client.js";
 import type { CacheMode, CostBreakdown } from "../engine/types.js";
 import { diffCosts } from "../io/accounting-file.js";
 import { failureOf } from "../report/failures.js";
@@ -16,30 +18,24 @@ import type { BenchOptions } from "./options.js";
 import { addCosts, type PhaseRun, rowFromRuns, slug, specFields, specKey } from "./phase-runs.js";
 import type { Tools } from "./sources.js";
 
-/** What the trace replay needs of an image: the requests a guest trace holds, and the host's snapshot. */
-interface ReplayDisk {
-  read(offset: number, length: number): unknown;
-  write(offset: number, data: Uint8Array): unknown;
-  flush(): unknown;
-  snapshotCreate?(name: string): unknown;
-  stats?(): CostBreakdown | Promise<CostBreakdown>;
-  close(): unknown;
-}
+/**
+ * The image a replay runs on: the engine in this thread (the synchronous disk contract) or in its worker
+ * (the ring client's promises). The replay awaits every call, so both are driven the same way.
+ */
+type ReplayImage = SyncDisk | DiskClient;
 
-async function openReplayDisk(file: string, spec: SourceSpec, cache: CacheMode): Promise<ReplayDisk> {
+async function openReplayImage(file: string, spec: SourceSpec, cache: CacheMode): Promise<ReplayImage> {
   const format = spec.source === "raw" ? "raw" : "qcow2";
   const scheme = spec.source === "raw" ? undefined : spec.scheme;
-  if (spec.transport === "in-process") return openImagePath(file, { scheme, alloc: spec.alloc, order: spec.order, cache, format }) as ReplayDisk;
+  if (spec.transport === "in-process") return openImagePath(file, { scheme, alloc: spec.alloc, order: spec.order, cache, format });
   const { openServedImage } = await import("../worker/index.js");
-  const c = await openServedImage(file, { scheme, alloc: spec.alloc, order: spec.order, cache, format });
-  return {
-    read: (o, l) => c.read(o, l),
-    write: (o, d) => c.write(o, d),
-    flush: () => c.flush(),
-    snapshotCreate: format === "qcow2" ? (name) => c.snapshotCreate(name) : undefined,
-    stats: async () => ((await c.stats()) ?? {}) as CostBreakdown,
-    close: () => c.close(),
-  };
+  return openServedImage(file, { scheme, alloc: spec.alloc, order: spec.order, cache, format });
+}
+
+/** The image's cost records so far: undefined from a disk that keeps none, empty from a served raw file. */
+async function costsOf(disk: ReplayImage): Promise<CostBreakdown | undefined> {
+  const costs = await disk.stats?.();
+  return costs === undefined ? undefined : ((costs ?? {}) as CostBreakdown);
 }
 
 /**
@@ -52,13 +48,15 @@ async function openReplayDisk(file: string, spec: SourceSpec, cache: CacheMode):
 async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cache: CacheMode, round: number, tools: Tools): Promise<Map<string, PhaseRun>> {
   const maxLen = Math.max(512, ...trace.events.map((e) => e.length));
   const data = new Uint8Array(maxLen).fill(0x5a);
+  const readBuf = new Uint8Array(maxLen);
+  const format = spec.source === "raw" ? "raw" : "qcow2";
   const file = path.join(opts.dir, `trace-${slug(spec)}-${cache}-${round}.img`);
   fs.rmSync(file, { force: true });
   if (spec.source === "raw") {
     fs.writeFileSync(file, "");
     fs.truncateSync(file, trace.header.size);
   } else createImagePath(file, { size: trace.header.size, clusterSize: trace.header.clusterSize });
-  const disk = await openReplayDisk(file, spec, cache);
+  const disk = await openReplayImage(file, spec, cache);
   const out = new Map<string, PhaseRun>();
   let current: PhaseRun | undefined;
   let currentName: string | undefined;
@@ -67,11 +65,11 @@ async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cach
   const pause = async () => {
     if (!current) return;
     current.wallUs += nowUs() - segStart;
-    const after = await disk.stats?.();
+    const after = await costsOf(disk);
     if (after && segBefore) current.costs = addCosts(current.costs ?? {}, diffCosts(after, segBefore));
   };
   const resume = async () => {
-    segBefore = await disk.stats?.();
+    segBefore = await costsOf(disk);
     segStart = nowUs();
   };
   try {
@@ -87,7 +85,7 @@ async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cach
       if (e.op === "s") {
         await pause();
         await disk.flush();
-        await disk.snapshotCreate?.(e.name ?? "trace");
+        if (format === "qcow2") await disk.snapshotCreate?.(e.name ?? "trace");
         await resume();
         continue;
       }
@@ -96,7 +94,7 @@ async function traceRun(opts: BenchOptions, trace: Trace, spec: SourceSpec, cach
         await disk.write(e.offset, data.subarray(0, e.length));
         current.writeUs.push(nowUs() - t);
         current.writes++;
-      } else if (e.op === "r") await disk.read(e.offset, e.length);
+      } else if (e.op === "r") await disk.readInto(readBuf.subarray(0, e.length), e.offset);
       else if (e.op === "f") {
         await disk.flush();
         current.flushUs.push(nowUs() - t);

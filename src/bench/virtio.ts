@@ -14,6 +14,7 @@
  * the guest instructions per write.
  *
  *     npm run build && node dist/bench/virtio.js [--reps N] [--clusters N] [--schemes a,b] [--cache a,b] [--json FILE]
+ *                                                [--compare-bin OTHER/dist]
  *
  * (`npm run bench:virtio` runs it with the defaults: 3 reps, 2048 clusters, every scheme, both cache modes.)
  *
@@ -40,6 +41,8 @@ import { spread } from "../stats/latency.js";
 import { ensureGuestImage } from "../guest/guest-image.js";
 import type { GuestDiskType } from "../guest/guest-machine.js";
 import { runGuestWorkload } from "../guest/run-workload.js";
+import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
+import { countVirtioWritePathCopies, timeVirtioWritePath, type VirtioWritePathTime } from "./virtio-copies.js";
 import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, listOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
 
@@ -72,6 +75,8 @@ export interface VirtioBenchRow {
   /** Emulated instructions in the phase (its writes, its fsync and the program's report) ÷ its writes. */
   instructionsPerWrite?: number;
   load1: number;
+  /** With --compare-bin: which build ran it ("this" or "other"). */
+  build?: string;
 }
 
 export interface VirtioBenchOptions {
@@ -81,6 +86,8 @@ export interface VirtioBenchOptions {
   caches?: CacheMode[];
   configs?: readonly DiskConfig[];
   onProgress?: (m: string) => void;
+  /** Run every configuration on each of these builds in every repetition, alternating first (--compare-bin). */
+  builds?: Build[];
 }
 
 const PHASES = ["in-place", "post-snapshot"];
@@ -94,9 +101,10 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
     for (let rep = 1; rep <= reps; rep++) {
       for (const cache of o.caches ?? (["writeback", "writethrough"] as CacheMode[])) {
         for (const scheme of o.schemes ?? [...SCHEME_NAMES]) {
-          for (const c of o.configs ?? DISK_CONFIGS) {
-            const image = path.join(dir, `${scheme}-${cache}-${c.name.replace("/", "-")}-${rep}.qcow2`);
-            const r = await runGuestWorkload({
+          for (const c of o.configs ?? DISK_CONFIGS) for (const build of o.builds ? orderFor(o.builds, rep) : [undefined]) {
+            const image = path.join(dir, `${scheme}-${cache}-${c.name.replace("/", "-")}-${rep}${build ? `-${build.label}` : ""}.qcow2`);
+            const run = build ? (await build.load<{ runGuestWorkload: typeof runGuestWorkload }>("guest/run-workload.js")).runGuestWorkload : runGuestWorkload;
+            const r = await run({
               image,
               scheme,
               cache,
@@ -127,12 +135,13 @@ export async function runVirtioBench(o: VirtioBenchOptions = {}): Promise<Virtio
                 ...(p.notifies !== undefined ? { notifies: p.notifies } : {}),
                 ...(p.guest_instructions !== undefined && p.writes.count > 0 ? { instructionsPerWrite: p.guest_instructions / p.writes.count } : {}),
                 load1,
+                ...(build ? { build: build.label } : {}),
               });
             }
             const ip = rows.at(-2)!;
             const ps = rows.at(-1)!;
             o.onProgress?.(
-              `[virtio-bench] rep ${rep}/${reps} ${cache} ${scheme} ${c.name}: in-place ${ip.iops.toFixed(0)} IOPS (median ${ip.medianUs.toFixed(0)} µs), post-snapshot ${ps.iops.toFixed(0)} IOPS (median ${ps.medianUs.toFixed(0)} µs), load ${load1.toFixed(2)}`,
+              `[virtio-bench] rep ${rep}/${reps} ${cache} ${scheme} ${c.name}${build ? ` (${build.label} build)` : ""}: in-place ${ip.iops.toFixed(0)} IOPS (median ${ip.medianUs.toFixed(0)} µs), post-snapshot ${ps.iops.toFixed(0)} IOPS (median ${ps.medianUs.toFixed(0)} µs), load ${load1.toFixed(2)}`,
             );
           }
         }
@@ -150,15 +159,21 @@ function median(xs: number[]): number {
   return finite.length ? spread(finite).median : NaN;
 }
 
-/** Markdown table: one line per cache, scheme, phase and configuration (medians over the runs). */
-export function formatVirtioBench(rows: VirtioBenchRow[]): string {
-  const keys = new Map<string, VirtioBenchRow[]>();
+/** The rows by table line: "cache|scheme|phase|config". */
+function rowsByCell(rows: VirtioBenchRow[]): Map<string, VirtioBenchRow[]> {
+  const cells = new Map<string, VirtioBenchRow[]>();
   for (const r of rows) {
     const k = `${r.cache}|${r.scheme}|${r.phase}|${r.config}`;
-    let l = keys.get(k);
-    if (!l) keys.set(k, (l = []));
+    let l = cells.get(k);
+    if (!l) cells.set(k, (l = []));
     l.push(r);
   }
+  return cells;
+}
+
+/** Markdown table: one line per cache, scheme, phase and configuration (medians over the runs). */
+export function formatVirtioBench(rows: VirtioBenchRow[]): string {
+  const keys = rowsByCell(rows);
   let out =
     "| cache | scheme | phase | disk/depth | runs | latency median µs | latency p99 µs | IOPS | × ide/1 IOPS | max in flight | interrupts | notifies | guest instructions / write |\n" +
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
@@ -178,6 +193,47 @@ export function formatVirtioBench(rows: VirtioBenchRow[]): string {
   return out;
 }
 
+/**
+ * Markdown table of a --compare-bin run: per cache, scheme, phase and configuration, each build's IOPS and
+ * latency median (median, min–max over the repetitions) and this/other per repetition; then, per build, the
+ * device's write path without a guest (virtio-copies.ts): bytes JavaScript copies per write request and the
+ * amortized time per write.
+ */
+/** One build's write path without a guest: each repetition's timing and copy count. */
+export interface WritePathRuns {
+  times: VirtioWritePathTime[];
+  copies: number[];
+}
+
+export function formatVirtioCompare(rows: VirtioBenchRow[], paths: Map<string, WritePathRuns>): string {
+  const groups = rowsByCell(rows);
+  let out =
+    rows.length === 0
+      ? ""
+      : "| cache | scheme | phase | disk/depth | IOPS this | IOPS other | IOPS this/other | per repetition | latency median µs this | other | latency this/other | per repetition |\n" +
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const [k, l] of groups) {
+    const byRep = (build: string, f: (r: VirtioBenchRow) => number) => l.filter((r) => r.build === build).sort((a, b) => a.rep - b.rep).map(f);
+    const [a, b] = [byRep("this", (r) => r.iops), byRep("other", (r) => r.iops)];
+    const [la, lb] = [byRep("this", (r) => r.medianUs), byRep("other", (r) => r.medianUs)];
+    out += `| ${k.split("|").join(" | ")} | ${formatSpread(a, 0)} | ${formatSpread(b, 0)} | ${formatPerRepRatios(a, b)} | ${formatSpread(la, 0)} | ${formatSpread(lb, 0)} | ${formatPerRepRatios(la, lb)} |\n`;
+  }
+  const us = (b: string) => paths.get(b)?.times.map((x) => x.usPerWrite) ?? [];
+  const cpu = (b: string) => paths.get(b)?.times.map((x) => x.cpuUsPerWrite) ?? [];
+  out += "\nThe device's write path without a guest (virtio-copies.ts: a minimal driver, 4 KiB writes at depth 16, every Uint8Array set/slice on this thread counted):\n\n";
+  out +=
+    "| build | bytes copied in JavaScript per write, each repetition | amortized µs per write, median (min–max) | this/other | per repetition | CPU µs per write | this/other | per repetition |\n" +
+    "|---|---|---|---|---|---|---|---|\n";
+  for (const [build, v] of paths) {
+    const ratios = build === "this" ? `${formatPerRepRatios(us("this"), us("other"))} | ${formatSpread(cpu(build))} | ${formatPerRepRatios(cpu("this"), cpu("other"))}` : `- | - | ${formatSpread(cpu(build))} | - | -`;
+    out += `| ${build} | ${v.copies.map((x) => x.toFixed(1)).join(", ")} | ${formatSpread(us(build))} | ${ratios} |\n`;
+  }
+  if (rows.length === 0) return out + `\nWrite path: the driver's 4 KiB writes after a warm-up, every build's timings first, then the copy counts in passes of their own; per repetition: this/other of the same repetition, builds alternating first. Host load average (1 min): ${os.loadavg()[0]!.toFixed(2)}.\n`;
+  const loads = rows.map((r) => r.load1);
+  out += `\nIOPS: the guest's writes / (first submission → last completion), guest clock; latency: the guest program's median per-request time of each run; per repetition: this/other of the same repetition, builds alternating first. Every run's image passed qemu-img check. Host load average (1 min): ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}.\n`;
+  return out;
+}
+
 const USAGE = `usage: node dist/bench/virtio.js [options]
 
 IDE at depth 1 against virtio-blk at depths 1 and 16: rand4k (4 KiB random O_DIRECT writes) in the guest,
@@ -189,6 +245,9 @@ in place and after a snapshot, a fresh image per run, configurations interleaved
   --cache a,b       writeback, writethrough (default: both)
   --configs a,b     ${DISK_CONFIGS.map((c) => c.name).join(", ")} (default: all)
   --json FILE       also write every run's row as JSON
+  --compare-bin DIR another build (its dist/) in the same repetitions, alternating first: this/other per
+                    repetition; and each build's write path without a guest (bytes copied, time per write)
+  --write-path-only with --compare-bin: only the write path without a guest (no guest runs)
   -h, --help        this text
 `;
 
@@ -197,7 +256,7 @@ runProgram(
   {
     name: "virtio bench",
     usage: USAGE,
-    options: { ...GUEST_MATRIX_OPTIONS, configs: { type: "string" } },
+    options: { ...GUEST_MATRIX_OPTIONS, configs: { type: "string" }, "compare-bin": { type: "string" }, "write-path-only": { type: "boolean" } },
   },
   async (v) => {
     const configs = listOption(v.configs)?.map((n) => {
@@ -205,6 +264,19 @@ runProgram(
       if (!c) throw new BenchUsageError(`unknown configuration '${n}' (${DISK_CONFIGS.map((x) => x.name).join(", ")})`);
       return c;
     });
+    if (v["compare-bin"] !== undefined) {
+      const builds = buildsToCompare(v["compare-bin"]);
+      const matrix = guestMatrixValues(v);
+      const reps = matrix.reps ?? 3;
+      const paths = new Map<string, WritePathRuns>(builds.map((b) => [b.label, { times: [], copies: [] }]));
+      // Every timing first: the copy count replaces Uint8Array methods, which may slow what runs after it.
+      for (let rep = 0; rep < reps; rep++) for (const b of orderFor(builds, rep)) paths.get(b.label)!.times.push(await timeVirtioWritePath(b));
+      for (let rep = 0; rep < reps; rep++) for (const b of orderFor(builds, rep)) paths.get(b.label)!.copies.push(await countVirtioWritePathCopies(b));
+      const rows = v["write-path-only"] ? [] : await runVirtioBench({ configs, ...matrix, builds, onProgress: progress });
+      if (v.json) fs.writeFileSync(v.json, JSON.stringify({ rows, writePath: Object.fromEntries(paths) }, null, 2) + "\n");
+      process.stdout.write(formatVirtioCompare(rows, paths));
+      return;
+    }
     const rows = await runVirtioBench({ configs, ...guestMatrixValues(v), onProgress: progress });
     if (v.json) fs.writeFileSync(v.json, JSON.stringify(rows, null, 2) + "\n");
     process.stdout.write(formatVirtioBench(rows));

@@ -17,8 +17,8 @@ export type {
   RepairMode,
   SchemeOptionValues,
   SnapshotInfo,
-  VirtualDisk,
 } from "../engine/types.js";
+export type { SyncDisk } from "../disk/sync-disk.js";
 export type { OpenOptions } from "../engine/open-options.js";
 export { NodeFile } from "../io/node-file.js";
 export { ALLOC_POLICIES } from "../engine/types.js";

@@ -18,7 +18,8 @@ import type { OpenOptions } from "./open-options.js";
 import type { RefcountStore } from "./refcounts.js";
 import type { RefcountScheme } from "./scheme-seam.js";
 import { validateL2Slice } from "./table-checks.js";
-import type { CacheMode, VirtualDisk } from "./types.js";
+import type { SyncDisk } from "../disk/sync-disk.js";
+import type { CacheMode } from "./types.js";
 import { WriteOrder } from "./write-order.js";
 
 const L2_SLICE_BYTES = 4096;
@@ -34,7 +35,7 @@ export class ImageState {
   size: number;
   readonly readOnly: boolean;
   readonly cacheMode: CacheMode;
-  backing: VirtualDisk | null = null;
+  backing: SyncDisk | null = null;
   /** The active L1 table and the L2 cache. */
   readonly tables: ActiveTables;
   /** Filled in by the open once the tables are validated. */

@@ -16,7 +16,8 @@
 import { ClusterType } from "../format/l1l2.js";
 import type { BlockFile } from "../io/block-file.js";
 import type { ImageCore } from "./image-core.js";
-import type { MapExtent, VirtualDisk } from "./types.js";
+import type { SyncDisk } from "../disk/sync-disk.js";
+import type { MapExtent } from "./types.js";
 
 interface Status {
   depth: number;
@@ -28,11 +29,11 @@ interface Status {
 }
 
 /** Something in a backing chain that can report block status (qcow2 images and raw files). */
-export interface BlockStatusSource extends VirtualDisk {
+export interface BlockStatusSource extends SyncDisk {
   blockStatus(offset: number, length: number, depth: number): { status: Status; length: number };
 }
 
-function isStatusSource(d: VirtualDisk | null): d is BlockStatusSource {
+function isStatusSource(d: SyncDisk | null): d is BlockStatusSource {
   return !!d && typeof (d as Partial<BlockStatusSource>).blockStatus === "function";
 }
 
@@ -196,13 +197,13 @@ export function allocationRuns(src: BlockStatusSource, offset: number, length: n
 }
 
 /** A layer of a backing chain that knows what it maps itself (a qcow2 image); any other disk is data throughout. */
-export interface ChainLayer extends VirtualDisk {
-  readonly backing: VirtualDisk | null;
+export interface ChainLayer extends SyncDisk {
+  readonly backing: SyncDisk | null;
   /** Whether the range at `offset` is allocated in this layer itself: at most `length` bytes, at least one. */
   allocatedHere(offset: number, length: number): AllocationRun;
 }
 
-function isChainLayer(d: VirtualDisk): d is ChainLayer {
+function isChainLayer(d: SyncDisk): d is ChainLayer {
   return typeof (d as Partial<ChainLayer>).allocatedHere === "function";
 }
 
@@ -226,7 +227,7 @@ export interface DepthRun {
  * QEMU counts as allocated in that backing file (block/io.c: "any zeroes that we synthesize beyond EOF behave
  * as if they were allocated at this layer"); only a range no layer maps, down to the last, has depth 0.
  */
-function depthAt(disk: VirtualDisk, offset: number, length: number): DepthRun {
+function depthAt(disk: SyncDisk, offset: number, length: number): DepthRun {
   let layer = disk;
   let depth = 1;
   let n = length;
@@ -248,7 +249,7 @@ function depthAt(disk: VirtualDisk, offset: number, length: number): DepthRun {
  * qemu:allocation-depth of [offset, offset + length) (clipped to the disk's end): runs of one depth, adjacent
  * runs of the same depth merged, at most `maxRuns` of them (the last may then end before the range does).
  */
-export function allocationDepthRuns(disk: VirtualDisk, offset: number, length: number, maxRuns = Infinity): DepthRun[] {
+export function allocationDepthRuns(disk: SyncDisk, offset: number, length: number, maxRuns = Infinity): DepthRun[] {
   const out: DepthRun[] = [];
   const end = Math.min(offset + length, disk.size);
   for (let pos = offset; pos < end; ) {

@@ -11,6 +11,7 @@
  *   snapshots.ts, check.ts, map.ts (qemu-img map, block status), bitmaps.ts (persistent dirty bitmaps)
  *   tools           compact.ts
  */
+import type { SyncDisk } from "../disk/sync-disk.js";
 import type { BlockFile } from "../io/block-file.js";
 import { ClosedError, ImageFormatError, RequestError } from "../format/errors.js";
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
@@ -35,12 +36,11 @@ import type {
   RepairMode,
   SnapshotCreateOptions,
   SnapshotInfo,
-  VirtualDisk,
 } from "./types.js";
 
 export type { Mapping } from "./active-tables.js";
 
-export class Qcow2Image implements VirtualDisk {
+export class Qcow2Image implements SyncDisk {
   /** @internal The image's state and the parts that work on it (image-core.ts). */
   readonly core: ImageCore;
 
@@ -79,7 +79,7 @@ export class Qcow2Image implements VirtualDisk {
   }
 
   /** The backing file's disk, if one is open (a layer of the chain: map.ts ChainLayer). */
-  get backing(): VirtualDisk | null {
+  get backing(): SyncDisk | null {
     return this.core.backing;
   }
 

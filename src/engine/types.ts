@@ -14,18 +14,6 @@ export const CACHE_MODES: readonly CacheMode[] = ["writethrough", "writeback", "
 export type AllocPolicyName = "first-fit" | "append";
 export const ALLOC_POLICIES: readonly AllocPolicyName[] = ["first-fit", "append"];
 
-/** A readable (and maybe writable) virtual disk: a qcow2 image or a raw file. Used for backing chains. */
-export interface VirtualDisk {
-  /** Virtual size in bytes. */
-  readonly size: number;
-  /** Reads `buf.length` bytes of the virtual disk at `offset` (must lie inside the disk). */
-  readInto(buf: Uint8Array, offset: number): void;
-  close(): void;
-}
-
-/** Resolves a backing file name (as stored in the header) to an open disk. */
-export type BackingOpener = (name: string, format: string | undefined) => VirtualDisk;
-
 /**
  * How the eager scheme orders its metadata flushes: `refcow` (default) defers decrements to the next flush;
  * `qemu` reproduces QEMU 7.2's cache dependencies (about two fsyncs per post-snapshot write in writeback).

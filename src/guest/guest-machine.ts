@@ -15,7 +15,7 @@
  * data: restore it over a disk in the state it had when the state was saved.
  */
 import { V86, type V86Image, type V86Options } from "v86";
-import type { AsyncDisk } from "../v86/async-disk.js";
+import type { AsyncDisk } from "../disk/async-disk.js";
 import { HdaAdapter, type HdaAdapterOptions } from "../v86/hda-adapter.js";
 import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "../v86/ide-flush.js";
 import { DONE_LINE, SerialConsole } from "./serial-console.js";

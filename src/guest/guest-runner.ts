@@ -20,7 +20,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { V86, V86Image } from "v86";
-import type { AsyncDisk } from "../v86/async-disk.js";
+import type { AsyncDisk } from "../disk/async-disk.js";
 import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
 import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "./guest-machine.js";
 import type { HdaAdapterOptions } from "../v86/hda-adapter.js";

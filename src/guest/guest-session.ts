@@ -32,12 +32,12 @@
  */
 import { existsSync } from "node:fs";
 import { createImagePath } from "../open/open-path.js";
-import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
+import type { CacheMode, CostBreakdown, ImageOpenOptions } from "../engine/types.js";
 import { diffCosts } from "../io/accounting-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { probeQcow2 } from "../v86/qcow2-probe.js";
-import { ServedAsyncDisk } from "../v86/served-async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import type { GuestImagePaths } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
 import type { GuestDiskType } from "./guest-machine.js";
@@ -48,17 +48,15 @@ import { obtainWarmState } from "./warm-state.js";
 export const DEFAULT_DISK_SIZE = 256 << 20;
 export const DEFAULT_CLUSTER_SIZE = 65536;
 
-export interface GuestSessionOptions {
+/**
+ * The image's open options are ImageOpenOptions' (defaults here: scheme "eager", cache "writeback"); the
+ * session serves the image read-write in the flush order of its scheme's default.
+ */
+export interface GuestSessionOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "cache"> {
   /** qcow2 image path; created when missing. */
   image: string;
   /** Virtual size when the image is created (default 256 MiB). An existing image keeps its own. */
   size?: number;
-  /** Refcount scheme (default "eager"). */
-  scheme?: string;
-  /** Options of that scheme (for `log`: pending, log-size). */
-  schemeOptions?: SchemeOptionValues;
-  /** Cache mode (default "writeback"). */
-  cache?: CacheMode;
   /** Resume the cached warm-start state (default true); false boots cold on the image. */
   warmStart?: boolean;
   /** Guest RAM in MiB (default 128). */
@@ -192,7 +190,7 @@ export class GuestSession {
       const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
       const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US, ...lone }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : { client: lone };
       client = await pool.open(o.image, { ...spin, ...o.served, scheme, schemeOptions: o.schemeOptions, cache, format: "qcow2" });
-      const disk = new ServedAsyncDisk(client);
+      const disk = new ServedAsyncDisk(client.ring);
       let onLine: (line: string) => void = () => undefined;
       guest = await GuestRunner.boot({
         disk,

@@ -34,7 +34,7 @@ export interface DiskRequestRecord {
   queuedMs: number;
   /** Submission to completion, in ms (queue wait included). */
   latencyMs: number;
-  /** The backend's own time for the request, in ms, when the disk reports it (see ServiceTimedDisk). */
+  /** The backend's own time for the request, in ms, when the disk's completion carries it (DiskTiming). */
   serviceMs?: number;
   /** Submission to completion at the disk's transport (the DiskClient), in ms, when the disk reports it. */
   ringMs?: number;

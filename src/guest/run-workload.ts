@@ -37,7 +37,7 @@
 import { existsSync } from "node:fs";
 import { loadavg } from "node:os";
 import { diffCosts } from "../io/accounting-file.js";
-import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
+import type { CacheMode, CostBreakdown, ImageOpenOptions } from "../engine/types.js";
 import { DEFAULT_CLUSTER_SIZE, DEFAULT_DISK_SIZE, GuestSession, type SnapshotTimings } from "./guest-session.js";
 import { decompose } from "./decomposition.js";
 import { parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
@@ -48,15 +48,12 @@ import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
 import type { GuestDiskType } from "./guest-machine.js";
 import type { VirtioPhaseSummary } from "./request-recorder.js";
 
-export interface GuestWorkloadOptions {
+/** The image's open options are ImageOpenOptions' scheme, scheme options and cache mode (as GuestSession's). */
+export interface GuestWorkloadOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "cache"> {
   /** qcow2 image; created when missing. */
   image: string;
   /** Virtual size in bytes when the image is created (default 256 MiB). */
   size?: number;
-  scheme?: string;
-  /** Options of that scheme (for `log`: pending, log-size). */
-  schemeOptions?: SchemeOptionValues;
-  cache?: CacheMode;
   /** Default "smoke". */
   workload?: WorkloadName | string;
   /** Workload scale (see WorkloadParams.clusters). */

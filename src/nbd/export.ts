@@ -4,6 +4,7 @@
  * policies qemu-nbd's options set (read-only, cache mode, discard, detect-zeroes), plus the transmission
  * flags and block-size limits they imply, and the mapping of engine errors to the protocol's error numbers.
  */
+import type { SyncDisk } from "../disk/sync-disk.js";
 import type { CacheMode } from "../engine/types.js";
 import type { BlockExtent, DepthExtent, DirtyExtent, DiskClient } from "../worker/disk-client.js";
 import { Err, MAX_REQUEST_LENGTH, TxFlag } from "./protocol.js";
@@ -12,18 +13,12 @@ export type DiscardMode = "ignore" | "unmap";
 export type DetectZeroes = "off" | "on" | "unmap";
 
 /**
- * An image opened by the engine in the thread that serves the sockets (inline-transmission.ts): every call
- * is synchronous and fails by throwing the engine's errors, as the serve loop's ServedDisk does.
+ * An image opened by the engine in the thread that serves the sockets (inline-transmission.ts): the
+ * synchronous disk contract's data calls (src/disk/sync-disk.ts; they fail by throwing the engine's errors),
+ * with the extents of NBD's metadata contexts merged as the ring's requests merge them (inline-disk.ts).
  */
-export interface InlineDisk {
+export interface InlineDisk extends Pick<SyncDisk, "size" | "readInto" | "write" | "writeZeroes" | "discard" | "flush"> {
   readonly inline: true;
-  readonly size: number;
-  readInto(buf: Uint8Array, offset: number): void;
-  /** `data` is only valid during the call (a view on the socket's buffer). */
-  write(offset: number, data: Uint8Array): void;
-  writeZeroes(offset: number, length: number, opts: { unmap: boolean }): void;
-  discard(offset: number, length: number): void;
-  flush(): void;
   /** Merged extents from `offset`, up to `length` bytes or `maxExtents` extents (DiskClient.blockStatus). */
   blockStatus(offset: number, length: number, maxExtents: number): BlockExtent[];
   /** Merged allocation-depth extents, as blockStatus (DiskClient.allocationDepth). */

@@ -1,14 +1,14 @@
 /**
- * An image the engine has open in this thread (the serve loop's ServedDisk: Qcow2Image or a raw disk) as an
+ * An image the engine has open in this thread (the serve loop's SyncDisk: Qcow2Image or a raw disk) as an
  * NBD export's InlineDisk: the same synchronous calls, the extents of block status, allocation depth and
  * dirty bitmaps merged as the ring's requests merge them (worker/extents.ts).
  */
 import type { BlockExtent, DepthExtent, DirtyExtent } from "../worker/disk-client.js";
 import { depthExtents, dirtyExtents, mergedBlockStatus } from "../worker/extents.js";
-import type { ServedDisk } from "../worker/served-disk.js";
+import type { SyncDisk } from "../disk/sync-disk.js";
 import type { InlineDisk } from "./export.js";
 
-export function inlineDisk(disk: ServedDisk): InlineDisk {
+export function inlineDisk(disk: SyncDisk): InlineDisk {
   return {
     inline: true,
     get size() {

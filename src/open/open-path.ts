@@ -10,7 +10,8 @@ import type { CompactOptions, CompactResult } from "../engine/compact.js";
 import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/map.js";
 import { ImageFormatError, RequestError } from "../engine/errors.js";
 import { compactImage, Qcow2Image, type LibraryOpenOptions } from "./qcow2.js";
-import type { CacheMode, MapExtent, VirtualDisk } from "../engine/types.js";
+import type { SyncDisk } from "../disk/sync-disk.js";
+import type { CacheMode, MapExtent } from "../engine/types.js";
 
 export type ImageFormat = "qcow2" | "raw";
 
@@ -27,7 +28,7 @@ export function probeFormat(file: string): ImageFormat {
 }
 
 /** A raw disk image: guest offset = file offset; the cache mode decides when writes are flushed, as for qcow2. */
-export class RawDisk implements VirtualDisk {
+export class RawDisk implements SyncDisk {
   /** Virtual disk size: the file's (changed only by resize). */
   size: number;
   readonly readOnly: boolean;

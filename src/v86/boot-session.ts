@@ -32,7 +32,7 @@ import { ImagePool } from "../worker/pool.js";
 import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
-import { ServedAsyncDisk } from "./served-async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { RefcowV86Disk } from "./v86-disk.js";
 
 export type BootDiskType = "ide" | "virtio";
@@ -129,7 +129,7 @@ export class BootSession {
     info: { format: "qcow2" | "raw"; size: number; served: string },
     initialState: ArrayBuffer | undefined,
   ) {
-    const disk = new RefcowV86Disk(new ServedAsyncDisk(client), { type: o.diskType });
+    const disk = new RefcowV86Disk(new ServedAsyncDisk(client.ring), { type: o.diskType });
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",
       file: info.served,

@@ -39,7 +39,7 @@ export interface RequestCompletion {
   diskDone: number;
   /** performance.now() when the guest was told (IDE: the disk's completion; virtio: the used ring written), ms. */
   completed: number;
-  /** The disk's own time for the request, when it reports one (ServiceTimedDisk), ms. */
+  /** The disk's own time for the request, when its completion carries one (DiskTiming, src/disk/async-disk.ts), ms. */
   serviceMs?: number;
   /** Submission to completion at the disk's transport (the DiskClient), when the disk reports it, ms. */
   ringMs?: number;

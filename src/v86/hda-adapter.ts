@@ -20,11 +20,11 @@
  *    keeps no disk data in the VM state (the disk lives in the AsyncDisk): its state is `[byteLength]`.
  *    Quiesce first: stop the emulator, then `await whenIdle()`.
  *
- * Completion: over a PollableDisk (the worker-served image) requests complete through callbacks, and
- * `pollFromEmulator()` — which GuestMachine calls from inside v86's run loop, each time v86 runs its
- * hardware timers, which it does as soon as the guest halts — reaps them synchronously, spinning (while the
- * guest is halted only) for as long as the request in flight is expected to take. The guest's interrupt is
- * then raised before v86 even leaves its loop. Over any other AsyncDisk, completions come through promises.
+ * Completion: every request completes through the disk's callback (src/disk/async-disk.ts). Over a disk
+ * that can be polled (the worker-served image), `pollFromEmulator()` — which GuestMachine calls from inside
+ * v86's run loop, each time v86 runs its hardware timers, which it does as soon as the guest halts — reaps
+ * the completions synchronously, spinning (while the guest is halted only) for as long as the request in
+ * flight is expected to take. The guest's interrupt is then raised before v86 even leaves its loop.
  *
  * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
  * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
@@ -33,10 +33,10 @@
  * Measurement: the adapter keeps none. Its `observer` (disk-device.ts), when set, is told of each request
  * at submission (v86's call) and at completion (the disk's callback, before the guest's), with the start
  * of its service, the queue depth it met, whether its data came through the PIO buffer, and the service
- * and ring times the disk reports (ServiceTimedDisk: the engine's time in its worker; submission to
- * completion at the DiskClient).
+ * and ring times the disk's completion carries (the engine's time in its worker; submission to completion
+ * at the ring client).
  */
-import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
+import type { AsyncDisk, DiskTiming } from "../disk/async-disk.js";
 import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
 
 export interface HdaAdapterOptions {
@@ -44,7 +44,7 @@ export interface HdaAdapterOptions {
   observer?: DiskRequestObserver;
   /** Hand DMA writes' data to the disk without a copy (default true; see `reusedBuffer`). */
   dmaWithoutCopy?: boolean;
-  /** Complete requests through the disk's callbacks and `pollFromEmulator()` when it is pollable (default true). */
+  /** Reap the disk's completions in `pollFromEmulator()` when the disk can be polled (default true). */
   pollCompletions?: boolean;
 }
 
@@ -92,7 +92,8 @@ export class HdaAdapter implements DiskDevice {
   /** The request being served and when its service started. */
   private current: Request | undefined;
   private currentStarted = 0;
-  private readonly pollable: PollableDisk | undefined;
+  /** Reap completions with the disk's poll() from v86's run loop. */
+  private readonly polls: boolean;
   private readonly copyDma: boolean;
   private idleWaiters: Array<() => void> = [];
   private generation = 0;
@@ -105,7 +106,7 @@ export class HdaAdapter implements DiskDevice {
     if (disk.size % SECTOR !== 0) throw new RangeError(`disk size ${disk.size} is not a multiple of ${SECTOR}`);
     this.byteLength = disk.size;
     this.observer = options.observer;
-    this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
+    this.polls = (options.pollCompletions ?? true) && typeof disk.poll === "function";
     this.copyDma = !(options.dmaWithoutCopy ?? true);
   }
 
@@ -158,7 +159,7 @@ export class HdaAdapter implements DiskDevice {
 
   // ---- refcow extensions ----------------------------------------------------------------------------
 
-  /** Queue a flush behind every request submitted so far; `cb` runs when `AsyncDisk.flush()` resolved. */
+  /** Queue a flush behind every request submitted so far; `cb` runs when the disk's flush completed. */
   flush(cb: DoneCb): void {
     this.submit({ op: "flush", offset: 0, length: 0, cb });
   }
@@ -184,14 +185,13 @@ export class HdaAdapter implements DiskDevice {
    * to the disk's spin budget, less what the request in flight has taken already, for its completion.
    */
   pollFromEmulator(halted: boolean): void {
-    const d = this.pollable;
-    if (!d || !this.current) return;
+    if (!this.polls || !this.current) return;
     let spin = 0;
     if (halted) {
-      const left = d.spinBudgetMs - (performance.now() - this.currentStarted);
+      const left = (this.disk.spinBudgetMs ?? 0) - (performance.now() - this.currentStarted);
       if (left > 0) spin = left;
     }
-    d.poll(spin);
+    this.disk.poll!(spin);
   }
 
   /** Drop the callbacks of every request submitted so far (they still run against the disk). */
@@ -250,28 +250,24 @@ export class HdaAdapter implements DiskDevice {
   private start(req: Request): void {
     this.current = req;
     const started = (this.currentStarted = performance.now());
-    const d = this.pollable;
-    if (d) {
-      if (req.op === "read") d.readCb(req.offset, req.length, (err, data) => this.finish(req, started, err, data));
-      else if (req.op === "write") d.writeCb(req.offset, req.data!, (err) => this.finish(req, started, err));
-      else d.flushCb((err) => this.finish(req, started, err));
-      return;
+    const done = (err: Error | undefined, data: Uint8Array | undefined | void, timing: DiskTiming | undefined) => this.finish(req, started, err, data ?? undefined, timing);
+    try {
+      if (req.op === "read") this.disk.read(req.offset, req.length, done);
+      else if (req.op === "write") this.disk.write(req.offset, req.data!, done);
+      else this.disk.flush(done);
+    } catch (e) {
+      done(e instanceof Error ? e : new Error(String(e)), undefined, undefined);
     }
-    const p = req.op === "read" ? this.disk.read(req.offset, req.length) : req.op === "write" ? this.disk.write(req.offset, req.data!) : this.disk.flush();
-    (p as Promise<Uint8Array | void>).then(
-      (v) => this.finish(req, started, undefined, v instanceof Uint8Array ? v : undefined),
-      (e: unknown) => this.finish(req, started, e instanceof Error ? e : new Error(String(e))),
-    );
   }
 
-  private finish(req: Request, started: number, err: Error | undefined, result?: Uint8Array): void {
+  private finish(req: Request, started: number, err: Error | undefined, result: Uint8Array | undefined, timing: DiskTiming | undefined): void {
     this.current = undefined;
     if (!err && req.op === "read" && result?.length !== req.length) err = new Error(`disk read returned ${result?.length ?? 0} bytes, ${req.length} asked`);
     if (err) {
       // The guest sees a hung command (and, after its timeout, resets the drive); the queue goes on.
       this.fail(err, req.op, req.offset, req.length);
     } else {
-      if (this.observer) this.report(this.observer, req, started);
+      if (this.observer) this.report(this.observer, req, started, timing);
       if (req.generation === this.generation) {
         try {
           if (req.op === "read") (req.cb as ReadCb)(result!);
@@ -285,9 +281,8 @@ export class HdaAdapter implements DiskDevice {
     this.pump();
   }
 
-  private report(observer: DiskRequestObserver, req: Request, started: number): void {
+  private report(observer: DiskRequestObserver, req: Request, started: number, timing: DiskTiming | undefined): void {
     const done = performance.now();
-    const timed = this.disk as Partial<ServiceTimedDisk>;
     observer.completed(req.token, {
       op: req.op,
       offset: req.offset,
@@ -297,8 +292,8 @@ export class HdaAdapter implements DiskDevice {
       started,
       diskDone: done,
       completed: done,
-      ...(timed.lastServiceMs !== undefined ? { serviceMs: timed.lastServiceMs } : {}),
-      ...(timed.lastRingMs !== undefined ? { ringMs: timed.lastRingMs } : {}),
+      ...(timing?.serviceMs !== undefined ? { serviceMs: timing.serviceMs } : {}),
+      ...(timing?.ringMs !== undefined ? { ringMs: timing.ringMs } : {}),
       ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
     });
   }

@@ -19,7 +19,7 @@
  *     a bare `sync` with no filesystem mounted sends none). This is a true statement in `writeback` mode:
  *     writes the engine acknowledged are durable only after its flush.
  *  2. `ata_command`: for 0xE7/0xEA, set BSY (status 0xD0), queue a flush on the adapter (behind every
- *     write already submitted, including fire-and-forget PIO writes), and only when `AsyncDisk.flush()` has
+ *     write already submitted, including fire-and-forget PIO writes), and only when the disk's flush has
  *     resolved set status 0x50 (DRDY|DSC) and raise the IRQ — the same completion v86 does, just later.
  *     Other commands go to v86's handler.
  *  3. `device_reset`: bumps a generation so a flush still pending when the guest resets the drive (libata's

@@ -1,9 +1,10 @@
-import type { AsyncDisk } from "./async-disk.js";
+import type { AsyncDisk, DiskDone, WriteData } from "../disk/async-disk.js";
+import { writeLength } from "../disk/async-disk.js";
 
 /**
- * A raw disk in memory (one Uint8Array), behind the asynchronous disk interface. Operations complete on a
- * later microtask, or after `delayMs` when given, so callers see real asynchrony. Counts operations so a
- * test can tell what reached the disk.
+ * A raw disk in memory (one Uint8Array), behind the asynchronous disk contract. Operations complete on a
+ * later microtask, or after `delayMs` when given, so callers see real asynchrony; they report no timing.
+ * Counts operations so a test can tell what reached the disk.
  */
 export class MemoryAsyncDisk implements AsyncDisk {
   readonly bytes: Uint8Array;
@@ -22,35 +23,50 @@ export class MemoryAsyncDisk implements AsyncDisk {
     return this.bytes.length;
   }
 
-  private check(offset: number, length: number): void {
+  private outside(offset: number, length: number): Error | undefined {
     if (!Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 || offset + length > this.bytes.length) {
-      throw new RangeError(`MemoryAsyncDisk: [${offset}, +${length}) outside a ${this.bytes.length}-byte disk`);
+      return new RangeError(`MemoryAsyncDisk: [${offset}, +${length}) outside a ${this.bytes.length}-byte disk`);
     }
+    return undefined;
   }
 
-  private settle(): Promise<void> {
-    return this.delayMs > 0 ? new Promise((r) => setTimeout(r, this.delayMs)) : Promise.resolve();
+  /** Runs `f` later (a microtask, or after the delay). */
+  private later(f: () => void): void {
+    if (this.delayMs > 0) setTimeout(f, this.delayMs);
+    else queueMicrotask(f);
   }
 
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    this.check(offset, length);
-    await this.settle();
-    this.counts.reads++;
-    this.counts.bytesRead += length;
-    return this.bytes.slice(offset, offset + length);
+  read(offset: number, length: number, done: DiskDone<Uint8Array>): void {
+    const bad = this.outside(offset, length);
+    this.later(() => {
+      if (bad) return done(bad, undefined, undefined);
+      this.counts.reads++;
+      this.counts.bytesRead += length;
+      done(undefined, this.bytes.slice(offset, offset + length), undefined);
+    });
   }
 
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    this.check(offset, data.length);
-    await this.settle();
-    this.bytes.set(data, offset);
-    this.counts.writes++;
-    this.counts.bytesWritten += data.length;
+  write(offset: number, data: WriteData, done: DiskDone): void {
+    const length = writeLength(data);
+    const bad = this.outside(offset, length);
+    this.later(() => {
+      if (bad) return done(bad, undefined, undefined);
+      let at = offset;
+      for (const piece of data instanceof Uint8Array ? [data] : data) {
+        this.bytes.set(piece, at);
+        at += piece.length;
+      }
+      this.counts.writes++;
+      this.counts.bytesWritten += length;
+      done(undefined, undefined, undefined);
+    });
   }
 
-  async flush(): Promise<void> {
-    await this.settle();
-    this.counts.flushes++;
-    this.writesBeforeLastFlush = this.counts.writes;
+  flush(done: DiskDone): void {
+    this.later(() => {
+      this.counts.flushes++;
+      this.writesBeforeLastFlush = this.counts.writes;
+      done(undefined, undefined, undefined);
+    });
   }
 }

@@ -2,16 +2,16 @@
  * `openV86Disk(path)`: a qcow2 (or raw) image file, served by refcow from a worker thread, as the disk of
  * a v86 emulator in Node (see v86-disk.ts for the whole recipe).
  */
-import type { CacheMode } from "../engine/types.js";
+import type { ImageOpenOptions } from "../engine/types.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
-import { ServedAsyncDisk } from "./served-async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 
-export interface OpenV86DiskOptions extends V86DiskOptions {
-  /** Refcount scheme (default "eager"). */
-  scheme?: string;
-  /** Cache mode (default "writeback": durable at the guest's flush, which reaches the engine). */
-  cache?: CacheMode;
+/**
+ * `scheme` (default "eager") and `cache` (default "writeback": durable at the guest's flush, which reaches the
+ * engine) are ImageOpenOptions'; the other open options go in `served`.
+ */
+export interface OpenV86DiskOptions extends V86DiskOptions, Pick<ImageOpenOptions, "scheme" | "cache"> {
   /** More options of the served image (ring geometry, spins, read-only...). */
   served?: Omit<ServedImageOptions, "scheme" | "cache">;
 }
@@ -29,7 +29,7 @@ export async function openV86Disk(path: string, options: OpenV86DiskOptions = {}
     });
     const size = client.size;
     if (size % 512 !== 0) throw new Error(`'${path}' has a virtual size of ${size} bytes, not a multiple of 512`);
-    return new RefcowV86Disk(new ServedAsyncDisk(client), options, async () => {
+    return new RefcowV86Disk(new ServedAsyncDisk(client.ring), options, async () => {
       await client.close();
       await pool.destroy();
     });

@@ -4,16 +4,15 @@
  * be cross-origin isolated (COOP same-origin + COEP require-corp) and serve refcow's worker bundle
  * (src/worker/web-worker.ts bundled for the browser; `npm run web` builds one as web-worker.js).
  */
-import type { CacheMode } from "../engine/types.js";
+import type { ImageOpenOptions } from "../engine/types.js";
 import { WebImageHost, type WebImageOptions } from "../worker/web-host.js";
-import { ServedAsyncDisk } from "./served-async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 
-export interface OpenV86DiskOpfsOptions extends V86DiskOptions {
+/** `scheme` (default "eager") and `cache` (default "writeback") are ImageOpenOptions', as for openV86Disk. */
+export interface OpenV86DiskOpfsOptions extends V86DiskOptions, Pick<ImageOpenOptions, "scheme" | "cache"> {
   /** URL of refcow's worker bundle (web-worker.js). */
   workerUrl: string | URL;
-  scheme?: string;
-  cache?: CacheMode;
   served?: Omit<WebImageOptions, "scheme" | "cache">;
 }
 
@@ -27,7 +26,7 @@ export async function openV86DiskOpfs(file: string, options: OpenV86DiskOpfsOpti
     scheme: options.scheme ?? "eager",
     cache: options.cache ?? "writeback",
   });
-  return new RefcowV86Disk(new ServedAsyncDisk(client), options, async () => {
+  return new RefcowV86Disk(new ServedAsyncDisk(client.ring), options, async () => {
     await client.close();
     host.terminate();
   });

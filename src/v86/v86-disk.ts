@@ -26,12 +26,12 @@
  * the package root's RequestRecorder (src/guest/request-recorder.ts) keeps records and per-phase sums.
  */
 import type { V86, V86Image } from "v86";
-import type { AsyncDisk } from "./async-disk.js";
+import type { AsyncDisk } from "../disk/async-disk.js";
 import type { DiskDevice, DiskRequestObserver } from "./disk-device.js";
 import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
 import { hdaDrive, installHonestFlush } from "./ide-flush.js";
 import { joinMachineState, splitMachineState } from "./machine-state.js";
-import { VirtioBlk, type VirtioBlkDisk, type VirtioBlkOptions, type VirtioBlkState } from "./virtio-blk.js";
+import { VirtioBlk, type VirtioBlkOptions, type VirtioBlkState } from "./virtio-blk.js";
 import { attachVirtioBlk, type VirtioAttachOptions } from "./virtio-blk-v86.js";
 
 export type V86DiskType = "ide" | "virtio";
@@ -59,7 +59,7 @@ export class RefcowV86Disk {
   private attached: unknown;
 
   constructor(
-    readonly disk: AsyncDisk & Partial<Pick<VirtioBlkDisk, "discard" | "writeZeroes">>,
+    readonly disk: AsyncDisk,
     private readonly options: V86DiskOptions = {},
     private readonly onClose: () => Promise<void> = async () => undefined,
   ) {

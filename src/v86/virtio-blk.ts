@@ -50,10 +50,10 @@
  * type: UNSUPP. A queue outside guest RAM: the device sets DEVICE_NEEDS_RESET (64) in its status and
  * ignores the queue. Disk errors: IOERR (the error is kept in `failure` and given to `onError`).
  */
-import { isPollable, type AsyncDisk, type PollableDisk, type ServiceTimedDisk } from "./async-disk.js";
+import { gatherWrite, writeLength, type AsyncDisk, type DiskDone, type DiskTiming } from "../disk/async-disk.js";
 import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
 import { configSpace, CONFIG_SIZE, F_EVENT_IDX, F_NOTIFY_ON_EMPTY, offeredFeatures, REG, STATUS_NEEDS_RESET } from "./virtio-blk-pci.js";
-import { gather, QUEUE_SIZE, scatter, segmentBytes, Virtqueue, type Chain, type GuestMemory, type Segment } from "./virtqueue.js";
+import { QUEUE_SIZE, readPrefix, scatter, segmentBytes, viewSegments, Virtqueue, type Chain, type GuestMemory, type Segment } from "./virtqueue.js";
 
 // ---- request types and status (virtio 1.2 §5.2.6; Linux include/uapi/linux/virtio_blk.h) ----------------
 
@@ -71,18 +71,13 @@ export const S_UNSUPP = 2;
 const SECTOR = 512;
 const GET_ID_BYTES = 20;
 const SEGMENT_BYTES = 16;
+const HEADER_BYTES = 16;
 const WZ_F_UNMAP = 1;
 
 /** The device's interrupt line (level-triggered INTx). */
 export interface InterruptLine {
   raise(): void;
   lower(): void;
-}
-
-/** The disk behind the device: an AsyncDisk, with discard and write-zeroes when it has them (DiskClient). */
-export interface VirtioBlkDisk extends AsyncDisk {
-  discard?(offset: number, length: number): Promise<void>;
-  writeZeroes?(offset: number, length: number, opts?: { unmap?: boolean }): Promise<void>;
 }
 
 export interface VirtioBlkOptions {
@@ -98,7 +93,7 @@ export interface VirtioBlkOptions {
   discardGranularity?: number;
   /** GET_ID answer (up to 20 bytes; default "refcow"). */
   serial?: string;
-  /** Complete requests through the disk's callbacks and `pollFromEmulator()` when it is pollable (default true). */
+  /** Reap the disk's completions in `pollFromEmulator()` when the disk can be polled (default true). */
   pollCompletions?: boolean;
   /** Offer VIRTIO_RING_F_EVENT_IDX (default true). */
   eventIdx?: boolean;
@@ -160,7 +155,8 @@ export class VirtioBlk implements DiskDevice {
   /** Flushes waiting for the requests submitted before them. */
   private readonly waitingFlushes: Array<{ req: Pending; before: Set<Pending> }> = [];
   private idleWaiters: Array<() => void> = [];
-  private readonly pollable: PollableDisk | undefined;
+  /** Reap completions with the disk's poll() from v86's run loop. */
+  private readonly polls: boolean;
   private readonly serial: Uint8Array;
   private oldestStarted = 0;
   /** Completions written to the used ring but not yet published (used.idx not advanced). */
@@ -171,13 +167,13 @@ export class VirtioBlk implements DiskDevice {
   private inRunLoop = false;
 
   constructor(
-    readonly disk: VirtioBlkDisk,
+    readonly disk: AsyncDisk,
     options: VirtioBlkOptions = {},
   ) {
     if (disk.size % SECTOR !== 0) throw new RangeError(`disk size ${disk.size} is not a multiple of ${SECTOR}`);
     this.byteLength = disk.size;
     this.observer = options.observer;
-    this.pollable = (options.pollCompletions ?? true) && isPollable(disk) ? disk : undefined;
+    this.polls = (options.pollCompletions ?? true) && typeof disk.poll === "function";
     this.serial = new TextEncoder().encode((options.serial ?? "refcow").slice(0, GET_ID_BYTES));
     const layout = {
       size: disk.size,
@@ -383,11 +379,13 @@ export class VirtioBlk implements DiskDevice {
         if (last.len > 1) dataOut.push({ addr: last.addr, len: last.len - 1 });
       }
     }
-    const readable = gather(mem, chain.readable);
-    const hdr = readable.length >= 16 ? new DataView(readable.buffer, readable.byteOffset, 16) : undefined;
+    // The header is read in place; the data stays in guest memory, viewed, until the disk copies it.
+    const head = readPrefix(mem, chain.readable, HEADER_BYTES);
+    const hdr = head ? new DataView(head.buffer, head.byteOffset, HEADER_BYTES) : undefined;
     const type = hdr ? hdr.getUint32(0, true) : -1;
     const sector = hdr ? hdr.getUint32(8, true) + hdr.getUint32(12, true) * 2 ** 32 : 0;
-    const payload = readable.subarray(16);
+    const payload = hdr ? viewSegments(mem, chain.readable, HEADER_BYTES) : [];
+    const payloadBytes = writeLength(payload);
     const req: Pending = {
       head: chain.head,
       type,
@@ -415,15 +413,16 @@ export class VirtioBlk implements DiskDevice {
     switch (type) {
       case T_IN: {
         req.length = dataBytes;
-        if (dataBytes % SECTOR !== 0 || !inDisk(req.offset, dataBytes) || payload.length !== 0) return this.complete(req, S_IOERR, 0);
+        if (dataBytes % SECTOR !== 0 || !inDisk(req.offset, dataBytes) || payloadBytes !== 0) return this.complete(req, S_IOERR, 0);
         if (dataBytes === 0) return this.complete(req, S_OK, 0);
         return this.issueRead(req);
       }
       case T_OUT: {
-        req.length = payload.length;
-        if (payload.length % SECTOR !== 0 || !inDisk(req.offset, payload.length) || dataOut.length !== 0) return this.complete(req, S_IOERR, 0);
-        if (payload.length === 0) return this.complete(req, S_OK, 0);
-        return this.issue(req, () => this.disk.write(req.offset, payload), payload);
+        req.length = payloadBytes;
+        if (payloadBytes % SECTOR !== 0 || !inDisk(req.offset, payloadBytes) || dataOut.length !== 0) return this.complete(req, S_IOERR, 0);
+        if (payloadBytes === 0) return this.complete(req, S_OK, 0);
+        // The guest's buffers go to the disk as they are: the driver leaves them alone until completion.
+        return this.issue(req, (done) => this.disk.write(req.offset, payload, done));
       }
       case T_FLUSH: {
         this.guestFlushes++;
@@ -442,10 +441,11 @@ export class VirtioBlk implements DiskDevice {
       case T_WRITE_ZEROES: {
         const fn = type === T_DISCARD ? this.disk.discard : this.disk.writeZeroes;
         if (typeof fn !== "function") return this.complete(req, S_UNSUPP, 0);
-        if (payload.length === 0 || payload.length % SEGMENT_BYTES !== 0 || dataOut.length !== 0) return this.complete(req, S_IOERR, 0);
+        if (payloadBytes === 0 || payloadBytes % SEGMENT_BYTES !== 0 || dataOut.length !== 0) return this.complete(req, S_IOERR, 0);
         const segs: Array<{ off: number; len: number; unmap: boolean }> = [];
-        const dv = new DataView(payload.buffer, payload.byteOffset, payload.length);
-        for (let o = 0; o < payload.length; o += SEGMENT_BYTES) {
+        const ranges = gatherWrite(payload);
+        const dv = new DataView(ranges.buffer, ranges.byteOffset, ranges.length);
+        for (let o = 0; o < ranges.length; o += SEGMENT_BYTES) {
           const off = (dv.getUint32(o, true) + dv.getUint32(o + 4, true) * 2 ** 32) * SECTOR;
           const len = dv.getUint32(o + 8, true) * SECTOR;
           const flags = dv.getUint32(o + 12, true);
@@ -455,9 +455,19 @@ export class VirtioBlk implements DiskDevice {
         req.offset = segs[0]!.off;
         req.length = segs.reduce((a, x) => a + x.len, 0);
         const disk = this.disk;
-        return this.issue(req, () =>
-          Promise.all(segs.map((x) => (type === T_DISCARD ? disk.discard!(x.off, x.len) : disk.writeZeroes!(x.off, x.len, { unmap: x.unmap })))).then(() => undefined),
-        );
+        return this.issue(req, (done) => {
+          // Every segment at once; the request completes with the last, failed if one failed.
+          let left = segs.length;
+          let failed: Error | undefined;
+          const one: DiskDone = (err) => {
+            failed ??= err;
+            if (--left === 0) done(failed, undefined, undefined);
+          };
+          for (const x of segs) {
+            if (type === T_DISCARD) disk.discard!(x.off, x.len, one);
+            else disk.writeZeroes!(x.off, x.len, x.unmap, one);
+          }
+        });
       }
       default:
         return this.complete(req, S_UNSUPP, 0);
@@ -465,8 +475,7 @@ export class VirtioBlk implements DiskDevice {
   }
 
   private issueRead(req: Pending): void {
-    const d = this.pollable;
-    const onData = (err: Error | undefined, data: Uint8Array | undefined) => {
+    const onData: DiskDone<Uint8Array> = (err, data, timing) => {
       if (req.done || req.generation !== this.generation) return;
       if (err || !data || data.length !== req.length) {
         this.fail(err ?? new Error(`disk read returned ${data?.length ?? 0} bytes, ${req.length} asked`), "read", req.offset, req.length);
@@ -474,49 +483,35 @@ export class VirtioBlk implements DiskDevice {
       }
       // The guest's buffers: checked at submission, written now (the driver must not touch them meanwhile).
       const n = scatter(this.memory!, req.dataOut, data);
-      this.complete(req, S_OK, n);
+      this.complete(req, S_OK, n, timing);
     };
     try {
-      if (d) d.readCb(req.offset, req.length, onData);
-      else this.disk.read(req.offset, req.length).then((v) => onData(undefined, v), (e: unknown) => onData(asError(e), undefined));
+      this.disk.read(req.offset, req.length, onData);
     } catch (e) {
-      onData(asError(e), undefined);
+      onData(asError(e), undefined, undefined);
     }
   }
 
   private issueFlush(req: Pending): void {
-    const d = this.pollable;
-    const onDone = (err: Error | undefined) => {
-      if (req.done || req.generation !== this.generation) return;
-      if (err) this.fail(err, "flush", 0, 0);
-      this.complete(req, err ? S_IOERR : S_OK, 0);
-    };
-    try {
-      if (d) d.flushCb(onDone);
-      else this.disk.flush().then(() => onDone(undefined), (e: unknown) => onDone(asError(e)));
-    } catch (e) {
-      onDone(asError(e));
-    }
+    this.issue(req, (done) => this.disk.flush(done));
   }
 
-  /** Writes, discards and write-zeroes: `run` starts the disk operation (`writeData`: a write's bytes, for the callback path). */
-  private issue(req: Pending, run: () => Promise<void>, writeData?: Uint8Array): void {
-    const d = this.pollable;
-    const onDone = (err: Error | undefined) => {
+  /** Writes, flushes, discards and write-zeroes: `run` starts the disk operation. */
+  private issue(req: Pending, run: (done: DiskDone) => void): void {
+    const onDone: DiskDone = (err, _v, timing) => {
       if (req.done || req.generation !== this.generation) return;
       if (err) this.fail(err, req.op, req.offset, req.length);
-      this.complete(req, err ? S_IOERR : S_OK, 0);
+      this.complete(req, err ? S_IOERR : S_OK, 0, timing);
     };
     try {
-      if (d && writeData) d.writeCb(req.offset, writeData, onDone);
-      else run().then(() => onDone(undefined), (e: unknown) => onDone(asError(e)));
+      run(onDone);
     } catch (e) {
-      onDone(asError(e));
+      onDone(asError(e), undefined, undefined);
     }
   }
 
   /** Writes the status byte and the used element, raises the interrupt; then starts flushes now unblocked. */
-  private complete(req: Pending, status: number, written: number): void {
+  private complete(req: Pending, status: number, written: number, timing?: DiskTiming): void {
     if (req.done) return;
     req.done = true;
     const observer = this.observer;
@@ -544,7 +539,7 @@ export class VirtioBlk implements DiskDevice {
     if (i >= 0) this.outstanding.splice(i, 1);
     if (req.generation === this.generation) this.inFlight--;
     if (this.outstanding.length > 0) this.oldestStarted = this.outstanding[0]!.submitted;
-    if (observer) this.report(observer, req, status, diskDone, completed);
+    if (observer) this.report(observer, req, status, diskDone, completed, timing);
     // Flushes waiting for this request.
     for (let k = 0; k < this.waitingFlushes.length; ) {
       const w = this.waitingFlushes[k]!;
@@ -561,9 +556,9 @@ export class VirtioBlk implements DiskDevice {
     }
   }
 
-  private report(observer: DiskRequestObserver, req: Pending, status: number, diskDone: number, completed: number): void {
-    const timed = this.disk as Partial<ServiceTimedDisk>;
-    const serviceMs = this.pollable && (req.type === T_IN || req.type === T_OUT || req.type === T_FLUSH) ? timed.lastServiceMs : undefined;
+  private report(observer: DiskRequestObserver, req: Pending, status: number, diskDone: number, completed: number, timing: DiskTiming | undefined): void {
+    // A discard or write-zeroes may be several disk requests: no one service time.
+    const serviceMs = req.type === T_IN || req.type === T_OUT || req.type === T_FLUSH ? timing?.serviceMs : undefined;
     observer.completed(req.token, {
       op: req.op,
       offset: req.offset,
@@ -595,15 +590,14 @@ export class VirtioBlk implements DiskDevice {
 
   /** As HdaAdapter.pollFromEmulator: reap the disk's completions from inside v86's run loop. */
   pollFromEmulator(halted: boolean): void {
-    const d = this.pollable;
-    if (!d || this.outstanding.length === 0) return;
+    if (!this.polls || this.outstanding.length === 0) return;
     let spin = 0;
     if (halted) {
-      const left = d.spinBudgetMs - (performance.now() - this.oldestStarted);
+      const left = (this.disk.spinBudgetMs ?? 0) - (performance.now() - this.oldestStarted);
       if (left > 0) spin = left;
     }
     // Everything this poll reaps is one batch: one used.idx update, at most one interrupt.
-    this.inLoop(() => d.poll(spin));
+    this.inLoop(() => this.disk.poll!(spin));
   }
 
   /** Requests submitted so far complete nowhere (a state restore replaced the machine they belong to). */

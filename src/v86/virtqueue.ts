@@ -196,6 +196,30 @@ export function gather(mem: GuestMemory, segs: Segment[]): Uint8Array {
   return out;
 }
 
+/**
+ * The first `n` bytes of the segments (a request's header): a view when the first segment holds them all,
+ * else a gathered copy; undefined when the segments hold fewer.
+ */
+export function readPrefix(mem: GuestMemory, segs: Segment[], n: number): Uint8Array | undefined {
+  if (segs.length > 0 && segs[0]!.len >= n) return mem.read(segs[0]!.addr, n);
+  if (segmentBytes(segs) < n) return undefined;
+  return gather(mem, segs).subarray(0, n);
+}
+
+/** The segments less their first `skip` bytes, as views of guest memory (no copy): a write's data. */
+export function viewSegments(mem: GuestMemory, segs: Segment[], skip: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const s of segs) {
+    if (skip >= s.len) {
+      skip -= s.len;
+      continue;
+    }
+    out.push(mem.read(s.addr + skip, s.len - skip));
+    skip = 0;
+  }
+  return out;
+}
+
 /** Copies `data` over the segments in order; returns the bytes written. */
 export function scatter(mem: GuestMemory, segs: Segment[], data: Uint8Array): number {
   let o = 0;

@@ -17,7 +17,7 @@
  * running when the state was saved (or wait in a phase announcement), so the host sends an empty line and a
  * marker command, and waits for the marker's echo before the next command goes out.
  */
-import type { AsyncDisk } from "../v86/async-disk.js";
+import type { AsyncDisk } from "../disk/async-disk.js";
 import { GuestMachine, type GuestDiskType, type RunOptions, type RunResult } from "../guest/guest-machine.js";
 import type { GuestDiskDevice } from "../guest/guest-disk-device.js";
 import { DONE_LINE, PHASE_LINE, READY_LINE, type SerialConsole } from "../guest/serial-console.js";

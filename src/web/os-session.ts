@@ -15,7 +15,7 @@
  * loadvm: stop, read the snapshot's state and check it fits this machine (nothing changes when it does not),
  * apply the snapshot to the disk, restore the state, resume. Operations run one at a time.
  */
-import type { CacheMode, SnapshotInfo } from "../engine/types.js";
+import type { ImageOpenOptions, SnapshotInfo } from "../engine/types.js";
 import { checkSettings, DiskBootMachine } from "../v86/disk-boot-machine.js";
 import { splitMachineState } from "../v86/machine-state.js";
 import { RefcowV86Disk, type V86DiskType } from "../v86/v86-disk.js";
@@ -24,14 +24,13 @@ import type { WebImageHost } from "../worker/web-host.js";
 import { copyFile } from "./opfs-store.js";
 import { ReopenableDisk } from "./reopenable-disk.js";
 
-export interface OsSessionOptions {
+/** `scheme` and `cache` are ImageOpenOptions' (the page's settings). */
+export interface OsSessionOptions extends Pick<ImageOpenOptions, "scheme" | "cache"> {
   host: WebImageHost;
   /** OPFS file name of the image (qcow2). */
   file: string;
   diskType: V86DiskType;
   memoryMiB: number;
-  scheme?: string;
-  cache?: CacheMode;
   firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   /** URL of v86's wasm. */
   wasmUrl: string;

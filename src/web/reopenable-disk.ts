@@ -3,42 +3,36 @@
  * image, which the page may close and reopen underneath the emulator — to download the image (cleanly
  * closed, so it is plain qcow2), or to switch refcount scheme or cache mode — while the guest is paused.
  *
- * Each client is wrapped in the Node side's ServedAsyncDisk (src/v86/served-async-disk.ts), so the engine's
- * own time of the last request (`lastServiceMs`) reaches the hda adapter's records as in Node, and its
- * callback form and poll() (PollableDisk) let the adapter complete requests from inside v86's run loop.
+ * Each client is served through ServedAsyncDisk (src/worker/served-async-disk.ts), as in Node: its
+ * completions carry the engine's time to the hda adapter's observer, and poll() lets the adapter complete
+ * requests from inside v86's run loop.
  */
-import type { PollableDisk } from "../v86/async-disk.js";
-import { ServedAsyncDisk } from "../v86/served-async-disk.js";
+import type { AsyncDisk, DiskDone, WriteData } from "../disk/async-disk.js";
+import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import type { DiskClient } from "../worker/disk-client.js";
 
-export class ReopenableDisk implements PollableDisk {
+export class ReopenableDisk implements AsyncDisk {
   readonly size: number;
   private current: ServedAsyncDisk | undefined;
+  private currentClient: DiskClient | undefined;
 
   constructor(client: DiskClient) {
     this.size = client.size;
-    this.current = new ServedAsyncDisk(client);
+    this.currentClient = client;
+    this.current = new ServedAsyncDisk(client.ring);
   }
 
   /** The client serving the image now (undefined while it is being swapped). */
   get client(): DiskClient | undefined {
-    return this.current?.client;
-  }
-
-  /** Engine time of the last resolved request, in ms. */
-  get lastServiceMs(): number | undefined {
-    return this.current?.lastServiceMs;
-  }
-
-  get lastRingMs(): number | undefined {
-    return this.current?.lastRingMs;
+    return this.currentClient;
   }
 
   /** Closes the current client (flushing and closing the image cleanly). The guest must be paused. */
   async detach(): Promise<void> {
-    const c = this.current;
+    const c = this.currentClient;
     this.current = undefined;
-    await c?.client.close();
+    this.currentClient = undefined;
+    await c?.close();
   }
 
   /** Serves the guest from `client` from now on; its disk must have the same size. */
@@ -47,37 +41,26 @@ export class ReopenableDisk implements PollableDisk {
     if (client.size !== this.size) {
       throw new Error(`the image is ${client.size} bytes, the guest's disk ${this.size}: boot a new guest for it`);
     }
-    this.current = new ServedAsyncDisk(client);
+    this.currentClient = client;
+    this.current = new ServedAsyncDisk(client.ring);
   }
 
-  read(offset: number, length: number): Promise<Uint8Array> {
-    return this.need().read(offset, length);
-  }
-
-  write(offset: number, data: Uint8Array): Promise<void> {
-    return this.need().write(offset, data);
-  }
-
-  flush(): Promise<void> {
-    return this.need().flush();
-  }
-
-  readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void): void {
+  read(offset: number, length: number, done: DiskDone<Uint8Array>): void {
     const d = this.current;
-    if (!d) return done(this.closedError(), undefined);
-    d.readCb(offset, length, done);
+    if (!d) return done(this.closedError(), undefined, undefined);
+    d.read(offset, length, done);
   }
 
-  writeCb(offset: number, data: Uint8Array, done: (err: Error | undefined) => void): void {
+  write(offset: number, data: WriteData, done: DiskDone): void {
     const d = this.current;
-    if (!d) return done(this.closedError());
-    d.writeCb(offset, data, done);
+    if (!d) return done(this.closedError(), undefined, undefined);
+    d.write(offset, data, done);
   }
 
-  flushCb(done: (err: Error | undefined) => void): void {
+  flush(done: DiskDone): void {
     const d = this.current;
-    if (!d) return done(this.closedError());
-    d.flushCb(done);
+    if (!d) return done(this.closedError(), undefined, undefined);
+    d.flush(done);
   }
 
   poll(spinMs: number): number {
@@ -90,10 +73,5 @@ export class ReopenableDisk implements PollableDisk {
 
   private closedError(): Error {
     return new Error("the image is closed (being reopened): pause the guest before detaching it");
-  }
-
-  private need(): ServedAsyncDisk {
-    if (!this.current) throw this.closedError();
-    return this.current;
   }
 }

@@ -10,13 +10,14 @@
  *   that has a bitmap of that name (as qemu-nbd finds it).
  */
 import { RequestError, UnsupportedFeatureError } from "../engine/errors.js";
-import type { BitmapInfo, ServedDisk } from "./served-disk.js";
+import type { SyncDisk } from "../disk/sync-disk.js";
+import type { BitmapInfo } from "../engine/types.js";
 
 /**
  * The block status of [offset, offset + length) as merged extents `[length, zero, data]` (zero and data 0 or
  * 1), at most `maxExtents` of them. The disk must have blockStatus.
  */
-export function mergedBlockStatus(disk: ServedDisk, offset: number, length: number, maxExtents: number): [number, number, number][] {
+export function mergedBlockStatus(disk: SyncDisk, offset: number, length: number, maxExtents: number): [number, number, number][] {
   const status = disk.blockStatus;
   if (typeof status !== "function") throw new UnsupportedFeatureError("this image does not support blockStatus");
   const out: [number, number, number][] = [];
@@ -38,7 +39,7 @@ export function mergedBlockStatus(disk: ServedDisk, offset: number, length: numb
 }
 
 /** The allocation depth of [offset, offset + length) as merged extents `[length, depth]`, at most `maxExtents`. */
-export function depthExtents(disk: ServedDisk, offset: number, length: number, maxExtents: number): [number, number][] {
+export function depthExtents(disk: SyncDisk, offset: number, length: number, maxExtents: number): [number, number][] {
   const depth = disk.allocationDepth;
   if (typeof depth !== "function") throw new UnsupportedFeatureError("this image does not report allocation depth");
   const out: [number, number][] = [];
@@ -63,7 +64,7 @@ interface BitmapLayer {
  * The first layer of the disk's backing chain (the disk itself first) with a persistent dirty bitmap named
  * `name`, and the bitmap; undefined when no layer has one.
  */
-export function findBitmap(disk: ServedDisk, name: string): { layer: BitmapLayer; bitmap: BitmapInfo } | undefined {
+export function findBitmap(disk: SyncDisk, name: string): { layer: BitmapLayer; bitmap: BitmapInfo } | undefined {
   for (let layer = disk as BitmapLayer | null | undefined; layer; layer = layer.backing as BitmapLayer | null | undefined) {
     if (typeof layer.bitmapList !== "function") continue;
     const bitmap = layer.bitmapList().find((b) => b.name === name);
@@ -79,7 +80,7 @@ const DIRTY_WINDOW = 256 << 20;
  * Bitmap `name` (see findBitmap) over [offset, offset + length) as merged extents `[length, dirty]` (dirty 0
  * or 1), at most `maxExtents`.
  */
-export function dirtyExtents(disk: ServedDisk, name: string, offset: number, length: number, maxExtents: number): [number, number][] {
+export function dirtyExtents(disk: SyncDisk, name: string, offset: number, length: number, maxExtents: number): [number, number][] {
   const found = findBitmap(disk, name);
   if (!found || typeof found.layer.bitmapExtents !== "function") throw new RequestError(`Bitmap '${name}' is not found`);
   const out: [number, number][] = [];

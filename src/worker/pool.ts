@@ -16,7 +16,8 @@ import { fileURLToPath } from "node:url";
 import type { Worker } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { ImageOpenOptions } from "../engine/types.js";
-import { DiskClient, type DiskClientOptions, waitForServer, WorkerError } from "./disk-client.js";
+import { DiskClient } from "./disk-client.js";
+import { type RingClientOptions, waitForServer, WorkerError } from "./ring-client.js";
 import type { ServeTask } from "./node-worker.js";
 import { C, createRing, type RingOptions } from "./ring.js";
 
@@ -29,7 +30,7 @@ export interface ServedImageOptions extends ImageOpenOptions {
   /** Ring geometry (slots, data share per slot). */
   ring?: RingOptions;
   /** Client-side spinning and waiting. */
-  client?: DiskClientOptions;
+  client?: RingClientOptions;
   /** Bounded spin of the worker's serve loop, in µs. */
   serverSpinUs?: number;
   /** Adapt the serve loop's spin to contention (default true). */
@@ -128,12 +129,12 @@ export class ImagePool {
         () => {
           release();
           this.clients.delete(client);
-          client.serverEnded();
+          client.ring.serverEnded();
         },
         (e: unknown) => {
           release();
           this.clients.delete(client);
-          client.fail(new WorkerError(`the worker serving ${file} died (${(e as Error)?.message ?? e}); requests on this image fail`));
+          client.ring.fail(new WorkerError(`the worker serving ${file} died (${(e as Error)?.message ?? e}); requests on this image fail`));
         },
       );
       return client;
@@ -147,7 +148,7 @@ export class ImagePool {
 
   /** The worker thread serving `client` (for diagnostics, or to kill a hung image). */
   workerOf(client: DiskClient): Worker | undefined {
-    return this.clients.get(client)?.threads.find((w) => w.threadId === client.serverId);
+    return this.clients.get(client)?.threads.find((w) => w.threadId === client.ring.serverId);
   }
 
   /** Images open now. */

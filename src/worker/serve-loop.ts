@@ -29,7 +29,7 @@ import {
   readText,
 } from "./ring.js";
 import { depthExtents, dirtyExtents, mergedBlockStatus } from "./extents.js";
-import type { ServedDisk } from "./served-disk.js";
+import type { SyncDisk } from "../disk/sync-disk.js";
 
 export interface ServeOptions {
   /** Maximum bounded spin after each request before sleeping, in µs (adaptive, see SpinPolicy). Default 50. */
@@ -112,10 +112,10 @@ const encoder = new TextEncoder();
  * failed request (those travel through the ring); throws only if the ring itself is broken, after marking it
  * CRASHED so the client learns of it.
  */
-export function serveRing(sab: SharedArrayBuffer, open: () => ServedDisk, opts: ServeOptions = {}): ServeResult {
+export function serveRing(sab: SharedArrayBuffer, open: () => SyncDisk, opts: ServeOptions = {}): ServeResult {
   const ring = new RingView(sab);
   const ctl = ring.ctl;
-  let disk: ServedDisk;
+  let disk: SyncDisk;
   try {
     disk = open();
   } catch (e) {
@@ -174,7 +174,7 @@ export class RingServer {
 
   constructor(
     ring: RingView | SharedArrayBuffer,
-    private readonly disk: ServedDisk,
+    private readonly disk: SyncDisk,
     opts: ServeOptions = {},
   ) {
     if (!(ring instanceof RingView)) ring = new RingView(ring);
@@ -534,10 +534,10 @@ export class RingServer {
 
   private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(
     name: K,
-  ): NonNullable<ServedDisk[K]> {
+  ): NonNullable<SyncDisk[K]> {
     const f = this.disk[name];
     if (typeof f !== "function") throw new UnsupportedFeatureError(`this image does not support ${name}`);
-    return f as NonNullable<ServedDisk[K]>;
+    return f as NonNullable<SyncDisk[K]>;
   }
 }
 

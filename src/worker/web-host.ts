@@ -7,7 +7,8 @@
  * Needs a cross-origin isolated page (SharedArrayBuffer) and `Atomics.waitAsync` (Chromium ≥ 91).
  */
 import type { CheckResult, CreateOptions } from "../engine/types.js";
-import { DiskClient, type DiskClientOptions, waitForServer, WorkerError } from "./disk-client.js";
+import { DiskClient } from "./disk-client.js";
+import { type RingClientOptions, waitForServer, WorkerError } from "./ring-client.js";
 import { C, createRing, type RingOptions } from "./ring.js";
 import type { ServeResult } from "./serve-loop.js";
 import type { WebServeRequest, WebWorkerHello, WebWorkerReply, WebWorkerRequest } from "./web-protocol.js";
@@ -16,7 +17,7 @@ export interface WebImageOptions extends Pick<WebServeRequest, "scheme" | "schem
   /** Ring geometry (slots, data share per slot). */
   ring?: RingOptions;
   /** Client-side spinning and waiting. */
-  client?: DiskClientOptions;
+  client?: RingClientOptions;
   /** Bounded spin of the worker's serve loop, in µs. */
   serverSpinUs?: number;
   serverAdaptiveSpin?: boolean;
@@ -132,11 +133,11 @@ export class WebImageHost {
     served.then(
       () => {
         finished();
-        client.serverEnded();
+        client.ring.serverEnded();
       },
       (e: Error) => {
         finished();
-        client.fail(new WorkerError(`the worker serving ${file} failed (${e.message}); requests on this image fail`));
+        client.ring.fail(new WorkerError(`the worker serving ${file} failed (${e.message}); requests on this image fail`));
       },
     );
     return client;
@@ -172,7 +173,7 @@ export class WebImageHost {
     if (this.dead) return;
     this.dead = err;
     this.worker.terminate();
-    this.serving?.client?.fail(err);
+    this.serving?.client?.ring.fail(err);
     this.serving = undefined;
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();

@@ -17,7 +17,8 @@ import * as path from "node:path";
 import { parentPort } from "node:worker_threads";
 import { openImagePath } from "../../src/open/open-path.js";
 import { Qcow2Image } from "../../src/open/qcow2.js";
-import type { CacheMode, VirtualDisk } from "../../src/engine/types.js";
+import type { SyncDisk } from "../../src/disk/sync-disk.js";
+import type { CacheMode } from "../../src/engine/types.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { main } from "../../src/cli/main.js";
 import { takeInternalErrors } from "../../src/cli/errors.js";
@@ -85,7 +86,7 @@ class Run {
 }
 
 function backingOpener(dir: string) {
-  return (name: string, fmt: string | undefined): VirtualDisk => {
+  return (name: string, fmt: string | undefined): SyncDisk => {
     const p = path.isAbsolute(name) ? name : path.join(dir, name);
     return openImagePath(p, { readOnly: true, format: fmt === "raw" || fmt === "qcow2" ? fmt : undefined });
   };

@@ -24,7 +24,7 @@ import {
   Rep,
 } from "../../src/nbd/protocol.js";
 import { NbdServer } from "../../src/nbd/server.js";
-import type { ServedDisk } from "../../src/worker/served-disk.js";
+import type { SyncDisk } from "../../src/disk/sync-disk.js";
 import { accepts, killLeftoverServers, nbdUri, refcow, run, socketIn, startNbd } from "../helpers/nbd.js";
 import { WireClient } from "../helpers/nbd-wire.js";
 import { qemuImg, qemuIo, tempDir } from "../helpers/qemu.js";
@@ -269,7 +269,7 @@ describe("negotiation and BLOCK_STATUS on the wire", () => {
     qemuIo(image, ["write -P 2 256k 64k"]);
     const img = openImagePath(image, { readOnly: true });
     close = () => img.close();
-    const disk: ServedDisk = {
+    const disk: SyncDisk = {
       get size() {
         return img.size;
       },

@@ -3,7 +3,7 @@
  * quiescing, errors — the rules v86's IDE code imposes (see src/v86/hda-adapter.ts).
  */
 import { describe, expect, it } from "vitest";
-import type { AsyncDisk } from "../../src/v86/async-disk.js";
+import { writeLength, type AsyncDisk, type DiskDone, type WriteData } from "../../src/disk/async-disk.js";
 import { RequestRecorder } from "../../src/guest/request-recorder.js";
 import { HdaAdapter } from "../../src/v86/hda-adapter.js";
 import { MemoryAsyncDisk } from "../../src/v86/memory-async-disk.js";
@@ -28,27 +28,37 @@ class LoggingDisk implements AsyncDisk {
   get size() {
     return this.inner.size;
   }
-  private wait(ms = 0) {
-    return ms ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+  private after(ms: number | undefined, f: () => void) {
+    if (ms) setTimeout(f, ms);
+    else f();
   }
-  async read(o: number, l: number) {
+  read(o: number, l: number, done: DiskDone<Uint8Array>) {
     this.log.push(`read ${o}+${l} start`);
-    await this.wait(this.delays.read);
-    const d = await this.inner.read(o, l);
-    this.log.push(`read ${o}+${l} done`);
-    return d;
+    this.after(this.delays.read, () =>
+      this.inner.read(o, l, (err, d) => {
+        this.log.push(`read ${o}+${l} done`);
+        done(err, d, undefined);
+      }),
+    );
   }
-  async write(o: number, d: Uint8Array) {
-    this.log.push(`write ${o}+${d.length} start`);
-    await this.wait(this.delays.write);
-    await this.inner.write(o, d);
-    this.log.push(`write ${o}+${d.length} done`);
+  write(o: number, d: WriteData, done: DiskDone) {
+    const n = writeLength(d);
+    this.log.push(`write ${o}+${n} start`);
+    this.after(this.delays.write, () =>
+      this.inner.write(o, d, (err) => {
+        this.log.push(`write ${o}+${n} done`);
+        done(err, undefined, undefined);
+      }),
+    );
   }
-  async flush() {
+  flush(done: DiskDone) {
     this.log.push("flush start");
-    await this.wait(this.delays.flush);
-    await this.inner.flush();
-    this.log.push("flush done");
+    this.after(this.delays.flush, () =>
+      this.inner.flush((err) => {
+        this.log.push("flush done");
+        done(err, undefined, undefined);
+      }),
+    );
   }
 }
 
@@ -153,25 +163,15 @@ describe("HdaAdapter", () => {
     expect([m.writes, m.flushes, m.reads, m.bytesWritten, m.bytesRead]).toEqual([1, 1, 1, 512, 512]);
   });
 
-  it("records the backend's own service time when the disk reports it (ServiceTimedDisk)", async () => {
+  it("records the backend's own service time that the disk's completion carries", async () => {
     const mem = new MemoryAsyncDisk(64 * KiB, 2);
     let n = 0;
-    const timed = {
+    const timing = (serviceMs: number) => ({ serviceMs, ringMs: undefined });
+    const timed: AsyncDisk = {
       size: mem.size,
-      lastServiceMs: undefined as number | undefined,
-      read: async (o: number, l: number) => {
-        const d = await mem.read(o, l);
-        timed.lastServiceMs = 0.5;
-        return d;
-      },
-      write: async (o: number, d: Uint8Array) => {
-        await mem.write(o, d);
-        timed.lastServiceMs = ++n;
-      },
-      flush: async () => {
-        await mem.flush();
-        timed.lastServiceMs = 0.25;
-      },
+      read: (o, l, done) => mem.read(o, l, (err, d) => done(err, d, timing(0.5))),
+      write: (o, d, done) => mem.write(o, d, (err) => done(err, undefined, timing(++n))),
+      flush: (done) => mem.flush((err) => done(err, undefined, timing(0.25))),
     };
     const rec = new RequestRecorder();
     const a = new HdaAdapter(timed, { observer: rec });
@@ -238,9 +238,9 @@ describe("HdaAdapter", () => {
     const mem = new MemoryAsyncDisk(64 * KiB);
     const failing: AsyncDisk = {
       size: mem.size,
-      read: (o, l) => (o === 0 ? Promise.reject(new Error("EIO at 0")) : mem.read(o, l)),
-      write: (o, d) => mem.write(o, d),
-      flush: () => mem.flush(),
+      read: (o, l, done) => (o === 0 ? queueMicrotask(() => done(new Error("EIO at 0"), undefined, undefined)) : mem.read(o, l, done)),
+      write: (o, d, done) => mem.write(o, d, done),
+      flush: (done) => mem.flush(done),
     };
     const a = new HdaAdapter(failing);
     const seen: string[] = [];

@@ -4,33 +4,17 @@
  * gives virtio-blk status codes, never an exception.
  */
 import { describe, expect, it } from "vitest";
-import { RequestRecorder, type VirtioPhaseSummary, type VirtioRequestRecord } from "../../src/guest/request-recorder.js";
-import type { PollableDisk } from "../../src/v86/async-disk.js";
+import type { VirtioPhaseSummary, VirtioRequestRecord } from "../../src/guest/request-recorder.js";
+import { gatherWrite, type AsyncDisk, type DiskDone, type WriteData } from "../../src/disk/async-disk.js";
 import { F_DISCARD, F_EVENT_IDX, F_FLUSH, F_NOTIFY_ON_EMPTY, F_WRITE_ZEROES, REG, STATUS_NEEDS_RESET } from "../../src/v86/virtio-blk-pci.js";
-import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, VirtioBlk, type VirtioBlkDisk } from "../../src/v86/virtio-blk.js";
-import { AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE, QUEUE_ALIGN, QUEUE_SIZE, type GuestMemory } from "../../src/v86/virtqueue.js";
+import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, VirtioBlk } from "../../src/v86/virtio-blk.js";
+import { AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE, QUEUE_ALIGN, QUEUE_SIZE } from "../../src/v86/virtqueue.js";
+import { Driver, QUEUE_AT, RAM } from "../helpers/virtio-driver.js";
 
 const MiB = 1 << 20;
-const RAM = 4 * MiB;
-const QUEUE_AT = 0x100000;
-
-class FakeRam implements GuestMemory {
-  readonly bytes = new Uint8Array(RAM);
-  get size() {
-    return RAM;
-  }
-  read(addr: number, length: number) {
-    if (addr < 0 || addr + length > RAM) throw new Error("read outside RAM");
-    return this.bytes.subarray(addr, addr + length);
-  }
-  write(addr: number, data: Uint8Array) {
-    if (addr < 0 || addr + data.length > RAM) throw new Error("write outside RAM");
-    this.bytes.set(data, addr);
-  }
-}
 
 /** A disk whose operations complete only when the test says so. */
-class ManualDisk implements VirtioBlkDisk {
+class ManualDisk implements AsyncDisk {
   readonly bytes: Uint8Array;
   log: string[] = [];
   private waiting: Array<{ what: string; go: () => void }> = [];
@@ -41,17 +25,15 @@ class ManualDisk implements VirtioBlkDisk {
   get size() {
     return this.bytes.length;
   }
-  private gate(what: string, run: () => void): Promise<void> {
+  private gate(what: string, run: () => void, done: () => void): void {
     this.log.push(`start ${what}`);
-    return new Promise((resolve) => {
-      const go = () => {
-        run();
-        this.log.push(`done ${what}`);
-        resolve();
-      };
-      if (this.auto) queueMicrotask(go);
-      else this.waiting.push({ what, go });
-    });
+    const go = () => {
+      run();
+      this.log.push(`done ${what}`);
+      done();
+    };
+    if (this.auto) queueMicrotask(go);
+    else this.waiting.push({ what, go });
   }
   get queued(): string[] {
     return this.waiting.map((w) => w.what);
@@ -63,37 +45,35 @@ class ManualDisk implements VirtioBlkDisk {
     const [w] = this.waiting.splice(i, 1);
     w!.go();
   }
-  async read(offset: number, length: number) {
+  read(offset: number, length: number, done: DiskDone<Uint8Array>) {
     let out = new Uint8Array(0);
-    await this.gate(`r${offset}`, () => (out = this.bytes.slice(offset, offset + length)));
-    return out;
+    this.gate(`r${offset}`, () => (out = this.bytes.slice(offset, offset + length)), () => done(undefined, out, undefined));
   }
-  write(offset: number, data: Uint8Array) {
-    const copy = data.slice();
-    return this.gate(`w${offset}`, () => this.bytes.set(copy, offset));
+  write(offset: number, data: WriteData, done: DiskDone) {
+    const copy = gatherWrite(data).slice();
+    this.gate(`w${offset}`, () => this.bytes.set(copy, offset), () => done(undefined, undefined, undefined));
   }
-  flush() {
-    return this.gate("flush", () => undefined);
+  flush(done: DiskDone) {
+    this.gate("flush", () => undefined, () => done(undefined, undefined, undefined));
   }
-  discard(offset: number, length: number) {
-    return this.gate(`d${offset}+${length}`, () => this.bytes.fill(0, offset, offset + length));
+  discard(offset: number, length: number, done: DiskDone) {
+    this.gate(`d${offset}+${length}`, () => this.bytes.fill(0, offset, offset + length), () => done(undefined, undefined, undefined));
   }
-  writeZeroes(offset: number, length: number, opts?: { unmap?: boolean }) {
-    return this.gate(`z${offset}+${length}${opts?.unmap ? "u" : ""}`, () => this.bytes.fill(0, offset, offset + length));
+  writeZeroes(offset: number, length: number, unmap: boolean, done: DiskDone) {
+    this.gate(`z${offset}+${length}${unmap ? "u" : ""}`, () => this.bytes.fill(0, offset, offset + length), () => done(undefined, undefined, undefined));
   }
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 0));
 
 /** A pollable disk (as the worker-served one): operations complete in `poll()`, `ready` at a time. */
-class PollDisk implements VirtioBlkDisk, PollableDisk {
+class PollDisk implements AsyncDisk {
   readonly bytes: Uint8Array;
   private pending: Array<() => void> = [];
   /** How many waiting operations the next poll completes. */
   ready = 0;
   polls = 0;
   readonly spinBudgetMs = 0;
-  lastServiceMs: number | undefined;
   constructor(size: number) {
     this.bytes = new Uint8Array(size);
   }
@@ -103,25 +83,15 @@ class PollDisk implements VirtioBlkDisk, PollableDisk {
   get waiting() {
     return this.pending.length;
   }
-  read(offset: number, length: number) {
-    return Promise.resolve(this.bytes.slice(offset, offset + length));
+  read(offset: number, length: number, done: DiskDone<Uint8Array>) {
+    this.pending.push(() => done(undefined, this.bytes.slice(offset, offset + length), undefined));
   }
-  write(offset: number, data: Uint8Array) {
-    this.bytes.set(data, offset);
-    return Promise.resolve();
+  write(offset: number, data: WriteData, done: DiskDone) {
+    const copy = gatherWrite(data).slice();
+    this.pending.push(() => (this.bytes.set(copy, offset), done(undefined, undefined, undefined)));
   }
-  flush() {
-    return Promise.resolve();
-  }
-  readCb(offset: number, length: number, done: (err: Error | undefined, data: Uint8Array | undefined) => void) {
-    this.pending.push(() => done(undefined, this.bytes.slice(offset, offset + length)));
-  }
-  writeCb(offset: number, data: Uint8Array, done: (err: Error | undefined) => void) {
-    const copy = data.slice();
-    this.pending.push(() => (this.bytes.set(copy, offset), done(undefined)));
-  }
-  flushCb(done: (err: Error | undefined) => void) {
-    this.pending.push(() => done(undefined));
+  flush(done: DiskDone) {
+    this.pending.push(() => done(undefined, undefined, undefined));
   }
   poll(): number {
     this.polls++;
@@ -129,116 +99,6 @@ class PollDisk implements VirtioBlkDisk, PollableDisk {
     for (const f of this.pending.splice(0, n)) f();
     this.ready -= n;
     return n;
-  }
-}
-
-/** A minimal legacy virtio driver over FakeRam. */
-class Driver {
-  readonly ram = new FakeRam();
-  readonly dev: VirtioBlk;
-  /** What the device reports of its requests (the harness's recorder). */
-  readonly rec = new RequestRecorder({ virtio: true });
-  irqs = 0;
-  private availIdx = 0;
-  private usedSeen = 0;
-  private nextDesc = 0;
-  private heap = 0x200000;
-  /** `features`: the feature bits the driver accepts (default: every one offered). */
-  constructor(
-    readonly disk: VirtioBlkDisk,
-    features = 0xffffffff,
-  ) {
-    this.dev = new VirtioBlk(disk, { observer: this.rec });
-    this.dev.memory = this.ram;
-    this.dev.irq = { raise: () => this.irqs++, lower: () => undefined };
-    this.dev.ioWrite(REG.STATUS, 1, 1 | 2);
-    this.dev.ioWrite(REG.DRIVER_FEATURES, 4, this.dev.ioRead(REG.DEVICE_FEATURES, 4) & features);
-    this.dev.ioWrite(REG.QUEUE_SELECT, 2, 0);
-    expect(this.dev.ioRead(REG.QUEUE_SIZE, 2)).toBe(QUEUE_SIZE);
-    this.dev.ioWrite(REG.QUEUE_PFN, 4, QUEUE_AT / QUEUE_ALIGN);
-    this.dev.ioWrite(REG.STATUS, 1, 1 | 2 | 4);
-  }
-  get availAddr() {
-    return QUEUE_AT + 16 * QUEUE_SIZE;
-  }
-  get usedAddr() {
-    return Math.ceil((this.availAddr + 6 + 2 * QUEUE_SIZE) / QUEUE_ALIGN) * QUEUE_ALIGN;
-  }
-  alloc(n: number): number {
-    const a = this.heap;
-    this.heap += Math.ceil(n / 16) * 16;
-    return a;
-  }
-  /** Writes descriptors for `bufs` and makes the chain available; returns the head index. */
-  submit(bufs: Array<{ addr: number; len: number; write?: boolean }>, kick = true): number {
-    const dv = new DataView(this.ram.bytes.buffer);
-    const head = this.nextDesc % QUEUE_SIZE;
-    bufs.forEach((b, k) => {
-      const i = (this.nextDesc + k) % QUEUE_SIZE;
-      const at = QUEUE_AT + 16 * i;
-      dv.setUint32(at, b.addr % 2 ** 32, true);
-      dv.setUint32(at + 4, Math.floor(b.addr / 2 ** 32), true);
-      dv.setUint32(at + 8, b.len, true);
-      const last = k === bufs.length - 1;
-      dv.setUint16(at + 12, (last ? 0 : DESC_F_NEXT) | (b.write ? DESC_F_WRITE : 0), true);
-      dv.setUint16(at + 14, (i + 1) % QUEUE_SIZE, true);
-    });
-    this.nextDesc += bufs.length;
-    dv.setUint16(this.availAddr + 4 + 2 * (this.availIdx % QUEUE_SIZE), head, true);
-    this.availIdx = (this.availIdx + 1) & 0xffff;
-    dv.setUint16(this.availAddr + 2, this.availIdx, true);
-    if (kick) this.kick();
-    return head;
-  }
-  kick() {
-    this.dev.ioWrite(REG.QUEUE_NOTIFY, 2, 0);
-  }
-  header(type: number, sector: number): number {
-    const a = this.alloc(16);
-    const dv = new DataView(this.ram.bytes.buffer, a, 16);
-    dv.setUint32(0, type, true);
-    dv.setUint32(8, sector % 2 ** 32, true);
-    dv.setUint32(12, Math.floor(sector / 2 ** 32), true);
-    return a;
-  }
-  /** A full request: header, data, status; returns the status address and head. */
-  request(type: number, sector: number, data?: { addr: number; len: number; write?: boolean }[]) {
-    const hdr = this.header(type, sector);
-    const status = this.alloc(1);
-    this.ram.bytes[status] = 0xee;
-    const head = this.submit([{ addr: hdr, len: 16 }, ...(data ?? []), { addr: status, len: 1, write: true }]);
-    return { head, status };
-  }
-  /** Used elements published since the last call. */
-  reap(): Array<{ id: number; len: number }> {
-    const dv = new DataView(this.ram.bytes.buffer);
-    const idx = dv.getUint16(this.usedAddr + 2, true);
-    const out: Array<{ id: number; len: number }> = [];
-    while (this.usedSeen !== idx) {
-      const e = this.usedAddr + 4 + 8 * (this.usedSeen % QUEUE_SIZE);
-      out.push({ id: dv.getUint32(e, true), len: dv.getUint32(e + 4, true) });
-      this.usedSeen = (this.usedSeen + 1) & 0xffff;
-    }
-    return out;
-  }
-  /** Avail ring flags (NO_INTERRUPT). */
-  set availFlags(v: number) {
-    new DataView(this.ram.bytes.buffer).setUint16(this.availAddr, v, true);
-  }
-  /** EVENT_IDX: the driver's used_event (after avail.ring) and the device's avail_event (after used.ring). */
-  set usedEvent(v: number) {
-    new DataView(this.ram.bytes.buffer).setUint16(this.availAddr + 4 + 2 * QUEUE_SIZE, v, true);
-  }
-  get availEvent(): number {
-    return new DataView(this.ram.bytes.buffer).getUint16(this.usedAddr + 4 + 8 * QUEUE_SIZE, true);
-  }
-  get usedIdx(): number {
-    return new DataView(this.ram.bytes.buffer).getUint16(this.usedAddr + 2, true);
-  }
-  fill(n: number, byte: number): { addr: number; len: number } {
-    const a = this.alloc(n);
-    this.ram.bytes.fill(byte, a, a + n);
-    return { addr: a, len: n };
   }
 }
 
@@ -424,7 +284,7 @@ describe("virtio-blk device", () => {
 
     it("a disk error: IOERR, reported through onError", async () => {
       const disk = new ManualDisk(MiB);
-      disk.write = () => Promise.reject(new Error("boom"));
+      disk.write = (_o, _d, done) => queueMicrotask(() => done(new Error("boom"), undefined, undefined));
       const d = new Driver(disk);
       const errors: string[] = [];
       d.dev.onError = (e) => errors.push(e.message);

@@ -301,9 +301,9 @@ describe("the browser page in Chromium, virtio-blk disk", () => {
         await w.close();
         const disk = await api.openV86DiskOpfs("api-copy.qcow2", { type: "virtio", scheme: "eager", cache: "writeback", workerUrl: new URL("web-worker.js", location.href) });
         const info = { type: disk.type, device: (disk.device as { name?: string }).name, hda: "hda" in disk.v86Options, size: disk.disk.size };
-        const guestBytes = await disk.disk.read(2 * 1024 * 1024, 65536);
-        await disk.disk.write(3 * 1024 * 1024, fromB64(wB64));
-        await disk.disk.flush();
+        const guestBytes = await api.asPromise<Uint8Array>((done) => disk.disk.read(2 * 1024 * 1024, 65536, done));
+        await api.asPromise((done) => disk.disk.write(3 * 1024 * 1024, fromB64(wB64), done));
+        await api.asPromise((done) => disk.disk.flush(done));
         await disk.close();
         const file = new Uint8Array(await (await fh.getFile()).arrayBuffer());
         let s = "";

@@ -1,5 +1,6 @@
 /**
- * The DiskClient's callback form and poll(), and the spins sized from observed times (SizedSpin), with both
+ * The asynchronous disk over the ring (ServedAsyncDisk: callback completions carrying the timing, poll()),
+ * and the spins sized from observed times (SizedSpin), with both
  * ends of the ring in this thread on the real engine: the server is stepped with serveAvailable(), so when a
  * completion becomes visible is under the test's control.
  */
@@ -8,7 +9,7 @@ import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { RequestRecorder } from "../../src/guest/request-recorder.js";
 import { HdaAdapter } from "../../src/v86/hda-adapter.js";
-import { ServedAsyncDisk } from "../../src/v86/served-async-disk.js";
+import { ServedAsyncDisk } from "../../src/worker/served-async-disk.js";
 import { DiskClient } from "../../src/worker/disk-client.js";
 import { createRing, SizedSpin } from "../../src/worker/ring.js";
 import { RingServer } from "../../src/worker/serve-loop.js";
@@ -21,17 +22,17 @@ function pair(clientOpts = {}) {
   const sab = createRing();
   const server = new RingServer(sab, Qcow2Image.open(file), { spinUs: 0 });
   const client = new DiskClient(sab, "memory", { spinUs: 0, ...clientOpts });
-  return { server, client };
+  return { server, client, disk: new ServedAsyncDisk(client.ring) };
 }
 
-describe("DiskClient callbacks and poll()", () => {
+describe("ServedAsyncDisk completions and poll()", () => {
   it("run a completion's callback inside poll(), synchronously, and only once the server has published it", () => {
-    const { server, client } = pair();
+    const { server, disk: client } = pair();
     const events: string[] = [];
-    client.callbacks.write(65536, new Uint8Array(4096).fill(7), (err, _v, timing) => {
+    client.write(65536, new Uint8Array(4096).fill(7), (err, _v, timing) => {
       events.push(err ? `error ${err.message}` : "write done");
-      expect(timing!.workerEnd).toBeGreaterThanOrEqual(timing!.workerStart);
-      expect(timing!.completed).toBeGreaterThanOrEqual(timing!.called);
+      expect(timing!.serviceMs).toBeGreaterThanOrEqual(0);
+      expect(timing!.ringMs).toBeGreaterThanOrEqual(timing!.serviceMs!);
     });
     expect(client.poll(0)).toBe(0);
     expect(events).toEqual([]);
@@ -41,11 +42,11 @@ describe("DiskClient callbacks and poll()", () => {
     expect(events).toEqual(["write done"]);
 
     let read: Uint8Array | undefined;
-    client.callbacks.read(65536, 4096, (err, data) => {
+    client.read(65536, 4096, (err, data) => {
       expect(err).toBeUndefined();
       read = data;
     });
-    client.callbacks.flush((err) => events.push(err ? "flush failed" : "flush done"));
+    client.flush((err) => events.push(err ? "flush failed" : "flush done"));
     server.serveAvailable();
     expect(client.poll(0)).toBe(2);
     expect(read).toEqual(new Uint8Array(4096).fill(7));
@@ -53,11 +54,11 @@ describe("DiskClient callbacks and poll()", () => {
   });
 
   it("report a request the engine refuses through the callback, not by throwing", () => {
-    const { server, client } = pair();
+    const { server, disk } = pair();
     let error: Error | undefined;
-    client.callbacks.write(4 * MiB, new Uint8Array(512), (err) => (error = err));
+    disk.write(4 * MiB, new Uint8Array(512), (err) => (error = err));
     expect(error?.message).toMatch(/past the end of the disk/); // refused before it reaches the ring
-    client.callbacks.read(0, -1, (err) => (error = err));
+    disk.read(0, -1, (err) => (error = err));
     expect(error?.message).toMatch(/invalid length/);
     expect(server.serveAvailable()).toBe(0);
   });
@@ -75,24 +76,24 @@ describe("DiskClient callbacks and poll()", () => {
 
   it("poll(spin) spins no longer than asked when nothing completes, and not at all with nothing in flight", () => {
     const clock = steppingClock(0.25);
-    const { client } = pair({ sizedSpinCapUs: 1000, spinClock: clock.now });
-    expect(client.poll(5)).toBe(0); // nothing in flight: returns at once
+    const { client, disk } = pair({ sizedSpinCapUs: 1000, spinClock: clock.now });
+    expect(disk.poll(5)).toBe(0); // nothing in flight: returns at once
     expect(clock.reads).toBe(0);
-    expect(client.spunMs).toBe(0);
-    client.callbacks.write(0, new Uint8Array(512), () => undefined);
-    expect(client.poll(2)).toBe(0); // the server never runs: the spin runs out
+    expect(client.ring.spunMs).toBe(0);
+    disk.write(0, new Uint8Array(512), () => undefined);
+    expect(disk.poll(2)).toBe(0); // the server never runs: the spin runs out
     // The start, then one reading per turn of the spin until the first at the deadline (2 ms = 8 steps),
     // then the end: the spin stopped at its deadline, not a turn later, and not before.
     expect(clock.reads).toBe(1 + 8 + 1);
-    expect(client.spunMs).toBeCloseTo(2 + 0.25, 9);
+    expect(client.ring.spunMs).toBeCloseTo(2 + 0.25, 9);
     // A step that does not divide the spin: it still ends at the first reading past the deadline.
     const odd = steppingClock(0.3);
-    const other = pair({ sizedSpinCapUs: 1000, spinClock: odd.now }).client;
-    other.callbacks.write(0, new Uint8Array(512), () => undefined);
-    expect(other.poll(2)).toBe(0);
+    const other = pair({ sizedSpinCapUs: 1000, spinClock: odd.now });
+    other.disk.write(0, new Uint8Array(512), () => undefined);
+    expect(other.disk.poll(2)).toBe(0);
     expect(odd.reads).toBe(1 + Math.ceil(2 / 0.3) + 1);
-    expect(other.spunMs).toBeGreaterThanOrEqual(2);
-    expect(other.spunMs).toBeLessThan(2 + 2 * 0.3);
+    expect(other.client.ring.spunMs).toBeGreaterThanOrEqual(2);
+    expect(other.client.ring.spunMs).toBeLessThan(2 + 2 * 0.3);
   });
 
   it("poll(spin) stops spinning as soon as the completion is published", () => {
@@ -104,21 +105,21 @@ describe("DiskClient callbacks and poll()", () => {
     const p = pair({ sizedSpinCapUs: 1000, spinClock: clock.now });
     server = p.server;
     let done = false;
-    p.client.callbacks.write(0, new Uint8Array(512), () => (done = true));
-    expect(p.client.poll(2)).toBe(1);
+    p.disk.write(0, new Uint8Array(512), () => (done = true));
+    expect(p.disk.poll(2)).toBe(1);
     expect(done).toBe(true);
     // The start (reading 1), the turns reading 2 to 4 (the completion appears during the 4th reading and the
     // next look at the ring sees it), then the end: 4 steps, 1 ms of the 2 ms allowed.
     expect(clock.reads).toBe(5);
-    expect(p.client.spunMs).toBeCloseTo(4 * 0.25, 9);
+    expect(p.client.ring.spunMs).toBeCloseTo(4 * 0.25, 9);
   });
 });
 
 describe("HdaAdapter over a pollable disk", () => {
   it("completes v86's requests from pollFromEmulator(), in guest order, with the four clocks recorded", async () => {
-    const { server, client } = pair();
+    const { server, disk } = pair();
     const rec = new RequestRecorder();
-    const adapter = new HdaAdapter(new ServedAsyncDisk(client), { observer: rec });
+    const adapter = new HdaAdapter(disk, { observer: rec });
     const done: string[] = [];
     adapter.set(0, new Uint8Array(4096).fill(1), () => done.push("w0"));
     adapter.set(8192, new Uint8Array(4096).fill(2), () => done.push("w1"));
@@ -141,9 +142,9 @@ describe("HdaAdapter over a pollable disk", () => {
   });
 
   it("hands DMA data over as it is and copies PIO data at once", () => {
-    const { server, client } = pair();
+    const { server, disk } = pair();
     const rec = new RequestRecorder();
-    const adapter = new HdaAdapter(new ServedAsyncDisk(client), { observer: rec });
+    const adapter = new HdaAdapter(disk, { observer: rec });
     const pioBuffer = new Uint8Array(8192);
     adapter.reusedBuffer = (d) => d.buffer === pioBuffer.buffer;
     pioBuffer.fill(5);

@@ -8,7 +8,8 @@ import { describe, expect, it } from "vitest";
 import { RequestError, SnapshotError } from "../../src/engine/errors.js";
 import { Qcow2Image } from "../../src/open/qcow2.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
-import { DiskClient, type RequestTiming, waitForServer } from "../../src/worker/disk-client.js";
+import { DiskClient } from "../../src/worker/disk-client.js";
+import { type RequestTiming, waitForServer } from "../../src/worker/ring-client.js";
 import {
   C,
   createRing,
@@ -51,7 +52,7 @@ function pair(img: Qcow2Image, ringOpts: { slots?: number; slotDataBytes?: numbe
     while (!done) {
       // Serve a varying number of requests per step, so the client sees partial progress.
       server.serveAvailable(steps[step++ % steps.length]);
-      if (server.closed) client.serverEnded();
+      if (server.closed) client.ring.serverEnded();
       await new Promise((r) => setImmediate(r));
     }
     return p;
@@ -400,7 +401,7 @@ describe("DiskClient ↔ RingServer in one thread", () => {
     const { img } = newImage();
     const { client } = pair(img, { slots: 2 });
     const ps = [client.nop(), client.nop(), client.nop(), client.read(0, 512)];
-    client.fail(new Error("worker gone"));
+    client.ring.fail(new Error("worker gone"));
     const settled = await Promise.allSettled(ps);
     expect(settled.every((s) => s.status === "rejected" && /worker gone/.test(String(s.reason)))).toBe(true);
     await expect(client.nop()).rejects.toThrow(/worker gone/);

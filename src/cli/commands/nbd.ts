@@ -26,7 +26,7 @@ import { DEFAULT_HANDSHAKE_LIMIT_MS, type ListenAddress, NbdServer } from "../..
 import type { TlsSettings } from "../../nbd/tls.js";
 import { tlsSettingsOf } from "../tls-objects.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
-import type { ServedDisk } from "../../worker/served-disk.js";
+import type { SyncDisk } from "../../disk/sync-disk.js";
 import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { schemeOptHelp } from "../help.js";
 import { parseSnapshotParam, selectSnapshot } from "./convert.js";
@@ -342,7 +342,7 @@ function probe(opts: NbdOptions): Probe {
  * -B: each bitmap must be in the image or its backing chain, and consistent (not left in use by a program
  * that did not close the image), as qemu-nbd requires, in its words.
  */
-function checkBitmaps(disk: ServedDisk, names: readonly string[]): void {
+function checkBitmaps(disk: SyncDisk, names: readonly string[]): void {
   for (const name of names) {
     const found = findBitmap(disk, name);
     if (!found) throw new CliError(`Bitmap '${name}' is not found`);

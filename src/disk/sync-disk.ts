@@ -1,13 +1,16 @@
 /**
- * What the serve loop needs from an open image. Qcow2Image (src/engine/qcow2-image.ts) satisfies it; so can
- * a raw disk. Every method is synchronous and reports failure by throwing one of the engine's errors
- * (src/engine/errors.ts) or an IoError; the serve loop turns those into a status code and a message.
+ * The synchronous disk contract: an image open in this thread — a qcow2 image (Qcow2Image,
+ * src/engine/qcow2-image.ts) or a raw file (RawDisk, src/open/open-path.ts) — as the serve loop serves it
+ * (src/worker/serve-loop.ts), NBD's inline export uses it (src/nbd) and a backing chain reads it (the
+ * engine's backing layers). Every method is synchronous and reports failure by throwing one of the
+ * engine's errors (src/engine/errors.ts) or an IoError; a server turns those into a status code and a
+ * message. The optional members are what a qcow2 image offers beyond a raw file.
+ *
+ * The asynchronous contract, for callers that must not block, is async-disk.ts.
  */
 import type { BitmapInfo, SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
 
-export type { BitmapInfo };
-
-export interface ServedDisk {
+export interface SyncDisk {
   /** Virtual size in bytes. */
   readonly size: number;
   /** Fills `buf` from the virtual disk at `offset`. `buf` may be a view on a SharedArrayBuffer. */
@@ -17,9 +20,12 @@ export interface ServedDisk {
    * call: the disk must copy what it keeps.
    */
   write(offset: number, data: Uint8Array): void;
+  /** Zeroes the range; with `unmap` the disk may deallocate it. */
   writeZeroes(offset: number, length: number, opts?: { unmap?: boolean }): void;
   discard(offset: number, length: number): void;
+  /** Makes every write done so far durable (what that means is the image's cache mode). */
   flush(): void;
+  /** Flushes and closes the disk; later calls fail. */
   close(): void;
   snapshotCreate?(name: string, opts?: SnapshotCreateOptions): SnapshotInfo;
   snapshotApply?(idOrName: string): void;
