@@ -15,7 +15,7 @@
  * Clocks: host wall time (performance.now) from the emulator's construction to the prompt on the serial
  * console, and from typing a dd command to the marker the shell echoes after it; v86's instruction counter
  * beside each (a 32-bit counter: it is sampled often enough that it cannot wrap twice between samples);
- * and dd's own report (the guest's clock) as a cross-check of the host's.
+ * and the guest's uptime around each dd (its own clock) as a cross-check of the host's.
  */
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
 import type { V86 } from "v86";
@@ -100,7 +100,9 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
       const marker = `${name}-${o.ddMiB}-END`;
       const startInstr = counter.total();
       const start = performance.now();
-      machine.sendSerial(new TextEncoder().encode(`${command}; echo ${name}-$((${o.ddMiB}))-END\r`));
+      // /proc/uptime around the command: the guest's own clock (10 ms steps), as a cross-check of the host's.
+      const uptime = "$(cut -d' ' -f1 /proc/uptime)";
+      machine.sendSerial(new TextEncoder().encode(`U0=${uptime}; ${command}; U1=${uptime}; echo GUEST-UPTIME $U0 $U1; echo ${name}-$((${o.ddMiB}))-END\r`));
       const m = await serial.waitFor(new RegExp(`\\n${marker}\\r?\\n`), at, DD_TIMEOUT_MS);
       const ms = performance.now() - start;
       const instructions = counter.total() - startInstr;
@@ -120,11 +122,18 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
   }
 }
 
-/** busybox dd's report ("N bytes (...) copied, S seconds, R/s"), or nothing when it printed none. */
+/**
+ * What the guest said of a dd: the records it copied (busybox dd's "N+0 records out") and the seconds of
+ * its uptime around it ("GUEST-UPTIME U0 U1"). A dd error is an error.
+ */
 export function parseDdReport(text: string, what: string): { guestSeconds?: number; bytes?: number } {
   if (/dd: /.test(text)) throw new Error(`dd (${what}) failed in the guest:\n${text.slice(-800)}`);
-  const m = /(\d+) bytes \([^)]*\) copied, ([0-9.]+) seconds/.exec(text);
-  return m ? { bytes: Number(m[1]), guestSeconds: Number(m[2]) } : {};
+  const records = /(\d+)\+0 records out/.exec(text);
+  const uptime = /GUEST-UPTIME ([0-9.]+) ([0-9.]+)/.exec(text);
+  return {
+    bytes: records ? Number(records[1]) * 2 ** 20 : undefined,
+    guestSeconds: uptime ? Number(uptime[2]) - Number(uptime[1]) : undefined,
+  };
 }
 
 /** The process's peak resident set (VmHWM of /proc/self/status), or resourceUsage's maxRSS without it. */
