@@ -38,8 +38,7 @@ import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
-import { ReopenableDisk } from "./reopenable-disk.js";
-import { ServedAsyncDisk } from "./served-async-disk.js";
+import { ReopenableZeroingDisk } from "./reopenable-disk.js";
 import { RefcowV86Disk } from "./v86-disk.js";
 
 export type BootDiskType = "ide" | "virtio";
@@ -78,7 +77,7 @@ export interface BlockInfo {
 export class BootSession {
   readonly machine: DiskBootMachine;
   readonly block: BlockInfo;
-  private readonly disk: ReopenableDisk;
+  private readonly disk: ReopenableZeroingDisk;
   private closing: Promise<void> | undefined;
 
   static async open(o: BootSessionOptions): Promise<BootSession> {
@@ -134,7 +133,7 @@ export class BootSession {
     private readonly info: { format: "qcow2" | "raw"; size: number; served: string },
     initialState: ArrayBuffer | undefined,
   ) {
-    this.disk = new ReopenableDisk(new ServedAsyncDisk(client));
+    this.disk = new ReopenableZeroingDisk(client);
     const disk = new RefcowV86Disk(this.disk, { type: o.diskType });
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",
@@ -229,7 +228,7 @@ export class BootSession {
     await this.machine.stop();
     try {
       const keepOverlay = (await this.client.snapshotList()).length > 0;
-      await this.client.close();
+      await this.disk.detach();
       let committed: number;
       try {
         committed = commitOverlay(this.info.served, path.resolve(this.o.image), this.info.format).bytes;
@@ -237,7 +236,7 @@ export class BootSession {
       } finally {
         // The overlay opened again whatever happened: committed and emptied, or as it was.
         this.client = await this.pool.open(this.info.served, this.openOptions);
-        this.disk.replace(new ServedAsyncDisk(this.client));
+        this.disk.attach(this.client);
       }
       return committed;
     } finally {
