@@ -16,7 +16,8 @@
  * prompt on the serial console — the host's preparation before that (opening the image in its worker, or
  * reading it into the ArrayBuffer; v86 compiling its wasm) is reported apart — and from typing a dd command
  * to the marker the shell echoes after it; v86's instruction counter
- * beside each (a 32-bit counter: it is sampled often enough that it cannot wrap twice between samples);
+ * beside each (a 32-bit counter: it is sampled often enough that it cannot wrap twice between samples), and
+ * the process's CPU time (all threads: v86's and refcow's worker), which the host's load moves less;
  * and the guest's uptime around each dd (its own clock) as a cross-check of the host's.
  */
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
@@ -41,9 +42,10 @@ export interface OsBenchRunOptions {
   onProgress?: (message: string) => void;
 }
 
-/** A timed step: host ms and guest instructions. */
+/** A timed step: host ms, the process's CPU ms (user + system, all threads), and guest instructions. */
 export interface TimedStep {
   ms: number;
+  cpuMs: number;
   instructions: number;
 }
 
@@ -95,8 +97,9 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
   try {
     await machine.loaded;
     const loadedAt = performance.now();
+    const cpuAtLoad = process.cpuUsage();
     const prompt = await serial.waitFor(PROMPT, 0, BOOT_TIMEOUT_MS);
-    const boot = { ms: performance.now() - loadedAt, instructions: counter.total() };
+    const boot = { ms: performance.now() - loadedAt, cpuMs: cpuMs(process.cpuUsage(cpuAtLoad)), instructions: counter.total() };
     o.onProgress?.(`  ${o.source}: shell prompt after ${(boot.ms / 1000).toFixed(1)} s`);
     const device = o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda";
     const geometry = `bs=1M count=${o.ddMiB}`;
@@ -105,16 +108,18 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
       // The marker is computed by the shell, so the echo of the typed line does not match it.
       const marker = `${name}-${o.ddMiB}-END`;
       const startInstr = counter.total();
+      const startCpu = process.cpuUsage();
       const start = performance.now();
       // /proc/uptime around the command: the guest's own clock (10 ms steps), as a cross-check of the host's.
       const uptime = "$(cut -d' ' -f1 /proc/uptime)";
       machine.sendSerial(new TextEncoder().encode(`U0=${uptime}; ${command}; U1=${uptime}; echo GUEST-UPTIME $U0 $U1; echo ${name}-$((${o.ddMiB}))-END\r`));
       const m = await serial.waitFor(new RegExp(`\\n${marker}\\r?\\n`), at, DD_TIMEOUT_MS);
       const ms = performance.now() - start;
+      const cpu = cpuMs(process.cpuUsage(startCpu));
       const instructions = counter.total() - startInstr;
       const text = serial.textBetween(at, m.start);
       at = (await serial.waitFor(PROMPT, m.end, 60_000)).end;
-      return { ms, instructions, ...parseDdReport(text, name) };
+      return { ms, cpuMs: cpu, instructions, ...parseDdReport(text, name) };
     };
     const write = await step("W", `dd if=/dev/zero of=${device} ${geometry} seek=${o.ddOffsetMiB} oflag=direct conv=fsync`);
     o.onProgress?.(`  ${o.source}: wrote ${o.ddMiB} MiB in ${(write.ms / 1000).toFixed(2)} s`);
@@ -141,6 +146,8 @@ export function parseDdReport(text: string, what: string): { guestSeconds?: numb
     guestSeconds: uptime ? Number(uptime[2]) - Number(uptime[1]) : undefined,
   };
 }
+
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
 /** The process's peak resident set (VmHWM of /proc/self/status), or resourceUsage's maxRSS without it. */
 export function peakRss(): number {

@@ -222,9 +222,9 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
   const ginstr = (x: number) => (x / 1e9).toFixed(2);
   const lines: string[] = [];
   lines.push(`demo OS, ${memoryMiB} MiB RAM, dd ${DD_MIB} MiB bs=1M O_DIRECT at ${DD_OFFSET_MIB} MiB; ${reps} repetitions interleaved; median (min–max) over repetitions`);
-  lines.push("prep: start → v86 loaded (image opened or read into memory, emulator built); boot: v86 loaded → shell prompt; MiB/s: host wall time, (dd): the guest's uptime");
+  lines.push("prep: start → v86 loaded (image opened or read into memory, emulator built); boot: v86 loaded → shell prompt; MiB/s: host wall time, (dd): the guest's uptime; CPU: the process's user + system time, all threads");
   lines.push("");
-  const header = ["case", "prep s", "boot s", "boot Ginstr", "write MiB/s", "write MiB/s (dd)", "write Ginstr", "read MiB/s", "read MiB/s (dd)", "read Ginstr", "peak RSS MiB", "image check"];
+  const header = ["case", "prep s", "boot s", "boot CPU s", "boot Ginstr", "write MiB/s", "write MiB/s (dd)", "write CPU ms", "write Ginstr", "read MiB/s", "read MiB/s (dd)", "read CPU ms", "read Ginstr", "peak RSS MiB", "image check"];
   const rows: string[][] = [header];
   for (const name of names) {
     const rs = byCase(name);
@@ -239,12 +239,15 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
       name + (failures.length ? ` (${failures.length} failed: ${failures.join("; ")})` : ""),
       med(runs.map((r) => r.prepMs), sec),
       med(runs.map((r) => r.boot.ms), sec),
+      med(runs.map((r) => r.boot.cpuMs), sec),
       med(runs.map((r) => r.boot.instructions), ginstr),
       med(runs.map((r) => mibps(r.write)), rate),
       med(runs.map((r) => guestMibps(r.write)), rate),
+      med(runs.map((r) => r.write.cpuMs), (x) => x.toFixed(0)),
       med(runs.map((r) => r.write.instructions), ginstr),
       med(runs.map((r) => mibps(r.read)), rate),
       med(runs.map((r) => guestMibps(r.read)), rate),
+      med(runs.map((r) => r.read.cpuMs), (x) => x.toFixed(0)),
       med(runs.map((r) => r.read.instructions), ginstr),
       med(runs.map((r) => r.peakRssBytes), (x) => (x / MiB).toFixed(0)),
       checks.length ? checks.join("; ") : "n/a (raw in memory)",
