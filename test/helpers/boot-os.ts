@@ -5,15 +5,46 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import path from "node:path";
-import { expect } from "vitest";
+import { afterEach, expect } from "vitest";
 import { repoRoot } from "../../src/guest/guest-image.js";
-import type { OsManifest } from "../../src/guest/os-image.js";
+import { ensureOsImage, type OsImagePaths, type OsManifest } from "../../src/guest/os-image.js";
 import { PtySession } from "./pty.js";
 
 /** The demo OS's shell prompt (guest-images/os/profile). */
 export const PROMPT = /refcow:[^\n]*# /;
 export const BOOT_MS = 240_000;
 const bin = path.join(repoRoot(), "dist", "cli", "bin.js");
+
+/**
+ * The demo OS disk (built when missing) converted by QEMU into a compressed qcow2 at `image`. When it cannot
+ * be built: under CI=true that is an error, elsewhere the reason to skip the file's tests.
+ */
+export async function compressedOsImage(tag: string, image: string): Promise<{ os?: OsImagePaths; skipReason?: string }> {
+  let os: OsImagePaths;
+  try {
+    os = await ensureOsImage({ onProgress: (m) => process.stderr.write(m + "\n") });
+  } catch (e) {
+    if (process.env.CI === "true") throw e;
+    const skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
+    process.stderr.write(`[${tag}] skipped: ${skipReason}\n`);
+    return { skipReason };
+  }
+  execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", os.image, image]);
+  return { os };
+}
+
+/** The machines of a file's running test: a failed test's machine is killed before the next test starts. */
+export function liveMachines(): Set<PtySession> {
+  const live = new Set<PtySession>();
+  afterEach(async () => {
+    for (const s of live) {
+      s.end();
+      await s.exited;
+    }
+    live.clear();
+  });
+  return live;
+}
 
 /** `refcow boot ARGS` on a pseudo-terminal; added to `live` until it exits. */
 export function bootOnPty(args: string[], live: Set<PtySession>): PtySession {

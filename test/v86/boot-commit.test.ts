@@ -8,44 +8,23 @@
  * One cold boot of Linux under v86 (tens of seconds). The demo OS disk is built when missing; under
  * CI=true a build failure fails the file, elsewhere it skips it with the reason.
  */
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
-import { BOOT_MS, bootOnPty, PROMPT, qemuCheckClean, rootFiles, shell } from "../helpers/boot-os.js";
-import type { PtySession } from "../helpers/pty.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
+import { BOOT_MS, bootOnPty, compressedOsImage, liveMachines, PROMPT, qemuCheckClean, rootFiles, shell } from "../helpers/boot-os.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-commit-"));
 const image = path.join(dir, "os.qcow2");
-const log = (m: string) => process.stderr.write(m);
 
 let os: OsImagePaths | undefined;
 let skipReason: string | undefined;
 
-beforeAll(async () => {
-  try {
-    os = await ensureOsImage({ onProgress: (m) => log(m + "\n") });
-  } catch (e) {
-    if (process.env.CI === "true") throw e;
-    skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
-    log(`[boot-commit] skipped: ${skipReason}\n`);
-    return;
-  }
-  // Compressed: the commit rewrites parts of compressed clusters of the image.
-  execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", os.image, image]);
-}, 20 * 60_000);
+// Compressed: the commit rewrites parts of compressed clusters of the image.
+beforeAll(async () => ({ os, skipReason } = await compressedOsImage("boot-commit", image)), 20 * 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const live = new Set<PtySession>();
-afterEach(async () => {
-  for (const s of live) {
-    s.end();
-    await s.exited;
-  }
-  live.clear();
-});
+const live = liveMachines();
 
 describe("refcow boot -snapshot: Ctrl-A s", () => {
   it("commits the overlay's writes into the image; later writes are dropped at exit", async (ctx) => {

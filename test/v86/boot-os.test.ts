@@ -22,11 +22,11 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { repoRoot } from "../../src/guest/guest-image.js";
-import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
-import { BOOT_MS, bootOnPty, PROMPT, qemuCheckClean, rootFiles, shell } from "../helpers/boot-os.js";
+import { readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
+import { BOOT_MS, bootOnPty, compressedOsImage, liveMachines, PROMPT, qemuCheckClean, rootFiles, shell } from "../helpers/boot-os.js";
 import type { PtySession } from "../helpers/pty.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-os-"));
@@ -38,28 +38,11 @@ let os: OsImagePaths | undefined;
 let skipReason: string | undefined;
 
 beforeAll(async () => {
-  try {
-    os = await ensureOsImage({ onProgress: (m) => log(m + "\n") });
-  } catch (e) {
-    if (process.env.CI === "true") throw e;
-    skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
-    log(`[boot-os] skipped: ${skipReason}\n`);
-    return;
-  }
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run 'npm run build' first`);
-  execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", os.image, image]);
+  ({ os, skipReason } = await compressedOsImage("boot-os", image));
 }, 20 * 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Machines of the running test: a failed test's machine is killed before the next one opens the image. */
-const live = new Set<PtySession>();
-afterEach(async () => {
-  for (const s of live) {
-    s.end();
-    await s.exited;
-  }
-  live.clear();
-});
+const live = liveMachines();
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
