@@ -19,20 +19,26 @@
  * state, create the snapshot with the state in its VM-state area (replacing one of the same name), resume
  * unless the machine was stopped. loadvm: stop, read the snapshot's VM state (nothing is changed if that
  * fails), apply the snapshot to the disk, restore the state, resume.
+ *
+ * commit (Ctrl-A s), as QEMU's bdrv_commit for -snapshot: stop the CPU and wait for the disk, close the
+ * overlay, write what it holds into the image (src/open/commit.ts), make the overlay empty again (unless it
+ * holds savevm's snapshots: then it is kept, reading the same), open it again under the same device,
+ * resume. Without -snapshot it flushes the image.
  */
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Qcow2Image } from "../open/qcow2.js";
+import { commitOverlay } from "../open/commit.js";
 import { probeFormat } from "../open/open-path.js";
 import type { CacheMode, SchemeOptionValues, SnapshotInfo } from "../engine/types.js";
 import { NodeFile } from "../io/node-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
-import { ImagePool } from "../worker/pool.js";
+import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
-import { ServedAsyncDisk } from "../worker/served-async-disk.js";
+import { ReopenableZeroingDisk } from "./reopenable-disk.js";
 import { RefcowV86Disk } from "./v86-disk.js";
 
 export type BootDiskType = "ide" | "virtio";
@@ -71,6 +77,7 @@ export interface BlockInfo {
 export class BootSession {
   readonly machine: DiskBootMachine;
   readonly block: BlockInfo;
+  private readonly disk: ReopenableZeroingDisk;
   private closing: Promise<void> | undefined;
 
   static async open(o: BootSessionOptions): Promise<BootSession> {
@@ -85,12 +92,7 @@ export class BootSession {
     if (o.snapshotMode) {
       overlayDir = mkdtempSync(path.join(os.tmpdir(), "refcow-boot-"));
       served = path.join(overlayDir, "overlay.qcow2");
-      const file = NodeFile.open(served, { create: true });
-      try {
-        Qcow2Image.create(file, { size, backingFile: path.resolve(o.image), backingFormat: format });
-      } finally {
-        file.close();
-      }
+      createOverlay(served, size, o.image, format);
       progress(`writes go to a temporary overlay (${served}), dropped at exit`);
     }
     const pool = new ImagePool();
@@ -98,7 +100,8 @@ export class BootSession {
     try {
       // With virtio many requests are in flight, reaped from inside v86's run loop: spin only for a lone one.
       const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
-      client = await pool.open(served, { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlayDir ? "qcow2" : format, client: lone });
+      const openOptions: ServedImageOptions = { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlayDir ? "qcow2" : format, client: lone };
+      client = await pool.open(served, openOptions);
       let initialState: ArrayBuffer | undefined;
       if (o.loadvm !== undefined) {
         if (format !== "qcow2" && !overlayDir) throw new Error(`--loadvm: '${o.image}' is a raw image: it has no snapshots`);
@@ -110,7 +113,7 @@ export class BootSession {
         await client.snapshotApply(sn.id);
         initialState = ownBuffer(blob);
       }
-      const session = new BootSession(o, pool, client, overlayDir, { format, size, served }, initialState);
+      const session = new BootSession(o, pool, client, openOptions, overlayDir, { format, size, served }, initialState);
       await session.machine.loaded;
       return session;
     } catch (e) {
@@ -124,12 +127,14 @@ export class BootSession {
   private constructor(
     private readonly o: BootSessionOptions,
     private readonly pool: ImagePool,
-    private readonly client: DiskClient,
+    private client: DiskClient,
+    private readonly openOptions: ServedImageOptions,
     private readonly overlayDir: string | undefined,
-    info: { format: "qcow2" | "raw"; size: number; served: string },
+    private readonly info: { format: "qcow2" | "raw"; size: number; served: string },
     initialState: ArrayBuffer | undefined,
   ) {
-    const disk = new RefcowV86Disk(new ServedAsyncDisk(client.ring), { type: o.diskType });
+    this.disk = new ReopenableZeroingDisk(client);
+    const disk = new RefcowV86Disk(this.disk, { type: o.diskType });
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",
       file: info.served,
@@ -205,9 +210,38 @@ export class BootSession {
     await this.client.snapshotDelete(sn.id);
   }
 
-  /** The engine's flush (Ctrl-A s). */
+  /** The engine's flush. */
   async flush(): Promise<void> {
     await this.client.flush();
+  }
+
+  /**
+   * Ctrl-A s: with -snapshot, the overlay's data written back into the image (see the top); returns the
+   * bytes committed. Without -snapshot, a flush (0 bytes).
+   */
+  async commit(): Promise<number> {
+    if (!this.overlayDir) {
+      await this.client.flush();
+      return 0;
+    }
+    const wasStopped = this.machine.stopped;
+    await this.machine.stop();
+    try {
+      const keepOverlay = (await this.client.snapshotList()).length > 0;
+      await this.disk.detach();
+      let committed: number;
+      try {
+        committed = commitOverlay(this.info.served, path.resolve(this.o.image), this.info.format).bytes;
+        if (!keepOverlay) createOverlay(this.info.served, this.info.size, this.o.image, this.info.format);
+      } finally {
+        // The overlay opened again whatever happened: committed and emptied, or as it was.
+        this.client = await this.pool.open(this.info.served, this.openOptions);
+        this.disk.attach(this.client);
+      }
+      return committed;
+    } finally {
+      if (!wasStopped) await this.machine.cont();
+    }
   }
 
   /**
@@ -232,6 +266,16 @@ export class BootSession {
 
   private needSnapshots(): void {
     if (!this.snapshotsSupported) throw new Error(`Device '${this.block.device}' is writable but does not support snapshots (a raw image)`);
+  }
+}
+
+/** A new qcow2 overlay at `file` (replacing one there) over `image`, the same size. */
+function createOverlay(file: string, size: number, image: string, format: "qcow2" | "raw"): void {
+  const bf = NodeFile.open(file, { create: true });
+  try {
+    Qcow2Image.create(bf, { size, backingFile: path.resolve(image), backingFormat: format });
+  } finally {
+    bf.close();
   }
 }
 

@@ -40,8 +40,14 @@ export interface MachineSettings {
   vgaMiB: number;
 }
 
+/**
+ * What the machine needs of its disk: a RefcowV86Disk, or anything shaped like one (a benchmark hands v86
+ * a raw image in its own buffer through `v86Options.hda`, with `attach` doing nothing).
+ */
+export type BootDisk = Pick<RefcowV86Disk, "type" | "v86Options" | "attach" | "initialState" | "quiesce" | "saveState" | "restoreState">;
+
 export interface DiskBootMachineOptions {
-  disk: RefcowV86Disk;
+  disk: BootDisk;
   firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   /** v86's wasm file. */
   wasmPath: string;

@@ -6,8 +6,8 @@
  *   Ctrl-A c        switch between the guest's console and the monitor
  *   Ctrl-A h, ?     list the escapes
  *   Ctrl-A Ctrl-A   a literal Ctrl-A (to the guest, or to the monitor's line)
- *   Ctrl-A s        flush the image now (QEMU: "save disk data back to file", a commit of -snapshot's
- *                   overlay; here -snapshot's writes are never written back, and s flushes what is open)
+ *   Ctrl-A s        save disk data back to file: with -snapshot, the temporary overlay's data is committed
+ *                   into the image (the guest paused meanwhile); without, the image is flushed
  *   Ctrl-A other    both bytes are dropped, as QEMU drops them (QEMU's b, break, and t, timestamps, too)
  *
  * `EscapeParser.feed(bytes)` turns the bytes typed into a list of events: runs of data for the side that
@@ -34,7 +34,7 @@ export const ESCAPE_HELP =
   [
     "C-a h    print this help",
     "C-a x    exit emulator",
-    "C-a s    flush the image",
+    "C-a s    save disk data back to file (if -snapshot)",
     "C-a c    switch between console and monitor",
     "C-a C-a  sends C-a",
   ].join("\n") + "\n";

@@ -22,7 +22,7 @@ import { RefcowV86Disk, type V86DiskType } from "../v86/v86-disk.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import type { WebImageHost } from "../worker/web-host.js";
 import { copyFile } from "./opfs-store.js";
-import { ReopenableDisk } from "./reopenable-disk.js";
+import { ReopenableDisk } from "../v86/reopenable-disk.js";
 
 /** `scheme` and `cache` are ImageOpenOptions' (the page's settings). */
 export interface OsSessionOptions extends Pick<ImageOpenOptions, "scheme" | "cache"> {

@@ -12,7 +12,7 @@ import type { WebImageHost } from "../worker/web-host.js";
 import { BrowserGuest, type GuestFiles } from "./browser-guest.js";
 import type { GuestDiskType } from "../guest/guest-machine.js";
 import { readFile, readHead } from "./opfs-store.js";
-import { ReopenableDisk } from "./reopenable-disk.js";
+import { ReopenableDisk } from "../v86/reopenable-disk.js";
 
 export interface EngineSettings {
   scheme: string;

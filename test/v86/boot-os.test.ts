@@ -22,66 +22,31 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { repoRoot } from "../../src/guest/guest-image.js";
-import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
-import { PtySession } from "../helpers/pty.js";
+import { readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
+import { BOOT_MS, bootOnPty, compressedOsImage, liveMachines, PROMPT, qemuCheckClean, rootFiles, shell } from "../helpers/boot-os.js";
+import type { PtySession } from "../helpers/pty.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-os-"));
 const image = path.join(dir, "os.qcow2");
 const bin = path.join(repoRoot(), "dist", "cli", "bin.js");
 const log = (m: string) => process.stderr.write(m);
-const PROMPT = /refcow:[^\n]*# /;
-const BOOT_MS = 240_000;
 
 let os: OsImagePaths | undefined;
 let skipReason: string | undefined;
 
 beforeAll(async () => {
-  try {
-    os = await ensureOsImage({ onProgress: (m) => log(m + "\n") });
-  } catch (e) {
-    if (process.env.CI === "true") throw e;
-    skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
-    log(`[boot-os] skipped: ${skipReason}\n`);
-    return;
-  }
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run 'npm run build' first`);
-  execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", os.image, image]);
+  ({ os, skipReason } = await compressedOsImage("boot-os", image));
 }, 20 * 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Machines of the running test: a failed test's machine is killed before the next one opens the image. */
-const live = new Set<PtySession>();
-afterEach(async () => {
-  for (const s of live) {
-    s.end();
-    await s.exited;
-  }
-  live.clear();
-});
+const live = liveMachines();
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
-function qemuCheckClean(file: string): void {
-  const r = spawnSync("qemu-img", ["check", file], { encoding: "utf8" });
-  expect(r.status, r.stdout + r.stderr).toBe(0);
-  expect(r.stdout).toContain("No errors were found on the image.");
-}
-
-function boot(args: string[]): PtySession {
-  const s = new PtySession(process.execPath, [bin, "boot", ...args], { env: { ...process.env, TERM: "xterm" } });
-  live.add(s);
-  void s.exited.then(() => live.delete(s));
-  return s;
-}
-
-/** Runs a shell line at the guest's prompt and resolves with the output position after the next prompt. */
-async function shell(s: PtySession, line: string, from: number, timeoutMs = 60_000): Promise<number> {
-  await s.type(line + "\r");
-  return s.waitFor(PROMPT, from, timeoutMs);
-}
+const boot = (args: string[]): PtySession => bootOnPty(args, live);
 
 /** Switches to the monitor, runs a command, and returns what it printed. */
 async function monitor(s: PtySession, command: string, timeoutMs = 120_000): Promise<string> {
@@ -175,20 +140,9 @@ describe("refcow boot: the demo OS from a QEMU-made compressed qcow2", () => {
     const code = await main(["check", "-r", "all", "--scheme", "lazy", image], { out: (t) => out.push(t), err: (t) => out.push(t) });
     expect(code, out.join("")).toBe(0);
     qemuCheckClean(image);
-    // The root file system, from the image's bytes as QEMU reads them, copied out of its partition (e2fsck
-    // reopens a file system it repaired without the ?offset= of its name): e2fsck replays the journal (the
-    // guest's sync committed the file there) and finds the rest consistent; debugfs reads the file.
-    const raw = path.join(dir, "after-kill.raw");
-    const part = path.join(dir, "after-kill.root");
-    execFileSync("qemu-img", ["convert", "-O", "raw", image, raw]);
-    const root = readOsManifest(os).partitions.find((p) => p.number === 2)!;
-    execFileSync("dd", [`if=${raw}`, `of=${part}`, "bs=1M", `skip=${root.start / 2 ** 20}`, `count=${root.size / 2 ** 20}`, "conv=sparse", "status=none"]);
-    rmSync(raw);
-    const fsck = spawnSync("e2fsck", ["-fy", part], { encoding: "utf8" });
-    expect(fsck.status, fsck.stdout + fsck.stderr).toBeLessThanOrEqual(1);
-    const kept = spawnSync("debugfs", ["-R", "cat /root/kept", part], { encoding: "utf8" });
-    expect(kept.stdout, kept.stderr).toBe("synced-before-kill\n");
-    rmSync(part);
+    // The root file system as QEMU reads the image: e2fsck replays the journal (the guest's sync committed
+    // the file there) and finds the rest consistent; debugfs reads the file.
+    expect(rootFiles(image, readOsManifest(os), dir, ["/root/kept"])["/root/kept"]).toBe("synced-before-kill\n");
   }, 5 * 60_000);
 
   for (const signal of ["SIGTERM", "SIGHUP"] as const) {

@@ -11,7 +11,9 @@
  *      is stopped (image closed cleanly) and the image downloaded: qemu-img check is clean;
  *   3. a raw disk over 4 GiB with data past 4 GiB is uploaded (streamed, written into qcow2 by the engine),
  *      nothing on it boots (the BIOS's message is reported), and the download is the same disk as the raw
- *      file for `qemu-img compare`.
+ *      file for `qemu-img compare`; then a qcow2 image whose FILE is over 4 GiB (QEMU's preallocation=
+ *      metadata, the demo OS in it, data past 4 GiB of the file) is uploaded as it is, booted, the guest
+ *      reads and writes past 4 GiB of the file, and the download is what QEMU makes of the same write.
  *   4. README's page program for v86 embedders (taken from README.md as it is) boots the demo OS from
  *      OPFS through `openV86DiskOpfs` to the shell prompt on its serial port.
  *
@@ -19,7 +21,7 @@
  * build failure fails the file, elsewhere it skips it with the reason.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { readFileSync } from "node:fs";
@@ -216,6 +218,50 @@ describe("os.html in Chromium: the demo OS booted from OPFS", () => {
     expect(cmp.stdout).toContain("Images are identical.");
     expect(spawnSync("qemu-img", ["check", image]).status).toBe(0);
   }, 10 * 60_000);
+  it("takes a qcow2 image whose file is over 4 GiB: boots it; the guest's I/O past 4 GiB of the file is in the download", async (ctx) => {
+    if (skipReason) ctx.skip(skipReason);
+    const os = await ensureOsImage();
+    const image = path.join(work, "prealloc.qcow2");
+    // Metadata preallocated by QEMU: every cluster has its place in the file, in guest order, so the data at
+    // 4150 MiB of the disk lies past 4 GiB of the file.
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", image, "4200M"]);
+    execFileSync("qemu-img", ["convert", "-n", "-O", "qcow2", os.image, image]);
+    execFileSync("qemu-io", ["-c", "write -P 0x5a 4150M 70000", image]);
+    const map = JSON.parse(execFileSync("qemu-img", ["map", "--output=json", image], { encoding: "utf8" })) as Array<{ start: number; length: number; offset?: number }>;
+    const at = (guest: number) => map.find((e) => e.start <= guest && guest < e.start + e.length);
+    expect(at(4150 * 2 ** 20)?.offset).toBeGreaterThan(4 * 1024 ** 3);
+    expect(at(4180 * 2 ** 20)?.offset).toBeGreaterThan(4 * 1024 ** 3);
+
+    await page.goto(`${server!.url}os.html?disk=virtio`);
+    await waitState(["idle", "error"]);
+    const t0 = performance.now();
+    await page.setInputFiles("#upload-input", image);
+    await waitState(["running"], 300_000);
+    await waitPrompt();
+    log(`[os-page] a qcow2 file of ${(statSync(image).size / 2 ** 30).toFixed(1)} GiB uploaded and booted in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    // Sectors at 4150 MiB of the disk, from past 4 GiB of the OPFS file; copied to 4180 MiB (past it too).
+    expect(await shell("dd if=/dev/vda bs=512 skip=$((4150 * 2048)) count=1 2>/dev/null | od -An -tx1 | head -1")).toMatch(/(^|\n) 5a 5a 5a/);
+    await shell("dd if=/dev/vda of=/dev/vda bs=512 skip=$((4150 * 2048)) seek=$((4180 * 2048)) count=8 iflag=direct oflag=direct conv=notrunc,fsync 2>/dev/null; echo copied");
+    await page.click("#close-btn");
+    await waitState(["idle"]);
+
+    await page.selectOption("#image-select", "prealloc.qcow2");
+    const downloaded = page.waitForEvent("download", { timeout: 300_000 });
+    await page.click("#download-btn");
+    const got = path.join(work, "prealloc-downloaded.qcow2");
+    await (await downloaded).saveAs(got);
+    expect(spawnSync("qemu-img", ["check", got]).status).toBe(0);
+    // What QEMU makes of the same copy, past the partitions (the file systems' own writes differ).
+    execFileSync("qemu-io", ["-c", "write -P 0x5a 4180M 4k", image]);
+    const past = (f: string) => `driver=raw,offset=${1024 ** 3},file.driver=qcow2,file.file.driver=file,file.file.filename=${f}`;
+    const cmp = spawnSync("qemu-img", ["compare", "--image-opts", past(image), past(got)], { encoding: "utf8" });
+    expect(cmp.status, cmp.stdout + cmp.stderr).toBe(0);
+    expect(cmp.stdout).toContain("Images are identical.");
+    rmSync(image);
+    rmSync(got);
+    expect(pageErrors).toEqual([]);
+  }, 15 * 60_000);
+
   it("README's page program boots the demo OS from OPFS through openV86DiskOpfs", async (ctx) => {
     if (skipReason) ctx.skip(skipReason);
     const readme = readFileSync(path.join(repoRoot(), "README.md"), "utf8");

@@ -40,14 +40,16 @@ guest, its output to stdout (stdin may be a pipe). 'refcow os-image' writes a de
                   directsync (= writethrough)
   --scheme S      refcount scheme while the image is open: ${SCHEME_NAMES.join(", ")} (default eager)
 ${schemeOptHelp(18)}  -m MIB          guest RAM in MiB (default 128)
-  -snapshot       writes go to a temporary qcow2 overlay, dropped at exit; IMAGE is only read
+  -snapshot       writes go to a temporary qcow2 overlay, dropped at exit; IMAGE is only read, unless
+                  Ctrl-A s commits them
   --loadvm NAME   start from snapshot NAME (one savevm made: disk and machine state) instead of booting
 
 Escapes (Ctrl-A, then a key), as QEMU's -nographic:
   Ctrl-A x        quit: the CPU stops, the disk's requests complete, the image is closed cleanly
   Ctrl-A c        switch between the console and the monitor (prompt '(refcow) ')
   Ctrl-A h        list the escapes
-  Ctrl-A s        flush the image
+  Ctrl-A s        save disk data back to file: with -snapshot, the overlay's data is committed into
+                  IMAGE (the guest paused meanwhile); without, the image is flushed
   Ctrl-A Ctrl-A   send Ctrl-A to the guest
 
 Monitor commands (QEMU's HMP): savevm [NAME], loadvm NAME, delvm NAME, info snapshots, info block,
@@ -221,6 +223,7 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
     },
   });
   const escapes = new EscapeParser();
+  let syncing: Promise<void> = Promise.resolve();
   let inMonitor = false;
   const onInput = (chunk: Buffer) => {
     for (const ev of escapes.feed(chunk)) {
@@ -242,7 +245,15 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
           out("\n" + ESCAPE_HELP);
           break;
         case "sync":
-          session.flush().catch((e: unknown) => note(`flush failed: ${messageOf(e)}`));
+          // One at a time: a second Ctrl-A s during a commit waits for it.
+          syncing = syncing.then(async () => {
+            try {
+              const bytes = await session.commit();
+              if (opts.snapshot) note(`committed ${sizeToStr(bytes)} of the temporary overlay into ${opts.image}`);
+            } catch (e) {
+              note(`commit failed: ${messageOf(e)}`);
+            }
+          });
           break;
       }
     }
@@ -256,6 +267,7 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
   stdin.resume();
 
   const { code, message } = await finished;
+  await syncing;
   stdin.removeListener("data", onInput);
   stdin.pause();
   if (raw) {

@@ -1,11 +1,13 @@
 /**
- * The guest's disk as the page sees it: an AsyncDisk forwarding to the DiskClient currently serving the
- * image, which the page may close and reopen underneath the emulator — to download the image (cleanly
- * closed, so it is plain qcow2), or to switch refcount scheme or cache mode — while the guest is paused.
+ * The guest's disk as an AsyncDisk forwarding to the DiskClient currently serving the image, which may be
+ * closed and reopened underneath the emulator while the guest is paused: the page does it to download the
+ * image (cleanly closed, so it is plain qcow2) or to switch refcount scheme or cache mode; `refcow boot`
+ * to commit -snapshot's overlay into the image (Ctrl-A s). Platform-neutral.
  *
  * Each client is served through ServedAsyncDisk (src/worker/served-async-disk.ts), as in Node: its
  * completions carry the engine's time to the hda adapter's observer, and poll() lets the adapter complete
- * requests from inside v86's run loop.
+ * requests from inside v86's run loop. ReopenableZeroingDisk forwards the engine's discard and write-zeroes as
+ * well (virtio-blk then offers DISCARD and WRITE_ZEROES to the guest).
  */
 import type { AsyncDisk, DiskDone, WriteData } from "../disk/async-disk.js";
 import { ServedAsyncDisk } from "../worker/served-async-disk.js";
@@ -73,5 +75,22 @@ export class ReopenableDisk implements AsyncDisk {
 
   private closedError(): Error {
     return new Error("the image is closed (being reopened): pause the guest before detaching it");
+  }
+
+  /** The disk serving now, or undefined (after calling `done` with the error) while the image is detached. */
+  protected current_(done: DiskDone): ServedAsyncDisk | undefined {
+    if (!this.current) done(this.closedError(), undefined, undefined);
+    return this.current;
+  }
+}
+
+/** A ReopenableDisk with the engine's discard and write-zeroes (virtio-blk's DISCARD and WRITE_ZEROES). */
+export class ReopenableZeroingDisk extends ReopenableDisk {
+  discard(offset: number, length: number, done: DiskDone): void {
+    this.current_(done)?.discard(offset, length, done);
+  }
+
+  writeZeroes(offset: number, length: number, unmap: boolean, done: DiskDone): void {
+    this.current_(done)?.writeZeroes(offset, length, unmap, done);
   }
 }

@@ -1,0 +1,228 @@
+/**
+ * One run of the demo OS benchmark (boot-os.ts), in the process that calls it: a v86 PC boots the demo OS
+ * (`refcow os-image`) from its disk to the shell prompt, then the guest copies 64 MiB with O_DIRECT onto
+ * the disk past its partitions and reads them back (busybox dd, iflag/oflag=direct), and the process's peak
+ * RSS is read.
+ *
+ * Sources of the disk, everything else the same (v86 build, firmware, RAM, no kernel handed to v86):
+ *   refcow-ide      the qcow2 image served by refcow from a worker thread (BootSession, as `refcow boot`),
+ *                   v86's IDE primary master
+ *   refcow-virtio   the same through refcow's virtio-blk device
+ *   v86-buffer      the raw image read into an ArrayBuffer that v86 serves itself (`hda: { buffer }`), IDE
+ *   v86-file        the raw image as v86's own async file buffer (`hda: { url, async: true }`: in Node it
+ *                   reads ranges with fs/promises; writes stay in its memory), IDE
+ *
+ * Clocks: host wall time (performance.now) from v86 having loaded (its CPU starts: `emulator-loaded`) to the
+ * prompt on the serial console — the host's preparation before that (opening the image in its worker, or
+ * reading it into the ArrayBuffer; v86 compiling its wasm) is reported apart — and from typing a dd command
+ * to the marker the shell echoes after it; v86's instruction counter
+ * beside each (a 32-bit counter: it is sampled often enough that it cannot wrap twice between samples), and
+ * the process's CPU time (all threads: v86's and refcow's worker), which the host's load moves less;
+ * and the guest's uptime around each dd (its own clock) as a cross-check of the host's.
+ */
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
+import type { V86 } from "v86";
+import { SerialConsole } from "../guest/serial-console.js";
+import { BootSession } from "../v86/boot-session.js";
+import { DiskBootMachine, type BootDisk } from "../v86/disk-boot-machine.js";
+
+export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-virtio", "v86-buffer", "v86-file"] as const;
+export type OsBenchSource = (typeof OS_BENCH_SOURCES)[number];
+
+export interface OsBenchRunOptions {
+  source: OsBenchSource;
+  /** qcow2 for the refcow sources, raw for v86's. */
+  image: string;
+  memoryMiB: number;
+  firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
+  wasmPath: string;
+  /** Where the copy goes on the disk, in MiB (past the partitions). */
+  ddOffsetMiB: number;
+  ddMiB: number;
+  onProgress?: (message: string) => void;
+}
+
+/** A timed step: host ms, the process's CPU ms (user + system, all threads), and guest instructions. */
+export interface TimedStep {
+  ms: number;
+  cpuMs: number;
+  instructions: number;
+}
+
+export interface OsBenchRun {
+  source: OsBenchSource;
+  image: string;
+  /** Start of the run → v86 loaded (image opened or read, emulator built), ms. */
+  prepMs: number;
+  /** v86 loaded → the shell prompt. */
+  boot: TimedStep;
+  write: TimedStep & { guestSeconds?: number; bytes?: number };
+  read: TimedStep & { guestSeconds?: number; bytes?: number };
+  /** VmHWM of the process at the end of the run, bytes. */
+  peakRssBytes: number;
+}
+
+/** The demo OS's prompt (guest-images/os/profile). */
+const PROMPT = /refcow:[^\n]*# /;
+const BOOT_TIMEOUT_MS = 600_000;
+const DD_TIMEOUT_MS = 600_000;
+
+export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
+  const serial = new SerialConsole();
+  const onSerial = (bytes: Uint8Array) => {
+    for (const b of bytes) serial.push(b);
+  };
+  const t0 = performance.now();
+  let machine: DiskBootMachine;
+  let close: () => Promise<void>;
+  if (o.source === "refcow-ide" || o.source === "refcow-virtio") {
+    const session = await BootSession.open({
+      image: o.image,
+      diskType: o.source === "refcow-ide" ? "ide" : "virtio",
+      cache: "writeback",
+      scheme: "eager",
+      memoryMiB: o.memoryMiB,
+      firmware: o.firmware,
+      wasmPath: o.wasmPath,
+      onSerial,
+    });
+    machine = session.machine;
+    close = () => session.close();
+  } else {
+    const disk = o.source === "v86-buffer" ? v86OwnDisk({ buffer: readWholeFile(o.image) }) : v86OwnDisk({ url: o.image, async: true, size: fstatSize(o.image) });
+    machine = new DiskBootMachine({ disk, firmware: o.firmware, wasmPath: o.wasmPath, memoryMiB: o.memoryMiB, onSerial });
+    close = () => machine.destroy();
+  }
+  const counter = new InstructionCounter(machine.emulator);
+  try {
+    await machine.loaded;
+    const loadedAt = performance.now();
+    const cpuAtLoad = process.cpuUsage();
+    const prompt = await serial.waitFor(PROMPT, 0, BOOT_TIMEOUT_MS);
+    const boot = { ms: performance.now() - loadedAt, cpuMs: cpuMs(process.cpuUsage(cpuAtLoad)), instructions: counter.total() };
+    o.onProgress?.(`  ${o.source}: shell prompt after ${(boot.ms / 1000).toFixed(1)} s`);
+    const device = o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda";
+    const geometry = `bs=1M count=${o.ddMiB}`;
+    let at = prompt.end;
+    const step = async (name: string, command: string) => {
+      // The marker is computed by the shell, so the echo of the typed line does not match it.
+      const marker = `${name}-${o.ddMiB}-END`;
+      const startInstr = counter.total();
+      const startCpu = process.cpuUsage();
+      const start = performance.now();
+      // /proc/uptime around the command: the guest's own clock (10 ms steps), as a cross-check of the host's.
+      const uptime = "$(cut -d' ' -f1 /proc/uptime)";
+      machine.sendSerial(new TextEncoder().encode(`U0=${uptime}; ${command}; U1=${uptime}; echo GUEST-UPTIME $U0 $U1; echo ${name}-$((${o.ddMiB}))-END\r`));
+      const m = await serial.waitFor(new RegExp(`\\n${marker}\\r?\\n`), at, DD_TIMEOUT_MS);
+      const ms = performance.now() - start;
+      const cpu = cpuMs(process.cpuUsage(startCpu));
+      const instructions = counter.total() - startInstr;
+      const text = serial.textBetween(at, m.start);
+      at = (await serial.waitFor(PROMPT, m.end, 60_000)).end;
+      return { ms, cpuMs: cpu, instructions, ...parseDdReport(text, name) };
+    };
+    const write = await step("W", `dd if=/dev/zero of=${device} ${geometry} seek=${o.ddOffsetMiB} oflag=direct conv=fsync`);
+    o.onProgress?.(`  ${o.source}: wrote ${o.ddMiB} MiB in ${(write.ms / 1000).toFixed(2)} s`);
+    const read = await step("R", `dd if=${device} of=/dev/null ${geometry} skip=${o.ddOffsetMiB} iflag=direct`);
+    o.onProgress?.(`  ${o.source}: read ${o.ddMiB} MiB in ${(read.ms / 1000).toFixed(2)} s`);
+    await machine.stop();
+    return { source: o.source, image: o.image, prepMs: loadedAt - t0, boot, write, read, peakRssBytes: peakRss() };
+  } finally {
+    counter.stop();
+    await close();
+  }
+}
+
+/**
+ * What the guest said of a dd: the records it copied (busybox dd's "N+0 records out") and the seconds of
+ * its uptime around it ("GUEST-UPTIME U0 U1"). A dd error is an error.
+ */
+export function parseDdReport(text: string, what: string): { guestSeconds?: number; bytes?: number } {
+  if (/dd: /.test(text)) throw new Error(`dd (${what}) failed in the guest:\n${text.slice(-800)}`);
+  const records = /(\d+)\+0 records out/.exec(text);
+  const uptime = /GUEST-UPTIME ([0-9.]+) ([0-9.]+)/.exec(text);
+  return {
+    bytes: records ? Number(records[1]) * 2 ** 20 : undefined,
+    guestSeconds: uptime ? Number(uptime[2]) - Number(uptime[1]) : undefined,
+  };
+}
+
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
+
+/** The process's peak resident set (VmHWM of /proc/self/status), or resourceUsage's maxRSS without it. */
+export function peakRss(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+/** A disk v86 serves itself: the image goes to v86 as `hda`; nothing of refcow is involved. */
+function v86OwnDisk(hda: NonNullable<BootDisk["v86Options"]["hda"]>): BootDisk {
+  return {
+    type: "ide",
+    v86Options: { hda },
+    attach: () => undefined,
+    initialState: (state) => state,
+    quiesce: async (emulator) => {
+      await emulator.stop();
+    },
+    saveState: (emulator) => emulator.save_state(),
+    restoreState: (emulator, state) => emulator.restore_state(state),
+  };
+}
+
+function fstatSize(file: string): number {
+  const fd = openSync(file, "r");
+  try {
+    return fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The whole file in an ArrayBuffer of its own (readFileSync's Buffer stops at 2 GiB). */
+function readWholeFile(file: string): ArrayBuffer {
+  const fd = openSync(file, "r");
+  try {
+    const size = fstatSync(fd).size;
+    const buffer = new ArrayBuffer(size);
+    const view = new Uint8Array(buffer);
+    for (let pos = 0; pos < size; ) {
+      const n = readSync(fd, view, pos, Math.min(64 << 20, size - pos), pos);
+      if (n === 0) throw new Error(`${file}: unexpected end of file at ${pos}`);
+      pos += n;
+    }
+    return buffer;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * v86's instruction counter (32 bits, wrapping) extended to a running total: sampled every 100 ms, and at
+ * each reading; v86 retires well under 2^32 instructions in 100 ms.
+ */
+class InstructionCounter {
+  private last = 0;
+  private sum = 0;
+  private readonly timer: ReturnType<typeof setInterval>;
+
+  constructor(private readonly emulator: V86) {
+    this.timer = setInterval(() => this.total(), 100);
+  }
+
+  total(): number {
+    const now = this.emulator.get_instruction_counter() >>> 0;
+    this.sum += (now - this.last) >>> 0;
+    this.last = now;
+    return this.sum;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
