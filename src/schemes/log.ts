@@ -18,7 +18,8 @@
  * attaches no scheme and writes nothing. The close frees it again, and cuts the file back when the area ends
  * it, so an open and a close without writes leave the file as QEMU expects it and as long as it was.
  *
- * Refcounts are eager's: exact on disk at each apply, which copies (fill: data before the entry), flushes,
+ * Refcounts are eager's: exact on disk at each apply, which copies (fill: data before the entry; shared
+ * instead of copied where the file shares extents, as the engine's own COW: cow-copy.ts), flushes,
  * writes refcounts and tables in eager's order, then starts an empty log. A crash before the end of an apply
  * leaves the log's records, replayed at the next open through the ordinary write path (a record applied twice
  * leaves what once does); the incompatible bit (log-format.ts) is set while the log may hold records not
@@ -239,7 +240,8 @@ export class LogScheme extends EagerScheme {
       const copies = this.pending.all();
       if (copies.length) {
         for (const p of copies) if (p.newHost < 0) p.newHost = this.allocateNew();
-        const runs = PendingState.fillRuns(copies, cs);
+        // What the file can share is shared (XFS with reflink, btrfs); the rest is read and written.
+        const runs = PendingState.fillRuns(copies, cs).flatMap((r) => img.shareCopy(r));
         performRuns(
           runs,
           (buf, off) => {
