@@ -31,6 +31,10 @@ const ALLOC_HELP =
   "  --alloc A      allocation policy while the image is open: first-fit (default: reuse the lowest free\n" +
   "                 clusters) or append (new clusters always at the end of the file; see compact)\n";
 
+const NO_REFLINK_HELP =
+  "  --no-reflink   copy the part of a copied-on-write cluster the write does not cover, even where the\n" +
+  "                 file system could share it (XFS with reflink, btrfs: shared by default)\n";
+
 export const HELP: Record<string, CommandHelp> = {
   create: {
     summary: "create a new image",
@@ -141,7 +145,7 @@ export const HELP: Record<string, CommandHelp> = {
   io: {
     summary: "run qemu-io commands (read, write, discard, flush...) on an image",
     usage:
-      "io [-f fmt] [-r] [-s] [-t cache] [-n] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--stats] [--in-process] [-c command]... filename",
+      "io [-f fmt] [-r] [-s] [-t cache] [-n] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--no-reflink] [--stats] [--in-process] [-c command]... filename",
     help:
       "  -c, --cmd CMD  run CMD (several -c run in order; without -c commands are read from stdin)\n" +
       "  -f fmt         image format (probed when omitted)\n" +
@@ -151,6 +155,7 @@ export const HELP: Record<string, CommandHelp> = {
       "                 directsync (= writethrough); -n is -t none\n" +
       SCHEME_HELP +
       ALLOC_HELP +
+      NO_REFLINK_HELP +
       "  --stats        print the engine's I/O cost breakdown by purpose at the end\n" +
       "  --in-process   serve the image in this thread; by default a worker thread serves it through the\n" +
       "                 request ring (-s always serves it in this thread)\n" +
