@@ -23,6 +23,7 @@ import type { BenchResults, FailedSource } from "../report/results.js";
 import { closeAllWorkers } from "../worker/index.js";
 import { fioMatrix } from "./fio-matrix.js";
 import type { BenchOptions } from "./options.js";
+import { cellsToRun } from "./shard.js";
 import { opRows } from "./snapshot-ops.js";
 import { detectTools, type Tools } from "./sources.js";
 import { traceMatrix } from "./trace-replay.js";
@@ -49,8 +50,10 @@ export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()
     // Snapshot operations allocate little (an L1 copy, refcount blocks, a table): timed under the first
     // allocation policy asked for only, which keeps the 16 GiB runs of the full matrix to one per scheme.
     const opAlloc = opts.allocs[0] ?? "first-fit";
+    const ops = cellsToRun(opts.shard, "snapshot-ops", opts.opSizes.flatMap((size) => opts.schemes.map((scheme) => `${scheme}|${opAlloc}|${size}`)));
     for (const size of opts.opSizes) {
       for (const scheme of opts.schemes) {
+        if (!ops.has(`${scheme}|${opAlloc}|${size}`)) continue;
         opts.progress(`snapshot/open/close timings: ${scheme} ${opAlloc}, ${Math.round(size / 2 ** 20)} MiB allocated`);
         try {
           results.rows.push(...opRows(opts, scheme, opAlloc, size, tools));
