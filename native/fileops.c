@@ -54,11 +54,17 @@
 #define FALLOC_FL_ZERO_RANGE 0
 #endif
 
-/* Reads argument i as an int64 into *out; on a wrong type throws a TypeError and returns 0. */
-static int int_arg(napi_env env, napi_value *argv, size_t argc, size_t i, int64_t *out) {
-  if (i >= argc || napi_get_value_int64(env, argv[i], out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "refcow_fileops: expected integer arguments");
-    return 0;
+/* Reads the call's first n (at most 4) arguments as int64s into out; on a missing or wrong one throws a
+ * TypeError and returns 0. */
+static int int_args(napi_env env, napi_callback_info info, size_t n, int64_t *out) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  for (size_t i = 0; i < n; i++) {
+    if (i >= argc || napi_get_value_int64(env, argv[i], &out[i]) != napi_ok) {
+      napi_throw_type_error(env, NULL, "refcow_fileops: expected integer arguments");
+      return 0;
+    }
   }
   return 1;
 }
@@ -70,13 +76,9 @@ static napi_value number(napi_env env, int64_t v) {
 }
 
 static napi_value js_fallocate(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  int64_t fd, mode, offset, length;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!int_arg(env, argv, argc, 0, &fd) || !int_arg(env, argv, argc, 1, &mode) || !int_arg(env, argv, argc, 2, &offset) ||
-      !int_arg(env, argv, argc, 3, &length))
-    return NULL;
+  int64_t a[4];
+  if (!int_args(env, info, 4, a)) return NULL;
+  int64_t fd = a[0], mode = a[1], offset = a[2], length = a[3];
 #ifdef __linux__
   int r;
   do {
@@ -90,11 +92,9 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
 }
 
 static napi_value seek(napi_env env, napi_callback_info info, int whence) {
-  size_t argc = 2;
-  napi_value argv[2];
-  int64_t fd, offset;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!int_arg(env, argv, argc, 0, &fd) || !int_arg(env, argv, argc, 1, &offset)) return NULL;
+  int64_t a[2];
+  if (!int_args(env, info, 2, a)) return NULL;
+  int64_t fd = a[0], offset = a[1];
   if (whence < 0) return number(env, -ENOSYS);
   off_t r = lseek((int)fd, (off_t)offset, whence);
   return number(env, r < 0 ? -errno : (int64_t)r);
@@ -104,13 +104,9 @@ static napi_value js_seek_data(napi_env env, napi_callback_info info) { return s
 static napi_value js_seek_hole(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_HOLE); }
 
 static napi_value js_clone_range(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  int64_t fd, src, dst, length;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!int_arg(env, argv, argc, 0, &fd) || !int_arg(env, argv, argc, 1, &src) || !int_arg(env, argv, argc, 2, &dst) ||
-      !int_arg(env, argv, argc, 3, &length))
-    return NULL;
+  int64_t a[4];
+  if (!int_args(env, info, 4, a)) return NULL;
+  int64_t fd = a[0], src = a[1], dst = a[2], length = a[3];
 #if defined(__linux__) && defined(FICLONERANGE)
   /* A length of 0 would mean "to the end of the source": never what a caller here wants. */
   if (length <= 0) return number(env, -EINVAL);
@@ -128,11 +124,8 @@ static napi_value js_clone_range(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_block_size(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int64_t fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!int_arg(env, argv, argc, 0, &fd)) return NULL;
+  if (!int_args(env, info, 1, &fd)) return NULL;
 #ifdef __linux__
   struct statfs st;
   if (fstatfs((int)fd, &st) < 0) return number(env, -errno);
