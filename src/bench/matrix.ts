@@ -32,6 +32,8 @@ import { writeMatrix } from "./write-matrix.js";
 export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()): Promise<BenchResults> {
   const results: BenchResults = { rows: [], fio: [], missing: [], failed: [] };
   fs.mkdirSync(opts.dir, { recursive: true });
+  // Through the environment, so that every open of the run sees it: worker threads and NBD servers too.
+  if (opts.noReflink) process.env.REFCOW_REFLINK = "0";
   if (!opts.qemu) results.missing.push({ source: "QEMU (qemu-nbd), the raw file through qemu-nbd, refcow's NBD export and fio", reason: "left out (--no-qemu)", asked: true });
   // Each part records what fails in it and the run goes on: an exception never costs the figures already taken.
   const part = async (name: FailedSource["part"], run: () => Promise<void>) => {

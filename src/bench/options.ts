@@ -36,6 +36,8 @@ export interface BenchOptions {
   opSizes: number[];
   dir: string;
   progress: (msg: string) => void;
+  /** Copy every COW even where the file system could share it (`--no-reflink`: REFCOW_REFLINK=0 for the run). */
+  noReflink?: boolean;
   /** `--shard i/N`: which cells of the matrix this run owns (shard.ts); absent: all of them. */
   shard?: ShardPlan;
   /**

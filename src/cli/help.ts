@@ -60,19 +60,20 @@ export const HELP: Record<string, CommandHelp> = {
   },
   check: {
     summary: "check an image for consistency, optionally repair it",
-    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [-U] filename",
+    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--no-reflink] [-U] filename",
     help:
       "  -r leaks|all   repair leaked clusters only, or every kind of error\n" +
       "  --output=ofmt  human (default) or json\n" +
       CACHE_HELP +
       SCHEME_HELP +
       ALLOC_HELP +
+      NO_REFLINK_HELP +
       "Exit status: 0 consistent, 1 check not completed, 2 corruptions, 3 leaked clusters only,\n" +
       "63 the format has no consistency check.\n",
   },
   snapshot: {
     summary: "list, create, apply or delete internal snapshots",
-    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
+    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--no-reflink] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
     help:
       "  -l             list the snapshots\n" +
       "  -c name        create a snapshot\n" +
@@ -80,7 +81,8 @@ export const HELP: Record<string, CommandHelp> = {
       "  -d name        delete a snapshot, by name\n" +
       CACHE_HELP +
       SCHEME_HELP +
-      ALLOC_HELP,
+      ALLOC_HELP +
+      NO_REFLINK_HELP,
   },
   bitmap: {
     summary: "add, remove, clear, enable, disable or merge persistent dirty bitmaps",

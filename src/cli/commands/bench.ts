@@ -14,7 +14,7 @@ import { type CliIo, processIo } from "../command.js";
 import { UsageError } from "../errors.js";
 
 export const BENCH_USAGE =
-  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-fio] [--fio-depths 1,16] [--no-order-qemu] [--no-ops] [--in-process] [--shard i/N] | --ring";
+  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-fio] [--fio-depths 1,16] [--no-order-qemu] [--no-ops] [--in-process] [--no-reflink] [--shard i/N] | --ring";
 
 export const BENCH_HELP = `usage: refcow ${BENCH_USAGE}
 
@@ -42,6 +42,7 @@ Options:
   --no-order-qemu         leave out eager --order qemu
   --no-ops                leave out the snapshot-operation timings
   --in-process            call the engine in the same thread instead of through the request ring
+  --no-reflink            copy every COW even where the file system could share it (XFS reflink, btrfs)
   --out DIR               write results.json, report.md and report.html to DIR
   --shard i/N             run only shard i of N: every N-th cell of each part of the matrix from the i-th
                           (all rounds of a cell in one shard); \`refcow report DIR...\` merges the shards' DIRs
@@ -99,6 +100,7 @@ export async function benchCommand(argv: string[], io: CliIo = processIo): Promi
     else if (a === "--no-qemu") opts.qemu = false;
     else if (a === "--no-ops") opts.opSizes = [];
     else if (a === "--in-process") opts.inProcess = true;
+    else if (a === "--no-reflink") opts.noReflink = true;
     else if (a === "--shard") {
       try {
         opts.shard = new ShardPlan(parseShard(v()));
