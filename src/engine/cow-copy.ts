@@ -11,7 +11,9 @@
  * (its decrement follows the entry), so its bytes cannot change under the clone.
  *
  * Off when the file cannot clone, when the open asked for it (ImageOpenOptions.noReflink), and while the open
- * stages its writes (the staging layer cannot clone: the copy is written instead).
+ * stages its writes (the staging layer cannot clone: the copy is written instead). Never shared: the copy of
+ * a compressed cluster (its bytes must be decompressed), of a backing file's cluster (another file), and the
+ * subcluster copies of extended L2 images (written as before).
  */
 import type { AccountingFile } from "../io/accounting-file.js";
 import type { IoPurpose } from "../io/block-file.js";
