@@ -27,10 +27,17 @@ export function straceAvailable(): boolean {
   }
 }
 
-/** Runs `cmd args` under strace and counts its calls on `file` (which must exist when the command opens it). */
-export function traceFileSyscalls(cmd: string, args: string[], file: string, log = `${file}.strace`): FileSyscalls {
+/**
+ * Runs `cmd args` under strace (with `env` added to the environment) and counts its calls on `file` (which
+ * must exist when the command opens it).
+ */
+export function traceFileSyscalls(cmd: string, args: string[], file: string, log = `${file}.strace`, env?: Record<string, string>): FileSyscalls {
   try {
-    execFileSync("strace", ["-f", "-y", "-s", "0", "-o", log, "-e", "trace=pwrite64,ioctl,copy_file_range", cmd, ...args], { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 26 });
+    execFileSync("strace", ["-f", "-y", "-s", "0", "-o", log, "-e", "trace=pwrite64,ioctl,copy_file_range", cmd, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      maxBuffer: 1 << 26,
+      env: env ? { ...process.env, ...env } : process.env,
+    });
     return countFileSyscalls(fs.readFileSync(log, "utf8"), fs.realpathSync(file));
   } finally {
     fs.rmSync(log, { force: true });

@@ -239,7 +239,9 @@ export class LogScheme extends EagerScheme {
     try {
       const copies = this.pending.all();
       if (copies.length) {
-        for (const p of copies) if (p.newHost < 0) p.newHost = this.allocateNew();
+        // New clusters in the order of the old ones: where the old clusters are neighbours the new ones are
+        // too, and the fill of one cluster's tail and the next one's head is one copy (or one clone).
+        for (const p of [...copies].sort((a, b) => a.oldHost - b.oldHost)) if (p.newHost < 0) p.newHost = this.allocateNew();
         // What the file can share is shared (XFS with reflink, btrfs); the rest is read and written.
         const runs = PendingState.fillRuns(copies, cs).flatMap((r) => img.shareCopy(r));
         performRuns(

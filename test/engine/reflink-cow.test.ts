@@ -133,19 +133,23 @@ describe("copy-free COW on XFS with reflink", () => {
     }
   });
 
-  it("refcow io through the worker, every scheme: the same image as QEMU's, and as with --no-reflink", (ctx) => {
+  it("refcow io through the worker, every scheme: the same image as QEMU's, with --no-reflink, and without the native addon", (ctx) => {
     const m = xfs.need(ctx);
     const prepared = prepare(m.dir);
     const cmds = [...UNALIGNED, ...ALIGNED.slice(0, 8)];
     const qemuImage = copy(prepared, m.dir, "qemu-io.qcow2");
     qemuIo(qemuImage, cmds);
     for (const scheme of SCHEME_NAMES) {
-      for (const extra of [[], ["--no-reflink"]]) {
+      // REFCOW_NATIVE=0: as where the addon was not built (no clone: the copy is read and written).
+      const variants: { extra: string[]; env?: Record<string, string> }[] = [{ extra: [] }, { extra: ["--no-reflink"] }, { extra: [], env: { REFCOW_NATIVE: "0" } }];
+      for (const { extra, env } of variants) {
         const image = copy(prepared, m.dir, `io-${scheme}.qcow2`);
         const args = [REFCOW_BIN, "io", "--scheme", scheme, ...extra];
         for (const c of cmds) args.push("-c", c);
-        execFileSync(process.execPath, [...args, image], { stdio: ["ignore", "pipe", "pipe"] });
-        const what = `${scheme} ${extra.join(" ")}`;
+        const t = traceFileSyscalls(process.execPath, [...args, image], image, undefined, env);
+        const what = `${scheme} ${extra.join(" ")}${env ? " REFCOW_NATIVE=0" : ""}`;
+        if (extra.length || env) expect(t.clones, what).toBe(0);
+        else expect(t.clones, what).toBeGreaterThan(0);
         const cmp = spawnSync("qemu-img", ["compare", "-f", "qcow2", "-F", "qcow2", qemuImage, image]);
         expect(cmp.status, `${what}: qemu-img compare: ${cmp.stdout}${cmp.stderr}`).toBe(0);
         const check = qemuCheck(image);
