@@ -3,9 +3,9 @@
  * one, or a copy-on-write of a shared, compressed or backing-file cluster), subcluster writes (extended L2),
  * the allocation and copy of L2 tables, and the growth of the L1 table. The flush dependencies each step
  * needs are stated through WriteOrder (write-order.ts). Where the file shares extents, the copy of a COW
- * shares the old cluster's blocks the guest does not write (cow-copy.ts).
+ * shares the old cluster whole and the guest's bytes are written over it (cow-copy.ts).
  */
-import { alignUp, viewOf } from "../format/bytes.js";
+import { viewOf } from "../format/bytes.js";
 import { RequestError } from "../format/errors.js";
 import { MAX_L1_BYTES } from "../format/header.js";
 import { ClusterType } from "../format/l1l2.js";
@@ -79,11 +79,11 @@ export class WritePath {
     }
     // Allocate a new cluster: a fresh one, or a copy of a shared or compressed one (COW).
     const isCow = e.type === ClusterType.Normal || e.type === ClusterType.Compressed || (e.type === ClusterType.Unallocated && img.backing !== null);
-    // Where the old cluster's blocks can be shared, only the blocks the guest's bytes touch are written.
-    const shareBlock = isCow && e.type === ClusterType.Normal && src.length < cs ? img.cow.block : 0;
+    // Where the old cluster can be shared (cow-copy.ts), nothing of it is read: it is cloned whole below.
+    const share = isCow && e.type === ClusterType.Normal && src.length < cs && img.cow.block > 0 && img.cow.block <= cs;
+    if (share) overlap.checkDataCluster(e.offset, guestPos);
     // The COW source is read before anything is allocated.
-    const span = shareBlock ? this.spanOverOld(e.offset, gc, inCluster, src, shareBlock) : null;
-    const full = isCow && !span ? this.buildCluster(m, gc, inCluster, src) : src;
+    const full = isCow && !share ? this.buildCluster(m, gc, inCluster, src) : src;
     const oldOffset = e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc ? e.offset : -1;
     const compressedRange = e.type === ClusterType.Compressed ? img.l2.compressedClusters(e) : null;
     const slice = m.slice;
@@ -93,8 +93,11 @@ export class WritePath {
     // cluster would show stale bytes, and an entry for a cluster past the end of the file that was never
     // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
     // A cluster past the end of the file reads as zeroes until it is written.
-    if (span) this.writeSharing(e.offset, newOffset, span, src);
-    else if (isCow) file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
+    if (share) {
+      // The old cluster shared whole (what cannot be shared copied), then the guest's bytes written over it.
+      img.cow.copy({ src: e.offset, dst: newOffset, length: cs });
+      file.write(src, newOffset + inCluster, "guest-data");
+    } else if (isCow) file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
     else this.writeFresh(m, gc, inCluster, src, newOffset, overlap.insideFile(newOffset));
     // The scheme states its ordering before the entry is set (QEMU's set_dependency precedes the link): a
     // dependency flush it makes must not carry this entry to the disk ahead of the new cluster's count.
@@ -184,36 +187,6 @@ export class WritePath {
     } else {
       file.write(this.buildCluster(m, gc, inCluster, src), host, "guest-data");
     }
-  }
-
-  /**
-   * The blocks (of `block` bytes) of guest cluster `gc` that a write of `src` at `inCluster` touches: the old
-   * cluster's bytes at `old` overlaid with the guest's, and where they start in the cluster.
-   */
-  private spanOverOld(old: number, gc: number, inCluster: number, src: Uint8Array, block: number): { at: number; bytes: Uint8Array } {
-    const cs = this.img.clusterSize;
-    this.overlap.checkDataCluster(old, gc * cs);
-    const at = Math.floor(inCluster / block) * block;
-    const end = Math.min(cs, alignUp(inCluster + src.length, block));
-    if (at === inCluster && end === inCluster + src.length) return { at, bytes: src };
-    const bytes = new Uint8Array(end - at);
-    // One read of the span (as QEMU reads a small gap whole): the guest's bytes go over it.
-    this.img.file.read(bytes, old + at, "cow-read");
-    bytes.set(src, inCluster - at);
-    return { at, bytes };
-  }
-
-  /**
-   * The new cluster at `host` as a copy of the one at `old` with `span` written over it: the blocks before
-   * and after the span shared with the old cluster where the file can (copied where it cannot), then the
-   * span written. All of it before the L2 entry, as the write of a whole copied cluster.
-   */
-  private writeSharing(old: number, host: number, span: { at: number; bytes: Uint8Array }, src: Uint8Array): void {
-    const img = this.img;
-    const end = span.at + span.bytes.length;
-    img.cow.copy({ src: old, dst: host, length: span.at });
-    img.cow.copy({ src: old + end, dst: host + end, length: img.clusterSize - end });
-    img.file.write(span.bytes, host + span.at, span.bytes === src ? "guest-data" : "cow-write");
   }
 
   /** A full cluster: the current contents of guest cluster `gc` (COW source) overlaid with `src`. */
