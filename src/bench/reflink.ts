@@ -85,7 +85,8 @@ export interface OracleRow {
   scheme: string;
   writes: number;
   pwriteBytesPerWrite: number;
-  clonesPerWrite: number;
+  /** FICLONERANGE calls that succeeded, in all (neighbouring clusters may share one). */
+  clones: number;
   failed?: string;
 }
 
@@ -147,9 +148,9 @@ function oracleRow(place: Place, scheme: string, n: number): OracleRow {
     for (const off of writeOffsets(writes, "rand4k-per-cluster", 99)) args.push("-c", `write -P 0xa5 ${off} ${WRITE}`);
     const t = traceFileSyscalls(process.execPath, [...args, file], file);
     requireCleanImage(file);
-    return { place: place.name, scheme, writes, pwriteBytesPerWrite: t.pwriteBytes / writes, clonesPerWrite: t.clones / writes };
+    return { place: place.name, scheme, writes, pwriteBytesPerWrite: t.pwriteBytes / writes, clones: t.clones };
   } catch (e) {
-    return { place: place.name, scheme, writes, pwriteBytesPerWrite: NaN, clonesPerWrite: NaN, failed: (e as Error).message.split("\n")[0] };
+    return { place: place.name, scheme, writes, pwriteBytesPerWrite: NaN, clones: NaN, failed: (e as Error).message.split("\n")[0] };
   } finally {
     fs.rmSync(file, { force: true });
   }
@@ -237,9 +238,9 @@ export function formatReflinkResults(r: ReflinkResults): string {
     lines.push("");
     lines.push("strace of `refcow io -t writeback` doing the post-snapshot writes (flushed at the close), per write:");
     lines.push("");
-    lines.push("| place | scheme | writes | pwrite64 KiB / write | FICLONERANGE / write |");
+    lines.push("| place | scheme | writes | pwrite64 KiB / write | FICLONERANGE calls |");
     lines.push("|---|---|---|---|---|");
-    for (const o of r.oracle) lines.push(`| ${o.place} | ${o.scheme} | ${o.writes} | ${o.failed ? `failed: ${o.failed}` : kib(o.pwriteBytesPerWrite)} | ${o.failed ? "" : o.clonesPerWrite.toFixed(2)} |`);
+    for (const o of r.oracle) lines.push(`| ${o.place} | ${o.scheme} | ${o.writes} | ${o.failed ? `failed: ${o.failed}` : kib(o.pwriteBytesPerWrite)} | ${o.failed ? "" : o.clones} |`);
   }
   for (const m of r.missing) lines.push(`\nnot measured: ${m.place}: ${m.reason}`);
   return lines.join("\n") + "\n";
