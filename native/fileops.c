@@ -1,5 +1,5 @@
 /*
- * refcow_fileops: the three file operations Node's fs module lacks and a disk-image engine needs, as a
+ * refcow_fileops: the file operations Node's fs module lacks and a disk-image engine needs, as a
  * Node-API addon (built from this file by node-gyp at `npm install`; src/io/native-fileops.ts loads it and
  * falls back to plain writes where it is not built).
  *
@@ -7,9 +7,17 @@
  *   seekData(fd, offset)                -> offset, or -errno lseek(fd, offset, SEEK_DATA); -ENXIO: no data
  *                                                             at or after offset (a hole up to the end)
  *   seekHole(fd, offset)                -> offset, or -errno lseek(fd, offset, SEEK_HOLE)
+ *   cloneRange(fd, src, dst, length)    -> 0, or -errno      ioctl(fd, FICLONERANGE): the file's bytes
+ *                                                             [src, src + length) become shared extents at
+ *                                                             dst of the same file (XFS with reflink, btrfs);
+ *                                                             offsets and length must be multiples of the
+ *                                                             file system's block size; -EOPNOTSUPP where the
+ *                                                             file system cannot share, -ENOSYS off Linux
+ *   blockSize(fd)                       -> bytes, or -errno  fstatfs f_bsize: the unit clones are aligned to
  *   modes: { zeroRange, punchHole, keepSize }                 the FALLOC_FL_* flags of <linux/falloc.h>
  *                                                             (0 where the platform has none)
- *   errno: { ENOSYS, ENOTSUP, EOPNOTSUPP, EINVAL, ENXIO }     this platform's numbers, to read the results
+ *   errno: { ENOSYS, ENOTSUP, EOPNOTSUPP, EINVAL, ENXIO, EXDEV, ENOTTY }
+ *                                                             this platform's numbers, to read the results
  *
  * Offsets and lengths travel as JS numbers (integers below 2^53). Failures are returned, not thrown: the
  * caller decides which ones mean "not supported here" and falls back.
@@ -22,6 +30,9 @@
 #include <node_api.h>
 #ifdef __linux__
 #include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
 #endif
 
 /* -1: the platform has no such lseek (seek() then answers -ENOSYS). */
@@ -43,11 +54,17 @@
 #define FALLOC_FL_ZERO_RANGE 0
 #endif
 
-/* Reads argument i as an int64 into *out; on a wrong type throws a TypeError and returns 0. */
-static int int_arg(napi_env env, napi_value *argv, size_t argc, size_t i, int64_t *out) {
-  if (i >= argc || napi_get_value_int64(env, argv[i], out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "refcow_fileops: expected integer arguments");
-    return 0;
+/* Reads the call's first n (at most 4) arguments as int64s into out; on a missing or wrong one throws a
+ * TypeError and returns 0. */
+static int int_args(napi_env env, napi_callback_info info, size_t n, int64_t *out) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  for (size_t i = 0; i < n; i++) {
+    if (i >= argc || napi_get_value_int64(env, argv[i], &out[i]) != napi_ok) {
+      napi_throw_type_error(env, NULL, "refcow_fileops: expected integer arguments");
+      return 0;
+    }
   }
   return 1;
 }
@@ -59,13 +76,9 @@ static napi_value number(napi_env env, int64_t v) {
 }
 
 static napi_value js_fallocate(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  int64_t fd, mode, offset, length;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!int_arg(env, argv, argc, 0, &fd) || !int_arg(env, argv, argc, 1, &mode) || !int_arg(env, argv, argc, 2, &offset) ||
-      !int_arg(env, argv, argc, 3, &length))
-    return NULL;
+  int64_t a[4];
+  if (!int_args(env, info, 4, a)) return NULL;
+  int64_t fd = a[0], mode = a[1], offset = a[2], length = a[3];
 #ifdef __linux__
   int r;
   do {
@@ -79,11 +92,9 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
 }
 
 static napi_value seek(napi_env env, napi_callback_info info, int whence) {
-  size_t argc = 2;
-  napi_value argv[2];
-  int64_t fd, offset;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!int_arg(env, argv, argc, 0, &fd) || !int_arg(env, argv, argc, 1, &offset)) return NULL;
+  int64_t a[2];
+  if (!int_args(env, info, 2, a)) return NULL;
+  int64_t fd = a[0], offset = a[1];
   if (whence < 0) return number(env, -ENOSYS);
   off_t r = lseek((int)fd, (off_t)offset, whence);
   return number(env, r < 0 ? -errno : (int64_t)r);
@@ -91,6 +102,39 @@ static napi_value seek(napi_env env, napi_callback_info info, int whence) {
 
 static napi_value js_seek_data(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_DATA); }
 static napi_value js_seek_hole(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_HOLE); }
+
+static napi_value js_clone_range(napi_env env, napi_callback_info info) {
+  int64_t a[4];
+  if (!int_args(env, info, 4, a)) return NULL;
+  int64_t fd = a[0], src = a[1], dst = a[2], length = a[3];
+#if defined(__linux__) && defined(FICLONERANGE)
+  /* A length of 0 would mean "to the end of the source": never what a caller here wants. */
+  if (length <= 0) return number(env, -EINVAL);
+  struct file_clone_range range = {
+      .src_fd = fd, .src_offset = (uint64_t)src, .src_length = (uint64_t)length, .dest_offset = (uint64_t)dst};
+  int r;
+  do {
+    r = ioctl((int)fd, FICLONERANGE, &range);
+  } while (r < 0 && errno == EINTR);
+  return number(env, r < 0 ? -errno : 0);
+#else
+  (void)fd, (void)src, (void)dst, (void)length;
+  return number(env, -ENOSYS);
+#endif
+}
+
+static napi_value js_block_size(napi_env env, napi_callback_info info) {
+  int64_t fd;
+  if (!int_args(env, info, 1, &fd)) return NULL;
+#ifdef __linux__
+  struct statfs st;
+  if (fstatfs((int)fd, &st) < 0) return number(env, -errno);
+  return number(env, (int64_t)st.f_bsize);
+#else
+  (void)fd;
+  return number(env, -ENOSYS);
+#endif
+}
 
 static void set(napi_env env, napi_value obj, const char *name, napi_value v) { napi_set_named_property(env, obj, name, v); }
 
@@ -104,6 +148,8 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "fallocate", js_fallocate);
   set_fn(env, exports, "seekData", js_seek_data);
   set_fn(env, exports, "seekHole", js_seek_hole);
+  set_fn(env, exports, "cloneRange", js_clone_range);
+  set_fn(env, exports, "blockSize", js_block_size);
   napi_value modes, errnos;
   napi_create_object(env, &modes);
   set(env, modes, "zeroRange", number(env, FALLOC_FL_ZERO_RANGE));
@@ -116,6 +162,8 @@ NAPI_MODULE_INIT() {
   set(env, errnos, "EOPNOTSUPP", number(env, EOPNOTSUPP));
   set(env, errnos, "EINVAL", number(env, EINVAL));
   set(env, errnos, "ENXIO", number(env, ENXIO));
+  set(env, errnos, "EXDEV", number(env, EXDEV));
+  set(env, errnos, "ENOTTY", number(env, ENOTTY));
   set(env, exports, "errno", errnos);
   return exports;
 }

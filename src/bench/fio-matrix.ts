@@ -13,6 +13,7 @@ import { requireCleanImage } from "./image-check.js";
 import { WRITE, writeOffsets } from "./load.js";
 import type { BenchOptions } from "./options.js";
 import { slug, specFields, specKey } from "./phase-runs.js";
+import { cellsToRun } from "./shard.js";
 import { betweenPhases, prepareFile, sourceUnavailable, startNbdServer, type Tools } from "./sources.js";
 
 /** Rounds of the fio runs: at least three, so that every fio figure and ratio has a median and a range. */
@@ -29,20 +30,28 @@ export const FIO_MIN_ROUNDS = 3;
  */
 export async function fioMatrix(opts: BenchOptions, tools: Tools, results: BenchResults): Promise<void> {
   if (!opts.fio && !opts.fioDepths.length) return;
+  const candidates: SourceSpec[] = [...opts.schemes.map((scheme): SourceSpec => ({ source: "refcow", scheme, transport: "nbd" })), { source: "qemu", scheme: "std", transport: "nbd" }, { source: "raw", scheme: "none", transport: "nbd" }];
+  const cells: Array<{ cache: CacheMode; pattern: Pattern; depth: number; phases: string[] }> = [];
+  if (opts.fio) for (const cache of opts.caches) for (const pattern of opts.workloads.filter((w): w is Pattern => w !== "trace")) cells.push({ cache, pattern, depth: 1, phases: ["in-place", "post-snapshot"] });
+  for (const depth of opts.fioDepths) if (!cells.some((c) => c.cache === "writeback" && c.pattern === "rand4k-per-cluster" && c.depth === depth)) cells.push({ cache: "writeback", pattern: "rand4k-per-cluster", depth, phases: ["in-place", "post-snapshot"] });
+  const cellKey = (spec: SourceSpec, cell: (typeof cells)[number]) => `${specKey(spec)}|${cell.cache}|${cell.pattern}|${cell.depth}`;
+  // The cells this run owns, declared before anything is known of the machine (shard.ts).
+  const mine = cellsToRun(
+    opts.shard,
+    "fio",
+    cells.flatMap((cell) => candidates.filter((s) => cell.depth === 1 || s.source !== "raw").map((spec) => cellKey(spec, cell))),
+  );
+  if (!mine.size) return;
   if (!tools.fio) {
     results.missing.push({ source: "fio cross-check", reason: "fio with its nbd engine not found (install fio)" });
     return;
   }
-  const candidates: SourceSpec[] = [...opts.schemes.map((scheme): SourceSpec => ({ source: "refcow", scheme, transport: "nbd" })), { source: "qemu", scheme: "std", transport: "nbd" }, { source: "raw", scheme: "none", transport: "nbd" }];
   const specs: SourceSpec[] = [];
   for (const s of candidates) {
     const why = sourceUnavailable(s, tools);
     if (!why) specs.push(s);
     else if (!results.missing.some((m) => m.source === `fio: ${sourceName(s)}`)) results.missing.push({ source: `fio: ${sourceName(s)}`, reason: why });
   }
-  const cells: Array<{ cache: CacheMode; pattern: Pattern; depth: number; phases: string[] }> = [];
-  if (opts.fio) for (const cache of opts.caches) for (const pattern of opts.workloads.filter((w): w is Pattern => w !== "trace")) cells.push({ cache, pattern, depth: 1, phases: ["in-place", "post-snapshot"] });
-  for (const depth of opts.fioDepths) if (!cells.some((c) => c.cache === "writeback" && c.pattern === "rand4k-per-cluster" && c.depth === depth)) cells.push({ cache: "writeback", pattern: "rand4k-per-cluster", depth, phases: ["in-place", "post-snapshot"] });
   const n = opts.clusters;
   const rounds = Math.max(FIO_MIN_ROUNDS, opts.reps);
   const acc = new Map<string, { spec: SourceSpec; cell: (typeof cells)[number]; phases: Map<string, FioResult[]> }>();
@@ -54,8 +63,8 @@ export async function fioMatrix(opts: BenchOptions, tools: Tools, results: Bench
       const ordered = [...here.slice(k), ...here.slice(0, k)];
       if (round % 2 === 1) ordered.reverse();
       for (const spec of ordered) {
-        const key = `${specKey(spec)}|${cell.cache}|${cell.pattern}|${cell.depth}`;
-        if (failed.has(key)) continue;
+        const key = cellKey(spec, cell);
+        if (failed.has(key) || !mine.has(key)) continue;
         opts.progress(`fio round ${round + 1}/${rounds}: ${cell.cache}, ${cell.pattern}, iodepth ${cell.depth}, ${sourceName(spec)}`);
         const file = path.join(opts.dir, `fio-${slug(spec)}.img`);
         const socket = path.join(opts.dir, "fio.sock");

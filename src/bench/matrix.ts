@@ -23,6 +23,7 @@ import type { BenchResults, FailedSource } from "../report/results.js";
 import { closeAllWorkers } from "../worker/index.js";
 import { fioMatrix } from "./fio-matrix.js";
 import type { BenchOptions } from "./options.js";
+import { cellsToRun } from "./shard.js";
 import { opRows } from "./snapshot-ops.js";
 import { detectTools, type Tools } from "./sources.js";
 import { traceMatrix } from "./trace-replay.js";
@@ -31,6 +32,8 @@ import { writeMatrix } from "./write-matrix.js";
 export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()): Promise<BenchResults> {
   const results: BenchResults = { rows: [], fio: [], missing: [], failed: [] };
   fs.mkdirSync(opts.dir, { recursive: true });
+  // Through the environment, so that every open of the run sees it: worker threads and NBD servers too.
+  if (opts.noReflink) process.env.REFCOW_REFLINK = "0";
   if (!opts.qemu) results.missing.push({ source: "QEMU (qemu-nbd), the raw file through qemu-nbd, refcow's NBD export and fio", reason: "left out (--no-qemu)", asked: true });
   // Each part records what fails in it and the run goes on: an exception never costs the figures already taken.
   const part = async (name: FailedSource["part"], run: () => Promise<void>) => {
@@ -49,8 +52,10 @@ export async function runMatrix(opts: BenchOptions, tools: Tools = detectTools()
     // Snapshot operations allocate little (an L1 copy, refcount blocks, a table): timed under the first
     // allocation policy asked for only, which keeps the 16 GiB runs of the full matrix to one per scheme.
     const opAlloc = opts.allocs[0] ?? "first-fit";
+    const ops = cellsToRun(opts.shard, "snapshot-ops", opts.opSizes.flatMap((size) => opts.schemes.map((scheme) => `${scheme}|${opAlloc}|${size}`)));
     for (const size of opts.opSizes) {
       for (const scheme of opts.schemes) {
+        if (!ops.has(`${scheme}|${opAlloc}|${size}`)) continue;
         opts.progress(`snapshot/open/close timings: ${scheme} ${opAlloc}, ${Math.round(size / 2 ** 20)} MiB allocated`);
         try {
           results.rows.push(...opRows(opts, scheme, opAlloc, size, tools));

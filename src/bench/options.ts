@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { ALLOC_POLICIES, type AllocPolicyName, type CacheMode } from "../engine/types.js";
 import type { Pattern, SourceSpec } from "../report/results.js";
 import { SCHEME_NAMES } from "../schemes/index.js";
+import type { ShardPlan } from "./shard.js";
 
 export type Workload = Pattern | "trace";
 
@@ -35,6 +36,10 @@ export interface BenchOptions {
   opSizes: number[];
   dir: string;
   progress: (msg: string) => void;
+  /** Copy every COW even where the file system could share it (`--no-reflink`: REFCOW_REFLINK=0 for the run). */
+  noReflink?: boolean;
+  /** `--shard i/N`: which cells of the matrix this run owns (shard.ts); absent: all of them. */
+  shard?: ShardPlan;
   /**
    * Called after the host operation between two phases of the write matrix (the snapshot, its delete), before
    * the next phase opens the file: a hook for fault injection (the tests corrupt an image here).

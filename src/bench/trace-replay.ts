@@ -16,6 +16,7 @@ import { requireCleanImage } from "./image-check.js";
 import { nowUs } from "./load.js";
 import type { BenchOptions } from "./options.js";
 import { addCosts, type PhaseRun, rowFromRuns, slug, specFields, specKey } from "./phase-runs.js";
+import { cellsToRun } from "./shard.js";
 import type { Tools } from "./sources.js";
 
 /**
@@ -124,12 +125,13 @@ export async function traceMatrix(opts: BenchOptions, tools: Tools, results: Ben
   specs.push({ source: "raw", scheme: "none", transport });
   const acc = new Map<string, { spec: SourceSpec; cache: CacheMode; phase: string; runs: PhaseRun[] }>();
   const failed = new Set<string>();
+  const mine = cellsToRun(opts.shard, "trace replay", opts.caches.flatMap((cache) => specs.map((spec) => `${specKey(spec)}|${cache}`)));
   for (let round = 0; round < opts.reps; round++) {
     for (const cache of opts.caches) {
       const k = (round * 3) % specs.length;
       for (const spec of [...specs.slice(k), ...specs.slice(0, k)]) {
         const cell = `${specKey(spec)}|${cache}`;
-        if (failed.has(cell)) continue;
+        if (failed.has(cell) || !mine.has(cell)) continue;
         opts.progress(`trace replay, round ${round + 1}/${opts.reps}, ${cache}, ${sourceName(spec)} (${trace.events.length} requests)`);
         let phases: Map<string, PhaseRun>;
         try {

@@ -13,6 +13,7 @@ import { requireCleanImage } from "./image-check.js";
 import { runWritePhase, WRITE, writeOffsets } from "./load.js";
 import type { BenchOptions } from "./options.js";
 import { type PhaseRun, rowFromRuns, slug, specFields, specKey } from "./phase-runs.js";
+import { cellsToRun } from "./shard.js";
 import { betweenPhases, openSession, prepareFile, sourceUnavailable, type Tools } from "./sources.js";
 
 /** The sources of the write matrix, in their base order (each round rotates it). */
@@ -71,14 +72,21 @@ export async function writeMatrix(opts: BenchOptions, tools: Tools, results: Ben
   const patterns = opts.workloads.filter((w): w is Pattern => w !== "trace");
   if (!patterns.length) return;
   const all = benchSources(opts);
+  // The cells this run owns (every one, unless it is a shard): declared before anything is known of the machine.
+  const cellKey = (spec: SourceSpec, cache: CacheMode, pattern: Pattern) => `${specKey(spec)}|${cache}|${pattern}`;
+  const mine = cellsToRun(
+    opts.shard,
+    "write matrix",
+    opts.caches.flatMap((cache) => patterns.flatMap((pattern) => all.map((spec) => cellKey(spec, cache, pattern)))),
+  );
   const sources: SourceSpec[] = [];
-  for (const s of all) {
+  for (const s of all.filter((spec) => opts.caches.some((cache) => patterns.some((pattern) => mine.has(cellKey(spec, cache, pattern)))))) {
     const why = sourceUnavailable(s, tools);
     if (why) results.missing.push({ source: sourceName(s), reason: why });
     else sources.push(s);
   }
   const acc = new Map<string, { spec: SourceSpec; cache: CacheMode; pattern: Pattern; phase: string; runs: PhaseRun[] }>();
-  const total = opts.reps * opts.caches.length * patterns.length * sources.length;
+  const total = opts.reps * [...mine].filter((k) => sources.some((s) => k.startsWith(`${specKey(s)}|`))).length;
   let step = 0;
   const failed = new Set<string>();
   for (let round = 0; round < opts.reps; round++) {
@@ -89,8 +97,8 @@ export async function writeMatrix(opts: BenchOptions, tools: Tools, results: Ben
         if (round % 2 === 1) ordered.reverse();
         for (const spec of ordered) {
           step++;
-          const key = `${specKey(spec)}|${cache}|${pattern}`;
-          if (failed.has(key)) continue;
+          const key = cellKey(spec, cache, pattern);
+          if (failed.has(key) || !mine.has(key)) continue;
           opts.progress(`write matrix ${step}/${total}: round ${round + 1}/${opts.reps}, ${cache}, ${pattern}, ${sourceName(spec)}`);
           let phases: Map<string, PhaseRun>;
           try {

@@ -31,6 +31,10 @@ const ALLOC_HELP =
   "  --alloc A      allocation policy while the image is open: first-fit (default: reuse the lowest free\n" +
   "                 clusters) or append (new clusters always at the end of the file; see compact)\n";
 
+const NO_REFLINK_HELP =
+  "  --no-reflink   copy the part of a copied-on-write cluster the write does not cover, even where the\n" +
+  "                 file system could share it (XFS with reflink, btrfs: shared by default)\n";
+
 export const HELP: Record<string, CommandHelp> = {
   create: {
     summary: "create a new image",
@@ -56,19 +60,20 @@ export const HELP: Record<string, CommandHelp> = {
   },
   check: {
     summary: "check an image for consistency, optionally repair it",
-    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [-U] filename",
+    usage: "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--no-reflink] [-U] filename",
     help:
       "  -r leaks|all   repair leaked clusters only, or every kind of error\n" +
       "  --output=ofmt  human (default) or json\n" +
       CACHE_HELP +
       SCHEME_HELP +
       ALLOC_HELP +
+      NO_REFLINK_HELP +
       "Exit status: 0 consistent, 1 check not completed, 2 corruptions, 3 leaked clusters only,\n" +
       "63 the format has no consistency check.\n",
   },
   snapshot: {
     summary: "list, create, apply or delete internal snapshots",
-    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
+    usage: "snapshot [-q] [-U] [-t cache] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--no-reflink] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
     help:
       "  -l             list the snapshots\n" +
       "  -c name        create a snapshot\n" +
@@ -76,7 +81,8 @@ export const HELP: Record<string, CommandHelp> = {
       "  -d name        delete a snapshot, by name\n" +
       CACHE_HELP +
       SCHEME_HELP +
-      ALLOC_HELP,
+      ALLOC_HELP +
+      NO_REFLINK_HELP,
   },
   bitmap: {
     summary: "add, remove, clear, enable, disable or merge persistent dirty bitmaps",
@@ -141,7 +147,7 @@ export const HELP: Record<string, CommandHelp> = {
   io: {
     summary: "run qemu-io commands (read, write, discard, flush...) on an image",
     usage:
-      "io [-f fmt] [-r] [-s] [-t cache] [-n] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--stats] [--in-process] [-c command]... filename",
+      "io [-f fmt] [-r] [-s] [-t cache] [-n] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--no-reflink] [--stats] [--in-process] [-c command]... filename",
     help:
       "  -c, --cmd CMD  run CMD (several -c run in order; without -c commands are read from stdin)\n" +
       "  -f fmt         image format (probed when omitted)\n" +
@@ -151,6 +157,7 @@ export const HELP: Record<string, CommandHelp> = {
       "                 directsync (= writethrough); -n is -t none\n" +
       SCHEME_HELP +
       ALLOC_HELP +
+      NO_REFLINK_HELP +
       "  --stats        print the engine's I/O cost breakdown by purpose at the end\n" +
       "  --in-process   serve the image in this thread; by default a worker thread serves it through the\n" +
       "                 request ring (-s always serves it in this thread)\n" +

@@ -153,6 +153,7 @@ function openLayer(req: OpenRequest, depth: number, layers: string[]): Disk {
       scheme: req.scheme,
       schemeOptions: req.schemeOptions,
       alloc: req.alloc,
+      noReflink: req.noReflink,
       noBacking: req.noBacking,
       forCheck: req.forCheck,
       noRepairOnOpen: req.readOnly || req.forCheck ? true : undefined,

@@ -13,6 +13,7 @@ import { L2Codec } from "../format/l1l2.js";
 import type { SnapshotEntry } from "../format/snapshot-table.js";
 import { ActiveTables, type Mapping } from "./active-tables.js";
 import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
+import { CowCopier } from "./cow-copy.js";
 import { MetadataCache } from "./metadata-cache.js";
 import type { OpenOptions } from "./open-options.js";
 import type { RefcountStore } from "./refcounts.js";
@@ -46,6 +47,8 @@ export class ImageState {
   readonly allocPolicy: AllocationPolicy;
   /** Random numbers for the scheme (OpenOptions.random). */
   readonly random: () => number;
+  /** The copy of a COW: shared extents where the file has them (cow-copy.ts). */
+  readonly cow: CowCopier;
   snapshots: SnapshotEntry[] = [];
   /** The feature name table the header is written with (the scheme catalog's). */
   readonly featureNames: readonly FeatureName[];
@@ -87,6 +90,7 @@ export class ImageState {
     this.scheme = scheme;
     this.allocPolicy = allocationPolicy(opts.alloc);
     this.random = opts.random ?? Math.random;
+    this.cow = new CowCopier(file, !opts.noReflink);
     this.featureNames = opts.schemes.featureNames;
     this.refcounts = undefined as unknown as RefcountStore;
     this.order = new WriteOrder(file, this.cacheMode, this.tables, () => this.refcounts);

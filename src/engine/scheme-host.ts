@@ -33,6 +33,7 @@ export function schemeHostOf(img: ImageCore): SchemeHost {
       img.bitmaps.record(offset, data.length);
       img.writer.writeGuestDirect(offset, data);
     },
+    shareCopy: (copy) => img.cow.share(copy),
     tables: img.tables,
     get refcounts() {
       return img.refcounts;

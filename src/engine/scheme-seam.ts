@@ -13,6 +13,7 @@ import type { SnapshotEntry } from "../format/snapshot-table.js";
 import type { ActiveTables } from "./active-tables.js";
 import type { MetadataCache } from "./metadata-cache.js";
 import type { AllocationPolicy } from "./alloc-policy.js";
+import type { HostCopy } from "./cow-copy.js";
 import type { RefcountStore } from "./refcounts.js";
 import type { FlushOrder, SnapshotCreateOptions, SnapshotInfo } from "./types.js";
 import type { WriteOrder } from "./write-order.js";
@@ -60,6 +61,11 @@ export interface SchemeHost {
   link(gc: number, host: number): void;
   /** A guest write carried out with the engine's own plans, whatever the scheme (a log's replay). */
   replayGuestWrite(offset: number, data: Uint8Array): void;
+  /**
+   * The copy-free part of a copy between two host ranges (a deferred COW's fill): shares what the file can
+   * share (cow-copy.ts), and returns what is left for the scheme to read and write.
+   */
+  shareCopy(copy: HostCopy): HostCopy[];
   readonly tables: TableView;
   readonly refcounts: RefcountView;
   readonly order: OrderView;

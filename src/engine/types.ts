@@ -43,6 +43,11 @@ export interface ImageOpenOptions {
   alloc?: AllocPolicyName;
   /** Flush ordering of the eager scheme (default "refcow"). */
   order?: FlushOrder;
+  /**
+   * Never share extents for a copy on write, even where the file system can (XFS with reflink, btrfs): the
+   * copy is read and written, as on other file systems (`--no-reflink`, to compare).
+   */
+  noReflink?: boolean;
 }
 
 export interface CreateOptions {

@@ -2,7 +2,8 @@
  * The write side of the data path: guest writes cluster by cluster, in place or into a new cluster (a fresh
  * one, or a copy-on-write of a shared, compressed or backing-file cluster), subcluster writes (extended L2),
  * the allocation and copy of L2 tables, and the growth of the L1 table. The flush dependencies each step
- * needs are stated through WriteOrder (write-order.ts).
+ * needs are stated through WriteOrder (write-order.ts). Where the file shares extents, the copy of a COW
+ * shares the old cluster whole and the guest's bytes are written over it (cow-copy.ts).
  */
 import { viewOf } from "../format/bytes.js";
 import { RequestError } from "../format/errors.js";
@@ -78,8 +79,11 @@ export class WritePath {
     }
     // Allocate a new cluster: a fresh one, or a copy of a shared or compressed one (COW).
     const isCow = e.type === ClusterType.Normal || e.type === ClusterType.Compressed || (e.type === ClusterType.Unallocated && img.backing !== null);
+    // Where the old cluster can be shared (cow-copy.ts), nothing of it is read: it is cloned whole below.
+    const share = isCow && e.type === ClusterType.Normal && src.length < cs && img.cow.block > 0 && img.cow.block <= cs;
+    if (share) overlap.checkDataCluster(e.offset, guestPos);
     // The COW source is read before anything is allocated.
-    const full = isCow ? this.buildCluster(m, gc, inCluster, src) : src;
+    const full = isCow && !share ? this.buildCluster(m, gc, inCluster, src) : src;
     const oldOffset = e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc ? e.offset : -1;
     const compressedRange = e.type === ClusterType.Compressed ? img.l2.compressedClusters(e) : null;
     const slice = m.slice;
@@ -89,7 +93,11 @@ export class WritePath {
     // cluster would show stale bytes, and an entry for a cluster past the end of the file that was never
     // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
     // A cluster past the end of the file reads as zeroes until it is written.
-    if (isCow) file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
+    if (share) {
+      // The old cluster shared whole (what cannot be shared copied), then the guest's bytes written over it.
+      img.cow.copy({ src: e.offset, dst: newOffset, length: cs });
+      file.write(src, newOffset + inCluster, "guest-data");
+    } else if (isCow) file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
     else this.writeFresh(m, gc, inCluster, src, newOffset, overlap.insideFile(newOffset));
     // The scheme states its ordering before the entry is set (QEMU's set_dependency precedes the link): a
     // dependency flush it makes must not carry this entry to the disk ahead of the new cluster's count.

@@ -23,6 +23,10 @@
  *      leaves an image that `qemu-img check` finds clean, with no dirty, corrupt or journal bit, whose every
  *      byte and snapshot passes 3 and 4.
  *
+ * With `reflink`, the fault file can clone (copy-free COW, engine/cow-copy.ts), at sector granularity so that
+ * the small clusters of the geometries share blocks too: each clone is a crash point of its own, and may be
+ * lost, reordered with the writes or torn like one.
+ *
  * Everything is deterministic by seed. A failure carries what is needed to reproduce it: scheme, cache,
  * geometry, seed, steps and crash point (see reproducer()).
  */
@@ -34,7 +38,7 @@ const REFCOW_LOG_BITS = SCHEME_CATALOG.knownIncompatible & ~INCOMPAT_STANDARD;
 import { SnapshotError } from "../engine/errors.js";
 import { Qcow2Image } from "../open/qcow2.js";
 import type { AllocPolicyName, CacheMode, FlushOrder } from "../engine/types.js";
-import { type CrashState, FaultFile } from "../io/fault-file.js";
+import { type CrashState, FaultFile, SECTOR } from "../io/fault-file.js";
 import type { BlockFile } from "../io/block-file.js";
 import { MemoryFile } from "../io/memory-file.js";
 import { SCHEME_CATALOG, SCHEME_NAMES } from "../schemes/index.js";
@@ -72,6 +76,8 @@ export interface CrashTestOptions {
   alloc?: AllocPolicyName;
   /** The eager scheme's flush order while the workload runs (default refcow's). */
   order?: FlushOrder;
+  /** The file can clone (shared extents, at 512-byte blocks): copies on write clone instead of copying. */
+  reflink?: boolean;
   /** Tear points per last write (default 2: after its first sector, and before its last; Infinity: every boundary). */
   torn?: number;
   /** Non-prefix subsets of the unflushed writes per crash point (default 2). */
@@ -93,6 +99,7 @@ export interface CrashFailure {
   cache: CacheMode;
   geometry: string;
   alloc?: AllocPolicyName;
+  reflink?: boolean;
   seed: number;
   steps: number;
   torn: number;
@@ -197,11 +204,21 @@ export function geometryFor(seed: number, name?: string): CrashGeometry {
 }
 
 /** Runs the seeded workload of one scheme and cache mode on a fault-injecting file. */
-export function runCrashWorkload(scheme: string, cache: CacheMode, seed: number, steps: number, geometry: CrashGeometry, alloc?: AllocPolicyName, order?: FlushOrder): CrashWorkload {
+export function runCrashWorkload(
+  scheme: string,
+  cache: CacheMode,
+  seed: number,
+  steps: number,
+  geometry: CrashGeometry,
+  alloc?: AllocPolicyName,
+  order?: FlushOrder,
+  reflink = false,
+): CrashWorkload {
   const { clusterSize: cs, size } = geometry;
   const base = new MemoryFile();
   Qcow2Image.create(base, { size, clusterSize: cs, extendedL2: geometry.extendedL2 });
   const fault = new FaultFile(base.contents(), `${scheme}-${cache}-${seed}`);
+  if (reflink) fault.cloneBlockSize = SECTOR;
   // Seeded randomness for the scheme too (the journal's sequence numbers): a run repeats byte for byte.
   const schemeRandom = seededRandom(seed * 65537 + 5);
   const open = () => Qcow2Image.open(fault, { scheme, cache, alloc, order, random: schemeRandom });
@@ -566,6 +583,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
                 cache,
                 geometry: geometry.name,
                 alloc,
+                reflink: opts.reflink,
                 seed,
                 steps,
                 torn,
@@ -579,7 +597,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
           };
           let w: CrashWorkload;
           try {
-            w = runCrashWorkload(scheme, cache, seed, steps, geometry, alloc, opts.order);
+            w = runCrashWorkload(scheme, cache, seed, steps, geometry, alloc, opts.order, opts.reflink);
           } catch (e) {
             fail(0, undefined, undefined, `the workload itself failed: ${(e as Error).stack ?? e}`);
             continue;
@@ -671,7 +689,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
 export function reproducer(f: CrashFailure): string {
   const alloc = f.alloc ? ` --alloc ${f.alloc}` : "";
   const torn = f.torn === Infinity ? "all" : String(f.torn);
-  return `refcow crash-test --scheme ${f.scheme} -t ${f.cache} --geometry ${f.geometry}${alloc} --seed ${f.seed} --seeds 1 --steps ${f.steps} --torn ${torn} --subsets ${f.subsets} --at ${f.at}`;
+  return `refcow crash-test --scheme ${f.scheme} -t ${f.cache} --geometry ${f.geometry}${alloc}${f.reflink ? " --reflink" : ""} --seed ${f.seed} --seeds 1 --steps ${f.steps} --torn ${torn} --subsets ${f.subsets} --at ${f.at}`;
 }
 
 /** The report as a table (one row per scheme and cache mode), then each reported failure. */

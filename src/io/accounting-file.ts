@@ -89,6 +89,23 @@ export class AccountingFile implements BlockFile {
     return this.inner.allocatedSize?.();
   }
 
+  get cloneBlockSize(): number {
+    return this.inner.cloneBlockSize ?? 0;
+  }
+
+  /** A clone counts as a clone of its purpose: no write, no bytes written (cloneBytes: what it shared). */
+  cloneRange(src: number, dst: number, length: number, purpose: IoPurpose = "other"): boolean {
+    if (!this.inner.cloneRange) return false;
+    const t = now();
+    const done = this.inner.cloneRange(src, dst, length, purpose);
+    if (!done) return false;
+    const c = this.entry(purpose);
+    c.clones = (c.clones ?? 0) + 1;
+    c.cloneBytes = (c.cloneBytes ?? 0) + length;
+    c.timeNs += Number(now() - t);
+    return true;
+  }
+
   /** Counted under "growth": one write of the size change, whatever its direction. */
   truncate(size: number): void {
     const t = now();
@@ -128,7 +145,12 @@ export function diffCosts(after: CostBreakdown, before: CostBreakdown): CostBrea
       timeNs: a.timeNs - (b?.timeNs ?? 0),
       flushNs: (a.flushNs ?? 0) - (b?.flushNs ?? 0),
     };
-    if (d.reads || d.writes || d.flushes) out[k] = d;
+    const clones = (a.clones ?? 0) - (b?.clones ?? 0);
+    if (clones) {
+      d.clones = clones;
+      d.cloneBytes = (a.cloneBytes ?? 0) - (b?.cloneBytes ?? 0);
+    }
+    if (d.reads || d.writes || d.flushes || clones) out[k] = d;
   }
   return out;
 }

@@ -13,6 +13,12 @@
  * hole left by growing it past its end), by writing zeroes elsewhere. `extentAt` and `allocatedSize` are the
  * two questions QEMU's block status asks the file (SEEK_DATA/SEEK_HOLE, st_blocks); a file that cannot answer
  * lacks them or returns undefined, and everything in it then counts as data.
+ *
+ * Shared extents (copy-free copies): where the file system can make one range of a file share the storage of
+ * another (FICLONERANGE on XFS with reflink and on btrfs), `cloneBlockSize` is the block size such clones
+ * must be aligned to and `cloneRange` makes one; elsewhere `cloneBlockSize` is 0 or absent and a caller
+ * copies the bytes itself. A clone reads afterwards exactly as a write of the source bytes would, and is
+ * durable, like a write, after the next flush.
  */
 
 /** The engine's I/O purposes. Schemes declare their own (SchemeDefinition.ioPurposes: "journal", "owner"...). */
@@ -62,6 +68,14 @@ export interface BlockFile {
   extentAt?(offset: number, length: number): FileExtent | undefined;
   /** Bytes of storage the file occupies (st_blocks × 512 on POSIX); undefined when unknown. */
   allocatedSize?(): number | undefined;
+  /** The block size clones must be aligned to: offsets and length multiples of it (0 or absent: no clones). */
+  readonly cloneBlockSize?: number;
+  /**
+   * Makes [dst, dst + length) read as [src, src + length) reads now, sharing its storage (the two ranges do
+   * not overlap; all three numbers are multiples of cloneBlockSize). Returns false when the file cannot
+   * (nothing changed: the caller copies); throws an IoError on a real failure (ENOSPC, EIO).
+   */
+  cloneRange?(src: number, dst: number, length: number, purpose?: IoPurpose): boolean;
   close(): void;
   /** True when the file was opened without write access. */
   readonly readOnly: boolean;

@@ -10,7 +10,12 @@
  *     file system can carry a large punch out in several journal transactions);
  *   - the last write that reached the disk may be torn at sector (512-byte) granularity: only its first
  *     `tornSectors` sectors arrived (one tear point per write by default, or several, up to every boundary);
- *   - size changes (truncates) after the last flush are kept, in log order with the writes that reached the disk.
+ *   - size changes (truncates) after the last flush are kept, in log order with the writes that reached the disk;
+ *   - a clone (a copy-free copy: FICLONERANGE on a file system that shares extents), when `cloneBlockSize` is
+ *     set, is a crash point like a write of the bytes it shares (held in the log as they read at the clone):
+ *     it may or may not have reached the disk, in any subset with the writes, and may be torn — a file
+ *     system remaps a large range extent by extent, in several transactions — at `cloneBlockSize`
+ *     granularity (the harness models it as the sector, so that small clusters share too).
  *
  * It also fails writes on demand (`failAfter`), to test how errors such as a full disk are handled.
  */
@@ -23,6 +28,7 @@ export const SECTOR = 512;
 export type FaultOp =
   | { kind: "write"; offset: number; data: Uint8Array; purpose: IoPurpose }
   | { kind: "zero"; offset: number; length: number; purpose: IoPurpose }
+  | { kind: "clone"; src: number; offset: number; data: Uint8Array; purpose: IoPurpose }
   | { kind: "truncate"; size: number }
   | { kind: "flush" };
 
@@ -51,8 +57,10 @@ export class FaultFile implements BlockFile {
   private readonly live: MemoryFile;
   readonly name: string;
   readonly readOnly = false;
-  /** Writes (and zeroRanges) fail with ENOSPC once this many more have been accepted (undefined: never). */
+  /** Writes (and zeroRanges, clones) fail with ENOSPC once this many more have been accepted (undefined: never). */
   failAfter?: number;
+  /** The block size clones are aligned to; 0 (the default): the file cannot clone and callers copy. */
+  cloneBlockSize = 0;
   /** The durable image as of some log position, reused by materialize() (crash points mostly move forward). */
   private durable: { end: number; file: MemoryFile } | undefined;
 
@@ -82,6 +90,19 @@ export class FaultFile implements BlockFile {
     this.spend(`zeroing of ${length} bytes at ${offset}`);
     this.live.zeroRange(offset, length, purpose);
     this.log.push({ kind: "zero", offset, length, purpose });
+  }
+
+  cloneRange(src: number, dst: number, length: number, purpose: IoPurpose = "other"): boolean {
+    const bs = this.cloneBlockSize;
+    if (!bs || length <= 0) return false;
+    if (src % bs || dst % bs || length % bs) throw new IoError(`${this.name}: clone of ${length} bytes from ${src} to ${dst} is not aligned to ${bs} bytes`, "EINVAL");
+    if (src < dst + length && dst < src + length) throw new IoError(`${this.name}: clone from ${src} to ${dst} overlaps itself`, "EINVAL");
+    this.spend(`clone of ${length} bytes from ${src} to ${dst}`);
+    const data = new Uint8Array(length);
+    this.live.read(data, src);
+    this.live.write(data, dst, purpose);
+    this.log.push({ kind: "clone", src, offset: dst, data, purpose });
+    return true;
   }
 
   private spend(what: string): void {
@@ -116,14 +137,14 @@ export class FaultFile implements BlockFile {
     return 0;
   }
 
-  /** Indices of the writes and zeroRanges issued after the last flush before `at`. */
+  /** Indices of the writes, zeroRanges and clones issued after the last flush before `at`. */
   unflushedWrites(at: number): number[] {
     const out: number[] = [];
     for (let i = this.lastFlushBefore(at); i < at; i++) if (changesData(this.log[i])) out.push(i);
     return out;
   }
 
-  /** Log positions just after each write or zeroRange: the crash points worth trying. */
+  /** Log positions just after each write, zeroRange or clone: the crash points worth trying. */
   writePoints(): number[] {
     const out: number[] = [];
     this.log.forEach((op, i) => {
@@ -145,7 +166,9 @@ export class FaultFile implements BlockFile {
       states.push({ at, applied });
       if (tears > 0 && k > 0) {
         const op = this.log[pending[k - 1]];
-        for (const s of tearPoints(Math.ceil(opLength(op) / SECTOR), tears)) states.push({ at, applied, tornSectors: s });
+        // A clone tears at its blocks, a write at its sectors (tornSectors counts sectors either way).
+        const unit = op.kind === "clone" ? Math.max(SECTOR, this.cloneBlockSize) / SECTOR : 1;
+        for (const s of tearPoints(Math.ceil(opLength(op) / SECTOR / unit), tears)) states.push({ at, applied, tornSectors: s * unit });
       }
     }
     const n = pending.length;
@@ -179,7 +202,7 @@ export class FaultFile implements BlockFile {
       if (op.kind === "truncate") {
         // A file system persists size changes with its metadata: they stay, in order.
         f.truncate(op.size);
-      } else if (op.kind === "write" && applied.has(i)) {
+      } else if ((op.kind === "write" || op.kind === "clone") && applied.has(i)) {
         if (i === last && state.tornSectors !== undefined) f.write(op.data.subarray(0, state.tornSectors * SECTOR), op.offset);
         else f.write(op.data, op.offset);
       } else if (op.kind === "zero" && applied.has(i)) {
@@ -194,8 +217,8 @@ export class FaultFile implements BlockFile {
     const pending = this.unflushedWrites(state.at);
     const isPrefix = state.applied.every((v, i) => v === pending[i]);
     const what = (i: number) => {
-      const op = this.log[i] as Extract<FaultOp, { kind: "write" | "zero" }>;
-      return `#${i} ${op.purpose} ${op.kind === "zero" ? "zeroing " : ""}${opLength(op)}B@0x${op.offset.toString(16)}`;
+      const op = this.log[i] as Extract<FaultOp, { kind: "write" | "zero" | "clone" }>;
+      return `#${i} ${op.purpose} ${op.kind === "zero" ? "zeroing " : op.kind === "clone" ? `clone from 0x${op.src.toString(16)} ` : ""}${opLength(op)}B@0x${op.offset.toString(16)}`;
     };
     let s = `crash after op ${state.at} of ${this.log.length}: ${state.applied.length} of ${pending.length} unflushed writes reached the disk`;
     if (state.applied.length && !isPrefix) s += ` (subset: ${state.applied.join(",")})`;
@@ -210,7 +233,7 @@ export class FaultFile implements BlockFile {
     if (!d || d.end > end) d = { end: 0, file: new MemoryFile(this.initial, { name: `${this.name}@durable` }) };
     for (let i = d.end; i < end; i++) {
       const op = this.log[i];
-      if (op.kind === "write") d.file.write(op.data, op.offset);
+      if (op.kind === "write" || op.kind === "clone") d.file.write(op.data, op.offset);
       else if (op.kind === "zero") d.file.zeroRange(op.offset, op.length);
       else if (op.kind === "truncate") d.file.truncate(op.size);
     }
@@ -220,13 +243,13 @@ export class FaultFile implements BlockFile {
   }
 }
 
-function changesData(op: FaultOp): op is Extract<FaultOp, { kind: "write" | "zero" }> {
-  return op.kind === "write" || op.kind === "zero";
+function changesData(op: FaultOp): op is Extract<FaultOp, { kind: "write" | "zero" | "clone" }> {
+  return op.kind === "write" || op.kind === "zero" || op.kind === "clone";
 }
 
-/** Bytes a write or zeroRange covers. */
+/** Bytes a write, zeroRange or clone covers. */
 function opLength(op: FaultOp): number {
-  return op.kind === "write" ? op.data.length : op.kind === "zero" ? op.length : 0;
+  return op.kind === "write" || op.kind === "clone" ? op.data.length : op.kind === "zero" ? op.length : 0;
 }
 
 /** Up to `max` sector counts strictly between 0 and `sectors` (a write of one sector cannot tear). */

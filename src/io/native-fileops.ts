@@ -1,9 +1,10 @@
 /**
- * The native file operations of native/fileops.c (fallocate, SEEK_DATA, SEEK_HOLE), loaded when `npm install`
+ * The native file operations of native/fileops.c (fallocate, SEEK_DATA, SEEK_HOLE, FICLONERANGE), loaded when `npm install`
  * built them (native/build/Release/refcow_fileops.node). Where the addon is absent, or REFCOW_NATIVE=0 is set, the
  * loader returns null and NodeFile falls back to plain writes of zeroes and reports no holes.
  *
  * The addon returns -errno instead of throwing; the helpers here turn that into a result or an error code.
+ * An addon built before FICLONERANGE was added lacks cloneRange: then no file shares extents.
  */
 import { createRequire } from "node:module";
 import { constants } from "node:os";
@@ -12,8 +13,10 @@ interface Addon {
   fallocate(fd: number, mode: number, offset: number, length: number): number;
   seekData(fd: number, offset: number): number;
   seekHole(fd: number, offset: number): number;
+  cloneRange?(fd: number, src: number, dst: number, length: number): number;
+  blockSize?(fd: number): number;
   modes: { zeroRange: number; punchHole: number; keepSize: number };
-  errno: { ENOSYS: number; ENOTSUP: number; EOPNOTSUPP: number; EINVAL: number; ENXIO: number };
+  errno: { ENOSYS: number; ENOTSUP: number; EOPNOTSUPP: number; EINVAL: number; ENXIO: number; EXDEV?: number; ENOTTY?: number };
 }
 
 /** Errors that mean "this file system (or platform) cannot do it": fall back, do not fail. */
@@ -39,6 +42,19 @@ export interface NativeFileOps {
   seekData(fd: number, offset: number): number | null | Unsupported;
   /** SEEK_HOLE: the first hole at or after `offset` (the end of the file counts as one), or "unsupported". */
   seekHole(fd: number, offset: number): number | Unsupported;
+  /**
+   * The block size clones of this file must be aligned to when its file system shares extents between ranges
+   * of one file (FICLONERANGE: XFS with reflink, btrfs), else 0. Probed without changing anything: a clone of
+   * the file's first block onto itself, which such a file system refuses as an overlap (EINVAL) after it has
+   * checked that it can clone at all (EOPNOTSUPP, ENOTTY or EXDEV where it cannot).
+   */
+  cloneBlockSize(fd: number): number;
+  /**
+   * FICLONERANGE inside one file: [src, src + length) becomes shared at dst (block-aligned; not overlapping).
+   * Returns "unsupported" when the file system refuses (the caller copies instead), or throws an Error whose
+   * `code` names the errno of a real failure (ENOSPC, EIO).
+   */
+  cloneRange(fd: number, src: number, dst: number, length: number): "cloned" | Unsupported;
 }
 
 let loaded: NativeFileOps | null | undefined;
@@ -62,6 +78,10 @@ export function nativeFileOps(): NativeFileOps | null {
 function wrap(a: Addon): NativeFileOps {
   const e = a.errno;
   const unsupported = (r: number) => r === -e.ENOSYS || r === -e.ENOTSUP || r === -e.EOPNOTSUPP;
+  // What a clone answers where sharing is not possible between these ranges or on this file system.
+  // (EPERM: an immutable or append-only file; ETXTBSY: a swap file or one being executed.)
+  const cannotClone = new Set([e.EINVAL, e.EXDEV, e.ENOTTY, constants.errno.EPERM, constants.errno.ETXTBSY].filter((n): n is number => n !== undefined));
+  const noClone = (r: number) => unsupported(r) || cannotClone.has(-r);
   // An error as Node's fs raises them: `code` is the errno name (ENOSPC, EIO...).
   const fail = (what: string, r: number) => {
     const code = Object.entries(constants.errno).find(([, v]) => v === -r)?.[0] ?? `errno ${-r}`;
@@ -105,6 +125,20 @@ function wrap(a: Addon): NativeFileOps {
       if (r >= 0) return r;
       if (unsupported(r) || r === -e.EINVAL || r === -e.ENXIO) return "unsupported";
       throw fail("lseek(SEEK_HOLE)", r);
+    },
+    cloneBlockSize(fd) {
+      if (!a.cloneRange || !a.blockSize) return 0;
+      const bs = a.blockSize(fd);
+      if (bs <= 0 || (bs & (bs - 1)) !== 0) return 0;
+      const r = a.cloneRange(fd, 0, 0, bs);
+      return r === -e.EINVAL || r === 0 ? bs : 0;
+    },
+    cloneRange(fd, src, dst, length) {
+      if (!a.cloneRange) return "unsupported";
+      const r = a.cloneRange(fd, src, dst, length);
+      if (r === 0) return "cloned";
+      if (noClone(r)) return "unsupported";
+      throw fail("ioctl(FICLONERANGE)", r);
     },
   };
 }

@@ -9,6 +9,10 @@ import { nativeFileOps } from "./native-fileops.js";
  * Zeroes and holes: Node's fs has neither fallocate nor SEEK_DATA/SEEK_HOLE; the native addon
  * (native-fileops.ts) brings them where it is built. Without it, zeroRange inside the file writes zeroes
  * (the part past the end is always a hole: the file is grown by ftruncate) and extentAt cannot tell.
+ *
+ * Shared extents: a writable open asks the file system once whether it can clone ranges of the file
+ * (native-fileops.ts cloneBlockSize: XFS with reflink, btrfs); without the addon, or with REFCOW_REFLINK=0 in
+ * the environment (what ImageOpenOptions.noReflink does for one open, for every file of the process), never.
  */
 export class NodeFile implements BlockFile {
   private fd: number;
@@ -18,11 +22,14 @@ export class NodeFile implements BlockFile {
   private readonly native = nativeFileOps();
   /** The fallocate modes this file's file system has not refused. */
   private readonly support = this.native?.support();
+  /** Block size clones are aligned to; 0 where the file system cannot clone (or the file is read-only). */
+  readonly cloneBlockSize: number;
 
   private constructor(fd: number, name: string, readOnly: boolean) {
     this.fd = fd;
     this.name = name;
     this.readOnly = readOnly;
+    this.cloneBlockSize = !readOnly && this.native && process.env.REFCOW_REFLINK !== "0" ? this.native.cloneBlockSize(fd) : 0;
   }
 
   static open(path: string, opts: { readOnly?: boolean; create?: boolean } = {}): NodeFile {
@@ -123,6 +130,16 @@ export class NodeFile implements BlockFile {
       return { data: true, length: Math.min(length, hole - offset) };
     } catch (e) {
       throw wrap(e, `${this.name}: block status at ${offset} failed`);
+    }
+  }
+
+  cloneRange(src: number, dst: number, length: number, _purpose?: IoPurpose): boolean {
+    if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
+    if (!this.native || !this.cloneBlockSize || length <= 0) return false;
+    try {
+      return this.native.cloneRange(this.fd, src, dst, length) === "cloned";
+    } catch (e) {
+      throw wrap(e, `${this.name}: clone of ${length} bytes from ${src} to ${dst} failed`);
     }
   }
 

@@ -12,5 +12,8 @@ export interface PurposeCost {
   timeNs: number;
   /** The part of `timeNs` spent in flushes. */
   flushNs: number;
+  /** Clones (shared extents: no bytes written) and the bytes they made readable at their destination. */
+  clones?: number;
+  cloneBytes?: number;
 }
 export type CostBreakdown = Partial<Record<IoPurpose, PurposeCost>>;

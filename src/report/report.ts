@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { FailedSource, FioRow, GuestResult, MissingSource, ResultRow, ResultsFile } from "./results.js";
+import type { FailedSource, FioRow, GuestResult, MissingSource, ResultRow, ResultsFile, ShardRecord } from "./results.js";
 import { type AnswerModel, answerText, buildAnswer } from "./answer.js";
 import { failureLine } from "./failures.js";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
@@ -213,6 +213,7 @@ function markdown(results: ResultsFile): string {
     "",
     `Generated ${results.generated} on ${m.cpu}, kernel ${m.kernel}, ${m.filesystem}, Node ${m.node}, ${m.qemu}.`,
     "",
+    ...shardLines(results),
     "## Answer",
     "",
     fullAnswer(results, "markdown"),
@@ -230,15 +231,39 @@ function markdown(results: ResultsFile): string {
   ].join("\n");
 }
 
+/** Which shard a run was, or which shards a merge holds (and what it lacks), as report lines. */
+function shardLines(results: ResultsFile): string[] {
+  const version = results.version ? [`refcow ${results.version}.`, ""] : [];
+  if (results.shard) return [...version, `Shard ${results.shard.index}/${results.shard.count}: ${results.shard.cells.length} of the matrix's ${results.shard.matrix.length} cells.`, ""];
+  if (results.shards) {
+    const s = results.shards;
+    const lacking = s.missingCells.length ? ` ${s.missingCells.length} cells not run (their shards were not merged): listed under the sources not measured.` : " Every cell of the matrix was run.";
+    return [...version, `Merged shards ${s.merged.join(", ")} of ${s.count}.${lacking}`, ""];
+  }
+  return version;
+}
+
 /** Writes results.json, report.md and report.html into `dir`. */
 export async function writeOutputs(
   dir: string,
-  bench: { rows: ResultRow[]; fio?: FioRow[]; missing?: MissingSource[]; failed?: FailedSource[] },
+  bench: { rows: ResultRow[]; fio?: FioRow[]; missing?: MissingSource[]; failed?: FailedSource[]; shard?: ShardRecord },
   machineInfo: Record<string, string>,
   options: unknown,
   guest: GuestResult[] = [],
+  version?: string,
 ): Promise<void> {
-  const results: ResultsFile = { generated: new Date().toISOString(), machine: machineInfo, options, rows: bench.rows, fio: bench.fio ?? [], missing: bench.missing ?? [], failed: bench.failed ?? [], guest };
+  const results: ResultsFile = {
+    generated: new Date().toISOString(),
+    ...(version ? { version } : {}),
+    machine: machineInfo,
+    options,
+    rows: bench.rows,
+    fio: bench.fio ?? [],
+    missing: bench.missing ?? [],
+    failed: bench.failed ?? [],
+    guest,
+    ...(bench.shard ? { shard: bench.shard } : {}),
+  };
   await writeReport(dir, results, true);
 }
 
@@ -274,5 +299,8 @@ export function loadResults(file: string): ResultsFile {
     missing: Array.isArray(r.missing) ? r.missing : [],
     failed: Array.isArray(r.failed) ? r.failed : [],
     guest: Array.isArray(r.guest) ? r.guest : [],
+    ...(typeof r.version === "string" ? { version: r.version } : {}),
+    ...(r.shard && typeof r.shard === "object" ? { shard: r.shard } : {}),
+    ...(r.shards && typeof r.shards === "object" ? { shards: r.shards } : {}),
   };
 }

@@ -147,6 +147,29 @@ export interface BenchResults {
   missing: MissingSource[];
   /** Sources that threw, or left an image qemu-img check did not pass: their figures are not used. */
   failed: FailedSource[];
+  /** The run was one shard of the matrix (`--shard i/N`): which, and its cells. */
+  shard?: ShardRecord;
+}
+
+/** One shard of the matrix (`refcow bench --shard i/N`; src/bench/shard.ts). */
+export interface Shard {
+  /** 1-based: 1..count. */
+  index: number;
+  count: number;
+}
+
+/** What a shard's results.json records: which shard, the cells it owned, and every cell of the matrix. */
+export interface ShardRecord extends Shard {
+  cells: string[];
+  matrix: string[];
+}
+
+/** A merge of shards (`refcow report DIR...`): how many there were and which were merged. */
+export interface MergedShards {
+  count: number;
+  merged: number[];
+  /** Cells of the matrix no merged shard ran (their shard's folder was not given). */
+  missingCells: string[];
 }
 
 /**
@@ -253,6 +276,8 @@ export interface GuestResult {
 /** results.json: what a run measured, on which machine, and what it could not measure. */
 export interface ResultsFile {
   generated: string;
+  /** refcow's version (and commit) that produced the figures; shards merge only within one version. */
+  version?: string;
   machine: Record<string, string>;
   options?: unknown;
   rows: ResultRow[];
@@ -263,4 +288,8 @@ export interface ResultsFile {
   /** Sources that threw or left an image qemu-img check did not pass, and why (their figures are not used). */
   failed?: FailedSource[];
   guest?: GuestResult[];
+  /** Set by a shard's run (`refcow bench --shard i/N`). */
+  shard?: ShardRecord;
+  /** Set by a merge of shards. */
+  shards?: MergedShards;
 }

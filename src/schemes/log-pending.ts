@@ -191,9 +191,10 @@ export class PendingState {
    * What a fill of `copies` must copy so that each new cluster holds the whole cluster: the gaps from the old
    * cluster, and the written ranges whose bytes are elsewhere (a log record). Runs contiguous in both source
    * and destination are joined (a tail of one cluster and the head of the next, when both the old and the new
-   * clusters are neighbours), up to `maxRun` bytes per run.
+   * clusters are neighbours), up to `maxRun` bytes per run. `gaps` false: only the written ranges whose
+   * bytes are elsewhere (the new clusters already hold the old ones' bytes: they were shared whole).
    */
-  static fillRuns(copies: readonly PendingCopy[], clusterSize: number, maxRun = 1 << 20): CopyRun[] {
+  static fillRuns(copies: readonly PendingCopy[], clusterSize: number, maxRun = 1 << 20, gaps = true): CopyRun[] {
     const runs: CopyRun[] = [];
     const push = (src: number, dst: number, length: number) => {
       if (length <= 0 || src === dst) return;
@@ -205,11 +206,11 @@ export class PendingState {
     for (const p of sorted) {
       let pos = 0;
       for (const s of p.ranges.segs) {
-        if (s.start > pos) push(p.oldHost + pos, p.newHost + pos, s.start - pos);
+        if (gaps && s.start > pos) push(p.oldHost + pos, p.newHost + pos, s.start - pos);
         if (s.host !== p.newHost + s.start) push(s.host, p.newHost + s.start, s.end - s.start);
         pos = s.end;
       }
-      if (pos < clusterSize) push(p.oldHost + pos, p.newHost + pos, clusterSize - pos);
+      if (gaps && pos < clusterSize) push(p.oldHost + pos, p.newHost + pos, clusterSize - pos);
     }
     return runs;
   }

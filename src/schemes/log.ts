@@ -18,7 +18,8 @@
  * attaches no scheme and writes nothing. The close frees it again, and cuts the file back when the area ends
  * it, so an open and a close without writes leave the file as QEMU expects it and as long as it was.
  *
- * Refcounts are eager's: exact on disk at each apply, which copies (fill: data before the entry), flushes,
+ * Refcounts are eager's: exact on disk at each apply, which copies (fill: data before the entry; shared
+ * instead of copied where the file shares extents, as the engine's own COW: cow-copy.ts), flushes,
  * writes refcounts and tables in eager's order, then starts an empty log. A crash before the end of an apply
  * leaves the log's records, replayed at the next open through the ordinary write path (a record applied twice
  * leaves what once does); the incompatible bit (log-format.ts) is set while the log may hold records not
@@ -38,7 +39,7 @@ import type { PlanOutcome, WritePlan } from "../engine/write-plan.js";
 import type { SchemeDefinition, SchemeHost } from "./scheme.js";
 import { hasDataLogToReplay, recoverDataLog, refuseReadOnlyDataLog } from "./log-recovery.js";
 import { UnsupportedFeatureError } from "../format/errors.js";
-import { PendingState, performRuns } from "./log-pending.js";
+import { type PendingCopy, PendingState, performRuns } from "./log-pending.js";
 import type { ResolvedSchemeOptions, SchemeOptionSpec } from "./scheme-options.js";
 import {
   encodeLogExtension,
@@ -238,8 +239,11 @@ export class LogScheme extends EagerScheme {
     try {
       const copies = this.pending.all();
       if (copies.length) {
-        for (const p of copies) if (p.newHost < 0) p.newHost = this.allocateNew();
-        const runs = PendingState.fillRuns(copies, cs);
+        // New clusters in the order of the old ones: where the old clusters are neighbours the new ones are
+        // too, and the fill of one cluster's tail and the next one's head is one copy (or one clone).
+        for (const p of [...copies].sort((a, b) => a.oldHost - b.oldHost)) if (p.newHost < 0) p.newHost = this.allocateNew();
+        const shared = this.shareWhole(copies);
+        const runs = PendingState.fillRuns(copies.filter((p) => !shared.has(p)), cs).concat(PendingState.fillRuns([...shared], cs, undefined, false));
         performRuns(
           runs,
           (buf, off) => {
@@ -264,6 +268,31 @@ export class LogScheme extends EagerScheme {
       this.applying = false;
     }
     this.costs.applyMs += performance.now() - t;
+  }
+
+  /**
+   * Where the file shares extents (XFS with reflink, btrfs: cow-copy.ts), each new cluster is made to share
+   * its old one whole — neighbours in one clone, as the apply allocates them in the old ones' order — so that
+   * only the guest's bytes remain to be copied over it from the log. Returns the copies shared so. A copy
+   * whose new cluster already holds some of the guest's bytes, or that cannot be shared whole, is left to
+   * the fill.
+   */
+  private shareWhole(copies: readonly PendingCopy[]): Set<PendingCopy> {
+    const cs = this.host.clusterSize;
+    const shared = new Set<PendingCopy>();
+    const candidates = copies.filter((p) => p.ranges.segs.every((s) => s.host < p.newHost || s.host >= p.newHost + cs)).sort((a, b) => a.newHost - b.newHost);
+    for (let i = 0; i < candidates.length; ) {
+      let j = i + 1;
+      while (j < candidates.length && j - i < 256 && candidates[j]!.oldHost === candidates[j - 1]!.oldHost + cs && candidates[j]!.newHost === candidates[j - 1]!.newHost + cs) j++;
+      const first = candidates[i]!;
+      // Shared in part only (an old cluster ending past the end of the file): the fill copies those whole,
+      // over what was shared.
+      if (this.host.shareCopy({ src: first.oldHost, dst: first.newHost, length: (j - i) * cs }).length === 0) {
+        for (let k = i; k < j; k++) shared.add(candidates[k]!);
+      }
+      i = j;
+    }
+    return shared;
   }
 
   /** Starts an empty log (a new first sequence number) and clears the bit; both ride the next flush. */

@@ -42,6 +42,7 @@ export function openTaskImage(task: Omit<ServeTask, "ring">): OpenedImage {
       schemeOptions: task.schemeOptions,
       alloc: task.alloc,
       order: task.order,
+      noReflink: task.noReflink,
       cache: task.cache,
       readOnly: task.readOnly,
       format: task.format,

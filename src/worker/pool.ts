@@ -94,6 +94,7 @@ export class ImagePool {
         schemeOptions: opts.schemeOptions,
         alloc: opts.alloc,
         order: opts.order,
+        noReflink: opts.noReflink,
         cache: opts.cache,
         readOnly,
         format: opts.format,

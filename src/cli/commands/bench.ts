@@ -4,16 +4,17 @@
  */
 import * as fs from "node:fs";
 import type { CacheMode } from "../../engine/types.js";
-import { machine } from "../../bench/machine.js";
+import { machine, refcowVersion } from "../../bench/machine.js";
 import { benchExitStatus, runMatrix } from "../../bench/matrix.js";
 import { defaultOptions, parseAllocList } from "../../bench/options.js";
+import { parseShard, ShardPlan } from "../../bench/shard.js";
 import { formatRingBench, runRingBench } from "../../bench/ring.js";
 import { fullAnswer, table, writeOutputs } from "../../report/report.js";
 import { type CliIo, processIo } from "../command.js";
 import { UsageError } from "../errors.js";
 
 export const BENCH_USAGE =
-  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-fio] [--fio-depths 1,16] [--no-order-qemu] [--no-ops] [--in-process] | --ring";
+  "bench [--quick] [--out DIR] [--schemes a,b] [--alloc first-fit,append] [--cache writethrough,writeback] [--workloads rand4k-per-cluster,seq,trace] [--trace FILE] [--clusters N] [--reps N] [--no-qemu] [--no-fio] [--fio-depths 1,16] [--no-order-qemu] [--no-ops] [--in-process] [--no-reflink] [--shard i/N] | --ring";
 
 export const BENCH_HELP = `usage: refcow ${BENCH_USAGE}
 
@@ -41,7 +42,10 @@ Options:
   --no-order-qemu         leave out eager --order qemu
   --no-ops                leave out the snapshot-operation timings
   --in-process            call the engine in the same thread instead of through the request ring
+  --no-reflink            copy every COW even where the file system could share it (XFS reflink, btrfs)
   --out DIR               write results.json, report.md and report.html to DIR
+  --shard i/N             run only shard i of N: every N-th cell of each part of the matrix from the i-th
+                          (all rounds of a cell in one shard); \`refcow report DIR...\` merges the shards' DIRs
   --ring                  the request ring's round trip against an in-process call
 `;
 
@@ -96,6 +100,14 @@ export async function benchCommand(argv: string[], io: CliIo = processIo): Promi
     else if (a === "--no-qemu") opts.qemu = false;
     else if (a === "--no-ops") opts.opSizes = [];
     else if (a === "--in-process") opts.inProcess = true;
+    else if (a === "--no-reflink") opts.noReflink = true;
+    else if (a === "--shard") {
+      try {
+        opts.shard = new ShardPlan(parseShard(v()));
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    }
     else throw new UsageError(`unknown option '${a}'`);
   }
   for (const w of opts.workloads) {
@@ -105,10 +117,12 @@ export async function benchCommand(argv: string[], io: CliIo = processIo): Promi
   const started = Date.now();
   opts.progress = (m) => io.err(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
   const results = await runMatrix(opts);
+  results.shard = opts.shard?.record();
   io.out(table(results.rows, results.fio, results.missing, results.failed));
   io.out(`\n${fullAnswer({ ...results, options: { schemes: opts.schemes } })}\n`);
   if (out) {
-    await writeOutputs(out, results, machine(opts.dir), { ...opts, progress: undefined });
+    // The options as shards must share them to merge: not the scratch folder, not the shard itself.
+    await writeOutputs(out, results, machine(opts.dir), { ...opts, progress: undefined, dir: undefined, shard: undefined }, [], refcowVersion());
     io.err(`results written to ${out}/results.json, ${out}/report.md and ${out}/report.html\n`);
   }
   fs.rmSync(opts.dir, { recursive: true, force: true });

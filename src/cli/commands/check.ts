@@ -16,7 +16,7 @@ import type { CliIo } from "../command.js";
 import { type CheckResult, Qcow2Image, type RepairMode } from "../engine.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
-import { ALLOC_LONG, closing, FORCE_SHARE_LONG, HELP_LONG, ioOf, OUTPUT_LONG, oneFilename, outputFormat, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { ALLOC_LONG, closing, FORCE_SHARE_LONG, HELP_LONG, ioOf, NO_REFLINK_LONG, OUTPUT_LONG, oneFilename, outputFormat, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 
 function toCheckData(filename: string, r: CheckResult): ImageCheckData {
   return {
@@ -40,7 +40,7 @@ export async function checkCommand(argv: string[], io0?: CliIo): Promise<number>
   const parsed = parseCommandArgs(
     "check",
     argv,
-    { short: "hf:r:T:t:qU", long: [HELP_LONG, OUTPUT_LONG, SCHEME_LONG, SCHEME_OPT_LONG, ALLOC_LONG, FORCE_SHARE_LONG, { name: "repair", arg: true, key: "r" }] },
+    { short: "hf:r:T:t:qU", long: [HELP_LONG, OUTPUT_LONG, SCHEME_LONG, SCHEME_OPT_LONG, ALLOC_LONG, NO_REFLINK_LONG, FORCE_SHARE_LONG, { name: "repair", arg: true, key: "r" }] },
     io,
   );
   if (!parsed) return 0;
@@ -68,6 +68,7 @@ export async function checkCommand(argv: string[], io0?: CliIo): Promise<number>
     cache,
     ...schemeChoice(parsed),
     alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
+    noReflink: hasFlag(parsed, "no-reflink") || undefined,
   });
   const warning = probedRawWarning(opened, readOnly);
   if (warning) io.err(warning);

@@ -10,6 +10,8 @@ export const OUTPUT_LONG: LongOption = { name: "output", arg: true };
 export const SCHEME_LONG: LongOption = { name: "scheme", arg: true };
 export const SCHEME_OPT_LONG: LongOption = { name: "scheme-opt", arg: true };
 export const ALLOC_LONG: LongOption = { name: "alloc", arg: true };
+/** --no-reflink: copy the untouched part of a COW cluster even where the file system could share it. */
+export const NO_REFLINK_LONG: LongOption = { name: "no-reflink", arg: false };
 export const FORCE_SHARE_LONG: LongOption = { name: "force-share", arg: false, key: "U" };
 
 /** Parses argv; returns undefined after printing help when -h/--help was given. */

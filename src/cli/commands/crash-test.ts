@@ -14,7 +14,7 @@ import { CliError, UsageError } from "../errors.js";
 import { HELP_LONG, ioOf } from "./common.js";
 
 export const CRASH_TEST_USAGE =
-  "crash-test [--scheme S,...] [-t cache,...] [--seed N] [--seeds N] [--steps N] [--geometry G] [--alloc P] [--torn N|all] [--subsets N] [--qemu-sample N|all] [--check-sample N] [--at OP]";
+  "crash-test [--scheme S,...] [-t cache,...] [--seed N] [--seeds N] [--steps N] [--geometry G] [--alloc P] [--reflink] [--torn N|all] [--subsets N] [--qemu-sample N|all] [--check-sample N] [--at OP]";
 
 export const CRASH_TEST_HELP =
   "Runs seeded workloads (writes, zero writes, discards, flushes, snapshot create/apply/delete, checkpoints,\n" +
@@ -24,6 +24,7 @@ export const CRASH_TEST_HELP =
   "Defaults: every scheme, -t writeback,writethrough, --seed 1 --seeds 3 --steps 60,\n" +
   `--qemu-sample 12, --check-sample 6, geometries rotating by seed (${CRASH_GEOMETRIES.map((g) => g.name).join(", ")}), --alloc append\n` +
   "for odd seeds and first-fit for even ones.\n" +
+  "--reflink: the file shares extents (copy-free COW, at 512-byte blocks): each clone is a crash point too.\n" +
   "Exit code 1 when any state failed; each reported failure comes with the command line that reruns it.\n";
 
 function positive(v: string | undefined, what: string, min = 1): number | undefined {
@@ -45,6 +46,7 @@ export async function crashTestCommand(argv: string[], io0?: CliIo): Promise<num
       { name: "steps", arg: true },
       { name: "geometry", arg: true },
       { name: "alloc", arg: true },
+      { name: "reflink", arg: false },
       { name: "torn", arg: true },
       { name: "subsets", arg: true },
       { name: "qemu-sample", arg: true },
@@ -83,6 +85,7 @@ export async function crashTestCommand(argv: string[], io0?: CliIo): Promise<num
     if (!ALLOC_POLICIES.includes(alloc as AllocPolicyName)) throw new UsageError(`unknown allocation policy '${alloc}' (available: ${ALLOC_POLICIES.join(", ")})`);
     opts.alloc = alloc as AllocPolicyName;
   }
+  if (hasFlag(parsed, "reflink")) opts.reflink = true;
   const torn = lastValue(parsed, "torn");
   if (torn !== undefined) opts.torn = torn === "all" ? Infinity : positive(torn, "--torn", 0);
   const sample = lastValue(parsed, "qemu-sample");

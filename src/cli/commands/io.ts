@@ -17,7 +17,7 @@ import { runIoCommand } from "../io/table.js";
 import { type Disk, formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
 import { OverlayFile } from "../overlay-file.js";
 import { statsTable } from "../stats-output.js";
-import { ALLOC_LONG, closing, HELP_LONG, ioOf, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { ALLOC_LONG, closing, HELP_LONG, ioOf, NO_REFLINK_LONG, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { qcow2Specific } from "./info.js";
 
 /** qemu-io's open: the open options (ImageOpenOptions) and its own. */
@@ -103,6 +103,7 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
     scheme: opts.scheme,
     schemeOptions: opts.schemeOptions,
     alloc: opts.alloc,
+    noReflink: opts.noReflink,
     wrapFile: opts.snapshot ? (f) => new OverlayFile(f) : undefined,
   });
   const disk = opened.disk;
@@ -120,7 +121,7 @@ export async function openForIo(path: string, opts: IoOpenOptions): Promise<Open
  * for, as the worker would have opened it, and closed cleanly; then probed.
  */
 function probeForServing(path: string, opts: IoOpenOptions): ReturnType<typeof openImage> {
-  const open = (readOnly: boolean) => openImage({ path, format: opts.format, readOnly, cache: opts.cache, scheme: readOnly ? undefined : opts.scheme, schemeOptions: readOnly ? undefined : opts.schemeOptions, alloc: opts.alloc });
+  const open = (readOnly: boolean) => openImage({ path, format: opts.format, readOnly, cache: opts.cache, scheme: readOnly ? undefined : opts.scheme, schemeOptions: readOnly ? undefined : opts.schemeOptions, alloc: opts.alloc, noReflink: opts.noReflink });
   try {
     return open(true);
   } catch (e) {
@@ -144,7 +145,7 @@ async function openServedForIo(path: string, opts: IoOpenOptions): Promise<Opene
   const extendedL2 = probe.disk instanceof Qcow2Image && probe.disk.extendedL2;
   const format = probe.disk instanceof Qcow2Image ? "qcow2" : "raw";
   probe.disk.close();
-  const client = await openServedImage(path, { scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly, format });
+  const client = await openServedImage(path, { scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, noReflink: opts.noReflink, cache: opts.cache, readOnly: opts.readOnly, format });
   let lastStats: CostBreakdown | undefined;
   return {
     target: {
@@ -205,6 +206,7 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
         SCHEME_LONG,
         SCHEME_OPT_LONG,
         ALLOC_LONG,
+        NO_REFLINK_LONG,
         { name: "cmd", arg: true, key: "c" },
         { name: "format", arg: true, key: "f" },
         { name: "read-only", arg: false, key: "r" },
@@ -244,9 +246,10 @@ export async function ioCommand(argv: string[], io0?: CliIo): Promise<number> {
   const { scheme, schemeOptions } = schemeChoice(parsed);
   const alloc = parseAllocPolicy(lastValue(parsed, "alloc"));
   const inProcess = hasFlag(parsed, "in-process");
+  const noReflink = hasFlag(parsed, "no-reflink") || undefined;
   /** Opens `file` as the command line or an `open` command asks; the error is QEMU's "can't open device". */
   const openSession = (file: string, o: { format?: "qcow2" | "raw"; readOnly: boolean; snapshot: boolean; cache: CacheMode }) =>
-    openForIo(file, { format: o.format, readOnly: o.readOnly, cache: o.cache, scheme, schemeOptions, alloc, snapshot: o.snapshot, inProcess }).catch((e: unknown) => {
+    openForIo(file, { format: o.format, readOnly: o.readOnly, cache: o.cache, scheme, schemeOptions, alloc, noReflink, snapshot: o.snapshot, inProcess }).catch((e: unknown) => {
       throw new CliError(`can't open device ${file}: ${(e as Error).message.replace(`Could not open '${file}': `, "")}`);
     });
   let current: OpenedIoTarget | undefined = await openSession(path, {

@@ -8,7 +8,7 @@ import { Qcow2Image, type SnapshotInfo } from "../engine.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { formatForOpen, openImage, parseAllocPolicy, parseCacheMode, probedRawWarning } from "../open.js";
 import { snapshotTable } from "../snapshot-output.js";
-import { ALLOC_LONG, closing, FORCE_SHARE_LONG, HELP_LONG, ioOf, oneFilename, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { ALLOC_LONG, closing, FORCE_SHARE_LONG, HELP_LONG, ioOf, NO_REFLINK_LONG, oneFilename, parseCommandArgs, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { snapshotRows } from "./info.js";
 
 type Action = { kind: "list" } | { kind: "create" | "apply" | "delete"; name: string };
@@ -23,7 +23,7 @@ export async function snapshotCommand(argv: string[], io0?: CliIo): Promise<numb
   const parsed = parseCommandArgs(
     "snapshot",
     argv,
-    { short: "la:c:d:f:hqt:U", long: [HELP_LONG, SCHEME_LONG, SCHEME_OPT_LONG, ALLOC_LONG, FORCE_SHARE_LONG] },
+    { short: "la:c:d:f:hqt:U", long: [HELP_LONG, SCHEME_LONG, SCHEME_OPT_LONG, ALLOC_LONG, NO_REFLINK_LONG, FORCE_SHARE_LONG] },
     io,
   );
   if (!parsed) return 0;
@@ -44,7 +44,7 @@ export async function snapshotCommand(argv: string[], io0?: CliIo): Promise<numb
   const cache = cacheArg === undefined ? undefined : parseCacheMode(cacheArg);
   const format = formatForOpen(lastValue(parsed, "f"), filename);
   const readOnly = action === undefined || action.kind === "list";
-  const opened = openImage({ path: filename, format, readOnly, cache, ...schemeChoice(parsed), alloc: parseAllocPolicy(lastValue(parsed, "alloc")) });
+  const opened = openImage({ path: filename, format, readOnly, cache, ...schemeChoice(parsed), alloc: parseAllocPolicy(lastValue(parsed, "alloc")), noReflink: hasFlag(parsed, "no-reflink") || undefined });
   const warning = probedRawWarning(opened, readOnly);
   if (warning) io.err(warning);
   const img = opened.disk;
