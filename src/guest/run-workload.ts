@@ -40,7 +40,7 @@ import { diffCosts } from "../io/accounting-file.js";
 import type { CacheMode, CostBreakdown, SchemeOptionValues } from "../engine/types.js";
 import { DEFAULT_CLUSTER_SIZE, DEFAULT_DISK_SIZE, GuestSession, type SnapshotTimings } from "./guest-session.js";
 import { decompose } from "./decomposition.js";
-import { parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
+import { guestIops, parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
 import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
@@ -303,11 +303,8 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     // The guest program's own rate: its requests over the span from the first submission to the last
     // completion, on the guest's clock (the closing fdatasync excluded).
     const gr = (reports[name] ?? []).find((r) => r.op === op);
-    if (gr && gr.startsNs.length > 0) {
-      let end = 0;
-      for (let i = 0; i < gr.startsNs.length; i++) end = Math.max(end, gr.startsNs[i]! + gr.latenciesNs[i]!);
-      if (end > 0) p.guest_iops = gr.startsNs.length / (end / 1e9);
-    }
+    const iops = gr && guestIops(gr);
+    if (iops !== undefined) p.guest_iops = iops;
   }
 
   let trace: GuestWorkloadResult["trace"];
