@@ -28,44 +28,24 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { loadavg } from "node:os";
-import type { CacheMode, SchemeOptionValues } from "../engine/types.js";
 import { createImagePath } from "../open/open-path.js";
 import { monitorCommand } from "../nbd/monitor-socket.js";
 import { column, type LatencyColumn } from "./decomposition.js";
 import { guestIops, parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
-import type { GuestDiskType } from "./guest-machine.js";
 import { DEFAULT_CLUSTER_SIZE, DEFAULT_DISK_SIZE } from "./guest-session.js";
 import { QEMU_DRIVE_ID, QemuMachine, type QemuAccel, type QemuDrive } from "./qemu-machine.js";
 import { RefcowNbdProcess } from "./refcow-nbd-process.js";
-import { resolveSnapshotPhase } from "./run-workload.js";
+import { resolveSnapshotPhase, runSnapshotName, type GuestRunOptions, type GuestRunSummary } from "./run-workload.js";
 import { PHASE_LINE } from "./serial-console.js";
 import { buildWorkload } from "./workloads.js";
 
 export const QEMU_BACKENDS = ["qemu", "qemu-lazy", "refcow"] as const;
 export type QemuBackend = (typeof QEMU_BACKENDS)[number];
 
-export interface QemuGuestOptions {
-  /** qcow2 image; created when missing (64 KiB clusters, `size`). */
-  image: string;
-  size?: number;
+/** As run-workload.ts's, the image created with 64 KiB clusters; `scheme` is refcow's (backend refcow only). */
+export interface QemuGuestOptions extends GuestRunOptions {
   backend: QemuBackend;
-  /** refcow's refcount scheme (backend refcow only; default eager). */
-  scheme?: string;
-  schemeOptions?: SchemeOptionValues;
-  cache?: CacheMode;
-  workload?: string;
-  clusters?: number;
-  seed?: number;
-  disk?: GuestDiskType;
-  iodepth?: number;
-  /** As run-workload.ts: a phase name, "middle" (default) or "none". */
-  snapshotAt?: string;
-  snapshotName?: string;
-  memoryMiB?: number;
-  cmdline?: string;
   accel?: QemuAccel;
-  signal?: AbortSignal;
-  onProgress?: (message: string, transient?: boolean) => void;
 }
 
 export interface QemuPhaseStats {
@@ -93,30 +73,15 @@ export interface QemuSnapshotTiming {
   createMs: number;
 }
 
-export interface QemuGuestResult {
+/** `scheme` is refcow's, or the backend's name for QEMU's own driver ("qemu", "qemu-lazy"); `bootMs` a cold boot. */
+export interface QemuGuestResult extends GuestRunSummary {
   emulator: "qemu";
   backend: QemuBackend;
   /** "kvm", "tcg", or "tcg (kvm failed: ...)". */
   accel: string;
   qemuVersion: string;
-  image: string;
-  /** refcow's scheme, or the backend's name for QEMU's own driver ("qemu", "qemu-lazy"). */
-  scheme: string;
-  cache: CacheMode;
-  workload: string;
-  size: number;
-  clusterSize: number;
-  created: boolean;
-  disk: GuestDiskType;
-  iodepth: number;
-  /** Cold boot to the command prompt, ms. */
-  bootMs: number;
-  phaseOrder: string[];
   phases: Record<string, QemuPhaseStats>;
   snapshot?: QemuSnapshotTiming;
-  ioTool: "refcow-io" | "dd";
-  workloadMs: number;
-  loadAverage: number[];
 }
 
 /** Creates the image for the backend when missing; says whether it did. */
@@ -144,17 +109,6 @@ function imageInfo(image: string): { size: number; clusterSize: number; snapshot
   return { size: info["virtual-size"], clusterSize: info["cluster-size"] ?? DEFAULT_CLUSTER_SIZE, snapshots: (info.snapshots ?? []).map((s) => s.name) };
 }
 
-function snapshotNameFor(existing: readonly string[], wanted: string | undefined, image: string): string {
-  if (wanted !== undefined) {
-    if (!wanted) throw new RangeError("the snapshot name must not be empty");
-    if (existing.includes(wanted)) throw new Error(`${image} already has a snapshot named '${wanted}'`);
-    return wanted;
-  }
-  let name = "refcow-run";
-  for (let i = 2; existing.includes(name); i++) name = `refcow-run-${i}`;
-  return name;
-}
-
 export async function runQemuGuestWorkload(o: QemuGuestOptions): Promise<QemuGuestResult> {
   const progress = o.onProgress ?? (() => undefined);
   if (!(QEMU_BACKENDS as readonly string[]).includes(o.backend)) throw new RangeError(`unknown backend '${o.backend}' (available: ${QEMU_BACKENDS.join(", ")})`);
@@ -170,7 +124,7 @@ export async function runQemuGuestWorkload(o: QemuGuestOptions): Promise<QemuGue
   const info = imageInfo(o.image);
   const w = buildWorkload(o.workload ?? "smoke", { diskSize: info.size, clusterSize: info.clusterSize, clusters: o.clusters, seed: o.seed, iodepth: o.iodepth });
   const snapshotPhase = resolveSnapshotPhase(w, o.snapshotAt);
-  const snapshotName = snapshotPhase === undefined ? "" : snapshotNameFor(info.snapshots, o.snapshotName, o.image);
+  const snapshotName = snapshotPhase === undefined ? "" : runSnapshotName(info.snapshots, o.snapshotName, o.image);
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-qemu-"));
   let server: RefcowNbdProcess | undefined;

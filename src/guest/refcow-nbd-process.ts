@@ -11,7 +11,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
+import { refcowBin } from "../bench/sources.js";
 import type { CacheMode, SchemeOptionValues } from "../engine/types.js";
 
 export interface RefcowNbdOptions {
@@ -23,15 +23,6 @@ export interface RefcowNbdOptions {
   schemeOptions?: SchemeOptionValues;
   /** Time allowed for the server to be ready, ms (default 60 s). */
   readyTimeoutMs?: number;
-}
-
-/** The command line's entry point: next to this module's build, or in dist/ when running from src/. */
-export function refcowBin(): string {
-  const here = fileURLToPath(new URL("../cli/bin.js", import.meta.url));
-  if (fs.existsSync(here)) return here;
-  const dist = fileURLToPath(new URL("../../dist/cli/bin.js", import.meta.url));
-  if (fs.existsSync(dist)) return dist;
-  throw new Error(`refcow's command line is not built (looked for ${here} and ${dist}): run 'npm run build'`);
 }
 
 export class RefcowNbdProcess {

@@ -195,32 +195,11 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
     await ensureGuestImage({ onProgress: (m) => onProgress(`[guest image] ${m}`) }).catch((e: unknown) => {
       throw new Error(`the guest image could not be built (run 'bash guest-images/build.sh' to see why): ${messageOf(e).split("\n")[0]}`);
     });
-    if (emulator === "qemu") {
-      result = await runQemuGuestWorkload({
-        signal: interrupt.signal,
-        image,
-        size,
-        backend: (backendArg ?? "refcow") as QemuBackend,
-        scheme: (backendArg ?? "refcow") === "refcow" ? scheme : undefined,
-        schemeOptions,
-        cache,
-        workload,
-        clusters: positiveInt("--clusters", lastValue(parsed, "clusters")),
-        seed: positiveInt("--seed", lastValue(parsed, "seed")),
-        disk,
-        iodepth,
-        snapshotAt: lastValue(parsed, "snapshot-at"),
-        snapshotName: lastValue(parsed, "snapshot-name"),
-        memoryMiB: positiveInt("--memory", lastValue(parsed, "memory")),
-        cmdline: kernelArgs === undefined ? undefined : `${DEFAULT_CMDLINE} ${kernelArgs}`,
-        accel: accelArg as QemuAccel | undefined,
-        onProgress,
-      });
-    } else result = await runGuestWorkload({
+    // What both emulators take alike.
+    const common = {
       signal: interrupt.signal,
       image,
       size,
-      scheme,
       schemeOptions,
       cache,
       workload,
@@ -230,14 +209,23 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
       iodepth,
       snapshotAt: lastValue(parsed, "snapshot-at"),
       snapshotName: lastValue(parsed, "snapshot-name"),
-      savevm: hasFlag(parsed, "savevm"),
-      trace: lastValue(parsed, "trace"),
-      warmStart: !hasFlag(parsed, "cold"),
       memoryMiB: positiveInt("--memory", lastValue(parsed, "memory")),
       cmdline: kernelArgs === undefined ? undefined : `${DEFAULT_CMDLINE} ${kernelArgs}`,
-      cuts,
       onProgress,
-    });
+    } as const;
+    if (emulator === "qemu") {
+      const backend = (backendArg ?? "refcow") as QemuBackend;
+      result = await runQemuGuestWorkload({ ...common, backend, scheme: backend === "refcow" ? scheme : undefined, accel: accelArg as QemuAccel | undefined });
+    } else {
+      result = await runGuestWorkload({
+        ...common,
+        scheme,
+        savevm: hasFlag(parsed, "savevm"),
+        trace: lastValue(parsed, "trace"),
+        warmStart: !hasFlag(parsed, "cold"),
+        cuts,
+      });
+    }
   } catch (e) {
     if (transientShown) io.err("\r\x1b[K");
     if (interrupt.signal.aborted) throw new CliError("run: interrupted; the image was closed", 130);
