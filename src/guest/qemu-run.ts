@@ -130,7 +130,8 @@ export async function runQemuGuestWorkload(o: QemuGuestOptions): Promise<QemuGue
   let server: RefcowNbdProcess | undefined;
   let machine: QemuMachine | undefined;
   let onLine: (line: string) => void = () => undefined;
-  const abort = () => void machine?.kill();
+  // Interrupted: QEMU quits over QMP (closing the image cleanly); the command being waited for then fails.
+  const abort = () => void machine?.quit(30_000).catch(() => machine?.kill());
   o.signal?.addEventListener("abort", abort, { once: true });
   try {
     let drive: QemuDrive;
