@@ -128,3 +128,10 @@ export function checkClock(report: GuestIoReport, hostSubmitMs: readonly number[
   const driftUs = offset(last) - offset(first);
   return { guestSpanUs, hostSpanUs, driftUs, driftPpm: (driftUs / hostSpanUs) * 1e6 };
 }
+
+/** The program's requests per second of guest time, from its first submission to its last completion. */
+export function guestIops(r: GuestIoReport): number | undefined {
+  let end = 0;
+  for (let i = 0; i < r.startsNs.length; i++) end = Math.max(end, r.startsNs[i]! + r.latenciesNs[i]!);
+  return end > 0 ? r.startsNs.length / (end / 1e9) : undefined;
+}

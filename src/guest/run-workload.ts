@@ -40,7 +40,7 @@ import { diffCosts } from "../io/accounting-file.js";
 import type { CacheMode, CostBreakdown, ImageOpenOptions } from "../engine/types.js";
 import { DEFAULT_CLUSTER_SIZE, DEFAULT_DISK_SIZE, GuestSession, type SnapshotTimings } from "./guest-session.js";
 import { decompose } from "./decomposition.js";
-import { parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
+import { guestIops, parseGuestIoReports, type GuestIoReport } from "./guest-io-report.js";
 import { phaseStats, type PhaseStats } from "./latency-stats.js";
 import { traceFromRecords, writeTrace, type TraceSnapshotEvent } from "./trace.js";
 import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js";
@@ -48,8 +48,11 @@ import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
 import type { GuestDiskType } from "./guest-machine.js";
 import type { VirtioPhaseSummary } from "./request-recorder.js";
 
-/** The image's open options are ImageOpenOptions' scheme, scheme options and cache mode (as GuestSession's). */
-export interface GuestWorkloadOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "cache"> {
+/**
+ * What a guest run takes under either emulator (QEMU's: qemu-run.ts's QemuGuestOptions). The image's open
+ * options are ImageOpenOptions' scheme, scheme options and cache mode (as GuestSession's).
+ */
+export interface GuestRunOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "cache"> {
   /** qcow2 image; created when missing. */
   image: string;
   /** Virtual size in bytes when the image is created (default 256 MiB). */
@@ -71,18 +74,8 @@ export interface GuestWorkloadOptions extends Pick<ImageOpenOptions, "scheme" | 
    * of that name; a name given here must not exist yet.
    */
   snapshotName?: string;
-  /** Save the VM state in the snapshot (savevm). */
-  savevm?: boolean;
-  /** Write a disk trace of the workload to this file. */
-  trace?: string;
-  /** Resume the cached warm-start state (default true); false boots cold. */
-  warmStart?: boolean;
-  /** Read the engine's cost records around each phase (default true). */
-  engineStats?: boolean;
   memoryMiB?: number;
   cmdline?: string;
-  /** Which cuts of the guest-to-engine delay are on (default all; latency-cuts.ts). */
-  cuts?: LatencyCuts;
   /**
    * Aborting stops the run: the guest is stopped and the image closed cleanly, and the call rejects with
    * an Error "interrupted".
@@ -92,7 +85,21 @@ export interface GuestWorkloadOptions extends Pick<ImageOpenOptions, "scheme" | 
   onProgress?: (message: string, transient?: boolean) => void;
 }
 
-export interface GuestWorkloadResult {
+export interface GuestWorkloadOptions extends GuestRunOptions {
+  /** Save the VM state in the snapshot (savevm). */
+  savevm?: boolean;
+  /** Write a disk trace of the workload to this file. */
+  trace?: string;
+  /** Resume the cached warm-start state (default true); false boots cold. */
+  warmStart?: boolean;
+  /** Read the engine's cost records around each phase (default true). */
+  engineStats?: boolean;
+  /** Which cuts of the guest-to-engine delay are on (default all; latency-cuts.ts). */
+  cuts?: LatencyCuts;
+}
+
+/** What a guest run reports under either emulator (QEMU's: qemu-run.ts's QemuGuestResult). */
+export interface GuestRunSummary {
   image: string;
   scheme: string;
   cache: CacheMode;
@@ -107,21 +114,28 @@ export interface GuestWorkloadResult {
   iodepth: number;
   /** ms to the command prompt (the warm start, or the cold boot with `warmStart: false`). */
   bootMs: number;
-  warm: boolean;
-  /** ms of the cold boot that prepared the warm-start state, when it was not cached yet. */
-  warmStatePreparedMs?: number;
   /** The workload's phases, in order. */
   phaseOrder: string[];
-  phases: Record<string, PhaseStats>;
-  /** The snapshot, when one was taken. */
-  snapshot?: SnapshotTimings;
-  /** The engine's per-purpose costs during each phase (absent when the engine keeps none). */
-  engineStats?: Record<string, CostBreakdown>;
   /**
    * How rand4k and overwrite issued their writes: "refcow-io" (back to back from one guest process) or "dd"
    * (one busybox dd per write, in a guest image built without a C compiler).
    */
   ioTool: "refcow-io" | "dd";
+  /** ms from the first phase's start to the last one's end. */
+  workloadMs: number;
+  /** Host load averages (1, 5, 15 min) at the end: the latencies are host time on a shared machine. */
+  loadAverage: number[];
+}
+
+export interface GuestWorkloadResult extends GuestRunSummary {
+  warm: boolean;
+  /** ms of the cold boot that prepared the warm-start state, when it was not cached yet. */
+  warmStatePreparedMs?: number;
+  phases: Record<string, PhaseStats>;
+  /** The snapshot, when one was taken. */
+  snapshot?: SnapshotTimings;
+  /** The engine's per-purpose costs during each phase (absent when the engine keeps none). */
+  engineStats?: Record<string, CostBreakdown>;
   /** FLUSH CACHE commands the guest sent during the workload. */
   guestFlushes: number;
   /**
@@ -132,10 +146,6 @@ export interface GuestWorkloadResult {
   /** The cuts of the guest-to-engine delay that were on ("all", "none" or a list; latency-cuts.ts). */
   cuts: string;
   trace?: { file: string; events: number };
-  /** ms from the first phase's start to the last one's end. */
-  workloadMs: number;
-  /** Host load averages (1, 5, 15 min) at the end: the latencies are host time on a shared machine. */
-  loadAverage: number[];
 }
 
 /** The phase to snapshot before, or undefined for none. Throws a clear error for an unknown phase. */
@@ -183,16 +193,24 @@ export async function runGuestWorkload(o: GuestWorkloadOptions): Promise<GuestWo
   }
 }
 
-async function pickSnapshotName(s: GuestSession, wanted: string | undefined): Promise<string> {
-  const names = new Set((await s.client.snapshotList()).map((sn) => sn.name));
+/**
+ * The run's snapshot name: `wanted` (not empty, not taken), or "refcow-run", "refcow-run-2"... whichever is
+ * free among `existing`.
+ */
+export function runSnapshotName(existing: readonly string[], wanted: string | undefined, image: string): string {
+  const names = new Set(existing);
   if (wanted !== undefined) {
     if (!wanted) throw new RangeError("the snapshot name must not be empty");
-    if (names.has(wanted)) throw new Error(`${s.image} already has a snapshot named '${wanted}'`);
+    if (names.has(wanted)) throw new Error(`${image} already has a snapshot named '${wanted}'`);
     return wanted;
   }
   let name = "refcow-run";
   for (let i = 2; names.has(name); i++) name = `refcow-run-${i}`;
   return name;
+}
+
+async function pickSnapshotName(s: GuestSession, wanted: string | undefined): Promise<string> {
+  return runSnapshotName((await s.client.snapshotList()).map((sn) => sn.name), wanted, s.image);
 }
 
 async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: string, transient?: boolean) => void): Promise<GuestWorkloadResult> {
@@ -300,11 +318,8 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     // The guest program's own rate: its requests over the span from the first submission to the last
     // completion, on the guest's clock (the closing fdatasync excluded).
     const gr = (reports[name] ?? []).find((r) => r.op === op);
-    if (gr && gr.startsNs.length > 0) {
-      let end = 0;
-      for (let i = 0; i < gr.startsNs.length; i++) end = Math.max(end, gr.startsNs[i]! + gr.latenciesNs[i]!);
-      if (end > 0) p.guest_iops = gr.startsNs.length / (end / 1e9);
-    }
+    const iops = gr && guestIops(gr);
+    if (iops !== undefined) p.guest_iops = iops;
   }
 
   let trace: GuestWorkloadResult["trace"];

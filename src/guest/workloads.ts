@@ -190,9 +190,13 @@ function randomOffsets(n: number, blocks: number, seed: number): string {
   return `awk -v n=${n} -v b=${blocks} -v s=${seed} 'BEGIN{srand(s);for(i=0;i<n;i++)print int(rand()*b)*${BLOCK}}' > /tmp/order`;
 }
 
-function phase(name: string, description: string, prep: string, body: string, requests: number): WorkloadPhase {
+/** Time allowed per warm-up write in a phase's prep (a hang guard: on a loaded two-core machine v86 took ~8 ms). */
+const WARM_UP_MS_PER_WRITE = 20;
+
+/** `prepWrites`: writes the prep issues before the phase is announced (the warm-up), counted in its time limit. */
+function phase(name: string, description: string, prep: string, body: string, requests: number, prepWrites = 0): WorkloadPhase {
   const parts = [prep, announce(name), body].filter((p) => p.length > 0);
-  return { name, description, command: parts.join("; "), timeoutMs: 120_000 + requests * 1000 };
+  return { name, description, command: parts.join("; "), timeoutMs: 120_000 + requests * 1000 + prepWrites * WARM_UP_MS_PER_WRITE };
 }
 
 function checkParams(p: WorkloadParams): void {
@@ -309,6 +313,7 @@ function rand4k(p: WorkloadParams): Workload {
         `yes refcow-rand4k-${ph} | head -c ${BLOCK} > /tmp/blk; ${shuffledOffsets(n, stride, seed + k)}${ph === "in-place" ? `; ${warmUpWrites(n, p.iodepth)}` : ""}`,
         writeListedOffsetsAndSync(p.iodepth),
         n + 1,
+        ph === "in-place" ? guestWarmUpRequests(p.iodepth) : 0,
       ),
     ),
   };
@@ -352,6 +357,7 @@ function overwrite(p: WorkloadParams): Workload {
       `yes refcow-overwrite-${ph} | head -c ${BLOCK} > /tmp/blk; ${randomOffsets(m, r.blocks, seed + k)}${ph === "in-place" ? `; ${warmUpWrites(m, p.iodepth)}` : ""}`,
       writeListedOffsetsAndSync(p.iodepth),
       m + 1,
+      ph === "in-place" ? guestWarmUpRequests(p.iodepth) : 0,
     );
   return {
     name: "overwrite",

@@ -11,6 +11,7 @@ import type { CacheMode, ImageOpenOptions } from "../engine/types.js";
 import { openTaskImage } from "../worker/node-worker.js";
 import { type DetectZeroes, type DiscardMode, inlineExport, type InlineExportSettings } from "./export.js";
 import { inlineDisk } from "./inline-disk.js";
+import { isMonitorRequest, serveMonitorRequest } from "./monitor-socket.js";
 import { type ListenAddress, NbdServer } from "./server.js";
 import type { TlsSettings } from "./tls.js";
 import { warmUp } from "./warm-up.js";
@@ -99,6 +100,8 @@ async function main(d: ExportWorkerData): Promise<void> {
   }
   const onMessage = (m: { type?: string }): void => {
     if (m?.type === "stop") void server.stop();
+    // refcow nbd --monitor: served here, between two NBD requests.
+    else if (isMonitorRequest(m)) parentPort!.postMessage(serveMonitorRequest(img, m));
   };
   parentPort!.on("message", onMessage);
   post({ type: "ready" });

@@ -6,7 +6,20 @@
  * "guest-<name>"), one per scheme, cache mode and phase, over the repetitions.
  */
 import { amortized, spread } from "../stats/latency.js";
-import type { GuestPhase, GuestResult, ResultRow } from "./results.js";
+import type { FailedSource, GuestPhase, GuestResult, ResultRow } from "./results.js";
+
+/**
+ * The runs under v86 on refcow's worker ring: the ones with the four clocks, which the guest tables, charts
+ * and rows are about (QEMU's runs are set beside them in emulator-section.ts).
+ */
+export function v86Runs(guest: readonly GuestResult[]): GuestResult[] {
+  return guest.filter((g) => (g.emulator ?? "v86") === "v86");
+}
+
+/** The failures of v86 runs and of everything else (the QEMU runs' are emulator-section.ts's). */
+export function v86Failures(failed: readonly FailedSource[]): FailedSource[] {
+  return failed.filter((f) => f.part !== "guest" || (f.emulator ?? "v86") === "v86");
+}
 
 /** What the guest program saw of a phase's writes: the app clock when it ran, else the device's. */
 export function guestSeen(p: GuestPhase): { median: number; p99: number } {

@@ -8,6 +8,8 @@ import { failureLine } from "./failures.js";
 import { buildCharts, renderSvg } from "./charts.js";
 import { groupTimes, COST_GROUPS } from "./cost-groups.js";
 import { guestClockTable, guestFailures, guestRanking, guestRatioTable, type TableModel } from "./guest-section.js";
+import { v86Failures, v86Runs } from "./guest-results.js";
+import { EMULATOR_NOTE, emulatorTable, hasOtherEmulators } from "./emulator-section.js";
 import type { FailedSource, FioRow, GuestResult, MissingSource, ResultRow, ResultsFile } from "./results.js";
 import { schemeLabel } from "./scheme-label.js";
 import { failedWriteCells, failedWriteEntries, fioCheckCells, fioCrossCheck, fioDepthRows, FIO_CHECK_HEAD, FIO_DEPTH_HEAD, flushSplitCells, flushSplits, FLUSH_SPLIT_HEAD, rowName, STATISTICS_NOTE, WRITE_HEAD, writeCells, writeRowsOf } from "./report-tables.js";
@@ -102,8 +104,10 @@ function opsTable(rows: ResultRow[]): string {
   return htmlTable(["scheme", "allocated", ...names.map((n) => `${n} ms (median)`)], body, 2) + note;
 }
 
+const tableOf = (m: TableModel) => (m.body.length ? htmlTable(m.head, m.body, m.numericFrom) : "");
+
 function guestSection(guest: GuestResult[], rows: ResultRow[], failed: FailedSource[]): string {
-  const t = (m: TableModel) => (m.body.length ? htmlTable(m.head, m.body, m.numericFrom) : "");
+  const t = tableOf;
   const ranking = [...guestRanking(guest, rows, failed), ...guestFailures(failed)].map((l) => `<li>${esc(l)}</li>`).join("");
   const checks = guest.map((g) => `${g.scheme} ${g.cache}${g.rep ? ` #${g.rep}` : ""}: ${g.check ?? "not checked"}`).join("; ");
   return [
@@ -129,7 +133,8 @@ tr.baseline td { background: #fafafa; } tr.failed td, li.failed { color: #a4161a
 `;
 
 export async function renderHtml(results: ResultsFile, answer: AnswerModel, details: string[]): Promise<string> {
-  const guest = results.guest ?? [];
+  const guest = v86Runs(results.guest ?? []);
+  const guestFailed = v86Failures(results.failed ?? []);
   const charts = buildCharts(results.rows, guest);
   const figures: string[] = [];
   for (const c of charts) {
@@ -142,7 +147,10 @@ export async function renderHtml(results: ResultsFile, answer: AnswerModel, deta
     `<h2>Answer</h2>${answerHtml(answer, details)}`,
     failedAndMissing(results.failed ?? [], results.missing ?? []),
     `<h2>Charts</h2>${figures.join("\n")}`,
-    guest.length || guestFailures(results.failed ?? []).length ? `<h2>Guest runs</h2>${guestSection(guest, results.rows, results.failed ?? [])}` : "",
+    guest.length || guestFailures(guestFailed).length ? `<h2>Guest runs</h2>${guestSection(guest, results.rows, guestFailed)}` : "",
+    hasOtherEmulators(results.guest ?? [], results.failed ?? [])
+      ? `<h2>The guest under v86 and under QEMU</h2><p>${esc(EMULATOR_NOTE)}</p>${tableOf(emulatorTable(results.guest ?? [], results.rows, results.failed ?? []))}`
+      : "",
     `<h2>Write latency</h2><p>${esc(STATISTICS_NOTE)}.</p>${writeTable(results.rows, results.failed ?? [])}`,
     flushSplitTable(results.rows),
     fioSections(results.rows, results.fio ?? []),

@@ -12,8 +12,9 @@ import { type AnswerModel, answerText, buildAnswer } from "./answer.js";
 import { failureLine } from "./failures.js";
 import { COST_GROUPS, groupTimes, hostTotals } from "./cost-groups.js";
 import { schemeLabel } from "./scheme-label.js";
-import { guestRows } from "./guest-results.js";
-import { guestAnswer, guestSectionMarkdown } from "./guest-section.js";
+import { guestRows, v86Failures, v86Runs } from "./guest-results.js";
+import { EMULATOR_NOTE, emulatorTable, hasOtherEmulators } from "./emulator-section.js";
+import { guestAnswer, guestSectionMarkdown, textTable } from "./guest-section.js";
 import { renderHtml } from "./report-html.js";
 import { baseRow, formatRatio, QEMU_BASE, ratioOf } from "./ratios.js";
 import type { Spread } from "../stats/latency.js";
@@ -182,7 +183,7 @@ export function answerOf(results: ReportInput): AnswerModel {
 
 /** The paragraphs below the answer: the host figures, then the guest runs. */
 export function detailParagraphs(results: ReportInput): string[] {
-  const guest = guestAnswer(results.guest ?? []);
+  const guest = guestAnswer(v86Runs(results.guest ?? []));
   return [...details(results.rows, results.fio ?? [], results.missing ?? [], results.failed ?? []), ...(guest ? [guest] : [])];
 }
 
@@ -205,9 +206,17 @@ function failedMarkdown(failed: FailedSource[], missing: MissingSource[]): strin
   ].join("\n");
 }
 
+/** The guest under v86 and under QEMU, side by side (emulator-section.ts); "" when only v86 ran. */
+function emulatorMarkdown(results: ResultsFile): string {
+  const guest = results.guest ?? [];
+  const failed = results.failed ?? [];
+  if (!hasOtherEmulators(guest, failed)) return "";
+  return ["## The guest under v86 and under QEMU", "", EMULATOR_NOTE, "", "```", textTable(emulatorTable(guest, results.rows, failed)).trimEnd(), "```", ""].join("\n");
+}
+
 function markdown(results: ResultsFile): string {
   const m = results.machine;
-  const allRows = [...results.rows, ...guestRows(results.guest ?? [])];
+  const allRows = [...results.rows, ...guestRows(v86Runs(results.guest ?? []))];
   return [
     "# refcow: write latency after an internal snapshot",
     "",
@@ -225,7 +234,8 @@ function markdown(results: ResultsFile): string {
     table(allRows, results.fio ?? [], [], results.failed ?? []).trimEnd(),
     "```",
     "",
-    guestSectionMarkdown(results.guest ?? [], results.rows, results.failed ?? []),
+    guestSectionMarkdown(v86Runs(results.guest ?? []), results.rows, v86Failures(results.failed ?? [])),
+    emulatorMarkdown(results),
     "Charts: report.html.",
     "",
   ].join("\n");

@@ -185,6 +185,9 @@ export type FailurePart = "write matrix" | "trace replay" | "fio" | "snapshot-op
 
 export interface FailedSource {
   part: FailurePart;
+  /** A guest run's emulator and backend (GuestResult's), when not v86 on refcow. */
+  emulator?: "v86" | "qemu";
+  backend?: string;
   /** The source as the report names it: "eager (ring)", "QEMU (nbd)", "owner (guest)". */
   name: string;
   source?: "refcow" | "qemu" | "raw";
@@ -249,6 +252,16 @@ export interface GuestSnapshotTiming {
 }
 
 export interface GuestResult {
+  /** The emulator the guest ran under: "v86" (when absent) or "qemu" (src/guest/qemu-run.ts). */
+  emulator?: "v86" | "qemu";
+  /**
+   * The image's block driver under the guest's disk: "refcow" (when absent; under v86 the worker ring, under
+   * QEMU `refcow nbd` through QEMU's nbd driver), "qemu" (QEMU's qcow2) or "qemu-lazy" (lazy_refcounts=on).
+   */
+  backend?: string;
+  /** QEMU's accelerator ("kvm", "tcg", "tcg (kvm failed: ...)"). */
+  accel?: string;
+  /** refcow's scheme, or the backend's name for QEMU's own driver. */
   scheme: string;
   cache: ResultRow["cache"];
   workload: string;

@@ -38,11 +38,14 @@ import { WORKLOAD_NAMES } from "../../guest/workloads.js";
 import { type CliIo, processIo } from "../command.js";
 import { UsageError } from "../errors.js";
 import { progressPrinter } from "../progress.js";
+import { qemuGuestSources, runQemuGuestCell, sourceLabel } from "../../bench/qemu-guest.js";
+import { QEMU_BACKENDS, type QemuBackend } from "../../guest/qemu-run.js";
+import type { QemuAccel } from "../../guest/qemu-machine.js";
 
 export const EXPERIMENT_SUMMARY = "the main job: guest runs on every scheme with a snapshot mid-run, the host matrix with QEMU and a raw file, report.html";
 
 export const EXPERIMENT_USAGE =
-  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--disk ide|virtio] [--iodepth N] [--guest-reps N] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--no-qemu] [--no-fio] [--keep DIR]";
+  "experiment [--out DIR] [--schemes a,b] [--cache writethrough,writeback] [--workload W] [--clusters N] [--disk ide|virtio] [--iodepth N] [--guest-reps N] [--emulators v86,qemu] [--qemu-backends qemu,qemu-lazy,refcow] [--accel auto|kvm|tcg] [--no-savevm] [--no-guest] [--no-bench] [--full] [--bench-clusters N] [--bench-reps N] [--no-ops] [--no-qemu] [--no-fio] [--keep DIR]";
 
 export const EXPERIMENT_HELP = `
 Runs the whole comparison and writes DIR/report.html, DIR/report.md and DIR/results.json (default DIR:
@@ -58,6 +61,14 @@ prepares the guest's warm-start state with one cold boot; later runs resume it i
   --iodepth N        requests the guest program keeps in flight (default 1; above 1 use --disk virtio)
   --guest-reps N     runs of every guest cell, interleaved by scheme (default 3); the report gives
                      their median with min–max
+  --emulators a,b    the guest's emulators: v86 (default), qemu (the same guest under qemu-system-i386,
+                     'refcow run --emulator qemu'); the report sets their post ÷ in-place side by side
+  --qemu-backends a,b
+                     under QEMU, the image's block driver: qemu (QEMU's qcow2), qemu-lazy
+                     (lazy_refcounts=on), refcow (refcow nbd, every scheme) (default all three); each
+                     runs --guest-reps times, interleaved with the v86 runs; QEMU's snapshot is of the
+                     disk only (use --no-savevm for like-for-like)
+  --accel A          QEMU's accelerator: auto (default: KVM when usable, else TCG), kvm, tcg
   --no-savevm        snapshot the disk only (default: with the VM state, as savevm)
   --no-guest         host-side matrix only
   --no-bench         guest runs only
@@ -99,11 +110,14 @@ interface ExperimentOptions {
   /** QEMU's and the NBD sources (false: left out on purpose, the report says so, exit 0). */
   qemu: boolean;
   fio: boolean;
+  emulators: Array<"v86" | "qemu">;
+  qemuBackends: QemuBackend[];
+  accel: QemuAccel;
 }
 
 /** The options, or "help" for -h/--help. */
 function parse(argv: string[]): ExperimentOptions | "help" {
-  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, disk: "ide", iodepth: 1, guestReps: 3, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true };
+  const o: ExperimentOptions = { out: "report", schemes: [...SCHEME_NAMES], caches: ["writethrough", "writeback"], workload: "rand4k", clusters: 256, disk: "ide", iodepth: 1, guestReps: 3, savevm: true, guest: true, bench: true, full: false, ops: true, qemu: true, fio: true, emulators: ["v86"], qemuBackends: [...QEMU_BACKENDS], accel: "auto" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -133,6 +147,9 @@ function parse(argv: string[]): ExperimentOptions | "help" {
     else if (a === "--no-ops") o.ops = false;
     else if (a === "--no-qemu") o.qemu = false;
     else if (a === "--no-fio") o.fio = false;
+    else if (a === "--emulators") o.emulators = v().split(",") as ExperimentOptions["emulators"];
+    else if (a === "--qemu-backends") o.qemuBackends = v().split(",") as QemuBackend[];
+    else if (a === "--accel") o.accel = v() as QemuAccel;
     else throw new UsageError(`unknown option '${a}'`);
   }
   for (const s of o.schemes) if (!(SCHEME_NAMES as readonly string[]).includes(s)) throw new UsageError(`unknown scheme '${s}' (${SCHEME_NAMES.join(", ")})`);
@@ -145,6 +162,9 @@ function parse(argv: string[]): ExperimentOptions | "help" {
     if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new UsageError(`${flag} needs a positive integer`);
   }
   if (!o.guest && !o.bench) throw new UsageError("--no-guest and --no-bench leave nothing to run");
+  for (const e of o.emulators) if (e !== "v86" && e !== "qemu") throw new UsageError(`unknown emulator '${e}' (v86, qemu)`);
+  for (const b of o.qemuBackends) if (!(QEMU_BACKENDS as readonly string[]).includes(b)) throw new UsageError(`unknown QEMU backend '${b}' (${QEMU_BACKENDS.join(", ")})`);
+  if (!["auto", "kvm", "tcg"].includes(o.accel)) throw new UsageError(`--accel must be auto, kvm or tcg, got '${o.accel}'`);
   return o;
 }
 
@@ -263,11 +283,29 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
       }
     }
     if (guestReady) {
-      const total = o.guestReps * o.caches.length * o.schemes.length;
+      const v86Schemes = o.emulators.includes("v86") ? o.schemes : [];
+      const qemuSources = o.emulators.includes("qemu") ? qemuGuestSources(o.qemuBackends, o.schemes) : [];
+      const total = o.guestReps * o.caches.length * (v86Schemes.length + qemuSources.length);
       let step = 0;
       for (let rep = 1; rep <= o.guestReps; rep++) {
         for (const cache of o.caches) {
-          for (const scheme of o.schemes) {
+          // Every source once per repetition, QEMU's then v86's, so that a change in the host's load spreads over all.
+          for (const source of qemuSources) {
+            step++;
+            const tag = `[${clock()}] guest ${step}/${total} ${sourceLabel(source)} ${cache}${o.guestReps > 1 ? ` run ${rep}/${o.guestReps}` : ""}`;
+            progress(`${tag}: ${o.workload}, ${o.clusters} clusters, ${o.disk} disk, depth ${o.iodepth}, disk snapshot in the middle`);
+            const cell = await runQemuGuestCell({ source, cache, rep, workload: o.workload, clusters: o.clusters, disk: o.disk, iodepth: o.iodepth, accel: o.accel, dir: work, onProgress: (m) => progress(`${tag}: ${m}`, true) });
+            if ("failed" in cell) {
+              guestFailed.push(cell.failed);
+              progress(`${tag}: FAILED: ${cell.failed.reason}`);
+              continue;
+            }
+            guest.push(cell.result);
+            const ph = (n: string) => cell.result.phases.find((p) => p.name === n)?.app_us?.median;
+            const [inPlace, post] = [ph("in-place"), ph("post-snapshot")];
+            progress(`${tag}: done; ${inPlace !== undefined && post !== undefined ? `app median in-place ${inPlace.toFixed(0)} µs, post-snapshot ${post.toFixed(0)} µs, ` : ""}qemu-img check: ${cell.result.check}`);
+          }
+          for (const scheme of v86Schemes) {
             step++;
             const tag = `[${clock()}] guest ${step}/${total} ${scheme} ${cache}${o.guestReps > 1 ? ` run ${rep}/${o.guestReps}` : ""}`;
             progress(`${tag}: ${o.workload}, ${o.clusters} clusters, ${o.disk} disk, depth ${o.iodepth}, snapshot${o.savevm ? " with VM state" : ""} in the middle`);
@@ -342,6 +380,13 @@ export async function experimentCommand(argv: string[], io: CliIo = processIo): 
     bench.failed.unshift(...guestFailed);
     const info = machine(work);
     info.v86 = v86Version();
+    if (o.guest && o.emulators.includes("qemu")) {
+      try {
+        info["qemu-system"] = execFileSync("qemu-system-i386", ["--version"], { encoding: "utf8" }).split("\n")[0]!;
+      } catch {
+        info["qemu-system"] = "not found";
+      }
+    }
     if (o.guest) {
       try {
         info.guest = `Linux ${readGuestManifest().kernelRelease} (Debian i386), busybox`;

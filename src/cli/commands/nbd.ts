@@ -30,11 +30,13 @@ import type { SyncDisk } from "../../disk/sync-disk.js";
 import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { schemeOptHelp } from "../help.js";
 import { parseSnapshotParam, selectSnapshot } from "./convert.js";
+import { asyncImageMonitorTarget, threadMonitorTarget } from "../../nbd/monitor-socket.js";
+import { startMonitor } from "../nbd-monitor.js";
 
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
 
 export const NBD_USAGE =
-  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-A] [-B BITMAP]... [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] [--object OBJ]... [--tls-creds=ID [--tls-authz=ID]] [--handshake-limit=N] IMAGE";
+  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-A] [-B BITMAP]... [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] [--object OBJ]... [--tls-creds=ID [--tls-authz=ID]] [--handshake-limit=N] [--monitor SOCK] IMAGE";
 
 export const NBD_HELP = `
 Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
@@ -78,6 +80,10 @@ ${schemeOptHelp(27)}  --alloc A                allocation policy: first-fit (def
   --tls-authz=ID           admit only the client certificates whose distinguished name (as
                            C=GB,O=Example,CN=client) the authorization object ID allows
   --handshake-limit=N      disconnect a client not past the handshake after N seconds (default 10; 0: never)
+  --monitor=SOCK           control socket (Unix) for operations on the live image while it is served: a
+                           line 'snapshot -c NAME' takes an internal snapshot (acknowledged writes in it),
+                           'snapshot -l' lists them, 'snapshot -d NAME' deletes one; each answer ends in a
+                           line OK or ERROR <message> (e.g. echo 'snapshot -c s1' | socat - UNIX:SOCK)
   -v, --verbose            report protocol errors and refused clients on stderr
 `;
 
@@ -120,6 +126,7 @@ interface NbdOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" |
   bitmaps: string[];
   tls?: TlsSettings;
   handshakeLimitMs: number;
+  monitor?: string;
 }
 
 function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
@@ -151,6 +158,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
       { name: "pid-file", arg: true },
       { name: "verbose", arg: false, key: "v" },
       { name: "serve", arg: true },
+      { name: "monitor", arg: true },
       { name: "no-warm-up", arg: false },
       { name: "offset", arg: true, key: "o" },
       { name: "connect", arg: true, key: "c" },
@@ -270,6 +278,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     bitmaps: [...new Set(allValues(parsed, "B").reverse())],
     tls,
     handshakeLimitMs,
+    monitor: lastValue(parsed, "monitor"),
   };
 }
 
@@ -424,6 +433,7 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
     handshakeLimitMs: opts.handshakeLimitMs,
   });
   let pidWritten = false;
+  let monitor: Awaited<ReturnType<typeof startMonitor>>;
   const onSignal = (): void => void server.stop();
   try {
     try {
@@ -437,6 +447,7 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
       fs.writeFileSync(opts.pidFile, `${process.pid}\n`);
       pidWritten = true;
     }
+    monitor = await startMonitor(opts.monitor, () => asyncImageMonitorTarget(disk));
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     ready();
@@ -444,6 +455,7 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    await monitor?.close();
     await server.stop();
     try {
       await disk.close();
@@ -541,8 +553,16 @@ async function serveInline(
       else resolve();
     });
   });
+  const monitorTarget = threadMonitorTarget(worker);
+  worker.on("exit", () => monitorTarget.detach("the export has stopped"));
+  let monitor: Awaited<ReturnType<typeof startMonitor>>;
   try {
     await Promise.race([isReady, finished]);
+    monitor = await startMonitor(opts.monitor, () => monitorTarget).catch(async (e: unknown) => {
+      worker.postMessage({ type: "stop" });
+      await finished.catch(() => undefined);
+      throw e;
+    });
     if (opts.pidFile) {
       fs.writeFileSync(opts.pidFile, `${process.pid}\n`);
       pidWritten = true;
@@ -554,6 +574,7 @@ async function serveInline(
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    await monitor?.close();
     if (pidWritten) fs.rmSync(opts.pidFile!, { force: true });
   }
   return 0;

@@ -20,11 +20,14 @@ import { DEFAULT_CMDLINE } from "../../guest/guest-runner.js";
 import type { PhaseStats } from "../../guest/latency-stats.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "../../guest/run-workload.js";
 import { WORKLOAD_NAMES } from "../../guest/workloads.js";
+import { QEMU_BACKENDS, runQemuGuestWorkload, type QemuBackend, type QemuGuestResult } from "../../guest/qemu-run.js";
+import type { QemuAccel } from "../../guest/qemu-machine.js";
+import { formatQemuRunResult } from "../qemu-run-output.js";
 
-export const RUN_SUMMARY = "boot the Linux guest (v86) on a refcow-served image, run a disk workload, print per-phase latency";
+export const RUN_SUMMARY = "boot the Linux guest (v86, or QEMU) on a refcow-served image, run a disk workload, print per-phase latency";
 
 export const RUN_USAGE =
-  "run [--scheme S] [--scheme-opt K=V,...] [-t CACHE] [--disk ide|virtio] [--iodepth N] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
+  "run [--emulator v86|qemu] [--backend qemu|qemu-lazy|refcow] [--accel auto|kvm|tcg] [--scheme S] [--scheme-opt K=V,...] [-t CACHE] [--disk ide|virtio] [--iodepth N] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
 
 export const RUN_HELP = `
 Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its disk
@@ -32,6 +35,16 @@ Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86
 missing (qcow2, 64 KiB clusters, --size). The guest resumes a cached warm-start state (about 0.3 s; the
 first run for a disk size prepares it with one cold boot), or boots cold with --cold.
 
+  --emulator E        v86 (default) or qemu: the same guest under qemu-system-i386 (a cold boot each run;
+                      KVM when /dev/kvm can be used, else TCG), its disk on --backend
+  --backend B         with --emulator qemu, the image's block driver: refcow (default; a 'refcow nbd
+                      --scheme S --cache=CACHE --monitor SOCK' reached through QEMU's nbd driver), qemu
+                      (QEMU's qcow2 driver) or qemu-lazy (the same with lazy_refcounts=on). The snapshot
+                      in the middle is taken live: over QMP (blockdev-snapshot-internal-sync) or the
+                      export's control socket (snapshot -c). Only the guest program's clock (app) and the
+                      phase's wall time are measured under QEMU; --trace, --cuts, --savevm, --cold are
+                      v86's
+  --accel A           with --emulator qemu: auto (default), kvm or tcg
   --scheme S          refcount scheme: ${SCHEME_NAMES.join(", ")} (default eager)
 ${schemeOptHelp(22)}  -t CACHE            cache mode: writethrough, writeback (default), unsafe
   --disk D            the guest's disk: ide (default; v86's IDE, one command at a time) or virtio
@@ -84,6 +97,9 @@ const LONG = [
   { name: "json-out", arg: true },
   { name: "cuts", arg: true },
   { name: "kernel-args", arg: true },
+  { name: "emulator", arg: true },
+  { name: "backend", arg: true },
+  { name: "accel", arg: true },
 ];
 
 function positiveInt(name: string, s: string | undefined): number | undefined {
@@ -133,6 +149,21 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
     throw new UsageError(messageOf(e));
   }
 
+  const emulator = lastValue(parsed, "emulator") ?? "v86";
+  if (emulator !== "v86" && emulator !== "qemu") throw new UsageError(`--emulator must be v86 or qemu, got '${emulator}'`);
+  const backendArg = lastValue(parsed, "backend");
+  const accelArg = lastValue(parsed, "accel");
+  if (emulator === "v86") {
+    if (backendArg !== undefined || accelArg !== undefined) throw new UsageError("--backend and --accel go with --emulator qemu");
+  } else {
+    if (backendArg !== undefined && !(QEMU_BACKENDS as readonly string[]).includes(backendArg)) throw new UsageError(`--backend must be one of ${QEMU_BACKENDS.join(", ")}, got '${backendArg}'`);
+    if (accelArg !== undefined && !["auto", "kvm", "tcg"].includes(accelArg)) throw new UsageError(`--accel must be auto, kvm or tcg, got '${accelArg}'`);
+    for (const v86Only of ["trace", "cuts", "savevm", "cold"]) if (parsed.options.some((o) => o.key === v86Only)) throw new UsageError(`--${v86Only} is not available with --emulator qemu`);
+    if ((backendArg ?? "refcow") !== "refcow" && (lastValue(parsed, "scheme") !== undefined || schemeOptions !== undefined)) {
+      throw new UsageError(`--scheme is refcow's: --backend ${backendArg} is QEMU's own qcow2 driver`);
+    }
+  }
+
   const tty = Boolean(process.stderr.isTTY) && io === processIo;
   let transientShown = false;
   const onProgress = (message: string, transient?: boolean) => {
@@ -159,16 +190,16 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
     interrupt.abort();
   };
   process.once("SIGINT", onSigint);
-  let result: GuestWorkloadResult;
+  let result: GuestWorkloadResult | QemuGuestResult;
   try {
     await ensureGuestImage({ onProgress: (m) => onProgress(`[guest image] ${m}`) }).catch((e: unknown) => {
       throw new Error(`the guest image could not be built (run 'bash guest-images/build.sh' to see why): ${messageOf(e).split("\n")[0]}`);
     });
-    result = await runGuestWorkload({
+    // What both emulators take alike.
+    const common = {
       signal: interrupt.signal,
       image,
       size,
-      scheme,
       schemeOptions,
       cache,
       workload,
@@ -178,14 +209,23 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
       iodepth,
       snapshotAt: lastValue(parsed, "snapshot-at"),
       snapshotName: lastValue(parsed, "snapshot-name"),
-      savevm: hasFlag(parsed, "savevm"),
-      trace: lastValue(parsed, "trace"),
-      warmStart: !hasFlag(parsed, "cold"),
       memoryMiB: positiveInt("--memory", lastValue(parsed, "memory")),
       cmdline: kernelArgs === undefined ? undefined : `${DEFAULT_CMDLINE} ${kernelArgs}`,
-      cuts,
       onProgress,
-    });
+    } as const;
+    if (emulator === "qemu") {
+      const backend = (backendArg ?? "refcow") as QemuBackend;
+      result = await runQemuGuestWorkload({ ...common, backend, scheme: backend === "refcow" ? scheme : undefined, accel: accelArg as QemuAccel | undefined });
+    } else {
+      result = await runGuestWorkload({
+        ...common,
+        scheme,
+        savevm: hasFlag(parsed, "savevm"),
+        trace: lastValue(parsed, "trace"),
+        warmStart: !hasFlag(parsed, "cold"),
+        cuts,
+      });
+    }
   } catch (e) {
     if (transientShown) io.err("\r\x1b[K");
     if (interrupt.signal.aborted) throw new CliError("run: interrupted; the image was closed", 130);
@@ -197,7 +237,7 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
   if (transientShown) io.err("\r\x1b[K");
   const json = JSON.stringify(result, null, 2) + "\n";
   if (jsonOut) writeFileSync(jsonOut, json);
-  io.out(output === "json" ? json : formatRunResult(result));
+  io.out(output === "json" ? json : "emulator" in result ? formatQemuRunResult(result) : formatRunResult(result));
   return 0;
 }
 
