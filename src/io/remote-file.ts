@@ -46,15 +46,15 @@ export class RemoteFile implements BlockFile {
     }
   }
 
-  write(): void {
+  write(_data: Uint8Array, _offset: number): void {
     throw this.readOnlyError();
   }
 
-  truncate(): void {
+  truncate(_size: number): void {
     throw this.readOnlyError();
   }
 
-  zeroRange(): void {
+  zeroRange(_offset: number, _length: number): void {
     throw this.readOnlyError();
   }
 
