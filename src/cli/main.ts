@@ -79,10 +79,29 @@ function topHelp(): string {
   return out;
 }
 
+/**
+ * `--cache-dir DIR` (or `=DIR`), taken wherever it appears: the persistent chunk cache of images read by
+ * http(s) URL ("off": none). Passed on as $REFCOW_HTTP_CACHE, which worker threads inherit.
+ */
+function takeCacheDir(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--cache-dir" || a.startsWith("--cache-dir=")) {
+      const value = a === "--cache-dir" ? argv[++i] : a.slice("--cache-dir=".length);
+      if (!value) throw new UsageError("option '--cache-dir' requires an argument");
+      process.env.REFCOW_HTTP_CACHE = value;
+    } else out.push(a);
+  }
+  return out;
+}
+
 /** Runs the CLI with `argv` (the arguments after the program name); resolves to the exit code. */
-export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
-  const [first, ...rest] = argv;
+export async function main(argv0: string[], io: CliIo = processIo): Promise<number> {
+  let first = argv0[0];
   try {
+    const argv = takeCacheDir(argv0);
+    first = argv[0];
     if (first === undefined) throw new UsageError("Not enough arguments");
     if (first === "-h" || first === "--help" || first === "help") {
       io.out(topHelp());
@@ -95,7 +114,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     if (first.startsWith("-")) throw new UsageError(`unrecognized option '${first}'`);
     const command = commands[first];
     if (!command) throw new UsageError(`Command not found: ${first}`);
-    return await command.run(rest, io);
+    return await command.run(argv.slice(1), io);
   } catch (e) {
     if (e instanceof UsageError) {
       const hint = first && commands[first] ? `refcow ${first} --help` : "refcow --help";

@@ -33,8 +33,14 @@ const STALE_TMP_MS = 60_000;
 
 export const DEFAULT_CACHE_BYTES = 2 ** 30;
 
-/** `$XDG_CACHE_HOME/refcow/http`, else `~/.cache/refcow/http`. */
-export function defaultCacheDir(): string {
+/**
+ * `$REFCOW_HTTP_CACHE` (the CLI's --cache-dir sets it, so worker threads and child processes see it too;
+ * "off": no persistent cache), else `$XDG_CACHE_HOME/refcow/http`, else `~/.cache/refcow/http`.
+ */
+export function defaultCacheDir(): string | undefined {
+  const chosen = process.env.REFCOW_HTTP_CACHE;
+  if (chosen === "off") return undefined;
+  if (chosen) return path.resolve(chosen);
   const xdg = process.env.XDG_CACHE_HOME;
   return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), ".cache"), "refcow", "http");
 }

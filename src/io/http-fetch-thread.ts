@@ -1,12 +1,14 @@
 /**
- * The fetch thread of a Node HTTP file (http-file.ts): runs the chunk service (chunk-service.ts) on its
- * own event loop while the engine's thread waits for it with `Atomics.wait`.
+ * The fetch thread of Node's HTTP files (http-file.ts): one per thread that opens remote files, shared by
+ * all of them; runs a chunk service (chunk-service.ts) per open object on its own event loop while the
+ * caller waits for it with `Atomics.wait`.
  *
  * Protocol, on the MessagePort given in workerData (the caller takes replies with receiveMessageOnPort):
- *   { op: "open", seq }               → { seq, object }           pins the object, opens the disk store
- *   { op: "get", seq, indices }       → { seq, chunks }           chunk bytes, buffers transferred
- *   { op: "prefetch", indices }       (no reply)
- *   { op: "stats", seq }              → { seq, stats }
+ *   { op: "open", seq, id, options }  → { seq, object }           pins the object, opens its disk store
+ *   { op: "get", seq, id, indices }   → { seq, chunks }           chunk bytes, buffers transferred
+ *   { op: "prefetch", id, indices }   (no reply)
+ *   { op: "stats", seq, id }          → { seq, stats }
+ *   { op: "close", id }               (no reply) forgets the object
  * Any reply may instead be { seq, error: { message, code, permanent } }. After posting a reply the thread
  * stores 1 in the shared signal word and notifies it.
  *
@@ -20,9 +22,13 @@ import { openHttpObject, type FetchOptions } from "./http-fetch.js";
 import { HttpPermanentError, objectValidator } from "./http-object.js";
 
 export interface FetchThreadData {
-  url: string;
   port: MessagePort;
   signal: Int32Array;
+}
+
+/** How one object is fetched and cached. */
+export interface ObjectOptions {
+  url: string;
   fetch: FetchOptions;
   chunkSize: number;
   maxInFlight?: number;
@@ -32,11 +38,16 @@ export interface FetchThreadData {
   cacheBytes?: number;
 }
 
-type Request = { op: "open" | "stats"; seq: number } | { op: "get"; seq: number; indices: number[] } | { op: "prefetch"; indices: number[] };
+type Request =
+  | { op: "open"; seq: number; id: number; options: ObjectOptions }
+  | { op: "stats"; seq: number; id: number }
+  | { op: "get"; seq: number; id: number; indices: number[] }
+  | { op: "prefetch"; id: number; indices: number[] }
+  | { op: "close"; id: number };
 
 const data = workerData as FetchThreadData;
-let service: ChunkService | undefined;
-let storeWarned = false;
+const services = new Map<number, ChunkService>();
+const warnedStores = new Set<string>();
 
 function reply(message: object, transfer: ArrayBuffer[] = []): void {
   data.port.postMessage(message, transfer);
@@ -49,38 +60,41 @@ function errorReply(seq: number, e: unknown): void {
   reply({ seq, error: { message, code: e instanceof IoError ? e.code : "EIO", permanent: e instanceof HttpPermanentError } });
 }
 
+async function open(options: ObjectOptions): Promise<ChunkService> {
+  const object = await openHttpObject(options.url, options.fetch);
+  const { cacheDir } = options;
+  const store = cacheDir === undefined ? undefined : new DiskChunkStore(cacheDir, chunkStoreKey(object.url, objectValidator(object), options.chunkSize), options.cacheBytes);
+  return new ChunkService(object, {
+    ...options.fetch,
+    chunkSize: options.chunkSize,
+    maxInFlight: options.maxInFlight,
+    maxPrefetched: options.maxPrefetched,
+    store,
+    onStoreError: (e) => {
+      if (cacheDir === undefined || warnedStores.has(cacheDir)) return;
+      warnedStores.add(cacheDir);
+      console.error(`refcow: the chunk cache in ${cacheDir} cannot be written (${(e as Error)?.message ?? e}); going on without it`);
+    },
+  });
+}
+
 async function handle(req: Request): Promise<void> {
-  if (req.op === "prefetch") {
-    service?.prefetch(req.indices);
-    return;
-  }
+  if (req.op === "prefetch") return void services.get(req.id)?.prefetch(req.indices);
+  if (req.op === "close") return void services.delete(req.id);
   try {
     if (req.op === "open") {
-      const opts = data.fetch;
-      const object = await openHttpObject(data.url, opts);
-      const store = data.cacheDir === undefined ? undefined : new DiskChunkStore(data.cacheDir, chunkStoreKey(object.url, objectValidator(object), data.chunkSize), data.cacheBytes);
-      service = new ChunkService(object, {
-        ...opts,
-        chunkSize: data.chunkSize,
-        maxInFlight: data.maxInFlight,
-        maxPrefetched: data.maxPrefetched,
-        store,
-        onStoreError: (e) => {
-          if (storeWarned) return;
-          storeWarned = true;
-          console.error(`refcow: the chunk cache in ${data.cacheDir} cannot be written (${(e as Error)?.message ?? e}); going on without it`);
-        },
-      });
-      reply({ seq: req.seq, object });
-    } else if (req.op === "stats") {
-      reply({ seq: req.seq, stats: service?.stats });
-    } else if (req.op === "get") {
-      if (!service) throw new IoError("the object is not open", "EBADF");
-      const chunks = await service.get(req.indices);
-      // Each chunk's buffer is its own unless it is a view of a larger one (then it is copied by structured clone).
-      const transfer = chunks.filter((c) => c.byteOffset === 0 && c.byteLength === c.buffer.byteLength).map((c) => c.buffer as ArrayBuffer);
-      reply({ seq: req.seq, chunks }, [...new Set(transfer)]);
+      const service = await open(req.options);
+      services.set(req.id, service);
+      reply({ seq: req.seq, object: service.obj });
+      return;
     }
+    const service = services.get(req.id);
+    if (!service) throw new IoError(`remote object ${req.id} is not open`, "EBADF");
+    if (req.op === "stats") return reply({ seq: req.seq, stats: service.stats });
+    const chunks = await service.get(req.indices);
+    // A chunk that owns its whole buffer is moved; a view of a larger one is copied by the structured clone.
+    const transfer = chunks.filter((c) => c.byteOffset === 0 && c.byteLength === c.buffer.byteLength).map((c) => c.buffer as ArrayBuffer);
+    reply({ seq: req.seq, chunks }, [...new Set(transfer)]);
   } catch (e) {
     errorReply(req.seq, e);
   }

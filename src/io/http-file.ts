@@ -4,6 +4,8 @@
  * thread for one-shot commands — blocks in `Atomics.wait` while the fetch thread works; the fetch thread
  * keeps read-ahead requests going in the meantime.
  *
+ * One fetch thread serves every remote file a thread opens (its start costs a few hundred ms).
+ *
  * Memory bound: `memoryBytes` of chunks on the engine's side (default 64 MiB) plus at most
  * `maxPrefetched` (default 16) read-ahead chunks in the fetch thread, plus the chunks of the request being
  * served. Whatever the image's size.
@@ -16,7 +18,7 @@ import { ChunkReader, type ChunkReaderOptions, type ChunkSource, chunkOptions } 
 import type { ChunkServiceStats } from "./chunk-service.js";
 import { DEFAULT_CACHE_BYTES, defaultCacheDir } from "./disk-chunk-store.js";
 import { FETCH_DEFAULTS, type FetchOptions } from "./http-fetch.js";
-import type { FetchThreadData } from "./http-fetch-thread.js";
+import type { FetchThreadData, ObjectOptions } from "./http-fetch-thread.js";
 import { type HttpObject, HttpPermanentError, HttpTransientError, isHttpUrl } from "./http-object.js";
 import { RemoteFile } from "./remote-file.js";
 
@@ -48,43 +50,35 @@ interface Reply {
   stats?: ChunkServiceStats;
 }
 
-/** The synchronous side of the fetch thread. */
-class FetchThreadBridge implements ChunkSource {
+/** The synchronous side of the fetch thread, shared by every remote file this thread opens. */
+class FetchThread {
   private readonly worker: Worker;
   private readonly port;
   private readonly signal = new Int32Array(new SharedArrayBuffer(4));
   private seq = 0;
-  /** Longest a call may take: every retry timing out, plus the back-offs, plus slack. */
-  private readonly limitMs: number;
+  private nextId = 1;
 
-  constructor(url: string, opts: HttpFileOptions, chunkSize: number) {
+  constructor() {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    const retries = opts.retries ?? FETCH_DEFAULTS.retries;
-    const timeoutMs = opts.timeoutMs ?? FETCH_DEFAULTS.timeoutMs;
-    const backoffMs = opts.backoffMs ?? FETCH_DEFAULTS.backoffMs;
-    this.limitMs = (retries + 1) * (timeoutMs + 1000) + backoffMs * 2 ** (retries + 1) + 10_000;
-    const data: FetchThreadData = {
-      url,
-      port: port2,
-      signal: this.signal,
-      fetch: { timeoutMs, retries, backoffMs, headers: opts.headers },
-      chunkSize,
-      maxInFlight: opts.maxInFlight,
-      maxPrefetched: Math.max(16, 2 * (opts.readAheadChunks ?? 4)),
-      cacheDir: opts.cacheDir === false ? undefined : (opts.cacheDir ?? defaultCacheDir()),
-      cacheBytes: opts.cacheBytes ?? DEFAULT_CACHE_BYTES,
-    };
+    const data: FetchThreadData = { port: port2, signal: this.signal };
     this.worker = new Worker(threadFilename(), { workerData: data, transferList: [port2] });
+    // Neither keeps the process alive: a command ends when its work does.
     this.worker.unref();
     this.port.unref();
+    this.worker.on("error", () => undefined);
   }
 
-  call(message: { op: string; indices?: number[] }): Reply {
+  newId(): number {
+    return this.nextId++;
+  }
+
+  /** Sends a request and waits (blocking this thread) for its reply, at most `limitMs`. */
+  call(message: { op: string; id: number; indices?: number[]; options?: ObjectOptions }, limitMs: number): Reply {
     const seq = ++this.seq;
     Atomics.store(this.signal, 0, 0);
     this.port.postMessage({ ...message, seq });
-    const deadline = Date.now() + this.limitMs;
+    const deadline = Date.now() + limitMs;
     for (;;) {
       Atomics.wait(this.signal, 0, 0, 1000);
       const got = receiveMessageOnPort(this.port);
@@ -97,32 +91,60 @@ class FetchThreadBridge implements ChunkSource {
         }
         return reply;
       }
-      if (Date.now() > deadline) throw new IoError(`the HTTP fetch thread did not answer within ${this.limitMs} ms`, "ETIMEDOUT");
+      if (Date.now() > deadline) throw new IoError(`the HTTP fetch thread did not answer within ${limitMs} ms`, "ETIMEDOUT");
       // Signalled but the reply is not visible yet: wait a little rather than spin.
       if (Atomics.load(this.signal, 0) === 1) Atomics.wait(this.signal, 0, 1, 1);
     }
   }
 
+  post(message: { op: string; id: number; indices?: number[] }): void {
+    this.port.postMessage(message);
+  }
+}
+
+let fetchThread: FetchThread | undefined;
+
+/** One remote object's chunk source, through the shared fetch thread. */
+class ObjectBridge implements ChunkSource {
+  readonly id: number;
+  /** Longest a call may take: every retry timing out, plus the back-offs, plus slack. */
+  private readonly limitMs: number;
+
+  constructor(
+    private readonly thread: FetchThread,
+    fetch: Required<Pick<FetchOptions, "timeoutMs" | "retries" | "backoffMs">>,
+  ) {
+    this.id = thread.newId();
+    this.limitMs = (fetch.retries + 1) * (fetch.timeoutMs + 1000) + fetch.backoffMs * 2 ** (fetch.retries + 1) + 10_000;
+  }
+
+  open(options: ObjectOptions): HttpObject {
+    return this.thread.call({ op: "open", id: this.id, options }, this.limitMs).object!;
+  }
+
   fetch(indices: number[]): Uint8Array[] {
-    return this.call({ op: "get", indices }).chunks!;
+    return this.thread.call({ op: "get", id: this.id, indices }, this.limitMs).chunks!;
   }
 
   prefetch(indices: number[]): void {
-    this.port.postMessage({ op: "prefetch", indices });
+    this.thread.post({ op: "prefetch", id: this.id, indices });
+  }
+
+  stats(): ChunkServiceStats {
+    return this.thread.call({ op: "stats", id: this.id }, this.limitMs).stats!;
   }
 
   close(): void {
-    this.port.close();
-    void this.worker.terminate();
+    this.thread.post({ op: "close", id: this.id });
   }
 }
 
 /** A read-only remote file with its wire counters. */
 export class HttpFile extends RemoteFile {
-  constructor(
+  private constructor(
     object: HttpObject,
     reader: ChunkReader,
-    private readonly bridge: FetchThreadBridge,
+    private readonly bridge: ObjectBridge,
     log?: (line: string) => void,
   ) {
     super(object, reader, { log, close: () => bridge.close() });
@@ -132,18 +154,27 @@ export class HttpFile extends RemoteFile {
   static open(url: string, opts: HttpFileOptions = {}): HttpFile {
     if (!isHttpUrl(url)) throw new IoError(`${url}: not an http(s) URL`, "EINVAL");
     const chunk = chunkOptions(opts);
-    const bridge = new FetchThreadBridge(url, opts, chunk.chunkSize);
-    try {
-      const { object } = bridge.call({ op: "open" });
-      return new HttpFile(object!, new ChunkReader(object!.size, bridge, chunk), bridge, opts.log);
-    } catch (e) {
-      bridge.close();
-      throw e;
-    }
+    const fetch = {
+      timeoutMs: opts.timeoutMs ?? FETCH_DEFAULTS.timeoutMs,
+      retries: opts.retries ?? FETCH_DEFAULTS.retries,
+      backoffMs: opts.backoffMs ?? FETCH_DEFAULTS.backoffMs,
+    };
+    fetchThread ??= new FetchThread();
+    const bridge = new ObjectBridge(fetchThread, fetch);
+    const object = bridge.open({
+      url,
+      fetch: { ...fetch, headers: opts.headers },
+      chunkSize: chunk.chunkSize,
+      maxInFlight: opts.maxInFlight,
+      maxPrefetched: Math.max(16, 2 * chunk.readAheadChunks),
+      cacheDir: opts.cacheDir === false ? undefined : (opts.cacheDir ?? defaultCacheDir()),
+      cacheBytes: opts.cacheBytes ?? DEFAULT_CACHE_BYTES,
+    });
+    return new HttpFile(object, new ChunkReader(object.size, bridge, chunk), bridge, opts.log);
   }
 
   /** Requests, bytes and retries on the wire, and chunks served from the persistent cache. */
   wireStats(): ChunkServiceStats {
-    return this.bridge.call({ op: "stats" }).stats!;
+    return this.bridge.stats();
   }
 }

@@ -1,11 +1,12 @@
 /**
- * Opening images by path: format probing, raw files, and backing chains resolved relative to the image that
- * names them (as QEMU does).
+ * Opening images by path or http(s) URL: format probing, raw files, and backing chains resolved relative to
+ * the image that names them (as QEMU does). A URL opens read-only through the HTTP file (io/http-file.ts).
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
+import { HttpFile, type HttpFileOptions } from "../io/http-file.js";
+import { isHttpUrl } from "../io/http-object.js";
 import type { CompactOptions, CompactResult } from "../engine/compact.js";
 import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/map.js";
 import { ImageFormatError, RequestError } from "../engine/errors.js";
@@ -24,6 +25,41 @@ export function probeFormat(file: string): ImageFormat {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** probeFormat on an open file. */
+export function probeFileFormat(file: BlockFile): ImageFormat {
+  const buf = new Uint8Array(4);
+  const n = file.read(buf, 0, "header");
+  return n === 4 && new DataView(buf.buffer).getUint32(0) === 0x514649fb ? "qcow2" : "raw";
+}
+
+/**
+ * QEMU's bdrv_make_absolute_filename: a backing name that is absolute or a URL stands; a relative one is
+ * appended to the directory part of the name its image was opened by (a path or a URL alike).
+ */
+export function resolveBackingName(imageName: string, name: string): string {
+  if (name.startsWith("/") || /^[a-z][a-z0-9+.-]*:/i.test(name)) return name;
+  const slash = imageName.lastIndexOf("/");
+  return slash >= 0 ? imageName.slice(0, slash + 1) + name : name;
+}
+
+/** The one-line refusal of a writable open of a URL. */
+export function remoteWriteRefusal(url: string): string {
+  return `Could not open '${url}': a remote image is read-only; open it read-only, or write into a local overlay (refcow create -f qcow2 -b ${url} -F <format> overlay.qcow2)`;
+}
+
+/**
+ * The file under an image layer: a local file, or by http(s) URL a remote one (read-only: a writable open
+ * is refused). Missing local files get QEMU's wording.
+ */
+export function openLayerFile(name: string, opts: { readOnly: boolean; http?: HttpFileOptions }): BlockFile {
+  if (isHttpUrl(name)) {
+    if (!opts.readOnly) throw new RequestError(remoteWriteRefusal(name));
+    return HttpFile.open(name, opts.http);
+  }
+  if (!fs.existsSync(name)) throw new RequestError(`Could not open '${name}': No such file or directory`);
+  return NodeFile.open(name, { readOnly: opts.readOnly });
 }
 
 /** A raw disk image: guest offset = file offset; the cache mode decides when writes are flushed, as for qcow2. */
@@ -134,28 +170,31 @@ export interface PathOpenOptions extends LibraryOpenOptions {
    * the engine opens the wrapper read-write (a private copy-on-write view, see io/overlay-file.ts).
    */
   wrapFile?: (file: BlockFile) => BlockFile;
+  /** Options of the layers opened by http(s) URL (chunk size, cache folder...). */
+  http?: HttpFileOptions;
 }
 
-/** Opens an image file (qcow2 or raw, probed unless given), with its backing chain opened read-only. */
+/**
+ * Opens an image (qcow2 or raw, probed unless given) by path or http(s) URL, with its backing chain opened
+ * read-only. A URL opens only read-only (or wrapped: the wrapper takes the writes).
+ */
 export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 0): OpenedImage {
   if (depth > MAX_CHAIN) throw new ImageFormatError(`backing chain deeper than ${MAX_CHAIN} images (loop?)`);
-  if (!fs.existsSync(file)) throw new RequestError(`Could not open '${file}': No such file or directory`);
-  const format = opts.format ?? probeFormat(file);
-  const nodeFile = NodeFile.open(file, { readOnly: opts.readOnly || opts.wrapFile !== undefined });
-  const bf = opts.wrapFile ? opts.wrapFile(nodeFile) : nodeFile;
+  const baseFile = openLayerFile(file, { readOnly: !!opts.readOnly || opts.wrapFile !== undefined, http: opts.http });
+  const bf = opts.wrapFile ? opts.wrapFile(baseFile) : baseFile;
   try {
+    const format = opts.format ?? probeFileFormat(baseFile);
     if (format === "raw") return new RawDisk(bf, opts.cache);
-    const dir = path.dirname(file);
-    const { wrapFile, format: _format, ...engineOpts } = opts;
+    const { wrapFile, format: _format, http, ...engineOpts } = opts;
     return Qcow2Image.open(bf, {
       ...engineOpts,
       readOnly: wrapFile ? false : opts.readOnly,
       openBacking:
         opts.openBacking ??
         ((name, fmt) => {
-          const resolved = path.isAbsolute(name) ? name : path.join(dir, name);
+          const resolved = resolveBackingName(file, name);
           if (fmt && fmt !== "qcow2" && fmt !== "raw") throw new ImageFormatError(`unsupported backing file format '${fmt}'`);
-          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache }, depth + 1);
+          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache, http }, depth + 1);
         }),
     });
   } catch (e) {
