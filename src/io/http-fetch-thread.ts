@@ -10,7 +10,7 @@
  *   { op: "stats", seq, id }          → { seq, stats }
  *   { op: "close", id }               (no reply) forgets the object
  * Any reply may instead be { seq, error: { message, code, permanent } }. After posting a reply the thread
- * stores 1 in the shared signal word and notifies it.
+ * stores 1 in the shared signal word and notifies it; it does the same once when it starts.
  *
  * Node 20 cannot load .ts in a worker: http-file.ts starts the compiled copy of this file in dist/.
  */
@@ -101,3 +101,6 @@ async function handle(req: Request): Promise<void> {
 }
 
 data.port.on("message", (req: Request) => void handle(req));
+// Running: the opener waits for this before its first request.
+Atomics.store(data.signal, 0, 1);
+Atomics.notify(data.signal, 0);

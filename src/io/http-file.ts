@@ -62,11 +62,18 @@ class FetchThread {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     const data: FetchThreadData = { port: port2, signal: this.signal };
-    this.worker = new Worker(threadFilename(), { workerData: data, transferList: [port2] });
+    // A flag meant for the main script (--input-type) would stop the thread from loading.
+    const execArgv = process.execArgv.filter((a) => !a.startsWith("--input-type"));
+    this.worker = new Worker(threadFilename(), { workerData: data, transferList: [port2], execArgv });
     // Neither keeps the process alive: a command ends when its work does.
     this.worker.unref();
     this.port.unref();
     this.worker.on("error", () => undefined);
+    // Its first word says it runs: a thread that cannot start fails the open here, not after every timeout.
+    if (Atomics.wait(this.signal, 0, 0, STARTUP_LIMIT_MS) === "timed-out") {
+      void this.worker.terminate();
+      throw new IoError(`the HTTP fetch thread did not start within ${STARTUP_LIMIT_MS} ms`, "EIO");
+    }
   }
 
   newId(): number {
@@ -103,6 +110,7 @@ class FetchThread {
 }
 
 let fetchThread: FetchThread | undefined;
+const STARTUP_LIMIT_MS = 20_000;
 
 /** One remote object's chunk source, through the shared fetch thread. */
 class ObjectBridge implements ChunkSource {
