@@ -123,12 +123,23 @@ export function checkRangeAnswer(obj: HttpObject, offset: number, length: number
 /** What differs between the pinned object and an answer's headers ("ETag "a" -> "b""), or undefined. */
 export function objectChange(obj: HttpObject, header: HeaderGetter): string | undefined {
   const range = parseContentRange(header("content-range"));
-  if (range && range.complete !== obj.size) return `size ${obj.size} -> ${range.complete}`;
-  const etag = header("etag") || undefined;
-  if (obj.etag !== undefined && etag !== obj.etag) return `ETag ${obj.etag} -> ${etag ?? "none"}`;
-  const lastModified = header("last-modified") || undefined;
-  if (obj.etag === undefined && obj.lastModified !== undefined && lastModified !== obj.lastModified) {
-    return `Last-Modified ${obj.lastModified} -> ${lastModified ?? "none"}`;
+  return pinChange(obj, {
+    size: range?.complete ?? obj.size,
+    etag: header("etag") || undefined,
+    lastModified: header("last-modified") || undefined,
+  });
+}
+
+/**
+ * What differs between a pinned version of an object and another sighting of it, or undefined: the size,
+ * then the ETag when the pin has one (a strong identity), else Last-Modified. A validator that disappears
+ * counts as a change.
+ */
+export function pinChange(pinned: Pick<HttpObject, "size" | "etag" | "lastModified">, now: Pick<HttpObject, "size" | "etag" | "lastModified">): string | undefined {
+  if (now.size !== pinned.size) return `size ${pinned.size} -> ${now.size}`;
+  if (pinned.etag !== undefined && now.etag !== pinned.etag) return `ETag ${pinned.etag} -> ${now.etag ?? "none"}`;
+  if (pinned.etag === undefined && pinned.lastModified !== undefined && now.lastModified !== pinned.lastModified) {
+    return `Last-Modified ${pinned.lastModified} -> ${now.lastModified ?? "none"}`;
   }
   return undefined;
 }

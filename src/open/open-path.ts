@@ -7,6 +7,7 @@ import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
 import { HttpFile, type HttpFileOptions } from "../io/http-file.js";
 import { isHttpUrl } from "../io/http-object.js";
+import { checkPin } from "./remote-pin.js";
 import type { CompactOptions, CompactResult } from "../engine/compact.js";
 import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/map.js";
 import { ImageFormatError, RequestError } from "../engine/errors.js";
@@ -51,12 +52,20 @@ export function remoteWriteRefusal(url: string): string {
 
 /**
  * The file under an image layer: a local file, or by http(s) URL a remote one (read-only: a writable open
- * is refused). Missing local files get QEMU's wording.
+ * is refused; the backing file of a local overlay `namedBy` must be the version the overlay was made over,
+ * remote-pin.ts). Missing local files get QEMU's wording.
  */
-export function openLayerFile(name: string, opts: { readOnly: boolean; http?: HttpFileOptions }): BlockFile {
+export function openLayerFile(name: string, opts: { readOnly: boolean; http?: HttpFileOptions; namedBy?: string }): BlockFile {
   if (isHttpUrl(name)) {
     if (!opts.readOnly) throw new RequestError(remoteWriteRefusal(name));
-    return HttpFile.open(name, opts.http);
+    const file = HttpFile.open(name, opts.http);
+    try {
+      if (opts.namedBy !== undefined && !isHttpUrl(opts.namedBy)) checkPin(opts.namedBy, file.object);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+    return file;
   }
   if (!fs.existsSync(name)) throw new RequestError(`Could not open '${name}': No such file or directory`);
   return NodeFile.open(name, { readOnly: opts.readOnly });
@@ -172,6 +181,8 @@ export interface PathOpenOptions extends LibraryOpenOptions {
   wrapFile?: (file: BlockFile) => BlockFile;
   /** Options of the layers opened by http(s) URL (chunk size, cache folder...). */
   http?: HttpFileOptions;
+  /** The image naming this one as its backing file (set by the chain walk). */
+  namedBy?: string;
 }
 
 /**
@@ -180,12 +191,12 @@ export interface PathOpenOptions extends LibraryOpenOptions {
  */
 export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 0): OpenedImage {
   if (depth > MAX_CHAIN) throw new ImageFormatError(`backing chain deeper than ${MAX_CHAIN} images (loop?)`);
-  const baseFile = openLayerFile(file, { readOnly: !!opts.readOnly || opts.wrapFile !== undefined, http: opts.http });
+  const baseFile = openLayerFile(file, { readOnly: !!opts.readOnly || opts.wrapFile !== undefined, http: opts.http, namedBy: opts.namedBy });
   const bf = opts.wrapFile ? opts.wrapFile(baseFile) : baseFile;
   try {
     const format = opts.format ?? probeFileFormat(baseFile);
     if (format === "raw") return new RawDisk(bf, opts.cache);
-    const { wrapFile, format: _format, http, ...engineOpts } = opts;
+    const { wrapFile, format: _format, http, namedBy: _namedBy, ...engineOpts } = opts;
     return Qcow2Image.open(bf, {
       ...engineOpts,
       readOnly: wrapFile ? false : opts.readOnly,
@@ -194,7 +205,7 @@ export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 
         ((name, fmt) => {
           const resolved = resolveBackingName(file, name);
           if (fmt && fmt !== "qcow2" && fmt !== "raw") throw new ImageFormatError(`unsupported backing file format '${fmt}'`);
-          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache, http }, depth + 1);
+          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache, http, namedBy: file }, depth + 1);
         }),
     });
   } catch (e) {
