@@ -15,6 +15,7 @@ import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
 import { ioCommand } from "./commands/io.js";
 import { mapCommand } from "./commands/map.js";
+import { rebaseCommand } from "./commands/rebase.js";
 import { snapshotCommand } from "./commands/snapshot.js";
 import { BENCH_USAGE, benchCommand } from "./commands/bench.js";
 import { RUN_HELP, RUN_SUMMARY, RUN_USAGE, runCommand } from "./commands/run.js";
@@ -48,6 +49,7 @@ export const commands: Record<string, Command> = {
   convert: builtin("convert", convertCommand),
   compare: builtin("compare", compareCommand),
   map: builtin("map", mapCommand),
+  rebase: builtin("rebase", rebaseCommand),
   compact: builtin("compact", compactCommand),
   io: builtin("io", ioCommand),
   bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv, io) => benchCommand(argv, io ?? processIo) },

@@ -94,6 +94,22 @@ describe.runIf(haveQemu())("backing files by URL (QEMU's curl driver as the orac
     expect(write.stderr).toMatch(/remote image is read-only/);
   });
 
+  it("rebase -u points an overlay at the base's URL: same bytes through QEMU and refcow", async () => {
+    fs.copyFileSync(path.join(dir, "srv", "base.qcow2"), path.join(dir, "local-base.qcow2"));
+    expect((await run("refcow", ["create", "-q", "-f", "qcow2", "-b", "local-base.qcow2", "-F", "qcow2", "moved.qcow2"], dir)).status).toBe(0);
+    qemuIo(path.join(dir, "moved.qcow2"), ["write -P 0x61 1M 64k"]);
+    qemuImg(["convert", "-O", "raw", "moved.qcow2", "before-move.raw"], dir);
+    const r = await run("refcow", ["rebase", "-u", "-b", server.url("base.qcow2"), "-F", "qcow2", "moved.qcow2"], dir);
+    expect([r.status, r.stderr]).toEqual([0, ""]);
+    fs.rmSync(path.join(dir, "local-base.qcow2"));
+    expect(qemuImg(["info", "moved.qcow2"], dir)).toContain(`backing file: ${server.url("base.qcow2")}`);
+    expect(qemuImg(["check", "moved.qcow2"], dir)).toContain("No errors were found");
+    const { q, r: rc } = await both(["compare", "moved.qcow2", "before-move.raw"], dir);
+    expect([q.status, rc.status, rc.stdout]).toEqual([0, 0, q.stdout]);
+    const missingFormat = await run("refcow", ["rebase", "-u", "-b", server.url("base.qcow2"), "moved.qcow2"], dir);
+    expect(missingFormat.stderr).toMatch(/backing format must be specified/);
+  });
+
   it("says which URL failed when the server refuses", async () => {
     const made = await run("refcow", ["create", "-q", "-f", "qcow2", "-b", server.url("missing.qcow2"), "-F", "qcow2", "x.qcow2"], dir);
     expect(made.status).toBe(1);
