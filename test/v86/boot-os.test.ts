@@ -24,15 +24,14 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
-import { repoRoot } from "../../src/guest/guest-image.js";
 import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
-import { PtySession } from "../helpers/pty.js";
+import type { PtySession } from "../helpers/pty.js";
+import { BootMachines, PROMPT, REFCOW_BIN, shell } from "../helpers/boot-pty.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-os-"));
 const image = path.join(dir, "os.qcow2");
-const bin = path.join(repoRoot(), "dist", "cli", "bin.js");
+const bin = REFCOW_BIN;
 const log = (m: string) => process.stderr.write(m);
-const PROMPT = /refcow:[^\n]*# /;
 const BOOT_MS = 240_000;
 
 let os: OsImagePaths | undefined;
@@ -53,14 +52,8 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Machines of the running test: a failed test's machine is killed before the next one opens the image. */
-const live = new Set<PtySession>();
-afterEach(async () => {
-  for (const s of live) {
-    s.end();
-    await s.exited;
-  }
-  live.clear();
-});
+const machines = new BootMachines();
+afterEach(() => machines.endAll());
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
@@ -70,18 +63,7 @@ function qemuCheckClean(file: string): void {
   expect(r.stdout).toContain("No errors were found on the image.");
 }
 
-function boot(args: string[]): PtySession {
-  const s = new PtySession(process.execPath, [bin, "boot", ...args], { env: { ...process.env, TERM: "xterm" } });
-  live.add(s);
-  void s.exited.then(() => live.delete(s));
-  return s;
-}
-
-/** Runs a shell line at the guest's prompt and resolves with the output position after the next prompt. */
-async function shell(s: PtySession, line: string, from: number, timeoutMs = 60_000): Promise<number> {
-  await s.type(line + "\r");
-  return s.waitFor(PROMPT, from, timeoutMs);
-}
+const boot = (args: string[]): PtySession => machines.boot(args);
 
 /** Switches to the monitor, runs a command, and returns what it printed. */
 async function monitor(s: PtySession, command: string, timeoutMs = 120_000): Promise<string> {

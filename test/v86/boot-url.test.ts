@@ -13,18 +13,16 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { repoRoot } from "../../src/guest/guest-image.js";
 import { ensureOsImage } from "../../src/guest/os-image.js";
 import { startHttpServer, type TestHttpServer } from "../helpers/http-server.js";
-import { PtySession } from "../helpers/pty.js";
+import { BootMachines, PROMPT, REFCOW_BIN, shell } from "../helpers/boot-pty.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-url-"));
 const srv = path.join(dir, "srv");
 const overlay = path.join(dir, "os-overlay.qcow2");
-const bin = path.join(repoRoot(), "dist", "cli", "bin.js");
+const bin = REFCOW_BIN;
 const env = { ...process.env, TERM: "xterm", REFCOW_HTTP_CACHE: path.join(dir, "cache") };
 const log = (m: string) => process.stderr.write(m);
-const PROMPT = /refcow:[^\n]*# /;
 const BOOT_MS = 300_000;
 
 let server: TestHttpServer | undefined;
@@ -49,26 +47,9 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const live = new Set<PtySession>();
-afterEach(async () => {
-  for (const s of live) {
-    s.end();
-    await s.exited;
-  }
-  live.clear();
-});
-
-function boot(args: string[]): PtySession {
-  const s = new PtySession(process.execPath, [bin, "boot", ...args], { env });
-  live.add(s);
-  void s.exited.then(() => live.delete(s));
-  return s;
-}
-
-async function shell(s: PtySession, line: string, from: number, timeoutMs = 60_000): Promise<number> {
-  await s.type(line + "\r");
-  return s.waitFor(PROMPT, from, timeoutMs);
-}
+const machines = new BootMachines(env);
+afterEach(() => machines.endAll());
+const boot = (args: string[]) => machines.boot(args);
 
 describe("refcow boot URL --overlay FILE", () => {
   it("boots the demo OS from a URL, keeps the guest's writes in the overlay, and boots again from the cache", async (ctx) => {
