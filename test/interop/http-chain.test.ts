@@ -9,7 +9,9 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assertBuilt, both, haveQemu, run } from "../cli/qemu-harness.js";
 import { startHttpServer, type TestHttpServer } from "../helpers/http-server.js";
-import { qemuImg, qemuIo, tempDir } from "../helpers/qemu.js";
+import { qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
+import { HttpFile } from "../../src/io/http-file.js";
+import { openRemoteChain } from "../../src/open/remote-chain.js";
 
 const MiB = 1 << 20;
 let dir: string;
@@ -108,6 +110,17 @@ describe.runIf(haveQemu())("backing files by URL (QEMU's curl driver as the orac
     expect([q.status, rc.status, rc.stdout]).toEqual([0, 0, q.stdout]);
     const missingFormat = await run("refcow", ["rebase", "-u", "-b", server.url("base.qcow2"), "moved.qcow2"], dir);
     expect(missingFormat.stderr).toMatch(/backing format must be specified/);
+  });
+
+  it("the browser's chain opener (remote layers only) reads what QEMU reads", () => {
+    const disk = openRemoteChain(server.url("mid.qcow2"), (u) => HttpFile.open(u, { cacheDir: false }));
+    try {
+      const got = Buffer.from(disk.read(0, disk.size));
+      expect(got.equals(qemuRaw(path.join(dir, "srv", "mid.qcow2")))).toBe(true);
+    } finally {
+      disk.close();
+    }
+    expect(() => openRemoteChain("local.qcow2", (u) => HttpFile.open(u))).toThrow(/not an http\(s\) URL/);
   });
 
   it("says which URL failed when the server refuses", async () => {

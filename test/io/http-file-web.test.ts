@@ -3,6 +3,10 @@
  * with the Range semantics of RFC 9110, plus faults): the same bytes as the array, retries of transient
  * failures, refusals of a server without Range support and of a changed object.
  */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import path from "node:path";
+import { createBundler } from "../../src/cli/web-server.js";
 import { describe, expect, it } from "vitest";
 import { openWebHttpFile, type SyncXhr } from "../../src/io/http-file-web.js";
 
@@ -91,4 +95,19 @@ describe("openWebHttpFile (synchronous XHR in a Worker)", () => {
     server.etag = '"v2"';
     expect(() => f.read(new Uint8Array(10), 0)).toThrow(/changed since it was opened \(ETag "v1" -> "v2"\)/);
   });
+});
+
+describe("the browser worker with remote backing files", () => {
+  it("the worker bundle (as the page server builds it) takes the browser's HTTP file", async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "refcow-web-bundle-"));
+    const bundler = await createBundler(out);
+    try {
+      const worker = fs.readFileSync(path.join(out, "web-worker.js"), "utf8");
+      expect(worker).toContain("the request failed (network error, timeout or CORS refusal)");
+      expect(worker).not.toMatch(/from\s*["']node:/);
+    } finally {
+      await bundler.dispose();
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
