@@ -24,7 +24,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
-import { ensureOsImage, readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
+import { readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
+import { demoOsOrSkip } from "../helpers/demo-os.js";
 import type { PtySession } from "../helpers/pty.js";
 import { BootMachines, PROMPT, REFCOW_BIN, shell } from "../helpers/boot-pty.js";
 
@@ -38,14 +39,8 @@ let os: OsImagePaths | undefined;
 let skipReason: string | undefined;
 
 beforeAll(async () => {
-  try {
-    os = await ensureOsImage({ onProgress: (m) => log(m + "\n") });
-  } catch (e) {
-    if (process.env.CI === "true") throw e;
-    skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
-    log(`[boot-os] skipped: ${skipReason}\n`);
-    return;
-  }
+  ({ os, skipReason } = await demoOsOrSkip((m) => log(m + "\n")));
+  if (!os) return void log(`[boot-os] skipped: ${skipReason}\n`);
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run 'npm run build' first`);
   execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", os.image, image]);
 }, 20 * 60_000);

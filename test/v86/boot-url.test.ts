@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ensureOsImage } from "../../src/guest/os-image.js";
+import { demoOsOrSkip } from "../helpers/demo-os.js";
 import { startHttpServer, type TestHttpServer } from "../helpers/http-server.js";
 import { BootMachines, PROMPT, REFCOW_BIN, shell } from "../helpers/boot-pty.js";
 
@@ -29,16 +29,10 @@ let server: TestHttpServer | undefined;
 let skipReason: string | undefined;
 
 beforeAll(async () => {
-  try {
-    const os = await ensureOsImage({ onProgress: (m) => log(m + "\n") });
-    mkdirSync(srv);
-    execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", os.image, path.join(srv, "os.qcow2")]);
-  } catch (e) {
-    if (process.env.CI === "true") throw e;
-    skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
-    log(`[boot-url] skipped: ${skipReason}\n`);
-    return;
-  }
+  const { os, skipReason: why } = await demoOsOrSkip((m) => log(m + "\n"));
+  if (!os) return void log(`[boot-url] skipped: ${(skipReason = why)}\n`);
+  mkdirSync(srv);
+  execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", os.image, path.join(srv, "os.qcow2")]);
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run 'npm run build' first`);
   server = await startHttpServer(srv);
 }, 20 * 60_000);

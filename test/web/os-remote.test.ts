@@ -11,12 +11,12 @@ import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { launchChromium } from "../helpers/chromium.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWebServer, type WebServer } from "../../src/cli/web-server.js";
-import { ensureOsImage } from "../../src/guest/os-image.js";
+import { demoOsOrSkip } from "../helpers/demo-os.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const BOOT_MS = 300_000;
 const PROMPT = /refcow:[^\n]*# $/;
 const log = (m: string) => process.stderr.write(m + "\n");
@@ -37,22 +37,10 @@ describe("os.html?image=URL: a remote image under an OPFS overlay", () => {
   const work = mkdtempSync(path.join(tmpdir(), "refcow-os-remote-"));
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash test/setup/ensure-chromium.sh'`);
-    try {
-      await ensureOsImage({ onProgress: log });
-    } catch (e) {
-      if (process.env.CI === "true") throw e;
-      skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
-      return;
-    }
+    ({ skipReason } = await demoOsOrSkip(log));
+    if (skipReason) return;
     server = await startWebServer({ port: 0, outDir: path.join(work, "web"), onLog: log });
-    context = await chromium.launchPersistentContext(path.join(work, "profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      acceptDownloads: true,
-      args: ["--no-sandbox", "--disable-dev-shm-usage"],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    ({ context, page } = await launchChromium(path.join(work, "profile")));
     page.on("dialog", (d) => void d.accept());
   }, 20 * 60_000);
 
