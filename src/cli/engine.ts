@@ -3,7 +3,8 @@
  * exactly this surface (Qcow2Image, RawDisk via openImagePath, probeFormat, the engine's types).
  */
 export { Qcow2Image } from "../open/qcow2.js";
-export { openImagePath, probeFormat, RawDisk } from "../open/open-path.js";
+export { openImagePath, openLayerFile, probeFileFormat, probeFormat, RawDisk, remoteWriteRefusal, resolveBackingName } from "../open/open-path.js";
+export { isHttpUrl } from "../io/http-object.js";
 export type {
   ImageOpenOptions,
   AllocPolicyName,

@@ -132,6 +132,15 @@ export const HELP: Record<string, CommandHelp> = {
     usage: "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
     help: "  --output=ofmt  human (default) or json\n",
   },
+  rebase: {
+    summary: "change the backing file an image names (unsafe mode: -u; no data copied)",
+    usage: "rebase [-f fmt] [-q] -u -b backing_file [-F backing_fmt] filename",
+    help:
+      "  -u             unsafe: only the header changes (the only mode refcow has); the new backing file is not\n" +
+      "                 opened, and must hold what the old one did where the image does not\n" +
+      "  -b name        the new backing file: a path (relative to the image) or an http(s) URL; \"\" for none\n" +
+      "  -F fmt         its format (qcow2 or raw); required with a name\n",
+  },
   compact: {
     summary: "move every cluster down into the free space inside an image, then shrink the file",
     usage: "compact [-q] [-f fmt] [--scheme S] [--scheme-opt K=V,...] filename",

@@ -15,6 +15,7 @@ import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
 import { ioCommand } from "./commands/io.js";
 import { mapCommand } from "./commands/map.js";
+import { rebaseCommand } from "./commands/rebase.js";
 import { snapshotCommand } from "./commands/snapshot.js";
 import { BENCH_USAGE, benchCommand } from "./commands/bench.js";
 import { RUN_HELP, RUN_SUMMARY, RUN_USAGE, runCommand } from "./commands/run.js";
@@ -48,6 +49,7 @@ export const commands: Record<string, Command> = {
   convert: builtin("convert", convertCommand),
   compare: builtin("compare", compareCommand),
   map: builtin("map", mapCommand),
+  rebase: builtin("rebase", rebaseCommand),
   compact: builtin("compact", compactCommand),
   io: builtin("io", ioCommand),
   bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv, io) => benchCommand(argv, io ?? processIo) },
@@ -79,10 +81,29 @@ function topHelp(): string {
   return out;
 }
 
+/**
+ * `--cache-dir DIR` (or `=DIR`), taken wherever it appears: the persistent chunk cache of images read by
+ * http(s) URL ("off": none). Passed on as $REFCOW_HTTP_CACHE, which worker threads inherit.
+ */
+function takeCacheDir(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--cache-dir" || a.startsWith("--cache-dir=")) {
+      const value = a === "--cache-dir" ? argv[++i] : a.slice("--cache-dir=".length);
+      if (!value) throw new UsageError("option '--cache-dir' requires an argument");
+      process.env.REFCOW_HTTP_CACHE = value;
+    } else out.push(a);
+  }
+  return out;
+}
+
 /** Runs the CLI with `argv` (the arguments after the program name); resolves to the exit code. */
-export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
-  const [first, ...rest] = argv;
+export async function main(argv0: string[], io: CliIo = processIo): Promise<number> {
+  let first = argv0[0];
   try {
+    const argv = takeCacheDir(argv0);
+    first = argv[0];
     if (first === undefined) throw new UsageError("Not enough arguments");
     if (first === "-h" || first === "--help" || first === "help") {
       io.out(topHelp());
@@ -95,7 +116,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     if (first.startsWith("-")) throw new UsageError(`unrecognized option '${first}'`);
     const command = commands[first];
     if (!command) throw new UsageError(`Command not found: ${first}`);
-    return await command.run(rest, io);
+    return await command.run(argv.slice(1), io);
   } catch (e) {
     if (e instanceof UsageError) {
       const hint = first && commands[first] ? `refcow ${first} --help` : "refcow --help";

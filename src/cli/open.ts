@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import { CliError, messageOf } from "./errors.js";
-import { ALLOC_POLICIES, type AllocPolicyName, type BlockFile, type CacheMode, type ImageOpenOptions, NodeFile, openImagePath, probeFormat, Qcow2Image, RawDisk, type SchemeOptionValues } from "./engine.js";
+import { ALLOC_POLICIES, type AllocPolicyName, type BlockFile, type CacheMode, type ImageOpenOptions, isHttpUrl, openLayerFile, probeFileFormat, Qcow2Image, RawDisk, remoteWriteRefusal, resolveBackingName, type SchemeOptionValues } from "./engine.js";
 
 export type FormatName = "qcow2" | "raw";
 export type Disk = Qcow2Image | RawDisk;
@@ -63,12 +63,8 @@ export function formatForOpen(fmt: string | undefined, path: string): FormatName
   return f;
 }
 
-/** bdrv_make_absolute_filename: `name` relative to the directory part of `imagePath`. */
-export function fullBackingName(imagePath: string, name: string): string {
-  if (name.startsWith("/") || /^[a-z][a-z0-9+.-]*:/i.test(name)) return name;
-  const slash = imagePath.lastIndexOf("/");
-  return slash >= 0 ? imagePath.slice(0, slash + 1) + name : name;
-}
+/** bdrv_make_absolute_filename: `name` relative to the directory part of `imagePath` (a path or a URL). */
+export const fullBackingName = resolveBackingName;
 
 const ERRNO_TEXT: Record<string, string> = {
   ENOENT: "No such file or directory",
@@ -134,19 +130,20 @@ const MAX_CHAIN = 64;
 
 function openLayer(req: OpenRequest, depth: number, layers: string[]): Disk {
   const { path } = req;
-  const problem = accessProblem(path, req.readOnly);
+  const remote = isHttpUrl(path);
+  // A remote layer is read-only; a wrapped one is only read (the wrapper takes the writes).
+  if (remote && !req.readOnly && !req.wrapFile) throw new CliError(remoteWriteRefusal(path).replace(/^Could not open '[^']*': /, ""));
+  const problem = remote ? undefined : accessProblem(path, req.readOnly);
   if (problem) throw new CliError(problem.startsWith("'file' driver") ? problem : `Could not open '${path}': ${problem}`);
-  const probed = probeFormat(path);
-  const format = req.format ?? probed;
-  if (format === "qcow2" && probed !== "qcow2") throw new CliError("Image is not in qcow2 format");
-  layers[depth] = path;
-  if (format === "raw" && !req.wrapFile) return openImagePath(path, { format: "raw", readOnly: req.readOnly }) as RawDisk;
-  // A wrapped file is only read: the wrapper takes the writes.
-  const nodeFile = NodeFile.open(path, { readOnly: req.readOnly || req.wrapFile !== undefined });
-  const file = req.wrapFile ? req.wrapFile(nodeFile) : nodeFile;
-  if (format === "raw") return new RawDisk(file);
+  const baseFile = openLayerFile(path, { readOnly: req.readOnly || req.wrapFile !== undefined, namedBy: depth > 0 ? layers[depth - 1] : undefined });
+  const file = req.wrapFile ? req.wrapFile(baseFile) : baseFile;
   let backingFailure: string | undefined;
   try {
+    const probed = probeFileFormat(baseFile);
+    const format = req.format ?? probed;
+    if (format === "qcow2" && probed !== "qcow2") throw new CliError("Image is not in qcow2 format");
+    layers[depth] = path;
+    if (format === "raw") return new RawDisk(file);
     return Qcow2Image.open(file, {
       readOnly: req.wrapFile ? false : req.readOnly,
       cache: req.cache,

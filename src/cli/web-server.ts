@@ -45,6 +45,8 @@ export interface WebServerOptions {
 export interface WebServer {
   url: string;
   port: number;
+  /** Range requests answered and the bytes they sent, since the start (a remote image's traffic). */
+  rangeStats: { requests: number; bytes: number };
   close(): Promise<void>;
 }
 
@@ -181,6 +183,7 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
     res.writeHead(status, { ...ISOLATION_HEADERS, "Content-Type": type, "Content-Length": Buffer.byteLength(body) });
     res.end(body);
   };
+  const rangeStats = { requests: 0, bytes: 0 };
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, "text/plain", "method not allowed\n");
     const url = new URL(req.url ?? "/", "http://localhost");
@@ -197,9 +200,27 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
     if (route === "/guest/config.json") return send(res, 200, CONTENT_TYPES[".json"]!, config);
     const file = files[route];
     if (!file || !existsSync(file)) return send(res, 404, "text/plain", "not found\n");
-    const size = statSync(file).size;
+    const st = statSync(file);
+    const size = st.size;
     const ext = path.extname(file);
-    res.writeHead(200, { ...ISOLATION_HEADERS, "Content-Type": CONTENT_TYPES[ext] ?? "application/octet-stream", "Content-Length": size });
+    // Range requests (one range), with validators: os.html?image=URL reads a disk image this way.
+    const headers = { ...ISOLATION_HEADERS, "Content-Type": CONTENT_TYPES[ext] ?? "application/octet-stream", "Accept-Ranges": "bytes", ETag: `"${size}-${Math.floor(st.mtimeMs)}"`, "Last-Modified": st.mtime.toUTCString() };
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+    if (range) {
+      const first = Number(range[1]);
+      const last = range[2] === "" ? size - 1 : Math.min(size - 1, Number(range[2]));
+      if (first >= size || last < first) {
+        res.writeHead(416, { ...headers, "Content-Range": `bytes */${size}` });
+        return res.end();
+      }
+      res.writeHead(206, { ...headers, "Content-Range": `bytes ${first}-${last}/${size}`, "Content-Length": last - first + 1 });
+      rangeStats.requests++;
+      rangeStats.bytes += req.method === "HEAD" ? 0 : last - first + 1;
+      if (req.method === "HEAD") return res.end();
+      createReadStream(file, { start: first, end: last }).pipe(res);
+      return;
+    }
+    res.writeHead(200, { ...headers, "Content-Length": size });
     if (req.method === "HEAD") return res.end();
     createReadStream(file).pipe(res);
   };
@@ -223,6 +244,7 @@ export async function startWebServer(opts: WebServerOptions = {}): Promise<WebSe
   return {
     url: `http://${shownHost}:${port}/`,
     port,
+    rangeStats,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

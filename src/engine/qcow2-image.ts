@@ -242,6 +242,24 @@ export class Qcow2Image implements SyncDisk {
     }
   }
 
+  /**
+   * Changes the backing file name (and format) the header records, and nothing else: no data is copied
+   * (qemu-img rebase -u). Undefined or "" removes the backing file. Takes effect at the next open.
+   */
+  setBackingName(name: string | undefined, format: string | undefined): void {
+    this.checkWritable();
+    if (format !== undefined && !name) throw new RequestError("Backing format cannot be used without backing file");
+    if (name && new TextEncoder().encode(name).length > 1023) throw new RequestError("the backing file name is too long (1023 bytes at most)");
+    const h = this.core.header;
+    h.backingFile = name || undefined;
+    h.backingFormat = name ? format : undefined;
+    try {
+      this.core.writeHeader();
+    } catch (e) {
+      throw this.core.failed(e);
+    }
+  }
+
   // --------------------------------------------------------------------------------------------------- flush
 
   /** Makes every completed write durable (a no-op on the disk in cache=unsafe). */

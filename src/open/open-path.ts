@@ -1,19 +1,19 @@
 /**
- * Opening images by path: format probing, raw files, and backing chains resolved relative to the image that
- * names them (as QEMU does).
+ * Opening images by path or http(s) URL: format probing, raw files, and backing chains resolved relative to
+ * the image that names them (as QEMU does). A URL opens read-only through the HTTP file (io/http-file.ts).
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
+import { HttpFile, type HttpFileOptions } from "../io/http-file.js";
+import { isHttpUrl } from "../io/http-object.js";
+import { checkPin } from "./remote-pin.js";
 import type { CompactOptions, CompactResult } from "../engine/compact.js";
-import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/map.js";
 import { ImageFormatError, RequestError } from "../engine/errors.js";
 import { compactImage, Qcow2Image, type LibraryOpenOptions } from "./qcow2.js";
-import type { SyncDisk } from "../disk/sync-disk.js";
-import type { CacheMode, MapExtent } from "../engine/types.js";
+import { type ImageFormat, probeFileFormat, RawDisk, resolveBackingName } from "./raw-disk.js";
 
-export type ImageFormat = "qcow2" | "raw";
+export { type ImageFormat, probeFileFormat, RawDisk, resolveBackingName };
 
 /** qcow2 when the file starts with qcow2's magic, raw otherwise. */
 export function probeFormat(file: string): ImageFormat {
@@ -27,101 +27,30 @@ export function probeFormat(file: string): ImageFormat {
   }
 }
 
-/** A raw disk image: guest offset = file offset; the cache mode decides when writes are flushed, as for qcow2. */
-export class RawDisk implements SyncDisk {
-  /** Virtual disk size: the file's (changed only by resize). */
-  size: number;
-  readonly readOnly: boolean;
+/** The one-line refusal of a writable open of a URL. */
+export function remoteWriteRefusal(url: string): string {
+  return `Could not open '${url}': a remote image is read-only; open it read-only, or write into a local overlay (refcow create -f qcow2 -b ${url} -F <format> overlay.qcow2)`;
+}
 
-  constructor(
-    readonly file: BlockFile,
-    readonly cacheMode: CacheMode = "writeback",
-  ) {
-    this.size = file.size();
-    this.readOnly = file.readOnly;
-  }
-
-  readInto(buf: Uint8Array, offset: number): void {
-    this.checkRange(offset, buf.length);
-    this.file.read(buf, offset, "guest-data");
-  }
-
-  read(offset: number, length: number): Uint8Array {
-    const buf = new Uint8Array(length);
-    this.readInto(buf, offset);
-    return buf;
-  }
-
-  write(offset: number, data: Uint8Array): void {
-    this.checkRange(offset, data.length);
-    this.file.write(data, offset, "guest-data");
-    if (this.cacheMode === "writethrough") this.file.flush("guest-data");
-  }
-
-  /**
-   * As QEMU's raw driver: fallocate where the file can (ZERO_RANGE; PUNCH_HOLE first with `unmap`), zeroes
-   * written elsewhere.
-   */
-  writeZeroes(offset: number, length: number, opts: { unmap?: boolean } = {}): void {
-    this.checkRange(offset, length);
-    this.file.zeroRange(offset, length, "guest-data", opts.unmap);
-    if (this.cacheMode === "writethrough") this.file.flush("guest-data");
-  }
-
-  /** A hole where the file system can make one (QEMU punches one); the range reads as zeroes either way. */
-  discard(offset: number, length: number): void {
-    this.writeZeroes(offset, length, { unmap: true });
-  }
-
-  flush(): void {
-    if (this.cacheMode !== "unsafe") this.file.flush("guest-data");
-  }
-
-  close(): void {
-    this.file.close();
-  }
-
-  /** Changes the disk size: the file is truncated or extended (with zeroes). */
-  resize(newSize: number): void {
-    if (this.readOnly) throw new RequestError("image is opened read-only");
-    if (!Number.isSafeInteger(newSize) || newSize < 0) throw new RequestError(`invalid size ${newSize}`);
-    this.file.truncate(newSize);
-    this.size = newSize;
-  }
-
-  /** As QEMU's raw driver on a file: a hole of the file reads as zero and holds no data. */
-  blockStatus(offset: number, length: number, depth: number) {
-    const under = fileStatus(this.file, offset, length);
-    return { status: { depth, present: true, zero: under.zero, data: !under.zero, compressed: false, offset }, length: under.length };
-  }
-
-  /** A raw file is allocated throughout, holes included (as file-posix reports them to bdrv_is_allocated). */
-  allocation(offset: number, length: number): AllocationRun[] {
-    return allocationRuns(this, offset, length);
-  }
-
-  /** qemu:allocation-depth: a raw file is its own data throughout (depth 1). */
-  allocationDepth(offset: number, length: number, maxRuns?: number): DepthRun[] {
-    return allocationDepthRuns(this, offset, length, maxRuns);
-  }
-
-  map(): MapExtent[] {
-    const out: MapExtent[] = [];
-    for (let pos = 0; pos < this.size; ) {
-      const { status, length } = this.blockStatus(pos, this.size - pos, 0);
-      const prev = out[out.length - 1];
-      if (prev && prev.zero === status.zero) prev.length += length;
-      else out.push({ start: pos, length, ...status });
-      pos += length;
+/**
+ * The file under an image layer: a local file, or by http(s) URL a remote one (read-only: a writable open
+ * is refused; the backing file of a local overlay `namedBy` must be the version the overlay was made over,
+ * remote-pin.ts). Missing local files get QEMU's wording.
+ */
+export function openLayerFile(name: string, opts: { readOnly: boolean; http?: HttpFileOptions; namedBy?: string }): BlockFile {
+  if (isHttpUrl(name)) {
+    if (!opts.readOnly) throw new RequestError(remoteWriteRefusal(name));
+    const file = HttpFile.open(name, opts.http);
+    try {
+      if (opts.namedBy !== undefined && !isHttpUrl(opts.namedBy)) checkPin(opts.namedBy, file.object);
+    } catch (e) {
+      file.close();
+      throw e;
     }
-    return out;
+    return file;
   }
-
-  private checkRange(offset: number, length: number): void {
-    if (offset < 0 || length < 0 || offset + length > this.size) {
-      throw new RequestError(`request at offset ${offset}, length ${length} is past the end of the disk (${this.size} bytes)`);
-    }
-  }
+  if (!fs.existsSync(name)) throw new RequestError(`Could not open '${name}': No such file or directory`);
+  return NodeFile.open(name, { readOnly: opts.readOnly });
 }
 
 export type OpenedImage = Qcow2Image | RawDisk;
@@ -135,28 +64,33 @@ export interface PathOpenOptions extends LibraryOpenOptions {
    * the engine opens the wrapper read-write (a private copy-on-write view, see io/overlay-file.ts).
    */
   wrapFile?: (file: BlockFile) => BlockFile;
+  /** Options of the layers opened by http(s) URL (chunk size, cache folder...). */
+  http?: HttpFileOptions;
+  /** The image naming this one as its backing file (set by the chain walk). */
+  namedBy?: string;
 }
 
-/** Opens an image file (qcow2 or raw, probed unless given), with its backing chain opened read-only. */
+/**
+ * Opens an image (qcow2 or raw, probed unless given) by path or http(s) URL, with its backing chain opened
+ * read-only. A URL opens only read-only (or wrapped: the wrapper takes the writes).
+ */
 export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 0): OpenedImage {
   if (depth > MAX_CHAIN) throw new ImageFormatError(`backing chain deeper than ${MAX_CHAIN} images (loop?)`);
-  if (!fs.existsSync(file)) throw new RequestError(`Could not open '${file}': No such file or directory`);
-  const format = opts.format ?? probeFormat(file);
-  const nodeFile = NodeFile.open(file, { readOnly: opts.readOnly || opts.wrapFile !== undefined });
-  const bf = opts.wrapFile ? opts.wrapFile(nodeFile) : nodeFile;
+  const baseFile = openLayerFile(file, { readOnly: !!opts.readOnly || opts.wrapFile !== undefined, http: opts.http, namedBy: opts.namedBy });
+  const bf = opts.wrapFile ? opts.wrapFile(baseFile) : baseFile;
   try {
+    const format = opts.format ?? probeFileFormat(baseFile);
     if (format === "raw") return new RawDisk(bf, opts.cache);
-    const dir = path.dirname(file);
-    const { wrapFile, format: _format, ...engineOpts } = opts;
+    const { wrapFile, format: _format, http, namedBy: _namedBy, ...engineOpts } = opts;
     return Qcow2Image.open(bf, {
       ...engineOpts,
       readOnly: wrapFile ? false : opts.readOnly,
       openBacking:
         opts.openBacking ??
         ((name, fmt) => {
-          const resolved = path.isAbsolute(name) ? name : path.join(dir, name);
+          const resolved = resolveBackingName(file, name);
           if (fmt && fmt !== "qcow2" && fmt !== "raw") throw new ImageFormatError(`unsupported backing file format '${fmt}'`);
-          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache }, depth + 1);
+          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache, http, namedBy: file }, depth + 1);
         }),
     });
   } catch (e) {

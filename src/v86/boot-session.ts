@@ -31,6 +31,8 @@ import path from "node:path";
 import { Qcow2Image } from "../open/qcow2.js";
 import { commitOverlay } from "../open/commit.js";
 import { probeFormat } from "../open/open-path.js";
+import { backingNameFor, describeImage, ensureOverlay } from "../open/persistent-overlay.js";
+import { isHttpUrl } from "../io/http-object.js";
 import type { CacheMode, SchemeOptionValues, SnapshotInfo } from "../engine/types.js";
 import { NodeFile } from "../io/node-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
@@ -52,6 +54,11 @@ export interface BootSessionOptions {
   memoryMiB: number;
   /** Writes go to a temporary overlay, dropped at close (QEMU's -snapshot). */
   snapshotMode?: boolean;
+  /**
+   * Writes go to this qcow2 overlay over the image, made on first use and reused after (the image, a file
+   * or an http(s) URL, is only read).
+   */
+  overlay?: string;
   /** Start from this snapshot (its disk and machine state) instead of booting. */
   loadvm?: string;
   firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
@@ -82,13 +89,28 @@ export class BootSession {
 
   static async open(o: BootSessionOptions): Promise<BootSession> {
     const progress = o.onProgress ?? (() => undefined);
-    const format = probeFormat(o.image);
+    if (o.overlay !== undefined && o.snapshotMode) throw new Error("--overlay keeps the guest's writes and -snapshot drops them: give one of them");
+    const remote = isHttpUrl(o.image);
+    if (remote && o.overlay === undefined && !o.snapshotMode) {
+      throw new Error(`${o.image} is a remote image, read-only: boot it with --overlay FILE (the guest's writes kept there) or -snapshot (dropped at exit)`);
+    }
+    let format: "qcow2" | "raw";
     let size: number;
-    if (format === "qcow2") size = probeQcow2Clean(o.image).size;
-    else size = statSync(o.image).size;
+    let served = o.image;
+    if (o.overlay !== undefined) {
+      const kept = ensureOverlay(o.image, o.overlay);
+      ({ format, size } = kept);
+      served = o.overlay;
+      progress(kept.created ? `made the overlay ${o.overlay} over ${o.image}: the guest's writes stay there` : `reusing the overlay ${o.overlay} over ${o.image}`);
+    } else if (remote) {
+      ({ format, size } = describeImage(o.image));
+    } else {
+      format = probeFormat(o.image);
+      if (format === "qcow2") size = probeQcow2Clean(o.image).size;
+      else size = statSync(o.image).size;
+    }
     if (size % 512 !== 0) throw new Error(`'${o.image}' has a virtual size of ${size} bytes, not whole 512-byte sectors: a disk cannot use it`);
     let overlayDir: string | undefined;
-    let served = o.image;
     if (o.snapshotMode) {
       overlayDir = mkdtempSync(path.join(os.tmpdir(), "refcow-boot-"));
       served = path.join(overlayDir, "overlay.qcow2");
@@ -100,11 +122,12 @@ export class BootSession {
     try {
       // With virtio many requests are in flight, reaped from inside v86's run loop: spin only for a lone one.
       const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
-      const openOptions: ServedImageOptions = { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlayDir ? "qcow2" : format, client: lone };
+      const overlaid = overlayDir !== undefined || o.overlay !== undefined;
+      const openOptions: ServedImageOptions = { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlaid ? "qcow2" : format, client: lone };
       client = await pool.open(served, openOptions);
       let initialState: ArrayBuffer | undefined;
       if (o.loadvm !== undefined) {
-        if (format !== "qcow2" && !overlayDir) throw new Error(`--loadvm: '${o.image}' is a raw image: it has no snapshots`);
+        if (format !== "qcow2" && !overlaid) throw new Error(`--loadvm: '${o.image}' is a raw image: it has no snapshots`);
         const sn = findSnapshot(await client.snapshotList(), o.loadvm);
         if (!sn) throw new Error(`Snapshot '${o.loadvm}' does not exist in ${o.image}`);
         if (!sn.vmStateSize) throw new Error(`snapshot '${o.loadvm}' is a disk-only snapshot (no VM state): revert to it offline with 'refcow snapshot -a'`);
@@ -138,11 +161,11 @@ export class BootSession {
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",
       file: info.served,
-      format: overlayDir ? "qcow2" : info.format,
+      format: overlayDir || o.overlay !== undefined ? "qcow2" : info.format,
       cache: o.cache,
       scheme: o.scheme,
       size: info.size,
-      backingFile: overlayDir ? path.resolve(o.image) : undefined,
+      backingFile: overlayDir || o.overlay !== undefined ? backingNameFor(o.image) : undefined,
     };
     this.machine = new DiskBootMachine({
       disk,
@@ -273,7 +296,7 @@ export class BootSession {
 function createOverlay(file: string, size: number, image: string, format: "qcow2" | "raw"): void {
   const bf = NodeFile.open(file, { create: true });
   try {
-    Qcow2Image.create(bf, { size, backingFile: path.resolve(image), backingFormat: format });
+    Qcow2Image.create(bf, { size, backingFile: backingNameFor(image), backingFormat: format });
   } finally {
     bf.close();
   }

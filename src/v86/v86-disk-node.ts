@@ -1,10 +1,15 @@
 /**
  * `openV86Disk(path)`: a qcow2 (or raw) image file, served by refcow from a worker thread, as the disk of
  * a v86 emulator in Node (see v86-disk.ts for the whole recipe).
+ *
+ * `openV86Disk(url, { overlay: "disk.qcow2" })`: an image read over http(s) (Range requests, chunk cache)
+ * under a local qcow2 overlay made on first use and reused after; the guest's writes stay in the overlay.
  */
 import type { ImageOpenOptions } from "../engine/types.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { ServedAsyncDisk } from "../worker/served-async-disk.js";
+import { isHttpUrl } from "../io/http-object.js";
+import { ensureOverlay } from "../open/persistent-overlay.js";
 import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 
 /**
@@ -14,14 +19,24 @@ import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 export interface OpenV86DiskOptions extends V86DiskOptions, Pick<ImageOpenOptions, "scheme" | "cache"> {
   /** More options of the served image (ring geometry, spins, read-only...). */
   served?: Omit<ServedImageOptions, "scheme" | "cache">;
+  /**
+   * A qcow2 overlay over `path` (a file or an http(s) URL), made on first use and reused after: the guest's
+   * writes go there and `path` is only read. A URL needs one (or `served.readOnly`).
+   */
+  overlay?: string;
 }
 
 /** Opens `path` in a worker (its own pool; closed by `close()`) and wraps it for v86. */
 export async function openV86Disk(path: string, options: OpenV86DiskOptions = {}): Promise<RefcowV86Disk> {
+  if (isHttpUrl(path) && options.overlay === undefined && !options.served?.readOnly) {
+    throw new Error(`${path} is a remote image, read-only: give an overlay ({ overlay: "disk.qcow2" }) for the guest's writes, or open it with served.readOnly`);
+  }
+  if (options.overlay !== undefined) ensureOverlay(path, options.overlay);
+  const served = options.overlay ?? path;
   const pool = new ImagePool();
   try {
     const lone = options.type === "virtio" ? { spinMaxInFlight: 1 } : {};
-    const client = await pool.open(path, {
+    const client = await pool.open(served, {
       ...options.served,
       client: { ...lone, ...options.served?.client },
       scheme: options.scheme ?? "eager",

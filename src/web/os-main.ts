@@ -9,7 +9,12 @@
  * OPFS: after a reload the page offers to boot it again, with the guest's writes in it. Download streams
  * the image from OPFS (a disk-backed File; nothing is held in memory).
  *
- * URL parameters (optional): disk=ide|virtio, mem=MiB.
+ * A remote image: `?image=URL` (a qcow2 or raw disk on a server answering Range requests — this page's own
+ * server, or one allowing its origin) boots under an overlay in OPFS (`remote-<hash>.qcow2`, a plain qcow2
+ * naming the URL as its backing file), made on first visit and reused after: the guest's writes survive
+ * reloads. "Reset" drops the overlay; "Download" gives the overlay itself (small, naming the URL).
+ *
+ * URL parameters (optional): disk=ide|virtio, mem=MiB, image=URL.
  * `window.refcowOs` exposes the page's state for scripted use (the end-to-end test).
  */
 import type { SnapshotInfo } from "../engine/types.js";
@@ -51,6 +56,7 @@ const ui = {
   bootBtn: $<HTMLButtonElement>("boot-btn"),
   removeBtn: $<HTMLButtonElement>("remove-btn"),
   downloadBtn: $<HTMLButtonElement>("download-btn"),
+  resetBtn: $<HTMLButtonElement>("reset-btn"),
   closeBtn: $<HTMLButtonElement>("close-btn"),
   progress: $("progress"),
   diskSelect: $<HTMLSelectElement>("disk-select"),
@@ -65,6 +71,8 @@ const ui = {
 };
 
 const params = new URLSearchParams(location.search);
+/** ?image=URL: a remote image to boot under an OPFS overlay. */
+const remoteImage = params.get("image") ? new URL(params.get("image")!, location.href).href : undefined;
 let state: PageState = "loading";
 let busy = false;
 let lastError: string | undefined;
@@ -248,6 +256,49 @@ async function upload(file: File): Promise<void> {
   await boot(name);
 }
 
+// ------------------------------------------------------------------------------------------- remote images
+
+/** The OPFS overlay's name for a remote image: stable per URL (FNV-1a of it). */
+function overlayName(url: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < url.length; i++) h = Math.imul(h ^ url.charCodeAt(i), 0x01000193) >>> 0;
+  return `remote-${h.toString(16).padStart(8, "0")}.qcow2`;
+}
+
+/** The remote image's format and virtual size, from its first bytes (one Range request). */
+async function probeRemote(url: string): Promise<{ format: "qcow2" | "raw"; size: number }> {
+  const res = await fetch(url, { headers: { Range: "bytes=0-511" } });
+  if (res.status === 200) throw new Error(`${url}: the server does not support Range requests`);
+  if (res.status !== 206) throw new Error(`${url}: HTTP status ${res.status}`);
+  const head = new DataView(await res.arrayBuffer());
+  if (head.byteLength >= 32 && head.getUint32(0) === 0x514649fb) return { format: "qcow2", size: Number(head.getBigUint64(24)) };
+  const total = /\/(\d+)$/.exec(res.headers.get("content-range") ?? "")?.[1];
+  if (!total) throw new Error(`${url}: no usable Content-Range in the answer`);
+  return { format: "raw", size: Number(total) };
+}
+
+/** Boots `url` under its OPFS overlay, made first when missing. */
+async function bootRemote(url: string): Promise<void> {
+  if (!host) return;
+  await closeSession();
+  const name = overlayName(url);
+  if (!(await fileExists(name))) {
+    const { format, size } = await probeRemote(url);
+    await host.create(name, { size, backingFile: url, backingFormat: format });
+    log(`made the overlay ${name} over ${url} (${format}, ${mib(size)}): the guest's writes stay in it`);
+  } else log(`reusing the overlay ${name} over ${url}`);
+  await refreshImages(name);
+  await boot(name);
+}
+
+/** Drops the remote image's overlay (the guest's writes) and boots the image afresh. */
+async function resetRemote(url: string): Promise<void> {
+  await closeSession();
+  await removeFile(overlayName(url));
+  log(`reset: the overlay over ${url} is dropped`);
+  await bootRemote(url);
+}
+
 /**
  * Downloads an image without reading it into memory: a disk-backed File from OPFS behind an object URL.
  * The running machine's image is first closed cleanly and copied (it changes again once the guest resumes,
@@ -420,6 +471,7 @@ function wire(): void {
   ui.imageSelect.addEventListener("change", refresh);
   ui.removeBtn.addEventListener("click", () => void operation("delete", remove));
   ui.downloadBtn.addEventListener("click", () => void operation("download", download));
+  ui.resetBtn.addEventListener("click", () => remoteImage && void operation("reset", () => resetRemote(remoteImage!)));
   ui.closeBtn.addEventListener("click", () =>
     void operation("stop", async () => {
       const file = session?.file;
@@ -473,6 +525,10 @@ async function start(): Promise<void> {
   await refreshImages(lastBooted()?.file);
   await offerResume();
   setState("idle", "ready: boot the demo OS, upload a disk image, or boot a stored one");
+  if (remoteImage) {
+    ui.resetBtn.hidden = false;
+    await operation(`remote image ${remoteImage}`, () => bootRemote(remoteImage));
+  }
 }
 
 void start();

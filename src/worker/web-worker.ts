@@ -5,9 +5,12 @@
  * What differs from Node is only how the image is reached: OPFS access handles are created asynchronously,
  * so the file is opened first and the synchronous `serveRing` gets an `open` that only parses the image. The
  * worker must be a dedicated worker of a cross-origin isolated page (SharedArrayBuffer, sync access handles).
+ * An image whose backing file is an http(s) URL (an overlay over a remote image) reads its chain over HTTP.
  */
 import { Qcow2Image } from "../open/qcow2.js";
 import { OpfsFile } from "../io/opfs-file.js";
+import { openWebHttpFile } from "../io/http-file-web.js";
+import { openRemoteChain } from "../open/remote-chain.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 import type { WebCheckRequest, WebCreateRequest, WebServeRequest, WebWorkerReply, WebWorkerRequest, WebWorkerResult } from "./web-protocol.js";
 
@@ -34,7 +37,16 @@ export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
   try {
     return serveRing(
       req.ring,
-      () => Qcow2Image.open(file, { scheme: req.scheme, schemeOptions: req.schemeOptions, alloc: req.alloc, cache: req.cache, readOnly: req.readOnly }),
+      () =>
+        Qcow2Image.open(file, {
+          scheme: req.scheme,
+          schemeOptions: req.schemeOptions,
+          alloc: req.alloc,
+          cache: req.cache,
+          readOnly: req.readOnly,
+          // An overlay over a remote image: its backing chain is read over HTTP (synchronous XHR, in this worker).
+          openBacking: (name, fmt) => openRemoteChain(name, (url) => openWebHttpFile(url), { format: fmt, cache: req.cache }),
+        }),
       { spinUs: req.spinUs, adaptiveSpin: req.adaptiveSpin },
     );
   } finally {

@@ -11,9 +11,10 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
-import { BOOT_MS, bootOnPty, compressedOsImage, liveMachines, PROMPT, qemuCheckClean, rootFiles, shell } from "../helpers/boot-os.js";
+import { BOOT_MS, compressedOsImage, qemuCheckClean, rootFiles } from "../helpers/boot-os.js";
+import { BootMachines, PROMPT, shell } from "../helpers/boot-pty.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-commit-"));
 const image = path.join(dir, "os.qcow2");
@@ -24,12 +25,13 @@ let skipReason: string | undefined;
 // Compressed: the commit rewrites parts of compressed clusters of the image.
 beforeAll(async () => ({ os, skipReason } = await compressedOsImage("boot-commit", image)), 20 * 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const live = liveMachines();
+const machines = new BootMachines();
+afterEach(() => machines.endAll());
 
 describe("refcow boot -snapshot: Ctrl-A s", () => {
   it("commits the overlay's writes into the image; later writes are dropped at exit", async (ctx) => {
     if (skipReason) ctx.skip(skipReason);
-    const s = bootOnPty(["--disk", "virtio", "-snapshot", image], live);
+    const s = machines.boot(["--disk", "virtio", "-snapshot", image]);
     let at = await s.waitFor(PROMPT, 0, BOOT_MS);
     const overlay = /writes go to a temporary overlay \((.*)\), dropped at exit/.exec(s.output)?.[1];
     expect(overlay).toBeDefined();

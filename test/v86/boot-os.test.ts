@@ -22,16 +22,16 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
-import { repoRoot } from "../../src/guest/guest-image.js";
 import { readOsManifest, type OsImagePaths } from "../../src/guest/os-image.js";
-import { BOOT_MS, bootOnPty, compressedOsImage, liveMachines, PROMPT, qemuCheckClean, rootFiles, shell } from "../helpers/boot-os.js";
+import { BOOT_MS, compressedOsImage, qemuCheckClean, rootFiles } from "../helpers/boot-os.js";
+import { BootMachines, PROMPT, REFCOW_BIN, shell } from "../helpers/boot-pty.js";
 import type { PtySession } from "../helpers/pty.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "refcow-boot-os-"));
 const image = path.join(dir, "os.qcow2");
-const bin = path.join(repoRoot(), "dist", "cli", "bin.js");
+const bin = REFCOW_BIN;
 const log = (m: string) => process.stderr.write(m);
 
 let os: OsImagePaths | undefined;
@@ -42,11 +42,12 @@ beforeAll(async () => {
   ({ os, skipReason } = await compressedOsImage("boot-os", image));
 }, 20 * 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const live = liveMachines();
+const machines = new BootMachines();
+afterEach(() => machines.endAll());
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
-const boot = (args: string[]): PtySession => bootOnPty(args, live);
+const boot = (args: string[]): PtySession => machines.boot(args);
 
 /** Switches to the monitor, runs a command, and returns what it printed. */
 async function monitor(s: PtySession, command: string, timeoutMs = 120_000): Promise<string> {

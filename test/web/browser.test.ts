@@ -20,12 +20,12 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { CHROMIUM, launchChromium } from "../helpers/chromium.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWebServer, type WebServer } from "../../src/cli/web-server.js";
 import { applyContent, buildWorkload } from "../../src/guest/workloads.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const MiB = 1024 * 1024;
 const DISK_MIB = 64;
 const log = (m: string) => process.stderr.write(m + "\n");
@@ -71,13 +71,7 @@ describe("the browser page in Chromium", () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash test/setup/ensure-chromium.sh' (npm test does it as root)`);
     server = await startWebServer({ port: 0, outDir: path.join(work, "web"), onLog: log });
     // A persistent profile: OPFS on disk (an incognito context keeps it in memory, with a small quota).
-    context = await chromium.launchPersistentContext(path.join(work, "profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      acceptDownloads: true,
-      args: ["--no-sandbox", "--disable-dev-shm-usage"],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    ({ context, page } = await launchChromium(path.join(work, "profile")));
     page.on("pageerror", (e) => pageErrors.push(e.message));
     page.on("console", (m) => {
       if (m.type() === "error" && !m.text().includes("Failed to load resource")) pageErrors.push(m.text());
@@ -227,13 +221,7 @@ describe("the browser page in Chromium, virtio-blk disk", () => {
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash test/setup/ensure-chromium.sh' (npm test does it as root)`);
     server = await startWebServer({ port: 0, outDir: path.join(work, "web"), onLog: log });
-    context = await chromium.launchPersistentContext(path.join(work, "profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      acceptDownloads: true,
-      args: ["--no-sandbox", "--disable-dev-shm-usage"],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    ({ context, page } = await launchChromium(path.join(work, "profile")));
     page.on("pageerror", (e) => pageErrors.push(e.message));
     page.on("console", (m) => {
       if (m.type() === "error" && !m.text().includes("Failed to load resource")) pageErrors.push(m.text());

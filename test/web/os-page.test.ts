@@ -25,13 +25,14 @@ import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, rmSync, st
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { readFileSync } from "node:fs";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { CHROMIUM, launchChromium } from "../helpers/chromium.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWebServer, type WebServer } from "../../src/cli/web-server.js";
 import { repoRoot } from "../../src/guest/guest-image.js";
-import { ensureOsImage } from "../../src/guest/os-image.js";
+import { demoOsOrSkip } from "../helpers/demo-os.js";
+import type { OsImagePaths } from "../../src/guest/os-image.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const BOOT_MS = 240_000;
 const PROMPT = /refcow:[^\n]*# $/;
 const log = (m: string) => process.stderr.write(m + "\n");
@@ -54,26 +55,15 @@ describe("os.html in Chromium: the demo OS booted from OPFS", () => {
   let page: Page;
   const work = mkdtempSync(path.join(tmpdir(), "refcow-os-page-"));
   const pageErrors: string[] = [];
+  let demoOs: OsImagePaths | undefined;
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash test/setup/ensure-chromium.sh' (npm test does it as root)`);
-    try {
-      await ensureOsImage({ onProgress: log });
-    } catch (e) {
-      if (process.env.CI === "true") throw e;
-      skipReason = `the demo OS disk could not be built: ${(e as Error).message.split("\n")[0]}`;
-      return;
-    }
+    ({ os: demoOs, skipReason } = await demoOsOrSkip(log));
+    if (skipReason) return;
     server = await startWebServer({ port: 0, outDir: path.join(work, "web"), onLog: log });
     // A persistent profile: OPFS on disk, kept across the reload.
-    context = await chromium.launchPersistentContext(path.join(work, "profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      acceptDownloads: true,
-      viewport: { width: 1400, height: 1000 },
-      args: ["--no-sandbox", "--disable-dev-shm-usage"],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    ({ context, page } = await launchChromium(path.join(work, "profile"), { viewport: { width: 1400, height: 1000 } }));
     page.on("dialog", (d) => void d.accept());
   }, 20 * 60_000);
 
@@ -220,7 +210,7 @@ describe("os.html in Chromium: the demo OS booted from OPFS", () => {
   }, 10 * 60_000);
   it("takes a qcow2 image whose file is over 4 GiB: boots it; the guest's I/O past 4 GiB of the file is in the download", async (ctx) => {
     if (skipReason) ctx.skip(skipReason);
-    const os = await ensureOsImage();
+    const os = demoOs!;
     const image = path.join(work, "prealloc.qcow2");
     // Metadata preallocated by QEMU: every cluster has its place in the file, in guest order, so the data at
     // 4150 MiB of the disk lies past 4 GiB of the file.

@@ -9,7 +9,7 @@
  * and closes the image cleanly ('qemu-img check' passes).
  */
 import { existsSync, readFileSync } from "node:fs";
-import type { ImageOpenOptions } from "../engine.js";
+import { type ImageOpenOptions, isHttpUrl } from "../engine.js";
 import { hasFlag, lastValue, parseArgs } from "../args.js";
 import type { CliIo } from "../command.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
@@ -26,7 +26,7 @@ import { Monitor } from "../../v86/monitor.js";
 
 export const BOOT_SUMMARY = "boot the OS installed on an image (v86), its serial console on the terminal";
 
-export const BOOT_USAGE = "boot [--disk ide|virtio] [-t CACHE] [--scheme S] [--scheme-opt K=V,...] [-m MIB] [-snapshot] [--loadvm NAME] IMAGE";
+export const BOOT_USAGE = "boot [--disk ide|virtio] [-t CACHE] [--scheme S] [--scheme-opt K=V,...] [-m MIB] [-snapshot | --overlay FILE] [--loadvm NAME] [--cache-dir DIR] IMAGE";
 
 export const BOOT_HELP = `
 Boots IMAGE (qcow2 — any QEMU writes — or raw) as the disk of a v86 PC: SeaBIOS boots the disk's own
@@ -42,7 +42,14 @@ guest, its output to stdout (stdin may be a pipe). 'refcow os-image' writes a de
 ${schemeOptHelp(18)}  -m MIB          guest RAM in MiB (default 128)
   -snapshot       writes go to a temporary qcow2 overlay, dropped at exit; IMAGE is only read, unless
                   Ctrl-A s commits them
+  --overlay FILE  writes go to FILE, a qcow2 overlay over IMAGE made on first use and reused after (a
+                  plain qcow2 naming IMAGE as its backing file); IMAGE is only read
+  --cache-dir DIR where chunks of an image read by URL are kept across runs (default
+                  $XDG_CACHE_HOME/refcow/http or ~/.cache/refcow/http; "off": none)
   --loadvm NAME   start from snapshot NAME (one savevm made: disk and machine state) instead of booting
+
+IMAGE may be an http(s) URL (the server must answer Range requests): it is read in 1 MiB chunks as the
+guest asks, kept in the chunk cache, and needs --overlay or -snapshot (a remote image is read-only).
 
 Escapes (Ctrl-A, then a key), as QEMU's -nographic:
   Ctrl-A x        quit: the CPU stops, the disk's requests complete, the image is closed cleanly
@@ -68,6 +75,7 @@ const LONG = [
   SCHEME_OPT_LONG,
   { name: "memory", arg: true, key: "m" },
   { name: "snapshot", arg: false },
+  { name: "overlay", arg: true },
   { name: "loadvm", arg: true },
 ];
 
@@ -79,6 +87,7 @@ export interface BootOptions {
   schemeOptions?: ImageOpenOptions["schemeOptions"];
   memoryMiB: number;
   snapshot: boolean;
+  overlay?: string;
   loadvm?: string;
 }
 
@@ -107,6 +116,7 @@ export function parseBootArgs(argv: string[]): BootOptions | "help" {
     schemeOptions,
     memoryMiB,
     snapshot: hasFlag(parsed, "snapshot"),
+    overlay: lastValue(parsed, "overlay"),
     loadvm: lastValue(parsed, "loadvm"),
   };
 }
@@ -156,7 +166,7 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
   // processing (ONLCR) on.
   const note = (message: string) => err(`refcow: ${message}\n`);
 
-  if (!existsSync(opts.image)) throw new CliError(`boot: Could not open '${opts.image}': No such file or directory`);
+  if (!isHttpUrl(opts.image) && !existsSync(opts.image)) throw new CliError(`boot: Could not open '${opts.image}': No such file or directory`);
   let firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   try {
     // Its progress only when it builds something.
@@ -187,6 +197,7 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
       schemeOptions: opts.schemeOptions,
       memoryMiB: opts.memoryMiB,
       snapshotMode: opts.snapshot,
+      overlay: opts.overlay,
       loadvm: opts.loadvm,
       firmware,
       wasmPath: v86WasmPath(),

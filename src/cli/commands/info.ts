@@ -1,7 +1,7 @@
 /** refcow info — qemu-img info: the image's header facts, human or JSON, optionally for the whole chain. */
 import { hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
-import { type ImageInfo, Qcow2Image, type SnapshotInfo } from "../engine.js";
+import { type ImageInfo, isHttpUrl, Qcow2Image, type SnapshotInfo } from "../engine.js";
 import { CliError } from "../errors.js";
 import { type ImageInfoData, imageInfoHuman, type Qcow2SpecificInfo, imageInfoHumanList, imageInfoJson } from "../info-output.js";
 import { allocatedFileSize, formatForOpen, fullBackingName, openImage, parseFormat, formatProblem } from "../open.js";
@@ -62,7 +62,8 @@ function collectInfo(filename: string, format: "qcow2" | "raw" | undefined): Ima
     return {
       filename,
       format: "raw",
-      dirtyFlag: false,
+      // QEMU reports the flag for a raw file, not for a raw image over a protocol (curl).
+      dirtyFlag: isHttpUrl(filename) ? undefined : false,
       actualSize: allocatedFileSize(filename),
       virtualSize: opened.disk.size,
     };
