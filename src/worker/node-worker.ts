@@ -11,6 +11,7 @@ import { openImagePath, type OpenedImage } from "../open/open-path.js";
 import { RequestError } from "../engine/errors.js";
 import { OverlayFile } from "../io/overlay-file.js";
 import type { ImageOpenOptions } from "../engine/types.js";
+import { servingCache } from "./group-commit.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 
 export interface ServeTask extends ImageOpenOptions {
@@ -28,10 +29,21 @@ export interface ServeTask extends ImageOpenOptions {
   adaptiveSpin?: boolean;
   /** Size the serve loop's spin from the observed gaps between requests, at most this many µs. */
   sizedSpinCapUs?: number;
+  /** Share one flush among the durable requests in hand (default true; see serve-loop.ts). */
+  groupCommit?: boolean;
 }
 
 export function serve(task: ServeTask): ServeResult {
-  return serveRing(task.ring, () => openTaskImage(task), { serverId: threadId, spinUs: task.spinUs, adaptiveSpin: task.adaptiveSpin, sizedSpinCapUs: task.sizedSpinCapUs });
+  // Writethrough is the loop's (group commit): the engine runs in writeback.
+  const cache = servingCache(task.cache);
+  return serveRing(task.ring, () => openTaskImage({ ...task, cache: cache.engine }), {
+    serverId: threadId,
+    spinUs: task.spinUs,
+    adaptiveSpin: task.adaptiveSpin,
+    sizedSpinCapUs: task.sizedSpinCapUs,
+    durableWrites: cache.durableWrites,
+    groupCommit: task.groupCommit,
+  });
 }
 
 /** Opens the image a task names, as its serve loop serves it (also used by the NBD export's own worker). */

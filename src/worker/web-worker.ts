@@ -8,6 +8,7 @@
  */
 import { Qcow2Image } from "../open/qcow2.js";
 import { OpfsFile } from "../io/opfs-file.js";
+import { servingCache } from "./group-commit.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 import type { WebCheckRequest, WebCreateRequest, WebServeRequest, WebWorkerReply, WebWorkerRequest, WebWorkerResult } from "./web-protocol.js";
 
@@ -32,10 +33,12 @@ export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
     });
   }
   try {
+    // Writethrough is the loop's (group commit): the engine runs in writeback.
+    const cache = servingCache(req.cache);
     return serveRing(
       req.ring,
-      () => Qcow2Image.open(file, { scheme: req.scheme, schemeOptions: req.schemeOptions, alloc: req.alloc, cache: req.cache, readOnly: req.readOnly }),
-      { spinUs: req.spinUs, adaptiveSpin: req.adaptiveSpin },
+      () => Qcow2Image.open(file, { scheme: req.scheme, schemeOptions: req.schemeOptions, alloc: req.alloc, cache: cache.engine, readOnly: req.readOnly }),
+      { spinUs: req.spinUs, adaptiveSpin: req.adaptiveSpin, durableWrites: cache.durableWrites },
     );
   } finally {
     // The image closes its file on CLOSE/STOP; after a failed open the handle is still ours.
