@@ -1,44 +1,25 @@
 /**
- * What one NBD export is: the served image (a DiskClient, the engine in its worker thread behind the ring;
- * or an InlineDisk, the engine in the thread that owns the sockets) and the
- * policies qemu-nbd's options set (read-only, cache mode, discard, detect-zeroes), plus the transmission
- * flags and block-size limits they imply, and the mapping of engine errors to the protocol's error numbers.
+ * What one NBD export is: the port its requests are served through (port.ts: the engine in this thread,
+ * inline-port.ts, or in its worker thread behind the ring, ring-port.ts) and the policies qemu-nbd's options
+ * set (read-only, cache mode, discard, detect-zeroes), plus the transmission flags and block-size limits
+ * they imply, and the mapping of engine errors to the protocol's error numbers. Every export is built by
+ * nbdExport, from a port and the settings.
  */
 import type { CacheMode } from "../engine/types.js";
-import type { BlockExtent, DepthExtent, DirtyExtent, DiskClient } from "../worker/disk-client.js";
+import type { NbdPort } from "./port.js";
 import { Err, MAX_REQUEST_LENGTH, TxFlag } from "./protocol.js";
 
 export type DiscardMode = "ignore" | "unmap";
 export type DetectZeroes = "off" | "on" | "unmap";
 
-/**
- * An image opened by the engine in the thread that serves the sockets (inline-transmission.ts): every call
- * is synchronous and fails by throwing the engine's errors, as the serve loop's ServedDisk does.
- */
-export interface InlineDisk {
-  readonly inline: true;
-  readonly size: number;
-  readInto(buf: Uint8Array, offset: number): void;
-  /** `data` is only valid during the call (a view on the socket's buffer). */
-  write(offset: number, data: Uint8Array): void;
-  writeZeroes(offset: number, length: number, opts: { unmap: boolean }): void;
-  discard(offset: number, length: number): void;
-  flush(): void;
-  /** Merged extents from `offset`, up to `length` bytes or `maxExtents` extents (DiskClient.blockStatus). */
-  blockStatus(offset: number, length: number, maxExtents: number): BlockExtent[];
-  /** Merged allocation-depth extents, as blockStatus (DiskClient.allocationDepth). */
-  allocationDepth(offset: number, length: number, maxExtents: number): DepthExtent[];
-  /** Merged extents of a persistent dirty bitmap, as blockStatus (DiskClient.dirtyExtents). */
-  dirtyExtents(bitmap: string, offset: number, length: number, maxExtents: number): DirtyExtent[];
-}
-
 export interface NbdExport {
   /** Export name clients ask for ("" by default, as qemu-nbd). */
   name: string;
   description: string;
-  disk: DiskClient | InlineDisk;
+  port: NbdPort;
   /** Writes refused with EPERM (-r, -l). */
   readOnly: boolean;
+  /** The export's cache mode: with writethrough, every write is answered once durable. */
   cache: CacheMode;
   discard: DiscardMode;
   detectZeroes: DetectZeroes;
@@ -58,8 +39,8 @@ export interface NbdExport {
   bitmaps: readonly string[];
 }
 
-/** What qemu-nbd's options say about an export served from an InlineDisk (export-worker.ts, warm-up.ts). */
-export interface InlineExportSettings {
+/** What qemu-nbd's options say about an export. */
+export interface ExportSettings {
   name: string;
   description: string;
   readOnly: boolean;
@@ -74,16 +55,17 @@ export interface InlineExportSettings {
 }
 
 /**
- * The NBD export of an InlineDisk. The real export and the warm-up's scratch export are both built here, so
- * that they are objects of one shape: code V8 optimised on the scratch export stays valid on the real one
- * (an object of another shape would deoptimise every function that reads the export, at the first request).
+ * The NBD export of a port. Every export (the real ones of either port, and the warm-up's scratch export) is
+ * built here, so that they are objects of one shape: code V8 optimised on the scratch export stays valid on
+ * the real one (an object of another shape would deoptimise every function that reads the export, at the
+ * first request).
  */
-export function inlineExport(disk: InlineDisk, s: InlineExportSettings): NbdExport {
+export function nbdExport(port: NbdPort, s: ExportSettings): NbdExport {
   const z = s.zeroClusters;
   return {
     name: s.name,
     description: s.description,
-    disk,
+    port,
     readOnly: s.readOnly,
     cache: s.cache,
     discard: s.discard,
@@ -91,7 +73,7 @@ export function inlineExport(disk: InlineDisk, s: InlineExportSettings): NbdExpo
     multiConn: s.multiConn,
     allocationDepth: s.allocationDepth,
     bitmaps: s.bitmaps,
-    fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === disk.size) : undefined,
+    fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === port.size) : undefined,
   };
 }
 

@@ -28,7 +28,7 @@ import {
   writeText,
   readText,
 } from "./ring.js";
-import { depthExtents, dirtyExtents, mergedBlockStatus } from "./extents.js";
+import { depthExtents, dirtyExtents, extentsWire, mergedBlockStatus } from "./extents.js";
 import type { ServedDisk } from "./served-disk.js";
 
 export interface ServeOptions {
@@ -47,7 +47,7 @@ export interface ServeOptions {
   sizedSpinCapUs?: number;
   /**
    * Make every write (write, write-zeroes, discard, and resize and the snapshot operations) durable before its
-   * completion is published: cache=writethrough, with the engine opened in writeback (group-commit.ts).
+   * completion is published: cache=writethrough, with the engine opened in writeback (open/serving.ts).
    */
   durableWrites?: boolean;
   /**
@@ -257,7 +257,7 @@ export class RingServer {
 
   /**
    * Serves the request at `head` and publishes its completion, or holds it for the group's flush (group
-   * commit, group-commit.ts): once a served request needs the image flushed before it completes (a FLUSH, or
+   * commit, open/serving.ts): once a served request needs the image flushed before it completes (a FLUSH, or
    * a write when the loop makes writes durable), its completion and every later one are held while more
    * requests are in hand; when none is left (or a ring's worth is held) the image is flushed once and the
    * held completions are published together. Completions are published in order, so nothing served after a
@@ -624,12 +624,12 @@ export class RingServer {
     if (offset + length > size) {
       throw new RequestError(`${what} at offset ${offset}, length ${length} is past the end of the disk (${size} bytes)`);
     }
-    if (op === Op.ALLOCATION_DEPTH) return depthExtents(this.disk, offset, length, maxExtents);
+    if (op === Op.ALLOCATION_DEPTH) return extentsWire(depthExtents(this.disk, offset, length, maxExtents));
     if (op === Op.DIRTY_EXTENTS) {
       if (typeof bitmap !== "string") throw new ProtocolError(`${what} needs a bitmap name`);
-      return dirtyExtents(this.disk, bitmap, offset, length, maxExtents);
+      return extentsWire(dirtyExtents(this.disk, bitmap, offset, length, maxExtents));
     }
-    return mergedBlockStatus(this.disk, offset, length, maxExtents);
+    return extentsWire(mergedBlockStatus(this.disk, offset, length, maxExtents));
   }
 
   private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(

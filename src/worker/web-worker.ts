@@ -8,7 +8,7 @@
  */
 import { Qcow2Image } from "../open/qcow2.js";
 import { OpfsFile } from "../io/opfs-file.js";
-import { servingCache } from "./group-commit.js";
+import { servingCache } from "../open/serving.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 import type { WebCheckRequest, WebCreateRequest, WebServeRequest, WebWorkerReply, WebWorkerRequest, WebWorkerResult } from "./web-protocol.js";
 
@@ -33,7 +33,7 @@ export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
     });
   }
   try {
-    // Writethrough is the loop's (group commit): the engine runs in writeback.
+    // Writethrough is the loop's (group commit, open/serving.ts): the engine runs in writeback.
     const cache = servingCache(req.cache);
     return serveRing(
       req.ring,

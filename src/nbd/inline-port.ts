@@ -1,0 +1,117 @@
+/**
+ * The NBD port (port.ts) over an image the engine has open in this thread (a ServedDisk: Qcow2Image or a raw
+ * disk): every call runs the engine synchronously and answers at once, except those that wait for a flush.
+ *
+ * Group commit (open/serving.ts): a durable write (FUA, or cache=writethrough with the engine in writeback)
+ * and a FLUSH are carried out at once, but answered by the group's promise, which settles at endOfBatch()
+ * after one flush of the image — so the requests of one socket read that need a flush share it, and none of
+ * their replies is sent before it has returned (a failed flush fails each of them).
+ */
+import { UnsupportedFeatureError } from "../engine/errors.js";
+import { openServedPath, type ServedImageSpec, servingCache } from "../open/serving.js";
+import { depthExtents, dirtyExtents, mergedBlockStatus } from "../worker/extents.js";
+import type { ServedDisk } from "../worker/served-disk.js";
+import type { Answer, ExportImage, NbdPort } from "./port.js";
+
+/** The requests waiting for the next flush: one promise they all answer with. */
+interface Group {
+  done: Promise<void>;
+  resolve(): void;
+  reject(e: unknown): void;
+}
+
+export class InlinePort implements NbdPort {
+  private group: Group | undefined;
+  /** Flushes the groups issued (one per batch that needed one). */
+  commits = 0;
+
+  constructor(private readonly disk: ServedDisk) {}
+
+  get size(): number {
+    return this.disk.size;
+  }
+
+  readInto(buf: Uint8Array, offset: number): void {
+    this.disk.readInto(buf, offset);
+  }
+
+  write(offset: number, data: Uint8Array, durable: boolean): Answer<void> {
+    this.disk.write(offset, data);
+    return durable ? this.join() : undefined;
+  }
+
+  writeZeroes(offset: number, length: number, unmap: boolean, durable: boolean): Answer<void> {
+    this.disk.writeZeroes(offset, length, { unmap });
+    return durable ? this.join() : undefined;
+  }
+
+  discard(offset: number, length: number, durable: boolean): Answer<void> {
+    this.disk.discard(offset, length);
+    return durable ? this.join() : undefined;
+  }
+
+  flush(): Promise<void> {
+    return this.join();
+  }
+
+  blockStatus(offset: number, length: number, maxExtents: number) {
+    return mergedBlockStatus(this.disk, offset, length, maxExtents);
+  }
+
+  allocationDepth(offset: number, length: number, maxExtents: number) {
+    return depthExtents(this.disk, offset, length, maxExtents);
+  }
+
+  dirtyExtents(bitmap: string, offset: number, length: number, maxExtents: number) {
+    return dirtyExtents(this.disk, bitmap, offset, length, maxExtents);
+  }
+
+  /** The group's one flush, then its requests are answered. */
+  endOfBatch(): void {
+    const g = this.group;
+    if (!g) return;
+    this.group = undefined;
+    this.commits++;
+    try {
+      this.disk.flush();
+    } catch (e) {
+      g.reject(e);
+      return;
+    }
+    g.resolve();
+  }
+
+  private join(): Promise<void> {
+    let g = this.group;
+    if (!g) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const done = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      g = this.group = { done, resolve, reject };
+    }
+    return g.done;
+  }
+}
+
+export function inlinePort(disk: ServedDisk): InlinePort {
+  return new InlinePort(disk);
+}
+
+/**
+ * Opens `spec` in this thread for an inline export. With cache=writethrough the engine runs in writeback and
+ * the export makes each write durable (group commit: open/serving.ts).
+ */
+export function openInlineImage(spec: ServedImageSpec): ExportImage & { port: InlinePort } {
+  const img = openServedPath({ ...spec, cache: servingCache(spec.cache).engine });
+  return {
+    port: new InlinePort(img),
+    snapshot: async (name) => {
+      if (!("snapshotCreate" in img)) throw new UnsupportedFeatureError("a raw image has no snapshots");
+      return img.snapshotCreate(name);
+    },
+    close: async () => img.close(),
+  };
+}
