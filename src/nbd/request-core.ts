@@ -120,17 +120,17 @@ export class RequestCore {
           exp.detectZeroes !== "off" && isAllZero(data)
             ? port.writeZeroes(offset, length, exp.detectZeroes === "unmap", durable)
             : port.write(offset, data, durable);
-        return andThen(done, () => this.replyOk(req));
+        return this.okWhenDone(req, done);
       }
       case Cmd.WRITE_ZEROES: {
         const unmap = (flags & CmdFlag.NO_HOLE) === 0 && exp.discard === "unmap";
-        return andThen(port.writeZeroes(offset, length, unmap, durable), () => this.replyOk(req));
+        return this.okWhenDone(req, port.writeZeroes(offset, length, unmap, durable));
       }
       case Cmd.TRIM:
-        if (exp.discard === "unmap") return andThen(port.discard(offset, length, durable), () => this.replyOk(req));
+        if (exp.discard === "unmap") return this.okWhenDone(req, port.discard(offset, length, durable));
         return this.replyOk(req);
       case Cmd.FLUSH:
-        return andThen(port.flush(), () => this.replyOk(req));
+        return this.okWhenDone(req, port.flush());
       case Cmd.CACHE:
         return this.replyOk(req);
       case Cmd.BLOCK_STATUS: {
@@ -147,6 +147,12 @@ export class RequestCore {
       default:
         return this.replyError(req, Err.EINVAL, `command ${type} is not supported`);
     }
+  }
+
+  /** The OK reply once `done` has come (at once, with no closure, for an answer now: the inline hot path). */
+  private okWhenDone(req: Request, done: Answer<void>): Answer<void> {
+    if (!(done instanceof Promise)) return this.replyOk(req);
+    return done.then(() => this.replyOk(req));
   }
 
   private simpleRead(req: Request): Answer<void> {

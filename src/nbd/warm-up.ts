@@ -60,9 +60,10 @@ async function warmUpCycle(opts: WarmUpOptions, connections: number, rounds: num
     const file = path.join(dir, "scratch.img");
     if (opts.format === "qcow2") createImagePath(file, { size: CLUSTERS * CLUSTER });
     else fs.writeFileSync(file, Buffer.alloc(CLUSTERS * CLUSTER));
-    // The engine in cache=unsafe: the same write path without the disk's flushes (a writethrough export still
-    // runs its group commit on it, since the export keeps the real cache mode).
-    const img = openInlineImage({ path: file, format: opts.format, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: "unsafe" });
+    // The engine in the real cache mode, except writethrough: then in unsafe, the same write path without a
+    // disk flush for each batch of the warm-up (the export keeps writethrough, so its group commit runs).
+    const cache = opts.export.cache === "writethrough" ? "unsafe" : opts.export.cache;
+    const img = openInlineImage({ path: file, format: opts.format, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache });
     try {
       const settings = { ...opts.export, readOnly: false, zeroClusters: opts.export.zeroClusters && opts.format === "qcow2" ? CLUSTER : 0 };
       const server = new NbdServer(nbdExport(img.port, settings), { shared: 1, persistent: true });
