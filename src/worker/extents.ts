@@ -11,28 +11,11 @@
  *   bitmap of that name (as qemu-nbd finds it).
  */
 import { RequestError, UnsupportedFeatureError } from "../engine/errors.js";
+import type { BlockExtent, DepthExtent, DirtyExtent } from "./disk-client.js";
 import type { BitmapInfo, ServedDisk } from "./served-disk.js";
 
-/** One extent of the block status. */
-export interface BlockExtent {
-  length: number;
-  /** Reads as zeroes. */
-  zero: boolean;
-  /** Holds data (allocated, not a zero cluster), in this image or its backing chain. */
-  data: boolean;
-}
-
-/** One extent of the allocation depth: 0 unallocated, 1 the image itself, 2 its backing file... */
-export interface DepthExtent {
-  length: number;
-  depth: number;
-}
-
-/** One extent of a dirty bitmap. */
-export interface DirtyExtent {
-  length: number;
-  dirty: boolean;
-}
+// The extents' types are those the ring's client answers with.
+export type { BlockExtent, DepthExtent, DirtyExtent };
 
 /**
  * The extents as the ring's JSON result carries them (worker/disk-client.ts reads them back): block status
