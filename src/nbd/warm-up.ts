@@ -12,7 +12,7 @@
  * 50-190 ms of compiler time, on the first real client's requests: its tail, at iodepth 1, on two cores):
  * - the client runs in a thread of its own (warm-up-client.ts), so this thread's type feedback is that of a
  *   server alone, as it is when the real clients (other processes) connect;
- * - the scratch export is built by the same function as the real one (inlineExport) from the same settings,
+ * - the scratch export is built by the same function as the real one (nbdExport) from the same settings,
  *   so it is an object of the same shape;
  * - several connections and several lifecycles of the scratch image (warmUp's comment).
  */

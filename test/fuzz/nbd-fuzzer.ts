@@ -181,7 +181,7 @@ function runCase(sock: string, bytes: Uint8Array, r: Rng): Promise<string | unde
 
 /**
  * `mode`: the server's transmission over the ring (the engine in its worker, a DiskClient) or inline (the
- * engine in this thread, an InlineDisk: refcow nbd's default).
+ * engine in this thread, an InlinePort: refcow nbd's default).
  */
 export async function fuzzNbd(opts: { seed: number; runs: number; mode?: "ring" | "inline"; log?: (line: string) => void }): Promise<NbdFuzzSummary> {
   const dir = tempDir("nbd-fuzz");
