@@ -548,7 +548,8 @@ export class RingServer {
       }
     } catch (e) {
       this.fail(slot, op, e);
-      return Outcome.DONE;
+      // A CLOSE whose close failed still ends the loop (the image is closed either way).
+      return outcome === Outcome.CLOSING ? Outcome.CLOSING : Outcome.DONE;
     }
     i32[b + S.STATUS] = status;
     i32[b + S.RESULT_LEN] = resultLen;
