@@ -2,10 +2,11 @@
  * The NBD port (port.ts) over an image the engine has open in this thread (a ServedDisk: Qcow2Image or a raw
  * disk): every call runs the engine synchronously and answers at once, except those that wait for a flush.
  *
- * Group commit (open/serving.ts): a durable write (FUA, or cache=writethrough with the engine in writeback)
- * and a FLUSH are carried out at once, but answered by the group's promise, which settles at endOfBatch()
- * after one flush of the image — so the requests of one socket read that need a flush share it, and none of
- * their replies is sent before it has returned (a failed flush fails each of them).
+ * Group commit (open/serving.ts): a durable write (FUA, or cache=writethrough with the engine in writeback) is
+ * carried out at once, but answered by the group's promise, which settles at endOfBatch() after one flush of
+ * the image — so the requests of one socket read that need a flush share it, and none of their replies is
+ * sent before it has returned (a failed flush fails each of them). A FLUSH joins the group when one is open,
+ * and otherwise flushes at once.
  */
 import { UnsupportedFeatureError } from "../engine/errors.js";
 import { openServedPath, type ServedImageSpec, servingCache } from "../open/serving.js";
