@@ -24,6 +24,22 @@
  *
  * The rules between the caches are carried by the caches' hooks (MetadataCache.dependsOn, flushBeforeWrite),
  * so that an eviction between flushes keeps them too; this module is the only place that sets them.
+ *
+ * Group commit (open/serving.ts) shares these flushes among the writes a server holds together: the engine
+ * runs in writeback, the server issues the writes of its batch, then one flush of the image (writeOut), and
+ * only then sends their completions. One flush for the data of every write in the batch (rule 1 → 3: the
+ * l2Cache's flushBeforeWrite, set by the first write that needs it, makes the first L2 write-out sync once),
+ * then one before their L1 entries and one at the end — not three per write. Why the rules still hold:
+ *   - every rule is between what is on the disk and what the caches write next, checked when a cache writes
+ *     (at the flush, or at an eviction in the middle of the batch), whatever number of writes filled them: a
+ *     sync before an L2 slice covers every data write issued before it, the batch's included, so no entry on
+ *     the disk ever points to data that is not durable, and no count is missing under a reference;
+ *   - a crash in the middle of the batch leaves a state a writeback run of the same writes could leave
+ *     (leaks at worst, as above), and none of the batch's writes had been answered: the server sends no
+ *     completion before the flush returns, so "completed ⇒ durable" holds as with a flush per write;
+ *   - a later write of the batch into a cluster an earlier one allocated writes into a cluster no entry on
+ *     the disk reaches yet: a crash before the flush reads the old data there, and neither write was answered.
+ * The crash harness checks it at every crash point (harness/group-commit-crash.ts).
  */
 import type { IoPurpose } from "../io/block-file.js";
 import type { AccountingFile } from "../io/accounting-file.js";

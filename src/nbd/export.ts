@@ -1,39 +1,26 @@
 /**
- * What one NBD export is: the served image (a DiskClient, the engine in its worker thread behind the ring;
- * or an InlineDisk, the engine in the thread that owns the sockets) and the
- * policies qemu-nbd's options set (read-only, cache mode, discard, detect-zeroes), plus the transmission
- * flags and block-size limits they imply, and the mapping of engine errors to the protocol's error numbers.
+ * What one NBD export is: the port its requests are served through (port.ts: the engine in this thread,
+ * inline-port.ts, or in its worker thread behind the ring, ring-port.ts) and the policies qemu-nbd's options
+ * set (read-only, cache mode, discard, detect-zeroes), plus the transmission flags and block-size limits
+ * they imply, and the mapping of engine errors to the protocol's error numbers. Every export is built by
+ * nbdExport, from a port and the settings.
  */
 import type { SyncDisk } from "../disk/sync-disk.js";
 import type { CacheMode } from "../engine/types.js";
-import type { BlockExtent, DepthExtent, DirtyExtent, DiskClient } from "../worker/disk-client.js";
+import type { NbdPort } from "./port.js";
 import { Err, MAX_REQUEST_LENGTH, TxFlag } from "./protocol.js";
 
 export type DiscardMode = "ignore" | "unmap";
 export type DetectZeroes = "off" | "on" | "unmap";
 
-/**
- * An image opened by the engine in the thread that serves the sockets (inline-transmission.ts): the
- * synchronous disk contract's data calls (src/disk/sync-disk.ts; they fail by throwing the engine's errors),
- * with the extents of NBD's metadata contexts merged as the ring's requests merge them (inline-disk.ts).
- */
-export interface InlineDisk extends Pick<SyncDisk, "size" | "readInto" | "write" | "writeZeroes" | "discard" | "flush"> {
-  readonly inline: true;
-  /** Merged extents from `offset`, up to `length` bytes or `maxExtents` extents (DiskClient.blockStatus). */
-  blockStatus(offset: number, length: number, maxExtents: number): BlockExtent[];
-  /** Merged allocation-depth extents, as blockStatus (DiskClient.allocationDepth). */
-  allocationDepth(offset: number, length: number, maxExtents: number): DepthExtent[];
-  /** Merged extents of a persistent dirty bitmap, as blockStatus (DiskClient.dirtyExtents). */
-  dirtyExtents(bitmap: string, offset: number, length: number, maxExtents: number): DirtyExtent[];
-}
-
 export interface NbdExport {
   /** Export name clients ask for ("" by default, as qemu-nbd). */
   name: string;
   description: string;
-  disk: DiskClient | InlineDisk;
+  port: NbdPort;
   /** Writes refused with EPERM (-r, -l). */
   readOnly: boolean;
+  /** The export's cache mode: with writethrough, every write is answered once durable. */
   cache: CacheMode;
   discard: DiscardMode;
   detectZeroes: DetectZeroes;
@@ -53,8 +40,8 @@ export interface NbdExport {
   bitmaps: readonly string[];
 }
 
-/** What qemu-nbd's options say about an export served from an InlineDisk (export-worker.ts, warm-up.ts). */
-export interface InlineExportSettings {
+/** What qemu-nbd's options say about an export. */
+export interface ExportSettings {
   name: string;
   description: string;
   readOnly: boolean;
@@ -69,16 +56,17 @@ export interface InlineExportSettings {
 }
 
 /**
- * The NBD export of an InlineDisk. The real export and the warm-up's scratch export are both built here, so
- * that they are objects of one shape: code V8 optimised on the scratch export stays valid on the real one
- * (an object of another shape would deoptimise every function that reads the export, at the first request).
+ * The NBD export of a port. Every export (the real ones of either port, and the warm-up's scratch export) is
+ * built here, so that they are objects of one shape: code V8 optimised on the scratch export stays valid on
+ * the real one (an object of another shape would deoptimise every function that reads the export, at the
+ * first request).
  */
-export function inlineExport(disk: InlineDisk, s: InlineExportSettings): NbdExport {
+export function nbdExport(port: NbdPort, s: ExportSettings): NbdExport {
   const z = s.zeroClusters;
   return {
     name: s.name,
     description: s.description,
-    disk,
+    port,
     readOnly: s.readOnly,
     cache: s.cache,
     discard: s.discard,
@@ -86,7 +74,7 @@ export function inlineExport(disk: InlineDisk, s: InlineExportSettings): NbdExpo
     multiConn: s.multiConn,
     allocationDepth: s.allocationDepth,
     bitmaps: s.bitmaps,
-    fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === disk.size) : undefined,
+    fastZero: z ? (offset, length) => offset % z === 0 && ((offset + length) % z === 0 || offset + length === port.size) : undefined,
   };
 }
 

@@ -143,7 +143,7 @@ export async function negotiate(rawSocket: Socket, rawReader: ByteReader, exp: N
       if (shuttingDown()) return { end: "protocol", message: "the server is shutting down" };
       if (name !== exp.name) return { end: "protocol", message: `export '${name}' not found` };
       const txFlags = sessionFlags(exp, structured);
-      socket.write(encodeExportNameReply(exp.disk.size, txFlags, noZeroes));
+      socket.write(encodeExportNameReply(exp.port.size, txFlags, noZeroes));
       return { socket, reader, peer, structured, contexts: structured ? selected : [], txFlags };
     }
     // Without fixed newstyle the server cannot send an error reply for an option it does not support.
@@ -199,7 +199,7 @@ export async function negotiate(rawSocket: Socket, rawReader: ByteReader, exp: N
             break;
           }
           const txFlags = sessionFlags(exp, structured);
-          reply(Rep.INFO, encodeInfoExport(exp.disk.size, txFlags));
+          reply(Rep.INFO, encodeInfoExport(exp.port.size, txFlags));
           if (req.infos.includes(Info.NAME)) reply(Rep.INFO, encodeInfoString(Info.NAME, exp.name));
           if (req.infos.includes(Info.DESCRIPTION) && exp.description) {
             reply(Rep.INFO, encodeInfoString(Info.DESCRIPTION, exp.description));

@@ -230,7 +230,7 @@ export interface MonitorReply {
   error?: string;
 }
 
-/** The synchronous image a thread serving MonitorRequests owns (Qcow2Image; a raw disk has none of these). */
+/** The synchronous image an inline export owns (Qcow2Image; a raw disk has none of the snapshot calls). */
 export interface SnapshotCapable {
   flush(): void;
   snapshotCreate?(name: string, opts?: ReturnType<typeof liveSnapshotOptions>): SnapshotInfo;
@@ -242,18 +242,36 @@ export function isMonitorRequest(m: unknown): m is MonitorRequest {
   return typeof m === "object" && m !== null && (m as { type?: unknown }).type === "monitor";
 }
 
-/** Serves one request on the image this thread owns. */
-export function serveMonitorRequest(img: SnapshotCapable, r: MonitorRequest): MonitorReply {
-  try {
+/**
+ * A MonitorTarget on an image this thread owns and serves inline: each call runs at once, synchronously,
+ * so between two NBD requests (no request is half applied).
+ */
+export function syncImageMonitorTarget(img: SnapshotCapable): MonitorTarget {
+  const snapshots = (): Required<Pick<SnapshotCapable, "snapshotCreate" | "snapshotList" | "snapshotDelete">> => {
     if (!img.snapshotCreate || !img.snapshotList || !img.snapshotDelete) throw new Error("the image is raw: it has no internal snapshots");
+    return img as Required<SnapshotCapable>;
+  };
+  return {
+    snapshotCreate: async (name) => {
+      const s = snapshots();
+      img.flush();
+      return s.snapshotCreate(name, liveSnapshotOptions());
+    },
+    snapshotList: async () => snapshots().snapshotList(),
+    snapshotDelete: async (name) => snapshots().snapshotDelete(name),
+  };
+}
+
+/** Serves one request that came from another thread (threadMonitorTarget) on this thread's target. */
+export async function serveMonitorRequest(target: MonitorTarget, r: MonitorRequest): Promise<MonitorReply> {
+  try {
     switch (r.op) {
       case "list":
-        return { type: "monitor-reply", id: r.id, value: img.snapshotList() };
+        return { type: "monitor-reply", id: r.id, value: await target.snapshotList() };
       case "create":
-        img.flush();
-        return { type: "monitor-reply", id: r.id, value: img.snapshotCreate(r.name ?? "", liveSnapshotOptions()) };
+        return { type: "monitor-reply", id: r.id, value: await target.snapshotCreate(r.name ?? "") };
       case "delete":
-        img.snapshotDelete(r.name ?? "");
+        await target.snapshotDelete(r.name ?? "");
         return { type: "monitor-reply", id: r.id };
     }
   } catch (e) {

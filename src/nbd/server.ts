@@ -4,10 +4,9 @@
  * listen backlog; past `maxWaiting` of those, new connections are closed at once), and — unless
  * `persistent` — stops after the last client has gone, counting only clients that reached transmission. Each
  * connection runs the handshake (handshake.ts; with `tls`, STARTTLS and the TLS upgrade first: tls.ts) then
- * transmission; every connection shares the export's one disk, so the image has one owner. With a
- * DiskClient (the engine in its worker thread behind the ring) transmission is transmission.ts, many
- * requests in flight per connection; with an InlineDisk (the engine in this thread) it is
- * inline-transmission.ts, each request served between two socket reads.
+ * transmission (transmission.ts over the request core, request-core.ts); every connection shares the export's
+ * one port, so the image has one owner: the engine in this thread (inline-port.ts, each request served
+ * between two socket reads) or in its worker thread behind the ring (ring-port.ts, many in flight).
  *
  * A client that has not reached transmission `handshakeLimitMs` after it was let in (qemu-nbd's
  * --handshake-limit, 10 s by default) is disconnected, so idle or slow connections cannot hold the places.
@@ -21,7 +20,6 @@ import * as net from "node:net";
 import { ByteReader } from "./byte-reader.js";
 import type { NbdExport } from "./export.js";
 import { negotiate } from "./handshake.js";
-import { InlineTransmission } from "./inline-transmission.js";
 import { TlsServer, type TlsSettings } from "./tls.js";
 import { Transmission } from "./transmission.js";
 
@@ -51,7 +49,7 @@ interface Connection {
   socket: net.Socket;
   /** The TLS socket over `socket`, once STARTTLS began. */
   tlsSocket?: net.Socket;
-  transmission?: Transmission | InlineTransmission;
+  transmission?: Transmission;
   /** Set when the handshake deadline closed the connection. */
   timedOut?: boolean;
   /** Ends when the connection is closed and its requests answered. */
@@ -217,10 +215,7 @@ export class NbdServer {
     // left (nbdinfo --list) does not end a server that is not persistent.
     this.servedAny = true;
     const { socket, reader: txReader } = session;
-    const t =
-      "inline" in this.exp.disk
-        ? new InlineTransmission(socket, txReader, this.exp, session, this.log, conn.tlsSocket !== undefined)
-        : new Transmission(socket, txReader, this.exp, session, this.log);
+    const t = new Transmission(socket, txReader, this.exp, session, this.log, conn.tlsSocket !== undefined);
     conn.transmission = t;
     if (this.stopping) void t.stop();
     const end = await t.run();

@@ -1,119 +1,86 @@
 /**
- * The transmission phase of one NBD connection (see protocol.ts): requests are read one after the other and
- * handed to the served image without waiting for the previous ones, so many are in flight at once (up to
- * MAX_INFLIGHT requests or MAX_INFLIGHT_BYTES of payload; beyond that the connection stops reading and TCP
- * pushes back). Each reply is written when its request completes, carrying the client's handle: replies may
- * come out of order. The socket's event loop never waits on disk I/O: the engine runs in its worker thread
- * behind the DiskClient, which serves the requests of every connection in submission order.
+ * The transmission phase of one NBD connection (protocol.ts): the socket's bytes are decoded into requests
+ * and each is handed to the request core (request-core.ts), which serves it through the export's port
+ * (port.ts) and pushes its reply here. Below the core: a TLS connection is the same, on the TLS socket
+ * (tls.ts), with the replies of one turn of the event loop written together (coalesceReplies).
  *
- * Durability: a WRITE with FUA is answered after a flush submitted right behind it has completed (the flush
- * covers it: one engine, FIFO order), unless the cache mode is writethrough (every write is durable when it
- * completes). FLUSH flushes the whole image, so it covers every write any connection saw completed.
+ * Per socket read: every complete request in the bytes received is decoded and served in order, the payload
+ * of a WRITE passed to the port as a view on the received bytes (no copy; a payload split over several reads
+ * is gathered into one buffer first); then the port is told the batch has ended (a port holding durable
+ * writes for one shared flush flushes then: group commit), and the replies pushed so far go out in one socket
+ * write. A request the port answers later (the ring port, or one waiting for the group's flush) is in flight
+ * until then, and its reply goes out when it comes, so replies may come out of order (the protocol allows
+ * it). Up to MAX_INFLIGHT requests or MAX_INFLIGHT_BYTES of payload may be in flight, and up to
+ * MAX_QUEUED_REPLY_BYTES of replies queued on the socket (a client that does not read them); beyond that
+ * the socket is not read until they drain, and TCP pushes back.
  *
- * Errors are the protocol's (protocol.ts): EPERM for a write, trim or write-zeroes on a read-only export;
- * ENOSPC for a write past the end, EINVAL for a read, trim, cache or block status past the end or an unknown
- * command or flag; EOVERFLOW for a structured read over 32 MiB; ENOTSUP for a FAST_ZERO write-zeroes that
- * would write data; ESHUTDOWN once the server is stopping. A bad request magic, or a WRITE whose payload is
- * over 32 MiB, ends the connection after the requests in flight have been answered.
+ * A bad request magic, or a WRITE whose payload is over 32 MiB, ends the connection after the replies of the
+ * requests before it; requests in flight are answered before the connection closes (drained()).
  */
 import type { Socket } from "node:net";
 import type { ByteReader } from "./byte-reader.js";
-import type { BlockExtent, DiskClient } from "../worker/disk-client.js";
-import { errnoOf, type InlineDisk, type NbdExport } from "./export.js";
+import type { NbdExport } from "./export.js";
 import type { Session } from "./handshake.js";
-import type { MetaContext } from "./meta-context.js";
-import {
-  BaseAllocation,
-  DirtyBitmap,
-  Cmd,
-  CmdFlag,
-  decodeRequest,
-  encodeBlockStatusChunk,
-  encodeErrorChunk,
-  encodeOffsetHoleChunk,
-  encodeSimpleReply,
-  encodeStructuredChunk,
-  Err,
-  type Extent,
-  ERR_NAMES,
-  type Handle,
-  MAX_REQUEST_LENGTH,
-  OFFSET_DATA_PREFIX,
-  ReplyFlag,
-  ReplyType,
-  type Request,
-  REQUEST_LENGTH,
-  SIMPLE_REPLY_LENGTH,
-  writeOffsetDataPrefix,
-  writeSimpleReply,
-} from "./protocol.js";
+import type { NbdPort } from "./port.js";
+import { Cmd, decodeRequest, MAX_REQUEST_LENGTH, type Request, REQUEST_LENGTH } from "./protocol.js";
+import { oversizedWrite, RequestCore } from "./request-core.js";
 
 /** Requests one connection may have in flight. */
 export const MAX_INFLIGHT = 128;
 /** Payload bytes (write data received, read data asked for) one connection may have in flight. */
 export const MAX_INFLIGHT_BYTES = 64 << 20;
-/** Bytes of replies queued on the socket above which no more requests are read. */
+/** Bytes of replies queued on the socket above which it is no longer read. */
 const MAX_QUEUED_REPLY_BYTES = 32 << 20;
-/** Extents in one BLOCK_STATUS reply. */
-export const MAX_EXTENTS = 1024;
-/** Granularity of the zero runs a structured read may turn into holes. */
-const HOLE_GRANULE = 4096;
-
-/** Flags each command accepts. */
-export const ALLOWED_FLAGS: Record<number, number> = {
-  [Cmd.READ]: CmdFlag.DF,
-  [Cmd.WRITE]: CmdFlag.FUA,
-  [Cmd.DISC]: 0,
-  [Cmd.FLUSH]: 0,
-  [Cmd.TRIM]: CmdFlag.FUA,
-  [Cmd.CACHE]: 0,
-  [Cmd.WRITE_ZEROES]: CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO,
-  [Cmd.BLOCK_STATUS]: CmdFlag.REQ_ONE,
-};
+/** Replies of one batch up to this size are copied into one buffer (one write); larger ones go as a writev. */
+const GATHER_LIMIT = 64 << 10;
 
 /** How the request loop ended. */
 export type TransmissionEnd = { end: "disconnect" } | { end: "closed" } | { end: "protocol"; message: string };
 
-/** A request refused before it reached the disk. */
-export class Refusal {
-  constructor(
-    readonly errno: number,
-    readonly message: string,
-  ) {}
-}
-
-const ZEROES = Buffer.alloc(64 << 10);
-
-/** True when `b` holds only zero bytes. */
-export function isAllZero(b: Uint8Array): boolean {
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  for (let at = 0; at < buf.length; at += ZEROES.length) {
-    const n = Math.min(ZEROES.length, buf.length - at);
-    if (ZEROES.compare(buf, at, at + n, 0, n) !== 0) return false;
-  }
-  return true;
+/** A WRITE whose payload is still arriving. */
+interface PartialWrite {
+  req: Request;
+  /** Gathers the payload: `filled` bytes have arrived. */
+  payload: Buffer;
+  filled: number;
 }
 
 export class Transmission {
+  private readonly core: RequestCore;
+  private readonly port: NbdPort;
+  private finished = false;
+  private finish!: (end: TransmissionEnd) => void;
+  private readonly ended: Promise<TransmissionEnd>;
+  /** Received bytes not yet served (a partial request header, or the rest of a read while paused). */
+  private pending: Buffer | undefined;
+  private partial: PartialWrite | undefined;
+  /** Replies pushed and not yet written. */
+  private out: Uint8Array[] = [];
+  private outBytes = 0;
+  private paused = false;
+  /** Serving the requests of one socket read: replies are written at its end. */
+  private inBatch = false;
+  private flushScheduled = false;
   private inflight = 0;
   private inflightBytes = 0;
-  private wake: (() => void) | undefined;
   private drainWaiters: Array<() => void> = [];
-  private stopping = false;
-  private readonly disk: DiskClient;
 
   constructor(
     private readonly socket: Socket,
     private readonly reader: ByteReader,
-    private readonly exp: NbdExport,
-    private readonly session: Session,
-    private readonly log: (message: string) => void = () => {},
+    exp: NbdExport,
+    session: Session,
+    log: (message: string) => void = () => {},
+    /**
+     * Write the replies once every read of this turn of the event loop has been served, not after each
+     * read. For a TLS socket, which hands over each TLS record as a read of its own (a client's request
+     * header and its payload are often two), so that the replies of one socket read still go out together.
+     */
+    private readonly coalesceReplies = false,
   ) {
-    if ("inline" in exp.disk) throw new Error("internal: an inline disk is served by InlineTransmission");
-    this.disk = exp.disk;
-    socket.on("drain", () => this.signal());
-    // A client that stops reading replies holds the loop below until its socket closes.
-    socket.on("close", () => this.signal());
+    this.port = exp.port;
+    this.core = new RequestCore(exp, session, { push: (b) => this.push(b) }, log);
+    this.ended = new Promise((r) => (this.finish = r));
   }
 
   /** Requests being served now. */
@@ -121,47 +88,25 @@ export class Transmission {
     return this.inflight;
   }
 
-  /** Reads and dispatches requests until the client disconnects, closes, or breaks the protocol. */
-  async run(): Promise<TransmissionEnd> {
-    for (;;) {
-      while (
-        this.inflight >= MAX_INFLIGHT ||
-        (this.inflight > 0 && this.inflightBytes >= MAX_INFLIGHT_BYTES) ||
-        this.socket.writableLength > MAX_QUEUED_REPLY_BYTES
-      ) {
-        if (this.socket.destroyed) return { end: "closed" };
-        await new Promise<void>((r) => (this.wake = r));
-      }
-      const hb = await this.reader.exact(REQUEST_LENGTH);
-      if (!hb) return { end: "closed" };
-      let req: Request;
-      try {
-        req = decodeRequest(hb);
-      } catch (e) {
-        return { end: "protocol", message: (e as Error).message };
-      }
-      let payload: Buffer | undefined;
-      if (req.type === Cmd.WRITE) {
-        if (req.length > MAX_REQUEST_LENGTH) {
-          // The payload cannot be skipped at a reasonable cost: answer, then end the connection.
-          this.replyError(req, Err.EINVAL, `write of ${req.length} bytes is over the ${MAX_REQUEST_LENGTH}-byte limit`);
-          return { end: "protocol", message: `NBD_CMD_WRITE with ${req.length} bytes of payload` };
-        }
-        const p = await this.reader.exact(req.length);
-        if (!p) return { end: "closed" };
-        payload = p;
-      }
-      if (req.type === Cmd.DISC) return { end: "disconnect" };
-      this.dispatch(req, payload);
-    }
+  /** Serves requests until the client disconnects, closes, or breaks the protocol. */
+  run(): Promise<TransmissionEnd> {
+    const socket = this.socket;
+    const rest = this.reader.detach();
+    socket.on("data", this.onData);
+    socket.on("drain", this.onDrain);
+    const closed = (): void => this.end({ end: "closed" });
+    socket.on("end", closed);
+    socket.on("close", closed);
+    socket.on("error", closed);
+    for (const chunk of rest) if (!this.finished) this.onData(chunk);
+    if (!this.finished && (socket.readableEnded || socket.destroyed)) closed();
+    if (!this.finished && !this.paused) socket.resume();
+    return this.ended;
   }
 
-  /**
-   * From now on every request gets ESHUTDOWN; resolves when those in flight have been answered. The
-   * caller then closes the socket.
-   */
+  /** From now on every request gets ESHUTDOWN; resolves when those in flight have been answered. */
   stop(): Promise<void> {
-    this.stopping = true;
+    this.core.stopping = true;
     return this.drained();
   }
 
@@ -171,266 +116,169 @@ export class Transmission {
     return new Promise((r) => this.drainWaiters.push(r));
   }
 
-  private signal(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
+  private end(how: TransmissionEnd): void {
+    if (this.finished) return;
+    this.flushReplies();
+    this.finished = true;
+    this.pending = undefined;
+    this.partial = undefined;
+    // Bytes the client still sends are read and dropped, so that its close is seen.
+    if (this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
+    this.finish(how);
   }
 
-  private dispatch(req: Request, payload: Buffer | undefined): void {
+  private readonly onDrain = (): void => this.resumeIfBelowLimits();
+
+  /** Reads again once the requests in flight and the queued replies are below their limits. */
+  private resumeIfBelowLimits(): void {
+    if (!this.paused || this.finished || this.overLimits()) return;
+    this.paused = false;
+    const p = this.pending;
+    this.pending = undefined;
+    if (p) this.serveBytes(p);
+    if (!this.finished && !this.paused) this.socket.resume();
+  }
+
+  private overLimits(): boolean {
+    return (
+      this.inflight >= MAX_INFLIGHT ||
+      (this.inflight > 0 && this.inflightBytes >= MAX_INFLIGHT_BYTES) ||
+      this.socket.writableLength + this.outBytes > MAX_QUEUED_REPLY_BYTES
+    );
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.finished) return;
+    let buf = chunk;
+    const partial = this.partial;
+    if (partial) {
+      const n = Math.min(chunk.length, partial.payload.length - partial.filled);
+      chunk.copy(partial.payload, partial.filled, 0, n);
+      partial.filled += n;
+      if (partial.filled < partial.payload.length) return;
+      this.partial = undefined;
+      buf = chunk.subarray(n);
+      this.inBatch = true;
+      this.execute(partial.req, partial.payload);
+    } else if (this.pending) {
+      buf = Buffer.concat([this.pending, chunk]);
+      this.pending = undefined;
+    }
+    this.serveBytes(buf);
+  };
+
+  /** Serves every complete request in `buf`, keeps the rest, ends the batch and writes its replies. */
+  private serveBytes(buf: Buffer): void {
+    this.inBatch = true;
+    this.decodeAndServe(buf);
+    this.inBatch = false;
+    this.port.endOfBatch?.();
+    if (!this.coalesceReplies) this.flushReplies();
+    else this.scheduleFlush(true);
+  }
+
+  private decodeAndServe(buf: Buffer): void {
+    let pos = 0;
+    while (!this.finished) {
+      if (this.overLimits()) {
+        if (pos < buf.length) this.pending = buf.subarray(pos);
+        this.paused = true;
+        this.socket.pause();
+        return;
+      }
+      const left = buf.length - pos;
+      if (left < REQUEST_LENGTH) {
+        if (left > 0) this.pending = Buffer.from(buf.subarray(pos));
+        return;
+      }
+      let req: Request;
+      try {
+        req = decodeRequest(buf.subarray(pos, pos + REQUEST_LENGTH));
+      } catch (e) {
+        this.end({ end: "protocol", message: (e as Error).message });
+        return;
+      }
+      pos += REQUEST_LENGTH;
+      let payload: Buffer | undefined;
+      if (req.type === Cmd.WRITE) {
+        if (req.length > MAX_REQUEST_LENGTH) {
+          // The payload cannot be skipped at a reasonable cost: answer, then end the connection.
+          this.core.refuse(req, oversizedWrite(req));
+          this.end({ end: "protocol", message: `NBD_CMD_WRITE with ${req.length} bytes of payload` });
+          return;
+        }
+        if (buf.length - pos >= req.length) {
+          payload = buf.subarray(pos, pos + req.length);
+          pos += req.length;
+        } else {
+          const p = Buffer.allocUnsafe(req.length);
+          const n = buf.copy(p, 0, pos);
+          this.partial = { req, payload: p, filled: n };
+          return;
+        }
+      }
+      if (req.type === Cmd.DISC) {
+        this.end({ end: "disconnect" });
+        return;
+      }
+      this.execute(req, payload);
+    }
+  }
+
+  /** Hands one request to the core; one answered later is in flight until its reply is pushed. */
+  private execute(req: Request, payload: Buffer | undefined): void {
+    const later = this.core.serve(req, payload);
+    if (!later) return;
     const bytes = req.type === Cmd.READ || req.type === Cmd.WRITE ? Math.min(req.length, MAX_REQUEST_LENGTH) : 0;
     this.inflight++;
     this.inflightBytes += bytes;
-    this.serve(req, payload)
-      .catch((e: unknown) => {
-        if (e instanceof Refusal) {
-          this.replyError(req, e.errno, e.message);
-          return;
-        }
-        // JavaScript's own error types here are bugs of the server, not answers of the engine: say so.
-        if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError || /^internal| failed in the worker: /.test((e as Error)?.message ?? "")) {
-          this.log(`internal error: ${(e as Error).name}: ${(e as Error).message}`);
-        }
-        this.replyError(req, errnoOf(e), (e as Error)?.message ?? String(e));
-      })
-      .finally(() => {
-        this.inflight--;
-        this.inflightBytes -= bytes;
-        this.signal();
-        if (this.inflight === 0) for (const w of this.drainWaiters.splice(0)) w();
-      });
+    void later.then(() => {
+      this.inflight--;
+      this.inflightBytes -= bytes;
+      if (this.inflight === 0) for (const w of this.drainWaiters.splice(0)) w();
+      this.resumeIfBelowLimits();
+    });
   }
 
-  private async serve(req: Request, payload: Buffer | undefined): Promise<void> {
-    const { type, flags, offset, length } = req;
-    const exp = this.exp;
-    const disk = this.disk;
-    const refused = refusalOf(req, exp, this.session, disk.size, this.stopping);
-    if (refused) throw refused;
-    const fua = (flags & CmdFlag.FUA) !== 0 && exp.cache !== "writethrough";
-
-    switch (type) {
-      case Cmd.READ:
-        return this.session.structured ? this.structuredRead(req) : this.simpleRead(req);
-      case Cmd.WRITE: {
-        const data = payload!;
-        const done =
-          exp.detectZeroes !== "off" && isAllZero(data)
-            ? disk.writeZeroes(offset, length, { unmap: exp.detectZeroes === "unmap" })
-            : disk.write(offset, data);
-        await this.withFua(done, fua);
-        return this.replyOk(req);
-      }
-      case Cmd.WRITE_ZEROES: {
-        const unmap = (flags & CmdFlag.NO_HOLE) === 0 && exp.discard === "unmap";
-        await this.withFua(disk.writeZeroes(offset, length, { unmap }), fua);
-        return this.replyOk(req);
-      }
-      case Cmd.TRIM:
-        if (exp.discard === "unmap") await this.withFua(disk.discard(offset, length), fua);
-        return this.replyOk(req);
-      case Cmd.FLUSH:
-        await disk.flush();
-        return this.replyOk(req);
-      case Cmd.CACHE:
-        return this.replyOk(req);
-      case Cmd.BLOCK_STATUS: {
-        const contexts = this.session.contexts;
-        const max = flags & CmdFlag.REQ_ONE ? 1 : MAX_EXTENTS;
-        // Submitted together, answered in the engine's order; the reply goes out when all have come.
-        const answers = await Promise.all(contexts.map((c) => contextExtents(disk, c, offset, length, max)));
-        this.send(...blockStatusChunks(req, contexts, answers));
-        return;
-      }
-      default:
-        throw new Refusal(Err.EINVAL, `command ${type} is not supported`);
-    }
+  private push(b: Uint8Array): void {
+    this.out.push(b);
+    this.outBytes += b.byteLength;
+    // A reply that came later (outside a batch) goes out once the answers that came with it are in.
+    if (!this.inBatch) this.scheduleFlush(false);
   }
 
-  private async withFua(op: Promise<void>, fua: boolean): Promise<void> {
-    if (!fua) return op;
-    // Submitted together: the flush runs right after the operation in the engine's FIFO order.
-    await Promise.all([op, this.disk.flush()]);
+  /** Writes the replies soon: after the microtasks of the answers that came together, or (`late`) in the check phase. */
+  private scheduleFlush(late: boolean): void {
+    if (this.flushScheduled || this.out.length === 0) return;
+    this.flushScheduled = true;
+    // The check phase follows the poll phase whose reads queued these replies: no added wait.
+    if (late) setImmediate(this.scheduledFlush);
+    else queueMicrotask(this.scheduledFlush);
   }
 
-  private async simpleRead(req: Request): Promise<void> {
-    const buf = Buffer.allocUnsafe(SIMPLE_REPLY_LENGTH + req.length);
-    await this.disk.readInto(buf.subarray(SIMPLE_REPLY_LENGTH), req.offset);
-    writeSimpleReply(buf, 0, Err.OK, req.handle);
-    this.send(buf);
-  }
-
-  /**
-   * A structured read: one OFFSET_DATA chunk, except that ranges the engine reports as reading zeroes (and
-   * that did read as zeroes) go as OFFSET_HOLE chunks. The block status is asked only when the data has
-   * zero runs, so a read of data costs one engine request.
-   */
-  private async structuredRead(req: Request): Promise<void> {
-    const { handle, offset, length } = req;
-    const buf = Buffer.allocUnsafe(OFFSET_DATA_PREFIX + length);
-    const data = buf.subarray(OFFSET_DATA_PREFIX);
-    await this.disk.readInto(data, offset);
-    const df = (req.flags & CmdFlag.DF) !== 0;
-    if (df || length === 0 || !hasZeroGranule(data, offset)) {
-      if (length === 0) {
-        this.send(encodeStructuredChunk(handle, ReplyType.NONE, ReplyFlag.DONE, new Uint8Array(0)));
-        return;
-      }
-      writeOffsetDataPrefix(buf, 0, handle, ReplyFlag.DONE, offset, length);
-      this.send(buf);
-      return;
-    }
-    const extents = await this.disk.blockStatus(offset, length, MAX_EXTENTS);
-    this.send(...holeReadChunks(req, data, extents));
-  }
-
-  private replyOk(req: Request): void {
-    this.send(encodeSimpleReply(Err.OK, req.handle));
-  }
-
-  private replyError(req: Request, errno: number, message: string): void {
-    this.log(`request ${req.type} at ${req.offset}+${req.length}: ${ERR_NAMES[errno] ?? errno}: ${message}`);
-    if (this.session.structured && (req.type === Cmd.READ || req.type === Cmd.BLOCK_STATUS)) {
-      this.send(encodeErrorChunk(req.handle as Handle, errno, message));
-    } else {
-      this.send(encodeSimpleReply(errno, req.handle));
-    }
-  }
-
-  /** Writes the pieces of one reply back to back (a reply is never interleaved with another). */
-  private send(...pieces: Uint8Array[]): void {
-    if (this.socket.destroyed || !this.socket.writable) return;
-    if (pieces.length === 1) {
-      this.socket.write(pieces[0]!);
-      return;
-    }
-    this.socket.cork();
-    for (const p of pieces) this.socket.write(p);
-    this.socket.uncork();
-  }
-}
-
-/** Whether `data` (at disk offset `offset`) has an all-zero aligned HOLE_GRANULE block. */
-export function hasZeroGranule(data: Uint8Array, offset: number): boolean {
-  let at = (HOLE_GRANULE - (offset % HOLE_GRANULE)) % HOLE_GRANULE;
-  for (; at + HOLE_GRANULE <= data.length; at += HOLE_GRANULE) {
-    if (isAllZero(data.subarray(at, at + HOLE_GRANULE))) return true;
-  }
-  return false;
-}
-
-/**
- * Why a request is refused before it reaches the disk (undefined: it is served). The checks, in this order:
- * the server stopping, the command and its flags, a write to a read-only export, then each command's range
- * and context rules.
- */
-export function refusalOf(req: Request, exp: NbdExport, session: Session, size: number, stopping: boolean): Refusal | undefined {
-  const { type, flags, offset, length } = req;
-  if (stopping) return new Refusal(Err.ESHUTDOWN, "the server is shutting down");
-  const allowed = ALLOWED_FLAGS[type];
-  if (allowed === undefined) return new Refusal(Err.EINVAL, `unknown command ${type}`);
-  if (flags & ~allowed) return new Refusal(Err.EINVAL, `flags 0x${flags.toString(16)} are not valid for command ${type}`);
-  const writes = type === Cmd.WRITE || type === Cmd.WRITE_ZEROES || type === Cmd.TRIM;
-  if (writes && exp.readOnly) return new Refusal(Err.EPERM, "the export is read-only");
-  const pastEnd = !(offset + length <= size);
-  switch (type) {
-    case Cmd.READ:
-      if (length > MAX_REQUEST_LENGTH) {
-        return new Refusal(session.structured ? Err.EOVERFLOW : Err.EINVAL, `read of ${length} bytes is over the limit`);
-      }
-      if (pastEnd) return new Refusal(Err.EINVAL, "read past the end of the export");
-      return undefined;
-    case Cmd.WRITE:
-      if (pastEnd) return new Refusal(Err.ENOSPC, "write past the end of the export");
-      return undefined;
-    case Cmd.WRITE_ZEROES:
-      if (pastEnd) return new Refusal(Err.ENOSPC, "write zeroes past the end of the export");
-      if (flags & CmdFlag.FAST_ZERO && !(exp.fastZero?.(offset, length) ?? false)) {
-        return new Refusal(Err.ENOTSUP, "zeroing this range would write data");
-      }
-      return undefined;
-    case Cmd.TRIM:
-      if (pastEnd) return new Refusal(Err.EINVAL, "trim past the end of the export");
-      return undefined;
-    case Cmd.FLUSH:
-      return undefined;
-    case Cmd.CACHE:
-      if (pastEnd) return new Refusal(Err.EINVAL, "cache past the end of the export");
-      return undefined;
-    case Cmd.BLOCK_STATUS:
-      if (session.contexts.length === 0) return new Refusal(Err.EINVAL, "no metadata context was negotiated");
-      if (length === 0) return new Refusal(Err.EINVAL, "block status of an empty range");
-      if (pastEnd) return new Refusal(Err.EINVAL, "block status past the end of the export");
-      return undefined;
-    default:
-      return new Refusal(Err.EINVAL, `command ${type} is not supported`);
-  }
-}
-
-/**
- * The extents of one metadata context for [offset, offset + length), at most `maxExtents`, as they go on the
- * wire. Asked of either kind of disk: an InlineDisk answers at once, a DiskClient with a promise.
- */
-export function contextExtents(disk: InlineDisk, ctx: MetaContext, offset: number, length: number, maxExtents: number): Extent[];
-export function contextExtents(disk: DiskClient, ctx: MetaContext, offset: number, length: number, maxExtents: number): Promise<Extent[]>;
-export function contextExtents(disk: InlineDisk | DiskClient, ctx: MetaContext, offset: number, length: number, maxExtents: number): Extent[] | Promise<Extent[]> {
-  switch (ctx.kind) {
-    case "base:allocation":
-      return mapAnswer(disk.blockStatus(offset, length, maxExtents), (es) => es.map(allocationExtent));
-    case "qemu:allocation-depth":
-      return mapAnswer(disk.allocationDepth(offset, length, maxExtents), (es) => es.map((e) => ({ length: e.length, flags: e.depth })));
-    case "qemu:dirty-bitmap":
-      return mapAnswer(disk.dirtyExtents(ctx.bitmap, offset, length, maxExtents), (es) =>
-        es.map((e) => ({ length: e.length, flags: e.dirty ? DirtyBitmap.STATE_DIRTY : 0 })),
-      );
-  }
-}
-
-function allocationExtent(e: BlockExtent): Extent {
-  return { length: e.length, flags: (e.data ? 0 : BaseAllocation.STATE_HOLE) | (e.zero ? BaseAllocation.STATE_ZERO : 0) };
-}
-
-function mapAnswer<T, U>(v: T | Promise<T>, f: (t: T) => U): U | Promise<U> {
-  return v instanceof Promise ? v.then(f) : f(v);
-}
-
-/** The reply to a BLOCK_STATUS: one chunk per selected context (`answers[i]` the extents of `contexts[i]`), the last with DONE. */
-export function blockStatusChunks(req: Request, contexts: readonly MetaContext[], answers: readonly Extent[][]): Uint8Array[] {
-  return contexts.map((c, i) => encodeBlockStatusChunk(req.handle, i === contexts.length - 1 ? ReplyFlag.DONE : 0, c.id, answers[i]!));
-}
-
-/**
- * The chunks of a structured read whose data (read at req.offset) has zero runs: ranges the extents report
- * as reading zeroes, and that did read as zeroes, become OFFSET_HOLE chunks, the rest OFFSET_DATA chunks
- * (views on `data`); the last has DONE.
- */
-export function holeReadChunks(req: Request, data: Uint8Array, extents: readonly BlockExtent[]): Uint8Array[] {
-  const { handle, offset, length } = req;
-  // Pieces of the reply: [start, end) relative to `offset`, hole or data; the part past the extents is data.
-  const pieces: { start: number; end: number; hole: boolean }[] = [];
-  const add = (start: number, end: number, hole: boolean): void => {
-    const last = pieces[pieces.length - 1];
-    if (last && last.hole === hole && last.end === start) last.end = end;
-    else pieces.push({ start, end, hole });
+  private readonly scheduledFlush = (): void => {
+    this.flushScheduled = false;
+    this.flushReplies();
   };
-  let at = 0;
-  for (const e of extents) {
-    const end = Math.min(length, at + e.length);
-    if (e.zero && isAllZero(data.subarray(at, end))) add(at, end, true);
-    else add(at, end, false);
-    at = end;
-  }
-  if (at < length) add(at, length, false);
-  const chunks: Uint8Array[] = [];
-  pieces.forEach((p, i) => {
-    const last = i === pieces.length - 1 ? ReplyFlag.DONE : 0;
-    if (p.hole) {
-      chunks.push(encodeOffsetHoleChunk(handle, last, offset + p.start, p.end - p.start));
-    } else {
-      const head = Buffer.allocUnsafe(OFFSET_DATA_PREFIX);
-      writeOffsetDataPrefix(head, 0, handle, last, offset + p.start, p.end - p.start);
-      chunks.push(head, data.subarray(p.start, p.end));
+
+  /** Writes the replies pushed so far: one buffer when small, else one corked run of writes (a writev). */
+  private flushReplies(): void {
+    const out = this.out;
+    if (out.length === 0) return;
+    const bytes = this.outBytes;
+    this.out = [];
+    this.outBytes = 0;
+    const socket = this.socket;
+    if (socket.destroyed || !socket.writable) return;
+    if (out.length === 1) socket.write(out[0]!);
+    else if (bytes <= GATHER_LIMIT) socket.write(Buffer.concat(out, bytes));
+    else {
+      socket.cork();
+      for (const b of out) socket.write(b);
+      socket.uncork();
     }
-  });
-  return chunks;
+  }
 }

@@ -12,20 +12,19 @@
  * 50-190 ms of compiler time, on the first real client's requests: its tail, at iodepth 1, on two cores):
  * - the client runs in a thread of its own (warm-up-client.ts), so this thread's type feedback is that of a
  *   server alone, as it is when the real clients (other processes) connect;
- * - the scratch export is built by the same function as the real one (inlineExport) from the same settings,
+ * - the scratch export is built by the same function as the real one (nbdExport) from the same settings,
  *   so it is an object of the same shape;
  * - several connections and several lifecycles of the scratch image (warmUp's comment).
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { CacheMode, ImageOpenOptions } from "../engine/types.js";
+import type { ImageOpenOptions } from "../engine/types.js";
 import { createImagePath } from "../open/open-path.js";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { openTaskImage } from "../worker/node-worker.js";
-import { inlineExport, type InlineExportSettings } from "./export.js";
-import { inlineDisk } from "./inline-disk.js";
+import { type ExportSettings, nbdExport } from "./export.js";
+import { openInlineImage } from "./inline-port.js";
 import { NbdServer } from "./server.js";
 import type { WarmUpClientData } from "./warm-up-client.js";
 
@@ -34,13 +33,12 @@ const CLUSTERS = 256;
 
 export interface WarmUpOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "alloc"> {
   format: "qcow2" | "raw";
-  cache: CacheMode;
   /**
    * The settings of the export that will be served: the scratch export takes them (writable, and with
    * fast zeroes iff the real export has them), so that the code compiled here meets the same objects and
    * branches when the real clients come.
    */
-  export: InlineExportSettings;
+  export: ExportSettings;
 }
 
 /**
@@ -62,13 +60,13 @@ async function warmUpCycle(opts: WarmUpOptions, connections: number, rounds: num
     const file = path.join(dir, "scratch.img");
     if (opts.format === "qcow2") createImagePath(file, { size: CLUSTERS * CLUSTER });
     else fs.writeFileSync(file, Buffer.alloc(CLUSTERS * CLUSTER));
-    // Writethrough would fsync every write of the warm-up: the engine in writeback runs the same write path
-    // (the export keeps the real cache mode, which only decides how FUA is answered).
-    const cache: CacheMode = opts.cache === "writethrough" ? "writeback" : opts.cache;
-    const img = openTaskImage({ path: file, format: opts.format, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache });
+    // The engine in the real cache mode, except writethrough: then in unsafe, the same write path without a
+    // disk flush for each batch of the warm-up (the export keeps writethrough, so its group commit runs).
+    const cache = opts.export.cache === "writethrough" ? "unsafe" : opts.export.cache;
+    const img = openInlineImage({ path: file, format: opts.format, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache });
     try {
       const settings = { ...opts.export, readOnly: false, zeroClusters: opts.export.zeroClusters && opts.format === "qcow2" ? CLUSTER : 0 };
-      const server = new NbdServer(inlineExport(inlineDisk(img), settings), { shared: 1, persistent: true });
+      const server = new NbdServer(nbdExport(img.port, settings), { shared: 1, persistent: true });
       const socket = path.join(dir, "warm.sock");
       await server.listen({ socket });
       try {
@@ -78,7 +76,7 @@ async function warmUpCycle(opts: WarmUpOptions, connections: number, rounds: num
         await server.stop();
       }
     } finally {
-      img.close();
+      await img.close();
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

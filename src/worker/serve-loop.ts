@@ -28,7 +28,7 @@ import {
   writeText,
   readText,
 } from "./ring.js";
-import { depthExtents, dirtyExtents, mergedBlockStatus } from "./extents.js";
+import { depthExtents, dirtyExtents, extentsWire, mergedBlockStatus } from "./extents.js";
 import type { SyncDisk } from "../disk/sync-disk.js";
 
 export interface ServeOptions {
@@ -45,6 +45,16 @@ export interface ServeOptions {
    * at most this many µs; 0 or absent: the fixed adaptive spin of `spinUs`.
    */
   sizedSpinCapUs?: number;
+  /**
+   * Make every write (write, write-zeroes, discard, and resize and the snapshot operations) durable before its
+   * completion is published: cache=writethrough, with the engine opened in writeback (open/serving.ts).
+   */
+  durableWrites?: boolean;
+  /**
+   * Share one flush among the durable requests in hand (group commit; default true). false: a FLUSH flushes
+   * at once and each durable write is flushed on its own.
+   */
+  groupCommit?: boolean;
 }
 
 export interface ServeResult {
@@ -144,6 +154,15 @@ export function serveRing(sab: SharedArrayBuffer, open: () => SyncDisk, opts: Se
   }
 }
 
+/** How serving one request ended, for the loop. */
+const enum Outcome {
+  DONE,
+  /** A CLOSE that closed the image. */
+  CLOSING,
+  /** Succeeded; its completion waits for the group's flush (group commit). */
+  AWAITS_COMMIT,
+}
+
 interface Staged {
   parts: Uint8Array[];
   size: number;
@@ -168,6 +187,16 @@ export class RingServer {
   private readonly held = new Map<number, Uint8Array>();
   private nextToken = 1;
   private isClosed = false;
+  /** The loop makes every write durable before it completes (cache=writethrough served over a writeback engine). */
+  private readonly durableWrites: boolean;
+  /** FLUSH requests in hand share one flush (see serveNext). */
+  private readonly groupCommit: boolean;
+  /** Slots served whose completion waits for the group's flush. */
+  private readonly awaiting: number[] = [];
+  /** Submission number of the first completion held back (undefined: none is). */
+  private heldFrom: number | undefined;
+  /** Group flushes issued. */
+  commits = 0;
 
   private readonly ring: RingView;
   private served = 0;
@@ -186,6 +215,8 @@ export class RingServer {
     this.spin = new SpinPolicy((opts.sizedSpinCapUs || opts.spinUs || DEFAULT_SERVER_SPIN_US) / 1000, opts.adaptiveSpin ?? true);
     this.sized = opts.sizedSpinCapUs ? new SizedSpin(opts.sizedSpinCapUs / 1000, 75) : undefined;
     this.waitMs = opts.waitTimeoutMs ?? 1000;
+    this.durableWrites = opts.durableWrites ?? false;
+    this.groupCommit = opts.groupCommit ?? true;
     const ctl = this.ctl;
     ctl[C.SERVER_ID] = opts.serverId ?? 0;
     ctl[C.READ_ONLY] = (disk as { readOnly?: boolean }).readOnly ? 1 : 0;
@@ -220,29 +251,77 @@ export class RingServer {
       this.serveNext(head);
       n++;
     }
+    if (this.awaiting.length > 0) this.commit(Atomics.load(ctl, C.SQ_HEAD));
     return n;
   }
 
-  /** Serves the request at `head` and publishes its completion; returns true for a CLOSE. */
+  /**
+   * Serves the request at `head` and publishes its completion, or holds it for the group's flush (group
+   * commit, open/serving.ts): once a served request needs the image flushed before it completes (a FLUSH, or
+   * a write when the loop makes writes durable), its completion and every later one are held while more
+   * requests are in hand; when none is left (or a ring's worth is held) the image is flushed once and the
+   * held completions are published together. Completions are published in order, so nothing served after a
+   * durable request is visible before that flush either. Returns true for a CLOSE.
+   */
   private serveNext(head: number): boolean {
     const ctl = this.ctl;
     const next = (head + 1) | 0;
+    const slot = head & this.ring.mask;
     Atomics.store(ctl, C.SQ_HEAD, next);
     // Tell the spin policy when this request was submitted (it judges the last missed spin by it).
-    const submitted = this.f64[(head & this.ring.mask) * SLOT_F64 + SF.T_SUBMIT];
+    const submitted = this.f64[slot * SLOT_F64 + SF.T_SUBMIT];
     this.spin.arrived(submitted);
     if (this.sized && this.lastEnd >= 0) this.sized.observe(submitted - this.lastEnd);
-    const closing = this.serve(head & this.ring.mask, head);
+    // CLOSE flushes and closes the image: what waits for the group's flush is committed before it.
+    if (this.awaiting.length > 0 && this.i32[slot * SLOT_I32 + S.OPCODE] === Op.CLOSE) this.commit(head);
+    const outcome = this.serve(slot, head);
     this.served++;
-    // Publish the completion: every plain store of serve() happens-before this store.
-    Atomics.store(ctl, C.CQ_TAIL, next);
-    if (Atomics.load(ctl, C.CLIENT_WAITING) !== 0) Atomics.notify(ctl, C.CQ_TAIL);
-    this.lastEnd = this.now();
-    if (closing) {
+    if (outcome === Outcome.AWAITS_COMMIT) this.awaiting.push(slot);
+    if (this.awaiting.length > 0) {
+      if (this.heldFrom === undefined) this.heldFrom = head;
+      if (this.groupCommit && Atomics.load(ctl, C.SQ_TAIL) !== next && ((next - this.heldFrom) | 0) < this.ring.mask + 1) return false;
+      this.commit(next);
+    } else {
+      this.publish(next);
+    }
+    if (outcome === Outcome.CLOSING) {
       Atomics.store(ctl, C.SERVER_STATE, ServerState.STOPPED);
       Atomics.notify(ctl, C.SERVER_STATE);
     }
-    return closing;
+    return outcome === Outcome.CLOSING;
+  }
+
+  /** Publishes the completions before submission number `next`: every plain store of serve() happens-before this store. */
+  private publish(next: number): void {
+    const ctl = this.ctl;
+    Atomics.store(ctl, C.CQ_TAIL, next);
+    if (Atomics.load(ctl, C.CLIENT_WAITING) !== 0) Atomics.notify(ctl, C.CQ_TAIL);
+    this.lastEnd = this.now();
+  }
+
+  /**
+   * The group's flush: one flush of the image for every held request that needs one, then the held
+   * completions (up to submission number `next`) are published. A failed flush fails each of those requests
+   * with its error; the others keep their own outcome.
+   */
+  private commit(next: number): void {
+    let failure: unknown;
+    let failed = false;
+    try {
+      this.disk.flush();
+    } catch (e) {
+      failure = e;
+      failed = true;
+    }
+    this.commits++;
+    const t = this.now();
+    for (const slot of this.awaiting) {
+      if (failed) this.fail(slot, this.i32[slot * SLOT_I32 + S.OPCODE], failure);
+    }
+    this.awaiting.length = 0;
+    for (let seq = this.heldFrom ?? next; seq !== next; seq = (seq + 1) | 0) this.f64[(seq & this.ring.mask) * SLOT_F64 + SF.T_END] = t;
+    this.heldFrom = undefined;
+    this.publish(next);
   }
 
   /** The worker's loop: serves until a CLOSE request or STOP, sleeping in Atomics.wait when idle. */
@@ -308,8 +387,8 @@ export class RingServer {
     return { reason: "stopped", requests: this.served };
   }
 
-  /** Serves the request in `slot`; returns true for a completed CLOSE. */
-  private serve(slot: number, seq: number): boolean {
+  /** Serves the request in `slot`: whether it was a CLOSE, or succeeded and waits for the group's flush. */
+  private serve(slot: number, seq: number): Outcome {
     const b = slot * SLOT_I32;
     const fb = slot * SLOT_F64;
     const i32 = this.i32;
@@ -320,7 +399,7 @@ export class RingServer {
     let resultLen = 0;
     let resultTotal = 0;
     let resultToken = 0;
-    let closing = false;
+    let outcome = Outcome.DONE;
     const op = i32[b + S.OPCODE];
     try {
       const state = Atomics.load(i32, b + S.STATE);
@@ -346,21 +425,26 @@ export class RingServer {
           this.checkLength(length, share);
           if (flags & Flag.VMSTATE) this.need("writeVmStateArea").call(this.disk, offset, share.subarray(0, length));
           else this.disk.write(offset, share.subarray(0, length));
+          if (this.durableWrites) outcome = Outcome.AWAITS_COMMIT;
           break;
         case Op.WRITE_ZEROES:
           this.disk.writeZeroes(offset, length, { unmap: (flags & Flag.UNMAP) !== 0 });
+          if (this.durableWrites) outcome = Outcome.AWAITS_COMMIT;
           break;
         case Op.DISCARD:
           this.disk.discard(offset, length);
+          if (this.durableWrites) outcome = Outcome.AWAITS_COMMIT;
           break;
         case Op.FLUSH:
-          this.disk.flush();
+          // The group's one flush (commit) covers it; without group commit, flushed here.
+          if (this.groupCommit) outcome = Outcome.AWAITS_COMMIT;
+          else this.disk.flush();
           break;
         case Op.CLOSE:
           this.isClosed = true;
           this.staged.clear();
           this.held.clear();
-          closing = true;
+          outcome = Outcome.CLOSING;
           this.disk.close();
           break;
         case Op.SNAPSHOT_CREATE: {
@@ -448,6 +532,10 @@ export class RingServer {
         default:
           throw new ProtocolError(`unknown opcode ${op}`);
       }
+      // The other requests that change the image are made durable by the group's flush as well.
+      if (this.durableWrites && (op === Op.RESIZE || op === Op.SNAPSHOT_CREATE || op === Op.SNAPSHOT_APPLY || op === Op.SNAPSHOT_DELETE)) {
+        outcome = Outcome.AWAITS_COMMIT;
+      }
       if (out) {
         resultTotal = out.length;
         resultLen = Math.min(out.length, share.length);
@@ -459,11 +547,9 @@ export class RingServer {
         }
       }
     } catch (e) {
-      status = statusOf(e);
-      const what = OP_NAMES[op] ?? `op ${op}`;
-      const msg = status === Status.PROTOCOL ? `ring protocol error in ${what}: ${messageOf(e, status)}` : messageOf(e, status);
-      resultLen = resultTotal = writeText(share, msg);
-      resultToken = 0;
+      this.fail(slot, op, e);
+      // A CLOSE whose close failed still ends the loop (the image is closed either way).
+      return outcome === Outcome.CLOSING ? Outcome.CLOSING : Outcome.DONE;
     }
     i32[b + S.STATUS] = status;
     i32[b + S.RESULT_LEN] = resultLen;
@@ -471,7 +557,22 @@ export class RingServer {
     i32[b + S.RESULT_TOKEN] = resultToken;
     f64[fb + SF.T_END] = this.now();
     Atomics.store(i32, b + S.STATE, SlotState.DONE);
-    return closing;
+    return outcome;
+  }
+
+  /** Completes the request in `slot` (operation `op`) with the error `e`: its status and message. */
+  private fail(slot: number, op: number, e: unknown): void {
+    const b = slot * SLOT_I32;
+    const status = statusOf(e);
+    const what = OP_NAMES[op] ?? `op ${op}`;
+    const msg = status === Status.PROTOCOL ? `ring protocol error in ${what}: ${messageOf(e, status)}` : messageOf(e, status);
+    const n = writeText(this.ring.share(slot), msg);
+    this.i32[b + S.STATUS] = status;
+    this.i32[b + S.RESULT_LEN] = n;
+    this.i32[b + S.RESULT_TOTAL] = n;
+    this.i32[b + S.RESULT_TOKEN] = 0;
+    this.f64[slot * SLOT_F64 + SF.T_END] = this.now();
+    Atomics.store(this.i32, b + S.STATE, SlotState.DONE);
   }
 
   private checkLength(length: number, share: Uint8Array): void {
@@ -524,12 +625,12 @@ export class RingServer {
     if (offset + length > size) {
       throw new RequestError(`${what} at offset ${offset}, length ${length} is past the end of the disk (${size} bytes)`);
     }
-    if (op === Op.ALLOCATION_DEPTH) return depthExtents(this.disk, offset, length, maxExtents);
+    if (op === Op.ALLOCATION_DEPTH) return extentsWire(depthExtents(this.disk, offset, length, maxExtents));
     if (op === Op.DIRTY_EXTENTS) {
       if (typeof bitmap !== "string") throw new ProtocolError(`${what} needs a bitmap name`);
-      return dirtyExtents(this.disk, bitmap, offset, length, maxExtents);
+      return extentsWire(dirtyExtents(this.disk, bitmap, offset, length, maxExtents));
     }
-    return mergedBlockStatus(this.disk, offset, length, maxExtents);
+    return extentsWire(mergedBlockStatus(this.disk, offset, length, maxExtents));
   }
 
   private need<K extends "snapshotCreate" | "snapshotApply" | "snapshotDelete" | "snapshotList" | "readVmState" | "resize" | "allocation" | "readVmStateArea" | "writeVmStateArea">(

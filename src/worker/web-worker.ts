@@ -11,6 +11,7 @@ import { Qcow2Image } from "../open/qcow2.js";
 import { OpfsFile } from "../io/opfs-file.js";
 import { openWebHttpFile } from "../io/http-file-web.js";
 import { openRemoteChain } from "../open/remote-chain.js";
+import { servingCache } from "../open/serving.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 import type { WebCheckRequest, WebCreateRequest, WebServeRequest, WebWorkerReply, WebWorkerRequest, WebWorkerResult } from "./web-protocol.js";
 
@@ -35,6 +36,8 @@ export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
     });
   }
   try {
+    // Writethrough is the loop's (group commit, open/serving.ts): the engine runs in writeback.
+    const cache = servingCache(req.cache);
     return serveRing(
       req.ring,
       () =>
@@ -42,12 +45,12 @@ export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
           scheme: req.scheme,
           schemeOptions: req.schemeOptions,
           alloc: req.alloc,
-          cache: req.cache,
+          cache: cache.engine,
           readOnly: req.readOnly,
           // An overlay over a remote image: its backing chain is read over HTTP (synchronous XHR, in this worker).
-          openBacking: (name, fmt) => openRemoteChain(name, (url) => openWebHttpFile(url), { format: fmt, cache: req.cache }),
+          openBacking: (name, fmt) => openRemoteChain(name, (url) => openWebHttpFile(url), { format: fmt, cache: cache.engine }),
         }),
-      { spinUs: req.spinUs, adaptiveSpin: req.adaptiveSpin },
+      { spinUs: req.spinUs, adaptiveSpin: req.adaptiveSpin, durableWrites: cache.durableWrites },
     );
   } finally {
     // The image closes its file on CLOSE/STOP; after a failed open the handle is still ours.

@@ -13,7 +13,8 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { createImagePath, openImagePath } from "../../src/open/open-path.js";
-import { inlineDisk } from "../../src/nbd/inline-disk.js";
+import { inlinePort } from "../../src/nbd/inline-port.js";
+import { RingPort } from "../../src/nbd/ring-port.js";
 import { NbdServer } from "../../src/nbd/server.js";
 import {
   BASE_ALLOCATION,
@@ -180,17 +181,18 @@ function runCase(sock: string, bytes: Uint8Array, r: Rng): Promise<string | unde
 
 /**
  * `mode`: the server's transmission over the ring (the engine in its worker, a DiskClient) or inline (the
- * engine in this thread, an InlineDisk: refcow nbd's default).
+ * engine in this thread, an InlinePort: refcow nbd's default).
  */
 export async function fuzzNbd(opts: { seed: number; runs: number; mode?: "ring" | "inline"; log?: (line: string) => void }): Promise<NbdFuzzSummary> {
   const dir = tempDir("nbd-fuzz");
   const image = path.join(dir, "fuzz.qcow2");
   createImagePath(image, { size: SIZE, clusterSize: 65536 });
   const inline = opts.mode === "inline" ? openImagePath(image, { cache: "writeback" }) : undefined;
-  const disk = inline ? inlineDisk(inline) : await openServedImage(image, { cache: "writeback" });
+  const client = inline ? undefined : await openServedImage(image, { cache: "writeback" });
+  const port = inline ? inlinePort(inline) : new RingPort(client!, "writeback");
   const unexpected: string[] = [];
   const server = new NbdServer(
-    { name: "", description: "fuzz", disk, readOnly: false, cache: "writeback", discard: "unmap", detectZeroes: "on", multiConn: true, allocationDepth: true, bitmaps: [], fastZero: () => false },
+    { name: "", description: "fuzz", port, readOnly: false, cache: "writeback", discard: "unmap", detectZeroes: "on", multiConn: true, allocationDepth: true, bitmaps: [], fastZero: () => false },
     {
       shared: PARALLEL,
       persistent: true,
@@ -241,7 +243,7 @@ export async function fuzzNbd(opts: { seed: number; runs: number; mode?: "ring" 
   } finally {
     await server.stop();
     if (inline) inline.close();
-    else await (disk as DiskClient).close();
+    else await client!.close();
     await closeAllWorkers();
   }
   const check = qemuCheck(image);

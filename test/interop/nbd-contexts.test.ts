@@ -9,8 +9,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openImagePath } from "../../src/open/open-path.js";
-import { inlineExport } from "../../src/nbd/export.js";
-import { inlineDisk } from "../../src/nbd/inline-disk.js";
+import { nbdExport } from "../../src/nbd/export.js";
+import { inlinePort } from "../../src/nbd/inline-port.js";
 import {
   BASE_ALLOCATION,
   BaseAllocation,
@@ -284,7 +284,7 @@ describe("negotiation and BLOCK_STATUS on the wire", () => {
       bitmapList: () => Object.keys(DIRTY).map((name) => ({ name, granularity: 4096, enabled: true, inUse: false })),
       bitmapExtents: fakeBitmapExtents,
     };
-    const exp = inlineExport(inlineDisk(disk), {
+    const exp = nbdExport(inlinePort(disk), {
       name: "",
       description: "",
       readOnly: true,

@@ -11,27 +11,28 @@ import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import type { NbdExport } from "../../src/nbd/export.js";
 import { Cmd, CmdFlag, encodeClientFlags, encodeInfoRequest, encodeOption, Err, IHAVEOPT, Info, Opt, Rep, TxFlag, BaseAllocation } from "../../src/nbd/protocol.js";
 import { NbdServer } from "../../src/nbd/server.js";
-import { inlineDisk } from "../../src/nbd/inline-disk.js";
-import type { InlineDisk } from "../../src/nbd/export.js";
-import { closeAllWorkers, type DiskClient, openServedImage } from "../../src/worker/index.js";
+import { inlinePort } from "../../src/nbd/inline-port.js";
+import type { NbdPort } from "../../src/nbd/port.js";
+import { RingPort } from "../../src/nbd/ring-port.js";
+import { closeAllWorkers, openServedImage } from "../../src/worker/index.js";
 import { qemuCheck, tempDir } from "../helpers/qemu.js";
 import { WireClient } from "../helpers/nbd-wire.js";
 
 const MiB = 1 << 20;
 const SIZE = 4 * MiB;
-/** An open image as an export serves it: behind the ring (DiskClient), or opened in this thread (InlineDisk). */
+/** An open image as an export serves it: behind the ring (RingPort), or opened in this thread (InlinePort). */
 interface Served {
-  disk: DiskClient | InlineDisk;
+  disk: NbdPort;
   close(): Promise<void>;
 }
 
 async function openServed(mode: "ring" | "inline", file: string, opts: { cache?: "writeback"; scheme?: string }): Promise<Served> {
   if (mode === "ring") {
     const d = await openServedImage(file, opts);
-    return { disk: d, close: () => d.close() };
+    return { disk: new RingPort(d, opts.cache), close: () => d.close() };
   }
   const img = openImagePath(file, opts);
-  return { disk: inlineDisk(img), close: async () => img.close() };
+  return { disk: inlinePort(img), close: async () => img.close() };
 }
 
 // Every case runs against both transmission modes of the server.
@@ -39,17 +40,17 @@ describe.each(["ring", "inline"] as const)("%s", (mode) => {
   const dir = tempDir(`nbd-server-${mode}`);
   const image = path.join(dir, "wire.qcow2");
   let served: Served;
-  let disk: DiskClient | InlineDisk;
+  let disk: NbdPort;
   let server: NbdServer;
   let roServer: NbdServer;
   const sock = path.join(dir, "rw.sock");
   const roSock = path.join(dir, "ro.sock");
 
-  function exportOf(d: DiskClient | InlineDisk, readOnly: boolean): NbdExport {
+  function exportOf(d: NbdPort, readOnly: boolean): NbdExport {
     return {
       name: "",
       description: "wire test",
-      disk: d,
+      port: d,
       readOnly,
       cache: "writeback",
       discard: "unmap",

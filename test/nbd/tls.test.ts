@@ -12,7 +12,7 @@ import type * as tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import type { NbdExport } from "../../src/nbd/export.js";
-import { inlineDisk } from "../../src/nbd/inline-disk.js";
+import { inlinePort } from "../../src/nbd/inline-port.js";
 import { Cmd, encodeClientFlags, encodeInfoRequest, encodeMetaContextRequest, encodeOption, encodeRequest, Info, Opt, Rep } from "../../src/nbd/protocol.js";
 import { NbdServer, type NbdServerOptions } from "../../src/nbd/server.js";
 import { distinguishedName, globMatch } from "../../src/nbd/tls-authz.js";
@@ -34,7 +34,7 @@ function exportOf(): NbdExport {
   return {
     name: "",
     description: "tls test",
-    disk: inlineDisk(img),
+    port: inlinePort(img),
     readOnly: false,
     cache: "writeback",
     discard: "unmap",

@@ -2,26 +2,26 @@
  * The inline export's warm-up (src/nbd/warm-up.ts): it serves its scratch images to a client in another
  * thread — every request of the client's load reaches the scratch image, counted where the server calls the
  * engine — and leaves nothing behind, for qcow2 and raw; and the export it serves has the shape of the real
- * export whatever the settings (one construction, inlineExport), so that code compiled on it stays valid.
+ * export whatever the settings (one construction, nbdExport), so that code compiled on it stays valid.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { createImagePath, openImagePath } from "../../src/open/open-path.js";
-import { inlineExport, type InlineExportSettings } from "../../src/nbd/export.js";
-import { inlineDisk } from "../../src/nbd/inline-disk.js";
+import { type ExportSettings, nbdExport } from "../../src/nbd/export.js";
+import { inlinePort } from "../../src/nbd/inline-port.js";
 import { warmUp } from "../../src/nbd/warm-up.js";
 import { tempDir } from "../helpers/qemu.js";
 
 /** What the scratch images opened by the warm-up were asked, in this (the serving) thread. */
 const served = { opens: 0, writes: 0, writeBytes: 0, foreignWrites: 0, reads: 0, readBytes: 0, flushes: 0 };
 
-vi.mock("../../src/worker/node-worker.js", async (importOriginal) => {
-  const real = await importOriginal<typeof import("../../src/worker/node-worker.js")>();
+vi.mock("../../src/open/serving.js", async (importOriginal) => {
+  const real = await importOriginal<typeof import("../../src/open/serving.js")>();
   return {
     ...real,
-    openTaskImage: (...args: Parameters<typeof real.openTaskImage>) => {
-      const img = real.openTaskImage(...args);
+    openServedPath: (...args: Parameters<typeof real.openServedPath>) => {
+      const img = real.openServedPath(...args);
       served.opens++;
       const { write, readInto, flush } = img;
       img.write = (offset: number, data: Uint8Array) => {
@@ -44,7 +44,7 @@ vi.mock("../../src/worker/node-worker.js", async (importOriginal) => {
   };
 });
 
-const settings: InlineExportSettings = {
+const settings: ExportSettings = {
   name: "",
   description: "",
   readOnly: false,
@@ -68,7 +68,7 @@ describe("warm-up", () => {
     Object.assign(served, { opens: 0, writes: 0, writeBytes: 0, foreignWrites: 0, reads: 0, readBytes: 0, flushes: 0 });
     try {
       // 2 lifecycles × 2 connections × 2 rounds (one at queue depth 1, one at 16).
-      await warmUp({ format, scheme: format === "qcow2" ? "eager" : undefined, cache: "writethrough", export: { ...settings, readOnly: true } }, 2, 2, 2);
+      await warmUp({ format, scheme: format === "qcow2" ? "eager" : undefined, export: { ...settings, readOnly: true } }, 2, 2, 2);
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;
@@ -86,9 +86,9 @@ describe("warm-up", () => {
     createImagePath(file, { size: 1 << 20 });
     const img = openImagePath(file, {});
     try {
-      const disk = inlineDisk(img);
-      const fast = inlineExport(disk, settings);
-      const slow = inlineExport(disk, { ...settings, zeroClusters: 0, readOnly: true, multiConn: true });
+      const disk = inlinePort(img);
+      const fast = nbdExport(disk, settings);
+      const slow = nbdExport(disk, { ...settings, zeroClusters: 0, readOnly: true, multiConn: true });
       expect(Object.keys(slow)).toEqual(Object.keys(fast));
       expect(slow.fastZero).toBeUndefined();
       expect(fast.fastZero!(65536, 65536)).toBe(true);

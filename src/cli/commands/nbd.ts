@@ -18,11 +18,12 @@ import type { CliIo } from "../command.js";
 import { type CacheMode, type ImageOpenOptions, NodeFile, Qcow2Image } from "../engine.js";
 import { CliError, messageOf, UsageError } from "../errors.js";
 import { formatForOpen, openImage, parseAllocPolicy, parseCacheMode } from "../open.js";
-import { closeAllWorkers, openServedImage } from "../../worker/index.js";
+import { closeAllWorkers } from "../../worker/index.js";
 import { findBitmap } from "../../worker/extents.js";
 import type { ExportWorkerData, ExportWorkerMessage } from "../../nbd/export-worker.js";
-import type { DetectZeroes, DiscardMode, NbdExport } from "../../nbd/export.js";
-import { DEFAULT_HANDSHAKE_LIMIT_MS, type ListenAddress, NbdServer } from "../../nbd/server.js";
+import type { DetectZeroes, DiscardMode, ExportSettings } from "../../nbd/export.js";
+import { openExport, type ServingExport } from "../../nbd/serve-export.js";
+import { DEFAULT_HANDSHAKE_LIMIT_MS, type ListenAddress } from "../../nbd/server.js";
 import type { TlsSettings } from "../../nbd/tls.js";
 import { tlsSettingsOf } from "../tls-objects.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
@@ -30,7 +31,7 @@ import type { SyncDisk } from "../../disk/sync-disk.js";
 import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { schemeOptHelp } from "../help.js";
 import { parseSnapshotParam, selectSnapshot } from "./convert.js";
-import { asyncImageMonitorTarget, threadMonitorTarget } from "../../nbd/monitor-socket.js";
+import { threadMonitorTarget } from "../../nbd/monitor-socket.js";
 import { startMonitor } from "../nbd-monitor.js";
 
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
@@ -380,85 +381,63 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
   };
   // Whole clusters of a qcow2 v3 image (the -s overlay is one) are zeroed by their L2 entries alone.
   const zeroClusters = overlay ? 65536 : p.format === "qcow2" && p.version >= 3 ? p.clusterSize : 0;
+  const image = { path: overlay ?? opts.image, format: overlay ? ("qcow2" as const) : p.format, snapshotId: p.snapshotId };
+  const settings = exportSettingsOf(opts, zeroClusters);
   if (opts.serveMode === "inline") {
     try {
-      return await serveInline(opts, io, ready, { path: overlay ?? opts.image, format: overlay ? "qcow2" : p.format, snapshotId: p.snapshotId, zeroClusters });
+      return await serveInline(opts, io, ready, image, settings);
     } finally {
       removeOverlay();
     }
   }
-  let disk;
+  let served: ServingExport;
   try {
-    disk = await openServedImage(overlay ?? opts.image, {
+    served = await openExport({
+      image: { ...image, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly },
+      mode: "ring",
+      settings,
+      server: {
+        shared: opts.shared,
+        persistent: opts.persistent,
+        log: opts.verbose ? (m) => io.err(`refcow nbd: ${m}\n`) : undefined,
+        tls: opts.tls,
+        handshakeLimitMs: opts.handshakeLimitMs,
+      },
       // A lone request is waited for by spinning (sized from the service times seen, at most 300 µs), and
       // the worker spins for the next request (sized from the gaps seen, at most 200 µs): at iodepth 1 a
       // completion then costs no thread wake on either side. With several requests in flight the socket's
       // thread goes back to its event loop at once to read the next ones (spinMaxInFlight 1).
-      client: { sizedSpinCapUs: 300, spinMaxInFlight: 1 },
-      serverSizedSpinCapUs: 200,
-      scheme: opts.scheme,
-      schemeOptions: opts.schemeOptions,
-      alloc: opts.alloc,
-      cache: opts.cache,
-      readOnly: opts.readOnly,
-      format: overlay ? "qcow2" : p.format,
-      snapshotId: p.snapshotId,
+      ring: { client: { sizedSpinCapUs: 300, spinMaxInFlight: 1 }, serverSizedSpinCapUs: 200 },
     });
   } catch (e) {
     removeOverlay();
     await closeAllWorkers();
     throw new CliError(`Failed to blk_new_open '${opts.image}': ${messageOf(e)}`);
   }
-  const size = disk.size;
-  const exp: NbdExport = {
-    name: opts.exportName,
-    description: opts.description,
-    disk,
-    readOnly: opts.readOnly,
-    cache: opts.cache,
-    discard: opts.discard,
-    detectZeroes: opts.detectZeroes,
-    multiConn: opts.shared > 1,
-    allocationDepth: opts.allocationDepth,
-    bitmaps: opts.bitmaps,
-    fastZero: zeroClusters
-      ? (offset, length) => offset % zeroClusters === 0 && ((offset + length) % zeroClusters === 0 || offset + length === size)
-      : undefined,
-  };
-  const server = new NbdServer(exp, {
-    shared: opts.shared,
-    persistent: opts.persistent,
-    log: opts.verbose ? (m) => io.err(`refcow nbd: ${m}\n`) : undefined,
-    tls: opts.tls,
-    handshakeLimitMs: opts.handshakeLimitMs,
-  });
   let pidWritten = false;
   let monitor: Awaited<ReturnType<typeof startMonitor>>;
-  const onSignal = (): void => void server.stop();
+  const onSignal = (): void => void served.server.stop();
   try {
     try {
-      await server.listen(opts.address);
+      await served.listen(opts.address);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      const reason = code === "EADDRINUSE" ? "Address already in use" : code === "EACCES" ? "Permission denied" : messageOf(e);
-      throw new CliError(`Failed to bind socket: ${reason}`);
+      throw listenFailure((e as NodeJS.ErrnoException).code, messageOf(e));
     }
     if (opts.pidFile) {
       fs.writeFileSync(opts.pidFile, `${process.pid}\n`);
       pidWritten = true;
     }
-    monitor = await startMonitor(opts.monitor, () => asyncImageMonitorTarget(disk));
+    monitor = await startMonitor(opts.monitor, () => served.monitor);
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     ready();
-    await server.stopped;
+    await served.stopped;
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     await monitor?.close();
-    await server.stop();
     try {
-      await disk.close();
+      await served.close();
     } finally {
       await closeAllWorkers();
       removeOverlay();
@@ -466,6 +445,22 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
     }
   }
   return 0;
+}
+
+/** The export's settings from qemu-nbd's options (both serve modes build the export from these). */
+function exportSettingsOf(opts: NbdOptions, zeroClusters: number): ExportSettings {
+  return {
+    name: opts.exportName,
+    description: opts.description,
+    readOnly: opts.readOnly,
+    cache: opts.cache,
+    discard: opts.discard,
+    detectZeroes: opts.detectZeroes,
+    multiConn: opts.shared > 1,
+    zeroClusters,
+    allocationDepth: opts.allocationDepth,
+    bitmaps: opts.bitmaps,
+  };
 }
 
 /** The compiled export worker: next to this module's build, or in dist/ when running from src/ (tests). */
@@ -491,29 +486,17 @@ async function serveInline(
   opts: NbdOptions,
   io: CliIo,
   ready: () => void,
-  image: { path: string; format: "qcow2" | "raw"; snapshotId?: string; zeroClusters: number },
+  image: { path: string; format: "qcow2" | "raw"; snapshotId?: string },
+  settings: ExportSettings,
 ): Promise<number> {
   const data: ExportWorkerData = {
-    path: image.path,
-    format: image.format,
-    scheme: opts.scheme,
-    schemeOptions: opts.schemeOptions,
-    alloc: opts.alloc,
-    cache: opts.cache,
-    readOnly: opts.readOnly,
-    snapshotId: image.snapshotId,
-    name: opts.exportName,
-    description: opts.description,
-    discard: opts.discard,
-    detectZeroes: opts.detectZeroes,
-    zeroClusters: image.zeroClusters,
+    image: { ...image, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly },
+    settings,
     shared: opts.shared,
     persistent: opts.persistent,
     address: opts.address,
     verbose: opts.verbose,
     warmUp: opts.warmUp,
-    allocationDepth: opts.allocationDepth,
-    bitmaps: opts.bitmaps,
     tls: opts.tls,
     handshakeLimitMs: opts.handshakeLimitMs,
   };
