@@ -101,4 +101,7 @@ const server = http.createServer(async (req, res) => {
   await send(res, chunk);
 });
 
+// Idle connections stay open until the client closes them: QEMU 7.2's curl driver stops watching a connection
+// the server closed while it was idle (Node closes them after 5 s by default) and then waits forever.
+server.keepAliveTimeout = 0;
 server.listen(0, "127.0.0.1", () => console.log(`listening ${server.address().port}`));
