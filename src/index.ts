@@ -8,9 +8,9 @@
 export { Qcow2Image } from "./open/qcow2.js";
 export { openImagePath, createImagePath, compactImagePath, probeFormat, RawDisk, type OpenedImage, type ImageFormat } from "./open/open-path.js";
 export { compactImage } from "./open/qcow2.js";
-export type { CompactOptions, CompactResult, MovedClusters } from "./engine/compact.js";
-export type { OpenOptions } from "./engine/open-options.js";
-export { allocationPolicy, type AllocationPolicy } from "./engine/alloc-policy.js";
+export type { CompactOptions, CompactResult, MovedClusters } from "./engine/tools/compact.js";
+export type { OpenOptions } from "./engine/open/open-options.js";
+export { allocationPolicy, type AllocationPolicy } from "./engine/allocation/alloc-policy.js";
 export * from "./engine/types.js";
 export * from "./engine/errors.js";
 export type { BlockFile, IoPurpose } from "./io/block-file.js";

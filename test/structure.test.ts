@@ -98,6 +98,13 @@ describe("source structure", () => {
     expect(bad).toEqual([]);
   });
 
+  it("shows the engine's architecture in its folders: only the facade, the image state and the types at its top", () => {
+    const top = readdirSync(join(ROOT, "src/engine")).filter((n) => n.endsWith(".ts")).sort();
+    expect(top).toEqual(["errors.ts", "image-core.ts", "image-state.ts", "qcow2-image.ts", "types.ts"]);
+    const folders = readdirSync(join(ROOT, "src/engine")).filter((n) => statSync(join(ROOT, "src/engine", n)).isDirectory()).sort();
+    expect(folders).toEqual(["allocation", "check", "data", "open", "snapshots", "tables", "tools"]);
+  });
+
   it(`has no file over ${MAX_LINES} lines`, () => {
     const over = [...graph.keys()].filter((f) => readFileSync(join(ROOT, f), "utf8").split("\n").length > MAX_LINES);
     expect(over).toEqual([]);

@@ -2,7 +2,7 @@
  * Copy-free COW against the copy, in one run: `node dist/bench/reflink.js` (root: it makes an XFS loop mount).
  *
  * Three places for the image, as sources of one matrix: an XFS file system with reflink (the copy of a COW
- * shared: engine/cow-copy.ts), the same XFS with --no-reflink (the copy read and written: the file system's
+ * shared: engine/data/cow-copy.ts), the same XFS with --no-reflink (the copy read and written: the file system's
  * own cost apart from sharing), and the temporary directory's file system (ext4 here). Every scheme, both
  * cache modes, the write matrix's load (load.ts: 4 KiB at 4 KiB into each of N clusters, random order, a
  * flush every 64 writes in writeback, queue depth 1, the engine in this thread) and its preparation

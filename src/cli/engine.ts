@@ -20,8 +20,8 @@ export type {
   SnapshotInfo,
 } from "../engine/types.js";
 export type { SyncDisk } from "../disk/sync-disk.js";
-export type { OpenOptions } from "../engine/open-options.js";
+export type { OpenOptions } from "../engine/open/open-options.js";
 export { NodeFile } from "../io/node-file.js";
 export { ALLOC_POLICIES } from "../engine/types.js";
 export { compactImage } from "../open/qcow2.js";
-export type { CompactResult } from "../engine/compact.js";
+export type { CompactResult } from "../engine/tools/compact.js";

@@ -5,15 +5,15 @@
  */
 import type { AccountingFile } from "../io/accounting-file.js";
 import type { Qcow2Header } from "../format/header.js";
-import { PersistentBitmaps } from "./bitmaps.js";
+import { PersistentBitmaps } from "./snapshots/bitmaps.js";
 import { ImageState } from "./image-state.js";
-import type { OpenOptions } from "./open-options.js";
-import { OverlapChecks } from "./overlap.js";
-import { ReadPath } from "./read-path.js";
-import type { RefcountScheme, SchemeHost } from "./scheme-seam.js";
-import { readL1Table } from "./table-checks.js";
-import { WritePath } from "./write-path.js";
-import { ZeroDiscard } from "./zero-discard.js";
+import type { OpenOptions } from "./open/open-options.js";
+import { OverlapChecks } from "./data/overlap.js";
+import { ReadPath } from "./data/read-path.js";
+import type { RefcountScheme, SchemeHost } from "./allocation/scheme-seam.js";
+import { readL1Table } from "./open/table-checks.js";
+import { WritePath } from "./data/write-path.js";
+import { ZeroDiscard } from "./data/zero-discard.js";
 
 export class ImageCore extends ImageState {
   /** QEMU's persistent dirty bitmaps (bitmaps.ts). */

@@ -11,17 +11,17 @@ import { type FeatureName, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_EXTL2 } fr
 import { type Qcow2Header, serializeHeader } from "../format/header.js";
 import { L2Codec } from "../format/l1l2.js";
 import type { SnapshotEntry } from "../format/snapshot-table.js";
-import { ActiveTables, type Mapping } from "./active-tables.js";
-import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
-import { CowCopier } from "./cow-copy.js";
-import { MetadataCache } from "./metadata-cache.js";
-import type { OpenOptions } from "./open-options.js";
-import type { RefcountStore } from "./refcounts.js";
-import type { RefcountScheme } from "./scheme-seam.js";
-import { validateL2Slice } from "./table-checks.js";
+import { ActiveTables, type Mapping } from "./tables/active-tables.js";
+import { allocationPolicy, type AllocationPolicy } from "./allocation/alloc-policy.js";
+import { CowCopier } from "./data/cow-copy.js";
+import { MetadataCache } from "./tables/metadata-cache.js";
+import type { OpenOptions } from "./open/open-options.js";
+import type { RefcountStore } from "./allocation/refcounts.js";
+import type { RefcountScheme } from "./allocation/scheme-seam.js";
+import { validateL2Slice } from "./open/table-checks.js";
 import type { SyncDisk } from "../disk/sync-disk.js";
 import type { CacheMode } from "./types.js";
-import { WriteOrder } from "./write-order.js";
+import { WriteOrder } from "./allocation/write-order.js";
 
 const L2_SLICE_BYTES = 4096;
 const L2_CACHE_BYTES = 32 * 1024 * 1024;

@@ -17,14 +17,14 @@ import { ClosedError, ImageFormatError, RequestError } from "../format/errors.js
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
 import { MAX_L1_BYTES } from "../format/header.js";
 import { alignUp } from "../format/bytes.js";
-import { checkImage } from "./check.js";
+import { checkImage } from "./check/check.js";
 import type { ImageCore } from "./image-core.js";
-import { createImage, openImage } from "./image-open.js";
-import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, mapImage, qcow2AllocatedHere, qcow2BlockStatus } from "./map.js";
-import type { OpenOptions } from "./open-options.js";
-import { schemeHostOf } from "./scheme-host.js";
-import type { SchemeCatalog, SchemeHost } from "./scheme-seam.js";
-import * as snapshots from "./snapshots.js";
+import { createImage, openImage } from "./open/image-open.js";
+import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, mapImage, qcow2AllocatedHere, qcow2BlockStatus } from "./tools/map.js";
+import type { OpenOptions } from "./open/open-options.js";
+import { schemeHostOf } from "./allocation/scheme-host.js";
+import type { SchemeCatalog, SchemeHost } from "./allocation/scheme-seam.js";
+import * as snapshots from "./snapshots/snapshots.js";
 import type {
   BitmapInfo,
   CacheMode,
@@ -38,7 +38,7 @@ import type {
   SnapshotInfo,
 } from "./types.js";
 
-export type { Mapping } from "./active-tables.js";
+export type { Mapping } from "./tables/active-tables.js";
 
 export class Qcow2Image implements SyncDisk {
   /** @internal The image's state and the parts that work on it (image-core.ts). */

@@ -24,7 +24,7 @@ export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
 
 export const AUTOCLEAR_BITMAPS = 1n << 0n;
 export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
-/** Autoclear bits the engine keeps on a writable open: the bitmaps bit (src/engine/bitmaps.ts maintains them). */
+/** Autoclear bits the engine keeps on a writable open: the bitmaps bit (src/engine/snapshots/bitmaps.ts maintains them). */
 export const AUTOCLEAR_KNOWN = AUTOCLEAR_BITMAPS;
 
 export type FeatureType = 0 | 1 | 2; // incompatible, compatible, autoclear

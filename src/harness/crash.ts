@@ -23,7 +23,7 @@
  *      leaves an image that `qemu-img check` finds clean, with no dirty, corrupt or journal bit, whose every
  *      byte and snapshot passes 3 and 4.
  *
- * With `reflink`, the fault file can clone (copy-free COW, engine/cow-copy.ts), at sector granularity so that
+ * With `reflink`, the fault file can clone (copy-free COW, engine/data/cow-copy.ts), at sector granularity so that
  * the small clusters of the geometries share blocks too: each clone is a crash point of its own, and may be
  * lost, reordered with the writes or torn like one.
  *

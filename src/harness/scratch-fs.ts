@@ -1,5 +1,5 @@
 /**
- * A scratch XFS file system with reflink, on a loop device: where the copy-free COW (engine/cow-copy.ts) can
+ * A scratch XFS file system with reflink, on a loop device: where the copy-free COW (engine/data/cow-copy.ts) can
  * be tested and measured on any Linux machine. A sparse file (512 MiB, XFS's practical minimum is 300 MiB)
  * gets `mkfs.xfs -m reflink=1` and is mounted with `mount -o loop`: root only (mkfs.xfs from xfsprogs,
  * test/setup/ensure-xfs.sh installs it). `dispose` unmounts it (the loop device goes with it) and removes

@@ -8,7 +8,7 @@ import { NodeFile } from "../io/node-file.js";
 import { HttpFile, type HttpFileOptions } from "../io/http-file.js";
 import { isHttpUrl } from "../io/http-object.js";
 import { checkPin } from "./remote-pin.js";
-import type { CompactOptions, CompactResult } from "../engine/compact.js";
+import type { CompactOptions, CompactResult } from "../engine/tools/compact.js";
 import { ImageFormatError, RequestError } from "../engine/errors.js";
 import { compactImage, Qcow2Image, type LibraryOpenOptions } from "./qcow2.js";
 import { type ImageFormat, probeFileFormat, RawDisk, resolveBackingName } from "./raw-disk.js";

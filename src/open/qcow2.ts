@@ -5,10 +5,10 @@
  * catalog, and `instanceof Qcow2Image` holds for every image the engine opens.
  */
 import { type BlockFile, ENGINE_IO_PURPOSES, type IoPurpose } from "../io/block-file.js";
-import { compactImage as compactWith, type CompactOptions, type CompactResult } from "../engine/compact.js";
-import type { OpenOptions } from "../engine/open-options.js";
+import { compactImage as compactWith, type CompactOptions, type CompactResult } from "../engine/tools/compact.js";
+import type { OpenOptions } from "../engine/open/open-options.js";
 import { Qcow2Image as EngineImage } from "../engine/qcow2-image.js";
-import type { SchemeCatalog } from "../engine/scheme-seam.js";
+import type { SchemeCatalog } from "../engine/allocation/scheme-seam.js";
 import type { CreateOptions } from "../engine/types.js";
 import { SCHEME_CATALOG, SCHEME_IO_PURPOSES } from "../schemes/index.js";
 
@@ -30,7 +30,7 @@ export const Qcow2Image = {
   },
 };
 
-/** Compacts a qcow2 image (engine/compact.ts) with the scheme registry. */
+/** Compacts a qcow2 image (engine/tools/compact.ts) with the scheme registry. */
 export function compactImage(file: BlockFile, opts: Omit<CompactOptions, "schemes"> = {}): CompactResult {
   return compactWith(file, { ...opts, schemes: SCHEME_CATALOG });
 }

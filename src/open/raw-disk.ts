@@ -3,7 +3,7 @@
  * format probing on an open file, and QEMU's resolution of a backing file name.
  */
 import type { BlockFile } from "../io/block-file.js";
-import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/map.js";
+import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/tools/map.js";
 import { RequestError } from "../engine/errors.js";
 import type { SyncDisk } from "../disk/sync-disk.js";
 import type { CacheMode, MapExtent } from "../engine/types.js";

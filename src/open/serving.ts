@@ -11,7 +11,7 @@
  * one of them. For that the engine runs in writeback (its writes do not flush themselves) and the server
  * carries the writethrough promise — as QEMU's block layer does for its drivers (writethrough is a flush after
  * each write at the device, not a mode of the qcow2 driver). The ordering flushes inside a write (COW data
- * before the L2 entry that maps it) stay the engine's, under engine/write-order.ts, which states how they are
+ * before the L2 entry that maps it) stay the engine's, under engine/allocation/write-order.ts, which states how they are
  * shared between writes that meet between two flushes of the image.
  */
 import { RequestError } from "../engine/errors.js";

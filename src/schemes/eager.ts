@@ -14,7 +14,7 @@
  * decrement to 0 still waits for the next flush (a freed cluster must not be reused while a table on disk
  * points to it).
  */
-import type { RefcountView } from "../engine/scheme-seam.js";
+import type { RefcountView } from "../engine/allocation/scheme-seam.js";
 import type { FlushOrder } from "../engine/types.js";
 import type { ClusterKind, RefcountScheme, SchemeDefinition, SchemeHost } from "./scheme.js";
 

@@ -5,7 +5,7 @@
  */
 import { UnsupportedFeatureError } from "../format/errors.js";
 import { INCOMPAT_STANDARD, QEMU_FEATURE_NAMES, type FeatureName } from "../format/features.js";
-import type { SchemeCatalog } from "../engine/scheme-seam.js";
+import type { SchemeCatalog } from "../engine/allocation/scheme-seam.js";
 import type { FlushOrder } from "../engine/types.js";
 import { EAGER_SCHEME } from "./eager.js";
 import { LAZY_SCHEME } from "./lazy.js";

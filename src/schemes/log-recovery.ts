@@ -10,7 +10,7 @@
 import type { Qcow2Header } from "../format/header.js";
 import { ImageFormatError } from "../format/errors.js";
 import { INCOMPAT_DIRTY } from "../format/features.js";
-import type { SchemeHost } from "../engine/scheme-seam.js";
+import type { SchemeHost } from "../engine/allocation/scheme-seam.js";
 import { EXT_REFCOW_DATA_LOG, findLog, INCOMPAT_REFCOW_DATA_LOG, type LogLocation, type ScannedRecord, scanLog, validateLogLocation } from "./log-format.js";
 
 /** True when the header says the data log may hold guest writes not yet in place. */

@@ -35,7 +35,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { EagerScheme } from "./eager.js";
-import type { PlanOutcome, WritePlan } from "../engine/write-plan.js";
+import type { PlanOutcome, WritePlan } from "../engine/data/write-plan.js";
 import type { SchemeDefinition, SchemeHost } from "./scheme.js";
 import { hasDataLogToReplay, recoverDataLog, refuseReadOnlyDataLog } from "./log-recovery.js";
 import { UnsupportedFeatureError } from "../format/errors.js";

@@ -6,7 +6,7 @@ import type { BlockFile } from "../io/block-file.js";
 import type { Qcow2Header } from "../format/header.js";
 import { INCOMPAT_DIRTY } from "../format/features.js";
 import { ImageFormatError } from "../format/errors.js";
-import type { SchemeHost } from "../engine/scheme-seam.js";
+import type { SchemeHost } from "../engine/allocation/scheme-seam.js";
 import { EXT_REFCOW_JOURNAL, findJournal, INCOMPAT_REFCOW_JOURNAL, type JournalLocation, MAX_JOURNAL_BYTES, replayJournal } from "./journal-format.js";
 
 /** True when the image holds a journal a process left behind (its records may not all be in place yet). */

@@ -1,7 +1,7 @@
 /**
  * A refcount scheme decides how reference counts are maintained while an image is open. The interface it
  * implements and the handle it gets on the image (SchemeHost) are the engine's seam, in
- * src/engine/scheme-seam.ts; a scheme uses nothing of the engine beyond them.
+ * src/engine/allocation/scheme-seam.ts; a scheme uses nothing of the engine beyond them.
  *
  * Each scheme module exports one SchemeDefinition: how to make the scheme, and everything it adds to the
  * format and to reports (feature bits, header extensions, I/O purposes with their cost group, what an open
@@ -12,10 +12,10 @@ import type { BlockFile } from "../io/block-file.js";
 import type { FeatureName } from "../format/features.js";
 import type { Qcow2Header } from "../format/header.js";
 import type { FlushOrder } from "../engine/types.js";
-import type { RefcountScheme, SchemeHost } from "../engine/scheme-seam.js";
+import type { RefcountScheme, SchemeHost } from "../engine/allocation/scheme-seam.js";
 import type { ResolvedSchemeOptions, SchemeOptionSpec } from "./scheme-options.js";
 
-export type { ClusterKind, RefcountScheme, SchemeHost, SnapshotTools } from "../engine/scheme-seam.js";
+export type { ClusterKind, RefcountScheme, SchemeHost, SnapshotTools } from "../engine/allocation/scheme-seam.js";
 
 /** A feature bit a scheme sets in the header, with the name written in the header's feature name table. */
 export interface SchemeFeature extends FeatureName {}

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { BlockFile, IoPurpose } from "../../src/io/block-file.js";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { Qcow2Image } from "../../src/open/qcow2.js";
-import { allocationPolicy } from "../../src/engine/alloc-policy.js";
+import { allocationPolicy } from "../../src/engine/allocation/alloc-policy.js";
 import { RequestError } from "../../src/engine/errors.js";
 import type { AllocPolicyName } from "../../src/engine/types.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";

@@ -11,7 +11,7 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { MemoryFile } from "../../src/io/memory-file.js";
 import { Qcow2Image } from "../../src/open/qcow2.js";
-import { referenceCounts } from "../../src/engine/check.js";
+import { referenceCounts } from "../../src/engine/check/check.js";
 import { compactImage } from "../../src/open/qcow2.js";
 import type { CreateOptions } from "../../src/engine/types.js";
 import { SCHEME_NAMES } from "../../src/schemes/index.js";

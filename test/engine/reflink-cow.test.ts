@@ -1,5 +1,5 @@
 /**
- * Copy-free COW on XFS with reflink (engine/cow-copy.ts), checked by oracles that did not produce it:
+ * Copy-free COW on XFS with reflink (engine/data/cow-copy.ts), checked by oracles that did not produce it:
  *   - the kernel: `strace` of a `refcow io` run counts the bytes pwrite64 wrote to the image and the
  *     FICLONERANGE calls that shared the rest, with and without --no-reflink;
  *   - QEMU: the same writes by qemu-io on a copy of the same image, then `qemu-img compare` (active layer and

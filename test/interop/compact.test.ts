@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { compactImage } from "../../src/open/qcow2.js";
-import { referenceCounts } from "../../src/engine/check.js";
+import { referenceCounts } from "../../src/engine/check/check.js";
 import { ImageFormatError, RequestError, UnsupportedFeatureError } from "../../src/engine/errors.js";
 import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import type { Qcow2Image } from "../../src/open/qcow2.js";

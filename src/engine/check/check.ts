@@ -9,15 +9,15 @@
  * Repair: "leaks" lowers over-counts; "all" also rebuilds the refcount structures when a count is too low and
  * fixes COPIED flags; either clears the dirty and corrupt bits when no corruption is left.
  */
-import { alignUp } from "../format/bytes.js";
-import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
-import { snapshotTableSize } from "../format/snapshot-table.js";
-import { ClusterType } from "../format/l1l2.js";
-import { ImageFormatError } from "./errors.js";
-import type { ImageCore } from "./image-core.js";
-import { walkL2Entries, walkL2Slices } from "./l2-walk.js";
-import { recomputeCopied } from "./snapshots.js";
-import type { CheckResult, RepairMode } from "./types.js";
+import { alignUp } from "../../format/bytes.js";
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../../format/features.js";
+import { snapshotTableSize } from "../../format/snapshot-table.js";
+import { ClusterType } from "../../format/l1l2.js";
+import { ImageFormatError } from "../errors.js";
+import type { ImageCore } from "../image-core.js";
+import { walkL2Entries, walkL2Slices } from "../tables/l2-walk.js";
+import { recomputeCopied } from "../snapshots/snapshots.js";
+import type { CheckResult, RepairMode } from "../types.js";
 
 class References {
   counts: Uint32Array = new Uint32Array(1024);

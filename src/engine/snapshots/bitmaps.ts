@@ -14,9 +14,9 @@
  *    clear), then the old directory and the replaced tables and data clusters are freed.
  * Bitmaps found in-use (inconsistent) are kept as they are on disk, their table untouched, until removed.
  */
-import { ImageFormatError, RequestError } from "../format/errors.js";
-import { AUTOCLEAR_BITMAPS } from "../format/features.js";
-import { EXT_BITMAPS } from "../format/header.js";
+import { ImageFormatError, RequestError } from "../../format/errors.js";
+import { AUTOCLEAR_BITMAPS } from "../../format/features.js";
+import { EXT_BITMAPS } from "../../format/header.js";
 import {
   BITMAP_AUTO,
   BITMAP_IN_USE,
@@ -38,9 +38,9 @@ import {
   serializeBitmapDirectory,
   serializeBitmapsExtension,
   serializeBitmapTable,
-} from "../format/bitmaps.js";
-import type { ImageState } from "./image-state.js";
-import type { BitmapInfo } from "./types.js";
+} from "../../format/bitmaps.js";
+import type { ImageState } from "../image-state.js";
+import type { BitmapInfo } from "../types.js";
 
 /** One bitmap as this open knows it. */
 interface Bitmap {

@@ -1,8 +1,8 @@
 /** Builds the SchemeHost (scheme-seam.ts) of an image: the only parts of the engine a scheme may use. */
-import { referenceCounts } from "./check.js";
-import type { ImageCore } from "./image-core.js";
+import { referenceCounts } from "../check/check.js";
+import type { ImageCore } from "../image-core.js";
 import type { SchemeHost, SnapshotTools } from "./scheme-seam.js";
-import * as snapshots from "./snapshots.js";
+import * as snapshots from "../snapshots/snapshots.js";
 
 export function schemeHostOf(img: ImageCore): SchemeHost {
   const tools: SnapshotTools = {

@@ -10,7 +10,7 @@
  * `setDependencyAsQemu` states a dependency the way QEMU 7.2's qcow2_cache_set_dependency does, flushing
  * (write + fsync) whatever the other cache already waits for first: used by `eager --order qemu`.
  */
-import type { BlockFile, IoPurpose } from "../io/block-file.js";
+import type { BlockFile, IoPurpose } from "../../io/block-file.js";
 
 /** What a scheme may subscribe to of a cache (a journal records what changed, and commits before a write in place). */
 export interface CacheEvents {

@@ -2,10 +2,10 @@
  * Validation of the tables as they are read: an L1 table (every entry, or for check the bad ones noted as
  * qemu-img check words them) and each L2 slice the cache loads.
  */
-import type { BlockFile } from "../io/block-file.js";
-import { viewOf } from "../format/bytes.js";
-import { ImageFormatError } from "../format/errors.js";
-import { ClusterType, decodeL1, type L2Codec } from "../format/l1l2.js";
+import type { BlockFile } from "../../io/block-file.js";
+import { viewOf } from "../../format/bytes.js";
+import { ImageFormatError } from "../../format/errors.js";
+import { ClusterType, decodeL1, type L2Codec } from "../../format/l1l2.js";
 
 /**
  * Reads and validates an L1 table. With `problems` (an open for check), an invalid entry is noted there, as

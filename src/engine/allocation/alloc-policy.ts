@@ -11,8 +11,8 @@
  *
  * It is an open-time choice, not an image property: nothing of it is stored in the image.
  */
-import { RequestError } from "./errors.js";
-import { ALLOC_POLICIES, type AllocPolicyName } from "./types.js";
+import { RequestError } from "../errors.js";
+import { ALLOC_POLICIES, type AllocPolicyName } from "../types.js";
 
 export interface AllocationPolicy {
   readonly name: AllocPolicyName;

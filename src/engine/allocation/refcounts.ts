@@ -8,12 +8,12 @@
  *  - a new refcount table (with its new blocks) is written and flushed before the header points to it, and the
  *    old table is released only after the header is flushed.
  */
-import type { BlockFile } from "../io/block-file.js";
-import { decodeReftableEntry, encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
-import { MAX_REFTABLE_BYTES } from "../format/header.js";
+import type { BlockFile } from "../../io/block-file.js";
+import { decodeReftableEntry, encodeReftableEntry, RefcountCodec } from "../../format/refcount-block.js";
+import { MAX_REFTABLE_BYTES } from "../../format/header.js";
 import { allocationPolicy, type AllocationPolicy } from "./alloc-policy.js";
-import { ImageFormatError } from "./errors.js";
-import { MetadataCache } from "./metadata-cache.js";
+import { ImageFormatError } from "../errors.js";
+import { MetadataCache } from "../tables/metadata-cache.js";
 
 export interface RefcountHost {
   file: BlockFile;

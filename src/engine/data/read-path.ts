@@ -2,11 +2,11 @@
  * The read side of the data path: guest bytes through any L1 view (the active one, a snapshot's), from data
  * clusters, zero clusters, compressed clusters, subclusters (extended L2) and the backing chain.
  */
-import { ImageFormatError } from "../format/errors.js";
-import { ClusterType, type L2Entry } from "../format/l1l2.js";
-import type { Mapping } from "./active-tables.js";
+import { ImageFormatError } from "../../format/errors.js";
+import { ClusterType, type L2Entry } from "../../format/l1l2.js";
+import type { Mapping } from "../tables/active-tables.js";
 import { decompressCluster } from "./compression.js";
-import type { ImageState } from "./image-state.js";
+import type { ImageState } from "../image-state.js";
 import type { OverlapChecks } from "./overlap.js";
 
 export class ReadPath {

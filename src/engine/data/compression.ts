@@ -4,7 +4,7 @@
  */
 import { inflateRawSync } from "node:zlib";
 import { decompress as zstdDecompress } from "fzstd";
-import { ImageFormatError } from "./errors.js";
+import { ImageFormatError } from "../errors.js";
 
 export const COMPRESSION_ZLIB = 0;
 export const COMPRESSION_ZSTD = 1;

@@ -27,19 +27,19 @@
  * Passes repeat while one still moves something (a multi-cluster unit may find room only once the previous
  * pass freed the old places). Needs a version 3 image (for the dirty bit) and an image that passes check.
  */
-import type { BlockFile, IoPurpose } from "../io/block-file.js";
-import { readU64, viewOf, writeU64 } from "../format/bytes.js";
-import { parseBitmapTable } from "../format/bitmaps.js";
-import { AUTOCLEAR_BITMAPS, INCOMPAT_DIRTY } from "../format/features.js";
-import { ClusterType, decodeL1, encodeL1 } from "../format/l1l2.js";
-import { encodeReftableEntry } from "../format/refcount-block.js";
-import { snapshotTableSize } from "../format/snapshot-table.js";
-import { checkImage, referenceCounts } from "./check.js";
-import { ImageFormatError, RequestError, UnsupportedFeatureError } from "./errors.js";
-import type { ImageCore } from "./image-core.js";
-import { openImage } from "./image-open.js";
-import type { SchemeCatalog } from "./scheme-seam.js";
-import type { ImageOpenOptions } from "./types.js";
+import type { BlockFile, IoPurpose } from "../../io/block-file.js";
+import { readU64, viewOf, writeU64 } from "../../format/bytes.js";
+import { parseBitmapTable } from "../../format/bitmaps.js";
+import { AUTOCLEAR_BITMAPS, INCOMPAT_DIRTY } from "../../format/features.js";
+import { ClusterType, decodeL1, encodeL1 } from "../../format/l1l2.js";
+import { encodeReftableEntry } from "../../format/refcount-block.js";
+import { snapshotTableSize } from "../../format/snapshot-table.js";
+import { checkImage, referenceCounts } from "../check/check.js";
+import { ImageFormatError, RequestError, UnsupportedFeatureError } from "../errors.js";
+import type { ImageCore } from "../image-core.js";
+import { openImage } from "../open/image-open.js";
+import type { SchemeCatalog } from "../allocation/scheme-seam.js";
+import type { ImageOpenOptions } from "../types.js";
 
 /** The scheme to open the image with (its close leaves plain qcow2 before anything moves); read-only is refused. */
 export interface CompactOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "readOnly"> {

@@ -13,11 +13,11 @@
  * Also the allocation depth of each range (the NBD context qemu:allocation-depth): which layer of the chain
  * maps it, counting from 1 for the image itself, 0 where no layer does (allocationDepthRuns).
  */
-import { ClusterType } from "../format/l1l2.js";
-import type { BlockFile } from "../io/block-file.js";
-import type { ImageCore } from "./image-core.js";
-import type { SyncDisk } from "../disk/sync-disk.js";
-import type { MapExtent } from "./types.js";
+import { ClusterType } from "../../format/l1l2.js";
+import type { BlockFile } from "../../io/block-file.js";
+import type { ImageCore } from "../image-core.js";
+import type { SyncDisk } from "../../disk/sync-disk.js";
+import type { MapExtent } from "../types.js";
 
 interface Status {
   depth: number;

@@ -3,10 +3,10 @@
  * be handed out, or a data cluster about to be read or written, must not hold image metadata. A hit means the
  * tables are corrupt, and writing there would destroy a structure.
  */
-import { alignUp } from "../format/bytes.js";
-import { ImageFormatError } from "../format/errors.js";
-import type { PersistentBitmaps } from "./bitmaps.js";
-import type { ImageState } from "./image-state.js";
+import { alignUp } from "../../format/bytes.js";
+import { ImageFormatError } from "../../format/errors.js";
+import type { PersistentBitmaps } from "../snapshots/bitmaps.js";
+import type { ImageState } from "../image-state.js";
 
 export class OverlapChecks {
   /** A lower bound of the file's size (see checkInFile). */

@@ -4,11 +4,11 @@
  * disk and the repair of a dirty image; then the scheme's attachment. Which schemes exist is the catalog's
  * business (src/schemes/index.ts): this module only calls it.
  */
-import type { BlockFile } from "../io/block-file.js";
-import { AccountingFile } from "../io/accounting-file.js";
-import { StagedFile } from "../io/staged-file.js";
-import { alignUp, viewOf } from "../format/bytes.js";
-import { ImageFormatError, RequestError, UnsupportedFeatureError } from "../format/errors.js";
+import type { BlockFile } from "../../io/block-file.js";
+import { AccountingFile } from "../../io/accounting-file.js";
+import { StagedFile } from "../../io/staged-file.js";
+import { alignUp, viewOf } from "../../format/bytes.js";
+import { ImageFormatError, RequestError, UnsupportedFeatureError } from "../../format/errors.js";
 import {
   AUTOCLEAR_KNOWN,
   COMPAT_LAZY_REFCOUNTS,
@@ -17,7 +17,7 @@ import {
   INCOMPAT_DATA_FILE,
   INCOMPAT_DIRTY,
   INCOMPAT_EXTL2,
-} from "../format/features.js";
+} from "../../format/features.js";
 import {
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
@@ -27,18 +27,18 @@ import {
   type Qcow2Header,
   serializeHeader,
   V3_HEADER_LENGTH,
-} from "../format/header.js";
-import { ClusterType, decodeL1 } from "../format/l1l2.js";
-import { encodeReftableEntry, RefcountCodec } from "../format/refcount-block.js";
-import { parseSnapshotTable, type SnapshotEntry } from "../format/snapshot-table.js";
-import { checkImage } from "./check.js";
-import { ImageCore } from "./image-core.js";
-import { schemeHostOf } from "./scheme-host.js";
+} from "../../format/header.js";
+import { ClusterType, decodeL1 } from "../../format/l1l2.js";
+import { encodeReftableEntry, RefcountCodec } from "../../format/refcount-block.js";
+import { parseSnapshotTable, type SnapshotEntry } from "../../format/snapshot-table.js";
+import { checkImage } from "../check/check.js";
+import { ImageCore } from "../image-core.js";
+import { schemeHostOf } from "../allocation/scheme-host.js";
 import { readL1Table } from "./table-checks.js";
-import { RefcountStore } from "./refcounts.js";
-import type { SchemeCatalog, SchemeHost } from "./scheme-seam.js";
+import { RefcountStore } from "../allocation/refcounts.js";
+import type { SchemeCatalog, SchemeHost } from "../allocation/scheme-seam.js";
 import type { OpenOptions } from "./open-options.js";
-import type { CreateOptions } from "./types.js";
+import type { CreateOptions } from "../types.js";
 
 const REFCOUNT_CACHE_BLOCKS = 64;
 

@@ -5,12 +5,12 @@
  * needs are stated through WriteOrder (write-order.ts). Where the file shares extents, the copy of a COW
  * shares the old cluster whole and the guest's bytes are written over it (cow-copy.ts).
  */
-import { viewOf } from "../format/bytes.js";
-import { RequestError } from "../format/errors.js";
-import { MAX_L1_BYTES } from "../format/header.js";
-import { ClusterType } from "../format/l1l2.js";
-import type { Mapping } from "./active-tables.js";
-import type { ImageState } from "./image-state.js";
+import { viewOf } from "../../format/bytes.js";
+import { RequestError } from "../../format/errors.js";
+import { MAX_L1_BYTES } from "../../format/header.js";
+import { ClusterType } from "../../format/l1l2.js";
+import type { Mapping } from "../tables/active-tables.js";
+import type { ImageState } from "../image-state.js";
 import type { OverlapChecks } from "./overlap.js";
 import type { ReadPath } from "./read-path.js";
 import type { CowSource, WritePlan } from "./write-plan.js";

@@ -1,7 +1,7 @@
 /** The options of an in-process open: the data of ImageOpenOptions plus what only a caller in the same thread can pass. */
-import type { SchemeCatalog } from "./scheme-seam.js";
-import type { SyncDisk } from "../disk/sync-disk.js";
-import type { ImageOpenOptions } from "./types.js";
+import type { SchemeCatalog } from "../allocation/scheme-seam.js";
+import type { SyncDisk } from "../../disk/sync-disk.js";
+import type { ImageOpenOptions } from "../types.js";
 
 /** Resolves a backing file name (as stored in the header) to an open disk: a qcow2 image or a raw file. */
 export type BackingOpener = (name: string, format: string | undefined) => SyncDisk;

@@ -6,19 +6,19 @@
  * Cluster kinds: "data" (guest data, compressed data), "l2" (L2 tables of the active layer), "meta" (every
  * other structure: L1 tables, snapshot table, refcount structures, scheme-private structures).
  */
-import type { BlockFile, IoPurpose } from "../io/block-file.js";
-import type { FeatureName } from "../format/features.js";
-import type { Qcow2Header } from "../format/header.js";
-import type { SnapshotEntry } from "../format/snapshot-table.js";
-import type { ActiveTables } from "./active-tables.js";
-import type { MetadataCache } from "./metadata-cache.js";
+import type { BlockFile, IoPurpose } from "../../io/block-file.js";
+import type { FeatureName } from "../../format/features.js";
+import type { Qcow2Header } from "../../format/header.js";
+import type { SnapshotEntry } from "../../format/snapshot-table.js";
+import type { ActiveTables } from "../tables/active-tables.js";
+import type { MetadataCache } from "../tables/metadata-cache.js";
 import type { AllocationPolicy } from "./alloc-policy.js";
-import type { HostCopy } from "./cow-copy.js";
+import type { HostCopy } from "../data/cow-copy.js";
 import type { RefcountStore } from "./refcounts.js";
-import type { FlushOrder, SnapshotCreateOptions, SnapshotInfo } from "./types.js";
+import type { FlushOrder, SnapshotCreateOptions, SnapshotInfo } from "../types.js";
 import type { WriteOrder } from "./write-order.js";
-import type { PlanOutcome, WritePlan } from "./write-plan.js";
-import type { CacheMode, SchemeOptionValues } from "./types.js";
+import type { PlanOutcome, WritePlan } from "../data/write-plan.js";
+import type { CacheMode, SchemeOptionValues } from "../types.js";
 
 export type ClusterKind = "data" | "l2" | "meta";
 
@@ -103,7 +103,7 @@ export interface SchemeHost {
   forEachBitmapCluster(fn: (cluster: number) => void): void;
 }
 
-/** Snapshot building blocks (src/engine/snapshots.ts) bound to the image, for schemes with their own snapshot operations. */
+/** Snapshot building blocks (src/engine/snapshots/snapshots.ts) bound to the image, for schemes with their own snapshot operations. */
 export interface SnapshotTools {
   list(): readonly SnapshotEntry[];
   /** By id, then by name; a SnapshotError when there is none. */

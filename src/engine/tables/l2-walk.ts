@@ -3,7 +3,7 @@
  * pass that visits whole trees: references (snapshots, schemes' builds), headroom checks, refcount changes
  * over a tree, COPIED recomputation, check.
  */
-import type { L2Entry } from "../format/l1l2.js";
+import type { L2Entry } from "../../format/l1l2.js";
 import type { ActiveTables } from "./active-tables.js";
 
 export interface L2SliceVisit {

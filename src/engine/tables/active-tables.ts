@@ -5,9 +5,9 @@
  *
  * Guest address → host address: guest cluster gc lies in L2 table l1[gc / l2Entries] at index gc % l2Entries.
  */
-import type { BlockFile } from "../io/block-file.js";
-import { viewOf } from "../format/bytes.js";
-import { ClusterType, encodeL1, type L2Codec, type L2Entry } from "../format/l1l2.js";
+import type { BlockFile } from "../../io/block-file.js";
+import { viewOf } from "../../format/bytes.js";
+import { ClusterType, encodeL1, type L2Codec, type L2Entry } from "../../format/l1l2.js";
 import type { MetadataCache } from "./metadata-cache.js";
 
 /** Where one guest cluster is mapped (the result of a lookup, reused to avoid allocation). */

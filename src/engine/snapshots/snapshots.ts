@@ -11,15 +11,15 @@
  * The VM state (savevm) lives in the guest address space past the disk, at an L1-entry boundary, and belongs to
  * the snapshot only: the active layer drops it right after the snapshot is taken.
  */
-import { alignUp, viewOf } from "../format/bytes.js";
-import { ClusterType, type L2Entry } from "../format/l1l2.js";
-import { MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS } from "../format/header.js";
-import { serializeSnapshotTable, snapshotTableSize, type SnapshotEntry } from "../format/snapshot-table.js";
-import { encodeL1 } from "../format/l1l2.js";
-import { ImageFormatError, SnapshotError } from "./errors.js";
-import { walkL2Entries, walkL2Slices } from "./l2-walk.js";
-import type { ImageCore } from "./image-core.js";
-import type { SnapshotCreateOptions, SnapshotInfo } from "./types.js";
+import { alignUp, viewOf } from "../../format/bytes.js";
+import { ClusterType, type L2Entry } from "../../format/l1l2.js";
+import { MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS } from "../../format/header.js";
+import { serializeSnapshotTable, snapshotTableSize, type SnapshotEntry } from "../../format/snapshot-table.js";
+import { encodeL1 } from "../../format/l1l2.js";
+import { ImageFormatError, SnapshotError } from "../errors.js";
+import { walkL2Entries, walkL2Slices } from "../tables/l2-walk.js";
+import type { ImageCore } from "../image-core.js";
+import type { SnapshotCreateOptions, SnapshotInfo } from "../types.js";
 
 export function toInfo(s: SnapshotEntry): SnapshotInfo {
   return {

@@ -2,9 +2,9 @@
  * Zeroes and discards: whole clusters get the zero flag (v3) or become unallocated, partial ones are written
  * as zeroes through the write path; what an entry referenced is released to the scheme.
  */
-import { alignUp, viewOf } from "../format/bytes.js";
-import { ClusterType, type L2Entry } from "../format/l1l2.js";
-import type { ImageState } from "./image-state.js";
+import { alignUp, viewOf } from "../../format/bytes.js";
+import { ClusterType, type L2Entry } from "../../format/l1l2.js";
+import type { ImageState } from "../image-state.js";
 import type { WritePath } from "./write-path.js";
 
 export class ZeroDiscard {

@@ -17,9 +17,9 @@
  * a compressed cluster (its bytes must be decompressed), of a backing file's cluster (another file), and the
  * subcluster copies of extended L2 images (written as before).
  */
-import type { AccountingFile } from "../io/accounting-file.js";
-import type { IoPurpose } from "../io/block-file.js";
-import { alignUp } from "../format/bytes.js";
+import type { AccountingFile } from "../../io/accounting-file.js";
+import type { IoPurpose } from "../../io/block-file.js";
+import { alignUp } from "../../format/bytes.js";
 
 /** `length` bytes to copy from host offset `src` to host offset `dst`. */
 export interface HostCopy {

@@ -41,11 +41,11 @@
  *     the disk reaches yet: a crash before the flush reads the old data there, and neither write was answered.
  * The crash harness checks it at every crash point (harness/group-commit-crash.ts).
  */
-import type { IoPurpose } from "../io/block-file.js";
-import type { AccountingFile } from "../io/accounting-file.js";
-import type { ActiveTables } from "./active-tables.js";
+import type { IoPurpose } from "../../io/block-file.js";
+import type { AccountingFile } from "../../io/accounting-file.js";
+import type { ActiveTables } from "../tables/active-tables.js";
 import type { RefcountStore } from "./refcounts.js";
-import type { CacheMode } from "./types.js";
+import type { CacheMode } from "../types.js";
 
 export class WriteOrder {
   constructor(
