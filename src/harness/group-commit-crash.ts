@@ -19,7 +19,7 @@ import type { CacheMode } from "../engine/types.js";
 import { FaultFile } from "../io/fault-file.js";
 import { MemoryFile } from "../io/memory-file.js";
 import { Qcow2Image } from "../open/qcow2.js";
-import { servingCache } from "../open/serving.js";
+import { servingCache } from "../open/serving-cache.js";
 import { DiskClient } from "../worker/disk-client.js";
 import { C, createRing } from "../worker/ring.js";
 import { RingServer } from "../worker/serve-loop.js";

@@ -11,7 +11,7 @@ import { Qcow2Image } from "../open/qcow2.js";
 import { OpfsFile } from "../io/opfs-file.js";
 import { openWebHttpFile } from "../io/http-file-web.js";
 import { openRemoteChain } from "../open/remote-chain.js";
-import { servingCache } from "../open/serving.js";
+import { servingCache } from "../open/serving-cache.js";
 import { serveRing, type ServeResult } from "./serve-loop.js";
 import type { WebCheckRequest, WebCreateRequest, WebServeRequest, WebWorkerReply, WebWorkerRequest, WebWorkerResult } from "./web-protocol.js";
 
