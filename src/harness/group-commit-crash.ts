@@ -1,5 +1,5 @@
 /**
- * Crash harness of group commit (open/serving.ts): the request ring's serve loop, holding several requests at
+ * Crash harness of group commit (open/serving-cache.ts): the request ring's serve loop, holding several requests at
  * once, over an image on a fault-injecting file. Batches of requests (4 KiB writes into 8 KiB clusters, so
  * that new clusters are filled around the data and, after a snapshot taken through the ring, copied: COW;
  * write-zeroes; in writeback, FLUSH requests) are submitted together and served in one go, as a guest's queue

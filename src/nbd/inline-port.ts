@@ -2,14 +2,13 @@
  * The NBD port (port.ts) over an image the engine has open in this thread (a SyncDisk: Qcow2Image or a raw
  * disk): every call runs the engine synchronously and answers at once, except those that wait for a flush.
  *
- * Group commit (open/serving.ts): a durable write (FUA, or cache=writethrough with the engine in writeback) is
+ * Group commit (open/serving-cache.ts): a durable write (FUA, or cache=writethrough with the engine in writeback) is
  * carried out at once, but answered by the group's promise, which settles at endOfBatch() after one flush of
  * the image — so the requests of one socket read that need a flush share it, and none of their replies is
  * sent before it has returned (a failed flush fails each of them). A FLUSH joins the group when one is open,
  * and otherwise flushes at once.
  */
 import { syncImageMonitorTarget } from "./monitor-socket.js";
-import { UnsupportedFeatureError } from "../engine/errors.js";
 import { openServedPath, type ServedImageSpec, servingCache } from "../open/serving.js";
 import { depthExtents, dirtyExtents, mergedBlockStatus } from "../worker/extents.js";
 import type { SyncDisk } from "../disk/sync-disk.js";
@@ -106,7 +105,7 @@ export function inlinePort(disk: SyncDisk): InlinePort {
 
 /**
  * Opens `spec` in this thread for an inline export. With cache=writethrough the engine runs in writeback and
- * the export makes each write durable (group commit: open/serving.ts).
+ * the export makes each write durable (group commit: open/serving-cache.ts).
  */
 export function openInlineImage(spec: ServedImageSpec): ExportImage & { port: InlinePort } {
   const img = openServedPath({ ...spec, cache: servingCache(spec.cache).engine });

@@ -4,7 +4,7 @@
  * the socket's thread never waits on disk I/O. The one place where NBD meets the ring's client.
  *
  * Durability: with cache=writethrough the ring's serve loop makes every write durable before its completion
- * (and shares one flush among the writes in hand: group commit, open/serving.ts). Otherwise a durable write
+ * (and shares one flush among the writes in hand: group commit, open/serving-cache.ts). Otherwise a durable write
  * (FUA) is answered once a flush submitted right behind it has completed: one engine, FIFO order, so the flush
  * covers it — and the serve loop shares one flush among the flushes in hand.
  */

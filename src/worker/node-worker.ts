@@ -23,7 +23,7 @@ export interface ServeTask extends ServedImageSpec {
 }
 
 export function serve(task: ServeTask): ServeResult {
-  // Writethrough is the loop's (group commit, open/serving.ts): the engine runs in writeback.
+  // Writethrough is the loop's (group commit, open/serving-cache.ts): the engine runs in writeback.
   const cache = servingCache(task.cache);
   return serveRing(task.ring, () => openServedPath({ ...task, cache: cache.engine }), {
     serverId: threadId,

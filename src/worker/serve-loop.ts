@@ -47,7 +47,7 @@ export interface ServeOptions {
   sizedSpinCapUs?: number;
   /**
    * Make every write (write, write-zeroes, discard, and resize and the snapshot operations) durable before its
-   * completion is published: cache=writethrough, with the engine opened in writeback (open/serving.ts).
+   * completion is published: cache=writethrough, with the engine opened in writeback (open/serving-cache.ts).
    */
   durableWrites?: boolean;
   /**
@@ -257,7 +257,7 @@ export class RingServer {
 
   /**
    * Serves the request at `head` and publishes its completion, or holds it for the group's flush (group
-   * commit, open/serving.ts): once a served request needs the image flushed before it completes (a FLUSH, or
+   * commit, open/serving-cache.ts): once a served request needs the image flushed before it completes (a FLUSH, or
    * a write when the loop makes writes durable), its completion and every later one are held while more
    * requests are in hand; when none is left (or a ring's worth is held) the image is flushed once and the
    * held completions are published together. Completions are published in order, so nothing served after a

@@ -36,7 +36,7 @@ export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
     });
   }
   try {
-    // Writethrough is the loop's (group commit, open/serving.ts): the engine runs in writeback.
+    // Writethrough is the loop's (group commit, open/serving-cache.ts): the engine runs in writeback.
     const cache = servingCache(req.cache);
     return serveRing(
       req.ring,

@@ -25,7 +25,7 @@
  * The rules between the caches are carried by the caches' hooks (MetadataCache.dependsOn, flushBeforeWrite),
  * so that an eviction between flushes keeps them too; this module is the only place that sets them.
  *
- * Group commit (open/serving.ts) shares these flushes among the writes a server holds together: the engine
+ * Group commit (open/serving-cache.ts) shares these flushes among the writes a server holds together: the engine
  * runs in writeback, the server issues the writes of its batch, then one flush of the image (writeOut), and
  * only then sends their completions. One flush for the data of every write in the batch (rule 1 → 3: the
  * l2Cache's flushBeforeWrite, set by the first write that needs it, makes the first L2 write-out sync once),
