@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assertBuilt, both, haveQemu, run } from "../cli/qemu-harness.js";
+import { assertBuilt, both, run } from "../cli/qemu-harness.js";
 import { startHttpServer, type TestHttpServer } from "../helpers/http-server.js";
 import { qemuImg, qemuIo, qemuRaw, tempDir } from "../helpers/qemu.js";
 import { HttpFile } from "../../src/io/http-file.js";
@@ -18,7 +18,7 @@ let dir: string;
 let server: TestHttpServer;
 const savedCache = process.env.REFCOW_HTTP_CACHE;
 
-describe.runIf(haveQemu())("backing files by URL (QEMU's curl driver as the oracle)", () => {
+describe("backing files by URL (QEMU's curl driver as the oracle)", () => {
   beforeAll(async () => {
     assertBuilt();
     dir = tempDir("http-chain");
