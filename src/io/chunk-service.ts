@@ -12,14 +12,7 @@
  */
 import { fetchRange, type FetchOptions, newWireStats, type WireStats } from "./http-fetch.js";
 import type { HttpObject } from "./http-object.js";
-
-/** A persistent store of one object's chunks (keyed by URL and validator by whoever opens it). */
-export interface ChunkStore {
-  /** The chunk's bytes, or undefined when absent or unusable (a damaged entry reads as absent). */
-  get(index: number, length: number): Promise<Uint8Array | undefined>;
-  put(index: number, data: Uint8Array): Promise<void>;
-  close?(): Promise<void>;
-}
+import type { ChunkStore } from "./chunk-store.js";
 
 export interface ChunkServiceOptions extends FetchOptions {
   chunkSize: number;
@@ -113,7 +106,11 @@ export class ChunkService {
 
   private async fromStore(index: number): Promise<Uint8Array | undefined> {
     if (!this.opts.store) return undefined;
-    const data = await this.opts.store.get(index, this.chunkLength(index)).catch(() => undefined);
+    const { store } = this.opts;
+    // A store may answer synchronously (chunk-store.ts); a failing one reads as absent.
+    const data = await Promise.resolve()
+      .then(() => store.get(index, this.chunkLength(index)))
+      .catch(() => undefined);
     if (data) this.stats.storeHits++;
     return data;
   }
@@ -128,7 +125,10 @@ export class ChunkService {
     const chunks = run.length === 1 ? [bytes] : run.map((i) => bytes.slice(i * chunkSize - offset, i * chunkSize - offset + this.chunkLength(i)));
     if (this.opts.store) {
       for (let j = 0; j < run.length; j++) {
-        await this.opts.store.put(run[j], chunks[j]).catch((e) => this.opts.onStoreError?.(e));
+        const { store } = this.opts;
+        await Promise.resolve()
+          .then(() => store.put(run[j], chunks[j]))
+          .catch((e) => this.opts.onStoreError?.(e));
       }
     }
     return chunks;

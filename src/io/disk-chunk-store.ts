@@ -5,7 +5,7 @@
  * Layout:
  *   <cacheDir>/<key>/<index>.chunk        one chunk of one object version
  *   <cacheDir>/<key>/<index>.chunk.tmp-*  a chunk being written (never read; removed when stale)
- * where <key> is the first 40 hex digits of SHA-256("<url>\n<validator>\n<chunkSize>"): another version of
+ * where <key> is the first 40 hex digits of SHA-256("<url>\n<validator>\n<chunkSize>") (chunk-store.ts): another version of
  * the object (a new ETag, Last-Modified or size) has another key, so it never meets the old chunks.
  *
  * A chunk file, byte by byte (big-endian):
@@ -24,7 +24,7 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { ChunkStore } from "./chunk-service.js";
+import { chunkKeyText, type ChunkStore } from "./chunk-store.js";
 
 const MAGIC = 0x52434331; // "RCC1"
 const HEADER = 40;
@@ -46,7 +46,7 @@ export function defaultCacheDir(): string | undefined {
 }
 
 export function chunkStoreKey(url: string, validator: string, chunkSize: number): string {
-  return createHash("sha256").update(`${url}\n${validator}\n${chunkSize}`).digest("hex").slice(0, 40);
+  return createHash("sha256").update(chunkKeyText(url, validator, chunkSize)).digest("hex").slice(0, 40);
 }
 
 /** Encodes a chunk file (header + payload). */
