@@ -4,15 +4,20 @@
  * XMLHttpRequest — allowed only inside a dedicated Worker, which is where the engine runs in the page
  * (src/worker/web-worker.ts); the page's thread, and the emulator on it, never block.
  *
- * A synchronous XHR cannot run in the background, so there is no read-ahead in flight here: a read waits
- * for its own chunks, asked for in one request per run of adjacent missing chunks. Retries and back-off as
- * in Node (http-fetch.ts), the back-off slept with `Atomics.wait` (allowed in a Worker).
+ * A read waits for its own chunks: first from the persistent store (chunk-store.ts; in the page the OPFS
+ * cache, opfs-chunk-cache.ts) when there is one, the rest asked for in one request per run of adjacent
+ * missing chunks, then stored. A synchronous XHR cannot run in the background, so read-ahead is folded into
+ * the demand request instead: when the chunk reader has asked to read ahead of a sequential reader, a
+ * missing run is extended over those chunks (up to the read-ahead window), and the extra chunks are kept
+ * here (and stored) until claimed. Retries and back-off as in Node (http-fetch.ts), the back-off slept with
+ * `Atomics.wait` (allowed in a Worker).
  */
 import { IoError } from "./block-file.js";
 import { adjacentRuns } from "./chunk-service.js";
+import type { SyncChunkStore } from "./chunk-store.js";
 import { ChunkReader, type ChunkReaderOptions, type ChunkSource, chunkOptions } from "./chunk-reader.js";
 import { FETCH_DEFAULTS, type FetchOptions } from "./http-fetch.js";
-import { checkRangeAnswer, type HttpObject, HttpPermanentError, HttpTransientError, isHttpUrl, pinObject, rangeHeader } from "./http-object.js";
+import { checkRangeAnswer, type HttpObject, HttpPermanentError, HttpTransientError, isHttpUrl, pinChange, pinObject, rangeHeader } from "./http-object.js";
 import { RemoteFile } from "./remote-file.js";
 
 /** What this module uses of XMLHttpRequest (a Worker's, or a stand-in in tests). */
@@ -32,6 +37,10 @@ export interface WebHttpFileOptions extends ChunkReaderOptions, FetchOptions {
   /** Makes the request object (default: the Worker's XMLHttpRequest). */
   newXhr?: () => SyncXhr;
   log?: (line: string) => void;
+  /** The persistent store of the pinned object's chunks (none: every miss goes to the server). */
+  store?: (object: HttpObject, chunkSize: number) => SyncChunkStore | undefined;
+  /** The version the caller depends on (an overlay's pin): another one is refused at open. */
+  expect?: Pick<HttpObject, "size" | "etag" | "lastModified">;
 }
 
 function sleep(ms: number): void {
@@ -71,29 +80,102 @@ function withRetries<T>(opts: FetchOptions, attempt: () => T): T {
 }
 
 class XhrChunkSource implements ChunkSource {
+  /** Chunks fetched ahead of a sequential reader, not yet claimed. */
+  private readonly ahead = new Map<number, Uint8Array>();
+  /** Chunks the reader asked to have read ahead (fetched with the next demand run they follow). */
+  private readonly wanted = new Set<number>();
+  private storeFailed = false;
+
   constructor(
     private readonly obj: HttpObject,
-    private readonly chunkSize: number,
+    private readonly chunk: Required<ChunkReaderOptions>,
     private readonly opts: WebHttpFileOptions,
+    private readonly store: SyncChunkStore | undefined,
   ) {}
 
   fetch(indices: number[]): Uint8Array[] {
     const got = new Map<number, Uint8Array>();
-    for (const run of adjacentRuns(indices, 16)) {
-      const offset = run[0] * this.chunkSize;
-      const end = Math.min(this.obj.size, (run[run.length - 1] + 1) * this.chunkSize);
-      const bytes = withRetries(this.opts, () => {
-        const { xhr, body } = rangeRequest(this.obj.finalUrl, offset, end - offset, this.opts);
-        checkRangeAnswer(this.obj, offset, end - offset, xhr.status, (n) => xhr.getResponseHeader(n));
-        if (body.length !== end - offset) throw new HttpTransientError(`${this.obj.url}: the server sent ${body.length} bytes instead of ${end - offset}`);
-        return body;
-      });
-      for (const i of run) got.set(i, bytes.slice(i * this.chunkSize - offset, Math.min(end, (i + 1) * this.chunkSize) - offset));
+    const missing: number[] = [];
+    for (const i of indices) {
+      const held = this.ahead.get(i) ?? this.fromStore(i);
+      this.ahead.delete(i);
+      this.wanted.delete(i);
+      if (held) got.set(i, held);
+      else missing.push(i);
+    }
+    for (const run of adjacentRuns(missing, 16)) {
+      const extra = this.extension(run[run.length - 1]);
+      const chunks = this.fetchRun(run[0], run.length + extra.length);
+      run.forEach((i, k) => got.set(i, chunks[k]));
+      extra.forEach((i, k) => this.ahead.set(i, chunks[run.length + k]));
+      while (this.ahead.size > 2 * Math.max(1, this.chunk.readAheadChunks)) this.ahead.delete(this.ahead.keys().next().value as number);
     }
     return indices.map((i) => got.get(i)!);
   }
 
-  prefetch(): void {}
+  prefetch(indices: number[]): void {
+    for (const i of indices) this.wanted.add(i);
+    // Forget the oldest wishes of a reader that jumped away.
+    for (const i of this.wanted) {
+      if (this.wanted.size <= 4 * Math.max(1, this.chunk.readAheadChunks)) break;
+      this.wanted.delete(i);
+    }
+  }
+
+  /** The chunks after `last` asked for ahead and not had yet (adjacent, up to the read-ahead window). */
+  private extension(last: number): number[] {
+    const out: number[] = [];
+    for (let i = last + 1; out.length < this.chunk.readAheadChunks && this.wanted.has(i); i++) {
+      if (this.ahead.has(i) || this.store?.has(i)) break;
+      this.wanted.delete(i);
+      out.push(i);
+    }
+    return out;
+  }
+
+  private chunkLength(i: number): number {
+    return Math.min(this.chunk.chunkSize, this.obj.size - i * this.chunk.chunkSize);
+  }
+
+  private fromStore(i: number): Uint8Array | undefined {
+    try {
+      return this.store?.get(i, this.chunkLength(i));
+    } catch (e) {
+      this.reportStore(e);
+      return undefined;
+    }
+  }
+
+  /** `count` chunks from `first` in one request, each stored. */
+  private fetchRun(first: number, count: number): Uint8Array[] {
+    const { chunkSize } = this.chunk;
+    const offset = first * chunkSize;
+    const end = Math.min(this.obj.size, (first + count) * chunkSize);
+    const bytes = withRetries(this.opts, () => {
+      const { xhr, body } = rangeRequest(this.obj.finalUrl, offset, end - offset, this.opts);
+      checkRangeAnswer(this.obj, offset, end - offset, xhr.status, (n) => xhr.getResponseHeader(n));
+      if (body.length !== end - offset) throw new HttpTransientError(`${this.obj.url}: the server sent ${body.length} bytes instead of ${end - offset}`);
+      return body;
+    });
+    const chunks: Uint8Array[] = [];
+    for (let i = first; i < first + count; i++) {
+      const data = bytes.slice(i * chunkSize - offset, i * chunkSize - offset + this.chunkLength(i));
+      chunks.push(data);
+      try {
+        this.store?.put(i, data);
+      } catch (e) {
+        this.reportStore(e);
+      }
+    }
+    return chunks;
+  }
+
+  /** A store that fails (quota, a lost handle) is reported once; chunks are still served. */
+  private reportStore(e: unknown): void {
+    if (this.storeFailed) return;
+    this.storeFailed = true;
+    (this.opts.log ?? console.error)(`refcow: the chunk cache failed for ${this.obj.url}: ${(e as Error)?.message ?? e}`);
+  }
 }
 
 /** Opens `url` from inside a Worker: a read-only BlockFile, the object pinned. */
@@ -104,5 +186,8 @@ export function openWebHttpFile(url: string, opts: WebHttpFileOptions = {}): Rem
     const { xhr } = rangeRequest(url, 0, 1, opts);
     return pinObject(url, xhr.responseURL || url, xhr.status, (n) => xhr.getResponseHeader(n));
   });
-  return new RemoteFile(object, new ChunkReader(object.size, new XhrChunkSource(object, chunk.chunkSize, opts), chunk), { log: opts.log });
+  const change = opts.expect && pinChange(opts.expect, object);
+  if (change) throw new HttpPermanentError(`${url} changed since the overlay was made over it (${change}): refusing to mix its new bytes with the overlay's writes`);
+  const source = new XhrChunkSource(object, chunk, opts, opts.store?.(object, chunk.chunkSize));
+  return new RemoteFile(object, new ChunkReader(object.size, source, chunk), { log: opts.log });
 }

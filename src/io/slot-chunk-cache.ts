@@ -159,7 +159,14 @@ export class SlotChunkCache {
     this.checkOpen();
     if (payload.length < 1 || payload.length > this.slotSize) throw new RangeError(`a chunk of ${payload.length} bytes does not fit a ${this.slotSize}-byte slot`);
     const name = `${key}:${index}`;
-    if (this.where.has(name)) return;
+    const held = this.where.get(name);
+    if (held !== undefined) {
+      // The same version's chunk: the bytes are the same; only its recency changes.
+      const entry = this.slots.get(held)!;
+      entry.used = ++this.clock;
+      this.writeEntry(held, entry);
+      return;
+    }
     const slot = this.pickSlot();
     if (this.slots.has(slot)) {
       this.stats.evictions++;

@@ -9,6 +9,9 @@ import path from "node:path";
 import { createBundler } from "../../src/cli/web-server.js";
 import { describe, expect, it } from "vitest";
 import { openWebHttpFile, type SyncXhr } from "../../src/io/http-file-web.js";
+import { objectValidator } from "../../src/io/http-object.js";
+import { SlotChunkCache } from "../../src/io/slot-chunk-cache.js";
+import { MemoryHandle } from "../helpers/memory-sync-handle.js";
 
 const SIZE = 300_000;
 const data = new Uint8Array(SIZE).map((_, i) => (i * 7 + (i >> 9)) & 0xff);
@@ -94,6 +97,68 @@ describe("openWebHttpFile (synchronous XHR in a Worker)", () => {
     const f = openWebHttpFile("https://example.test/disk.raw", { newXhr: xhrFor(server), chunkSize: 64 * 1024, log: () => {} });
     server.etag = '"v2"';
     expect(() => f.read(new Uint8Array(10), 0)).toThrow(/changed since it was opened \(ETag "v1" -> "v2"\)/);
+  });
+});
+
+describe("openWebHttpFile with a persistent store and read-ahead", () => {
+  const CHUNK = 16 * 1024;
+  const url = "https://example.test/disk.raw";
+
+  function readAll(f: { read(buf: Uint8Array, offset: number): number }, step: number): void {
+    for (let off = 0; off < SIZE; off += step) {
+      const buf = new Uint8Array(Math.min(step, SIZE - off));
+      f.read(buf, off);
+      expect(buf).toEqual(data.subarray(off, off + buf.length));
+    }
+  }
+
+  it("a sequential reader gets the next chunks in the same request; a second open is served by the store", () => {
+    const [d, x] = [new MemoryHandle(), new MemoryHandle()];
+    let cache = new SlotChunkCache(d, x, { slotSize: CHUNK, maxBytes: 64 * CHUNK });
+    const server: Server = { etag: '"v1"', failures: [], requests: [] };
+    const opts = { newXhr: xhrFor(server), chunkSize: CHUNK, readAheadChunks: 4, store: (o: Parameters<typeof objectValidator>[0], size: number) => cache.forObject(o.url, objectValidator(o), size) };
+    readAll(openWebHttpFile(url, opts), 4096);
+    const chunks = Math.ceil(SIZE / CHUNK);
+    // The probe, then far fewer requests than chunks (read-ahead folded into demand requests), each in order.
+    const first = server.requests.length;
+    expect(first).toBeLessThanOrEqual(1 + Math.ceil(chunks / 4) + 2);
+    const spans = server.requests.slice(1).map((r) => /bytes=(\d+)-(\d+)/.exec(r)!.slice(1).map(Number));
+    expect(spans.reduce((n, [a, b]) => n + b - a + 1, 0)).toBe(SIZE);
+    cache.close();
+    // A second "page load": the store holds every chunk; only the probe goes to the server.
+    cache = new SlotChunkCache(d.reopened(), x.reopened(), { slotSize: CHUNK, maxBytes: 64 * CHUNK });
+    readAll(openWebHttpFile(url, opts), 10_000);
+    expect(server.requests.length - first).toBe(1);
+    expect(cache.stats.hits).toBe(chunks);
+    // A damaged chunk is fetched again, not served.
+    cache.close();
+    const damaged = d.reopened();
+    damaged.bytes[5 * CHUNK + 77] ^= 1;
+    cache = new SlotChunkCache(damaged, x.reopened(), { slotSize: CHUNK, maxBytes: 64 * CHUNK });
+    const before = server.requests.length;
+    readAll(openWebHttpFile(url, opts), 8192);
+    expect(server.requests.slice(before + 1)).toEqual([`bytes=${5 * CHUNK}-${6 * CHUNK - 1}`]);
+    expect(cache.stats.dropped).toBe(1);
+    // Another version of the object does not meet the old chunks.
+    server.etag = '"v2"';
+    const again = server.requests.length;
+    readAll(openWebHttpFile(url, opts), 65536);
+    expect(server.requests.length - again).toBeGreaterThan(1);
+  });
+
+  it("refuses another version than the expected one, naming what changed", () => {
+    const server: Server = { etag: '"v2"', failures: [], requests: [] };
+    expect(() => openWebHttpFile(url, { newXhr: xhrFor(server), expect: { size: SIZE, etag: '"v1"' } })).toThrow(/changed since the overlay was made over it \(ETag "v1" -> "v2"\)/);
+    expect(() => openWebHttpFile(url, { newXhr: xhrFor(server), expect: { size: SIZE + 1, etag: '"v2"' } })).toThrow(/size 300001 -> 300000/);
+    expect(openWebHttpFile(url, { newXhr: xhrFor(server), expect: { size: SIZE, etag: '"v2"' } }).size()).toBe(SIZE);
+  });
+
+  it("a store that fails is reported once and the bytes are still served", () => {
+    const server: Server = { etag: '"v1"', failures: [], requests: [] };
+    const lines: string[] = [];
+    const broken = { get: () => undefined, has: () => false, put: () => { throw new Error("QuotaExceededError"); } };
+    readAll(openWebHttpFile(url, { newXhr: xhrFor(server), chunkSize: CHUNK, store: () => broken, log: (l) => lines.push(l) }), 30_000);
+    expect(lines).toEqual([`refcow: the chunk cache failed for ${url}: QuotaExceededError`]);
   });
 });
 
