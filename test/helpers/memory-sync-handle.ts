@@ -8,8 +8,8 @@ import type { SyncAccessHandle } from "../../src/io/opfs-file.js";
 type Pending = { kind: "write"; at: number; data: Uint8Array } | { kind: "truncate"; size: number };
 
 export class MemoryHandle implements SyncAccessHandle {
-  bytes = new Uint8Array(0);
-  private durable = new Uint8Array(0);
+  bytes: Uint8Array = new Uint8Array(0);
+  private durable: Uint8Array = new Uint8Array(0);
   private pending: Pending[] = [];
   closed = false;
   flushes = 0;
@@ -51,7 +51,7 @@ export class MemoryHandle implements SyncAccessHandle {
 
   /** What a crash leaves: the flushed bytes, then each later operation whole, torn or lost (`fate` decides). */
   crashed(fate: (op: number, length: number) => number): MemoryHandle {
-    let bytes = this.durable.slice();
+    let bytes: Uint8Array = this.durable.slice();
     this.pending.forEach((p, i) => {
       if (p.kind === "truncate") {
         if (fate(i, 1) > 0) bytes = resize(bytes, p.size);
