@@ -17,7 +17,7 @@ import { adjacentRuns } from "./chunk-service.js";
 import type { SyncChunkStore } from "./chunk-store.js";
 import { ChunkReader, type ChunkReaderOptions, type ChunkSource, chunkOptions } from "./chunk-reader.js";
 import { FETCH_DEFAULTS, type FetchOptions } from "./http-fetch.js";
-import { checkRangeAnswer, type HttpObject, HttpPermanentError, HttpTransientError, isHttpUrl, pinChange, pinObject, rangeHeader } from "./http-object.js";
+import { checkRangeAnswer, type HttpObject, HttpPermanentError, HttpTransientError, isHttpUrl, pinObject, rangeHeader } from "./http-object.js";
 import { RemoteFile } from "./remote-file.js";
 
 /** What this module uses of XMLHttpRequest (a Worker's, or a stand-in in tests). */
@@ -39,8 +39,8 @@ export interface WebHttpFileOptions extends ChunkReaderOptions, FetchOptions {
   log?: (line: string) => void;
   /** The persistent store of the pinned object's chunks (none: every miss goes to the server). */
   store?: (object: HttpObject, chunkSize: number) => SyncChunkStore | undefined;
-  /** The version the caller depends on (an overlay's pin): another one is refused at open. */
-  expect?: Pick<HttpObject, "size" | "etag" | "lastModified">;
+  /** Why the pinned object must be refused (an overlay made over another version of it), or undefined. */
+  refuse?: (object: HttpObject) => string | undefined;
 }
 
 function sleep(ms: number): void {
@@ -186,8 +186,8 @@ export function openWebHttpFile(url: string, opts: WebHttpFileOptions = {}): Rem
     const { xhr } = rangeRequest(url, 0, 1, opts);
     return pinObject(url, xhr.responseURL || url, xhr.status, (n) => xhr.getResponseHeader(n));
   });
-  const change = opts.expect && pinChange(opts.expect, object);
-  if (change) throw new HttpPermanentError(`${url} changed since the overlay was made over it (${change}): refusing to mix its new bytes with the overlay's writes`);
+  const refusal = opts.refuse?.(object);
+  if (refusal) throw new HttpPermanentError(refusal);
   const source = new XhrChunkSource(object, chunk, opts, opts.store?.(object, chunk.chunkSize));
   return new RemoteFile(object, new ChunkReader(object.size, source, chunk), { log: opts.log });
 }

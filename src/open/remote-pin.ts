@@ -1,16 +1,16 @@
 /**
  * The version of a remote backing file an overlay was made over, kept beside the overlay so that a changed
- * object is refused instead of read under writes made against its old bytes. (qcow2 stores only the
- * backing file's name; QEMU itself does not notice such a change.)
+ * object is refused instead of read under writes made against its old bytes. The record and its check are
+ * pin-record.ts's (the page keeps the same record in OPFS).
  *
- * `<overlay>.remote.json`, UTF-8 JSON:
- *   { "url": "<backing URL as named by the overlay>", "size": <bytes>, "etag"?: "<ETag>", "lastModified"?: "<HTTP date>" }
- * Written when refcow makes the overlay (boot --overlay, openV86Disk's overlay); checked whenever refcow
- * opens that overlay's backing file by URL. An overlay without one (made by qemu-img, say) is not checked.
+ * `<overlay>.remote.json`: written when refcow makes the overlay (boot --overlay, openV86Disk's overlay);
+ * checked whenever refcow opens that overlay's backing file by URL. An overlay without one (made by
+ * qemu-img, say) is not checked.
  */
 import * as fs from "node:fs";
-import { type HttpObject, pinChange } from "../io/http-object.js";
+import type { HttpObject } from "../io/http-object.js";
 import { RequestError } from "../engine/errors.js";
+import { parsePinRecord, pinRecordText, pinRefusal } from "./pin-record.js";
 
 export function pinPath(overlay: string): string {
   return `${overlay}.remote.json`;
@@ -18,8 +18,7 @@ export function pinPath(overlay: string): string {
 
 /** Records the version of `object` that `overlay` is made over. */
 export function writePin(overlay: string, object: HttpObject): void {
-  const { url, size, etag, lastModified } = object;
-  fs.writeFileSync(pinPath(overlay), `${JSON.stringify({ url, size, etag, lastModified })}\n`);
+  fs.writeFileSync(pinPath(overlay), pinRecordText(object));
 }
 
 /** Refuses `object` (the backing file `overlay` names) when it is not the version the overlay was made over. */
@@ -30,18 +29,6 @@ export function checkPin(overlay: string, object: HttpObject): void {
   } catch {
     return;
   }
-  let pinned: { url?: unknown; size?: unknown; etag?: unknown; lastModified?: unknown };
-  try {
-    pinned = JSON.parse(text);
-  } catch {
-    throw new RequestError(`${pinPath(overlay)} is damaged (not JSON): cannot tell which version of ${object.url} ${overlay} was made over`);
-  }
-  if (pinned.url !== object.url) return;
-  const change = pinChange(
-    { size: Number(pinned.size), etag: typeof pinned.etag === "string" ? pinned.etag : undefined, lastModified: typeof pinned.lastModified === "string" ? pinned.lastModified : undefined },
-    object,
-  );
-  if (change) {
-    throw new RequestError(`${object.url} changed since the overlay ${overlay} was made over it (${change}): refusing to mix its new bytes with the overlay's writes`);
-  }
+  const refusal = pinRefusal(parsePinRecord(text, pinPath(overlay), object.url), object, overlay);
+  if (refusal) throw new RequestError(refusal);
 }

@@ -9,7 +9,8 @@ import path from "node:path";
 import { createBundler } from "../../src/cli/web-server.js";
 import { describe, expect, it } from "vitest";
 import { openWebHttpFile, type SyncXhr } from "../../src/io/http-file-web.js";
-import { objectValidator } from "../../src/io/http-object.js";
+import { type HttpObject, objectValidator } from "../../src/io/http-object.js";
+import { type PinRecord, pinRefusal } from "../../src/open/pin-record.js";
 import { SlotChunkCache } from "../../src/io/slot-chunk-cache.js";
 import { MemoryHandle } from "../helpers/memory-sync-handle.js";
 
@@ -146,11 +147,16 @@ describe("openWebHttpFile with a persistent store and read-ahead", () => {
     expect(server.requests.length - again).toBeGreaterThan(1);
   });
 
-  it("refuses another version than the expected one, naming what changed", () => {
+  it("refuses another version than the one an overlay was made over, naming what changed", () => {
     const server: Server = { etag: '"v2"', failures: [], requests: [] };
-    expect(() => openWebHttpFile(url, { newXhr: xhrFor(server), expect: { size: SIZE, etag: '"v1"' } })).toThrow(/changed since the overlay was made over it \(ETag "v1" -> "v2"\)/);
-    expect(() => openWebHttpFile(url, { newXhr: xhrFor(server), expect: { size: SIZE + 1, etag: '"v2"' } })).toThrow(/size 300001 -> 300000/);
-    expect(openWebHttpFile(url, { newXhr: xhrFor(server), expect: { size: SIZE, etag: '"v2"' } }).size()).toBe(SIZE);
+    const over = (pin: PinRecord) => ({ newXhr: xhrFor(server), refuse: (o: HttpObject) => pinRefusal(pin, o, "remote-1.qcow2") });
+    expect(() => openWebHttpFile(url, over({ url, size: SIZE, etag: '"v1"' }))).toThrow(
+      /disk.raw changed since the overlay remote-1.qcow2 was made over it \(ETag "v1" -> "v2"\)/,
+    );
+    expect(() => openWebHttpFile(url, over({ url, size: SIZE + 1, etag: '"v2"' }))).toThrow(/size 300001 -> 300000/);
+    expect(openWebHttpFile(url, over({ url, size: SIZE, etag: '"v2"' })).size()).toBe(SIZE);
+    // A record of another URL says nothing about this one.
+    expect(openWebHttpFile(url, over({ url: url + "x", size: 1, etag: '"v1"' })).size()).toBe(SIZE);
   });
 
   it("a store that fails is reported once and the bytes are still served", () => {
