@@ -22,7 +22,7 @@ interface CacheDirectory {
 }
 
 export interface OpfsChunkCacheOptions extends SlotChunkCacheOptions {
-  /** How long to wait for handles another worker still holds (default 3 s). */
+  /** How long to wait for handles another worker still holds (default 5 s). */
   lockWaitMs?: number;
 }
 
@@ -31,7 +31,7 @@ export async function openOpfsChunkCache(opts: OpfsChunkCacheOptions): Promise<S
   const storage = (globalThis as unknown as { navigator?: { storage?: { getDirectory?: () => Promise<CacheDirectory> } } }).navigator?.storage;
   if (typeof storage?.getDirectory !== "function") throw new IoError("the origin private file system is not available here", "ENOTSUP");
   const dir = await (await storage.getDirectory()).getDirectoryHandle(OPFS_CACHE_DIR, { create: true });
-  const deadline = Date.now() + (opts.lockWaitMs ?? 3000);
+  const deadline = Date.now() + (opts.lockWaitMs ?? 5000);
   const handles: SyncAccessHandle[] = [];
   try {
     for (const name of [OPFS_CACHE_FILES.data, OPFS_CACHE_FILES.index]) {

@@ -12,9 +12,13 @@
  * A remote image: `?image=URL` (a qcow2 or raw disk on a server answering Range requests — this page's own
  * server, or one allowing its origin) boots under an overlay in OPFS (`remote-<hash>.qcow2`, a plain qcow2
  * naming the URL as its backing file), made on first visit and reused after: the guest's writes survive
- * reloads. "Reset" drops the overlay; "Download" gives the overlay itself (small, naming the URL).
+ * reloads. "Reset" drops the overlay; "Download" gives the overlay itself (small, naming the URL). The
+ * remote image's chunks are kept in OPFS across visits (io/opfs-chunk-cache.ts), so a second boot fetches
+ * almost nothing. The overlay records the version of the image it was made over (overlay-pins.ts); a
+ * changed image is refused, with Reset offered.
  *
- * URL parameters (optional): disk=ide|virtio, mem=MiB, image=URL.
+ * URL parameters (optional): disk=ide|virtio, mem=MiB, image=URL, cache=MiB (the chunk cache's bound,
+ * default 1024; 0 turns it off).
  * `window.refcowOs` exposes the page's state for scripted use (the end-to-end test).
  */
 import type { SnapshotInfo } from "../engine/types.js";
@@ -22,6 +26,8 @@ import { WebImageHost } from "../worker/web-host.js";
 import { importImage } from "./import-image.js";
 import { checkFileName, fileBlob, fileExists, listFiles, removeFile, writeStream } from "./opfs-store.js";
 import { OsSession } from "./os-session.js";
+import { readOverlayPin, removeOverlayPin, writeOverlayPin } from "./overlay-pins.js";
+import { pinRefusal } from "../open/pin-record.js";
 import { SerialTerminal } from "./serial-terminal.js";
 
 interface ServerConfig {
@@ -73,6 +79,8 @@ const ui = {
 const params = new URLSearchParams(location.search);
 /** ?image=URL: a remote image to boot under an OPFS overlay. */
 const remoteImage = params.get("image") ? new URL(params.get("image")!, location.href).href : undefined;
+/** ?cache=MiB: the bound of the remote images' chunk cache (undefined: the worker's default). */
+const httpCacheBytes = params.get("cache") !== null ? Math.max(0, Number(params.get("cache")) || 0) * MiB : undefined;
 let state: PageState = "loading";
 let busy = false;
 let lastError: string | undefined;
@@ -192,6 +200,7 @@ async function boot(file: string): Promise<void> {
       fail("boot", new Error(`the BIOS found nothing to boot on ${file} ("${line.trim()}")`));
       void machineEnded(s0, "error", lastError!);
     },
+    httpCacheBytes,
     onPowerOff: () => {
       if (bootCount !== n) return;
       log(`the guest powered off; ${file} closed`);
@@ -265,28 +274,38 @@ function overlayName(url: string): string {
   return `remote-${h.toString(16).padStart(8, "0")}.qcow2`;
 }
 
-/** The remote image's format and virtual size, from its first bytes (one Range request). */
-async function probeRemote(url: string): Promise<{ format: "qcow2" | "raw"; size: number }> {
-  const res = await fetch(url, { headers: { Range: "bytes=0-511" } });
+/** The remote image's format, virtual size and version (size and validators), from its first bytes (one Range request). */
+async function probeRemote(url: string): Promise<{ format: "qcow2" | "raw"; size: number; version: { size: number; etag?: string; lastModified?: string } }> {
+  const res = await fetch(url, { headers: { Range: "bytes=0-511" }, cache: "no-store" });
   if (res.status === 200) throw new Error(`${url}: the server does not support Range requests`);
   if (res.status !== 206) throw new Error(`${url}: HTTP status ${res.status}`);
   const head = new DataView(await res.arrayBuffer());
-  if (head.byteLength >= 32 && head.getUint32(0) === 0x514649fb) return { format: "qcow2", size: Number(head.getBigUint64(24)) };
   const total = /\/(\d+)$/.exec(res.headers.get("content-range") ?? "")?.[1];
   if (!total) throw new Error(`${url}: no usable Content-Range in the answer`);
-  return { format: "raw", size: Number(total) };
+  const version = { size: Number(total), etag: res.headers.get("etag") ?? undefined, lastModified: res.headers.get("last-modified") ?? undefined };
+  if (head.byteLength >= 32 && head.getUint32(0) === 0x514649fb) return { format: "qcow2", size: Number(head.getBigUint64(24)), version };
+  return { format: "raw", size: Number(total), version };
 }
 
-/** Boots `url` under its OPFS overlay, made first when missing. */
+/** Boots `url` under its OPFS overlay, made first when missing; refuses an overlay made over another version. */
 async function bootRemote(url: string): Promise<void> {
   if (!host) return;
   await closeSession();
   const name = overlayName(url);
+  const probe = await probeRemote(url);
   if (!(await fileExists(name))) {
-    const { format, size } = await probeRemote(url);
-    await host.create(name, { size, backingFile: url, backingFormat: format });
-    log(`made the overlay ${name} over ${url} (${format}, ${mib(size)}): the guest's writes stay in it`);
-  } else log(`reusing the overlay ${name} over ${url}`);
+    await host.create(name, { size: probe.size, backingFile: url, backingFormat: probe.format });
+    await writeOverlayPin(name, { url, ...probe.version });
+    log(`made the overlay ${name} over ${url} (${probe.format}, ${mib(probe.size)}): the guest's writes stay in it`);
+  } else {
+    const pin = await readOverlayPin(name, url);
+    const refusal = pin && pinRefusal(pin, { url, ...probe.version }, name);
+    if (refusal) {
+      ui.resetBtn.classList.add("offer");
+      throw new Error(`${refusal}. Reset drops the overlay (the guest's writes) and boots the image as it is now.`);
+    }
+    log(`reusing the overlay ${name} over ${url}`);
+  }
   await refreshImages(name);
   await boot(name);
 }
@@ -294,7 +313,9 @@ async function bootRemote(url: string): Promise<void> {
 /** Drops the remote image's overlay (the guest's writes) and boots the image afresh. */
 async function resetRemote(url: string): Promise<void> {
   await closeSession();
-  await removeFile(overlayName(url));
+  await removeFile(overlayName(url)).catch(() => undefined);
+  await removeOverlayPin(overlayName(url));
+  ui.resetBtn.classList.remove("offer");
   log(`reset: the overlay over ${url} is dropped`);
   await bootRemote(url);
 }

@@ -40,6 +40,8 @@ export interface OsSessionOptions extends Pick<ImageOpenOptions, "scheme" | "cac
   onBiosLine?: (line: string) => void;
   onNoBootableDevice?: (line: string) => void;
   onPowerOff?: () => void;
+  /** Bytes the persistent chunk cache of remote images may hold (default 1 GiB; 0: none). */
+  httpCacheBytes?: number;
 }
 
 export class OsSession {
@@ -207,7 +209,7 @@ async function openRetrying(o: OsSessionOptions): Promise<DiskClient> {
   const client = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
   for (let attempt = 0; ; attempt++) {
     try {
-      return await o.host.open(o.file, { scheme: o.scheme ?? "eager", cache: o.cache ?? "writeback", client });
+      return await o.host.open(o.file, { scheme: o.scheme ?? "eager", cache: o.cache ?? "writeback", client, httpCacheBytes: o.httpCacheBytes });
     } catch (e) {
       const busy = /open elsewhere|holds its lock|access handle|NoModificationAllowed/i.test(String((e as Error)?.message ?? e));
       if (!busy || attempt >= 60) throw e;

@@ -13,7 +13,7 @@ import { C, createRing, type RingOptions } from "./ring.js";
 import type { ServeResult } from "./serve-loop.js";
 import type { WebServeRequest, WebWorkerHello, WebWorkerReply, WebWorkerRequest } from "./web-protocol.js";
 
-export interface WebImageOptions extends Pick<WebServeRequest, "scheme" | "schemeOptions" | "alloc" | "cache" | "readOnly"> {
+export interface WebImageOptions extends Pick<WebServeRequest, "scheme" | "schemeOptions" | "alloc" | "cache" | "readOnly" | "httpCacheBytes"> {
   /** Ring geometry (slots, data share per slot). */
   ring?: RingOptions;
   /** Client-side spinning and waiting. */
@@ -107,6 +107,7 @@ export class WebImageHost {
       readOnly: opts.readOnly,
       spinUs: opts.serverSpinUs,
       adaptiveSpin: opts.serverAdaptiveSpin,
+      httpCacheBytes: opts.httpCacheBytes,
     }) as Promise<ServeResult>;
     const state = { file } as { file: string; client?: DiskClient };
     this.serving = state;

@@ -28,6 +28,11 @@ export interface WebServeRequest extends Omit<ImageOpenOptions, "order"> {
   /** Bounded spin of the serve loop, in µs. */
   spinUs?: number;
   adaptiveSpin?: boolean;
+  /**
+   * Bytes the persistent chunk cache of remote backing files may hold in OPFS (io/opfs-chunk-cache.ts;
+   * default 1 GiB; 0: none).
+   */
+  httpCacheBytes?: number;
 }
 
 export interface WebCreateRequest {
