@@ -135,7 +135,9 @@ function openLayer(req: OpenRequest, depth: number, layers: string[]): Disk {
   if (remote && !req.readOnly && !req.wrapFile) throw new CliError(remoteWriteRefusal(path).replace(/^Could not open '[^']*': /, ""));
   const problem = remote ? undefined : accessProblem(path, req.readOnly);
   if (problem) throw new CliError(problem.startsWith("'file' driver") ? problem : `Could not open '${path}': ${problem}`);
-  const baseFile = openLayerFile(path, { readOnly: req.readOnly || req.wrapFile !== undefined, namedBy: depth > 0 ? layers[depth - 1] : undefined });
+  // Remote layers are pinned by the nearest local image above them (its record, open/remote-pin.ts).
+  const pinnedBy = layers.slice(0, depth).reverse().find((name) => !isHttpUrl(name));
+  const baseFile = openLayerFile(path, { readOnly: req.readOnly || req.wrapFile !== undefined, pinnedBy: remote ? pinnedBy : undefined });
   const file = req.wrapFile ? req.wrapFile(baseFile) : baseFile;
   let backingFailure: string | undefined;
   try {

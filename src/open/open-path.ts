@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import type { BlockFile } from "../io/block-file.js";
 import { NodeFile } from "../io/node-file.js";
 import { HttpFile, type HttpFileOptions } from "../io/http-file.js";
-import { isHttpUrl } from "../io/http-object.js";
+import { type HttpObject, isHttpUrl } from "../io/http-object.js";
 import { checkPin } from "./remote-pin.js";
 import type { CompactOptions, CompactResult } from "../engine/tools/compact.js";
 import { ImageFormatError, RequestError } from "../engine/errors.js";
@@ -34,15 +34,16 @@ export function remoteWriteRefusal(url: string): string {
 
 /**
  * The file under an image layer: a local file, or by http(s) URL a remote one (read-only: a writable open
- * is refused; the backing file of a local overlay `namedBy` must be the version the overlay was made over,
- * remote-pin.ts). Missing local files get QEMU's wording.
+ * is refused; a remote layer under a local overlay `pinnedBy` must be the version the overlay was made
+ * over, remote-pin.ts). Missing local files get QEMU's wording.
  */
-export function openLayerFile(name: string, opts: { readOnly: boolean; http?: HttpFileOptions; namedBy?: string }): BlockFile {
+export function openLayerFile(name: string, opts: { readOnly: boolean; http?: HttpFileOptions; pinnedBy?: string; onRemote?: (object: HttpObject) => void }): BlockFile {
   if (isHttpUrl(name)) {
     if (!opts.readOnly) throw new RequestError(remoteWriteRefusal(name));
     const file = HttpFile.open(name, opts.http);
     try {
-      if (opts.namedBy !== undefined && !isHttpUrl(opts.namedBy)) checkPin(opts.namedBy, file.object);
+      if (opts.pinnedBy !== undefined) checkPin(opts.pinnedBy, file.object);
+      opts.onRemote?.(file.object);
     } catch (e) {
       file.close();
       throw e;
@@ -66,8 +67,10 @@ export interface PathOpenOptions extends LibraryOpenOptions {
   wrapFile?: (file: BlockFile) => BlockFile;
   /** Options of the layers opened by http(s) URL (chunk size, cache folder...). */
   http?: HttpFileOptions;
-  /** The image naming this one as its backing file (set by the chain walk). */
-  namedBy?: string;
+  /** The nearest local image above this one in the chain, whose record pins remote layers (set by the chain walk). */
+  pinnedBy?: string;
+  /** Called with each remote layer's pinned version as it opens, top first. */
+  onRemoteLayer?: (object: HttpObject) => void;
 }
 
 /**
@@ -76,12 +79,17 @@ export interface PathOpenOptions extends LibraryOpenOptions {
  */
 export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 0): OpenedImage {
   if (depth > MAX_CHAIN) throw new ImageFormatError(`backing chain deeper than ${MAX_CHAIN} images (loop?)`);
-  const baseFile = openLayerFile(file, { readOnly: !!opts.readOnly || opts.wrapFile !== undefined, http: opts.http, namedBy: opts.namedBy });
+  const baseFile = openLayerFile(file, {
+    readOnly: !!opts.readOnly || opts.wrapFile !== undefined,
+    http: opts.http,
+    pinnedBy: opts.pinnedBy,
+    onRemote: opts.onRemoteLayer,
+  });
   const bf = opts.wrapFile ? opts.wrapFile(baseFile) : baseFile;
   try {
     const format = opts.format ?? probeFileFormat(baseFile);
     if (format === "raw") return new RawDisk(bf, opts.cache);
-    const { wrapFile, format: _format, http, namedBy: _namedBy, ...engineOpts } = opts;
+    const { wrapFile, format: _format, http, pinnedBy, onRemoteLayer, ...engineOpts } = opts;
     return Qcow2Image.open(bf, {
       ...engineOpts,
       readOnly: wrapFile ? false : opts.readOnly,
@@ -90,7 +98,8 @@ export function openImagePath(file: string, opts: PathOpenOptions = {}, depth = 
         ((name, fmt) => {
           const resolved = resolveBackingName(file, name);
           if (fmt && fmt !== "qcow2" && fmt !== "raw") throw new ImageFormatError(`unsupported backing file format '${fmt}'`);
-          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache, http, namedBy: file }, depth + 1);
+          const under = { pinnedBy: isHttpUrl(file) ? pinnedBy : file, onRemoteLayer };
+          return openImagePath(resolved, { readOnly: true, format: fmt as ImageFormat | undefined, cache: opts.cache, http, ...under }, depth + 1);
         }),
     });
   } catch (e) {

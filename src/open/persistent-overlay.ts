@@ -68,7 +68,10 @@ export function ensureOverlay(image: string, overlay: string, http?: HttpFileOpt
       opened.close();
     }
   }
-  const { format, size, object } = describeImage(wanted, http);
+  const { format, size } = describeImage(wanted, http);
+  // The versions of every remote layer of the chain (its backing first), recorded with the overlay.
+  const remotes: HttpObject[] = [];
+  if (isHttpUrl(wanted)) openImagePath(wanted, { readOnly: true, http, onRemoteLayer: (o) => remotes.push(o) }).close();
   // Made under a temporary name and renamed: a crash never leaves a half-made overlay to be reused.
   const tmp = `${overlay}.tmp-${process.pid}`;
   const file = NodeFile.open(tmp, { create: true });
@@ -78,7 +81,7 @@ export function ensureOverlay(image: string, overlay: string, http?: HttpFileOpt
   } finally {
     file.close();
   }
-  if (object) writePin(overlay, object);
+  if (remotes.length > 0) writePin(overlay, remotes);
   fs.renameSync(tmp, overlay);
   return { overlay, created: true, format, size };
 }

@@ -16,12 +16,12 @@ export function pinPath(overlay: string): string {
   return `${overlay}.remote.json`;
 }
 
-/** Records the version of `object` that `overlay` is made over. */
-export function writePin(overlay: string, object: HttpObject): void {
-  fs.writeFileSync(pinPath(overlay), pinRecordText(object));
+/** Records the versions of the remote layers `overlay` is made over: its backing file first, then deeper ones. */
+export function writePin(overlay: string, objects: HttpObject[]): void {
+  fs.writeFileSync(pinPath(overlay), pinRecordText(objects));
 }
 
-/** Refuses `object` (the backing file `overlay` names) when it is not the version the overlay was made over. */
+/** Refuses `object` (a remote layer under `overlay`) when it is not the version the overlay was made over. */
 export function checkPin(overlay: string, object: HttpObject): void {
   let text: string;
   try {

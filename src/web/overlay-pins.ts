@@ -41,12 +41,12 @@ export async function writeOverlayPin(overlay: string, pin: PinRecord): Promise<
   const dir = await pinDir(true);
   if (!dir) throw new Error("the origin private file system is not available");
   const w = await (await dir.getFileHandle(pinName(overlay), { create: true })).createWritable();
-  await w.write(pinRecordText(pin));
+  await w.write(pinRecordText([pin]));
   await w.close();
 }
 
-/** The record of `overlay`, or undefined when it has none; a damaged one is an error naming it. */
-export async function readOverlayPin(overlay: string, forUrl: string): Promise<PinRecord | undefined> {
+/** The records of `overlay` (its backing file first), or undefined when it has none; a damaged one is an error naming it. */
+export async function readOverlayPin(overlay: string, forUrl: string): Promise<PinRecord[] | undefined> {
   const dir = await pinDir(false);
   let text: string;
   try {

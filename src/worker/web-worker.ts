@@ -45,7 +45,7 @@ async function openHttpCache(bytes: number | undefined): Promise<SlotChunkCache 
 }
 
 /** How the image's remote backing files open: through the chunk cache, refused when not the pinned version. */
-function remoteFileOptions(overlay: string, pin: PinRecord | undefined, cache: SlotChunkCache | undefined): WebHttpFileOptions {
+function remoteFileOptions(overlay: string, pin: PinRecord[] | undefined, cache: SlotChunkCache | undefined): WebHttpFileOptions {
   return {
     store: cache && ((object, chunkSize) => cache.forObject(object.url, objectValidator(object), chunkSize)),
     refuse: pin && ((object) => pinRefusal(pin, object, overlay)),
@@ -55,7 +55,7 @@ function remoteFileOptions(overlay: string, pin: PinRecord | undefined, cache: S
 /** Opens the OPFS file, then serves the ring until CLOSE or STOP; the file is closed when the loop ends. */
 export async function serveOpfs(req: WebServeRequest): Promise<ServeResult> {
   let file: OpfsFile;
-  let pin: PinRecord | undefined;
+  let pin: PinRecord[] | undefined;
   try {
     file = await OpfsFile.open(req.file, { readOnly: req.readOnly });
   } catch (e) {

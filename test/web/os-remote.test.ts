@@ -176,7 +176,7 @@ describe("os.html?image=URL: a remote image under an OPFS overlay", () => {
     }, pinName);
     await page.goto(at);
     await page.waitForFunction(() => refcowOs.state === "error", undefined, { timeout: 60_000 });
-    expect(await page.textContent("#status")).toMatch(/demo-os\.qcow2 changed since the overlay remote-[0-9a-f]{8}\.qcow2 was made over it \(ETag "another-version" -> .*\)\. Reset drops the overlay/);
+    expect(await page.textContent("#status")).toMatch(/demo-os\.qcow2 changed since the overlay remote-[0-9a-f]{8}\.qcow2 was made over it \(ETag "another-version" -> .*\): refusing .*\. Reset drops the overlay/);
     expect(await page.getAttribute("#reset-btn", "class")).toContain("offer");
     await page.click("#reset-btn");
     await waitPrompt();
