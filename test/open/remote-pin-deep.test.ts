@@ -1,7 +1,8 @@
 /**
  * Pins of remote layers deeper than an overlay's backing file (open/remote-pin.ts, pin-record.ts): a local
  * overlay over http://…/mid.qcow2, itself over http://…/base.raw. The overlay's record names both versions;
- * a change of the deeper one is refused by the library's chain walk and by the CLI, naming that URL.
+ * a change of the deeper one is refused by the library's chain walk and by the CLI (convert, which reads
+ * through the chain), naming that URL.
  */
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
@@ -59,7 +60,7 @@ describe("pins of deeper remote layers", () => {
     try {
       const refusal = new RegExp(`${server.url("base.raw")} changed since the overlay .*ov\\.qcow2 was made over it \\(ETag .* -> "rebuilt"\\)`);
       expect(() => openImagePath(overlay, { readOnly: true })).toThrow(refusal);
-      const cli = await refcow(["info", "--backing-chain", overlay]);
+      const cli = await refcow(["convert", "-O", "raw", overlay, path.join(dir, "flat.raw")]);
       expect(cli.status).not.toBe(0);
       expect(cli.stderr).toMatch(refusal);
       // The middle layer alone (no overlay above it) is not pinned: it opens.
