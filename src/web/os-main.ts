@@ -310,10 +310,27 @@ async function bootRemote(url: string): Promise<void> {
   await boot(name);
 }
 
+/**
+ * Removes an OPFS file that may still be locked for a moment (the worker of a page just left lets go of its
+ * access handle shortly after); a missing file is fine.
+ */
+async function removeFileRetrying(name: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await removeFile(name);
+    } catch (e) {
+      const why = (e as { name?: string })?.name;
+      if (why === "NotFoundError") return;
+      if (why !== "NoModificationAllowedError" || attempt >= 60) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
 /** Drops the remote image's overlay (the guest's writes) and boots the image afresh. */
 async function resetRemote(url: string): Promise<void> {
   await closeSession();
-  await removeFile(overlayName(url)).catch(() => undefined);
+  await removeFileRetrying(overlayName(url));
   await removeOverlayPin(overlayName(url));
   ui.resetBtn.classList.remove("offer");
   log(`reset: the overlay over ${url} is dropped`);

@@ -149,7 +149,7 @@ describe("openWebHttpFile with a persistent store and read-ahead", () => {
 
   it("refuses another version than the one an overlay was made over, naming what changed", () => {
     const server: Server = { etag: '"v2"', failures: [], requests: [] };
-    const over = (pin: PinRecord) => ({ newXhr: xhrFor(server), refuse: (o: HttpObject) => pinRefusal(pin, o, "remote-1.qcow2") });
+    const over = (pin: PinRecord) => ({ newXhr: xhrFor(server), refuse: (o: HttpObject) => pinRefusal([pin], o, "remote-1.qcow2") });
     expect(() => openWebHttpFile(url, over({ url, size: SIZE, etag: '"v1"' }))).toThrow(
       /disk.raw changed since the overlay remote-1.qcow2 was made over it \(ETag "v1" -> "v2"\)/,
     );

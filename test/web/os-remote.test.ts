@@ -113,7 +113,7 @@ describe("os.html?image=URL: a remote image under an OPFS overlay", () => {
     await waitPrompt();
     const second = since(mark);
     const fraction = second.bytes / first.bytes;
-    log(`[os-remote] second boot: ${((performance.now() - t0) / 1000).toFixed(1)} s, ${second.requests} range requests, ${mb(second.bytes)} MiB (${(100 * fraction).toFixed(2)}% of the first boot's bytes)`);
+    log(`[os-remote] second boot: ${((performance.now() - t0) / 1000).toFixed(1)} s, ${second.requests} range requests, ${second.bytes} bytes (${(100 * fraction).toFixed(4)}% of the first boot's ${first.bytes} bytes)`);
     expect(fraction).toBeLessThan(0.25);
     expect(await page.textContent("#log")).toMatch(/reusing the overlay remote-/);
     expect(await shell("cat /root/kept")).toContain("kept-42");
