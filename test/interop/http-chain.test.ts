@@ -112,6 +112,34 @@ describe("backing files by URL (QEMU's curl driver as the oracle)", () => {
     expect(missingFormat.stderr).toMatch(/backing format must be specified/);
   });
 
+  it("safe rebase (no -u) of an overlay over a two-level URL chain onto another URL, then onto nothing: QEMU reads the same bytes", async () => {
+    expect((await run("refcow", ["create", "-q", "-f", "qcow2", "-b", server.url("mid.qcow2"), "-F", "qcow2", "safe.qcow2"], dir)).status).toBe(0);
+    qemuIo(path.join(dir, "safe.qcow2"), ["write -P 0x62 1M 64k", "write -P 0x63 6M 8k"]);
+    // The guest's view, read by QEMU (curl driver) before any change.
+    qemuImg(["convert", "-m", "1", "-O", "raw", "safe.qcow2", "safe-before.raw"], dir);
+    const r = await run("refcow", ["rebase", "-b", server.url("base.raw"), "-F", "raw", "safe.qcow2"], dir);
+    expect([r.status, r.stderr]).toEqual([0, ""]);
+    expect(qemuImg(["info", "safe.qcow2"], dir)).toContain(`backing file: ${server.url("base.raw")}`);
+    expect(qemuImg(["check", "safe.qcow2"], dir)).toContain("No errors were found");
+    const { q, r: rc } = await both(["compare", "safe.qcow2", "safe-before.raw"], dir);
+    expect([q.status, q.stdout, rc.status, rc.stdout]).toEqual([0, "Images are identical.\n", 0, q.stdout]);
+    // Only mid.qcow2's data (2M-3M, 11M+64k) differs from base.raw: little was copied.
+    const map = JSON.parse(qemuImg(["map", "--output=json", "safe.qcow2"], dir)) as { start: number; length: number; depth: number; data: boolean }[];
+    const copied = map.filter((e) => e.depth === 0 && e.data).reduce((n, e) => n + e.length, 0);
+    expect(copied).toBeLessThanOrEqual(MiB + 64 * 1024 + 128 * 1024);
+    // Onto nothing: the image stands alone, same bytes.
+    const alone = await run("refcow", ["rebase", "-b", "", "safe.qcow2"], dir);
+    expect([alone.status, alone.stderr]).toEqual([0, ""]);
+    expect(qemuImg(["info", "safe.qcow2"], dir)).not.toContain("backing file:");
+    expect(qemuImg(["compare", "safe.qcow2", "safe-before.raw"], dir)).toContain("Images are identical.");
+    expect(qemuImg(["check", "safe.qcow2"], dir)).toContain("No errors were found");
+    // A new backing file that cannot be opened changes nothing.
+    const missing = await run("refcow", ["rebase", "-b", server.url("missing.raw"), "-F", "raw", "safe.qcow2"], dir);
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr).toMatch(/Could not open new backing file/);
+    expect(qemuImg(["info", "safe.qcow2"], dir)).not.toContain("backing file:");
+  });
+
   it("the browser's chain opener (remote layers only) reads what QEMU reads", () => {
     const disk = openRemoteChain(server.url("mid.qcow2"), (u) => HttpFile.open(u, { cacheDir: false }));
     try {
