@@ -4,6 +4,7 @@
  */
 export { Qcow2Image } from "../open/qcow2.js";
 export { openImagePath, openLayerFile, probeFileFormat, probeFormat, RawDisk, remoteWriteRefusal, resolveBackingName } from "../open/open-path.js";
+export { pinPath, writePin } from "../open/remote-pin.js";
 export { isHttpUrl } from "../io/http-object.js";
 export type {
   ImageOpenOptions,

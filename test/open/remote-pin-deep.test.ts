@@ -2,7 +2,7 @@
  * Pins of remote layers deeper than an overlay's backing file (open/remote-pin.ts, pin-record.ts): a local
  * overlay over http://…/mid.qcow2, itself over http://…/base.raw. The overlay's record names both versions;
  * a change of the deeper one is refused by the library's chain walk and by the CLI (convert, which reads
- * through the chain), naming that URL.
+ * through the chain), naming that URL. A safe rebase records the new chain's versions instead.
  */
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
@@ -69,5 +69,23 @@ describe("pins of deeper remote layers", () => {
     } finally {
       await server.configure({ etags: {} });
     }
+  });
+
+  it("a safe rebase records the new chain's versions", async () => {
+    const overlay = path.join(dir, "ov-rebase.qcow2");
+    ensureOverlay(server.url("mid.qcow2"), overlay);
+    const r = await refcow(["rebase", "-b", server.url("base.raw"), "-F", "raw", overlay]);
+    expect([r.status, r.stderr]).toEqual([0, ""]);
+    const record = JSON.parse(fs.readFileSync(pinPath(overlay), "utf8"));
+    expect([record.url, record.size, record.layers]).toEqual([server.url("base.raw"), 2 * MiB, undefined]);
+    await server.configure({ etags: { "/base.raw": '"rebuilt"' } });
+    try {
+      expect(() => openImagePath(overlay, { readOnly: true })).toThrow(/base\.raw changed since the overlay/);
+    } finally {
+      await server.configure({ etags: {} });
+    }
+    const alone = await refcow(["rebase", "-b", "", overlay]);
+    expect([alone.status, alone.stderr]).toEqual([0, ""]);
+    expect(fs.existsSync(pinPath(overlay))).toBe(false);
   });
 });

@@ -9,13 +9,18 @@
  * before the header changes leaves the image naming the old backing file with some of its bytes copied in:
  * the same guest view.
  *
+ * An image with a record of the remote versions it was made over (`IMAGE.remote.json`, open/remote-pin.ts)
+ * gets the new chain's versions recorded in safe mode; -u leaves the record as it is.
+ *
  * Unsafe mode (-u): only the header changes; nothing is read or copied and the new backing file is not
  * opened. Used to point an overlay at a base that moved (a local file now served over HTTP, say) with the
  * same contents.
  */
 import { hasFlag, lastValue } from "../args.js";
 import type { CliIo } from "../command.js";
-import { NodeFile, Qcow2Image, resolveBackingName } from "../engine.js";
+import * as fs from "node:fs";
+import type { HttpObject } from "../../io/http-object.js";
+import { NodeFile, openImagePath, pinPath, Qcow2Image, resolveBackingName, writePin } from "../engine.js";
 import { CliError, messageOf } from "../errors.js";
 import { type Disk, errnoText, formatForOpen, formatProblem, openImage, parseFormat } from "../open.js";
 import { HELP_LONG, ioOf, oneFilename, parseCommandArgs } from "./common.js";
@@ -40,7 +45,8 @@ export async function rebaseCommand(argv: string[], io0?: CliIo): Promise<number
   const isQcow2 = probe.disk instanceof Qcow2Image;
   probe.disk.close();
   if (!isQcow2) throw new CliError(`Could not change the backing file to '${backing}': '${filename}' is not a qcow2 image`);
-  if (!hasFlag(parsed, "u")) copyDifferences(filename, backing, backingFmt);
+  const safe = !hasFlag(parsed, "u");
+  if (safe) copyDifferences(filename, backing, backingFmt);
   let file: NodeFile;
   try {
     file = NodeFile.open(filename, {});
@@ -59,7 +65,19 @@ export async function rebaseCommand(argv: string[], io0?: CliIo): Promise<number
   } finally {
     file.close();
   }
+  if (safe && fs.existsSync(pinPath(filename))) repin(filename, backing, backingFmt);
   return 0;
+}
+
+/** Records the versions of the new chain's remote layers (none left: the record goes). */
+function repin(filename: string, backing: string, backingFmt: string | undefined): void {
+  const remotes: HttpObject[] = [];
+  if (backing !== "") {
+    const path = resolveBackingName(filename, backing);
+    openImagePath(path, { readOnly: true, format: parseFormat(backingFmt!), onRemoteLayer: (o) => remotes.push(o) }).close();
+  }
+  if (remotes.length > 0) writePin(filename, remotes);
+  else fs.rmSync(pinPath(filename), { force: true });
 }
 
 /** Safe mode's copy: what the image reads through its old chain and the new backing file would change. */
