@@ -133,11 +133,13 @@ export const HELP: Record<string, CommandHelp> = {
     help: "  --output=ofmt  human (default) or json\n",
   },
   rebase: {
-    summary: "change the backing file an image names (unsafe mode: -u; no data copied)",
-    usage: "rebase [-f fmt] [-q] -u -b backing_file [-F backing_fmt] filename",
+    summary: "change the backing file an image names, keeping what the guest reads (unsafe mode -u: the name only)",
+    usage: "rebase [-f fmt] [-q] [-u] -b backing_file [-F backing_fmt] filename",
     help:
-      "  -u             unsafe: only the header changes (the only mode refcow has); the new backing file is not\n" +
-      "                 opened, and must hold what the old one did where the image does not\n" +
+      "  (safe mode)    where the old chain and the new backing file read differently, the old bytes are copied\n" +
+      "                 into the image first; both chains are only read (paths or URLs)\n" +
+      "  -u             unsafe: only the header changes; the new backing file is not opened, and must hold\n" +
+      "                 what the old one did where the image does not\n" +
       "  -b name        the new backing file: a path (relative to the image) or an http(s) URL; \"\" for none\n" +
       "  -F fmt         its format (qcow2 or raw); required with a name\n",
   },
