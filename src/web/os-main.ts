@@ -294,8 +294,10 @@ async function bootRemote(url: string): Promise<void> {
   const name = overlayName(url);
   const probe = await probeRemote(url);
   if (!(await fileExists(name))) {
-    await host.create(name, { size: probe.size, backingFile: url, backingFormat: probe.format });
+    // The record first: an overlay never exists without it (a crash in between leaves only a record,
+    // rewritten when the overlay is made again).
     await writeOverlayPin(name, { url, ...probe.version });
+    await host.create(name, { size: probe.size, backingFile: url, backingFormat: probe.format });
     log(`made the overlay ${name} over ${url} (${probe.format}, ${mib(probe.size)}): the guest's writes stay in it`);
   } else {
     const pin = await readOverlayPin(name, url);
