@@ -14,8 +14,8 @@
  * naming the URL as its backing file), made on first visit and reused after: the guest's writes survive
  * reloads. "Reset" drops the overlay; "Download" gives the overlay itself (small, naming the URL). The
  * remote image's chunks are kept in OPFS across visits (io/opfs-chunk-cache.ts), so a second boot fetches
- * almost nothing. The overlay records the version of the image it was made over (overlay-pins.ts); a
- * changed image is refused, with Reset offered.
+ * almost nothing. The overlay records the version of each remote layer it was made over (remote-probe.ts,
+ * overlay-pins.ts); a changed one is refused, with Reset offered.
  *
  * URL parameters (optional): disk=ide|virtio, mem=MiB, image=URL, cache=MiB (the chunk cache's bound,
  * default 1024; 0 turns it off).
@@ -28,6 +28,7 @@ import { checkFileName, fileBlob, fileExists, listFiles, removeFile, writeStream
 import { OsSession } from "./os-session.js";
 import { readOverlayPin, removeOverlayPin, writeOverlayPin } from "./overlay-pins.js";
 import { pinRefusal } from "../open/pin-record.js";
+import { probeRemoteImage } from "./remote-probe.js";
 import { SerialTerminal } from "./serial-terminal.js";
 
 interface ServerConfig {
@@ -274,34 +275,21 @@ function overlayName(url: string): string {
   return `remote-${h.toString(16).padStart(8, "0")}.qcow2`;
 }
 
-/** The remote image's format, virtual size and version (size and validators), from its first bytes (one Range request). */
-async function probeRemote(url: string): Promise<{ format: "qcow2" | "raw"; size: number; version: { size: number; etag?: string; lastModified?: string } }> {
-  const res = await fetch(url, { headers: { Range: "bytes=0-511" }, cache: "no-store" });
-  if (res.status === 200) throw new Error(`${url}: the server does not support Range requests`);
-  if (res.status !== 206) throw new Error(`${url}: HTTP status ${res.status}`);
-  const head = new DataView(await res.arrayBuffer());
-  const total = /\/(\d+)$/.exec(res.headers.get("content-range") ?? "")?.[1];
-  if (!total) throw new Error(`${url}: no usable Content-Range in the answer`);
-  const version = { size: Number(total), etag: res.headers.get("etag") ?? undefined, lastModified: res.headers.get("last-modified") ?? undefined };
-  if (head.byteLength >= 32 && head.getUint32(0) === 0x514649fb) return { format: "qcow2", size: Number(head.getBigUint64(24)), version };
-  return { format: "raw", size: Number(total), version };
-}
-
 /** Boots `url` under its OPFS overlay, made first when missing; refuses an overlay made over another version. */
 async function bootRemote(url: string): Promise<void> {
   if (!host) return;
   await closeSession();
   const name = overlayName(url);
-  const probe = await probeRemote(url);
+  const probe = await probeRemoteImage(url);
   if (!(await fileExists(name))) {
     // The record first: an overlay never exists without it (a crash in between leaves only a record,
     // rewritten when the overlay is made again).
-    await writeOverlayPin(name, { url, ...probe.version });
+    await writeOverlayPin(name, probe.layers);
     await host.create(name, { size: probe.size, backingFile: url, backingFormat: probe.format });
     log(`made the overlay ${name} over ${url} (${probe.format}, ${mib(probe.size)}): the guest's writes stay in it`);
   } else {
-    const pin = await readOverlayPin(name, url);
-    const refusal = pin && pinRefusal(pin, { url, ...probe.version }, name);
+    const records = await readOverlayPin(name, url);
+    const refusal = records && probe.layers.map((layer) => pinRefusal(records, layer, name)).find((r) => r !== undefined);
     if (refusal) {
       ui.resetBtn.classList.add("offer");
       throw new Error(`${refusal}. Reset drops the overlay (the guest's writes) and boots the image as it is now.`);

@@ -36,12 +36,12 @@ function pinName(overlay: string): string {
   return `${overlay}.json`;
 }
 
-/** Records that `overlay` is made over this version of its backing URL. */
-export async function writeOverlayPin(overlay: string, pin: PinRecord): Promise<void> {
+/** Records the versions of the remote layers `overlay` is made over (its backing file first). */
+export async function writeOverlayPin(overlay: string, layers: PinRecord[]): Promise<void> {
   const dir = await pinDir(true);
   if (!dir) throw new Error("the origin private file system is not available");
   const w = await (await dir.getFileHandle(pinName(overlay), { create: true })).createWritable();
-  await w.write(pinRecordText([pin]));
+  await w.write(pinRecordText(layers));
   await w.close();
 }
 
