@@ -123,9 +123,9 @@ export class ChunkService {
     const bytes = await fetchRange(this.obj, offset, length, this.opts, this.stats);
     // Copies when several: each chunk then owns its buffer (it may be transferred to another thread alone).
     const chunks = run.length === 1 ? [bytes] : run.map((i) => bytes.slice(i * chunkSize - offset, i * chunkSize - offset + this.chunkLength(i)));
-    if (this.opts.store) {
+    const { store } = this.opts;
+    if (store) {
       for (let j = 0; j < run.length; j++) {
-        const { store } = this.opts;
         await Promise.resolve()
           .then(() => store.put(run[j], chunks[j]))
           .catch((e) => this.opts.onStoreError?.(e));

@@ -15,8 +15,7 @@ import { openWebHttpFile, type WebHttpFileOptions } from "../io/http-file-web.js
 import { CHUNK_DEFAULTS } from "../io/chunk-reader.js";
 import { objectValidator } from "../io/http-object.js";
 import { openOpfsChunkCache } from "../io/opfs-chunk-cache.js";
-import type { SlotChunkCache } from "../io/slot-chunk-cache.js";
-import { DEFAULT_SLOT_CACHE_BYTES } from "../io/slot-chunk-cache.js";
+import { DEFAULT_SLOT_CACHE_BYTES, type SlotChunkCache } from "../io/slot-chunk-cache.js";
 import { type PinRecord, pinRefusal } from "../open/pin-record.js";
 import { readOverlayPin } from "../web/overlay-pins.js";
 import { openRemoteChain } from "../open/remote-chain.js";
