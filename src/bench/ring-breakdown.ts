@@ -33,7 +33,7 @@ import { percentile } from "../stats/latency.js";
 import type { ImagePool } from "../worker/pool.js";
 import type { RequestTiming } from "../worker/ring-client.js";
 import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
-import { integerOption, progress, runProgram } from "./entry.js";
+import { integerOption, nonNegativeOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
 
 const REGION = 64 * 1024 * 1024;
@@ -47,6 +47,13 @@ interface Stages {
   serve: number;
   complete: number;
   resume: number;
+}
+
+/** The ring's spins (absent: each side's default). */
+export interface Spins {
+  clientUs?: number;
+  serverUs?: number;
+  adaptive?: boolean;
 }
 
 /** One source's figures in one repetition. */
@@ -79,11 +86,17 @@ function fillRegion(disk: SyncDisk): void {
 }
 
 /** Runs the n writes through a ring client of `build` on `file`, timing every stage. */
-async function ringRun(build: Build, file: string, format: "qcow2" | "raw", what: "write" | "nop", n: number, offsets: number[], block: Uint8Array): Promise<{ us: number; stages: Stages }> {
+async function ringRun(build: Build, file: string, format: "qcow2" | "raw", what: "write" | "nop", n: number, offsets: number[], block: Uint8Array, spins: Spins): Promise<{ us: number; stages: Stages }> {
   const { ImagePool: Pool } = await build.load<{ ImagePool: typeof ImagePool }>("worker/pool.js");
   const pool = new Pool();
   try {
-    const client = await pool.open(file, { cache: "writeback", format });
+    const client = await pool.open(file, {
+      cache: "writeback",
+      format,
+      client: { spinUs: spins.clientUs, adaptiveSpin: spins.adaptive },
+      serverSpinUs: spins.serverUs,
+      serverAdaptiveSpin: spins.adaptive,
+    });
     const call = what === "write" ? (i: number) => client.write(offsets[i]!, block) : () => client.nop();
     for (let i = 0; i < WARM_UP; i++) await call(i);
     const t = new Array<RequestTiming>(n);
@@ -113,7 +126,7 @@ async function ringRun(build: Build, file: string, format: "qcow2" | "raw", what
   }
 }
 
-export async function runRingBreakdown(opts: { requests: number; reps: number; builds: Build[]; dir?: string }): Promise<{ runs: Run[]; checks: string[] }> {
+export async function runRingBreakdown(opts: { requests: number; reps: number; builds: Build[]; spins?: Spins; dir?: string }): Promise<{ runs: Run[]; checks: string[] }> {
   const n = opts.requests;
   const dir = fs.mkdtempSync(path.join(opts.dir ?? os.tmpdir(), "refcow-ring-breakdown-"));
   const qcow2 = path.join(dir, "bench.qcow2");
@@ -162,9 +175,9 @@ export async function runRingBreakdown(opts: { requests: number; reps: number; b
     for (const b of opts.builds) {
       const tag = opts.builds.length > 1 ? ` (${b.label})` : "";
       sources.push(
-        { name: `qcow2 via ring${tag}`, run: () => ringRun(b, qcow2, "qcow2", "write", n, offsets, block) },
-        { name: `raw via ring${tag}`, run: () => ringRun(b, raw, "raw", "write", n, offsets, block) },
-        { name: `nop via ring${tag}`, run: () => ringRun(b, qcow2, "qcow2", "nop", n, offsets, block) },
+        { name: `qcow2 via ring${tag}`, run: () => ringRun(b, qcow2, "qcow2", "write", n, offsets, block, opts.spins ?? {}) },
+        { name: `raw via ring${tag}`, run: () => ringRun(b, raw, "raw", "write", n, offsets, block, opts.spins ?? {}) },
+        { name: `nop via ring${tag}`, run: () => ringRun(b, qcow2, "qcow2", "nop", n, offsets, block, opts.spins ?? {}) },
       );
     }
     for (let rep = 0; rep < opts.reps; rep++) {
@@ -225,16 +238,35 @@ the same ring to a raw file, the engine called in-process, and a raw pwrite; rep
   --requests N        requests per run (default 20000)
   --reps N            repetitions (default 3)
   --compare-bin DIR   the ring sources of another build (its dist/) too, in the same repetitions
+  --client-spin US    the ring client's spin before it waits, µs (default: the client's own)
+  --server-spin US    the serve loop's spin before it sleeps, µs (default: the loop's own)
+  --fixed-spin        fixed spins instead of adaptive ones (both sides)
   -h, --help          this text
 `;
 
 runProgram(
   import.meta.url,
-  { name: "ring breakdown", usage: USAGE, options: { requests: { type: "string" }, reps: { type: "string" }, "compare-bin": { type: "string" } } },
+  {
+    name: "ring breakdown",
+    usage: USAGE,
+    options: {
+      requests: { type: "string" },
+      reps: { type: "string" },
+      "compare-bin": { type: "string" },
+      "client-spin": { type: "string" },
+      "server-spin": { type: "string" },
+      "fixed-spin": { type: "boolean" },
+    },
+  },
   async (v) => {
     const requests = integerOption("requests", v.requests) ?? 20000;
     const builds = buildsToCompare(v["compare-bin"]);
-    const { runs, checks } = await runRingBreakdown({ requests, reps: integerOption("reps", v.reps) ?? 3, builds });
+    const spins: Spins = {
+      clientUs: nonNegativeOption("client-spin", v["client-spin"]),
+      serverUs: nonNegativeOption("server-spin", v["server-spin"]),
+      adaptive: v["fixed-spin"] ? false : undefined,
+    };
+    const { runs, checks } = await runRingBreakdown({ requests, reps: integerOption("reps", v.reps) ?? 3, builds, spins });
     process.stdout.write(formatRingBreakdown(runs, checks, builds, requests) + "\n");
     if (checks.some((c) => c !== "clean")) return 1;
   },
