@@ -70,7 +70,8 @@ export function parseFioJson(text: string): FioResult {
 
 /**
  * fio's own random writes (no iolog): `writes` writes of `bs` bytes at offsets fio draws over [0, region) with
- * a fixed seed, so every server sees the same sequence; `fsyncEvery` > 0 adds a flush after that many writes.
+ * a fixed seed, so every server sees the same sequence; `fsyncEvery` > 0 has fio flush at least that often
+ * (fio's --fsync; at depth fio counts more flushes than writes / fsyncEvery); 0: no flush at all.
  */
 export interface RandwriteJob {
   region: number;
