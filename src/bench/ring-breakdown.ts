@@ -35,6 +35,7 @@ import type { RequestTiming } from "../worker/ring-client.js";
 import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
 import { integerOption, nonNegativeOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
+import { timeEach } from "./ring.js";
 
 const REGION = 64 * 1024 * 1024;
 const BLOCK = 4096;
@@ -69,17 +70,6 @@ interface Run {
   /** Median µs per request. */
   us: number;
   stages?: Stages;
-}
-
-/** µs per call of `f(i)`, each awaited. */
-async function timeEach(n: number, f: (i: number) => unknown): Promise<number[]> {
-  const out = new Array<number>(n);
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await f(i);
-    out[i] = (performance.now() - t) * 1000;
-  }
-  return out;
 }
 
 const median = (xs: number[]) => percentile(xs, 50);
