@@ -68,20 +68,64 @@ export function parseFioJson(text: string): FioResult {
   };
 }
 
-/** Runs fio on the iolog against the export on `socket`; `work` is a file prefix for its log and output. */
-export async function runFio(socket: string, offsets: readonly number[], length: number, cache: string, iodepth: number, work: string, uri?: string): Promise<FioResult> {
-  const iolog = `${work}.iolog`;
-  const output = `${work}.json`;
-  fs.writeFileSync(iolog, fioIolog(offsets, length, cache));
+/**
+ * fio's own random writes (no iolog): `writes` writes of `bs` bytes at offsets fio draws over [0, region) with
+ * a fixed seed, so every server sees the same sequence; `fsyncEvery` > 0 has fio flush at least that often
+ * (fio's --fsync; at depth fio counts more flushes than writes / fsyncEvery); 0: no flush at all.
+ */
+export interface RandwriteJob {
+  region: number;
+  bs: number;
+  writes: number;
+  fsyncEvery: number;
+  seed: number;
+}
+
+export function fioRandwriteArgs(socket: string, job: RandwriteJob, iodepth: number, output: string, uri?: string): string[] {
+  return [
+    "--name=refcow-randwrite",
+    "--ioengine=nbd",
+    `--uri=${uri ?? `nbd+unix:///?socket=${socket}`}`,
+    "--rw=randwrite",
+    `--bs=${job.bs}`,
+    `--size=${job.region}`,
+    `--io_size=${job.writes * job.bs}`,
+    `--randseed=${job.seed}`,
+    "--randrepeat=1",
+    ...(job.fsyncEvery > 0 ? [`--fsync=${job.fsyncEvery}`] : []),
+    `--iodepth=${iodepth}`,
+    "--output-format=json",
+    `--output=${output}`,
+  ];
+}
+
+/** Runs fio with `args` (which write JSON to `output`) and reads its figures. */
+async function runFioArgs(args: string[], output: string): Promise<FioResult> {
   await new Promise<void>((resolve, reject) => {
-    execFile("fio", fioArgs(socket, iolog, iodepth, output, uri), { timeout: 600000 }, (err, _stdout, stderr) => {
+    execFile("fio", args, { timeout: 600000 }, (err, _stdout, stderr) => {
       if (err) reject(new Error(`fio failed: ${stderr.toString().trim().split("\n").pop() || err.message}`));
       else resolve();
     });
   });
   const r = parseFioJson(fs.readFileSync(output, "utf8"));
-  fs.rmSync(iolog, { force: true });
   fs.rmSync(output, { force: true });
+  return r;
+}
+
+/** Runs fio on the iolog against the export on `socket`; `work` is a file prefix for its log and output. */
+export async function runFio(socket: string, offsets: readonly number[], length: number, cache: string, iodepth: number, work: string, uri?: string): Promise<FioResult> {
+  const iolog = `${work}.iolog`;
+  const output = `${work}.json`;
+  fs.writeFileSync(iolog, fioIolog(offsets, length, cache));
+  const r = await runFioArgs(fioArgs(socket, iolog, iodepth, output, uri), output);
+  fs.rmSync(iolog, { force: true });
   if (r.writes !== offsets.length) throw new Error(`fio wrote ${r.writes} times, the iolog has ${offsets.length} writes`);
+  return r;
+}
+
+/** Runs fio's random-write job against the export on `socket`. */
+export async function runFioRandwrite(socket: string, job: RandwriteJob, iodepth: number, work: string, uri?: string): Promise<FioResult> {
+  const r = await runFioArgs(fioRandwriteArgs(socket, job, iodepth, `${work}.json`, uri), `${work}.json`);
+  if (r.writes !== job.writes) throw new Error(`fio wrote ${r.writes} times, the job asked for ${job.writes}`);
   return r;
 }

@@ -3,6 +3,9 @@
  * (src/bench/fio-matrix.ts: the same file preparation, the same server command lines, the same fio
  * iolog replay of one 4 KiB write per 64 KiB cluster in random order with a flush every 64 writes), run
  * `--reps` times with the servers alternating inside each repetition, so that both see the same machine.
+ * `--pattern randwrite` runs fio's own random 4 KiB writes instead (rw=randwrite, a fixed seed, so the same
+ * sequence for every server) over the first 64 MiB of the image, which is fully allocated before the clock;
+ * `--writes` of them per run (a flush every 64 under writeback).
  * Prints, per phase and iodepth, each repetition's IOPS and clat p50/p99 and the ratio refcow / qemu-nbd, then
  * the median (min–max) of each (of clat: the median p50 and the median p99), and the CPU time each server spent
  * per request.
@@ -20,6 +23,11 @@
  *                              [--compare-bin OTHER/dist/cli/bin.js [--compare-args "..."]]
  *   --compare-bin: a second refcow nbd (another build, say the commit before a change) in the same
  *                  repetitions, interleaved with the others; its tables follow (vs qemu-nbd, and refcow / it).
+ *   --pattern iolog | randwrite   the workload (default iolog); --writes N: randwrite's writes per run
+ *   --phases in-place,post-snapshot   the phases to run (default both)
+ *   --strace   after the repetitions, one more run of each server and depth with strace -f -c attached:
+ *              its fdatasync/fsync/pwrite counts per write (an oracle that did not produce the IOPS; the
+ *              run's own figures are not in the tables)
  *   --cache writeback | writethrough | unsafe   the servers' --cache (writeback: a flush every 64 writes;
  *                                               otherwise none)
  *   --tls on | both    the servers with TLS: the same --object tls-creds-x509,...,verify-peer=off for both,
@@ -44,9 +52,9 @@ import { NbdClient } from "../nbd/client.js";
 import type { SourceSpec } from "../report/results.js";
 import { spread } from "../stats/latency.js";
 import { BenchUsageError, integerOption, progress, runProgram } from "./entry.js";
-import { runFio } from "./fio.js";
+import { type FioResult, runFio, runFioRandwrite } from "./fio.js";
 import { qemuCheckVerdict } from "./image-check.js";
-import { WRITE, writeOffsets } from "./load.js";
+import { CLUSTER, FLUSH_EVERY, WRITE, writeOffsets } from "./load.js";
 import { betweenPhases, nbdServerCommand, prepareFile } from "./sources.js";
 
 const USAGE = `usage: node dist/bench/nbd-fio.js [options]
@@ -58,6 +66,11 @@ request, each repetition and the median (min–max). Every image is checked with
   --reps N                 repetitions (default 3)
   --clusters N             writes per phase (default 2000)
   --depths a,b             fio iodepths (default 1,16)
+  --pattern P              iolog (the default) or randwrite: fio's rw=randwrite, 4 KiB, fixed seed, over the
+                           first 64 MiB of the image, fully allocated before the clock
+  --writes N               randwrite's writes per run (default 8192)
+  --phases a,b             in-place and/or post-snapshot (default both)
+  --strace                 one more run of each server and depth under strace -f -c: syscalls per write
   --cache MODE             the servers' --cache: writeback (a flush every 64 writes), writethrough or unsafe
                            (default writeback)
   --dir DIR                scratch directory (default: a new one under the system's temporary directory)
@@ -68,7 +81,9 @@ request, each repetition and the median (min–max). Every image is checked with
   -h, --help               this text
 `;
 
-const PHASES = ["in-place", "post-snapshot"] as const;
+const ALL_PHASES = ["in-place", "post-snapshot"] as const;
+/** randwrite's region: 64 MiB, all of it allocated before the clock. */
+const RANDWRITE_REGION = 64 * 1024 * 1024;
 
 /** A server under test: how it is labelled, what it serves, its extra arguments and another build's bin.js. */
 interface Server {
@@ -144,6 +159,38 @@ function cpuOf(pid: number): { runNs: number; utime: number; stime: number } {
 }
 const TICK_MS = 1000 / 100; // sysconf(_SC_CLK_TCK) is 100 on Linux
 
+/** strace -f -c's summary of process `pid` (every thread) while `run` runs: calls of each syscall. */
+async function straceCounts(pid: number, run: () => Promise<FioResult>, out: string): Promise<{ writes: number; perWrite: number; calls(name: string): number }> {
+  const tracer = spawn("strace", ["-f", "-c", "-o", out, "-p", String(pid)], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  tracer.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const ended = new Promise((r) => tracer.once("exit", r));
+  // strace says "Process N attached" on stderr once it traces the process.
+  for (let t0 = Date.now(); !err.includes("attached"); ) {
+    if (tracer.exitCode !== null || Date.now() - t0 > 10000) throw new Error(`strace did not attach: ${err}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  let r: FioResult;
+  try {
+    r = await run();
+  } finally {
+    tracer.kill("SIGINT");
+    await ended;
+  }
+  const calls = new Map<string, number>();
+  let total = 0;
+  for (const line of fs.readFileSync(out, "utf8").split("\n")) {
+    // % time, seconds, usecs/call, calls, [errors,] syscall
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5 || !/^\d/.test(f[0]!)) continue;
+    const name = f[f.length - 1]!;
+    const count = Number(f[3]);
+    if (name === "total") total = count;
+    else calls.set(name, count);
+  }
+  return { writes: r.writes, perWrite: total / r.writes, calls: (name) => calls.get(name) ?? 0 };
+}
+
 /** Starts `src`'s server on `file` and waits until it accepts a connection. */
 async function start(src: Server, file: string, socket: string, cache: CacheMode): Promise<{ stop: () => Promise<void>; pid: number }> {
   fs.rmSync(socket, { force: true });
@@ -195,11 +242,20 @@ runProgram(
       "compare-bin": { type: "string" },
       "compare-args": { type: "string" },
       tls: { type: "string" },
+      pattern: { type: "string" },
+      writes: { type: "string" },
+      phases: { type: "string" },
+      strace: { type: "boolean" },
     },
   },
   async (values) => {
     const reps = integerOption("reps", values.reps) ?? 3;
     const n = integerOption("clusters", values.clusters) ?? 2000;
+    const pattern = values.pattern ?? "iolog";
+    if (pattern !== "iolog" && pattern !== "randwrite") throw new BenchUsageError("--pattern takes iolog or randwrite");
+    const writes = integerOption("writes", values.writes) ?? 8192;
+    const PHASES = (values.phases ?? ALL_PHASES.join(",")).split(",");
+    for (const ph of PHASES) if (!(ALL_PHASES as readonly string[]).includes(ph)) throw new BenchUsageError(`--phases takes ${ALL_PHASES.join(", ")}`);
     const depths = (values.depths ?? "1,16").split(",").map((d) => integerOption("depths", d)!);
     const cache = values.cache ?? "writeback";
     if (cache !== "writeback" && cache !== "writethrough" && cache !== "unsafe") throw new BenchUsageError("--cache takes writeback, writethrough or unsafe");
@@ -220,36 +276,50 @@ runProgram(
 
     const results: FioFigures[] = [];
     const checks: string[] = []; // qemu-img check of each image after each phase
-    for (let rep = 1; rep <= reps; rep++) {
+    const straced: string[] = []; // the --strace run's counts
+    const runOne = (socket: string, depth: number, uri: string | undefined): Promise<FioResult> =>
+      pattern === "randwrite"
+        ? runFioRandwrite(socket, { region: RANDWRITE_REGION, bs: WRITE, writes, fsyncEvery: cache === "writeback" ? FLUSH_EVERY : 0, seed: 1234 }, depth, path.join(dir, "fio"), uri)
+        : runFio(socket, writeOffsets(n, "rand4k-per-cluster", 1234), WRITE, cache, depth, path.join(dir, "fio"), uri);
+    // randwrite: the 64 MiB region is written in full before the clock (prepareFile writes the first n clusters).
+    const prepared = pattern === "randwrite" ? RANDWRITE_REGION / CLUSTER : n;
+    for (let rep = 1; rep <= reps + (values.strace ? 1 : 0); rep++) {
+      const underStrace = rep > reps;
       for (const depth of depths) {
         const order = rep % 2 ? sources : [...sources].reverse();
         for (const src of order) {
           const file = path.join(dir, `${src.spec.source}.img`);
           const socket = path.join(dir, "fio.sock");
-          prepareFile(src.spec, file, n);
+          prepareFile(src.spec, file, prepared);
           for (const phase of PHASES) {
             if (phase === "post-snapshot") betweenPhases(src.spec, file, "snapshot");
             const { stop, pid } = await start(src, file, socket, cache);
             try {
-              const offsets = writeOffsets(n, "rand4k-per-cluster", 1234);
-              const c0 = cpuOf(pid);
-              const r = await runFio(socket, offsets, WRITE, cache, depth, path.join(dir, "fio"), fioUri(socket, src.tlsDir));
-              const c1 = cpuOf(pid);
-              const reqs = r.writes + r.syncs;
-              const cpu = (c1.runNs - c0.runNs) / 1000 / reqs;
-              const user = (c1.utime - c0.utime) * TICK_MS;
-              const sys = (c1.stime - c0.stime) * TICK_MS;
-              results.push({ rep, depth, phase, source: src.label, iops: r.iops, p50: r.clat_p50_us, p99: r.clat_p99_us, cpu });
-              progress(
-                `rep ${rep} qd${depth} ${phase} ${src.label}: ${Math.round(r.iops)} IOPS, clat p50 ${r.clat_p50_us.toFixed(1)} µs p99 ${r.clat_p99_us.toFixed(1)} µs, ` +
-                  `CPU ${cpu.toFixed(1)} µs/request (run time; user ${user} ms + sys ${sys} ms = ${(((user + sys) * 1000) / reqs).toFixed(1)} µs/request over ${reqs} requests)`,
-              );
+              if (underStrace) {
+                const counts = await straceCounts(pid, () => runOne(socket, depth, fioUri(socket, src.tlsDir)), path.join(dir, "strace.txt"));
+                const syncs = counts.calls("fdatasync") + counts.calls("fsync");
+                const pwrites = counts.calls("pwrite64") + counts.calls("pwritev") + counts.calls("pwritev2");
+                straced.push(`| ${phase} | ${depth} | ${src.label} | ${counts.writes} | ${counts.calls("fdatasync")} | ${counts.calls("fsync")} | ${(syncs / counts.writes).toFixed(3)} | ${(pwrites / counts.writes).toFixed(2)} | ${counts.perWrite.toFixed(1)} |`);
+              } else {
+                const c0 = cpuOf(pid);
+                const r = await runOne(socket, depth, fioUri(socket, src.tlsDir));
+                const c1 = cpuOf(pid);
+                const reqs = r.writes + r.syncs;
+                const cpu = (c1.runNs - c0.runNs) / 1000 / reqs;
+                const user = (c1.utime - c0.utime) * TICK_MS;
+                const sys = (c1.stime - c0.stime) * TICK_MS;
+                results.push({ rep, depth, phase, source: src.label, iops: r.iops, p50: r.clat_p50_us, p99: r.clat_p99_us, cpu });
+                progress(
+                  `rep ${rep} qd${depth} ${phase} ${src.label}: ${Math.round(r.iops)} IOPS, clat p50 ${r.clat_p50_us.toFixed(1)} µs p99 ${r.clat_p99_us.toFixed(1)} µs, ` +
+                    `CPU ${cpu.toFixed(1)} µs/request (run time; user ${user} ms + sys ${sys} ms = ${(((user + sys) * 1000) / reqs).toFixed(1)} µs/request over ${reqs} requests)`,
+                );
+              }
             } finally {
               await stop();
             }
             // The figures count only from an image qemu-img finds clean once its server has closed it.
             const verdict = qemuCheckVerdict(file);
-            checks.push(`${src.label} rep ${rep} qd${depth} ${phase}: ${verdict}`);
+            checks.push(`${src.label} rep ${underStrace ? "strace" : rep} qd${depth} ${phase}: ${verdict}`);
             if (verdict !== "clean") throw new Error(`qemu-img check of ${src.label}'s image after rep ${rep} qd${depth} ${phase}: ${verdict}`);
           }
           fs.rmSync(file, { force: true });
@@ -301,7 +371,11 @@ runProgram(
         }
       }
     };
-    console.log(`fio randwrite 4k (iolog, one write per 64 KiB cluster${cache === "writeback" ? ", flush every 64" : ""}), ${cache}, ${n} writes per phase, ${reps} interleaved repetitions${refcowExtra.length ? `, refcow nbd ${refcowExtra.join(" ")}` : ""}; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+    const workload =
+      pattern === "randwrite"
+        ? `fio rw=randwrite bs=4k over a fully allocated 64 MiB, fixed seed${cache === "writeback" ? ", fsync every 64" : ""}), ${cache}, ${writes} writes per phase`
+        : `fio randwrite 4k (iolog, one write per 64 KiB cluster${cache === "writeback" ? ", flush every 64" : ""}), ${cache}, ${n} writes per phase`;
+    console.log(`${workload}, ${reps} interleaved repetitions${refcowExtra.length ? `, refcow nbd ${refcowExtra.join(" ")}` : ""}; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
     console.log("CPU: the server process's run time over all its threads during the fio run, per request (writes + flushes)");
     if (tlsMode !== "on") table("refcow nbd", "qemu-nbd");
     if (tlsMode) {
@@ -321,6 +395,12 @@ runProgram(
       table("refcow nbd (compare)", other);
       console.log("");
       table(base, "refcow nbd (compare)");
+    }
+    if (straced.length) {
+      console.log("\nstrace -f -c attached to each server for one more run (not in the tables above), calls per fio write:");
+      console.log("| phase | iodepth | server | writes | fdatasync | fsync | syncs per write | pwrite per write | syscalls per write |");
+      console.log("|---|---|---|---|---|---|---|---|---|");
+      for (const l of straced) console.log(l);
     }
     console.log(`\nqemu-img check after every phase: ${checks.length} images, all clean`);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -227,8 +227,8 @@ export function formatRingCompare(runs: RingCompareRun[], builds: Build[]): stri
   ].join("\n");
 }
 
-/** µs per call of `f(i)`, each awaited. */
-async function timeEach(n: number, f: (i: number) => Promise<void>): Promise<number[]> {
+/** µs per call of `f(i)`, each awaited (every source pays the same await, whether its call is synchronous or not). */
+export async function timeEach(n: number, f: (i: number) => unknown): Promise<number[]> {
   const out = new Array<number>(n);
   for (let i = 0; i < n; i++) {
     const t = performance.now();

@@ -76,6 +76,8 @@ export interface RingClientOptions {
 }
 
 export const DEFAULT_CLIENT_SPIN_US = 50;
+/** The output of a request that returned none (a write's): one empty view for all of them. */
+const NO_OUTPUT = new Uint8Array(0);
 
 /** How an operation ends: `err`, or its value with its timing. Runs once. */
 export type OperationDone = (err: Error | undefined, value: unknown, timing: RequestTiming | undefined) => void;
@@ -437,7 +439,7 @@ export class RingClient {
         const status = i32[b + S.STATUS];
         const len = i32[b + S.RESULT_LEN] >>> 0;
         try {
-          c.done(status, this.ring.share(slot, len), i32[b + S.RESULT_TOTAL] >>> 0, i32[b + S.RESULT_TOKEN] >>> 0);
+          c.done(status, len === 0 ? NO_OUTPUT : this.ring.share(slot, len), i32[b + S.RESULT_TOTAL] >>> 0, i32[b + S.RESULT_TOKEN] >>> 0);
         } catch (e) {
           op.error ??= e as Error;
         }
