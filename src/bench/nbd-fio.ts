@@ -15,7 +15,8 @@
  * on a CPU does not grow when the machine is busy the way wall-clock latency does, so it compares the two
  * servers like for like under load.
  *
- *   node dist/bench/nbd-fio.js [--reps 3] [--clusters 2000] [--depths 1,16] [--cache writeback] [--dir DIR]
+ *   node dist/bench/nbd-fio.js [--reps 3] [--clusters 2000] [--depths 1,16] [--phases in-place,post-snapshot]
+ *                              [--cache writeback] [--dir DIR]
  *                              [--refcow-args "--serve=ring"]   (extra arguments for refcow nbd)
  *                              [--compare-bin OTHER/dist/cli/bin.js [--compare-args "..."]]
  *   --compare-bin: a second refcow nbd (another build, say the commit before a change) in the same
@@ -58,6 +59,7 @@ request, each repetition and the median (min–max). Every image is checked with
   --reps N                 repetitions (default 3)
   --clusters N             writes per phase (default 2000)
   --depths a,b             fio iodepths (default 1,16)
+  --phases a,b             in-place, post-snapshot or both (default both)
   --cache MODE             the servers' --cache: writeback (a flush every 64 writes), writethrough or unsafe
                            (default writeback)
   --dir DIR                scratch directory (default: a new one under the system's temporary directory)
@@ -69,6 +71,7 @@ request, each repetition and the median (min–max). Every image is checked with
 `;
 
 const PHASES = ["in-place", "post-snapshot"] as const;
+type Phase = (typeof PHASES)[number];
 
 /** A server under test: how it is labelled, what it serves, its extra arguments and another build's bin.js. */
 interface Server {
@@ -189,6 +192,7 @@ runProgram(
       reps: { type: "string" },
       clusters: { type: "string" },
       depths: { type: "string" },
+      phases: { type: "string" },
       cache: { type: "string" },
       dir: { type: "string" },
       "refcow-args": { type: "string" },
@@ -201,6 +205,8 @@ runProgram(
     const reps = integerOption("reps", values.reps) ?? 3;
     const n = integerOption("clusters", values.clusters) ?? 2000;
     const depths = (values.depths ?? "1,16").split(",").map((d) => integerOption("depths", d)!);
+    const phases = (values.phases ?? PHASES.join(",")).split(",") as Phase[];
+    if (phases.length === 0 || phases.some((p) => !PHASES.includes(p))) throw new BenchUsageError(`--phases takes ${PHASES.join(", ")} or both`);
     const cache = values.cache ?? "writeback";
     if (cache !== "writeback" && cache !== "writethrough" && cache !== "unsafe") throw new BenchUsageError("--cache takes writeback, writethrough or unsafe");
     const refcowExtra = (values["refcow-args"] ?? "").split(" ").filter(Boolean);
@@ -227,7 +233,7 @@ runProgram(
           const file = path.join(dir, `${src.spec.source}.img`);
           const socket = path.join(dir, "fio.sock");
           prepareFile(src.spec, file, n);
-          for (const phase of PHASES) {
+          for (const phase of phases) {
             if (phase === "post-snapshot") betweenPhases(src.spec, file, "snapshot");
             const { stop, pid } = await start(src, file, socket, cache);
             try {
@@ -263,7 +269,7 @@ runProgram(
     const table = (a: string, b: string) => {
       console.log(`| phase | iodepth | rep | ${a} IOPS | p50/p99 µs | CPU µs/req | ${b} IOPS | p50/p99 µs | CPU µs/req | IOPS ratio | CPU ratio |`);
       console.log("|---|---|---|---|---|---|---|---|---|---|---|");
-      for (const phase of PHASES) {
+      for (const phase of phases) {
         for (const depth of depths) {
           const ratios: number[] = [];
           const rf: number[] = [];
