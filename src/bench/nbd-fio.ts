@@ -18,13 +18,13 @@
  * on a CPU does not grow when the machine is busy the way wall-clock latency does, so it compares the two
  * servers like for like under load.
  *
- *   node dist/bench/nbd-fio.js [--reps 3] [--clusters 2000] [--depths 1,16] [--cache writeback] [--dir DIR]
+ *   node dist/bench/nbd-fio.js [--reps 3] [--clusters 2000] [--depths 1,16] [--phases in-place,post-snapshot]
+ *                              [--cache writeback] [--dir DIR]
  *                              [--refcow-args "--serve=ring"]   (extra arguments for refcow nbd)
  *                              [--compare-bin OTHER/dist/cli/bin.js [--compare-args "..."]]
  *   --compare-bin: a second refcow nbd (another build, say the commit before a change) in the same
  *                  repetitions, interleaved with the others; its tables follow (vs qemu-nbd, and refcow / it).
  *   --pattern iolog | randwrite   the workload (default iolog); --writes N: randwrite's writes per run
- *   --phases in-place,post-snapshot   the phases to run (default both)
  *   --strace   after the repetitions, one more run of each server and depth with strace -f -c attached:
  *              its fdatasync/fsync/pwrite counts per write (an oracle that did not produce the IOPS; the
  *              run's own figures are not in the tables)
@@ -236,6 +236,7 @@ runProgram(
       reps: { type: "string" },
       clusters: { type: "string" },
       depths: { type: "string" },
+      phases: { type: "string" },
       cache: { type: "string" },
       dir: { type: "string" },
       "refcow-args": { type: "string" },
@@ -244,7 +245,6 @@ runProgram(
       tls: { type: "string" },
       pattern: { type: "string" },
       writes: { type: "string" },
-      phases: { type: "string" },
       strace: { type: "boolean" },
     },
   },

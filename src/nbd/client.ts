@@ -2,9 +2,12 @@
  * A minimal NBD client, the benchmark's load generator for every NBD source (refcow's export, qemu-nbd):
  * connects to a Unix socket, negotiates the fixed newstyle handshake with NBD_OPT_GO on the default export
  * (no structured replies, so every reply is simple), and issues WRITE, FLUSH, READ and DISC, one request or
- * many in flight (replies are matched by handle). The wire format and its codecs are in protocol.ts.
+ * many in flight (replies are matched by handle). With TLS it first upgrades the connection with
+ * NBD_OPT_STARTTLS (tls.ts has the exchange) and negotiates inside TLS. The wire format and its codecs are in
+ * protocol.ts.
  */
 import * as net from "node:net";
+import * as tls from "node:tls";
 import {
   ClientFlag,
   Cmd,
@@ -33,29 +36,46 @@ interface Pending {
   readLength: number;
 }
 
+/**
+ * The client's TLS: a pre-shared key (the identity the client names and its key), or X.509 with the server's
+ * certificate taken unchecked (`anyServerCertificate`: only for a server this process made, as the NBD
+ * server's warm-up does). No client certificate either way.
+ */
+export type ClientTls = { psk: { identity: string; key: Buffer } } | { anyServerCertificate: true };
+
 /** Buffered reader over a socket: resolves exact byte counts in order. */
 class SocketReader {
   private chunks: Buffer[] = [];
   private have = 0;
   private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   private failure: Error | null = null;
+  private readonly onData = (d: Buffer): void => {
+    this.chunks.push(d);
+    this.have += d.length;
+    this.wake();
+  };
+  private readonly fail = (e: Error): void => {
+    this.failure ??= e;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(this.failure);
+    }
+  };
+  private readonly onClose = (): void => this.fail(new Error("NBD server closed the connection"));
 
-  constructor(socket: net.Socket) {
-    socket.on("data", (d: Buffer) => {
-      this.chunks.push(d);
-      this.have += d.length;
-      this.wake();
-    });
-    const fail = (e: Error) => {
-      this.failure ??= e;
-      if (this.waiter) {
-        const w = this.waiter;
-        this.waiter = null;
-        w.reject(this.failure);
-      }
-    };
-    socket.on("error", fail);
-    socket.on("close", () => fail(new Error("NBD server closed the connection")));
+  constructor(private readonly socket: net.Socket) {
+    socket.on("data", this.onData);
+    socket.on("error", this.fail);
+    socket.on("close", this.onClose);
+  }
+
+  /** Stops reading the socket (another layer, TLS, takes it over); nothing may be buffered. */
+  detach(): void {
+    if (this.have > 0) throw new Error("NBD server sent data after STARTTLS's reply");
+    this.socket.off("data", this.onData);
+    this.socket.off("error", this.fail);
+    this.socket.off("close", this.onClose);
   }
 
   read(n: number): Promise<Buffer> {
@@ -99,23 +119,38 @@ export class NbdClient {
     void this.replyLoop();
   }
 
-  /** Connects to `socketPath` and negotiates the default export (NBD_OPT_GO with an empty name). */
-  static async connect(socketPath: string): Promise<NbdClient> {
-    const socket = net.createConnection(socketPath);
-    socket.setNoDelay(true);
+  /**
+   * Connects to `socketPath` and negotiates the default export (NBD_OPT_GO with an empty name); with `psk`,
+   * with `secure`, inside TLS (NBD_OPT_STARTTLS first).
+   */
+  static async connect(socketPath: string, secure?: ClientTls): Promise<NbdClient> {
+    const raw = net.createConnection(socketPath);
+    raw.setNoDelay(true);
     await new Promise<void>((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("error", reject);
+      raw.once("connect", resolve);
+      raw.once("error", reject);
     });
-    const reader = new SocketReader(socket);
+    let socket: net.Socket = raw;
+    let reader = new SocketReader(raw);
     const greeting = decodeServerGreeting(await reader.read(HANDSHAKE_LENGTH));
     if (!(greeting.flags & HandshakeFlag.FIXED_NEWSTYLE)) {
-      socket.destroy();
+      raw.destroy();
       throw new Error(`${socketPath}: the NBD server does not speak fixed newstyle`);
     }
     const clientFlags = ClientFlag.C_FIXED_NEWSTYLE | (greeting.flags & HandshakeFlag.NO_ZEROES ? ClientFlag.C_NO_ZEROES : 0);
     // GO on the default export (empty name) with no info requests: the server sends NBD_INFO_EXPORT anyway.
-    socket.write(Buffer.concat([encodeClientFlags(clientFlags), encodeOption(Opt.GO, encodeInfoRequest({ name: "", infos: [] }))]));
+    const go = encodeOption(Opt.GO, encodeInfoRequest({ name: "", infos: [] }));
+    if (secure) {
+      raw.write(encodeClientFlags(clientFlags));
+      try {
+        socket = await startTls(raw, reader, secure);
+      } catch (e) {
+        raw.destroy();
+        throw new Error(`${socketPath}: ${(e as Error).message}`);
+      }
+      reader = new SocketReader(socket);
+      socket.write(go);
+    } else raw.write(Buffer.concat([encodeClientFlags(clientFlags), go]));
     let size = -1;
     let flags = 0;
     for (;;) {
@@ -138,6 +173,11 @@ export class NbdClient {
     return new NbdClient(socket, reader, size, flags);
   }
 
+  /** Whether requests and replies go through TLS. */
+  get encrypted(): boolean {
+    return this.socket instanceof tls.TLSSocket;
+  }
+
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.request(Cmd.WRITE, offset, data.length, data, 0).then(() => undefined);
   }
@@ -156,6 +196,8 @@ export class NbdClient {
    * that cut requests in two.
    */
   corked<T>(issue: () => T): T {
+    // Over TLS each request leaves as its own records (see request()); a cork would make them one.
+    if (this.encrypted) return issue();
     this.socket.cork();
     try {
       return issue();
@@ -188,8 +230,13 @@ export class NbdClient {
     const req = encodeRequest({ flags: 0, type, handle, offset, length });
     return new Promise((resolve, reject) => {
       this.pending.set(handle, { resolve, reject, readLength });
-      if (data) this.socket.write(Buffer.concat([req, data]));
-      else this.socket.write(req);
+      if (!data) this.socket.write(req);
+      // Over TLS, libnbd sends a write's header and its payload as two TLS records, which the server receives
+      // as two reads: so does this client (one write each; Node's TLS makes one record of each write).
+      else if (this.encrypted) {
+        this.socket.write(req);
+        this.socket.write(data);
+      } else this.socket.write(Buffer.concat([req, data]));
     });
   }
 
@@ -214,4 +261,26 @@ export class NbdClient {
       this.pending.clear();
     }
   }
+}
+
+/** NBD_OPT_STARTTLS, its ACK (in the clear), then the client's side of a TLS handshake on `raw`. */
+async function startTls(raw: net.Socket, reader: SocketReader, how: ClientTls): Promise<tls.TLSSocket> {
+  raw.write(encodeOption(Opt.STARTTLS, new Uint8Array(0)));
+  const h = decodeOptionReplyHeader(await reader.read(OPTION_REPLY_HEADER_LENGTH));
+  const data = h.length ? await reader.read(h.length) : Buffer.alloc(0);
+  if (h.type !== Rep.ACK) throw new Error(`NBD_OPT_STARTTLS refused: ${data.toString() || `reply type 0x${h.type.toString(16)}`}`);
+  reader.detach();
+  const psk = "psk" in how ? how.psk : undefined;
+  const socket = tls.connect(
+    psk
+      ? // No certificate to check: the key authenticates the server.
+        { socket: raw, pskCallback: () => ({ identity: psk.identity, psk: psk.key }), checkServerIdentity: () => undefined }
+      : { socket: raw, rejectUnauthorized: false },
+  );
+  await new Promise<void>((resolve, reject) => {
+    socket.once("secureConnect", resolve);
+    socket.once("error", reject);
+  });
+  socket.setNoDelay(true);
+  return socket;
 }

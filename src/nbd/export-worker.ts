@@ -44,7 +44,7 @@ async function main(d: ExportWorkerData): Promise<void> {
   const { image, settings } = d;
   if (d.warmUp) {
     try {
-      await warmUp({ format: image.format, scheme: image.scheme, schemeOptions: image.schemeOptions, alloc: image.alloc, export: settings });
+      await warmUp({ format: image.format, scheme: image.scheme, schemeOptions: image.schemeOptions, alloc: image.alloc, export: settings, tls: d.tls });
     } catch (e) {
       // Only a speed-up: a failure (say, no temporary directory) is reported with -v and serving goes on.
       if (d.verbose) post({ type: "log", message: `warm-up failed: ${(e as Error)?.message ?? e}` });

@@ -5,7 +5,8 @@
  * (tls.ts), with the replies of one turn of the event loop written together (coalesceReplies).
  *
  * Per socket read: every complete request in the bytes received is decoded and served in order, the payload
- * of a WRITE passed to the port as a view on the received bytes (no copy; a payload split over several reads
+ * of a WRITE passed to the port as a view on the received bytes (no copy, also when the payload comes whole
+ * in the read after its header's, as a TLS client's payload record does; a payload split over several reads
  * is gathered into one buffer first); then the port is told the batch has ended (a port holding durable
  * writes for one shared flush flushes then: group commit), and the replies pushed so far go out in one socket
  * write. A request the port answers later (the ring port, or one waiting for the group's flush) is in flight
@@ -40,8 +41,8 @@ export type TransmissionEnd = { end: "disconnect" } | { end: "closed" } | { end:
 /** A WRITE whose payload is still arriving. */
 interface PartialWrite {
   req: Request;
-  /** Gathers the payload: `filled` bytes have arrived. */
-  payload: Buffer;
+  /** Gathers the payload: `filled` bytes have arrived (none yet: not allocated, see onData). */
+  payload: Buffer | undefined;
   filled: number;
 }
 
@@ -155,14 +156,25 @@ export class Transmission {
     let buf = chunk;
     const partial = this.partial;
     if (partial) {
-      const n = Math.min(chunk.length, partial.payload.length - partial.filled);
-      chunk.copy(partial.payload, partial.filled, 0, n);
-      partial.filled += n;
-      if (partial.filled < partial.payload.length) return;
+      const length = partial.req.length;
+      let payload = partial.payload;
+      let n: number;
+      if (!payload && chunk.length >= length) {
+        // The whole payload in this read (over TLS, a client's payload record): a view, no copy.
+        payload = chunk.subarray(0, length);
+        n = length;
+      } else {
+        payload ??= Buffer.allocUnsafe(length);
+        n = Math.min(chunk.length, length - partial.filled);
+        chunk.copy(payload, partial.filled, 0, n);
+        partial.payload = payload;
+        partial.filled += n;
+        if (partial.filled < length) return;
+      }
       this.partial = undefined;
       buf = chunk.subarray(n);
       this.inBatch = true;
-      this.execute(partial.req, partial.payload);
+      this.execute(partial.req, payload);
     } else if (this.pending) {
       buf = Buffer.concat([this.pending, chunk]);
       this.pending = undefined;
@@ -213,6 +225,9 @@ export class Transmission {
         if (buf.length - pos >= req.length) {
           payload = buf.subarray(pos, pos + req.length);
           pos += req.length;
+        } else if (pos === buf.length) {
+          this.partial = { req, payload: undefined, filled: 0 };
+          return;
         } else {
           const p = Buffer.allocUnsafe(req.length);
           const n = buf.copy(p, 0, pos);

@@ -6,7 +6,7 @@
  * will serve with, and nothing compiled in the warm-up is thrown away at the first real request.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { NbdClient } from "./client.js";
+import { type ClientTls, NbdClient } from "./client.js";
 
 export interface WarmUpClientData {
   socket: string;
@@ -16,6 +16,13 @@ export interface WarmUpClientData {
   rounds: number;
   clusters: number;
   clusterSize: number;
+  /** Connect over TLS. */
+  tls?: WarmUpClientTls;
+}
+
+/** The warm-up client's TLS: with this pre-shared key (hexadecimal), or without one (X.509, the scratch server's certificate not checked). */
+export interface WarmUpClientTls {
+  psk?: { identity: string; keyHex: string };
 }
 
 /** The warm-up's load: 4 KiB writes to random clusters, a read and a flush every 64 writes, `connections` times. */
@@ -30,7 +37,9 @@ export async function warmUpLoad(d: WarmUpClientData): Promise<void> {
 }
 
 async function connection(d: WarmUpClientData, data: Uint8Array, next: () => number): Promise<void> {
-  const client = await NbdClient.connect(d.socket);
+  const psk = d.tls?.psk;
+  const tls: ClientTls | undefined = d.tls && (psk ? { psk: { identity: psk.identity, key: Buffer.from(psk.keyHex, "hex") } } : { anyServerCertificate: true });
+  const client = await NbdClient.connect(d.socket, tls);
   for (let r = 0; r < d.rounds; r++) {
     const depth = r % 2 === 0 ? 1 : 16;
     for (let i = 0; i < d.clusters; i += depth) {

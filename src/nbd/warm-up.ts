@@ -14,8 +14,16 @@
  *   server alone, as it is when the real clients (other processes) connect;
  * - the scratch export is built by the same function as the real one (nbdExport) from the same settings,
  *   so it is an object of the same shape;
- * - several connections and several lifecycles of the scratch image (warmUp's comment).
+ * - several connections and several lifecycles of the scratch image (warmUp's comment);
+ * - over TLS when the real export requires it: the TLS socket's read and write path (and the transmission's
+ *   coalescing of replies under it) is other code than the plain socket's, and left cold it cost the first
+ *   few thousand real requests about 100 µs of CPU each. With the real kind of credentials, too: Node's TLS
+ *   sockets of a PSK server are objects of another shape than an X.509 server's (V8 deoptimises the stream
+ *   code compiled for one when the other comes). An X.509 export's scratch server has its certificate and
+ *   key but asks the client for none (the warm-up's client has no certificate the real CA signed); a PSK
+ *   export's has a random key made for the warm-up.
  */
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -26,7 +34,8 @@ import { Worker } from "node:worker_threads";
 import { type ExportSettings, nbdExport } from "./export.js";
 import { openInlineImage } from "./inline-port.js";
 import { NbdServer } from "./server.js";
-import type { WarmUpClientData } from "./warm-up-client.js";
+import type { TlsSettings } from "./tls.js";
+import type { WarmUpClientData, WarmUpClientTls } from "./warm-up-client.js";
 
 const CLUSTER = 65536;
 const CLUSTERS = 256;
@@ -39,7 +48,12 @@ export interface WarmUpOptions extends Pick<ImageOpenOptions, "scheme" | "scheme
    * branches when the real clients come.
    */
   export: ExportSettings;
+  /** The real export's TLS: the warm-up's connections use TLS too, with credentials of the same kind. */
+  tls?: TlsSettings;
 }
+
+/** The warm-up's PSK identity (the key is random, made for each lifecycle of the scratch image). */
+const WARM_UP_IDENTITY = "refcow-warm-up";
 
 /**
  * Serves the warm-up's load over NBD to a scratch image, in `cycles` lifecycles of the scratch image (create,
@@ -66,11 +80,12 @@ async function warmUpCycle(opts: WarmUpOptions, connections: number, rounds: num
     const img = openInlineImage({ path: file, format: opts.format, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache });
     try {
       const settings = { ...opts.export, readOnly: false, zeroClusters: opts.export.zeroClusters && opts.format === "qcow2" ? CLUSTER : 0 };
-      const server = new NbdServer(nbdExport(img.port, settings), { shared: 1, persistent: true });
+      const tls = opts.tls ? warmUpTls(opts.tls, dir) : undefined;
+      const server = new NbdServer(nbdExport(img.port, settings), { shared: 1, persistent: true, tls: tls?.server });
       const socket = path.join(dir, "warm.sock");
       await server.listen({ socket });
       try {
-        const load = { socket, connections, rounds, clusters: CLUSTERS, clusterSize: CLUSTER };
+        const load = { socket, connections, rounds, clusters: CLUSTERS, clusterSize: CLUSTER, tls: tls?.client };
         await runClientThread(load);
       } finally {
         await server.stop();
@@ -81,6 +96,16 @@ async function warmUpCycle(opts: WarmUpOptions, connections: number, rounds: num
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The scratch server's TLS and its client's, of the kind of the real export's (see the top of this file). */
+function warmUpTls(real: TlsSettings, dir: string): { server: TlsSettings; client: WarmUpClientTls } {
+  if (real.creds.kind === "x509") return { server: { creds: { ...real.creds, verifyPeer: false } }, client: {} };
+  const key = randomBytes(32).toString("hex");
+  return {
+    server: { creds: { kind: "psk", id: "warm-up", dir, keys: { [WARM_UP_IDENTITY]: key } } },
+    client: { psk: { identity: WARM_UP_IDENTITY, keyHex: key } },
+  };
 }
 
 /** Runs the warm-up's client in a thread of its own (warm-up-client.ts) and waits for it to finish. */

@@ -13,6 +13,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ClientTls, NbdClient } from "../../src/nbd/client.js";
 import { accepts, killLeftoverServers, REFCOW_BIN, run } from "../helpers/nbd.js";
 import { qemuCheck, qemuCompare, qemuImg, tempDir } from "../helpers/qemu.js";
 import { CLIENT_DN, makeTestCredentials, PSK_USER, STRANGER, type TestCredentials } from "../helpers/tls-creds.js";
@@ -66,10 +67,11 @@ function reachable(where: Where): Promise<boolean> {
 }
 
 /** Starts refcow nbd or qemu-nbd (persistent) on `image` with the same TLS options; resolves once it listens. */
-async function startServer(name: Server["name"], image: string, where: Where, tlsArgs: string[], extra: string[] = []): Promise<Server> {
+async function startServer(name: Server["name"], image: string, where: Where, tlsArgs: string[], extra: string[] = [], warmUp = false): Promise<Server> {
   const listen = "socket" in where ? ["-k", where.socket] : ["-b", "127.0.0.1", "-p", String(where.port)];
   const args = ["-t", ...listen, ...tlsArgs, "-f", "qcow2", ...extra, image];
-  const child = name === "refcow" ? spawn(process.execPath, [REFCOW_BIN, "nbd", "-v", "--no-warm-up", ...args], { stdio: ["ignore", "ignore", "pipe"] }) : spawn("qemu-nbd", args, { stdio: ["ignore", "ignore", "pipe"] });
+  const refcowArgs = [REFCOW_BIN, "nbd", "-v", ...(warmUp ? [] : ["--no-warm-up"]), ...args];
+  const child = name === "refcow" ? spawn(process.execPath, refcowArgs, { stdio: ["ignore", "ignore", "pipe"] }) : spawn("qemu-nbd", args, { stdio: ["ignore", "ignore", "pipe"] });
   children.add(child);
   let err = "";
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
@@ -267,6 +269,55 @@ describe.each(KINDS)("$name", (kind) => {
       }
     }
     expect(classes.refcow).toEqual(classes["qemu-nbd"]);
+  }, 120_000);
+});
+
+describe("the warm-up over TLS", () => {
+  it("refcow's own NBD client (the warm-up's) upgrades with STARTTLS as qemu-nbd expects, with X.509 and with PSK", async () => {
+    const keyHex = fs.readFileSync(path.join(creds.psk, "keys.psk"), "utf8").trim().split(":")[1]!;
+    const cases: [string, string[], ClientTls][] = [
+      ["x509", ["--object", `tls-creds-x509,id=tls0,dir=${creds.server},endpoint=server,verify-peer=off`, "--tls-creds=tls0"], { anyServerCertificate: true }],
+      ["psk", ["--object", `tls-creds-psk,id=tls0,dir=${creds.psk},endpoint=server`, "--tls-creds=tls0"], { psk: { identity: PSK_USER, key: Buffer.from(keyHex, "hex") } }],
+    ];
+    for (const [kind, args, secure] of cases) {
+      const image = newImage(`own-client-${kind}.qcow2`);
+      const where = { socket: path.join(dir, `own-client-${kind}.sock`) };
+      const s = await startServer("qemu-nbd", image, where, args);
+      try {
+        // Without TLS, qemu-nbd refuses the export: the client's STARTTLS is what lets it in.
+        await expect(NbdClient.connect(where.socket)).rejects.toThrow(/NBD_OPT_GO refused/);
+        const c = await NbdClient.connect(where.socket, secure);
+        expect(c.encrypted).toBe(true);
+        expect(c.size).toBe(SIZE);
+        await c.write(65536, new Uint8Array(8192).fill(0x3c));
+        await c.flush();
+        expect(Buffer.from(await c.read(65536, 8192)).equals(Buffer.alloc(8192, 0x3c))).toBe(true);
+        await c.close();
+      } finally {
+        await s.stop();
+      }
+      expect(qemuCheck(image).status).toBe(0);
+      const io = await run("qemu-io", ["-f", "qcow2", "-c", "read -P 0x3c 65536 8192", "-c", "read -P 0 0 65536", image]);
+      expect(io.status, io.stderr).toBe(0);
+      expect(io.stdout).not.toMatch(/Pattern verification failed/);
+    }
+  }, 120_000);
+
+  it("refcow nbd warmed up over TLS (X.509, verify-peer and an authz list in force) serves qemu-io and still refuses what it refused", async () => {
+    const image = newImage("warm.qcow2");
+    const where = { socket: path.join(dir, "warm.sock") };
+    const s = await startServer("refcow", image, where, KINDS[0]!.serverArgs(), [], true);
+    try {
+      const io = await qemuIoOver(where, { x509: creds.client }, ["write -P 0x7e 0 65536", "read -P 0x7e 0 65536", "flush"]);
+      expect(io.status, io.stderr).toBe(0);
+      expect(io.stdout).not.toMatch(/Pattern verification failed/);
+      expect(errorClass(await nbdinfo(where, { x509: creds.other }))).toBe("closed after the tls handshake");
+      expect(errorClass(await nbdinfo(where, "none"))).toBe("tls required");
+    } finally {
+      await s.stop();
+    }
+    expect(s.stderr()).not.toMatch(/warm-up failed/);
+    expect(qemuCheck(image).status).toBe(0);
   }, 120_000);
 });
 

@@ -223,6 +223,32 @@ describe("x509", () => {
   });
 });
 
+describe("write payloads in TLS records of their own", () => {
+  it("a payload whole in its own record, split over two, or sharing one with the next request: each lands whole", async () => {
+    const { sock } = await serve("records", { tls: { creds: loadPskCredentials("tls0", creds.psk) } });
+    const c = await opened(sock, pskClient(PSK_USER, creds.pskKey));
+    const payload = (k: number): Buffer => Buffer.alloc(4096, 0x10 + k);
+    // In the last MiB of the image, which no other test writes.
+    const at = (k: number): number => 3 * MiB + (k - 1) * 8192;
+    const header = (handle: bigint, k: number, length: number): Uint8Array => encodeRequest({ type: Cmd.WRITE, flags: 0, handle, offset: at(k), length });
+    // Each send() is one TLS record, which the server receives as one read.
+    c.send(header(1n, 1, 4096));
+    c.send(payload(1));
+    expect((await c.reply())!.error).toBe(0);
+    c.send(header(2n, 2, 4096));
+    c.send(payload(2).subarray(0, 1000));
+    c.send(payload(2).subarray(1000));
+    expect((await c.reply())!.error).toBe(0);
+    c.send(header(3n, 3, 4096));
+    c.send(Buffer.concat([payload(3), header(4n, 4, 4096)]));
+    c.send(payload(4));
+    expect((await c.reply())!.error).toBe(0);
+    expect((await c.reply())!.error).toBe(0);
+    for (const k of [1, 2, 3, 4]) expect((await readBack(c, at(k), 4096, BigInt(10 + k))).equals(payload(k)), `write ${k}`).toBe(true);
+    c.destroy();
+  });
+});
+
 describe("psk", () => {
   let sock: string;
   let logs: string[];

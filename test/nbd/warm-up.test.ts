@@ -1,7 +1,8 @@
 /**
  * The inline export's warm-up (src/nbd/warm-up.ts): it serves its scratch images to a client in another
  * thread — every request of the client's load reaches the scratch image, counted where the server calls the
- * engine — and leaves nothing behind, for qcow2 and raw; and the export it serves has the shape of the real
+ * engine — and leaves nothing behind, for qcow2 and raw; over TLS when the export has TLS, each connection
+ * upgraded with credentials of the export's kind; and the export it serves has the shape of the real
  * export whatever the settings (one construction, nbdExport), so that code compiled on it stays valid.
  */
 import * as fs from "node:fs";
@@ -10,8 +11,12 @@ import { afterAll, describe, expect, it, vi } from "vitest";
 import { createImagePath, openImagePath } from "../../src/open/open-path.js";
 import { type ExportSettings, nbdExport } from "../../src/nbd/export.js";
 import { inlinePort } from "../../src/nbd/inline-port.js";
+import { loadPskCredentials, loadX509Credentials, TlsServer, type TlsSettings } from "../../src/nbd/tls.js";
 import { warmUp } from "../../src/nbd/warm-up.js";
 import { tempDir } from "../helpers/qemu.js";
+import { makeTestCredentials } from "../helpers/tls-creds.js";
+
+const realUpgrade = TlsServer.prototype.upgrade;
 
 /** What the scratch images opened by the warm-up were asked, in this (the serving) thread. */
 const served = { opens: 0, writes: 0, writeBytes: 0, foreignWrites: 0, reads: 0, readBytes: 0, flushes: 0 };
@@ -79,6 +84,31 @@ describe("warm-up", () => {
     // flushes after the batch ending at cluster 63, 127, 191 and 255: per round 256 writes, 4 reads and 4
     // flushes; 8 rounds in all, on 2 scratch images.
     expect(served).toEqual({ opens: 2, writes: 8 * 256, writeBytes: 8 * 256 * 4096, foreignWrites: 0, reads: 8 * 4, readBytes: 8 * 4 * 4096, flushes: 8 * 4 });
+  }, 60000);
+
+  it.each(["x509", "psk"] as const)("over TLS with %s credentials, every connection upgraded, whatever the real export's verify-peer and authz", async (kind) => {
+    const creds = makeTestCredentials(path.join(dir, `creds-${kind}`));
+    // The real export's: a client certificate required and an authz list no one is on; the warm-up's client
+    // has no certificate, so its server asks for none.
+    const tls: TlsSettings =
+      kind === "x509"
+        ? { creds: loadX509Credentials("tls0", creds.server, true), authz: { kind: "simple", id: "auth0", identity: "CN=nobody" } }
+        : { creds: loadPskCredentials("tls0", creds.psk) };
+    const upgrades: { ok: boolean; protocol: string | null; kind: string }[] = [];
+    const spy = vi.spyOn(TlsServer.prototype, "upgrade").mockImplementation(async function (this: TlsServer, raw) {
+      const u = await realUpgrade.call(this, raw);
+      upgrades.push({ ok: u.ok, protocol: u.socket?.getProtocol() ?? null, kind: this.settings.creds.kind });
+      return u;
+    });
+    Object.assign(served, { opens: 0, writes: 0, writeBytes: 0, foreignWrites: 0, reads: 0, readBytes: 0, flushes: 0 });
+    try {
+      await warmUp({ format: "qcow2", scheme: "eager", export: settings, tls }, 1, 2, 2);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(upgrades).toEqual([0, 1].map(() => ({ ok: true, protocol: "TLSv1.3", kind })));
+    // The whole load went through: 1 lifecycle × 2 connections × 2 rounds.
+    expect(served).toMatchObject({ opens: 1, writes: 4 * 256, foreignWrites: 0, reads: 4 * 4, flushes: 4 * 4 });
   }, 60000);
 
   it("builds exports of one shape, with or without fast zeroes", () => {
