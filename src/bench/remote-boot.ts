@@ -250,9 +250,9 @@ export function formatRemoteBootReport(names: readonly CaseName[], results: read
       `os.img ${mib(s.images.rawBytes)} MiB raw, os.qcow2 ${mib(s.images.qcow2Bytes)} MiB compressed; v86 fixed_chunk_size ${s.chunkMiB} MiB; ` +
       `${reps} repetitions interleaved; median (min–max) over repetitions`,
   );
-  lines.push("to prompt: start of the run → prompt (prep + boot); prep: → v86 loaded (overlay made, chain opened, emulator built); requests, MiB: the server's counts; peak RSS: VmHWM of the run's process");
+  lines.push("to prompt: start of the run → prompt (prep + boot); prep: → v86 loaded (overlay made, chain opened, emulator built); requests, MiB: the server's counts; boot CPU: the process's user + system time, all threads; peak RSS: VmHWM of the run's process");
   lines.push("");
-  const rows: string[][] = [["case", "to prompt s", "prep s", "boot s", "boot Ginstr", "requests", "MiB fetched", "peak RSS MiB", "overlay check"]];
+  const rows: string[][] = [["case", "to prompt s", "prep s", "boot s", "boot CPU s", "boot Ginstr", "requests", "MiB fetched", "peak RSS MiB", "overlay check"]];
   for (const name of names) {
     const rs = byCase(name);
     const ok = rs.filter((r): r is CaseResult & { run: RemoteBootRun } => r?.run !== undefined);
@@ -267,6 +267,7 @@ export function formatRemoteBootReport(names: readonly CaseName[], results: read
       medianCell(ok.map(toPrompt), sec),
       medianCell(ok.map((r) => r.run.prepMs), sec),
       medianCell(ok.map((r) => r.run.boot.ms), sec),
+      medianCell(ok.map((r) => r.run.boot.cpuMs), sec),
       medianCell(ok.map((r) => r.run.boot.instructions), (x) => (x / 1e9).toFixed(2)),
       medianCell(ok.map((r) => r.requests), (x) => x.toFixed(0)),
       medianCell(ok.map((r) => r.bytes), mib),

@@ -78,6 +78,17 @@ class Link {
   }
 }
 
+/** Resolves when `res` can take more, or is gone. */
+function drained(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done).off("close", done);
+      resolve();
+    };
+    res.on("drain", done).on("close", done);
+  });
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The single range of a Range header value against a file of `size` bytes: undefined when it is not one we take. */
@@ -142,7 +153,7 @@ export async function startSlowHttpServer(o: SlowServerOptions): Promise<SlowHtt
         if (res.destroyed) return;
         entry.bytes += n;
         counters.bytes += n;
-        if (!res.write(buf)) await new Promise<void>((resolve) => res.once("drain", resolve).once("close", resolve));
+        if (!res.write(buf)) await drained(res);
       }
       res.end();
     } finally {
