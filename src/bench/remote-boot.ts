@@ -16,6 +16,8 @@
  *   refcow-local      os.qcow2 as a local file under a new overlay (the chain the same, the base local)
  *   v86-xhr           os.img (the raw disk) by URL as v86's `hda: { url, async: true, size,
  *                     fixed_chunk_size }` (AsyncXHRBuffer; --chunk-mib, default 1)
+ *   refcow-url-cold-16g, v86-xhr-16g   the same on the disk grown to 16 GiB (`qemu-img resize` of the
+ *                     qcow2, a sparse copy of the raw file truncated): the same data, for the peak RSS
  *
  * v86 in Node reads `url` images with the file system; in a browser with XMLHttpRequest. The v86-xhr child
  * gives v86 an XMLHttpRequest made over Node's fetch (xhr-over-fetch.ts) and has v86 choose it, so its
@@ -48,9 +50,19 @@ import { startSlowHttpServer, type SlowHttpServer } from "./slow-http-server.js"
 import { withXhrLoader } from "./xhr-over-fetch.js";
 
 const MiB = 2 ** 20;
-const CASES = ["refcow-url-cold", "refcow-url-warm", "refcow-local", "v86-xhr"] as const;
+const CASES = ["refcow-url-cold", "refcow-url-warm", "refcow-local", "v86-xhr", "refcow-url-cold-16g", "v86-xhr-16g"] as const;
 type CaseName = (typeof CASES)[number];
-const SOURCE_OF: Record<CaseName, RemoteBootSource> = { "refcow-url-cold": "refcow-url", "refcow-url-warm": "refcow-url", "refcow-local": "refcow-local", "v86-xhr": "v86-xhr" };
+const DEFAULT_CASES: readonly CaseName[] = ["refcow-url-cold", "refcow-url-warm", "refcow-local", "v86-xhr"];
+/** The source of each case, and the stem of its image files in the served folder (STEM.qcow2, STEM.img). */
+const CASE_SPECS: Record<CaseName, { source: RemoteBootSource; stem: string }> = {
+  "refcow-url-cold": { source: "refcow-url", stem: "os" },
+  "refcow-url-warm": { source: "refcow-url", stem: "os" },
+  "refcow-local": { source: "refcow-local", stem: "os" },
+  "v86-xhr": { source: "v86-xhr", stem: "os" },
+  "refcow-url-cold-16g": { source: "refcow-url", stem: "os-16g" },
+  "v86-xhr-16g": { source: "v86-xhr", stem: "os-16g" },
+};
+const BIG_GIB = 16;
 const SOURCES: readonly RemoteBootSource[] = ["refcow-url", "refcow-local", "v86-xhr"];
 
 export interface CaseResult {
@@ -76,7 +88,8 @@ the server's request and byte counts, peak RSS, medians with min-max and per-rep
   --bandwidth MB/s  the server's link cap, 10^6 bytes per second (default 50)
   --chunk-mib N     v86's fixed_chunk_size in MiB (default 1)
   --memory MiB      guest RAM (default 128)
-  --cases a,b       ${CASES.join(", ")} (default all; warm needs cold)
+  --cases a,b       ${CASES.join(", ")}
+                    (default the first four; warm needs cold)
   --dir DIR         where the images, overlays and caches go (default: a temporary folder, removed at the end)
   --json FILE       every run as JSON too
   -h, --help        this text
@@ -128,7 +141,7 @@ runProgram(
       process.stdout.write(JSON.stringify(run) + "\n");
       return;
     }
-    const names = (listOption(values.cases) ?? [...CASES]).map((n) => (CASES.includes(n as CaseName) ? (n as CaseName) : unknownCase(n)));
+    const names = (listOption(values.cases) ?? [...DEFAULT_CASES]).map((n) => (CASES.includes(n as CaseName) ? (n as CaseName) : unknownCase(n)));
     if (names.includes("refcow-url-warm") && !names.includes("refcow-url-cold")) throw new BenchUsageError("refcow-url-warm boots from the cache refcow-url-cold fills: give both");
     const reps = integerOption("reps", values.reps)!;
     const delayMs = nonNegativeOption("delay-ms", values["delay-ms"])!;
@@ -138,10 +151,10 @@ runProgram(
     fs.mkdirSync(srv, { recursive: true });
     let server: SlowHttpServer | undefined;
     try {
-      await prepareImages(srv);
+      await prepareImages(srv, names.some((n) => CASE_SPECS[n].stem !== "os"));
       server = await startSlowHttpServer({ root: srv, delayMs, bytesPerSecond: bandwidthMBps * 1e6 });
       const bench: Bench = { server, dir, srv, memoryMiB, chunkBytes };
-      const units: CaseName[][] = [["refcow-url-cold", "refcow-url-warm"], ["refcow-local"], ["v86-xhr"]].map((u) => u.filter((n) => names.includes(n as CaseName)) as CaseName[]).filter((u) => u.length > 0);
+      const units: CaseName[][] = [["refcow-url-cold", "refcow-url-warm"], ["refcow-local"], ["v86-xhr"], ["refcow-url-cold-16g"], ["v86-xhr-16g"]].map((u) => u.filter((n) => names.includes(n as CaseName)) as CaseName[]).filter((u) => u.length > 0);
       const results: CaseResult[] = [];
       for (let rep = 0; rep < reps; rep++) {
         const cacheDir = path.join(dir, `cache-${rep}`);
@@ -150,7 +163,7 @@ runProgram(
         for (let i = 0; i < units.length; i++) {
           for (const name of units[(i + rep) % units.length]!) {
             progress(`repetition ${rep + 1}/${reps}: ${name} (load ${os.loadavg()[0]!.toFixed(2)})`);
-            results.push(await runCase(bench, name, rep, cacheDir));
+            results.push(await runCase(bench, name, rep, path.join(cacheDir, CASE_SPECS[name].stem)));
           }
         }
         fs.rmSync(cacheDir, { recursive: true, force: true });
@@ -176,8 +189,11 @@ function unknownCase(name: string): never {
   throw new BenchUsageError(`unknown case '${name}' (cases: ${CASES.join(", ")})`);
 }
 
-/** os.img (the demo OS's raw disk, linked) and os.qcow2 (QEMU's compressed qcow2 of it) in the served folder. */
-async function prepareImages(srv: string): Promise<void> {
+/**
+ * os.img (the demo OS's raw disk, linked) and os.qcow2 (QEMU's compressed qcow2 of it) in the served folder;
+ * with `big`, os-16g.qcow2 and os-16g.img too: the same data on a 16 GiB disk.
+ */
+async function prepareImages(srv: string, big: boolean): Promise<void> {
   const osDisk = await ensureOsImage({ onProgress: progress });
   const raw = path.join(srv, "os.img");
   if (!fs.existsSync(raw)) fs.symlinkSync(path.resolve(osDisk.image), raw);
@@ -187,6 +203,19 @@ async function prepareImages(srv: string): Promise<void> {
     execFileSync("qemu-img", ["convert", "-c", "-O", "qcow2", osDisk.image, qcow2 + ".tmp"]);
     fs.renameSync(qcow2 + ".tmp", qcow2);
   }
+  if (!big) return;
+  const bigQcow2 = path.join(srv, "os-16g.qcow2");
+  if (!fs.existsSync(bigQcow2)) {
+    fs.copyFileSync(qcow2, bigQcow2 + ".tmp");
+    execFileSync("qemu-img", ["resize", "-q", bigQcow2 + ".tmp", `${BIG_GIB}G`]);
+    fs.renameSync(bigQcow2 + ".tmp", bigQcow2);
+  }
+  const bigRaw = path.join(srv, "os-16g.img");
+  if (!fs.existsSync(bigRaw)) {
+    execFileSync("cp", ["--sparse=always", path.resolve(osDisk.image), bigRaw + ".tmp"]);
+    fs.truncateSync(bigRaw + ".tmp", BIG_GIB * 2 ** 30);
+    fs.renameSync(bigRaw + ".tmp", bigRaw);
+  }
 }
 
 function imageSizes(srv: string): { rawBytes: number; qcow2Bytes: number } {
@@ -195,17 +224,19 @@ function imageSizes(srv: string): { rawBytes: number; qcow2Bytes: number } {
 
 /** One run in a child process, the server's counts around it, then the overlay's check. */
 async function runCase(b: Bench, name: CaseName, rep: number, cacheDir: string): Promise<CaseResult> {
-  const source = SOURCE_OF[name];
+  const { source, stem } = CASE_SPECS[name];
   const overlay = source === "v86-xhr" ? undefined : path.join(b.dir, `overlay-${name}.qcow2`);
   if (overlay) {
     fs.rmSync(overlay, { force: true });
     fs.rmSync(overlay + ".remote.json", { force: true });
   }
-  const image = source === "refcow-local" ? path.join(b.srv, "os.qcow2") : b.server.url(source === "v86-xhr" ? "os.img" : "os.qcow2");
+  const file = `${stem}.${source === "v86-xhr" ? "img" : "qcow2"}`;
+  const image = source === "refcow-local" ? path.join(b.srv, file) : b.server.url(file);
   const args = ["--run", source, "--image", image, "--memory", String(b.memoryMiB), "--chunk-mib", String(b.chunkBytes / MiB)];
   if (overlay) args.push("--overlay", overlay);
-  if (source === "v86-xhr") args.push("--size", String(fs.statSync(path.join(b.srv, "os.img")).size));
-  // The chunk cache: the repetition's folder for the URL cases, none for the others.
+  if (source === "v86-xhr") args.push("--size", String(fs.statSync(path.join(b.srv, file)).size));
+  // The chunk cache: the repetition's folder for the image, for the URL cases; none for the others.
+  if (source === "refcow-url") fs.mkdirSync(cacheDir, { recursive: true });
   const env = { ...process.env, REFCOW_HTTP_CACHE: source === "refcow-url" ? cacheDir : "off" };
   b.server.stats(true);
   try {
@@ -293,5 +324,8 @@ export function formatRemoteBootReport(names: readonly CaseName[], results: read
     lines.push(ratioLine("  time to prompt, refcow-url-cold / refcow-local", time("refcow-url-cold"), time("refcow-local")));
   }
   lines.push(ratioLine("  bytes fetched, refcow-url-warm / refcow-url-cold", bytes("refcow-url-warm"), bytes("refcow-url-cold")));
+  const rss = (n: CaseName) => byCase(n).map((r) => r?.run?.peakRssBytes);
+  if (has("refcow-url-cold-16g")) lines.push(ratioLine(`  peak RSS, refcow-url-cold ${BIG_GIB} GiB / 1 GiB disk`, rss("refcow-url-cold-16g"), rss("refcow-url-cold"), { op: "<=", value: 1.1 }));
+  if (has("v86-xhr-16g")) lines.push(ratioLine(`  peak RSS, v86-xhr ${BIG_GIB} GiB / 1 GiB disk`, rss("v86-xhr-16g"), rss("v86-xhr")));
   return lines.join("\n") + "\n";
 }
