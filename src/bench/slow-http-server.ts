@@ -96,7 +96,7 @@ export function parseByteRange(header: string, size: number): { first: number; l
   const m = /^bytes=(\d+)-(\d*)$/.exec(header.trim());
   if (!m) return undefined;
   const first = Number(m[1]);
-  const last = m[2] === "" ? size - 1 : Number(m[2]);
+  const last = m[2] === "" ? Infinity : Number(m[2]);
   if (last < first) return undefined;
   if (first >= size) return "unsatisfiable";
   return { first, last: Math.min(last, size - 1) };
