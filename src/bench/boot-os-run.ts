@@ -103,22 +103,42 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
 }
 
 async function startMachine(o: OsBenchRunOptions, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
-  if (o.source === "refcow-ide" || o.source === "refcow-virtio") {
-    const session = await BootSession.open({
-      image: o.image,
-      diskType: o.source === "refcow-ide" ? "ide" : "virtio",
-      cache: "writeback",
-      scheme: "eager",
-      memoryMiB: o.memoryMiB,
-      firmware: o.firmware,
-      wasmPath: o.wasmPath,
-      onSerial,
-    });
-    return { machine: session.machine, close: () => session.close() };
-  }
-  const disk = o.source === "v86-buffer" ? v86OwnDisk({ buffer: readWholeFile(o.image) }) : v86OwnDisk({ url: o.image, async: true, size: fstatSize(o.image) });
-  const machine = new DiskBootMachine({ disk, firmware: o.firmware, wasmPath: o.wasmPath, memoryMiB: o.memoryMiB, onSerial });
-  return { machine, close: () => machine.destroy() };
+  if (o.source === "refcow-ide" || o.source === "refcow-virtio") return startRefcowMachine({ ...o, diskType: o.source === "refcow-ide" ? "ide" : "virtio", onProgress: undefined }, onSerial);
+  const hda = o.source === "v86-buffer" ? { buffer: readWholeFile(o.image) } : { url: o.image, async: true, size: fstatSize(o.image) };
+  return startV86OwnMachine(hda, o, onSerial);
+}
+
+/** What the benchmarks' machines share: the v86 build and firmware, and the guest RAM. */
+export interface BenchMachineSettings {
+  memoryMiB: number;
+  firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
+  wasmPath: string;
+}
+
+/** The image served by refcow (BootSession, as `refcow boot`, eager, writeback), optionally under a kept overlay. */
+export async function startRefcowMachine(
+  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; onProgress?: (message: string) => void },
+  onSerial: (bytes: Uint8Array) => void,
+): Promise<StartedMachine> {
+  const session = await BootSession.open({
+    image: o.image,
+    overlay: o.overlay,
+    diskType: o.diskType,
+    cache: "writeback",
+    scheme: "eager",
+    memoryMiB: o.memoryMiB,
+    firmware: o.firmware,
+    wasmPath: o.wasmPath,
+    onSerial,
+    onProgress: o.onProgress,
+  });
+  return { machine: session.machine, close: () => session.close() };
+}
+
+/** v86 serving its disk itself, from `hda` (IDE). */
+export function startV86OwnMachine(hda: NonNullable<BootDisk["v86Options"]["hda"]>, o: BenchMachineSettings, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
+  const machine = new DiskBootMachine({ disk: v86OwnDisk(hda), firmware: o.firmware, wasmPath: o.wasmPath, memoryMiB: o.memoryMiB, onSerial });
+  return Promise.resolve({ machine, close: () => machine.destroy() });
 }
 
 /** A machine built on its disk, not yet necessarily loaded, and how to end it. */
@@ -196,7 +216,7 @@ export function peakRss(): number {
 }
 
 /** A disk v86 serves itself: the image goes to v86 as `hda`; nothing of refcow is involved. */
-export function v86OwnDisk(hda: NonNullable<BootDisk["v86Options"]["hda"]>): BootDisk {
+function v86OwnDisk(hda: NonNullable<BootDisk["v86Options"]["hda"]>): BootDisk {
   return {
     type: "ide",
     v86Options: { hda },
@@ -210,7 +230,7 @@ export function v86OwnDisk(hda: NonNullable<BootDisk["v86Options"]["hda"]>): Boo
   };
 }
 
-export function fstatSize(file: string): number {
+function fstatSize(file: string): number {
   const fd = openSync(file, "r");
   try {
     return fstatSync(fd).size;

@@ -12,12 +12,10 @@
  *                  fixed_chunk_size }`), its requests made through xhr-over-fetch.ts (v86 in Node would read
  *                  the URL as a path otherwise)
  *
- * v86 is imported here and nowhere else in the child, so that the v86-xhr child can load this module under
+ * v86 is imported through this module (boot-os-run.ts) and nowhere else in the child, so that the v86-xhr child can load this module under
  * withXhrLoader before v86 is evaluated.
  */
-import { BootSession } from "../v86/boot-session.js";
-import { DiskBootMachine } from "../v86/disk-boot-machine.js";
-import { bootOsToPrompt, peakRss, v86OwnDisk, type StartedMachine, type TimedStep } from "./boot-os-run.js";
+import { bootOsToPrompt, peakRss, startRefcowMachine, startV86OwnMachine, type StartedMachine, type TimedStep } from "./boot-os-run.js";
 import { xhrCounters, type XhrCounters } from "./xhr-over-fetch.js";
 
 export const REMOTE_BOOT_SOURCES = ["refcow-url", "refcow-local", "v86-xhr"] as const;
@@ -68,22 +66,8 @@ export async function runRemoteBoot(o: RemoteBootRunOptions): Promise<RemoteBoot
 async function startMachine(o: RemoteBootRunOptions, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
   if (o.source === "v86-xhr") {
     if (o.size === undefined) throw new Error("v86-xhr needs the image's size");
-    const disk = v86OwnDisk({ url: o.image, async: true, size: o.size, fixed_chunk_size: o.fixedChunkSize });
-    const machine = new DiskBootMachine({ disk, firmware: o.firmware, wasmPath: o.wasmPath, memoryMiB: o.memoryMiB, onSerial });
-    return { machine, close: () => machine.destroy() };
+    return startV86OwnMachine({ url: o.image, async: true, size: o.size, fixed_chunk_size: o.fixedChunkSize }, o, onSerial);
   }
   if (o.overlay === undefined) throw new Error(`${o.source} needs an overlay`);
-  const session = await BootSession.open({
-    image: o.image,
-    overlay: o.overlay,
-    diskType: "ide",
-    cache: "writeback",
-    scheme: "eager",
-    memoryMiB: o.memoryMiB,
-    firmware: o.firmware,
-    wasmPath: o.wasmPath,
-    onSerial,
-    onProgress: o.onProgress,
-  });
-  return { machine: session.machine, close: () => session.close() };
+  return startRefcowMachine({ ...o, diskType: "ide" }, onSerial);
 }
