@@ -8,7 +8,7 @@
  *
  * (`npm run bench:remote-boot` runs it with the defaults.)
  *
- * Cases (--cases; default all four):
+ * Cases (--cases; default the first four):
  *   refcow-url-cold   os.qcow2 (`qemu-img convert -c` of the demo OS disk) by URL under a new overlay,
  *                     the chunk cache an empty folder (`refcow boot URL --overlay FILE` with a new --cache-dir)
  *   refcow-url-warm   the same right after, under another new overlay, the chunk cache as the cold boot of
@@ -26,8 +26,8 @@
  * Like for like: every run is a fresh Node process; the same v86 build, firmware, RAM (--memory), IDE
  * primary master, prompt; the server (slow-http-server.ts) is the same for both, with a fixed delay before
  * each answer and one link of capped bandwidth shared by the answers in flight. The cases run interleaved:
- * each repetition runs the units [cold, then warm], [local], [v86-xhr] once, in an order rotated by one per
- * repetition. Time to the prompt: from the start of the run (before the overlay is made and the chain
+ * each repetition runs the units [cold, then warm], [local], [v86-xhr] (and the 16 GiB cases, one unit
+ * each) once, in an order rotated by one per repetition. Time to the prompt: from the start of the run (before the overlay is made and the chain
  * opened, or before v86 is built) to the prompt on the serial console.
  *
  * Figures that the measured code did not produce: requests and bytes are the server's counts (v86's loader
