@@ -323,7 +323,7 @@ export function formatRemoteBootReport(names: readonly CaseName[], results: read
     lines.push(ratioLine("  time to prompt, refcow-url-warm / refcow-local", time("refcow-url-warm"), time("refcow-local"), { op: "<=", value: 1.2 }));
     lines.push(ratioLine("  time to prompt, refcow-url-cold / refcow-local", time("refcow-url-cold"), time("refcow-local")));
   }
-  lines.push(ratioLine("  bytes fetched, refcow-url-warm / refcow-url-cold", bytes("refcow-url-warm"), bytes("refcow-url-cold")));
+  if (has("refcow-url-warm")) lines.push(ratioLine("  bytes fetched, refcow-url-warm / refcow-url-cold", bytes("refcow-url-warm"), bytes("refcow-url-cold")));
   const rss = (n: CaseName) => byCase(n).map((r) => r?.run?.peakRssBytes);
   if (has("refcow-url-cold-16g")) lines.push(ratioLine(`  peak RSS, refcow-url-cold ${BIG_GIB} GiB / 1 GiB disk`, rss("refcow-url-cold-16g"), rss("refcow-url-cold"), { op: "<=", value: 1.1 }));
   if (has("v86-xhr-16g")) lines.push(ratioLine(`  peak RSS, v86-xhr ${BIG_GIB} GiB / 1 GiB disk`, rss("v86-xhr-16g"), rss("v86-xhr")));
