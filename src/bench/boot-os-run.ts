@@ -68,42 +68,12 @@ const BOOT_TIMEOUT_MS = 600_000;
 const DD_TIMEOUT_MS = 600_000;
 
 export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
-  const serial = new SerialConsole();
-  const onSerial = (bytes: Uint8Array) => {
-    for (const b of bytes) serial.push(b);
-  };
-  const t0 = performance.now();
-  let machine: DiskBootMachine;
-  let close: () => Promise<void>;
-  if (o.source === "refcow-ide" || o.source === "refcow-virtio") {
-    const session = await BootSession.open({
-      image: o.image,
-      diskType: o.source === "refcow-ide" ? "ide" : "virtio",
-      cache: "writeback",
-      scheme: "eager",
-      memoryMiB: o.memoryMiB,
-      firmware: o.firmware,
-      wasmPath: o.wasmPath,
-      onSerial,
-    });
-    machine = session.machine;
-    close = () => session.close();
-  } else {
-    const disk = o.source === "v86-buffer" ? v86OwnDisk({ buffer: readWholeFile(o.image) }) : v86OwnDisk({ url: o.image, async: true, size: fstatSize(o.image) });
-    machine = new DiskBootMachine({ disk, firmware: o.firmware, wasmPath: o.wasmPath, memoryMiB: o.memoryMiB, onSerial });
-    close = () => machine.destroy();
-  }
-  const counter = new InstructionCounter(machine.emulator);
+  const os = await bootOsToPrompt(o.source, (onSerial) => startMachine(o, onSerial), o.onProgress);
+  const { machine, serial, counter } = os;
   try {
-    await machine.loaded;
-    const loadedAt = performance.now();
-    const cpuAtLoad = process.cpuUsage();
-    const prompt = await serial.waitFor(PROMPT, 0, BOOT_TIMEOUT_MS);
-    const boot = { ms: performance.now() - loadedAt, cpuMs: cpuMs(process.cpuUsage(cpuAtLoad)), instructions: counter.total() };
-    o.onProgress?.(`  ${o.source}: shell prompt after ${(boot.ms / 1000).toFixed(1)} s`);
     const device = o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda";
     const geometry = `bs=1M count=${o.ddMiB}`;
-    let at = prompt.end;
+    let at = os.promptEnd;
     const step = async (name: string, command: string) => {
       // The marker is computed by the shell, so the echo of the typed line does not match it.
       const marker = `${name}-${o.ddMiB}-END`;
@@ -126,10 +96,95 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
     const read = await step("R", `dd if=${device} of=/dev/null ${geometry} skip=${o.ddOffsetMiB} iflag=direct`);
     o.onProgress?.(`  ${o.source}: read ${o.ddMiB} MiB in ${(read.ms / 1000).toFixed(2)} s`);
     await machine.stop();
-    return { source: o.source, image: o.image, prepMs: loadedAt - t0, boot, write, read, peakRssBytes: peakRss() };
+    return { source: o.source, image: o.image, prepMs: os.prepMs, boot: os.boot, write, read, peakRssBytes: peakRss() };
   } finally {
+    await os.close();
+  }
+}
+
+async function startMachine(o: OsBenchRunOptions, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
+  if (o.source === "refcow-ide" || o.source === "refcow-virtio") return startRefcowMachine({ ...o, diskType: o.source === "refcow-ide" ? "ide" : "virtio", onProgress: undefined }, onSerial);
+  const hda = o.source === "v86-buffer" ? { buffer: readWholeFile(o.image) } : { url: o.image, async: true, size: fstatSize(o.image) };
+  return startV86OwnMachine(hda, o, onSerial);
+}
+
+/** What the benchmarks' machines share: the v86 build and firmware, and the guest RAM. */
+export interface BenchMachineSettings {
+  memoryMiB: number;
+  firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
+  wasmPath: string;
+}
+
+/** The image served by refcow (BootSession, as `refcow boot`, eager, writeback), optionally under a kept overlay. */
+export async function startRefcowMachine(
+  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; onProgress?: (message: string) => void },
+  onSerial: (bytes: Uint8Array) => void,
+): Promise<StartedMachine> {
+  const session = await BootSession.open({
+    image: o.image,
+    overlay: o.overlay,
+    diskType: o.diskType,
+    cache: "writeback",
+    scheme: "eager",
+    memoryMiB: o.memoryMiB,
+    firmware: o.firmware,
+    wasmPath: o.wasmPath,
+    onSerial,
+    onProgress: o.onProgress,
+  });
+  return { machine: session.machine, close: () => session.close() };
+}
+
+/** v86 serving its disk itself, from `hda` (IDE). */
+export function startV86OwnMachine(hda: NonNullable<BootDisk["v86Options"]["hda"]>, o: BenchMachineSettings, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
+  const machine = new DiskBootMachine({ disk: v86OwnDisk(hda), firmware: o.firmware, wasmPath: o.wasmPath, memoryMiB: o.memoryMiB, onSerial });
+  return Promise.resolve({ machine, close: () => machine.destroy() });
+}
+
+/** A machine built on its disk, not yet necessarily loaded, and how to end it. */
+export interface StartedMachine {
+  machine: DiskBootMachine;
+  close(): Promise<void>;
+}
+
+/** A machine at its shell prompt: the serial console read so far, its counters, and the boot's figures. */
+export interface OsAtPrompt extends StartedMachine {
+  serial: SerialConsole;
+  counter: InstructionCounter;
+  /** Start → v86 loaded (disk opened, emulator built), ms. */
+  prepMs: number;
+  /** v86 loaded → the prompt. */
+  boot: TimedStep;
+  /** Where the prompt ends in the console's text. */
+  promptEnd: number;
+}
+
+/**
+ * Starts a machine with `start` (given the console's byte sink) and waits for the demo OS's prompt; see the
+ * top for the clocks. `close` of the result stops the counter and ends the machine; on failure it is done here.
+ */
+export async function bootOsToPrompt(label: string, start: (onSerial: (bytes: Uint8Array) => void) => Promise<StartedMachine>, onProgress?: (message: string) => void): Promise<OsAtPrompt> {
+  const serial = new SerialConsole();
+  const t0 = performance.now();
+  const started = await start((bytes) => {
+    for (const b of bytes) serial.push(b);
+  });
+  const counter = new InstructionCounter(started.machine.emulator);
+  const close = async () => {
     counter.stop();
+    await started.close();
+  };
+  try {
+    await started.machine.loaded;
+    const loadedAt = performance.now();
+    const cpuAtLoad = process.cpuUsage();
+    const prompt = await serial.waitFor(PROMPT, 0, BOOT_TIMEOUT_MS);
+    const boot = { ms: performance.now() - loadedAt, cpuMs: cpuMs(process.cpuUsage(cpuAtLoad)), instructions: counter.total() };
+    onProgress?.(`  ${label}: shell prompt after ${(boot.ms / 1000).toFixed(1)} s`);
+    return { machine: started.machine, close, serial, counter, prepMs: loadedAt - t0, boot, promptEnd: prompt.end };
+  } catch (e) {
     await close();
+    throw e;
   }
 }
 
@@ -206,7 +261,7 @@ function readWholeFile(file: string): ArrayBuffer {
  * v86's instruction counter (32 bits, wrapping) extended to a running total: sampled every 100 ms, and at
  * each reading; v86 retires well under 2^32 instructions in 100 ms.
  */
-class InstructionCounter {
+export class InstructionCounter {
   private last = 0;
   private sum = 0;
   private readonly timer: ReturnType<typeof setInterval>;

@@ -24,17 +24,18 @@
  * `qemu-img map` shows the 64 MiB the guest wrote allocated at 1 GiB; dd's own report (the guest's clock)
  * is printed beside the host's wall time. A run that fails is a row with its reason.
  */
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { formatRatio } from "../report/ratios.js";
-import { ratioByRounds, spread } from "../stats/latency.js";
+import { ratioByRounds } from "../stats/latency.js";
 import { ensureGuestImage, v86WasmPath } from "../guest/guest-image.js";
 import { ensureOsImage, writeOsImage } from "../guest/os-image.js";
 import { BenchUsageError, integerOption, listOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
+import { runJsonChild } from "./child-run.js";
+import { medianCell, ratioLine, textTable } from "./rep-table.js";
 import { OS_BENCH_SOURCES, runOsBench, type OsBenchRun, type OsBenchSource } from "./boot-os-run.js";
 
 const MiB = 2 ** 20;
@@ -152,7 +153,7 @@ async function runCase(c: BenchCase, rep: number, template: string, dir: string,
   const image = c.format === "qcow2" ? path.join(dir, `run-${c.name}.qcow2`) : template;
   if (image !== template) fs.copyFileSync(template, image);
   try {
-    const run = await runChild(`${c.source}:${image}`, memoryMiB);
+    const run = await runJsonChild<OsBenchRun>(fileURLToPath(import.meta.url), ["--run", `${c.source}:${image}`, "--memory", String(memoryMiB)]);
     let check: string | undefined;
     if (c.format === "qcow2") {
       check = qemuCheckVerdict(image);
@@ -167,26 +168,6 @@ async function runCase(c: BenchCase, rep: number, template: string, dir: string,
   } finally {
     if (image !== template) fs.rmSync(image, { force: true });
   }
-}
-
-function runChild(runArg: string, memoryMiB: number): Promise<OsBenchRun> {
-  const script = fileURLToPath(import.meta.url);
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, "--run", runArg, "--memory", String(memoryMiB)], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      process.stderr.write(d);
-    });
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const line = stdout.trim().split("\n").pop();
-      if (code === 0 && line) resolve(JSON.parse(line) as OsBenchRun);
-      else reject(new Error(`the run exited with status ${code}: ${stderr.trim().split("\n").slice(-3).join(" / ")}`));
-    });
-  });
 }
 
 /** Bytes of [offset, offset+length) that qemu-img map reports as data. */
@@ -213,10 +194,7 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
   const runsOf = (name: string) => byCase(name).map((r) => r?.run);
   const mibps = (step: { ms: number }) => DD_MIB / (step.ms / 1000);
   const guestMibps = (step: { guestSeconds?: number; bytes?: number }) => (step.guestSeconds && step.bytes ? step.bytes / MiB / step.guestSeconds : undefined);
-  const med = (xs: Array<number | undefined>, f: (x: number) => string) => {
-    const s = spread(xs.filter((x): x is number => x !== undefined));
-    return s.runs === 0 ? "-" : s.runs > 1 ? `${f(s.median)} (${f(s.min)}–${f(s.max)})` : f(s.median);
-  };
+  const med = medianCell;
   const sec = (x: number) => (x / 1000).toFixed(1);
   const rate = (x: number) => x.toFixed(1);
   const ginstr = (x: number) => (x / 1e9).toFixed(2);
@@ -253,16 +231,9 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
       checks.length ? checks.join("; ") : "n/a (raw in memory)",
     ]);
   }
-  lines.push(...table(rows));
+  lines.push(...textTable(rows));
 
   // Per-repetition ratios, each against the same repetition's figure.
-  const ratioLine = (label: string, a: Array<number | undefined>, b: Array<number | undefined>, target?: { op: "<=" | ">="; value: number }) => {
-    const s = ratioByRounds(a, b);
-    if (s.runs === 0) return `${label}: -`;
-    const each = a.map((x, i) => (x !== undefined && b[i] ? (x / b[i]!).toFixed(2) : "-")).join(", ");
-    const verdict = target ? ((target.op === "<=" ? s.median <= target.value : s.median >= target.value) ? `  target ${target.op} ${target.value}: met` : `  target ${target.op} ${target.value}: MISSED`) : "";
-    return `${label}: ${formatRatio(s)}  [per repetition: ${each}]${verdict}`;
-  };
   const has = (n: string) => names.includes(n);
   const bootMs = (n: string) => runsOf(n).map((r) => r?.boot.ms);
   const totalMs = (n: string) => runsOf(n).map((r) => (r ? r.prepMs + r.boot.ms : undefined));
@@ -291,8 +262,3 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
   return lines.join("\n") + "\n";
 }
 
-function table(rows: string[][]): string[] {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "));
-}
