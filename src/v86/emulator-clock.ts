@@ -62,8 +62,8 @@ function zeroTotals(): Record<EmulatorTimeCategory, number> {
 export class EmulatorClock {
   private totals = zeroTotals();
   private current: EmulatorTimeCategory = "between";
-  private since = performance.now();
-  private started = this.since;
+  private since: number;
+  private started: number;
   private counts = { mainLoops: 0, halts: 0, irqs: 0, polls: 0, submits: 0, completions: 0, switches: 0 };
   private readonly restores: (() => void)[] = [];
 
@@ -71,7 +71,13 @@ export class EmulatorClock {
    * Instruments `emulator` (a V86 instance: its `v86.cpu`), the disk `device` and its `disk`. Throws when
    * v86's internals are not where this expects them.
    */
-  constructor(emulator: unknown, device: DiskDevice) {
+  constructor(
+    emulator: unknown,
+    device: DiskDevice,
+    /** The clock, ms (default performance.now; tests step their own). */
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.since = this.started = now();
     const cpu = (emulator as { v86?: { cpu?: V86Cpu } }).v86?.cpu;
     if (!cpu || typeof cpu.main_loop !== "function" || typeof cpu.io !== "object" || typeof cpu.device_raise_irq !== "function" || typeof cpu.in_hlt !== "object") {
       throw new Error("v86 internals changed: cpu.main_loop / cpu.io / cpu.device_raise_irq / cpu.in_hlt not found");
@@ -114,7 +120,7 @@ export class EmulatorClock {
 
   /** The time since the last take (or the construction), and starts the next interval. */
   take(): EmulatorTime {
-    const now = performance.now();
+    const now = this.now();
     this.totals[this.current] += now - this.since;
     this.since = now;
     const out: EmulatorTime = { wallMs: now - this.started, ms: this.totals, ...this.counts };
@@ -130,7 +136,7 @@ export class EmulatorClock {
   }
 
   private switchTo(c: EmulatorTimeCategory): EmulatorTimeCategory {
-    const now = performance.now();
+    const now = this.now();
     this.totals[this.current] += now - this.since;
     this.since = now;
     const previous = this.current;
