@@ -23,6 +23,7 @@
  *
  *     npm run build && node dist/bench/emulator-time.js [--reps N] [--clusters N] [--cache a,b]
  *                                                       [--cases ide/1,virtio/1,virtio/16] [--sources floor,refcow] [--json FILE]
+ *                                                       [--compare-bin OTHER/dist]
  *
  * Every refcow image must pass qemu-img check after its run, or the bench stops there.
  */
@@ -36,7 +37,7 @@ import { runGuestWorkload } from "../guest/run-workload.js";
 import { EMULATOR_TIME_CATEGORIES, type EmulatorTime } from "../v86/emulator-clock.js";
 import { DISK_CONFIGS, type DiskConfig } from "./virtio.js";
 import { measureFloor } from "./guest-cuts.js";
-import { formatPerRepRatios, formatSpread } from "./compare-bin.js";
+import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
 import { BenchUsageError, listOption, integerOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
 
@@ -54,6 +55,8 @@ export interface EmulatorTimeRow {
   instructionsPerWrite: number;
   time: EmulatorTime;
   load1: number;
+  /** With --compare-bin: which build ran it ("this" or "other"; the floor runs on this build only). */
+  build?: string;
 }
 
 export interface EmulatorTimeOptions {
@@ -62,6 +65,8 @@ export interface EmulatorTimeOptions {
   caches?: CacheMode[];
   cases?: string[];
   sources?: ("floor" | "refcow")[];
+  /** This build and another (compare-bin.ts): every refcow row runs on each, alternating which goes first. */
+  builds?: Build[];
   onProgress?: (m: string) => void;
 }
 
@@ -71,9 +76,10 @@ async function floorRow(c: DiskConfig, rep: number, onProgress?: (m: string) => 
   return { source: "floor", case: c.name, cache: "-", rep, writes: p.writes, iops: p.iops, appMedianUs: p.appMedianUs, instructionsPerWrite: p.instructionsPerWrite, time: p.emulatorTime, load1: p.load1 };
 }
 
-async function refcowRow(c: DiskConfig, cache: CacheMode, rep: number, dir: string, clusters: number, onProgress?: (m: string) => void): Promise<EmulatorTimeRow> {
-  const image = path.join(dir, `${c.name.replace("/", "-")}-${cache}-${rep}.qcow2`);
-  const r = await runGuestWorkload({ image, scheme: "eager", cache, workload: "rand4k", clusters, disk: c.disk, iodepth: c.iodepth, snapshotAt: "none", emulatorTime: true, onProgress });
+async function refcowRow(c: DiskConfig, cache: CacheMode, rep: number, dir: string, clusters: number, build: Build | undefined, onProgress?: (m: string) => void): Promise<EmulatorTimeRow> {
+  const image = path.join(dir, `${c.name.replace("/", "-")}-${cache}-${rep}${build ? `-${build.label}` : ""}.qcow2`);
+  const run = build ? (await build.load<{ runGuestWorkload: typeof runGuestWorkload }>("guest/run-workload.js")).runGuestWorkload : runGuestWorkload;
+  const r = await run({ image, scheme: "eager", cache, workload: "rand4k", clusters, disk: c.disk, iodepth: c.iodepth, snapshotAt: "none", emulatorTime: true, onProgress });
   const verdict = qemuCheckVerdict(image);
   fs.rmSync(image, { force: true });
   if (verdict !== "clean") throw new Error(`${c.name} ${cache} rep ${rep}: qemu-img check: ${verdict}`);
@@ -93,6 +99,7 @@ async function refcowRow(c: DiskConfig, cache: CacheMode, rep: number, dir: stri
     instructionsPerWrite: (p.guest_instructions ?? 0) / Math.max(1, p.writes.count),
     time: p.emulator_time,
     load1: os.loadavg()[0]!,
+    ...(build ? { build: build.label } : {}),
   };
 }
 
@@ -115,8 +122,10 @@ export async function runEmulatorTimeBench(o: EmulatorTimeOptions = {}): Promise
         if (sources.includes("refcow")) {
           // Writethrough only where a target needs it (virtio/16 against virtio/1).
           for (const cache of caches.filter((m) => m === "writeback" || c.disk === "virtio")) {
-            o.onProgress?.(`[emulator-time] rep ${rep}/${reps} refcow ${c.name} ${cache}`);
-            rows.push(await refcowRow(c, cache, rep, dir, o.clusters ?? 2048, o.onProgress));
+            for (const build of o.builds ? orderFor(o.builds, rep) : [undefined]) {
+              o.onProgress?.(`[emulator-time] rep ${rep}/${reps} refcow ${c.name} ${cache}${build ? ` (${build.label} build)` : ""}`);
+              rows.push(await refcowRow(c, cache, rep, dir, o.clusters ?? 2048, build, o.onProgress));
+            }
           }
         }
       }
@@ -127,7 +136,7 @@ export async function runEmulatorTimeBench(o: EmulatorTimeOptions = {}): Promise
   return rows;
 }
 
-const key = (r: Pick<EmulatorTimeRow, "source" | "case" | "cache">) => `${r.source} ${r.case} ${r.cache}`;
+const key = (r: Pick<EmulatorTimeRow, "source" | "case" | "cache" | "build">) => `${r.source} ${r.case} ${r.cache}${r.build ? ` ${r.build}` : ""}`;
 
 function groups(rows: readonly EmulatorTimeRow[]): Map<string, EmulatorTimeRow[]> {
   const g = new Map<string, EmulatorTimeRow[]>();
@@ -170,8 +179,14 @@ function perRep(rows: readonly EmulatorTimeRow[], k: string): Map<number, Emulat
   return new Map(rows.filter((r) => key(r) === k).map((r) => [r.rep, r]));
 }
 
-/** The issue's three targets, per repetition. */
+/** The issue's three targets, per repetition (per build with --compare-bin; the floor rows serve both). */
 export function formatTargets(rows: readonly EmulatorTimeRow[]): string {
+  const builds = [...new Set(rows.map((r) => r.build))].filter((b): b is string => b !== undefined);
+  if (builds.length === 0) return targetsOf(rows);
+  return builds.map((b) => `${b} build:\n${targetsOf(rows.filter((r) => r.build === b || r.source === "floor").map((r) => ({ ...r, build: undefined })))}`).join("\n");
+}
+
+function targetsOf(rows: readonly EmulatorTimeRow[]): string {
   const reps = [...new Set(rows.map((r) => r.rep))].sort((a, b) => a - b);
   const pair = (a: string, b: string, pick: (r: EmulatorTimeRow) => number) => {
     const ra = perRep(rows, a);
@@ -210,6 +225,7 @@ floor and on refcow (eager), for ide/1, virtio/1 and virtio/16; then the issue's
   --cache a,b       refcow's cache modes (default writeback,writethrough)
   --cases a,b       of ${DISK_CONFIGS.map((c) => c.name).join(", ")} (default all)
   --sources a,b     floor, refcow (default both)
+  --compare-bin DIR also run every refcow row on another build (its dist/), alternating which goes first
   --json FILE       also write every row as JSON
   -h, --help        this text
 `;
@@ -219,7 +235,7 @@ runProgram(
   {
     name: "emulator time",
     usage: USAGE,
-    options: { reps: { type: "string" }, clusters: { type: "string" }, cache: { type: "string" }, cases: { type: "string" }, sources: { type: "string" }, json: { type: "string" } },
+    options: { reps: { type: "string" }, clusters: { type: "string" }, cache: { type: "string" }, cases: { type: "string" }, sources: { type: "string" }, json: { type: "string" }, "compare-bin": { type: "string" } },
   },
   async (v) => {
     const sources = listOption(v.sources);
@@ -232,6 +248,7 @@ runProgram(
       caches: caches as CacheMode[] | undefined,
       cases: listOption(v.cases),
       sources: sources as ("floor" | "refcow")[] | undefined,
+      ...(v["compare-bin"] !== undefined ? { builds: buildsToCompare(v["compare-bin"]) } : {}),
       onProgress: progress,
     });
     if (v.json) fs.writeFileSync(v.json, JSON.stringify(rows, null, 2));

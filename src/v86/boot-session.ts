@@ -42,6 +42,7 @@ import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
 import { RefcowV86Disk } from "./v86-disk.js";
+import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
 export type BootDiskType = "ide" | "virtio";
 
@@ -120,8 +121,8 @@ export class BootSession {
     const pool = new ImagePool();
     let client: DiskClient | undefined;
     try {
-      // With virtio many requests are in flight, reaped from inside v86's run loop: spin only for a lone one.
-      const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
+      // Completions are reaped from inside v86's run loop (RefcowV86Disk polls): see emulator-ring-client.ts.
+      const lone = emulatorRingClientOptions(true, o.diskType);
       const overlaid = overlayDir !== undefined || o.overlay !== undefined;
       const openOptions: ServedImageOptions = { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlaid ? "qcow2" : format, client: lone };
       client = await pool.open(served, openOptions);
