@@ -24,6 +24,8 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs"
 import type { V86 } from "v86";
 import { SerialConsole } from "../guest/serial-console.js";
 import { BootSession } from "../v86/boot-session.js";
+import type { DiskDevice } from "../v86/disk-device.js";
+import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 import { DiskBootMachine, type BootDisk } from "../v86/disk-boot-machine.js";
 
 export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-virtio", "v86-buffer", "v86-file"] as const;
@@ -47,6 +49,8 @@ export interface TimedStep {
   ms: number;
   cpuMs: number;
   instructions: number;
+  /** The dd steps: the emulator thread's time by category (EmulatorClock). */
+  emulatorTime?: EmulatorTime;
 }
 
 export interface OsBenchRun {
@@ -75,6 +79,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
   const t0 = performance.now();
   let machine: DiskBootMachine;
   let close: () => Promise<void>;
+  let diskDevice: DiskDevice | undefined;
   if (o.source === "refcow-ide" || o.source === "refcow-virtio") {
     const session = await BootSession.open({
       image: o.image,
@@ -87,6 +92,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
       onSerial,
     });
     machine = session.machine;
+    diskDevice = session.device;
     close = () => session.close();
   } else {
     const disk = o.source === "v86-buffer" ? v86OwnDisk({ buffer: readWholeFile(o.image) }) : v86OwnDisk({ url: o.image, async: true, size: fstatSize(o.image) });
@@ -94,6 +100,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
     close = () => machine.destroy();
   }
   const counter = new InstructionCounter(machine.emulator);
+  let clock: EmulatorClock | undefined;
   try {
     await machine.loaded;
     const loadedAt = performance.now();
@@ -104,22 +111,26 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
     const device = o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda";
     const geometry = `bs=1M count=${o.ddMiB}`;
     let at = prompt.end;
+    // Installed at the prompt: the boot runs uninstrumented.
+    clock = new EmulatorClock(machine.emulator, diskDevice);
     const step = async (name: string, command: string) => {
       // The marker is computed by the shell, so the echo of the typed line does not match it.
       const marker = `${name}-${o.ddMiB}-END`;
       const startInstr = counter.total();
       const startCpu = process.cpuUsage();
       const start = performance.now();
+      clock!.take();
       // /proc/uptime around the command: the guest's own clock (10 ms steps), as a cross-check of the host's.
       const uptime = "$(cut -d' ' -f1 /proc/uptime)";
       machine.sendSerial(new TextEncoder().encode(`U0=${uptime}; ${command}; U1=${uptime}; echo GUEST-UPTIME $U0 $U1; echo ${name}-$((${o.ddMiB}))-END\r`));
       const m = await serial.waitFor(new RegExp(`\\n${marker}\\r?\\n`), at, DD_TIMEOUT_MS);
       const ms = performance.now() - start;
+      const emulatorTime = clock!.take();
       const cpu = cpuMs(process.cpuUsage(startCpu));
       const instructions = counter.total() - startInstr;
       const text = serial.textBetween(at, m.start);
       at = (await serial.waitFor(PROMPT, m.end, 60_000)).end;
-      return { ms, cpuMs: cpu, instructions, ...parseDdReport(text, name) };
+      return { ms, cpuMs: cpu, instructions, emulatorTime, ...parseDdReport(text, name) };
     };
     const write = await step("W", `dd if=/dev/zero of=${device} ${geometry} seek=${o.ddOffsetMiB} oflag=direct conv=fsync`);
     o.onProgress?.(`  ${o.source}: wrote ${o.ddMiB} MiB in ${(write.ms / 1000).toFixed(2)} s`);
@@ -128,6 +139,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
     await machine.stop();
     return { source: o.source, image: o.image, prepMs: loadedAt - t0, boot, write, read, peakRssBytes: peakRss() };
   } finally {
+    clock?.uninstall();
     counter.stop();
     await close();
   }

@@ -68,12 +68,13 @@ export class EmulatorClock {
   private readonly restores: (() => void)[] = [];
 
   /**
-   * Instruments `emulator` (a V86 instance: its `v86.cpu`), the disk `device` and its `disk`. Throws when
-   * v86's internals are not where this expects them.
+   * Instruments `emulator` (a V86 instance: its `v86.cpu`), the disk `device` and its `disk` (none: a disk
+   * v86 serves itself, whose time is the device's; halted time is then all `idle`). Throws when v86's
+   * internals are not where this expects them.
    */
   constructor(
     emulator: unknown,
-    device: DiskDevice,
+    device: DiskDevice | undefined,
     /** The clock, ms (default performance.now; tests step their own). */
     private readonly now: () => number = () => performance.now(),
   ) {
@@ -93,13 +94,18 @@ export class EmulatorClock {
       } finally {
         const isHalted = halted[0] !== 0;
         if (isHalted) clock.counts.halts++;
-        clock.switchTo(isHalted ? (device.pending > 0 ? "waiting" : "idle") : "between");
+        clock.switchTo(isHalted ? ((device?.pending ?? 0) > 0 ? "waiting" : "idle") : "between");
       }
     });
     for (const m of PORT_METHODS) this.wrap(cpu.io, m, "device");
     for (const m of MMIO_METHODS) if (typeof cpu[m] === "function") this.wrap(cpu as unknown as Record<string, unknown>, m, "device");
     this.wrap(cpu as unknown as Record<string, unknown>, "device_raise_irq", "irq", () => clock.counts.irqs++);
     this.wrap(cpu as unknown as Record<string, unknown>, "device_lower_irq", "irq");
+    if (device) this.wrapDevice(device);
+  }
+
+  private wrapDevice(device: DiskDevice): void {
+    const clock = this;
     this.wrap(device as unknown as Record<string, unknown>, "pollFromEmulator", "poll", () => clock.counts.polls++);
     const disk = (device as { disk?: AsyncDisk }).disk as unknown as Record<string, unknown> | undefined;
     if (!disk) throw new Error("EmulatorClock: the device has no disk");
