@@ -185,9 +185,8 @@ export class GuestSession {
     let guest: GuestRunner | undefined;
     try {
       const cuts = o.cuts ?? ALL_CUTS;
-      // How the client waits, with or without the device polling from v86's run loop (cuts.wake):
-      // emulator-ring-client.ts.
-      const lone = emulatorRingClientOptions(cuts.wake, o.diskType ?? "ide");
+      // How the client waits for completions: emulator-ring-client.ts.
+      const lone = emulatorRingClientOptions(o.diskType ?? "ide");
       const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US, ...lone }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : { client: lone };
       client = await pool.open(o.image, { ...spin, ...o.served, scheme, schemeOptions: o.schemeOptions, cache, format: "qcow2" });
       const disk = new ServedAsyncDisk(client.ring);

@@ -124,8 +124,8 @@ export class BootSession {
     const pool = new ImagePool();
     let client: DiskClient | undefined;
     try {
-      // Completions are reaped from inside v86's run loop (RefcowV86Disk polls): see emulator-ring-client.ts.
-      const lone = emulatorRingClientOptions(true, o.diskType);
+      // How the client waits for completions: emulator-ring-client.ts.
+      const lone = emulatorRingClientOptions(o.diskType);
       const overlaid = overlayDir !== undefined || o.overlay !== undefined;
       const openOptions: ServedImageOptions = { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlaid ? "qcow2" : format, client: lone };
       client = await pool.open(served, openOptions);

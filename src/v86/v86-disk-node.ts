@@ -36,7 +36,7 @@ export async function openV86Disk(path: string, options: OpenV86DiskOptions = {}
   const served = options.overlay ?? path;
   const pool = new ImagePool();
   try {
-    const lone = emulatorRingClientOptions(options.pollFromRunLoop ?? true, options.type ?? "ide");
+    const lone = emulatorRingClientOptions(options.type ?? "ide");
     const client = await pool.open(served, {
       ...options.served,
       client: { ...lone, ...options.served?.client },

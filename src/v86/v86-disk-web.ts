@@ -20,7 +20,7 @@ export interface OpenV86DiskOpfsOptions extends V86DiskOptions, Pick<ImageOpenOp
 /** Starts the worker, serves OPFS file `file` (an existing image) and wraps it for v86. */
 export async function openV86DiskOpfs(file: string, options: OpenV86DiskOpfsOptions): Promise<RefcowV86Disk> {
   const host = await WebImageHost.start(options.workerUrl);
-  const lone = emulatorRingClientOptions(options.pollFromRunLoop ?? true, options.type ?? "ide");
+  const lone = emulatorRingClientOptions(options.type ?? "ide");
   const client = await host.open(file, {
     ...options.served,
     client: { ...lone, ...options.served?.client },
