@@ -23,6 +23,10 @@
  * Checks that did not produce the figures: after every refcow run the image passes `qemu-img check`, and
  * `qemu-img map` shows the 64 MiB the guest wrote allocated at 1 GiB; dd's own report (the guest's clock)
  * is printed beside the host's wall time. A run that fails is a row with its reason.
+ *
+ * Last, where the emulator thread's time went during each dd (src/v86/emulator-clock.ts, installed at the
+ * prompt), in ms per MiB by category: guest code, device emulation, the ring hand-off, polls, completions,
+ * interrupts, and halted time waiting for the disk or idle.
  */
 import { spawn, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
