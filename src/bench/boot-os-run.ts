@@ -24,6 +24,8 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs"
 import type { V86 } from "v86";
 import { SerialConsole } from "../guest/serial-console.js";
 import { BootSession } from "../v86/boot-session.js";
+import type { DiskDevice } from "../v86/disk-device.js";
+import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 import { DiskBootMachine, type BootDisk } from "../v86/disk-boot-machine.js";
 
 export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-virtio", "v86-buffer", "v86-file"] as const;
@@ -47,6 +49,8 @@ export interface TimedStep {
   ms: number;
   cpuMs: number;
   instructions: number;
+  /** The dd steps: the emulator thread's time by category (EmulatorClock). */
+  emulatorTime?: EmulatorTime;
 }
 
 export interface OsBenchRun {
@@ -70,26 +74,31 @@ const DD_TIMEOUT_MS = 600_000;
 export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
   const os = await bootOsToPrompt(o.source, (onSerial) => startMachine(o, onSerial), o.onProgress);
   const { machine, serial, counter } = os;
+  let clock: EmulatorClock | undefined;
   try {
     const device = o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda";
     const geometry = `bs=1M count=${o.ddMiB}`;
     let at = os.promptEnd;
+    // Installed at the prompt: the boot runs uninstrumented.
+    clock = new EmulatorClock(machine.emulator, os.device);
     const step = async (name: string, command: string) => {
       // The marker is computed by the shell, so the echo of the typed line does not match it.
       const marker = `${name}-${o.ddMiB}-END`;
       const startInstr = counter.total();
       const startCpu = process.cpuUsage();
       const start = performance.now();
+      clock!.take();
       // /proc/uptime around the command: the guest's own clock (10 ms steps), as a cross-check of the host's.
       const uptime = "$(cut -d' ' -f1 /proc/uptime)";
       machine.sendSerial(new TextEncoder().encode(`U0=${uptime}; ${command}; U1=${uptime}; echo GUEST-UPTIME $U0 $U1; echo ${name}-$((${o.ddMiB}))-END\r`));
       const m = await serial.waitFor(new RegExp(`\\n${marker}\\r?\\n`), at, DD_TIMEOUT_MS);
       const ms = performance.now() - start;
+      const emulatorTime = clock!.take();
       const cpu = cpuMs(process.cpuUsage(startCpu));
       const instructions = counter.total() - startInstr;
       const text = serial.textBetween(at, m.start);
       at = (await serial.waitFor(PROMPT, m.end, 60_000)).end;
-      return { ms, cpuMs: cpu, instructions, ...parseDdReport(text, name) };
+      return { ms, cpuMs: cpu, instructions, emulatorTime, ...parseDdReport(text, name) };
     };
     const write = await step("W", `dd if=/dev/zero of=${device} ${geometry} seek=${o.ddOffsetMiB} oflag=direct conv=fsync`);
     o.onProgress?.(`  ${o.source}: wrote ${o.ddMiB} MiB in ${(write.ms / 1000).toFixed(2)} s`);
@@ -98,6 +107,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
     await machine.stop();
     return { source: o.source, image: o.image, prepMs: os.prepMs, boot: os.boot, write, read, peakRssBytes: peakRss() };
   } finally {
+    clock?.uninstall();
     await os.close();
   }
 }
@@ -132,7 +142,7 @@ export async function startRefcowMachine(
     onSerial,
     onProgress: o.onProgress,
   });
-  return { machine: session.machine, close: () => session.close() };
+  return { machine: session.machine, device: session.device, close: () => session.close() };
 }
 
 /** v86 serving its disk itself, from `hda` (IDE). */
@@ -144,6 +154,8 @@ export function startV86OwnMachine(hda: NonNullable<BootDisk["v86Options"]["hda"
 /** A machine built on its disk, not yet necessarily loaded, and how to end it. */
 export interface StartedMachine {
   machine: DiskBootMachine;
+  /** refcow's disk device (for the emulator clock); absent when v86 serves the disk itself. */
+  device?: DiskDevice;
   close(): Promise<void>;
 }
 
@@ -181,7 +193,7 @@ export async function bootOsToPrompt(label: string, start: (onSerial: (bytes: Ui
     const prompt = await serial.waitFor(PROMPT, 0, BOOT_TIMEOUT_MS);
     const boot = { ms: performance.now() - loadedAt, cpuMs: cpuMs(process.cpuUsage(cpuAtLoad)), instructions: counter.total() };
     onProgress?.(`  ${label}: shell prompt after ${(boot.ms / 1000).toFixed(1)} s`);
-    return { machine: started.machine, close, serial, counter, prepMs: loadedAt - t0, boot, promptEnd: prompt.end };
+    return { machine: started.machine, device: started.device, close, serial, counter, prepMs: loadedAt - t0, boot, promptEnd: prompt.end };
   } catch (e) {
     await close();
     throw e;

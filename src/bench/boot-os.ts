@@ -23,13 +23,17 @@
  * Checks that did not produce the figures: after every refcow run the image passes `qemu-img check`, and
  * `qemu-img map` shows the 64 MiB the guest wrote allocated at 1 GiB; dd's own report (the guest's clock)
  * is printed beside the host's wall time. A run that fails is a row with its reason.
+ *
+ * Last, where the emulator thread's time went during each dd (src/v86/emulator-clock.ts, installed at the
+ * prompt), in ms per MiB by category: guest code, device emulation, the ring hand-off, polls, completions,
+ * interrupts, and halted time waiting for the disk or idle.
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ratioByRounds } from "../stats/latency.js";
+import { ratioByRounds, spread } from "../stats/latency.js";
 import { ensureGuestImage, v86WasmPath } from "../guest/guest-image.js";
 import { ensureOsImage, writeOsImage } from "../guest/os-image.js";
 import { BenchUsageError, integerOption, listOption, progress, runProgram } from "./entry.js";
@@ -37,6 +41,7 @@ import { qemuCheckVerdict } from "./image-check.js";
 import { runJsonChild } from "./child-run.js";
 import { medianCell, ratioLine, textTable } from "./rep-table.js";
 import { OS_BENCH_SOURCES, runOsBench, type OsBenchRun, type OsBenchSource } from "./boot-os-run.js";
+import { EMULATOR_TIME_CATEGORIES, type EmulatorTime } from "../v86/emulator-clock.js";
 
 const MiB = 2 ** 20;
 const DD_OFFSET_MIB = 1024;
@@ -259,6 +264,22 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
     const line = ratioLine("  peak RSS, 16 GiB / 4 GiB virtual", rss("refcow-ide-16g"), rss("refcow-ide-4g"));
     lines.push(line + (s.runs ? (s.max <= 1.1 && s.min >= 1 / 1.1 ? "  target within 10%: met" : "  target within 10%: MISSED") : ""));
   }
+  lines.push("", ...breakdownLines(names, runsOf));
   return lines.join("\n") + "\n";
+}
+
+/** Where the emulator thread's time went in each dd (EmulatorClock's categories), ms per MiB, median over the repetitions. */
+function breakdownLines(names: readonly string[], runsOf: (name: string) => Array<OsBenchRun | undefined>): string[] {
+  const rows: string[][] = [["case", "step", "wall", ...EMULATOR_TIME_CATEGORIES, "halts/MiB", "irqs/MiB"]];
+  for (const name of names) {
+    const runs = runsOf(name).filter((r): r is OsBenchRun => r !== undefined);
+    for (const step of ["write", "read"] as const) {
+      const times = runs.map((r) => r[step].emulatorTime).filter((t): t is EmulatorTime => t !== undefined);
+      if (times.length === 0) continue;
+      const per = (pick: (t: EmulatorTime) => number) => (spread(times.map(pick)).median / DD_MIB).toFixed(2);
+      rows.push([name, step, per((t) => t.wallMs), ...EMULATOR_TIME_CATEGORIES.map((c) => per((t) => t.ms[c])), per((t) => t.halts), per((t) => t.irqs)]);
+    }
+  }
+  return ["emulator thread during each dd, ms per MiB by category (src/v86/emulator-clock.ts; median over the repetitions; halts and irqs: counts per MiB):", ...textTable(rows)];
 }
 

@@ -28,7 +28,8 @@ import type { CacheMode } from "../engine/types.js";
 import { spread, summarize } from "../stats/latency.js";
 import type { LatencyColumn } from "../guest/decomposition.js";
 import { ensureGuestImage } from "../guest/guest-image.js";
-import { parseGuestIoReports } from "../guest/guest-io-report.js";
+import { guestIops, parseGuestIoReports } from "../guest/guest-io-report.js";
+import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 import type { GuestDiskType } from "../guest/guest-machine.js";
 import { GuestRunner } from "../guest/guest-runner.js";
 import { parseCuts } from "../guest/latency-cuts.js";
@@ -92,6 +93,8 @@ export interface FloorOptions {
   iodepth?: number;
   /** First the workloads' warm-up writes (workloads.ts warmUpWrites), as rand4k and overwrite do before their phases. */
   warmUp?: boolean;
+  /** Charge the emulator thread's time in each pass to categories (EmulatorClock). */
+  emulatorTime?: boolean;
   onProgress?: (m: string) => void;
 }
 
@@ -104,6 +107,10 @@ export interface FloorPass {
   deviceP99Us: number;
   /** Emulated instructions per write: the pass's count less that of the same command with no offsets, ÷ writes. */
   instructionsPerWrite: number;
+  /** The guest program's requests per second (its own clock, first submission to last completion). */
+  iops?: number;
+  /** With `emulatorTime`: the pass's emulator time by category. */
+  emulatorTime?: EmulatorTime;
   load1: number;
 }
 
@@ -119,6 +126,7 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
   const warm = await obtainWarmState({ diskSize: size, diskType: disk, onProgress: o.onProgress });
   const g = await GuestRunner.boot({ disk: new MemoryAsyncDisk(size), diskType: disk, initialState: warm.state, onProgress: o.onProgress });
   const out: FloorPass[] = [];
+  let clock: EmulatorClock | undefined;
   const depth = iodepth > 1 ? ` depth=${iodepth} uring` : ""; // as the workloads queue requests (workloads.ts)
   // v86's counter is a u32 that wraps; a pass is far below 2^32 instructions.
   const counted = async (command: string): Promise<{ output: string; instructions: number }> => {
@@ -130,16 +138,20 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
     await g.check("yes floor | head -c 4096 > /tmp/blk; awk 'BEGIN{for(i=0;i<256;i++)print i*1048576}' > /tmp/order");
     if (o.warmUp) {
       g.adapter.takeRecords();
-      await g.check(warmUpWrites(256, iodepth));
+      await g.check(warmUpWrites(256, iodepth), { timeoutMs: 600_000 });
       const writes = g.adapter.takeRecords().filter((r) => r.op === "write").length;
       if (writes < guestWarmUpRequests(iodepth)) throw new Error(`the warm-up reached the disk with ${writes} writes, not ${guestWarmUpRequests(iodepth)}`);
       o.onProgress?.(`warm-up: ${writes} writes`);
     }
+    if (o.emulatorTime) clock = new EmulatorClock(g.v86, g.adapter.device);
     for (let pass = 1; pass <= passes; pass++) {
       const empty = await counted(`refcow-io write $DISK /tmp/blk${depth} </dev/null`);
       g.adapter.takeRecords();
+      clock?.take();
       const run = await counted(`refcow-io write $DISK /tmp/blk${depth} </tmp/order`);
-      const app = parseGuestIoReports(run.output).find((r) => r.op === "write")!.latenciesNs.map((n) => n / 1000);
+      const emulatorTime = clock?.take();
+      const report = parseGuestIoReports(run.output).find((r) => r.op === "write")!;
+      const app = report.latenciesNs.map((n) => n / 1000);
       const device = g.adapter.takeRecords().filter((r) => r.op === "write").map((r) => r.latencyMs * 1000);
       const a = summarize(app);
       const d = summarize(device);
@@ -151,10 +163,13 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
         deviceMedianUs: d.median,
         deviceP99Us: d.p99,
         instructionsPerWrite: (run.instructions - empty.instructions) / app.length,
+        iops: guestIops(report),
+        ...(emulatorTime ? { emulatorTime } : {}),
         load1: os.loadavg()[0]!,
       });
     }
   } finally {
+    clock?.uninstall();
     await g.destroy();
   }
   return out;

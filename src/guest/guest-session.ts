@@ -38,6 +38,7 @@ import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { probeQcow2 } from "../v86/qcow2-probe.js";
 import { ServedAsyncDisk } from "../worker/served-async-disk.js";
+import { emulatorRingClientOptions } from "../v86/emulator-ring-client.js";
 import type { GuestImagePaths } from "./guest-image.js";
 import { GuestRunner } from "./guest-runner.js";
 import type { GuestDiskType } from "./guest-machine.js";
@@ -184,10 +185,8 @@ export class GuestSession {
     let guest: GuestRunner | undefined;
     try {
       const cuts = o.cuts ?? ALL_CUTS;
-      // With a virtio disk many requests are in flight and their completions are reaped from inside v86's run
-      // loop (cuts.wake): the client spins only for a lone request, and leaves the emulator's thread to the
-      // guest when several are queued.
-      const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
+      // How the client waits for completions: emulator-ring-client.ts.
+      const lone = emulatorRingClientOptions(o.diskType ?? "ide");
       const spin: Partial<ServedImageOptions> = cuts.spin ? { client: { sizedSpinCapUs: SPIN_CAP_CLIENT_US, ...lone }, serverSizedSpinCapUs: SPIN_CAP_SERVER_US } : { client: lone };
       client = await pool.open(o.image, { ...spin, ...o.served, scheme, schemeOptions: o.schemeOptions, cache, format: "qcow2" });
       const disk = new ServedAsyncDisk(client.ring);

@@ -7,6 +7,7 @@
  * reports it. The four-clock decomposition of a phase (guest program, device, ring, engine) is
  * decomposition.ts's; the workload runner adds it to the phase.
  */
+import type { EmulatorTime } from "../v86/emulator-clock.js";
 import { percentile as nearestRank, summarize } from "../stats/latency.js";
 import type { Decomposition } from "./decomposition.js";
 import type { DiskOp, DiskRequestRecord } from "./request-recorder.js";
@@ -56,6 +57,8 @@ export interface PhaseStats extends Partial<Decomposition> {
    * the time from the first one's submission to the last one's completion, on the guest's clock.
    */
   guest_iops?: number;
+  /** With `emulatorTime`: the emulator thread's time in the phase by category (src/v86/emulator-clock.ts). */
+  emulator_time?: EmulatorTime;
 }
 
 /** Nearest-rank percentile of an array (0 for an empty one): src/stats/latency.ts's. */

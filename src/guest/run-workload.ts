@@ -47,6 +47,7 @@ import { buildWorkload, type Workload, type WorkloadName } from "./workloads.js"
 import { ALL_CUTS, formatCuts, type LatencyCuts } from "./latency-cuts.js";
 import type { GuestDiskType } from "./guest-machine.js";
 import type { VirtioPhaseSummary } from "./request-recorder.js";
+import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 
 /**
  * What a guest run takes under either emulator (QEMU's: qemu-run.ts's QemuGuestOptions). The image's open
@@ -96,6 +97,8 @@ export interface GuestWorkloadOptions extends GuestRunOptions {
   engineStats?: boolean;
   /** Which cuts of the guest-to-engine delay are on (default all; latency-cuts.ts). */
   cuts?: LatencyCuts;
+  /** Charge the emulator thread's time in each phase to categories (EmulatorClock, src/v86/emulator-clock.ts). */
+  emulatorTime?: boolean;
 }
 
 /** What a guest run reports under either emulator (QEMU's: qemu-run.ts's QemuGuestResult). */
@@ -233,6 +236,8 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
   const durations: Record<string, number> = {};
   const engineStats: Record<string, CostBreakdown> = {};
   let haveStats = wantStats;
+  const clock = o.emulatorTime ? new EmulatorClock(s.guest.v86, s.guest.adapter.device) : undefined;
+  const emulatorTimes: Record<string, EmulatorTime> = {};
 
   s.onPhase = async (name) => {
     if (name !== expected) throw new Error(`the guest announced phase '${name}' while '${expected}' was running`);
@@ -250,6 +255,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     }
     phaseStart = performance.now();
     instructionsAtStart = instructionCount();
+    clock?.take();
   };
 
   const ioTool = (await s.guest.run("[ -x /bin/refcow-io ]")).exitCode === 0 ? "refcow-io" : "dd";
@@ -280,6 +286,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     }
     const end = performance.now();
     const instructionsAtEnd = instructionCount();
+    if (clock) emulatorTimes[ph.name] = clock.take();
     adapter.phase = "idle";
     if (s.phaseError) throw s.phaseError;
     if (phaseStart === 0) throw new Error(`phase ${ph.name}: the guest never announced it (REFCOW-PHASE ${ph.name})`);
@@ -293,6 +300,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     progress(`${label}: done in ${(durations[ph.name]! / 1000).toFixed(1)} s (${sum.writes} writes, ${sum.reads} reads, ${sum.flushes} flushes)`);
   }
   const workloadMs = performance.now() - t0;
+  clock?.uninstall();
 
   const phaseOrder = w.phases.map((p) => p.name);
   const records = adapter.takeRecords().filter((r) => phaseOrder.includes(r.phase));
@@ -309,6 +317,7 @@ async function runOn(s: GuestSession, o: GuestWorkloadOptions, progress: (m: str
     if (f) p.flush = f;
     const sum = adapter.summary(name);
     p.max_in_flight = sum.maxInFlight;
+    if (emulatorTimes[name]) p.emulator_time = emulatorTimes[name];
     const v = sum as Partial<VirtioPhaseSummary>;
     if (v.interrupts !== undefined) {
       p.interrupts = v.interrupts;

@@ -42,6 +42,8 @@ import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
 import { RefcowV86Disk } from "./v86-disk.js";
+import type { DiskDevice } from "./disk-device.js";
+import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
 export type BootDiskType = "ide" | "virtio";
 
@@ -85,6 +87,8 @@ export class BootSession {
   readonly machine: DiskBootMachine;
   readonly block: BlockInfo;
   private readonly disk: ReopenableZeroingDisk;
+  /** The guest's disk device (IDE adapter or virtio-blk), for an observer or instrumentation. */
+  readonly device: DiskDevice;
   private closing: Promise<void> | undefined;
 
   static async open(o: BootSessionOptions): Promise<BootSession> {
@@ -120,8 +124,8 @@ export class BootSession {
     const pool = new ImagePool();
     let client: DiskClient | undefined;
     try {
-      // With virtio many requests are in flight, reaped from inside v86's run loop: spin only for a lone one.
-      const lone = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
+      // How the client waits for completions: emulator-ring-client.ts.
+      const lone = emulatorRingClientOptions(o.diskType);
       const overlaid = overlayDir !== undefined || o.overlay !== undefined;
       const openOptions: ServedImageOptions = { scheme: o.scheme, schemeOptions: o.schemeOptions, cache: o.cache, format: overlaid ? "qcow2" : format, client: lone };
       client = await pool.open(served, openOptions);
@@ -158,6 +162,7 @@ export class BootSession {
   ) {
     this.disk = new ReopenableZeroingDisk(client);
     const disk = new RefcowV86Disk(this.disk, { type: o.diskType });
+    this.device = disk.device;
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",
       file: info.served,

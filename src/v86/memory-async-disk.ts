@@ -49,13 +49,17 @@ export class MemoryAsyncDisk implements AsyncDisk {
   write(offset: number, data: WriteData, done: DiskDone): void {
     const length = writeLength(data);
     const bad = this.outside(offset, length);
-    this.later(() => {
-      if (bad) return done(bad, undefined, undefined);
+    // The data is copied now: a device may pass views of guest memory valid only during this call (v86's
+    // wasm memory detaches its old buffer when it grows).
+    if (!bad) {
       let at = offset;
       for (const piece of data instanceof Uint8Array ? [data] : data) {
         this.bytes.set(piece, at);
         at += piece.length;
       }
+    }
+    this.later(() => {
+      if (bad) return done(bad, undefined, undefined);
       this.counts.writes++;
       this.counts.bytesWritten += length;
       done(undefined, undefined, undefined);

@@ -11,6 +11,7 @@ import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { isHttpUrl } from "../io/http-object.js";
 import { ensureOverlay } from "../open/persistent-overlay.js";
 import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
+import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
 /**
  * `scheme` (default "eager") and `cache` (default "writeback": durable at the guest's flush, which reaches the
@@ -35,7 +36,7 @@ export async function openV86Disk(path: string, options: OpenV86DiskOptions = {}
   const served = options.overlay ?? path;
   const pool = new ImagePool();
   try {
-    const lone = options.type === "virtio" ? { spinMaxInFlight: 1 } : {};
+    const lone = emulatorRingClientOptions(options.type ?? "ide");
     const client = await pool.open(served, {
       ...options.served,
       client: { ...lone, ...options.served?.client },

@@ -8,6 +8,7 @@ import type { ImageOpenOptions } from "../engine/types.js";
 import { WebImageHost, type WebImageOptions } from "../worker/web-host.js";
 import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
+import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
 /** `scheme` (default "eager") and `cache` (default "writeback") are ImageOpenOptions', as for openV86Disk. */
 export interface OpenV86DiskOpfsOptions extends V86DiskOptions, Pick<ImageOpenOptions, "scheme" | "cache"> {
@@ -19,7 +20,7 @@ export interface OpenV86DiskOpfsOptions extends V86DiskOptions, Pick<ImageOpenOp
 /** Starts the worker, serves OPFS file `file` (an existing image) and wraps it for v86. */
 export async function openV86DiskOpfs(file: string, options: OpenV86DiskOpfsOptions): Promise<RefcowV86Disk> {
   const host = await WebImageHost.start(options.workerUrl);
-  const lone = options.type === "virtio" ? { spinMaxInFlight: 1 } : {};
+  const lone = emulatorRingClientOptions(options.type ?? "ide");
   const client = await host.open(file, {
     ...options.served,
     client: { ...lone, ...options.served?.client },

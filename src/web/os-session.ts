@@ -23,6 +23,7 @@ import type { DiskClient } from "../worker/disk-client.js";
 import type { WebImageHost } from "../worker/web-host.js";
 import { copyFile } from "./opfs-store.js";
 import { ReopenableDisk } from "../v86/reopenable-disk.js";
+import { emulatorRingClientOptions } from "../v86/emulator-ring-client.js";
 
 /** `scheme` and `cache` are ImageOpenOptions' (the page's settings). */
 export interface OsSessionOptions extends Pick<ImageOpenOptions, "scheme" | "cache"> {
@@ -205,8 +206,7 @@ export function findSnapshot(list: readonly SnapshotInfo[], idOrName: string): S
  * access handle for a moment: that one error is retried for up to 15 s.
  */
 async function openRetrying(o: OsSessionOptions): Promise<DiskClient> {
-  // With virtio many requests are in flight, reaped from inside v86's run loop: spin only for a lone one.
-  const client = o.diskType === "virtio" ? { spinMaxInFlight: 1 } : {};
+  const client = emulatorRingClientOptions(o.diskType);
   for (let attempt = 0; ; attempt++) {
     try {
       return await o.host.open(o.file, { scheme: o.scheme ?? "eager", cache: o.cache ?? "writeback", client, httpCacheBytes: o.httpCacheBytes });
