@@ -15,8 +15,9 @@
  * Per cell: amortized µs per write (phase wall time ÷ writes, flushes included), the same with the close
  * (a scheme's deferred work: log's apply), host bytes written per post-snapshot write by the engine's
  * accounting (close included) and bytes it shared by clones, and — the oracle that did not produce those —
- * `qemu-img check` of every image, and per place and scheme an `strace` of `refcow io` doing the same
- * post-snapshot writes (writeback, flushed at the close): the bytes pwrite64 wrote per write.
+ * `qemu-img check` of every image, and per place, scheme and cache mode an `strace` of `refcow io` doing the
+ * same post-snapshot writes (writeback: flushed at the close; writethrough: each write durable before the
+ * next): the bytes pwrite64 wrote per write.
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -83,6 +84,7 @@ export interface ReflinkCell {
 export interface OracleRow {
   place: string;
   scheme: string;
+  cache: CacheMode;
   writes: number;
   pwriteBytesPerWrite: number;
   /** FICLONERANGE calls that succeeded, in all (neighbouring clusters may share one). */
@@ -137,20 +139,20 @@ async function runSource(place: Place, scheme: string, cache: CacheMode, round: 
 }
 
 /** The kernel's count of the post-snapshot writes' bytes, by `refcow io` under strace. */
-function oracleRow(place: Place, scheme: string, n: number): OracleRow {
+function oracleRow(place: Place, scheme: string, cache: CacheMode, n: number): OracleRow {
   const file = path.join(place.dir, `oracle-${scheme}.qcow2`);
   const spec = { source: "refcow" as const, scheme, transport: "in-process" as const };
   const writes = Math.min(n, 256);
   try {
     prepareFile(spec, file, writes);
     betweenPhases(spec, file, "snapshot");
-    const args = [refcowBin(), "io", "--in-process", "-t", "writeback", "--scheme", scheme, ...(place.noReflink ? ["--no-reflink"] : [])];
+    const args = [refcowBin(), "io", "--in-process", "-t", cache, "--scheme", scheme, ...(place.noReflink ? ["--no-reflink"] : [])];
     for (const off of writeOffsets(writes, "rand4k-per-cluster", 99)) args.push("-c", `write -P 0xa5 ${off} ${WRITE}`);
     const t = traceFileSyscalls(process.execPath, [...args, file], file);
     requireCleanImage(file);
-    return { place: place.name, scheme, writes, pwriteBytesPerWrite: t.pwriteBytes / writes, clones: t.clones };
+    return { place: place.name, scheme, cache, writes, pwriteBytesPerWrite: t.pwriteBytes / writes, clones: t.clones };
   } catch (e) {
-    return { place: place.name, scheme, writes, pwriteBytesPerWrite: NaN, clones: NaN, failed: (e as Error).message.split("\n")[0] };
+    return { place: place.name, scheme, cache, writes, pwriteBytesPerWrite: NaN, clones: NaN, failed: (e as Error).message.split("\n")[0] };
   } finally {
     fs.rmSync(file, { force: true });
   }
@@ -205,8 +207,10 @@ export async function runReflinkBench(opts: ReflinkBenchOptions, places: Place[]
   if (opts.oracle) {
     for (const place of places) {
       for (const scheme of opts.schemes) {
-        say(`strace oracle: ${place.name} ${scheme}`);
-        results.oracle.push(oracleRow(place, scheme, opts.clusters));
+        for (const cache of opts.caches) {
+          say(`strace oracle: ${place.name} ${scheme} ${cache}`);
+          results.oracle.push(oracleRow(place, scheme, cache, opts.clusters));
+        }
       }
     }
   }
@@ -236,11 +240,11 @@ export function formatReflinkResults(r: ReflinkResults): string {
   }
   if (r.oracle.length) {
     lines.push("");
-    lines.push("strace of `refcow io -t writeback` doing the post-snapshot writes (flushed at the close), per write:");
+    lines.push("strace of `refcow io -t CACHE` doing the post-snapshot writes (writeback: flushed at the close), per write:");
     lines.push("");
-    lines.push("| place | scheme | writes | pwrite64 KiB / write | FICLONERANGE calls |");
-    lines.push("|---|---|---|---|---|");
-    for (const o of r.oracle) lines.push(`| ${o.place} | ${o.scheme} | ${o.writes} | ${o.failed ? `failed: ${o.failed}` : kib(o.pwriteBytesPerWrite)} | ${o.failed ? "" : o.clones} |`);
+    lines.push("| place | scheme | cache | writes | pwrite64 KiB / write | FICLONERANGE calls |");
+    lines.push("|---|---|---|---|---|---|");
+    for (const o of r.oracle) lines.push(`| ${o.place} | ${o.scheme} | ${o.cache} | ${o.writes} | ${o.failed ? `failed: ${o.failed}` : kib(o.pwriteBytesPerWrite)} | ${o.failed ? "" : o.clones} |`);
   }
   for (const m of r.missing) lines.push(`\nnot measured: ${m.place}: ${m.reason}`);
   return lines.join("\n") + "\n";

@@ -31,9 +31,16 @@ const ALLOC_HELP =
   "  --alloc A      allocation policy while the image is open: first-fit (default: reuse the lowest free\n" +
   "                 clusters) or append (new clusters always at the end of the file; see compact)\n";
 
-const NO_REFLINK_HELP =
-  "  --no-reflink   copy the part of a copied-on-write cluster the write does not cover, even where the\n" +
-  "                 file system could share it (XFS with reflink, btrfs: shared by default)\n";
+/** The help of --no-reflink, its text starting at `column`. */
+export const noReflinkHelp = (column: number): string =>
+  "  --no-reflink".padEnd(column) +
+  "copy the part of a copied-on-write cluster the write does not cover, even\n" +
+  " ".repeat(column) +
+  "where the file system could share it (XFS with reflink, btrfs: shared by default;\n" +
+  " ".repeat(column) +
+  "REFCOW_REFLINK=0 in the environment does the same)\n";
+
+const NO_REFLINK_HELP = noReflinkHelp(17);
 
 export const HELP: Record<string, CommandHelp> = {
   create: {

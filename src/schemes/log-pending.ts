@@ -223,19 +223,58 @@ export class PendingState {
   }
 }
 
+/** Runs whose sources are read with one read: [start, end) on the host, holes included. */
+interface SourceGroup {
+  start: number;
+  end: number;
+  runs: CopyRun[];
+}
+
+/**
+ * Groups runs by their sources: neighbours on the host, with a hole of up to 64 KiB between them (one larger
+ * read is cheaper than two), up to `maxGroup` bytes per group.
+ */
+function sourceGroups(runs: readonly CopyRun[], maxGroup: number): SourceGroup[] {
+  const bySrc = [...runs].sort((a, b) => a.src - b.src);
+  const groups: SourceGroup[] = [];
+  for (const r of bySrc) {
+    const g = groups[groups.length - 1];
+    if (g && r.src >= g.end && r.src - g.end <= 65536 && r.src + r.length - g.start <= maxGroup) {
+      g.end = r.src + r.length;
+      g.runs.push(r);
+    } else {
+      groups.push({ start: r.src, end: r.src + r.length, runs: [r] });
+    }
+  }
+  return groups;
+}
+
 /**
  * Carries out copy runs through `read`/`write`: the runs whose destinations are contiguous are assembled in
  * memory and written with one write of up to `maxSpan` bytes (the new clusters of a batch are usually
- * neighbours); the sources of a span are read with one read per group of neighbours on the host (a hole of
- * up to 64 KiB between them is read too: one larger read is cheaper than two), such as the head and tail of
- * one old cluster, or consecutive log records. A destination byte no run covers is never written.
+ * neighbours). Sources are read with one read per group of neighbours on the host (sourceGroups), such as
+ * the head and tail of one old cluster, or consecutive log records: across all runs at once when their
+ * groups hold at most `readAhead` bytes (the log records of an apply whose new clusters were shared whole:
+ * one read of the log, not one per record), else per written span. A destination byte no run covers is
+ * never written.
  */
 export function performRuns(
   runs: readonly CopyRun[],
   read: (buf: Uint8Array, host: number) => void,
   write: (buf: Uint8Array, host: number) => void,
   maxSpan = 1 << 20,
+  readAhead = 8 << 20,
 ): void {
+  // Read ahead: every source once, kept by run.
+  const ahead = new Map<CopyRun, Uint8Array>();
+  const all = sourceGroups(runs, 2 * maxSpan);
+  if (all.reduce((n, g) => n + (g.end - g.start), 0) <= readAhead) {
+    for (const g of all) {
+      const buf = new Uint8Array(g.end - g.start);
+      read(buf, g.start);
+      for (const r of g.runs) ahead.set(r, buf.subarray(r.src - g.start, r.src - g.start + r.length));
+    }
+  }
   const byDst = [...runs].sort((a, b) => a.dst - b.dst);
   for (let i = 0; i < byDst.length; ) {
     const start = byDst[i]!.dst;
@@ -246,27 +285,20 @@ export function performRuns(
       j++;
     }
     const span = new Uint8Array(end - start);
-    const bySrc = byDst.slice(i, j).sort((a, b) => a.src - b.src);
-    for (let k = 0; k < bySrc.length; ) {
-      const rs = bySrc[k]!.src;
-      let re = rs + bySrc[k]!.length;
-      let l = k + 1;
-      while (l < bySrc.length && bySrc[l]!.src >= re && bySrc[l]!.src - re <= 65536 && bySrc[l]!.src + bySrc[l]!.length - rs <= 2 * maxSpan) {
-        re = bySrc[l]!.src + bySrc[l]!.length;
-        l++;
-      }
-      if (l === k + 1) {
-        const r = bySrc[k]!;
-        read(span.subarray(r.dst - start, r.dst - start + r.length), r.src);
-      } else {
-        const buf = new Uint8Array(re - rs);
-        read(buf, rs);
-        for (let m = k; m < l; m++) {
-          const r = bySrc[m]!;
-          span.set(buf.subarray(r.src - rs, r.src - rs + r.length), r.dst - start);
+    const inSpan = byDst.slice(i, j);
+    if (ahead.size) {
+      for (const r of inSpan) span.set(ahead.get(r)!, r.dst - start);
+    } else {
+      for (const g of sourceGroups(inSpan, 2 * maxSpan)) {
+        if (g.runs.length === 1) {
+          const r = g.runs[0]!;
+          read(span.subarray(r.dst - start, r.dst - start + r.length), r.src);
+          continue;
         }
+        const buf = new Uint8Array(g.end - g.start);
+        read(buf, g.start);
+        for (const r of g.runs) span.set(buf.subarray(r.src - g.start, r.src - g.start + r.length), r.dst - start);
       }
-      k = l;
     }
     write(span, start);
     i = j;

@@ -343,17 +343,19 @@ export class LogScheme extends EagerScheme {
     this.apply();
     img.flushMetadata();
     if (!this.loc) return;
-    // The log goes away: the bit first (durable), then the extension, then its clusters.
+    // The log goes away: the bit first (durable), then the extension and its clusters' counts, with one flush
+    // (writeHeader's). Either may reach the disk without the other: the extension gone with the counts not
+    // yet zero leaks the area; the counts zero with the extension still there is an extension whose area
+    // the next open frees again, skipping what is free already or referenced (log-recovery.ts).
     if (img.header.incompatibleFeatures & INCOMPAT_REFCOW_DATA_LOG) {
       img.header.incompatibleFeatures &= ~INCOMPAT_REFCOW_DATA_LOG;
       img.writeIncompatibleFeatures();
     }
     img.header.extensions = img.header.extensions.filter((e) => e.type !== EXT_REFCOW_DATA_LOG);
-    img.writeHeader();
     const { offset, clusters } = this.loc;
     for (let i = 0; i < clusters; i++) this.refcounts.change(offset / img.clusterSize + i, -1);
     this.refcounts.cache.writeDirty();
-    img.order.sync("refcount");
+    img.writeHeader();
     this.loc = undefined;
     // An area that ends the file (made at the end, nothing allocated after it) goes with the file's tail, once
     // its counts are durably zero: a crash before the cut leaves free clusters at the end, which QEMU accepts.

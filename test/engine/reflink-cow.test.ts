@@ -103,6 +103,18 @@ describe("copy-free COW on XFS with reflink", () => {
     expect(perWrite(copied), JSON.stringify(copied)).toBeGreaterThanOrEqual(CLUSTER);
   });
 
+  it("eager writethrough: each post-snapshot write writes at most 16 KiB through pwrite64 (strace): the refcount block by its changed page", (ctx) => {
+    const m = xfs.need(ctx);
+    expect(hasStrace, "strace, the oracle of this test").toBe(true);
+    const prepared = prepare(m.dir);
+    const t = tracedIo(copy(prepared, m.dir, "eager-wt.qcow2"), ALIGNED, ["-t", "writethrough"]);
+    // Per write: the guest's 4 KiB, one 4 KiB page of the refcount block (the increment; the decrement's page
+    // at the next write), the 4 KiB L2 slice; the L2 table copied once (64 KiB over 32 writes). Written whole,
+    // the 64 KiB refcount block made it more than 72 KiB.
+    expect(t.pwriteBytes / ALIGNED.length, JSON.stringify(t)).toBeLessThanOrEqual(16 * 1024);
+    expect(t.clones).toBeGreaterThanOrEqual(ALIGNED.length);
+  });
+
   it("every scheme: the image equals QEMU's after the same writes, snapshot intact, qemu-img check clean", (ctx) => {
     const m = xfs.need(ctx);
     const prepared = prepare(m.dir);

@@ -94,12 +94,13 @@ describe("PendingState", () => {
         const guestInNew = p.ranges.segs.filter((s) => s.host === NEW + s.start);
         const runs = PendingState.fillRuns([p], CS);
         for (const r of runs) for (const s of guestInNew) expect(r.dst + r.length <= NEW + s.start || r.dst >= NEW + s.end).toBe(true);
-        const written = new Array<number>(0);
-        performRuns(runs, (buf, off) => buf.set(h.subarray(off, off + buf.length)), (buf, off) => {
-          written.push(buf.length);
-          h.set(buf, off);
-        });
-        expect(same(h.subarray(NEW, NEW + CS), model)).toBe(true);
+        // With the sources read ahead, and read per written span.
+        for (const readAhead of [8 << 20, 0]) {
+          h.fill(0, NEW, NEW + CS);
+          for (const s of guestInNew) h.set(model.subarray(s.start, s.end), NEW + s.start);
+          performRuns(runs, (buf, off) => buf.set(h.subarray(off, off + buf.length)), (buf, off) => h.set(buf, off), 1 << 20, readAhead);
+          expect(same(h.subarray(NEW, NEW + CS), model)).toBe(true);
+        }
       }),
       { numRuns: 300 },
     );
@@ -117,6 +118,9 @@ describe("PendingState", () => {
     let writes = 0;
     performRuns(runs, () => reads++, () => writes++);
     expect(writes).toBe(9); // never over the guest's bytes
+    expect(reads).toBe(1); // the old clusters are neighbours: one read, the guest's 512 bytes between runs included
+    reads = 0;
+    performRuns(runs, () => reads++, () => {}, 1 << 20, 0); // no read-ahead: one read per written span
     expect(reads).toBe(9);
     expect(st.fillDebt()).toBe(8 * (CS - 512));
   });
@@ -133,6 +137,31 @@ describe("PendingState", () => {
     performRuns(runs, (b) => reads.push(b.length), (b) => writes.push(b.length));
     expect(writes).toEqual([8 * CS]);
     expect(reads.length).toBe(2); // the old clusters, the log records
+  });
+
+  it("reads the log once for an apply whose clusters were shared whole, whatever order the records are in", () => {
+    const st = new PendingState(CS);
+    const log = new Uint8Array(8 * 4608);
+    const host = new Uint8Array(NEW + 8 * CS);
+    for (let i = 0; i < 8; i++) {
+      // Written in reverse order: the last cluster's record comes first in the log.
+      const at = (7 - i) * 4608 + 512;
+      log.fill(i + 1, at, at + 4096);
+      st.begin(i, OLD + i * CS, NEW + i * CS);
+      st.written(i, (i % 2) * 4096, 4096, LOG + at);
+    }
+    const runs = PendingState.fillRuns(st.all(), CS, undefined, false);
+    const reads: number[] = [];
+    const rd = (b: Uint8Array, off: number) => {
+      reads.push(b.length);
+      b.set(log.subarray(off - LOG, off - LOG + b.length));
+    };
+    performRuns(runs, rd, (b, off) => host.set(b, off));
+    expect(reads).toEqual([8 * 4608 - 512]);
+    for (let i = 0; i < 8; i++) expect(host.subarray(NEW + i * CS + (i % 2) * 4096, NEW + i * CS + (i % 2) * 4096 + 4096).every((x) => x === i + 1)).toBe(true);
+    reads.length = 0;
+    performRuns(runs, rd, () => {}, 1 << 20, 0);
+    expect(reads.length).toBeGreaterThan(1); // per written span: records of neighbouring spans lie apart in the log
   });
 
   it("says when it is full", () => {

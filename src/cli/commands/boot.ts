@@ -17,8 +17,8 @@ import { sizeToStr } from "../human-size.js";
 import { parseCacheMode } from "../open.js";
 import { snapshotHeader, snapshotRow } from "../snapshot-output.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
-import { schemeOptHelp } from "../help.js";
-import { SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { noReflinkHelp, schemeOptHelp } from "../help.js";
+import { applyNoReflink, NO_REFLINK_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import { BootSession, type BlockInfo } from "../../v86/boot-session.js";
 import { ESCAPE_HELP, EscapeParser } from "../../v86/escape-keys.js";
 import { ensureGuestImage, v86WasmPath } from "../../guest/guest-image.js";
@@ -26,7 +26,7 @@ import { Monitor } from "../../v86/monitor.js";
 
 export const BOOT_SUMMARY = "boot the OS installed on an image (v86), its serial console on the terminal";
 
-export const BOOT_USAGE = "boot [--disk ide|virtio] [-t CACHE] [--scheme S] [--scheme-opt K=V,...] [-m MIB] [-snapshot | --overlay FILE] [--loadvm NAME] [--cache-dir DIR] IMAGE";
+export const BOOT_USAGE = "boot [--disk ide|virtio] [-t CACHE] [--scheme S] [--scheme-opt K=V,...] [--no-reflink] [-m MIB] [-snapshot | --overlay FILE] [--loadvm NAME] [--cache-dir DIR] IMAGE";
 
 export const BOOT_HELP = `
 Boots IMAGE (qcow2 — any QEMU writes — or raw) as the disk of a v86 PC: SeaBIOS boots the disk's own
@@ -39,7 +39,7 @@ guest, its output to stdout (stdin may be a pipe). 'refcow os-image' writes a de
   -t CACHE        cache mode: writeback (default), writethrough, unsafe, none (= writeback),
                   directsync (= writethrough)
   --scheme S      refcount scheme while the image is open: ${SCHEME_NAMES.join(", ")} (default eager)
-${schemeOptHelp(18)}  -m MIB          guest RAM in MiB (default 128)
+${schemeOptHelp(18)}${noReflinkHelp(18)}  -m MIB          guest RAM in MiB (default 128)
   -snapshot       writes go to a temporary qcow2 overlay, dropped at exit; IMAGE is only read, unless
                   Ctrl-A s commits them
   --overlay FILE  writes go to FILE, a qcow2 overlay over IMAGE made on first use and reused after (a
@@ -73,6 +73,7 @@ const LONG = [
   { name: "cache", arg: true, key: "t" },
   { name: "scheme", arg: true },
   SCHEME_OPT_LONG,
+  NO_REFLINK_LONG,
   { name: "memory", arg: true, key: "m" },
   { name: "snapshot", arg: false },
   { name: "overlay", arg: true },
@@ -89,6 +90,8 @@ export interface BootOptions {
   snapshot: boolean;
   overlay?: string;
   loadvm?: string;
+  /** --no-reflink: copy every COW (REFCOW_REFLINK=0 for the worker that opens the image). */
+  noReflink: boolean;
 }
 
 /** The options of `refcow boot` (QEMU's single-dash -snapshot is taken as --snapshot). */
@@ -118,6 +121,7 @@ export function parseBootArgs(argv: string[]): BootOptions | "help" {
     snapshot: hasFlag(parsed, "snapshot"),
     overlay: lastValue(parsed, "overlay"),
     loadvm: lastValue(parsed, "loadvm"),
+    noReflink: hasFlag(parsed, "no-reflink"),
   };
 }
 
@@ -186,6 +190,8 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
     };
   });
 
+  // The image is opened in a worker thread, which inherits it.
+  applyNoReflink(opts.noReflink);
   note(`opening ${opts.image}${opts.snapshot ? " (-snapshot)" : ""}: scheme ${opts.scheme}, cache ${opts.cache}...`);
   let session: BootSession;
   try {

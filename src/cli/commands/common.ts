@@ -12,6 +12,14 @@ export const SCHEME_OPT_LONG: LongOption = { name: "scheme-opt", arg: true };
 export const ALLOC_LONG: LongOption = { name: "alloc", arg: true };
 /** --no-reflink: copy the untouched part of a COW cluster even where the file system could share it. */
 export const NO_REFLINK_LONG: LongOption = { name: "no-reflink", arg: false };
+
+/**
+ * --no-reflink for a command whose images are opened in worker threads or child processes it starts (run,
+ * boot): REFCOW_REFLINK=0 for this process, which they inherit (io/node-file.ts reads it at every open).
+ */
+export function applyNoReflink(noReflink: boolean): void {
+  if (noReflink) process.env.REFCOW_REFLINK = "0";
+}
 export const FORCE_SHARE_LONG: LongOption = { name: "force-share", arg: false, key: "U" };
 
 /** Parses argv; returns undefined after printing help when -h/--help was given. */

@@ -28,8 +28,8 @@ import type { TlsSettings } from "../../nbd/tls.js";
 import { tlsSettingsOf } from "../tls-objects.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
 import type { SyncDisk } from "../../disk/sync-disk.js";
-import { ALLOC_LONG, HELP_LONG, ioOf, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
-import { schemeOptHelp } from "../help.js";
+import { ALLOC_LONG, HELP_LONG, ioOf, NO_REFLINK_LONG, SCHEME_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { noReflinkHelp, schemeOptHelp } from "../help.js";
 import { parseSnapshotParam, selectSnapshot } from "./convert.js";
 import { threadMonitorTarget } from "../../nbd/monitor-socket.js";
 import { startMonitor } from "../nbd-monitor.js";
@@ -37,7 +37,7 @@ import { startMonitor } from "../nbd-monitor.js";
 export const NBD_SUMMARY = "export an image over NBD (qemu-nbd's options): for qemu-io, qemu-img, nbdcopy, fio, the nbd driver";
 
 export const NBD_USAGE =
-  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-A] [-B BITMAP]... [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--serve=inline|ring] [--no-warm-up] [--object OBJ]... [--tls-creds=ID [--tls-authz=ID]] [--handshake-limit=N] [--monitor SOCK] IMAGE";
+  "nbd [-k SOCKET | -p PORT [-b ADDR]] [-x NAME] [-D TEXT] [-r] [-t] [-e N] [--cache=MODE] [--discard=ignore|unmap] [--detect-zeroes=off|on|unmap] [-A] [-B BITMAP]... [-l SNAPSHOT | -s] [--fork] [--pid-file FILE] [-f qcow2|raw] [--scheme S] [--scheme-opt K=V,...] [--alloc A] [--no-reflink] [--serve=inline|ring] [--no-warm-up] [--object OBJ]... [--tls-creds=ID [--tls-authz=ID]] [--handshake-limit=N] [--monitor SOCK] IMAGE";
 
 export const NBD_HELP = `
 Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
@@ -65,7 +65,7 @@ Exports IMAGE over the NBD protocol, taking qemu-nbd's options.
   -f, --format=FMT         qcow2 or raw (probed when omitted)
   --scheme S               refcount scheme while the image is open (${SCHEME_NAMES.join(", ")})
 ${schemeOptHelp(27)}  --alloc A                allocation policy: first-fit (default) or append
-  --serve=MODE             inline (default): one thread owns the sockets and the image and serves each
+${noReflinkHelp(27)}  --serve=MODE             inline (default): one thread owns the sockets and the image and serves each
                            request as it is read; ring: the image in a worker thread behind the request ring
   --no-warm-up             inline: accept clients at once, without first serving a scratch image (which
                            compiles the request path before the first client)
@@ -104,7 +104,7 @@ const UNSUPPORTED: Record<string, string> = {
 const FORKED_ENV = "REFCOW_NBD_FORKED";
 
 /** `refcow nbd`: the open options (ImageOpenOptions: scheme, scheme options, alloc) and the export's. */
-interface NbdOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "alloc"> {
+interface NbdOptions extends Pick<ImageOpenOptions, "scheme" | "schemeOptions" | "alloc" | "noReflink"> {
   image: string;
   format?: "qcow2" | "raw";
   address: ListenAddress;
@@ -138,6 +138,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
       SCHEME_LONG,
       SCHEME_OPT_LONG,
       ALLOC_LONG,
+      NO_REFLINK_LONG,
       { name: "version", arg: false, key: "V" },
       { name: "bind", arg: true, key: "b" },
       { name: "port", arg: true, key: "p" },
@@ -271,6 +272,7 @@ function parseNbdOptions(argv: string[]): NbdOptions | "help" | "version" {
     scheme,
     schemeOptions,
     alloc: parseAllocPolicy(lastValue(parsed, "alloc")),
+    noReflink: hasFlag(parsed, "no-reflink") || undefined,
     serveMode,
     warmUp: !hasFlag(parsed, "no-warm-up"),
     verbose: hasFlag(parsed, "v"),
@@ -393,7 +395,7 @@ async function serve(opts: NbdOptions, io: CliIo, ready: () => void): Promise<nu
   let served: ServingExport;
   try {
     served = await openExport({
-      image: { ...image, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly },
+      image: { ...image, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, noReflink: opts.noReflink, cache: opts.cache, readOnly: opts.readOnly },
       mode: "ring",
       settings,
       server: {
@@ -490,7 +492,7 @@ async function serveInline(
   settings: ExportSettings,
 ): Promise<number> {
   const data: ExportWorkerData = {
-    image: { ...image, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, cache: opts.cache, readOnly: opts.readOnly },
+    image: { ...image, scheme: opts.scheme, schemeOptions: opts.schemeOptions, alloc: opts.alloc, noReflink: opts.noReflink, cache: opts.cache, readOnly: opts.readOnly },
     settings,
     shared: opts.shared,
     persistent: opts.persistent,

@@ -10,8 +10,8 @@ import { CliError, messageOf, UsageError } from "../errors.js";
 import { parseCacheMode } from "../open.js";
 import { parseSize } from "../sizes.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
-import { schemeOptHelp } from "../help.js";
-import { SCHEME_OPT_LONG, schemeChoice } from "./common.js";
+import { noReflinkHelp, schemeOptHelp } from "../help.js";
+import { applyNoReflink, NO_REFLINK_LONG, SCHEME_OPT_LONG, schemeChoice } from "./common.js";
 import type { CostBreakdown } from "../../engine/types.js";
 import type { LatencyColumn } from "../../guest/decomposition.js";
 import { ensureGuestImage } from "../../guest/guest-image.js";
@@ -27,7 +27,7 @@ import { formatQemuRunResult } from "../qemu-run-output.js";
 export const RUN_SUMMARY = "boot the Linux guest (v86, or QEMU) on a refcow-served image, run a disk workload, print per-phase latency";
 
 export const RUN_USAGE =
-  "run [--emulator v86|qemu] [--backend qemu|qemu-lazy|refcow] [--accel auto|kvm|tcg] [--scheme S] [--scheme-opt K=V,...] [-t CACHE] [--disk ide|virtio] [--iodepth N] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
+  "run [--emulator v86|qemu] [--backend qemu|qemu-lazy|refcow] [--accel auto|kvm|tcg] [--scheme S] [--scheme-opt K=V,...] [--no-reflink] [-t CACHE] [--disk ide|virtio] [--iodepth N] [--workload W] [--clusters N] [--snapshot-at PHASE|middle|none] [--savevm] [--size SIZE] [--trace FILE] [--cold] [--cuts LIST] [--kernel-args ARGS] [--output human|json] IMAGE";
 
 export const RUN_HELP = `
 Boots the refcow test guest (Debian i386 kernel + busybox, guest-images/) in v86 with IMAGE as its disk
@@ -46,7 +46,7 @@ first run for a disk size prepares it with one cold boot), or boots cold with --
                       v86's
   --accel A           with --emulator qemu: auto (default), kvm or tcg
   --scheme S          refcount scheme: ${SCHEME_NAMES.join(", ")} (default eager)
-${schemeOptHelp(22)}  -t CACHE            cache mode: writethrough, writeback (default), unsafe
+${schemeOptHelp(22)}${noReflinkHelp(22)}  -t CACHE            cache mode: writethrough, writeback (default), unsafe
   --disk D            the guest's disk: ide (default; v86's IDE, one command at a time) or virtio
                       (refcow's virtio-blk device, src/v86/virtio-blk.ts: many requests in flight)
   --iodepth N         requests the guest program keeps in flight (rand4k, overwrite; 1-64, default 1;
@@ -81,6 +81,7 @@ const LONG = [
   { name: "help", arg: false, key: "h" },
   { name: "scheme", arg: true },
   SCHEME_OPT_LONG,
+  NO_REFLINK_LONG,
   { name: "workload", arg: true },
   { name: "disk", arg: true },
   { name: "iodepth", arg: true },
@@ -162,7 +163,10 @@ export async function runCommand(argv: string[], io0?: CliIo): Promise<number> {
     if ((backendArg ?? "refcow") !== "refcow" && (lastValue(parsed, "scheme") !== undefined || schemeOptions !== undefined)) {
       throw new UsageError(`--scheme is refcow's: --backend ${backendArg} is QEMU's own qcow2 driver`);
     }
+    if ((backendArg ?? "refcow") !== "refcow" && hasFlag(parsed, "no-reflink")) throw new UsageError(`--no-reflink is refcow's: --backend ${backendArg} is QEMU's own qcow2 driver`);
   }
+  // The image is opened in a worker thread (v86) or by a `refcow nbd` child (QEMU): both inherit it.
+  applyNoReflink(hasFlag(parsed, "no-reflink"));
 
   const tty = Boolean(process.stderr.isTTY) && io === processIo;
   let transientShown = false;

@@ -129,12 +129,11 @@ export class RefcountStore {
     if (next < 0) throw new ImageFormatError(`refcount of cluster ${cluster} would drop below zero (image is corrupt)`);
     if (next > this.codec.max) throw new ImageFormatError(`refcount overflow at cluster ${cluster} (more than ${this.codec.max} references)`, { corruption: false });
     this.codec.set(buf, idx, next);
-    this.cache.markDirty(block);
-    if (this.onChange) {
-      const bits = this.codec.bits;
-      const byte = Math.floor((idx * bits) / 8);
-      this.onChange(block + byte, Math.max(1, bits / 8));
-    }
+    const bits = this.codec.bits;
+    const byte = Math.floor((idx * bits) / 8);
+    const width = Math.max(1, bits / 8);
+    this.cache.markDirty(block, byte, width);
+    this.onChange?.(block + byte, width);
     if (cluster >= this.countedEnd) this.countedEnd = cluster + 1;
     if (next === 0 && !this.usedBy?.(cluster)) this.noteFreed(cluster);
     return next;

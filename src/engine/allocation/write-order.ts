@@ -22,6 +22,16 @@
  * does not write them at a flush cannot leave the L1 entry's flush without them. eager --order qemu keeps
  * QEMU's flushes (MetadataCache.setDependencyAsQemu turns the shortcut off).
  *
+ * Partial write-back (MetadataCache.writeUnit): a dirty table is written by its changed 4 KiB pages only,
+ * a run of adjacent ones per write, all of them where the whole table was written before (in its step, after
+ * the same hooks and flushes). The rules above are between steps, never within one, so they are untouched.
+ * Why it is as safe against a torn write as the whole write: the pages left out hold on the disk exactly what
+ * the cache holds (a unit is read from the disk or written whole before it is partly written, and every
+ * change to it names the bytes it changed), so writing them would change nothing. A whole-table write is not
+ * atomic either: a crash can leave any subset of its pages (or sectors) new, and the states a crash can leave
+ * during the partial write are among those. Whatever a crash leaves is the old or the new content of each
+ * page, as before; the next flush makes all of them durable, as before.
+ *
  * The rules between the caches are carried by the caches' hooks (MetadataCache.dependsOn, flushBeforeWrite),
  * so that an eviction between flushes keeps them too; this module is the only place that sets them.
  *

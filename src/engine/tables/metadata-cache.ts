@@ -9,6 +9,11 @@
  *
  * `setDependencyAsQemu` states a dependency the way QEMU 7.2's qcow2_cache_set_dependency does, flushing
  * (write + fsync) whatever the other cache already waits for first: used by `eager --order qemu`.
+ *
+ * A dirty unit is written back by its changed pages only (4 KiB, or the whole unit when it is smaller): a
+ * 64 KiB refcount block that gained one count costs one 4 KiB write, not 64 KiB. The pages a caller changed
+ * are named in `markDirty`; a unit marked without a range, or installed fresh by `put`, is written whole.
+ * Why that keeps the ordering rules and is safe against a torn write: write-order.ts, "Partial write-back".
  */
 import type { BlockFile, IoPurpose } from "../../io/block-file.js";
 
@@ -20,9 +25,14 @@ export interface CacheEvents {
   beforeWrite?(): void;
 }
 
+/** The granule of a partial write-back: the page size of the host's page cache, and a multiple of any sector. */
+export const WRITEBACK_PAGE = 4096;
+
 interface Entry {
   buf: Uint8Array;
   dirty: boolean;
+  /** Per page of `buf` (see WRITEBACK_PAGE), 1 when it changed since the unit was last read or written. */
+  changed: Uint8Array;
 }
 
 export class MetadataCache {
@@ -41,6 +51,8 @@ export class MetadataCache {
   /** A dependency stated as QEMU 7.2 does (eager --order qemu): its flushes are kept as QEMU makes them. */
   private asQemu = false;
   private dirtyCount = 0;
+  /** Bytes per page of a partial write-back: WRITEBACK_PAGE, or the whole unit when it is not larger. */
+  private readonly pageBytes: number;
 
   constructor(
     private readonly file: BlockFile,
@@ -51,7 +63,9 @@ export class MetadataCache {
     private readonly sync: (purpose: IoPurpose) => void,
     /** Called when a unit is read from disk, to validate it before use. */
     private readonly onLoad?: (offset: number, buf: Uint8Array) => void,
-  ) {}
+  ) {
+    this.pageBytes = entrySize > WRITEBACK_PAGE && entrySize % WRITEBACK_PAGE === 0 ? WRITEBACK_PAGE : entrySize;
+  }
 
   /** Returns the unit at `offset`, reading it on a miss. The buffer stays valid until the next cache call. */
   get(offset: number): Uint8Array {
@@ -64,14 +78,14 @@ export class MetadataCache {
     const buf = new Uint8Array(this.entrySize);
     this.file.read(buf, offset, this.purpose);
     this.onLoad?.(offset, buf);
-    this.insert(offset, { buf, dirty: false });
+    this.insert(offset, this.entry(buf, false));
     return buf;
   }
 
   /** Installs a unit without reading it (a freshly allocated table), marked dirty. */
   put(offset: number, buf: Uint8Array): void {
     this.drop(offset);
-    this.insert(offset, { buf, dirty: true });
+    this.insert(offset, this.entry(buf, true));
     this.dirtyCount++;
     this.dirtied?.(offset);
   }
@@ -87,9 +101,18 @@ export class MetadataCache {
     };
   }
 
-  markDirty(offset: number): void {
+  /**
+   * The unit at `offset` changed: in bytes [at, at + length) of it when given, anywhere in it otherwise.
+   * Every change to a unit's buffer must be followed by a call naming at least the bytes it changed.
+   */
+  markDirty(offset: number, at?: number, length?: number): void {
     const e = this.entries.get(offset);
     if (!e) throw new Error(`internal: marking uncached metadata at ${offset} dirty`);
+    if (at === undefined || length === undefined) e.changed.fill(1);
+    else {
+      if (at < 0 || length <= 0 || at + length > this.entrySize) throw new Error(`internal: bytes ${at}+${length} are outside a ${this.entrySize}-byte unit`);
+      e.changed.fill(1, Math.floor(at / this.pageBytes), Math.ceil((at + length) / this.pageBytes));
+    }
     if (!e.dirty) {
       e.dirty = true;
       this.dirtyCount++;
@@ -124,7 +147,7 @@ export class MetadataCache {
   install(offset: number, buf: Uint8Array): void {
     this.onLoad?.(offset, buf);
     this.drop(offset);
-    this.insert(offset, { buf, dirty: false });
+    this.insert(offset, this.entry(buf, false));
   }
 
   hasDirty(): boolean {
@@ -137,10 +160,37 @@ export class MetadataCache {
     this.beforeWrite();
     for (const [offset, e] of this.entries) {
       if (!e.dirty) continue;
-      this.file.write(e.buf, offset, this.purpose);
-      e.dirty = false;
+      this.writeUnit(offset, e);
     }
     this.dirtyCount = 0;
+  }
+
+  /** Writes the changed pages of a dirty unit, each run of adjacent ones as one write, and marks it clean. */
+  private writeUnit(offset: number, e: Entry): void {
+    const pages = e.changed;
+    if (pages.length === 1) {
+      this.file.write(e.buf, offset, this.purpose);
+    } else {
+      for (let p = 0; p < pages.length; ) {
+        if (!pages[p]) {
+          p++;
+          continue;
+        }
+        let end = p + 1;
+        while (end < pages.length && pages[end]) end++;
+        const from = p * this.pageBytes;
+        this.file.write(e.buf.subarray(from, end * this.pageBytes), offset + from, this.purpose);
+        p = end;
+      }
+    }
+    pages.fill(0);
+    e.dirty = false;
+  }
+
+  private entry(buf: Uint8Array, dirty: boolean): Entry {
+    const changed = new Uint8Array(this.entrySize / this.pageBytes);
+    if (dirty) changed.fill(1);
+    return { buf, dirty, changed };
   }
 
   /**
@@ -217,7 +267,7 @@ export class MetadataCache {
       const [victim, ve] = this.entries.entries().next().value as [number, Entry];
       if (ve.dirty) {
         this.beforeWrite(victim);
-        this.file.write(ve.buf, victim, this.purpose);
+        this.writeUnit(victim, ve);
         this.dirtyCount--;
       }
       this.entries.delete(victim);
