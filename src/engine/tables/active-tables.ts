@@ -56,9 +56,6 @@ export class ActiveTables {
   /** Set once the L2 cache exists (it needs the tables' validation, which needs the image). */
   l2Cache!: MetadataCache;
   private readonly lookupResult: Mapping = { entry: EMPTY_ENTRY, alloc: 0, zero: 0, slice: -1, index: 0 };
-  /** The last slice buffer a lookup read and its view: writes in place mostly land in the slice looked up last. */
-  private lastBuf: Uint8Array | undefined;
-  private lastView: DataView | undefined;
 
   constructor(
     private readonly file: BlockFile,
@@ -90,11 +87,7 @@ export class ActiveTables {
     const slice = l2Off + Math.floor(l2i / this.sliceEntries) * this.sliceBytes;
     const index = l2i % this.sliceEntries;
     const buf = this.l2Cache.get(slice);
-    let v = this.lastView!;
-    if (buf !== this.lastBuf) {
-      v = this.lastView = viewOf(buf);
-      this.lastBuf = buf;
-    }
+    const v = viewOf(buf);
     r.entry = this.l2.decode(v, index);
     if (this.l2.extended && r.entry.type !== ClusterType.Compressed) {
       [r.alloc, r.zero] = this.l2.bitmap(v, index);
