@@ -6,60 +6,81 @@
  * defines its own, as check and compare do); never a stack trace.
  */
 import { type CliIo, type Command, type CommandRun, processIo } from "./command.js";
-import { bitmapCommand } from "./commands/bitmap.js";
-import { checkCommand } from "./commands/check.js";
-import { compactCommand } from "./commands/compact.js";
-import { compareCommand } from "./commands/compare.js";
-import { convertCommand } from "./commands/convert.js";
-import { createCommand } from "./commands/create.js";
-import { infoCommand } from "./commands/info.js";
-import { ioCommand } from "./commands/io.js";
-import { mapCommand } from "./commands/map.js";
-import { rebaseCommand } from "./commands/rebase.js";
-import { snapshotCommand } from "./commands/snapshot.js";
-import { BENCH_USAGE, benchCommand } from "./commands/bench.js";
-import { RUN_HELP, RUN_SUMMARY, RUN_USAGE, runCommand } from "./commands/run.js";
-import { REPORT_HELP, REPORT_SUMMARY, REPORT_USAGE, reportCommand } from "./commands/report.js";
-import { EXPERIMENT_HELP, EXPERIMENT_SUMMARY, EXPERIMENT_USAGE, experimentCommand } from "./commands/experiment.js";
-import { CRASH_TEST_HELP, CRASH_TEST_USAGE, crashTestCommand } from "./commands/crash-test.js";
-import { NBD_HELP, NBD_SUMMARY, NBD_USAGE, nbdCommand } from "./commands/nbd.js";
-import { BOOT_HELP, BOOT_SUMMARY, BOOT_USAGE, bootCommand } from "./commands/boot.js";
-import { OS_IMAGE_HELP, OS_IMAGE_SUMMARY, OS_IMAGE_USAGE, osImageCommand } from "./commands/os-image.js";
+import { BENCH_SUMMARY, BENCH_USAGE } from "./commands/bench-help.js";
+import { BOOT_HELP, BOOT_SUMMARY, BOOT_USAGE } from "./commands/boot-help.js";
+import { CRASH_TEST_HELP, CRASH_TEST_SUMMARY, CRASH_TEST_USAGE } from "./commands/crash-test-help.js";
+import { EXPERIMENT_HELP, EXPERIMENT_SUMMARY, EXPERIMENT_USAGE } from "./commands/experiment-help.js";
+import { NBD_HELP, NBD_SUMMARY, NBD_USAGE } from "./commands/nbd-help.js";
+import { OS_IMAGE_HELP, OS_IMAGE_SUMMARY, OS_IMAGE_USAGE } from "./commands/os-image-help.js";
+import { REPORT_HELP, REPORT_SUMMARY, REPORT_USAGE } from "./commands/report-help.js";
+import { RUN_HELP, RUN_SUMMARY, RUN_USAGE } from "./commands/run-help.js";
 import { CliError, messageOf, UsageError } from "./errors.js";
 import { HELP } from "./help.js";
 
 export type { CliIo, Command, CommandRun } from "./command.js";
 
-function builtin(name: string, run: CommandRun): Command {
+/**
+ * A command whose module is imported only when the command runs: a command's module pulls in its layer (the
+ * benchmarks, the emulator, the NBD server...), and `refcow info` should not wait for all of them to load.
+ */
+function lazy(load: () => Promise<CommandRun>): CommandRun {
+  return async (argv, io) => (await load())(argv, io);
+}
+
+function builtin(name: string, load: () => Promise<CommandRun>): Command {
   const h = HELP[name]!;
-  return { summary: h.summary, usage: h.usage, help: h.help, run };
+  return { summary: h.summary, usage: h.usage, help: h.help, run: lazy(load) };
 }
 
 /**
  * The dispatch table. Other layers add their commands here — `bench`, `run` and `experiment` belong to
  * bench/ and guest/ — either by an entry below or by calling registerCommand() from a module main.ts imports.
- * A command receives the arguments after its name and returns its exit code.
+ * A command receives the arguments after its name and returns its exit code. Its help text lives in a module
+ * of its own (help.ts, commands/*-help.ts), so that `refcow --help` and the table load no command.
  */
 export const commands: Record<string, Command> = {
-  create: builtin("create", createCommand),
-  info: builtin("info", infoCommand),
-  check: builtin("check", checkCommand),
-  snapshot: builtin("snapshot", snapshotCommand),
-  bitmap: builtin("bitmap", bitmapCommand),
-  convert: builtin("convert", convertCommand),
-  compare: builtin("compare", compareCommand),
-  map: builtin("map", mapCommand),
-  rebase: builtin("rebase", rebaseCommand),
-  compact: builtin("compact", compactCommand),
-  io: builtin("io", ioCommand),
-  bench: { summary: "the write-after-snapshot benchmark (schemes, QEMU, raw file) or the request ring's round trip", usage: BENCH_USAGE, run: (argv, io) => benchCommand(argv, io ?? processIo) },
-  experiment: { summary: EXPERIMENT_SUMMARY, usage: EXPERIMENT_USAGE, help: EXPERIMENT_HELP, run: (argv, io) => experimentCommand(argv, io ?? processIo) },
-  report: { summary: REPORT_SUMMARY, usage: REPORT_USAGE, help: REPORT_HELP, run: (argv, io) => reportCommand(argv, io ?? processIo) },
-  run: { summary: RUN_SUMMARY, usage: RUN_USAGE, help: RUN_HELP, run: (argv, io) => runCommand(argv, io) },
-  nbd: { summary: NBD_SUMMARY, usage: NBD_USAGE, help: NBD_HELP, run: nbdCommand },
-  boot: { summary: BOOT_SUMMARY, usage: BOOT_USAGE, help: BOOT_HELP, run: bootCommand },
-  "os-image": { summary: OS_IMAGE_SUMMARY, usage: OS_IMAGE_USAGE, help: OS_IMAGE_HELP, run: osImageCommand },
-  "crash-test": { summary: "crash-consistency harness: every crash state of seeded workloads, recovered and verified", usage: CRASH_TEST_USAGE, help: CRASH_TEST_HELP, run: crashTestCommand },
+  create: builtin("create", async () => (await import("./commands/create.js")).createCommand),
+  info: builtin("info", async () => (await import("./commands/info.js")).infoCommand),
+  check: builtin("check", async () => (await import("./commands/check.js")).checkCommand),
+  snapshot: builtin("snapshot", async () => (await import("./commands/snapshot.js")).snapshotCommand),
+  bitmap: builtin("bitmap", async () => (await import("./commands/bitmap.js")).bitmapCommand),
+  convert: builtin("convert", async () => (await import("./commands/convert.js")).convertCommand),
+  compare: builtin("compare", async () => (await import("./commands/compare.js")).compareCommand),
+  map: builtin("map", async () => (await import("./commands/map.js")).mapCommand),
+  rebase: builtin("rebase", async () => (await import("./commands/rebase.js")).rebaseCommand),
+  compact: builtin("compact", async () => (await import("./commands/compact.js")).compactCommand),
+  io: builtin("io", async () => (await import("./commands/io.js")).ioCommand),
+  bench: {
+    summary: BENCH_SUMMARY,
+    usage: BENCH_USAGE,
+    run: lazy(async () => {
+      const { benchCommand } = await import("./commands/bench.js");
+      return (argv, io) => benchCommand(argv, io ?? processIo);
+    }),
+  },
+  experiment: {
+    summary: EXPERIMENT_SUMMARY,
+    usage: EXPERIMENT_USAGE,
+    help: EXPERIMENT_HELP,
+    run: lazy(async () => {
+      const { experimentCommand } = await import("./commands/experiment.js");
+      return (argv, io) => experimentCommand(argv, io ?? processIo);
+    }),
+  },
+  report: {
+    summary: REPORT_SUMMARY,
+    usage: REPORT_USAGE,
+    help: REPORT_HELP,
+    run: lazy(async () => {
+      const { reportCommand } = await import("./commands/report.js");
+      return (argv, io) => reportCommand(argv, io ?? processIo);
+    }),
+  },
+  run: { summary: RUN_SUMMARY, usage: RUN_USAGE, help: RUN_HELP, run: lazy(async () => (await import("./commands/run.js")).runCommand) },
+  nbd: { summary: NBD_SUMMARY, usage: NBD_USAGE, help: NBD_HELP, run: lazy(async () => (await import("./commands/nbd.js")).nbdCommand) },
+  boot: { summary: BOOT_SUMMARY, usage: BOOT_USAGE, help: BOOT_HELP, run: lazy(async () => (await import("./commands/boot.js")).bootCommand) },
+  "os-image": { summary: OS_IMAGE_SUMMARY, usage: OS_IMAGE_USAGE, help: OS_IMAGE_HELP, run: lazy(async () => (await import("./commands/os-image.js")).osImageCommand) },
+  "crash-test": { summary: CRASH_TEST_SUMMARY, usage: CRASH_TEST_USAGE, help: CRASH_TEST_HELP, run: lazy(async () => (await import("./commands/crash-test.js")).crashTestCommand) },
 };
 
 export function registerCommand(name: string, command: Command): void {

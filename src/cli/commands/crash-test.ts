@@ -7,25 +7,13 @@
 import type { CliIo } from "../command.js";
 import { ALLOC_POLICIES, type AllocPolicyName, type CacheMode } from "../engine.js";
 import { SCHEME_NAMES } from "../../schemes/index.js";
-import { CRASH_GEOMETRIES, type CrashTestOptions, formatCrashReport, runCrashTests } from "../../harness/crash.js";
+import { type CrashTestOptions, formatCrashReport, runCrashTests } from "../../harness/crash.js";
+import { CRASH_GEOMETRIES } from "../../harness/crash-geometries.js";
 import { qemuImgAvailable } from "../../harness/qemu-tools.js";
 import { hasFlag, lastValue, parseArgs } from "../args.js";
 import { CliError, UsageError } from "../errors.js";
 import { HELP_LONG, ioOf } from "./common.js";
-
-export const CRASH_TEST_USAGE =
-  "crash-test [--scheme S,...] [-t cache,...] [--seed N] [--seeds N] [--steps N] [--geometry G] [--alloc P] [--reflink] [--torn N|all] [--subsets N] [--qemu-sample N|all] [--check-sample N] [--at OP]";
-
-export const CRASH_TEST_HELP =
-  "Runs seeded workloads (writes, zero writes, discards, flushes, snapshot create/apply/delete, checkpoints,\n" +
-  "close and reopen) on a fault-injecting file and verifies every crash state at every write: recovery,\n" +
-  "refcow check, acknowledged data, snapshot contents; a sample of states (or all) also by qemu-img check\n" +
-  "and compare; another sample repaired by check -r all under the scheme, against qemu-img check -r all.\n" +
-  "Defaults: every scheme, -t writeback,writethrough, --seed 1 --seeds 3 --steps 60,\n" +
-  `--qemu-sample 12, --check-sample 6, geometries rotating by seed (${CRASH_GEOMETRIES.map((g) => g.name).join(", ")}), --alloc append\n` +
-  "for odd seeds and first-fit for even ones.\n" +
-  "--reflink: the file shares extents (copy-free COW, at 512-byte blocks): each clone is a crash point too.\n" +
-  "Exit code 1 when any state failed; each reported failure comes with the command line that reruns it.\n";
+import { CRASH_TEST_USAGE, CRASH_TEST_HELP } from "./crash-test-help.js";
 
 function positive(v: string | undefined, what: string, min = 1): number | undefined {
   if (v === undefined) return undefined;
