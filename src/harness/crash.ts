@@ -382,7 +382,25 @@ class KeepOpen implements BlockFile {
   close(): void {}
 }
 
-const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const bufferOf = (a: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+const sameBytes = (a: Uint8Array, b: Uint8Array) => bufferOf(a).equals(bufferOf(b));
+/** Whether a[aStart, aStart + n) equals b[bStart, bStart + n) (Buffer.compare over ranges: no view per call). */
+const sameRange = (a: Buffer, aStart: number, b: Buffer, bStart: number, n: number) => a.compare(b, bStart, bStart + n, aStart, aStart + n) === 0;
+
+/**
+ * Guest-sized buffers for reading a recovered image, reused from state to state (thousands per workload, all
+ * the same size): a fresh disk-sized array per read was most of the harness's garbage.
+ */
+const readBuffers = new Map<number, { active: Buffer; snapshot: Buffer }>();
+function readBuffersOf(size: number): { active: Buffer; snapshot: Buffer } {
+  let b = readBuffers.get(size);
+  if (!b) {
+    readBuffers.clear();
+    b = { active: Buffer.alloc(size), snapshot: Buffer.alloc(size) };
+    readBuffers.set(size, b);
+  }
+  return b;
+}
 
 /** Recovers one crash state with refcow (in place, in `file`) and verifies it against the workload's model. */
 function verifyState(w: CrashWorkload, scheme: string, file: MemoryFile, dirty: boolean, at: number, alloc?: AllocPolicyName): Verdict {
@@ -440,18 +458,20 @@ function verifyRecovered(w: CrashWorkload, view: BlockFile, at: number, leaksAll
     // The durable state this crash point starts from, and what happened since.
     let cp = w.durable[0];
     for (const d of w.durable) if (d.at <= at) cp = d;
-    const got = img.read(0, img.size);
-    if (!sameBytes(got, cp.active)) {
-      const touches = w.touches.filter((t) => t.at >= cp.at && t.at < at);
+    const buffers = readBuffersOf(img.size);
+    const got = buffers.active;
+    img.readInto(got, 0);
+    const active = bufferOf(cp.active);
+    if (!got.equals(active)) {
+      const touches = w.touches.filter((t) => t.at >= cp.at && t.at < at).map((t) => ({ t, data: bufferOf(t.bytes(t.start, t.end)) }));
       for (let sector = 0; sector < got.length; sector += 512) {
         // Fast path: the whole sector as the last flush left it, or as one request wrote it.
         const end = Math.min(sector + 512, got.length);
-        const g = got.subarray(sector, end);
-        if (sameBytes(g, cp.active.subarray(sector, end))) continue;
-        if (touches.some((t) => t.start <= sector && t.end >= end && sameBytes(g, t.bytes(sector, end)))) continue;
+        if (sameRange(got, sector, active, sector, end - sector)) continue;
+        if (touches.some(({ t, data }) => t.start <= sector && t.end >= end && sameRange(got, sector, data, sector - t.start, end - sector))) continue;
         for (let i = sector; i < end; i++) {
           if (got[i] === cp.active[i]) continue;
-          if (touches.some((t) => i >= t.start && i < t.end && t.value(i) === got[i])) continue;
+          if (touches.some(({ t }) => i >= t.start && i < t.end && t.value(i) === got[i])) continue;
           return { message: `guest byte ${i} reads ${got[i]}: the last flush left ${cp.active[i]}${touches.length ? `, and no request since wrote ${got[i]} there` : ""}`, leaks: check.leaks };
         }
       }
@@ -461,7 +481,7 @@ function verifyRecovered(w: CrashWorkload, view: BlockFile, at: number, leaksAll
     for (const name of cp.snapshots.keys()) {
       if (!present.has(name) && !events.some((e) => e.kind === "delete" && e.name === name)) return { message: `snapshot ${name} was durable and is gone`, leaks: check.leaks };
     }
-    const buf = new Uint8Array(img.size);
+    const buf = buffers.snapshot;
     for (const name of present) {
       if (!cp.snapshots.has(name) && !events.some((e) => e.kind === "create" && e.name === name)) return { message: `snapshot ${name} exists but was not created before this point`, leaks: check.leaks };
       const want = w.snapshotContent.get(name);

@@ -68,10 +68,14 @@ export class MemoryFile implements BlockFile {
     this.closed = true;
   }
 
-  /** An independent copy of this file (one copy of the bytes). */
+  /**
+   * An independent copy of this file (one copy of the bytes), with this file's room to grow: a crash state is
+   * a clone that is then written past its end, and growing from the exact length would copy it again.
+   */
   clone(name = this.name): MemoryFile {
     const f = new MemoryFile(undefined, { name, readOnly: this.readOnly });
-    f.buf = this.buf.slice(0, this.length);
+    f.buf = new Uint8Array(this.buf.length);
+    f.buf.set(this.buf.subarray(0, this.length));
     f.length = this.length;
     return f;
   }
