@@ -571,6 +571,9 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
   const qemu = (sample !== 0 || checkSample !== 0) && qemuImgAvailable();
   const scratch = qemu ? new Scratch("crash") : undefined;
   const cells: CrashCellResult[] = [];
+  // Every crash state is rebuilt in this one file: nothing keeps a state's file past its turn (the samples
+  // for QEMU and for check -r all keep copies of the bytes).
+  const stateFile = new MemoryFile();
   try {
     for (const scheme of schemes) {
       for (const cache of caches) {
@@ -624,7 +627,7 @@ export function runCrashTests(opts: CrashTestOptions = {}): CrashReport {
             const random = seededRandom(seed * 7919 + at * 31 + 17);
             for (const state of w.fault.crashStates(at, { torn, subsets, random })) {
               cell.states++;
-              const file = w.fault.materialize(state);
+              const file = w.fault.materialize(state, stateFile);
               const head = new Uint8Array(112);
               file.read(head, 0);
               const incompat = incompatibleBits(head);

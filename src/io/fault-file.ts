@@ -191,10 +191,16 @@ export class FaultFile implements BlockFile {
     return states;
   }
 
-  /** Builds the disk contents for a crash state. */
-  materialize(state: CrashState): MemoryFile {
+  /**
+   * Builds the disk contents for a crash state: in a new file, or in `into` (its previous contents replaced),
+   * for a caller that looks at one state at a time.
+   */
+  materialize(state: CrashState, into?: MemoryFile): MemoryFile {
     const durableEnd = this.lastFlushBefore(state.at);
-    const f = this.durableImage(durableEnd).clone(`${this.name}@crash${state.at}`);
+    const durable = this.durableImage(durableEnd);
+    const name = `${this.name}@crash${state.at}`;
+    const f = into ?? durable.clone(name);
+    if (into) into.copyFrom(durable, name);
     const last = state.applied[state.applied.length - 1];
     const applied = new Set(state.applied);
     for (let i = durableEnd; i < state.at; i++) {
