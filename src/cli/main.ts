@@ -27,6 +27,11 @@ function lazy(load: () => Promise<CommandRun>): CommandRun {
   return async (argv, io) => (await load())(argv, io);
 }
 
+/** For a command that needs its output streams: the process's when the caller passes none. */
+function orProcessIo(run: (argv: string[], io: CliIo) => Promise<number>): CommandRun {
+  return (argv, io) => run(argv, io ?? processIo);
+}
+
 function builtin(name: string, load: () => Promise<CommandRun>): Command {
   const h = HELP[name]!;
   return { summary: h.summary, usage: h.usage, help: h.help, run: lazy(load) };
@@ -53,28 +58,19 @@ export const commands: Record<string, Command> = {
   bench: {
     summary: BENCH_SUMMARY,
     usage: BENCH_USAGE,
-    run: lazy(async () => {
-      const { benchCommand } = await import("./commands/bench.js");
-      return (argv, io) => benchCommand(argv, io ?? processIo);
-    }),
+    run: lazy(async () => orProcessIo((await import("./commands/bench.js")).benchCommand)),
   },
   experiment: {
     summary: EXPERIMENT_SUMMARY,
     usage: EXPERIMENT_USAGE,
     help: EXPERIMENT_HELP,
-    run: lazy(async () => {
-      const { experimentCommand } = await import("./commands/experiment.js");
-      return (argv, io) => experimentCommand(argv, io ?? processIo);
-    }),
+    run: lazy(async () => orProcessIo((await import("./commands/experiment.js")).experimentCommand)),
   },
   report: {
     summary: REPORT_SUMMARY,
     usage: REPORT_USAGE,
     help: REPORT_HELP,
-    run: lazy(async () => {
-      const { reportCommand } = await import("./commands/report.js");
-      return (argv, io) => reportCommand(argv, io ?? processIo);
-    }),
+    run: lazy(async () => orProcessIo((await import("./commands/report.js")).reportCommand)),
   },
   run: { summary: RUN_SUMMARY, usage: RUN_USAGE, help: RUN_HELP, run: lazy(async () => (await import("./commands/run.js")).runCommand) },
   nbd: { summary: NBD_SUMMARY, usage: NBD_USAGE, help: NBD_HELP, run: lazy(async () => (await import("./commands/nbd.js")).nbdCommand) },

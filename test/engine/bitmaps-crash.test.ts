@@ -89,14 +89,14 @@ describe("crash states around persistent bitmaps", () => {
           const bytes = fault.materialize(state).contents();
           const where = `${scheme} ${fault.describe(state)}`;
           // The bitmaps as the state holds them (a journal or data log replayed into a private view).
-          const o = Qcow2Image.open(new MemoryFile(bytes.slice()), { readOnly: true, forCheck: true });
+          const o = Qcow2Image.open(new MemoryFile(bytes), { readOnly: true, forCheck: true }); // the constructor copies
           const got = describeBitmaps(o);
           o.close();
           // Recovered as a user's next open recovers it (a dirty image's counts rebuilt), the image checks
           // clean but for leaks, and its bitmaps are as they were.
-          const first = new MemoryFile(bytes.slice());
+          const first = new MemoryFile(bytes);
           Qcow2Image.open(first).core.shutdown(false);
-          const c = Qcow2Image.open(new MemoryFile(first.contents()), { readOnly: true, forCheck: true });
+          const c = Qcow2Image.open(first.clone(), { readOnly: true, forCheck: true });
           const check = c.check();
           expect(check.corruptions, `${where}: ${check.messages.join("; ")}`).toBe(0);
           expect(describeBitmaps(c), `${where}: bitmaps after recovery`).toEqual(got);
