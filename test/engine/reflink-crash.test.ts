@@ -107,6 +107,47 @@ describe("clones from a backing file as crash points", () => {
     return () => Qcow2Image.open(new MemoryFile(bytes, { name: "backing.qcow2", readOnly: true }), { readOnly: true });
   }
 
+  it("a raw backing file that ends inside a block, and a qcow2 one with smaller clusters: cloned where whole blocks line up, the rest copied, every byte as the backing file's", () => {
+    const odd = backingBytes.subarray(0, 5 * CS + 1000);
+    const small = new MemoryFile(undefined, { name: "small.qcow2" });
+    Qcow2Image.create(small, { size: SIZE, clusterSize: 1024 });
+    const sb = Qcow2Image.open(small);
+    // Every other 1 KiB cluster allocated, the rest read from nothing (zeroes).
+    for (let o = 0; o < SIZE; o += 2048) sb.write(o, backingBytes.subarray(o, o + 1024));
+    sb.close();
+    const smallBytes = small.contents();
+    const cases: { name: string; open: () => SyncDisk; bytes: Uint8Array; block: number }[] = [
+      { name: "raw, 5 clusters and 1000 bytes", open: () => new RawDisk(new MemoryFile(odd, { name: "odd.raw", readOnly: true })), bytes: odd, block: 2048 },
+      {
+        name: "qcow2, 1 KiB clusters",
+        block: 512,
+        open: () => Qcow2Image.open(new MemoryFile(smallBytes, { name: "small.qcow2", readOnly: true }), { readOnly: true }),
+        bytes: Uint8Array.from({ length: SIZE }, (_, i) => (i % 2048 < 1024 ? backingBytes[i] : 0)),
+      },
+    ];
+    for (const c of cases) {
+      const base = new MemoryFile();
+      Qcow2Image.create(base, { size: SIZE, clusterSize: CS, backingFile: "b", backingFormat: c.name.startsWith("raw") ? "raw" : "qcow2" });
+      const fault = new FaultFile(base.contents(), c.name);
+      fault.cloneBlockSize = c.block;
+      const img = Qcow2Image.open(fault, { openBacking: c.open });
+      const model = new Uint8Array(SIZE);
+      model.set(c.bytes.subarray(0, SIZE));
+      for (const [offset, length] of [[100, 200], [CS + 2048, 512], [4 * CS + 3000, 2000], [5 * CS + 10, 3000], [9 * CS + 1024, 1024]]) {
+        const data = new Uint8Array(length).fill(0xee);
+        img.write(offset, data);
+        model.set(data, offset);
+      }
+      expect(Buffer.from(img.read(0, SIZE)).equals(Buffer.from(model)), c.name).toBe(true);
+      img.close();
+      expect(fault.log.filter((op) => op.kind === "clone").length, c.name).toBeGreaterThan(0);
+      const again = Qcow2Image.open(new MemoryFile(fault.contents()), { openBacking: c.open });
+      expect(Buffer.from(again.read(0, SIZE)).equals(Buffer.from(model)), `${c.name}, reopened`).toBe(true);
+      expect(again.check().corruptions).toBe(0);
+      again.close();
+    }
+  });
+
   for (const format of ["raw", "qcow2"] as const) {
     it(`${format}: eager and log, both cache modes, every crash state at every write and clone reads as before or after each write in flight, and checks clean`, () => {
       const openBacking = backingOf(format);
