@@ -13,6 +13,11 @@
  *                                                             offsets and length must be multiples of the
  *                                                             file system's block size; -EOPNOTSUPP where the
  *                                                             file system cannot share, -ENOSYS off Linux
+ *   cloneFrom(fd, srcFd, src, dst, length)
+ *                                       -> 0, or -errno      ioctl(fd, FICLONERANGE) with another file as the
+ *                                                             source: srcFd's [src, src + length) becomes
+ *                                                             shared at dst of fd; -EXDEV when the two files
+ *                                                             are not on one file system
  *   blockSize(fd)                       -> bytes, or -errno  fstatfs f_bsize: the unit clones are aligned to
  *   modes: { zeroRange, punchHole, keepSize }                 the FALLOC_FL_* flags of <linux/falloc.h>
  *                                                             (0 where the platform has none)
@@ -54,11 +59,11 @@
 #define FALLOC_FL_ZERO_RANGE 0
 #endif
 
-/* Reads the call's first n (at most 4) arguments as int64s into out; on a missing or wrong one throws a
+/* Reads the call's first n (at most 5) arguments as int64s into out; on a missing or wrong one throws a
  * TypeError and returns 0. */
 static int int_args(napi_env env, napi_callback_info info, size_t n, int64_t *out) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   for (size_t i = 0; i < n; i++) {
     if (i >= argc || napi_get_value_int64(env, argv[i], &out[i]) != napi_ok) {
@@ -103,24 +108,34 @@ static napi_value seek(napi_env env, napi_callback_info info, int whence) {
 static napi_value js_seek_data(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_DATA); }
 static napi_value js_seek_hole(napi_env env, napi_callback_info info) { return seek(env, info, WHENCE_HOLE); }
 
-static napi_value js_clone_range(napi_env env, napi_callback_info info) {
-  int64_t a[4];
-  if (!int_args(env, info, 4, a)) return NULL;
-  int64_t fd = a[0], src = a[1], dst = a[2], length = a[3];
+/* FICLONERANGE: [src, src + length) of src_fd shared at dst of fd (src_fd may be fd itself). */
+static int64_t clone_range(int64_t fd, int64_t src_fd, int64_t src, int64_t dst, int64_t length) {
 #if defined(__linux__) && defined(FICLONERANGE)
   /* A length of 0 would mean "to the end of the source": never what a caller here wants. */
-  if (length <= 0) return number(env, -EINVAL);
+  if (length <= 0) return -EINVAL;
   struct file_clone_range range = {
-      .src_fd = fd, .src_offset = (uint64_t)src, .src_length = (uint64_t)length, .dest_offset = (uint64_t)dst};
+      .src_fd = src_fd, .src_offset = (uint64_t)src, .src_length = (uint64_t)length, .dest_offset = (uint64_t)dst};
   int r;
   do {
     r = ioctl((int)fd, FICLONERANGE, &range);
   } while (r < 0 && errno == EINTR);
-  return number(env, r < 0 ? -errno : 0);
+  return r < 0 ? -errno : 0;
 #else
-  (void)fd, (void)src, (void)dst, (void)length;
-  return number(env, -ENOSYS);
+  (void)fd, (void)src_fd, (void)src, (void)dst, (void)length;
+  return -ENOSYS;
 #endif
+}
+
+static napi_value js_clone_range(napi_env env, napi_callback_info info) {
+  int64_t a[4];
+  if (!int_args(env, info, 4, a)) return NULL;
+  return number(env, clone_range(a[0], a[0], a[1], a[2], a[3]));
+}
+
+static napi_value js_clone_from(napi_env env, napi_callback_info info) {
+  int64_t a[5];
+  if (!int_args(env, info, 5, a)) return NULL;
+  return number(env, clone_range(a[0], a[1], a[2], a[3], a[4]));
 }
 
 static napi_value js_block_size(napi_env env, napi_callback_info info) {
@@ -149,6 +164,7 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "seekData", js_seek_data);
   set_fn(env, exports, "seekHole", js_seek_hole);
   set_fn(env, exports, "cloneRange", js_clone_range);
+  set_fn(env, exports, "cloneFrom", js_clone_from);
   set_fn(env, exports, "blockSize", js_block_size);
   napi_value modes, errnos;
   napi_create_object(env, &modes);

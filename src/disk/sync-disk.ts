@@ -8,7 +8,16 @@
  *
  * The asynchronous contract, for callers that must not block, is async-disk.ts.
  */
+import type { BlockFile } from "../io/block-file.js";
 import type { BitmapInfo, SnapshotCreateOptions, SnapshotInfo } from "../engine/types.js";
+
+/** A run of the virtual disk (storedAt): its length, and the file and offset holding its bytes as they read. */
+export interface StoredRun {
+  /** Bytes in the run, from the offset asked: at least 1, at most the length asked. */
+  length: number;
+  /** Where the run's bytes lie as they are; absent when no file holds them so (zeroes, compressed data...). */
+  at?: { file: BlockFile; offset: number };
+}
 
 export interface SyncDisk {
   /** Virtual size in bytes. */
@@ -49,6 +58,12 @@ export interface SyncDisk {
    * merged runs up to the disk's end, at most `maxRuns`; 1 is the image itself, 2 its backing file, 0 none.
    */
   allocationDepth?(offset: number, length: number, maxRuns?: number): { depth: number; length: number }[];
+  /**
+   * Where the bytes at `offset` (inside the disk) lie, unchanged, in a file, and for how long (at most
+   * `length`): a raw file's own bytes, a qcow2 data cluster the image maps itself (uncompressed). What an
+   * image above clones its copies from (engine/data/cow-fill.ts).
+   */
+  storedAt?(offset: number, length: number): StoredRun;
   /** The image's persistent dirty bitmaps (qcow2). */
   bitmapList?(): BitmapInfo[];
   /** Dirty and clean runs of bitmap `name` covering [offset, offset + length) exactly, adjacent equal runs merged. */

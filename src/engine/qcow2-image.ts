@@ -11,7 +11,7 @@
  *   snapshots.ts, check.ts, map.ts (qemu-img map, block status), bitmaps.ts (persistent dirty bitmaps)
  *   tools           compact.ts
  */
-import type { SyncDisk } from "../disk/sync-disk.js";
+import type { StoredRun, SyncDisk } from "../disk/sync-disk.js";
 import type { BlockFile } from "../io/block-file.js";
 import { ClosedError, ImageFormatError, RequestError } from "../format/errors.js";
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from "../format/features.js";
@@ -136,6 +136,17 @@ export class Qcow2Image implements SyncDisk {
     this.checkRange(offset, buf.length);
     try {
       this.core.reader.readThrough(this.core.tables.l1, buf, offset, true);
+    } catch (e) {
+      throw this.core.failed(e);
+    }
+  }
+
+  /** Where the bytes at `offset` lie in the image file, when this image maps them to a data cluster (read-path.ts). */
+  storedAt(offset: number, length: number): StoredRun {
+    this.checkUsable();
+    this.checkRange(offset, length);
+    try {
+      return this.core.reader.storedAt(offset, length);
     } catch (e) {
       throw this.core.failed(e);
     }

@@ -97,13 +97,29 @@ export class AccountingFile implements BlockFile {
   cloneRange(src: number, dst: number, length: number, purpose: IoPurpose = "other"): boolean {
     if (!this.inner.cloneRange) return false;
     const t = now();
-    const done = this.inner.cloneRange(src, dst, length, purpose);
+    return this.counted(this.inner.cloneRange(src, dst, length, purpose), t, length, purpose);
+  }
+
+  /** Counted as cloneRange. */
+  cloneFrom(source: BlockFile, src: number, dst: number, length: number, purpose: IoPurpose = "other"): boolean {
+    if (!this.inner.cloneFrom) return false;
+    const t = now();
+    return this.counted(this.inner.cloneFrom(source, src, dst, length, purpose), t, length, purpose);
+  }
+
+  /** Records a clone that was made (`done`) of `length` bytes, begun at `t`; returns `done`. */
+  private counted(done: boolean, t: bigint, length: number, purpose: IoPurpose): boolean {
     if (!done) return false;
     const c = this.entry(purpose);
     c.clones = (c.clones ?? 0) + 1;
     c.cloneBytes = (c.cloneBytes ?? 0) + length;
     c.timeNs += Number(now() - t);
     return true;
+  }
+
+  /** The file underneath's: reading through this wrapper changes no byte. */
+  get cloneHandle(): number | undefined {
+    return this.inner.cloneHandle;
   }
 
   /** Counted under "growth": one write of the size change, whatever its direction. */

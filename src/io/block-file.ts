@@ -18,7 +18,9 @@
  * another (FICLONERANGE on XFS with reflink and on btrfs), `cloneBlockSize` is the block size such clones
  * must be aligned to and `cloneRange` makes one; elsewhere `cloneBlockSize` is 0 or absent and a caller
  * copies the bytes itself. A clone reads afterwards exactly as a write of the source bytes would, and is
- * durable, like a write, after the next flush.
+ * durable, like a write, after the next flush. `cloneFrom` does the same with another file as the source (a
+ * backing file on the same file system): the source offers `cloneHandle`, what the file system names it by;
+ * a file whose bytes are not those of one descriptor (in memory, an overlay, a cache) offers none.
  */
 
 /** The engine's I/O purposes. Schemes declare their own (SchemeDefinition.ioPurposes: "journal", "owner"...). */
@@ -76,6 +78,13 @@ export interface BlockFile {
    * (nothing changed: the caller copies); throws an IoError on a real failure (ENOSPC, EIO).
    */
   cloneRange?(src: number, dst: number, length: number, purpose?: IoPurpose): boolean;
+  /**
+   * As cloneRange, with [src, src + length) of another file, `source`: false when the two cannot share (not on
+   * one file system, a source without cloneHandle; nothing changed: the caller copies).
+   */
+  cloneFrom?(source: BlockFile, src: number, dst: number, length: number, purpose?: IoPurpose): boolean;
+  /** The descriptor another file's cloneFrom shares this file's extents through (absent: none can). */
+  readonly cloneHandle?: number;
   close(): void;
   /** True when the file was opened without write access. */
   readonly readOnly: boolean;

@@ -15,7 +15,9 @@
  *     set, is a crash point like a write of the bytes it shares (held in the log as they read at the clone):
  *     it may or may not have reached the disk, in any subset with the writes, and may be torn — a file
  *     system remaps a large range extent by extent, in several transactions — at `cloneBlockSize`
- *     granularity (the harness models it as the sector, so that small clusters share too).
+ *     granularity (the harness models it as the sector, so that small clusters share too). A clone from
+ *     another file (cloneFrom: a backing file) is the same crash point, with the source's bytes at the clone;
+ *     every file counts as on this one's file system unless `crossFileClones` is off (then refused, as EXDEV).
  *
  * It also fails writes on demand (`failAfter`), to test how errors such as a full disk are handled.
  */
@@ -28,7 +30,7 @@ export const SECTOR = 512;
 export type FaultOp =
   | { kind: "write"; offset: number; data: Uint8Array; purpose: IoPurpose }
   | { kind: "zero"; offset: number; length: number; purpose: IoPurpose }
-  | { kind: "clone"; src: number; offset: number; data: Uint8Array; purpose: IoPurpose }
+  | { kind: "clone"; src: number; offset: number; data: Uint8Array; purpose: IoPurpose; from?: string }
   | { kind: "truncate"; size: number }
   | { kind: "flush" };
 
@@ -61,6 +63,8 @@ export class FaultFile implements BlockFile {
   failAfter?: number;
   /** The block size clones are aligned to; 0 (the default): the file cannot clone and callers copy. */
   cloneBlockSize = 0;
+  /** Whether clones from other files are made (false: refused, as between two file systems). */
+  crossFileClones = true;
   /** The durable image as of some log position, reused by materialize() (crash points mostly move forward). */
   private durable: { end: number; file: MemoryFile } | undefined;
 
@@ -93,15 +97,31 @@ export class FaultFile implements BlockFile {
   }
 
   cloneRange(src: number, dst: number, length: number, purpose: IoPurpose = "other"): boolean {
-    const bs = this.cloneBlockSize;
-    if (!bs || length <= 0) return false;
-    if (src % bs || dst % bs || length % bs) throw new IoError(`${this.name}: clone of ${length} bytes from ${src} to ${dst} is not aligned to ${bs} bytes`, "EINVAL");
+    if (!this.canClone(src, dst, length)) return false;
     if (src < dst + length && dst < src + length) throw new IoError(`${this.name}: clone from ${src} to ${dst} overlaps itself`, "EINVAL");
     this.spend(`clone of ${length} bytes from ${src} to ${dst}`);
     const data = new Uint8Array(length);
     this.live.read(data, src);
     this.live.write(data, dst, purpose);
     this.log.push({ kind: "clone", src, offset: dst, data, purpose });
+    return true;
+  }
+
+  cloneFrom(source: BlockFile, src: number, dst: number, length: number, purpose: IoPurpose = "other"): boolean {
+    if (!this.crossFileClones || !this.canClone(src, dst, length)) return false;
+    this.spend(`clone of ${length} bytes from ${source.name} at ${src} to ${dst}`);
+    const data = new Uint8Array(length);
+    source.read(data, src);
+    this.live.write(data, dst, purpose);
+    this.log.push({ kind: "clone", src, offset: dst, data, purpose, from: source.name });
+    return true;
+  }
+
+  /** Whether clones are on; throws on ranges FICLONERANGE would refuse as unaligned. */
+  private canClone(src: number, dst: number, length: number): boolean {
+    const bs = this.cloneBlockSize;
+    if (!bs || length <= 0) return false;
+    if (src % bs || dst % bs || length % bs) throw new IoError(`${this.name}: clone of ${length} bytes from ${src} to ${dst} is not aligned to ${bs} bytes`, "EINVAL");
     return true;
   }
 
@@ -224,7 +244,7 @@ export class FaultFile implements BlockFile {
     const isPrefix = state.applied.every((v, i) => v === pending[i]);
     const what = (i: number) => {
       const op = this.log[i] as Extract<FaultOp, { kind: "write" | "zero" | "clone" }>;
-      return `#${i} ${op.purpose} ${op.kind === "zero" ? "zeroing " : op.kind === "clone" ? `clone from 0x${op.src.toString(16)} ` : ""}${opLength(op)}B@0x${op.offset.toString(16)}`;
+      return `#${i} ${op.purpose} ${op.kind === "zero" ? "zeroing " : op.kind === "clone" ? `clone from ${op.from ? `${op.from} ` : ""}0x${op.src.toString(16)} ` : ""}${opLength(op)}B@0x${op.offset.toString(16)}`;
     };
     let s = `crash after op ${state.at} of ${this.log.length}: ${state.applied.length} of ${pending.length} unflushed writes reached the disk`;
     if (state.applied.length && !isPrefix) s += ` (subset: ${state.applied.join(",")})`;

@@ -1,10 +1,12 @@
 /**
- * The native file operations of native/fileops.c (fallocate, SEEK_DATA, SEEK_HOLE, FICLONERANGE), loaded when `npm install`
+ * The native file operations of native/fileops.c (fallocate, SEEK_DATA, SEEK_HOLE, FICLONERANGE within a file and
+ * between two files), loaded when `npm install`
  * built them (native/build/Release/refcow_fileops.node). Where the addon is absent, or REFCOW_NATIVE=0 is set, the
  * loader returns null and NodeFile falls back to plain writes of zeroes and reports no holes.
  *
  * The addon returns -errno instead of throwing; the helpers here turn that into a result or an error code.
- * An addon built before FICLONERANGE was added lacks cloneRange: then no file shares extents.
+ * An addon built before FICLONERANGE was added lacks cloneRange: then no file shares extents; one built before the
+ * clone between files lacks cloneFrom: then only ranges of one file are shared.
  */
 import { createRequire } from "node:module";
 import { constants } from "node:os";
@@ -14,6 +16,7 @@ interface Addon {
   seekData(fd: number, offset: number): number;
   seekHole(fd: number, offset: number): number;
   cloneRange?(fd: number, src: number, dst: number, length: number): number;
+  cloneFrom?(fd: number, srcFd: number, src: number, dst: number, length: number): number;
   blockSize?(fd: number): number;
   modes: { zeroRange: number; punchHole: number; keepSize: number };
   errno: { ENOSYS: number; ENOTSUP: number; EOPNOTSUPP: number; EINVAL: number; ENXIO: number; EXDEV?: number; ENOTTY?: number };
@@ -55,6 +58,12 @@ export interface NativeFileOps {
    * `code` names the errno of a real failure (ENOSPC, EIO).
    */
   cloneRange(fd: number, src: number, dst: number, length: number): "cloned" | Unsupported;
+  /**
+   * FICLONERANGE from another file: [src, src + length) of `srcFd` becomes shared at dst of `fd`. Returns
+   * "unsupported" where the two cannot share (EXDEV: not one file system; or a file system that cannot clone),
+   * or throws as cloneRange does.
+   */
+  cloneFrom(fd: number, srcFd: number, src: number, dst: number, length: number): "cloned" | Unsupported;
 }
 
 let loaded: NativeFileOps | null | undefined;
@@ -138,6 +147,14 @@ function wrap(a: Addon): NativeFileOps {
       const r = a.cloneRange(fd, src, dst, length);
       if (r === 0) return "cloned";
       if (noClone(r)) return "unsupported";
+      throw fail("ioctl(FICLONERANGE)", r);
+    },
+    cloneFrom(fd, srcFd, src, dst, length) {
+      if (!a.cloneFrom) return "unsupported";
+      const r = a.cloneFrom(fd, srcFd, src, dst, length);
+      if (r === 0) return "cloned";
+      // EBADF: a source descriptor the clone cannot read from.
+      if (noClone(r) || r === -constants.errno.EBADF) return "unsupported";
       throw fail("ioctl(FICLONERANGE)", r);
     },
   };

@@ -13,6 +13,8 @@ import { nativeFileOps } from "./native-fileops.js";
  * Shared extents: a writable open asks the file system once whether it can clone ranges of the file
  * (native-fileops.ts cloneBlockSize: XFS with reflink, btrfs); without the addon, or with REFCOW_REFLINK=0 in
  * the environment (what ImageOpenOptions.noReflink does for one open, for every file of the process), never.
+ * A writable file that can clone also tries to share from another file (cloneFrom: a backing file); a source
+ * it cannot share from (EXDEV: another file system) is remembered and not asked again.
  */
 export class NodeFile implements BlockFile {
   private fd: number;
@@ -24,6 +26,8 @@ export class NodeFile implements BlockFile {
   private readonly support = this.native?.support();
   /** Block size clones are aligned to; 0 where the file system cannot clone (or the file is read-only). */
   readonly cloneBlockSize: number;
+  /** Files a clone from was refused (not on this file system): copied from, never asked again. */
+  private readonly refusedSources = new WeakSet<BlockFile>();
 
   private constructor(fd: number, name: string, readOnly: boolean) {
     this.fd = fd;
@@ -141,6 +145,24 @@ export class NodeFile implements BlockFile {
     } catch (e) {
       throw wrap(e, `${this.name}: clone of ${length} bytes from ${src} to ${dst} failed`);
     }
+  }
+
+  /** Any open file can be a clone's source (read access is all FICLONERANGE asks of it). */
+  get cloneHandle(): number | undefined {
+    return this.closed ? undefined : this.fd;
+  }
+
+  cloneFrom(source: BlockFile, src: number, dst: number, length: number, _purpose?: IoPurpose): boolean {
+    if (this.readOnly) throw new IoError(`${this.name}: file is read-only`, "EROFS");
+    const srcFd = source.cloneHandle;
+    if (!this.native || !this.cloneBlockSize || length <= 0 || srcFd === undefined || this.refusedSources.has(source)) return false;
+    try {
+      if (this.native.cloneFrom(this.fd, srcFd, src, dst, length) === "cloned") return true;
+    } catch (e) {
+      throw wrap(e, `${this.name}: clone of ${length} bytes from ${source.name} at ${src} to ${dst} failed`);
+    }
+    this.refusedSources.add(source);
+    return false;
   }
 
   allocatedSize(): number | undefined {

@@ -5,7 +5,7 @@
 import type { BlockFile } from "../io/block-file.js";
 import { type AllocationRun, allocationDepthRuns, allocationRuns, type DepthRun, fileStatus } from "../engine/tools/map.js";
 import { RequestError } from "../engine/errors.js";
-import type { SyncDisk } from "../disk/sync-disk.js";
+import type { StoredRun, SyncDisk } from "../disk/sync-disk.js";
 import type { CacheMode, MapExtent } from "../engine/types.js";
 
 export type ImageFormat = "qcow2" | "raw";
@@ -93,6 +93,12 @@ export class RawDisk implements SyncDisk {
   blockStatus(offset: number, length: number, depth: number) {
     const under = fileStatus(this.file, offset, length);
     return { status: { depth, present: true, zero: under.zero, data: !under.zero, compressed: false, offset }, length: under.length };
+  }
+
+  /** A raw file's bytes are its own, at the guest's offset. */
+  storedAt(offset: number, length: number): StoredRun {
+    this.checkRange(offset, length);
+    return { length, at: { file: this.file, offset } };
   }
 
   /** A raw file is allocated throughout, holes included (as file-posix reports them to bdrv_is_allocated). */

@@ -169,5 +169,5 @@ describe("copy-free COW on XFS with reflink", () => {
         fs.rmSync(image);
       }
     }
-  });
+  }, 600_000);
 });

@@ -2,7 +2,9 @@
  * Write ordering: every flush dependency of the engine is stated here.
  *
  * Metadata reaches the disk in this order on every flush (and before any out-of-order eviction):
- *   1. guest data and COW copies (written at once, never cached)
+ *   1. guest data and COW copies (written at once, never cached; a copy shared by a clone instead — from the
+ *      old cluster, its subclusters or a backing file, data/cow-fill.ts — is such a write: issued where the
+ *      copy was written, durable at the same flush, with no rule of its own)
  *   2. refcount blocks holding the increments for new clusters       — then flush
  *   3. L2 tables that point to the new clusters                        — then flush if the L1 changed
  *   4. L1 entries that point to new or copied L2 tables                — then flush

@@ -14,11 +14,11 @@
  *
  * Off when the file cannot clone, when the open asked for it (ImageOpenOptions.noReflink), and while the open
  * stages its writes (the staging layer cannot clone: the copy is written instead). Never shared: the copy of
- * a compressed cluster (its bytes must be decompressed), of a backing file's cluster (another file), and the
- * subcluster copies of extended L2 images (written as before).
+ * a compressed cluster (its bytes must be decompressed). Shared from another file (shareFrom): a backing
+ * file's bytes, where the backing disk stores them as they are (cow-fill.ts decides what comes from where).
  */
 import type { AccountingFile } from "../../io/accounting-file.js";
-import type { IoPurpose } from "../../io/block-file.js";
+import type { BlockFile, IoPurpose } from "../../io/block-file.js";
 import { alignUp } from "../../format/bytes.js";
 
 /** `length` bytes to copy from host offset `src` to host offset `dst`. */
@@ -29,6 +29,9 @@ export interface HostCopy {
 }
 
 export class CowCopier {
+  /** Files a clone from was refused (cloneFrom: not on the image's file system). */
+  private readonly refused = new WeakSet<BlockFile>();
+
   constructor(
     private readonly file: AccountingFile,
     /** False: never clone (`--no-reflink`), to compare with the copy. */
@@ -46,27 +49,40 @@ export class CowCopier {
    * shared, else the unaligned head and tail.
    */
   share(copy: HostCopy, purpose: IoPurpose = "cow-write"): HostCopy[] {
+    return this.shareAligned(copy, this.file.size(), (src, dst, length) => this.file.cloneRange(src, dst, length, purpose));
+  }
+
+  /**
+   * As share, with the bytes at `copy.src` of another file, `source` (a backing file's). A source the image
+   * file cannot share from (another file system) is copied from, and not asked again.
+   */
+  shareFrom(source: BlockFile, copy: HostCopy, purpose: IoPurpose = "cow-write"): HostCopy[] {
+    if (this.refused.has(source)) return copy.length > 0 ? [copy] : [];
+    return this.shareAligned(copy, source.size(), (src, dst, length) => {
+      if (this.file.cloneFrom(source, src, dst, length, purpose)) return true;
+      this.refused.add(source);
+      return false;
+    });
+  }
+
+  /** Whether clones from `source` may be tried (none was refused). */
+  mayShareFrom(source: BlockFile): boolean {
+    return this.block > 0 && !this.refused.has(source);
+  }
+
+  private shareAligned(copy: HostCopy, sourceSize: number, clone: (src: number, dst: number, length: number) => boolean): HostCopy[] {
     const bs = this.block;
     const { src, dst, length } = copy;
     if (!bs || length <= 0 || (src - dst) % bs !== 0) return length > 0 ? [copy] : [];
     const head = alignUp(src, bs) - src;
-    // Past the end of the file the source reads as zeroes, which a clone cannot share: copied.
-    const end = Math.min(src + length, Math.floor(this.file.size() / bs) * bs);
+    // Past the end of the source the bytes read as zeroes, which a clone cannot share: copied.
+    const end = Math.min(src + length, Math.floor(sourceSize / bs) * bs);
     const shared = Math.floor((end - src - head) / bs) * bs;
-    if (shared <= 0 || !this.file.cloneRange(src + head, dst + head, shared, purpose)) return [copy];
+    if (shared <= 0 || !clone(src + head, dst + head, shared)) return [copy];
     const rest: HostCopy[] = [];
     if (head > 0) rest.push({ src, dst, length: head });
     const after = head + shared;
     if (after < length) rest.push({ src: src + after, dst: dst + after, length: length - after });
     return rest;
-  }
-
-  /** Copies `copy`: shared where it can be, the rest read and written. */
-  copy(copy: HostCopy, readPurpose: IoPurpose = "cow-read", writePurpose: IoPurpose = "cow-write"): void {
-    for (const r of this.share(copy, writePurpose)) {
-      const buf = new Uint8Array(r.length);
-      this.file.read(buf, r.src, readPurpose);
-      this.file.write(buf, r.dst, writePurpose);
-    }
   }
 }

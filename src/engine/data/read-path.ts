@@ -5,6 +5,7 @@
 import { ImageFormatError } from "../../format/errors.js";
 import { ClusterType, type L2Entry } from "../../format/l1l2.js";
 import type { Mapping } from "../tables/active-tables.js";
+import type { StoredRun } from "../../disk/sync-disk.js";
 import { decompressCluster } from "./compression.js";
 import type { ImageState } from "../image-state.js";
 import type { OverlapChecks } from "./overlap.js";
@@ -95,6 +96,34 @@ export class ReadPath {
       else this.readBacking(part, gc * img.clusterSize + p, useBacking);
       done += n;
     }
+  }
+
+  /**
+   * Where the active layer's bytes at guest offset `pos` lie in the image file as they read, for up to
+   * `length` bytes inside one cluster: a data cluster (extended L2: its allocated subclusters) of this
+   * image. Nothing for zeroes, compressed data, the backing file's data, or data the scheme holds elsewhere.
+   */
+  storedAt(pos: number, length: number): StoredRun {
+    const img = this.img;
+    const cs = img.clusterSize;
+    const gc = Math.floor(pos / cs);
+    const inCluster = pos - gc * cs;
+    let n = Math.min(length, cs - inCluster);
+    const m = img.tables.lookup(gc);
+    const e = m.entry;
+    if (this.held || e.type !== ClusterType.Normal) return { length: n };
+    if (img.l2.extended) {
+      // The run of subclusters of one kind (allocated or not) from `inCluster`.
+      const sc = cs / 32;
+      const first = Math.floor(inCluster / sc);
+      const allocated = (m.alloc & (1 << first)) !== 0;
+      let end = (first + 1) * sc;
+      for (let j = first + 1; j < 32 && end < inCluster + n; j++, end += sc) if (((m.alloc & (1 << j)) !== 0) !== allocated) break;
+      n = Math.min(n, end - inCluster);
+      if (!allocated) return { length: n };
+    }
+    this.overlap.checkDataCluster(e.offset, pos);
+    return { length: n, at: { file: img.file, offset: e.offset + inCluster } };
   }
 
   readBacking(dst: Uint8Array, guestPos: number, useBacking: boolean): void {

@@ -3,7 +3,8 @@
  * one, or a copy-on-write of a shared, compressed or backing-file cluster), subcluster writes (extended L2),
  * the allocation and copy of L2 tables, and the growth of the L1 table. The flush dependencies each step
  * needs are stated through WriteOrder (write-order.ts). Where the file shares extents, the copy of a COW
- * shares the old cluster whole and the guest's bytes are written over it (cow-copy.ts).
+ * (from the old cluster, its allocated subclusters, or a backing file) is shared and the guest's bytes are
+ * written over it (cow-fill.ts, cow-copy.ts).
  */
 import { viewOf } from "../../format/bytes.js";
 import { RequestError } from "../../format/errors.js";
@@ -13,6 +14,7 @@ import type { Mapping } from "../tables/active-tables.js";
 import type { ImageState } from "../image-state.js";
 import type { OverlapChecks } from "./overlap.js";
 import type { ReadPath } from "./read-path.js";
+import { fillCopy, worthSharing } from "./cow-fill.js";
 import type { CowSource, WritePlan } from "./write-plan.js";
 
 export class WritePath {
@@ -79,9 +81,11 @@ export class WritePath {
     }
     // Allocate a new cluster: a fresh one, or a copy of a shared or compressed one (COW).
     const isCow = e.type === ClusterType.Normal || e.type === ClusterType.Compressed || (e.type === ClusterType.Unallocated && img.backing !== null);
-    // Where the old cluster can be shared (cow-copy.ts), nothing of it is read: it is cloned whole below.
-    const share = isCow && e.type === ClusterType.Normal && src.length < cs && img.cow.block > 0 && img.cow.block <= cs;
-    if (share) overlap.checkDataCluster(e.offset, guestPos);
+    // Where the old cluster or the backing file's bytes can be shared (cow-fill.ts), nothing of them is read
+    // before the allocation: they are cloned below.
+    const share = isCow && src.length < cs && worthSharing(img, m, gc, 0, cs);
+    if (share && e.type === ClusterType.Normal) overlap.checkDataCluster(e.offset, guestPos);
+    const before: Mapping = share ? { ...m } : m;
     // The COW source is read before anything is allocated.
     const full = isCow && !share ? this.buildCluster(m, gc, inCluster, src) : src;
     const oldOffset = e.type === ClusterType.Normal || e.type === ClusterType.ZeroAlloc ? e.offset : -1;
@@ -94,8 +98,9 @@ export class WritePath {
     // extended is a reference past the end, which QEMU's check counts as a corruption it cannot repair.
     // A cluster past the end of the file reads as zeroes until it is written.
     if (share) {
-      // The old cluster shared whole (what cannot be shared copied), then the guest's bytes written over it.
-      img.cow.copy({ src: e.offset, dst: newOffset, length: cs });
+      // The old cluster or the backing file's shared whole (what cannot be shared copied), then the guest's
+      // bytes written over it.
+      fillCopy(img, this.reader, before, gc, newOffset, 0, cs, inCluster, inCluster + src.length);
       file.write(src, newOffset + inCluster, "guest-data");
     } else if (isCow) file.write(full, newOffset, full !== src ? "cow-write" : "guest-data");
     else this.writeFresh(m, gc, inCluster, src, newOffset, overlap.insideFile(newOffset));
@@ -249,21 +254,29 @@ export class WritePath {
     }
     const spanStart = lo * sc;
     const spanEnd = (hi + 1) * sc;
-    let out: Uint8Array;
+    let out: Uint8Array | null = null;
     const aligned = inCluster === spanStart && inCluster + src.length === spanEnd;
+    const before: Mapping = { entry: e, alloc: oldAlloc, zero: oldZero, slice, index };
+    // A copy into a new cluster whose sources can be shared (cow-fill.ts) reads nothing before the allocation.
+    const share = !inPlace && !aligned && worthSharing(img, before, gc, spanStart, spanEnd);
     if (aligned) {
       out = src;
-    } else {
+    } else if (!share) {
       out = new Uint8Array(spanEnd - spanStart);
       // Current view of the span: allocated subclusters from the host, zero ones as zeros, the rest from backing.
-      this.reader.readMapped({ entry: e, alloc: oldAlloc, zero: oldZero, slice, index }, gc, spanStart, out, true);
+      this.reader.readMapped(before, gc, spanStart, out, true);
       out.set(src, inCluster - spanStart);
     }
     let target = e.offset;
     if (!inPlace) {
       target = scheme.allocate(1, "data");
     }
-    img.file.write(out, target + spanStart, inPlace || aligned ? "guest-data" : "cow-write");
+    if (out) {
+      img.file.write(out, target + spanStart, inPlace || aligned ? "guest-data" : "cow-write");
+    } else {
+      fillCopy(img, this.reader, before, gc, target, spanStart, spanEnd, inCluster, inCluster + src.length);
+      img.file.write(src, target + inCluster, "guest-data");
+    }
     if (inPlace && newAlloc === oldAlloc && newZero === oldZero) return;
     if (!inPlace) scheme.referenced(); // before the entry is set, as above
     const buf = tables.l2Cache.get(slice);
