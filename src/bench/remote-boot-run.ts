@@ -42,8 +42,8 @@ export interface RemoteBootRun {
   prepMs: number;
   /** v86 loaded → the shell prompt. */
   boot: TimedStep;
-  /** VmHWM of the process at the prompt, bytes. */
-  peakRssBytes: number;
+  /** VmHWM of the process at the prompt, bytes (absent from the browser's runs). */
+  peakRssBytes?: number;
   /** v86-xhr: what its XHR loader fetched (the server's own counts are the figures; this cross-checks them). */
   xhr?: XhrCounters;
 }
