@@ -40,6 +40,8 @@ export interface BrowserOsBenchOptions {
   ddMiB: number;
   /** The verdict on a qcow2 image the page handed back after a refcow run. */
   checkImage(file: string): string;
+  /** Give up on a boot, or on a copy, after this many ms. */
+  timeoutMs: number;
 }
 
 export interface BrowserOsResult {
@@ -49,9 +51,6 @@ export interface BrowserOsResult {
   check?: string;
   error?: string;
 }
-
-const BOOT_TIMEOUT_MS = 600_000;
-const DD_TIMEOUT_MS = 600_000;
 
 export async function runOsBenchInBrowser(o: BrowserOsBenchOptions): Promise<BrowserOsResult[]> {
   const srv = path.join(o.dir, "browser-srv");
@@ -89,12 +88,12 @@ async function runBrowserCase(o: BrowserOsBenchOptions, front: BrowserFront, c: 
     if (refcow) {
       await openOsPage(page, `${front.url}os.html?disk=${c.source === "refcow-ide" ? "ide" : "virtio"}&${mem}`);
       await page.selectOption("#image-select", name);
-      const prompt = waitSerial(page, PROMPT, BOOT_TIMEOUT_MS);
+      const prompt = waitSerial(page, PROMPT, o.timeoutMs);
       await page.click("#boot-btn");
       return { case: c.name, rep, ...(await measure(o, page, c, prompt, profile)) };
     }
     await openOsPage(page, `${front.url}os.html?v86=${c.source === "v86-file" ? "file" : "buffer"}&file=${name}&${mem}`);
-    return { case: c.name, rep, ...(await measure(o, page, c, waitSerial(page, PROMPT, BOOT_TIMEOUT_MS), profile)) };
+    return { case: c.name, rep, ...(await measure(o, page, c, waitSerial(page, PROMPT, o.timeoutMs), profile)) };
   } catch (e) {
     const error = (e as Error).message.split("\n").slice(0, 3).join(" / ");
     progress(`  ${c.name} failed: ${error}`);
@@ -114,7 +113,7 @@ async function measure(o: BrowserOsBenchOptions, page: import("playwright-core")
   const commands = ddCommands(c.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda", o.ddOffsetMiB, o.ddMiB);
   const step = async (stepName: string, command: string) => {
     const typed = ddStepLine(stepName, command, o.ddMiB);
-    const done = await timedSerialLine(page, typed.line, typed.marker, PROMPT, DD_TIMEOUT_MS);
+    const done = await timedSerialLine(page, typed.line, typed.marker, PROMPT, o.timeoutMs);
     return { ms: done.ms, ...parseDdReport(done.text, stepName) };
   };
   const write = await step("W", commands.write);

@@ -86,6 +86,7 @@ prints medians with min-max, per-repetition ratios, instruction counts and the p
   --cases a,b       ${OS_BENCH_CASES.map((c) => c.name).join(", ")} (default all)
   --browser         in headless Chromium (os.html, images in OPFS): cases ${BROWSER_CASES.join(", ")}
                     (default all four); /usr/bin/chromium is needed
+  --timeout S       with --browser: give up on a boot or a copy after S seconds (default 600)
   --dir DIR         where the images go (default: a temporary folder, removed at the end)
   --json FILE       every run as JSON too
   -h, --help        this text
@@ -103,6 +104,7 @@ runProgram(
       dir: { type: "string" },
       json: { type: "string" },
       browser: { type: "boolean" },
+      timeout: { type: "string", default: "600" },
       // One run in this process (the parent starts these): SOURCE:IMAGE; prints the run as one JSON line.
       run: { type: "string" },
     },
@@ -137,6 +139,7 @@ runProgram(
           ddOffsetMiB: DD_OFFSET_MIB,
           ddMiB: DD_MIB,
           checkImage: imageVerdict,
+          timeoutMs: integerOption("timeout", values.timeout)! * 1000,
         });
         if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");
         process.stdout.write(formatReport(names, results, reps, memoryMiB, "Chromium"));

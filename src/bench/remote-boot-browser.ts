@@ -41,6 +41,8 @@ export interface BrowserRemoteOptions {
   chunkBytes: number;
   /** The verdict on an overlay the page handed back. */
   checkOverlay(file: string): string;
+  /** Give up on a boot after this many ms. */
+  timeoutMs: number;
 }
 
 export interface BrowserRemoteResult {
@@ -52,8 +54,6 @@ export interface BrowserRemoteResult {
   check?: string;
   error?: string;
 }
-
-const BOOT_TIMEOUT_MS = 600_000;
 
 export async function runRemoteBootInBrowser(o: BrowserRemoteOptions): Promise<BrowserRemoteResult[]> {
   const front = await startBrowserFront({ benchDir: o.srv, webDir: path.join(o.dir, "web"), remote: o.server, memoryMiB: o.memoryMiB, onLog: progress });
@@ -88,7 +88,7 @@ async function runCase(o: BrowserRemoteOptions, front: BrowserFront, name: Brows
       await openOsPage(page, `${front.url}os.html?disk=ide&${mem}`);
       await page.selectOption("#image-select", "os.qcow2");
       o.server.stats(true);
-      const prompt = waitSerial(page, PROMPT, BOOT_TIMEOUT_MS);
+      const prompt = waitSerial(page, PROMPT, o.timeoutMs);
       await page.click("#boot-btn");
       return { case: name, rep, ...(await measure(o, page, name, prompt)) };
     }
@@ -99,7 +99,7 @@ async function runCase(o: BrowserRemoteOptions, front: BrowserFront, name: Brows
         : `${front.url}os.html?disk=ide&image=remote/os.qcow2&${mem}`;
     o.server.stats(true);
     await openOsPage(page, url);
-    const result = await measure(o, page, name, waitSerial(page, PROMPT, BOOT_TIMEOUT_MS));
+    const result = await measure(o, page, name, waitSerial(page, PROMPT, o.timeoutMs));
     if (name === "v86-xhr") return { case: name, rep, ...result };
     const overlay = await page.evaluate(() => (globalThis as unknown as { refcowOs: { file?: string } }).refcowOs.file);
     if (!overlay) throw new Error("the page booted no overlay");

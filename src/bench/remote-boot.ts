@@ -98,6 +98,7 @@ the server's request and byte counts, peak RSS, medians with min-max and per-rep
                     (default the first four; warm needs cold)
   --browser         in headless Chromium (os.html: overlay and chunk cache in OPFS; v86's AsyncXHRBuffer);
                     the first four cases only; /usr/bin/chromium is needed
+  --timeout S       with --browser: give up on a boot after S seconds (default 600)
   --dir DIR         where the images, overlays and caches go (default: a temporary folder, removed at the end)
   --json FILE       every run as JSON too
   -h, --help        this text
@@ -118,6 +119,7 @@ runProgram(
       dir: { type: "string" },
       json: { type: "string" },
       browser: { type: "boolean" },
+      timeout: { type: "string", default: "600" },
       // One run in this process (the parent starts these); prints the run as one JSON line.
       run: { type: "string" },
       image: { type: "string" },
@@ -167,7 +169,7 @@ runProgram(
       const settings = { delayMs, bandwidthMBps, chunkMiB: chunkBytes / MiB, memoryMiB, images: imageSizes(srv) };
       if (values.browser) {
         const checkOverlay = (file: string) => qemuCheckVerdict(withoutBacking(file));
-        const results = await runRemoteBootInBrowser({ cases: names as BrowserRemoteCase[], reps, dir, srv, server, memoryMiB, chunkBytes, checkOverlay });
+        const results = await runRemoteBootInBrowser({ cases: names as BrowserRemoteCase[], reps, dir, srv, server, memoryMiB, chunkBytes, checkOverlay, timeoutMs: integerOption("timeout", values.timeout)! * 1000 });
         if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");
         process.stdout.write(formatRemoteBootReport(names, results, reps, { ...settings, where: "Chromium" }));
         return;
