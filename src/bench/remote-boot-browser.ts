@@ -14,7 +14,8 @@
  *
  * Time to the prompt on the page's clock: from the start of the page's boot operation (before the probe
  * and the overlay, or before v86 is built) to the prompt's bytes arriving. After a refcow URL run the page
- * stops the machine (closed cleanly) and downloads the overlay, which `checkOverlay` judges.
+ * stops the machine (closed cleanly) and downloads the overlay (refcow-local: the image), which `checkOverlay`
+ * judges.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -90,7 +91,8 @@ async function runCase(o: BrowserRemoteOptions, front: BrowserFront, name: Brows
       o.server.stats(true);
       const prompt = waitSerial(page, PROMPT, o.timeoutMs);
       await page.click("#boot-btn");
-      return { case: name, rep, ...(await measure(o, page, name, prompt)) };
+      const result = await measure(o, page, name, prompt);
+      return { case: name, rep, ...result, check: await handBack(o, page, "os.qcow2", name) };
     }
     if (name === "refcow-url-warm") await removeFromOpfs(page, front.url, /^remote-[0-9a-f]{8}\.qcow2$/, ["refcow-remote-pins"]);
     const url =
@@ -103,19 +105,24 @@ async function runCase(o: BrowserRemoteOptions, front: BrowserFront, name: Brows
     if (name === "v86-xhr") return { case: name, rep, ...result };
     const overlay = await page.evaluate(() => (globalThis as unknown as { refcowOs: { file?: string } }).refcowOs.file);
     if (!overlay) throw new Error("the page booted no overlay");
-    const back = path.join(o.dir, `handed-back-${name}.qcow2`);
-    try {
-      await stopAndDownload(page, overlay, back);
-      return { case: name, rep, ...result, check: o.checkOverlay(back) };
-    } finally {
-      fs.rmSync(back, { force: true });
-    }
+    return { case: name, rep, ...result, check: await handBack(o, page, overlay, name) };
   } catch (e) {
     const error = (e as Error).message.split("\n").slice(0, 3).join(" / ");
     progress(`  ${name} failed: ${error}`);
     return { case: name, rep, error };
   } finally {
     await context.close().catch(() => undefined);
+  }
+}
+
+/** Stops the machine, downloads the OPFS image `file` (closed cleanly) and judges it. */
+async function handBack(o: BrowserRemoteOptions, page: Page, file: string, name: BrowserRemoteCase): Promise<string> {
+  const back = path.join(o.dir, `handed-back-${name}.qcow2`);
+  try {
+    await stopAndDownload(page, file, back);
+    return o.checkOverlay(back);
+  } finally {
+    fs.rmSync(back, { force: true });
   }
 }
 
