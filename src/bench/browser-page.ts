@@ -114,7 +114,17 @@ export async function waitSerial(page: Page, pattern: RegExp, timeoutMs: number)
       }),
     { source: pattern.source, timeoutMs },
   );
-  return wait;
+  return wait.catch(rethrowPageError);
+}
+
+/** An error thrown in the page, without Playwright's prefix and the page's stack. */
+function rethrowPageError(e: unknown): never {
+  const message = String((e as Error)?.message ?? e)
+    .replace(/^page\.evaluate: (Error: )?/, "")
+    .split("\n")
+    .filter((l) => !/^\s+at /.test(l))
+    .join("\n");
+  throw new Error(message);
 }
 
 /** The page's clock at the start of its last boot and when v86 had loaded. */
@@ -149,7 +159,7 @@ export function timedSerialLine(page: Page, line: string, marker: RegExp, prompt
       }
     },
     { line, marker: marker.source, prompt: prompt.source, timeoutMs },
-  );
+  ).catch(rethrowPageError);
 }
 
 /** Stops the machine (the image closed cleanly), then downloads the stored image `name` into `to`. */
