@@ -25,7 +25,7 @@ import { PROMPT } from "./boot-os-run.js";
 import { openOsPage, pageTimes, putInOpfs, removeFromOpfs, stopAndDownload, waitSerial } from "./browser-page.js";
 import { launchBenchChromium, startBrowserFront, type BrowserFront } from "./browser-server.js";
 import { progress } from "./entry.js";
-import type { RemoteBootRun } from "./remote-boot-run.js";
+import type { RemoteBootResult, RemoteBootRun } from "./remote-boot-run.js";
 import type { SlowHttpServer } from "./slow-http-server.js";
 
 export const BROWSER_REMOTE_CASES = ["refcow-url-cold", "refcow-url-warm", "refcow-local", "v86-xhr"] as const;
@@ -46,15 +46,7 @@ export interface BrowserRemoteOptions {
   timeoutMs: number;
 }
 
-export interface BrowserRemoteResult {
-  case: BrowserRemoteCase;
-  rep: number;
-  run?: RemoteBootRun;
-  requests?: number;
-  bytes?: number;
-  check?: string;
-  error?: string;
-}
+export type BrowserRemoteResult = RemoteBootResult<BrowserRemoteCase>;
 
 export async function runRemoteBootInBrowser(o: BrowserRemoteOptions): Promise<BrowserRemoteResult[]> {
   const front = await startBrowserFront({ benchDir: o.srv, webDir: path.join(o.dir, "web"), remote: o.server, memoryMiB: o.memoryMiB, onLog: progress });

@@ -48,6 +48,18 @@ export interface RemoteBootRun {
   xhr?: XhrCounters;
 }
 
+/** One run in a report: the run, the server's counts for it, the check of what it left, or why it failed. */
+export interface RemoteBootResult<Case extends string = string> {
+  case: Case;
+  rep: number;
+  run?: RemoteBootRun;
+  /** The server's counts for the run. */
+  requests?: number;
+  bytes?: number;
+  check?: string;
+  error?: string;
+}
+
 export async function runRemoteBoot(o: RemoteBootRunOptions): Promise<RemoteBootRun> {
   const os = await bootOsToPrompt(o.source, (onSerial) => startMachine(o, onSerial), o.onProgress);
   try {

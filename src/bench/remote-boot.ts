@@ -49,11 +49,11 @@ import { ensureOsImage } from "../guest/os-image.js";
 import { runJsonChild } from "./child-run.js";
 import { BenchUsageError, integerOption, listOption, nonNegativeOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
-import type { RemoteBootRun, RemoteBootSource } from "./remote-boot-run.js";
+import type { RemoteBootResult, RemoteBootRun, RemoteBootSource } from "./remote-boot-run.js";
 import { medianCell, ratioLine, textTable } from "./rep-table.js";
 import { startSlowHttpServer, type SlowHttpServer } from "./slow-http-server.js";
 import { withXhrLoader } from "./xhr-over-fetch.js";
-import { BROWSER_REMOTE_CASES, runRemoteBootInBrowser, type BrowserRemoteCase } from "./remote-boot-browser.js";
+import type { BrowserRemoteCase } from "./remote-boot-browser.js";
 
 const MiB = 2 ** 20;
 const CASES = ["refcow-url-cold", "refcow-url-warm", "refcow-local", "v86-xhr", "refcow-url-cold-16g", "v86-xhr-16g"] as const;
@@ -71,16 +71,7 @@ const CASE_SPECS: Record<CaseName, { source: RemoteBootSource; stem: string }> =
 const BIG_GIB = 16;
 const SOURCES: readonly RemoteBootSource[] = ["refcow-url", "refcow-local", "v86-xhr"];
 
-export interface CaseResult {
-  case: CaseName;
-  rep: number;
-  run?: RemoteBootRun;
-  /** The server's counts for the run. */
-  requests?: number;
-  bytes?: number;
-  check?: string;
-  error?: string;
-}
+export type CaseResult = RemoteBootResult<CaseName>;
 
 const USAGE = `usage: node dist/bench/remote-boot.js [options]
 
@@ -154,8 +145,10 @@ runProgram(
     }
     const names = (listOption(values.cases) ?? [...DEFAULT_CASES]).map((n) => (CASES.includes(n as CaseName) ? (n as CaseName) : unknownCase(n)));
     if (names.includes("refcow-url-warm") && !names.includes("refcow-url-cold")) throw new BenchUsageError("refcow-url-warm boots from the cache refcow-url-cold fills: give both");
-    const notInBrowser = names.filter((n) => !BROWSER_REMOTE_CASES.includes(n as BrowserRemoteCase));
-    if (values.browser && notInBrowser.length) throw new BenchUsageError(`--browser runs ${BROWSER_REMOTE_CASES.join(", ")}, not ${notInBrowser.join(", ")}`);
+    // Imported only for --browser: it brings v86 in (boot-os-run.ts), which the v86-xhr child must load under withXhrLoader.
+    const browser = values.browser ? await import("./remote-boot-browser.js") : undefined;
+    const notInBrowser = names.filter((n) => browser && !browser.BROWSER_REMOTE_CASES.includes(n as BrowserRemoteCase));
+    if (browser && notInBrowser.length) throw new BenchUsageError(`--browser runs ${browser.BROWSER_REMOTE_CASES.join(", ")}, not ${notInBrowser.join(", ")}`);
     const reps = integerOption("reps", values.reps)!;
     const delayMs = nonNegativeOption("delay-ms", values["delay-ms"])!;
     const bandwidthMBps = nonNegativeOption("bandwidth", values.bandwidth)!;
@@ -167,9 +160,9 @@ runProgram(
       await prepareImages(srv, names.some((n) => CASE_SPECS[n].stem !== "os"));
       server = await startSlowHttpServer({ root: srv, delayMs, bytesPerSecond: bandwidthMBps * 1e6 });
       const settings = { delayMs, bandwidthMBps, chunkMiB: chunkBytes / MiB, memoryMiB, images: imageSizes(srv) };
-      if (values.browser) {
+      if (browser) {
         const checkOverlay = (file: string) => qemuCheckVerdict(withoutBacking(file));
-        const results = await runRemoteBootInBrowser({ cases: names as BrowserRemoteCase[], reps, dir, srv, server, memoryMiB, chunkBytes, checkOverlay, timeoutMs: integerOption("timeout", values.timeout)! * 1000 });
+        const results = await browser.runRemoteBootInBrowser({ cases: names as BrowserRemoteCase[], reps, dir, srv, server, memoryMiB, chunkBytes, checkOverlay, timeoutMs: integerOption("timeout", values.timeout)! * 1000 });
         if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");
         process.stdout.write(formatRemoteBootReport(names, results, reps, { ...settings, where: "Chromium" }));
         return;
