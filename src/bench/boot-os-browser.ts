@@ -20,7 +20,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ddCommands, ddStepLine, parseDdReport, PROMPT, type OsBenchRun, type OsBenchSource } from "./boot-os-run.js";
 import { launchBenchChromium, startBrowserFront, type BrowserFront } from "./browser-server.js";
-import { openOsPage, pageTimes, putInOpfs, stopAndDownload, timedSerialLine, waitSerial } from "./browser-page.js";
+import { openOsPage, pageTimes, putInOpfs, stopAndDownload, timedSerialLine, waitSerial, type SerialSeen } from "./browser-page.js";
 import { progress } from "./entry.js";
 
 export interface BrowserOsCase {
@@ -105,16 +105,16 @@ async function runBrowserCase(o: BrowserOsBenchOptions, front: BrowserFront, c: 
 }
 
 /** The boot to the prompt, the two copies, and for refcow the check of the image handed back. */
-async function measure(o: BrowserOsBenchOptions, page: import("playwright-core").Page, c: BrowserOsCase, prompt: Promise<number>, profile: string): Promise<{ run: OsBenchRun; check?: string }> {
-  const promptAt = await prompt;
+async function measure(o: BrowserOsBenchOptions, page: import("playwright-core").Page, c: BrowserOsCase, prompt: Promise<SerialSeen>, profile: string): Promise<{ run: OsBenchRun; check?: string }> {
+  const seen = await prompt;
   const t = await pageTimes(page);
-  const boot = { ms: promptAt - t.loaded };
+  const boot = { ms: seen.at - t.loaded, instructions: seen.instructions };
   progress(`  ${c.name}: shell prompt after ${(boot.ms / 1000).toFixed(1)} s (page clock)`);
   const commands = ddCommands(c.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda", o.ddOffsetMiB, o.ddMiB);
   const step = async (stepName: string, command: string) => {
     const typed = ddStepLine(stepName, command, o.ddMiB);
     const done = await timedSerialLine(page, typed.line, typed.marker, PROMPT, o.timeoutMs);
-    return { ms: done.ms, ...parseDdReport(done.text, stepName) };
+    return { ms: done.ms, instructions: done.instructions, ...parseDdReport(done.text, stepName) };
   };
   const write = await step("W", commands.write);
   progress(`  ${c.name}: wrote ${o.ddMiB} MiB in ${(write.ms / 1000).toFixed(2)} s`);

@@ -46,8 +46,8 @@ export interface OsBenchRunOptions {
 }
 
 /**
- * A timed step: host ms, the process's CPU ms (user + system, all threads), and guest instructions (the
- * last two absent from the browser's runs: the page has neither).
+ * A timed step: host ms, the process's CPU ms (user + system, all threads; absent from the browser's runs),
+ * and guest instructions.
  */
 export interface TimedStep {
   ms: number;

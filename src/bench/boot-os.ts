@@ -18,8 +18,8 @@
  *
  * With --browser the PC runs in Chromium's page (os.html), the images in OPFS: refcow-ide and refcow-virtio
  * served by refcow's Web Worker, v86-file as v86's AsyncFileBuffer over the File, v86-buffer as its
- * SyncFileBuffer (the File read into memory first); no peak RSS (so no -4g/-16g cases), no CPU time, no
- * instruction counts, no emulator-thread breakdown: the page has none of them.
+ * SyncFileBuffer (the File read into memory first); v86's instruction counts as the page reads them; no
+ * peak RSS (so no -4g/-16g cases), no CPU time, no emulator-thread breakdown: the page has none of them.
  *
  * Like for like: each run is a fresh Node process (`--run`, below) on a fresh copy of its image; the same
  * v86 build, firmware, RAM and guest commands; the dd copy goes past the partitions (at 1 GiB), written

@@ -13,10 +13,17 @@ interface OsPageHooks {
   error?: string;
   times: { start?: number; loaded?: number };
   serialText(): string;
-  waitSerial(pattern: string): Promise<number>;
+  waitSerial(pattern: string): Promise<SerialSeen>;
+  instructions(): number;
   sendSerial(text: string): void;
 }
 declare const refcowOs: OsPageHooks;
+
+/** When a pattern showed on the console: the page's clock, and the machine's instructions since it was built. */
+export interface SerialSeen {
+  at: number;
+  instructions: number;
+}
 
 const MiB = 2 ** 20;
 
@@ -93,12 +100,13 @@ export async function openOsPage(page: Page, url: string): Promise<void> {
 
 /**
  * Waits for `pattern` on the page's serial console (from now on); resolves with the page's clock when the
- * guest's bytes arrived. The page going into its error state, or `timeoutMs`, is an error with what it said.
+ * guest's bytes arrived, and the instruction count then. The page going into its error state, or
+ * `timeoutMs`, is an error with what it said.
  */
-export async function waitSerial(page: Page, pattern: RegExp, timeoutMs: number): Promise<number> {
+export async function waitSerial(page: Page, pattern: RegExp, timeoutMs: number): Promise<SerialSeen> {
   const wait = page.evaluate(
     ({ source, timeoutMs }) =>
-      new Promise<number>((resolve, reject) => {
+      new Promise<SerialSeen>((resolve, reject) => {
         const t0 = performance.now();
         const timer = setInterval(() => {
           const failed = refcowOs.state === "error";
@@ -107,9 +115,9 @@ export async function waitSerial(page: Page, pattern: RegExp, timeoutMs: number)
           const status = document.getElementById("status")?.textContent ?? "";
           reject(new Error(failed ? `the page failed: ${refcowOs.error ?? status}` : `no '${source}' on the serial console in ${timeoutMs} ms (page: ${status}); the console ends:\n${refcowOs.serialText().slice(-600)}`));
         }, 250);
-        void refcowOs.waitSerial(source).then((at) => {
+        void refcowOs.waitSerial(source).then((seen) => {
           clearInterval(timer);
-          resolve(at);
+          resolve(seen);
         });
       }),
     { source: pattern.source, timeoutMs },
@@ -136,9 +144,9 @@ export async function pageTimes(page: Page): Promise<{ start: number; loaded: nu
 
 /**
  * Types `line` on the serial console and waits for `marker` and then for `prompt` after it: the page's ms
- * from the keys to the marker, and the console's text from the keys to the prompt.
+ * and the instructions from the keys to the marker, and the console's text from the keys to the prompt.
  */
-export function timedSerialLine(page: Page, line: string, marker: RegExp, prompt: RegExp, timeoutMs: number): Promise<{ ms: number; text: string }> {
+export function timedSerialLine(page: Page, line: string, marker: RegExp, prompt: RegExp, timeoutMs: number): Promise<{ ms: number; instructions: number; text: string }> {
   return page.evaluate(
     async ({ line, marker, prompt, timeoutMs }) => {
       const from = refcowOs.serialText().length;
@@ -148,12 +156,13 @@ export function timedSerialLine(page: Page, line: string, marker: RegExp, prompt
       const late = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no '${marker}' then prompt in ${timeoutMs} ms; the console ends:\n${refcowOs.serialText().slice(-600)}`)), timeoutMs);
       });
+      const i0 = refcowOs.instructions();
       const t0 = performance.now();
       refcowOs.sendSerial(line);
       try {
-        const at = await Promise.race([markerAt, late]);
+        const seen = await Promise.race([markerAt, late]);
         await Promise.race([promptAt, late]);
-        return { ms: at - t0, text: refcowOs.serialText().slice(from) };
+        return { ms: seen.at - t0, instructions: seen.instructions - i0, text: refcowOs.serialText().slice(from) };
       } finally {
         clearTimeout(timer);
       }

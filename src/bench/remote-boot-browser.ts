@@ -22,7 +22,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { Page } from "playwright-core";
 import { PROMPT } from "./boot-os-run.js";
-import { openOsPage, pageTimes, putInOpfs, removeFromOpfs, stopAndDownload, waitSerial } from "./browser-page.js";
+import { openOsPage, pageTimes, putInOpfs, removeFromOpfs, stopAndDownload, waitSerial, type SerialSeen } from "./browser-page.js";
 import { launchBenchChromium, startBrowserFront, type BrowserFront } from "./browser-server.js";
 import { progress } from "./entry.js";
 import type { RemoteBootResult, RemoteBootRun } from "./remote-boot-run.js";
@@ -119,11 +119,11 @@ async function handBack(o: BrowserRemoteOptions, page: Page, file: string, name:
 }
 
 /** The boot to the prompt on the page's clock, and the paced server's counts since they were zeroed. */
-async function measure(o: BrowserRemoteOptions, page: Page, name: BrowserRemoteCase, prompt: Promise<number>): Promise<{ run: RemoteBootRun; requests: number; bytes: number }> {
-  const promptAt = await prompt;
+async function measure(o: BrowserRemoteOptions, page: Page, name: BrowserRemoteCase, prompt: Promise<SerialSeen>): Promise<{ run: RemoteBootRun; requests: number; bytes: number }> {
+  const { at: promptAt, instructions } = await prompt;
   const served = o.server.stats(true);
   const t = await pageTimes(page);
-  const run: RemoteBootRun = { source: name === "v86-xhr" ? "v86-xhr" : name === "refcow-local" ? "refcow-local" : "refcow-url", prepMs: t.loaded - t.start, boot: { ms: promptAt - t.loaded } };
+  const run: RemoteBootRun = { source: name === "v86-xhr" ? "v86-xhr" : name === "refcow-local" ? "refcow-local" : "refcow-url", prepMs: t.loaded - t.start, boot: { ms: promptAt - t.loaded, instructions } };
   progress(`  ${name}: shell prompt after ${((promptAt - t.start) / 1000).toFixed(1)} s (page clock), ${served.requests} requests, ${(served.bytes / 2 ** 20).toFixed(1)} MiB`);
   return { run, requests: served.requests, bytes: served.bytes };
 }

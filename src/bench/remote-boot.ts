@@ -33,7 +33,7 @@
  *
  * With --browser the PC runs in Chromium's page (os.html) and the first four cases are the page's: the
  * overlay and the chunk cache in OPFS, v86's AsyncXHRBuffer over the same server (remote-boot-browser.ts);
- * no peak RSS, no CPU time, no instruction counts (the page has none of them).
+ * v86's instruction counts as the page reads them; no peak RSS, no CPU time (the page has neither).
  *
  * Figures that the measured code did not produce: requests and bytes are the server's counts (v86's loader
  * counts are printed beside as a cross-check); after every refcow run the overlay passes `qemu-img check`

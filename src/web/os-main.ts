@@ -22,8 +22,8 @@
  * (v86-own-boot.ts: the benchmarks' comparison).
  * `window.refcowOs` exposes the page's state for scripted use (the end-to-end test, the benchmarks): the
  * page's clock at the start of the last boot and when v86 had loaded (`times`), a wait for a pattern on the
- * serial console that resolves with the page's clock when the guest's bytes arrived (`waitSerial`), and
- * keys for the serial console (`sendSerial`).
+ * serial console that resolves with the page's clock when the guest's bytes arrived (`waitSerial`), the
+ * machine's instruction count (`instructions`), and keys for the serial console (`sendSerial`).
  */
 import type { SnapshotInfo } from "../engine/types.js";
 import { WebImageHost } from "../worker/web-host.js";
@@ -105,7 +105,28 @@ const sendKeys = (bytes: Uint8Array) => (session?.machine ?? ownMachine)?.sendSe
 const terminal = new SerialTerminal(ui.serial, sendKeys);
 
 /** Waits of `waitSerial`: a pattern on the console's text from where it stood when the wait began. */
-const serialWaits: Array<{ re: RegExp; from: number; resolve(at: number): void }> = [];
+const serialWaits: Array<{ re: RegExp; from: number; resolve(seen: SerialSeen): void }> = [];
+/** When a wait's pattern showed: the page's clock, and the machine's instruction count then. */
+interface SerialSeen {
+  at: number;
+  instructions: number;
+}
+
+/**
+ * v86's instruction counter (32 bits, wrapping) as a running total for the machine running now: sampled
+ * every 100 ms and at each reading, and v86 retires well under 2^32 instructions in 100 ms.
+ */
+let counted: { machine?: DiskBootMachine; last: number; sum: number } = { last: 0, sum: 0 };
+function instructions(): number {
+  const m = session?.machine ?? ownMachine;
+  if (!m) return 0;
+  if (counted.machine !== m) counted = { machine: m, last: 0, sum: 0 };
+  const now = m.emulator.get_instruction_counter() >>> 0;
+  counted.sum += (now - counted.last) >>> 0;
+  counted.last = now;
+  return counted.sum;
+}
+setInterval(instructions, 100);
 
 /** The guest's console bytes: shown, then the waits they complete are resolved with the clock of their arrival. */
 function serialOutput(bytes: Uint8Array): void {
@@ -117,7 +138,7 @@ function serialOutput(bytes: Uint8Array): void {
     if (w.from > terminal.text.length) w.from = 0;
     if (w.re.test(terminal.text.slice(w.from))) {
       serialWaits.splice(i, 1);
-      w.resolve(at);
+      w.resolve({ at, instructions: instructions() });
     }
   }
 }
@@ -537,9 +558,11 @@ const pageApi = {
   get times(): { start?: number; loaded?: number } {
     return { ...times };
   },
-  /** Resolves with the page's clock when `pattern` shows on the serial console after this call. */
-  waitSerial: (pattern: string): Promise<number> =>
-    new Promise<number>((resolve) => serialWaits.push({ re: new RegExp(pattern), from: terminal.text.length, resolve })),
+  /** Resolves with the page's clock (and the instruction count) when `pattern` shows on the serial console after this call. */
+  waitSerial: (pattern: string): Promise<SerialSeen> =>
+    new Promise<SerialSeen>((resolve) => serialWaits.push({ re: new RegExp(pattern), from: terminal.text.length, resolve })),
+  /** Instructions the running machine has retired since it was built (v86's counter, extended past 32 bits). */
+  instructions,
   /** Keys for the serial console, as typed. */
   sendSerial: (text: string) => sendKeys(new TextEncoder().encode(text)),
 };
@@ -619,7 +642,14 @@ async function start(): Promise<void> {
   await refreshImages(lastBooted()?.file);
   await offerResume();
   setState("idle", "ready: boot the demo OS, upload a disk image, or boot a stored one");
-  const ownMode = parseV86OwnMode(params.get("v86"));
+  let ownMode: ReturnType<typeof parseV86OwnMode>;
+  try {
+    ownMode = parseV86OwnMode(params.get("v86"));
+  } catch (e) {
+    fail("v86 mode", e);
+    setState("error", lastError!);
+    return;
+  }
   if (ownMode) {
     await operation(`v86=${ownMode}`, () => bootOwn(ownMode));
     return;
