@@ -26,7 +26,8 @@ import { SerialConsole } from "../guest/serial-console.js";
 import { BootSession } from "../v86/boot-session.js";
 import type { DiskDevice } from "../v86/disk-device.js";
 import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
-import { DiskBootMachine, type BootDisk } from "../v86/disk-boot-machine.js";
+import { DiskBootMachine } from "../v86/disk-boot-machine.js";
+import { v86OwnDisk, type V86OwnHda } from "../v86/v86-own-disk.js";
 
 export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-virtio", "v86-buffer", "v86-file"] as const;
 export type OsBenchSource = (typeof OS_BENCH_SOURCES)[number];
@@ -44,11 +45,14 @@ export interface OsBenchRunOptions {
   onProgress?: (message: string) => void;
 }
 
-/** A timed step: host ms, the process's CPU ms (user + system, all threads), and guest instructions. */
+/**
+ * A timed step: host ms, the process's CPU ms (user + system, all threads; absent from the browser's runs),
+ * and guest instructions.
+ */
 export interface TimedStep {
   ms: number;
-  cpuMs: number;
-  instructions: number;
+  cpuMs?: number;
+  instructions?: number;
   /** The dd steps: the emulator thread's time by category (EmulatorClock). */
   emulatorTime?: EmulatorTime;
 }
@@ -62,12 +66,12 @@ export interface OsBenchRun {
   boot: TimedStep;
   write: TimedStep & { guestSeconds?: number; bytes?: number };
   read: TimedStep & { guestSeconds?: number; bytes?: number };
-  /** VmHWM of the process at the end of the run, bytes. */
-  peakRssBytes: number;
+  /** VmHWM of the process at the end of the run, bytes (absent from the browser's runs). */
+  peakRssBytes?: number;
 }
 
 /** The demo OS's prompt (guest-images/os/profile). */
-const PROMPT = /refcow:[^\n]*# /;
+export const PROMPT = /refcow:[^\n]*# /;
 const BOOT_TIMEOUT_MS = 600_000;
 const DD_TIMEOUT_MS = 600_000;
 
@@ -76,22 +80,18 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
   const { machine, serial, counter } = os;
   let clock: EmulatorClock | undefined;
   try {
-    const device = o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda";
-    const geometry = `bs=1M count=${o.ddMiB}`;
+    const commands = ddCommands(o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda", o.ddOffsetMiB, o.ddMiB);
     let at = os.promptEnd;
     // Installed at the prompt: the boot runs uninstrumented.
     clock = new EmulatorClock(machine.emulator, os.device);
     const step = async (name: string, command: string) => {
-      // The marker is computed by the shell, so the echo of the typed line does not match it.
-      const marker = `${name}-${o.ddMiB}-END`;
+      const typed = ddStepLine(name, command, o.ddMiB);
       const startInstr = counter.total();
       const startCpu = process.cpuUsage();
       const start = performance.now();
       clock!.take();
-      // /proc/uptime around the command: the guest's own clock (10 ms steps), as a cross-check of the host's.
-      const uptime = "$(cut -d' ' -f1 /proc/uptime)";
-      machine.sendSerial(new TextEncoder().encode(`U0=${uptime}; ${command}; U1=${uptime}; echo GUEST-UPTIME $U0 $U1; echo ${name}-$((${o.ddMiB}))-END\r`));
-      const m = await serial.waitFor(new RegExp(`\\n${marker}\\r?\\n`), at, DD_TIMEOUT_MS);
+      machine.sendSerial(new TextEncoder().encode(typed.line));
+      const m = await serial.waitFor(typed.marker, at, DD_TIMEOUT_MS);
       const ms = performance.now() - start;
       const emulatorTime = clock!.take();
       const cpu = cpuMs(process.cpuUsage(startCpu));
@@ -100,9 +100,9 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
       at = (await serial.waitFor(PROMPT, m.end, 60_000)).end;
       return { ms, cpuMs: cpu, instructions, emulatorTime, ...parseDdReport(text, name) };
     };
-    const write = await step("W", `dd if=/dev/zero of=${device} ${geometry} seek=${o.ddOffsetMiB} oflag=direct conv=fsync`);
+    const write = await step("W", commands.write);
     o.onProgress?.(`  ${o.source}: wrote ${o.ddMiB} MiB in ${(write.ms / 1000).toFixed(2)} s`);
-    const read = await step("R", `dd if=${device} of=/dev/null ${geometry} skip=${o.ddOffsetMiB} iflag=direct`);
+    const read = await step("R", commands.read);
     o.onProgress?.(`  ${o.source}: read ${o.ddMiB} MiB in ${(read.ms / 1000).toFixed(2)} s`);
     await machine.stop();
     return { source: o.source, image: o.image, prepMs: os.prepMs, boot: os.boot, write, read, peakRssBytes: peakRss() };
@@ -146,7 +146,7 @@ export async function startRefcowMachine(
 }
 
 /** v86 serving its disk itself, from `hda` (IDE). */
-export function startV86OwnMachine(hda: NonNullable<BootDisk["v86Options"]["hda"]>, o: BenchMachineSettings, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
+export function startV86OwnMachine(hda: V86OwnHda, o: BenchMachineSettings, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
   const machine = new DiskBootMachine({ disk: v86OwnDisk(hda), firmware: o.firmware, wasmPath: o.wasmPath, memoryMiB: o.memoryMiB, onSerial });
   return Promise.resolve({ machine, close: () => machine.destroy() });
 }
@@ -200,6 +200,28 @@ export async function bootOsToPrompt(label: string, start: (onSerial: (bytes: Ui
   }
 }
 
+/** The two copies, on the disk past its partitions: written first (one FLUSH CACHE at the end), then read back. */
+export function ddCommands(device: string, offsetMiB: number, mib: number): { write: string; read: string } {
+  const geometry = `bs=1M count=${mib}`;
+  return {
+    write: `dd if=/dev/zero of=${device} ${geometry} seek=${offsetMiB} oflag=direct conv=fsync`,
+    read: `dd if=${device} of=/dev/null ${geometry} skip=${offsetMiB} iflag=direct`,
+  };
+}
+
+/**
+ * The line typed for a timed step (`command` between two readings of /proc/uptime: the guest's own clock,
+ * 10 ms steps, as a cross-check of the host's) and the marker the shell prints after it. The marker is
+ * computed by the shell, so the echo of the typed line does not match it.
+ */
+export function ddStepLine(name: string, command: string, mib: number): { line: string; marker: RegExp } {
+  const uptime = "$(cut -d' ' -f1 /proc/uptime)";
+  return {
+    line: `U0=${uptime}; ${command}; U1=${uptime}; echo GUEST-UPTIME $U0 $U1; echo ${name}-$((${mib}))-END\r`,
+    marker: new RegExp(`\\n${name}-${mib}-END\\r?\\n`),
+  };
+}
+
 /**
  * What the guest said of a dd: the records it copied (busybox dd's "N+0 records out") and the seconds of
  * its uptime around it ("GUEST-UPTIME U0 U1"). A dd error is an error.
@@ -225,21 +247,6 @@ export function peakRss(): number {
     // not Linux
   }
   return process.resourceUsage().maxRSS * 1024;
-}
-
-/** A disk v86 serves itself: the image goes to v86 as `hda`; nothing of refcow is involved. */
-function v86OwnDisk(hda: NonNullable<BootDisk["v86Options"]["hda"]>): BootDisk {
-  return {
-    type: "ide",
-    v86Options: { hda },
-    attach: () => undefined,
-    initialState: (state) => state,
-    quiesce: async (emulator) => {
-      await emulator.stop();
-    },
-    saveState: (emulator) => emulator.save_state(),
-    restoreState: (emulator, state) => emulator.restore_state(state),
-  };
 }
 
 function fstatSize(file: string): number {

@@ -42,10 +42,22 @@ export interface RemoteBootRun {
   prepMs: number;
   /** v86 loaded → the shell prompt. */
   boot: TimedStep;
-  /** VmHWM of the process at the prompt, bytes. */
-  peakRssBytes: number;
+  /** VmHWM of the process at the prompt, bytes (absent from the browser's runs). */
+  peakRssBytes?: number;
   /** v86-xhr: what its XHR loader fetched (the server's own counts are the figures; this cross-checks them). */
   xhr?: XhrCounters;
+}
+
+/** One run in a report: the run, the server's counts for it, the check of what it left, or why it failed. */
+export interface RemoteBootResult<Case extends string = string> {
+  case: Case;
+  rep: number;
+  run?: RemoteBootRun;
+  /** The server's counts for the run. */
+  requests?: number;
+  bytes?: number;
+  check?: string;
+  error?: string;
 }
 
 export async function runRemoteBoot(o: RemoteBootRunOptions): Promise<RemoteBootRun> {

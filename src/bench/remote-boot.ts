@@ -5,6 +5,7 @@
  * requests and bytes the server sent, and the process's peak RSS; the run itself is remote-boot-run.ts.
  *
  *     npm run build && node dist/bench/remote-boot.js [--reps 3] [--delay-ms 20] [--bandwidth 50] [--json FILE]
+ *     node dist/bench/remote-boot.js --browser [--reps 3] ...   the same in headless Chromium (remote-boot-browser.ts)
  *
  * (`npm run bench:remote-boot` runs it with the defaults.)
  *
@@ -30,6 +31,10 @@
  * each) once, in an order rotated by one per repetition. Time to the prompt: from the start of the run (before the overlay is made and the chain
  * opened, or before v86 is built) to the prompt on the serial console.
  *
+ * With --browser the PC runs in Chromium's page (os.html) and the first four cases are the page's: the
+ * overlay and the chunk cache in OPFS, v86's AsyncXHRBuffer over the same server (remote-boot-browser.ts);
+ * v86's instruction counts as the page reads them; no peak RSS, no CPU time (the page has neither).
+ *
  * Figures that the measured code did not produce: requests and bytes are the server's counts (v86's loader
  * counts are printed beside as a cross-check); after every refcow run the overlay passes `qemu-img check`
  * (opened without its backing, so that the check fetches nothing). A run that fails is a row with its reason.
@@ -44,10 +49,11 @@ import { ensureOsImage } from "../guest/os-image.js";
 import { runJsonChild } from "./child-run.js";
 import { BenchUsageError, integerOption, listOption, nonNegativeOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
-import type { RemoteBootRun, RemoteBootSource } from "./remote-boot-run.js";
+import type { RemoteBootResult, RemoteBootRun, RemoteBootSource } from "./remote-boot-run.js";
 import { medianCell, ratioLine, textTable } from "./rep-table.js";
 import { startSlowHttpServer, type SlowHttpServer } from "./slow-http-server.js";
 import { withXhrLoader } from "./xhr-over-fetch.js";
+import type { BrowserRemoteCase } from "./remote-boot-browser.js";
 
 const MiB = 2 ** 20;
 const CASES = ["refcow-url-cold", "refcow-url-warm", "refcow-local", "v86-xhr", "refcow-url-cold-16g", "v86-xhr-16g"] as const;
@@ -65,16 +71,7 @@ const CASE_SPECS: Record<CaseName, { source: RemoteBootSource; stem: string }> =
 const BIG_GIB = 16;
 const SOURCES: readonly RemoteBootSource[] = ["refcow-url", "refcow-local", "v86-xhr"];
 
-export interface CaseResult {
-  case: CaseName;
-  rep: number;
-  run?: RemoteBootRun;
-  /** The server's counts for the run. */
-  requests?: number;
-  bytes?: number;
-  check?: string;
-  error?: string;
-}
+export type CaseResult = RemoteBootResult<CaseName>;
 
 const USAGE = `usage: node dist/bench/remote-boot.js [options]
 
@@ -90,6 +87,9 @@ the server's request and byte counts, peak RSS, medians with min-max and per-rep
   --memory MiB      guest RAM (default 128)
   --cases a,b       ${CASES.join(", ")}
                     (default the first four; warm needs cold)
+  --browser         in headless Chromium (os.html: overlay and chunk cache in OPFS; v86's AsyncXHRBuffer);
+                    the first four cases only; /usr/bin/chromium is needed
+  --timeout S       with --browser: give up on a boot after S seconds (default 600)
   --dir DIR         where the images, overlays and caches go (default: a temporary folder, removed at the end)
   --json FILE       every run as JSON too
   -h, --help        this text
@@ -109,6 +109,8 @@ runProgram(
       cases: { type: "string" },
       dir: { type: "string" },
       json: { type: "string" },
+      browser: { type: "boolean" },
+      timeout: { type: "string", default: "600" },
       // One run in this process (the parent starts these); prints the run as one JSON line.
       run: { type: "string" },
       image: { type: "string" },
@@ -143,6 +145,10 @@ runProgram(
     }
     const names = (listOption(values.cases) ?? [...DEFAULT_CASES]).map((n) => (CASES.includes(n as CaseName) ? (n as CaseName) : unknownCase(n)));
     if (names.includes("refcow-url-warm") && !names.includes("refcow-url-cold")) throw new BenchUsageError("refcow-url-warm boots from the cache refcow-url-cold fills: give both");
+    // Imported only for --browser: it brings v86 in (boot-os-run.ts), which the v86-xhr child must load under withXhrLoader.
+    const browser = values.browser ? await import("./remote-boot-browser.js") : undefined;
+    const notInBrowser = names.filter((n) => browser && !browser.BROWSER_REMOTE_CASES.includes(n as BrowserRemoteCase));
+    if (browser && notInBrowser.length) throw new BenchUsageError(`--browser runs ${browser.BROWSER_REMOTE_CASES.join(", ")}, not ${notInBrowser.join(", ")}`);
     const reps = integerOption("reps", values.reps)!;
     const delayMs = nonNegativeOption("delay-ms", values["delay-ms"])!;
     const bandwidthMBps = nonNegativeOption("bandwidth", values.bandwidth)!;
@@ -153,6 +159,14 @@ runProgram(
     try {
       await prepareImages(srv, names.some((n) => CASE_SPECS[n].stem !== "os"));
       server = await startSlowHttpServer({ root: srv, delayMs, bytesPerSecond: bandwidthMBps * 1e6 });
+      const settings = { delayMs, bandwidthMBps, chunkMiB: chunkBytes / MiB, memoryMiB, images: imageSizes(srv) };
+      if (browser) {
+        const checkOverlay = (file: string) => qemuCheckVerdict(withoutBacking(file));
+        const results = await browser.runRemoteBootInBrowser({ cases: names as BrowserRemoteCase[], reps, dir, srv, server, memoryMiB, chunkBytes, checkOverlay, timeoutMs: integerOption("timeout", values.timeout)! * 1000 });
+        if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");
+        process.stdout.write(formatRemoteBootReport(names, results, reps, { ...settings, where: "Chromium" }));
+        return;
+      }
       const bench: Bench = { server, dir, srv, memoryMiB, chunkBytes };
       const units: CaseName[][] = [["refcow-url-cold", "refcow-url-warm"], ["refcow-local"], ["v86-xhr"], ["refcow-url-cold-16g"], ["v86-xhr-16g"]].map((u) => u.filter((n) => names.includes(n as CaseName)) as CaseName[]).filter((u) => u.length > 0);
       const results: CaseResult[] = [];
@@ -169,7 +183,7 @@ runProgram(
         fs.rmSync(cacheDir, { recursive: true, force: true });
       }
       if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");
-      process.stdout.write(formatRemoteBootReport(names, results, reps, { delayMs, bandwidthMBps, chunkMiB: chunkBytes / MiB, memoryMiB, images: imageSizes(srv) }));
+      process.stdout.write(formatRemoteBootReport(names, results, reps, settings));
     } finally {
       await server?.close();
       if (!values.dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -267,6 +281,8 @@ export interface ReportSettings {
   chunkMiB: number;
   memoryMiB: number;
   images: { rawBytes: number; qcow2Bytes: number };
+  /** Where the PC ran (default Node). */
+  where?: "Node" | "Chromium";
 }
 
 /** The table: per case, medians with min–max over its repetitions; then the per-repetition ratios and targets. */
@@ -277,11 +293,15 @@ export function formatRemoteBootReport(names: readonly CaseName[], results: read
   const mib = (x: number) => (x / MiB).toFixed(1);
   const lines: string[] = [];
   lines.push(
-    `demo OS to the shell prompt, ${s.memoryMiB} MiB RAM, IDE; server: ${s.delayMs} ms before each answer, ${s.bandwidthMBps} MB/s shared link; ` +
+    `demo OS to the shell prompt in ${s.where ?? "Node"}, ${s.memoryMiB} MiB RAM, IDE; server: ${s.delayMs} ms before each answer, ${s.bandwidthMBps} MB/s shared link; ` +
       `os.img ${mib(s.images.rawBytes)} MiB raw, os.qcow2 ${mib(s.images.qcow2Bytes)} MiB compressed; v86 fixed_chunk_size ${s.chunkMiB} MiB; ` +
       `${reps} repetitions interleaved; median (min–max) over repetitions`,
   );
-  lines.push("to prompt: start of the run → prompt (prep + boot); prep: → v86 loaded (overlay made, chain opened, emulator built); requests, MiB: the server's counts; boot CPU: the process's user + system time, all threads; peak RSS: VmHWM of the run's process");
+  lines.push(
+    s.where === "Chromium"
+      ? "the page's clock: to prompt: start of the page's boot (before the probe and the overlay, or before v86 is built) → prompt (prep + boot); prep: → v86 loaded; requests, MiB: the server's counts; refcow-local: os.qcow2 in OPFS, booted as it is"
+      : "to prompt: start of the run → prompt (prep + boot); prep: → v86 loaded (overlay made, chain opened, emulator built); requests, MiB: the server's counts; boot CPU: the process's user + system time, all threads; peak RSS: VmHWM of the run's process",
+  );
   lines.push("");
   const rows: string[][] = [["case", "to prompt s", "prep s", "boot s", "boot CPU s", "boot Ginstr", "requests", "MiB fetched", "peak RSS MiB", "overlay check"]];
   for (const name of names) {

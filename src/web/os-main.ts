@@ -18,8 +18,12 @@
  * overlay-pins.ts); a changed one is refused, with Reset offered.
  *
  * URL parameters (optional): disk=ide|virtio, mem=MiB, image=URL, cache=MiB (the chunk cache's bound,
- * default 1024; 0 turns it off).
- * `window.refcowOs` exposes the page's state for scripted use (the end-to-end test).
+ * default 1024; 0 turns it off); v86=file|buffer|xhr boots a raw image with v86's own buffers instead
+ * (v86-own-boot.ts: the benchmarks' comparison).
+ * `window.refcowOs` exposes the page's state for scripted use (the end-to-end test, the benchmarks): the
+ * page's clock at the start of the last boot and when v86 had loaded (`times`), a wait for a pattern on the
+ * serial console that resolves with the page's clock when the guest's bytes arrived (`waitSerial`), the
+ * machine's instruction count (`instructions`), and keys for the serial console (`sendSerial`).
  */
 import type { SnapshotInfo } from "../engine/types.js";
 import { WebImageHost } from "../worker/web-host.js";
@@ -30,6 +34,8 @@ import { readOverlayPin, removeOverlayPin, writeOverlayPin } from "./overlay-pin
 import { pinRefusal } from "../open/pin-record.js";
 import { probeRemoteImage } from "./remote-probe.js";
 import { SerialTerminal } from "./serial-terminal.js";
+import { bootV86Own, parseV86OwnMode } from "./v86-own-boot.js";
+import type { DiskBootMachine } from "../v86/disk-boot-machine.js";
 
 interface ServerConfig {
   files: { bios: string; vgaBios: string; wasm: string };
@@ -91,7 +97,51 @@ let firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer } | undefined;
 let session: OsSession | undefined;
 let bootMs = 0;
 let bootCount = 0;
-const terminal = new SerialTerminal(ui.serial, (bytes) => session?.machine.sendSerial(bytes));
+/** The machine of the v86=... mode (v86 serving the disk itself); `session` is refcow's. */
+let ownMachine: DiskBootMachine | undefined;
+/** The page's clock (performance.now) at the start of the last boot, and when its v86 had loaded. */
+let times: { start?: number; loaded?: number } = {};
+const sendKeys = (bytes: Uint8Array) => (session?.machine ?? ownMachine)?.sendSerial(bytes);
+const terminal = new SerialTerminal(ui.serial, sendKeys);
+
+/** Waits of `waitSerial`: a pattern on the console's text from where it stood when the wait began. */
+const serialWaits: Array<{ re: RegExp; from: number; resolve(seen: SerialSeen): void }> = [];
+/** When a wait's pattern showed: the page's clock, and the machine's instruction count then. */
+interface SerialSeen {
+  at: number;
+  instructions: number;
+}
+
+/**
+ * v86's instruction counter (32 bits, wrapping) as a running total for the machine running now: sampled
+ * every 100 ms and at each reading, and v86 retires well under 2^32 instructions in 100 ms.
+ */
+let counted: { machine?: DiskBootMachine; last: number; sum: number } = { last: 0, sum: 0 };
+function instructions(): number {
+  const m = session?.machine ?? ownMachine;
+  if (!m) return 0;
+  if (counted.machine !== m) counted = { machine: m, last: 0, sum: 0 };
+  const now = m.emulator.get_instruction_counter() >>> 0;
+  counted.sum += (now - counted.last) >>> 0;
+  counted.last = now;
+  return counted.sum;
+}
+setInterval(instructions, 100);
+
+/** The guest's console bytes: shown, then the waits they complete are resolved with the clock of their arrival. */
+function serialOutput(bytes: Uint8Array): void {
+  const at = performance.now();
+  terminal.output(bytes);
+  for (let i = serialWaits.length - 1; i >= 0; i--) {
+    const w = serialWaits[i]!;
+    // The kept text is cut from the front past 300 000 characters: the wait then looks at all of it.
+    if (w.from > terminal.text.length) w.from = 0;
+    if (w.re.test(terminal.text.slice(w.from))) {
+      serialWaits.splice(i, 1);
+      w.resolve({ at, instructions: instructions() });
+    }
+  }
+}
 
 // ------------------------------------------------------------------------------------------------ status/log
 
@@ -174,8 +224,9 @@ async function closeSession(): Promise<void> {
   ui.snapBody.replaceChildren();
 }
 
-async function boot(file: string): Promise<void> {
+async function boot(file: string, startedAt = performance.now()): Promise<void> {
   if (!host || !firmware || !config) throw new Error("the page has not started");
+  times = { start: startedAt };
   await closeSession();
   const diskType = ui.diskSelect.value === "virtio" ? "virtio" : "ide";
   const memoryMiB = Math.round(Number(ui.memInput.value)) || 128;
@@ -194,7 +245,7 @@ async function boot(file: string): Promise<void> {
     firmware,
     wasmUrl: config.files.wasm,
     screen: ui.screen,
-    onSerial: (bytes) => terminal.output(bytes),
+    onSerial: serialOutput,
     onBiosLine: (line) => log(`BIOS: ${line}`),
     onNoBootableDevice: (line) => {
       if (bootCount !== n) return;
@@ -208,6 +259,7 @@ async function boot(file: string): Promise<void> {
       void machineEnded(s0, "idle", `the guest powered off; ${file} is closed`);
     },
   });
+  times.loaded = performance.now();
   session = s;
   resolveOpened(s);
   // The PS/2 keyboard takes keys only while the screen has the focus (v86 would take them page-wide).
@@ -278,6 +330,7 @@ function overlayName(url: string): string {
 /** Boots `url` under its OPFS overlay, made first when missing; refuses an overlay made over another version. */
 async function bootRemote(url: string): Promise<void> {
   if (!host) return;
+  const startedAt = performance.now();
   await closeSession();
   const name = overlayName(url);
   const probe = await probeRemoteImage(url);
@@ -297,7 +350,32 @@ async function bootRemote(url: string): Promise<void> {
     log(`reusing the overlay ${name} over ${url}`);
   }
   await refreshImages(name);
-  await boot(name);
+  await boot(name, startedAt);
+}
+
+/** v86=MODE: the disk served by v86's own buffers (no refcow worker involved), on the same page and PC. */
+async function bootOwn(mode: NonNullable<ReturnType<typeof parseV86OwnMode>>): Promise<void> {
+  if (!firmware || !config) throw new Error("the page has not started");
+  const source = mode === "xhr" ? remoteImage : params.get("file");
+  if (!source) throw new Error(`v86=${mode} needs ${mode === "xhr" ? "image=URL" : "file=NAME"}`);
+  const memoryMiB = Math.round(Number(ui.memInput.value)) || 128;
+  terminal.clear();
+  times = { start: performance.now() };
+  setState("busy", `booting ${source} with v86's own ${mode} buffer (IDE, ${memoryMiB} MiB RAM)…`);
+  ownMachine = await bootV86Own({
+    mode,
+    source,
+    size: Number(params.get("size")) || undefined,
+    chunkBytes: Number(params.get("chunk")) || undefined,
+    memoryMiB,
+    firmware,
+    wasmUrl: config.files.wasm,
+    screen: ui.screen,
+    onSerial: serialOutput,
+  });
+  times.loaded = performance.now();
+  setState("running", `running ${source} served by v86's own ${mode} buffer (IDE, ${memoryMiB} MiB RAM)`);
+  log(`booting ${source} with v86's own ${mode} buffer`);
 }
 
 /**
@@ -476,6 +554,17 @@ const pageApi = {
   /** The text on the VGA screen (text modes). */
   screenText: () => (ui.screen.firstElementChild as HTMLElement | null)?.innerText ?? "",
   snapshots: () => refreshSnapshots(),
+  /** Page clock at the start of the last boot and when its v86 had loaded. */
+  get times(): { start?: number; loaded?: number } {
+    return { ...times };
+  },
+  /** Resolves with the page's clock (and the instruction count) when `pattern` shows on the serial console after this call. */
+  waitSerial: (pattern: string): Promise<SerialSeen> =>
+    new Promise<SerialSeen>((resolve) => serialWaits.push({ re: new RegExp(pattern), from: terminal.text.length, resolve })),
+  /** Instructions the running machine has retired since it was built (v86's counter, extended past 32 bits). */
+  instructions,
+  /** Keys for the serial console, as typed. */
+  sendSerial: (text: string) => sendKeys(new TextEncoder().encode(text)),
 };
 (globalThis as unknown as { refcowOs: typeof pageApi }).refcowOs = pageApi;
 
@@ -553,6 +642,18 @@ async function start(): Promise<void> {
   await refreshImages(lastBooted()?.file);
   await offerResume();
   setState("idle", "ready: boot the demo OS, upload a disk image, or boot a stored one");
+  let ownMode: ReturnType<typeof parseV86OwnMode>;
+  try {
+    ownMode = parseV86OwnMode(params.get("v86"));
+  } catch (e) {
+    fail("v86 mode", e);
+    setState("error", lastError!);
+    return;
+  }
+  if (ownMode) {
+    await operation(`v86=${ownMode}`, () => bootOwn(ownMode));
+    return;
+  }
   if (remoteImage) {
     ui.resetBtn.hidden = false;
     await operation(`remote image ${remoteImage}`, () => bootRemote(remoteImage));
