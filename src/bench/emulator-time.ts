@@ -70,8 +70,15 @@ export interface EmulatorTimeOptions {
   onProgress?: (m: string) => void;
 }
 
-async function floorRow(c: DiskConfig, rep: number, onProgress?: (m: string) => void): Promise<EmulatorTimeRow> {
-  const [p] = await measureFloor({ passes: 1, disk: c.disk, iodepth: c.iodepth, warmUp: true, emulatorTime: true, onProgress });
+/**
+ * The floor's pass writes as many cluster starts as the refcow phase, shuffled, with the same warm-up and the
+ * same closing sync (measureFloor's `writes`): the categories cover the same program run, its start and its
+ * sync included, spread over the same number of writes. (A pass of 256 writes against a phase of 2048 charged
+ * the program's start to 8× fewer writes: the floor's guest time per write looked 4× refcow's at the same
+ * instruction count.)
+ */
+async function floorRow(c: DiskConfig, rep: number, writes: number, onProgress?: (m: string) => void): Promise<EmulatorTimeRow> {
+  const [p] = await measureFloor({ passes: 1, disk: c.disk, iodepth: c.iodepth, warmUp: true, emulatorTime: true, writes, onProgress });
   if (!p || !p.emulatorTime || p.iops === undefined) throw new Error(`floor ${c.name}: no pass measured`);
   return { source: "floor", case: c.name, cache: "-", rep, writes: p.writes, iops: p.iops, appMedianUs: p.appMedianUs, instructionsPerWrite: p.instructionsPerWrite, time: p.emulatorTime, load1: p.load1 };
 }
@@ -117,7 +124,7 @@ export async function runEmulatorTimeBench(o: EmulatorTimeOptions = {}): Promise
       for (const c of cases) {
         if (sources.includes("floor")) {
           o.onProgress?.(`[emulator-time] rep ${rep}/${reps} floor ${c.name}`);
-          rows.push(await floorRow(c, rep, o.onProgress));
+          rows.push(await floorRow(c, rep, o.clusters ?? 2048, o.onProgress));
         }
         if (sources.includes("refcow")) {
           // Writethrough only where a target needs it (virtio/16 against virtio/1).
@@ -148,7 +155,7 @@ function groups(rows: readonly EmulatorTimeRow[]): Map<string, EmulatorTimeRow[]
 export function formatBreakdown(rows: readonly EmulatorTimeRow[]): string {
   const med = (v: number[]) => (v.length ? spread(v).median : NaN);
   const f = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
-  const head = ["source case cache", "reps", "IOPS", "wall", ...EMULATOR_TIME_CATEGORIES, "engine", "ring", "instr/write", "halts/w", "irqs/w", "load"];
+  const head = ["source case cache", "reps", "IOPS", "1/IOPS", "wall", ...EMULATOR_TIME_CATEGORIES, "engine", "ring", "instr/write", "halts/w", "irqs/w", "load"];
   let out = `| ${head.join(" | ")} |\n|${head.map(() => "---").join("|")}|\n`;
   for (const [k, g] of groups(rows)) {
     const per = (pick: (t: EmulatorTime) => number) => med(g.map((r) => (pick(r.time) * 1000) / r.writes));
@@ -156,6 +163,7 @@ export function formatBreakdown(rows: readonly EmulatorTimeRow[]): string {
       k,
       String(g.length),
       med(g.map((r) => r.iops)).toFixed(0),
+      f(med(g.map((r) => 1e6 / r.iops))),
       f(per((t) => t.wallMs)),
       ...EMULATOR_TIME_CATEGORIES.map((c) => f(per((t) => t.ms[c]))),
       f(med(g.flatMap((r) => (r.engineMedianUs === undefined ? [] : [r.engineMedianUs])))),
@@ -170,6 +178,7 @@ export function formatBreakdown(rows: readonly EmulatorTimeRow[]): string {
   return (
     out +
     "\nµs per write (the phase's emulator-thread wall time by category ÷ its writes; median over the repetitions). " +
+    "1/IOPS: µs per write inside the guest program's write loop (its own clock); wall less it is the program's start and closing sync per write. " +
     "engine: the engine's median service time; ring: the DiskClient's median less the engine's (both µs, refcow only). " +
     `load: 1-minute load average after each run, min–max; ${os.cpus().length} CPUs.\n`
   );
@@ -221,7 +230,7 @@ Where the emulator's time goes per guest write (rand4k in place, after the warm-
 floor and on refcow (eager), for ide/1, virtio/1 and virtio/16; then the issue's targets per repetition.
 
   --reps N          repetitions (default 3), every source and case once each, interleaved
-  --clusters N      writes in the refcow phase (default 2048; the floor writes 256)
+  --clusters N      writes in the refcow phase and in the floor's pass (default 2048)
   --cache a,b       refcow's cache modes (default writeback,writethrough)
   --cases a,b       of ${DISK_CONFIGS.map((c) => c.name).join(", ")} (default all)
   --sources a,b     floor, refcow (default both)

@@ -36,7 +36,7 @@ import { parseCuts } from "../guest/latency-cuts.js";
 import { MemoryAsyncDisk } from "../v86/memory-async-disk.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "../guest/run-workload.js";
 import { obtainWarmState } from "../guest/warm-state.js";
-import { guestWarmUpRequests, warmUpWrites } from "../guest/workloads.js";
+import { guestWarmUpRequests, rand4kTargets, shuffledOffsets, warmUpWrites, writeListedOffsetsAndSync } from "../guest/workloads.js";
 import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, integerOption, progress, runProgram } from "./entry.js";
 
 export const CUT_STEPS = ["none", "nocopy", "nocopy,spin", "all"] as const;
@@ -95,6 +95,13 @@ export interface FloorOptions {
   warmUp?: boolean;
   /** Charge the emulator thread's time in each pass to categories (EmulatorClock). */
   emulatorTime?: boolean;
+  /**
+   * Write as rand4k's in-place phase does (workloads.ts): this many cluster starts (64 KiB clusters over the
+   * disk) in a shuffled order, then the phase's fdatasync, with the warm-up over the same offsets — so that
+   * a pass and a refcow phase of as many writes cover the same program run (its start, its writes, its
+   * sync). Absent: the 256 writes at 1 MiB steps of the floor's own pattern, without the sync.
+   */
+  writes?: number;
   onProgress?: (m: string) => void;
 }
 
@@ -135,20 +142,23 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
     return { output, instructions: (g.v86.get_instruction_counter() - c0) >>> 0 };
   };
   try {
-    await g.check("yes floor | head -c 4096 > /tmp/blk; awk 'BEGIN{for(i=0;i<256;i++)print i*1048576}' > /tmp/order");
+    const listed = o.writes ?? 256;
+    const order = o.writes === undefined ? "awk 'BEGIN{for(i=0;i<256;i++)print i*1048576}' > /tmp/order" : shuffledOffsets(listed, rand4kTargets({ diskSize: size, clusterSize: 65536, clusters: listed })[1]!, 2);
+    await g.check(`yes floor | head -c 4096 > /tmp/blk; ${order}`);
     if (o.warmUp) {
       g.adapter.takeRecords();
-      await g.check(warmUpWrites(256, iodepth), { timeoutMs: 600_000 });
+      await g.check(warmUpWrites(listed, iodepth), { timeoutMs: 600_000 });
       const writes = g.adapter.takeRecords().filter((r) => r.op === "write").length;
       if (writes < guestWarmUpRequests(iodepth)) throw new Error(`the warm-up reached the disk with ${writes} writes, not ${guestWarmUpRequests(iodepth)}`);
       o.onProgress?.(`warm-up: ${writes} writes`);
     }
     if (o.emulatorTime) clock = new EmulatorClock(g.v86, g.adapter.device);
     for (let pass = 1; pass <= passes; pass++) {
-      const empty = await counted(`refcow-io write $DISK /tmp/blk${depth} </dev/null`);
+      const sync = o.writes === undefined ? "" : " sync";
+      const empty = await counted(`refcow-io write $DISK /tmp/blk${sync}${depth} </dev/null`);
       g.adapter.takeRecords();
       clock?.take();
-      const run = await counted(`refcow-io write $DISK /tmp/blk${depth} </tmp/order`);
+      const run = await counted(o.writes === undefined ? `refcow-io write $DISK /tmp/blk${depth} </tmp/order` : writeListedOffsetsAndSync(iodepth));
       const emulatorTime = clock?.take();
       const report = parseGuestIoReports(run.output).find((r) => r.op === "write")!;
       const app = report.latenciesNs.map((n) => n / 1000);

@@ -122,7 +122,7 @@ const FSYNC = "dd if=/dev/null of=$DISK count=0 conv=notrunc,fsync 2>/dev/null |
  * request with the guest's clock and prints its REFCOW-IO report, when the guest image has it; else with one
  * busybox dd process per request (about 25 ms apart under v86) and a dd fsync.
  */
-const writeListedOffsetsAndSync = (iodepth = 1): string =>
+export const writeListedOffsetsAndSync = (iodepth = 1): string =>
   `if [ -x /bin/refcow-io ]; then refcow-io write $DISK /tmp/blk sync${iodepth > 1 ? ` depth=${iodepth} uring` : ""} </tmp/order || exit 1; ` +
   `else for o in $(cat /tmp/order); do dd if=/tmp/blk of=$DISK bs=4096 count=1 seek=$o oflag=seek_bytes,direct conv=notrunc 2>/dev/null || exit 1; done; ${FSYNC}; fi`;
 
@@ -178,7 +178,7 @@ export const warmUpWrites = (listed: number, iodepth = 1): string => {
 };
 
 /** awk printing `n` values `scale * k`, k a random permutation of 0..n-1 (Fisher-Yates, seeded). */
-function shuffledOffsets(n: number, scale: number, seed: number): string {
+export function shuffledOffsets(n: number, scale: number, seed: number): string {
   return (
     `awk -v n=${n} -v s=${seed} 'BEGIN{srand(s);for(i=0;i<n;i++)a[i]=i;` +
     `for(i=n-1;i>0;i--){j=int(rand()*(i+1));t=a[i];a[i]=a[j];a[j]=t};for(i=0;i<n;i++)print a[i]*${scale}}' > /tmp/order`
