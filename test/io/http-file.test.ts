@@ -72,12 +72,14 @@ describe("HttpFile", () => {
       for (let off = 0; off < 8 * CHUNK; off += CHUNK / 2) readAt(f, off, CHUNK / 2);
       // Chunks past the last one read were asked for ahead (in the background: wait for them to arrive).
       const ahead = async () => (await server.stats()).ranges.filter(([, first]) => first >= 8 * CHUNK).length;
-      for (let i = 0; i < 100 && (await ahead()) < 4; i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 400 && (await ahead()) < 4; i++) await new Promise((r) => setTimeout(r, 50));
       expect(await ahead()).toBe(4);
-      // Read ahead chunks are served without asking the server again.
-      const before = (await server.stats()).requests;
+      // Read ahead chunks are served without asking the server again. (Reading them moves the read-ahead on,
+      // so requests for chunks past them may follow: only those for the four chunks read count.)
+      const forRead = async () => (await server.stats()).ranges.filter(([, first]) => first >= 8 * CHUNK && first < 12 * CHUNK).length;
+      const before = await forRead();
       readAt(f, 8 * CHUNK, 4 * CHUNK);
-      expect((await server.stats()).requests).toBe(before);
+      expect(await forRead()).toBe(before);
     } finally {
       f.close();
     }
