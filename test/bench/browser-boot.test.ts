@@ -32,8 +32,8 @@ const row = (text: string, name: string) => text.split("\n").find((l) => l.start
 describe("the boot benchmarks' browser runners", () => {
   let skipReason: string | undefined;
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) skipReason = `${CHROMIUM} is missing`;
-    else ({ skipReason } = await demoOsOrSkip(log));
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run 'bash test/setup/ensure-chromium.sh' (npm test does it as root)`);
+    ({ skipReason } = await demoOsOrSkip(log));
   }, 20 * 60_000);
 
   it("boot-os.js --browser: a row per case, each with the page's reason", async (ctx) => {
