@@ -41,7 +41,7 @@ import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
-import { RefcowV86Disk } from "./v86-disk.js";
+import { ideCachesFor, RefcowV86Disk } from "./v86-disk.js";
 import type { DiskDevice } from "./disk-device.js";
 import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
@@ -161,7 +161,7 @@ export class BootSession {
     initialState: ArrayBuffer | undefined,
   ) {
     this.disk = new ReopenableZeroingDisk(client);
-    const disk = new RefcowV86Disk(this.disk, { type: o.diskType });
+    const disk = new RefcowV86Disk(this.disk, { type: o.diskType, ide: ideCachesFor(o.cache) });
     this.device = disk.device;
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",

@@ -26,6 +26,18 @@
  * the completions synchronously, spinning (while the guest is halted only) for as long as the request in
  * flight is expected to take. The guest's interrupt is then raised before v86 even leaves its loop.
  *
+ * Write cache (`writeCache` bytes, off by default): a DMA write completes to the guest as soon as it is
+ * queued, while up to that many bytes of such writes are outstanding — what a drive with its volatile write
+ * cache enabled does, and what v86 already does for every PIO write. It is for the writeback cache mode only:
+ * the data is visible at once to every later read (the FIFO below), and durable at the guest's FLUSH CACHE,
+ * which completes only after every write queued before it. A write the guest was told had completed and
+ * that then fails is reported (`onError`, `failure`) and fails every later flush: the guest's fsync sees it.
+ * The guest's IDE waits for none of these writes, so the engine's time overlaps the guest's own computing.
+ *
+ * Read-ahead (`readAhead` bytes, off by default): when the guest reads sequentially, the next window of the
+ * disk is read through the same FIFO before the guest asks, and reads it covers are answered from it
+ * (read-ahead.ts says why that is exact).
+ *
  * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
  * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
  * ATA has one command per drive (no NCQ), so this costs nothing a real drive would do in parallel.
@@ -38,6 +50,7 @@
  */
 import type { AsyncDisk, DiskTiming } from "../disk/async-disk.js";
 import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
+import { ReadAhead, type Window } from "./read-ahead.js";
 
 export interface HdaAdapterOptions {
   /** Told of every request (see disk-device.ts); settable later as `observer`. */
@@ -46,6 +59,13 @@ export interface HdaAdapterOptions {
   dmaWithoutCopy?: boolean;
   /** Reap the disk's completions in `pollFromEmulator()` when the disk can be polled (default true). */
   pollCompletions?: boolean;
+  /**
+   * Bytes of DMA writes that may be outstanding after the guest was told they completed (the drive's write
+   * cache, see the top; writeback cache mode only). Default 0: every write waits for the disk.
+   */
+  writeCache?: number;
+  /** Bytes read ahead of a guest reading sequentially (read-ahead.ts). Default 0: none. */
+  readAhead?: number;
 }
 
 type ReadCb = (data: Uint8Array) => void;
@@ -64,6 +84,10 @@ interface Request {
   generation: number;
   signal?: AbortSignal;
   depth: number;
+  /** A write the guest was told had completed when it was queued (the write cache), and when. */
+  toldAt?: number;
+  /** A read ahead of the guest (no guest request; not told to the observer). */
+  window?: Window;
 }
 
 const SECTOR = 512;
@@ -95,6 +119,12 @@ export class HdaAdapter implements DiskDevice {
   /** Reap completions with the disk's poll() from v86's run loop. */
   private readonly polls: boolean;
   private readonly copyDma: boolean;
+  private readonly writeCache: number;
+  /** Bytes of queued or running writes the guest already saw complete. */
+  private cachedBytes = 0;
+  /** A write the guest saw complete failed: every later flush fails with it. */
+  private lostWrite: Error | undefined;
+  private readonly ahead: ReadAhead | undefined;
   private idleWaiters: Array<() => void> = [];
   private generation = 0;
   private mbr: Uint8Array | undefined;
@@ -108,6 +138,8 @@ export class HdaAdapter implements DiskDevice {
     this.observer = options.observer;
     this.polls = (options.pollCompletions ?? true) && typeof disk.poll === "function";
     this.copyDma = !(options.dmaWithoutCopy ?? true);
+    this.writeCache = Math.max(0, options.writeCache ?? 0);
+    this.ahead = options.readAhead ? new ReadAhead(options.readAhead, disk.size) : undefined;
   }
 
   // ---- v86 interface --------------------------------------------------------------------------------
@@ -117,14 +149,45 @@ export class HdaAdapter implements DiskDevice {
   }
 
   get(start: number, len: number, cb: ReadCb, options?: { signal?: AbortSignal }): void {
-    this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
+    const ahead = this.ahead;
+    if (!ahead || !this.inRange(start, len)) {
+      this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
+      return;
+    }
+    const submitted = performance.now();
+    const answered = ahead.take(start, len, this.observer ? this.answeredAhead(start, len, submitted, cb) : cb, options?.signal);
+    if (!answered) this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
+    const next = ahead.next(start, len);
+    if (next) this.submit({ op: "read", offset: next.offset, length: next.end - next.offset, cb: (data: Uint8Array) => ahead.filled(next, data), window: next });
+  }
+
+  /** `cb`, telling the observer of a read answered from a read-ahead window. */
+  private answeredAhead(offset: number, length: number, submitted: number, cb: ReadCb): ReadCb {
+    const observer = this.observer!;
+    const token = observer.submitted({ op: "read", submitted, depth: this.pending + 1 });
+    return (data) => {
+      const now = performance.now();
+      observer.completed(token, { op: "read", offset, length, submitted, depth: this.pending + 1, started: submitted, diskDone: now, completed: now });
+      cb(data);
+    };
   }
 
   set(start: number, data: Uint8Array, cb: DoneCb): void {
     // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion: copy now.
     // DMA: v86 gathered the guest's buffers into an array of this request's own, awaited through `cb`.
     const pio = this.reusedBuffer ? this.reusedBuffer(data) : true;
-    this.submit({ op: "write", offset: start, length: data.length, data: pio || this.copyDma ? data.slice() : data, pio, cb });
+    this.ahead?.written(start, data.length);
+    const cached = !pio && this.writeCache > 0 && this.cachedBytes + data.length <= this.writeCache;
+    if (cached) this.cachedBytes += data.length;
+    const toldAt = cached ? performance.now() : undefined;
+    const req = this.submit({ op: "write", offset: start, length: data.length, data: pio || this.copyDma ? data.slice() : data, pio, cb, toldAt });
+    if (!cached) return;
+    if (!req) {
+      this.cachedBytes -= data.length; // refused: the guest is not told
+      return;
+    }
+    // Queued behind every earlier request, so every later one sees it: the guest may go on (see the top).
+    cb();
   }
 
   get_and_cache(start: number, len: number, cb: ReadCb): void {
@@ -152,6 +215,7 @@ export class HdaAdapter implements DiskDevice {
   set_state(state: unknown[]): void {
     // Completions of requests issued before the restore belong to a machine state that no longer exists.
     this.generation++;
+    this.ahead?.clear();
     if (!Array.isArray(state) || state[0] !== this.byteLength) {
       this.fail(new Error(`hda set_state: saved disk size ${String(Array.isArray(state) ? state[0] : state)} != ${this.byteLength}`), "read", 0, 0);
     }
@@ -187,7 +251,8 @@ export class HdaAdapter implements DiskDevice {
   pollFromEmulator(halted: boolean): void {
     if (!this.polls || !this.current) return;
     let spin = 0;
-    if (halted) {
+    if (halted && this.current.toldAt === undefined) {
+      // (A cached write is waited for by nobody: reap what is there, but spin for none.)
       const left = (this.disk.spinBudgetMs ?? 0) - (performance.now() - this.currentStarted);
       if (left > 0) spin = left;
     }
@@ -197,26 +262,28 @@ export class HdaAdapter implements DiskDevice {
   /** Drop the callbacks of every request submitted so far (they still run against the disk). */
   invalidateCallbacks(): void {
     this.generation++;
+    this.ahead?.clear();
   }
 
   // ---- queue ------------------------------------------------------------------------------------------
 
-  private submit(r: Omit<Request, "token" | "submitted" | "generation" | "depth">): void {
+  private submit(r: Omit<Request, "token" | "submitted" | "generation" | "depth">): Request | undefined {
     const req = r as Request;
     req.submitted = performance.now();
     req.generation = this.generation;
-    if (req.op !== "flush" && (req.offset % SECTOR !== 0 || req.length % SECTOR !== 0 || req.offset < 0 || req.offset + req.length > this.byteLength)) {
+    if (req.op !== "flush" && !this.inRange(req.offset, req.length)) {
       // v86 checks bounds before calling us; this would be a bug in the caller.
       this.fail(new RangeError(`hda ${req.op} [${req.offset}, +${req.length}) is unaligned or outside the ${this.byteLength}-byte disk`), req.op, req.offset, req.length);
-      return;
+      return undefined;
     }
     this.queue.push(req);
     req.depth = this.pending;
-    if (this.observer) {
+    if (this.observer && !req.window) {
       const pio = req.op === "write" && this.reusedBuffer ? req.pio : undefined;
       req.token = this.observer.submitted({ op: req.op, submitted: req.submitted, depth: req.depth, ...(pio !== undefined ? { pio } : {}) });
     }
     this.pump();
+    return req;
   }
 
   /** Starts queued requests, one at a time; a completion calls it again. */
@@ -252,8 +319,8 @@ export class HdaAdapter implements DiskDevice {
     const started = (this.currentStarted = performance.now());
     const done = (err: Error | undefined, data: Uint8Array | undefined | void, timing: DiskTiming | undefined) => this.finish(req, started, err, data ?? undefined, timing);
     try {
-      if (req.op === "read") this.disk.read(req.offset, req.length, done);
-      else if (req.op === "write") this.disk.write(req.offset, req.data!, done);
+      if (req.op === "read") this.disk.read(req.offset, req.length, done, req.window !== undefined && req.window.waiters.length === 0);
+      else if (req.op === "write") this.disk.write(req.offset, req.data!, done, req.toldAt !== undefined);
       else this.disk.flush(done);
     } catch (e) {
       done(e instanceof Error ? e : new Error(String(e)), undefined, undefined);
@@ -263,12 +330,21 @@ export class HdaAdapter implements DiskDevice {
   private finish(req: Request, started: number, err: Error | undefined, result: Uint8Array | undefined, timing: DiskTiming | undefined): void {
     this.current = undefined;
     if (!err && req.op === "read" && result?.length !== req.length) err = new Error(`disk read returned ${result?.length ?? 0} bytes, ${req.length} asked`);
-    if (err) {
+    if (req.toldAt !== undefined) {
+      this.cachedBytes -= req.length;
+      if (err) this.lostWrite ??= new Error(`a write the guest saw complete (${req.length} bytes at offset ${req.offset}) failed: ${err.message}`);
+    }
+    if (!err && req.op === "flush" && this.lostWrite) err = this.lostWrite;
+    // A read ahead that fails fails only the guest reads that waited on it: with none, nobody is told.
+    const unasked = err !== undefined && req.window !== undefined && this.ahead!.failed(req.window) === 0;
+    if (unasked) {
+      // nothing to complete
+    } else if (err) {
       // The guest sees a hung command (and, after its timeout, resets the drive); the queue goes on.
       this.fail(err, req.op, req.offset, req.length);
     } else {
-      if (this.observer) this.report(this.observer, req, started, timing);
-      if (req.generation === this.generation) {
+      if (this.observer && !req.window) this.report(this.observer, req, started, timing);
+      if (req.generation === this.generation && req.toldAt === undefined) {
         try {
           if (req.op === "read") (req.cb as ReadCb)(result!);
           else (req.cb as DoneCb)();
@@ -291,11 +367,15 @@ export class HdaAdapter implements DiskDevice {
       depth: req.depth,
       started,
       diskDone: done,
-      completed: done,
+      completed: req.toldAt ?? done,
       ...(timing?.serviceMs !== undefined ? { serviceMs: timing.serviceMs } : {}),
       ...(timing?.ringMs !== undefined ? { ringMs: timing.ringMs } : {}),
       ...(req.pio && this.reusedBuffer ? { pio: true as const } : {}),
     });
+  }
+
+  private inRange(offset: number, length: number): boolean {
+    return offset % SECTOR === 0 && length % SECTOR === 0 && offset >= 0 && offset + length <= this.byteLength;
   }
 
   private fail(err: Error, op: DiskOp, offset: number, length: number): void {

@@ -47,16 +47,16 @@ export class ReopenableDisk implements AsyncDisk {
     this.current = new ServedAsyncDisk(client.ring);
   }
 
-  read(offset: number, length: number, done: DiskDone<Uint8Array>): void {
+  read(offset: number, length: number, done: DiskDone<Uint8Array>, background?: boolean): void {
     const d = this.current;
     if (!d) return done(this.closedError(), undefined, undefined);
-    d.read(offset, length, done);
+    d.read(offset, length, done, background);
   }
 
-  write(offset: number, data: WriteData, done: DiskDone): void {
+  write(offset: number, data: WriteData, done: DiskDone, background?: boolean): void {
     const d = this.current;
     if (!d) return done(this.closedError(), undefined, undefined);
-    d.write(offset, data, done);
+    d.write(offset, data, done, background);
   }
 
   flush(done: DiskDone): void {

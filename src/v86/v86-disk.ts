@@ -27,6 +27,7 @@
  */
 import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "../disk/async-disk.js";
+import type { CacheMode } from "../engine/types.js";
 import type { DiskDevice, DiskRequestObserver } from "./disk-device.js";
 import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
 import { hdaDrive, installHonestFlush } from "./ide-flush.js";
@@ -47,6 +48,17 @@ export interface V86DiskOptions {
   ide?: HdaAdapterOptions;
   /** Told of every guest request (disk-device.ts); none by default. */
   observer?: DiskRequestObserver;
+}
+
+/**
+ * The IDE drive's caches (hda-adapter.ts) for an image served in cache mode `cache`, as `refcow boot`, the
+ * page and `openV86Disk` set them: a 1 MiB read-ahead always; the write cache on in writeback (and unsafe),
+ * where a write completes before it is durable anyway, off in writethrough, where completed means durable.
+ * 8 MiB bounds the writes the guest may be ahead of the engine by. The research harness (src/guest) sets
+ * neither: it measures what each guest request costs.
+ */
+export function ideCachesFor(cache: CacheMode): Pick<HdaAdapterOptions, "writeCache" | "readAhead"> {
+  return { writeCache: cache === "writethrough" ? 0 : 8 * 2 ** 20, readAhead: 2 ** 20 };
 }
 
 /** One disk for one emulator. */

@@ -116,6 +116,8 @@ export class Operation implements RequestTiming {
   workerEnd = 0;
   completed = 0;
   settled = false;
+  /** Nobody waits for this completion now (a device's write cache told the guest already): no spin for it. */
+  background = false;
   /** Makes the value once every chunk has completed without error. */
   finish: () => unknown = () => undefined;
   constructor(
@@ -156,6 +158,8 @@ export class RingClient {
   private readonly spinClock: () => number;
   private readonly waitMs: number;
   private outstanding = 0;
+  /** Outstanding operations someone waits for (not `background`): only these are worth a spin. */
+  private awaited = 0;
   private idleWaiters: Array<() => void> = [];
   private closing = false;
   private closePromise: Promise<void> | undefined;
@@ -248,11 +252,12 @@ export class RingClient {
    * Starts an operation: `build` makes its chunks (and may throw a RequestError for bad arguments, which
    * then goes to `done` at once). `done` runs when every chunk (and every follow-up GET) has completed.
    */
-  submit(name: string, build: (op: Operation) => Chunk[], done: OperationDone, isClose = false): void {
+  submit(name: string, build: (op: Operation) => Chunk[], done: OperationDone, isClose = false, background = false): void {
     const called = performance.now();
     if (this.dead) return done(this.dead, undefined, undefined);
     if (this.closing && !isClose) return done(new ClosedError(`${this.name}: the image has been closed (${name} after close)`), undefined, undefined);
     const op = new Operation(name, called, done);
+    op.background = background;
     let chunks: Chunk[];
     try {
       chunks = build(op);
@@ -260,6 +265,7 @@ export class RingClient {
       return done(e as Error, undefined, undefined);
     }
     this.outstanding++;
+    if (!background) this.awaited++;
     if (chunks.length === 0) return this.settle(op, undefined);
     for (const c of chunks) this.queue.push(c);
     op.pending += chunks.length;
@@ -461,7 +467,7 @@ export class RingClient {
     this.reap();
     if (this.sqTail === this.cqHead) return;
     const alone = this.sqTail - this.cqHead <= this.spinMaxInFlight;
-    const budget = !alone ? 0 : this.sized ? Math.min(this.sizedLeft(), this.spin.next()) : this.spin.next();
+    const budget = !alone || this.awaited === 0 ? 0 : this.sized ? Math.min(this.sizedLeft(), this.spin.next()) : this.spin.next();
     if (budget > 0) {
       const ctl = this.ctl;
       const now = this.spinClock;
@@ -528,6 +534,7 @@ export class RingClient {
     if (op.settled) return;
     op.settled = true;
     this.outstanding--;
+    if (!op.background) this.awaited--;
     let value: unknown;
     if (!err) {
       try {

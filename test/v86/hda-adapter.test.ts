@@ -263,4 +263,82 @@ describe("HdaAdapter", () => {
     expect(errors).toHaveLength(2);
     expect(a.idle).toBe(true);
   });
+
+  describe("write cache (writeCache bytes)", () => {
+    /** v86's DMA writes: arrays of their own, not the drive's PIO buffer. */
+    const dmaOnly = (a: HdaAdapter) => (a.reusedBuffer = () => false);
+
+    it("completes a DMA write when queued; a later read still sees it and a flush waits for it", async () => {
+      const disk = new LoggingDisk(new MemoryAsyncDisk(64 * KiB), { write: 20, read: 1, flush: 1 });
+      const a = new HdaAdapter(disk, { writeCache: 4 * KiB });
+      dmaOnly(a);
+      let told = 0;
+      a.set(0, sectorOf(3, 1024), () => told++);
+      expect(told).toBe(1); // before the disk finished it
+      expect(disk.log).toEqual(["write 0+1024 start"]);
+      expect(a.idle).toBe(false);
+      const got = await readP(a, 0, 1024);
+      expect(got.every((b) => b === 3)).toBe(true);
+      a.set(1024, sectorOf(4), () => told++);
+      await new Promise<void>((resolve) => a.flush(resolve));
+      expect(told).toBe(2);
+      expect(disk.log.indexOf("flush start")).toBeGreaterThan(disk.log.indexOf("write 1024+512 done"));
+      expect(disk.inner.writesBeforeLastFlush).toBe(2);
+    });
+
+    it("makes the guest wait again once the cache holds its bytes, and never caches PIO writes or without the option", async () => {
+      const disk = new LoggingDisk(new MemoryAsyncDisk(64 * KiB), { write: 5 });
+      const a = new HdaAdapter(disk, { writeCache: 2 * KiB });
+      dmaOnly(a);
+      const told: number[] = [];
+      for (let i = 0; i < 4; i++) a.set(i * KiB, sectorOf(i + 1, KiB), () => told.push(i));
+      expect(told).toEqual([0, 1]); // 2 KiB ahead of the disk at most
+      await a.whenIdle();
+      expect(told).toEqual([0, 1, 2, 3]);
+
+      const plain = new HdaAdapter(new LoggingDisk(new MemoryAsyncDisk(64 * KiB), { write: 5 }));
+      dmaOnly(plain);
+      let plainTold = false;
+      plain.set(0, sectorOf(1), () => (plainTold = true));
+      expect(plainTold).toBe(false);
+      await plain.whenIdle();
+      expect(plainTold).toBe(true);
+
+      const pio = new HdaAdapter(new LoggingDisk(new MemoryAsyncDisk(64 * KiB), { write: 5 }), { writeCache: 4 * KiB });
+      let pioTold = false; // reusedBuffer unset: every write is taken as PIO (already told by v86)
+      pio.set(0, sectorOf(1), () => (pioTold = true));
+      expect(pioTold).toBe(false);
+      await pio.whenIdle();
+    });
+
+    it("reports a cached write that fails, and fails every later flush with it", async () => {
+      const mem = new MemoryAsyncDisk(64 * KiB);
+      const failing: AsyncDisk = {
+        size: mem.size,
+        read: (o, l, done) => mem.read(o, l, done),
+        write: (o, d, done) => (o === 4096 ? setTimeout(() => done(new Error("ENOSPC"), undefined, undefined), 2) : mem.write(o, d, done)),
+        flush: (done) => mem.flush(done),
+      };
+      const a = new HdaAdapter(failing, { writeCache: 64 * KiB });
+      dmaOnly(a);
+      const errors: string[] = [];
+      a.onError = (e, op) => errors.push(`${op}: ${e.message}`);
+      let told = false;
+      a.set(4096, sectorOf(9), () => (told = true));
+      expect(told).toBe(true);
+      let flushed = 0;
+      a.flush(() => flushed++);
+      await a.whenIdle();
+      a.set(0, sectorOf(1), () => undefined);
+      a.flush(() => flushed++);
+      await a.whenIdle();
+      expect(flushed).toBe(0);
+      expect(errors[0]).toBe("write: ENOSPC");
+      expect(errors.slice(1)).toEqual([
+        "flush: a write the guest saw complete (512 bytes at offset 4096) failed: ENOSPC",
+        "flush: a write the guest saw complete (512 bytes at offset 4096) failed: ENOSPC",
+      ]);
+      expect(a.failure?.message).toBe("ENOSPC");
+    });
+  });
 });

@@ -96,6 +96,24 @@ describe("ServedAsyncDisk completions and poll()", () => {
     expect(other.client.ring.spunMs).toBeLessThan(2 + 2 * 0.3);
   });
 
+  it("spins for a write someone waits for, not for a background one (a device's write cache told the guest)", async () => {
+    const clock = steppingClock(0.25);
+    const { server, client, disk } = pair({ spinUs: 1000, adaptiveSpin: false, spinClock: clock.now });
+    let done = 0;
+    disk.write(0, new Uint8Array(512), () => done++, true);
+    await Promise.resolve();
+    await Promise.resolve(); // the client's continuation ran: it went straight to waiting
+    expect(clock.reads).toBe(0);
+    expect(client.ring.spunMs).toBe(0);
+    disk.write(512, new Uint8Array(512), () => done++);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(clock.reads).toBeGreaterThan(0); // now one request is awaited: the spin ran (the server never did)
+    expect(server.serveAvailable()).toBe(2);
+    expect(disk.poll(0)).toBe(2);
+    expect(done).toBe(2);
+  });
+
   it("poll(spin) stops spinning as soon as the completion is published", () => {
     let server: RingServer | undefined;
     // The server publishes the completion while the client's spin reads the clock the 4th time.

@@ -174,6 +174,9 @@ export async function bootCommand(argv: string[], io?: CliIo): Promise<number> {
     throw new CliError(`boot: ${messageOf(e)}`);
   }
   const b = session.block;
+  // As QEMU reports (werror=report): the guest sees the failed request; the user is told which and why.
+  session.device.onError = (err, op, offset, length) =>
+    note(`block I/O error in device '${b.device}': ${op}${op === "flush" ? "" : ` of ${length} bytes at offset ${offset}`}: ${err.message}`);
   note(
     `${opts.loadvm !== undefined ? "resuming" : "booting"} ${opts.image} (${b.format}, ${sizeToStr(b.size)}) on its ${opts.disk === "virtio" ? "virtio-blk" : "IDE"} disk, ` +
       `${opts.memoryMiB} MiB RAM; Ctrl-A h: help, Ctrl-A x: quit`,
