@@ -7,6 +7,8 @@
  * Sources of the disk, everything else the same (v86 build, firmware, RAM, no kernel handed to v86):
  *   refcow-ide      the qcow2 image served by refcow from a worker thread (BootSession, as `refcow boot`),
  *                   v86's IDE primary master
+ *   refcow-ide-uncached  the same with the IDE drive's write cache and read-ahead off (every request waits
+ *                   for the engine, as in `refcow run`): what the caches change, in the same run
  *   refcow-virtio   the same through refcow's virtio-blk device
  *   v86-buffer      the raw image read into an ArrayBuffer that v86 serves itself (`hda: { buffer }`), IDE
  *   v86-file        the raw image as v86's own async file buffer (`hda: { url, async: true }`: in Node it
@@ -29,7 +31,7 @@ import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 import { DiskBootMachine } from "../v86/disk-boot-machine.js";
 import { v86OwnDisk, type V86OwnHda } from "../v86/v86-own-disk.js";
 
-export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-virtio", "v86-buffer", "v86-file"] as const;
+export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-ide-uncached", "refcow-virtio", "v86-buffer", "v86-file"] as const;
 export type OsBenchSource = (typeof OS_BENCH_SOURCES)[number];
 
 export interface OsBenchRunOptions {
@@ -113,7 +115,10 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
 }
 
 async function startMachine(o: OsBenchRunOptions, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
-  if (o.source === "refcow-ide" || o.source === "refcow-virtio") return startRefcowMachine({ ...o, diskType: o.source === "refcow-ide" ? "ide" : "virtio", onProgress: undefined }, onSerial);
+  if (o.source === "refcow-ide" || o.source === "refcow-ide-uncached" || o.source === "refcow-virtio") {
+    const diskType = o.source === "refcow-virtio" ? "virtio" : "ide";
+    return startRefcowMachine({ ...o, diskType, ideCaches: o.source !== "refcow-ide-uncached", onProgress: undefined }, onSerial);
+  }
   const hda = o.source === "v86-buffer" ? { buffer: readWholeFile(o.image) } : { url: o.image, async: true, size: fstatSize(o.image) };
   return startV86OwnMachine(hda, o, onSerial);
 }
@@ -127,13 +132,14 @@ export interface BenchMachineSettings {
 
 /** The image served by refcow (BootSession, as `refcow boot`, eager, writeback), optionally under a kept overlay. */
 export async function startRefcowMachine(
-  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; onProgress?: (message: string) => void },
+  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; ideCaches?: boolean; onProgress?: (message: string) => void },
   onSerial: (bytes: Uint8Array) => void,
 ): Promise<StartedMachine> {
   const session = await BootSession.open({
     image: o.image,
     overlay: o.overlay,
     diskType: o.diskType,
+    ideCaches: o.ideCaches,
     cache: "writeback",
     scheme: "eager",
     memoryMiB: o.memoryMiB,

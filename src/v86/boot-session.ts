@@ -63,6 +63,8 @@ export interface BootSessionOptions {
   overlay?: string;
   /** Start from this snapshot (its disk and machine state) instead of booting. */
   loadvm?: string;
+  /** The IDE drive's write cache and read-ahead (`ideCachesFor`, v86-disk.ts); default true. */
+  ideCaches?: boolean;
   firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   wasmPath: string;
   onProgress?: (message: string) => void;
@@ -161,7 +163,7 @@ export class BootSession {
     initialState: ArrayBuffer | undefined,
   ) {
     this.disk = new ReopenableZeroingDisk(client);
-    const disk = new RefcowV86Disk(this.disk, { type: o.diskType, ide: ideCachesFor(o.cache) });
+    const disk = new RefcowV86Disk(this.disk, { type: o.diskType, ide: o.ideCaches === false ? {} : ideCachesFor(o.cache) });
     this.device = disk.device;
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",

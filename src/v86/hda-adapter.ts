@@ -157,8 +157,9 @@ export class HdaAdapter implements DiskDevice {
     const submitted = performance.now();
     const answered = ahead.take(start, len, this.observer ? this.answeredAhead(start, len, submitted, cb) : cb, options?.signal);
     if (!answered) this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
-    const next = ahead.next(start, len);
-    if (next) this.submit({ op: "read", offset: next.offset, length: next.end - next.offset, cb: (data: Uint8Array) => ahead.filled(next, data), window: next });
+    for (const w of ahead.next(start, len)) {
+      this.submit({ op: "read", offset: w.offset, length: w.end - w.offset, cb: (data: Uint8Array) => ahead.filled(w, data), window: w });
+    }
   }
 
   /** `cb`, telling the observer of a read answered from a read-ahead window. */

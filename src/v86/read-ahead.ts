@@ -31,8 +31,8 @@ export interface Window {
   waiters: Waiter[];
 }
 
-/** Windows kept at most (the one being read from, the next, and one more being read). */
-const MAX_WINDOWS = 3;
+/** Windows kept at most (the one being read from and those ahead of it). */
+const MAX_WINDOWS = 4;
 
 export class ReadAhead {
   private windows: Window[] = [];
@@ -40,11 +40,14 @@ export class ReadAhead {
   private lastEnd = -1;
 
   constructor(
-    /** Bytes read ahead at a time. */
+    /** Bytes read ahead at a time (one disk request). */
     readonly windowBytes: number,
     readonly diskSize: number,
+    /** Bytes kept read (or being read) ahead of a sequential reader: a new window starts when less is. */
+    readonly aheadBytes = 2 * windowBytes,
   ) {
     if (!(windowBytes > 0) || windowBytes % 512 !== 0) throw new RangeError(`read-ahead window must be a positive multiple of 512 bytes, got ${windowBytes}`);
+    if (!(aheadBytes >= windowBytes)) throw new RangeError(`read-ahead of ${aheadBytes} bytes is less than its window of ${windowBytes}`);
   }
 
   /**
@@ -61,16 +64,16 @@ export class ReadAhead {
   }
 
   /**
-   * Told of every guest read (after `take`): when the guest reads sequentially and less than half a window
-   * is read ahead of it, the next window to read, which the caller must read and hand to `filled`/`failed`.
+   * Told of every guest read (after `take`): when the guest reads sequentially, the windows to read so that
+   * `aheadBytes` are ahead of it, which the caller must read (in order) and hand to `filled`/`failed`.
    */
-  next(start: number, length: number): Window | undefined {
+  next(start: number, length: number): Window[] {
     const end = start + length;
     const sequential = start === this.lastEnd;
     this.lastEnd = end;
     // Windows the guest has read past are of no more use (unless reads still wait on them).
     this.windows = this.windows.filter((w) => w.end > start || w.waiters.length > 0);
-    if (!sequential) return undefined;
+    if (!sequential) return [];
     let from = end;
     for (let moved = true; moved; ) {
       moved = false;
@@ -81,15 +84,19 @@ export class ReadAhead {
         }
       }
     }
-    if (from - end >= this.windowBytes / 2 || from >= this.diskSize) return undefined;
-    if (this.windows.length >= MAX_WINDOWS) {
-      const idle = this.windows.findIndex((w) => w.waiters.length === 0);
-      if (idle < 0) return undefined;
-      this.windows.splice(idle, 1);
+    const opened: Window[] = [];
+    while (from - end <= this.aheadBytes - this.windowBytes && from < this.diskSize) {
+      if (this.windows.length >= MAX_WINDOWS) {
+        const idle = this.windows.findIndex((w) => w.waiters.length === 0 && w.end <= end);
+        if (idle < 0) break;
+        this.windows.splice(idle, 1);
+      }
+      const w: Window = { offset: from, end: Math.min(from + this.windowBytes, this.diskSize), stale: false, waiters: [] };
+      this.windows.push(w);
+      opened.push(w);
+      from = w.end;
     }
-    const w: Window = { offset: from, end: Math.min(from + this.windowBytes, this.diskSize), stale: false, waiters: [] };
-    this.windows.push(w);
-    return w;
+    return opened;
   }
 
   /** The window's read completed: the reads waiting on it are answered; it stays for later ones unless stale. */
