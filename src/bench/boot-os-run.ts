@@ -7,8 +7,8 @@
  * Sources of the disk, everything else the same (v86 build, firmware, RAM, no kernel handed to v86):
  *   refcow-ide      the qcow2 image served by refcow from a worker thread (BootSession, as `refcow boot`),
  *                   v86's IDE primary master
- *   refcow-ide-uncached  the same with the IDE drive's write cache and read-ahead off (every request waits
- *                   for the engine, as in `refcow run`): what the caches change, in the same run
+ *   refcow-ide-uncached  the same with the IDE drive's write cache off (every write waits for the engine,
+ *                   as in `refcow run`): what the write cache changes, in the same run
  *   refcow-virtio   the same through refcow's virtio-blk device
  *   v86-buffer      the raw image read into an ArrayBuffer that v86 serves itself (`hda: { buffer }`), IDE
  *   v86-file        the raw image as v86's own async file buffer (`hda: { url, async: true }`: in Node it
@@ -117,7 +117,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
 async function startMachine(o: OsBenchRunOptions, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
   if (o.source === "refcow-ide" || o.source === "refcow-ide-uncached" || o.source === "refcow-virtio") {
     const diskType = o.source === "refcow-virtio" ? "virtio" : "ide";
-    return startRefcowMachine({ ...o, diskType, ideCaches: o.source !== "refcow-ide-uncached", onProgress: undefined }, onSerial);
+    return startRefcowMachine({ ...o, diskType, ideWriteCache: o.source !== "refcow-ide-uncached", onProgress: undefined }, onSerial);
   }
   const hda = o.source === "v86-buffer" ? { buffer: readWholeFile(o.image) } : { url: o.image, async: true, size: fstatSize(o.image) };
   return startV86OwnMachine(hda, o, onSerial);
@@ -132,14 +132,14 @@ export interface BenchMachineSettings {
 
 /** The image served by refcow (BootSession, as `refcow boot`, eager, writeback), optionally under a kept overlay. */
 export async function startRefcowMachine(
-  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; ideCaches?: boolean; onProgress?: (message: string) => void },
+  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; ideWriteCache?: boolean; onProgress?: (message: string) => void },
   onSerial: (bytes: Uint8Array) => void,
 ): Promise<StartedMachine> {
   const session = await BootSession.open({
     image: o.image,
     overlay: o.overlay,
     diskType: o.diskType,
-    ideCaches: o.ideCaches,
+    ideWriteCache: o.ideWriteCache,
     cache: "writeback",
     scheme: "eager",
     memoryMiB: o.memoryMiB,

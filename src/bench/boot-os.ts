@@ -10,7 +10,7 @@
  *
  * Cases (--cases; default all):
  *   refcow-ide       qcow2 (`refcow os-image -f qcow2`, 1 GiB + 64 MiB), served by refcow, IDE
- *   refcow-ide-uncached  the same with the IDE drive's write cache and read-ahead off (what they change)
+ *   refcow-ide-uncached  the same with the IDE drive's write cache off (what it changes)
  *   refcow-virtio    the same qcow2 through refcow's virtio-blk device
  *   v86-buffer       the same disk raw (`refcow os-image -f raw`), in an ArrayBuffer v86 serves, IDE
  *   v86-file         the same raw file as v86's async file buffer, IDE
@@ -297,8 +297,8 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
     if (has("refcow-virtio")) lines.push(ratioLine(`  boot time, refcow-virtio / ${base}`, bootMs("refcow-virtio"), bootMs(base)));
   }
   if (has("refcow-ide") && has("refcow-ide-uncached")) {
-    lines.push(ratioLine("  write throughput, refcow-ide / refcow-ide-uncached (the IDE caches)", wRate("refcow-ide"), wRate("refcow-ide-uncached")));
-    lines.push(ratioLine("  read throughput, refcow-ide / refcow-ide-uncached (the IDE caches)", rRate("refcow-ide"), rRate("refcow-ide-uncached")));
+    lines.push(ratioLine("  write throughput, refcow-ide / refcow-ide-uncached (the write cache)", wRate("refcow-ide"), wRate("refcow-ide-uncached")));
+    lines.push(ratioLine("  read throughput, refcow-ide / refcow-ide-uncached (the write cache)", rRate("refcow-ide"), rRate("refcow-ide-uncached")));
   }
   if (has("refcow-virtio") && has("refcow-ide")) {
     lines.push(ratioLine("  write throughput, refcow-virtio / refcow-ide", wRate("refcow-virtio"), wRate("refcow-ide"), { op: ">=", value: 1 }));

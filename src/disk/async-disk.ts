@@ -15,8 +15,8 @@
  *  - `write(offset, data, done)`: `data` is one buffer or a scatter-gather list of buffers written one
  *    after the other from `offset` (a virtio request's segments of guest memory, viewed, not copied). The
  *    disk may read `data` at any time until `done` runs; the caller must not change it meanwhile.
- *    `background` (reads too): nobody waits for this completion now (a device's write cache already told the
- *    guest; a read ahead of the guest), so the transport should not spend the caller's thread spinning for it.
+ *    `background`: nobody waits for this completion now (a device's write cache already told the guest), so
+ *    the transport should not spend the caller's thread spinning for it.
  *  - `flush(done)` completes when every write that completed before it was called is durable (what
  *    "durable" means is the disk's cache mode: writethrough, writeback or unsafe).
  *  - `discard` and `writeZeroes` are optional: a disk without them cannot free or zero ranges cheaply.
@@ -43,7 +43,7 @@ export type WriteData = Uint8Array | readonly Uint8Array[];
 
 export interface AsyncDisk {
   readonly size: number;
-  read(offset: number, length: number, done: DiskDone<Uint8Array>, background?: boolean): void;
+  read(offset: number, length: number, done: DiskDone<Uint8Array>): void;
   write(offset: number, data: WriteData, done: DiskDone, background?: boolean): void;
   flush(done: DiskDone): void;
   discard?(offset: number, length: number, done: DiskDone): void;

@@ -34,10 +34,6 @@
  * that then fails is reported (`onError`, `failure`) and fails every later flush: the guest's fsync sees it.
  * The guest's IDE waits for none of these writes, so the engine's time overlaps the guest's own computing.
  *
- * Read-ahead (`readAhead` bytes, off by default): when the guest reads sequentially, the next window of the
- * disk is read through the same FIFO before the guest asks, and reads it covers are answered from it
- * (read-ahead.ts says why that is exact).
- *
  * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
  * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
  * ATA has one command per drive (no NCQ), so this costs nothing a real drive would do in parallel.
@@ -50,7 +46,6 @@
  */
 import type { AsyncDisk, DiskTiming } from "../disk/async-disk.js";
 import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
-import { ReadAhead, type Window } from "./read-ahead.js";
 
 export interface HdaAdapterOptions {
   /** Told of every request (see disk-device.ts); settable later as `observer`. */
@@ -64,8 +59,6 @@ export interface HdaAdapterOptions {
    * cache, see the top; writeback cache mode only). Default 0: every write waits for the disk.
    */
   writeCache?: number;
-  /** Bytes read ahead of a guest reading sequentially (read-ahead.ts). Default 0: none. */
-  readAhead?: number;
 }
 
 type ReadCb = (data: Uint8Array) => void;
@@ -86,8 +79,6 @@ interface Request {
   depth: number;
   /** A write the guest was told had completed when it was queued (the write cache), and when. */
   toldAt?: number;
-  /** A read ahead of the guest (no guest request; not told to the observer). */
-  window?: Window;
 }
 
 const SECTOR = 512;
@@ -124,7 +115,6 @@ export class HdaAdapter implements DiskDevice {
   private cachedBytes = 0;
   /** A write the guest saw complete failed: every later flush fails with it. */
   private lostWrite: Error | undefined;
-  private readonly ahead: ReadAhead | undefined;
   private idleWaiters: Array<() => void> = [];
   private generation = 0;
   private mbr: Uint8Array | undefined;
@@ -139,7 +129,6 @@ export class HdaAdapter implements DiskDevice {
     this.polls = (options.pollCompletions ?? true) && typeof disk.poll === "function";
     this.copyDma = !(options.dmaWithoutCopy ?? true);
     this.writeCache = Math.max(0, options.writeCache ?? 0);
-    this.ahead = options.readAhead ? new ReadAhead(options.readAhead, disk.size) : undefined;
   }
 
   // ---- v86 interface --------------------------------------------------------------------------------
@@ -149,35 +138,13 @@ export class HdaAdapter implements DiskDevice {
   }
 
   get(start: number, len: number, cb: ReadCb, options?: { signal?: AbortSignal }): void {
-    const ahead = this.ahead;
-    if (!ahead || !this.inRange(start, len)) {
-      this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
-      return;
-    }
-    const submitted = performance.now();
-    const answered = ahead.take(start, len, this.observer ? this.answeredAhead(start, len, submitted, cb) : cb, options?.signal);
-    if (!answered) this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
-    for (const w of ahead.next(start, len)) {
-      this.submit({ op: "read", offset: w.offset, length: w.end - w.offset, cb: (data: Uint8Array) => ahead.filled(w, data), window: w });
-    }
-  }
-
-  /** `cb`, telling the observer of a read answered from a read-ahead window. */
-  private answeredAhead(offset: number, length: number, submitted: number, cb: ReadCb): ReadCb {
-    const observer = this.observer!;
-    const token = observer.submitted({ op: "read", submitted, depth: this.pending + 1 });
-    return (data) => {
-      const now = performance.now();
-      observer.completed(token, { op: "read", offset, length, submitted, depth: this.pending + 1, started: submitted, diskDone: now, completed: now });
-      cb(data);
-    };
+    this.submit({ op: "read", offset: start, length: len, cb, signal: options?.signal });
   }
 
   set(start: number, data: Uint8Array, cb: DoneCb): void {
     // PIO: `data` is a view of the IDE's reusable buffer and the guest already saw completion: copy now.
     // DMA: v86 gathered the guest's buffers into an array of this request's own, awaited through `cb`.
     const pio = this.reusedBuffer ? this.reusedBuffer(data) : true;
-    this.ahead?.written(start, data.length);
     const cached = !pio && this.writeCache > 0 && this.cachedBytes + data.length <= this.writeCache;
     if (cached) this.cachedBytes += data.length;
     const toldAt = cached ? performance.now() : undefined;
@@ -216,7 +183,6 @@ export class HdaAdapter implements DiskDevice {
   set_state(state: unknown[]): void {
     // Completions of requests issued before the restore belong to a machine state that no longer exists.
     this.generation++;
-    this.ahead?.clear();
     if (!Array.isArray(state) || state[0] !== this.byteLength) {
       this.fail(new Error(`hda set_state: saved disk size ${String(Array.isArray(state) ? state[0] : state)} != ${this.byteLength}`), "read", 0, 0);
     }
@@ -263,7 +229,6 @@ export class HdaAdapter implements DiskDevice {
   /** Drop the callbacks of every request submitted so far (they still run against the disk). */
   invalidateCallbacks(): void {
     this.generation++;
-    this.ahead?.clear();
   }
 
   // ---- queue ------------------------------------------------------------------------------------------
@@ -279,7 +244,7 @@ export class HdaAdapter implements DiskDevice {
     }
     this.queue.push(req);
     req.depth = this.pending;
-    if (this.observer && !req.window) {
+    if (this.observer) {
       const pio = req.op === "write" && this.reusedBuffer ? req.pio : undefined;
       req.token = this.observer.submitted({ op: req.op, submitted: req.submitted, depth: req.depth, ...(pio !== undefined ? { pio } : {}) });
     }
@@ -320,7 +285,7 @@ export class HdaAdapter implements DiskDevice {
     const started = (this.currentStarted = performance.now());
     const done = (err: Error | undefined, data: Uint8Array | undefined | void, timing: DiskTiming | undefined) => this.finish(req, started, err, data ?? undefined, timing);
     try {
-      if (req.op === "read") this.disk.read(req.offset, req.length, done, req.window !== undefined && req.window.waiters.length === 0);
+      if (req.op === "read") this.disk.read(req.offset, req.length, done);
       else if (req.op === "write") this.disk.write(req.offset, req.data!, done, req.toldAt !== undefined);
       else this.disk.flush(done);
     } catch (e) {
@@ -336,15 +301,11 @@ export class HdaAdapter implements DiskDevice {
       if (err) this.lostWrite ??= new Error(`a write the guest saw complete (${req.length} bytes at offset ${req.offset}) failed: ${err.message}`);
     }
     if (!err && req.op === "flush" && this.lostWrite) err = this.lostWrite;
-    // A read ahead that fails fails only the guest reads that waited on it: with none, nobody is told.
-    const unasked = err !== undefined && req.window !== undefined && this.ahead!.failed(req.window) === 0;
-    if (unasked) {
-      // nothing to complete
-    } else if (err) {
+    if (err) {
       // The guest sees a hung command (and, after its timeout, resets the drive); the queue goes on.
       this.fail(err, req.op, req.offset, req.length);
     } else {
-      if (this.observer && !req.window) this.report(this.observer, req, started, timing);
+      if (this.observer) this.report(this.observer, req, started, timing);
       if (req.generation === this.generation && req.toldAt === undefined) {
         try {
           if (req.op === "read") (req.cb as ReadCb)(result!);

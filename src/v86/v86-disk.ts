@@ -51,14 +51,14 @@ export interface V86DiskOptions {
 }
 
 /**
- * The IDE drive's caches (hda-adapter.ts) for an image served in cache mode `cache`, as `refcow boot`, the
- * page and `openV86Disk` set them: a 1 MiB read-ahead always; the write cache on in writeback (and unsafe),
- * where a write completes before it is durable anyway, off in writethrough, where completed means durable.
- * 8 MiB bounds the writes the guest may be ahead of the engine by. The research harness (src/guest) sets
- * neither: it measures what each guest request costs.
+ * The IDE drive's write cache (hda-adapter.ts) for an image served in cache mode `cache`, as `refcow boot`,
+ * the page and `openV86Disk` set it: on in writeback (and unsafe), where a write completes before it is
+ * durable anyway; off in writethrough, where completed means durable. 8 MiB bounds the writes the guest may
+ * be ahead of the engine by. The research harness (src/guest) leaves it off: it measures what each guest
+ * request costs.
  */
-export function ideCachesFor(cache: CacheMode): Pick<HdaAdapterOptions, "writeCache" | "readAhead"> {
-  return { writeCache: cache === "writethrough" ? 0 : 8 * 2 ** 20, readAhead: 2 ** 20 };
+export function ideWriteCacheFor(cache: CacheMode): Pick<HdaAdapterOptions, "writeCache"> {
+  return { writeCache: cache === "writethrough" ? 0 : 8 * 2 ** 20 };
 }
 
 /** One disk for one emulator. */
