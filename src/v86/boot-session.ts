@@ -43,6 +43,7 @@ import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
 import { ideWriteCacheFor, RefcowV86Disk } from "./v86-disk.js";
 import type { DiskDevice } from "./disk-device.js";
+import { HdaAdapter } from "./hda-adapter.js";
 import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
 export type BootDiskType = "ide" | "virtio";
@@ -240,9 +241,14 @@ export class BootSession {
     await this.client.snapshotDelete(sn.id);
   }
 
-  /** The engine's flush. */
+  /** The engine's flush, after every write the guest has seen complete (the IDE write cache's too). */
   async flush(): Promise<void> {
+    await this.guestWritesSettled();
     await this.client.flush();
+  }
+
+  private async guestWritesSettled(): Promise<void> {
+    if (this.device instanceof HdaAdapter) await this.device.settled();
   }
 
   /**
@@ -251,7 +257,7 @@ export class BootSession {
    */
   async commit(): Promise<number> {
     if (!this.overlayDir) {
-      await this.client.flush();
+      await this.flush();
       return 0;
     }
     const wasStopped = this.machine.stopped;

@@ -116,6 +116,10 @@ export class HdaAdapter implements DiskDevice {
   /** A write the guest saw complete failed: every later flush fails with it. */
   private lostWrite: Error | undefined;
   private idleWaiters: Array<() => void> = [];
+  /** Requests queued so far, and those finished (completed, failed or dropped): the queue is a FIFO. */
+  private queuedCount = 0;
+  private finishedCount = 0;
+  private settleWaiters: Array<{ count: number; resolve: () => void }> = [];
   private generation = 0;
   private mbr: Uint8Array | undefined;
 
@@ -211,6 +215,25 @@ export class HdaAdapter implements DiskDevice {
   }
 
   /**
+   * Resolves when every request queued before the call has finished — with the write cache, the writes the
+   * guest already saw complete among them — whatever the guest queues meanwhile (a running guest may never
+   * leave the disk idle). A host-side flush after it covers everything the guest has written.
+   */
+  settled(): Promise<void> {
+    const count = this.queuedCount;
+    if (this.finishedCount >= count) return Promise.resolve();
+    return new Promise((resolve) => this.settleWaiters.push({ count, resolve }));
+  }
+
+  private finished(): void {
+    this.finishedCount++;
+    if (this.settleWaiters.length === 0) return;
+    const ready = this.settleWaiters.filter((w) => w.count <= this.finishedCount);
+    this.settleWaiters = this.settleWaiters.filter((w) => w.count > this.finishedCount);
+    for (const w of ready) w.resolve();
+  }
+
+  /**
    * Called by the emulator from inside its run loop (GuestMachine hooks v86's hardware-timer step): reaps the
    * completions the disk has, running their callbacks now. With `halted` (the guest waits in HLT), spins up
    * to the disk's spin budget, less what the request in flight has taken already, for its completion.
@@ -243,6 +266,7 @@ export class HdaAdapter implements DiskDevice {
       return undefined;
     }
     this.queue.push(req);
+    this.queuedCount++;
     req.depth = this.pending;
     if (this.observer) {
       const pio = req.op === "write" && this.reusedBuffer ? req.pio : undefined;
@@ -264,7 +288,10 @@ export class HdaAdapter implements DiskDevice {
           this.queue.splice(0, this.head);
           this.head = 0;
         }
-        if (req.op === "read" && req.signal?.aborted) continue; // the IDE was reset; nobody waits for it
+        if (req.op === "read" && req.signal?.aborted) {
+          this.finished(); // the IDE was reset; nobody waits for it
+          continue;
+        }
         this.running = true;
         this.start(req);
       }
@@ -316,6 +343,7 @@ export class HdaAdapter implements DiskDevice {
       }
     }
     this.running = false;
+    this.finished();
     this.pump();
   }
 

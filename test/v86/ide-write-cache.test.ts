@@ -132,4 +132,19 @@ describe("IDE write cache against a byte array", () => {
     await a.whenIdle();
     expect(disk.backgroundWrites).toBe(4); // the first 4 fit the cache; the rest were waited for
   });
+
+  it("settled() waits for the writes the guest saw complete, not for what the guest queues after", async () => {
+    const mem = new MemoryAsyncDisk(DISK);
+    const a = new HdaAdapter(delayedDisk(mem, [2]), { writeCache: 64 * SECTOR });
+    a.reusedBuffer = () => false;
+    for (let i = 0; i < 4; i++) a.set(i * SECTOR, new Uint8Array(SECTOR).fill(7), () => undefined);
+    const settled = a.settled();
+    a.set(100 * SECTOR, new Uint8Array(SECTOR).fill(8), () => undefined); // queued after the call
+    await settled;
+    expect(mem.counts.writes).toBeGreaterThanOrEqual(4);
+    expect(mem.bytes.subarray(0, 4 * SECTOR).every((b) => b === 7)).toBe(true);
+    expect(a.idle).toBe(false);
+    await a.whenIdle();
+    await a.settled(); // nothing queued: at once
+  });
 });
