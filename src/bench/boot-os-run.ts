@@ -117,7 +117,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
 async function startMachine(o: OsBenchRunOptions, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
   if (o.source === "refcow-ide" || o.source === "refcow-ide-uncached" || o.source === "refcow-virtio") {
     const diskType = o.source === "refcow-virtio" ? "virtio" : "ide";
-    return startRefcowMachine({ ...o, diskType, ideWriteCache: o.source !== "refcow-ide-uncached", onProgress: undefined }, onSerial);
+    return startRefcowMachine({ ...o, diskType, writeCache: o.source !== "refcow-ide-uncached", onProgress: undefined }, onSerial);
   }
   const hda = o.source === "v86-buffer" ? { buffer: readWholeFile(o.image) } : { url: o.image, async: true, size: fstatSize(o.image) };
   return startV86OwnMachine(hda, o, onSerial);
@@ -132,14 +132,14 @@ export interface BenchMachineSettings {
 
 /** The image served by refcow (BootSession, as `refcow boot`, eager, writeback), optionally under a kept overlay. */
 export async function startRefcowMachine(
-  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; ideWriteCache?: boolean; onProgress?: (message: string) => void },
+  o: BenchMachineSettings & { image: string; overlay?: string; diskType: "ide" | "virtio"; writeCache?: boolean; onProgress?: (message: string) => void },
   onSerial: (bytes: Uint8Array) => void,
 ): Promise<StartedMachine> {
   const session = await BootSession.open({
     image: o.image,
     overlay: o.overlay,
     diskType: o.diskType,
-    ideWriteCache: o.ideWriteCache,
+    writeCache: o.writeCache,
     cache: "writeback",
     scheme: "eager",
     memoryMiB: o.memoryMiB,

@@ -41,7 +41,7 @@ import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
-import { ideWriteCacheFor, RefcowV86Disk } from "./v86-disk.js";
+import { withWriteCache, RefcowV86Disk } from "./v86-disk.js";
 import type { DiskDevice } from "./disk-device.js";
 import { HdaAdapter } from "./hda-adapter.js";
 import { emulatorRingClientOptions } from "./emulator-ring-client.js";
@@ -64,8 +64,8 @@ export interface BootSessionOptions {
   overlay?: string;
   /** Start from this snapshot (its disk and machine state) instead of booting. */
   loadvm?: string;
-  /** The IDE drive's write cache in writeback (`ideWriteCacheFor`, v86-disk.ts); default true. */
-  ideWriteCache?: boolean;
+  /** The disk device's write cache in writeback (`withWriteCache`, v86-disk.ts); default true. */
+  writeCache?: boolean;
   firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   wasmPath: string;
   onProgress?: (message: string) => void;
@@ -164,7 +164,7 @@ export class BootSession {
     initialState: ArrayBuffer | undefined,
   ) {
     this.disk = new ReopenableZeroingDisk(client);
-    const disk = new RefcowV86Disk(this.disk, { type: o.diskType, ide: o.ideWriteCache === false ? {} : ideWriteCacheFor(o.cache) });
+    const disk = new RefcowV86Disk(this.disk, o.writeCache === false ? { type: o.diskType } : withWriteCache({ type: o.diskType }, o.cache));
     this.device = disk.device;
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",

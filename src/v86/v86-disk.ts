@@ -51,14 +51,15 @@ export interface V86DiskOptions {
 }
 
 /**
- * The IDE drive's write cache (hda-adapter.ts) for an image served in cache mode `cache`, as `refcow boot`,
- * the page and `openV86Disk` set it: on in writeback (and unsafe), where a write completes before it is
- * durable anyway; off in writethrough, where completed means durable. 8 MiB bounds the writes the guest may
- * be ahead of the engine by. The research harness (src/guest) leaves it off: it measures what each guest
- * request costs.
+ * The devices' write cache (hda-adapter.ts, virtio-blk.ts) for an image served in cache mode `cache`, as
+ * `refcow boot`, the page and `openV86Disk` set it: on in writeback (and unsafe), where a write completes
+ * before it is durable anyway; off in writethrough, where completed means durable. 8 MiB bounds the writes
+ * the guest may be ahead of the engine by. The research harness (src/guest) leaves it off: it measures what
+ * each guest request costs. Options the caller gives win.
  */
-export function ideWriteCacheFor(cache: CacheMode): Pick<HdaAdapterOptions, "writeCache"> {
-  return { writeCache: cache === "writethrough" ? 0 : 8 * 2 ** 20 };
+export function withWriteCache(options: V86DiskOptions, cache: CacheMode): V86DiskOptions {
+  const writeCache = cache === "writethrough" ? 0 : 8 * 2 ** 20;
+  return { ...options, ide: { writeCache, ...options.ide }, virtio: { writeCache, ...options.virtio } };
 }
 
 /** One disk for one emulator. */

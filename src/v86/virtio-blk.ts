@@ -41,6 +41,16 @@
  * before it has completed, and is then issued: so its completion covers every write that completed before
  * the driver submitted it (§5.2.6.1), whatever order the disk serves requests in.
  *
+ * ## Write cache
+ *
+ * With `writeCache` bytes (off by default; on in writeback for `refcow boot`, the page and `openV86Disk`,
+ * see v86-disk.ts), a write is copied out of guest memory and completed to the guest at once while the
+ * copies still on their way to the disk stay within that many bytes — a volatile write cache, as the IDE
+ * drive's (hda-adapter.ts). The disk serves requests in submission order, so every later request sees the
+ * write; a FLUSH waits for the cached writes submitted before it as for any other request, so its completion
+ * still covers every write the guest saw complete; a cached write that fails is reported (`failure`,
+ * `onError`) and every later FLUSH completes with IOERR.
+ *
  * ## Bad input
  *
  * Nothing the guest puts in its queues throws into the emulator. A descriptor outside guest RAM (or in the
@@ -97,6 +107,14 @@ export interface VirtioBlkOptions {
   pollCompletions?: boolean;
   /** Offer VIRTIO_RING_F_EVENT_IDX (default true). */
   eventIdx?: boolean;
+  /** Bytes of writes that may be on their way to the disk after the guest saw them complete (see the top). Default 0. */
+  writeCache?: number;
+}
+
+/** A write the guest saw complete, on its way to the disk. */
+interface CachedWrite {
+  readonly offset: number;
+  readonly length: number;
 }
 
 interface Pending {
@@ -153,7 +171,13 @@ export class VirtioBlk implements DiskDevice {
   private generation = 0;
   private readonly outstanding: Pending[] = [];
   /** Flushes waiting for the requests submitted before them. */
-  private readonly waitingFlushes: Array<{ req: Pending; before: Set<Pending> }> = [];
+  private readonly waitingFlushes: Array<{ req: Pending; before: Set<Pending | CachedWrite> }> = [];
+  private readonly writeCache: number;
+  /** Cached writes on their way to the disk, and their bytes. */
+  private readonly cached = new Set<CachedWrite>();
+  private cachedBytes = 0;
+  /** A cached write failed: every later FLUSH fails with it. */
+  private lostWrite: Error | undefined;
   private idleWaiters: Array<() => void> = [];
   /** Reap completions with the disk's poll() from v86's run loop. */
   private readonly polls: boolean;
@@ -175,6 +199,7 @@ export class VirtioBlk implements DiskDevice {
     this.observer = options.observer;
     this.polls = (options.pollCompletions ?? true) && typeof disk.poll === "function";
     this.serial = new TextEncoder().encode((options.serial ?? "refcow").slice(0, GET_ID_BYTES));
+    this.writeCache = Math.max(0, options.writeCache ?? 0);
     const layout = {
       size: disk.size,
       hasDiscard: typeof disk.discard === "function",
@@ -357,11 +382,7 @@ export class VirtioBlk implements DiskDevice {
         }
       }
     }
-    if (this.outstanding.length === 0 && this.unpublished === 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const f of waiters) f();
-    }
+    this.wakeIdleWaiters();
   }
 
   private startRequest(chain: Chain): void {
@@ -421,12 +442,14 @@ export class VirtioBlk implements DiskDevice {
         req.length = payloadBytes;
         if (payloadBytes % SECTOR !== 0 || !inDisk(req.offset, payloadBytes) || dataOut.length !== 0) return this.complete(req, S_IOERR, 0);
         if (payloadBytes === 0) return this.complete(req, S_OK, 0);
+        if (this.writeCache > 0 && this.cachedBytes + payloadBytes <= this.writeCache) return this.writeCached(req, payload, payloadBytes);
         // The guest's buffers go to the disk as they are: the driver leaves them alone until completion.
         return this.issue(req, (done) => this.disk.write(req.offset, payload, done));
       }
       case T_FLUSH: {
         this.guestFlushes++;
-        const before = new Set(this.outstanding.filter((p) => p !== req && !p.done));
+        const before = new Set<Pending | CachedWrite>(this.outstanding.filter((p) => p !== req && !p.done));
+        for (const w of this.cached) before.add(w);
         if (before.size === 0) return this.issueFlush(req);
         this.waitingFlushes.push({ req, before });
         return;
@@ -496,10 +519,43 @@ export class VirtioBlk implements DiskDevice {
     this.issue(req, (done) => this.disk.flush(done));
   }
 
+  /**
+   * A write through the write cache: its data copied out of guest memory (the driver reuses its buffers once
+   * the request completes), handed to the disk, and the request completed to the guest now.
+   */
+  private writeCached(req: Pending, payload: readonly Uint8Array[], bytes: number): void {
+    const data = new Uint8Array(bytes);
+    let at = 0;
+    for (const piece of payload) {
+      data.set(piece, at);
+      at += piece.length;
+    }
+    const w: CachedWrite = { offset: req.offset, length: bytes };
+    this.cached.add(w);
+    this.cachedBytes += bytes;
+    const onDone: DiskDone = (err) => {
+      this.cached.delete(w);
+      this.cachedBytes -= bytes;
+      if (err) {
+        this.lostWrite ??= new Error(`a write the guest saw complete (${bytes} bytes at offset ${w.offset}) failed: ${err.message}`);
+        this.fail(err, "write", w.offset, bytes);
+      }
+      this.settledForFlushes(w);
+      this.wakeIdleWaiters();
+    };
+    try {
+      this.disk.write(req.offset, data, onDone, true);
+    } catch (e) {
+      onDone(asError(e), undefined, undefined);
+    }
+    this.complete(req, S_OK, 0);
+  }
+
   /** Writes, flushes, discards and write-zeroes: `run` starts the disk operation. */
   private issue(req: Pending, run: (done: DiskDone) => void): void {
     const onDone: DiskDone = (err, _v, timing) => {
       if (req.done || req.generation !== this.generation) return;
+      if (!err && req.type === T_FLUSH && this.lostWrite) err = this.lostWrite;
       if (err) this.fail(err, req.op, req.offset, req.length);
       this.complete(req, err ? S_IOERR : S_OK, 0, timing);
     };
@@ -540,20 +596,27 @@ export class VirtioBlk implements DiskDevice {
     if (req.generation === this.generation) this.inFlight--;
     if (this.outstanding.length > 0) this.oldestStarted = this.outstanding[0]!.submitted;
     if (observer) this.report(observer, req, status, diskDone, completed, timing);
-    // Flushes waiting for this request.
+    this.settledForFlushes(req);
+    this.wakeIdleWaiters();
+  }
+
+  /** Starts the flushes that waited for `done` (a request or a cached write) and nothing else. */
+  private settledForFlushes(done: Pending | CachedWrite): void {
     for (let k = 0; k < this.waitingFlushes.length; ) {
       const w = this.waitingFlushes[k]!;
-      w.before.delete(req);
+      w.before.delete(done);
       if (w.before.size === 0) {
         this.waitingFlushes.splice(k, 1);
         if (!w.req.done && w.req.generation === this.generation) this.issueFlush(w.req);
       } else k++;
     }
-    if (this.outstanding.length === 0 && this.unpublished === 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const f of waiters) f();
-    }
+  }
+
+  private wakeIdleWaiters(): void {
+    if (!this.idle) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const f of waiters) f();
   }
 
   private report(observer: DiskRequestObserver, req: Pending, status: number, diskDone: number, completed: number, timing: DiskTiming | undefined): void {
@@ -580,7 +643,7 @@ export class VirtioBlk implements DiskDevice {
   }
 
   get idle(): boolean {
-    return this.outstanding.length === 0 && this.unpublished === 0;
+    return this.outstanding.length === 0 && this.unpublished === 0 && this.cached.size === 0;
   }
 
   whenIdle(): Promise<void> {

@@ -6,7 +6,7 @@ import { expect } from "vitest";
 import { RequestRecorder } from "../../src/guest/request-recorder.js";
 import type { AsyncDisk } from "../../src/disk/async-disk.js";
 import { REG } from "../../src/v86/virtio-blk-pci.js";
-import { VirtioBlk } from "../../src/v86/virtio-blk.js";
+import { VirtioBlk, type VirtioBlkOptions } from "../../src/v86/virtio-blk.js";
 import { DESC_F_NEXT, DESC_F_WRITE, QUEUE_ALIGN, QUEUE_SIZE, type GuestMemory } from "../../src/v86/virtqueue.js";
 
 const MiB = 1 << 20;
@@ -39,12 +39,13 @@ export class Driver {
   private usedSeen = 0;
   private nextDesc = 0;
   private heap = 0x200000;
-  /** `features`: the feature bits the driver accepts (default: every one offered). */
+  /** `features`: the feature bits the driver accepts (default: every one offered); `options`: the device's. */
   constructor(
     readonly disk: AsyncDisk,
     features = 0xffffffff,
+    options: VirtioBlkOptions = {},
   ) {
-    this.dev = new VirtioBlk(disk, { observer: this.rec });
+    this.dev = new VirtioBlk(disk, { ...options, observer: this.rec });
     this.dev.memory = this.ram;
     this.dev.irq = { raise: () => this.irqs++, lower: () => undefined };
     this.dev.ioWrite(REG.STATUS, 1, 1 | 2);

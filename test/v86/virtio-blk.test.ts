@@ -183,6 +183,56 @@ describe("virtio-blk device", () => {
     expect(d.dev.guestFlushes).toBe(1);
   });
 
+  it("write cache: completes a write at once with its data copied, a flush still waits for it, a later read sees it", async () => {
+    const disk = new ManualDisk(8 * MiB);
+    const d = new Driver(disk, 0xffffffff, { writeCache: 4096 });
+    const buf = d.fill(512, 5);
+    const w = d.request(T_OUT, 0, [buf]);
+    await settle();
+    expect(d.reap().map((u) => u.id)).toContain(w.head); // before the disk has it
+    expect(d.ram.bytes[w.status]).toBe(S_OK);
+    d.ram.bytes.fill(9, buf.addr, buf.addr + 512); // the driver reuses its buffer
+    const big = d.request(T_OUT, 8, [d.fill(4096, 6)]); // over the cache's 4 KiB with the first: waited for
+    const fl = d.request(T_FLUSH, 0);
+    await settle();
+    expect(disk.queued).toEqual(["w0", "w4096"]);
+    expect(d.reap().map((u) => u.id)).not.toContain(big.head);
+    disk.release("w0");
+    disk.release("w4096");
+    await settle();
+    expect(disk.queued).toEqual(["flush"]);
+    expect(d.dev.idle).toBe(false);
+    disk.release("flush");
+    await settle();
+    expect(d.reap().map((u) => u.id)).toEqual(expect.arrayContaining([big.head, fl.head]));
+    expect(disk.bytes.subarray(0, 512).every((b) => b === 5)).toBe(true); // the copy, not the reused buffer
+    expect(d.dev.idle).toBe(true);
+  });
+
+  it("write cache: a cached write that fails fails every later flush with IOERR", async () => {
+    const mem = new ManualDisk(8 * MiB);
+    mem.auto = true;
+    const failing: AsyncDisk = {
+      size: mem.size,
+      read: (o, l, done) => mem.read(o, l, done),
+      write: (o, data, done) => (o === 4096 ? queueMicrotask(() => done(new Error("ENOSPC"), undefined, undefined)) : mem.write(o, data, done)),
+      flush: (done) => mem.flush(done),
+    };
+    const d = new Driver(failing, 0xffffffff, { writeCache: 1 * MiB });
+    const errors: string[] = [];
+    d.dev.onError = (e, op) => errors.push(`${op}: ${e.message}`);
+    const w = d.request(T_OUT, 8, [d.fill(512, 1)]);
+    await settle();
+    expect(d.ram.bytes[w.status]).toBe(S_OK); // told before it failed
+    const fl = d.request(T_FLUSH, 0);
+    await settle();
+    await settle();
+    expect(d.reap().map((u) => u.id)).toContain(fl.head);
+    expect(d.ram.bytes[fl.status]).toBe(S_IOERR);
+    expect(errors[0]).toBe("write: ENOSPC");
+    expect(errors[1]).toMatch(/^flush: a write the guest saw complete \(512 bytes at offset 4096\) failed: ENOSPC$/);
+  });
+
   it("maps DISCARD and WRITE_ZEROES to the disk's discard and write-zeroes", async () => {
     const disk = new ManualDisk(8 * MiB);
     disk.auto = true;
