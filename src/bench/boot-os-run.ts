@@ -10,6 +10,7 @@
  *   refcow-ide-uncached  the same with the IDE drive's write cache off (every write waits for the engine,
  *                   as in `refcow run`): what the write cache changes, in the same run
  *   refcow-virtio   the same through refcow's virtio-blk device
+ *   refcow-virtio-uncached  the same with virtio-blk's write cache off
  *   v86-buffer      the raw image read into an ArrayBuffer that v86 serves itself (`hda: { buffer }`), IDE
  *   v86-file        the raw image as v86's own async file buffer (`hda: { url, async: true }`: in Node it
  *                   reads ranges with fs/promises; writes stay in its memory), IDE
@@ -31,7 +32,7 @@ import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 import { DiskBootMachine } from "../v86/disk-boot-machine.js";
 import { v86OwnDisk, type V86OwnHda } from "../v86/v86-own-disk.js";
 
-export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-ide-uncached", "refcow-virtio", "v86-buffer", "v86-file"] as const;
+export const OS_BENCH_SOURCES = ["refcow-ide", "refcow-ide-uncached", "refcow-virtio", "refcow-virtio-uncached", "v86-buffer", "v86-file"] as const;
 export type OsBenchSource = (typeof OS_BENCH_SOURCES)[number];
 
 export interface OsBenchRunOptions {
@@ -82,7 +83,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
   const { machine, serial, counter } = os;
   let clock: EmulatorClock | undefined;
   try {
-    const commands = ddCommands(o.source === "refcow-virtio" ? "/dev/vda" : "/dev/sda", o.ddOffsetMiB, o.ddMiB);
+    const commands = ddCommands(o.source.startsWith("refcow-virtio") ? "/dev/vda" : "/dev/sda", o.ddOffsetMiB, o.ddMiB);
     let at = os.promptEnd;
     // Installed at the prompt: the boot runs uninstrumented.
     clock = new EmulatorClock(machine.emulator, os.device);
@@ -115,9 +116,9 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
 }
 
 async function startMachine(o: OsBenchRunOptions, onSerial: (bytes: Uint8Array) => void): Promise<StartedMachine> {
-  if (o.source === "refcow-ide" || o.source === "refcow-ide-uncached" || o.source === "refcow-virtio") {
-    const diskType = o.source === "refcow-virtio" ? "virtio" : "ide";
-    return startRefcowMachine({ ...o, diskType, writeCache: o.source !== "refcow-ide-uncached", onProgress: undefined }, onSerial);
+  if (o.source.startsWith("refcow-")) {
+    const diskType = o.source.startsWith("refcow-virtio") ? "virtio" : "ide";
+    return startRefcowMachine({ ...o, diskType, writeCache: !o.source.endsWith("-uncached"), onProgress: undefined }, onSerial);
   }
   const hda = o.source === "v86-buffer" ? { buffer: readWholeFile(o.image) } : { url: o.image, async: true, size: fstatSize(o.image) };
   return startV86OwnMachine(hda, o, onSerial);

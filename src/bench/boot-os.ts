@@ -12,6 +12,7 @@
  *   refcow-ide       qcow2 (`refcow os-image -f qcow2`, 1 GiB + 64 MiB), served by refcow, IDE
  *   refcow-ide-uncached  the same with the IDE drive's write cache off (what it changes)
  *   refcow-virtio    the same qcow2 through refcow's virtio-blk device
+ *   refcow-virtio-uncached  the same with virtio-blk's write cache off
  *   v86-buffer       the same disk raw (`refcow os-image -f raw`), in an ArrayBuffer v86 serves, IDE
  *   v86-file         the same raw file as v86's async file buffer, IDE
  *   refcow-ide-4g    refcow-ide on a 4 GiB virtual image of the same contents (for the peak RSS)
@@ -66,6 +67,7 @@ export const OS_BENCH_CASES: readonly BenchCase[] = [
   { name: "refcow-ide", source: "refcow-ide", format: "qcow2", sizeMiB: DD_OFFSET_MIB + DD_MIB },
   { name: "refcow-ide-uncached", source: "refcow-ide-uncached", format: "qcow2", sizeMiB: DD_OFFSET_MIB + DD_MIB },
   { name: "refcow-virtio", source: "refcow-virtio", format: "qcow2", sizeMiB: DD_OFFSET_MIB + DD_MIB },
+  { name: "refcow-virtio-uncached", source: "refcow-virtio-uncached", format: "qcow2", sizeMiB: DD_OFFSET_MIB + DD_MIB },
   { name: "v86-buffer", source: "v86-buffer", format: "raw", sizeMiB: DD_OFFSET_MIB + DD_MIB },
   { name: "v86-file", source: "v86-file", format: "raw", sizeMiB: DD_OFFSET_MIB + DD_MIB },
   { name: "refcow-ide-4g", source: "refcow-ide", format: "qcow2", sizeMiB: 4096 },
@@ -299,6 +301,10 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
   if (has("refcow-ide") && has("refcow-ide-uncached")) {
     lines.push(ratioLine("  write throughput, refcow-ide / refcow-ide-uncached (the write cache)", wRate("refcow-ide"), wRate("refcow-ide-uncached")));
     lines.push(ratioLine("  read throughput, refcow-ide / refcow-ide-uncached (the write cache)", rRate("refcow-ide"), rRate("refcow-ide-uncached")));
+  }
+  if (has("refcow-virtio") && has("refcow-virtio-uncached")) {
+    lines.push(ratioLine("  write throughput, refcow-virtio / refcow-virtio-uncached (the write cache)", wRate("refcow-virtio"), wRate("refcow-virtio-uncached")));
+    lines.push(ratioLine("  read throughput, refcow-virtio / refcow-virtio-uncached (the write cache)", rRate("refcow-virtio"), rRate("refcow-virtio-uncached")));
   }
   if (has("refcow-virtio") && has("refcow-ide")) {
     lines.push(ratioLine("  write throughput, refcow-virtio / refcow-ide", wRate("refcow-virtio"), wRate("refcow-ide"), { op: ">=", value: 1 }));

@@ -16,7 +16,8 @@
  *    after the other from `offset` (a virtio request's segments of guest memory, viewed, not copied). The
  *    disk may read `data` at any time until `done` runs; the caller must not change it meanwhile.
  *    `background`: nobody waits for this completion now (a device's write cache already told the guest), so
- *    the transport should not spend the caller's thread spinning for it.
+ *    the transport should not spend the caller's thread spinning for it; and the caller may reuse `data` as
+ *    soon as `write` returns (the disk takes its own copy before returning).
  *  - `flush(done)` completes when every write that completed before it was called is durable (what
  *    "durable" means is the disk's cache mode: writethrough, writeback or unsafe).
  *  - `discard` and `writeZeroes` are optional: a disk without them cannot free or zero ranges cheaply.

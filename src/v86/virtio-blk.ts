@@ -520,16 +520,11 @@ export class VirtioBlk implements DiskDevice {
   }
 
   /**
-   * A write through the write cache: its data copied out of guest memory (the driver reuses its buffers once
-   * the request completes), handed to the disk, and the request completed to the guest now.
+   * A write through the write cache: handed to the disk as a background write — the disk copies the guest's
+   * buffers before it returns, as the driver reuses them once the request completes — and the request
+   * completed to the guest now.
    */
   private writeCached(req: Pending, payload: readonly Uint8Array[], bytes: number): void {
-    const data = new Uint8Array(bytes);
-    let at = 0;
-    for (const piece of payload) {
-      data.set(piece, at);
-      at += piece.length;
-    }
     const w: CachedWrite = { offset: req.offset, length: bytes };
     this.cached.add(w);
     this.cachedBytes += bytes;
@@ -544,7 +539,7 @@ export class VirtioBlk implements DiskDevice {
       this.wakeIdleWaiters();
     };
     try {
-      this.disk.write(req.offset, data, onDone, true);
+      this.disk.write(req.offset, payload, onDone, true);
     } catch (e) {
       onDone(asError(e), undefined, undefined);
     }

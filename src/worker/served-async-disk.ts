@@ -36,7 +36,8 @@ export class ServedAsyncDisk implements AsyncDisk {
   }
 
   write(offset: number, data: WriteData, done: DiskDone, background = false): void {
-    this.ring.submit("write", (op) => writeChunks(this.ring, op, offset, data, false), completion(done), false, background);
+    // Background: the caller may reuse `data` at once, so chunks that must wait for a slot are copied now.
+    this.ring.submit("write", (op) => writeChunks(this.ring, op, offset, data, background), completion(done), false, background);
   }
 
   flush(done: DiskDone): void {
