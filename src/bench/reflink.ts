@@ -18,6 +18,10 @@
  * `qemu-img check` of every image, and per place, scheme and cache mode an `strace` of `refcow io` doing the
  * same post-snapshot writes (writeback: flushed at the close; writethrough: each write durable before the
  * next): the bytes pwrite64 wrote per write.
+ *
+ * The floor, in the same rounds: per place, the same N writes without qcow2 (fs-cow-floor.ts) — in place,
+ * and onto new clusters made from the old ones (one clone and the writes where the file shares extents, a
+ * copy elsewhere) — so that every post / in-place ratio stands beside the file system's own.
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -37,6 +41,7 @@ import { requireCleanImage } from "./image-check.js";
 import { runWritePhase, WRITE, writeOffsets } from "./load.js";
 import { straceAvailable, traceFileSyscalls } from "./pwrite-trace.js";
 import { betweenPhases, prepareFile, refcowBin } from "./sources.js";
+import { fsFloorRound, type FloorRound } from "./fs-cow-floor.js";
 
 /** Where an image lives: a directory, and whether the engine may share extents there. */
 export interface Place {
@@ -92,11 +97,24 @@ export interface OracleRow {
   failed?: string;
 }
 
+/** The file system's own floor at one place and cache mode, round by round (fs-cow-floor.ts). */
+export interface FloorRow {
+  place: string;
+  cache: CacheMode;
+  how: FloorRound["how"];
+  /** Per round, µs per write (phase wall time ÷ writes, the fdatasync included). */
+  inPlace: number[];
+  cow: number[];
+  ratio: Spread & { perRound: number[] };
+  failed?: string;
+}
+
 export interface ReflinkResults {
   options: ReflinkBenchOptions;
   places: Place[];
   cells: ReflinkCell[];
   oracle: OracleRow[];
+  floors: FloorRow[];
   missing: { place: string; reason: string }[];
 }
 
@@ -161,7 +179,9 @@ function oracleRow(place: Place, scheme: string, cache: CacheMode, n: number): O
 const withRounds = (s: Spread, perRound: number[]) => ({ ...s, perRound });
 
 export async function runReflinkBench(opts: ReflinkBenchOptions, places: Place[], say: (m: string) => void = progress): Promise<ReflinkResults> {
-  const results: ReflinkResults = { options: opts, places, cells: [], oracle: [], missing: [] };
+  const results: ReflinkResults = { options: opts, places, cells: [], oracle: [], floors: [], missing: [] };
+  const floorRounds = new Map<string, FloorRound[]>();
+  const floorFailed = new Map<string, string>();
   const sources = places.flatMap((place) => opts.schemes.flatMap((scheme) => opts.caches.map((cache) => ({ place, scheme, cache }))));
   const runs = new Map<string, { inPlace: Run; post: Run }[]>();
   const failed = new Map<string, string>();
@@ -180,6 +200,38 @@ export async function runReflinkBench(opts: ReflinkBenchOptions, places: Place[]
         failed.set(key(s), (e as Error).message.split("\n")[0]!);
         say(`  FAILED: ${failed.get(key(s))}`);
       }
+    }
+    for (const place of places) {
+      for (const cache of opts.caches) {
+        const fk = `${place.name}|${cache}`;
+        if (floorFailed.has(fk)) continue;
+        say(`round ${round + 1}/${opts.reps}: ${place.name} ${cache} file system floor`);
+        try {
+          floorRounds.set(fk, [...(floorRounds.get(fk) ?? []), fsFloorRound(place.dir, opts.clusters, place.noReflink, cache === "writethrough")]);
+        } catch (e) {
+          floorFailed.set(fk, (e as Error).message.split("\n")[0]!);
+          say(`  FAILED: ${floorFailed.get(fk)}`);
+        }
+      }
+    }
+  }
+  for (const place of places) {
+    for (const cache of opts.caches) {
+      const fk = `${place.name}|${cache}`;
+      const rs = floorRounds.get(fk) ?? [];
+      const inPlace = rs.map((r) => r.inPlaceUs / opts.clusters);
+      const cow = rs.map((r) => r.cowUs / opts.clusters);
+      const hows = new Set(rs.map((r) => r.how));
+      const row: FloorRow = {
+        place: place.name,
+        cache,
+        how: hows.size === 1 ? [...hows][0]! : "mixed",
+        inPlace,
+        cow,
+        ratio: withRounds(ratioByRounds(cow, inPlace), cow.map((c, i) => c / inPlace[i]!)),
+      };
+      if (floorFailed.has(fk)) row.failed = floorFailed.get(fk);
+      results.floors.push(row);
     }
   }
   for (const s of sources) {
@@ -237,6 +289,22 @@ export function formatReflinkResults(r: ReflinkResults): string {
     lines.push(
       `| ${c.place} | ${c.scheme} | ${c.cache} | ${us(spread(c.inPlace.amortized).median)} | ${us(spread(c.post.amortized).median)} | ${ratio(c.ratio)} | ${ratio(c.ratioWithClose)} | ${kib(c.hostWriteBytes)} | ${kib(c.cloneBytes)} |${c.failed ? ` failed in a round: ${c.failed}` : ""}`,
     );
+  }
+  if (r.floors.length) {
+    lines.push("");
+    lines.push("The file system's floor in the same rounds (fs-cow-floor.ts: no qcow2; the same writes in place, and onto new clusters made from the old ones; writeback: one fdatasync after them all; writethrough: one after each, with the COW made at each write as eager makes it — log defers it to its apply, bounded by the writeback row), µs per write:");
+    lines.push("");
+    lines.push("| place | cache | COW made by | in place µs (median) | COW µs (median) | COW / in place: median (min–max) [per round] |");
+    lines.push("|---|---|---|---|---|---|");
+    for (const f of r.floors) {
+      if (!f.inPlace.length) {
+        lines.push(`| ${f.place} | ${f.cache} | failed: ${f.failed ?? "no round ran"} | | | |`);
+        continue;
+      }
+      lines.push(
+        `| ${f.place} | ${f.cache} | ${f.how} | ${us(spread(f.inPlace).median)} | ${us(spread(f.cow).median)} | ${x(f.ratio.median)} (${x(f.ratio.min)}–${x(f.ratio.max)}) [${f.ratio.perRound.map(x).join(", ")}] |${f.failed ? ` failed in a round: ${f.failed}` : ""}`,
+      );
+    }
   }
   if (r.oracle.length) {
     lines.push("");
