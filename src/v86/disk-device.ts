@@ -63,6 +63,14 @@ export interface DiskRequestObserver<Token = unknown> {
   published?(interrupted: boolean): void;
 }
 
+/**
+ * The devices' write cache (hda-adapter.ts, virtio-blk.ts): the error every later flush fails with once a
+ * write the guest was already told had completed fails at the disk.
+ */
+export function lostWriteError(offset: number, length: number, cause: Error): Error {
+  return new Error(`a write the guest saw complete (${length} bytes at offset ${offset}) failed: ${cause.message}`);
+}
+
 /** What an embedder needs of the guest's disk device, whichever it is. */
 export interface DiskDevice {
   readonly byteLength: number;

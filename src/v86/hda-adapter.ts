@@ -45,7 +45,7 @@
  * at the ring client).
  */
 import type { AsyncDisk, DiskTiming } from "../disk/async-disk.js";
-import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
+import { lostWriteError, type DiskDevice, type DiskOp, type DiskRequestObserver } from "./disk-device.js";
 
 export interface HdaAdapterOptions {
   /** Told of every request (see disk-device.ts); settable later as `observer`. */
@@ -325,7 +325,7 @@ export class HdaAdapter implements DiskDevice {
     if (!err && req.op === "read" && result?.length !== req.length) err = new Error(`disk read returned ${result?.length ?? 0} bytes, ${req.length} asked`);
     if (req.toldAt !== undefined) {
       this.cachedBytes -= req.length;
-      if (err) this.lostWrite ??= new Error(`a write the guest saw complete (${req.length} bytes at offset ${req.offset}) failed: ${err.message}`);
+      if (err) this.lostWrite ??= lostWriteError(req.offset, req.length, err);
     }
     if (!err && req.op === "flush" && this.lostWrite) err = this.lostWrite;
     if (err) {

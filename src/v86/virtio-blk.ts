@@ -61,7 +61,7 @@
  * ignores the queue. Disk errors: IOERR (the error is kept in `failure` and given to `onError`).
  */
 import { gatherWrite, writeLength, type AsyncDisk, type DiskDone, type DiskTiming } from "../disk/async-disk.js";
-import type { DiskDevice, DiskOp, DiskRequestObserver } from "./disk-device.js";
+import { lostWriteError, type DiskDevice, type DiskOp, type DiskRequestObserver } from "./disk-device.js";
 import { configSpace, CONFIG_SIZE, F_EVENT_IDX, F_NOTIFY_ON_EMPTY, offeredFeatures, REG, STATUS_NEEDS_RESET } from "./virtio-blk-pci.js";
 import { QUEUE_SIZE, readPrefix, scatter, segmentBytes, viewSegments, Virtqueue, type Chain, type GuestMemory, type Segment } from "./virtqueue.js";
 
@@ -532,7 +532,7 @@ export class VirtioBlk implements DiskDevice {
       this.cached.delete(w);
       this.cachedBytes -= bytes;
       if (err) {
-        this.lostWrite ??= new Error(`a write the guest saw complete (${bytes} bytes at offset ${w.offset}) failed: ${err.message}`);
+        this.lostWrite ??= lostWriteError(w.offset, bytes, err);
         this.fail(err, "write", w.offset, bytes);
       }
       this.settledForFlushes(w);
