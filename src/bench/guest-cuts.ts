@@ -36,7 +36,8 @@ import { parseCuts } from "../guest/latency-cuts.js";
 import { MemoryAsyncDisk } from "../v86/memory-async-disk.js";
 import { runGuestWorkload, type GuestWorkloadResult } from "../guest/run-workload.js";
 import { obtainWarmState } from "../guest/warm-state.js";
-import { guestWarmUpRequests, rand4kTargets, shuffledOffsets, warmUpWrites, writeListedOffsetsAndSync } from "../guest/workloads.js";
+import { PHASE_LINE } from "../guest/serial-console.js";
+import { announcePhase, guestWarmUpRequests, rand4kTargets, shuffledOffsets, warmUpWrites, writeListedOffsetsAndSync } from "../guest/workloads.js";
 import { BenchUsageError, GUEST_MATRIX_OPTIONS, guestMatrixValues, integerOption, progress, runProgram } from "./entry.js";
 
 export const CUT_STEPS = ["none", "nocopy", "nocopy,spin", "all"] as const;
@@ -112,7 +113,10 @@ export interface FloorPass {
   appP99Us: number;
   deviceMedianUs: number;
   deviceP99Us: number;
-  /** Emulated instructions per write: the pass's count less that of the same command with no offsets, ÷ writes. */
+  /**
+   * Emulated instructions per write: the pass's count less that of the same command with no offsets, ÷ writes;
+   * with `writes`, the count from the pass's announcement to its end ÷ writes (as a refcow phase's).
+   */
   instructionsPerWrite: number;
   /** The guest program's requests per second (its own clock, first submission to last completion). */
   iops?: number;
@@ -131,7 +135,25 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
   await ensureGuestImage({ onProgress: o.onProgress });
   const size = 256 << 20;
   const warm = await obtainWarmState({ diskSize: size, diskType: disk, onProgress: o.onProgress });
-  const g = await GuestRunner.boot({ disk: new MemoryAsyncDisk(size), diskType: disk, initialState: warm.state, onProgress: o.onProgress });
+  // With `writes`, each pass announces itself as a workload's phase does, and its clock and instruction
+  // count start at the announcement: the same span of the program's run as the refcow phase it is set
+  // against (run-workload.ts), not the typing of the command line on the serial console before it.
+  let announced: { instructions: number } | undefined;
+  let onAnnounce: () => void = () => undefined;
+  const g = await GuestRunner.boot({
+    disk: new MemoryAsyncDisk(size),
+    diskType: disk,
+    initialState: warm.state,
+    onProgress: o.onProgress,
+    onConsoleLine: (line) => {
+      if (PHASE_LINE.test(line)) onAnnounce();
+    },
+  });
+  onAnnounce = () => {
+    clock?.take();
+    announced = { instructions: g.v86.get_instruction_counter() };
+    g.sendToConsole("\n");
+  };
   const out: FloorPass[] = [];
   let clock: EmulatorClock | undefined;
   const depth = iodepth > 1 ? ` depth=${iodepth} uring` : ""; // as the workloads queue requests (workloads.ts)
@@ -154,13 +176,26 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
     }
     if (o.emulatorTime) clock = new EmulatorClock(g.v86, g.adapter.device);
     for (let pass = 1; pass <= passes; pass++) {
-      const sync = o.writes === undefined ? "" : " sync";
-      const empty = await counted(`refcow-io write $DISK /tmp/blk${sync}${depth} </dev/null`);
-      g.adapter.takeRecords();
-      clock?.take();
-      const run = await counted(o.writes === undefined ? `refcow-io write $DISK /tmp/blk${depth} </tmp/order` : writeListedOffsetsAndSync(iodepth));
-      const emulatorTime = clock?.take();
-      const report = parseGuestIoReports(run.output).find((r) => r.op === "write")!;
+      let output: string;
+      let instructions: number;
+      let emulatorTime: EmulatorTime | undefined;
+      if (o.writes === undefined) {
+        const empty = await counted(`refcow-io write $DISK /tmp/blk${depth} </dev/null`);
+        g.adapter.takeRecords();
+        clock?.take();
+        const run = await counted(`refcow-io write $DISK /tmp/blk${depth} </tmp/order`);
+        emulatorTime = clock?.take();
+        output = run.output;
+        instructions = run.instructions - empty.instructions;
+      } else {
+        g.adapter.takeRecords();
+        announced = undefined;
+        output = await g.check(`${announcePhase("floor")}; ${writeListedOffsetsAndSync(iodepth)}`, { timeoutMs: 600_000 });
+        emulatorTime = clock?.take();
+        if (!announced) throw new Error("the floor's pass never announced itself (REFCOW-PHASE floor)");
+        instructions = (g.v86.get_instruction_counter() - (announced as { instructions: number }).instructions) >>> 0;
+      }
+      const report = parseGuestIoReports(output).find((r) => r.op === "write")!;
       const app = report.latenciesNs.map((n) => n / 1000);
       const device = g.adapter.takeRecords().filter((r) => r.op === "write").map((r) => r.latencyMs * 1000);
       const a = summarize(app);
@@ -172,7 +207,7 @@ export async function measureFloor(o: FloorOptions = {}): Promise<FloorPass[]> {
         appP99Us: a.p99,
         deviceMedianUs: d.median,
         deviceP99Us: d.p99,
-        instructionsPerWrite: (run.instructions - empty.instructions) / app.length,
+        instructionsPerWrite: instructions / app.length,
         iops: guestIops(report),
         ...(emulatorTime ? { emulatorTime } : {}),
         load1: os.loadavg()[0]!,

@@ -21,6 +21,7 @@ import { hdaDrive, installHonestFlush, type HonestFlushHandle } from "../v86/ide
 import { DONE_LINE, SerialConsole } from "./serial-console.js";
 import { VirtioBlk, type VirtioBlkOptions } from "../v86/virtio-blk.js";
 import { attachVirtioBlk } from "../v86/virtio-blk-v86.js";
+import { hookDiskPolling } from "../v86/v86-disk.js";
 import { joinMachineState, splitMachineState } from "../v86/machine-state.js";
 import { GuestDiskDevice } from "./guest-disk-device.js";
 import { RequestRecorder } from "./request-recorder.js";
@@ -64,7 +65,7 @@ export interface GuestMachineOptions {
   /** Patch FLUSH CACHE to reach the disk (ide-flush.ts). */
   honestFlush: boolean;
   /**
-   * Let the hda adapter reap disk completions from inside v86's run loop (see `hookRunLoop`). Default true;
+   * Let the hda adapter reap disk completions from inside v86's run loop (see `hookDiskPolling`, v86-disk.ts). Default true;
    * it matters only over a pollable disk (the worker-served image).
    */
   pollFromRunLoop?: boolean;
@@ -159,7 +160,7 @@ export class GuestMachine {
         attachVirtioBlk(emulator, this.virtio!);
         if (deviceState !== undefined) this.virtio!.setState(deviceState as Parameters<VirtioBlk["setState"]>[0]);
       }
-      if (opts.pollFromRunLoop ?? true) this.hookRunLoop();
+      if (opts.pollFromRunLoop ?? true) hookDiskPolling(this.emulator, this.adapter.device);
     });
     this.loaded = new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
   }
@@ -187,27 +188,6 @@ export class GuestMachine {
     if (!this.hda) return;
     if (this.flushHandle) installHonestFlush(this.emulator, this.hda);
     this.attachDrive();
-  }
-
-  /**
-   * v86's main loop (cpu.rs `main_loop`) calls the CPU's JS method `run_hardware_timers` after every batch of
-   * instructions and as soon as the guest halts, then delivers pending interrupts. Wrapping that method on
-   * this emulator's CPU object lets the adapter complete disk requests there: the completion's interrupt is
-   * raised and taken in the same turn of the loop, halted or not, with no trip through the event loop.
-   */
-  private hookRunLoop(): void {
-    // in_hlt is a view on the wasm memory (v86 wraps it in a Proxy that follows memory growth).
-    const cpu = (this.emulator as unknown as { v86?: { cpu?: { run_hardware_timers?: unknown; in_hlt?: ArrayLike<number> } } }).v86?.cpu;
-    const original = cpu?.run_hardware_timers;
-    if (!cpu || typeof original !== "function" || typeof cpu.in_hlt !== "object" || cpu.in_hlt === null) {
-      throw new Error("v86 internals changed: cpu.run_hardware_timers / cpu.in_hlt not found");
-    }
-    const adapter = this.adapter.device;
-    const halted = cpu.in_hlt;
-    cpu.run_hardware_timers = function (this: unknown, acpi: boolean, now: number): number {
-      adapter.pollFromEmulator(halted[0] !== 0);
-      return (original as (a: boolean, n: number) => number).call(this, acpi, now);
-    };
   }
 
   /** Lets the adapter tell PIO writes (data in the drive's reusable buffer) from DMA ones. */

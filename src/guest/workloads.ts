@@ -110,7 +110,8 @@ export function applyContent(disk: Uint8Array, content: readonly ContentExtent[]
   return disk;
 }
 
-function announce(phase: string): string {
+/** The line a workload's phase begins with: the announcement, then the wait for the host's go (serial-console.ts). */
+export function announcePhase(phase: string): string {
   return `echo REFCOW-PHASE ${phase}; read -r _ </dev/ttyS0`;
 }
 
@@ -195,7 +196,7 @@ const WARM_UP_MS_PER_WRITE = 20;
 
 /** `prepWrites`: writes the prep issues before the phase is announced (the warm-up), counted in its time limit. */
 function phase(name: string, description: string, prep: string, body: string, requests: number, prepWrites = 0): WorkloadPhase {
-  const parts = [prep, announce(name), body].filter((p) => p.length > 0);
+  const parts = [prep, announcePhase(name), body].filter((p) => p.length > 0);
   return { name, description, command: parts.join("; "), timeoutMs: 120_000 + requests * 1000 + prepWrites * WARM_UP_MS_PER_WRITE };
 }
 

@@ -2,8 +2,10 @@ import type { AsyncDisk, DiskDone, WriteData } from "../disk/async-disk.js";
 import { writeLength } from "../disk/async-disk.js";
 
 /**
- * A raw disk in memory (one Uint8Array), behind the asynchronous disk contract. Operations complete on a
- * later microtask, or after `delayMs` when given, so callers see real asynchrony; they report no timing.
+ * A raw disk in memory (one Uint8Array), behind the asynchronous disk contract. Operations complete at the
+ * next `poll` or on a later microtask, whichever comes first (or after `delayMs` when given), so callers see
+ * real asynchrony; they report no timing. The guest floor's disk: polled from v86's run loop, as the
+ * worker-served disk is, its completions reach the guest within the same slice, not after v86 yields.
  * Counts operations so a test can tell what reached the disk.
  */
 export class MemoryAsyncDisk implements AsyncDisk {
@@ -30,10 +32,38 @@ export class MemoryAsyncDisk implements AsyncDisk {
     return undefined;
   }
 
-  /** Runs `f` later (a microtask, or after the delay). */
+  /** Completions due now, run by `poll` or on the next microtask, whichever comes first. */
+  private readonly ready: (() => void)[] = [];
+  private drainQueued = false;
+
+  /** Runs `f` later (at the next `poll` or microtask, or after the delay). */
   private later(f: () => void): void {
-    if (this.delayMs > 0) setTimeout(f, this.delayMs);
-    else queueMicrotask(f);
+    if (this.delayMs > 0) {
+      setTimeout(f, this.delayMs);
+      return;
+    }
+    this.ready.push(f);
+    if (!this.drainQueued) {
+      this.drainQueued = true;
+      queueMicrotask(() => {
+        this.drainQueued = false;
+        this.runReady();
+      });
+    }
+  }
+
+  private runReady(): number {
+    const batch = this.ready.splice(0);
+    for (const f of batch) f();
+    return batch.length;
+  }
+
+  /**
+   * Runs the completions due now (those of requests made before this call), as a worker-served disk's poll
+   * reaps its ring: a device polling from v86's run loop sees them complete there, within the slice.
+   */
+  poll(_spinMs: number): number {
+    return this.runReady();
   }
 
   read(offset: number, length: number, done: DiskDone<Uint8Array>): void {
