@@ -27,6 +27,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs"
 import type { V86 } from "v86";
 import { SerialConsole } from "../guest/serial-console.js";
 import { BootSession } from "../v86/boot-session.js";
+import { chooseWasmTiering, type WasmTiering } from "../v86/wasm-tiering.js";
 import type { DiskDevice } from "../v86/disk-device.js";
 import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 import { DiskBootMachine } from "../v86/disk-boot-machine.js";
@@ -71,6 +72,8 @@ export interface OsBenchRun {
   read: TimedStep & { guestSeconds?: number; bytes?: number };
   /** VmHWM of the process at the end of the run, bytes (absent from the browser's runs). */
   peakRssBytes?: number;
+  /** How the process compiled WebAssembly (wasm-tiering.ts; absent from the browser's runs). */
+  wasm?: WasmTiering;
 }
 
 /** The demo OS's prompt (guest-images/os/profile). */
@@ -79,6 +82,8 @@ const BOOT_TIMEOUT_MS = 600_000;
 const DD_TIMEOUT_MS = 600_000;
 
 export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
+  // Every source alike, before v86 compiles anything.
+  const wasm = chooseWasmTiering();
   const os = await bootOsToPrompt(o.source, (onSerial) => startMachine(o, onSerial), o.onProgress);
   const { machine, serial, counter } = os;
   let clock: EmulatorClock | undefined;
@@ -108,7 +113,7 @@ export async function runOsBench(o: OsBenchRunOptions): Promise<OsBenchRun> {
     const read = await step("R", commands.read);
     o.onProgress?.(`  ${o.source}: read ${o.ddMiB} MiB in ${(read.ms / 1000).toFixed(2)} s`);
     await machine.stop();
-    return { source: o.source, image: o.image, prepMs: os.prepMs, boot: os.boot, write, read, peakRssBytes: peakRss() };
+    return { source: o.source, image: o.image, prepMs: os.prepMs, boot: os.boot, write, read, peakRssBytes: peakRss(), wasm };
   } finally {
     clock?.uninstall();
     await os.close();

@@ -37,6 +37,7 @@
  * interrupts, and halted time waiting for the disk or idle.
  */
 import { execFileSync } from "node:child_process";
+import { describeWasmTiering } from "../v86/wasm-tiering.js";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -248,6 +249,7 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
       ? "prep: start → v86 loaded (image opened or read into memory, emulator built); boot: v86 loaded → shell prompt; MiB/s: host wall time, (dd): the guest's uptime; CPU: the process's user + system time, all threads"
       : "the page's clock: prep: Boot → v86 loaded (image opened in the worker, or the File read into memory; emulator built); boot: v86 loaded → shell prompt; MiB/s: keys typed → dd's end marker, (dd): the guest's uptime",
   );
+  for (const w of new Set(results.flatMap((r) => (r.run?.wasm ? [r.run.wasm] : [])))) lines.push(describeWasmTiering(w));
   lines.push("");
   const header = ["case", "prep s", "boot s", "boot CPU s", "boot Ginstr", "write MiB/s", "write MiB/s (dd)", "write CPU ms", "write Ginstr", "read MiB/s", "read MiB/s (dd)", "read CPU ms", "read Ginstr", "peak RSS MiB", "image check"];
   const rows: string[][] = [header];

@@ -40,6 +40,7 @@ import { measureFloor } from "./guest-cuts.js";
 import { buildsToCompare, formatPerRepRatios, formatSpread, orderFor, type Build } from "./compare-bin.js";
 import { BenchUsageError, listOption, integerOption, progress, runProgram } from "./entry.js";
 import { qemuCheckVerdict } from "./image-check.js";
+import { chooseWasmTiering, describeWasmTiering, type WasmTiering } from "../v86/wasm-tiering.js";
 
 export interface EmulatorTimeRow {
   source: "floor" | "refcow";
@@ -57,6 +58,8 @@ export interface EmulatorTimeRow {
   load1: number;
   /** With --compare-bin: which build ran it ("this" or "other"; the floor runs on this build only). */
   build?: string;
+  /** How the process compiled WebAssembly (wasm-tiering.ts): the same for every row of a run. */
+  wasm?: WasmTiering;
 }
 
 export interface EmulatorTimeOptions {
@@ -112,6 +115,8 @@ async function refcowRow(c: DiskConfig, cache: CacheMode, rep: number, dir: stri
 
 export async function runEmulatorTimeBench(o: EmulatorTimeOptions = {}): Promise<EmulatorTimeRow[]> {
   const reps = o.reps ?? 3;
+  // The floor and refcow share this process, so one choice covers both; made before v86 compiles anything.
+  const wasm = chooseWasmTiering();
   const caches = o.caches ?? ["writeback", "writethrough"];
   const sources = o.sources ?? ["floor", "refcow"];
   const cases = DISK_CONFIGS.filter((c) => !o.cases || o.cases.includes(c.name));
@@ -124,14 +129,14 @@ export async function runEmulatorTimeBench(o: EmulatorTimeOptions = {}): Promise
       for (const c of cases) {
         if (sources.includes("floor")) {
           o.onProgress?.(`[emulator-time] rep ${rep}/${reps} floor ${c.name}`);
-          rows.push(await floorRow(c, rep, o.clusters ?? 2048, o.onProgress));
+          rows.push({ ...(await floorRow(c, rep, o.clusters ?? 2048, o.onProgress)), wasm });
         }
         if (sources.includes("refcow")) {
           // Writethrough only where a target needs it (virtio/16 against virtio/1).
           for (const cache of caches.filter((m) => m === "writeback" || c.disk === "virtio")) {
             for (const build of o.builds ? orderFor(o.builds, rep) : [undefined]) {
               o.onProgress?.(`[emulator-time] rep ${rep}/${reps} refcow ${c.name} ${cache}${build ? ` (${build.label} build)` : ""}`);
-              rows.push(await refcowRow(c, cache, rep, dir, o.clusters ?? 2048, build, o.onProgress));
+              rows.push({ ...(await refcowRow(c, cache, rep, dir, o.clusters ?? 2048, build, o.onProgress)), wasm });
             }
           }
         }
@@ -180,7 +185,8 @@ export function formatBreakdown(rows: readonly EmulatorTimeRow[]): string {
     "\nµs per write (the phase's emulator-thread wall time by category ÷ its writes; median over the repetitions). " +
     "1/IOPS: µs per write inside the guest program's write loop (its own clock); wall less it is the program's start and closing sync per write. " +
     "engine: the engine's median service time; ring: the DiskClient's median less the engine's (both µs, refcow only). " +
-    `load: 1-minute load average after each run, min–max; ${os.cpus().length} CPUs.\n`
+    `load: 1-minute load average after each run, min–max; ${os.cpus().length} CPUs.\n` +
+    [...new Set(rows.flatMap((r) => (r.wasm ? [describeWasmTiering(r.wasm)] : [])))].map((l) => `${l}.\n`).join("")
   );
 }
 

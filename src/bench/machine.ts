@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { describeWasmTiering, wasmTieringFor } from "../v86/wasm-tiering.js";
 
 /**
  * refcow's version: package.json's, and the commit of the checkout when it is one (with "+changes" when the
@@ -42,5 +43,7 @@ export function machine(dir: string): Record<string, string> {
     filesystem: sh("stat", ["-f", "-c", "%T", dir]),
     node: process.version,
     qemu: sh("qemu-img", ["--version"]).split("\n")[0],
+    // What refcow's v86 processes compile WebAssembly with (they read the same environment).
+    wasm: describeWasmTiering(wasmTieringFor()),
   };
 }

@@ -16,6 +16,7 @@
  * withXhrLoader before v86 is evaluated.
  */
 import { bootOsToPrompt, peakRss, startRefcowMachine, startV86OwnMachine, type StartedMachine, type TimedStep } from "./boot-os-run.js";
+import { chooseWasmTiering } from "../v86/wasm-tiering.js";
 import { xhrCounters, type XhrCounters } from "./xhr-over-fetch.js";
 
 export const REMOTE_BOOT_SOURCES = ["refcow-url", "refcow-local", "v86-xhr"] as const;
@@ -61,6 +62,7 @@ export interface RemoteBootResult<Case extends string = string> {
 }
 
 export async function runRemoteBoot(o: RemoteBootRunOptions): Promise<RemoteBootRun> {
+  chooseWasmTiering(); // every source alike, before v86 compiles anything
   const os = await bootOsToPrompt(o.source, (onSerial) => startMachine(o, onSerial), o.onProgress);
   try {
     await os.machine.stop();

@@ -19,6 +19,7 @@
  * synchronously and a pending completion would be lost.
  */
 import { readFileSync } from "node:fs";
+import { chooseWasmTiering } from "../v86/wasm-tiering.js";
 import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "../disk/async-disk.js";
 import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
@@ -86,6 +87,7 @@ export class GuestRunner {
 
   /** Boots (or resumes `initialState`) and resolves at the command prompt. */
   static async boot(options: GuestRunnerOptions): Promise<GuestRunner> {
+    chooseWasmTiering();
     const g = new GuestRunner(options);
     try {
       await g.ready();

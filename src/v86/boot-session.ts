@@ -38,6 +38,7 @@ import { NodeFile } from "../io/node-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
+import { chooseWasmTiering } from "./wasm-tiering.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
@@ -95,6 +96,7 @@ export class BootSession {
   private closing: Promise<void> | undefined;
 
   static async open(o: BootSessionOptions): Promise<BootSession> {
+    chooseWasmTiering();
     const progress = o.onProgress ?? (() => undefined);
     if (o.overlay !== undefined && o.snapshotMode) throw new Error("--overlay keeps the guest's writes and -snapshot drops them: give one of them");
     const remote = isHttpUrl(o.image);
