@@ -15,6 +15,9 @@
  *   refcow-virtio-uncached  the same with virtio-blk's write cache off
  *   v86-buffer       the same disk raw (`refcow os-image -f raw`), in an ArrayBuffer v86 serves, IDE
  *   v86-file         the same raw file as v86's async file buffer, IDE
+ *   refcow-ide-tierup, refcow-virtio-tierup, v86-buffer-tierup  those cases with V8's default WebAssembly compilers
+ *                    (REFCOW_WASM_TIERUP=1: TurboFan on background threads; src/v86/wasm-tiering.ts) where
+ *                    every other case compiles with Liftoff only
  *   refcow-ide-4g    refcow-ide on a 4 GiB virtual image of the same contents (for the peak RSS)
  *   refcow-ide-16g   the same at 16 GiB
  *
@@ -62,6 +65,8 @@ interface BenchCase {
   source: OsBenchSource;
   format: "qcow2" | "raw";
   sizeMiB: number;
+  /** The run's process keeps V8's default WebAssembly compilers (wasm-tiering.ts). */
+  tierUp?: boolean;
 }
 
 export const OS_BENCH_CASES: readonly BenchCase[] = [
@@ -71,6 +76,9 @@ export const OS_BENCH_CASES: readonly BenchCase[] = [
   { name: "refcow-virtio-uncached", source: "refcow-virtio-uncached", format: "qcow2", sizeMiB: DD_OFFSET_MIB + DD_MIB },
   { name: "v86-buffer", source: "v86-buffer", format: "raw", sizeMiB: DD_OFFSET_MIB + DD_MIB },
   { name: "v86-file", source: "v86-file", format: "raw", sizeMiB: DD_OFFSET_MIB + DD_MIB },
+  { name: "refcow-ide-tierup", source: "refcow-ide", format: "qcow2", sizeMiB: DD_OFFSET_MIB + DD_MIB, tierUp: true },
+  { name: "refcow-virtio-tierup", source: "refcow-virtio", format: "qcow2", sizeMiB: DD_OFFSET_MIB + DD_MIB, tierUp: true },
+  { name: "v86-buffer-tierup", source: "v86-buffer", format: "raw", sizeMiB: DD_OFFSET_MIB + DD_MIB, tierUp: true },
   { name: "refcow-ide-4g", source: "refcow-ide", format: "qcow2", sizeMiB: 4096 },
   { name: "refcow-ide-16g", source: "refcow-ide", format: "qcow2", sizeMiB: 16384 },
 ];
@@ -195,7 +203,8 @@ async function runCase(c: BenchCase, rep: number, template: string, dir: string,
   const image = c.format === "qcow2" ? path.join(dir, `run-${c.name}.qcow2`) : template;
   if (image !== template) fs.copyFileSync(template, image);
   try {
-    const run = await runJsonChild<OsBenchRun>(fileURLToPath(import.meta.url), ["--run", `${c.source}:${image}`, "--memory", String(memoryMiB)]);
+    const env = { ...process.env, REFCOW_WASM_TIERUP: c.tierUp ? "1" : "" };
+    const run = await runJsonChild<OsBenchRun>(fileURLToPath(import.meta.url), ["--run", `${c.source}:${image}`, "--memory", String(memoryMiB)], env);
     const check = c.format === "qcow2" ? imageVerdict(image) : undefined;
     return { case: c.name, rep, run, check };
   } catch (e) {
@@ -311,6 +320,18 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
   if (has("refcow-virtio") && has("refcow-ide")) {
     lines.push(ratioLine("  write throughput, refcow-virtio / refcow-ide", wRate("refcow-virtio"), wRate("refcow-ide"), { op: ">=", value: 1 }));
     lines.push(ratioLine("  read throughput, refcow-virtio / refcow-ide", rRate("refcow-virtio"), rRate("refcow-ide"), { op: ">=", value: 1 }));
+  }
+  // The WebAssembly compiler choice (wasm-tiering.ts): Liftoff only (every other case) against V8's default.
+  for (const base of ["refcow-ide", "refcow-virtio", "v86-buffer"].filter((n) => has(n) && has(`${n}-tierup`))) {
+    const t = `${base}-tierup`;
+    lines.push(ratioLine(`  boot time, ${base} / ${t} (Liftoff only / V8's default)`, bootMs(base), bootMs(t)));
+    lines.push(ratioLine(`  write throughput, ${base} / ${t}`, wRate(base), wRate(t)));
+    lines.push(ratioLine(`  read throughput, ${base} / ${t}`, rRate(base), rRate(t)));
+  }
+  if (has("refcow-ide-tierup") && has("v86-buffer-tierup")) {
+    lines.push(ratioLine("  boot time, refcow-ide-tierup / v86-buffer-tierup (both V8's default)", bootMs("refcow-ide-tierup"), bootMs("v86-buffer-tierup")));
+    lines.push(ratioLine("  write throughput, refcow-ide-tierup / v86-buffer-tierup", wRate("refcow-ide-tierup"), wRate("v86-buffer-tierup")));
+    lines.push(ratioLine("  read throughput, refcow-ide-tierup / v86-buffer-tierup", rRate("refcow-ide-tierup"), rRate("v86-buffer-tierup")));
   }
   if (has("refcow-ide-4g") && has("refcow-ide-16g")) {
     const rss = (n: string) => runsOf(n).map((r) => r?.peakRssBytes);
