@@ -26,7 +26,7 @@ export { asPromise, type AsyncDisk, type DiskDone, type DiskTiming, type WriteDa
 // v86: a refcow-served image as the IDE or virtio-blk disk of any `new V86({...})` (src/v86/v86-disk.ts).
 export { RefcowV86Disk, hookDiskPolling, type V86DiskOptions, type V86DiskType } from "./v86/v86-disk.js";
 export { openV86Disk, type OpenV86DiskOptions } from "./v86/v86-disk-node.js";
-export { chooseWasmTiering, type WasmTiering } from "./v86/wasm-tiering.js";
+export { chooseWasmTiering, wasmTieringLoaded, type WasmTiering } from "./v86/wasm-tiering.js";
 export { openV86DiskOpfs, type OpenV86DiskOpfsOptions } from "./v86/v86-disk-web.js";
 export { VirtioBlk, type VirtioBlkOptions } from "./v86/virtio-blk.js";
 export type { DiskDevice, DiskOp, DiskRequestObserver, RequestCompletion, RequestSubmission } from "./v86/disk-device.js";

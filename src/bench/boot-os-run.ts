@@ -27,7 +27,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs"
 import type { V86 } from "v86";
 import { SerialConsole } from "../guest/serial-console.js";
 import { BootSession } from "../v86/boot-session.js";
-import { chooseWasmTiering, type WasmTiering } from "../v86/wasm-tiering.js";
+import { chooseWasmTiering, wasmTieringLoaded, type WasmTiering } from "../v86/wasm-tiering.js";
 import type { DiskDevice } from "../v86/disk-device.js";
 import { EmulatorClock, type EmulatorTime } from "../v86/emulator-clock.js";
 import { DiskBootMachine } from "../v86/disk-boot-machine.js";
@@ -200,6 +200,7 @@ export async function bootOsToPrompt(label: string, start: (onSerial: (bytes: Ui
   };
   try {
     await started.machine.loaded;
+    wasmTieringLoaded();
     const loadedAt = performance.now();
     const cpuAtLoad = process.cpuUsage();
     const prompt = await serial.waitFor(PROMPT, 0, BOOT_TIMEOUT_MS);

@@ -324,7 +324,7 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
   // The WebAssembly compiler choice (wasm-tiering.ts): Liftoff only (every other case) against V8's default.
   for (const base of ["refcow-ide", "refcow-virtio", "v86-buffer"].filter((n) => has(n) && has(`${n}-tierup`))) {
     const t = `${base}-tierup`;
-    lines.push(ratioLine(`  boot time, ${base} / ${t} (Liftoff only / V8's default)`, bootMs(base), bootMs(t)));
+    lines.push(ratioLine(`  boot time, ${base} / ${t} (ours / V8's default)`, bootMs(base), bootMs(t)));
     lines.push(ratioLine(`  write throughput, ${base} / ${t}`, wRate(base), wRate(t)));
     lines.push(ratioLine(`  read throughput, ${base} / ${t}`, rRate(base), rRate(t)));
   }

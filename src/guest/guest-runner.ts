@@ -19,7 +19,7 @@
  * synchronously and a pending completion would be lost.
  */
 import { readFileSync } from "node:fs";
-import { chooseWasmTiering } from "../v86/wasm-tiering.js";
+import { chooseWasmTiering, wasmTieringLoaded } from "../v86/wasm-tiering.js";
 import type { V86, V86Image } from "v86";
 import type { AsyncDisk } from "../disk/async-disk.js";
 import { guestImagePaths, v86WasmPath, type GuestImagePaths } from "./guest-image.js";
@@ -154,6 +154,7 @@ export class GuestRunner {
         }),
       ]);
       clearTimeout(loadTimer);
+      wasmTieringLoaded();
       this.machine.reattachFlush(); // after the restore of `initialState`
       if (this.warm) {
         // The guest sits in `read` at the prompt: an empty line is a ping.

@@ -38,7 +38,7 @@ import { NodeFile } from "../io/node-file.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { checkSettings, DiskBootMachine } from "./disk-boot-machine.js";
-import { chooseWasmTiering } from "./wasm-tiering.js";
+import { chooseWasmTiering, wasmTieringLoaded } from "./wasm-tiering.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
@@ -147,6 +147,7 @@ export class BootSession {
       }
       const session = new BootSession(o, pool, client, openOptions, overlayDir, { format, size, served }, initialState);
       await session.machine.loaded;
+      wasmTieringLoaded();
       return session;
     } catch (e) {
       await client?.close().catch(() => undefined);
