@@ -12,10 +12,11 @@
  * from virtio-blk, which spends its time in v86's interpreter (SeaBIOS polling the device), took 1.14–1.23×
  * as long.
  *
- * So, in two steps:
- *   chooseWasmTiering()   before `new V86`: `--no-wasm-dynamic-tiering`, so that v86.wasm, compiled next,
- *                         is compiled by TurboFan once, in full, in the background (V8 queues those
- *                         compiles when the module is compiled)
+ * So, in two steps, around every `new V86` of the process (a process may build several emulators, one after
+ * the other, and each compiles v86.wasm again unless V8 still holds the last compile):
+ *   chooseWasmTiering()   before `new V86`: `--no-liftoff-only --no-wasm-dynamic-tiering`, so that
+ *                         v86.wasm, compiled next, is compiled by TurboFan once, in full, in the background
+ *                         (V8 queues those compiles when the module is compiled)
  *   wasmTieringLoaded()   once v86 has loaded (its module compiled): `--liftoff-only`, so that every JIT
  *                         module from then on is compiled by Liftoff alone, and none is compiled again
  * (figures: README, "WebAssembly compilers"). `REFCOW_WASM_TIERUP=1` keeps V8's default throughout. refcow's
@@ -27,7 +28,6 @@ import * as v8 from "node:v8";
 export type WasmTiering = "core-optimized-jit-liftoff" | "v8-default";
 
 let chosen: WasmTiering | undefined;
-let loadedDone = false;
 
 /** The choice `env` makes (REFCOW_WASM_TIERUP set to anything but "" or "0": V8's default). */
 export function wasmTieringFor(env: NodeJS.ProcessEnv = process.env): WasmTiering {
@@ -35,19 +35,19 @@ export function wasmTieringFor(env: NodeJS.ProcessEnv = process.env): WasmTierin
   return v !== undefined && v !== "" && v !== "0" ? "v8-default" : "core-optimized-jit-liftoff";
 }
 
-/** Before `new V86`: makes the process's choice once (see the module comment) and returns it. */
+/**
+ * Before each `new V86`: the process's choice (made by its first call, from `env`; see the module comment),
+ * and with ours, the flags under which v86.wasm is compiled next. Returns the choice.
+ */
 export function chooseWasmTiering(env: NodeJS.ProcessEnv = process.env, setFlags: (flags: string) => void = v8.setFlagsFromString): WasmTiering {
-  if (chosen) return chosen;
-  chosen = wasmTieringFor(env);
-  if (chosen === "core-optimized-jit-liftoff") setFlags("--no-wasm-dynamic-tiering");
+  chosen ??= wasmTieringFor(env);
+  if (chosen === "core-optimized-jit-liftoff") setFlags("--no-liftoff-only --no-wasm-dynamic-tiering");
   return chosen;
 }
 
-/** Once v86 has loaded: from now on, Liftoff alone (when chooseWasmTiering chose so; once per process). */
+/** Once that v86 has loaded: its JIT's modules from now on by Liftoff alone (when chooseWasmTiering chose so). */
 export function wasmTieringLoaded(setFlags: (flags: string) => void = v8.setFlagsFromString): void {
-  if (chosen !== "core-optimized-jit-liftoff" || loadedDone) return;
-  loadedDone = true;
-  setFlags("--liftoff-only");
+  if (chosen === "core-optimized-jit-liftoff") setFlags("--liftoff-only");
 }
 
 /** How the process compiles WebAssembly, as a report's line says it. */
