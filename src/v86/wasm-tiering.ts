@@ -14,9 +14,10 @@
  *
  * So, in two steps, around every `new V86` of the process (a process may build several emulators, one after
  * the other, and each compiles v86.wasm again unless V8 still holds the last compile):
- *   chooseWasmTiering()   before `new V86`: `--no-liftoff-only --no-wasm-dynamic-tiering`, so that
- *                         v86.wasm, compiled next, is compiled by TurboFan once, in full, in the background
- *                         (V8 queues those compiles when the module is compiled)
+ *   chooseWasmTiering()   before `new V86`: `--no-liftoff-only --wasm-tier-up --no-wasm-dynamic-tiering`
+ *                         (`--liftoff-only` turned tier-up off with it), so that v86.wasm, compiled next, is
+ *                         compiled by TurboFan once, in full, in the background (V8 queues those compiles
+ *                         when the module is compiled)
  *   wasmTieringLoaded()   once v86 has loaded (its module compiled): `--liftoff-only`, so that every JIT
  *                         module from then on is compiled by Liftoff alone, and none is compiled again
  * (figures: README, "WebAssembly compilers"). `REFCOW_WASM_TIERUP=1` keeps V8's default throughout. refcow's
@@ -41,7 +42,7 @@ export function wasmTieringFor(env: NodeJS.ProcessEnv = process.env): WasmTierin
  */
 export function chooseWasmTiering(env: NodeJS.ProcessEnv = process.env, setFlags: (flags: string) => void = v8.setFlagsFromString): WasmTiering {
   chosen ??= wasmTieringFor(env);
-  if (chosen === "core-optimized-jit-liftoff") setFlags("--no-liftoff-only --no-wasm-dynamic-tiering");
+  if (chosen === "core-optimized-jit-liftoff") setFlags("--no-liftoff-only --wasm-tier-up --no-wasm-dynamic-tiering");
   return chosen;
 }
 
