@@ -163,7 +163,7 @@ export async function renderHtml(results: ResultsFile, answer: AnswerModel, deta
 <style>${CSS}</style></head>
 <body>
 <h1>refcow: write latency after an internal snapshot</h1>
-<p class="meta">Generated ${esc(results.generated)} · ${esc(m.cpu ?? "")} · kernel ${esc(m.kernel ?? "")} · ${esc(m.filesystem ?? "")} · Node ${esc(m.node ?? "")} · ${esc(m.qemu ?? "")}</p>
+<p class="meta">Generated ${esc(results.generated)} · ${esc(m.cpu ?? "")} · kernel ${esc(m.kernel ?? "")} · ${esc(m.filesystem ?? "")} · Node ${esc(m.node ?? "")} · ${esc(m.qemu ?? "")}${m.wasm ? ` · ${esc(m.wasm)}` : ""}</p>
 ${sections.filter(Boolean).join("\n")}
 </body></html>
 `;

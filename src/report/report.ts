@@ -220,7 +220,7 @@ function markdown(results: ResultsFile): string {
   return [
     "# refcow: write latency after an internal snapshot",
     "",
-    `Generated ${results.generated} on ${m.cpu}, kernel ${m.kernel}, ${m.filesystem}, Node ${m.node}, ${m.qemu}.`,
+    `Generated ${results.generated} on ${m.cpu}, kernel ${m.kernel}, ${m.filesystem}, Node ${m.node}, ${m.qemu}.${m.wasm ? ` ${m.wasm}.` : ""}`,
     "",
     ...shardLines(results),
     "## Answer",

@@ -38,7 +38,7 @@ describe("benchmark matrix", () => {
     expect(results.failed).toEqual([]);
     await writeOutputs(path.join(dir, "out"), results, machine(dir), { clusters: 12 });
     const saved = JSON.parse(fs.readFileSync(path.join(dir, "out", "results.json"), "utf8")) as { rows: ResultRow[]; machine: object };
-    expect(Object.keys(saved.machine).sort()).toEqual(["cpu", "filesystem", "kernel", "node", "qemu"]);
+    expect(Object.keys(saved.machine).sort()).toEqual(["cpu", "filesystem", "kernel", "node", "qemu", "wasm"]);
     const write = saved.rows.filter((r) => r.workload === "rand4k-per-cluster");
     const expected = [
       ["refcow", "eager", "ring"],
