@@ -6,8 +6,9 @@
  * (`codegen_finalize`: `WebAssembly.instantiate`). By default V8 compiles every module with its baseline
  * compiler (Liftoff) and then, function by function as they run hot, again with its optimizing compiler
  * (TurboFan) on background threads. A guest keeps producing JIT modules, so those background compiles never
- * stop: on a 2-core host they took about 12 s of CPU in a 45 s guest run, on the core the disk's worker
- * thread needs, and the emulator's thread was preempted whenever it woke that worker. With Liftoff alone
+ * stop: on a 2-core host they took about 13 s of CPU while the emulator's thread took 19, on the core the
+ * disk's worker thread needs (waking that worker took the emulator's thread 55–104 µs at the 90th
+ * percentile, against 26–28 without them). With Liftoff alone
  * (`--liftoff-only`) that CPU went, but v86's own module then ran as Liftoff code too: the demo OS's boot
  * from virtio-blk, which spends its time in v86's interpreter (SeaBIOS polling the device), took 1.14–1.23×
  * as long.
