@@ -43,4 +43,7 @@ info status, stop, cont, quit, help.
 The program ends when the guest powers off (status 0), on Ctrl-A x or the monitor's quit (0), on
 SIGTERM, SIGHUP or SIGINT (0, as QEMU), and with status 1 when the BIOS finds nothing to boot (its
 message is shown). The image is closed cleanly in every case. Progress goes to stderr.
+
+v86's own WebAssembly is compiled optimized once at start and the code its JIT makes by V8's baseline
+compiler alone (README: "WebAssembly compilers (Node)"); REFCOW_WASM_TIERUP=1 keeps V8's default.
 `;
