@@ -7,11 +7,12 @@
  * compiler (Liftoff) and then, function by function as they run hot, again with its optimizing compiler
  * (TurboFan) on background threads. A guest keeps producing JIT modules, so those background compiles never
  * stop: on a 2-core host they took about 13 s of CPU while the emulator's thread took 19, on the core the
- * disk's worker thread needs (waking that worker took the emulator's thread 55–104 µs at the 90th
- * percentile, against 26–28 without them). With Liftoff alone
- * (`--liftoff-only`) that CPU went, but v86's own module then ran as Liftoff code too: the demo OS's boot
- * from virtio-blk, which spends its time in v86's interpreter (SeaBIOS polling the device), took 1.14–1.23×
- * as long.
+ * disk's worker thread needs (one guest run, per-thread CPU time from /proc; in single diagnostic runs,
+ * waking that worker took the emulator's thread 55–104 µs at the 90th percentile, against 26–28 without
+ * them). With Liftoff alone (`--liftoff-only`) that CPU went, but v86's own module then ran as Liftoff code
+ * too: the demo OS's boot from virtio-blk, most of which is SeaBIOS reading the kernel through the device
+ * (v86 running its code, likely in v86's own module rather than JIT code), took 1.14 and 1.23× as long in a
+ * 2-repetition run.
  *
  * So, in two steps, around every `new V86` of the process (a process may build several emulators, one after
  * the other, and each compiles v86.wasm again unless V8 still holds the last compile):
