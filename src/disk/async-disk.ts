@@ -11,7 +11,10 @@
  *
  * Contract:
  *  - `size` is the virtual size in bytes.
- *  - `read(offset, length, done)` completes with exactly `length` bytes, an array the caller may keep.
+ *  - `read(offset, length, done, background, into)` completes with exactly `length` bytes, an array the
+ *    caller may keep. `background`: nobody waits for it now (a device's read-ahead), so no spinning for it.
+ *    `into`: an array of `length` bytes to read into (a caller that recycles its buffers); a disk may
+ *    complete with another array instead.
  *  - `write(offset, data, done)`: `data` is one buffer or a scatter-gather list of buffers written one
  *    after the other from `offset` (a virtio request's segments of guest memory, viewed, not copied). The
  *    disk may read `data` at any time until `done` runs; the caller must not change it meanwhile.
@@ -44,7 +47,7 @@ export type WriteData = Uint8Array | readonly Uint8Array[];
 
 export interface AsyncDisk {
   readonly size: number;
-  read(offset: number, length: number, done: DiskDone<Uint8Array>): void;
+  read(offset: number, length: number, done: DiskDone<Uint8Array>, background?: boolean, into?: Uint8Array): void;
   write(offset: number, data: WriteData, done: DiskDone, background?: boolean): void;
   flush(done: DiskDone): void;
   discard?(offset: number, length: number, done: DiskDone): void;

@@ -42,7 +42,7 @@ import { chooseWasmTiering, wasmTieringLoaded } from "./wasm-tiering.js";
 import { splitMachineState } from "./machine-state.js";
 import { probeQcow2 } from "./qcow2-probe.js";
 import { ReopenableZeroingDisk } from "./reopenable-disk.js";
-import { withWriteCache, RefcowV86Disk } from "./v86-disk.js";
+import { withDeviceCaches, RefcowV86Disk } from "./v86-disk.js";
 import type { DiskDevice } from "./disk-device.js";
 import { HdaAdapter } from "./hda-adapter.js";
 import { emulatorRingClientOptions } from "./emulator-ring-client.js";
@@ -65,7 +65,7 @@ export interface BootSessionOptions {
   overlay?: string;
   /** Start from this snapshot (its disk and machine state) instead of booting. */
   loadvm?: string;
-  /** The disk device's write cache in writeback (`withWriteCache`, v86-disk.ts); default true. */
+  /** The disk device's caches (`withDeviceCaches`, v86-disk.ts: the write cache in writeback, read-ahead); default true. */
   writeCache?: boolean;
   firmware: { bios: ArrayBuffer; vgaBios: ArrayBuffer };
   wasmPath: string;
@@ -167,7 +167,7 @@ export class BootSession {
     initialState: ArrayBuffer | undefined,
   ) {
     this.disk = new ReopenableZeroingDisk(client);
-    const disk = new RefcowV86Disk(this.disk, o.writeCache === false ? { type: o.diskType } : withWriteCache({ type: o.diskType }, o.cache));
+    const disk = new RefcowV86Disk(this.disk, o.writeCache === false ? { type: o.diskType } : withDeviceCaches({ type: o.diskType }, o.cache));
     this.device = disk.device;
     this.block = {
       device: o.diskType === "virtio" ? "virtio0" : "ide0-hd0",

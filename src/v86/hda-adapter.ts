@@ -33,10 +33,19 @@
  * which completes only after every write queued before it. A write the guest was told had completed and
  * that then fails is reported (`onError`, `failure`) and fails every later flush: the guest's fsync sees it.
  * The guest's IDE waits for none of these writes, so the engine's time overlaps the guest's own computing.
+ * Nor does the queue: a cached write is handed to the disk and the next request follows it at once (the disk
+ * serves requests in call order), so the engine's thread always has the next write in hand.
  *
- * Ordering: one request runs at a time, in submission order (a FIFO). Fire-and-forget PIO writes and a
- * following read therefore cannot overtake each other, and a flush covers every write submitted before it.
- * ATA has one command per drive (no NCQ), so this costs nothing a real drive would do in parallel.
+ * Read-ahead (`readAhead` bytes, off by default): sequential reads are read ahead into memory
+ * (read-ahead.ts), so that a guest reading front to back finds its next request answered at once. Writes
+ * drop what they overlap when they are issued; a restored machine state (`set_state`,
+ * `invalidateCallbacks`: loadvm applies the snapshot's disk first) drops it all.
+ *
+ * Ordering: requests are issued in submission order (a FIFO), each after the one before it has finished —
+ * except after a cached write, which nobody waits for. Fire-and-forget PIO writes and a following read
+ * therefore cannot overtake each other. A flush is issued only once every request before it has finished,
+ * so it covers every write submitted before it. ATA has one command per drive (no NCQ), so this costs
+ * nothing a real drive would do in parallel.
  *
  * Measurement: the adapter keeps none. Its `observer` (disk-device.ts), when set, is told of each request
  * at submission (v86's call) and at completion (the disk's callback, before the guest's), with the start
@@ -46,6 +55,7 @@
  */
 import type { AsyncDisk, DiskTiming } from "../disk/async-disk.js";
 import { lostWriteError, type DiskDevice, type DiskOp, type DiskRequestObserver } from "./disk-device.js";
+import { ReadAhead } from "./read-ahead.js";
 
 export interface HdaAdapterOptions {
   /** Told of every request (see disk-device.ts); settable later as `observer`. */
@@ -59,6 +69,8 @@ export interface HdaAdapterOptions {
    * cache, see the top; writeback cache mode only). Default 0: every write waits for the disk.
    */
   writeCache?: number;
+  /** Bytes read ahead of a sequential reader (see the top and read-ahead.ts). Default 0: none. */
+  readAhead?: number;
 }
 
 type ReadCb = (data: Uint8Array) => void;
@@ -79,6 +91,8 @@ interface Request {
   depth: number;
   /** A write the guest was told had completed when it was queued (the write cache), and when. */
   toldAt?: number;
+  /** Its place in the queue (0, 1, ...). */
+  seq: number;
 }
 
 const SECTOR = 512;
@@ -102,9 +116,10 @@ export class HdaAdapter implements DiskDevice {
 
   private readonly queue: Request[] = [];
   private head = 0;
-  private running = false;
+  /** Requests issued to the disk and not finished: the awaited one (`current`) and cached writes. */
+  private inFlight = 0;
   private pumping = false;
-  /** The request being served and when its service started. */
+  /** The request the queue waits for (any but a cached write) and when its service started. */
   private current: Request | undefined;
   private currentStarted = 0;
   /** Reap completions with the disk's poll() from v86's run loop. */
@@ -116,12 +131,18 @@ export class HdaAdapter implements DiskDevice {
   /** A write the guest saw complete failed: every later flush fails with it. */
   private lostWrite: Error | undefined;
   private idleWaiters: Array<() => void> = [];
-  /** Requests queued so far, and those finished (completed, failed or dropped): the queue is a FIFO. */
+  /**
+   * Requests queued so far, and how many of the first ones have all finished (completed, failed or dropped).
+   * Cached writes may finish out of order on a disk that completes so; `finishedOutOfOrder` holds the
+   * sequence numbers finished ahead of an earlier one.
+   */
   private queuedCount = 0;
   private finishedCount = 0;
+  private readonly finishedOutOfOrder = new Set<number>();
   private settleWaiters: Array<{ count: number; resolve: () => void }> = [];
   private generation = 0;
   private mbr: Uint8Array | undefined;
+  private readonly reader: ReadAhead | undefined;
 
   constructor(
     readonly disk: AsyncDisk,
@@ -133,6 +154,7 @@ export class HdaAdapter implements DiskDevice {
     this.polls = (options.pollCompletions ?? true) && typeof disk.poll === "function";
     this.copyDma = !(options.dmaWithoutCopy ?? true);
     this.writeCache = Math.max(0, options.writeCache ?? 0);
+    this.reader = (options.readAhead ?? 0) > 0 ? new ReadAhead(disk, options.readAhead) : undefined;
   }
 
   // ---- v86 interface --------------------------------------------------------------------------------
@@ -187,6 +209,7 @@ export class HdaAdapter implements DiskDevice {
   set_state(state: unknown[]): void {
     // Completions of requests issued before the restore belong to a machine state that no longer exists.
     this.generation++;
+    this.reader?.clear();
     if (!Array.isArray(state) || state[0] !== this.byteLength) {
       this.fail(new Error(`hda set_state: saved disk size ${String(Array.isArray(state) ? state[0] : state)} != ${this.byteLength}`), "read", 0, 0);
     }
@@ -201,11 +224,11 @@ export class HdaAdapter implements DiskDevice {
 
   /** Requests queued or running. */
   get pending(): number {
-    return this.queue.length - this.head + (this.running ? 1 : 0);
+    return this.queue.length - this.head + this.inFlight;
   }
 
   get idle(): boolean {
-    return !this.running && this.queue.length === this.head;
+    return this.inFlight === 0 && this.queue.length === this.head;
   }
 
   /** Resolves when no request is queued or running. */
@@ -225,8 +248,13 @@ export class HdaAdapter implements DiskDevice {
     return new Promise((resolve) => this.settleWaiters.push({ count, resolve }));
   }
 
-  private finished(): void {
+  private finished(req: Request): void {
+    if (req.seq !== this.finishedCount) {
+      this.finishedOutOfOrder.add(req.seq);
+      return;
+    }
     this.finishedCount++;
+    while (this.finishedOutOfOrder.delete(this.finishedCount)) this.finishedCount++;
     if (this.settleWaiters.length === 0) return;
     const ready = this.settleWaiters.filter((w) => w.count <= this.finishedCount);
     this.settleWaiters = this.settleWaiters.filter((w) => w.count > this.finishedCount);
@@ -239,9 +267,9 @@ export class HdaAdapter implements DiskDevice {
    * to the disk's spin budget, less what the request in flight has taken already, for its completion.
    */
   pollFromEmulator(halted: boolean): void {
-    if (!this.polls || !this.current) return;
+    if (!this.polls || this.inFlight === 0) return;
     let spin = 0;
-    if (halted && this.current.toldAt === undefined) {
+    if (halted && this.current) {
       // (A cached write is waited for by nobody: reap what is there, but spin for none.)
       const left = (this.disk.spinBudgetMs ?? 0) - (performance.now() - this.currentStarted);
       if (left > 0) spin = left;
@@ -252,11 +280,12 @@ export class HdaAdapter implements DiskDevice {
   /** Drop the callbacks of every request submitted so far (they still run against the disk). */
   invalidateCallbacks(): void {
     this.generation++;
+    this.reader?.clear();
   }
 
   // ---- queue ------------------------------------------------------------------------------------------
 
-  private submit(r: Omit<Request, "token" | "submitted" | "generation" | "depth">): Request | undefined {
+  private submit(r: Omit<Request, "token" | "submitted" | "generation" | "depth" | "seq">): Request | undefined {
     const req = r as Request;
     req.submitted = performance.now();
     req.generation = this.generation;
@@ -266,7 +295,7 @@ export class HdaAdapter implements DiskDevice {
       return undefined;
     }
     this.queue.push(req);
-    this.queuedCount++;
+    req.seq = this.queuedCount++;
     req.depth = this.pending;
     if (this.observer) {
       const pio = req.op === "write" && this.reusedBuffer ? req.pio : undefined;
@@ -276,29 +305,30 @@ export class HdaAdapter implements DiskDevice {
     return req;
   }
 
-  /** Starts queued requests, one at a time; a completion calls it again. */
+  /** Starts queued requests, each after the one before has finished (but a cached write); a completion calls it again. */
   private pump(): void {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (!this.running && this.head < this.queue.length) {
+      while (!this.current && this.head < this.queue.length) {
         const req = this.queue[this.head]!;
+        // A flush covers what completed before it was issued: it waits for the cached writes in flight.
+        if (req.op === "flush" && this.inFlight > 0) break;
         this.queue[this.head++] = undefined as unknown as Request;
         if (this.head > 1024 && this.head * 2 > this.queue.length) {
           this.queue.splice(0, this.head);
           this.head = 0;
         }
         if (req.op === "read" && req.signal?.aborted) {
-          this.finished(); // the IDE was reset; nobody waits for it
+          this.finished(req); // the IDE was reset; nobody waits for it
           continue;
         }
-        this.running = true;
         this.start(req);
       }
     } finally {
       this.pumping = false;
     }
-    if (!this.running && this.head === this.queue.length) {
+    if (this.idle) {
       this.queue.length = 0;
       this.head = 0;
       const waiters = this.idleWaiters;
@@ -308,20 +338,29 @@ export class HdaAdapter implements DiskDevice {
   }
 
   private start(req: Request): void {
-    this.current = req;
-    const started = (this.currentStarted = performance.now());
+    this.inFlight++;
+    const started = performance.now();
+    if (req.toldAt === undefined) {
+      this.current = req;
+      this.currentStarted = started;
+    }
     const done = (err: Error | undefined, data: Uint8Array | undefined | void, timing: DiskTiming | undefined) => this.finish(req, started, err, data ?? undefined, timing);
     try {
-      if (req.op === "read") this.disk.read(req.offset, req.length, done);
-      else if (req.op === "write") this.disk.write(req.offset, req.data!, done, req.toldAt !== undefined);
-      else this.disk.flush(done);
+      if (req.op === "read") {
+        if (this.reader) this.reader.read(req.offset, req.length, done);
+        else this.disk.read(req.offset, req.length, done);
+      } else if (req.op === "write") {
+        this.reader?.written(req.offset, req.length);
+        this.disk.write(req.offset, req.data!, done, req.toldAt !== undefined);
+      } else this.disk.flush(done);
     } catch (e) {
       done(e instanceof Error ? e : new Error(String(e)), undefined, undefined);
     }
   }
 
   private finish(req: Request, started: number, err: Error | undefined, result: Uint8Array | undefined, timing: DiskTiming | undefined): void {
-    this.current = undefined;
+    this.inFlight--;
+    if (this.current === req) this.current = undefined;
     if (!err && req.op === "read" && result?.length !== req.length) err = new Error(`disk read returned ${result?.length ?? 0} bytes, ${req.length} asked`);
     if (req.toldAt !== undefined) {
       this.cachedBytes -= req.length;
@@ -342,8 +381,7 @@ export class HdaAdapter implements DiskDevice {
         }
       }
     }
-    this.running = false;
-    this.finished();
+    this.finished(req);
     this.pump();
   }
 

@@ -47,10 +47,10 @@ export class ReopenableDisk implements AsyncDisk {
     this.current = new ServedAsyncDisk(client.ring);
   }
 
-  read(offset: number, length: number, done: DiskDone<Uint8Array>): void {
+  read(offset: number, length: number, done: DiskDone<Uint8Array>, background?: boolean, into?: Uint8Array): void {
     const d = this.current;
     if (!d) return done(this.closedError(), undefined, undefined);
-    d.read(offset, length, done);
+    d.read(offset, length, done, background, into);
   }
 
   write(offset: number, data: WriteData, done: DiskDone, background?: boolean): void {

@@ -10,7 +10,7 @@ import { ImagePool, type ServedImageOptions } from "../worker/pool.js";
 import { ServedAsyncDisk } from "../worker/served-async-disk.js";
 import { isHttpUrl } from "../io/http-object.js";
 import { ensureOverlay } from "../open/persistent-overlay.js";
-import { withWriteCache, RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
+import { withDeviceCaches, RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
 /**
@@ -45,7 +45,7 @@ export async function openV86Disk(path: string, options: OpenV86DiskOptions = {}
     });
     const size = client.size;
     if (size % 512 !== 0) throw new Error(`'${path}' has a virtual size of ${size} bytes, not a multiple of 512`);
-    return new RefcowV86Disk(new ServedAsyncDisk(client.ring), withWriteCache(options, options.cache ?? "writeback"), async () => {
+    return new RefcowV86Disk(new ServedAsyncDisk(client.ring), withDeviceCaches(options, options.cache ?? "writeback"), async () => {
       await client.close();
       await pool.destroy();
     });

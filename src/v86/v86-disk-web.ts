@@ -7,7 +7,7 @@
 import type { ImageOpenOptions } from "../engine/types.js";
 import { WebImageHost, type WebImageOptions } from "../worker/web-host.js";
 import { ServedAsyncDisk } from "../worker/served-async-disk.js";
-import { withWriteCache, RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
+import { withDeviceCaches, RefcowV86Disk, type V86DiskOptions } from "./v86-disk.js";
 import { emulatorRingClientOptions } from "./emulator-ring-client.js";
 
 /** `scheme` (default "eager") and `cache` (default "writeback") are ImageOpenOptions', as for openV86Disk. */
@@ -27,7 +27,7 @@ export async function openV86DiskOpfs(file: string, options: OpenV86DiskOpfsOpti
     scheme: options.scheme ?? "eager",
     cache: options.cache ?? "writeback",
   });
-  return new RefcowV86Disk(new ServedAsyncDisk(client.ring), withWriteCache(options, options.cache ?? "writeback"), async () => {
+  return new RefcowV86Disk(new ServedAsyncDisk(client.ring), withDeviceCaches(options, options.cache ?? "writeback"), async () => {
     await client.close();
     host.terminate();
   });

@@ -32,6 +32,7 @@ import type { DiskDevice, DiskRequestObserver } from "./disk-device.js";
 import { HdaAdapter, type HdaAdapterOptions } from "./hda-adapter.js";
 import { hdaDrive, installHonestFlush } from "./ide-flush.js";
 import { joinMachineState, splitMachineState } from "./machine-state.js";
+import { DEFAULT_READ_AHEAD_BYTES } from "./read-ahead.js";
 import { VirtioBlk, type VirtioBlkOptions, type VirtioBlkState } from "./virtio-blk.js";
 import { attachVirtioBlk, type VirtioAttachOptions } from "./virtio-blk-v86.js";
 
@@ -51,15 +52,21 @@ export interface V86DiskOptions {
 }
 
 /**
- * The devices' write cache (hda-adapter.ts, virtio-blk.ts) for an image served in cache mode `cache`, as
- * `refcow boot`, the page and `openV86Disk` set it: on in writeback (and unsafe), where a write completes
- * before it is durable anyway; off in writethrough, where completed means durable. 8 MiB bounds the writes
- * the guest may be ahead of the engine by. The research harness (src/guest) leaves it off: it measures what
- * each guest request costs. Options the caller gives win.
+ * The devices' caches for an image served in cache mode `cache`, as `refcow boot`, the page and
+ * `openV86Disk` set them:
+ *  - the write cache (hda-adapter.ts, virtio-blk.ts): on in writeback (and unsafe), where a write completes
+ *    before it is durable anyway; off in writethrough, where completed means durable. 8 MiB bounds the
+ *    writes the guest may be ahead of the engine by;
+ *  - read-ahead (read-ahead.ts), 2 MiB past a sequential reader, in every cache mode (it holds no write):
+ *    a guest reading front to back has one request in flight, on IDE (one command per drive) as on
+ *    virtio-blk (`dd` with O_DIRECT).
+ * The research harness (src/guest) leaves both off: it measures what each guest request costs. Options the
+ * caller gives win.
  */
-export function withWriteCache(options: V86DiskOptions, cache: CacheMode): V86DiskOptions {
+export function withDeviceCaches(options: V86DiskOptions, cache: CacheMode): V86DiskOptions {
   const writeCache = cache === "writethrough" ? 0 : 8 * 2 ** 20;
-  return { ...options, ide: { writeCache, ...options.ide }, virtio: { writeCache, ...options.virtio } };
+  const readAhead = DEFAULT_READ_AHEAD_BYTES;
+  return { ...options, ide: { writeCache, readAhead, ...options.ide }, virtio: { writeCache, readAhead, ...options.virtio } };
 }
 
 /** One disk for one emulator. */

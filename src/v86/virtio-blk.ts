@@ -51,6 +51,13 @@
  * still covers every write the guest saw complete; a cached write that fails is reported (`failure`,
  * `onError`) and every later FLUSH completes with IOERR.
  *
+ * ## Read-ahead
+ *
+ * With `readAhead` bytes (off by default; on for `refcow boot`, the page and `openV86Disk`), a sequential
+ * reader's next pieces are read ahead (read-ahead.ts) and its requests answered from them. A write, discard
+ * or write-zeroes drops what it overlaps when it is issued, so every request issued after it sees it; a
+ * restored state drops it all.
+ *
  * ## Bad input
  *
  * Nothing the guest puts in its queues throws into the emulator. A descriptor outside guest RAM (or in the
@@ -63,6 +70,7 @@
 import { gatherWrite, writeLength, type AsyncDisk, type DiskDone, type DiskTiming } from "../disk/async-disk.js";
 import { lostWriteError, type DiskDevice, type DiskOp, type DiskRequestObserver } from "./disk-device.js";
 import { configSpace, CONFIG_SIZE, F_EVENT_IDX, F_NOTIFY_ON_EMPTY, offeredFeatures, REG, STATUS_NEEDS_RESET } from "./virtio-blk-pci.js";
+import { ReadAhead } from "./read-ahead.js";
 import { QUEUE_SIZE, readPrefix, scatter, segmentBytes, viewSegments, Virtqueue, type Chain, type GuestMemory, type Segment } from "./virtqueue.js";
 
 // ---- request types and status (virtio 1.2 §5.2.6; Linux include/uapi/linux/virtio_blk.h) ----------------
@@ -109,6 +117,8 @@ export interface VirtioBlkOptions {
   eventIdx?: boolean;
   /** Bytes of writes that may be on their way to the disk after the guest saw them complete (see the top). Default 0. */
   writeCache?: number;
+  /** Bytes read ahead of a sequential reader (see the top and read-ahead.ts). Default 0: none. */
+  readAhead?: number;
 }
 
 /** A write the guest saw complete, on its way to the disk. */
@@ -173,6 +183,7 @@ export class VirtioBlk implements DiskDevice {
   /** Flushes waiting for the requests submitted before them. */
   private readonly waitingFlushes: Array<{ req: Pending; before: Set<Pending | CachedWrite> }> = [];
   private readonly writeCache: number;
+  private readonly reader: ReadAhead | undefined;
   /** Cached writes on their way to the disk, and their bytes. */
   private readonly cached = new Set<CachedWrite>();
   private cachedBytes = 0;
@@ -200,6 +211,7 @@ export class VirtioBlk implements DiskDevice {
     this.polls = (options.pollCompletions ?? true) && typeof disk.poll === "function";
     this.serial = new TextEncoder().encode((options.serial ?? "refcow").slice(0, GET_ID_BYTES));
     this.writeCache = Math.max(0, options.writeCache ?? 0);
+    this.reader = (options.readAhead ?? 0) > 0 ? new ReadAhead(disk, options.readAhead) : undefined;
     const layout = {
       size: disk.size,
       hasDiscard: typeof disk.discard === "function",
@@ -442,6 +454,7 @@ export class VirtioBlk implements DiskDevice {
         req.length = payloadBytes;
         if (payloadBytes % SECTOR !== 0 || !inDisk(req.offset, payloadBytes) || dataOut.length !== 0) return this.complete(req, S_IOERR, 0);
         if (payloadBytes === 0) return this.complete(req, S_OK, 0);
+        this.reader?.written(req.offset, payloadBytes);
         if (this.writeCache > 0 && this.cachedBytes + payloadBytes <= this.writeCache) return this.writeCached(req, payload, payloadBytes);
         // The guest's buffers go to the disk as they are: the driver leaves them alone until completion.
         return this.issue(req, (done) => this.disk.write(req.offset, payload, done));
@@ -477,6 +490,7 @@ export class VirtioBlk implements DiskDevice {
         }
         req.offset = segs[0]!.off;
         req.length = segs.reduce((a, x) => a + x.len, 0);
+        for (const x of segs) this.reader?.written(x.off, x.len);
         const disk = this.disk;
         return this.issue(req, (done) => {
           // Every segment at once; the request completes with the last, failed if one failed.
@@ -509,7 +523,8 @@ export class VirtioBlk implements DiskDevice {
       this.complete(req, S_OK, n, timing);
     };
     try {
-      this.disk.read(req.offset, req.length, onData);
+      if (this.reader) this.reader.read(req.offset, req.length, onData);
+      else this.disk.read(req.offset, req.length, onData);
     } catch (e) {
       onData(asError(e), undefined, undefined);
     }
@@ -661,6 +676,7 @@ export class VirtioBlk implements DiskDevice {
   /** Requests submitted so far complete nowhere (a state restore replaced the machine they belong to). */
   invalidateCallbacks(): void {
     this.generation++;
+    this.reader?.clear();
     for (const p of this.outstanding) p.done = true;
     this.outstanding.length = 0;
     this.waitingFlushes.length = 0;

@@ -18,7 +18,7 @@
 import type { ImageOpenOptions, SnapshotInfo } from "../engine/types.js";
 import { checkSettings, DiskBootMachine } from "../v86/disk-boot-machine.js";
 import { splitMachineState } from "../v86/machine-state.js";
-import { withWriteCache, RefcowV86Disk, type V86DiskType } from "../v86/v86-disk.js";
+import { withDeviceCaches, RefcowV86Disk, type V86DiskType } from "../v86/v86-disk.js";
 import type { DiskClient } from "../worker/disk-client.js";
 import type { WebImageHost } from "../worker/web-host.js";
 import { copyFile } from "./opfs-store.js";
@@ -69,7 +69,7 @@ export class OsSession {
     private readonly disk: ReopenableDisk,
   ) {
     this.size = disk.size;
-    const v86Disk = new RefcowV86Disk(disk, withWriteCache({ type: o.diskType }, o.cache ?? "writeback"));
+    const v86Disk = new RefcowV86Disk(disk, withDeviceCaches({ type: o.diskType }, o.cache ?? "writeback"));
     this.machine = new DiskBootMachine({
       disk: v86Disk,
       firmware: o.firmware,

@@ -25,14 +25,14 @@ export class ServedAsyncDisk implements AsyncDisk {
     return this.ring.size;
   }
 
-  read(offset: number, length: number, done: DiskDone<Uint8Array>): void {
+  read(offset: number, length: number, done: DiskDone<Uint8Array>, background = false, into?: Uint8Array): void {
     let buf: Uint8Array;
     try {
-      buf = new Uint8Array(checkLen(length));
+      buf = into?.length === length ? into : new Uint8Array(checkLen(length));
     } catch (e) {
       return done(e as Error, undefined, undefined);
     }
-    this.ring.submit("read", (op) => readChunks(this.ring, op, buf, offset), (err, _v, t) => done(err, err ? undefined : buf, timingOf(t)));
+    this.ring.submit("read", (op) => readChunks(this.ring, op, buf, offset), (err, _v, t) => done(err, err ? undefined : buf, timingOf(t)), false, background);
   }
 
   write(offset: number, data: WriteData, done: DiskDone, background = false): void {

@@ -28,9 +28,11 @@ class LoggingDisk implements AsyncDisk {
   get size() {
     return this.inner.size;
   }
+  /** The end of the last request: requests are served in call order, as the AsyncDisk contract says. */
+  private served: Promise<void> = Promise.resolve();
   private after(ms: number | undefined, f: () => void) {
-    if (ms) setTimeout(f, ms);
-    else f();
+    if (!ms) return f();
+    this.served = this.served.then(() => new Promise<void>((resolve) => setTimeout(() => (f(), resolve()), ms)));
   }
   read(o: number, l: number, done: DiskDone<Uint8Array>) {
     this.log.push(`read ${o}+${l} start`);

@@ -52,17 +52,18 @@ const opArb: fc.Arbitrary<Op> = fc.record({
 });
 
 describe("IDE write cache against a byte array", () => {
-  it("every read returns what the guest wrote before it, and every flush covers the writes before it", async () => {
+  it("every read returns what the guest wrote before it, and every flush covers the writes before it (with and without read-ahead)", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.array(opArb, { minLength: 1, maxLength: 60 }),
         fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 8 }),
         fc.constantFrom(2 * SECTOR, 8 * SECTOR, 64 * SECTOR),
-        async (ops, delays, cacheBytes) => {
+        fc.constantFrom(0, 8 * SECTOR, 48 * SECTOR),
+        async (ops, delays, cacheBytes, readAhead) => {
           const model = new Uint8Array(DISK);
           const mem = new MemoryAsyncDisk(DISK);
           const disk = delayedDisk(mem, delays);
-          const a = new HdaAdapter(disk, { writeCache: cacheBytes });
+          const a = new HdaAdapter(disk, { writeCache: cacheBytes, readAhead });
           a.reusedBuffer = () => false; // DMA writes: the write cache applies
           const errors: string[] = [];
           a.onError = (e) => errors.push(e.message);
@@ -131,6 +132,33 @@ describe("IDE write cache against a byte array", () => {
     for (let i = 0; i < 8; i++) a.set(i * SECTOR, new Uint8Array(SECTOR).fill(i + 1), () => undefined);
     await a.whenIdle();
     expect(disk.backgroundWrites).toBe(4); // the first 4 fit the cache; the rest were waited for
+  });
+
+  it("keeps the disk busy with the cached writes: they are in flight together, and a flush waits for all of them", async () => {
+    const mem = new MemoryAsyncDisk(DISK);
+    let inFlight = 0;
+    let most = 0;
+    const order: string[] = [];
+    const disk: AsyncDisk = {
+      size: DISK,
+      read: (o, l, done) => mem.read(o, l, done),
+      write(o, d, done) {
+        most = Math.max(most, ++inFlight);
+        mem.write(o, d, () => setTimeout(() => (inFlight--, order.push(`write ${o / SECTOR}`), done(undefined, undefined, undefined)), 2));
+      },
+      flush(done) {
+        order.push(`flush issued with ${inFlight} writes in flight`);
+        mem.flush(done);
+      },
+    };
+    const a = new HdaAdapter(disk, { writeCache: 64 * SECTOR });
+    a.reusedBuffer = () => false;
+    let told = 0;
+    for (let i = 0; i < 4; i++) a.set(i * SECTOR, new Uint8Array(SECTOR).fill(i + 1), () => told++);
+    expect(told).toBe(4);
+    await new Promise<void>((resolve) => a.flush(resolve));
+    expect(most).toBe(4);
+    expect(order).toEqual(["write 0", "write 1", "write 2", "write 3", "flush issued with 0 writes in flight"]);
   });
 
   it("settled() waits for the writes the guest saw complete, not for what the guest queues after", async () => {

@@ -158,6 +158,34 @@ describe("virtio-blk device", () => {
     expect(d.ram.bytes[b + 1023]).toBe(9);
   });
 
+  it("read-ahead: a sequential reader's reads are answered from units read ahead; a write issued before a read is seen by it", async () => {
+    const disk = new ManualDisk(8 * MiB);
+    disk.auto = true;
+    for (let i = 0; i < 64; i++) disk.bytes.fill(i + 1, i * 16384, (i + 1) * 16384);
+    const d = new Driver(disk, 0xffffffff, { readAhead: 64 * 1024 });
+    const read = async (sector: number, len: number) => {
+      const at = d.alloc(len);
+      const { status } = d.request(T_IN, sector, [{ addr: at, len, write: true }]);
+      await settle();
+      expect(d.ram.bytes[status]).toBe(S_OK);
+      return d.ram.bytes.slice(at, at + len);
+    };
+    await read(0, 16384);
+    await read(32, 16384); // sequential: [32K, 96K) read ahead as 16 KiB units (an eighth of the window is 8 KiB)
+    expect(disk.log.filter((l) => l.startsWith("start r"))).toEqual(["start r0", "start r16384", "start r32768", "start r49152", "start r65536", "start r81920"]);
+    const before = disk.log.length;
+    const third = await read(64, 16384);
+    expect(third.every((b) => b === 3)).toBe(true);
+    expect(disk.log.slice(before).filter((l) => l === "start r32768")).toEqual([]); // answered from the unit
+    // A write into the window, then the read of that range: the device issues the write first, the read sees it.
+    const w = d.request(T_OUT, 96, [d.fill(512, 0xee)]);
+    await settle();
+    expect(d.ram.bytes[w.status]).toBe(S_OK);
+    const fourth = await read(96, 16384);
+    expect(fourth[0]).toBe(0xee);
+    expect(fourth[512]).toBe(4);
+  });
+
   it("issues a flush only after every request submitted before it completed", async () => {
     const disk = new ManualDisk(8 * MiB);
     const d = new Driver(disk);
