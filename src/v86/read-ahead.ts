@@ -73,6 +73,8 @@ export class ReadAhead {
   private waiters: Waiter[] = [];
   /** Arrays of units nobody holds any more: reused for new units. */
   private pool: Uint8Array[] = [];
+  /** Where a read that spans units is gathered. */
+  private scratch = new Uint8Array(0);
   /** Reads answered from units, and units read (for tests and diagnostics). */
   hits = 0;
   unitsIssued = 0;
@@ -255,14 +257,16 @@ export class ReadAhead {
     }
   }
 
-  /** The read's bytes from its units: a view when one unit holds them. */
+  /** The read's bytes from its units: a view of the unit when one holds them. */
   private gather(w: Waiter): Uint8Array {
     const end = w.offset + w.length;
     if (w.units.length === 1) {
       const u = w.units[0]!;
       return u.data!.subarray(w.offset - u.offset, end - u.offset);
     }
-    const out = new Uint8Array(w.length);
+    // Several units: gathered into one array kept for the purpose (a view valid during `done`, as above).
+    if (this.scratch.length < w.length) this.scratch = new Uint8Array(w.length);
+    const out = this.scratch.subarray(0, w.length);
     for (const u of w.units) {
       const from = Math.max(u.offset, w.offset);
       const to = Math.min(u.end, end);
