@@ -7,10 +7,10 @@
  * Sources of the disk, everything else the same (v86 build, firmware, RAM, no kernel handed to v86):
  *   refcow-ide      the qcow2 image served by refcow from a worker thread (BootSession, as `refcow boot`),
  *                   v86's IDE primary master
- *   refcow-ide-uncached  the same with the IDE drive's write cache off (every write waits for the engine,
- *                   as in `refcow run`): what the write cache changes, in the same run
+ *   refcow-ide-uncached  the same with the IDE drive's caches off (no write cache: every write waits for the
+ *                   engine; no read-ahead; as in `refcow run`): what the caches change, in the same run
  *   refcow-virtio   the same through refcow's virtio-blk device
- *   refcow-virtio-uncached  the same with virtio-blk's write cache off
+ *   refcow-virtio-uncached  the same with virtio-blk's caches off
  *   v86-buffer      the raw image read into an ArrayBuffer that v86 serves itself (`hda: { buffer }`), IDE
  *   v86-file        the raw image as v86's own async file buffer (`hda: { url, async: true }`: in Node it
  *                   reads ranges with fs/promises; writes stay in its memory), IDE

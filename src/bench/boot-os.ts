@@ -10,9 +10,9 @@
  *
  * Cases (--cases; default all):
  *   refcow-ide       qcow2 (`refcow os-image -f qcow2`, 1 GiB + 64 MiB), served by refcow, IDE
- *   refcow-ide-uncached  the same with the IDE drive's write cache off (what it changes)
+ *   refcow-ide-uncached  the same with the IDE drive's caches off: write cache and read-ahead (what they change)
  *   refcow-virtio    the same qcow2 through refcow's virtio-blk device
- *   refcow-virtio-uncached  the same with virtio-blk's write cache off
+ *   refcow-virtio-uncached  the same with virtio-blk's caches off
  *   v86-buffer       the same disk raw (`refcow os-image -f raw`), in an ArrayBuffer v86 serves, IDE
  *   v86-file         the same raw file as v86's async file buffer, IDE
  *   refcow-ide-tierup, refcow-virtio-tierup, v86-buffer-tierup  those cases with V8's default WebAssembly compilers
@@ -310,12 +310,12 @@ export function formatReport(names: readonly string[], results: readonly CaseRes
     if (has("refcow-virtio")) lines.push(ratioLine(`  boot time, refcow-virtio / ${base}`, bootMs("refcow-virtio"), bootMs(base)));
   }
   if (has("refcow-ide") && has("refcow-ide-uncached")) {
-    lines.push(ratioLine("  write throughput, refcow-ide / refcow-ide-uncached (the write cache)", wRate("refcow-ide"), wRate("refcow-ide-uncached")));
-    lines.push(ratioLine("  read throughput, refcow-ide / refcow-ide-uncached (the write cache)", rRate("refcow-ide"), rRate("refcow-ide-uncached")));
+    lines.push(ratioLine("  write throughput, refcow-ide / refcow-ide-uncached (the devices' caches)", wRate("refcow-ide"), wRate("refcow-ide-uncached")));
+    lines.push(ratioLine("  read throughput, refcow-ide / refcow-ide-uncached (the devices' caches)", rRate("refcow-ide"), rRate("refcow-ide-uncached")));
   }
   if (has("refcow-virtio") && has("refcow-virtio-uncached")) {
-    lines.push(ratioLine("  write throughput, refcow-virtio / refcow-virtio-uncached (the write cache)", wRate("refcow-virtio"), wRate("refcow-virtio-uncached")));
-    lines.push(ratioLine("  read throughput, refcow-virtio / refcow-virtio-uncached (the write cache)", rRate("refcow-virtio"), rRate("refcow-virtio-uncached")));
+    lines.push(ratioLine("  write throughput, refcow-virtio / refcow-virtio-uncached (the devices' caches)", wRate("refcow-virtio"), wRate("refcow-virtio-uncached")));
+    lines.push(ratioLine("  read throughput, refcow-virtio / refcow-virtio-uncached (the devices' caches)", rRate("refcow-virtio"), rRate("refcow-virtio-uncached")));
   }
   if (has("refcow-virtio") && has("refcow-ide")) {
     lines.push(ratioLine("  write throughput, refcow-virtio / refcow-ide", wRate("refcow-virtio"), wRate("refcow-ide"), { op: ">=", value: 1 }));
