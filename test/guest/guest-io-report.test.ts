@@ -19,20 +19,36 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const source = path.resolve(__dirname, "../../guest-images/refcow-io.c");
 const binary = path.join(dir, "refcow-io");
 
-function build(): boolean {
+function compile(): boolean {
   const flags = ["-m32", "-Os", "-static", "-nostdlib", "-ffreestanding", "-fno-pic", "-fno-pie", "-no-pie", "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-o", binary, source];
-  if (spawnSync("cc", flags, { stdio: "ignore" }).status !== 0) return false;
-  return spawnSync(binary, [], { stdio: "ignore" }).status === 2; // runs, and refuses no arguments
+  return spawnSync("cc", flags, { stdio: "ignore" }).status === 0;
 }
-/** Why the real program cannot run here (off CI only: under CI it must), or undefined when it can. */
+/** Runs the program without arguments: it refuses them with its usage line and status 2. */
+function runBare(): { runs: boolean; stderr: string } {
+  const r = spawnSync(binary, [], { encoding: "utf8" });
+  return { runs: r.status === 2 && r.stderr.includes("usage: refcow-io"), stderr: r.stderr ?? "" };
+}
+/**
+ * Why the real program cannot run here, or undefined when it can. Off CI: not an x86-64 Linux, or no C
+ * compiler. Anywhere: a kernel that cannot execute i386 programs (built without IA32 emulation), where
+ * exec fails with ENOEXEC and libc hands the file to /bin/sh, which reports a syntax error; the guest's
+ * tests still run the program, in the guest.
+ */
 function notRunnable(): string | undefined {
-  if (process.env.CI) return undefined;
-  if (process.platform !== "linux" || os.arch() !== "x64") return `refcow-io is an i386 Linux program, run here on the host: it needs an x86-64 Linux, not ${process.platform}/${os.arch()}`;
-  if (spawnSync("cc", ["--version"], { stdio: "ignore" }).status !== 0) return "no C compiler (cc) on this machine: refcow-io is not built here, and the guest image's workloads use their busybox dd fallback";
+  if (!process.env.CI) {
+    if (process.platform !== "linux" || os.arch() !== "x64") return `refcow-io is an i386 Linux program, run here on the host: it needs an x86-64 Linux, not ${process.platform}/${os.arch()}`;
+    if (spawnSync("cc", ["--version"], { stdio: "ignore" }).status !== 0) return "no C compiler (cc) on this machine: refcow-io is not built here, and the guest image's workloads use their busybox dd fallback";
+  }
+  if (!compiled) return undefined; // the test says so
+  const bare = runBare();
+  if (!bare.runs && /Syntax error|Exec format error|cannot execute binary file/.test(bare.stderr)) {
+    return `this host's kernel cannot execute i386 programs (no IA32 emulation: ${bare.stderr.trim().split("\n")[0]}); the guest tests run refcow-io in the guest`;
+  }
   return undefined;
 }
+const compiled = compile();
 const unavailable = notRunnable();
-const built = unavailable === undefined && build();
+const built = unavailable === undefined && compiled && runBare().runs;
 
 /** A write report of `n` requests, each timed inside [before, after] of the host's CLOCK_MONOTONIC. */
 function expectWritesTimedWithin(w: GuestIoReport | undefined, n: number, before: number, after: number): void {
